@@ -1,0 +1,651 @@
+/*
+ * cfutures.h - run this in parallel and give me the result.
+ *
+ * The whole public API of cfutures: futures, executors (engines), submit,
+ * map, wait and as_completed, modelled on Python's concurrent.futures.
+ *
+ * Conventions that hold for every function below unless its comment says
+ * otherwise:
+ *
+ *   - Functions that can fail return an int: CF_OK (0) on success or a
+ *     negative cf_error code.  When a call fails, a message with the details
+ *     ("wait: 2 (of 4) futures unfinished") is kept for the calling thread
+ *     and can be read with cf_last_error_message().
+ *   - Timeouts are in seconds as a double.  0 means "do not block", a
+ *     positive value is a limit measured from the start of the call, and
+ *     CF_FOREVER means no limit.  A negative or NaN timeout is CF_EINVAL.
+ *   - Handles (cf_future, cf_executor, iterators) are opaque.  Borrowed
+ *     pointers stay valid for as long as the text says; owned ones are
+ *     released with the function named in the text.
+ *   - "Any thread" means the function is thread-safe on the same handle.
+ *   - Options structs are filled with their _init() function first; fields
+ *     may be added in later versions, so never initialise them by position.
+ */
+#ifndef CFUTURES_H
+#define CFUTURES_H
+
+#include <math.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CF_VERSION_MAJOR 0
+#define CF_VERSION_MINOR 1
+#define CF_VERSION_PATCH 0
+
+#if defined(__GNUC__)
+#define CF__PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#define CF__WARN_UNUSED __attribute__((warn_unused_result))
+#else
+#define CF__PRINTF(fmt, args)
+#define CF__WARN_UNUSED
+#endif
+
+/* ------------------------------------------------------------------------
+ * Errors of the API itself
+ *
+ * API errors (bad argument, shut down, timed out, ...) are return codes.
+ * A task's own failure - the counterpart of a Python exception raised in
+ * the worker - is a cf_failure record stored on its future (see below);
+ * asking such a future for its result returns CF_ETASK.
+ * ---------------------------------------------------------------------- */
+
+/* X(name, value, description): one table generates the enum, cf_strerror()
+ * and cf_err_name(). */
+#define CF_ERROR_TABLE(X)                                                     \
+    X(OK, 0, "success")                                                       \
+    X(EINVAL, -1, "invalid argument")                                         \
+    X(ENOMEM, -2, "out of memory")                                            \
+    X(ETIMEDOUT, -3, "timed out")                                             \
+    X(ECANCELLED, -4, "cancelled")                                            \
+    X(EINVALSTATE, -5, "invalid state")                                       \
+    X(ESHUTDOWN, -6, "executor is shut down")                                 \
+    X(EBROKEN, -7, "executor is broken")                                      \
+    X(ETASK, -8, "task raised a failure")                                     \
+    X(ENOTCOPYABLE, -9, "value cannot be copied to a worker")                 \
+    X(ETOOBIG, -10, "payload too large")                                      \
+    X(EDONE, -11, "no more items")                                            \
+    X(EDEADLK, -12, "operation would deadlock")                               \
+    X(ENOTSUP, -13, "not supported by this engine")                           \
+    X(ESYS, -14, "system call failed")
+
+typedef enum cf_error {
+#define CF__ERROR_ENUM(name, value, text) CF_##name = (value),
+    CF_ERROR_TABLE(CF__ERROR_ENUM)
+#undef CF__ERROR_ENUM
+} cf_error;
+
+/* Static description of an error code ("timed out").  Never NULL; an
+ * unknown code gives "unknown error".  Any thread. */
+const char *cf_strerror(int err);
+
+/* Symbolic name of an error code ("CF_ETIMEDOUT"), or "CF_UNKNOWN".  Any
+ * thread. */
+const char *cf_err_name(int err);
+
+/* Details of the most recent failed cfutures call made by the calling
+ * thread, for example "submit: executor is shut down".  Successful calls do
+ * not clear it.  The string is thread-local and valid until this thread's
+ * next failing cfutures call; never NULL (empty if nothing failed yet). */
+const char *cf_last_error_message(void);
+
+/* A sink for messages the library cannot return to anyone: a done-callback
+ * that failed, an executor that broke in the background.  `msg` is one line
+ * without a trailing newline and is only valid during the call. */
+typedef void cf_log_fn(void *arg, const char *msg);
+
+/* Installs the log hook (NULL restores the default, which writes the line
+ * and a newline to stderr).  Any thread; the hook itself may be called from
+ * any thread, with no cfutures lock held, and must not block for long. */
+void cf_set_log_hook(cf_log_fn *fn, void *arg);
+
+/* ------------------------------------------------------------------------
+ * Timeouts
+ * ---------------------------------------------------------------------- */
+
+/* "Wait as long as it takes": pass where a timeout is expected. */
+#define CF_FOREVER HUGE_VAL
+
+/* ------------------------------------------------------------------------
+ * Values: arguments and results
+ *
+ * Every engine passes arguments and results as cf_value.  By default a
+ * value is *copied*: numbers travel inline; bytes and strings are copied at
+ * submit (the caller may free its buffer as soon as submit returns) and the
+ * copy belongs to the call.  That is the C counterpart of Python's
+ * "arguments must be picklable": a task written against copied values works
+ * on every engine, so switching engine is a one-line change.
+ *
+ * CF_PTR passes a pointer by reference.  It is a convenience of in-process
+ * engines (the thread pool); engines whose workers live in another address
+ * space refuse it at submit with CF_ENOTCOPYABLE.  What the pointer points
+ * to stays the caller's, and the caller synchronises access to it.
+ * ---------------------------------------------------------------------- */
+
+typedef enum cf_kind {
+    CF_NONE = 0, /* no value (a task that returned nothing) */
+    CF_I64,      /* int64_t, in .as.i64 */
+    CF_F64,      /* double, in .as.f64 */
+    CF_BYTES,    /* .size bytes at .as.bytes */
+    CF_STR,      /* NUL-terminated text at .as.str; .size = strlen */
+    CF_PTR       /* a pointer shared by reference (in-process engines only) */
+} cf_kind;
+
+typedef struct cf_value {
+    cf_kind kind;
+    size_t size; /* CF_BYTES: length; CF_STR: strlen; otherwise 0 */
+    union {
+        int64_t i64;
+        double f64;
+        const void *bytes;
+        const char *str;
+        void *ptr;
+    } as;
+} cf_value;
+
+/* The largest single CF_BYTES/CF_STR value, and the largest sum of a call's
+ * arguments, that cfutures copies: 1 GiB.  Larger ones are CF_ETOOBIG. */
+#define CF_PAYLOAD_MAX ((size_t)1 << 30)
+
+/* The most arguments a call may have. */
+#define CF_ARGS_MAX 64
+
+/* Constructors.  They only describe the value; nothing is copied until the
+ * value is handed to submit/map/set_result. */
+static inline cf_value cf_none(void)
+{
+    cf_value v = {CF_NONE, 0, {0}};
+    return v;
+}
+static inline cf_value cf_i64(int64_t x)
+{
+    cf_value v = {CF_I64, 0, {0}};
+    v.as.i64 = x;
+    return v;
+}
+static inline cf_value cf_f64(double x)
+{
+    cf_value v = {CF_F64, 0, {0}};
+    v.as.f64 = x;
+    return v;
+}
+static inline cf_value cf_bytes(const void *data, size_t size)
+{
+    cf_value v = {CF_BYTES, size, {0}};
+    v.as.bytes = data;
+    return v;
+}
+/* `s` must be NUL-terminated; NULL is turned into an empty string. */
+cf_value cf_str(const char *s);
+static inline cf_value cf_ptr(void *p)
+{
+    cf_value v = {CF_PTR, 0, {0}};
+    v.as.ptr = p;
+    return v;
+}
+
+/* A printable name for a kind, as Python would name the type: "int",
+ * "float", "bytes", "str", "pointer", "NoneType". */
+const char *cf_kind_name(cf_kind kind);
+
+/* Argument list helpers for cf_submit():
+ *     cf_submit(ex, task, CF_ARGS(cf_i64(323), cf_i64(1235)), &f);
+ *     cf_submit(ex, task, CF_NOARGS, &f);
+ * CF_ARGS expands to two function arguments: a pointer and a count. */
+#define CF_ARGS(...)                                                          \
+    ((const cf_value[]){__VA_ARGS__}),                                        \
+        (sizeof((const cf_value[]){__VA_ARGS__}) / sizeof(cf_value))
+#define CF_NOARGS ((const cf_value *)NULL), ((size_t)0)
+
+/* ------------------------------------------------------------------------
+ * Failures: what a task raises
+ *
+ * A cf_failure is the C counterpart of an exception: an integer code the
+ * task chose, a type name ("ValueError") and a message.  It is created in
+ * the worker, travels to the caller and sits on its future until read.
+ * Each future owns its own record; pointers returned below are borrowed
+ * from the future and valid while the caller holds a reference to it.
+ * ---------------------------------------------------------------------- */
+
+typedef struct cf_failure cf_failure;
+
+/* The code the task raised with, or a cf_error code when the library
+ * failed the future (for example CF_EBROKEN for a broken pool).  0 for
+ * NULL. */
+int cf_failure_code(const cf_failure *failure);
+/* The type name, never NULL ("" for NULL). */
+const char *cf_failure_type(const cf_failure *failure);
+/* The message, never NULL ("" for NULL). */
+const char *cf_failure_message(const cf_failure *failure);
+
+/* ------------------------------------------------------------------------
+ * Tasks
+ *
+ * One signature for every engine:
+ *
+ *     static int square(cf_call *call)
+ *     {
+ *         int64_t x = cf_arg_i64(call, 0);
+ *         return cf_return_i64(call, x * x);
+ *     }
+ *
+ * A task returns 0 for success (with the value set by a cf_return_*()
+ * call, or CF_NONE) and anything else for failure.  cf_raise() records a
+ * failure with a code, type and message and returns CF_ETASK, so a task
+ * ends with `return cf_raise(...)`.  A non-zero return without cf_raise()
+ * fails the future with type "TaskError" and the returned code.  Once a
+ * failure has been raised, the call fails whatever the task returns.
+ *
+ * A task must not keep the cf_call pointer, or any argument pointer, after
+ * it returns.  All cf_arg_*, cf_return_* and cf_raise functions may be
+ * called only by the thread running the task, only during the call.
+ * ---------------------------------------------------------------------- */
+
+typedef struct cf_call cf_call;
+typedef int cf_task_fn(cf_call *call);
+
+/* Number of arguments of the call. */
+size_t cf_arg_count(const cf_call *call);
+
+/* Argument `i`, borrowed for the duration of the call, or NULL when `i`
+ * is out of range. */
+const cf_value *cf_arg(const cf_call *call, size_t i);
+
+/* Typed argument accessors.  If argument `i` is missing or of another kind
+ * they raise a "TypeError" failure on the call (so the future fails even
+ * if the task goes on and returns 0) and return 0 / 0.0 / "" / NULL.
+ * cf_arg_bytes() stores the length in *size when size is not NULL. */
+int64_t cf_arg_i64(cf_call *call, size_t i);
+double cf_arg_f64(cf_call *call, size_t i);
+const char *cf_arg_str(cf_call *call, size_t i);
+const void *cf_arg_bytes(cf_call *call, size_t i, size_t *size);
+void *cf_arg_ptr(cf_call *call, size_t i);
+
+/* Set the call's result; the last call wins.  Bytes and strings are copied
+ * (the task keeps ownership of its buffer).  Return CF_OK, or CF_ENOMEM /
+ * CF_ETOOBIG after raising a "MemoryError" / "ValueError" failure on the
+ * call.  cf_return_value() takes any cf_value. */
+int cf_return_none(cf_call *call);
+int cf_return_i64(cf_call *call, int64_t x);
+int cf_return_f64(cf_call *call, double x);
+int cf_return_str(cf_call *call, const char *s);
+int cf_return_bytes(cf_call *call, const void *data, size_t size);
+int cf_return_ptr(cf_call *call, void *p);
+int cf_return_value(cf_call *call, const cf_value *v);
+
+/* Raise a failure on the call: `code` is the task's own (any int),
+ * `type` a short type name (NULL means "Exception"), the message is
+ * printf-formatted.  A second raise replaces the first.  Always returns
+ * CF_ETASK. */
+int cf_raise(cf_call *call, int code, const char *type, const char *fmt, ...)
+    CF__PRINTF(4, 5);
+
+/* The full name of the calling thread: for a worker of a thread pool this
+ * is "<prefix>_<index>", for example "ThreadPoolExecutor-0_1", kept whole
+ * even though the kernel only stores 15 characters.  For other threads it
+ * is the kernel's name of the thread.  The string is thread-local and
+ * valid until the thread exits.  Any thread. */
+const char *cf_thread_name(void);
+
+/* ------------------------------------------------------------------------
+ * Futures
+ *
+ * A cf_future is the eventual outcome of one call.  States, as in CPython:
+ *
+ *   PENDING -> RUNNING -> FINISHED            (ran; result or failure)
+ *   PENDING -> CANCELLED -> CANCELLED_AND_NOTIFIED
+ *   PENDING -> FINISHED                       (set without running)
+ *
+ * A future completes exactly once.  Futures are reference counted and
+ * thread-safe: every function may be called from any thread.  submit()
+ * hands the caller one reference, released with cf_future_release().
+ *
+ * Deliberate difference from CPython: cf_future_cancel() wakes every
+ * waiter (cf_wait, cf_as_completed, result) at once - a cancelled future
+ * counts as done immediately, whether or not an executor ever looks at it
+ * again.
+ * ---------------------------------------------------------------------- */
+
+typedef struct cf_future cf_future;
+
+typedef enum cf_state {
+    CF_PENDING = 0,
+    CF_RUNNING = 1,
+    CF_CANCELLED = 2,
+    CF_CANCELLED_AND_NOTIFIED = 3,
+    CF_FINISHED = 4
+} cf_state;
+
+/* A callback run once when the future completes (finished or cancelled).
+ * It runs in the thread that completed the future - a worker thread, or
+ * the thread that called cancel()/set_result() - with no cfutures lock
+ * held; or immediately in the registering thread when the future is
+ * already done.  A non-zero return counts as the callback failing: it is
+ * reported through the log hook and the remaining callbacks still run. */
+typedef int cf_done_fn(cf_future *future, void *arg);
+
+/* Name of a state, lowercase as Python prints it ("pending", "running",
+ * "cancelled", "finished"). */
+const char *cf_state_name(cf_state state);
+
+/* Creates a standalone pending future, for building an engine or for
+ * handing results between threads by hand.  *out receives one reference.
+ * Returns CF_EINVAL (out NULL) or CF_ENOMEM. */
+int cf_future_new(cf_future **out) CF__WARN_UNUSED;
+
+/* Adds a reference and returns `f` (NULL passes through). */
+cf_future *cf_future_retain(cf_future *f);
+
+/* Drops a reference; the last one frees the future, its result and its
+ * failure.  Returns CF_OK, or CF_EINVAL for NULL or for a handle that is
+ * detectably not a live future (a double release is caught while the
+ * memory has not been reused; under AddressSanitizer always). */
+int cf_future_release(cf_future *f);
+
+/* Current state.  A snapshot: it may change as soon as it is read. */
+cf_state cf_future_state(const cf_future *f);
+
+/* True if cancelled (CANCELLED or CANCELLED_AND_NOTIFIED). */
+bool cf_future_cancelled(const cf_future *f);
+/* True if currently running. */
+bool cf_future_running(const cf_future *f);
+/* True if finished (with a result or a failure) or cancelled. */
+bool cf_future_done(const cf_future *f);
+
+/* Attempts to cancel.  Returns true if the future is now cancelled (it was
+ * pending, or already cancelled); false if it is running or finished.  On
+ * success, waiters wake and done-callbacks run in the calling thread before
+ * it returns.  Never blocks on the task. */
+bool cf_future_cancel(cf_future *f);
+
+/* Waits up to `timeout` for the future and returns its outcome:
+ *   CF_OK          *out (if not NULL) points at the result, borrowed from
+ *                  the future, valid while the caller holds a reference;
+ *   CF_ETASK       the task raised; read it with cf_future_exception();
+ *   CF_EBROKEN     the executor broke before or while running the call
+ *                  (the failure record says how);
+ *   CF_ECANCELLED  the future was cancelled;
+ *   CF_ETIMEDOUT   not done within `timeout` (the future is unchanged);
+ *   CF_EINVAL      f NULL, or a negative/NaN timeout. */
+int cf_future_result(cf_future *f, double timeout, const cf_value **out);
+
+/* Like cf_future_result() for a CF_I64 / CF_F64 result: stores it in *out.
+ * A result of another kind returns CF_EINVAL. */
+int cf_future_result_i64(cf_future *f, double timeout, int64_t *out);
+int cf_future_result_f64(cf_future *f, double timeout, double *out);
+
+/* Waits up to `timeout` and reports the failure, if any, without treating
+ * it as an error: returns CF_OK and sets *out to the failure (borrowed, as
+ * for result) or to NULL if the call succeeded.  Returns CF_ECANCELLED,
+ * CF_ETIMEDOUT or CF_EINVAL as cf_future_result() does. */
+int cf_future_exception(cf_future *f, double timeout, const cf_failure **out);
+
+/* Adds a done-callback (see cf_done_fn).  Callbacks run in registration
+ * order.  If the future is already done the callback runs now, in this
+ * thread, before this returns.  Returns CF_OK, CF_EINVAL (NULL f or fn) or
+ * CF_ENOMEM (nothing registered). */
+int cf_future_add_done_callback(cf_future *f, cf_done_fn *fn, void *arg);
+
+/* Writes a debug description like Python's repr into buf, truncated to
+ * `size` bytes and always NUL-terminated when size > 0:
+ *     <Future at 0x55d0c3a0 state=running>
+ *     <Future at 0x55d0c3a0 state=finished returned float>
+ *     <Future at 0x55d0c3a0 state=finished raised ValueError>
+ * Returns the length the full text would have (like snprintf), or CF_EINVAL
+ * for a NULL future or a NULL buf with non-zero size. */
+int cf_future_format(const cf_future *f, char *buf, size_t size);
+
+/* --- For engine implementers (and hand-made futures) ------------------- */
+
+/* Marks a pending future running and returns 1, or, if it was cancelled,
+ * moves it to CANCELLED_AND_NOTIFIED and returns 0 (the caller must then
+ * not run the call).  Call it exactly once, before running the call.
+ * Returns CF_EINVALSTATE if the future is running or finished, or was
+ * already notified; CF_EINVAL for NULL. */
+int cf_future_set_running_or_notify_cancel(cf_future *f);
+
+/* Completes the future with a copy of `v` (NULL means CF_NONE).  Waiters
+ * wake and callbacks run in the calling thread.  Returns CF_OK,
+ * CF_EINVALSTATE if it is already finished or cancelled (nothing changes),
+ * CF_ENOMEM / CF_ETOOBIG if the copy could not be made (nothing changes). */
+int cf_future_set_result(cf_future *f, const cf_value *v);
+
+/* Completes the future with a failure built from `code`, `type` (NULL
+ * means "Exception") and `message` (NULL means "").  Same returns as
+ * cf_future_set_result(). */
+int cf_future_set_exception(cf_future *f, int code, const char *type,
+                            const char *message);
+
+/* ------------------------------------------------------------------------
+ * Executors
+ *
+ * An executor runs submitted calls on its workers.  All engines share the
+ * functions in this section; only the constructor differs.  Executor
+ * functions may be called from any thread, including from a task or a
+ * callback running on the executor itself, except where noted.
+ * ---------------------------------------------------------------------- */
+
+typedef struct cf_executor cf_executor;
+
+/* Use the engine's default number of workers. */
+#define CF_AUTO (-1)
+
+/* CPUs this process may run on: the affinity mask, further limited by a
+ * cgroup CPU quota (v2 cpu.max or v1 cfs quota) rounded up.  At least 1. */
+int cf_usable_cpus(void);
+
+/* The thread pool's default worker count: min(32, cf_usable_cpus() + 4). */
+int cf_thread_pool_default_workers(void);
+
+typedef int cf_init_fn(void *arg);
+
+typedef struct cf_thread_pool_options {
+    /* Most threads the pool starts: CF_AUTO (the default) or >= 1.  Threads
+     * start lazily, one per submit that finds no idle thread, and idle
+     * ones are reused. */
+    int max_workers;
+    /* Thread names are "<prefix>_<index>".  NULL (the default) means
+     * "ThreadPoolExecutor-<n>", n counting the pools this process made.
+     * Copied; the caller keeps ownership of the string. */
+    const char *thread_name_prefix;
+    /* Run once in each new worker thread before it takes work.  A non-zero
+     * return breaks the pool: every queued future fails with CF_EBROKEN
+     * and later submits return CF_EBROKEN.  NULL for none. */
+    cf_init_fn *initializer;
+    void *initarg;
+} cf_thread_pool_options;
+
+/* Fills `opts` with the defaults.  NULL is ignored. */
+void cf_thread_pool_options_init(cf_thread_pool_options *opts);
+
+/* Creates a thread pool.  `opts` NULL means defaults.  *out receives the
+ * executor, owned by the caller, who must cf_executor_destroy() it.
+ * Returns CF_EINVAL (out NULL, max_workers 0 or below -1, prefix longer
+ * than 64 bytes) or CF_ENOMEM.  No thread starts until the first submit. */
+int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_options *opts)
+    CF__WARN_UNUSED;
+
+/* Schedules fn(args...) and returns its future in *out (one reference,
+ * owned by the caller).  Arguments are copied before this returns (CF_PTR
+ * values are passed through as pointers).  Errors create no future and
+ * leave *out NULL:
+ *   CF_EINVAL        ex/fn/out NULL, args NULL with nargs > 0, nargs >
+ *                    CF_ARGS_MAX, or an argument with an unknown kind;
+ *   CF_ETOOBIG       an argument, or all together, exceed CF_PAYLOAD_MAX;
+ *   CF_ENOTCOPYABLE  a CF_PTR argument on an engine that copies;
+ *   CF_ESHUTDOWN     after cf_shutdown();
+ *   CF_EBROKEN       the executor is broken (an initializer failed, or the
+ *                    executor was inherited through fork());
+ *   CF_ENOMEM, CF_ESYS (a worker thread could not be started and no
+ *                    thread exists to run the call). */
+int cf_submit(cf_executor *ex, cf_task_fn *fn, const cf_value *args,
+              size_t nargs, cf_future **out);
+
+/* Signals the executor to free its resources once pending calls are done;
+ * later submits fail with CF_ESHUTDOWN.  With cancel_futures, calls that
+ * have not started are cancelled.  With wait, returns only when every
+ * started call has finished and all workers have exited.  Idempotent: a
+ * later call may still wait or cancel.  Returns CF_OK, CF_EINVAL (NULL),
+ * or CF_EDEADLK when asked to wait from one of the executor's own workers
+ * (the shutdown is still signalled; the wait is skipped). */
+int cf_shutdown(cf_executor *ex, bool wait, bool cancel_futures);
+
+/* The end of Python's `with` block: cf_shutdown(ex, true, false), then
+ * frees the executor.  Futures stay valid (they are reference counted).
+ * NULL is a no-op returning CF_OK.  Returns CF_EDEADLK, freeing nothing,
+ * when called from one of the executor's own workers.  The handle must not
+ * be used afterwards. */
+int cf_executor_destroy(cf_executor *ex);
+
+/* Scoped executor, the counterpart of `with ThreadPoolExecutor() as ex:`
+ * (GCC and Clang).  The executor is destroyed when the variable goes out
+ * of scope:
+ *     {
+ *         CF_WITH_EXECUTOR(ex);
+ *         if (cf_thread_pool_new(&ex, NULL) != CF_OK) return 1;
+ *         ...
+ *     }   // waits for pending calls, then frees
+ */
+void cf__executor_scope_exit(cf_executor **ex);
+#define CF_WITH_EXECUTOR(name)                                                \
+    __attribute__((cleanup(cf__executor_scope_exit))) cf_executor *name = NULL
+
+/* Number of worker threads/processes currently alive.  -1 for NULL. */
+int cf_executor_worker_count(const cf_executor *ex);
+
+/* ------------------------------------------------------------------------
+ * map
+ *
+ * Calls fn over inputs zipped together - fn(a[0], b[0]), fn(a[1], b[1]) ...
+ * stopping at the shortest input - and yields the outcomes in input order.
+ * ---------------------------------------------------------------------- */
+
+/* A generator: stores the next value in *out and returns 1, returns 0 when
+ * exhausted, or a negative value for an error (map stops and reports
+ * CF_EINVAL).  The value only needs to stay valid until the next call: it
+ * is copied before the generator is called again. */
+typedef int cf_next_fn(void *ctx, cf_value *out);
+
+typedef struct cf_map_input {
+    const cf_value *values; /* an array of `count` values ...        */
+    size_t count;
+    cf_next_fn *next;       /* ... or, if next is not NULL, a generator */
+    void *ctx;
+} cf_map_input;
+
+/* Input helpers. */
+static inline cf_map_input cf_input_array(const cf_value *values, size_t count)
+{
+    cf_map_input in = {values, count, NULL, NULL};
+    return in;
+}
+static inline cf_map_input cf_input_generator(cf_next_fn *next, void *ctx)
+{
+    cf_map_input in = {NULL, 0, next, ctx};
+    return in;
+}
+
+typedef struct cf_map_options {
+    /* Limit for each cf_map_next(), measured from the cf_map() call.
+     * CF_FOREVER (default) means no limit. */
+    double timeout;
+    /* >= 1 (default 1).  Process engines send this many inputs per message;
+     * the thread pool accepts and ignores it, as CPython does. */
+    int chunksize;
+    /* 0 (default): read every input now, as CPython does, and submit all
+     * calls.  N > 0: read inputs lazily and keep at most N calls submitted
+     * and not yet collected (Python 3.14's buffersize), so an endless or
+     * huge generator runs in constant memory. */
+    size_t buffersize;
+} cf_map_options;
+
+void cf_map_options_init(cf_map_options *opts);
+
+typedef struct cf_map_iter cf_map_iter;
+
+/* Starts a map.  `opts` NULL means defaults.  *out receives the iterator,
+ * owned by the caller (cf_map_close()).  Returns the errors of cf_submit()
+ * (nothing is left running: calls already submitted are cancelled), and
+ * CF_EINVAL for ninputs 0, a NULL input array, chunksize < 1, a bad
+ * timeout or a generator that failed. */
+int cf_map(cf_executor *ex, cf_task_fn *fn, const cf_map_input *inputs,
+           size_t ninputs, const cf_map_options *opts, cf_map_iter **out);
+
+/* Waits for the next outcome, in input order:
+ *   CF_OK          *value (if not NULL) = result, borrowed until the next
+ *                  cf_map_next()/cf_map_close() on this iterator;
+ *   CF_ETASK / CF_EBROKEN / CF_ECANCELLED
+ *                  this element failed; *failure (if not NULL) = its
+ *                  failure record (NULL when cancelled), borrowed likewise.
+ *                  Iteration continues with the next element;
+ *   CF_EDONE       no more elements;
+ *   CF_ETIMEDOUT   the map's timeout passed; calls that have not started
+ *                  are cancelled and the iterator is finished (later calls
+ *                  return CF_EDONE);
+ *   CF_EINVAL      NULL iterator, or a generator failed while refilling.
+ * One thread at a time per iterator. */
+int cf_map_next(cf_map_iter *it, const cf_value **value,
+                const cf_failure **failure);
+
+/* Closes the iterator early or at the end: calls that have not started
+ * are cancelled, everything is freed.  Running calls finish on their own.
+ * NULL is a no-op. */
+void cf_map_close(cf_map_iter *it);
+
+/* ------------------------------------------------------------------------
+ * wait and as_completed
+ *
+ * Both accept futures from any mix of executors and standalone futures.
+ * Duplicates are collapsed.  Timeouts run from the call.
+ * ---------------------------------------------------------------------- */
+
+typedef enum cf_return_when {
+    CF_FIRST_COMPLETED = 1,
+    CF_FIRST_EXCEPTION = 2, /* first failure; like ALL_COMPLETED if none */
+    CF_ALL_COMPLETED = 3
+} cf_return_when;
+
+/* Waits until the `return_when` condition holds or `timeout` passes, then
+ * sorts the distinct futures into `done` and `not_done`.  Either output
+ * array may be NULL; if given it must have room for `n` pointers.  The
+ * pointers are borrowed (no reference is added).  ndone/nnot_done (may be
+ * NULL) receive the counts.  Returns CF_OK when the condition holds,
+ * CF_ETIMEDOUT when the timeout passed first (the outputs are still
+ * filled), CF_EINVAL for a NULL fs with n > 0, a NULL element, a bad
+ * return_when or timeout, CF_ENOMEM. */
+int cf_wait(cf_future *const *fs, size_t n, double timeout,
+            cf_return_when return_when, cf_future **done, size_t *ndone,
+            cf_future **not_done, size_t *nnot_done);
+
+typedef struct cf_as_completed_iter cf_as_completed_iter;
+
+/* Starts iterating over the distinct futures in `fs` in the order they
+ * complete; those already done come first.  The iterator holds a reference
+ * to each future until cf_as_completed_free().  Returns CF_EINVAL (NULL fs
+ * with n > 0, a NULL element, out NULL, bad timeout) or CF_ENOMEM. */
+int cf_as_completed(cf_future *const *fs, size_t n, double timeout,
+                    cf_as_completed_iter **out);
+
+/* Yields the next completed future (borrowed, valid until the iterator is
+ * freed):
+ *   CF_OK         *out = a done future;
+ *   CF_EDONE      every future has been yielded;
+ *   CF_ETIMEDOUT  the timeout passed; the message says "N (of M) futures
+ *                 unfinished".  Later calls keep returning CF_ETIMEDOUT
+ *                 until the remaining futures are done;
+ *   CF_EINVAL     NULL arguments.
+ * One thread at a time per iterator. */
+int cf_as_completed_next(cf_as_completed_iter *it, cf_future **out);
+
+/* Frees the iterator and drops its references.  NULL is a no-op. */
+void cf_as_completed_free(cf_as_completed_iter *it);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CFUTURES_H */

@@ -1,0 +1,221 @@
+/*
+ * executor.c - the engine-independent executor front: submit, shutdown,
+ * destroy, the process-wide registry, and fork/exit handling.
+ *
+ * Design notes
+ * - submit() validates and copies the arguments into one allocation with
+ *   the future (one malloc per call), then hands the future to the engine
+ *   through its operation table (internal.h).  Engines never see bad input.
+ * - The registry is a list of live executors, guarded by `registry_mu`.
+ *   It exists for the exit handler: as in Python, the program does not end
+ *   until pending calls are done, so at exit every executor that was not
+ *   destroyed is shut down with wait (skipping the executor whose worker
+ *   called exit(), which cannot join itself).
+ * - fork(): a child inherits executors whose threads exist only in the
+ *   parent, and whose locks another parent thread may have held at the
+ *   moment of fork.  The child handler bumps cf__fork_generation; the
+ *   front refuses to touch an executor from an older generation (submit
+ *   says CF_EBROKEN, shutdown and destroy only forget it), and the exit
+ *   handler skips them, so a child never blocks on the parent's state.
+ *   `registry_mu` itself is taken around fork() (pthread_atfork) so the
+ *   child gets it in a consistent, unlocked state.
+ * - Executor lifetime: `refs` counts the owner plus the exit handler while
+ *   it works on the executor; the memory goes when both are done.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+_Atomic unsigned cf__fork_generation;
+
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static cf_executor *registry_head; /* guarded by registry_mu */
+static pthread_once_t runtime_once = PTHREAD_ONCE_INIT;
+
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&registry_mu);
+}
+
+static void atfork_parent(void)
+{
+    pthread_mutex_unlock(&registry_mu);
+}
+
+static void atfork_child(void)
+{
+    /* Only this thread exists now; re-create the mutex rather than unlock
+     * it, which keeps the child independent of how it was held. */
+    pthread_mutex_init(&registry_mu, NULL);
+    atomic_fetch_add_explicit(&cf__fork_generation, 1, memory_order_relaxed);
+}
+
+static void exit_handler(void)
+{
+    /* Collect the executors to finish under the lock, but wait for them
+     * outside it: a task may still create or destroy executors. */
+    pthread_mutex_lock(&registry_mu);
+    size_t n = 0;
+    for (cf_executor *ex = registry_head; ex; ex = ex->reg_next)
+        n++;
+    cf_executor **list = n ? malloc(n * sizeof *list) : NULL;
+    size_t k = 0;
+    for (cf_executor *ex = registry_head; ex && list; ex = ex->reg_next) {
+        if (cf__executor_inherited(ex) || atomic_load(&ex->destroyed))
+            continue;
+        if (ex->engine->is_worker(ex))
+            continue; /* exit() was called from this pool's task */
+        atomic_fetch_add(&ex->refs, 1);
+        list[k++] = ex;
+    }
+    pthread_mutex_unlock(&registry_mu);
+    for (size_t i = 0; i < k; i++) {
+        list[i]->engine->shutdown(list[i], true, false);
+        cf__executor_unref(list[i]);
+    }
+    free(list);
+}
+
+static void runtime_init_once(void)
+{
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    atexit(exit_handler);
+}
+
+void cf__runtime_init(void)
+{
+    pthread_once(&runtime_once, runtime_init_once);
+}
+
+void cf__executor_register(cf_executor *ex, const cf__engine *engine)
+{
+    cf__runtime_init();
+    ex->magic = CF__EXECUTOR_MAGIC;
+    ex->engine = engine;
+    ex->generation = atomic_load_explicit(&cf__fork_generation, memory_order_relaxed);
+    atomic_init(&ex->refs, 1);
+    atomic_init(&ex->destroyed, false);
+    pthread_mutex_lock(&registry_mu);
+    ex->reg_prev = NULL;
+    ex->reg_next = registry_head;
+    if (registry_head)
+        registry_head->reg_prev = ex;
+    registry_head = ex;
+    pthread_mutex_unlock(&registry_mu);
+}
+
+void cf__executor_unref(cf_executor *ex)
+{
+    if (atomic_fetch_sub_explicit(&ex->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    pthread_mutex_lock(&registry_mu);
+    if (ex->reg_prev)
+        ex->reg_prev->reg_next = ex->reg_next;
+    else
+        registry_head = ex->reg_next;
+    if (ex->reg_next)
+        ex->reg_next->reg_prev = ex->reg_prev;
+    pthread_mutex_unlock(&registry_mu);
+    ex->magic = 0;
+    ex->engine->destroy(ex);
+}
+
+static bool live(const cf_executor *ex)
+{
+    return ex && ex->magic == CF__EXECUTOR_MAGIC;
+}
+
+CF__API int cf_submit(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
+                      cf_future **out)
+{
+    if (out)
+        *out = NULL;
+    if (!live(ex) || !fn || !out)
+        return cf__fail(CF_EINVAL, "submit: %s is NULL",
+                        !ex ? "executor" : !fn ? "fn" : !out ? "out" : "executor (not live)");
+    if (nargs > 0 && !args)
+        return cf__fail(CF_EINVAL, "submit: args is NULL but nargs is %zu", nargs);
+    if (nargs > CF_ARGS_MAX)
+        return cf__fail(CF_EINVAL, "submit: %zu arguments, more than CF_ARGS_MAX (%d)", nargs,
+                        CF_ARGS_MAX);
+    if (cf__executor_inherited(ex))
+        return cf__fail(CF_EBROKEN, "submit: executor was inherited through fork(); its workers "
+                                    "do not exist in this process");
+    size_t extra = 0;
+    bool copying = ex->engine->copies_args;
+    for (size_t i = 0; i < nargs; i++) {
+        int rc = cf__value_check(&args[i], copying, "submit", i);
+        if (rc != CF_OK)
+            return rc;
+        extra += cf__value_extra(&args[i]);
+        if (extra > CF_PAYLOAD_MAX + (size_t)CF_ARGS_MAX)
+            return cf__fail(CF_ETOOBIG, "submit: arguments total more than CF_PAYLOAD_MAX (%zu)",
+                            (size_t)CF_PAYLOAD_MAX);
+    }
+    cf_future *f = cf__future_new_call(fn, args, nargs, extra);
+    if (!f)
+        return cf__fail(CF_ENOMEM, "submit: out of memory for the call");
+    /* The engine keeps its own reference; the caller gets the first. */
+    cf_future_retain(f);
+    int rc = ex->engine->submit(ex, f);
+    if (rc != CF_OK) {
+        /* The engine released its reference; drop ours too. */
+        cf_future_release(f);
+        return rc;
+    }
+    *out = f;
+    return CF_OK;
+}
+
+CF__API int cf_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
+{
+    if (!live(ex))
+        return cf__fail(CF_EINVAL, "shutdown: executor is NULL");
+    if (cf__executor_inherited(ex))
+        return CF_OK; /* nothing of it runs in this process */
+    return ex->engine->shutdown(ex, wait, cancel_futures);
+}
+
+CF__API int cf_executor_destroy(cf_executor *ex)
+{
+    if (!ex)
+        return CF_OK;
+    if (!live(ex))
+        return cf__fail(CF_EINVAL, "executor_destroy: not a live executor (destroyed twice?)");
+    if (cf__executor_inherited(ex)) {
+        /* Its locks may be held by threads that do not exist here; leave
+         * its memory alone (it stays reachable from the registry). */
+        atomic_store(&ex->destroyed, true);
+        ex->magic = 0;
+        return CF_OK;
+    }
+    if (ex->engine->is_worker(ex)) {
+        ex->engine->shutdown(ex, false, false);
+        return cf__fail(CF_EDEADLK, "executor_destroy: called from one of the executor's own "
+                                    "workers, which cannot wait for itself");
+    }
+    int rc = ex->engine->shutdown(ex, true, false);
+    if (rc != CF_OK)
+        return rc;
+    atomic_store(&ex->destroyed, true);
+    cf__executor_unref(ex);
+    return CF_OK;
+}
+
+CF__API void cf__executor_scope_exit(cf_executor **ex)
+{
+    if (ex && *ex) {
+        cf_executor_destroy(*ex);
+        *ex = NULL;
+    }
+}
+
+CF__API int cf_executor_worker_count(const cf_executor *ex)
+{
+    if (!live(ex))
+        return -1;
+    if (cf__executor_inherited(ex))
+        return 0;
+    return ex->engine->worker_count(ex);
+}

@@ -1,0 +1,548 @@
+/*
+ * future.c - the future state machine, done-callbacks and blocking result().
+ *
+ * Design notes
+ *
+ * Transitions (CPython's, plus our cancel rule):
+ *
+ *   from \ call      cancel()     set_running_or_   set_result/      run end
+ *                                 notify_cancel()   set_exception()
+ *   PENDING          CANCELLED*   RUNNING (1)       FINISHED*        -
+ *   RUNNING          false        EINVALSTATE       FINISHED*        FINISHED*
+ *   CANCELLED        true         C_A_NOTIFIED (0)  EINVALSTATE      -
+ *   C_A_NOTIFIED     true         EINVALSTATE       EINVALSTATE      -
+ *   FINISHED         false        EINVALSTATE       EINVALSTATE      -
+ *
+ *   * = the future is now done: sleepers in result() are woken, every
+ *   installed waiter (wait/as_completed) is notified, and the callbacks run
+ *   in the completing thread once the lock is dropped.  Unlike CPython,
+ *   waiters are notified at cancel() time rather than when an executor
+ *   later notices the cancellation, so a cancelled future never leaves a
+ *   wait() hanging (CPython gh-92001, gh-109934).
+ *
+ * Invariants
+ * - `state` changes only with `lock` held.  It is read without the lock
+ *   (done(), the result fast path) with acquire ordering; the outcome
+ *   fields (status, result, failure) are written before the release store
+ *   that makes the state final, and never change afterwards, so a reader
+ *   that saw a final state may read them without the lock.
+ * - Callbacks and waiter nodes are guarded by `lock`.  Completion detaches
+ *   the callback list under the lock; the completing thread then owns it
+ *   and runs it with no lock held, so a callback may use the future freely.
+ *   A callback added after completion runs at once in the adding thread.
+ * - Waiters are notified with the future's lock held (see wait.c: that is
+ *   what keeps a waiter on another thread's stack alive).
+ * - Blocking in result(): a waiter spins briefly, then sets CF__SLEEPERS in
+ *   `state` with a CAS and sleeps on the word (futex).  The completer
+ *   swaps in the final state and wakes everyone if the bit was set.  The
+ *   CAS/swap pair on one word means a wake can never be lost.
+ * - Reference counting: the count starts at 1 (the creator).  Engines take
+ *   their own reference for as long as they hold the future.  Increments
+ *   are relaxed (a reference can only be copied from one already held);
+ *   the decrement is acq_rel so the last releaser sees every write.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define FUTURE_MAGIC 0x46555452u /* "FUTR" */
+#define FUTURE_DEAD 0xDEADF00Du
+
+static void init_future(cf_future *f)
+{
+    memset(f, 0, sizeof *f);
+    f->magic = FUTURE_MAGIC;
+    atomic_init(&f->refs, 1);
+    atomic_init(&f->state, CF_PENDING);
+    atomic_init(&f->lock.word, 0);
+    f->status = CF_OK;
+    f->result = cf_none();
+}
+
+static bool live(const cf_future *f)
+{
+    return f && f->magic == FUTURE_MAGIC;
+}
+
+CF__API int cf_future_new(cf_future **out)
+{
+    if (!out)
+        return cf__fail(CF_EINVAL, "future_new: out is NULL");
+    *out = NULL;
+    cf_future *f = malloc(sizeof *f);
+    if (!f)
+        return cf__fail(CF_ENOMEM, "future_new: out of memory");
+    init_future(f);
+    *out = f;
+    return CF_OK;
+}
+
+cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t nargs,
+                               size_t extra_bytes)
+{
+    size_t size = sizeof(cf_future) + nargs * sizeof(cf_value) + extra_bytes;
+    cf_future *f = malloc(size);
+    if (!f)
+        return NULL;
+    init_future(f);
+    f->has_call = true;
+    f->call.fn = fn;
+    f->call.nargs = nargs;
+    f->call.args = (cf_value *)(f + 1);
+    f->call.future = f;
+    f->call.result = cf_none();
+    unsigned char *bytes = (unsigned char *)(f->call.args + nargs);
+    for (size_t i = 0; i < nargs; i++) {
+        cf_value v = args[i];
+        if (v.kind == CF_BYTES || v.kind == CF_STR) {
+            if (v.size)
+                memcpy(bytes, v.as.bytes, v.size);
+            if (v.kind == CF_STR)
+                bytes[v.size] = '\0';
+            v.as.bytes = bytes;
+            bytes += cf__value_extra(&args[i]);
+        }
+        f->call.args[i] = v;
+    }
+    return f;
+}
+
+CF__API cf_future *cf_future_retain(cf_future *f)
+{
+    if (f)
+        atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+    return f;
+}
+
+static void free_future(cf_future *f)
+{
+    if (f->failure && !cf__failure_is_static(f->failure))
+        cf__failure_free(f->failure);
+    free(f->result_heap);
+    if (f->has_call) {
+        /* Staged outcome of a call that never got published. */
+        if (f->call.failure && !cf__failure_is_static(f->call.failure))
+            cf__failure_free(f->call.failure);
+        free(f->call.result_heap);
+    }
+    /* Callbacks never run (the future never completed) are dropped. */
+    cf__cb *cb = f->cb_head;
+    while (cb) {
+        cf__cb *next = cb->next;
+        if (cb != &f->cb_first)
+            free(cb);
+        cb = next;
+    }
+    f->magic = FUTURE_DEAD;
+    free(f);
+}
+
+CF__API int cf_future_release(cf_future *f)
+{
+    if (!f)
+        return cf__fail(CF_EINVAL, "future_release: future is NULL");
+    if (!live(f))
+        return cf__fail(CF_EINVAL, "future_release: %p is not a live future (double release?)",
+                        (void *)f);
+    uint32_t old = atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel);
+    if (old == 1)
+        free_future(f);
+    else if (CF__UNLIKELY(old == 0)) {
+        atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+        return cf__fail(CF_EINVAL, "future_release: reference count underflow (double release)");
+    }
+    return CF_OK;
+}
+
+/* ---- state queries -------------------------------------------------- */
+
+CF__API const char *cf_state_name(cf_state s)
+{
+    switch (s) {
+    case CF_PENDING: return "pending";
+    case CF_RUNNING: return "running";
+    case CF_CANCELLED:
+    case CF_CANCELLED_AND_NOTIFIED: return "cancelled";
+    case CF_FINISHED: return "finished";
+    }
+    return "unknown";
+}
+
+CF__API cf_state cf_future_state(const cf_future *f)
+{
+    return f ? (cf_state)cf__state_of(f) : CF_PENDING;
+}
+
+CF__API bool cf_future_cancelled(const cf_future *f)
+{
+    if (!f)
+        return false;
+    uint32_t s = cf__state_of(f);
+    return s == CF_CANCELLED || s == CF_CANCELLED_AND_NOTIFIED;
+}
+
+CF__API bool cf_future_running(const cf_future *f)
+{
+    return f && cf__state_of(f) == CF_RUNNING;
+}
+
+CF__API bool cf_future_done(const cf_future *f)
+{
+    return f && cf__state_done(cf__state_of(f));
+}
+
+/* ---- completion ------------------------------------------------------ */
+
+/* Moves the state to `to`, keeping nothing of the sleepers bit, and returns
+ * whether somebody was sleeping.  Lock held. */
+static bool swap_state(cf_future *f, uint32_t to)
+{
+    uint32_t old = atomic_exchange_explicit(&f->state, to, memory_order_acq_rel);
+    return (old & CF__SLEEPERS) != 0;
+}
+
+/* Runs detached callbacks in order, reporting failures through the log
+ * hook.  No lock held. */
+static void run_callbacks(cf_future *f, cf__cb *cb)
+{
+    while (cb) {
+        cf__cb *next = cb->next;
+        int rc = cb->fn(f, cb->arg);
+        if (rc != 0) {
+            char desc[128];
+            cf_future_format(f, desc, sizeof desc);
+            cf__log("exception calling callback for %s: callback returned %d", desc, rc);
+        }
+        if (cb != &f->cb_first)
+            free(cb);
+        cb = next;
+    }
+}
+
+/* The common tail of every completion: with the lock held and the outcome
+ * written, publish `final`, notify waiters, detach callbacks; then, with
+ * the lock dropped, wake sleepers and run callbacks. */
+static void complete_locked(cf_future *f, uint32_t final)
+{
+    bool sleepers = swap_state(f, final);
+    for (cf__wnode *n = f->waiters; n; n = n->next)
+        cf__waiter_notify(n->waiter, f);
+    cf__cb *cbs = f->cb_head;
+    f->cb_head = f->cb_tail = NULL;
+    /* Keep the future alive through the callbacks even if a callback drops
+     * the caller's last reference. */
+    cf_future_retain(f);
+    cf__lock_release(&f->lock);
+    if (sleepers)
+        cf__futex_wake(&f->state, INT_MAX);
+    run_callbacks(f, cbs);
+    cf_future_release(f);
+}
+
+CF__API bool cf_future_cancel(cf_future *f)
+{
+    if (!live(f))
+        return false;
+    cf__lock_acquire(&f->lock);
+    uint32_t s = cf__state_of(f);
+    if (s == CF_CANCELLED || s == CF_CANCELLED_AND_NOTIFIED) {
+        cf__lock_release(&f->lock);
+        return true;
+    }
+    if (s != CF_PENDING) {
+        cf__lock_release(&f->lock);
+        return false;
+    }
+    complete_locked(f, CF_CANCELLED);
+    return true;
+}
+
+CF__API int cf_future_set_running_or_notify_cancel(cf_future *f)
+{
+    if (!live(f))
+        return cf__fail(CF_EINVAL, "set_running_or_notify_cancel: not a live future");
+    cf__lock_acquire(&f->lock);
+    uint32_t raw = atomic_load_explicit(&f->state, memory_order_relaxed);
+    uint32_t s = raw & CF__STATE_MASK;
+    int rc;
+    if (s == CF_PENDING) {
+        atomic_store_explicit(&f->state, CF_RUNNING | (raw & CF__SLEEPERS), memory_order_release);
+        rc = 1;
+    } else if (s == CF_CANCELLED) {
+        /* Waiters were already notified by cancel(). */
+        atomic_store_explicit(&f->state, CF_CANCELLED_AND_NOTIFIED | (raw & CF__SLEEPERS),
+                              memory_order_release);
+        rc = 0;
+    } else {
+        rc = cf__fail(CF_EINVALSTATE, "set_running_or_notify_cancel: future is %s",
+                      s == CF_CANCELLED_AND_NOTIFIED ? "cancelled and already notified"
+                                                     : cf_state_name((cf_state)s));
+    }
+    cf__lock_release(&f->lock);
+    return rc;
+}
+
+/* Completes f as FINISHED with an outcome the caller already built.  Takes
+ * ownership of `failure` and `heap` on success; returns CF_EINVALSTATE
+ * (owning nothing) when already done. */
+static int finish(cf_future *f, int status, const cf_value *result, void *heap,
+                  cf_failure *failure, const char *who)
+{
+    cf__lock_acquire(&f->lock);
+    uint32_t s = cf__state_of(f);
+    if (cf__state_done(s)) {
+        cf__lock_release(&f->lock);
+        return cf__fail(CF_EINVALSTATE, "%s: future is already %s", who,
+                        cf_state_name((cf_state)s));
+    }
+    f->status = status;
+    if (result)
+        f->result = *result;
+    f->result_heap = heap;
+    f->failure = failure;
+    complete_locked(f, CF_FINISHED);
+    return CF_OK;
+}
+
+CF__API int cf_future_set_result(cf_future *f, const cf_value *v)
+{
+    if (!live(f))
+        return cf__fail(CF_EINVAL, "set_result: not a live future");
+    cf_value none = cf_none();
+    if (!v)
+        v = &none;
+    int rc = cf__value_check(v, false, "set_result", 0);
+    if (rc != CF_OK)
+        return rc;
+    cf__lock_acquire(&f->lock);
+    uint32_t s = cf__state_of(f);
+    if (cf__state_done(s)) {
+        cf__lock_release(&f->lock);
+        return cf__fail(CF_EINVALSTATE, "set_result: future is already %s",
+                        cf_state_name((cf_state)s));
+    }
+    /* We win the completion, so the future's result slots are ours to
+     * fill; on ENOMEM nothing has changed and the future stays as it was. */
+    rc = cf__value_store(&f->result, &f->result_heap, f->inline_result, v, false, "set_result");
+    if (rc != CF_OK) {
+        cf__lock_release(&f->lock);
+        return rc;
+    }
+    f->status = CF_OK;
+    complete_locked(f, CF_FINISHED);
+    return CF_OK;
+}
+
+CF__API int cf_future_set_exception(cf_future *f, int code, const char *type,
+                                    const char *message)
+{
+    if (!live(f))
+        return cf__fail(CF_EINVAL, "set_exception: not a live future");
+    cf_failure *fail = cf__failure_new(code, type, message);
+    if (!fail)
+        return cf__fail(CF_ENOMEM, "set_exception: out of memory");
+    int rc = finish(f, CF_ETASK, NULL, NULL, fail, "set_exception");
+    if (rc != CF_OK)
+        cf__failure_free(fail);
+    return rc;
+}
+
+int cf__future_fail(cf_future *f, int status, const char *type, const char *message)
+{
+    cf_failure *fail = cf__failure_new(status, type, message);
+    int rc = finish(f, status, NULL, NULL, fail ? fail : cf__failure_oom(), "fail");
+    if (rc != CF_OK && fail)
+        cf__failure_free(fail);
+    return rc;
+}
+
+void cf__future_run_call(cf_future *f, _Atomic int *busy)
+{
+    cf_call *call = &f->call;
+    int rc = call->fn(call);
+    if (!call->failure && rc != 0)
+        cf_raise(call, rc, "TaskError", "task returned %d without raising", rc);
+    /* The engine's idle accounting must be right before anyone can see the
+     * outcome (see thread_pool.c). */
+    if (busy)
+        atomic_fetch_sub_explicit(busy, 1, memory_order_release);
+    cf__lock_acquire(&f->lock);
+    if (cf__state_of(f) != CF_RUNNING) {
+        /* Somebody completed a running future by hand; theirs stands. */
+        cf__lock_release(&f->lock);
+        cf__log("a task finished on a future that was already completed; outcome dropped");
+        return;
+    }
+    if (call->failure) {
+        f->status = CF_ETASK;
+        f->failure = call->failure;
+        free(call->result_heap);
+    } else {
+        f->status = CF_OK;
+        f->result = call->result;
+        f->result_heap = call->result_heap;
+    }
+    call->failure = NULL;
+    call->result_heap = NULL;
+    /* The only other completion paths require a non-RUNNING state. */
+    complete_locked(f, CF_FINISHED);
+}
+
+/* ---- waiting for the outcome ----------------------------------------- */
+
+/* Waits until done or the deadline; returns the final state or
+ * CF__STATE_MASK+1 on timeout. */
+static uint32_t wait_done(cf_future *f, int64_t deadline)
+{
+    uint32_t raw = atomic_load_explicit(&f->state, memory_order_acquire);
+    if (cf__state_done(raw & CF__STATE_MASK))
+        return raw & CF__STATE_MASK;
+    if (deadline != CF__NS_FOREVER && deadline <= cf__now_ns())
+        return CF__STATE_MASK + 1;
+    int spins = cf__spin_limit();
+    for (int i = 0; i < spins; i++) {
+        cf__cpu_relax();
+        raw = atomic_load_explicit(&f->state, memory_order_acquire);
+        if (cf__state_done(raw & CF__STATE_MASK))
+            return raw & CF__STATE_MASK;
+    }
+    for (;;) {
+        raw = atomic_load_explicit(&f->state, memory_order_acquire);
+        if (cf__state_done(raw & CF__STATE_MASK))
+            return raw & CF__STATE_MASK;
+        if (deadline != CF__NS_FOREVER && deadline <= cf__now_ns())
+            return CF__STATE_MASK + 1;
+        if (!(raw & CF__SLEEPERS)) {
+            if (!atomic_compare_exchange_weak_explicit(&f->state, &raw, raw | CF__SLEEPERS,
+                                                       memory_order_acq_rel,
+                                                       memory_order_acquire))
+                continue;
+            raw |= CF__SLEEPERS;
+        }
+        cf__futex_wait(&f->state, raw, deadline);
+    }
+}
+
+/* Shared front of result() and exception(): validates, waits, and returns
+ * CF_OK once the future is FINISHED. */
+static int await_finished(cf_future *f, double timeout, const char *who)
+{
+    if (!live(f))
+        return cf__fail(CF_EINVAL, "%s: not a live future", who);
+    int64_t deadline;
+    int rc = cf__deadline(timeout, &deadline, who);
+    if (rc != CF_OK)
+        return rc;
+    uint32_t s = wait_done(f, deadline);
+    if (s > CF__STATE_MASK)
+        return cf__fail(CF_ETIMEDOUT, "%s: future not done after %g s", who, timeout);
+    if (s == CF_CANCELLED || s == CF_CANCELLED_AND_NOTIFIED)
+        return cf__fail(CF_ECANCELLED, "%s: future was cancelled", who);
+    return CF_OK;
+}
+
+CF__API int cf_future_result(cf_future *f, double timeout, const cf_value **out)
+{
+    if (out)
+        *out = NULL;
+    int rc = await_finished(f, timeout, "result");
+    if (rc != CF_OK)
+        return rc;
+    if (f->status != CF_OK)
+        return cf__fail(f->status, "result: %s: %s", f->failure->type, f->failure->message);
+    if (out)
+        *out = &f->result;
+    return CF_OK;
+}
+
+CF__API int cf_future_result_i64(cf_future *f, double timeout, int64_t *out)
+{
+    const cf_value *v;
+    int rc = cf_future_result(f, timeout, &v);
+    if (rc != CF_OK)
+        return rc;
+    if (v->kind != CF_I64)
+        return cf__fail(CF_EINVAL, "result_i64: result is %s, not int", cf_kind_name(v->kind));
+    if (out)
+        *out = v->as.i64;
+    return CF_OK;
+}
+
+CF__API int cf_future_result_f64(cf_future *f, double timeout, double *out)
+{
+    const cf_value *v;
+    int rc = cf_future_result(f, timeout, &v);
+    if (rc != CF_OK)
+        return rc;
+    if (v->kind != CF_F64)
+        return cf__fail(CF_EINVAL, "result_f64: result is %s, not float", cf_kind_name(v->kind));
+    if (out)
+        *out = v->as.f64;
+    return CF_OK;
+}
+
+CF__API int cf_future_exception(cf_future *f, double timeout, const cf_failure **out)
+{
+    if (out)
+        *out = NULL;
+    int rc = await_finished(f, timeout, "exception");
+    if (rc != CF_OK)
+        return rc;
+    if (out)
+        *out = f->failure;
+    return CF_OK;
+}
+
+CF__API int cf_future_add_done_callback(cf_future *f, cf_done_fn *fn, void *arg)
+{
+    if (!live(f) || !fn)
+        return cf__fail(CF_EINVAL, "add_done_callback: %s is NULL", fn ? "future" : "fn");
+    cf__lock_acquire(&f->lock);
+    if (cf__state_done(cf__state_of(f))) {
+        cf__lock_release(&f->lock);
+        if (fn(f, arg) != 0) {
+            char desc[128];
+            cf_future_format(f, desc, sizeof desc);
+            cf__log("exception calling callback for %s", desc);
+        }
+        return CF_OK;
+    }
+    cf__cb *cb;
+    if (f->cb_head == NULL && f->cb_first.fn == NULL) {
+        cb = &f->cb_first;
+    } else {
+        cb = malloc(sizeof *cb);
+        if (!cb) {
+            cf__lock_release(&f->lock);
+            return cf__fail(CF_ENOMEM, "add_done_callback: out of memory");
+        }
+    }
+    cb->fn = fn;
+    cb->arg = arg;
+    cb->next = NULL;
+    if (f->cb_tail)
+        f->cb_tail->next = cb;
+    else
+        f->cb_head = cb;
+    f->cb_tail = cb;
+    cf__lock_release(&f->lock);
+    return CF_OK;
+}
+
+CF__API int cf_future_format(const cf_future *f, char *buf, size_t size)
+{
+    if (!live(f) || (!buf && size > 0))
+        return cf__fail(CF_EINVAL, "future_format: %s is NULL", buf ? "future" : "buf");
+    uint32_t s = cf__state_of(f);
+    if (s == CF_FINISHED) {
+        if (f->status == CF_OK)
+            return snprintf(buf, size, "<Future at %p state=finished returned %s>", (void *)f,
+                            cf_kind_name(f->result.kind));
+        return snprintf(buf, size, "<Future at %p state=finished raised %s>", (void *)f,
+                        f->failure->type);
+    }
+    return snprintf(buf, size, "<Future at %p state=%s>", (void *)f,
+                    cf_state_name((cf_state)s));
+}

@@ -1,0 +1,305 @@
+/*
+ * internal.h - what the library's files share and users never see.
+ *
+ * Naming: public names are cf_*, internal non-static names cf__*.
+ *
+ * Lock order (never take them the other way round):
+ *     registry mutex  ->  executor queue lock  ->  future lock  ->  waiter lock
+ * No cfutures lock is held while user code runs (tasks, callbacks, log hook,
+ * generators, initializers).
+ */
+#ifndef CF_INTERNAL_H
+#define CF_INTERNAL_H
+
+#include <limits.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cfutures.h"
+
+#define CF__API __attribute__((visibility("default")))
+#define CF__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define CF__LIKELY(x) __builtin_expect(!!(x), 1)
+
+/* ---- errors ------------------------------------------------------------ */
+
+/* Records a message for cf_last_error_message() and returns `err`, so a
+ * failing path reads `return cf__fail(CF_EINVAL, "submit: fn is NULL");`. */
+int cf__fail(int err, const char *fmt, ...) CF__PRINTF(2, 3);
+
+/* Sends one line to the log hook. */
+void cf__log(const char *fmt, ...) CF__PRINTF(1, 2);
+
+/* ---- time -------------------------------------------------------------- */
+
+#define CF__NS_FOREVER INT64_MAX
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+int64_t cf__now_ns(void);
+
+/* Validates a timeout (seconds, CF_FOREVER allowed) and turns it into an
+ * absolute monotonic deadline.  Returns CF_OK or CF_EINVAL (negative/NaN),
+ * recording a message that names `who`. */
+int cf__deadline(double timeout, int64_t *deadline, const char *who);
+
+/* ---- futex-based primitives --------------------------------------------
+ *
+ * cf__lock is a three-state futex mutex (0 free, 1 held, 2 held with
+ * waiters).  It is four bytes, so every future can own one.  Acquire on
+ * lock and release on unlock make it visible to ThreadSanitizer through
+ * the C11 atomics.  Not recursive. */
+
+typedef struct cf__lock {
+    _Atomic uint32_t word;
+} cf__lock;
+
+#define CF__LOCK_INIT {0}
+
+void cf__lock_slow(cf__lock *l);
+void cf__unlock_slow(cf__lock *l);
+
+static inline void cf__lock_acquire(cf__lock *l)
+{
+    uint32_t expected = 0;
+    if (!atomic_compare_exchange_strong_explicit(&l->word, &expected, 1,
+                                                 memory_order_acquire,
+                                                 memory_order_relaxed))
+        cf__lock_slow(l);
+}
+
+static inline void cf__lock_release(cf__lock *l)
+{
+    if (atomic_exchange_explicit(&l->word, 0, memory_order_release) != 1)
+        cf__unlock_slow(l);
+}
+
+/* Sleeps while *word == expected, until woken or the absolute monotonic
+ * deadline (CF__NS_FOREVER for none).  May return spuriously: callers
+ * re-check their condition. */
+void cf__futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns);
+void cf__futex_wake(_Atomic uint32_t *word, int count);
+
+/* A short pause inside spin loops. */
+static inline void cf__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Spin iterations before sleeping, for waiters and idle workers.  Only
+ * worth it when another CPU may be about to answer. */
+int cf__spin_limit(void);
+
+/* ---- processes and threads -------------------------------------------- */
+
+/* Bumped in the child after every fork(); objects remember the generation
+ * they were made in, so the child can refuse to touch an executor whose
+ * threads exist only in the parent (their locks may be held forever). */
+extern _Atomic unsigned cf__fork_generation;
+
+/* Installs the fork and exit handlers once. */
+void cf__runtime_init(void);
+
+/* Sets the calling thread's full name for cf_thread_name() (NULL clears;
+ * the string must outlive the setting) and the kernel's truncated copy. */
+void cf__set_thread_name(const char *full);
+
+/* ---- values and failures ------------------------------------------------ */
+
+struct cf_failure {
+    int code;
+    char *type;    /* points into the same allocation */
+    char *message; /* likewise */
+};
+
+/* One allocation holding the record and both strings.  NULL on ENOMEM. */
+cf_failure *cf__failure_new(int code, const char *type, const char *message);
+cf_failure *cf__failure_vnew(int code, const char *type, const char *fmt, va_list ap);
+void cf__failure_free(cf_failure *f);
+/* A static "out of memory" record used when no record can be allocated;
+ * cf__failure_is_static() tells it apart so nobody frees it. */
+cf_failure *cf__failure_oom(void);
+bool cf__failure_is_static(const cf_failure *f);
+
+/* Deep-copies `src` into *dst, using `inline_buf` (CF__INLINE_RESULT bytes)
+ * when the payload fits and a fresh heap buffer otherwise; the old *heap
+ * is freed and replaced.  Returns CF_OK, CF_EINVAL, CF_ENOTCOPYABLE (CF_PTR
+ * when `copying`), CF_ETOOBIG or CF_ENOMEM (then *dst and *heap are
+ * unchanged). */
+int cf__value_store(cf_value *dst, void **heap, unsigned char *inline_buf, const cf_value *src,
+                    bool copying, const char *who);
+
+/* Validates one argument/result value; returns CF_OK, CF_EINVAL (unknown
+ * kind, NULL data with a size) or CF_ETOOBIG.  `copying` refuses CF_PTR. */
+int cf__value_check(const cf_value *v, bool copying, const char *who, size_t index);
+
+/* Bytes that a deep copy of `v` needs beyond the cf_value itself. */
+static inline size_t cf__value_extra(const cf_value *v)
+{
+    if (v->kind == CF_BYTES)
+        return v->size;
+    if (v->kind == CF_STR)
+        return v->size + 1;
+    return 0;
+}
+
+/* ---- futures ------------------------------------------------------------
+ *
+ * See the design notes at the top of future.c for the state machine and
+ * the rules; this is the layout the engines and wait.c share. */
+
+#define CF__STATE_MASK 0x7u
+#define CF__SLEEPERS 0x8u /* some thread sleeps on `state` (futex) */
+#define CF__INLINE_RESULT 32
+
+typedef struct cf__cb {
+    cf_done_fn *fn;
+    void *arg;
+    struct cf__cb *next;
+} cf__cb;
+
+struct cf__waiter;
+
+/* Links one waiter into one future's waiter list.  Lives in the waiter's
+ * memory (the waiting thread's stack, or an as_completed iterator). */
+typedef struct cf__wnode {
+    struct cf__waiter *waiter;
+    struct cf__wnode *prev, *next; /* guarded by the future's lock */
+} cf__wnode;
+
+/* The call a task sees.  Embedded in its future. */
+struct cf_call {
+    cf_task_fn *fn;
+    size_t nargs;
+    cf_value *args;        /* copies, in the future's trailing storage */
+    cf_future *future;
+    /* Written only by the thread running the task: */
+    cf_value result;       /* staged result; bytes owned by `result_heap` or the inline buffer */
+    void *result_heap;
+    cf_failure *failure;   /* raised failure, owned */
+};
+
+struct cf_future {
+    uint32_t magic;
+    _Atomic uint32_t refs;
+    /* cf_state in the low bits plus CF__SLEEPERS.  Changed only with `lock`
+     * held; read lock-free with acquire ordering, which is what makes the
+     * outcome fields below visible: they are written before the release
+     * store of a final state and never change afterwards. */
+    _Atomic uint32_t state;
+    cf__lock lock;
+    /* Outcome, set once before the state becomes FINISHED: */
+    int status;            /* CF_OK, CF_ETASK or a library cf_error */
+    cf_value result;
+    void *result_heap;     /* owns result bytes when they did not fit inline */
+    cf_failure *failure;   /* owned */
+    /* Guarded by `lock`; detached (and then owned by the completing thread)
+     * when the future completes: */
+    cf__cb cb_first;       /* inline storage for the first callback */
+    cf__cb *cb_head, *cb_tail;
+    cf__wnode *waiters;
+    /* Owned by the engine that holds the future in a queue: */
+    cf_future *queue_next;
+    bool has_call;
+    cf_call call;
+    unsigned char inline_result[CF__INLINE_RESULT];
+    /* trailing: copied arguments (cf_value[nargs]) then their bytes */
+};
+
+/* Allocates a pending future carrying a call of fn with deep copies of
+ * args (validated by the caller).  One reference.  NULL on ENOMEM. */
+cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t nargs,
+                               size_t extra_bytes);
+
+/* Runs the call embedded in `f` (which must be RUNNING) and completes the
+ * future with its outcome.  Used by in-process engines.  `busy` (may be
+ * NULL) is decremented just before the outcome becomes visible. */
+void cf__future_run_call(cf_future *f, _Atomic int *busy);
+
+/* Completes `f` with a failure made by the library (for example a broken
+ * pool).  `status` is what cf_future_result() will return.  Returns CF_OK
+ * or CF_EINVALSTATE if already done.  On ENOMEM for the record, the future
+ * still completes with a static fallback record. */
+int cf__future_fail(cf_future *f, int status, const char *type, const char *message);
+
+static inline uint32_t cf__state_of(const cf_future *f)
+{
+    return atomic_load_explicit(&((cf_future *)f)->state, memory_order_acquire) &
+           CF__STATE_MASK;
+}
+
+static inline bool cf__state_done(uint32_t s)
+{
+    return s >= CF_CANCELLED;
+}
+
+/* Did the future end with a failure (not cancelled, not success)?  Valid
+ * once it is done. */
+static inline bool cf__future_failed(const cf_future *f)
+{
+    return cf__state_of(f) == CF_FINISHED && f->status != CF_OK;
+}
+
+/* ---- waiters (wait.c) -----------------------------------------------------
+ *
+ * A waiter is installed on many futures at once; a future completing calls
+ * cf__waiter_notify() with its own lock held, which is what keeps the
+ * waiter's memory alive (the waiting thread must take every future's lock
+ * to unlink itself before it can leave). */
+void cf__waiter_notify(struct cf__waiter *w, cf_future *f);
+
+/* ---- executors ------------------------------------------------------------ */
+
+/* The table of operations an engine implements.  The front end
+ * (executor.c) validates arguments, copies them into a future and calls the
+ * engine; new engines (processes, MPI) plug in here without touching
+ * future.c, wait.c or map.c. */
+typedef struct cf__engine {
+    const char *name;
+    /* Engines whose workers live in another address space refuse CF_PTR. */
+    bool copies_args;
+    /* Takes a new reference-counted future (the engine owns one reference
+     * from here on, even on failure) and schedules it.  Returns CF_OK or
+     * CF_ESHUTDOWN / CF_EBROKEN / CF_ENOMEM / CF_ESYS, having recorded a
+     * message; on failure the future was not scheduled. */
+    int (*submit)(cf_executor *ex, cf_future *f);
+    /* Stops accepting work; cancels queued work if asked; waits if asked.
+     * Returns CF_OK or CF_EDEADLK (wait requested from a worker). */
+    int (*shutdown)(cf_executor *ex, bool wait, bool cancel_futures);
+    /* Is the calling thread one of this executor's workers? */
+    bool (*is_worker)(const cf_executor *ex);
+    int (*worker_count)(const cf_executor *ex);
+    /* Frees the engine's memory; called once, after a waited shutdown. */
+    void (*destroy)(cf_executor *ex);
+} cf__engine;
+
+#define CF__EXECUTOR_MAGIC 0x43464558u /* "CFEX" */
+
+struct cf_executor {
+    uint32_t magic;
+    const cf__engine *engine;
+    unsigned generation;          /* cf__fork_generation at creation */
+    _Atomic uint32_t refs;        /* owner + the exit handler while it works */
+    _Atomic bool destroyed;
+    /* Guarded by the registry mutex (executor.c): */
+    cf_executor *reg_prev, *reg_next;
+};
+
+/* Engines call these from their constructor / destructor. */
+void cf__executor_register(cf_executor *ex, const cf__engine *engine);
+void cf__executor_unref(cf_executor *ex);
+
+/* Was `ex` made in an ancestor process (and so has no workers here)? */
+static inline bool cf__executor_inherited(const cf_executor *ex)
+{
+    return ex->generation != atomic_load_explicit(&cf__fork_generation,
+                                                  memory_order_relaxed);
+}
+
+#endif

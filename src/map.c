@@ -1,0 +1,256 @@
+/*
+ * map.c - cf_map(): fn over zipped inputs, outcomes in input order.
+ *
+ * Design notes
+ * - Eager mode (buffersize 0), as CPython: every input is read and every
+ *   call submitted inside cf_map(); the iterator then waits on the futures
+ *   in order.  Lazy mode (buffersize N): N calls are submitted up front and
+ *   each cf_map_next() submits one more before it waits, as Python 3.14
+ *   does, so at most N+1 calls are outstanding and an endless generator
+ *   runs in constant memory.
+ * - The futures live in a ring (`ring`, `head`, `count`): submitted, not
+ *   yet yielded, in input order.
+ * - Per-element outcomes: a failed element is reported at its position
+ *   and iteration goes on.  A timeout ends the iteration and cancels what
+ *   has not started, like CPython's generator closing.
+ * - The value/failure handed out by cf_map_next() is borrowed from the
+ *   future of that element, which the iterator keeps (`current`) until the
+ *   next call.
+ * - An iterator is used by one thread at a time; it has no lock.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+struct cf_map_iter {
+    cf_executor *ex;
+    cf_task_fn *fn;
+    cf_map_input *inputs;  /* copy of the caller's descriptors */
+    size_t ninputs;
+    size_t *pos;           /* next index into each array input */
+    cf_value *tuple;       /* scratch: one value per input */
+    int64_t deadline;
+    size_t buffersize;     /* 0 = eager */
+    cf_future **ring;
+    size_t cap, head, count;
+    bool exhausted;        /* no more input (or refilling stopped) */
+    int refill_err;        /* why refilling stopped, reported at the end */
+    bool finished;
+    cf_future *current;    /* element last yielded, kept for its value */
+};
+
+CF__API void cf_map_options_init(cf_map_options *opts)
+{
+    if (!opts)
+        return;
+    memset(opts, 0, sizeof *opts);
+    opts->timeout = CF_FOREVER;
+    opts->chunksize = 1;
+    opts->buffersize = 0;
+}
+
+/* Reads the next tuple.  Returns 1, 0 at the end, or a cf_error. */
+static int next_tuple(cf_map_iter *it)
+{
+    for (size_t i = 0; i < it->ninputs; i++) {
+        cf_map_input *in = &it->inputs[i];
+        if (in->next) {
+            int r = in->next(in->ctx, &it->tuple[i]);
+            if (r == 0)
+                return 0;
+            if (r < 0)
+                return cf__fail(CF_EINVAL, "map: generator of input %zu failed (%d)", i, r);
+        } else {
+            if (it->pos[i] >= in->count)
+                return 0;
+            it->tuple[i] = in->values[it->pos[i]++];
+        }
+    }
+    return 1;
+}
+
+static int push(cf_map_iter *it, cf_future *f)
+{
+    if (it->count == it->cap) {
+        size_t ncap = it->cap ? it->cap * 2 : 16;
+        cf_future **nr = malloc(ncap * sizeof *nr);
+        if (!nr)
+            return cf__fail(CF_ENOMEM, "map: out of memory");
+        for (size_t i = 0; i < it->count; i++)
+            nr[i] = it->ring[(it->head + i) % it->cap];
+        free(it->ring);
+        it->ring = nr;
+        it->cap = ncap;
+        it->head = 0;
+    }
+    it->ring[(it->head + it->count) % it->cap] = f;
+    it->count++;
+    return CF_OK;
+}
+
+static cf_future *pop(cf_map_iter *it)
+{
+    cf_future *f = it->ring[it->head];
+    it->head = (it->head + 1) % it->cap;
+    it->count--;
+    return f;
+}
+
+/* Submits the next tuple.  Returns 1 (submitted), 0 (inputs exhausted) or
+ * a cf_error (nothing submitted). */
+static int submit_next(cf_map_iter *it)
+{
+    int r = next_tuple(it);
+    if (r <= 0)
+        return r;
+    cf_future *f;
+    r = cf_submit(it->ex, it->fn, it->tuple, it->ninputs, &f);
+    if (r != CF_OK)
+        return r;
+    r = push(it, f);
+    if (r != CF_OK) {
+        cf_future_cancel(f);
+        cf_future_release(f);
+        return r;
+    }
+    return 1;
+}
+
+/* Cancels and drops every future not yet yielded. */
+static void cancel_rest(cf_map_iter *it)
+{
+    while (it->count) {
+        cf_future *f = pop(it);
+        cf_future_cancel(f);
+        cf_future_release(f);
+    }
+}
+
+CF__API void cf_map_close(cf_map_iter *it)
+{
+    if (!it)
+        return;
+    cancel_rest(it);
+    cf_future_release(it->current);
+    free(it->ring);
+    free(it->inputs);
+    free(it->pos);
+    free(it->tuple);
+    free(it);
+}
+
+CF__API int cf_map(cf_executor *ex, cf_task_fn *fn, const cf_map_input *inputs, size_t ninputs,
+                   const cf_map_options *opts, cf_map_iter **out)
+{
+    if (!out)
+        return cf__fail(CF_EINVAL, "map: out is NULL");
+    *out = NULL;
+    if (!ex || !fn)
+        return cf__fail(CF_EINVAL, "map: %s is NULL", ex ? "fn" : "executor");
+    if (ninputs == 0 || !inputs)
+        return cf__fail(CF_EINVAL, "map: at least one input is required");
+    if (ninputs > CF_ARGS_MAX)
+        return cf__fail(CF_EINVAL, "map: %zu inputs, more than CF_ARGS_MAX (%d)", ninputs,
+                        CF_ARGS_MAX);
+    for (size_t i = 0; i < ninputs; i++)
+        if (!inputs[i].next && !inputs[i].values && inputs[i].count > 0)
+            return cf__fail(CF_EINVAL, "map: input %zu has neither values nor a generator", i);
+    cf_map_options defaults;
+    if (!opts) {
+        cf_map_options_init(&defaults);
+        opts = &defaults;
+    }
+    if (opts->chunksize < 1)
+        return cf__fail(CF_EINVAL, "map: chunksize must be >= 1, got %d", opts->chunksize);
+    int64_t deadline;
+    int rc = cf__deadline(opts->timeout, &deadline, "map");
+    if (rc != CF_OK)
+        return rc;
+
+    cf_map_iter *it = calloc(1, sizeof *it);
+    if (!it)
+        return cf__fail(CF_ENOMEM, "map: out of memory");
+    it->inputs = malloc(ninputs * sizeof *it->inputs);
+    it->pos = calloc(ninputs, sizeof *it->pos);
+    it->tuple = calloc(ninputs, sizeof *it->tuple);
+    if (!it->inputs || !it->pos || !it->tuple) {
+        cf_map_close(it);
+        return cf__fail(CF_ENOMEM, "map: out of memory");
+    }
+    memcpy(it->inputs, inputs, ninputs * sizeof *inputs);
+    it->ex = ex;
+    it->fn = fn;
+    it->ninputs = ninputs;
+    it->deadline = deadline;
+    it->buffersize = opts->buffersize;
+
+    size_t limit = it->buffersize ? it->buffersize : SIZE_MAX;
+    while (it->count < limit) {
+        rc = submit_next(it);
+        if (rc == 0) {
+            it->exhausted = true;
+            break;
+        }
+        if (rc < 0) {
+            /* Nothing may be left running on behalf of a failed map. */
+            cf_map_close(it);
+            return rc;
+        }
+    }
+    *out = it;
+    return CF_OK;
+}
+
+CF__API int cf_map_next(cf_map_iter *it, const cf_value **value, const cf_failure **failure)
+{
+    if (value)
+        *value = NULL;
+    if (failure)
+        *failure = NULL;
+    if (!it)
+        return cf__fail(CF_EINVAL, "map_next: iterator is NULL");
+    cf_future_release(it->current);
+    it->current = NULL;
+    if (it->finished)
+        return CF_EDONE;
+    if (it->buffersize && !it->exhausted) {
+        int rc = submit_next(it);
+        if (rc <= 0) {
+            it->exhausted = true;
+            it->refill_err = rc;
+        }
+    }
+    if (it->count == 0) {
+        it->finished = true;
+        if (it->refill_err < 0)
+            return cf__fail(it->refill_err, "map: could not submit further calls: %s",
+                            cf_strerror(it->refill_err));
+        return CF_EDONE;
+    }
+    cf_future *f = pop(it);
+    double left;
+    if (it->deadline == CF__NS_FOREVER) {
+        left = CF_FOREVER;
+    } else {
+        int64_t ns = it->deadline - cf__now_ns();
+        left = ns > 0 ? (double)ns / 1e9 : 0.0;
+    }
+    const cf_value *v;
+    int rc = cf_future_result(f, left, &v);
+    if (rc == CF_ETIMEDOUT) {
+        cf_future_cancel(f);
+        cf_future_release(f);
+        cancel_rest(it);
+        it->finished = true;
+        return cf__fail(CF_ETIMEDOUT, "map: result not available within the map's timeout");
+    }
+    it->current = f;
+    if (rc == CF_OK) {
+        if (value)
+            *value = v;
+    } else if (failure && rc != CF_ECANCELLED) {
+        *failure = f->failure;
+    }
+    return rc;
+}

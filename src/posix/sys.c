@@ -1,0 +1,189 @@
+/*
+ * sys.c - the operating-system layer: futexes, clocks, CPU count, thread
+ * names.  Linux first; everything else in the library goes through here.
+ *
+ * Design notes
+ * - cf__lock is Drepper's three-state futex mutex ("Futexes Are Tricky"):
+ *   0 free, 1 held, 2 held and somebody may sleep.  Unlock only enters the
+ *   kernel when the word was 2.
+ * - Futexes are process-private: cfutures objects are never shared between
+ *   processes through memory.
+ * - Deadlines are absolute CLOCK_MONOTONIC nanoseconds; a wait converts the
+ *   remainder into the relative timeout FUTEX_WAIT takes, so wall-clock
+ *   jumps never stretch or cut a timeout.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <math.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+int64_t cf__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int cf__deadline(double timeout, int64_t *deadline, const char *who)
+{
+    if (isnan(timeout) || timeout < 0)
+        return cf__fail(CF_EINVAL, "%s: timeout must be >= 0 or CF_FOREVER, got %g",
+                        who, timeout);
+    /* Anything past ~290 years is forever. */
+    if (isinf(timeout) || timeout > 9.0e9) {
+        *deadline = CF__NS_FOREVER;
+        return CF_OK;
+    }
+    *deadline = cf__now_ns() + (int64_t)(timeout * 1e9);
+    return CF_OK;
+}
+
+void cf__futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns)
+{
+    struct timespec rel, *timeout = NULL;
+    if (deadline_ns != CF__NS_FOREVER) {
+        int64_t left = deadline_ns - cf__now_ns();
+        if (left <= 0)
+            return;
+        rel.tv_sec = (time_t)(left / 1000000000);
+        rel.tv_nsec = (long)(left % 1000000000);
+        timeout = &rel;
+    }
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, expected, timeout, NULL, 0);
+}
+
+void cf__futex_wake(_Atomic uint32_t *word, int count)
+{
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, count, NULL, NULL, 0);
+}
+
+void cf__lock_slow(cf__lock *l)
+{
+    /* Spin a little first: critical sections here are a few instructions. */
+    for (int i = 0; i < 100; i++) {
+        uint32_t expected = 0;
+        if (atomic_compare_exchange_weak_explicit(&l->word, &expected, 1,
+                                                  memory_order_acquire,
+                                                  memory_order_relaxed))
+            return;
+        cf__cpu_relax();
+    }
+    /* Mark contended; sleep until we are the one who turns 0 into 2. */
+    while (atomic_exchange_explicit(&l->word, 2, memory_order_acquire) != 0)
+        cf__futex_wait(&l->word, 2, CF__NS_FOREVER);
+}
+
+void cf__unlock_slow(cf__lock *l)
+{
+    cf__futex_wake(&l->word, 1);
+}
+
+static int spin_limit = -1;
+
+int cf__spin_limit(void)
+{
+    int s = __atomic_load_n(&spin_limit, __ATOMIC_RELAXED);
+    if (s < 0) {
+        /* Spinning only helps when another CPU can make progress meanwhile. */
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        s = n > 1 ? 4000 : 0;
+        const char *env = getenv("CF_SPIN");
+        if (env && *env)
+            s = atoi(env) < 0 ? 0 : atoi(env);
+        __atomic_store_n(&spin_limit, s, __ATOMIC_RELAXED);
+    }
+    return s;
+}
+
+/* ---- CPU count ------------------------------------------------------- */
+
+/* CPU limit from a cgroup quota, rounded up; 0 when there is none. */
+static int cgroup_cpu_limit(void)
+{
+    char buf[128];
+    FILE *fp = fopen("/sys/fs/cgroup/cpu.max", "re");
+    if (fp) {
+        char quota[64];
+        long long period = 0;
+        int limit = 0;
+        if (fgets(buf, sizeof buf, fp) && sscanf(buf, "%63s %lld", quota, &period) == 2 &&
+            strcmp(quota, "max") != 0 && period > 0) {
+            long long q = atoll(quota);
+            if (q > 0)
+                limit = (int)((q + period - 1) / period);
+        }
+        fclose(fp);
+        return limit;
+    }
+    long long q = -1, p = 0;
+    fp = fopen("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "re");
+    if (fp) {
+        if (fscanf(fp, "%lld", &q) != 1)
+            q = -1;
+        fclose(fp);
+    }
+    fp = fopen("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "re");
+    if (fp) {
+        if (fscanf(fp, "%lld", &p) != 1)
+            p = 0;
+        fclose(fp);
+    }
+    if (q > 0 && p > 0)
+        return (int)((q + p - 1) / p);
+    return 0;
+}
+
+CF__API int cf_usable_cpus(void)
+{
+    int n = 0;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        n = CPU_COUNT(&set);
+    if (n <= 0) {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        n = online > 0 ? (int)online : 1;
+    }
+    int limit = cgroup_cpu_limit();
+    if (limit > 0 && limit < n)
+        n = limit;
+    return n > 0 ? n : 1;
+}
+
+CF__API int cf_thread_pool_default_workers(void)
+{
+    int n = cf_usable_cpus() + 4;
+    return n < 32 ? n : 32;
+}
+
+/* ---- thread names ---------------------------------------------------- */
+
+static _Thread_local const char *tls_full_name;
+static _Thread_local char tls_kernel_name[16];
+
+void cf__set_thread_name(const char *full)
+{
+    tls_full_name = full;
+    if (full) {
+        char shortname[16];
+        snprintf(shortname, sizeof shortname, "%s", full);
+        pthread_setname_np(pthread_self(), shortname);
+    }
+}
+
+CF__API const char *cf_thread_name(void)
+{
+    if (tls_full_name)
+        return tls_full_name;
+    if (pthread_getname_np(pthread_self(), tls_kernel_name, sizeof tls_kernel_name) != 0)
+        tls_kernel_name[0] = '\0';
+    return tls_kernel_name;
+}

@@ -1,0 +1,158 @@
+/*
+ * harness.h - shared scaffolding for the cmocka test programs.
+ *
+ * Each test program lists its tests with cmocka_unit_test() and ends with
+ * CF_TEST_MAIN(tests).  ctest runs every test as its own process
+ * (`prog <test-name>`), with a TIMEOUT; inside, a watchdog alarm fails a
+ * test that deadlocks with a clear message before ctest's limit hits.
+ * CF_TEST_TIMEOUT_SCALE (an integer, default 1) stretches the watchdog for
+ * sanitizer builds.
+ *
+ * Synchronise with cf_test_event (a one-shot latch), not sleeps.
+ */
+#ifndef CF_TEST_HARNESS_H
+#define CF_TEST_HARNESS_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cfutures.h"
+
+/* Seconds a single test may run before the watchdog fails it (before
+ * scaling).  ctest's own TIMEOUT is set above this. */
+#ifndef CF_TEST_WATCHDOG_SECONDS
+#define CF_TEST_WATCHDOG_SECONDS 20
+#endif
+
+static inline int cf_test_scale(void)
+{
+    const char *s = getenv("CF_TEST_TIMEOUT_SCALE");
+    int v = s ? atoi(s) : 1;
+    return v > 0 ? v : 1;
+}
+
+static const char *cf_test_current_name = "?";
+
+static void cf_test_on_alarm(int sig)
+{
+    (void)sig;
+    static const char msg[] = "watchdog: test exceeded its time limit (deadlock?): ";
+    ssize_t r = write(2, msg, sizeof msg - 1);
+    r = write(2, cf_test_current_name, strlen(cf_test_current_name));
+    r = write(2, "\n", 1);
+    (void)r;
+    _exit(3);
+}
+
+/* Monotonic seconds. */
+static inline double cf_test_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A one-shot latch: set() once, wait() returns when set or after `timeout`
+ * seconds (returns false on timeout).  Static-initialisable. */
+typedef struct cf_test_event {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int set;
+} cf_test_event;
+#define CF_TEST_EVENT_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0}
+
+static inline void cf_test_event_init(cf_test_event *e)
+{
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    e->set = 0;
+}
+static inline void cf_test_event_set(cf_test_event *e)
+{
+    pthread_mutex_lock(&e->mu);
+    e->set = 1;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+static inline bool cf_test_event_is_set(cf_test_event *e)
+{
+    pthread_mutex_lock(&e->mu);
+    int s = e->set;
+    pthread_mutex_unlock(&e->mu);
+    return s != 0;
+}
+static inline bool cf_test_event_wait(cf_test_event *e, double timeout)
+{
+    double end = cf_test_now() + timeout * cf_test_scale();
+    pthread_mutex_lock(&e->mu);
+    while (!e->set) {
+        double left = end - cf_test_now();
+        if (left <= 0)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double t = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + (left > 0.05 ? 0.05 : left);
+        ts.tv_sec = (time_t)t;
+        ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+        pthread_cond_timedwait(&e->cv, &e->mu, &ts);
+    }
+    int s = e->set;
+    pthread_mutex_unlock(&e->mu);
+    return s != 0;
+}
+
+/* Asserts a cfutures call returned `expected`, printing both names and the
+ * thread's last error message when it did not. */
+#define assert_cf(expected, call)                                             \
+    do {                                                                      \
+        int cf__rc = (call);                                                  \
+        if (cf__rc != (expected))                                             \
+            fail_msg("%s returned %s (%s), expected %s; last error: %s",      \
+                     #call, cf_err_name(cf__rc), cf_strerror(cf__rc),         \
+                     cf_err_name(expected), cf_last_error_message());         \
+    } while (0)
+
+#define assert_ok(call) assert_cf(CF_OK, call)
+
+/* main(): with no argument runs every test; with one argument runs only the
+ * test of that name (how ctest calls it); `--list` prints the names. */
+#define CF_TEST_MAIN(tests)                                                   \
+    int main(int argc, char **argv)                                           \
+    {                                                                         \
+        size_t n = sizeof(tests) / sizeof((tests)[0]);                        \
+        if (argc > 1 && strcmp(argv[1], "--list") == 0) {                     \
+            for (size_t i = 0; i < n; i++)                                    \
+                printf("%s\n", (tests)[i].name);                              \
+            return 0;                                                         \
+        }                                                                     \
+        signal(SIGALRM, cf_test_on_alarm);                                    \
+        signal(SIGPIPE, SIG_IGN);                                             \
+        if (argc > 1) {                                                       \
+            cf_test_current_name = argv[1];                                   \
+            for (size_t i = 0; i < n; i++) {                                  \
+                if (strcmp((tests)[i].name, argv[1]) == 0) {                  \
+                    alarm((unsigned)(CF_TEST_WATCHDOG_SECONDS * cf_test_scale())); \
+                    return _cmocka_run_group_tests(argv[0], &(tests)[i], 1,   \
+                                                   NULL, NULL);               \
+                }                                                             \
+            }                                                                 \
+            fprintf(stderr, "no test named %s\n", argv[1]);                   \
+            return 2;                                                         \
+        }                                                                     \
+        alarm((unsigned)(CF_TEST_WATCHDOG_SECONDS * cf_test_scale() * (unsigned)n)); \
+        return cmocka_run_group_tests(tests, NULL, NULL);                     \
+    }
+
+#endif
