@@ -497,8 +497,10 @@ int cf_shutdown(cf_executor *ex, bool wait, bool cancel_futures);
 /* The end of Python's `with` block: cf_shutdown(ex, true, false), then
  * frees the executor.  Futures stay valid (they are reference counted).
  * NULL is a no-op returning CF_OK.  Returns CF_EDEADLK, freeing nothing,
- * when called from one of the executor's own workers.  The handle must not
- * be used afterwards. */
+ * when called from one of the executor's own workers (the shutdown is
+ * still signalled).  A second destroy of the same executor is detected and
+ * returns CF_EINVAL while its memory has not been reused (a map iterator
+ * still open keeps it).  The handle must not be used afterwards. */
 int cf_executor_destroy(cf_executor *ex);
 
 /* Scoped executor, the counterpart of `with ThreadPoolExecutor() as ex:`
@@ -586,10 +588,19 @@ int cf_map(cf_executor *ex, cf_task_fn *fn, const cf_map_input *inputs,
  *   CF_ETIMEDOUT   the map's timeout passed; calls that have not started
  *                  are cancelled and the iterator is finished (later calls
  *                  return CF_EDONE);
- *   CF_EINVAL      NULL iterator, or a generator failed while refilling.
+ *   CF_ESHUTDOWN / CF_EBROKEN / CF_EINVAL
+ *                  a lazy map could not submit further calls (see below);
+ *                  CF_EINVAL also for a NULL iterator.
  * One thread at a time per iterator. */
 int cf_map_next(cf_map_iter *it, const cf_value **value,
                 const cf_failure **failure);
+
+/* An iterator may outlive cf_executor_destroy() of its executor: it keeps
+ * the executor's memory until closed.  Calls already submitted still yield
+ * their outcomes; a lazy map (buffersize > 0) cannot submit more and, after
+ * the submitted ones, returns CF_ESHUTDOWN once, then CF_EDONE.  Likewise
+ * a generator error while refilling is returned (as CF_EINVAL) after the
+ * calls already submitted. */
 
 /* Closes the iterator early or at the end: calls that have not started
  * are cancelled, everything is freed.  Running calls finish on their own.

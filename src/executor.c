@@ -19,8 +19,11 @@
  *   handler skips them, so a child never blocks on the parent's state.
  *   `registry_mu` itself is taken around fork() (pthread_atfork) so the
  *   child gets it in a consistent, unlocked state.
- * - Executor lifetime: `refs` counts the owner plus the exit handler while
- *   it works on the executor; the memory goes when both are done.
+ * - Executor lifetime: `refs` counts the owner, the exit handler while it
+ *   works on the executor, and every map iterator (which may still submit
+ *   lazily after the owner destroyed it: it then gets CF_ESHUTDOWN).  The
+ *   memory goes with the last reference.  `destroyed` marks the owner's
+ *   reference as gone, which makes a second destroy a detected error.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -105,6 +108,11 @@ void cf__executor_register(cf_executor *ex, const cf__engine *engine)
     pthread_mutex_unlock(&registry_mu);
 }
 
+void cf__executor_ref(cf_executor *ex)
+{
+    atomic_fetch_add_explicit(&ex->refs, 1, memory_order_relaxed);
+}
+
 void cf__executor_unref(cf_executor *ex)
 {
     if (atomic_fetch_sub_explicit(&ex->refs, 1, memory_order_acq_rel) != 1)
@@ -142,16 +150,22 @@ CF__API int cf_submit(cf_executor *ex, cf_task_fn *fn, const cf_value *args, siz
     if (cf__executor_inherited(ex))
         return cf__fail(CF_EBROKEN, "submit: executor was inherited through fork(); its workers "
                                     "do not exist in this process");
-    size_t extra = 0;
+    /* `payload` is what the caller sends (the limit applies to it);
+     * `extra` is what the copy needs, including string terminators.  Each
+     * value is at most CF_PAYLOAD_MAX, so neither sum can overflow. */
+    size_t payload = 0, extra = 0;
     bool copying = ex->engine->copies_args;
     for (size_t i = 0; i < nargs; i++) {
         int rc = cf__value_check(&args[i], copying, "submit", i);
         if (rc != CF_OK)
             return rc;
+        if (args[i].kind == CF_BYTES || args[i].kind == CF_STR)
+            payload += args[i].size;
         extra += cf__value_extra(&args[i]);
-        if (extra > CF_PAYLOAD_MAX + (size_t)CF_ARGS_MAX)
-            return cf__fail(CF_ETOOBIG, "submit: arguments total more than CF_PAYLOAD_MAX (%zu)",
-                            (size_t)CF_PAYLOAD_MAX);
+        if (payload > CF_PAYLOAD_MAX)
+            return cf__fail(CF_ETOOBIG, "submit: arguments total %zu bytes, more than "
+                                        "CF_PAYLOAD_MAX (%zu)",
+                            payload, (size_t)CF_PAYLOAD_MAX);
     }
     cf_future *f = cf__future_new_call(fn, args, nargs, extra);
     if (!f)
@@ -195,10 +209,11 @@ CF__API int cf_executor_destroy(cf_executor *ex)
         return cf__fail(CF_EDEADLK, "executor_destroy: called from one of the executor's own "
                                     "workers, which cannot wait for itself");
     }
+    if (atomic_exchange(&ex->destroyed, true))
+        return cf__fail(CF_EINVAL, "executor_destroy: executor was already destroyed");
     int rc = ex->engine->shutdown(ex, true, false);
     if (rc != CF_OK)
         return rc;
-    atomic_store(&ex->destroyed, true);
     cf__executor_unref(ex);
     return CF_OK;
 }

@@ -21,7 +21,10 @@
  *   wait() hanging (CPython gh-92001, gh-109934).
  *
  * Invariants
- * - `state` changes only with `lock` held.  It is read without the lock
+ * - `state` changes only with `lock` held, except that a thread about to
+ *   sleep in result() sets CF__SLEEPERS with a CAS and no lock; so every
+ *   transition is an exchange or CAS that keeps or collects that bit, never
+ *   a plain store.  It is read without the lock
  *   (done(), the result fast path) with acquire ordering; the outcome
  *   fields (status, result, failure) are written before the release store
  *   that makes the state final, and never change afterwards, so a reader
@@ -259,21 +262,31 @@ CF__API bool cf_future_cancel(cf_future *f)
     return true;
 }
 
+/* Moves a non-final state to `to`, keeping CF__SLEEPERS: a waiter may set
+ * that bit at any moment without the lock, so a plain store could erase it
+ * and its wake-up would be lost.  Lock held. */
+static void move_state_keep_sleepers(cf_future *f, uint32_t to)
+{
+    uint32_t raw = atomic_load_explicit(&f->state, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&f->state, &raw, to | (raw & CF__SLEEPERS),
+                                                  memory_order_acq_rel, memory_order_relaxed))
+        ;
+}
+
 CF__API int cf_future_set_running_or_notify_cancel(cf_future *f)
 {
     if (!live(f))
         return cf__fail(CF_EINVAL, "set_running_or_notify_cancel: not a live future");
     cf__lock_acquire(&f->lock);
-    uint32_t raw = atomic_load_explicit(&f->state, memory_order_relaxed);
-    uint32_t s = raw & CF__STATE_MASK;
+    uint32_t s = cf__state_of(f);
     int rc;
     if (s == CF_PENDING) {
-        atomic_store_explicit(&f->state, CF_RUNNING | (raw & CF__SLEEPERS), memory_order_release);
+        move_state_keep_sleepers(f, CF_RUNNING);
         rc = 1;
     } else if (s == CF_CANCELLED) {
-        /* Waiters were already notified by cancel(). */
-        atomic_store_explicit(&f->state, CF_CANCELLED_AND_NOTIFIED | (raw & CF__SLEEPERS),
-                              memory_order_release);
+        /* Waiters were already notified by cancel(); CANCELLED is final for
+         * them, so no wake-up is due. */
+        move_state_keep_sleepers(f, CF_CANCELLED_AND_NOTIFIED);
         rc = 0;
     } else {
         rc = cf__fail(CF_EINVALSTATE, "set_running_or_notify_cancel: future is %s",
@@ -392,6 +405,11 @@ void cf__future_run_call(cf_future *f, _Atomic int *busy)
 
 /* ---- waiting for the outcome ----------------------------------------- */
 
+static bool future_is_done(void *f)
+{
+    return cf__state_done(cf__state_of(f));
+}
+
 /* Waits until done or the deadline; returns the final state or
  * CF__STATE_MASK+1 on timeout. */
 static uint32_t wait_done(cf_future *f, int64_t deadline)
@@ -401,13 +419,8 @@ static uint32_t wait_done(cf_future *f, int64_t deadline)
         return raw & CF__STATE_MASK;
     if (deadline != CF__NS_FOREVER && deadline <= cf__now_ns())
         return CF__STATE_MASK + 1;
-    int spins = cf__spin_limit();
-    for (int i = 0; i < spins; i++) {
-        cf__cpu_relax();
-        raw = atomic_load_explicit(&f->state, memory_order_acquire);
-        if (cf__state_done(raw & CF__STATE_MASK))
-            return raw & CF__STATE_MASK;
-    }
+    if (cf__spin_until(future_is_done, f))
+        return cf__state_of(f);
     for (;;) {
         raw = atomic_load_explicit(&f->state, memory_order_acquire);
         if (cf__state_done(raw & CF__STATE_MASK))

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "cfutures.h"
+#include "queue.h"
 
 #define CF__API __attribute__((visibility("default")))
 #define CF__UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -92,9 +93,31 @@ static inline void cf__cpu_relax(void)
 #endif
 }
 
-/* Spin iterations before sleeping, for waiters and idle workers.  Only
- * worth it when another CPU may be about to answer. */
-int cf__spin_limit(void);
+/* How long (ns) waiters and idle workers spin before sleeping; 0 on a
+ * single CPU.  CF_SPIN_NS in the environment overrides it. */
+int64_t cf__spin_ns(void);
+
+/* Spins until pred(arg) holds or the spin budget is spent; returns the
+ * last pred value. */
+static inline bool cf__spin_until(bool (*pred)(void *), void *arg)
+{
+    int64_t budget = cf__spin_ns();
+    if (budget <= 0)
+        return pred(arg);
+    int64_t end = 0;
+    for (unsigned i = 0;; i++) {
+        if (pred(arg))
+            return true;
+        if ((i & 15) == 0) {
+            int64_t now = cf__now_ns();
+            if (end == 0)
+                end = now + budget;
+            else if (now >= end)
+                return false;
+        }
+        cf__cpu_relax();
+    }
+}
 
 /* ---- processes and threads -------------------------------------------- */
 
@@ -205,7 +228,7 @@ struct cf_future {
     cf__cb *cb_head, *cb_tail;
     cf__wnode *waiters;
     /* Owned by the engine that holds the future in a queue: */
-    cf_future *queue_next;
+    cf__qnode qnode;
     bool has_call;
     cf_call call;
     unsigned char inline_result[CF__INLINE_RESULT];
@@ -227,6 +250,11 @@ void cf__future_run_call(cf_future *f, _Atomic int *busy);
  * or CF_EINVALSTATE if already done.  On ENOMEM for the record, the future
  * still completes with a static fallback record. */
 int cf__future_fail(cf_future *f, int status, const char *type, const char *message);
+
+static inline cf_future *cf__future_of_qnode(cf__qnode *n)
+{
+    return (cf_future *)((char *)n - offsetof(cf_future, qnode));
+}
 
 static inline uint32_t cf__state_of(const cf_future *f)
 {
@@ -285,7 +313,7 @@ struct cf_executor {
     uint32_t magic;
     const cf__engine *engine;
     unsigned generation;          /* cf__fork_generation at creation */
-    _Atomic uint32_t refs;        /* owner + the exit handler while it works */
+    _Atomic uint32_t refs;        /* owner, exit handler, map iterators */
     _Atomic bool destroyed;
     /* Guarded by the registry mutex (executor.c): */
     cf_executor *reg_prev, *reg_next;
@@ -293,6 +321,7 @@ struct cf_executor {
 
 /* Engines call these from their constructor / destructor. */
 void cf__executor_register(cf_executor *ex, const cf__engine *engine);
+void cf__executor_ref(cf_executor *ex);
 void cf__executor_unref(cf_executor *ex);
 
 /* Was `ex` made in an ancestor process (and so has no workers here)? */

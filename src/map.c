@@ -133,6 +133,8 @@ CF__API void cf_map_close(cf_map_iter *it)
         return;
     cancel_rest(it);
     cf_future_release(it->current);
+    if (it->ex)
+        cf__executor_unref(it->ex);
     free(it->ring);
     free(it->inputs);
     free(it->pos);
@@ -179,6 +181,9 @@ CF__API int cf_map(cf_executor *ex, cf_task_fn *fn, const cf_map_input *inputs, 
         return cf__fail(CF_ENOMEM, "map: out of memory");
     }
     memcpy(it->inputs, inputs, ninputs * sizeof *inputs);
+    /* Keep the executor's memory: a lazy map submits from cf_map_next(),
+     * possibly after the owner destroyed the executor. */
+    cf__executor_ref(ex);
     it->ex = ex;
     it->fn = fn;
     it->ninputs = ninputs;

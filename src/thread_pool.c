@@ -3,38 +3,57 @@
  *
  * Design notes
  *
- *   submit ──► [ FIFO of futures, qlock ] ──► worker threads (lazy, ≤ max)
- *                                                │ set_running_or_notify_cancel
- *                                                │ run the call, complete
- *                                                ▼ the future (callbacks run here)
+ *   submit ──push──► [ MPSC queue of futures ] ──pop (pop_lock)──► workers
+ *     │                                                  │ set_running_or_notify_cancel,
+ *     └─ wakes a parked worker if nobody is searching     │ run, complete the future
+ *                                                        ▼ (callbacks run here)
  *
- * - One intrusive FIFO (futures linked through queue_next) under `qlock`.
- *   The queue owns one reference to each queued future; the worker that
- *   pops it takes that reference over and drops it when done.
- * - Lazy threads: a submit starts a thread when the calls outstanding
- *   (queued + running) outnumber the threads and the pool is below
- *   max_workers.  `busy` is decremented before the future is completed, so
- *   a caller who saw a result and submits again finds the thread idle and
- *   reuses it (3 blocked calls on a 5-thread pool make 3 threads; a chain
- *   of submit/result makes one).
- * - Idle workers first spin briefly (watching `nqueued` without the lock),
- *   then sleep on the futex word `wake_seq`.  A worker registers as a
- *   sleeper and reads `wake_seq` under `qlock`; a submit that sees more
- *   sleepers than wakes already pending bumps `wake_seq` under the same
- *   lock and wakes one.  So either the sleeper sees the new item before
- *   sleeping, or the futex sees the changed word: no lost wake-up.  Only
- *   submits that find a sleeper make a system call.
- * - Shutdown sets `shutdown` under qlock (no thread can start after that),
- *   optionally detaches the queue and cancels those futures, wakes every
- *   sleeper, and joins.  Workers leave once the queue is empty and the pool
- *   is shut down or broken.  Joining is serialised by `join_mu` so several
- *   threads may call shutdown(wait=true) at once.
+ * Locks and what they guard (order: submit_lock -> pop_lock -> idle_lock;
+ * never two at once except submit_lock with pop_lock in initializer_failed):
+ * - submit_lock: `nthreads`, `workers`, `broken_msg`, and every write of
+ *   `shutdown`/`broken`.  Taken by submitters and shutdown only, never by a
+ *   worker on its hot path, so submitters do not wait on preempted workers.
+ *   Because pushes happen under it with `shutdown` false, a worker that
+ *   reads `shutdown` true (acquire) and then finds the queue empty knows
+ *   nothing more will ever arrive.
+ * - pop_lock: the consumer side of the queue (queue.h allows one consumer
+ *   at a time): workers, and the drains of shutdown(cancel) and breakage.
+ * - idle_lock: the stack of parked workers (`idle_head`, each worker's
+ *   `idle_next`/`in_idle`).
+ *
+ * Lazy threads: `unfinished` counts calls submitted and not yet finished.
+ * A submit starts a thread when unfinished > nthreads and the pool is below
+ * max_workers.  The worker decrements it just before completing a future,
+ * so a caller that saw a result and submits again finds the thread free
+ * (3 blocked calls on a 5-thread pool make 3 threads; a chain of
+ * submit/result makes one).
+ *
+ * Idle workers and wake-ups (the scheme of Go's scheduler):
+ * - `spinning` is a token held by at most one worker that searches for
+ *   work: it spins a few microseconds on the queue, then gives the token
+ *   back and parks.  Parking = push itself on the idle stack, bump
+ *   `nidle`, re-check the queue, then sleep on its own futex word `park`.
+ * - A submit that finds no searcher (spinning == 0) but a parked worker
+ *   claims the token, pops a parked worker and hands the token to it
+ *   (park = 1, futex wake).  The hand-off is explicit, so a wake can never
+ *   go to nobody.  A searcher that finds work gives the token back and, if
+ *   more work is queued, wakes the next worker the same way.
+ * - No lost wake-up: the submitter's push (seq_cst exchange) precedes its
+ *   seq_cst loads of `spinning`/`nidle`; a parking worker's seq_cst
+ *   increment of `nidle` (or store of `spinning` = 0) precedes its seq_cst
+ *   re-check of the queue.  In the single total order one of the two sees
+ *   the other: either the worker sees the item, or the submitter sees the
+ *   worker and wakes it.
+ * - Shutdown wakes every parked worker; workers leave once the queue is
+ *   empty and the pool is shut down or broken.  Joining is serialised by
+ *   `join_mu`, so several threads may call shutdown(wait=true) at once.
  * - A failing initializer marks the pool broken and fails every queued
  *   future with CF_EBROKEN ("BrokenThreadPool"); a task's own failure never
  *   does.
  * - Worker threads block asynchronous signals, so a process-directed signal
  *   (SIGINT, SIGTERM, ...) is delivered to an application thread.
  */
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,7 +69,13 @@ typedef struct tp_worker {
     pthread_t tid;
     thread_pool *pool;
     int index;
-    char name[PREFIX_MAX + 16]; /* "<prefix>_<index>", read by cf_thread_name() */
+    /* Parking: 0 = parked (or about to), 1 = woken.  Set to 1 by the waker
+     * with release after `token`, read with acquire by the worker. */
+    _Atomic uint32_t park;
+    bool token;                 /* woken holding the `spinning` token */
+    struct tp_worker *idle_next; /* guarded by idle_lock */
+    bool in_idle;                /* guarded by idle_lock */
+    char name[PREFIX_MAX + 16];  /* "<prefix>_<index>", read by cf_thread_name() */
 } tp_worker;
 
 struct thread_pool {
@@ -60,29 +85,26 @@ struct thread_pool {
     cf_init_fn *initializer;
     void *initarg;
 
-    cf__lock qlock;
-    /* Guarded by qlock: */
-    cf_future *head, *tail;
-    int nthreads;          /* threads started (their slots in `workers`) */
-    int alive;             /* threads that have not exited yet */
-    int sleepers;          /* workers asleep or about to sleep on wake_seq */
-    int wakes_pending;     /* wakes sent that no sleeper has consumed yet */
-    bool broken;
-    char broken_msg[160];
-    tp_worker **workers;   /* max_workers slots */
-    /* Written under qlock, read without it by spinning workers (relaxed:
-     * a stale value only costs a spin or a trip through the lock). */
-    _Atomic size_t nqueued;
-    _Atomic bool shutdown;
-    /* Futex word idle workers sleep on; bumped under qlock. */
-    _Atomic uint32_t wake_seq;
-    /* Calls popped and not yet completed.  Incremented under qlock,
-     * decremented by the worker before it completes the future (release),
-     * which the caller observes through the future's acquire. */
-    _Atomic int busy;
+    cf__queue q;
+    cf__lock pop_lock;
+
+    cf__lock submit_lock;
+    int nthreads;                /* guarded by submit_lock */
+    tp_worker **workers;         /* guarded by submit_lock; max_workers slots */
+    char broken_msg[160];        /* guarded by submit_lock; final once broken */
+    _Atomic bool shutdown;       /* written under submit_lock */
+    _Atomic bool broken;         /* written under submit_lock */
+
+    _Atomic int alive;           /* threads that have not exited */
+    _Atomic int unfinished;      /* calls submitted, not yet finished */
+
+    cf__lock idle_lock;
+    tp_worker *idle_head;        /* guarded by idle_lock */
+    _Atomic int nidle;           /* parked workers; changed under idle_lock */
+    _Atomic int spinning;        /* the search token: 0 or 1 */
 
     pthread_mutex_t join_mu;
-    int joined;            /* guarded by join_mu: workers[0..joined) joined */
+    int joined;                  /* guarded by join_mu: workers[0..joined) joined */
 };
 
 static _Thread_local tp_worker *tls_worker;
@@ -93,94 +115,211 @@ static thread_pool *pool_of(cf_executor *ex)
     return (thread_pool *)ex;
 }
 
-/* Detaches the whole queue.  qlock held. */
-static cf_future *take_queue(thread_pool *p)
+/* Pops one future; waits out a half-finished push.  pop_lock held. */
+static cf_future *pop_locked(thread_pool *p)
 {
-    cf_future *list = p->head;
-    p->head = p->tail = NULL;
-    atomic_store_explicit(&p->nqueued, 0, memory_order_relaxed);
+    for (int tries = 0;; tries++) {
+        cf__qnode *n;
+        int r = cf__queue_pop(&p->q, &n);
+        if (r == CF__Q_OK)
+            return cf__future_of_qnode(n);
+        if (r == CF__Q_EMPTY)
+            return NULL;
+        if (tries < 64)
+            cf__cpu_relax();
+        else
+            sched_yield(); /* the pushing thread was preempted mid-push */
+    }
+}
+
+static cf_future *pop(thread_pool *p)
+{
+    if (cf__queue_looks_empty(&p->q))
+        return NULL;
+    cf__lock_acquire(&p->pop_lock);
+    cf_future *f = pop_locked(p);
+    cf__lock_release(&p->pop_lock);
+    return f;
+}
+
+/* Detaches everything queued into a list linked through qnode.next. */
+static cf__qnode *drain(thread_pool *p)
+{
+    cf__qnode *list = NULL, **tail = &list;
+    cf__lock_acquire(&p->pop_lock);
+    cf_future *f;
+    while ((f = pop_locked(p)) != NULL) {
+        atomic_store_explicit(&f->qnode.next, NULL, memory_order_relaxed);
+        *tail = &f->qnode;
+        tail = (cf__qnode **)&f->qnode.next;
+    }
+    cf__lock_release(&p->pop_lock);
     return list;
 }
 
-/* Wakes every sleeper.  qlock held; returns whether a futex wake is due
- * after unlocking. */
-static bool wake_all_locked(thread_pool *p)
+static cf_future *list_next(cf_future *f)
 {
-    if (p->sleepers == 0)
-        return false;
-    p->wakes_pending = p->sleepers;
-    atomic_fetch_add_explicit(&p->wake_seq, 1, memory_order_release);
-    return true;
+    cf__qnode *n = atomic_load_explicit(&f->qnode.next, memory_order_relaxed);
+    return n ? cf__future_of_qnode(n) : NULL;
 }
 
-static void fail_all(cf_future *list, const char *msg)
+/* Wakes one parked worker and hands it the search token, unless somebody
+ * is already searching or nobody is parked. */
+static void wake_one(thread_pool *p)
 {
-    while (list) {
-        cf_future *next = list->queue_next;
-        cf__future_fail(list, CF_EBROKEN, "BrokenThreadPool", msg);
-        cf_future_release(list);
-        list = next;
+    if (atomic_load(&p->nidle) == 0)
+        return;
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&p->spinning, &expected, 1))
+        return;
+    cf__lock_acquire(&p->idle_lock);
+    tp_worker *w = p->idle_head;
+    if (w) {
+        p->idle_head = w->idle_next;
+        w->in_idle = false;
+        atomic_fetch_sub(&p->nidle, 1);
+    }
+    cf__lock_release(&p->idle_lock);
+    if (!w) {
+        /* Everybody is running or about to re-check the queue. */
+        atomic_store(&p->spinning, 0);
+        return;
+    }
+    w->token = true;
+    atomic_store_explicit(&w->park, 1, memory_order_release);
+    cf__futex_wake(&w->park, 1);
+}
+
+/* Wakes every parked worker (shutdown, breakage), without the token. */
+static void wake_all(thread_pool *p)
+{
+    cf__lock_acquire(&p->idle_lock);
+    tp_worker *w = p->idle_head;
+    p->idle_head = NULL;
+    for (tp_worker *x = w; x; x = x->idle_next) {
+        x->in_idle = false;
+        atomic_fetch_sub(&p->nidle, 1);
+    }
+    cf__lock_release(&p->idle_lock);
+    while (w) {
+        tp_worker *next = w->idle_next;
+        w->token = false;
+        atomic_store_explicit(&w->park, 1, memory_order_release);
+        cf__futex_wake(&w->park, 1);
+        w = next;
+    }
+}
+
+static void fail_list(thread_pool *p, cf__qnode *list, const char *msg)
+{
+    cf_future *f = list ? cf__future_of_qnode(list) : NULL;
+    while (f) {
+        cf_future *next = list_next(f);
+        atomic_fetch_sub(&p->unfinished, 1);
+        cf__future_fail(f, CF_EBROKEN, "BrokenThreadPool", msg);
+        cf_future_release(f);
+        f = next;
     }
 }
 
 static void initializer_failed(thread_pool *p, int rc)
 {
-    cf__lock_acquire(&p->qlock);
-    p->broken = true;
-    snprintf(p->broken_msg, sizeof p->broken_msg,
-             "A thread initializer failed (returned %d), the thread pool is not usable anymore", rc);
-    cf_future *list = take_queue(p);
-    bool wake = wake_all_locked(p);
-    cf__lock_release(&p->qlock);
-    if (wake)
-        cf__futex_wake(&p->wake_seq, INT_MAX);
-    cf__log("%s: %s", tls_worker->name, p->broken_msg);
-    fail_all(list, p->broken_msg);
+    char msg[sizeof p->broken_msg];
+    cf__lock_acquire(&p->submit_lock);
+    if (!atomic_load(&p->broken)) {
+        snprintf(p->broken_msg, sizeof p->broken_msg,
+                 "A thread initializer failed (returned %d), the thread pool is not usable "
+                 "anymore",
+                 rc);
+        atomic_store(&p->broken, true);
+    }
+    memcpy(msg, p->broken_msg, sizeof msg);
+    cf__lock_release(&p->submit_lock);
+    cf__log("%s: %s", tls_worker->name, msg);
+    fail_list(p, drain(p), msg);
+    wake_all(p);
 }
 
-/* Pops the next future, or returns NULL when the worker should exit. */
-static cf_future *next_call(thread_pool *p)
+static bool work_or_stop(void *arg)
 {
-    int spins = cf__spin_limit();
-    cf__lock_acquire(&p->qlock);
+    thread_pool *p = arg;
+    return !cf__queue_looks_empty(&p->q) || atomic_load_explicit(&p->shutdown, memory_order_relaxed);
+}
+
+/* Takes `me` off the idle stack if it is still there.  Returns false when a
+ * waker already took it (and so will set `park`). */
+static bool unpark_self(thread_pool *p, tp_worker *me)
+{
+    bool removed = false;
+    cf__lock_acquire(&p->idle_lock);
+    if (me->in_idle) {
+        for (tp_worker **pp = &p->idle_head; *pp; pp = &(*pp)->idle_next) {
+            if (*pp == me) {
+                *pp = me->idle_next;
+                break;
+            }
+        }
+        me->in_idle = false;
+        atomic_fetch_sub(&p->nidle, 1);
+        removed = true;
+    }
+    cf__lock_release(&p->idle_lock);
+    return removed;
+}
+
+/* Returns the next future to run, or NULL when the worker should exit. */
+static cf_future *next_call(thread_pool *p, tp_worker *me, bool *token)
+{
     for (;;) {
-        cf_future *f = p->head;
+        bool stopping = atomic_load_explicit(&p->shutdown, memory_order_acquire);
+        cf_future *f = pop(p);
         if (f) {
-            p->head = f->queue_next;
-            if (!p->head)
-                p->tail = NULL;
-            atomic_store_explicit(&p->nqueued,
-                                  atomic_load_explicit(&p->nqueued, memory_order_relaxed) - 1,
-                                  memory_order_relaxed);
-            atomic_fetch_add_explicit(&p->busy, 1, memory_order_relaxed);
-            cf__lock_release(&p->qlock);
+            if (*token) {
+                /* The searcher found work: give the token back and bring the
+                 * next worker if more is queued (Go's "resetspinning"). */
+                *token = false;
+                atomic_store(&p->spinning, 0);
+                if (!cf__queue_looks_empty(&p->q))
+                    wake_one(p);
+            }
             return f;
         }
-        if (atomic_load_explicit(&p->shutdown, memory_order_relaxed) || p->broken) {
-            cf__lock_release(&p->qlock);
+        if (stopping || atomic_load(&p->broken)) {
+            if (*token) {
+                *token = false;
+                atomic_store(&p->spinning, 0);
+            }
             return NULL;
         }
-        if (spins > 0) {
-            cf__lock_release(&p->qlock);
-            for (int i = 0; i < spins; i++) {
-                if (atomic_load_explicit(&p->nqueued, memory_order_relaxed) ||
-                    atomic_load_explicit(&p->shutdown, memory_order_relaxed))
-                    break;
-                cf__cpu_relax();
-            }
-            spins = 0;
-            cf__lock_acquire(&p->qlock);
-            continue;
+        if (!*token) {
+            int expected = 0;
+            *token = atomic_compare_exchange_strong(&p->spinning, &expected, 1);
         }
-        p->sleepers++;
-        uint32_t seq = atomic_load_explicit(&p->wake_seq, memory_order_relaxed);
-        cf__lock_release(&p->qlock);
-        cf__futex_wait(&p->wake_seq, seq, CF__NS_FOREVER);
-        cf__lock_acquire(&p->qlock);
-        p->sleepers--;
-        if (p->wakes_pending > 0)
-            p->wakes_pending--;
-        spins = cf__spin_limit();
+        if (*token) {
+            bool found = cf__spin_until(work_or_stop, p);
+            *token = false;
+            atomic_store(&p->spinning, 0); /* seq_cst: before the re-check below */
+            if (found)
+                continue;
+        }
+        /* Park. */
+        atomic_store_explicit(&me->park, 0, memory_order_relaxed);
+        me->token = false;
+        cf__lock_acquire(&p->idle_lock);
+        me->idle_next = p->idle_head;
+        p->idle_head = me;
+        me->in_idle = true;
+        atomic_fetch_add(&p->nidle, 1); /* seq_cst: before the re-check */
+        cf__lock_release(&p->idle_lock);
+        if (!cf__queue_looks_empty(&p->q) || atomic_load(&p->shutdown) ||
+            atomic_load(&p->broken)) {
+            if (unpark_self(p, me))
+                continue;
+            /* A waker took us off the stack; wait for its hand-off. */
+        }
+        while (atomic_load_explicit(&me->park, memory_order_acquire) == 0)
+            cf__futex_wait(&me->park, 0, CF__NS_FOREVER);
+        *token = me->token;
     }
 }
 
@@ -198,31 +337,32 @@ static void *worker_main(void *arg)
             goto out;
         }
     }
+    bool token = false;
     cf_future *f;
-    while ((f = next_call(p)) != NULL) {
+    while ((f = next_call(p, w, &token)) != NULL) {
         if (cf_future_set_running_or_notify_cancel(f) == 1)
-            cf__future_run_call(f, &p->busy);
+            cf__future_run_call(f, &p->unfinished);
         else
-            atomic_fetch_sub_explicit(&p->busy, 1, memory_order_release);
+            atomic_fetch_sub_explicit(&p->unfinished, 1, memory_order_release);
         cf_future_release(f);
     }
 out:
-    cf__lock_acquire(&p->qlock);
-    p->alive--;
-    cf__lock_release(&p->qlock);
+    atomic_fetch_sub(&p->alive, 1);
     cf__set_thread_name(NULL);
     tls_worker = NULL;
     return NULL;
 }
 
-/* Starts one more worker.  qlock held.  Returns CF_OK or CF_ENOMEM/ESYS. */
+/* Starts one more worker.  submit_lock held.  Returns CF_OK or
+ * CF_ENOMEM/CF_ESYS. */
 static int spawn_locked(thread_pool *p)
 {
-    tp_worker *w = malloc(sizeof *w);
+    tp_worker *w = calloc(1, sizeof *w);
     if (!w)
         return CF_ENOMEM;
     w->pool = p;
     w->index = p->nthreads;
+    atomic_init(&w->park, 0);
     snprintf(w->name, sizeof w->name, "%s_%d", p->prefix, w->index);
 
     /* Workers block asynchronous signals; they inherit the mask. */
@@ -235,64 +375,52 @@ static int spawn_locked(thread_pool *p)
     sigdelset(&all, SIGTRAP);
     sigdelset(&all, SIGABRT);
     pthread_sigmask(SIG_SETMASK, &all, &old);
+    atomic_fetch_add(&p->alive, 1);
     int rc = pthread_create(&w->tid, NULL, worker_main, w);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
+        atomic_fetch_sub(&p->alive, 1);
         free(w);
         return CF_ESYS;
     }
     p->workers[p->nthreads++] = w;
-    p->alive++;
     return CF_OK;
 }
 
 static int tp_submit(cf_executor *ex, cf_future *f)
 {
     thread_pool *p = pool_of(ex);
-    cf__lock_acquire(&p->qlock);
+    cf__lock_acquire(&p->submit_lock);
     if (CF__UNLIKELY(atomic_load_explicit(&p->shutdown, memory_order_relaxed))) {
-        cf__lock_release(&p->qlock);
+        cf__lock_release(&p->submit_lock);
         cf_future_release(f);
         return cf__fail(CF_ESHUTDOWN, "submit: cannot schedule new futures after shutdown");
     }
-    if (CF__UNLIKELY(p->broken)) {
-        cf__lock_release(&p->qlock);
+    if (CF__UNLIKELY(atomic_load_explicit(&p->broken, memory_order_relaxed))) {
+        int rc = cf__fail(CF_EBROKEN, "submit: %s", p->broken_msg);
+        cf__lock_release(&p->submit_lock);
         cf_future_release(f);
-        return cf__fail(CF_EBROKEN, "submit: %s", p->broken_msg);
+        return rc;
     }
-    f->queue_next = NULL;
-    if (p->tail)
-        p->tail->queue_next = f;
-    else
-        p->head = f;
-    p->tail = f;
-    size_t queued = atomic_load_explicit(&p->nqueued, memory_order_relaxed) + 1;
-    atomic_store_explicit(&p->nqueued, queued, memory_order_relaxed);
-
-    bool wake = false;
-    if (p->sleepers > p->wakes_pending) {
-        p->wakes_pending++;
-        atomic_fetch_add_explicit(&p->wake_seq, 1, memory_order_release);
-        wake = true;
-    }
-    int busy = atomic_load_explicit(&p->busy, memory_order_relaxed);
-    if ((size_t)busy + queued > (size_t)p->nthreads && p->nthreads < p->max_workers) {
+    int unfinished = atomic_fetch_add(&p->unfinished, 1) + 1;
+    if (unfinished > p->nthreads && p->nthreads < p->max_workers) {
         int rc = spawn_locked(p);
-        if (rc != CF_OK && p->alive == 0) {
-            /* Nobody could ever run it: take it back out. */
-            p->head = p->tail = NULL;
-            atomic_store_explicit(&p->nqueued, 0, memory_order_relaxed);
-            cf__lock_release(&p->qlock);
+        if (rc != CF_OK && atomic_load(&p->alive) == 0) {
+            /* Nobody could ever run it. */
+            atomic_fetch_sub(&p->unfinished, 1);
+            cf__lock_release(&p->submit_lock);
             cf_future_release(f);
             return cf__fail(rc, "submit: cannot start a worker thread");
         }
         if (rc != CF_OK)
             cf__log("thread pool %s: cannot start another worker thread; continuing with %d",
-                    p->prefix, p->alive);
+                    p->prefix, atomic_load(&p->alive));
     }
-    cf__lock_release(&p->qlock);
-    if (wake)
-        cf__futex_wake(&p->wake_seq, 1);
+    cf__queue_push(&p->q, &f->qnode);
+    cf__lock_release(&p->submit_lock);
+    /* seq_cst loads after the seq_cst push: see the design notes. */
+    if (atomic_load(&p->spinning) == 0 && atomic_load(&p->nidle) > 0)
+        wake_one(p);
     return CF_OK;
 }
 
@@ -303,38 +431,36 @@ static bool tp_is_worker(const cf_executor *ex)
 
 static int tp_worker_count(const cf_executor *ex)
 {
-    thread_pool *p = pool_of((cf_executor *)ex);
-    cf__lock_acquire(&p->qlock);
-    int n = p->alive;
-    cf__lock_release(&p->qlock);
-    return n;
+    return atomic_load(&pool_of((cf_executor *)ex)->alive);
 }
 
 static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
 {
     thread_pool *p = pool_of(ex);
-    cf__lock_acquire(&p->qlock);
-    atomic_store_explicit(&p->shutdown, true, memory_order_relaxed);
-    cf_future *cancelled = cancel_futures ? take_queue(p) : NULL;
-    bool wake = wake_all_locked(p);
-    cf__lock_release(&p->qlock);
-    if (wake)
-        cf__futex_wake(&p->wake_seq, INT_MAX);
-    while (cancelled) {
-        cf_future *next = cancelled->queue_next;
-        cf_future_cancel(cancelled);
-        cf_future_release(cancelled);
-        cancelled = next;
+    cf__lock_acquire(&p->submit_lock);
+    atomic_store(&p->shutdown, true);
+    cf__lock_release(&p->submit_lock);
+    if (cancel_futures) {
+        cf__qnode *list = drain(p);
+        cf_future *f = list ? cf__future_of_qnode(list) : NULL;
+        while (f) {
+            cf_future *next = list_next(f);
+            atomic_fetch_sub(&p->unfinished, 1);
+            cf_future_cancel(f);
+            cf_future_release(f);
+            f = next;
+        }
     }
+    wake_all(p);
     if (!wait)
         return CF_OK;
     if (tp_is_worker(ex))
         return cf__fail(CF_EDEADLK, "shutdown: wait requested from one of the pool's own "
                                     "workers, which cannot wait for itself");
     pthread_mutex_lock(&p->join_mu);
-    cf__lock_acquire(&p->qlock);
+    cf__lock_acquire(&p->submit_lock);
     int n = p->nthreads; /* final: no thread starts after shutdown */
-    cf__lock_release(&p->qlock);
+    cf__lock_release(&p->submit_lock);
     for (; p->joined < n; p->joined++)
         pthread_join(p->workers[p->joined]->tid, NULL);
     pthread_mutex_unlock(&p->join_mu);
@@ -404,11 +530,16 @@ CF__API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_options *
                  atomic_fetch_add(&pool_counter, 1));
     p->initializer = opts->initializer;
     p->initarg = opts->initarg;
-    atomic_init(&p->qlock.word, 0);
-    atomic_init(&p->nqueued, 0);
+    cf__queue_init(&p->q);
+    atomic_init(&p->pop_lock.word, 0);
+    atomic_init(&p->submit_lock.word, 0);
+    atomic_init(&p->idle_lock.word, 0);
     atomic_init(&p->shutdown, false);
-    atomic_init(&p->wake_seq, 0);
-    atomic_init(&p->busy, 0);
+    atomic_init(&p->broken, false);
+    atomic_init(&p->alive, 0);
+    atomic_init(&p->unfinished, 0);
+    atomic_init(&p->nidle, 0);
+    atomic_init(&p->spinning, 0);
     pthread_mutex_init(&p->join_mu, NULL);
     cf__executor_register(&p->base, &thread_engine);
     *out = &p->base;

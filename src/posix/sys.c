@@ -87,19 +87,21 @@ void cf__unlock_slow(cf__lock *l)
     cf__futex_wake(&l->word, 1);
 }
 
-static int spin_limit = -1;
+static _Atomic int64_t spin_ns = -1;
 
-int cf__spin_limit(void)
+int64_t cf__spin_ns(void)
 {
-    int s = __atomic_load_n(&spin_limit, __ATOMIC_RELAXED);
+    int64_t s = atomic_load_explicit(&spin_ns, memory_order_relaxed);
     if (s < 0) {
-        /* Spinning only helps when another CPU can make progress meanwhile. */
+        /* Spinning only helps when another CPU can make progress meanwhile;
+         * a few microseconds covers a wake-up we would otherwise pay for
+         * with two system calls. */
         long n = sysconf(_SC_NPROCESSORS_ONLN);
-        s = n > 1 ? 4000 : 0;
-        const char *env = getenv("CF_SPIN");
+        s = n > 1 ? 5000 : 0;
+        const char *env = getenv("CF_SPIN_NS");
         if (env && *env)
-            s = atoi(env) < 0 ? 0 : atoi(env);
-        __atomic_store_n(&spin_limit, s, __ATOMIC_RELAXED);
+            s = atoll(env) < 0 ? 0 : atoll(env);
+        atomic_store_explicit(&spin_ns, s, memory_order_relaxed);
     }
     return s;
 }
