@@ -1,0 +1,273 @@
+/*
+ * cf_test_util.h - helpers shared by the test programs: a log-hook capture,
+ * a "blocker" that tasks wait on (so a test decides when they finish), and a
+ * few generic tasks.  Everything is static inline so a program that does not
+ * use a helper gets no unused-function warning.
+ */
+#ifndef CF_TEST_UTIL_H
+#define CF_TEST_UTIL_H
+
+#include "harness.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+
+/* ---- log hook capture ------------------------------------------------- */
+
+typedef struct cap_log {
+    pthread_mutex_t mu;
+    int count;
+    int bad_arg;      /* the hook was called with an unexpected arg */
+    char first[1024];
+    char last[1024];
+} cap_log;
+
+static inline cap_log *cap(void)
+{
+    static cap_log c = {PTHREAD_MUTEX_INITIALIZER, 0, 0, "", ""};
+    return &c;
+}
+
+static inline void cap_hook(void *arg, const char *msg)
+{
+    cap_log *c = cap();
+    pthread_mutex_lock(&c->mu);
+    if (arg != (void *)c)
+        c->bad_arg++;
+    if (c->count == 0)
+        snprintf(c->first, sizeof c->first, "%s", msg ? msg : "(null)");
+    snprintf(c->last, sizeof c->last, "%s", msg ? msg : "(null)");
+    c->count++;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static inline void cap_install(void)
+{
+    cap_log *c = cap();
+    pthread_mutex_lock(&c->mu);
+    c->count = 0;
+    c->bad_arg = 0;
+    c->first[0] = c->last[0] = '\0';
+    pthread_mutex_unlock(&c->mu);
+    cf_set_log_hook(cap_hook, c);
+}
+
+static inline void cap_restore(void)
+{
+    cf_set_log_hook(NULL, NULL);
+}
+
+static inline int cap_count(void)
+{
+    cap_log *c = cap();
+    pthread_mutex_lock(&c->mu);
+    int n = c->count;
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
+/* Copies the first captured message into buf. */
+static inline void cap_first(char *buf, size_t size)
+{
+    cap_log *c = cap();
+    pthread_mutex_lock(&c->mu);
+    snprintf(buf, size, "%s", c->first);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- blocker: tasks wait until the test releases them ------------------ */
+
+typedef struct blocker {
+    cf_test_event go;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started;     /* tasks that entered */
+    int running;     /* tasks inside right now */
+    int max_running; /* high-water mark of running */
+    int finished;    /* tasks that left */
+} blocker;
+
+static inline void blocker_init(blocker *b)
+{
+    cf_test_event_init(&b->go);
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->cv, NULL);
+    b->started = b->running = b->max_running = b->finished = 0;
+}
+
+static inline void blocker_release(blocker *b)
+{
+    cf_test_event_set(&b->go);
+}
+
+/* Waits until at least n tasks have started; false on timeout (scaled). */
+static inline bool blocker_wait_started(blocker *b, int n, double timeout)
+{
+    double end = cf_test_now() + timeout * cf_test_scale();
+    pthread_mutex_lock(&b->mu);
+    while (b->started < n && cf_test_now() < end) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 10 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&b->cv, &b->mu, &ts);
+    }
+    bool ok = b->started >= n;
+    pthread_mutex_unlock(&b->mu);
+    return ok;
+}
+
+static inline bool blocker_wait_finished(blocker *b, int n, double timeout)
+{
+    double end = cf_test_now() + timeout * cf_test_scale();
+    pthread_mutex_lock(&b->mu);
+    while (b->finished < n && cf_test_now() < end) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 10 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&b->cv, &b->mu, &ts);
+    }
+    bool ok = b->finished >= n;
+    pthread_mutex_unlock(&b->mu);
+    return ok;
+}
+
+static inline int blocker_get(blocker *b, const int *field)
+{
+    pthread_mutex_lock(&b->mu);
+    int v = *field;
+    pthread_mutex_unlock(&b->mu);
+    return v;
+}
+
+static inline void blocker_destroy(blocker *b)
+{
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->cv);
+    pthread_mutex_destroy(&b->go.mu);
+    pthread_cond_destroy(&b->go.cv);
+}
+
+/* Task: arg 0 = blocker*, optional arg 1 = i64 returned.  Waits (at most
+ * 10 s, scaled) for the blocker's release. */
+static inline int t_block(cf_call *call)
+{
+    blocker *b = (blocker *)cf_arg_ptr(call, 0);
+    if (!b)
+        return cf_raise(call, 1, "TestError", "no blocker");
+    pthread_mutex_lock(&b->mu);
+    b->started++;
+    b->running++;
+    if (b->running > b->max_running)
+        b->max_running = b->running;
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    bool ok = cf_test_event_wait(&b->go, 10.0);
+    pthread_mutex_lock(&b->mu);
+    b->running--;
+    b->finished++;
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    if (!ok)
+        return cf_raise(call, 99, "TimeoutError", "blocker never released");
+    if (cf_arg_count(call) > 1)
+        return cf_return_i64(call, cf_arg_i64(call, 1));
+    return 0;
+}
+
+/* Task: returns its first argument unchanged (any kind). */
+static inline int t_echo(cf_call *call)
+{
+    const cf_value *v = cf_arg(call, 0);
+    if (!v)
+        return cf_raise(call, 1, "TestError", "no argument");
+    return cf_return_value(call, v);
+}
+
+/* Task: x*x of an i64. */
+static inline int t_square(cf_call *call)
+{
+    int64_t x = cf_arg_i64(call, 0);
+    return cf_return_i64(call, x * x);
+}
+
+/* Task: sum of all i64 arguments. */
+static inline int t_sum(cf_call *call)
+{
+    int64_t s = 0;
+    for (size_t i = 0; i < cf_arg_count(call); i++)
+        s += cf_arg_i64(call, i);
+    return cf_return_i64(call, s);
+}
+
+/* Sleeps ms milliseconds (only for "give it a chance" delays, never for
+ * correctness). */
+static inline void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* A thread that runs fn(arg) and signals `done` when it returns. */
+typedef struct bg_thread {
+    pthread_t th;
+    void (*fn)(void *);
+    void *arg;
+    cf_test_event done;
+} bg_thread;
+
+static inline void *bg_thread_main(void *p)
+{
+    bg_thread *t = (bg_thread *)p;
+    t->fn(t->arg);
+    cf_test_event_set(&t->done);
+    return NULL;
+}
+
+static inline void bg_start(bg_thread *t, void (*fn)(void *), void *arg)
+{
+    t->fn = fn;
+    t->arg = arg;
+    cf_test_event_init(&t->done);
+    int rc = pthread_create(&t->th, NULL, bg_thread_main, t);
+    assert_int_equal(rc, 0);
+}
+
+/* Waits for the thread to finish (fails the test if it does not within
+ * `timeout` seconds, scaled) and joins it. */
+static inline void bg_join(bg_thread *t, double timeout)
+{
+    if (!cf_test_event_wait(&t->done, timeout))
+        fail_msg("background thread did not finish within %.1f s", timeout);
+    pthread_join(t->th, NULL);
+    pthread_mutex_destroy(&t->done.mu);
+    pthread_cond_destroy(&t->done.cv);
+}
+
+/* Pool with n workers (CF_AUTO for the default). */
+static inline cf_executor *pool_new(int n)
+{
+    cf_thread_pool_options o;
+    cf_thread_pool_options_init(&o);
+    o.max_workers = n;
+    cf_executor *ex = NULL;
+    assert_ok(cf_thread_pool_new(&ex, &o));
+    assert_non_null(ex);
+    return ex;
+}
+
+static inline bool contains(const char *hay, const char *needle)
+{
+    return hay && needle && strstr(hay, needle) != NULL;
+}
+
+#endif

@@ -1,0 +1,414 @@
+/*
+ * test_errors.c - error codes, their names and descriptions, the per-thread
+ * "last error" message, the log hook, and small naming helpers.
+ */
+#include "cf_test_util.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+
+static void test_strerror_every_code(void **state)
+{
+    (void)state;
+#define CHECK_CODE(name, value, text)                                         \
+    assert_int_equal(CF_##name, value);                                       \
+    assert_string_equal(cf_strerror(value), text);                            \
+    assert_string_equal(cf_err_name(value), "CF_" #name);
+    CF_ERROR_TABLE(CHECK_CODE)
+#undef CHECK_CODE
+}
+
+static void test_strerror_unknown_codes(void **state)
+{
+    (void)state;
+    const int unknown[] = {1, 2, 100, -15, -16, -100, -1000, INT_MIN, INT_MAX};
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+        const char *s = cf_strerror(unknown[i]);
+        assert_non_null(s);
+        assert_string_equal(s, "unknown error");
+        const char *n = cf_err_name(unknown[i]);
+        assert_non_null(n);
+        assert_string_equal(n, "CF_UNKNOWN");
+    }
+}
+
+static void test_error_names_distinct(void **state)
+{
+    (void)state;
+    /* Every code has its own name and description. */
+    const int codes[] = {
+#define LIST_CODE(name, value, text) value,
+        CF_ERROR_TABLE(LIST_CODE)
+#undef LIST_CODE
+    };
+    size_t n = sizeof codes / sizeof codes[0];
+    assert_int_equal(n, 15);
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++) {
+            assert_string_not_equal(cf_err_name(codes[i]), cf_err_name(codes[j]));
+            assert_string_not_equal(cf_strerror(codes[i]), cf_strerror(codes[j]));
+        }
+}
+
+static void *fresh_thread_message(void *arg)
+{
+    const char **out = (const char **)arg;
+    const char *m = cf_last_error_message();
+    /* copy the verdict, not the pointer (thread-local storage dies) */
+    *out = (m == NULL) ? "NULL" : (m[0] == '\0' ? "" : "nonempty");
+    return NULL;
+}
+
+static void test_last_error_empty_in_fresh_thread(void **state)
+{
+    (void)state;
+    const char *verdict = "unset";
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, fresh_thread_message, &verdict), 0);
+    pthread_join(th, NULL);
+    assert_string_equal(verdict, "");
+}
+
+static void test_last_error_after_failure(void **state)
+{
+    (void)state;
+    cf_future *f = NULL;
+    assert_ok(cf_future_new(&f));
+
+    assert_cf(CF_EINVAL, cf_future_result(f, -1.0, NULL));
+    const char *m1 = cf_last_error_message();
+    assert_non_null(m1);
+    assert_true(strlen(m1) > 0);
+    char saved[512];
+    snprintf(saved, sizeof saved, "%s", m1);
+
+    /* A successful call does not clear it. */
+    assert_ok(cf_future_set_result(f, NULL));
+    assert_ok(cf_future_result(f, 0, NULL));
+    assert_string_equal(cf_last_error_message(), saved);
+
+    /* A different failure replaces it. */
+    assert_cf(CF_EINVALSTATE, cf_future_set_result(f, NULL));
+    const char *m2 = cf_last_error_message();
+    assert_non_null(m2);
+    assert_true(strlen(m2) > 0);
+
+    assert_ok(cf_future_release(f));
+}
+
+static void test_last_error_timeout_message(void **state)
+{
+    (void)state;
+    cf_future *f = NULL;
+    assert_ok(cf_future_new(&f));
+    assert_cf(CF_ETIMEDOUT, cf_future_result(f, 0, NULL));
+    assert_true(strlen(cf_last_error_message()) > 0);
+    assert_ok(cf_future_release(f));
+}
+
+static void test_last_error_submit_after_shutdown(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    assert_ok(cf_shutdown(ex, true, false));
+    cf_future *f = NULL;
+    assert_cf(CF_ESHUTDOWN, cf_submit(ex, t_square, CF_ARGS(cf_i64(2)), &f));
+    assert_null(f);
+    const char *m = cf_last_error_message();
+    assert_non_null(m);
+    assert_true(strlen(m) > 0);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+typedef struct {
+    cf_test_event failed;
+    cf_test_event checked;
+    int rc;
+} other_thread_err;
+
+static void *fail_in_other_thread(void *arg)
+{
+    other_thread_err *o = (other_thread_err *)arg;
+    o->rc = cf_wait(NULL, 3, 0, CF_ALL_COMPLETED, NULL, NULL, NULL, NULL);
+    cf_test_event_set(&o->failed);
+    cf_test_event_wait(&o->checked, 10);
+    return NULL;
+}
+
+static void test_last_error_is_thread_local(void **state)
+{
+    (void)state;
+    cf_future *f = NULL;
+    assert_ok(cf_future_new(&f));
+    assert_cf(CF_EINVAL, cf_future_result(f, NAN, NULL));
+    char mine[512];
+    snprintf(mine, sizeof mine, "%s", cf_last_error_message());
+    assert_true(strlen(mine) > 0);
+
+    other_thread_err o;
+    cf_test_event_init(&o.failed);
+    cf_test_event_init(&o.checked);
+    o.rc = 0;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, fail_in_other_thread, &o), 0);
+    assert_true(cf_test_event_wait(&o.failed, 5));
+    /* The other thread failed after us; our message is unchanged. */
+    assert_string_equal(cf_last_error_message(), mine);
+    cf_test_event_set(&o.checked);
+    pthread_join(th, NULL);
+    assert_int_equal(o.rc, CF_EINVAL);
+    assert_ok(cf_future_release(f));
+}
+
+/* ---- log hook --------------------------------------------------------- */
+
+static int failing_callback(cf_future *f, void *arg)
+{
+    (void)f;
+    (void)arg;
+    return -42;
+}
+
+static int counting_callback(cf_future *f, void *arg)
+{
+    (void)f;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static void test_log_hook_receives_callback_failure(void **state)
+{
+    (void)state;
+    cap_install();
+    cf_future *f = NULL;
+    assert_ok(cf_future_new(&f));
+    int ran = 0;
+    assert_ok(cf_future_add_done_callback(f, failing_callback, NULL));
+    assert_ok(cf_future_add_done_callback(f, counting_callback, &ran));
+    assert_int_equal(cap_count(), 0);
+    assert_ok(cf_future_set_result(f, NULL));
+    cap_restore();
+
+    assert_int_equal(ran, 1);
+    assert_int_equal(cap_count(), 1);
+    assert_int_equal(cap()->bad_arg, 0);
+    char msg[1024];
+    cap_first(msg, sizeof msg);
+    assert_true(strlen(msg) > 0);
+    assert_null(strchr(msg, '\n'));
+    assert_ok(cf_future_release(f));
+}
+
+static void test_log_hook_restore_default_writes_stderr(void **state)
+{
+    (void)state;
+    /* With the hook restored (NULL), the message goes to stderr followed by
+     * a newline.  Redirect fd 2 into a temporary file to see it. */
+    cap_install();
+    cap_restore();
+
+    char path[] = "/tmp/cf_test_stderr_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    fflush(stderr);
+    int saved = dup(2);
+    assert_true(saved >= 0);
+    assert_true(dup2(fd, 2) >= 0);
+
+    cf_future *f = NULL;
+    int rc_new = cf_future_new(&f);
+    int rc_cb = CF_EINVAL, rc_set = CF_EINVAL;
+    if (rc_new == CF_OK) {
+        rc_cb = cf_future_add_done_callback(f, failing_callback, NULL);
+        rc_set = cf_future_set_result(f, NULL);
+    }
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+
+    assert_ok(rc_new);
+    assert_ok(rc_cb);
+    assert_ok(rc_set);
+    char buf[2048];
+    off_t len = lseek(fd, 0, SEEK_END);
+    assert_true(len > 0);
+    assert_true(len < (off_t)sizeof buf);
+    assert_int_equal(pread(fd, buf, (size_t)len, 0), len);
+    buf[len] = '\0';
+    close(fd);
+    assert_int_equal(buf[len - 1], '\n');
+    /* nothing reached the (uninstalled) capture hook */
+    assert_int_equal(cap_count(), 0);
+    assert_ok(cf_future_release(f));
+}
+
+static void test_log_hook_replaced_and_restored(void **state)
+{
+    (void)state;
+    cap_install();
+    cf_future *f = NULL;
+    assert_ok(cf_future_new(&f));
+    assert_ok(cf_future_add_done_callback(f, failing_callback, NULL));
+    assert_ok(cf_future_add_done_callback(f, failing_callback, NULL));
+    assert_ok(cf_future_set_result(f, NULL));
+    assert_int_equal(cap_count(), 2);
+    /* A callback added after completion runs at once; its failure is
+     * reported too. */
+    assert_ok(cf_future_add_done_callback(f, failing_callback, NULL));
+    assert_int_equal(cap_count(), 3);
+    cap_restore();
+    assert_ok(cf_future_release(f));
+}
+
+typedef struct {
+    cf_future *f;
+    int calls;
+    int done_seen;
+} hook_probe;
+
+static hook_probe g_probe;
+
+static void probing_hook(void *arg, const char *msg)
+{
+    (void)msg;
+    hook_probe *p = (hook_probe *)arg;
+    p->calls++;
+    /* No cfutures lock is held: querying the same future must not block. */
+    if (cf_future_done(p->f) && cf_future_result(p->f, 0, NULL) == CF_OK)
+        p->done_seen++;
+}
+
+static void test_log_hook_called_without_lock(void **state)
+{
+    (void)state;
+    memset(&g_probe, 0, sizeof g_probe);
+    assert_ok(cf_future_new(&g_probe.f));
+    cf_set_log_hook(probing_hook, &g_probe);
+    assert_ok(cf_future_add_done_callback(g_probe.f, failing_callback, NULL));
+    assert_ok(cf_future_set_result(g_probe.f, NULL));
+    cf_set_log_hook(NULL, NULL);
+    assert_int_equal(g_probe.calls, 1);
+    assert_int_equal(g_probe.done_seen, 1);
+    assert_ok(cf_future_release(g_probe.f));
+}
+
+/* ---- names ------------------------------------------------------------ */
+
+static void test_kind_names(void **state)
+{
+    (void)state;
+    assert_string_equal(cf_kind_name(CF_NONE), "NoneType");
+    assert_string_equal(cf_kind_name(CF_I64), "int");
+    assert_string_equal(cf_kind_name(CF_F64), "float");
+    assert_string_equal(cf_kind_name(CF_BYTES), "bytes");
+    assert_string_equal(cf_kind_name(CF_STR), "str");
+    assert_string_equal(cf_kind_name(CF_PTR), "pointer");
+    assert_non_null(cf_kind_name((cf_kind)77));
+}
+
+static void test_state_names(void **state)
+{
+    (void)state;
+    assert_string_equal(cf_state_name(CF_PENDING), "pending");
+    assert_string_equal(cf_state_name(CF_RUNNING), "running");
+    assert_string_equal(cf_state_name(CF_CANCELLED), "cancelled");
+    assert_string_equal(cf_state_name(CF_CANCELLED_AND_NOTIFIED), "cancelled");
+    assert_string_equal(cf_state_name(CF_FINISHED), "finished");
+}
+
+static void test_value_constructors(void **state)
+{
+    (void)state;
+    cf_value v = cf_str("hello");
+    assert_int_equal(v.kind, CF_STR);
+    assert_int_equal(v.size, 5);
+    assert_string_equal(v.as.str, "hello");
+    v = cf_str(NULL);
+    assert_int_equal(v.kind, CF_STR);
+    assert_int_equal(v.size, 0);
+    assert_non_null(v.as.str);
+    assert_string_equal(v.as.str, "");
+    v = cf_i64(-7);
+    assert_int_equal(v.kind, CF_I64);
+    assert_int_equal(v.as.i64, -7);
+    v = cf_bytes("ab\0c", 4);
+    assert_int_equal(v.kind, CF_BYTES);
+    assert_int_equal(v.size, 4);
+}
+
+static void test_failure_accessors_null(void **state)
+{
+    (void)state;
+    assert_int_equal(cf_failure_code(NULL), 0);
+    assert_non_null(cf_failure_type(NULL));
+    assert_string_equal(cf_failure_type(NULL), "");
+    assert_non_null(cf_failure_message(NULL));
+    assert_string_equal(cf_failure_message(NULL), "");
+}
+
+static void test_usable_cpus(void **state)
+{
+    (void)state;
+    int n = cf_usable_cpus();
+    assert_true(n >= 1);
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        assert_true(n <= CPU_COUNT(&set));
+    int d = cf_thread_pool_default_workers();
+    assert_int_equal(d, n + 4 < 32 ? n + 4 : 32);
+}
+
+static void test_thread_name_main_thread(void **state)
+{
+    (void)state;
+    char kname[64] = "";
+    assert_int_equal(pthread_getname_np(pthread_self(), kname, sizeof kname), 0);
+    const char *n = cf_thread_name();
+    assert_non_null(n);
+    assert_string_equal(n, kname);
+}
+
+static void *named_thread(void *arg)
+{
+    char *out = (char *)arg;
+    pthread_setname_np(pthread_self(), "cf-plain-thr");
+    snprintf(out, 64, "%s", cf_thread_name());
+    return NULL;
+}
+
+static void test_thread_name_plain_thread(void **state)
+{
+    (void)state;
+    char out[64] = "";
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, named_thread, out), 0);
+    pthread_join(th, NULL);
+    assert_string_equal(out, "cf-plain-thr");
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_strerror_every_code),
+    cmocka_unit_test(test_strerror_unknown_codes),
+    cmocka_unit_test(test_error_names_distinct),
+    cmocka_unit_test(test_last_error_empty_in_fresh_thread),
+    cmocka_unit_test(test_last_error_after_failure),
+    cmocka_unit_test(test_last_error_timeout_message),
+    cmocka_unit_test(test_last_error_submit_after_shutdown),
+    cmocka_unit_test(test_last_error_is_thread_local),
+    cmocka_unit_test(test_log_hook_receives_callback_failure),
+    cmocka_unit_test(test_log_hook_restore_default_writes_stderr),
+    cmocka_unit_test(test_log_hook_replaced_and_restored),
+    cmocka_unit_test(test_log_hook_called_without_lock),
+    cmocka_unit_test(test_kind_names),
+    cmocka_unit_test(test_state_names),
+    cmocka_unit_test(test_value_constructors),
+    cmocka_unit_test(test_failure_accessors_null),
+    cmocka_unit_test(test_usable_cpus),
+    cmocka_unit_test(test_thread_name_main_thread),
+    cmocka_unit_test(test_thread_name_plain_thread),
+};
+
+CF_TEST_MAIN(tests)

@@ -1,0 +1,1536 @@
+/*
+ * test_thread_pool.c - the thread pool engine: submit and results, values,
+ * failures, options, thread names, lazy start and reuse of threads, the
+ * worker limit, initializers, shutdown/destroy and their races.
+ */
+#include "cf_test_util.h"
+
+#include <sched.h>
+
+/* ---- tasks ---------------------------------------------------------------- */
+
+static int t_raise(cf_call *call)
+{
+    return cf_raise(call, 7, "ValueError", "bad value %d", 3);
+}
+
+static int t_raise_default_type(cf_call *call)
+{
+    return cf_raise(call, -9, NULL, "no type");
+}
+
+static int t_raise_twice(cf_call *call)
+{
+    cf_raise(call, 1, "FirstError", "first");
+    return cf_raise(call, 2, "SecondError", "second");
+}
+
+static int t_raise_then_return_zero(cf_call *call)
+{
+    cf_raise(call, 5, "LateError", "raised then returned 0");
+    cf_return_i64(call, 1);
+    return 0;
+}
+
+static int t_return_nonzero(cf_call *call)
+{
+    (void)call;
+    return 42;
+}
+
+static int t_return_nothing(cf_call *call)
+{
+    (void)call;
+    return 0;
+}
+
+static int t_wrong_kind(cf_call *call)
+{
+    /* argument 0 is a string; asking for an int raises TypeError */
+    int64_t x = cf_arg_i64(call, 0);
+    return cf_return_i64(call, x == 0 ? 1000 : -1);
+}
+
+static int t_missing_arg(cf_call *call)
+{
+    double d = cf_arg_f64(call, 3);
+    return cf_return_f64(call, d);
+}
+
+static int t_last_return_wins(cf_call *call)
+{
+    cf_return_i64(call, 1);
+    cf_return_str(call, "two");
+    cf_return_f64(call, 3.0);
+    return 0;
+}
+
+static int t_return_too_big(cf_call *call)
+{
+    static const char small[4] = "abc";
+    int rc = cf_return_bytes(call, small, CF_PAYLOAD_MAX + 1);
+    /* report what cf_return_bytes gave through the failure's code check */
+    return rc == CF_ETOOBIG ? 0 : cf_raise(call, rc, "WrongReturn", "rc %d", rc);
+}
+
+/* Checks every kind of argument and returns a string describing them. */
+static int t_all_kinds(cf_call *call)
+{
+    if (cf_arg_count(call) != 6)
+        return cf_raise(call, 1, "TestError", "nargs %zu", cf_arg_count(call));
+    const cf_value *a0 = cf_arg(call, 0);
+    if (!a0 || a0->kind != CF_NONE)
+        return cf_raise(call, 2, "TestError", "arg0");
+    int64_t i = cf_arg_i64(call, 1);
+    double d = cf_arg_f64(call, 2);
+    size_t bsize = 0;
+    const unsigned char *b = cf_arg_bytes(call, 3, &bsize);
+    const char *s = cf_arg_str(call, 4);
+    int *p = cf_arg_ptr(call, 5);
+    if (cf_arg(call, 6) != NULL)
+        return cf_raise(call, 3, "TestError", "arg 6 exists");
+    if (!b || bsize != 3 || b[0] != 9 || b[1] != 0 || b[2] != 8)
+        return cf_raise(call, 4, "TestError", "bytes");
+    if (cf_arg(call, 4)->size != strlen(s))
+        return cf_raise(call, 5, "TestError", "str size");
+    if (!p)
+        return cf_raise(call, 6, "TestError", "ptr");
+    (*p)++;
+    char out[128];
+    snprintf(out, sizeof out, "%lld|%.2f|%s|%d", (long long)i, d, s, *p);
+    return cf_return_str(call, out);
+}
+
+static int t_nargs(cf_call *call)
+{
+    return cf_return_i64(call, (int64_t)cf_arg_count(call));
+}
+
+static int t_thread_name(cf_call *call)
+{
+    return cf_return_str(call, cf_thread_name());
+}
+
+static int t_ptr_identity(cf_call *call)
+{
+    void *p = cf_arg_ptr(call, 0);
+    return cf_return_ptr(call, p);
+}
+
+/* ---- basics ------------------------------------------------------------------ */
+
+static void test_submit_result_basic(void **state)
+{
+    (void)state;
+    cf_executor *ex = NULL;
+    assert_ok(cf_thread_pool_new(&ex, NULL));
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(12)), &f));
+    assert_non_null(f);
+    int64_t x = 0;
+    assert_ok(cf_future_result_i64(f, 10, &x));
+    assert_int_equal(x, 144);
+    assert_int_equal(cf_future_state(f), CF_FINISHED);
+    assert_ok(cf_future_release(f));
+
+    assert_ok(cf_submit(ex, t_sum, CF_ARGS(cf_i64(323), cf_i64(1235)), &f));
+    assert_ok(cf_future_result_i64(f, 10, &x));
+    assert_int_equal(x, 1558);
+    assert_ok(cf_future_release(f));
+
+    assert_ok(cf_submit(ex, t_return_nothing, CF_NOARGS, &f));
+    const cf_value *r = NULL;
+    assert_ok(cf_future_result(f, 10, &r));
+    assert_int_equal(r->kind, CF_NONE);
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_echo_every_kind(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(4);
+    int target = 0;
+    const unsigned char bytes[5] = {0, 1, 0, 2, 0};
+    cf_value vals[] = {cf_none(), cf_i64(-5), cf_f64(6.25), cf_bytes(bytes, 5),
+                       cf_str("text"), cf_ptr(&target), cf_str(""), cf_bytes(bytes, 0)};
+    size_t n = sizeof vals / sizeof vals[0];
+    cf_future *fs[8];
+    for (size_t i = 0; i < n; i++)
+        assert_ok(cf_submit(ex, t_echo, &vals[i], 1, &fs[i]));
+    const cf_value *r;
+    assert_ok(cf_future_result(fs[0], 10, &r));
+    assert_int_equal(r->kind, CF_NONE);
+    assert_ok(cf_future_result(fs[1], 10, &r));
+    assert_int_equal(r->kind, CF_I64);
+    assert_int_equal(r->as.i64, -5);
+    assert_ok(cf_future_result(fs[2], 10, &r));
+    assert_int_equal(r->kind, CF_F64);
+    assert_true(r->as.f64 == 6.25);
+    assert_ok(cf_future_result(fs[3], 10, &r));
+    assert_int_equal(r->kind, CF_BYTES);
+    assert_int_equal(r->size, 5);
+    assert_memory_equal(r->as.bytes, bytes, 5);
+    assert_ok(cf_future_result(fs[4], 10, &r));
+    assert_int_equal(r->kind, CF_STR);
+    assert_int_equal(r->size, 4);
+    assert_string_equal(r->as.str, "text");
+    assert_ok(cf_future_result(fs[5], 10, &r));
+    assert_int_equal(r->kind, CF_PTR);
+    assert_ptr_equal(r->as.ptr, &target);
+    assert_ok(cf_future_result(fs[6], 10, &r));
+    assert_int_equal(r->kind, CF_STR);
+    assert_string_equal(r->as.str, "");
+    assert_ok(cf_future_result(fs[7], 10, &r));
+    assert_int_equal(r->kind, CF_BYTES);
+    assert_int_equal(r->size, 0);
+    for (size_t i = 0; i < n; i++)
+        assert_ok(cf_future_release(fs[i]));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_all_kinds_as_arguments(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(2);
+    int counter = 41;
+    const unsigned char b[3] = {9, 0, 8};
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_all_kinds,
+                        CF_ARGS(cf_none(), cf_i64(-17), cf_f64(2.5), cf_bytes(b, 3),
+                                cf_str("word"), cf_ptr(&counter)),
+                        &f));
+    const cf_value *r = NULL;
+    assert_ok(cf_future_result(f, 10, &r));
+    assert_int_equal(r->kind, CF_STR);
+    assert_string_equal(r->as.str, "-17|2.50|word|42");
+    assert_int_equal(counter, 42); /* CF_PTR shared by reference */
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_args_copied_at_submit(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    blocker b;
+    blocker_init(&b);
+    cf_future *fb = NULL;
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &fb));
+    assert_true(blocker_wait_started(&b, 1, 5));
+
+    /* The only worker is busy: the echo calls cannot run before we free and
+     * scribble over the buffers. */
+    char *s = strdup("original string");
+    unsigned char *bytes = malloc(4);
+    assert_non_null(s);
+    assert_non_null(bytes);
+    memcpy(bytes, "\x01\x02\x03\x04", 4);
+    char stack[16];
+    strcpy(stack, "stack text");
+    cf_future *fs = NULL, *fbytes = NULL, *fstack = NULL;
+    assert_ok(cf_submit(ex, t_echo, CF_ARGS(cf_str(s)), &fs));
+    assert_ok(cf_submit(ex, t_echo, CF_ARGS(cf_bytes(bytes, 4)), &fbytes));
+    assert_ok(cf_submit(ex, t_echo, CF_ARGS(cf_str(stack)), &fstack));
+    memset(s, 'X', strlen(s));
+    free(s);
+    memset(bytes, 0xEE, 4);
+    free(bytes);
+    memset(stack, 'Q', sizeof stack - 1);
+    blocker_release(&b);
+
+    const cf_value *r = NULL;
+    assert_ok(cf_future_result(fs, 10, &r));
+    assert_string_equal(r->as.str, "original string");
+    assert_ok(cf_future_result(fbytes, 10, &r));
+    assert_int_equal(r->size, 4);
+    assert_memory_equal(r->as.bytes, "\x01\x02\x03\x04", 4);
+    assert_ok(cf_future_result(fstack, 10, &r));
+    assert_string_equal(r->as.str, "stack text");
+    assert_ok(cf_future_result(fb, 10, NULL));
+    assert_ok(cf_future_release(fs));
+    assert_ok(cf_future_release(fbytes));
+    assert_ok(cf_future_release(fstack));
+    assert_ok(cf_future_release(fb));
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
+static void test_ptr_passes_through(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(2);
+    static char object[32];
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_ptr_identity, CF_ARGS(cf_ptr(object)), &f));
+    const cf_value *r = NULL;
+    assert_ok(cf_future_result(f, 10, &r));
+    assert_int_equal(r->kind, CF_PTR);
+    assert_ptr_equal(r->as.ptr, object);
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_max_args(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    cf_value args[CF_ARGS_MAX + 1];
+    for (int i = 0; i <= CF_ARGS_MAX; i++)
+        args[i] = cf_i64(i);
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_nargs, args, CF_ARGS_MAX, &f));
+    int64_t n = 0;
+    assert_ok(cf_future_result_i64(f, 10, &n));
+    assert_int_equal(n, CF_ARGS_MAX);
+    assert_ok(cf_future_release(f));
+    f = NULL;
+    assert_cf(CF_EINVAL, cf_submit(ex, t_nargs, args, CF_ARGS_MAX + 1, &f));
+    assert_null(f);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* ---- failures -------------------------------------------------------------------- */
+
+static void test_raise_gives_etask(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(2);
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_raise, CF_NOARGS, &f));
+    assert_cf(CF_ETASK, cf_future_result(f, 10, NULL));
+    const cf_failure *fail = NULL;
+    assert_ok(cf_future_exception(f, 0, &fail));
+    assert_non_null(fail);
+    assert_int_equal(cf_failure_code(fail), 7);
+    assert_string_equal(cf_failure_type(fail), "ValueError");
+    assert_string_equal(cf_failure_message(fail), "bad value 3");
+    char buf[128];
+    assert_true(cf_future_format(f, buf, sizeof buf) > 0);
+    assert_non_null(strstr(buf, "state=finished raised ValueError>"));
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_raise_variants(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(2);
+    cf_future *f1, *f2, *f3, *f4;
+    assert_ok(cf_submit(ex, t_raise_default_type, CF_NOARGS, &f1));
+    assert_ok(cf_submit(ex, t_raise_twice, CF_NOARGS, &f2));
+    assert_ok(cf_submit(ex, t_raise_then_return_zero, CF_NOARGS, &f3));
+    assert_ok(cf_submit(ex, t_return_nonzero, CF_NOARGS, &f4));
+    const cf_failure *fail = NULL;
+
+    assert_cf(CF_ETASK, cf_future_result(f1, 10, NULL));
+    assert_ok(cf_future_exception(f1, 0, &fail));
+    assert_int_equal(cf_failure_code(fail), -9);
+    assert_string_equal(cf_failure_type(fail), "Exception");
+    assert_string_equal(cf_failure_message(fail), "no type");
+
+    assert_cf(CF_ETASK, cf_future_result(f2, 10, NULL));
+    assert_ok(cf_future_exception(f2, 0, &fail));
+    assert_int_equal(cf_failure_code(fail), 2);
+    assert_string_equal(cf_failure_type(fail), "SecondError");
+    assert_string_equal(cf_failure_message(fail), "second");
+
+    assert_cf(CF_ETASK, cf_future_result(f3, 10, NULL));
+    assert_ok(cf_future_exception(f3, 0, &fail));
+    assert_int_equal(cf_failure_code(fail), 5);
+    assert_string_equal(cf_failure_type(fail), "LateError");
+
+    assert_cf(CF_ETASK, cf_future_result(f4, 10, NULL));
+    assert_ok(cf_future_exception(f4, 0, &fail));
+    assert_non_null(fail);
+    assert_int_equal(cf_failure_code(fail), 42);
+    assert_string_equal(cf_failure_type(fail), "TaskError");
+
+    assert_ok(cf_future_release(f1));
+    assert_ok(cf_future_release(f2));
+    assert_ok(cf_future_release(f3));
+    assert_ok(cf_future_release(f4));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_typed_accessor_wrong_kind(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(2);
+    cf_future *f = NULL, *g = NULL;
+    assert_ok(cf_submit(ex, t_wrong_kind, CF_ARGS(cf_str("not an int")), &f));
+    assert_ok(cf_submit(ex, t_missing_arg, CF_ARGS(cf_f64(1.0)), &g));
+    const cf_failure *fail = NULL;
+    assert_cf(CF_ETASK, cf_future_result(f, 10, NULL));
+    assert_ok(cf_future_exception(f, 0, &fail));
+    assert_string_equal(cf_failure_type(fail), "TypeError");
+    assert_cf(CF_ETASK, cf_future_result(g, 10, NULL));
+    assert_ok(cf_future_exception(g, 0, &fail));
+    assert_string_equal(cf_failure_type(fail), "TypeError");
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_future_release(g));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_last_return_wins(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_last_return_wins, CF_NOARGS, &f));
+    double d = 0;
+    assert_ok(cf_future_result_f64(f, 10, &d));
+    assert_true(d == 3.0);
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_return_too_big(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_return_too_big, CF_NOARGS, &f));
+    /* cf_return_bytes raised ValueError and returned CF_ETOOBIG; the task
+     * then returned 0 but the call fails anyway */
+    assert_cf(CF_ETASK, cf_future_result(f, 10, NULL));
+    const cf_failure *fail = NULL;
+    assert_ok(cf_future_exception(f, 0, &fail));
+    assert_string_equal(cf_failure_type(fail), "ValueError");
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_failure_does_not_break_pool(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    for (int i = 0; i < 20; i++) {
+        cf_future *f = NULL;
+        assert_ok(cf_submit(ex, i % 2 ? t_raise : t_return_nonzero, CF_NOARGS, &f));
+        assert_cf(CF_ETASK, cf_future_result(f, 10, NULL));
+        assert_ok(cf_future_release(f));
+    }
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(9)), &f));
+    int64_t x = 0;
+    assert_ok(cf_future_result_i64(f, 10, &x));
+    assert_int_equal(x, 81);
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* ---- options ------------------------------------------------------------------------ */
+
+static void test_default_workers(void **state)
+{
+    (void)state;
+    int cpus = cf_usable_cpus();
+    assert_true(cpus >= 1);
+    int expect = cpus + 4 < 32 ? cpus + 4 : 32;
+    assert_int_equal(cf_thread_pool_default_workers(), expect);
+}
+
+static void test_options_init(void **state)
+{
+    (void)state;
+    cf_thread_pool_options o;
+    memset(&o, 0x5A, sizeof o);
+    cf_thread_pool_options_init(&o);
+    assert_int_equal(o.max_workers, CF_AUTO);
+    assert_null(o.thread_name_prefix);
+    assert_null(o.initializer);
+    assert_null(o.initarg);
+    cf_thread_pool_options_init(NULL); /* ignored */
+}
+
+static void test_options_validation(void **state)
+{
+    (void)state;
+    cf_thread_pool_options o;
+    const int bad[] = {0, -2, -5, -1000};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cf_thread_pool_options_init(&o);
+        o.max_workers = bad[i];
+        cf_executor *ex = NULL;
+        assert_cf(CF_EINVAL, cf_thread_pool_new(&ex, &o));
+        assert_null(ex);
+    }
+    char prefix[80];
+    memset(prefix, 'p', sizeof prefix);
+    prefix[65] = '\0'; /* 65 bytes: too long */
+    cf_thread_pool_options_init(&o);
+    o.thread_name_prefix = prefix;
+    cf_executor *ex = NULL;
+    assert_cf(CF_EINVAL, cf_thread_pool_new(&ex, &o));
+    assert_null(ex);
+    prefix[64] = '\0'; /* 64 bytes: allowed */
+    assert_ok(cf_thread_pool_new(&ex, &o));
+    assert_non_null(ex);
+    assert_ok(cf_executor_destroy(ex));
+
+    cf_thread_pool_options_init(&o);
+    assert_cf(CF_EINVAL, cf_thread_pool_new(NULL, &o));
+    o.max_workers = CF_AUTO;
+    ex = NULL;
+    assert_ok(cf_thread_pool_new(&ex, &o));
+    assert_ok(cf_executor_destroy(ex));
+    o.max_workers = 1;
+    ex = NULL;
+    assert_ok(cf_thread_pool_new(&ex, &o));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_no_thread_before_first_submit(void **state)
+{
+    (void)state;
+    cf_executor *ex = NULL;
+    assert_ok(cf_thread_pool_new(&ex, NULL));
+    assert_int_equal(cf_executor_worker_count(ex), 0);
+    assert_int_equal(cf_executor_worker_count(NULL), -1);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* Returns true if s is "<prefix><digits>_<digits>" and stores the numbers. */
+static bool parse_default_name(const char *s, long *pool, long *idx)
+{
+    const char *p = "ThreadPoolExecutor-";
+    if (strncmp(s, p, strlen(p)) != 0)
+        return false;
+    s += strlen(p);
+    char *end;
+    if (*s < '0' || *s > '9')
+        return false;
+    *pool = strtol(s, &end, 10);
+    if (*end != '_')
+        return false;
+    s = end + 1;
+    if (*s < '0' || *s > '9')
+        return false;
+    *idx = strtol(s, &end, 10);
+    return *end == '\0';
+}
+
+static void test_thread_name_default(void **state)
+{
+    (void)state;
+    long pools[2], idx[2];
+    for (int k = 0; k < 2; k++) {
+        cf_executor *ex = NULL;
+        assert_ok(cf_thread_pool_new(&ex, NULL));
+        cf_future *f = NULL;
+        assert_ok(cf_submit(ex, t_thread_name, CF_NOARGS, &f));
+        const cf_value *r = NULL;
+        assert_ok(cf_future_result(f, 10, &r));
+        if (!parse_default_name(r->as.str, &pools[k], &idx[k]))
+            fail_msg("thread name \"%s\" is not ThreadPoolExecutor-<n>_<i>", r->as.str);
+        assert_int_equal(idx[k], 0); /* the first worker is _0 */
+        assert_ok(cf_future_release(f));
+        assert_ok(cf_executor_destroy(ex));
+    }
+    /* n counts the pools this process made */
+    assert_true(pools[1] > pools[0]);
+}
+
+static void test_thread_name_long_prefix(void **state)
+{
+    (void)state;
+    const char *prefix = "a-rather-long-worker-prefix-for-names";
+    assert_true(strlen(prefix) > 15);
+    cf_thread_pool_options o;
+    cf_thread_pool_options_init(&o);
+    o.max_workers = 3;
+    char copy[64];
+    strcpy(copy, prefix);
+    o.thread_name_prefix = copy;
+    cf_executor *ex = NULL;
+    assert_ok(cf_thread_pool_new(&ex, &o));
+    memset(copy, 'z', strlen(copy)); /* the pool keeps its own copy */
+
+    /* Three tasks held at once run on three distinct workers _0.._2. */
+    blocker b;
+    blocker_init(&b);
+    cf_future *blk[3], *names[3];
+    for (int i = 0; i < 3; i++) {
+        assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &blk[i]));
+        assert_true(blocker_wait_started(&b, i + 1, 5));
+    }
+    blocker_release(&b);
+    for (int i = 0; i < 3; i++)
+        assert_ok(cf_future_result(blk[i], 10, NULL));
+    for (int i = 0; i < 3; i++)
+        assert_ok(cf_submit(ex, t_thread_name, CF_NOARGS, &names[i]));
+    for (int i = 0; i < 3; i++) {
+        const cf_value *r = NULL;
+        assert_ok(cf_future_result(names[i], 10, &r));
+        size_t pl = strlen(prefix);
+        if (strncmp(r->as.str, prefix, pl) != 0 || r->as.str[pl] != '_' ||
+            r->as.str[pl + 1] < '0' || r->as.str[pl + 1] > '2' || r->as.str[pl + 2] != '\0')
+            fail_msg("thread name \"%s\" is not \"%s_<0..2>\"", r->as.str, prefix);
+    }
+    for (int i = 0; i < 3; i++) {
+        assert_ok(cf_future_release(blk[i]));
+        assert_ok(cf_future_release(names[i]));
+    }
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
+/* Records the worker's name, then blocks like t_block; returns the name. */
+static int t_name_then_block(cf_call *call)
+{
+    char name[128];
+    snprintf(name, sizeof name, "%s", cf_thread_name());
+    int rc = t_block(call);
+    if (rc != 0)
+        return rc;
+    return cf_return_str(call, name);
+}
+
+static void test_thread_name_distinct_indices(void **state)
+{
+    (void)state;
+    cf_thread_pool_options o;
+    cf_thread_pool_options_init(&o);
+    o.max_workers = 4;
+    o.thread_name_prefix = "idx";
+    cf_executor *ex = NULL;
+    assert_ok(cf_thread_pool_new(&ex, &o));
+    blocker b;
+    blocker_init(&b);
+    cf_future *blk[4];
+    for (int i = 0; i < 4; i++) {
+        assert_ok(cf_submit(ex, t_name_then_block, CF_ARGS(cf_ptr(&b)), &blk[i]));
+        assert_true(blocker_wait_started(&b, i + 1, 5));
+    }
+    assert_int_equal(cf_executor_worker_count(ex), 4);
+    blocker_release(&b);
+    bool seen[4] = {false, false, false, false};
+    for (int i = 0; i < 4; i++) {
+        const cf_value *r = NULL;
+        assert_ok(cf_future_result(blk[i], 10, &r));
+        assert_int_equal(r->kind, CF_STR);
+        if (strncmp(r->as.str, "idx_", 4) != 0 || r->as.str[4] < '0' || r->as.str[4] > '3' ||
+            r->as.str[5] != '\0')
+            fail_msg("thread name \"%s\" is not idx_<0..3>", r->as.str);
+        int k = r->as.str[4] - '0';
+        assert_false(seen[k]);
+        seen[k] = true;
+        assert_ok(cf_future_release(blk[i]));
+    }
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
+/* ---- lazy threads, reuse, limit ---------------------------------------------------- */
+
+static void test_lazy_thread_start(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(5);
+    assert_int_equal(cf_executor_worker_count(ex), 0);
+    blocker b;
+    blocker_init(&b);
+    cf_future *fs[3];
+    for (int i = 0; i < 3; i++) {
+        assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &fs[i]));
+        assert_true(blocker_wait_started(&b, i + 1, 5));
+    }
+    assert_int_equal(cf_executor_worker_count(ex), 3);
+    blocker_release(&b);
+    for (int i = 0; i < 3; i++) {
+        assert_ok(cf_future_result(fs[i], 10, NULL));
+        assert_ok(cf_future_release(fs[i]));
+    }
+    assert_int_equal(cf_executor_worker_count(ex), 3);
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
+static void test_idle_thread_reuse(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(5);
+    for (int i = 0; i < 10; i++) {
+        cf_future *f = NULL;
+        assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(i)), &f));
+        int64_t x = -1;
+        assert_ok(cf_future_result_i64(f, 10, &x));
+        assert_int_equal(x, i * i);
+        assert_ok(cf_future_release(f));
+    }
+    assert_int_equal(cf_executor_worker_count(ex), 1);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_max_workers_respected(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(4);
+    blocker b;
+    blocker_init(&b);
+    enum { N = 20 };
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b), cf_i64(i)), &fs[i]));
+    assert_true(blocker_wait_started(&b, 4, 5));
+    sleep_ms(50); /* a fifth task, if wrongly started, gets time to show up */
+    assert_int_equal(blocker_get(&b, &b.started), 4);
+    assert_int_equal(cf_executor_worker_count(ex), 4);
+    blocker_release(&b);
+    for (int i = 0; i < N; i++) {
+        int64_t x = -1;
+        assert_ok(cf_future_result_i64(fs[i], 10, &x));
+        assert_int_equal(x, i);
+        assert_ok(cf_future_release(fs[i]));
+    }
+    assert_int_equal(blocker_get(&b, &b.started), N);
+    assert_true(blocker_get(&b, &b.max_running) <= 4);
+    assert_true(cf_executor_worker_count(ex) <= 4);
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
+static void test_default_pool_runs_many(void **state)
+{
+    (void)state;
+    cf_executor *ex = NULL;
+    assert_ok(cf_thread_pool_new(&ex, NULL));
+    enum { N = 200 };
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(i)), &fs[i]));
+    for (int i = 0; i < N; i++) {
+        int64_t x = -1;
+        assert_ok(cf_future_result_i64(fs[i], 10, &x));
+        assert_int_equal(x, (int64_t)i * i);
+        assert_ok(cf_future_release(fs[i]));
+    }
+    assert_true(cf_executor_worker_count(ex) <= cf_thread_pool_default_workers());
+    assert_true(cf_executor_worker_count(ex) >= 1);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* ---- initializer --------------------------------------------------------------------- */
+
+typedef struct {
+    atomic_int calls;
+    atomic_int bad_arg;
+    atomic_int bad_name;
+    int fail;
+} init_state;
+
+static int count_init(void *arg)
+{
+    init_state *s = (init_state *)arg;
+    atomic_fetch_add(&s->calls, 1);
+    if (strncmp(cf_thread_name(), "initpool_", 9) != 0)
+        atomic_fetch_add(&s->bad_name, 1);
+    return s->fail;
+}
+
+static void test_initializer_once_per_worker(void **state)
+{
+    (void)state;
+    init_state s;
+    atomic_init(&s.calls, 0);
+    atomic_init(&s.bad_arg, 0);
+    atomic_init(&s.bad_name, 0);
+    s.fail = 0;
+    cf_thread_pool_options o;
+    cf_thread_pool_options_init(&o);
+    o.max_workers = 3;
+    o.thread_name_prefix = "initpool";
+    o.initializer = count_init;
+    o.initarg = &s;
+    cf_executor *ex = NULL;
+    assert_ok(cf_thread_pool_new(&ex, &o));
+    assert_int_equal(atomic_load(&s.calls), 0);
+    blocker b;
+    blocker_init(&b);
+    cf_future *fs[3];
+    for (int i = 0; i < 3; i++) {
+        assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &fs[i]));
+        assert_true(blocker_wait_started(&b, i + 1, 5));
+    }
+    assert_int_equal(atomic_load(&s.calls), 3);
+    blocker_release(&b);
+    for (int i = 0; i < 3; i++) {
+        assert_ok(cf_future_result(fs[i], 10, NULL));
+        assert_ok(cf_future_release(fs[i]));
+    }
+    /* more work on the same threads: no more initializer calls */
+    for (int i = 0; i < 30; i++) {
+        cf_future *f = NULL;
+        assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(i)), &f));
+        assert_ok(cf_future_result(f, 10, NULL));
+        assert_ok(cf_future_release(f));
+    }
+    assert_int_equal(atomic_load(&s.calls), cf_executor_worker_count(ex));
+    assert_int_equal(atomic_load(&s.calls), 3);
+    assert_int_equal(atomic_load(&s.bad_name), 0);
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
+static void test_initializer_failure_breaks_pool(void **state)
+{
+    (void)state;
+    init_state s;
+    atomic_init(&s.calls, 0);
+    atomic_init(&s.bad_arg, 0);
+    atomic_init(&s.bad_name, 0);
+    s.fail = -1;
+    cf_thread_pool_options o;
+    cf_thread_pool_options_init(&o);
+    o.max_workers = 2;
+    o.thread_name_prefix = "initpool";
+    o.initializer = count_init;
+    o.initarg = &s;
+    cf_executor *ex = NULL;
+    assert_ok(cf_thread_pool_new(&ex, &o));
+    cap_install(); /* the break may be logged; keep stderr quiet */
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(3)), &f));
+    assert_non_null(f);
+    assert_cf(CF_EBROKEN, cf_future_result(f, 10, NULL));
+    const cf_failure *fail = NULL;
+    assert_ok(cf_future_exception(f, 0, &fail));
+    assert_non_null(fail);
+    assert_int_equal(cf_failure_code(fail), CF_EBROKEN);
+    assert_true(cf_future_done(f));
+    assert_false(cf_future_cancelled(f));
+
+    /* later submits fail and create nothing */
+    for (int i = 0; i < 3; i++) {
+        cf_future *g = NULL;
+        assert_cf(CF_EBROKEN, cf_submit(ex, t_square, CF_ARGS(cf_i64(1)), &g));
+        assert_null(g);
+    }
+    assert_true(atomic_load(&s.calls) >= 1);
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+    cap_restore();
+}
+
+static void test_initializer_failure_fails_queued(void **state)
+{
+    (void)state;
+    init_state s;
+    atomic_init(&s.calls, 0);
+    atomic_init(&s.bad_arg, 0);
+    atomic_init(&s.bad_name, 0);
+    s.fail = 1;
+    cf_thread_pool_options o;
+    cf_thread_pool_options_init(&o);
+    o.max_workers = 1;
+    o.initializer = count_init;
+    o.initarg = &s;
+    o.thread_name_prefix = "initpool";
+    cf_executor *ex = NULL;
+    assert_ok(cf_thread_pool_new(&ex, &o));
+    cap_install();
+    cf_future *fs[10];
+    int n = 0;
+    for (int i = 0; i < 10; i++) {
+        cf_future *g = NULL;
+        int rc = cf_submit(ex, t_square, CF_ARGS(cf_i64(i)), &g);
+        if (rc == CF_OK) {
+            assert_non_null(g);
+            fs[n++] = g;
+        } else {
+            assert_int_equal(rc, CF_EBROKEN);
+            assert_null(g);
+        }
+    }
+    assert_true(n >= 1);
+    for (int i = 0; i < n; i++) {
+        assert_cf(CF_EBROKEN, cf_future_result(fs[i], 10, NULL));
+        assert_ok(cf_future_release(fs[i]));
+    }
+    assert_ok(cf_executor_destroy(ex));
+    cap_restore();
+}
+
+/* ---- shutdown ----------------------------------------------------------------------- */
+
+static void test_submit_after_shutdown(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(2);
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(5)), &f));
+    assert_ok(cf_shutdown(ex, true, false));
+    int64_t x = 0;
+    assert_ok(cf_future_result_i64(f, 0, &x)); /* done already: wait=true */
+    assert_int_equal(x, 25);
+    cf_future *g = NULL;
+    assert_cf(CF_ESHUTDOWN, cf_submit(ex, t_square, CF_ARGS(cf_i64(5)), &g));
+    assert_null(g);
+    assert_true(strlen(cf_last_error_message()) > 0);
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static atomic_int g_slow_done;
+
+static int t_slow_count(cf_call *call)
+{
+    sleep_ms(5);
+    atomic_fetch_add(&g_slow_done, 1);
+    return cf_return_i64(call, cf_arg_i64(call, 0));
+}
+
+static void test_shutdown_wait_waits_for_all(void **state)
+{
+    (void)state;
+    atomic_store(&g_slow_done, 0);
+    cf_executor *ex = pool_new(2);
+    enum { N = 12 };
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        assert_ok(cf_submit(ex, t_slow_count, CF_ARGS(cf_i64(i)), &fs[i]));
+    assert_ok(cf_shutdown(ex, true, false));
+    assert_int_equal(atomic_load(&g_slow_done), N);
+    assert_int_equal(cf_executor_worker_count(ex), 0);
+    for (int i = 0; i < N; i++) {
+        assert_true(cf_future_done(fs[i]));
+        int64_t x = -1;
+        assert_ok(cf_future_result_i64(fs[i], 0, &x));
+        assert_int_equal(x, i);
+        assert_ok(cf_future_release(fs[i]));
+    }
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_shutdown_cancel_futures(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    blocker b;
+    blocker_init(&b);
+    cf_future *running = NULL;
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b), cf_i64(11)), &running));
+    assert_true(blocker_wait_started(&b, 1, 5));
+    cf_future *queued[5];
+    for (int i = 0; i < 5; i++)
+        assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b), cf_i64(i)), &queued[i]));
+    double t0 = cf_test_now();
+    assert_ok(cf_shutdown(ex, false, true));
+    assert_true(cf_test_now() - t0 < 2.0 * cf_test_scale()); /* did not wait */
+    for (int i = 0; i < 5; i++) {
+        assert_true(cf_future_cancelled(queued[i]));
+        assert_cf(CF_ECANCELLED, cf_future_result(queued[i], 0, NULL));
+    }
+    assert_true(cf_future_running(running));
+    assert_false(cf_future_done(running));
+    blocker_release(&b);
+    int64_t x = 0;
+    assert_ok(cf_future_result_i64(running, 10, &x));
+    assert_int_equal(x, 11);
+    /* idempotent; a later call may still wait */
+    assert_ok(cf_shutdown(ex, true, false));
+    assert_ok(cf_shutdown(ex, true, true));
+    assert_int_equal(cf_executor_worker_count(ex), 0);
+    assert_int_equal(blocker_get(&b, &b.started), 1); /* queued ones never ran */
+    cf_future *g = NULL;
+    assert_cf(CF_ESHUTDOWN, cf_submit(ex, t_square, CF_ARGS(cf_i64(1)), &g));
+    assert_null(g);
+    assert_ok(cf_future_release(running));
+    for (int i = 0; i < 5; i++)
+        assert_ok(cf_future_release(queued[i]));
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
+static void test_shutdown_later_call_cancels(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    blocker b;
+    blocker_init(&b);
+    cf_future *running = NULL, *queued[3];
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &running));
+    assert_true(blocker_wait_started(&b, 1, 5));
+    for (int i = 0; i < 3; i++)
+        assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &queued[i]));
+    assert_ok(cf_shutdown(ex, false, false));
+    for (int i = 0; i < 3; i++)
+        assert_false(cf_future_done(queued[i]));
+    assert_ok(cf_shutdown(ex, false, true)); /* the second call cancels */
+    for (int i = 0; i < 3; i++)
+        assert_true(cf_future_cancelled(queued[i]));
+    blocker_release(&b);
+    assert_ok(cf_shutdown(ex, true, false));
+    assert_ok(cf_future_result(running, 0, NULL));
+    assert_int_equal(blocker_get(&b, &b.started), 1);
+    assert_ok(cf_future_release(running));
+    for (int i = 0; i < 3; i++)
+        assert_ok(cf_future_release(queued[i]));
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
+static void test_shutdown_idempotent_and_null(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(2);
+    assert_ok(cf_shutdown(ex, false, false));
+    assert_ok(cf_shutdown(ex, false, false));
+    assert_ok(cf_shutdown(ex, true, false));
+    assert_ok(cf_shutdown(ex, true, true));
+    assert_cf(CF_EINVAL, cf_shutdown(NULL, true, false));
+    assert_ok(cf_executor_destroy(ex));
+    assert_ok(cf_executor_destroy(NULL));
+}
+
+static void test_shutdown_unused_pool(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(3);
+    assert_ok(cf_shutdown(ex, true, true));
+    assert_int_equal(cf_executor_worker_count(ex), 0);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static int t_shutdown_self_wait(cf_call *call)
+{
+    cf_executor *ex = cf_arg_ptr(call, 0);
+    return cf_return_i64(call, cf_shutdown(ex, true, false));
+}
+
+static int t_shutdown_self_nowait(cf_call *call)
+{
+    cf_executor *ex = cf_arg_ptr(call, 0);
+    return cf_return_i64(call, cf_shutdown(ex, false, false));
+}
+
+static int t_destroy_self(cf_call *call)
+{
+    cf_executor *ex = cf_arg_ptr(call, 0);
+    return cf_return_i64(call, cf_executor_destroy(ex));
+}
+
+static void test_shutdown_wait_from_own_worker(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(2);
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_shutdown_self_wait, CF_ARGS(cf_ptr(ex)), &f));
+    int64_t rc = 0;
+    assert_ok(cf_future_result_i64(f, 10, &rc));
+    assert_int_equal(rc, CF_EDEADLK);
+    /* the shutdown was still signalled */
+    cf_future *g = NULL;
+    assert_cf(CF_ESHUTDOWN, cf_submit(ex, t_square, CF_ARGS(cf_i64(2)), &g));
+    assert_null(g);
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_shutdown_nowait_from_own_worker(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(2);
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_shutdown_self_nowait, CF_ARGS(cf_ptr(ex)), &f));
+    int64_t rc = -100;
+    assert_ok(cf_future_result_i64(f, 10, &rc));
+    assert_int_equal(rc, CF_OK);
+    cf_future *g = NULL;
+    assert_cf(CF_ESHUTDOWN, cf_submit(ex, t_square, CF_ARGS(cf_i64(2)), &g));
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_destroy_from_own_worker(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(2);
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_destroy_self, CF_ARGS(cf_ptr(ex)), &f));
+    int64_t rc = 0;
+    assert_ok(cf_future_result_i64(f, 10, &rc));
+    assert_int_equal(rc, CF_EDEADLK);
+    /* nothing was freed: the handle is still usable (a submit either runs
+     * or reports the shutdown destroy may have signalled) */
+    cf_future *g = NULL;
+    int rc2 = cf_submit(ex, t_square, CF_ARGS(cf_i64(6)), &g);
+    if (rc2 == CF_OK) {
+        int64_t x = 0;
+        assert_ok(cf_future_result_i64(g, 10, &x));
+        assert_int_equal(x, 36);
+        assert_ok(cf_future_release(g));
+    } else {
+        assert_int_equal(rc2, CF_ESHUTDOWN);
+        assert_null(g);
+    }
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_destroy_waits_for_pending(void **state)
+{
+    (void)state;
+    atomic_store(&g_slow_done, 0);
+    cf_executor *ex = pool_new(2);
+    enum { N = 10 };
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        assert_ok(cf_submit(ex, t_slow_count, CF_ARGS(cf_i64(i * 3)), &fs[i]));
+    assert_ok(cf_executor_destroy(ex));
+    assert_int_equal(atomic_load(&g_slow_done), N);
+    /* futures outlive the executor */
+    for (int i = 0; i < N; i++) {
+        int64_t x = -1;
+        assert_ok(cf_future_result_i64(fs[i], 0, &x));
+        assert_int_equal(x, i * 3);
+        char buf[128];
+        assert_true(cf_future_format(fs[i], buf, sizeof buf) > 0);
+        assert_ok(cf_future_release(fs[i]));
+    }
+}
+
+static void test_with_executor_scope(void **state)
+{
+    (void)state;
+    atomic_store(&g_slow_done, 0);
+    cf_future *fs[6];
+    {
+        CF_WITH_EXECUTOR(ex);
+        assert_ok(cf_thread_pool_new(&ex, NULL));
+        for (int i = 0; i < 6; i++)
+            assert_ok(cf_submit(ex, t_slow_count, CF_ARGS(cf_i64(i)), &fs[i]));
+    } /* waits for pending calls, then frees */
+    assert_int_equal(atomic_load(&g_slow_done), 6);
+    for (int i = 0; i < 6; i++) {
+        assert_true(cf_future_done(fs[i]));
+        assert_ok(cf_future_release(fs[i]));
+    }
+    {
+        CF_WITH_EXECUTOR(unused); /* never created: a no-op at scope exit */
+        assert_null(unused);
+    }
+}
+
+static void test_release_future_before_completion(void **state)
+{
+    (void)state;
+    atomic_store(&g_slow_done, 0);
+    cf_executor *ex = pool_new(2);
+    for (int i = 0; i < 8; i++) {
+        cf_future *f = NULL;
+        assert_ok(cf_submit(ex, t_slow_count, CF_ARGS(cf_i64(i)), &f));
+        assert_ok(cf_future_release(f)); /* the pool keeps its own reference */
+    }
+    assert_ok(cf_executor_destroy(ex));
+    assert_int_equal(atomic_load(&g_slow_done), 8);
+}
+
+static void test_cancel_queued_future(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    blocker b;
+    blocker_init(&b);
+    cf_future *first = NULL, *second = NULL;
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &first));
+    assert_true(blocker_wait_started(&b, 1, 5));
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &second));
+    assert_true(cf_future_running(first));
+    assert_false(cf_future_cancel(first));
+    assert_true(cf_future_cancel(second));
+    assert_true(cf_future_done(second)); /* done at once */
+    assert_cf(CF_ECANCELLED, cf_future_result(second, 0, NULL));
+    blocker_release(&b);
+    assert_ok(cf_future_result(first, 10, NULL));
+    assert_ok(cf_shutdown(ex, true, false));
+    assert_int_equal(blocker_get(&b, &b.started), 1);
+    assert_true(cf_future_cancelled(second));
+    assert_ok(cf_future_release(first));
+    assert_ok(cf_future_release(second));
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
+static int t_nested_submit(cf_call *call)
+{
+    cf_executor *ex = cf_arg_ptr(call, 0);
+    cf_future *inner = NULL;
+    int rc = cf_submit(ex, t_square, CF_ARGS(cf_i64(cf_arg_i64(call, 1))), &inner);
+    if (rc != CF_OK)
+        return cf_raise(call, rc, "SubmitError", "%s", cf_strerror(rc));
+    int64_t x = 0;
+    rc = cf_future_result_i64(inner, 10, &x);
+    cf_future_release(inner);
+    if (rc != CF_OK)
+        return cf_raise(call, rc, "ResultError", "%s", cf_strerror(rc));
+    return cf_return_i64(call, x + 1);
+}
+
+static void test_submit_from_task(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(2);
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_nested_submit, CF_ARGS(cf_ptr(ex), cf_i64(7)), &f));
+    int64_t x = 0;
+    assert_ok(cf_future_result_i64(f, 10, &x));
+    assert_int_equal(x, 50);
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+typedef struct {
+    char name[128];
+    atomic_int calls;
+} cb_name;
+
+static int record_thread_cb(cf_future *f, void *arg)
+{
+    (void)f;
+    cb_name *c = (cb_name *)arg;
+    snprintf(c->name, sizeof c->name, "%s", cf_thread_name());
+    atomic_fetch_add(&c->calls, 1);
+    return 0;
+}
+
+static void test_callback_runs_in_worker(void **state)
+{
+    (void)state;
+    cf_thread_pool_options o;
+    cf_thread_pool_options_init(&o);
+    o.max_workers = 1;
+    o.thread_name_prefix = "cbworker";
+    cf_executor *ex = NULL;
+    assert_ok(cf_thread_pool_new(&ex, &o));
+    blocker b;
+    blocker_init(&b);
+    cb_name c;
+    c.name[0] = '\0';
+    atomic_init(&c.calls, 0);
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &f));
+    assert_ok(cf_future_add_done_callback(f, record_thread_cb, &c));
+    blocker_release(&b);
+    assert_ok(cf_future_result(f, 10, NULL));
+    assert_ok(cf_shutdown(ex, true, false)); /* callbacks have run */
+    assert_int_equal(atomic_load(&c.calls), 1);
+    assert_string_equal(c.name, "cbworker_0");
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
+/* ---- races ------------------------------------------------------------------------- */
+
+typedef struct {
+    cf_executor *ex;
+    cf_future *fs[400];
+    int nok;
+    int nshut;
+    int other;
+    int ok_after_shutdown; /* CF_OK after a CF_ESHUTDOWN was seen */
+    atomic_int *progress;
+} submitter;
+
+static void submit_loop(void *arg)
+{
+    submitter *s = (submitter *)arg;
+    for (int i = 0; i < 400; i++) {
+        cf_future *f = NULL;
+        int rc = cf_submit(s->ex, t_square, CF_ARGS(cf_i64(i)), &f);
+        if (rc == CF_OK) {
+            if (s->nshut)
+                s->ok_after_shutdown++;
+            s->fs[s->nok++] = f;
+        } else if (rc == CF_ESHUTDOWN) {
+            if (f != NULL)
+                s->other++;
+            s->nshut++;
+        } else {
+            s->other++;
+        }
+        atomic_fetch_add(s->progress, 1);
+    }
+}
+
+static void shutdown_race(bool wait, bool cancel)
+{
+    cf_executor *ex = pool_new(3);
+    atomic_int progress;
+    atomic_init(&progress, 0);
+    enum { T = 4 };
+    submitter *s = calloc(T, sizeof *s);
+    assert_non_null(s);
+    bg_thread th[T];
+    for (int i = 0; i < T; i++) {
+        s[i].ex = ex;
+        s[i].progress = &progress;
+        bg_start(&th[i], submit_loop, &s[i]);
+    }
+    double end = cf_test_now() + 5.0 * cf_test_scale();
+    while (atomic_load(&progress) < 100 && cf_test_now() < end)
+        sleep_ms(1);
+    assert_ok(cf_shutdown(ex, wait, cancel));
+    for (int i = 0; i < T; i++)
+        bg_join(&th[i], 20);
+    if (!wait)
+        assert_ok(cf_shutdown(ex, true, false));
+    int total_ok = 0, total_shut = 0;
+    for (int i = 0; i < T; i++) {
+        assert_int_equal(s[i].other, 0);
+        assert_int_equal(s[i].ok_after_shutdown, 0);
+        total_ok += s[i].nok;
+        total_shut += s[i].nshut;
+        for (int k = 0; k < s[i].nok; k++) {
+            cf_future *f = s[i].fs[k];
+            /* every accepted call finished or was cancelled: nothing lost */
+            assert_true(cf_future_done(f));
+            int rc = cf_future_result(f, 0, NULL);
+            if (cancel)
+                assert_true(rc == CF_OK || rc == CF_ECANCELLED);
+            else
+                assert_ok(rc);
+            assert_ok(cf_future_release(f));
+        }
+    }
+    assert_int_equal(total_ok + total_shut, T * 400);
+    assert_true(total_ok >= 100); /* counted before shutdown was called */
+    assert_int_equal(cf_executor_worker_count(ex), 0);
+    assert_ok(cf_executor_destroy(ex));
+    free(s);
+}
+
+static void test_race_shutdown_wait_vs_submit(void **state)
+{
+    (void)state;
+    shutdown_race(true, false);
+}
+
+static void test_race_shutdown_cancel_vs_submit(void **state)
+{
+    (void)state;
+    shutdown_race(false, true);
+}
+
+typedef struct {
+    cf_future **fs;
+    size_t n;
+    int rc;
+    size_t ndone, nnot;
+} wait_all_arg;
+
+static void wait_all_thread(void *arg)
+{
+    wait_all_arg *w = (wait_all_arg *)arg;
+    w->rc = cf_wait(w->fs, w->n, CF_FOREVER, CF_ALL_COMPLETED, NULL, &w->ndone, NULL, &w->nnot);
+}
+
+typedef struct {
+    cf_future **fs;
+    size_t n;
+    int create_rc;
+    int yielded;
+    int distinct_ok;
+    int end_rc;
+} ac_arg;
+
+static void as_completed_thread(void *arg)
+{
+    ac_arg *a = (ac_arg *)arg;
+    cf_as_completed_iter *it = NULL;
+    a->create_rc = cf_as_completed(a->fs, a->n, CF_FOREVER, &it);
+    if (a->create_rc != CF_OK)
+        return;
+    bool *seen = calloc(a->n, sizeof *seen);
+    a->distinct_ok = 1;
+    cf_future *f;
+    int rc;
+    while ((rc = cf_as_completed_next(it, &f)) == CF_OK) {
+        a->yielded++;
+        size_t k;
+        for (k = 0; k < a->n; k++)
+            if (a->fs[k] == f)
+                break;
+        if (k == a->n || seen[k] || !cf_future_done(f))
+            a->distinct_ok = 0;
+        else
+            seen[k] = true;
+    }
+    a->end_rc = rc;
+    free(seen);
+    cf_as_completed_free(it);
+}
+
+static void test_many_complete_at_once_with_waiters(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(32);
+    blocker b;
+    blocker_init(&b);
+    enum { N = 100 };
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b), cf_i64(i)), &fs[i]));
+    wait_all_arg w = {fs, N, -100, 0, 0};
+    ac_arg a = {fs, N, -100, 0, 0, -100};
+    bg_thread tw, ta;
+    bg_start(&tw, wait_all_thread, &w);
+    bg_start(&ta, as_completed_thread, &a);
+    assert_true(blocker_wait_started(&b, 32, 10));
+    sleep_ms(30); /* let both waiters block (not needed for correctness) */
+    assert_false(cf_test_event_is_set(&tw.done));
+    blocker_release(&b);
+    bg_join(&tw, 20);
+    bg_join(&ta, 20);
+    assert_ok(w.rc);
+    assert_int_equal(w.ndone, N);
+    assert_int_equal(w.nnot, 0);
+    assert_ok(a.create_rc);
+    assert_int_equal(a.yielded, N);
+    assert_int_equal(a.distinct_ok, 1);
+    assert_int_equal(a.end_rc, CF_EDONE);
+    for (int i = 0; i < N; i++) {
+        int64_t x = -1;
+        assert_ok(cf_future_result_i64(fs[i], 0, &x));
+        assert_int_equal(x, i);
+        assert_ok(cf_future_release(fs[i]));
+    }
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
+/* ---- bad arguments ----------------------------------------------------------------- */
+
+static void test_submit_bad_arguments(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    cf_future *f = NULL;
+    assert_cf(CF_EINVAL, cf_submit(NULL, t_square, CF_ARGS(cf_i64(1)), &f));
+    assert_null(f);
+    assert_cf(CF_EINVAL, cf_submit(ex, NULL, CF_ARGS(cf_i64(1)), &f));
+    assert_null(f);
+    assert_cf(CF_EINVAL, cf_submit(ex, t_square, CF_ARGS(cf_i64(1)), NULL));
+    assert_cf(CF_EINVAL, cf_submit(ex, t_square, NULL, 2, &f));
+    assert_null(f);
+    cf_value many[CF_ARGS_MAX + 5];
+    for (int i = 0; i < CF_ARGS_MAX + 5; i++)
+        many[i] = cf_i64(i);
+    assert_cf(CF_EINVAL, cf_submit(ex, t_sum, many, CF_ARGS_MAX + 1, &f));
+    assert_null(f);
+    assert_cf(CF_EINVAL, cf_submit(ex, t_sum, many, CF_ARGS_MAX + 5, &f));
+    assert_null(f);
+    cf_value weird = cf_i64(1);
+    weird.kind = (cf_kind)99;
+    assert_cf(CF_EINVAL, cf_submit(ex, t_echo, &weird, 1, &f));
+    assert_null(f);
+    /* the executor is unharmed */
+    assert_ok(cf_submit(ex, t_sum, many, 3, &f));
+    int64_t x = 0;
+    assert_ok(cf_future_result_i64(f, 10, &x));
+    assert_int_equal(x, 3);
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_submit_too_big(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    static const char small[8] = "tiny";
+    cf_future *f = NULL;
+    /* fake sizes with a small buffer: must be rejected before copying */
+    assert_cf(CF_ETOOBIG, cf_submit(ex, t_echo, CF_ARGS(cf_bytes(small, CF_PAYLOAD_MAX + 1)), &f));
+    assert_null(f);
+    assert_cf(CF_ETOOBIG, cf_submit(ex, t_echo, CF_ARGS(cf_bytes(small, SIZE_MAX)), &f));
+    assert_null(f);
+    /* each within the limit, together far above it */
+    assert_cf(CF_ETOOBIG,
+              cf_submit(ex, t_echo,
+                        CF_ARGS(cf_bytes(small, CF_PAYLOAD_MAX / 2 + 4096),
+                                cf_str("x"),
+                                cf_bytes(small, CF_PAYLOAD_MAX / 2 + 4096)),
+                        &f));
+    assert_null(f);
+    assert_cf(CF_ETOOBIG,
+              cf_submit(ex, t_echo,
+                        CF_ARGS(cf_i64(0), cf_bytes(small, SIZE_MAX / 2 + 1),
+                                cf_bytes(small, SIZE_MAX / 2 + 1)),
+                        &f));
+    assert_null(f);
+    assert_int_equal(cf_executor_worker_count(ex), 0); /* nothing ran */
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_submit_too_big_sum_boundary(void **state)
+{
+    (void)state;
+    /* Two arguments of CF_PAYLOAD_MAX/2 + 1 bytes: each is allowed, their
+     * sum is 2 bytes over the limit, so the call is CF_ETOOBIG.  (Fake sizes
+     * over a tiny buffer: an implementation that accepts them reads far past
+     * it and crashes.) */
+    cf_executor *ex = pool_new(1);
+    static const char small[8] = "tiny";
+    cf_future *f = NULL;
+    assert_cf(CF_ETOOBIG,
+              cf_submit(ex, t_echo,
+                        CF_ARGS(cf_bytes(small, CF_PAYLOAD_MAX / 2 + 1),
+                                cf_bytes(small, CF_PAYLOAD_MAX / 2 + 1)),
+                        &f));
+    assert_null(f);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_submit_result_basic),
+    cmocka_unit_test(test_echo_every_kind),
+    cmocka_unit_test(test_all_kinds_as_arguments),
+    cmocka_unit_test(test_args_copied_at_submit),
+    cmocka_unit_test(test_ptr_passes_through),
+    cmocka_unit_test(test_max_args),
+    cmocka_unit_test(test_raise_gives_etask),
+    cmocka_unit_test(test_raise_variants),
+    cmocka_unit_test(test_typed_accessor_wrong_kind),
+    cmocka_unit_test(test_last_return_wins),
+    cmocka_unit_test(test_return_too_big),
+    cmocka_unit_test(test_failure_does_not_break_pool),
+    cmocka_unit_test(test_default_workers),
+    cmocka_unit_test(test_options_init),
+    cmocka_unit_test(test_options_validation),
+    cmocka_unit_test(test_no_thread_before_first_submit),
+    cmocka_unit_test(test_thread_name_default),
+    cmocka_unit_test(test_thread_name_long_prefix),
+    cmocka_unit_test(test_thread_name_distinct_indices),
+    cmocka_unit_test(test_lazy_thread_start),
+    cmocka_unit_test(test_idle_thread_reuse),
+    cmocka_unit_test(test_max_workers_respected),
+    cmocka_unit_test(test_default_pool_runs_many),
+    cmocka_unit_test(test_initializer_once_per_worker),
+    cmocka_unit_test(test_initializer_failure_breaks_pool),
+    cmocka_unit_test(test_initializer_failure_fails_queued),
+    cmocka_unit_test(test_submit_after_shutdown),
+    cmocka_unit_test(test_shutdown_wait_waits_for_all),
+    cmocka_unit_test(test_shutdown_cancel_futures),
+    cmocka_unit_test(test_shutdown_later_call_cancels),
+    cmocka_unit_test(test_shutdown_idempotent_and_null),
+    cmocka_unit_test(test_shutdown_unused_pool),
+    cmocka_unit_test(test_shutdown_wait_from_own_worker),
+    cmocka_unit_test(test_shutdown_nowait_from_own_worker),
+    cmocka_unit_test(test_destroy_from_own_worker),
+    cmocka_unit_test(test_destroy_waits_for_pending),
+    cmocka_unit_test(test_with_executor_scope),
+    cmocka_unit_test(test_release_future_before_completion),
+    cmocka_unit_test(test_cancel_queued_future),
+    cmocka_unit_test(test_submit_from_task),
+    cmocka_unit_test(test_callback_runs_in_worker),
+    cmocka_unit_test(test_race_shutdown_wait_vs_submit),
+    cmocka_unit_test(test_race_shutdown_cancel_vs_submit),
+    cmocka_unit_test(test_many_complete_at_once_with_waiters),
+    cmocka_unit_test(test_submit_bad_arguments),
+    cmocka_unit_test(test_submit_too_big),
+    cmocka_unit_test(test_submit_too_big_sum_boundary),
+};
+
+CF_TEST_MAIN(tests)
