@@ -1,0 +1,933 @@
+/*
+ * bench_thread.c - throughput and latency of the cfutures thread pool,
+ * measured side by side with CPython's ThreadPoolExecutor and with a bare
+ * condition-variable ping-pong between two threads (the floor for a
+ * blocking hand-off).
+ *
+ * Workloads (the task returns its int64 argument + 1):
+ *   submit+collect  N cf_submit() calls, then cf_future_result() on each
+ *                   future in order and cf_future_release(); tasks/s.  On a
+ *                   default-sized pool (CF_AUTO) and on max_workers = 2.
+ *   map             cf_map() over an array of N CF_I64 values, then every
+ *                   result through cf_map_next(); tasks/s.
+ *   round trip      M times: submit one task, wait for its result, release
+ *                   it; median / mean / p99 of one round trip in us.
+ *   ping-pong       M round trips between two threads through one pthread
+ *                   mutex and two condition variables; same statistics.
+ *
+ * The CPython peer (peer_cpython.py) runs the same workloads with
+ * concurrent.futures and reports through popen() as JSON lines.  The C
+ * figures and the peer run alternately, round after round, so slow phases
+ * of a noisy machine hit both; every figure printed is the median over the
+ * rounds.  Results are checked; any wrong value or API error exits 1.
+ *
+ * Usage: bench_thread [--quick] [-n N] [-m M] [-r ROUNDS] [--py-n N]
+ *                     [--py-m M] [--no-python] [--watchdog S] [-v]
+ * A workload that makes no progress for --watchdog seconds (default 120)
+ * ends the run with exit status 3 and the name of the stuck phase.
+ * The interpreter is "python3" from PATH unless CF_BENCH_PYTHON names
+ * another; CF_BENCH_PEER overrides the peer script's path.
+ */
+#include "cfutures.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef CF_BENCH_PEER_SCRIPT
+#define CF_BENCH_PEER_SCRIPT "bench/peer_cpython.py"
+#endif
+
+#define MAX_ROUNDS 99
+
+/* ------------------------------------------------------------------------
+ * Small helpers
+ * ---------------------------------------------------------------------- */
+
+static void die(const char *fmt, ...) CF__PRINTF(1, 2);
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("bench_thread: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+/* Fails the run on any cfutures error, with the library's message. */
+#define CHECK(expr)                                                           \
+    do {                                                                      \
+        int check_rc_ = (expr);                                               \
+        if (check_rc_ != CF_OK)                                               \
+            die("%s:%d: %s -> %s (%s)", __FILE__, __LINE__, #expr,           \
+                cf_err_name(check_rc_), cf_last_error_message());             \
+    } while (0)
+
+/* Watchdog: every phase re-arms an alarm; a phase that does not finish in
+ * time (a lost wake-up, a task that never runs) ends the program with a
+ * message naming the phase instead of hanging. */
+static volatile sig_atomic_t g_watchdog_s = 120;
+static const char *volatile g_phase = "start";
+
+static void on_watchdog(int sig)
+{
+    (void)sig;
+    static const char a[] = "bench_thread: watchdog: no progress in phase '";
+    static const char b[] = "' (a task was lost or a wait never returned)\n";
+    ssize_t r = write(2, a, sizeof a - 1);
+    r = write(2, g_phase, strlen(g_phase));
+    r = write(2, b, sizeof b - 1);
+    (void)r;
+    _exit(3);
+}
+
+static void phase(const char *name, unsigned scale)
+{
+    g_phase = name;
+    alarm((unsigned)g_watchdog_s * scale);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void *xmalloc(size_t size)
+{
+    void *p = malloc(size ? size : 1);
+    if (!p)
+        die("out of memory (%zu bytes)", size);
+    return p;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median of v[0..n) (mean of the middle two for an even n); sorts v. */
+static double median_of(double *v, size_t n)
+{
+    if (n == 0)
+        return NAN;
+    qsort(v, n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
+}
+
+typedef struct lat_stats {
+    double median_us, mean_us, p99_us;
+} lat_stats;
+
+/* Statistics of n samples in ns (sorts them).  Same definitions as the
+ * peer: p99 is sorted[ceil(0.99 n) - 1]. */
+static lat_stats lat_stats_of(double *ns, size_t n)
+{
+    lat_stats s;
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += ns[i];
+    s.median_us = median_of(ns, n) / 1e3;
+    s.mean_us = sum / (double)n / 1e3;
+    size_t k = (size_t)ceil(0.99 * (double)n);
+    s.p99_us = ns[k > 0 ? k - 1 : 0] / 1e3;
+    return s;
+}
+
+/* ------------------------------------------------------------------------
+ * The task and the cfutures workloads
+ * ---------------------------------------------------------------------- */
+
+static int inc_task(cf_call *call)
+{
+    return cf_return_i64(call, cf_arg_i64(call, 0) + 1);
+}
+
+static cf_executor *new_pool(int max_workers)
+{
+    cf_thread_pool_options o;
+    cf_thread_pool_options_init(&o);
+    o.max_workers = max_workers;
+    cf_executor *ex = NULL;
+    CHECK(cf_thread_pool_new(&ex, &o));
+    return ex;
+}
+
+/* Starts the pool's threads (one per submit that finds no idle thread)
+ * before anything is timed; the peer does the same. */
+static void warm_up(cf_executor *ex, cf_future **fs, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        CHECK(cf_submit(ex, inc_task, CF_ARGS(cf_i64((int64_t)i)), &fs[i]));
+    for (size_t i = 0; i < count; i++) {
+        int64_t r = 0;
+        CHECK(cf_future_result_i64(fs[i], CF_FOREVER, &r));
+        CHECK(cf_future_release(fs[i]));
+    }
+}
+
+typedef struct tput {
+    double rate;     /* tasks per second, whole workload */
+    double submit_s; /* time spent in the submit phase (0 for map) */
+    double total_s;
+} tput;
+
+static tput bench_submit_collect(int max_workers, size_t n, size_t warm,
+                                 cf_future **fs)
+{
+    cf_executor *ex = new_pool(max_workers);
+    warm_up(ex, fs, warm < n ? warm : n);
+
+    uint64_t t0 = now_ns();
+    for (size_t i = 0; i < n; i++)
+        CHECK(cf_submit(ex, inc_task, CF_ARGS(cf_i64((int64_t)i)), &fs[i]));
+    uint64_t t1 = now_ns();
+    for (size_t i = 0; i < n; i++) {
+        int64_t r = 0;
+        CHECK(cf_future_result_i64(fs[i], CF_FOREVER, &r));
+        if (r != (int64_t)i + 1)
+            die("submit: task %zu returned %" PRId64, i, r);
+        CHECK(cf_future_release(fs[i]));
+    }
+    uint64_t t2 = now_ns();
+
+    CHECK(cf_executor_destroy(ex));
+    tput t = {(double)n / ((double)(t2 - t0) / 1e9), (double)(t1 - t0) / 1e9,
+              (double)(t2 - t0) / 1e9};
+    return t;
+}
+
+static tput bench_map(size_t n, size_t warm, cf_future **fs, cf_value *in)
+{
+    cf_executor *ex = new_pool(CF_AUTO);
+    warm_up(ex, fs, warm < n ? warm : n);
+    for (size_t i = 0; i < n; i++)
+        in[i] = cf_i64((int64_t)i);
+    cf_map_input input = cf_input_array(in, n);
+
+    uint64_t t0 = now_ns();
+    cf_map_iter *it = NULL;
+    CHECK(cf_map(ex, inc_task, &input, 1, NULL, &it));
+    for (size_t i = 0; i < n; i++) {
+        const cf_value *v = NULL;
+        CHECK(cf_map_next(it, &v, NULL));
+        if (!v || v->kind != CF_I64 || v->as.i64 != (int64_t)i + 1)
+            die("map: element %zu has a wrong result", i);
+    }
+    int rc = cf_map_next(it, NULL, NULL);
+    if (rc != CF_EDONE)
+        die("map: expected CF_EDONE after %zu results, got %s", n,
+            cf_err_name(rc));
+    cf_map_close(it);
+    uint64_t t1 = now_ns();
+
+    CHECK(cf_executor_destroy(ex));
+    tput t = {(double)n / ((double)(t1 - t0) / 1e9), 0,
+              (double)(t1 - t0) / 1e9};
+    return t;
+}
+
+static lat_stats bench_round_trip(size_t m, size_t warm, double *samples)
+{
+    cf_executor *ex = new_pool(CF_AUTO);
+    for (size_t j = 0; j < warm; j++) {
+        cf_future *f = NULL;
+        int64_t r = 0;
+        CHECK(cf_submit(ex, inc_task, CF_ARGS(cf_i64(0)), &f));
+        CHECK(cf_future_result_i64(f, CF_FOREVER, &r));
+        CHECK(cf_future_release(f));
+    }
+    for (size_t j = 0; j < m; j++) {
+        cf_future *f = NULL;
+        int64_t r = 0;
+        uint64_t t0 = now_ns();
+        CHECK(cf_submit(ex, inc_task, CF_ARGS(cf_i64((int64_t)j)), &f));
+        CHECK(cf_future_result_i64(f, CF_FOREVER, &r));
+        CHECK(cf_future_release(f));
+        uint64_t t1 = now_ns();
+        samples[j] = (double)(t1 - t0);
+        if (r != (int64_t)j + 1)
+            die("round trip: task %zu returned %" PRId64, j, r);
+    }
+    CHECK(cf_executor_destroy(ex));
+    return lat_stats_of(samples, m);
+}
+
+/* ------------------------------------------------------------------------
+ * The floor: condition-variable ping-pong between two threads
+ * ---------------------------------------------------------------------- */
+
+typedef struct pingpong {
+    pthread_mutex_t mu;
+    pthread_cond_t to_server, to_client;
+    uint64_t req, resp;
+    bool stop;
+} pingpong;
+
+static void *pingpong_server(void *arg)
+{
+    pingpong *p = arg;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (p->req == p->resp && !p->stop)
+            pthread_cond_wait(&p->to_server, &p->mu);
+        if (p->stop)
+            break;
+        p->resp = p->req;
+        pthread_cond_signal(&p->to_client);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static void pingpong_once(pingpong *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->req++;
+    pthread_cond_signal(&p->to_server);
+    while (p->resp != p->req)
+        pthread_cond_wait(&p->to_client, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static lat_stats bench_pingpong(size_t m, size_t warm, double *samples)
+{
+    pingpong p;
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.to_server, NULL);
+    pthread_cond_init(&p.to_client, NULL);
+    p.req = p.resp = 0;
+    p.stop = false;
+    pthread_t th;
+    int err = pthread_create(&th, NULL, pingpong_server, &p);
+    if (err)
+        die("pthread_create: %s", strerror(err));
+
+    for (size_t j = 0; j < warm; j++)
+        pingpong_once(&p);
+    for (size_t j = 0; j < m; j++) {
+        uint64_t t0 = now_ns();
+        pingpong_once(&p);
+        samples[j] = (double)(now_ns() - t0);
+    }
+
+    pthread_mutex_lock(&p.mu);
+    p.stop = true;
+    pthread_cond_signal(&p.to_server);
+    pthread_mutex_unlock(&p.mu);
+    pthread_join(th, NULL);
+    pthread_cond_destroy(&p.to_client);
+    pthread_cond_destroy(&p.to_server);
+    pthread_mutex_destroy(&p.mu);
+    return lat_stats_of(samples, m);
+}
+
+/* For reference only: the same ping-pong through two atomic counters with
+ * both threads spinning (yielding after a while, in case the two threads
+ * share one CPU).  The cost of a hand-off when nobody sleeps. */
+typedef struct spinpong {
+    _Atomic uint64_t req, resp;
+    atomic_bool stop;
+} spinpong;
+
+static void spin_pause(unsigned *spins)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+    if (++*spins >= 200) {
+        *spins = 0;
+        sched_yield();
+    }
+}
+
+static void *spinpong_server(void *arg)
+{
+    spinpong *p = arg;
+    uint64_t last = 0;
+    unsigned spins = 0;
+    while (!atomic_load_explicit(&p->stop, memory_order_relaxed)) {
+        uint64_t r = atomic_load_explicit(&p->req, memory_order_acquire);
+        if (r != last) {
+            last = r;
+            atomic_store_explicit(&p->resp, r, memory_order_release);
+            spins = 0;
+        } else {
+            spin_pause(&spins);
+        }
+    }
+    return NULL;
+}
+
+static void spinpong_once(spinpong *p)
+{
+    uint64_t r = atomic_fetch_add_explicit(&p->req, 1, memory_order_acq_rel) + 1;
+    unsigned spins = 0;
+    while (atomic_load_explicit(&p->resp, memory_order_acquire) != r)
+        spin_pause(&spins);
+}
+
+static lat_stats bench_spinpong(size_t m, size_t warm, double *samples)
+{
+    spinpong p;
+    atomic_init(&p.req, 0);
+    atomic_init(&p.resp, 0);
+    atomic_init(&p.stop, false);
+    pthread_t th;
+    int err = pthread_create(&th, NULL, spinpong_server, &p);
+    if (err)
+        die("pthread_create: %s", strerror(err));
+    for (size_t j = 0; j < warm; j++)
+        spinpong_once(&p);
+    for (size_t j = 0; j < m; j++) {
+        uint64_t t0 = now_ns();
+        spinpong_once(&p);
+        samples[j] = (double)(now_ns() - t0);
+    }
+    atomic_store(&p.stop, true);
+    pthread_join(th, NULL);
+    return lat_stats_of(samples, m);
+}
+
+/* ------------------------------------------------------------------------
+ * The CPython peer
+ * ---------------------------------------------------------------------- */
+
+enum { T_SUBMIT_AUTO, T_SUBMIT_W2, T_MAP_AUTO, T_COUNT };
+static const char *const tput_key[T_COUNT] = {"submit_auto", "submit_w2",
+                                              "map_auto"};
+
+typedef struct peer_round {
+    tput t[T_COUNT];
+    lat_stats rtt;
+    bool have_t[T_COUNT], have_rtt, done;
+} peer_round;
+
+typedef struct peer_info {
+    char version[32];
+    int default_workers, cpus;
+} peer_info;
+
+typedef enum peer_status { PEER_OK, PEER_MISSING, PEER_FAILED } peer_status;
+
+/* The number after "key": in a flat JSON line, or NAN. */
+static double json_num(const char *line, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(line, pat);
+    if (!p)
+        return NAN;
+    p += strlen(pat);
+    char *end;
+    errno = 0;
+    double v = strtod(p, &end);
+    return (end == p || errno) ? NAN : v;
+}
+
+/* The string after "key": in a flat JSON line (no escapes), or false. */
+static bool json_str(const char *line, const char *key, char *buf, size_t size)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": \"", key);
+    const char *p = strstr(line, pat);
+    if (!p || size == 0)
+        return false;
+    p += strlen(pat);
+    const char *q = strchr(p, '"');
+    if (!q)
+        return false;
+    size_t len = (size_t)(q - p) < size - 1 ? (size_t)(q - p) : size - 1;
+    memcpy(buf, p, len);
+    buf[len] = '\0';
+    return true;
+}
+
+/* Appends s to the command in single quotes, for /bin/sh. */
+static void shell_quote(char *cmd, size_t size, const char *s)
+{
+    size_t len = strlen(cmd);
+    if (len + 1 < size)
+        cmd[len++] = '\'';
+    for (; *s && len + 5 < size; s++) {
+        if (*s == '\'') {
+            memcpy(cmd + len, "'\\''", 4);
+            len += 4;
+        } else {
+            cmd[len++] = *s;
+        }
+    }
+    if (len + 1 < size)
+        cmd[len++] = '\'';
+    cmd[len] = '\0';
+}
+
+static const char *peer_python(void)
+{
+    const char *py = getenv("CF_BENCH_PYTHON");
+    return py && *py ? py : "python3";
+}
+
+static const char *peer_script(void)
+{
+    const char *s = getenv("CF_BENCH_PEER");
+    return s && *s ? s : CF_BENCH_PEER_SCRIPT;
+}
+
+/* Runs one round of the peer.  PEER_MISSING when the interpreter is not
+ * on PATH (exit status 127 from the shell). */
+static peer_status run_peer(size_t n, size_t m, size_t warm, peer_info *info,
+                            peer_round *out, char *why, size_t why_size)
+{
+    char cmd[4096] = "command -v ";
+    shell_quote(cmd, sizeof cmd, peer_python());
+    strncat(cmd, " >/dev/null 2>&1 || exit 127; exec ", sizeof cmd - strlen(cmd) - 1);
+    shell_quote(cmd, sizeof cmd, peer_python());
+    strncat(cmd, " ", sizeof cmd - strlen(cmd) - 1);
+    shell_quote(cmd, sizeof cmd, peer_script());
+    char tail[128];
+    snprintf(tail, sizeof tail, " --n %zu --m %zu --warmup %zu", n, m, warm);
+    strncat(cmd, tail, sizeof cmd - strlen(cmd) - 1);
+
+    memset(out, 0, sizeof *out);
+    fflush(stdout);
+    FILE *p = popen(cmd, "r");
+    if (!p) {
+        snprintf(why, why_size, "popen failed: %s", strerror(errno));
+        return PEER_FAILED;
+    }
+    char line[1024];
+    while (fgets(line, sizeof line, p)) {
+        char name[32];
+        if (strstr(line, "\"peer\":")) {
+            if (!json_str(line, "version", info->version, sizeof info->version))
+                snprintf(info->version, sizeof info->version, "?");
+            info->default_workers = (int)json_num(line, "default_workers");
+            info->cpus = (int)json_num(line, "cpus");
+        } else if (strstr(line, "\"done\": true")) {
+            out->done = true;
+        } else if (json_str(line, "metric", name, sizeof name)) {
+            if (strcmp(name, "rtt") == 0) {
+                out->rtt.median_us = json_num(line, "median_us");
+                out->rtt.mean_us = json_num(line, "mean_us");
+                out->rtt.p99_us = json_num(line, "p99_us");
+                out->have_rtt = !isnan(out->rtt.median_us) &&
+                                !isnan(out->rtt.mean_us) &&
+                                !isnan(out->rtt.p99_us);
+            }
+            for (int k = 0; k < T_COUNT; k++) {
+                if (strcmp(name, tput_key[k]) != 0)
+                    continue;
+                out->t[k].rate = json_num(line, "rate");
+                out->t[k].total_s = json_num(line, "seconds");
+                out->t[k].submit_s = json_num(line, "submit_seconds");
+                out->have_t[k] = out->t[k].rate > 0;
+            }
+        }
+    }
+    int st = pclose(p);
+    if (st == -1) {
+        snprintf(why, why_size, "pclose failed: %s", strerror(errno));
+        return PEER_FAILED;
+    }
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 127) {
+        snprintf(why, why_size, "%s not found", peer_python());
+        return PEER_MISSING;
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        snprintf(why, why_size, "%s %s exited with status %d", peer_python(),
+                 peer_script(), WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+        return PEER_FAILED;
+    }
+    bool complete = out->done && out->have_rtt;
+    for (int k = 0; k < T_COUNT; k++)
+        complete = complete && out->have_t[k];
+    if (!complete) {
+        snprintf(why, why_size, "incomplete output from %s", peer_script());
+        return PEER_FAILED;
+    }
+    return PEER_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Report
+ * ---------------------------------------------------------------------- */
+
+static const char *fmt_rate(char *buf, size_t size, double r)
+{
+    if (isnan(r))
+        snprintf(buf, size, "-");
+    else if (r >= 1e6)
+        snprintf(buf, size, "%.2f M/s", r / 1e6);
+    else if (r >= 1e3)
+        snprintf(buf, size, "%.1f k/s", r / 1e3);
+    else
+        snprintf(buf, size, "%.0f /s", r);
+    return buf;
+}
+
+static const char *fmt_us(char *buf, size_t size, double us)
+{
+    if (isnan(us))
+        snprintf(buf, size, "-");
+    else
+        snprintf(buf, size, "%.2f us", us);
+    return buf;
+}
+
+static const char *fmt_x(char *buf, size_t size, double x, const char *what)
+{
+    if (isnan(x))
+        snprintf(buf, size, "-");
+    else
+        snprintf(buf, size, "%.2fx%s", x, what);
+    return buf;
+}
+
+/* Summary over rounds of one figure: median, min and max. */
+typedef struct summary {
+    double med, lo, hi;
+} summary;
+
+static summary summarize(const double *v, size_t n)
+{
+    summary r = {NAN, NAN, NAN};
+    double tmp[MAX_ROUNDS];
+    if (n == 0)
+        return r;
+    r.lo = INFINITY;
+    r.hi = -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        tmp[i] = v[i];
+        r.lo = v[i] < r.lo ? v[i] : r.lo;
+        r.hi = v[i] > r.hi ? v[i] : r.hi;
+    }
+    r.med = median_of(tmp, n);
+    return r;
+}
+
+static double lat_field(const lat_stats *s, int k)
+{
+    return k == 0 ? s->median_us : k == 1 ? s->mean_us : s->p99_us;
+}
+
+typedef struct c_round {
+    tput t[T_COUNT];
+    lat_stats rtt, floor, spin;
+} c_round;
+
+static const char *verdict(double have, double want, bool higher_is_better)
+{
+    if (isnan(have))
+        return "n/a ";
+    return (higher_is_better ? have >= want : have <= want) ? "PASS" : "MISS";
+}
+
+/* ------------------------------------------------------------------------
+ * main
+ * ---------------------------------------------------------------------- */
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "usage: bench_thread [--quick] [-n N] [-m M] [-r ROUNDS]\n"
+            "                    [--py-n N] [--py-m M] [--no-python]\n"
+            "                    [--watchdog S] [-v]\n"
+            "  -n N         tasks per throughput run (default 200000)\n"
+            "  -m M         round trips per latency run (default 20000)\n"
+            "  -r ROUNDS    rounds; each figure is the median (default 5)\n"
+            "  --py-n N     CPython tasks per run (default N/10)\n"
+            "  --py-m M     CPython round trips per run (default M/4)\n"
+            "  --no-python  skip the CPython peer\n"
+            "  --quick      N=2000, M=200, one round (smoke test)\n"
+            "  --watchdog S exit 3 if one workload takes more than S seconds\n"
+            "               (default 120; the CPython peer gets 5x that)\n"
+            "  -v           print every round\n"
+            "env: CF_BENCH_PYTHON (interpreter, default python3),\n"
+            "     CF_BENCH_PEER (peer script, default %s)\n",
+            CF_BENCH_PEER_SCRIPT);
+}
+
+static size_t parse_size(const char *flag, const char *s)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = s ? strtoull(s, &end, 10) : 0;
+    if (!s || errno || *end || v == 0 || v > (1ull << 32))
+        die("%s needs a positive integer", flag);
+    return (size_t)v;
+}
+
+int main(int argc, char **argv)
+{
+    size_t n = 200000, m = 20000, rounds = 5, py_n = 0, py_m = 0;
+    bool quick = false, use_python = true, verbose = false;
+    bool watchdog_set = false, n_set = false, m_set = false, r_set = false;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--quick")) {
+            quick = true;
+        } else if (!strcmp(a, "--no-python")) {
+            use_python = false;
+        } else if (!strcmp(a, "-v")) {
+            verbose = true;
+        } else if (!strcmp(a, "-n")) {
+            n = parse_size(a, v), i++;
+            n_set = true;
+        } else if (!strcmp(a, "-m")) {
+            m = parse_size(a, v), i++;
+            m_set = true;
+        } else if (!strcmp(a, "-r")) {
+            rounds = parse_size(a, v), i++;
+            r_set = true;
+        } else if (!strcmp(a, "--watchdog")) {
+            g_watchdog_s = (sig_atomic_t)parse_size(a, v), i++;
+            watchdog_set = true;
+        } else if (!strcmp(a, "--py-n")) {
+            py_n = parse_size(a, v), i++;
+        } else if (!strcmp(a, "--py-m")) {
+            py_m = parse_size(a, v), i++;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (quick) { /* explicit -n/-m/-r still win */
+        n = n_set ? n : 2000;
+        m = m_set ? m : 200;
+        rounds = r_set ? rounds : 1;
+        if (!watchdog_set)
+            g_watchdog_s = 15;
+    }
+    if (rounds > MAX_ROUNDS)
+        die("-r: at most %d rounds", MAX_ROUNDS);
+    if (!py_n)
+        py_n = n / 10 > 0 ? n / 10 : 1;
+    if (!py_m)
+        py_m = m / 4 > 0 ? m / 4 : 1;
+    size_t warm = quick ? 50 : 1000;
+
+    cf_future **fs = xmalloc(n * sizeof *fs);
+    cf_value *in = xmalloc(n * sizeof *in);
+    double *samples = xmalloc(m * sizeof *samples);
+    c_round *cr = xmalloc(rounds * sizeof *cr);
+    peer_round *pr = xmalloc(rounds * sizeof *pr);
+    peer_info info = {"?", -1, -1};
+    peer_status pst = use_python ? PEER_OK : PEER_MISSING;
+    char why[512] = "--no-python";
+    size_t peer_rounds = 0;
+
+    printf("cfutures %d.%d.%d bench_thread: %zu usable CPUs, default pool %d "
+           "workers\n",
+           CF_VERSION_MAJOR, CF_VERSION_MINOR, CF_VERSION_PATCH,
+           (size_t)cf_usable_cpus(), cf_thread_pool_default_workers());
+    printf("N=%zu tasks, M=%zu round trips (CPython: N=%zu, M=%zu); %zu "
+           "round%s%s%s\n",
+           n, m, py_n, py_m, rounds, rounds == 1 ? "" : "s",
+           use_python ? ", C and CPython alternating" : "",
+           quick ? " (--quick: sizes too small to mean anything)" : "");
+    fflush(stdout);
+
+    signal(SIGALRM, on_watchdog);
+    for (size_t r = 0; r < rounds; r++) {
+        c_round *c = &cr[r];
+        phase("submit+collect, default pool", 1);
+        c->t[T_SUBMIT_AUTO] = bench_submit_collect(CF_AUTO, n, warm, fs);
+        phase("submit+collect, 2 workers", 1);
+        c->t[T_SUBMIT_W2] = bench_submit_collect(2, n, warm, fs);
+        phase("map, default pool", 1);
+        c->t[T_MAP_AUTO] = bench_map(n, warm, fs, in);
+        phase("round trip", 1);
+        c->rtt = bench_round_trip(m, warm < m ? warm : m, samples);
+        phase("ping-pong", 1);
+        c->floor = bench_pingpong(m, warm < m ? warm : m, samples);
+        phase("spin ping-pong", 1);
+        c->spin = bench_spinpong(m, warm < m ? warm : m, samples);
+
+        if (pst == PEER_OK) {
+            phase("CPython peer", 5);
+            pst = run_peer(py_n, py_m, quick ? 50 : 200, &info,
+                           &pr[peer_rounds], why, sizeof why);
+            if (pst == PEER_OK)
+                peer_rounds++;
+        }
+        if (verbose) {
+            char b[5][32];
+            printf("round %zu: cfutures submit %s / w2 %s / map %s, rtt "
+                   "median %s, floor median %s\n",
+                   r + 1, fmt_rate(b[0], 32, c->t[T_SUBMIT_AUTO].rate),
+                   fmt_rate(b[1], 32, c->t[T_SUBMIT_W2].rate),
+                   fmt_rate(b[2], 32, c->t[T_MAP_AUTO].rate),
+                   fmt_us(b[3], 32, c->rtt.median_us),
+                   fmt_us(b[4], 32, c->floor.median_us));
+            if (pst == PEER_OK) {
+                peer_round *p = &pr[peer_rounds - 1];
+                printf("         CPython  submit %s / w2 %s / map %s, rtt "
+                       "median %s\n",
+                       fmt_rate(b[0], 32, p->t[T_SUBMIT_AUTO].rate),
+                       fmt_rate(b[1], 32, p->t[T_SUBMIT_W2].rate),
+                       fmt_rate(b[2], 32, p->t[T_MAP_AUTO].rate),
+                       fmt_us(b[3], 32, p->rtt.median_us));
+            }
+            fflush(stdout);
+        }
+    }
+
+    alarm(0);
+
+    /* --- summaries over rounds ---------------------------------------
+     * Values are medians over the rounds.  Ratios are taken within each
+     * round (the two figures were measured moments apart, under the same
+     * load) and then the median over the rounds is shown. */
+    double v[MAX_ROUNDS], w[MAX_ROUNDS];
+    summary c_rate[T_COUNT], p_rate[T_COUNT], x_rate[T_COUNT];
+    double c_sub[T_COUNT], p_sub[T_COUNT];
+    for (int k = 0; k < T_COUNT; k++) {
+        for (size_t r = 0; r < rounds; r++) {
+            v[r] = cr[r].t[k].rate;
+            w[r] = cr[r].t[k].submit_s / cr[r].t[k].total_s;
+        }
+        c_rate[k] = summarize(v, rounds);
+        c_sub[k] = summarize(w, rounds).med;
+        for (size_t r = 0; r < peer_rounds; r++) {
+            v[r] = pr[r].t[k].rate;
+            w[r] = pr[r].t[k].submit_s / pr[r].t[k].total_s;
+        }
+        p_rate[k] = summarize(v, peer_rounds);
+        p_sub[k] = summarize(w, peer_rounds).med;
+        for (size_t r = 0; r < peer_rounds; r++)
+            v[r] = cr[r].t[k].rate / pr[r].t[k].rate;
+        x_rate[k] = summarize(v, peer_rounds);
+    }
+    summary c_rtt[3], c_floor[3], c_spin[3], p_rtt[3], x_py[3], x_floor[3];
+    for (int k = 0; k < 3; k++) {
+        for (size_t r = 0; r < rounds; r++)
+            v[r] = lat_field(&cr[r].rtt, k);
+        c_rtt[k] = summarize(v, rounds);
+        for (size_t r = 0; r < rounds; r++)
+            v[r] = lat_field(&cr[r].floor, k);
+        c_floor[k] = summarize(v, rounds);
+        for (size_t r = 0; r < rounds; r++)
+            v[r] = lat_field(&cr[r].spin, k);
+        c_spin[k] = summarize(v, rounds);
+        for (size_t r = 0; r < rounds; r++)
+            v[r] = lat_field(&cr[r].rtt, k) / lat_field(&cr[r].floor, k);
+        x_floor[k] = summarize(v, rounds);
+        for (size_t r = 0; r < peer_rounds; r++)
+            v[r] = lat_field(&pr[r].rtt, k);
+        p_rtt[k] = summarize(v, peer_rounds);
+        for (size_t r = 0; r < peer_rounds; r++)
+            v[r] = lat_field(&pr[r].rtt, k) / lat_field(&cr[r].rtt, k);
+        x_py[k] = summarize(v, peer_rounds);
+    }
+
+    /* --- table -------------------------------------------------------- */
+    char b[6][48], range[128];
+    printf("\n");
+    if (peer_rounds)
+        printf("CPython peer: %s %s, default pool %d workers, %zu round%s\n",
+               peer_python(), info.version, info.default_workers, peer_rounds,
+               peer_rounds == 1 ? "" : "s");
+    else if (pst == PEER_MISSING)
+        printf("CPython peer skipped (%s)\n", why);
+    else
+        printf("CPython peer FAILED (%s)\n", why);
+    printf("Figures: median over %zu round%s, [min..max] = spread of the "
+           "cfutures rounds.\nRatios: computed within each round, then the "
+           "median over rounds.\n\n",
+           rounds, rounds == 1 ? "" : "s");
+
+    static const char *const tput_label[T_COUNT] = {
+        "submit+collect, default pool", "submit+collect, 2 workers",
+        "map, default pool"};
+    printf("%-30s %11s %-23s %11s %10s\n", "throughput (tasks/s)", "cfutures",
+           "  [min..max]", "CPython", "cf/CPython");
+    for (int k = 0; k < T_COUNT; k++) {
+        snprintf(range, sizeof range, "  [%s..%s]",
+                 fmt_rate(b[1], 48, c_rate[k].lo), fmt_rate(b[2], 48, c_rate[k].hi));
+        printf("%-30s %11s %-23s %11s %10s\n", tput_label[k],
+               fmt_rate(b[0], 48, c_rate[k].med), range,
+               fmt_rate(b[3], 48, p_rate[k].med),
+               fmt_x(b[4], 48, x_rate[k].med, ""));
+    }
+    printf("\n%-30s %11s %-23s %11s %10s %9s\n", "latency (one task)",
+           "cfutures", "  [min..max]", "CPython", "CPython/cf", "cf/floor");
+    static const char *const lat_label[3] = {"median", "mean", "p99"};
+    for (int k = 0; k < 3; k++) {
+        char label[64];
+        snprintf(label, sizeof label, "round trip %s", lat_label[k]);
+        snprintf(range, sizeof range, "  [%s..%s]",
+                 fmt_us(b[1], 48, c_rtt[k].lo), fmt_us(b[2], 48, c_rtt[k].hi));
+        printf("%-30s %11s %-23s %11s %10s %9s\n", label,
+               fmt_us(b[0], 48, c_rtt[k].med), range,
+               fmt_us(b[3], 48, p_rtt[k].med), fmt_x(b[4], 48, x_py[k].med, ""),
+               fmt_x(b[5], 48, x_floor[k].med, ""));
+    }
+    for (int k = 0; k < 3; k++) {
+        char label[64];
+        snprintf(label, sizeof label, "ping-pong floor %s", lat_label[k]);
+        snprintf(range, sizeof range, "  [%s..%s]",
+                 fmt_us(b[1], 48, c_floor[k].lo), fmt_us(b[2], 48, c_floor[k].hi));
+        printf("%-30s %11s %s\n", label, fmt_us(b[0], 48, c_floor[k].med), range);
+    }
+    snprintf(range, sizeof range, "  [%s..%s]",
+             fmt_us(b[1], 48, c_spin[0].lo), fmt_us(b[2], 48, c_spin[0].hi));
+    printf("%-30s %11s %-23s (reference: spinning, nobody sleeps)\n",
+           "spin ping-pong median", fmt_us(b[0], 48, c_spin[0].med), range);
+    snprintf(range, sizeof range, "  [%s..%s]",
+             fmt_x(b[1], 48, x_floor[0].lo, ""), fmt_x(b[2], 48, x_floor[0].hi, ""));
+    printf("%-30s %11s %s\n", "cf/floor per round, median",
+           fmt_x(b[0], 48, x_floor[0].med, ""), range);
+
+    printf("\nsubmit phase share of submit+collect time (default pool / 2 "
+           "workers): cfutures %.0f%% / %.0f%%",
+           100 * c_sub[T_SUBMIT_AUTO], 100 * c_sub[T_SUBMIT_W2]);
+    if (peer_rounds)
+        printf(", CPython %.0f%% / %.0f%%", 100 * p_sub[T_SUBMIT_AUTO],
+               100 * p_sub[T_SUBMIT_W2]);
+    printf("\n");
+
+    /* --- targets ------------------------------------------------------ */
+    printf("\ntargets (median over rounds of the per-round ratio):\n");
+    for (int k = 0; k < T_COUNT; k++)
+        printf("  %s  %-38s %s\n", verdict(x_rate[k].med, 50.0, true),
+               tput_label[k],
+               fmt_x(b[0], 48, x_rate[k].med, " CPython (want >= 50x)"));
+    printf("  %s  %-38s %s\n", verdict(x_py[0].med, 3.0, true),
+           "round trip median vs CPython",
+           fmt_x(b[0], 48, x_py[0].med, " faster (want >= 3x)"));
+    printf("  %s  %-38s %s\n", verdict(x_floor[0].med, 1.5, false),
+           "round trip median vs ping-pong floor",
+           fmt_x(b[0], 48, x_floor[0].med, " the floor (want <= 1.5x)"));
+    if (quick)
+        printf("(--quick: verdicts are meaningless at these sizes)\n");
+
+    free(pr);
+    free(cr);
+    free(samples);
+    free(in);
+    free(fs);
+    return pst == PEER_FAILED ? 1 : 0;
+}
