@@ -98,26 +98,10 @@ static inline void cf__cpu_relax(void)
 int64_t cf__spin_ns(void);
 
 /* Spins until pred(arg) holds or the spin budget is spent; returns the
- * last pred value. */
-static inline bool cf__spin_until(bool (*pred)(void *), void *arg)
-{
-    int64_t budget = cf__spin_ns();
-    if (budget <= 0)
-        return pred(arg);
-    int64_t end = 0;
-    for (unsigned i = 0;; i++) {
-        if (pred(arg))
-            return true;
-        if ((i & 15) == 0) {
-            int64_t now = cf__now_ns();
-            if (end == 0)
-                end = now + budget;
-            else if (now >= end)
-                return false;
-        }
-        cf__cpu_relax();
-    }
-}
+ * last pred value.  After the first microsecond it yields the CPU between
+ * checks: when the thread we wait for shares our CPU (a loaded machine),
+ * pure spinning would only delay it. */
+bool cf__spin_until(bool (*pred)(void *), void *arg);
 
 /* ---- processes and threads -------------------------------------------- */
 
@@ -230,6 +214,7 @@ struct cf_future {
     /* Owned by the engine that holds the future in a queue: */
     cf__qnode qnode;
     bool has_call;
+    bool pooled;           /* allocated in future.c's block size */
     cf_call call;
     unsigned char inline_result[CF__INLINE_RESULT];
     /* trailing: copied arguments (cf_value[nargs]) then their bytes */

@@ -96,14 +96,35 @@ int64_t cf__spin_ns(void)
         /* Spinning only helps when another CPU can make progress meanwhile;
          * a few microseconds covers a wake-up we would otherwise pay for
          * with two system calls. */
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        s = n > 1 ? 5000 : 0;
+        s = cf_usable_cpus() > 1 ? 5000 : 0;
         const char *env = getenv("CF_SPIN_NS");
         if (env && *env)
             s = atoll(env) < 0 ? 0 : atoll(env);
         atomic_store_explicit(&spin_ns, s, memory_order_relaxed);
     }
     return s;
+}
+
+bool cf__spin_until(bool (*pred)(void *), void *arg)
+{
+    int64_t budget = cf__spin_ns();
+    if (budget <= 0)
+        return pred(arg);
+    int64_t start = 0;
+    for (unsigned i = 0;; i++) {
+        if (pred(arg))
+            return true;
+        if ((i & 15) == 0) {
+            int64_t now = cf__now_ns();
+            if (start == 0)
+                start = now;
+            else if (now - start >= budget)
+                return false;
+            else if (now - start >= 1000)
+                sched_yield();
+        }
+        cf__cpu_relax();
+    }
 }
 
 /* ---- CPU count ------------------------------------------------------- */
