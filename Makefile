@@ -1,7 +1,9 @@
 # Convenience front end over CMake.  Quick start on a fresh Debian 12 (root):
 #     make demo    installs build dependencies, builds, runs the demo tour
 #     make test    installs dependencies, builds and runs every test three
-#                  times: plain, AddressSanitizer+UBSan, ThreadSanitizer
+#                  times: plain (gcc), AddressSanitizer+UBSan, ThreadSanitizer;
+#                  and builds everything with clang -Werror and runs the
+#                  unit tests there too
 # Other targets: build, bench, install (PREFIX=/usr/local), clean.
 
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
@@ -11,10 +13,10 @@ CTEST    ?= ctest
 CTEST_ARGS ?= --output-on-failure -j $(JOBS)
 
 # Debian packages the build, tests, examples, demo and benchmarks use.
-DEBS := build-essential cmake pkg-config libcmocka-dev libgmp-dev \
-        libsqlite3-dev libssl-dev python3
+DEBS := build-essential clang cmake pkg-config libcmocka-dev libgmp-dev \
+        libsqlite3-dev libssl-dev python3 gdb
 
-.PHONY: all deps build demo test test-plain test-asan test-tsan bench install clean
+.PHONY: all deps build demo test test-plain test-clang test-asan test-tsan bench install clean
 
 all: build
 
@@ -44,6 +46,12 @@ test-plain: deps
 	$(CMAKE) --build build -j $(JOBS)
 	cd build && $(CTEST) $(CTEST_ARGS)
 
+# The same code must build warning-free with clang, and pass there too.
+test-clang: deps
+	CC=clang $(CMAKE) -S . -B build-clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCF_BUILD_BENCH=OFF
+	$(CMAKE) --build build-clang -j $(JOBS)
+	cd build-clang && $(CTEST) $(CTEST_ARGS) -L unit
+
 # Sanitizer builds: tests and examples only (no benchmarks), longer watchdog.
 test-asan: deps
 	$(CMAKE) -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCF_SANITIZE=address,undefined -DCF_BUILD_BENCH=OFF
@@ -57,8 +65,8 @@ test-tsan: deps
 	cd build-tsan && CF_TEST_TIMEOUT_SCALE=5 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	  $(CTEST) $(CTEST_ARGS)
 
-test: test-plain test-asan test-tsan
-	@echo "all test builds passed (plain, asan+ubsan, tsan)"
+test: test-plain test-clang test-asan test-tsan
+	@echo "all test builds passed (gcc, clang, asan+ubsan, tsan)"
 
 bench: build
 	./build/bench/bench_thread
@@ -67,4 +75,4 @@ install: build
 	$(CMAKE) --install build --prefix $(PREFIX)
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-clang build-asan build-tsan

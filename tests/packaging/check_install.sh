@@ -1,0 +1,30 @@
+#!/bin/sh
+# Installs the built tree into a temporary prefix and builds a consumer
+# with pkg-config and with find_package(cfutures); each must print 144.
+# Usage: check_install.sh <build-dir> <this-dir>
+set -eu
+build=$1
+here=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
+libdir=$(dirname "$(find "$tmp/prefix" -name cfutures.pc | head -n1)")
+libdir=$(dirname "$libdir")
+
+export PKG_CONFIG_PATH="$libdir/pkgconfig"
+cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags cfutures) \
+   "$here/consumer.c" -o "$tmp/pc_shared" $(pkg-config --libs cfutures)
+out=$(LD_LIBRARY_PATH="$libdir" "$tmp/pc_shared")
+[ "$out" = 144 ] || { echo "pkg-config shared consumer printed '$out'"; exit 1; }
+cc -std=c11 $(pkg-config --cflags cfutures) "$here/consumer.c" -o "$tmp/pc_static" \
+   "$libdir/libcfutures.a" $(pkg-config --libs-only-other --static cfutures) -lpthread -lm
+out=$("$tmp/pc_static")
+[ "$out" = 144 ] || { echo "pkg-config static consumer printed '$out'"; exit 1; }
+
+cmake -S "$here" -B "$tmp/consumer" -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null
+cmake --build "$tmp/consumer" >/dev/null
+for exe in consumer_shared consumer_static; do
+  out=$(LD_LIBRARY_PATH="$libdir" "$tmp/consumer/$exe")
+  [ "$out" = 144 ] || { echo "find_package $exe printed '$out'"; exit 1; }
+done
+echo "install, pkg-config and find_package consumers: ok"
