@@ -645,9 +645,12 @@ int cf_as_completed(cf_future *const *fs, size_t n, double timeout,
  * freed):
  *   CF_OK         *out = a done future;
  *   CF_EDONE      every future has been yielded;
- *   CF_ETIMEDOUT  the timeout passed; the message says "N (of M) futures
- *                 unfinished".  Later calls keep returning CF_ETIMEDOUT
- *                 until the remaining futures are done;
+ *   CF_ETIMEDOUT  the timeout passed and no completed future is waiting
+ *                 to be yielded; the message says "N (of M) futures
+ *                 unfinished".  Unlike Python's generator, which ends at
+ *                 the timeout, later calls still yield futures that have
+ *                 completed since (without waiting), and return
+ *                 CF_ETIMEDOUT again when none is ready;
  *   CF_EINVAL     NULL arguments.
  * One thread at a time per iterator. */
 int cf_as_completed_next(cf_as_completed_iter *it, cf_future **out);
