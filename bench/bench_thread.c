@@ -6,8 +6,14 @@
  *
  * Workloads (the task returns its int64 argument + 1):
  *   submit+collect  N cf_submit() calls, then cf_future_result() on each
- *                   future in order and cf_future_release(); tasks/s.  On a
- *                   default-sized pool (CF_AUTO) and on max_workers = 2.
+ *                   future in order and cf_future_release(); tasks/s.  All
+ *                   N futures are in flight at once.  On a default-sized
+ *                   pool (CF_AUTO) and on max_workers = 2.
+ *   batched         the same N tasks on a default-sized pool, BATCH (4096)
+ *                   at a time: submit a batch, collect and release it in
+ *                   order, then the next batch; tasks/s.  At most BATCH
+ *                   futures are alive at once, so their memory is reused
+ *                   from one batch to the next.
  *   map             cf_map() over an array of N CF_I64 values, then every
  *                   result through cf_map_next(); tasks/s.
  *   round trip      M times: submit one task, wait for its result, release
@@ -43,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,6 +59,13 @@
 #endif
 
 #define MAX_ROUNDS 99
+
+/* Futures in flight per batch in the batched submit+collect workload (the
+ * peer gets the same size through --batch). */
+#define BATCH 4096
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#define BATCH_LABEL "submit+collect, batches of " STR(BATCH) ", default pool"
 
 /* ------------------------------------------------------------------------
  * Small helpers
@@ -183,10 +197,20 @@ static void warm_up(cf_executor *ex, cf_future **fs, size_t count)
     }
 }
 
+/* Minor page faults of the whole process (all threads) so far. */
+static double minor_faults(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return NAN;
+    return (double)ru.ru_minflt;
+}
+
 typedef struct tput {
     double rate;     /* tasks per second, whole workload */
     double submit_s; /* time spent in the submit phase (0 for map) */
     double total_s;
+    double faults;   /* minor page faults per 1000 tasks, timed part */
 } tput;
 
 static tput bench_submit_collect(int max_workers, size_t n, size_t warm,
@@ -195,6 +219,7 @@ static tput bench_submit_collect(int max_workers, size_t n, size_t warm,
     cf_executor *ex = new_pool(max_workers);
     warm_up(ex, fs, warm < n ? warm : n);
 
+    double pf0 = minor_faults();
     uint64_t t0 = now_ns();
     for (size_t i = 0; i < n; i++)
         CHECK(cf_submit(ex, inc_task, CF_ARGS(cf_i64((int64_t)i)), &fs[i]));
@@ -207,10 +232,48 @@ static tput bench_submit_collect(int max_workers, size_t n, size_t warm,
         CHECK(cf_future_release(fs[i]));
     }
     uint64_t t2 = now_ns();
+    double pf1 = minor_faults();
 
     CHECK(cf_executor_destroy(ex));
     tput t = {(double)n / ((double)(t2 - t0) / 1e9), (double)(t1 - t0) / 1e9,
-              (double)(t2 - t0) / 1e9};
+              (double)(t2 - t0) / 1e9, (pf1 - pf0) * 1000.0 / (double)n};
+    return t;
+}
+
+/* submit+collect in batches of at most `batch` futures: submit a batch,
+ * collect and release it in order, then the next one. */
+static tput bench_submit_collect_batched(int max_workers, size_t n,
+                                         size_t batch, size_t warm,
+                                         cf_future **fs)
+{
+    cf_executor *ex = new_pool(max_workers);
+    warm_up(ex, fs, warm < n ? warm : n);
+
+    uint64_t submit_ns = 0;
+    double pf0 = minor_faults();
+    uint64_t t0 = now_ns();
+    for (size_t start = 0; start < n; start += batch) {
+        size_t count = n - start < batch ? n - start : batch;
+        uint64_t s0 = now_ns();
+        for (size_t j = 0; j < count; j++)
+            CHECK(cf_submit(ex, inc_task,
+                            CF_ARGS(cf_i64((int64_t)(start + j))), &fs[j]));
+        submit_ns += now_ns() - s0;
+        for (size_t j = 0; j < count; j++) {
+            int64_t r = 0;
+            CHECK(cf_future_result_i64(fs[j], CF_FOREVER, &r));
+            if (r != (int64_t)(start + j) + 1)
+                die("batched submit: task %zu returned %" PRId64, start + j,
+                    r);
+            CHECK(cf_future_release(fs[j]));
+        }
+    }
+    uint64_t t1 = now_ns();
+    double pf1 = minor_faults();
+
+    CHECK(cf_executor_destroy(ex));
+    tput t = {(double)n / ((double)(t1 - t0) / 1e9), (double)submit_ns / 1e9,
+              (double)(t1 - t0) / 1e9, (pf1 - pf0) * 1000.0 / (double)n};
     return t;
 }
 
@@ -222,6 +285,7 @@ static tput bench_map(size_t n, size_t warm, cf_future **fs, cf_value *in)
         in[i] = cf_i64((int64_t)i);
     cf_map_input input = cf_input_array(in, n);
 
+    double pf0 = minor_faults();
     uint64_t t0 = now_ns();
     cf_map_iter *it = NULL;
     CHECK(cf_map(ex, inc_task, &input, 1, NULL, &it));
@@ -237,10 +301,11 @@ static tput bench_map(size_t n, size_t warm, cf_future **fs, cf_value *in)
             cf_err_name(rc));
     cf_map_close(it);
     uint64_t t1 = now_ns();
+    double pf1 = minor_faults();
 
     CHECK(cf_executor_destroy(ex));
     tput t = {(double)n / ((double)(t1 - t0) / 1e9), 0,
-              (double)(t1 - t0) / 1e9};
+              (double)(t1 - t0) / 1e9, (pf1 - pf0) * 1000.0 / (double)n};
     return t;
 }
 
@@ -410,9 +475,9 @@ static lat_stats bench_spinpong(size_t m, size_t warm, double *samples)
  * The CPython peer
  * ---------------------------------------------------------------------- */
 
-enum { T_SUBMIT_AUTO, T_SUBMIT_W2, T_MAP_AUTO, T_COUNT };
-static const char *const tput_key[T_COUNT] = {"submit_auto", "submit_w2",
-                                              "map_auto"};
+enum { T_SUBMIT_AUTO, T_BATCH_AUTO, T_SUBMIT_W2, T_MAP_AUTO, T_COUNT };
+static const char *const tput_key[T_COUNT] = {"submit_auto", "batch_auto",
+                                              "submit_w2", "map_auto"};
 
 typedef struct peer_round {
     tput t[T_COUNT];
@@ -503,7 +568,8 @@ static peer_status run_peer(size_t n, size_t m, size_t warm, peer_info *info,
     strncat(cmd, " ", sizeof cmd - strlen(cmd) - 1);
     shell_quote(cmd, sizeof cmd, peer_script());
     char tail[128];
-    snprintf(tail, sizeof tail, " --n %zu --m %zu --warmup %zu", n, m, warm);
+    snprintf(tail, sizeof tail, " --n %zu --m %zu --warmup %zu --batch %d", n,
+             m, warm, BATCH);
     strncat(cmd, tail, sizeof cmd - strlen(cmd) - 1);
 
     memset(out, 0, sizeof *out);
@@ -753,9 +819,12 @@ int main(int argc, char **argv)
     signal(SIGALRM, on_watchdog);
     for (size_t r = 0; r < rounds; r++) {
         c_round *c = &cr[r];
-        phase("submit+collect, default pool", 1);
+        phase("submit+collect, default pool, all N in flight", 1);
         c->t[T_SUBMIT_AUTO] = bench_submit_collect(CF_AUTO, n, warm, fs);
-        phase("submit+collect, 2 workers", 1);
+        phase(BATCH_LABEL, 1);
+        c->t[T_BATCH_AUTO] =
+            bench_submit_collect_batched(CF_AUTO, n, BATCH, warm, fs);
+        phase("submit+collect, 2 workers, all N in flight", 1);
         c->t[T_SUBMIT_W2] = bench_submit_collect(2, n, warm, fs);
         phase("map, default pool", 1);
         c->t[T_MAP_AUTO] = bench_map(n, warm, fs, in);
@@ -774,22 +843,24 @@ int main(int argc, char **argv)
                 peer_rounds++;
         }
         if (verbose) {
-            char b[5][32];
-            printf("round %zu: cfutures submit %s / w2 %s / map %s, rtt "
-                   "median %s, floor median %s\n",
+            char b[6][32];
+            printf("round %zu: cfutures submit %s / batched %s / w2 %s / map "
+                   "%s, rtt median %s, floor median %s\n",
                    r + 1, fmt_rate(b[0], 32, c->t[T_SUBMIT_AUTO].rate),
-                   fmt_rate(b[1], 32, c->t[T_SUBMIT_W2].rate),
-                   fmt_rate(b[2], 32, c->t[T_MAP_AUTO].rate),
-                   fmt_us(b[3], 32, c->rtt.median_us),
-                   fmt_us(b[4], 32, c->floor.median_us));
+                   fmt_rate(b[1], 32, c->t[T_BATCH_AUTO].rate),
+                   fmt_rate(b[2], 32, c->t[T_SUBMIT_W2].rate),
+                   fmt_rate(b[3], 32, c->t[T_MAP_AUTO].rate),
+                   fmt_us(b[4], 32, c->rtt.median_us),
+                   fmt_us(b[5], 32, c->floor.median_us));
             if (pst == PEER_OK) {
                 peer_round *p = &pr[peer_rounds - 1];
-                printf("         CPython  submit %s / w2 %s / map %s, rtt "
-                       "median %s\n",
+                printf("         CPython  submit %s / batched %s / w2 %s / "
+                       "map %s, rtt median %s\n",
                        fmt_rate(b[0], 32, p->t[T_SUBMIT_AUTO].rate),
-                       fmt_rate(b[1], 32, p->t[T_SUBMIT_W2].rate),
-                       fmt_rate(b[2], 32, p->t[T_MAP_AUTO].rate),
-                       fmt_us(b[3], 32, p->rtt.median_us));
+                       fmt_rate(b[1], 32, p->t[T_BATCH_AUTO].rate),
+                       fmt_rate(b[2], 32, p->t[T_SUBMIT_W2].rate),
+                       fmt_rate(b[3], 32, p->t[T_MAP_AUTO].rate),
+                       fmt_us(b[4], 32, p->rtt.median_us));
             }
             fflush(stdout);
         }
@@ -803,7 +874,7 @@ int main(int argc, char **argv)
      * load) and then the median over the rounds is shown. */
     double v[MAX_ROUNDS], w[MAX_ROUNDS];
     summary c_rate[T_COUNT], p_rate[T_COUNT], x_rate[T_COUNT];
-    double c_sub[T_COUNT], p_sub[T_COUNT];
+    double c_sub[T_COUNT], p_sub[T_COUNT], c_pf[T_COUNT];
     for (int k = 0; k < T_COUNT; k++) {
         for (size_t r = 0; r < rounds; r++) {
             v[r] = cr[r].t[k].rate;
@@ -811,6 +882,9 @@ int main(int argc, char **argv)
         }
         c_rate[k] = summarize(v, rounds);
         c_sub[k] = summarize(w, rounds).med;
+        for (size_t r = 0; r < rounds; r++)
+            w[r] = cr[r].t[k].faults;
+        c_pf[k] = summarize(w, rounds).med;
         for (size_t r = 0; r < peer_rounds; r++) {
             v[r] = pr[r].t[k].rate;
             w[r] = pr[r].t[k].submit_s / pr[r].t[k].total_s;
@@ -860,19 +934,20 @@ int main(int argc, char **argv)
            rounds, rounds == 1 ? "" : "s");
 
     static const char *const tput_label[T_COUNT] = {
-        "submit+collect, default pool", "submit+collect, 2 workers",
-        "map, default pool"};
-    printf("%-30s %11s %-23s %11s %10s\n", "throughput (tasks/s)", "cfutures",
+        "submit+collect, default pool, all N in flight",
+        BATCH_LABEL,
+        "submit+collect, 2 workers, all N in flight", "map, default pool"};
+    printf("%-46s %11s %-25s %11s %10s\n", "throughput (tasks/s)", "cfutures",
            "  [min..max]", "CPython", "cf/CPython");
     for (int k = 0; k < T_COUNT; k++) {
         snprintf(range, sizeof range, "  [%s..%s]",
                  fmt_rate(b[1], 48, c_rate[k].lo), fmt_rate(b[2], 48, c_rate[k].hi));
-        printf("%-30s %11s %-23s %11s %10s\n", tput_label[k],
+        printf("%-46s %11s %-25s %11s %10s\n", tput_label[k],
                fmt_rate(b[0], 48, c_rate[k].med), range,
                fmt_rate(b[3], 48, p_rate[k].med),
                fmt_x(b[4], 48, x_rate[k].med, ""));
     }
-    printf("\n%-30s %11s %-23s %11s %10s %9s\n", "latency (one task)",
+    printf("\n%-46s %11s %-25s %11s %10s %9s\n", "latency (one task)",
            "cfutures", "  [min..max]", "CPython", "CPython/cf", "cf/floor");
     static const char *const lat_label[3] = {"median", "mean", "p99"};
     for (int k = 0; k < 3; k++) {
@@ -880,7 +955,7 @@ int main(int argc, char **argv)
         snprintf(label, sizeof label, "round trip %s", lat_label[k]);
         snprintf(range, sizeof range, "  [%s..%s]",
                  fmt_us(b[1], 48, c_rtt[k].lo), fmt_us(b[2], 48, c_rtt[k].hi));
-        printf("%-30s %11s %-23s %11s %10s %9s\n", label,
+        printf("%-46s %11s %-25s %11s %10s %9s\n", label,
                fmt_us(b[0], 48, c_rtt[k].med), range,
                fmt_us(b[3], 48, p_rtt[k].med), fmt_x(b[4], 48, x_py[k].med, ""),
                fmt_x(b[5], 48, x_floor[k].med, ""));
@@ -890,35 +965,42 @@ int main(int argc, char **argv)
         snprintf(label, sizeof label, "ping-pong floor %s", lat_label[k]);
         snprintf(range, sizeof range, "  [%s..%s]",
                  fmt_us(b[1], 48, c_floor[k].lo), fmt_us(b[2], 48, c_floor[k].hi));
-        printf("%-30s %11s %s\n", label, fmt_us(b[0], 48, c_floor[k].med), range);
+        printf("%-46s %11s %s\n", label, fmt_us(b[0], 48, c_floor[k].med), range);
     }
     snprintf(range, sizeof range, "  [%s..%s]",
              fmt_us(b[1], 48, c_spin[0].lo), fmt_us(b[2], 48, c_spin[0].hi));
-    printf("%-30s %11s %-23s (reference: spinning, nobody sleeps)\n",
+    printf("%-46s %11s %-25s (reference: spinning, nobody sleeps)\n",
            "spin ping-pong median", fmt_us(b[0], 48, c_spin[0].med), range);
     snprintf(range, sizeof range, "  [%s..%s]",
              fmt_x(b[1], 48, x_floor[0].lo, ""), fmt_x(b[2], 48, x_floor[0].hi, ""));
-    printf("%-30s %11s %s\n", "cf/floor per round, median",
+    printf("%-46s %11s %s\n", "cf/floor per round, median",
            fmt_x(b[0], 48, x_floor[0].med, ""), range);
 
-    printf("\nsubmit phase share of submit+collect time (default pool / 2 "
-           "workers): cfutures %.0f%% / %.0f%%",
-           100 * c_sub[T_SUBMIT_AUTO], 100 * c_sub[T_SUBMIT_W2]);
+    printf("\nsubmit phase share of submit+collect time (default pool all N "
+           "in flight / batches of " STR(BATCH) " / 2 workers all N in flight):\n"
+           "  cfutures %.0f%% / %.0f%% / %.0f%%",
+           100 * c_sub[T_SUBMIT_AUTO], 100 * c_sub[T_BATCH_AUTO],
+           100 * c_sub[T_SUBMIT_W2]);
     if (peer_rounds)
-        printf(", CPython %.0f%% / %.0f%%", 100 * p_sub[T_SUBMIT_AUTO],
+        printf(", CPython %.0f%% / %.0f%% / %.0f%%",
+               100 * p_sub[T_SUBMIT_AUTO], 100 * p_sub[T_BATCH_AUTO],
                100 * p_sub[T_SUBMIT_W2]);
     printf("\n");
+    printf("minor page faults per 1000 tasks, cfutures (same four rows): "
+           "%.1f / %.1f / %.1f / %.1f\n",
+           c_pf[T_SUBMIT_AUTO], c_pf[T_BATCH_AUTO], c_pf[T_SUBMIT_W2],
+           c_pf[T_MAP_AUTO]);
 
     /* --- targets ------------------------------------------------------ */
     printf("\ntargets (median over rounds of the per-round ratio):\n");
     for (int k = 0; k < T_COUNT; k++)
-        printf("  %s  %-38s %s\n", verdict(x_rate[k].med, 50.0, true),
+        printf("  %s  %-46s %s\n", verdict(x_rate[k].med, 50.0, true),
                tput_label[k],
                fmt_x(b[0], 48, x_rate[k].med, " CPython (want >= 50x)"));
-    printf("  %s  %-38s %s\n", verdict(x_py[0].med, 3.0, true),
+    printf("  %s  %-46s %s\n", verdict(x_py[0].med, 3.0, true),
            "round trip median vs CPython",
            fmt_x(b[0], 48, x_py[0].med, " faster (want >= 3x)"));
-    printf("  %s  %-38s %s\n", verdict(x_floor[0].med, 1.5, false),
+    printf("  %s  %-46s %s\n", verdict(x_floor[0].med, 1.5, false),
            "round trip median vs ping-pong floor",
            fmt_x(b[0], 48, x_floor[0].med, " the floor (want <= 1.5x)"));
     if (quick)

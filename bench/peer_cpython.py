@@ -3,8 +3,12 @@
 same workloads as the C side.
 
     submit_auto  submit N tiny tasks to a default-sized pool, then call
-                 result() on each future in order (tasks/s)
-    submit_w2    the same with max_workers=2
+                 result() on each future in order (tasks/s); all N futures
+                 are in flight at once
+    batch_auto   the same N tasks on a default-sized pool, --batch (4096)
+                 at a time: submit a batch, call result() on each of its
+                 futures in order, then the next batch (tasks/s)
+    submit_w2    the same as submit_auto with max_workers=2
     map_auto     list(ex.map(inc, xs)) over a prebuilt list of N ints (tasks/s)
     rtt          M one-at-a-time round trips: submit(inc, j).result()
                  (median / mean / p99 in microseconds)
@@ -15,7 +19,7 @@ bench_thread can read it through popen().  Every line is self-contained; the
 last line is {"done": true}.  Runs one round per invocation (bench_thread
 interleaves its own rounds with calls to this script); --rounds runs more.
 
-Standalone use:  python3 bench/peer_cpython.py --n 20000 --m 5000
+Standalone use:  python3 bench/peer_cpython.py --n 20000 --m 5000 --batch 4096
 """
 
 import argparse
@@ -61,6 +65,24 @@ def submit_collect(max_workers, n, warm):
         del fs
         t2 = time.perf_counter()
     return t1 - t0, t2 - t0
+
+
+def submit_collect_batched(max_workers, n, batch, warm):
+    with ThreadPoolExecutor(max_workers=max_workers) as ex:
+        warm_up(ex, warm)
+        pc = time.perf_counter
+        sub = 0.0
+        t0 = pc()
+        for start in range(0, n, batch):
+            s0 = pc()
+            fs = [ex.submit(inc, i) for i in range(start, min(n, start + batch))]
+            sub += pc() - s0
+            for i, f in enumerate(fs, start):
+                if f.result() != i + 1:
+                    fail("batched submit: wrong result for %d" % i)
+            del fs
+        t2 = pc()
+    return sub, t2 - t0
 
 
 def map_all(n, warm):
@@ -121,9 +143,11 @@ def main():
     ap.add_argument("--n", type=int, default=20000, help="tasks per throughput run")
     ap.add_argument("--m", type=int, default=5000, help="round trips")
     ap.add_argument("--warmup", type=int, default=200, help="warm-up tasks per pool")
+    ap.add_argument("--batch", type=int, default=4096,
+                    help="futures in flight per batch (batch_auto)")
     ap.add_argument("--rounds", type=int, default=1)
     a = ap.parse_args()
-    if a.n < 1 or a.m < 1 or a.rounds < 1 or a.warmup < 0:
+    if a.n < 1 or a.m < 1 or a.rounds < 1 or a.warmup < 0 or a.batch < 1:
         fail("bad arguments")
 
     try:
@@ -136,10 +160,17 @@ def main():
           "switchinterval_s": sys.getswitchinterval()})
 
     for rnd in range(a.rounds):
-        for name, workers in (("submit_auto", None), ("submit_w2", 2)):
-            sub, tot = submit_collect(workers, a.n, min(a.n, a.warmup))
-            emit({"metric": name, "round": rnd, "n": a.n, "seconds": tot,
-                  "submit_seconds": sub, "rate": a.n / tot})
+        warm = min(a.n, a.warmup)
+        sub, tot = submit_collect(None, a.n, warm)
+        emit({"metric": "submit_auto", "round": rnd, "n": a.n, "seconds": tot,
+              "submit_seconds": sub, "rate": a.n / tot})
+        sub, tot = submit_collect_batched(None, a.n, a.batch, warm)
+        emit({"metric": "batch_auto", "round": rnd, "n": a.n,
+              "batch": a.batch, "seconds": tot, "submit_seconds": sub,
+              "rate": a.n / tot})
+        sub, tot = submit_collect(2, a.n, warm)
+        emit({"metric": "submit_w2", "round": rnd, "n": a.n, "seconds": tot,
+              "submit_seconds": sub, "rate": a.n / tot})
         tot = map_all(a.n, min(a.n, a.warmup))
         emit({"metric": "map_auto", "round": rnd, "n": a.n, "seconds": tot,
               "rate": a.n / tot})
