@@ -346,20 +346,22 @@ cf_future *cf_future_retain(cf_future *f);
  * memory has not been reused; under AddressSanitizer always). */
 int cf_future_release(cf_future *f);
 
-/* Current state.  A snapshot: it may change as soon as it is read. */
+/* Current state.  A snapshot: it may change as soon as it is read.  There
+ * is no error value: NULL reads as CF_PENDING, so check pointers first. */
 cf_state cf_future_state(const cf_future *f);
 
-/* True if cancelled (CANCELLED or CANCELLED_AND_NOTIFIED). */
+/* True if cancelled (CANCELLED or CANCELLED_AND_NOTIFIED).  NULL: false. */
 bool cf_future_cancelled(const cf_future *f);
-/* True if currently running. */
+/* True if currently running.  NULL: false. */
 bool cf_future_running(const cf_future *f);
-/* True if finished (with a result or a failure) or cancelled. */
+/* True if finished (with a result or a failure) or cancelled.  NULL:
+ * false. */
 bool cf_future_done(const cf_future *f);
 
 /* Attempts to cancel.  Returns true if the future is now cancelled (it was
  * pending, or already cancelled); false if it is running or finished.  On
  * success, waiters wake and done-callbacks run in the calling thread before
- * it returns.  Never blocks on the task. */
+ * it returns.  Never blocks on the task.  NULL: false. */
 bool cf_future_cancel(cf_future *f);
 
 /* Waits up to `timeout` for the future and returns its outcome:
@@ -559,8 +561,9 @@ typedef struct cf_map_options {
      * the thread pool accepts and ignores it, as CPython does. */
     int chunksize;
     /* 0 (default): read every input now, as CPython does, and submit all
-     * calls.  N > 0: read inputs lazily and keep at most N calls submitted
-     * and not yet collected (Python 3.14's buffersize), so an endless or
+     * calls.  N > 0: read inputs lazily (Python 3.14's buffersize): N calls
+     * are submitted up front and each cf_map_next() submits one more before
+     * it waits, so at most N + 1 calls are outstanding and an endless or
      * huge generator runs in constant memory. */
     size_t buffersize;
 } cf_map_options;

@@ -9,7 +9,7 @@
  *                                                        ▼ (callbacks run here)
  *
  * Locks and what they guard (order: submit_lock -> pop_lock -> idle_lock;
- * never two at once except submit_lock with pop_lock in initializer_failed):
+ * no path holds two of them at once today):
  * - submit_lock: `nthreads`, `workers`, `broken_msg`, and every write of
  *   `shutdown`/`broken`.  Taken by submitters and shutdown only, never by a
  *   worker on its hot path, so submitters do not wait on preempted workers.
