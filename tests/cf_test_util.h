@@ -101,12 +101,13 @@ static inline void blocker_release(blocker *b)
     cf_test_event_set(&b->go);
 }
 
-/* Waits until at least n tasks have started; false on timeout (scaled). */
-static inline bool blocker_wait_started(blocker *b, int n, double timeout)
+/* Waits until *counter (guarded by b->mu) reaches n; false on timeout
+ * (scaled). */
+static inline bool blocker_wait_count(blocker *b, const int *counter, int n, double timeout)
 {
     double end = cf_test_now() + timeout * cf_test_scale();
     pthread_mutex_lock(&b->mu);
-    while (b->started < n && cf_test_now() < end) {
+    while (*counter < n && cf_test_now() < end) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += 10 * 1000 * 1000;
@@ -116,28 +117,21 @@ static inline bool blocker_wait_started(blocker *b, int n, double timeout)
         }
         pthread_cond_timedwait(&b->cv, &b->mu, &ts);
     }
-    bool ok = b->started >= n;
+    bool ok = *counter >= n;
     pthread_mutex_unlock(&b->mu);
     return ok;
 }
 
+/* Waits until at least n tasks have started; false on timeout (scaled). */
+static inline bool blocker_wait_started(blocker *b, int n, double timeout)
+{
+    return blocker_wait_count(b, &b->started, n, timeout);
+}
+
+/* Waits until at least n tasks have finished; false on timeout (scaled). */
 static inline bool blocker_wait_finished(blocker *b, int n, double timeout)
 {
-    double end = cf_test_now() + timeout * cf_test_scale();
-    pthread_mutex_lock(&b->mu);
-    while (b->finished < n && cf_test_now() < end) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 10 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&b->cv, &b->mu, &ts);
-    }
-    bool ok = b->finished >= n;
-    pthread_mutex_unlock(&b->mu);
-    return ok;
+    return blocker_wait_count(b, &b->finished, n, timeout);
 }
 
 static inline int blocker_get(blocker *b, const int *field)
