@@ -412,13 +412,15 @@ int cf_future_set_running_or_notify_cancel(cf_future *f);
 
 /* Completes the future with a copy of `v` (NULL means CF_NONE).  Waiters
  * wake and callbacks run in the calling thread.  Returns CF_OK,
- * CF_EINVALSTATE if it is already finished or cancelled (nothing changes),
- * CF_ENOMEM / CF_ETOOBIG if the copy could not be made (nothing changes). */
+ * CF_EINVALSTATE if it is already finished or cancelled, or if it is a
+ * submitted future that an executor is running (the executor completes
+ * it), CF_ENOMEM / CF_ETOOBIG if the copy could not be made; in every
+ * error case nothing changes. */
 int cf_future_set_result(cf_future *f, const cf_value *v);
 
 /* Completes the future with a failure built from `code`, `type` (NULL
- * means "Exception") and `message` (NULL means "").  Same returns as
- * cf_future_set_result(). */
+ * means "Exception") and `message` (NULL means "").  Same returns and
+ * rules as cf_future_set_result(). */
 int cf_future_set_exception(cf_future *f, int code, const char *type,
                             const char *message);
 

@@ -71,6 +71,14 @@ CF__API void cf_set_log_hook(cf_log_fn *fn, void *arg)
     cf__lock_release(&hook_lock);
 }
 
+void cf__log_lock_for_fork(bool lock)
+{
+    if (lock)
+        cf__lock_acquire(&hook_lock);
+    else
+        cf__lock_release(&hook_lock);
+}
+
 void cf__log(const char *fmt, ...)
 {
     char line[512];

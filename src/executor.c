@@ -36,13 +36,20 @@ static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static cf_executor *registry_head; /* guarded by registry_mu */
 static pthread_once_t runtime_once = PTHREAD_ONCE_INIT;
 
+/* The process-wide locks (the registry and the log hook) are taken
+ * around fork(), so the child never inherits one held by a thread that
+ * does not exist there.  Per-object locks (a future's, a pool's) are not:
+ * a child must not use futures or executors that parent threads were
+ * working on (see cf_submit's CF_EBROKEN for inherited executors). */
 static void atfork_prepare(void)
 {
     pthread_mutex_lock(&registry_mu);
+    cf__log_lock_for_fork(true);
 }
 
 static void atfork_parent(void)
 {
+    cf__log_lock_for_fork(false);
     pthread_mutex_unlock(&registry_mu);
 }
 
@@ -50,6 +57,7 @@ static void atfork_child(void)
 {
     /* Only this thread exists now; re-create the mutex rather than unlock
      * it, which keeps the child independent of how it was held. */
+    cf__log_lock_for_fork(false);
     pthread_mutex_init(&registry_mu, NULL);
     atomic_fetch_add_explicit(&cf__fork_generation, 1, memory_order_relaxed);
 }
@@ -63,13 +71,22 @@ static void exit_handler(void)
     for (cf_executor *ex = registry_head; ex; ex = ex->reg_next)
         n++;
     cf_executor **list = n ? malloc(n * sizeof *list) : NULL;
+    if (n && !list)
+        cf__log("exit: out of memory; not waiting for the calls of %zu executor(s)", n);
     size_t k = 0;
     for (cf_executor *ex = registry_head; ex && list; ex = ex->reg_next) {
         if (cf__executor_inherited(ex) || atomic_load(&ex->destroyed))
             continue;
         if (ex->engine->is_worker(ex))
             continue; /* exit() was called from this pool's task */
-        atomic_fetch_add(&ex->refs, 1);
+        /* Take a reference only while one still exists: the owner may be
+         * dropping the last one right now (it then waits for registry_mu
+         * to unlink the executor, and frees it after we let go). */
+        uint32_t r = atomic_load(&ex->refs);
+        while (r != 0 && !atomic_compare_exchange_weak(&ex->refs, &r, r + 1))
+            ;
+        if (r == 0)
+            continue;
         list[k++] = ex;
     }
     pthread_mutex_unlock(&registry_mu);

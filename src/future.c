@@ -403,6 +403,11 @@ static int finish(cf_future *f, int status, const cf_value *result, void *heap,
         return cf__fail(CF_EINVALSTATE, "%s: future is already %s", who,
                         cf_state_name((cf_state)s));
     }
+    if (s == CF_RUNNING && f->has_call) {
+        cf__lock_release(&f->lock);
+        return cf__fail(CF_EINVALSTATE, "%s: the future is running on an executor, which "
+                                        "completes it", who);
+    }
     f->status = status;
     if (result)
         f->result = *result;
@@ -428,6 +433,11 @@ CF__API int cf_future_set_result(cf_future *f, const cf_value *v)
         cf__lock_release(&f->lock);
         return cf__fail(CF_EINVALSTATE, "set_result: future is already %s",
                         cf_state_name((cf_state)s));
+    }
+    if (s == CF_RUNNING && f->has_call) {
+        cf__lock_release(&f->lock);
+        return cf__fail(CF_EINVALSTATE, "set_result: the future is running on an executor, "
+                                        "which completes it");
     }
     /* We win the completion, so the future's result slots are ours to
      * fill; on ENOMEM nothing has changed and the future stays as it was. */
@@ -470,14 +480,13 @@ void cf__future_run_call(cf_future *f, _Atomic int *busy)
     int rc = call->fn(call);
     if (!call->failure && rc != 0)
         cf_raise(call, rc, "TaskError", "task returned %d without raising", rc);
-    /* The engine's idle accounting must be right before anyone can see the
-     * outcome (see thread_pool.c). */
-    if (busy)
-        atomic_fetch_sub_explicit(busy, 1, memory_order_release);
     cf__lock_acquire(&f->lock);
     if (cf__state_of(f) != CF_RUNNING) {
-        /* Somebody completed a running future by hand; theirs stands. */
+        /* Cannot happen through the API (set_result refuses a running
+         * future that belongs to an executor); keep the first outcome. */
         cf__lock_release(&f->lock);
+        if (busy)
+            atomic_fetch_sub_explicit(busy, 1, memory_order_release);
         cf__log("a task finished on a future that was already completed; outcome dropped");
         return;
     }
@@ -492,8 +501,18 @@ void cf__future_run_call(cf_future *f, _Atomic int *busy)
     }
     call->failure = NULL;
     call->result_heap = NULL;
-    /* The only other completion paths require a non-RUNNING state. */
+    /* The engine's idle accounting (`busy`) must be right before anyone can
+     * see the outcome, so a caller who saw it and submits again finds this
+     * worker free (see thread_pool.c) - unless callbacks will still run on
+     * this thread: one of them may submit to the same pool and wait, and
+     * then the pool must start another thread, as CPython's does.  The
+     * callback list cannot grow once we hold the lock and complete. */
+    bool callbacks = f->cb_head != NULL;
+    if (busy && !callbacks)
+        atomic_fetch_sub_explicit(busy, 1, memory_order_release);
     complete_locked(f, CF_FINISHED);
+    if (busy && callbacks)
+        atomic_fetch_sub_explicit(busy, 1, memory_order_release);
 }
 
 /* ---- waiting for the outcome ----------------------------------------- */

@@ -34,6 +34,9 @@ int cf__fail(int err, const char *fmt, ...) CF__PRINTF(2, 3);
 /* Sends one line to the log hook. */
 void cf__log(const char *fmt, ...) CF__PRINTF(1, 2);
 
+/* Takes (true) or releases (false) the log hook's lock around fork(). */
+void cf__log_lock_for_fork(bool lock);
+
 /* ---- time -------------------------------------------------------------- */
 
 #define CF__NS_FOREVER INT64_MAX

@@ -132,7 +132,8 @@ CF__API void cf_map_close(cf_map_iter *it)
     if (!it)
         return;
     cancel_rest(it);
-    cf_future_release(it->current);
+    if (it->current)
+        cf_future_release(it->current);
     if (it->ex)
         cf__executor_unref(it->ex);
     free(it->ring);
@@ -148,8 +149,9 @@ CF__API int cf_map(cf_executor *ex, cf_task_fn *fn, const cf_map_input *inputs, 
     if (!out)
         return cf__fail(CF_EINVAL, "map: out is NULL");
     *out = NULL;
-    if (!ex || !fn)
-        return cf__fail(CF_EINVAL, "map: %s is NULL", ex ? "fn" : "executor");
+    if (!ex || !fn || ex->magic != CF__EXECUTOR_MAGIC)
+        return cf__fail(CF_EINVAL, "map: %s", !ex ? "executor is NULL" : !fn ? "fn is NULL"
+                                                                           : "executor is not live");
     if (ninputs == 0 || !inputs)
         return cf__fail(CF_EINVAL, "map: at least one input is required");
     if (ninputs > CF_ARGS_MAX)
@@ -215,7 +217,8 @@ CF__API int cf_map_next(cf_map_iter *it, const cf_value **value, const cf_failur
         *failure = NULL;
     if (!it)
         return cf__fail(CF_EINVAL, "map_next: iterator is NULL");
-    cf_future_release(it->current);
+    if (it->current)
+        cf_future_release(it->current);
     it->current = NULL;
     if (it->finished)
         return CF_EDONE;

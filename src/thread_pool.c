@@ -90,7 +90,8 @@ struct thread_pool {
 
     cf__lock submit_lock;
     int nthreads;                /* guarded by submit_lock */
-    tp_worker **workers;         /* guarded by submit_lock; max_workers slots */
+    tp_worker **workers;         /* guarded by submit_lock; grows as threads start */
+    int workers_cap;             /* guarded by submit_lock */
     char broken_msg[160];        /* guarded by submit_lock; final once broken */
     _Atomic bool shutdown;       /* written under submit_lock */
     _Atomic bool broken;         /* written under submit_lock */
@@ -167,27 +168,34 @@ static cf_future *list_next(cf_future *f)
  * is already searching or nobody is parked. */
 static void wake_one(thread_pool *p)
 {
-    if (atomic_load(&p->nidle) == 0)
-        return;
-    int expected = 0;
-    if (!atomic_compare_exchange_strong(&p->spinning, &expected, 1))
-        return;
-    cf__lock_acquire(&p->idle_lock);
-    tp_worker *w = p->idle_head;
-    if (w) {
-        p->idle_head = w->idle_next;
-        w->in_idle = false;
-        atomic_fetch_sub(&p->nidle, 1);
-    }
-    cf__lock_release(&p->idle_lock);
-    if (!w) {
-        /* Everybody is running or about to re-check the queue. */
+    for (;;) {
+        if (atomic_load(&p->nidle) == 0)
+            return;
+        int expected = 0;
+        if (!atomic_compare_exchange_strong(&p->spinning, &expected, 1))
+            return;
+        cf__lock_acquire(&p->idle_lock);
+        tp_worker *w = p->idle_head;
+        if (w) {
+            p->idle_head = w->idle_next;
+            w->in_idle = false;
+            atomic_fetch_sub(&p->nidle, 1);
+        }
+        cf__lock_release(&p->idle_lock);
+        if (w) {
+            w->token = true;
+            atomic_store_explicit(&w->park, 1, memory_order_release);
+            cf__futex_wake(&w->park, 1);
+            return;
+        }
+        /* The worker we counted left the stack by itself.  While we held
+         * the token a submitter may have pushed, seen spinning == 1 and
+         * woken nobody, and another worker may have parked since: give the
+         * token back (seq_cst) and look again, or that item would wait. */
         atomic_store(&p->spinning, 0);
-        return;
+        if (cf__queue_looks_empty(&p->q))
+            return;
     }
-    w->token = true;
-    atomic_store_explicit(&w->park, 1, memory_order_release);
-    cf__futex_wake(&w->park, 1);
 }
 
 /* Wakes every parked worker (shutdown, breakage), without the token. */
@@ -357,6 +365,14 @@ out:
  * CF_ENOMEM/CF_ESYS. */
 static int spawn_locked(thread_pool *p)
 {
+    if (p->nthreads == p->workers_cap) {
+        int cap = p->workers_cap ? p->workers_cap * 2 : 8;
+        tp_worker **slots = realloc(p->workers, (size_t)cap * sizeof *slots);
+        if (!slots)
+            return CF_ENOMEM;
+        p->workers = slots;
+        p->workers_cap = cap;
+    }
     tp_worker *w = calloc(1, sizeof *w);
     if (!w)
         return CF_ENOMEM;
@@ -516,12 +532,8 @@ CF__API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_options *
                         PREFIX_MAX);
 
     thread_pool *p = calloc(1, sizeof *p);
-    tp_worker **slots = p ? calloc((size_t)max, sizeof *slots) : NULL;
-    if (!slots) {
-        free(p);
+    if (!p)
         return cf__fail(CF_ENOMEM, "thread_pool_new: out of memory");
-    }
-    p->workers = slots;
     p->max_workers = max;
     if (opts->thread_name_prefix)
         snprintf(p->prefix, sizeof p->prefix, "%s", opts->thread_name_prefix);

@@ -725,7 +725,23 @@ static void test_map_default_mode_generator_error(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* A failed cf_map() leaves its own message, not one from its clean-up. */
+static void test_map_error_message_is_the_cause(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    assert_ok(cf_shutdown(ex, true, false));
+    cf_value in[2] = {cf_i64(1), cf_i64(2)};
+    cf_map_input mi = cf_input_array(in, 2);
+    cf_map_iter *it = NULL;
+    assert_cf(CF_ESHUTDOWN, cf_map(ex, t_square, &mi, 1, NULL, &it));
+    assert_null(it);
+    assert_non_null(strstr(cf_last_error_message(), "shutdown"));
+    assert_ok(cf_executor_destroy(ex));
+}
+
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_map_error_message_is_the_cause),
     cmocka_unit_test(test_map_options_init),
     cmocka_unit_test(test_map_basic_array),
     cmocka_unit_test(test_map_results_in_input_order),

@@ -1483,6 +1483,109 @@ static void test_submit_too_big_sum_boundary(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* ---- regressions found in review ---------------------------------------- */
+
+typedef struct cb_submit_ctx {
+    cf_executor *ex;
+    int inner_rc;
+    int64_t inner_value;
+} cb_submit_ctx;
+
+/* Runs on the worker that finished the outer call: submits to the same
+ * pool and waits.  The pool must start another thread for it (CPython's
+ * worker only counts as idle once its callbacks are done). */
+static int cb_submit_and_wait(cf_future *f, void *arg)
+{
+    (void)f;
+    cb_submit_ctx *c = arg;
+    cf_future *inner = NULL;
+    c->inner_rc = cf_submit(c->ex, t_square, CF_ARGS(cf_i64(9)), &inner);
+    if (c->inner_rc == CF_OK) {
+        c->inner_rc = cf_future_result_i64(inner, 5.0 * cf_test_scale(), &c->inner_value);
+        cf_future_release(inner);
+    }
+    return 0;
+}
+
+static void test_callback_submitting_to_own_pool_gets_a_thread(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(4);
+    blocker b;
+    blocker_init(&b);
+    cb_submit_ctx ctx = {ex, CF_EINVAL, 0};
+    cf_future *outer = NULL;
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &outer));
+    assert_true(blocker_wait_started(&b, 1, 5.0));
+    /* Registered while the call runs, so the callback runs on the worker. */
+    assert_ok(cf_future_add_done_callback(outer, cb_submit_and_wait, &ctx));
+    blocker_release(&b);
+    assert_ok(cf_future_result(outer, 10.0 * cf_test_scale(), NULL));
+    assert_ok(cf_executor_destroy(ex)); /* waits for the callback too */
+    assert_cf(CF_OK, ctx.inner_rc);
+    assert_int_equal(ctx.inner_value, 81);
+    cf_future_release(outer);
+    blocker_destroy(&b);
+}
+
+static int t_return_long_after_release(cf_call *call)
+{
+    blocker *b = (blocker *)cf_arg_ptr(call, 0);
+    int rc = t_block(call);
+    (void)b;
+    if (rc != 0)
+        return rc;
+    return cf_return_str(call, "TASK-WROTE-THIS");
+}
+
+/* The executor completes the futures it runs: a hand-made completion of a
+ * running submitted future is refused instead of racing with the task. */
+static void test_set_result_refused_while_executor_runs_it(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    blocker b;
+    blocker_init(&b);
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_return_long_after_release, CF_ARGS(cf_ptr(&b)), &f));
+    assert_true(blocker_wait_started(&b, 1, 5.0));
+    cf_value v = cf_str("set-by-hand");
+    assert_cf(CF_EINVALSTATE, cf_future_set_result(f, &v));
+    assert_cf(CF_EINVALSTATE, cf_future_set_exception(f, 1, "X", "by hand"));
+    assert_true(cf_future_running(f));
+    blocker_release(&b);
+    const cf_value *out = NULL;
+    assert_ok(cf_future_result(f, 10.0 * cf_test_scale(), &out));
+    assert_string_equal(out->as.str, "TASK-WROTE-THIS");
+    cf_future_release(f);
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
+/* A pending submitted future may still be completed by hand; the executor
+ * then skips the call. */
+static void test_set_result_on_queued_submitted_future(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    blocker b;
+    blocker_init(&b);
+    cf_future *busy = NULL, *queued = NULL;
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &busy));
+    assert_true(blocker_wait_started(&b, 1, 5.0));
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(3)), &queued));
+    cf_value v = cf_i64(-1);
+    assert_ok(cf_future_set_result(queued, &v));
+    blocker_release(&b);
+    int64_t r = 0;
+    assert_ok(cf_future_result_i64(queued, 5.0, &r));
+    assert_int_equal(r, -1);
+    assert_ok(cf_executor_destroy(ex));
+    cf_future_release(busy);
+    cf_future_release(queued);
+    blocker_destroy(&b);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_submit_result_basic),
     cmocka_unit_test(test_echo_every_kind),
@@ -1531,6 +1634,9 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_submit_bad_arguments),
     cmocka_unit_test(test_submit_too_big),
     cmocka_unit_test(test_submit_too_big_sum_boundary),
+    cmocka_unit_test(test_callback_submitting_to_own_pool_gets_a_thread),
+    cmocka_unit_test(test_set_result_refused_while_executor_runs_it),
+    cmocka_unit_test(test_set_result_on_queued_submitted_future),
 };
 
 CF_TEST_MAIN(tests)
