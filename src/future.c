@@ -60,12 +60,14 @@
  * each such batch and faulted in again on the next, which costs more than
  * the rest of a tiny task together.  So futures of the common size (a
  * handful of small arguments) come in fixed-size blocks, and each thread
- * keeps up to BLOCK_CACHE_MAX freed blocks for reuse (at most 1.25 MiB a
+ * keeps up to BLOCK_CACHE_MAX freed blocks for reuse (at most 896 KiB a
  * thread), released when the thread exits.  Larger futures use plain
  * malloc.  Under AddressSanitizer the cache is off, so use after free and
  * double release stay detectable. */
 
-#define BLOCK_SIZE 320 /* sizeof(cf_future) (232) + 3 arguments + 16 bytes */
+/* sizeof(cf_future) (152) + three numeric arguments, or two and 24 bytes
+ * of string/bytes payload. */
+#define BLOCK_SIZE 224
 #define BLOCK_CACHE_MAX 4096
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -186,10 +188,8 @@ cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t narg
     f->has_call = true;
     f->call.fn = fn;
     f->call.nargs = nargs;
-    f->call.args = (cf_value *)(f + 1);
-    f->call.future = f;
-    f->call.result = cf_none();
-    unsigned char *bytes = (unsigned char *)(f->call.args + nargs);
+    cf_value *copies = cf__call_args(&f->call);
+    unsigned char *bytes = (unsigned char *)(copies + nargs);
     for (size_t i = 0; i < nargs; i++) {
         cf_value v = args[i];
         if (v.kind == CF_BYTES || v.kind == CF_STR) {
@@ -200,7 +200,7 @@ cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t narg
             v.as.bytes = bytes;
             bytes += cf__value_extra(&args[i]);
         }
-        f->call.args[i] = v;
+        copies[i] = v;
     }
     return f;
 }
@@ -217,18 +217,11 @@ static void free_future(cf_future *f)
     if (f->failure && !cf__failure_is_static(f->failure))
         cf__failure_free(f->failure);
     free(f->result_heap);
-    if (f->has_call) {
-        /* Staged outcome of a call that never got published. */
-        if (f->call.failure && !cf__failure_is_static(f->call.failure))
-            cf__failure_free(f->call.failure);
-        free(f->call.result_heap);
-    }
     /* Callbacks never run (the future never completed) are dropped. */
     cf__cb *cb = f->cb_head;
     while (cb) {
         cf__cb *next = cb->next;
-        if (cb != &f->cb_first)
-            free(cb);
+        free(cb);
         cb = next;
     }
     f->magic = FUTURE_DEAD;
@@ -311,8 +304,7 @@ static void run_callbacks(cf_future *f, cf__cb *cb)
             cf_future_format(f, desc, sizeof desc);
             cf__log("exception calling callback for %s: callback returned %d", desc, rc);
         }
-        if (cb != &f->cb_first)
-            free(cb);
+        free(cb);
         cb = next;
     }
 }
@@ -478,29 +470,28 @@ void cf__future_run_call(cf_future *f, _Atomic int *busy)
 {
     cf_call *call = &f->call;
     int rc = call->fn(call);
-    if (!call->failure && rc != 0)
+    if (!f->failure && rc != 0)
         cf_raise(call, rc, "TaskError", "task returned %d without raising", rc);
     cf__lock_acquire(&f->lock);
-    if (cf__state_of(f) != CF_RUNNING) {
-        /* Cannot happen through the API (set_result refuses a running
-         * future that belongs to an executor); keep the first outcome. */
+    if (CF__UNLIKELY(cf__state_of(f) != CF_RUNNING)) {
+        /* Unreachable through the API: nothing else completes a running
+         * submitted future.  Never complete a future twice. */
         cf__lock_release(&f->lock);
         if (busy)
             atomic_fetch_sub_explicit(busy, 1, memory_order_release);
-        cf__log("a task finished on a future that was already completed; outcome dropped");
+        cf__log("a task finished on a future that was not running; outcome dropped");
         return;
     }
-    if (call->failure) {
+    /* Only this thread could have written the outcome (see struct cf_call);
+     * a raised failure wins over any result the task also set. */
+    if (f->failure) {
         f->status = CF_ETASK;
-        f->failure = call->failure;
-        free(call->result_heap);
+        free(f->result_heap);
+        f->result_heap = NULL;
+        f->result = cf_none();
     } else {
         f->status = CF_OK;
-        f->result = call->result;
-        f->result_heap = call->result_heap;
     }
-    call->failure = NULL;
-    call->result_heap = NULL;
     /* The engine's idle accounting (`busy`) must be right before anyone can
      * see the outcome, so a caller who saw it and submits again finds this
      * worker free (see thread_pool.c) - unless callbacks will still run on
@@ -634,15 +625,10 @@ CF__API int cf_future_add_done_callback(cf_future *f, cf_done_fn *fn, void *arg)
         }
         return CF_OK;
     }
-    cf__cb *cb;
-    if (f->cb_head == NULL && f->cb_first.fn == NULL) {
-        cb = &f->cb_first;
-    } else {
-        cb = malloc(sizeof *cb);
-        if (!cb) {
-            cf__lock_release(&f->lock);
-            return cf__fail(CF_ENOMEM, "add_done_callback: out of memory");
-        }
+    cf__cb *cb = malloc(sizeof *cb);
+    if (!cb) {
+        cf__lock_release(&f->lock);
+        return cf__fail(CF_ENOMEM, "add_done_callback: out of memory");
     }
     cb->fn = fn;
     cb->arg = arg;

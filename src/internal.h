@@ -183,16 +183,15 @@ typedef struct cf__wnode {
     struct cf__wnode *prev, *next; /* guarded by the future's lock */
 } cf__wnode;
 
-/* The call a task sees.  Embedded in its future. */
+/* The call a task sees.  Embedded in its future; the copied arguments
+ * follow the future in the same allocation.  The task's result and failure
+ * are written straight into the future's outcome fields: while the future
+ * is RUNNING only the thread running the task writes them (set_result and
+ * friends refuse a running submitted future), and nobody reads them before
+ * the state turns FINISHED. */
 struct cf_call {
     cf_task_fn *fn;
     size_t nargs;
-    cf_value *args;        /* copies, in the future's trailing storage */
-    cf_future *future;
-    /* Written only by the thread running the task: */
-    cf_value result;       /* staged result; bytes owned by `result_heap` or the inline buffer */
-    void *result_heap;
-    cf_failure *failure;   /* raised failure, owned */
 };
 
 struct cf_future {
@@ -204,14 +203,14 @@ struct cf_future {
      * store of a final state and never change afterwards. */
     _Atomic uint32_t state;
     cf__lock lock;
-    /* Outcome, set once before the state becomes FINISHED: */
+    /* Outcome, set once before the state becomes FINISHED (for a running
+     * call: by the task's thread, see struct cf_call): */
     int status;            /* CF_OK, CF_ETASK or a library cf_error */
     cf_value result;
     void *result_heap;     /* owns result bytes when they did not fit inline */
     cf_failure *failure;   /* owned */
     /* Guarded by `lock`; detached (and then owned by the completing thread)
      * when the future completes: */
-    cf__cb cb_first;       /* inline storage for the first callback */
     cf__cb *cb_head, *cb_tail;
     cf__wnode *waiters;
     /* Owned by the engine that holds the future in a queue: */
@@ -238,6 +237,17 @@ void cf__future_run_call(cf_future *f, _Atomic int *busy);
  * or CF_EINVALSTATE if already done.  On ENOMEM for the record, the future
  * still completes with a static fallback record. */
 int cf__future_fail(cf_future *f, int status, const char *type, const char *message);
+
+static inline cf_future *cf__future_of_call(const cf_call *c)
+{
+    return (cf_future *)((char *)c - offsetof(cf_future, call));
+}
+
+/* The copied arguments, stored right after the future. */
+static inline cf_value *cf__call_args(const cf_call *c)
+{
+    return (cf_value *)(cf__future_of_call(c) + 1);
+}
 
 static inline cf_future *cf__future_of_qnode(cf__qnode *n)
 {

@@ -9,9 +9,11 @@
  * - Results that fit CF__INLINE_RESULT bytes are stored inside the future,
  *   so the common small result costs no allocation; larger ones get their
  *   own buffer owned by the future (result_heap).
- * - The task-side functions run only in the thread executing the task, so
- *   the staged result and failure in cf_call need no lock; the executor
- *   publishes them when it completes the future (release ordering).
+ * - The task-side functions run only in the thread executing the task and
+ *   write the result and failure straight into the future's outcome fields,
+ *   with no lock: nothing else writes them while the call runs, and nothing
+ *   reads them before the executor publishes the final state (release
+ *   ordering; see struct cf_call in internal.h).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -139,9 +141,10 @@ static cf_failure oom_failure = {CF_ENOMEM, "MemoryError", "out of memory while 
 
 static void call_set_failure(cf_call *call, cf_failure *f)
 {
-    if (call->failure && call->failure != &oom_failure)
-        cf__failure_free(call->failure);
-    call->failure = f ? f : &oom_failure;
+    cf_future *fut = cf__future_of_call(call);
+    if (fut->failure && fut->failure != &oom_failure)
+        cf__failure_free(fut->failure);
+    fut->failure = f ? f : &oom_failure;
 }
 
 cf_failure *cf__failure_oom(void)
@@ -174,7 +177,7 @@ CF__API const cf_value *cf_arg(const cf_call *call, size_t i)
 {
     if (!call || i >= call->nargs)
         return NULL;
-    return &call->args[i];
+    return &cf__call_args(call)[i];
 }
 
 static const cf_value *typed_arg(cf_call *call, size_t i, cf_kind want)
@@ -186,7 +189,7 @@ static const cf_value *typed_arg(cf_call *call, size_t i, cf_kind want)
                  i, call->nargs, call->nargs == 1 ? "" : "s");
         return NULL;
     }
-    const cf_value *v = &call->args[i];
+    const cf_value *v = &cf__call_args(call)[i];
     if (v->kind != want) {
         cf_raise(call, CF_EINVAL, "TypeError", "argument %zu is %s, expected %s", i,
                  cf_kind_name(v->kind), cf_kind_name(want));
@@ -269,8 +272,8 @@ CF__API int cf_return_value(cf_call *call, const cf_value *v)
     cf_value none = cf_none();
     if (!v)
         v = &none;
-    int rc = cf__value_store(&call->result, &call->result_heap, call->future->inline_result, v,
-                             false, "return");
+    cf_future *f = cf__future_of_call(call);
+    int rc = cf__value_store(&f->result, &f->result_heap, f->inline_result, v, false, "return");
     if (rc == CF_ENOMEM)
         cf_raise(call, CF_ENOMEM, "MemoryError", "%s", cf_last_error_message());
     else if (rc != CF_OK)
