@@ -304,11 +304,15 @@ static cf_future *next_call(thread_pool *p, tp_worker *me, bool *token)
             *token = atomic_compare_exchange_strong(&p->spinning, &expected, 1);
         }
         if (*token) {
-            bool found = cf__spin_until(work_or_stop, p);
+            /* Found work: keep the token into the pop above, which gives it
+             * back and wakes the next worker if more is queued.  Dropping
+             * it here would lose that wake-up: submitters that saw
+             * spinning == 1 woke nobody, so every item queued behind the
+             * one we take would wait for a running worker. */
+            if (cf__spin_until(work_or_stop, p))
+                continue;
             *token = false;
             atomic_store(&p->spinning, 0); /* seq_cst: before the re-check below */
-            if (found)
-                continue;
         }
         /* Park. */
         atomic_store_explicit(&me->park, 0, memory_order_relaxed);

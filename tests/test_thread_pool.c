@@ -663,6 +663,40 @@ static void test_idle_thread_reuse(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* A worker that finds work while searching (it holds the spin token, so
+ * submitters wake nobody) must wake a parked worker for what is queued
+ * behind the call it takes.  A long spin budget keeps one worker searching
+ * while the other parks; then two calls arrive together and both must
+ * start.  Each round after the first starts from that state.  (CF_SPIN_NS
+ * is read once per process: ctest runs each test in its own process; in a
+ * whole-program run the test still passes but proves less.) */
+static void test_searcher_wakes_parked_worker(void **state)
+{
+    (void)state;
+    setenv("CF_SPIN_NS", "1000000000", 1);
+    cf_executor *ex = pool_new(2);
+    for (int round = 0; round < 6; round++) {
+        blocker b;
+        blocker_init(&b);
+        cf_future *fs[2];
+        for (int i = 0; i < 2; i++)
+            assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &fs[i]));
+        bool both = blocker_wait_started(&b, 2, 5);
+        blocker_release(&b);
+        if (!both)
+            fail_msg("round %d: a call stayed queued while a worker was idle", round);
+        for (int i = 0; i < 2; i++) {
+            assert_ok(cf_future_result(fs[i], 10, NULL));
+            assert_ok(cf_future_release(fs[i]));
+        }
+        blocker_destroy(&b);
+        /* Lets one worker park while the other searches; a correct pool
+         * passes without it. */
+        sleep_ms(50);
+    }
+    assert_ok(cf_executor_destroy(ex));
+}
+
 static void test_max_workers_respected(void **state)
 {
     (void)state;
@@ -1489,6 +1523,7 @@ typedef struct cb_submit_ctx {
     cf_executor *ex;
     int inner_rc;
     int64_t inner_value;
+    cf_test_event submitted; /* the callback's cf_submit() has returned */
 } cb_submit_ctx;
 
 /* Runs on the worker that finished the outer call: submits to the same
@@ -1500,6 +1535,7 @@ static int cb_submit_and_wait(cf_future *f, void *arg)
     cb_submit_ctx *c = arg;
     cf_future *inner = NULL;
     c->inner_rc = cf_submit(c->ex, t_square, CF_ARGS(cf_i64(9)), &inner);
+    cf_test_event_set(&c->submitted);
     if (c->inner_rc == CF_OK) {
         c->inner_rc = cf_future_result_i64(inner, 5.0 * cf_test_scale(), &c->inner_value);
         cf_future_release(inner);
@@ -1513,7 +1549,7 @@ static void test_callback_submitting_to_own_pool_gets_a_thread(void **state)
     cf_executor *ex = pool_new(4);
     blocker b;
     blocker_init(&b);
-    cb_submit_ctx ctx = {ex, CF_EINVAL, 0};
+    cb_submit_ctx ctx = {ex, CF_EINVAL, 0, CF_TEST_EVENT_INIT};
     cf_future *outer = NULL;
     assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &outer));
     assert_true(blocker_wait_started(&b, 1, 5.0));
@@ -1521,6 +1557,9 @@ static void test_callback_submitting_to_own_pool_gets_a_thread(void **state)
     assert_ok(cf_future_add_done_callback(outer, cb_submit_and_wait, &ctx));
     blocker_release(&b);
     assert_ok(cf_future_result(outer, 10.0 * cf_test_scale(), NULL));
+    /* result() returns once the future is done, which is before its
+     * callbacks run: shutting down now would race the callback's submit. */
+    assert_true(cf_test_event_wait(&ctx.submitted, 10.0));
     assert_ok(cf_executor_destroy(ex)); /* waits for the callback too */
     assert_cf(CF_OK, ctx.inner_rc);
     assert_int_equal(ctx.inner_value, 81);
@@ -1608,6 +1647,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_thread_name_distinct_indices),
     cmocka_unit_test(test_lazy_thread_start),
     cmocka_unit_test(test_idle_thread_reuse),
+    cmocka_unit_test(test_searcher_wakes_parked_worker),
     cmocka_unit_test(test_max_workers_respected),
     cmocka_unit_test(test_default_pool_runs_many),
     cmocka_unit_test(test_initializer_once_per_worker),
