@@ -36,8 +36,10 @@
  * - A submit that finds no searcher (spinning == 0) but a parked worker
  *   claims the token, pops a parked worker and hands the token to it
  *   (park = 1, futex wake).  The hand-off is explicit, so a wake can never
- *   go to nobody.  A searcher that finds work gives the token back and, if
- *   more work is queued, wakes the next worker the same way.
+ *   go to nobody.  A searcher keeps the token until it has popped; any
+ *   worker that pops while more work is queued wakes the next worker the
+ *   same way.  So a call that a submitter left to the searcher is always
+ *   either taken or handed on.
  * - No lost wake-up: the submitter's push (seq_cst exchange) precedes its
  *   seq_cst loads of `spinning`/`nidle`; a parking worker's seq_cst
  *   increment of `nidle` (or store of `spinning` = 0) precedes its seq_cst
@@ -283,13 +285,19 @@ static cf_future *next_call(thread_pool *p, tp_worker *me, bool *token)
         cf_future *f = pop(p);
         if (f) {
             if (*token) {
-                /* The searcher found work: give the token back and bring the
-                 * next worker if more is queued (Go's "resetspinning"). */
+                /* The searcher found work: give the token back (Go's
+                 * "resetspinning"). */
                 *token = false;
                 atomic_store(&p->spinning, 0);
-                if (!cf__queue_looks_empty(&p->q))
-                    wake_one(p);
             }
+            /* Whoever takes work while more is queued brings the next
+             * worker (wake_one does nothing while somebody searches or
+             * nobody is parked).  Not only the searcher: a worker whose
+             * search just expired may find the work in its park re-check,
+             * without the token, while submitters that saw the token woke
+             * nobody. */
+            if (!cf__queue_looks_empty(&p->q))
+                wake_one(p);
             return f;
         }
         if (stopping || atomic_load(&p->broken)) {
