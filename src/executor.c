@@ -146,17 +146,12 @@ void cf__executor_unref(cf_executor *ex)
     ex->engine->destroy(ex);
 }
 
-static bool live(const cf_executor *ex)
-{
-    return ex && ex->magic == CF__EXECUTOR_MAGIC;
-}
-
 CF__API int cf_submit(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
                       cf_future **out)
 {
     if (out)
         *out = NULL;
-    if (!live(ex) || !fn || !out)
+    if (!cf__executor_live(ex) || !fn || !out)
         return cf__fail(CF_EINVAL, "submit: %s is NULL",
                         !ex ? "executor" : !fn ? "fn" : !out ? "out" : "executor (not live)");
     if (nargs > 0 && !args)
@@ -201,7 +196,7 @@ CF__API int cf_submit(cf_executor *ex, cf_task_fn *fn, const cf_value *args, siz
 
 CF__API int cf_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
 {
-    if (!live(ex))
+    if (!cf__executor_live(ex))
         return cf__fail(CF_EINVAL, "shutdown: executor is NULL");
     if (cf__executor_inherited(ex))
         return CF_OK; /* nothing of it runs in this process */
@@ -212,7 +207,7 @@ CF__API int cf_executor_destroy(cf_executor *ex)
 {
     if (!ex)
         return CF_OK;
-    if (!live(ex))
+    if (!cf__executor_live(ex))
         return cf__fail(CF_EINVAL, "executor_destroy: not a live executor (destroyed twice?)");
     if (cf__executor_inherited(ex)) {
         /* Its locks may be held by threads that do not exist here; leave
@@ -245,7 +240,7 @@ CF__API void cf__executor_scope_exit(cf_executor **ex)
 
 CF__API int cf_executor_worker_count(const cf_executor *ex)
 {
-    if (!live(ex))
+    if (!cf__executor_live(ex))
         return -1;
     if (cf__executor_inherited(ex))
         return 0;

@@ -322,6 +322,12 @@ void cf__executor_register(cf_executor *ex, const cf__engine *engine);
 void cf__executor_ref(cf_executor *ex);
 void cf__executor_unref(cf_executor *ex);
 
+/* Is `ex` a live executor handle (not NULL, not destroyed and freed)? */
+static inline bool cf__executor_live(const cf_executor *ex)
+{
+    return ex && ex->magic == CF__EXECUTOR_MAGIC;
+}
+
 /* Was `ex` made in an ancestor process (and so has no workers here)? */
 static inline bool cf__executor_inherited(const cf_executor *ex)
 {

@@ -149,7 +149,7 @@ CF__API int cf_map(cf_executor *ex, cf_task_fn *fn, const cf_map_input *inputs, 
     if (!out)
         return cf__fail(CF_EINVAL, "map: out is NULL");
     *out = NULL;
-    if (!ex || !fn || ex->magic != CF__EXECUTOR_MAGIC)
+    if (!cf__executor_live(ex) || !fn)
         return cf__fail(CF_EINVAL, "map: %s", !ex ? "executor is NULL" : !fn ? "fn is NULL"
                                                                            : "executor is not live");
     if (ninputs == 0 || !inputs)

@@ -220,13 +220,20 @@ static void wake_all(thread_pool *p)
     }
 }
 
-static void fail_list(thread_pool *p, cf__qnode *list, const char *msg)
+/* Takes everything still queued and settles it outside the locks (its
+ * callbacks run here): fails each future with CF_EBROKEN and `broken_msg`,
+ * or, when that is NULL, cancels it.  Drops the queue's references. */
+static void settle_queued(thread_pool *p, const char *broken_msg)
 {
+    cf__qnode *list = drain(p);
     cf_future *f = list ? cf__future_of_qnode(list) : NULL;
     while (f) {
         cf_future *next = list_next(f);
         atomic_fetch_sub(&p->unfinished, 1);
-        cf__future_fail(f, CF_EBROKEN, "BrokenThreadPool", msg);
+        if (broken_msg)
+            cf__future_fail(f, CF_EBROKEN, "BrokenThreadPool", broken_msg);
+        else
+            cf_future_cancel(f);
         cf_future_release(f);
         f = next;
     }
@@ -246,7 +253,7 @@ static void initializer_failed(thread_pool *p, int rc)
     memcpy(msg, p->broken_msg, sizeof msg);
     cf__lock_release(&p->submit_lock);
     cf__log("%s: %s", tls_worker->name, msg);
-    fail_list(p, drain(p), msg);
+    settle_queued(p, msg);
     wake_all(p);
 }
 
@@ -468,17 +475,8 @@ static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
     cf__lock_acquire(&p->submit_lock);
     atomic_store(&p->shutdown, true);
     cf__lock_release(&p->submit_lock);
-    if (cancel_futures) {
-        cf__qnode *list = drain(p);
-        cf_future *f = list ? cf__future_of_qnode(list) : NULL;
-        while (f) {
-            cf_future *next = list_next(f);
-            atomic_fetch_sub(&p->unfinished, 1);
-            cf_future_cancel(f);
-            cf_future_release(f);
-            f = next;
-        }
-    }
+    if (cancel_futures)
+        settle_queued(p, NULL);
     wake_all(p);
     if (!wait)
         return CF_OK;
