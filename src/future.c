@@ -466,7 +466,7 @@ int cf__future_fail(cf_future *f, int status, const char *type, const char *mess
     return rc;
 }
 
-void cf__future_run_call(cf_future *f, _Atomic int *busy)
+void cf__future_run_call(cf_future *f, _Atomic int *unfinished)
 {
     cf_call *call = &f->call;
     int rc = call->fn(call);
@@ -477,8 +477,8 @@ void cf__future_run_call(cf_future *f, _Atomic int *busy)
         /* Unreachable through the API: nothing else completes a running
          * submitted future.  Never complete a future twice. */
         cf__lock_release(&f->lock);
-        if (busy)
-            atomic_fetch_sub_explicit(busy, 1, memory_order_release);
+        if (unfinished)
+            atomic_fetch_sub_explicit(unfinished, 1, memory_order_release);
         cf__log("a task finished on a future that was not running; outcome dropped");
         return;
     }
@@ -492,18 +492,18 @@ void cf__future_run_call(cf_future *f, _Atomic int *busy)
     } else {
         f->status = CF_OK;
     }
-    /* The engine's idle accounting (`busy`) must be right before anyone can
+    /* The engine's idle accounting (`unfinished`) must be right before anyone can
      * see the outcome, so a caller who saw it and submits again finds this
      * worker free (see thread_pool.c) - unless callbacks will still run on
      * this thread: one of them may submit to the same pool and wait, and
      * then the pool must start another thread, as CPython's does.  The
      * callback list cannot grow once we hold the lock and complete. */
     bool callbacks = f->cb_head != NULL;
-    if (busy && !callbacks)
-        atomic_fetch_sub_explicit(busy, 1, memory_order_release);
+    if (unfinished && !callbacks)
+        atomic_fetch_sub_explicit(unfinished, 1, memory_order_release);
     complete_locked(f, CF_FINISHED);
-    if (busy && callbacks)
-        atomic_fetch_sub_explicit(busy, 1, memory_order_release);
+    if (unfinished && callbacks)
+        atomic_fetch_sub_explicit(unfinished, 1, memory_order_release);
 }
 
 /* ---- waiting for the outcome ----------------------------------------- */

@@ -228,9 +228,11 @@ cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t narg
                                size_t extra_bytes);
 
 /* Runs the call embedded in `f` (which must be RUNNING) and completes the
- * future with its outcome.  Used by in-process engines.  `busy` (may be
- * NULL) is decremented just before the outcome becomes visible. */
-void cf__future_run_call(cf_future *f, _Atomic int *busy);
+ * future with its outcome.  Used by in-process engines.  `unfinished` (may
+ * be NULL) is the engine's count of calls not yet done; it is decremented
+ * just before the outcome becomes visible, or, when the future has
+ * done-callbacks, just after they have run on this thread. */
+void cf__future_run_call(cf_future *f, _Atomic int *unfinished);
 
 /* Completes `f` with a failure made by the library (for example a broken
  * pool).  `status` is what cf_future_result() will return.  Returns CF_OK
