@@ -76,6 +76,17 @@ static inline void cap_first(char *buf, size_t size)
     pthread_mutex_unlock(&c->mu);
 }
 
+/* Asserts that f finishes (within `timeout`, scaled) with a task failure
+ * and returns the failure record, borrowed from f. */
+static inline const cf_failure *expect_task_failure(cf_future *f, double timeout)
+{
+    assert_cf(CF_ETASK, cf_future_result(f, timeout * cf_test_scale(), NULL));
+    const cf_failure *fail = NULL;
+    assert_ok(cf_future_exception(f, 0, &fail));
+    assert_non_null(fail);
+    return fail;
+}
+
 /* ---- blocker: tasks wait until the test releases them ------------------ */
 
 typedef struct blocker {

@@ -298,10 +298,7 @@ static void test_raise_gives_etask(void **state)
     cf_executor *ex = pool_new(2);
     cf_future *f = NULL;
     assert_ok(cf_submit(ex, t_raise, CF_NOARGS, &f));
-    assert_cf(CF_ETASK, cf_future_result(f, 10, NULL));
-    const cf_failure *fail = NULL;
-    assert_ok(cf_future_exception(f, 0, &fail));
-    assert_non_null(fail);
+    const cf_failure *fail = expect_task_failure(f, 10);
     assert_int_equal(cf_failure_code(fail), 7);
     assert_string_equal(cf_failure_type(fail), "ValueError");
     assert_string_equal(cf_failure_message(fail), "bad value 3");
@@ -323,26 +320,21 @@ static void test_raise_variants(void **state)
     assert_ok(cf_submit(ex, t_return_nonzero, CF_NOARGS, &f4));
     const cf_failure *fail = NULL;
 
-    assert_cf(CF_ETASK, cf_future_result(f1, 10, NULL));
-    assert_ok(cf_future_exception(f1, 0, &fail));
+    fail = expect_task_failure(f1, 10);
     assert_int_equal(cf_failure_code(fail), -9);
     assert_string_equal(cf_failure_type(fail), "Exception");
     assert_string_equal(cf_failure_message(fail), "no type");
 
-    assert_cf(CF_ETASK, cf_future_result(f2, 10, NULL));
-    assert_ok(cf_future_exception(f2, 0, &fail));
+    fail = expect_task_failure(f2, 10);
     assert_int_equal(cf_failure_code(fail), 2);
     assert_string_equal(cf_failure_type(fail), "SecondError");
     assert_string_equal(cf_failure_message(fail), "second");
 
-    assert_cf(CF_ETASK, cf_future_result(f3, 10, NULL));
-    assert_ok(cf_future_exception(f3, 0, &fail));
+    fail = expect_task_failure(f3, 10);
     assert_int_equal(cf_failure_code(fail), 5);
     assert_string_equal(cf_failure_type(fail), "LateError");
 
-    assert_cf(CF_ETASK, cf_future_result(f4, 10, NULL));
-    assert_ok(cf_future_exception(f4, 0, &fail));
-    assert_non_null(fail);
+    fail = expect_task_failure(f4, 10);
     assert_int_equal(cf_failure_code(fail), 42);
     assert_string_equal(cf_failure_type(fail), "TaskError");
 
@@ -361,11 +353,9 @@ static void test_typed_accessor_wrong_kind(void **state)
     assert_ok(cf_submit(ex, t_wrong_kind, CF_ARGS(cf_str("not an int")), &f));
     assert_ok(cf_submit(ex, t_missing_arg, CF_ARGS(cf_f64(1.0)), &g));
     const cf_failure *fail = NULL;
-    assert_cf(CF_ETASK, cf_future_result(f, 10, NULL));
-    assert_ok(cf_future_exception(f, 0, &fail));
+    fail = expect_task_failure(f, 10);
     assert_string_equal(cf_failure_type(fail), "TypeError");
-    assert_cf(CF_ETASK, cf_future_result(g, 10, NULL));
-    assert_ok(cf_future_exception(g, 0, &fail));
+    fail = expect_task_failure(g, 10);
     assert_string_equal(cf_failure_type(fail), "TypeError");
     assert_ok(cf_future_release(f));
     assert_ok(cf_future_release(g));
@@ -393,9 +383,7 @@ static void test_return_too_big(void **state)
     assert_ok(cf_submit(ex, t_return_too_big, CF_NOARGS, &f));
     /* cf_return_bytes raised ValueError and returned CF_ETOOBIG; the task
      * then returned 0 but the call fails anyway */
-    assert_cf(CF_ETASK, cf_future_result(f, 10, NULL));
-    const cf_failure *fail = NULL;
-    assert_ok(cf_future_exception(f, 0, &fail));
+    const cf_failure *fail = expect_task_failure(f, 10);
     assert_string_equal(cf_failure_type(fail), "ValueError");
     assert_ok(cf_future_release(f));
     assert_ok(cf_executor_destroy(ex));
