@@ -284,6 +284,14 @@ int cf_return_value(cf_call *call, const cf_value *v);
 int cf_raise(cf_call *call, int code, const char *type, const char *fmt, ...)
     CF__PRINTF(4, 5);
 
+/* True once the call should stop: cf_future_interrupt() was called on its
+ * future, its cf_submit_options timeout has passed, or
+ * cf_terminate_workers()/cf_kill_workers() was called on its executor.
+ * Tasks that run long in a thread pool poll it and return (for example
+ * with cf_raise(call, CF_ECANCELLED, "CancelledError", ...)).  Only the
+ * thread running the task, during the call.  NULL: false. */
+bool cf_cancel_requested(const cf_call *call);
+
 /* The full name of the calling thread: for a worker of a thread pool this
  * is "<prefix>_<index>", for example "ThreadPoolExecutor-0_1", kept whole
  * even though the kernel only stores 15 characters.  For other threads it
@@ -522,6 +530,180 @@ void cf__executor_scope_exit(cf_executor **ex);
 
 /* Number of worker threads/processes currently alive.  -1 for NULL. */
 int cf_executor_worker_count(const cf_executor *ex);
+
+/* Per-call options for cf_submit_with(). */
+typedef struct cf_submit_options {
+    /* Seconds the call may run once a worker has started it; CF_FOREVER
+     * (the default) for no limit.  A process pool kills the worker running
+     * a call that overruns, fails the future with CF_ETIMEDOUT (type
+     * "TimeoutError") and starts a replacement worker.  A thread cannot be
+     * killed: in a thread pool the limit is cooperative - cf_cancel_requested()
+     * turns true for the task, which should stop and return. */
+    double timeout;
+} cf_submit_options;
+
+void cf_submit_options_init(cf_submit_options *opts);
+
+/* cf_submit() with per-call options (`opts` NULL means defaults).  Same
+ * returns, plus CF_EINVAL for a negative or NaN timeout. */
+int cf_submit_with(cf_executor *ex, const cf_submit_options *opts, cf_task_fn *fn,
+                   const cf_value *args, size_t nargs, cf_future **out);
+
+/* Stops a call for real, where the engine can:
+ *   - pending: the future is cancelled, as cf_future_cancel();
+ *   - running in a process pool: the worker running it is killed, the
+ *     future fails with CF_ECANCELLED (type "CancelledError") and a
+ *     replacement worker starts (under either crash policy: this is not a
+ *     crash).  A call handed to a worker but not yet started there is
+ *     failed the same way without killing anyone;
+ *   - running in a thread pool: cf_cancel_requested() turns true for the
+ *     task, which decides when to stop; its future ends as the task ends.
+ * Returns immediately: CF_OK (requested), CF_EDONE (already done), or
+ * CF_EINVAL (NULL, or a future that no executor runs).  Any thread. */
+int cf_future_interrupt(cf_future *f);
+
+/* Python 3.14's terminate_workers() / kill_workers(): shut the executor
+ * down without waiting and with cancel_futures, then stop every worker now
+ * - SIGTERM or SIGKILL for a process pool; for a thread pool, the
+ * cooperative flag (cf_cancel_requested()) of every running task.  Calls
+ * that were running in a killed process fail with CF_EBROKEN.  The
+ * executor is finished afterwards (submit returns CF_ESHUTDOWN); it must
+ * still be destroyed.  Returns CF_OK or CF_EINVAL (NULL). */
+int cf_terminate_workers(cf_executor *ex);
+int cf_kill_workers(cf_executor *ex);
+
+/* ------------------------------------------------------------------------
+ * Process pools
+ *
+ * The process engine runs calls in worker processes: CPU-bound work runs
+ * on every core, and a task that crashes takes down a worker, not the
+ * program.  Switching from threads is one line - the constructor - as
+ * long as the program follows the two rules that Python's "must be
+ * picklable" and `if __name__ == "__main__":` stand for:
+ *
+ *   1. Tasks travel by name.  Register each task function with
+ *      CF_TASK(fn) at file scope (or cf_task_register() before
+ *      cf_process_init()).  Submitting an unregistered function to a
+ *      process pool fails with CF_ENOTCOPYABLE.  Arguments and results
+ *      are copied (CF_PTR is refused with CF_ENOTCOPYABLE).
+ *   2. main() starts with cf_process_init(argc, argv).  A worker is this
+ *      same program started again (the default start method, CF_START_EXEC);
+ *      cf_process_init() is where it becomes a worker and never returns.
+ *
+ *     static int square(cf_call *call) { ... }
+ *     CF_TASK(square);
+ *
+ *     int main(int argc, char **argv)
+ *     {
+ *         cf_process_init(argc, argv);
+ *         cf_executor *ex;
+ *         cf_process_pool_new(&ex, NULL);
+ *         ...
+ *     }
+ * ---------------------------------------------------------------------- */
+
+/* Registers `fn` under `name` (copied) for every engine that sends tasks
+ * by name.  Registering the same pair twice is harmless.  Returns CF_OK,
+ * CF_EINVAL (NULL, empty or longer than 255 bytes, or `name` already
+ * registered for another function - the name is then unusable, so the
+ * clash is reported rather than resolved by chance), or CF_ENOMEM.  Any
+ * thread; normally called through CF_TASK from a constructor. */
+int cf_task_register(const char *name, cf_task_fn *fn);
+
+/* The name `fn` was registered under, or NULL.  Any thread. */
+const char *cf_task_name(cf_task_fn *fn);
+
+/* Registers `fn` under its own name before main() runs.  Use at file
+ * scope after the function's definition or declaration.  A clash is
+ * reported through the log hook (or stderr) at start-up. */
+#define CF_TASK(fn)                                                           \
+    __attribute__((constructor)) static void cf__task_ctor_##fn(void)         \
+    {                                                                         \
+        cf__task_register_ctor(#fn, fn);                                      \
+    }                                                                         \
+    struct cf__task_tag_##fn
+void cf__task_register_ctor(const char *name, cf_task_fn *fn);
+
+/* Call first thing in main().  In a worker process started by a process
+ * pool it runs the worker and never returns.  In any other process it
+ * records argv[0] and returns CF_OK; without this call,
+ * cf_process_pool_new() refuses CF_START_EXEC with CF_EINVALSTATE.
+ * Returns CF_EINVAL for argc < 1 or argv NULL.  Main thread, before
+ * starting threads. */
+int cf_process_init(int argc, char **argv);
+
+/* True in a worker process of a process pool (from cf_process_init() on,
+ * or after a CF_START_FORK fork).  Any thread. */
+bool cf_in_worker_process(void);
+
+typedef enum cf_start_method {
+    /* Default.  A worker is a fresh copy of the program (posix_spawn of
+     * /proc/self/exe, the same argv) that cf_process_init() turns into a
+     * worker before main() does anything else: no thread, lock or heap
+     * state of the parent is inherited, so it is safe however many threads
+     * the parent runs. */
+    CF_START_EXEC = 0,
+    /* fork() without exec: faster start, and cf_process_init() is not
+     * needed - but only safe while no other thread of the parent holds a
+     * lock the worker will need (the application's, or another library's).
+     * Choose it only for a parent that runs no other threads. */
+    CF_START_FORK = 1
+} cf_start_method;
+
+typedef enum cf_crash_policy {
+    /* Default, as CPython: a worker that dies breaks the pool.  Every
+     * pending and running future fails with CF_EBROKEN ("BrokenProcessPool",
+     * naming the worker's pid and its exit status or signal) and later
+     * submits return CF_EBROKEN. */
+    CF_CRASH_BREAKS_POOL = 0,
+    /* Only the call running on the dead worker fails (CF_EBROKEN, same
+     * message); calls queued for that worker go back to the queue, a
+     * replacement worker starts and the pool carries on. */
+    CF_CRASH_REPLACES_WORKER = 1
+} cf_crash_policy;
+
+typedef struct cf_process_pool_options {
+    /* Worker processes: CF_AUTO (the default: cf_usable_cpus()) or 1..1024. */
+    int max_workers;
+    /* A registered task run once in each worker before it takes calls,
+     * with copies of initargs[0..ninitargs).  Failure (non-zero return,
+     * a raise or a crash) breaks the pool under either crash policy, with
+     * the initializer's failure in the message.  NULL for none. */
+    cf_task_fn *initializer;
+    const cf_value *initargs;
+    size_t ninitargs;
+    /* Replace a worker after it has run this many calls; 0 (the default)
+     * keeps workers for the pool's lifetime. */
+    int max_tasks_per_child;
+    cf_crash_policy on_crash;
+    cf_start_method start_method;
+    /* Default cf_submit_options.timeout for every call of this pool;
+     * CF_FOREVER (the default) for none. */
+    double task_timeout;
+} cf_process_pool_options;
+
+/* Fills `opts` with the defaults.  NULL is ignored. */
+void cf_process_pool_options_init(cf_process_pool_options *opts);
+
+/* Creates a process pool and starts its workers in the background.
+ * `opts` NULL means defaults.  *out receives the executor, owned by the
+ * caller, who must cf_executor_destroy() it; destroy waits for pending
+ * calls and reaps every worker.  Returns:
+ *   CF_EINVAL        out NULL, max_workers out of range, negative
+ *                    max_tasks_per_child, bad task_timeout, unknown policy
+ *                    or start method, an unregistered initializer, bad
+ *                    initargs;
+ *   CF_ENOTCOPYABLE  a CF_PTR initarg;
+ *   CF_EINVALSTATE   CF_START_EXEC without cf_process_init() in main, or
+ *                    called inside a worker process;
+ *   CF_ENOMEM, CF_ESYS (descriptors or the manager thread).
+ * Any thread.  Workers exit when the pool is destroyed or the parent dies
+ * (they never outlive it as orphans), and the pool reaps them. */
+int cf_process_pool_new(cf_executor **out, const cf_process_pool_options *opts)
+    CF__WARN_UNUSED;
+
+/* The process pool's default worker count: cf_usable_cpus(). */
+int cf_process_pool_default_workers(void);
 
 /* ------------------------------------------------------------------------
  * map

@@ -146,45 +146,79 @@ void cf__executor_unref(cf_executor *ex)
     ex->engine->destroy(ex);
 }
 
-CF__API int cf_submit(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
-                      cf_future **out)
+/* Validates a call and copies it into a new future (one reference, not
+ * yet handed to the engine).  `who` names the public function. */
+static int prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
+                        int64_t timeout_ns, cf_future **out, const char *who)
 {
-    if (out)
-        *out = NULL;
-    if (!cf__executor_live(ex) || !fn || !out)
-        return cf__fail(CF_EINVAL, "submit: %s is NULL",
-                        !ex ? "executor" : !fn ? "fn" : !out ? "out" : "executor (not live)");
     if (nargs > 0 && !args)
-        return cf__fail(CF_EINVAL, "submit: args is NULL but nargs is %zu", nargs);
+        return cf__fail(CF_EINVAL, "%s: args is NULL but nargs is %zu", who, nargs);
     if (nargs > CF_ARGS_MAX)
-        return cf__fail(CF_EINVAL, "submit: %zu arguments, more than CF_ARGS_MAX (%d)", nargs,
+        return cf__fail(CF_EINVAL, "%s: %zu arguments, more than CF_ARGS_MAX (%d)", who, nargs,
                         CF_ARGS_MAX);
     if (cf__executor_inherited(ex))
-        return cf__fail(CF_EBROKEN, "submit: executor was inherited through fork(); its workers "
-                                    "do not exist in this process");
+        return cf__fail(CF_EBROKEN, "%s: executor was inherited through fork(); its workers "
+                                    "do not exist in this process", who);
+    bool copying = ex->engine->copies_args;
+    if (copying && !cf_task_name(fn))
+        return cf__fail(CF_ENOTCOPYABLE, "%s: the task function is not registered, so a %s "
+                                         "pool cannot name it to its workers: add CF_TASK(fn) "
+                                         "after its definition",
+                        who, ex->engine->name);
     /* `payload` is what the caller sends (the limit applies to it);
      * `extra` is what the copy needs, including string terminators.  Each
      * value is at most CF_PAYLOAD_MAX, so neither sum can overflow. */
     size_t payload = 0, extra = 0;
-    bool copying = ex->engine->copies_args;
     for (size_t i = 0; i < nargs; i++) {
-        int rc = cf__value_check(&args[i], copying, "submit", i);
+        int rc = cf__value_check(&args[i], copying, who, i);
         if (rc != CF_OK)
             return rc;
         if (args[i].kind == CF_BYTES || args[i].kind == CF_STR)
             payload += args[i].size;
         extra += cf__value_extra(&args[i]);
         if (payload > CF_PAYLOAD_MAX)
-            return cf__fail(CF_ETOOBIG, "submit: arguments total %zu bytes, more than "
+            return cf__fail(CF_ETOOBIG, "%s: arguments total %zu bytes, more than "
                                         "CF_PAYLOAD_MAX (%zu)",
-                            payload, (size_t)CF_PAYLOAD_MAX);
+                            who, payload, (size_t)CF_PAYLOAD_MAX);
     }
     cf_future *f = cf__future_new_call(fn, args, nargs, extra);
     if (!f)
-        return cf__fail(CF_ENOMEM, "submit: out of memory for the call");
+        return cf__fail(CF_ENOMEM, "%s: out of memory for the call", who);
+    f->owner = ex;
+    f->timeout_ns = timeout_ns;
+    *out = f;
+    return CF_OK;
+}
+
+CF__API void cf_submit_options_init(cf_submit_options *opts)
+{
+    if (opts)
+        opts->timeout = CF_FOREVER;
+}
+
+static int submit_common(cf_executor *ex, const cf_submit_options *opts, cf_task_fn *fn,
+                         const cf_value *args, size_t nargs, cf_future **out, const char *who)
+{
+    if (out)
+        *out = NULL;
+    if (!cf__executor_live(ex) || !fn || !out)
+        return cf__fail(CF_EINVAL, "%s: %s is NULL", who,
+                        !ex ? "executor" : !fn ? "fn" : !out ? "out" : "executor (not live)");
+    int64_t timeout_ns = CF__NS_FOREVER;
+    if (opts && opts->timeout != CF_FOREVER) {
+        int64_t deadline;
+        int rc = cf__deadline(opts->timeout, &deadline, who);
+        if (rc != CF_OK)
+            return rc;
+        timeout_ns = opts->timeout >= 9e9 ? CF__NS_FOREVER : (int64_t)(opts->timeout * 1e9);
+    }
+    cf_future *f;
+    int rc = prepare_call(ex, fn, args, nargs, timeout_ns, &f, who);
+    if (rc != CF_OK)
+        return rc;
     /* The engine keeps its own reference; the caller gets the first. */
     cf_future_retain(f);
-    int rc = ex->engine->submit(ex, f);
+    rc = ex->engine->submit(ex, f);
     if (rc != CF_OK) {
         /* The engine released its reference; drop ours too. */
         cf_future_release(f);
@@ -192,6 +226,88 @@ CF__API int cf_submit(cf_executor *ex, cf_task_fn *fn, const cf_value *args, siz
     }
     *out = f;
     return CF_OK;
+}
+
+CF__API int cf_submit(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
+                      cf_future **out)
+{
+    return submit_common(ex, NULL, fn, args, nargs, out, "submit");
+}
+
+CF__API int cf_submit_with(cf_executor *ex, const cf_submit_options *opts, cf_task_fn *fn,
+                           const cf_value *args, size_t nargs, cf_future **out)
+{
+    return submit_common(ex, opts, fn, args, nargs, out, "submit_with");
+}
+
+int cf__prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
+                     cf_future **out)
+{
+    return prepare_call(ex, fn, args, nargs, CF__NS_FOREVER, out, "map");
+}
+
+int cf__submit_prepared(cf_executor *ex, cf_future **fs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cf_future_retain(fs[i]); /* the engine's references */
+    if (ex->engine->submit_batch && n > 1)
+        return ex->engine->submit_batch(ex, fs, n);
+    for (size_t i = 0; i < n; i++) {
+        int rc = ex->engine->submit(ex, fs[i]);
+        if (rc != CF_OK) {
+            for (size_t j = i + 1; j < n; j++)
+                cf_future_release(fs[j]);
+            for (size_t j = 0; j < i; j++)
+                cf_future_cancel(fs[j]);
+            return rc;
+        }
+    }
+    return CF_OK;
+}
+
+CF__API int cf_future_interrupt(cf_future *f)
+{
+    if (!f || !f->has_call)
+        return cf__fail(CF_EINVAL, "future_interrupt: %s", !f ? "future is NULL"
+                                                              : "no executor runs this future");
+    atomic_store_explicit(&f->stop, true, memory_order_relaxed);
+    if (cf_future_cancel(f))
+        return CF_OK;
+    cf__lock_acquire(&f->lock);
+    if (cf__state_done(cf__state_of(f))) {
+        cf__lock_release(&f->lock);
+        return CF_EDONE;
+    }
+    /* Not done: the executor still holds the call, so it is alive. */
+    cf_executor *ex = f->owner;
+    cf__executor_ref(ex);
+    cf__lock_release(&f->lock);
+    if (ex->engine->interrupt && !cf__executor_inherited(ex))
+        ex->engine->interrupt(ex, f);
+    cf__executor_unref(ex);
+    return CF_OK;
+}
+
+static int stop_workers(cf_executor *ex, bool kill, const char *who)
+{
+    if (!cf__executor_live(ex))
+        return cf__fail(CF_EINVAL, "%s: executor is NULL", who);
+    if (cf__executor_inherited(ex))
+        return CF_OK;
+    ex->engine->shutdown(ex, false, true);
+    if (ex->engine->stop_workers)
+        ex->engine->stop_workers(ex, kill);
+    return CF_OK;
+}
+
+CF__API int cf_terminate_workers(cf_executor *ex)
+{
+    return stop_workers(ex, false, "terminate_workers");
+}
+
+CF__API int cf_kill_workers(cf_executor *ex)
+{
+    return stop_workers(ex, true, "kill_workers");
 }
 
 CF__API int cf_shutdown(cf_executor *ex, bool wait, bool cancel_futures)

@@ -65,9 +65,9 @@
  * malloc.  Under AddressSanitizer the cache is off, so use after free and
  * double release stay detectable. */
 
-/* sizeof(cf_future) (152) + three numeric arguments, or two and 24 bytes
+/* sizeof(cf_future) (184) + three numeric arguments, or two and 24 bytes
  * of string/bytes payload. */
-#define BLOCK_SIZE 224
+#define BLOCK_SIZE 256
 #define BLOCK_CACHE_MAX 4096
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -153,6 +153,8 @@ static void init_future(cf_future *f)
     atomic_init(&f->lock.word, 0);
     f->status = CF_OK;
     f->result = cf_none();
+    f->timeout_ns = CF__NS_FOREVER;
+    f->deadline_ns = CF__NS_FOREVER;
 }
 
 static bool live(const cf_future *f)
@@ -202,6 +204,22 @@ cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t narg
         }
         copies[i] = v;
     }
+    return f;
+}
+
+cf_future *cf__future_new_borrowed(cf_task_fn *fn, const cf_value *args, size_t nargs)
+{
+    bool pooled;
+    cf_future *f = future_alloc(sizeof(cf_future) + nargs * sizeof(cf_value), &pooled);
+    if (!f)
+        return NULL;
+    init_future(f);
+    f->pooled = pooled;
+    f->has_call = true;
+    f->call.fn = fn;
+    f->call.nargs = nargs;
+    if (nargs)
+        memcpy(cf__call_args(&f->call), args, nargs * sizeof(cf_value));
     return f;
 }
 
@@ -386,7 +404,7 @@ CF__API int cf_future_set_running_or_notify_cancel(cf_future *f)
  * ownership of `failure` and `heap` on success; returns CF_EINVALSTATE
  * (owning nothing) when already done. */
 static int finish(cf_future *f, int status, const cf_value *result, void *heap,
-                  cf_failure *failure, const char *who)
+                  cf_failure *failure, const char *who, bool engine)
 {
     cf__lock_acquire(&f->lock);
     uint32_t s = cf__state_of(f);
@@ -395,14 +413,20 @@ static int finish(cf_future *f, int status, const cf_value *result, void *heap,
         return cf__fail(CF_EINVALSTATE, "%s: future is already %s", who,
                         cf_state_name((cf_state)s));
     }
-    if (s == CF_RUNNING && f->has_call) {
+    if (s == CF_RUNNING && f->has_call && !engine) {
         cf__lock_release(&f->lock);
         return cf__fail(CF_EINVALSTATE, "%s: the future is running on an executor, which "
                                         "completes it", who);
     }
     f->status = status;
-    if (result)
+    if (result) {
         f->result = *result;
+        /* Small bytes/strings live inline, as cf__value_store() does. */
+        if (!heap && (result->kind == CF_BYTES || result->kind == CF_STR)) {
+            memcpy(f->inline_result, result->as.bytes, cf__value_extra(result));
+            f->result.as.bytes = f->inline_result;
+        }
+    }
     f->result_heap = heap;
     f->failure = failure;
     complete_locked(f, CF_FINISHED);
@@ -451,24 +475,43 @@ CF__API int cf_future_set_exception(cf_future *f, int code, const char *type,
     cf_failure *fail = cf__failure_new(code, type, message);
     if (!fail)
         return cf__fail(CF_ENOMEM, "set_exception: out of memory");
-    int rc = finish(f, CF_ETASK, NULL, NULL, fail, "set_exception");
+    int rc = finish(f, CF_ETASK, NULL, NULL, fail, "set_exception", false);
     if (rc != CF_OK)
+        cf__failure_free(fail);
+    return rc;
+}
+
+static int fail_future(cf_future *f, int status, const char *type, const char *message,
+                       bool engine)
+{
+    cf_failure *fail = cf__failure_new(status, type, message);
+    int rc = finish(f, status, NULL, NULL, fail ? fail : cf__failure_oom(), "fail", engine);
+    if (rc != CF_OK && fail)
         cf__failure_free(fail);
     return rc;
 }
 
 int cf__future_fail(cf_future *f, int status, const char *type, const char *message)
 {
-    cf_failure *fail = cf__failure_new(status, type, message);
-    int rc = finish(f, status, NULL, NULL, fail ? fail : cf__failure_oom(), "fail");
-    if (rc != CF_OK && fail)
-        cf__failure_free(fail);
-    return rc;
+    return fail_future(f, status, type, message, false);
+}
+
+int cf__future_fail_running(cf_future *f, int status, const char *type, const char *message)
+{
+    return fail_future(f, status, type, message, true);
+}
+
+int cf__future_complete_remote(cf_future *f, int status, const cf_value *result, void *heap,
+                               cf_failure *failure)
+{
+    return finish(f, status, result, heap, failure, "complete", true);
 }
 
 void cf__future_run_call(cf_future *f, _Atomic int *unfinished)
 {
     cf_call *call = &f->call;
+    if (f->timeout_ns != CF__NS_FOREVER)
+        f->deadline_ns = cf__now_ns() + f->timeout_ns;
     int rc = call->fn(call);
     if (!f->failure && rc != 0)
         cf_raise(call, rc, "TaskError", "task returned %d without raising", rc);

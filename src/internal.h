@@ -217,6 +217,18 @@ struct cf_future {
     cf__qnode qnode;
     bool has_call;
     bool pooled;           /* allocated in future.c's block size */
+    /* Stopping a call (cf_future_interrupt, cf_submit_with's timeout):
+     * `stop` is set by any thread and read by the task through
+     * cf_cancel_requested(); relaxed is enough, it carries no data.
+     * `timeout_ns` (CF__NS_FOREVER for none) and `owner` are written before
+     * the future is handed to the engine and never change; `owner` may be
+     * dereferenced only while the future is not done, with its lock held
+     * (the executor cannot be freed before its calls are done).
+     * `deadline_ns` belongs to the thread running the call. */
+    _Atomic bool stop;
+    int64_t timeout_ns;
+    int64_t deadline_ns;
+    cf_executor *owner;
     cf_call call;
     unsigned char inline_result[CF__INLINE_RESULT];
     /* trailing: copied arguments (cf_value[nargs]) then their bytes */
@@ -233,6 +245,23 @@ cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t narg
  * just before the outcome becomes visible, or, when the future has
  * done-callbacks, just after they have run on this thread. */
 void cf__future_run_call(cf_future *f, _Atomic int *unfinished);
+
+/* Allocates a future for running a call inside a worker process: the
+ * cf_value array is copied but bytes/strings are borrowed from `args`,
+ * which must outlive the call.  NULL on ENOMEM. */
+cf_future *cf__future_new_borrowed(cf_task_fn *fn, const cf_value *args, size_t nargs);
+
+/* Completes a submitted future that an engine marked RUNNING and runs
+ * elsewhere (another process): takes ownership of `heap` (the result's
+ * bytes when they did not fit inline, copied into place here otherwise)
+ * and `failure`.  Returns CF_OK or CF_EINVALSTATE (already done; nothing
+ * taken). */
+int cf__future_complete_remote(cf_future *f, int status, const cf_value *result, void *heap,
+                               cf_failure *failure);
+
+/* Like cf__future_fail() but also completes a RUNNING submitted future
+ * (the engine that runs it gives up on it: a crashed worker). */
+int cf__future_fail_running(cf_future *f, int status, const char *type, const char *message);
 
 /* Completes `f` with a failure made by the library (for example a broken
  * pool).  `status` is what cf_future_result() will return.  Returns CF_OK
@@ -303,6 +332,15 @@ typedef struct cf__engine {
     /* Is the calling thread one of this executor's workers? */
     bool (*is_worker)(const cf_executor *ex);
     int (*worker_count)(const cf_executor *ex);
+    /* Optional (NULL: not supported).  Submits n futures as one unit that
+     * a worker runs together (map's chunksize); same contract as submit
+     * for each future. */
+    int (*submit_batch)(cf_executor *ex, cf_future **fs, size_t n);
+    /* Optional.  Stops the running call of `f` (cf_future_interrupt). */
+    void (*interrupt)(cf_executor *ex, cf_future *f);
+    /* Optional.  terminate_workers (kill false) / kill_workers (true);
+     * called after shutdown(false, true). */
+    void (*stop_workers)(cf_executor *ex, bool kill);
     /* Frees the engine's memory; called once, after a waited shutdown. */
     void (*destroy)(cf_executor *ex);
 } cf__engine;
@@ -318,6 +356,32 @@ struct cf_executor {
     /* Guarded by the registry mutex (executor.c): */
     cf_executor *reg_prev, *reg_next;
 };
+
+/* Set by a thread-pool worker around each call: the flag that
+ * cf_terminate_workers() raises for that pool (NULL elsewhere). */
+extern _Thread_local const _Atomic bool *cf__current_pool_stop;
+
+/* Task registry (registry.c).  The name's storage lives as long as the
+ * process.  cf__task_lookup returns NULL when unknown. */
+cf_task_fn *cf__task_lookup(const char *name, size_t len);
+
+/* map's chunking.  cf__prepare_call validates fn(args...) as cf_submit()
+ * does and copies it into a new future (one reference, owned by the
+ * caller) without scheduling it.  cf__submit_prepared then hands n such
+ * futures to the engine - as one unit (a chunk that one worker runs) when
+ * the engine has submit_batch - adding the engine's own references.  On
+ * error nothing of the n stays scheduled (some may have been cancelled);
+ * the caller still owns its references. */
+int cf__prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
+                     cf_future **out);
+int cf__submit_prepared(cf_executor *ex, cf_future **fs, size_t n);
+
+/* Process pools (process_pool.c, process_worker.c). */
+#define CF__WORKER_ENV "CFUTURES_WORKER"
+extern bool cf__process_init_called; /* written once in main's thread */
+extern char **cf__process_argv;
+/* Runs the worker loop on socket `fd`; never returns. */
+_Noreturn void cf__worker_run(int fd);
 
 /* Engines call these from their constructor / destructor. */
 void cf__executor_register(cf_executor *ex, const cf__engine *engine);

@@ -32,6 +32,8 @@ struct cf_map_iter {
     cf_value *tuple;       /* scratch: one value per input */
     int64_t deadline;
     size_t buffersize;     /* 0 = eager */
+    size_t chunksize;      /* calls per unit handed to the engine */
+    cf_future **chunk;     /* scratch: the unit being submitted */
     cf_future **ring;
     size_t cap, head, count;
     bool exhausted;        /* no more input (or refilling stopped) */
@@ -70,23 +72,31 @@ static int next_tuple(cf_map_iter *it)
     return 1;
 }
 
-static int push(cf_map_iter *it, cf_future *f)
+/* Makes room for `more` futures in the ring. */
+static int reserve(cf_map_iter *it, size_t more)
 {
-    if (it->count == it->cap) {
-        size_t ncap = it->cap ? it->cap * 2 : 16;
-        cf_future **nr = malloc(ncap * sizeof *nr);
-        if (!nr)
-            return cf__fail(CF_ENOMEM, "map: out of memory");
-        for (size_t i = 0; i < it->count; i++)
-            nr[i] = it->ring[(it->head + i) % it->cap];
-        free(it->ring);
-        it->ring = nr;
-        it->cap = ncap;
-        it->head = 0;
-    }
+    if (it->count + more <= it->cap)
+        return CF_OK;
+    size_t ncap = it->cap ? it->cap : 16;
+    while (ncap < it->count + more)
+        ncap *= 2;
+    cf_future **nr = malloc(ncap * sizeof *nr);
+    if (!nr)
+        return cf__fail(CF_ENOMEM, "map: out of memory");
+    for (size_t i = 0; i < it->count; i++)
+        nr[i] = it->ring[(it->head + i) % it->cap];
+    free(it->ring);
+    it->ring = nr;
+    it->cap = ncap;
+    it->head = 0;
+    return CF_OK;
+}
+
+/* Appends a future; reserve() made room. */
+static void push(cf_map_iter *it, cf_future *f)
+{
     it->ring[(it->head + it->count) % it->cap] = f;
     it->count++;
-    return CF_OK;
 }
 
 static cf_future *pop(cf_map_iter *it)
@@ -97,24 +107,38 @@ static cf_future *pop(cf_map_iter *it)
     return f;
 }
 
-/* Submits the next tuple.  Returns 1 (submitted), 0 (inputs exhausted) or
- * a cf_error (nothing submitted). */
+/* Submits the next chunk (up to `chunksize` tuples) as one unit.  Returns
+ * the number submitted, 0 (inputs exhausted) or a cf_error (nothing of
+ * this chunk stays scheduled). */
 static int submit_next(cf_map_iter *it)
 {
-    int r = next_tuple(it);
-    if (r <= 0)
-        return r;
-    cf_future *f;
-    r = cf_submit(it->ex, it->fn, it->tuple, it->ninputs, &f);
-    if (r != CF_OK)
-        return r;
-    r = push(it, f);
-    if (r != CF_OK) {
-        cf_future_cancel(f);
-        cf_future_release(f);
+    size_t n = 0;
+    int r = 0;
+    while (n < it->chunksize) {
+        r = next_tuple(it);
+        if (r <= 0)
+            break;
+        r = cf__prepare_call(it->ex, it->fn, it->tuple, it->ninputs, &it->chunk[n]);
+        if (r != CF_OK)
+            break;
+        n++;
+    }
+    if (r < 0 || n == 0) {
+        for (size_t i = 0; i < n; i++)
+            cf_future_release(it->chunk[i]);
         return r;
     }
-    return 1;
+    r = reserve(it, n);
+    if (r == CF_OK)
+        r = cf__submit_prepared(it->ex, it->chunk, n);
+    if (r != CF_OK) {
+        for (size_t i = 0; i < n; i++)
+            cf_future_release(it->chunk[i]);
+        return r;
+    }
+    for (size_t i = 0; i < n; i++)
+        push(it, it->chunk[i]);
+    return (int)n;
 }
 
 /* Cancels and drops every future not yet yielded. */
@@ -140,6 +164,7 @@ CF__API void cf_map_close(cf_map_iter *it)
     free(it->inputs);
     free(it->pos);
     free(it->tuple);
+    free(it->chunk);
     free(it);
 }
 
@@ -178,7 +203,9 @@ CF__API int cf_map(cf_executor *ex, cf_task_fn *fn, const cf_map_input *inputs, 
     it->inputs = malloc(ninputs * sizeof *it->inputs);
     it->pos = calloc(ninputs, sizeof *it->pos);
     it->tuple = calloc(ninputs, sizeof *it->tuple);
-    if (!it->inputs || !it->pos || !it->tuple) {
+    it->chunksize = (size_t)opts->chunksize;
+    it->chunk = calloc(it->chunksize, sizeof *it->chunk);
+    if (!it->inputs || !it->pos || !it->tuple || !it->chunk) {
         cf_map_close(it);
         return cf__fail(CF_ENOMEM, "map: out of memory");
     }
@@ -222,7 +249,7 @@ CF__API int cf_map_next(cf_map_iter *it, const cf_value **value, const cf_failur
     it->current = NULL;
     if (it->finished)
         return CF_EDONE;
-    if (it->buffersize && !it->exhausted) {
+    if (it->buffersize && !it->exhausted && it->count <= it->buffersize) {
         int rc = submit_next(it);
         if (rc <= 0) {
             it->exhausted = true;

@@ -97,6 +97,9 @@ struct thread_pool {
     char broken_msg[160];        /* guarded by submit_lock; final once broken */
     _Atomic bool shutdown;       /* written under submit_lock */
     _Atomic bool broken;         /* written under submit_lock */
+    /* cf_terminate_workers(): read by running tasks through
+     * cf_cancel_requested() (cf__current_pool_stop); relaxed, no data. */
+    _Atomic bool stop;
 
     _Atomic int alive;           /* threads that have not exited */
     _Atomic int unfinished;      /* calls submitted, not yet finished */
@@ -355,6 +358,7 @@ static void *worker_main(void *arg)
     tp_worker *w = arg;
     thread_pool *p = w->pool;
     tls_worker = w;
+    cf__current_pool_stop = &p->stop;
     cf__set_thread_name(w->name);
 
     if (p->initializer) {
@@ -376,6 +380,7 @@ static void *worker_main(void *arg)
 out:
     atomic_fetch_sub(&p->alive, 1);
     cf__set_thread_name(NULL);
+    cf__current_pool_stop = NULL;
     tls_worker = NULL;
     return NULL;
 }
@@ -503,6 +508,13 @@ static void tp_destroy(cf_executor *ex)
     free(p);
 }
 
+/* Threads cannot be killed: raise the flag every running task can poll. */
+static void tp_stop_workers(cf_executor *ex, bool kill)
+{
+    (void)kill;
+    atomic_store_explicit(&pool_of(ex)->stop, true, memory_order_relaxed);
+}
+
 static const cf__engine thread_engine = {
     .name = "thread",
     .copies_args = false,
@@ -510,6 +522,7 @@ static const cf__engine thread_engine = {
     .shutdown = tp_shutdown,
     .is_worker = tp_is_worker,
     .worker_count = tp_worker_count,
+    .stop_workers = tp_stop_workers,
     .destroy = tp_destroy,
 };
 
@@ -558,6 +571,7 @@ CF__API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_options *
     atomic_init(&p->idle_lock.word, 0);
     atomic_init(&p->shutdown, false);
     atomic_init(&p->broken, false);
+    atomic_init(&p->stop, false);
     atomic_init(&p->alive, 0);
     atomic_init(&p->unfinished, 0);
     atomic_init(&p->nidle, 0);

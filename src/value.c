@@ -316,3 +316,18 @@ CF__API int cf_return_ptr(cf_call *call, void *p)
     cf_value v = cf_ptr(p);
     return cf_return_value(call, &v);
 }
+
+_Thread_local const _Atomic bool *cf__current_pool_stop;
+
+CF__API bool cf_cancel_requested(const cf_call *call)
+{
+    if (!call)
+        return false;
+    const cf_future *f = cf__future_of_call(call);
+    if (atomic_load_explicit(&((cf_future *)f)->stop, memory_order_relaxed))
+        return true;
+    const _Atomic bool *pool_stop = cf__current_pool_stop;
+    if (pool_stop && atomic_load_explicit(pool_stop, memory_order_relaxed))
+        return true;
+    return f->deadline_ns != CF__NS_FOREVER && cf__now_ns() >= f->deadline_ns;
+}

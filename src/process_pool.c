@@ -1,0 +1,1514 @@
+/*
+ * process_pool.c - the process engine: calls run in worker processes.
+ *
+ * Design notes
+ *
+ *   submit ─► pending jobs (mu) ─► manager thread ─► socket ─► worker
+ *                                       ▲  completes futures,  │
+ *                                       └─ reaps, replaces ◄───┘ RESULT frames
+ *
+ * - One manager thread per pool owns every worker: it dispatches jobs,
+ *   writes frames (non-blocking, buffered per worker), reads results,
+ *   completes futures (so done-callbacks run on it, as on CPython's
+ *   manager thread), watches each worker's pidfd, kills workers whose call
+ *   overran its timeout or was interrupted, and reaps every child it
+ *   started.  Submitters only touch `mu`.
+ * - A job is one call, or one map chunk that a worker runs as a unit.
+ *   A worker runs its jobs in order and answers each with one RESULT
+ *   frame before it starts the next, so when a worker dies its oldest
+ *   unanswered job is the one it was running; later jobs queued on it had
+ *   not started and go back to the front of the pending queue.
+ * - Futures turn RUNNING when their job is handed to a worker (as in
+ *   CPython, where calls in the call queue are running).  To keep that
+ *   window short, a worker gets a second job only while a backlog exists
+ *   (more pending jobs than workers), up to DEPTH jobs; then the frames of
+ *   many tiny calls travel in one write.  A job with a timeout only goes
+ *   to a worker with nothing else queued, so its clock starts when it
+ *   starts.
+ * - Crash policy, timeouts, interrupts and cf_terminate_workers() all end
+ *   in worker_died(), which reads why the worker died (`reason`) and fails,
+ *   requeues or breaks accordingly.  A worker that dies before it has said
+ *   HELLO (start-up or initializer) breaks the pool under either policy:
+ *   replacing it would only fail again.
+ *
+ * Locks: `mu` guards the fields marked below.  The manager never holds it
+ * while completing futures or writing to workers; submitters never block
+ * on a worker.  Everything else in the pool (workers, buffers) belongs to
+ * the manager thread alone.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "wire.h"
+
+extern char **environ;
+
+#define DEPTH 64          /* most jobs queued on one worker */
+#define MAX_WORKERS 1024
+#define RFDS_MAX 16
+
+typedef struct pjob {
+    struct pjob *next;
+    uint32_t n;
+    bool started;        /* futures already set RUNNING (a requeued job) */
+    int64_t timeout_ns;  /* CF__NS_FOREVER for none */
+    cf_future *fs[];     /* the engine's references */
+} pjob;
+
+enum { R_NONE, R_TIMEOUT, R_INTERRUPT, R_STOP, R_BROKEN, R_BADFRAME };
+
+typedef struct pworker {
+    pid_t pid;
+    int fd;              /* -1 once closed */
+    int pidfd;           /* -1 if pidfd_open is unavailable */
+    bool hello;          /* start-up (and initializer) done */
+    bool exit_sent;      /* EXIT queued: takes no more jobs */
+    bool eof;
+    bool reaped;
+    int reason;          /* why we killed it (R_*) */
+    char detail[160];    /* for R_BADFRAME */
+    pjob *head, *tail;
+    int njobs;
+    int64_t head_since;  /* when the head job started running */
+    long tasks_sent;
+    unsigned char *in;
+    size_t in_start, in_end, in_cap;
+    int rfds[RFDS_MAX];
+    int nrfds;
+    unsigned char *out;
+    size_t out_start, out_end, out_cap;
+    struct mark {
+        size_t at;
+        int fd;
+    } *marks;
+    size_t nmarks, marks_cap;
+} pworker;
+
+typedef struct process_pool {
+    cf_executor base; /* first */
+    int max_workers;
+    int max_tasks;
+    int policy;
+    int start_method;
+    int64_t task_timeout_ns;
+    wire_enc init_frame; /* flattened INIT frame, sent to every worker */
+
+    pthread_mutex_t mu;
+    /* Guarded by mu: */
+    pjob *pending_head, *pending_tail;
+    size_t npending;
+    bool shutdown;
+    bool broken;
+    char broken_msg[320];
+    bool sleeping;       /* the manager waits in poll(); write wake_fd */
+    uint64_t seq;        /* bumped on every change the manager must see */
+    cf_future **interrupts;
+    size_t ninterrupts, interrupts_cap;
+    int stop_sig;        /* cf_terminate/kill_workers: 0, SIGTERM, SIGKILL */
+
+    int wake_fd;
+    pthread_t manager;
+    bool manager_started;
+    pthread_mutex_t join_mu;
+    bool joined;         /* guarded by join_mu */
+    _Atomic int alive;   /* workers not yet reaped */
+
+    /* Manager thread only: */
+    pworker **workers;
+    int nworkers, workers_cap;
+    bool stopping;       /* stop_sig was acted on */
+    bool exits_sent;
+} process_pool;
+
+static _Thread_local process_pool *tls_manager;
+
+static process_pool *pool_of(cf_executor *ex)
+{
+    return (process_pool *)ex;
+}
+
+static const char *signal_name(int sig)
+{
+    const char *abbrev = sigabbrev_np(sig);
+    return abbrev ? abbrev : "?";
+}
+
+/* ---- pending queue (mu held) ------------------------------------------- */
+
+static void push_pending_locked(process_pool *p, pjob *j)
+{
+    j->next = NULL;
+    if (p->pending_tail)
+        p->pending_tail->next = j;
+    else
+        p->pending_head = j;
+    p->pending_tail = j;
+    p->npending++;
+}
+
+static void wake_locked(process_pool *p)
+{
+    p->seq++;
+    if (p->sleeping) {
+        p->sleeping = false;
+        uint64_t one = 1;
+        ssize_t w = write(p->wake_fd, &one, sizeof one);
+        (void)w; /* a full counter still wakes the manager */
+    }
+}
+
+/* Puts jobs (a list, in order) back at the front. */
+static void requeue_front(process_pool *p, pjob *first, pjob *last, size_t n)
+{
+    if (!first)
+        return;
+    pthread_mutex_lock(&p->mu);
+    last->next = p->pending_head;
+    p->pending_head = first;
+    if (!p->pending_tail)
+        p->pending_tail = last;
+    p->npending += n;
+    p->seq++;
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* ---- completing futures (no lock held) -------------------------------- */
+
+static void fail_job(pjob *j, int status, const char *type, const char *msg)
+{
+    for (uint32_t i = 0; i < j->n; i++) {
+        if (!j->fs[i])
+            continue;
+        if (!j->started)
+            cf_future_set_running_or_notify_cancel(j->fs[i]);
+        cf__future_fail_running(j->fs[i], status, type, msg);
+        cf_future_release(j->fs[i]);
+    }
+    free(j);
+}
+
+static void fail_jobs(pjob *j, int status, const char *type, const char *msg)
+{
+    while (j) {
+        pjob *next = j->next;
+        fail_job(j, status, type, msg);
+        j = next;
+    }
+}
+
+/* ---- workers: output ----------------------------------------------------- */
+
+static bool out_reserve(pworker *w, size_t n)
+{
+    if (w->out_start == w->out_end && w->nmarks == 0)
+        w->out_start = w->out_end = 0;
+    if (w->out_end + n <= w->out_cap)
+        return true;
+    if (w->out_start) {
+        memmove(w->out, w->out + w->out_start, w->out_end - w->out_start);
+        for (size_t i = 0; i < w->nmarks; i++)
+            w->marks[i].at -= w->out_start;
+        w->out_end -= w->out_start;
+        w->out_start = 0;
+        if (w->out_end + n <= w->out_cap)
+            return true;
+    }
+    size_t ncap = w->out_cap ? w->out_cap : 4096;
+    while (ncap < w->out_end + n)
+        ncap *= 2;
+    unsigned char *nb = realloc(w->out, ncap);
+    if (!nb)
+        return false;
+    w->out = nb;
+    w->out_cap = ncap;
+    return true;
+}
+
+/* Queues a finished frame for the worker.  Returns false on ENOMEM or
+ * when a memfd could not be made. */
+static bool queue_frame(pworker *w, wire_enc *e, uint8_t type)
+{
+    if (e->oom)
+        return false;
+    size_t payload = wenc_finish(e, type, 0);
+    if (payload <= WIRE_INLINE_MAX) {
+        if (!out_reserve(w, WIRE_HDR + payload))
+            return false;
+        size_t at = WIRE_HDR;
+        memcpy(w->out + w->out_end, e->buf, WIRE_HDR);
+        w->out_end += WIRE_HDR;
+        for (size_t i = 0; i < e->nrefs; i++) {
+            memcpy(w->out + w->out_end, e->buf + at, e->ref_at[i] - at);
+            w->out_end += e->ref_at[i] - at;
+            memcpy(w->out + w->out_end, e->ref_ptr[i], e->ref_len[i]);
+            w->out_end += e->ref_len[i];
+            at = e->ref_at[i];
+        }
+        memcpy(w->out + w->out_end, e->buf + at, e->len - at);
+        w->out_end += e->len - at;
+        return true;
+    }
+    int mfd = cf__wire_to_memfd(e);
+    if (mfd < 0)
+        return false;
+    if (w->nmarks == w->marks_cap) {
+        size_t ncap = w->marks_cap ? w->marks_cap * 2 : 8;
+        struct mark *nm = realloc(w->marks, ncap * sizeof *nm);
+        if (!nm) {
+            close(mfd);
+            return false;
+        }
+        w->marks = nm;
+        w->marks_cap = ncap;
+    }
+    if (!out_reserve(w, WIRE_HDR + 8)) {
+        close(mfd);
+        return false;
+    }
+    wire_enc small = {.buf = w->out + w->out_end, .len = WIRE_HDR, .cap = WIRE_HDR + 8};
+    wenc_u64(&small, payload);
+    wenc_finish(&small, type, WIRE_SHM);
+    w->marks[w->nmarks++] = (struct mark){w->out_end, mfd};
+    w->out_end += WIRE_HDR + 8;
+    return true;
+}
+
+/* Writes what the socket takes now.  A write error means the worker is
+ * going away; its pidfd/EOF path reports that. */
+static void flush_out(pworker *w)
+{
+    while (w->fd >= 0 && w->out_start < w->out_end) {
+        size_t limit = w->nmarks ? w->marks[0].at : w->out_end;
+        ssize_t n;
+        if (w->out_start < limit) {
+            n = send(w->fd, w->out + w->out_start, limit - w->out_start,
+                     MSG_DONTWAIT | MSG_NOSIGNAL);
+        } else {
+            /* A memfd frame header: the descriptor rides on its first byte. */
+            union {
+                struct cmsghdr h;
+                char buf[CMSG_SPACE(sizeof(int))];
+            } ctl;
+            memset(&ctl, 0, sizeof ctl);
+            size_t len = WIRE_HDR + 8;
+            struct iovec iov = {w->out + w->out_start, len};
+            struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                               .msg_controllen = sizeof ctl.buf};
+            struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(c), &w->marks[0].fd, sizeof(int));
+            n = sendmsg(w->fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (n > 0) {
+                close(w->marks[0].fd);
+                memmove(w->marks, w->marks + 1, (w->nmarks - 1) * sizeof *w->marks);
+                w->nmarks--;
+            }
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                w->eof = true;
+            return;
+        }
+        w->out_start += (size_t)n;
+    }
+}
+
+/* ---- workers: start and stop -------------------------------------------- */
+
+static int pidfd_of(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd >= 0)
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return fd;
+#else
+    (void)pid;
+    return -1;
+#endif
+}
+
+/* Starts the program again as a worker (CF_START_EXEC). */
+static int spawn_exec(process_pool *p, int child_fd, pid_t *pid)
+{
+    (void)p;
+    char envvar[64];
+    snprintf(envvar, sizeof envvar, CF__WORKER_ENV "=3:%ld", (long)getpid());
+    size_t n = 0;
+    while (environ && environ[n])
+        n++;
+    char **envp = malloc((n + 2) * sizeof *envp);
+    if (!envp)
+        return ENOMEM;
+    size_t k = 0;
+    size_t keylen = strlen(CF__WORKER_ENV "=");
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], CF__WORKER_ENV "=", keylen) != 0)
+            envp[k++] = environ[i];
+    envp[k++] = envvar;
+    envp[k] = NULL;
+
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&attr);
+    /* dup2 onto itself clears close-on-exec (glibc >= 2.29). */
+    posix_spawn_file_actions_adddup2(&fa, child_fd, 3);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+    posix_spawn_file_actions_addclosefrom_np(&fa, 4);
+#endif
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    int rc = posix_spawn(pid, "/proc/self/exe", &fa, &attr, cf__process_argv, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    free(envp);
+    return rc;
+}
+
+/* Forks a worker (CF_START_FORK).  The child closes every descriptor of
+ * the pool but its own socket and runs the worker loop. */
+static int spawn_fork(process_pool *p, int child_fd, int parent_fd, pid_t *pid)
+{
+    pid_t parent = getpid();
+    pid_t c = fork();
+    if (c < 0)
+        return errno;
+    if (c == 0) {
+        close(parent_fd);
+        close(p->wake_fd);
+        for (int i = 0; i < p->nworkers; i++) {
+            if (p->workers[i]->fd >= 0)
+                close(p->workers[i]->fd);
+            if (p->workers[i]->pidfd >= 0)
+                close(p->workers[i]->pidfd);
+        }
+        sigset_t none;
+        sigemptyset(&none);
+        pthread_sigmask(SIG_SETMASK, &none, NULL);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(0);
+        cf__worker_run(child_fd);
+    }
+    *pid = c;
+    return 0;
+}
+
+/* Starts one worker and queues its INIT frame.  Returns CF_OK or an
+ * error with a message recorded. */
+static int spawn_worker(process_pool *p)
+{
+    if (p->nworkers == p->workers_cap) {
+        int ncap = p->workers_cap ? p->workers_cap * 2 : 8;
+        pworker **nw = realloc(p->workers, (size_t)ncap * sizeof *nw);
+        if (!nw)
+            return cf__fail(CF_ENOMEM, "process pool: out of memory for a worker");
+        p->workers = nw;
+        p->workers_cap = ncap;
+    }
+    pworker *w = calloc(1, sizeof *w);
+    if (!w)
+        return cf__fail(CF_ENOMEM, "process pool: out of memory for a worker");
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        int e = errno;
+        free(w);
+        return cf__fail(CF_ESYS, "process pool: socketpair: %s", strerror(e));
+    }
+    pid_t pid = 0;
+    int rc = p->start_method == CF_START_FORK ? spawn_fork(p, sv[1], sv[0], &pid)
+                                              : spawn_exec(p, sv[1], &pid);
+    close(sv[1]);
+    if (rc != 0) {
+        close(sv[0]);
+        free(w);
+        return cf__fail(CF_ESYS, "process pool: cannot start a worker: %s", strerror(rc));
+    }
+    w->pid = pid;
+    w->fd = sv[0];
+    w->pidfd = pidfd_of(pid);
+    fcntl(w->fd, F_SETFL, fcntl(w->fd, F_GETFL) | O_NONBLOCK);
+    w->head_since = cf__now_ns();
+    p->workers[p->nworkers++] = w;
+    atomic_fetch_add(&p->alive, 1);
+    wire_enc copy = p->init_frame; /* flattened: no references */
+    if (!queue_frame(w, &copy, WIRE_INIT)) {
+        kill(pid, SIGKILL);
+        w->reason = R_BROKEN;
+    }
+    return CF_OK;
+}
+
+static void kill_worker(pworker *w, int reason, int sig)
+{
+    if (w->reaped)
+        return;
+    if (w->reason == R_NONE)
+        w->reason = reason;
+    kill(w->pid, sig);
+}
+
+/* ---- breaking ------------------------------------------------------------ */
+
+/* Marks the pool broken: pending calls and every call on a worker fail
+ * with `msg`; the workers are killed (and reaped later). */
+static void break_pool(process_pool *p, const char *msg)
+{
+    pthread_mutex_lock(&p->mu);
+    if (!p->broken) {
+        p->broken = true;
+        snprintf(p->broken_msg, sizeof p->broken_msg, "%s", msg);
+    }
+    pjob *pending = p->pending_head;
+    p->pending_head = p->pending_tail = NULL;
+    p->npending = 0;
+    pthread_mutex_unlock(&p->mu);
+    fail_jobs(pending, CF_EBROKEN, "BrokenProcessPool", msg);
+    for (int i = 0; i < p->nworkers; i++) {
+        pworker *w = p->workers[i];
+        fail_jobs(w->head, CF_EBROKEN, "BrokenProcessPool", msg);
+        w->head = w->tail = NULL;
+        w->njobs = 0;
+        kill_worker(w, R_BROKEN, SIGKILL);
+    }
+}
+
+static bool pool_broken(process_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    bool b = p->broken;
+    pthread_mutex_unlock(&p->mu);
+    return b;
+}
+
+/* ---- a worker died -------------------------------------------------------- */
+
+static void describe_status(const siginfo_t *si, bool known, char *buf, size_t size)
+{
+    if (!known)
+        snprintf(buf, size, "exit status unknown (SIGCHLD ignored?)");
+    else if (si->si_code == CLD_EXITED)
+        snprintf(buf, size, "exited with status %d", si->si_status);
+    else
+        snprintf(buf, size, "was killed by signal %d (SIG%s)%s", si->si_status,
+                 signal_name(si->si_status), si->si_code == CLD_DUMPED ? ", core dumped" : "");
+}
+
+static int ensure_workers(process_pool *p);
+
+static void remove_worker(process_pool *p, pworker *w)
+{
+    for (int i = 0; i < p->nworkers; i++) {
+        if (p->workers[i] == w) {
+            p->workers[i] = p->workers[--p->nworkers];
+            break;
+        }
+    }
+    if (w->fd >= 0)
+        close(w->fd);
+    if (w->pidfd >= 0)
+        close(w->pidfd);
+    for (int i = 0; i < w->nrfds; i++)
+        close(w->rfds[i]);
+    for (size_t i = 0; i < w->nmarks; i++)
+        close(w->marks[i].fd);
+    free(w->marks);
+    free(w->in);
+    free(w->out);
+    free(w);
+    atomic_fetch_sub(&p->alive, 1);
+}
+
+static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool known)
+{
+    char how[96], msg[320];
+    describe_status(si, known, how, sizeof how);
+    pjob *head = w->head, *rest = head ? head->next : NULL;
+    pjob *last = rest;
+    size_t nrest = 0;
+    for (pjob *j = rest; j; j = j->next) {
+        last = j;
+        nrest++;
+    }
+    if (head)
+        head->next = NULL;
+    w->head = w->tail = NULL;
+    w->njobs = 0;
+    bool expected = w->exit_sent && !head && w->reason == R_NONE;
+    int reason = w->reason;
+    bool hello = w->hello;
+    pid_t pid = w->pid;
+    char detail[160];
+    snprintf(detail, sizeof detail, "%s", w->detail);
+    remove_worker(p, w);
+
+    if (expected)
+        return;
+    switch (reason) {
+    case R_TIMEOUT:
+        snprintf(msg, sizeof msg, "the call exceeded its timeout; worker pid %d was killed",
+                 (int)pid);
+        fail_jobs(head, CF_ETIMEDOUT, "TimeoutError", msg);
+        requeue_front(p, rest, last, nrest);
+        break;
+    case R_INTERRUPT:
+        snprintf(msg, sizeof msg, "the call was interrupted; worker pid %d was killed",
+                 (int)pid);
+        fail_jobs(head, CF_ECANCELLED, "CancelledError", msg);
+        requeue_front(p, rest, last, nrest);
+        break;
+    case R_STOP:
+        snprintf(msg, sizeof msg, "worker pid %d was stopped by terminate_workers/kill_workers "
+                                  "and %s",
+                 (int)pid, how);
+        fail_jobs(head, CF_EBROKEN, "BrokenProcessPool", msg);
+        fail_jobs(rest, CF_EBROKEN, "BrokenProcessPool", msg);
+        return;
+    case R_BROKEN:
+        pthread_mutex_lock(&p->mu);
+        snprintf(msg, sizeof msg, "%s", p->broken_msg);
+        pthread_mutex_unlock(&p->mu);
+        fail_jobs(head, CF_EBROKEN, "BrokenProcessPool", msg);
+        fail_jobs(rest, CF_EBROKEN, "BrokenProcessPool", msg);
+        return;
+    default:
+        if (reason == R_BADFRAME)
+            snprintf(msg, sizeof msg, "A process in the process pool sent a malformed frame "
+                                      "(%s); worker pid %d was killed",
+                     detail, (int)pid);
+        else
+            snprintf(msg, sizeof msg, "A process in the process pool was terminated abruptly "
+                                      "while the future was running or pending: worker pid %d "
+                                      "%s%s",
+                     (int)pid, how, hello ? "" : " during start-up");
+        if (p->policy == CF_CRASH_BREAKS_POOL || !hello) {
+            fail_jobs(head, CF_EBROKEN, "BrokenProcessPool", msg);
+            requeue_front(p, rest, last, nrest);
+            break_pool(p, msg);
+            return;
+        }
+        fail_jobs(head, CF_EBROKEN, "BrokenProcessPool", msg);
+        requeue_front(p, rest, last, nrest);
+        break;
+    }
+    if (!pool_broken(p))
+        ensure_workers(p);
+}
+
+/* Reaps `w` if it has exited.  Returns true if it was reaped. */
+static bool try_reap(process_pool *p, pworker *w, bool block)
+{
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    int r;
+    do
+        r = waitid(P_PID, (id_t)w->pid, &si, WEXITED | (block ? 0 : WNOHANG));
+    while (r < 0 && errno == EINTR);
+    if (r == 0 && si.si_pid == 0)
+        return false; /* still running */
+    w->reaped = true;
+    worker_died(p, w, &si, r == 0);
+    return true;
+}
+
+/* ---- workers: input -------------------------------------------------------- */
+
+static void bad_frame(pworker *w, const char *what)
+{
+    if (w->reason == R_NONE) {
+        snprintf(w->detail, sizeof w->detail, "%s", what);
+        w->reason = R_BADFRAME;
+    }
+    kill(w->pid, SIGKILL);
+    w->eof = true; /* read nothing more from it */
+}
+
+typedef struct outcome {
+    bool ok;
+    cf_value v;
+    int code;
+    const char *type, *msg;
+} outcome;
+
+/* Completes the head job from a RESULT frame. */
+static void on_result(process_pool *p, pworker *w, wire_dec *d)
+{
+    (void)p;
+    pjob *j = w->head;
+    uint32_t n = wdec_u32(d);
+    if (!j || n != j->n) {
+        bad_frame(w, j ? "result count does not match the job" : "result without a job");
+        return;
+    }
+    outcome stack[16];
+    outcome *oc = n <= 16 ? stack : malloc(n * sizeof *oc);
+    if (!oc) {
+        bad_frame(w, "parent out of memory decoding a result");
+        return;
+    }
+    for (uint32_t i = 0; i < n && !d->bad; i++) {
+        oc[i].ok = wdec_u8(d) != 0;
+        if (oc[i].ok) {
+            oc[i].v = wdec_value(d);
+        } else {
+            oc[i].code = (int)wdec_u32(d);
+            oc[i].type = wdec_cstr(d);
+            oc[i].msg = wdec_cstr(d);
+        }
+    }
+    if (d->bad || d->p != d->end) {
+        if (oc != stack)
+            free(oc);
+        bad_frame(w, "result frame does not decode");
+        return;
+    }
+    w->head = j->next;
+    if (!w->head)
+        w->tail = NULL;
+    w->njobs--;
+    w->head_since = cf__now_ns();
+    for (uint32_t i = 0; i < n; i++) {
+        cf_future *f = j->fs[i];
+        if (!f)
+            continue;
+        if (oc[i].ok) {
+            cf_value v = oc[i].v;
+            void *heap = NULL;
+            size_t extra = cf__value_extra(&v);
+            if (extra > CF__INLINE_RESULT) {
+                heap = malloc(extra);
+                if (!heap) {
+                    cf__future_fail_running(f, CF_ETASK, "MemoryError",
+                                            "parent out of memory for the result");
+                    cf_future_release(f);
+                    continue;
+                }
+                memcpy(heap, v.as.bytes, extra);
+                v.as.bytes = heap;
+            }
+            if (cf__future_complete_remote(f, CF_OK, &v, heap, NULL) != CF_OK)
+                free(heap); /* interrupted meanwhile: already failed */
+        } else {
+            cf_failure *fl = cf__failure_new(oc[i].code, oc[i].type, oc[i].msg);
+            if (cf__future_complete_remote(f, CF_ETASK, NULL, NULL,
+                                           fl ? fl : cf__failure_oom()) != CF_OK &&
+                fl)
+                cf__failure_free(fl);
+        }
+        cf_future_release(f);
+    }
+    free(j);
+    if (oc != stack)
+        free(oc);
+}
+
+static void on_hello(process_pool *p, pworker *w, wire_dec *d)
+{
+    (void)wdec_u32(d); /* pid, as the worker sees it */
+    bool ok = wdec_u8(d) != 0;
+    if (ok) {
+        if (d->bad) {
+            bad_frame(w, "hello frame does not decode");
+            return;
+        }
+        w->hello = true;
+        return;
+    }
+    char msg[320];
+    bool has = wdec_u8(d) == 0; /* the initializer's outcome: a failure */
+    int code = has ? (int)wdec_u32(d) : 0;
+    const char *type = has ? wdec_cstr(d) : "";
+    const char *text = has ? wdec_cstr(d) : "";
+    (void)code;
+    snprintf(msg, sizeof msg, "the initializer failed in worker pid %d: %s: %s", (int)w->pid,
+             d->bad ? "?" : type, d->bad ? "?" : text);
+    w->reason = R_BROKEN;
+    break_pool(p, msg);
+}
+
+/* Reads and handles everything the worker sent. */
+static void read_worker(process_pool *p, pworker *w)
+{
+    while (!w->eof && w->fd >= 0) {
+        if (w->in_start == w->in_end)
+            w->in_start = w->in_end = 0;
+        if (w->in_cap - w->in_end < 4096) {
+            if (w->in_start) {
+                memmove(w->in, w->in + w->in_start, w->in_end - w->in_start);
+                w->in_end -= w->in_start;
+                w->in_start = 0;
+            }
+            if (w->in_cap - w->in_end < 4096) {
+                size_t ncap = w->in_cap ? w->in_cap * 2 : 64 * 1024;
+                unsigned char *nb = realloc(w->in, ncap);
+                if (!nb) {
+                    bad_frame(w, "parent out of memory reading results");
+                    return;
+                }
+                w->in = nb;
+                w->in_cap = ncap;
+            }
+        }
+        union {
+            struct cmsghdr h;
+            char buf[CMSG_SPACE(8 * sizeof(int))];
+        } ctl;
+        struct iovec iov = {w->in + w->in_end, w->in_cap - w->in_end};
+        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                           .msg_controllen = sizeof ctl.buf};
+        ssize_t n = recvmsg(w->fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (n <= 0) {
+            w->eof = true;
+            break;
+        }
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                continue;
+            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < k; i++) {
+                int got;
+                memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+                if (w->nrfds < RFDS_MAX)
+                    w->rfds[w->nrfds++] = got;
+                else
+                    close(got);
+            }
+        }
+        if (m.msg_flags & MSG_CTRUNC)
+            bad_frame(w, "too many descriptors");
+        w->in_end += (size_t)n;
+        /* Handle every complete frame. */
+        while (!w->eof && w->in_end - w->in_start >= WIRE_HDR) {
+            uint32_t len;
+            uint8_t type, flags;
+            wire_header(w->in + w->in_start, &len, &type, &flags);
+            if ((flags & WIRE_SHM) ? len != 8 : len > WIRE_INLINE_MAX) {
+                bad_frame(w, "frame length out of range");
+                return;
+            }
+            if (w->in_end - w->in_start < WIRE_HDR + (size_t)len)
+                break; /* incomplete; read more */
+            const unsigned char *body = w->in + w->in_start + WIRE_HDR;
+            wire_dec d = {body, body + len, false};
+            const unsigned char *map = NULL;
+            uint64_t maplen = 0;
+            int mfd = -1;
+            if (flags & WIRE_SHM) {
+                maplen = wdec_u64(&d);
+                if (w->nrfds > 0) {
+                    mfd = w->rfds[0];
+                    memmove(w->rfds, w->rfds + 1, (size_t)(w->nrfds - 1) * sizeof(int));
+                    w->nrfds--;
+                }
+                map = mfd >= 0 ? cf__wire_map(mfd, maplen) : NULL;
+                if (!map) {
+                    if (mfd >= 0)
+                        close(mfd);
+                    bad_frame(w, "shared-memory frame cannot be mapped");
+                    return;
+                }
+                d = (wire_dec){map, map + maplen, false};
+            }
+            w->in_start += WIRE_HDR + (size_t)len;
+            if (type == WIRE_RESULT)
+                on_result(p, w, &d);
+            else if (type == WIRE_HELLO)
+                on_hello(p, w, &d);
+            else
+                bad_frame(w, "unknown frame type");
+            if (map) {
+                munmap((void *)map, (size_t)maplen);
+                close(mfd);
+            }
+        }
+    }
+}
+
+/* ---- dispatch -------------------------------------------------------------- */
+
+static bool takes_jobs(const pworker *w)
+{
+    return !w->exit_sent && !w->eof && w->reason == R_NONE;
+}
+
+static int live_workers(process_pool *p)
+{
+    int n = 0;
+    for (int i = 0; i < p->nworkers; i++)
+        n += takes_jobs(p->workers[i]);
+    return n;
+}
+
+/* Starts workers until max_workers take jobs.  Returns CF_OK or the error
+ * of the last failed start (then the pool breaks if nobody is left). */
+static int ensure_workers(process_pool *p)
+{
+    if (p->stopping)
+        return CF_OK;
+    int rc = CF_OK;
+    while (live_workers(p) < p->max_workers) {
+        rc = spawn_worker(p);
+        if (rc != CF_OK)
+            break;
+    }
+    if (rc != CF_OK && live_workers(p) == 0) {
+        char msg[320];
+        snprintf(msg, sizeof msg, "no worker process could be started: %s",
+                 cf_last_error_message());
+        break_pool(p, msg);
+    }
+    return rc;
+}
+
+/* Encodes a job as a CALL frame and queues it on `w`. */
+static bool send_job(process_pool *p, pworker *w, pjob *j, wire_enc *e)
+{
+    (void)p;
+    wenc_reset(e);
+    wenc_u32(e, j->n);
+    const char *name = cf_task_name(j->fs[0]->call.fn);
+    size_t namelen = name ? strlen(name) : 0;
+    wenc_u8(e, (uint8_t)namelen);
+    wenc_put(e, name, namelen);
+    for (uint32_t i = 0; i < j->n; i++) {
+        cf_call *c = &j->fs[i]->call;
+        const cf_value *args = cf__call_args(c);
+        wenc_u8(e, (uint8_t)c->nargs);
+        for (size_t k = 0; k < c->nargs; k++)
+            wenc_value(e, &args[k]);
+    }
+    return queue_frame(w, e, WIRE_CALL);
+}
+
+/* Marks the job's futures running; drops cancelled ones.  Returns false
+ * if nothing is left to run (the job is freed). */
+static bool start_job(pjob *j)
+{
+    if (j->started)
+        return true;
+    j->started = true;
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < j->n; i++) {
+        if (cf_future_set_running_or_notify_cancel(j->fs[i]) == 1)
+            j->fs[k++] = j->fs[i];
+        else
+            cf_future_release(j->fs[i]);
+    }
+    j->n = k;
+    if (k == 0) {
+        free(j);
+        return false;
+    }
+    return true;
+}
+
+static pworker *pick_worker(process_pool *p, pjob *j, size_t backlog)
+{
+    pworker *best = NULL;
+    for (int i = 0; i < p->nworkers; i++) {
+        pworker *w = p->workers[i];
+        if (!takes_jobs(w))
+            continue;
+        if (p->max_tasks && w->tasks_sent > 0 && w->tasks_sent + (long)j->n > p->max_tasks)
+            continue;
+        if (w->head && (w->head->timeout_ns != CF__NS_FOREVER || j->timeout_ns != CF__NS_FOREVER))
+            continue;
+        if (!best || w->njobs < best->njobs)
+            best = w;
+    }
+    if (!best)
+        return NULL;
+    if (best->njobs > 0 && (backlog < (size_t)p->max_workers || best->njobs >= DEPTH))
+        return NULL;
+    return best;
+}
+
+static void dispatch(process_pool *p, wire_enc *e)
+{
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        pjob *j = p->pending_head;
+        size_t backlog = p->npending;
+        pworker *w = j ? pick_worker(p, j, backlog) : NULL;
+        if (!w) {
+            pthread_mutex_unlock(&p->mu);
+            return;
+        }
+        p->pending_head = j->next;
+        if (!p->pending_head)
+            p->pending_tail = NULL;
+        p->npending--;
+        pthread_mutex_unlock(&p->mu);
+        j->next = NULL;
+        if (!start_job(j))
+            continue;
+        if (!send_job(p, w, j, e)) {
+            fail_job(j, CF_ENOMEM, "MemoryError", "process pool: out of memory sending the call");
+            continue;
+        }
+        if (w->tail)
+            w->tail->next = j;
+        else
+            w->head = j;
+        w->tail = j;
+        if (w->njobs++ == 0)
+            w->head_since = cf__now_ns();
+        w->tasks_sent += j->n;
+        if (p->max_tasks && w->tasks_sent >= p->max_tasks) {
+            /* Recycle: it leaves after this job; a replacement starts now,
+             * so a backlog never waits for the old one to go. */
+            wenc_reset(e);
+            w->exit_sent = queue_frame(w, e, WIRE_EXIT);
+            if (!w->exit_sent)
+                kill_worker(w, R_BROKEN, SIGKILL);
+            ensure_workers(p);
+        }
+    }
+}
+
+/* ---- the manager thread --------------------------------------------------- */
+
+static void handle_interrupts(process_pool *p, cf_future **fs, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        cf_future *f = fs[k];
+        bool killed = false;
+        for (int i = 0; i < p->nworkers && !killed; i++) {
+            pworker *w = p->workers[i];
+            if (w->head && w->head->n == 1 && w->head->fs[0] == f) {
+                kill_worker(w, R_INTERRUPT, SIGKILL);
+                killed = true;
+            }
+        }
+        if (!killed && cf_future_running(f))
+            cf__future_fail_running(f, CF_ECANCELLED, "CancelledError",
+                                    "the call was interrupted before its worker started it");
+        cf_future_release(f);
+    }
+}
+
+static void check_timeouts(process_pool *p, int64_t now, int *poll_ms)
+{
+    for (int i = 0; i < p->nworkers; i++) {
+        pworker *w = p->workers[i];
+        if (!w->head || w->head->timeout_ns == CF__NS_FOREVER || w->reason != R_NONE)
+            continue;
+        int64_t due = w->head_since + w->head->timeout_ns;
+        if (due <= now) {
+            kill_worker(w, R_TIMEOUT, SIGKILL);
+            continue;
+        }
+        int64_t ms = (due - now + 999999) / 1000000;
+        if (*poll_ms < 0 || ms < *poll_ms)
+            *poll_ms = (int)(ms > 60000 ? 60000 : ms);
+    }
+}
+
+static bool all_idle(process_pool *p)
+{
+    for (int i = 0; i < p->nworkers; i++)
+        if (p->workers[i]->njobs)
+            return false;
+    return true;
+}
+
+static void *manager_main(void *arg)
+{
+    process_pool *p = arg;
+    tls_manager = p;
+    cf__set_thread_name("cfutures-procmgr");
+    wire_enc enc = {0};
+    struct pollfd *pfds = NULL;
+    pworker **pw = NULL;
+    size_t pcap = 0;
+    uint64_t seen = (uint64_t)-1;
+    ensure_workers(p);
+    for (;;) {
+        /* Requests from other threads. */
+        pthread_mutex_lock(&p->mu);
+        seen = p->seq;
+        bool shutdown = p->shutdown;
+        int stop_sig = p->stop_sig;
+        cf_future **ints = p->interrupts;
+        size_t nints = p->ninterrupts;
+        p->interrupts = NULL;
+        p->ninterrupts = p->interrupts_cap = 0;
+        size_t npending = p->npending;
+        pthread_mutex_unlock(&p->mu);
+
+        if (nints)
+            handle_interrupts(p, ints, nints);
+        free(ints);
+        if (stop_sig && !p->stopping) {
+            p->stopping = true;
+            for (int i = 0; i < p->nworkers; i++)
+                kill_worker(p->workers[i], R_STOP, stop_sig);
+        }
+        dispatch(p, &enc);
+        if (shutdown && npending == 0 && all_idle(p) && !p->exits_sent) {
+            pthread_mutex_lock(&p->mu);
+            bool none = p->npending == 0;
+            pthread_mutex_unlock(&p->mu);
+            if (none) {
+                p->exits_sent = true;
+                p->stopping = true; /* no replacements from here on */
+                for (int i = 0; i < p->nworkers; i++) {
+                    pworker *w = p->workers[i];
+                    if (!w->exit_sent) {
+                        wenc_reset(&enc);
+                        w->exit_sent = queue_frame(w, &enc, WIRE_EXIT);
+                        if (!w->exit_sent)
+                            kill_worker(w, R_BROKEN, SIGKILL);
+                    }
+                }
+            }
+        }
+        if (shutdown && p->nworkers == 0 && (p->exits_sent || pool_broken(p) || p->stopping)) {
+            pthread_mutex_lock(&p->mu);
+            bool done = p->npending == 0;
+            pthread_mutex_unlock(&p->mu);
+            if (done)
+                break;
+        }
+        for (int i = 0; i < p->nworkers; i++)
+            flush_out(p->workers[i]);
+
+        /* Wait for something to happen. */
+        size_t need = 1 + 2 * (size_t)p->nworkers;
+        if (need > pcap) {
+            struct pollfd *np = realloc(pfds, need * sizeof *np);
+            pworker **nw = realloc(pw, need * sizeof *nw);
+            if (np)
+                pfds = np;
+            if (nw)
+                pw = nw;
+            if (!np || !nw) {
+                cf__log("process pool: out of memory in the manager; retrying");
+                struct timespec ts = {0, 10000000};
+                nanosleep(&ts, NULL);
+                continue;
+            }
+            pcap = need;
+        }
+        size_t np = 0;
+        pfds[np] = (struct pollfd){p->wake_fd, POLLIN, 0};
+        pw[np++] = NULL;
+        for (int i = 0; i < p->nworkers; i++) {
+            pworker *w = p->workers[i];
+            if (!w->eof) {
+                short ev = POLLIN;
+                if (w->out_start < w->out_end)
+                    ev |= POLLOUT;
+                pfds[np] = (struct pollfd){w->fd, ev, 0};
+                pw[np++] = w;
+            }
+            if (w->pidfd >= 0) {
+                pfds[np] = (struct pollfd){w->pidfd, POLLIN, 0};
+                pw[np++] = w;
+            }
+        }
+        int poll_ms = -1;
+        int64_t now = cf__now_ns();
+        check_timeouts(p, now, &poll_ms);
+        bool no_pidfd_eof = false;
+        for (int i = 0; i < p->nworkers; i++)
+            if (p->workers[i]->pidfd < 0 && p->workers[i]->eof)
+                no_pidfd_eof = true;
+        if (no_pidfd_eof)
+            poll_ms = 0;
+        pthread_mutex_lock(&p->mu);
+        if (p->seq != seen)
+            poll_ms = 0;
+        else
+            p->sleeping = true;
+        pthread_mutex_unlock(&p->mu);
+        int r = poll(pfds, np, poll_ms);
+        pthread_mutex_lock(&p->mu);
+        p->sleeping = false;
+        pthread_mutex_unlock(&p->mu);
+        if (r < 0 && errno != EINTR) {
+            cf__log("process pool: poll: %s", strerror(errno));
+            continue;
+        }
+        if (r > 0 && (pfds[0].revents & POLLIN)) {
+            uint64_t v;
+            ssize_t rd = read(p->wake_fd, &v, sizeof v);
+            (void)rd;
+        }
+        /* Input first, then deaths: a worker's last results arrive before
+         * its exit is handled. */
+        for (size_t i = 1; i < np && r > 0; i++) {
+            pworker *w = pw[i];
+            if (pfds[i].fd == w->fd && (pfds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                read_worker(p, w);
+            else if (pfds[i].fd == w->fd && (pfds[i].revents & POLLOUT))
+                flush_out(w);
+        }
+        for (int i = 0; i < p->nworkers;) {
+            pworker *w = p->workers[i];
+            bool check = false;
+            for (size_t k = 1; k < np && r > 0; k++)
+                if (pw[k] == w && pfds[k].fd == w->pidfd && (pfds[k].revents & POLLIN))
+                    check = true;
+            if (w->pidfd < 0 && w->eof) {
+                if (w->reason == R_NONE && !(w->exit_sent && !w->head))
+                    kill(w->pid, SIGKILL);
+                check = true;
+            }
+            if (check) {
+                read_worker(p, w); /* whatever it sent before dying */
+                if (try_reap(p, w, w->pidfd < 0))
+                    continue; /* removed: slot i now holds another worker */
+            }
+            i++;
+        }
+    }
+    free(pfds);
+    free(pw);
+    wenc_free(&enc);
+    cf__set_thread_name(NULL);
+    tls_manager = NULL;
+    return NULL;
+}
+
+/* ---- the engine ------------------------------------------------------------ */
+
+static int enqueue(process_pool *p, pjob *j, const char *who)
+{
+    pthread_mutex_lock(&p->mu);
+    if (p->shutdown || p->broken) {
+        int rc = p->broken ? cf__fail(CF_EBROKEN, "%s: %s", who, p->broken_msg)
+                           : cf__fail(CF_ESHUTDOWN, "%s: cannot schedule new futures after "
+                                                    "shutdown", who);
+        pthread_mutex_unlock(&p->mu);
+        for (uint32_t i = 0; i < j->n; i++)
+            cf_future_release(j->fs[i]);
+        free(j);
+        return rc;
+    }
+    push_pending_locked(p, j);
+    wake_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    return CF_OK;
+}
+
+static pjob *new_job(process_pool *p, cf_future **fs, size_t n)
+{
+    pjob *j = malloc(sizeof *j + n * sizeof(cf_future *));
+    if (!j)
+        return NULL;
+    j->next = NULL;
+    j->n = (uint32_t)n;
+    j->started = false;
+    memcpy(j->fs, fs, n * sizeof *fs);
+    int64_t t = fs[0]->timeout_ns;
+    if (t == CF__NS_FOREVER && p->task_timeout_ns != CF__NS_FOREVER)
+        t = p->task_timeout_ns > INT64_MAX / (int64_t)n ? CF__NS_FOREVER
+                                                        : p->task_timeout_ns * (int64_t)n;
+    j->timeout_ns = t;
+    return j;
+}
+
+static int pp_submit_batch(cf_executor *ex, cf_future **fs, size_t n)
+{
+    process_pool *p = pool_of(ex);
+    pjob *j = new_job(p, fs, n);
+    if (!j) {
+        for (size_t i = 0; i < n; i++)
+            cf_future_release(fs[i]);
+        return cf__fail(CF_ENOMEM, "submit: out of memory");
+    }
+    return enqueue(p, j, "submit");
+}
+
+static int pp_submit(cf_executor *ex, cf_future *f)
+{
+    return pp_submit_batch(ex, &f, 1);
+}
+
+static bool pp_is_worker(const cf_executor *ex)
+{
+    return tls_manager == (const process_pool *)ex;
+}
+
+static int pp_worker_count(const cf_executor *ex)
+{
+    return atomic_load(&((process_pool *)ex)->alive);
+}
+
+static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
+{
+    process_pool *p = pool_of(ex);
+    pthread_mutex_lock(&p->mu);
+    p->shutdown = true;
+    pjob *cancel = NULL, **tail = &cancel;
+    if (cancel_futures) {
+        /* Jobs handed out before (requeued after a crash) are running and
+         * stay; the others are cancelled. */
+        pjob **pp = &p->pending_head;
+        p->pending_tail = NULL;
+        while (*pp) {
+            pjob *j = *pp;
+            if (!j->started) {
+                *pp = j->next;
+                p->npending--;
+                j->next = NULL;
+                *tail = j;
+                tail = &j->next;
+            } else {
+                p->pending_tail = j;
+                pp = &j->next;
+            }
+        }
+    }
+    wake_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    while (cancel) {
+        pjob *next = cancel->next;
+        for (uint32_t i = 0; i < cancel->n; i++) {
+            cf_future_cancel(cancel->fs[i]);
+            cf_future_release(cancel->fs[i]);
+        }
+        free(cancel);
+        cancel = next;
+    }
+    if (!wait)
+        return CF_OK;
+    if (pp_is_worker(ex))
+        return cf__fail(CF_EDEADLK, "shutdown: wait requested from the pool's own manager "
+                                    "thread (a done-callback), which cannot wait for itself");
+    pthread_mutex_lock(&p->join_mu);
+    if (!p->joined && p->manager_started) {
+        pthread_join(p->manager, NULL);
+        p->joined = true;
+    }
+    pthread_mutex_unlock(&p->join_mu);
+    return CF_OK;
+}
+
+static void pp_interrupt(cf_executor *ex, cf_future *f)
+{
+    process_pool *p = pool_of(ex);
+    pthread_mutex_lock(&p->mu);
+    if (p->ninterrupts == p->interrupts_cap) {
+        size_t ncap = p->interrupts_cap ? p->interrupts_cap * 2 : 4;
+        cf_future **nf = realloc(p->interrupts, ncap * sizeof *nf);
+        if (!nf) {
+            pthread_mutex_unlock(&p->mu);
+            cf__log("process pool: out of memory queueing an interrupt");
+            return;
+        }
+        p->interrupts = nf;
+        p->interrupts_cap = ncap;
+    }
+    p->interrupts[p->ninterrupts++] = cf_future_retain(f);
+    wake_locked(p);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void pp_stop_workers(cf_executor *ex, bool kill)
+{
+    process_pool *p = pool_of(ex);
+    pthread_mutex_lock(&p->mu);
+    p->stop_sig = kill ? SIGKILL : SIGTERM;
+    wake_locked(p);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void pp_destroy(cf_executor *ex)
+{
+    process_pool *p = pool_of(ex);
+    /* After a waited shutdown: the manager has reaped every worker. */
+    for (size_t i = 0; i < p->ninterrupts; i++)
+        cf_future_release(p->interrupts[i]);
+    free(p->interrupts);
+    free(p->workers);
+    wenc_free(&p->init_frame);
+    close(p->wake_fd);
+    pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->join_mu);
+    free(p);
+}
+
+static const cf__engine process_engine = {
+    .name = "process",
+    .copies_args = true,
+    .submit = pp_submit,
+    .shutdown = pp_shutdown,
+    .is_worker = pp_is_worker,
+    .worker_count = pp_worker_count,
+    .submit_batch = pp_submit_batch,
+    .interrupt = pp_interrupt,
+    .stop_workers = pp_stop_workers,
+    .destroy = pp_destroy,
+};
+
+CF__API int cf_process_pool_default_workers(void)
+{
+    return cf_usable_cpus();
+}
+
+CF__API void cf_process_pool_options_init(cf_process_pool_options *opts)
+{
+    if (!opts)
+        return;
+    memset(opts, 0, sizeof *opts);
+    opts->max_workers = CF_AUTO;
+    opts->on_crash = CF_CRASH_BREAKS_POOL;
+    opts->start_method = CF_START_EXEC;
+    opts->task_timeout = CF_FOREVER;
+}
+
+CF__API int cf_process_pool_new(cf_executor **out, const cf_process_pool_options *opts)
+{
+    if (!out)
+        return cf__fail(CF_EINVAL, "process_pool_new: out is NULL");
+    *out = NULL;
+    cf_process_pool_options o;
+    if (opts)
+        o = *opts;
+    else
+        cf_process_pool_options_init(&o);
+    if (cf_in_worker_process())
+        return cf__fail(CF_EINVALSTATE, "process_pool_new: called inside a worker process");
+    if (o.max_workers == CF_AUTO)
+        o.max_workers = cf_process_pool_default_workers();
+    if (o.max_workers < 1 || o.max_workers > MAX_WORKERS)
+        return cf__fail(CF_EINVAL, "process_pool_new: max_workers must be CF_AUTO or 1..%d, "
+                                   "got %d", MAX_WORKERS, o.max_workers);
+    if (o.max_tasks_per_child < 0)
+        return cf__fail(CF_EINVAL, "process_pool_new: max_tasks_per_child must be >= 0, got %d",
+                        o.max_tasks_per_child);
+    if (o.on_crash != CF_CRASH_BREAKS_POOL && o.on_crash != CF_CRASH_REPLACES_WORKER)
+        return cf__fail(CF_EINVAL, "process_pool_new: unknown crash policy %d", (int)o.on_crash);
+    if (o.start_method != CF_START_EXEC && o.start_method != CF_START_FORK)
+        return cf__fail(CF_EINVAL, "process_pool_new: unknown start method %d",
+                        (int)o.start_method);
+    int64_t deadline;
+    int rc = cf__deadline(o.task_timeout, &deadline, "process_pool_new: task_timeout");
+    if (rc != CF_OK)
+        return rc;
+    if (o.start_method == CF_START_EXEC && !cf__process_init_called)
+        return cf__fail(CF_EINVALSTATE, "process_pool_new: CF_START_EXEC starts this program "
+                                        "again as a worker, which needs cf_process_init(argc, "
+                                        "argv) at the top of main()");
+    if (o.initializer && !cf_task_name(o.initializer))
+        return cf__fail(CF_EINVAL, "process_pool_new: the initializer is not registered (add "
+                                   "CF_TASK(fn) after its definition)");
+    if (o.ninitargs > CF_ARGS_MAX || (o.ninitargs && !o.initargs))
+        return cf__fail(CF_EINVAL, "process_pool_new: bad initargs (%zu, %s)", o.ninitargs,
+                        o.initargs ? "array" : "NULL");
+    for (size_t i = 0; i < o.ninitargs; i++) {
+        rc = cf__value_check(&o.initargs[i], true, "process_pool_new: initargs", i);
+        if (rc != CF_OK)
+            return rc;
+    }
+
+    process_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return cf__fail(CF_ENOMEM, "process_pool_new: out of memory");
+    p->max_workers = o.max_workers;
+    p->max_tasks = o.max_tasks_per_child;
+    p->policy = o.on_crash;
+    p->start_method = o.start_method;
+    p->task_timeout_ns = o.task_timeout >= 9e9 ? CF__NS_FOREVER
+                                               : (int64_t)(o.task_timeout * 1e9);
+    /* The INIT frame: the initializer call with copies of its arguments. */
+    wire_enc *e = &p->init_frame;
+    wenc_reset(e);
+    if (!o.initializer) {
+        wenc_u8(e, 0);
+    } else {
+        const char *name = cf_task_name(o.initializer);
+        wenc_u8(e, 1);
+        wenc_u32(e, 1);
+        wenc_u8(e, (uint8_t)strlen(name));
+        wenc_put(e, name, strlen(name));
+        wenc_u8(e, (uint8_t)o.ninitargs);
+        for (size_t i = 0; i < o.ninitargs; i++) {
+            const cf_value *v = &o.initargs[i];
+            wenc_u8(e, (uint8_t)v->kind);
+            if (v->kind == CF_I64)
+                wenc_u64(e, (uint64_t)v->as.i64);
+            else if (v->kind == CF_F64) {
+                uint64_t bits;
+                memcpy(&bits, &v->as.f64, 8);
+                wenc_u64(e, bits);
+            } else if (v->kind == CF_BYTES) {
+                wenc_u64(e, v->size);
+                wenc_put(e, v->as.bytes, v->size);
+            } else if (v->kind == CF_STR) {
+                wenc_u64(e, v->size + 1);
+                wenc_put(e, v->as.str, v->size + 1);
+            }
+        }
+    }
+    if (e->oom || wenc_finish(e, WIRE_INIT, 0) > WIRE_INLINE_MAX) {
+        bool oom = e->oom;
+        wenc_free(e);
+        free(p);
+        return oom ? cf__fail(CF_ENOMEM, "process_pool_new: out of memory")
+                   : cf__fail(CF_ETOOBIG, "process_pool_new: initargs exceed %zu bytes",
+                              WIRE_INLINE_MAX);
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->join_mu, NULL);
+    atomic_init(&p->alive, 0);
+    p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (p->wake_fd < 0) {
+        int err = errno;
+        wenc_free(e);
+        free(p);
+        return cf__fail(CF_ESYS, "process_pool_new: eventfd: %s", strerror(err));
+    }
+    cf__executor_register(&p->base, &process_engine);
+    /* The manager blocks asynchronous signals, so they reach application
+     * threads; the workers reset their mask. */
+    sigset_t all, old;
+    sigfillset(&all);
+    sigdelset(&all, SIGSEGV);
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGFPE);
+    sigdelset(&all, SIGILL);
+    sigdelset(&all, SIGTRAP);
+    sigdelset(&all, SIGABRT);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&p->manager, NULL, manager_main, p);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        atomic_store(&p->base.destroyed, true);
+        cf__executor_unref(&p->base);
+        return cf__fail(CF_ESYS, "process_pool_new: cannot start the manager thread: %s",
+                        strerror(rc));
+    }
+    p->manager_started = true;
+    *out = &p->base;
+    return CF_OK;
+}

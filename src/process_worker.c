@@ -1,0 +1,489 @@
+/*
+ * process_worker.c - the worker side of a process pool, cf_process_init(),
+ * and the blocking half of the frame transport.
+ *
+ * Design notes
+ * - A worker is single-threaded: it reads frames from its socket (fd 3 in
+ *   an exec'd worker), runs each call through the same cf_call machinery
+ *   as the thread engine, and writes one RESULT frame per CALL frame, right
+ *   after the frame's last call.  Because results are never held back, the
+ *   parent knows exactly which call a dead worker was running: the oldest
+ *   one without a result.
+ * - Arguments are borrowed from the received frame (or the mapped memfd)
+ *   for the duration of the call: no copy on the worker side.
+ * - The worker dies with its parent: PR_SET_PDEATHSIG (SIGKILL) for a
+ *   worker busy in a task, EOF on the socket for an idle one.
+ * - Nothing here takes a lock that a parent thread could have held at
+ *   fork() (CF_START_FORK): the worker only uses its own buffers, malloc
+ *   (which glibc resets in the child) and the task registry's rwlock, which
+ *   is only written during start-up registration.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "wire.h"
+
+bool cf__process_init_called;
+char **cf__process_argv;
+static _Atomic bool in_worker;
+
+CF__API bool cf_in_worker_process(void)
+{
+    return atomic_load_explicit(&in_worker, memory_order_relaxed);
+}
+
+/* ---- transport --------------------------------------------------------- */
+
+/* The payload of `e` as iovecs (header excluded).  Returns the count. */
+static int payload_iov(const wire_enc *e, struct iovec *iov)
+{
+    int n = 0;
+    size_t at = WIRE_HDR;
+    for (size_t i = 0; i < e->nrefs; i++) {
+        if (e->ref_at[i] > at)
+            iov[n++] = (struct iovec){e->buf + at, e->ref_at[i] - at};
+        if (e->ref_len[i])
+            iov[n++] = (struct iovec){(void *)e->ref_ptr[i], e->ref_len[i]};
+        at = e->ref_at[i];
+    }
+    if (e->len > at)
+        iov[n++] = (struct iovec){e->buf + at, e->len - at};
+    return n;
+}
+
+int cf__wire_to_memfd(const wire_enc *e)
+{
+    int mfd = memfd_create("cfutures-frame", MFD_CLOEXEC);
+    if (mfd < 0)
+        return -1;
+    struct iovec iov[2 * WIRE_MAX_REFS + 2];
+    int n = payload_iov(e, iov);
+    off_t off = 0;
+    int i = 0;
+    while (i < n) {
+        ssize_t w = pwritev(mfd, iov + i, n - i, off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            int saved = errno;
+            close(mfd);
+            errno = saved;
+            return -1;
+        }
+        off += w;
+        while (i < n && (size_t)w >= iov[i].iov_len) {
+            w -= (ssize_t)iov[i].iov_len;
+            i++;
+        }
+        if (i < n) {
+            iov[i].iov_base = (char *)iov[i].iov_base + w;
+            iov[i].iov_len -= (size_t)w;
+        }
+    }
+    return mfd;
+}
+
+const unsigned char *cf__wire_map(int memfd, uint64_t size)
+{
+    off_t end = lseek(memfd, 0, SEEK_END);
+    if (end < 0 || (uint64_t)end < size || size == 0 || size > WIRE_SHM_MAX)
+        return NULL;
+    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, memfd, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static int write_all_iov(int fd, struct iovec *iov, int n)
+{
+    int i = 0;
+    while (i < n) {
+        ssize_t w = writev(fd, iov + i, n - i);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        while (i < n && (size_t)w >= iov[i].iov_len) {
+            w -= (ssize_t)iov[i].iov_len;
+            i++;
+        }
+        if (i < n) {
+            iov[i].iov_base = (char *)iov[i].iov_base + w;
+            iov[i].iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+/* Sends `hdr` (WIRE_HDR + 8 bytes) with `mfd` attached. */
+static int send_with_fd(int fd, const unsigned char *hdr, size_t len, int mfd)
+{
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct iovec iov = {(void *)hdr, len};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                       .msg_controllen = sizeof ctl.buf};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &mfd, sizeof(int));
+    ssize_t w;
+    do
+        w = sendmsg(fd, &m, MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    if (w < 0)
+        return -1;
+    if ((size_t)w < len) {
+        struct iovec rest = {(void *)(hdr + w), len - (size_t)w};
+        return write_all_iov(fd, &rest, 1);
+    }
+    return 0;
+}
+
+int cf__wire_send_blocking(int fd, wire_enc *e, uint8_t type)
+{
+    if (e->oom) {
+        errno = ENOMEM;
+        return -1;
+    }
+    size_t payload = wenc_finish(e, type, 0);
+    if (payload <= WIRE_INLINE_MAX) {
+        struct iovec iov[2 * WIRE_MAX_REFS + 3];
+        iov[0] = (struct iovec){e->buf, WIRE_HDR};
+        int n = 1 + payload_iov(e, iov + 1);
+        return write_all_iov(fd, iov, n);
+    }
+    int mfd = cf__wire_to_memfd(e);
+    if (mfd < 0)
+        return -1;
+    unsigned char hdr[WIRE_HDR + 8];
+    wire_enc small = {.buf = hdr, .len = WIRE_HDR, .cap = sizeof hdr};
+    wenc_u64(&small, payload);
+    wenc_finish(&small, type, WIRE_SHM);
+    int rc = send_with_fd(fd, hdr, sizeof hdr, mfd);
+    close(mfd);
+    return rc;
+}
+
+/* ---- the worker -------------------------------------------------------- */
+
+typedef struct reader {
+    int fd;
+    unsigned char *buf;
+    size_t start, end, cap;
+    int fds[16]; /* received memfds, oldest first */
+    int nfds;
+} reader;
+
+/* Reads more bytes; returns false at EOF or on error. */
+static bool reader_fill(reader *r, size_t need)
+{
+    if (r->start > 0 && r->start == r->end)
+        r->start = r->end = 0;
+    if (r->end + need > r->cap) {
+        if (r->start > 0) {
+            memmove(r->buf, r->buf + r->start, r->end - r->start);
+            r->end -= r->start;
+            r->start = 0;
+        }
+        size_t ncap = r->cap ? r->cap : 64 * 1024;
+        while (ncap < r->end + need)
+            ncap *= 2;
+        if (ncap != r->cap) {
+            unsigned char *nb = realloc(r->buf, ncap);
+            if (!nb)
+                return false;
+            r->buf = nb;
+            r->cap = ncap;
+        }
+    }
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(8 * sizeof(int))];
+    } ctl;
+    struct iovec iov = {r->buf + r->end, r->cap - r->end};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                       .msg_controllen = sizeof ctl.buf};
+    ssize_t n;
+    do
+        n = recvmsg(r->fd, &m, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0)
+        return false;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int got;
+            memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            if (r->nfds < 16)
+                r->fds[r->nfds++] = got;
+            else
+                close(got);
+        }
+    }
+    r->end += (size_t)n;
+    return true;
+}
+
+static int reader_take_fd(reader *r)
+{
+    if (r->nfds == 0)
+        return -1;
+    int fd = r->fds[0];
+    memmove(r->fds, r->fds + 1, (size_t)(r->nfds - 1) * sizeof(int));
+    r->nfds--;
+    return fd;
+}
+
+static struct {
+    char point[32];
+    char task[256];
+} fault;
+
+static bool fault_at(const char *point, const char *task, size_t task_len)
+{
+    return fault.point[0] && strcmp(fault.point, point) == 0 &&
+           strlen(fault.task) == task_len && memcmp(fault.task, task, task_len) == 0;
+}
+
+static void fault_act(const char *point)
+{
+    if (strstr(point, "segv"))
+        raise(SIGSEGV);
+    _exit(3);
+}
+
+static void load_fault(void)
+{
+    const char *spec = getenv(CF__FAULT_ENV);
+    const char *colon = spec ? strchr(spec, ':') : NULL;
+    if (!colon || (size_t)(colon - spec) >= sizeof fault.point)
+        return;
+    memcpy(fault.point, spec, (size_t)(colon - spec));
+    fault.point[colon - spec] = '\0';
+    snprintf(fault.task, sizeof fault.task, "%s", colon + 1);
+}
+
+static _Noreturn void worker_exit(int code)
+{
+    fflush(NULL);
+    _exit(code);
+}
+
+/* Encodes a finished call's outcome. */
+static void encode_outcome(wire_enc *e, cf_future *f)
+{
+    if (f->status == CF_OK) {
+        wenc_u8(e, 1);
+        wenc_value(e, &f->result);
+    } else {
+        wenc_u8(e, 0);
+        const cf_failure *fl = f->failure;
+        wenc_failure(e, fl ? fl->code : f->status, fl ? fl->type : "TaskError",
+                     fl ? fl->message : "");
+    }
+}
+
+/* Runs one decoded call; returns its finished future (NULL on ENOMEM). */
+static cf_future *run_one(cf_task_fn *fn, const cf_value *args, size_t nargs)
+{
+    cf_future *f = cf__future_new_borrowed(fn, args, nargs);
+    if (!f)
+        return NULL;
+    cf_future_set_running_or_notify_cancel(f);
+    cf__future_run_call(f, NULL);
+    return f;
+}
+
+/* Handles a CALL or INIT frame's body; writes the RESULT/HELLO frame.
+ * Returns false when the worker must exit (initializer failed). */
+static bool handle_calls(int fd, wire_dec *d, bool init, wire_enc *out, cf_future ***fsp,
+                         size_t *fcap)
+{
+    if (init && !wdec_u8(d)) {
+        wenc_reset(out);
+        wenc_u32(out, (uint32_t)getpid());
+        wenc_u8(out, 1);
+        if (cf__wire_send_blocking(fd, out, WIRE_HELLO) != 0)
+            worker_exit(0);
+        return true;
+    }
+    uint32_t n = wdec_u32(d);
+    uint8_t namelen = wdec_u8(d);
+    const char *name = (const char *)wdec_take(d, namelen);
+    if (d->bad || n == 0 || (init && n != 1))
+        worker_exit(70);
+    cf_task_fn *fn = cf__task_lookup(name, namelen);
+    if (*fcap < n) {
+        cf_future **nf = realloc(*fsp, n * sizeof *nf);
+        if (!nf)
+            worker_exit(71);
+        *fsp = nf;
+        *fcap = n;
+    }
+    cf_future **fs = *fsp;
+    wenc_reset(out);
+    if (init)
+        wenc_u32(out, (uint32_t)getpid());
+    else
+        wenc_u32(out, n);
+    bool ok_all = true;
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t nargs = wdec_u8(d);
+        cf_value args[CF_ARGS_MAX];
+        if (nargs > CF_ARGS_MAX)
+            worker_exit(70);
+        for (uint8_t k = 0; k < nargs; k++)
+            args[k] = wdec_value(d);
+        if (d->bad)
+            worker_exit(70);
+        if (fault_at("decode-segv", name, namelen) || fault_at("decode-exit", name, namelen))
+            fault_act(fault.point);
+        if (!fn) {
+            fs[i] = NULL;
+            wenc_u8(out, 0);
+            char msg[320];
+            snprintf(msg, sizeof msg, "task \"%.*s\" is not registered in the worker process "
+                                      "(use CF_TASK, or register before cf_process_init)",
+                     (int)namelen, name);
+            wenc_failure(out, CF_ENOTCOPYABLE, "NameError", msg);
+            ok_all = false;
+            continue;
+        }
+        fs[i] = run_one(fn, args, nargs);
+        if (!fs[i]) {
+            wenc_u8(out, 0);
+            wenc_failure(out, CF_ENOMEM, "MemoryError", "worker: out of memory for the call");
+            ok_all = false;
+            continue;
+        }
+        if (fault_at("encode-segv", name, namelen) || fault_at("encode-exit", name, namelen))
+            fault_act(fault.point);
+        ok_all = ok_all && fs[i]->status == CF_OK;
+        encode_outcome(out, fs[i]);
+    }
+    if (fault_at("bad-frame", name, namelen)) {
+        wenc_reset(out);
+        wenc_u32(out, 0xFFFFFFFFu); /* a count that cannot be right */
+    } else if (fault_at("huge-frame", name, namelen)) {
+        unsigned char hdr[WIRE_HDR] = {0xff, 0xff, 0xff, 0x7f, WIRE_RESULT, 0, 0, 0};
+        struct iovec iov = {hdr, sizeof hdr};
+        write_all_iov(fd, &iov, 1);
+        worker_exit(0);
+    } else if (fault_at("short-frame", name, namelen)) {
+        wenc_finish(out, WIRE_RESULT, 0);
+        struct iovec iov = {out->buf, out->len > WIRE_HDR + 2 ? out->len - 2 : WIRE_HDR};
+        write_all_iov(fd, &iov, 1);
+        worker_exit(0);
+    }
+    if (init && !ok_all) {
+        /* HELLO carries the initializer's failure in place of "ok". */
+        wenc_reset(out);
+        wenc_u32(out, (uint32_t)getpid());
+        wenc_u8(out, 0);
+        if (fs[0])
+            encode_outcome(out, fs[0]);
+        else
+            wenc_failure(out, CF_ENOTCOPYABLE, "NameError", "initializer is not registered "
+                                                           "in the worker process");
+    } else if (init) {
+        wenc_reset(out);
+        wenc_u32(out, (uint32_t)getpid());
+        wenc_u8(out, 1);
+    }
+    int rc = cf__wire_send_blocking(fd, out, init ? WIRE_HELLO : WIRE_RESULT);
+    for (uint32_t i = 0; i < n; i++)
+        if (fs[i])
+            cf_future_release(fs[i]);
+    fflush(stdout);
+    if (rc != 0)
+        worker_exit(0); /* the parent is gone */
+    return !(init && !ok_all);
+}
+
+_Noreturn void cf__worker_run(int fd)
+{
+    atomic_store(&in_worker, true);
+    load_fault();
+    reader r = {.fd = fd};
+    wire_enc out = {0};
+    cf_future **fs = NULL;
+    size_t fcap = 0;
+    for (;;) {
+        while (r.end - r.start < WIRE_HDR)
+            if (!reader_fill(&r, WIRE_HDR))
+                worker_exit(0);
+        uint32_t len;
+        uint8_t type, flags;
+        wire_header(r.buf + r.start, &len, &type, &flags);
+        if (!(flags & WIRE_SHM) && len > WIRE_INLINE_MAX)
+            worker_exit(70);
+        while (r.end - r.start < WIRE_HDR + (size_t)len)
+            if (!reader_fill(&r, WIRE_HDR + (size_t)len - (r.end - r.start)))
+                worker_exit(0);
+        const unsigned char *body = r.buf + r.start + WIRE_HDR;
+        const unsigned char *map = NULL;
+        uint64_t maplen = 0;
+        int mfd = -1;
+        wire_dec d = {body, body + len, false};
+        if (flags & WIRE_SHM) {
+            maplen = wdec_u64(&d);
+            mfd = reader_take_fd(&r);
+            map = mfd >= 0 && !d.bad ? cf__wire_map(mfd, maplen) : NULL;
+            if (!map)
+                worker_exit(70);
+            d = (wire_dec){map, map + maplen, false};
+        }
+        bool go_on = true;
+        if (type == WIRE_EXIT)
+            worker_exit(0);
+        else if (type == WIRE_CALL || type == WIRE_INIT)
+            go_on = handle_calls(fd, &d, type == WIRE_INIT, &out, &fs, &fcap);
+        else
+            worker_exit(70);
+        if (map) {
+            munmap((void *)map, (size_t)maplen);
+            close(mfd);
+        }
+        r.start += WIRE_HDR + (size_t)len;
+        if (!go_on)
+            worker_exit(0);
+    }
+}
+
+CF__API int cf_process_init(int argc, char **argv)
+{
+    if (argc < 1 || !argv)
+        return cf__fail(CF_EINVAL, "process_init: argc must be >= 1 and argv not NULL");
+    const char *spec = getenv(CF__WORKER_ENV);
+    if (spec) {
+        /* "<fd>:<parent pid>", set by the pool for the program it starts. */
+        int fd = -1;
+        long ppid = 0;
+        if (sscanf(spec, "%d:%ld", &fd, &ppid) == 2 && fd >= 0) {
+            unsetenv(CF__WORKER_ENV); /* programs a task starts are not workers */
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid() != (pid_t)ppid)
+                _exit(0); /* the parent died before we armed the signal */
+            cf__worker_run(fd);
+        }
+        unsetenv(CF__WORKER_ENV);
+    }
+    cf__process_argv = argv;
+    cf__process_init_called = true;
+    return CF_OK;
+}
