@@ -131,6 +131,7 @@ static inline bool cf_test_event_wait(cf_test_event *e, double timeout)
 #define CF_TEST_MAIN(tests)                                                   \
     int main(int argc, char **argv)                                           \
     {                                                                         \
+        cf_process_init(argc, argv); /* process-pool workers stop here */    \
         size_t n = sizeof(tests) / sizeof((tests)[0]);                        \
         if (argc > 1 && strcmp(argv[1], "--list") == 0) {                     \
             for (size_t i = 0; i < n; i++)                                    \
