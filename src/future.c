@@ -47,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "internal.h"
 
@@ -235,6 +236,8 @@ static void free_future(cf_future *f)
     if (f->failure && !cf__failure_is_static(f->failure))
         cf__failure_free(f->failure);
     free(f->result_heap);
+    if (f->result_map)
+        munmap(f->result_map, f->result_map_len);
     /* Callbacks never run (the future never completed) are dropped. */
     cf__cb *cb = f->cb_head;
     while (cb) {
@@ -403,8 +406,9 @@ CF__API int cf_future_set_running_or_notify_cancel(cf_future *f)
 /* Completes f as FINISHED with an outcome the caller already built.  Takes
  * ownership of `failure` and `heap` on success; returns CF_EINVALSTATE
  * (owning nothing) when already done. */
-static int finish(cf_future *f, int status, const cf_value *result, void *heap,
-                  cf_failure *failure, const char *who, bool engine)
+static int finish_mapped(cf_future *f, int status, const cf_value *result, void *heap,
+                         cf_failure *failure, const char *who, bool engine, void *map,
+                         size_t map_len)
 {
     cf__lock_acquire(&f->lock);
     uint32_t s = cf__state_of(f);
@@ -419,10 +423,12 @@ static int finish(cf_future *f, int status, const cf_value *result, void *heap,
                                         "completes it", who);
     }
     f->status = status;
+    f->result_map = map;
+    f->result_map_len = map_len;
     if (result) {
         f->result = *result;
         /* Small bytes/strings live inline, as cf__value_store() does. */
-        if (!heap && (result->kind == CF_BYTES || result->kind == CF_STR)) {
+        if (!heap && !map && (result->kind == CF_BYTES || result->kind == CF_STR)) {
             memcpy(f->inline_result, result->as.bytes, cf__value_extra(result));
             f->result.as.bytes = f->inline_result;
         }
@@ -431,6 +437,17 @@ static int finish(cf_future *f, int status, const cf_value *result, void *heap,
     f->failure = failure;
     complete_locked(f, CF_FINISHED);
     return CF_OK;
+}
+
+static int finish(cf_future *f, int status, const cf_value *result, void *heap,
+                  cf_failure *failure, const char *who, bool engine)
+{
+    return finish_mapped(f, status, result, heap, failure, who, engine, NULL, 0);
+}
+
+int cf__future_complete_mapped(cf_future *f, const cf_value *result, void *map, size_t len)
+{
+    return finish_mapped(f, CF_OK, result, NULL, NULL, "complete", true, map, len);
 }
 
 CF__API int cf_future_set_result(cf_future *f, const cf_value *v)

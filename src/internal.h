@@ -208,6 +208,10 @@ struct cf_future {
     int status;            /* CF_OK, CF_ETASK or a library cf_error */
     cf_value result;
     void *result_heap;     /* owns result bytes when they did not fit inline */
+    /* A process pool's big result stays in the shared-memory mapping it
+     * arrived in (zero copy); unmapped with the future.  NULL otherwise. */
+    void *result_map;
+    size_t result_map_len;
     cf_failure *failure;   /* owned */
     /* Guarded by `lock`; detached (and then owned by the completing thread)
      * when the future completes: */
@@ -258,6 +262,10 @@ cf_future *cf__future_new_borrowed(cf_task_fn *fn, const cf_value *args, size_t 
  * taken). */
 int cf__future_complete_remote(cf_future *f, int status, const cf_value *result, void *heap,
                                cf_failure *failure);
+/* Like cf__future_complete_remote() with a result whose bytes live in the
+ * read-only mapping [map, map+len), which the future adopts (unmapping it
+ * when freed).  On CF_EINVALSTATE the caller keeps the mapping. */
+int cf__future_complete_mapped(cf_future *f, const cf_value *result, void *map, size_t len);
 
 /* Like cf__future_fail() but also completes a RUNNING submitted future
  * (the engine that runs it gives up on it: a crashed worker). */

@@ -653,8 +653,10 @@ typedef struct outcome {
     const char *type, *msg;
 } outcome;
 
-/* Completes the head job from a RESULT frame. */
-static void on_result(process_pool *p, pworker *w, wire_dec *d)
+/* Completes the head job from a RESULT frame.  `*map` is the frame's
+ * shared-memory mapping (NULL for an inline frame); a single big result
+ * adopts it, and *map is then cleared so the caller does not unmap it. */
+static void on_result(process_pool *p, pworker *w, wire_dec *d, void **map, size_t maplen)
 {
     (void)p;
     pjob *j = w->head;
@@ -698,6 +700,12 @@ static void on_result(process_pool *p, pworker *w, wire_dec *d)
             cf_value v = oc[i].v;
             void *heap = NULL;
             size_t extra = cf__value_extra(&v);
+            if (*map && n == 1 && extra >= WIRE_REF_MIN) {
+                if (cf__future_complete_mapped(f, &v, *map, maplen) == CF_OK)
+                    *map = NULL;
+                cf_future_release(f);
+                continue;
+            }
             if (extra > CF__INLINE_RESULT) {
                 heap = malloc(extra);
                 if (!heap) {
@@ -817,7 +825,7 @@ static void read_worker(process_pool *p, pworker *w)
                 break; /* incomplete; read more */
             const unsigned char *body = w->in + w->in_start + WIRE_HDR;
             wire_dec d = {body, body + len, false};
-            const unsigned char *map = NULL;
+            void *map = NULL;
             uint64_t maplen = 0;
             int mfd = -1;
             if (flags & WIRE_SHM) {
@@ -827,26 +835,26 @@ static void read_worker(process_pool *p, pworker *w)
                     memmove(w->rfds, w->rfds + 1, (size_t)(w->nrfds - 1) * sizeof(int));
                     w->nrfds--;
                 }
-                map = mfd >= 0 ? cf__wire_map(mfd, maplen) : NULL;
+                map = mfd >= 0 ? (void *)cf__wire_map(mfd, maplen) : NULL;
                 if (!map) {
                     if (mfd >= 0)
                         close(mfd);
                     bad_frame(w, "shared-memory frame cannot be mapped");
                     return;
                 }
-                d = (wire_dec){map, map + maplen, false};
+                d = (wire_dec){map, (unsigned char *)map + maplen, false};
             }
             w->in_start += WIRE_HDR + (size_t)len;
             if (type == WIRE_RESULT)
-                on_result(p, w, &d);
+                on_result(p, w, &d, &map, (size_t)maplen);
             else if (type == WIRE_HELLO)
                 on_hello(p, w, &d);
             else
                 bad_frame(w, "unknown frame type");
-            if (map) {
-                munmap((void *)map, (size_t)maplen);
+            if (map)
+                munmap(map, (size_t)maplen);
+            if (mfd >= 0)
                 close(mfd);
-            }
         }
     }
 }
