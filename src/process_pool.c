@@ -1078,6 +1078,15 @@ static void *manager_main(void *arg)
             p->stopping = true;
             for (int i = 0; i < p->nworkers; i++)
                 kill_worker(p->workers[i], R_STOP, stop_sig);
+            /* shutdown(cancel_futures) left the calls that had started
+             * once (requeued after a crash); nobody will run them now. */
+            pthread_mutex_lock(&p->mu);
+            pjob *left = p->pending_head;
+            p->pending_head = p->pending_tail = NULL;
+            p->npending = 0;
+            pthread_mutex_unlock(&p->mu);
+            fail_jobs(left, CF_EBROKEN, "BrokenProcessPool",
+                      "the pool's workers were stopped by terminate_workers/kill_workers");
         }
         dispatch(p, &enc);
         if (shutdown && npending == 0 && all_idle(p) && !p->exits_sent) {

@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -278,9 +279,13 @@ static void load_fault(void)
     snprintf(fault.task, sizeof fault.task, "%s", colon + 1);
 }
 
+/* Flushes what tasks printed, and nothing else: a forked worker also
+ * holds copies of the parent's unflushed stdio buffers (see
+ * cf__worker_run), which must not be written twice. */
 static _Noreturn void worker_exit(int code)
 {
-    fflush(NULL);
+    fflush(stdout);
+    fflush(stderr);
     _exit(code);
 }
 
@@ -417,6 +422,10 @@ static bool handle_calls(int fd, wire_dec *d, bool init, wire_enc *out, cf_futur
 
 _Noreturn void cf__worker_run(int fd)
 {
+    /* A forked worker inherits the parent's unwritten stdout/stderr
+     * buffers; the parent writes them, so drop our copies. */
+    __fpurge(stdout);
+    __fpurge(stderr);
     atomic_store(&in_worker, true);
     load_fault();
     reader r = {.fd = fd};
