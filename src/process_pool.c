@@ -1078,8 +1078,11 @@ static void *manager_main(void *arg)
             p->stopping = true;
             for (int i = 0; i < p->nworkers; i++)
                 kill_worker(p->workers[i], R_STOP, stop_sig);
+        }
+        if (stop_sig && npending) {
             /* shutdown(cancel_futures) left the calls that had started
-             * once (requeued after a crash); nobody will run them now. */
+             * once (requeued after a crash or timeout); nobody will run
+             * them now. */
             pthread_mutex_lock(&p->mu);
             pjob *left = p->pending_head;
             p->pending_head = p->pending_tail = NULL;
