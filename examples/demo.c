@@ -7,7 +7,10 @@
  *   3. as_completed() in finish order   (futures_as_completed.py)
  *   4. a done-callback                  (futures_future_callback.py)
  *   5. a task raising an exception      (futures_future_exception.py)
- *   6. speed: N tiny calls submitted then collected, cfutures against the
+ *   6. the same calls on worker processes: only the constructor changes,
+ *      and a call that crashes its worker fails alone
+ *      (futures_process_pool_map.py, futures_process_pool_broken.py)
+ *   7. speed: N tiny calls submitted then collected, cfutures against the
  *      same program on CPython's ThreadPoolExecutor (demo_speed.py), both
  *      measured now, on this machine.
  *
@@ -187,6 +190,63 @@ static int square(cf_call *call)
     return cf_return_i64(call, x * x);
 }
 
+/* Section 6: tasks sent to worker processes travel by name. */
+static int pid_of_worker(cf_call *call)
+{
+    return cf_return_i64(call, (int64_t)getpid());
+}
+CF_TASK(pid_of_worker);
+
+static int crash_on_three(cf_call *call)
+{
+    int64_t n = cf_arg_i64(call, 0);
+    if (n == 3)
+        abort(); /* the worker dies; the program does not */
+    return cf_return_i64(call, n * n);
+}
+CF_TASK(crash_on_three);
+
+static void section_processes(void)
+{
+    printf("6. the same calls on worker processes: only the constructor "
+           "changes\n");
+    cf_process_pool_options opts;
+    cf_process_pool_options_init(&opts);
+    opts.max_workers = 2;
+    opts.on_crash = CF_CRASH_REPLACES_WORKER; /* default: the pool breaks */
+    CF_WITH_EXECUTOR(ex);
+    ex_check(cf_process_pool_new(&ex, &opts), "cf_process_pool_new");
+    cf_future *f;
+    ex_check(cf_submit(ex, pid_of_worker, CF_NOARGS, &f), "cf_submit");
+    int64_t pid = 0;
+    ex_check(cf_future_result_i64(f, CF_FOREVER, &pid), "cf_future_result_i64");
+    cf_future_release(f);
+    printf("  main: pid %lld, a worker: pid %lld\n", (long long)getpid(),
+           (long long)pid);
+    cf_value in[5];
+    for (int i = 0; i < 5; i++)
+        in[i] = cf_i64(i + 1);
+    cf_map_input input = cf_input_array(in, 5);
+    cf_map_iter *it;
+    ex_check(cf_map(ex, crash_on_three, &input, 1, NULL, &it), "cf_map");
+    const cf_value *v;
+    const cf_failure *fail;
+    for (int i = 0; i < 5; i++) {
+        int rc = cf_map_next(it, &v, &fail);
+        if (rc == CF_OK)
+            printf("  square(%d) = %lld\n", i + 1, (long long)v->as.i64);
+        else
+            printf("  square(%d) failed: %s: %s\n", i + 1, cf_failure_type(fail),
+                   cf_failure_message(fail));
+    }
+    cf_map_close(it);
+    ex_check(cf_submit(ex, crash_on_three, CF_ARGS(cf_i64(6)), &f), "cf_submit");
+    ex_check(cf_future_result_i64(f, CF_FOREVER, &pid), "cf_future_result_i64");
+    cf_future_release(f);
+    printf("  main: a new worker took its place: square(6) = %lld\n\n", (long long)pid);
+}
+
+
 static void format_rate(double r, char *buf, size_t size)
 {
     if (r >= 1e6)
@@ -234,7 +294,7 @@ static void section_speed(void)
     const long n = DEMO_SANITIZED ? 20000 : 100000;
     const char *note = DEMO_SANITIZED ? " [sanitizer build: not representative]"
                                       : "";
-    printf("6. %ld tiny calls (square(x)) submitted, then collected, on a "
+    printf("7. %ld tiny calls (square(x)) submitted, then collected, on a "
            "default thread pool (%d workers)\n",
            n, cf_thread_pool_default_workers());
 
@@ -291,8 +351,9 @@ static void section_speed(void)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    cf_process_init(argc, argv); /* process-pool workers start here */
     printf("cfutures %d.%d.%d: Python's concurrent.futures in C - a short "
            "tour\n\n",
            CF_VERSION_MAJOR, CF_VERSION_MINOR, CF_VERSION_PATCH);
@@ -308,6 +369,7 @@ int main(void)
         section_callback(ex);
         section_exception(ex);
     }
+    section_processes();
     section_speed();
     return 0;
 }
