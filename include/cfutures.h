@@ -702,6 +702,11 @@ void cf_process_pool_options_init(cf_process_pool_options *opts);
 int cf_process_pool_new(cf_executor **out, const cf_process_pool_options *opts)
     CF__WARN_UNUSED;
 
+/* Done-callbacks of a process pool's futures run on the pool's manager
+ * thread, the one thread that completes them (as on CPython's): a callback
+ * may submit to the pool, but must not wait for another future of the
+ * same pool, which only that thread could complete. */
+
 /* The process pool's default worker count: cf_usable_cpus(). */
 int cf_process_pool_default_workers(void);
 
