@@ -181,7 +181,11 @@ static int prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, s
                                         "CF_PAYLOAD_MAX (%zu)",
                             who, payload, (size_t)CF_PAYLOAD_MAX);
     }
-    cf_future *f = cf__future_new_call(fn, args, nargs, extra);
+    cf_future *f = NULL;
+    if (ex->engine->new_call)
+        f = ex->engine->new_call(ex, fn, args, nargs, payload);
+    if (!f)
+        f = cf__future_new_call(fn, args, nargs, extra);
     if (!f)
         return cf__fail(CF_ENOMEM, "%s: out of memory for the call", who);
     f->owner = ex;

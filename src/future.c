@@ -48,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -208,6 +209,19 @@ cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t narg
     return f;
 }
 
+void cf__shm_free(cf__shm *shm)
+{
+    if (!shm)
+        return;
+    if (shm->result_map)
+        munmap(shm->result_map, shm->result_len);
+    if (shm->args_map)
+        munmap(shm->args_map, shm->args_len);
+    if (shm->args_map && shm->args_fd >= 0)
+        close(shm->args_fd);
+    free(shm);
+}
+
 cf_future *cf__future_new_borrowed(cf_task_fn *fn, const cf_value *args, size_t nargs)
 {
     bool pooled;
@@ -236,8 +250,7 @@ static void free_future(cf_future *f)
     if (f->failure && !cf__failure_is_static(f->failure))
         cf__failure_free(f->failure);
     free(f->result_heap);
-    if (f->result_map)
-        munmap(f->result_map, f->result_map_len);
+    cf__shm_free(f->shm);
     /* Callbacks never run (the future never completed) are dropped. */
     cf__cb *cb = f->cb_head;
     while (cb) {
@@ -423,8 +436,14 @@ static int finish_mapped(cf_future *f, int status, const cf_value *result, void 
                                         "completes it", who);
     }
     f->status = status;
-    f->result_map = map;
-    f->result_map_len = map_len;
+    if (map) {
+        if (!f->shm && !(f->shm = calloc(1, sizeof *f->shm))) {
+            cf__lock_release(&f->lock);
+            return cf__fail(CF_ENOMEM, "%s: out of memory", who);
+        }
+        f->shm->result_map = map;
+        f->shm->result_len = map_len;
+    }
     if (result) {
         f->result = *result;
         /* Small bytes/strings live inline, as cf__value_store() does. */

@@ -208,10 +208,10 @@ struct cf_future {
     int status;            /* CF_OK, CF_ETASK or a library cf_error */
     cf_value result;
     void *result_heap;     /* owns result bytes when they did not fit inline */
-    /* A process pool's big result stays in the shared-memory mapping it
-     * arrived in (zero copy); unmapped with the future.  NULL otherwise. */
-    void *result_map;
-    size_t result_map_len;
+    /* Shared memory of a process pool's big call (NULL otherwise): set
+     * before the future is handed out (args) or with its outcome (result),
+     * freed with the future. */
+    struct cf__shm *shm;
     cf_failure *failure;   /* owned */
     /* Guarded by `lock`; detached (and then owned by the completing thread)
      * when the future completes: */
@@ -249,6 +249,19 @@ cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t narg
  * just before the outcome becomes visible, or, when the future has
  * done-callbacks, just after they have run on this thread. */
 void cf__future_run_call(cf_future *f, _Atomic int *unfinished);
+
+/* Shared-memory buffers of one future (process pools, big payloads). */
+typedef struct cf__shm {
+    void *result_map;   /* read-only mapping holding the result's bytes */
+    size_t result_len;
+    void *args_map;     /* the whole CALL frame payload; the future's
+                         * argument values point into it */
+    size_t args_len;
+    int args_fd;        /* its memfd, sent to the worker (dup'ed) */
+} cf__shm;
+
+/* Frees a future's shared memory.  NULL is ignored. */
+void cf__shm_free(cf__shm *shm);
 
 /* Allocates a future for running a call inside a worker process: the
  * cf_value array is copied but bytes/strings are borrowed from `args`,
@@ -349,6 +362,12 @@ typedef struct cf__engine {
     /* Optional.  terminate_workers (kill false) / kill_workers (true);
      * called after shutdown(false, true). */
     void (*stop_workers)(cf_executor *ex, bool kill);
+    /* Optional.  Makes the future for a validated call when the engine has
+     * a better place for big arguments than the heap (a process pool
+     * writes them straight into shared memory).  Returns NULL to use the
+     * usual allocation. */
+    cf_future *(*new_call)(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
+                           size_t payload);
     /* Frees the engine's memory; called once, after a waited shutdown. */
     void (*destroy)(cf_executor *ex);
 } cf__engine;

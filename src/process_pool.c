@@ -238,6 +238,29 @@ static bool out_reserve(pworker *w, size_t n)
     return true;
 }
 
+/* Queues the header of a frame whose `size` payload bytes are in `mfd`;
+ * the descriptor is sent with it and closed afterwards (owned from here
+ * on when this returns true). */
+static bool queue_memfd(pworker *w, uint8_t type, uint64_t size, int mfd)
+{
+    if (w->nmarks == w->marks_cap) {
+        size_t ncap = w->marks_cap ? w->marks_cap * 2 : 8;
+        struct mark *nm = realloc(w->marks, ncap * sizeof *nm);
+        if (!nm)
+            return false;
+        w->marks = nm;
+        w->marks_cap = ncap;
+    }
+    if (!out_reserve(w, WIRE_HDR + 8))
+        return false;
+    wire_enc small = {.buf = w->out + w->out_end, .len = WIRE_HDR, .cap = WIRE_HDR + 8};
+    wenc_u64(&small, size);
+    wenc_finish(&small, type, WIRE_SHM);
+    w->marks[w->nmarks++] = (struct mark){w->out_end, mfd};
+    w->out_end += WIRE_HDR + 8;
+    return true;
+}
+
 /* Queues a finished frame for the worker.  Returns false on ENOMEM or
  * when a memfd could not be made. */
 static bool queue_frame(pworker *w, wire_enc *e, uint8_t type)
@@ -265,25 +288,10 @@ static bool queue_frame(pworker *w, wire_enc *e, uint8_t type)
     int mfd = cf__wire_to_memfd(e);
     if (mfd < 0)
         return false;
-    if (w->nmarks == w->marks_cap) {
-        size_t ncap = w->marks_cap ? w->marks_cap * 2 : 8;
-        struct mark *nm = realloc(w->marks, ncap * sizeof *nm);
-        if (!nm) {
-            close(mfd);
-            return false;
-        }
-        w->marks = nm;
-        w->marks_cap = ncap;
-    }
-    if (!out_reserve(w, WIRE_HDR + 8)) {
+    if (!queue_memfd(w, type, payload, mfd)) {
         close(mfd);
         return false;
     }
-    wire_enc small = {.buf = w->out + w->out_end, .len = WIRE_HDR, .cap = WIRE_HDR + 8};
-    wenc_u64(&small, payload);
-    wenc_finish(&small, type, WIRE_SHM);
-    w->marks[w->nmarks++] = (struct mark){w->out_end, mfd};
-    w->out_end += WIRE_HDR + 8;
     return true;
 }
 
@@ -899,6 +907,18 @@ static int ensure_workers(process_pool *p)
 static bool send_job(process_pool *p, pworker *w, pjob *j, wire_enc *e)
 {
     (void)p;
+    const cf__shm *shm = j->n == 1 ? j->fs[0]->shm : NULL;
+    if (shm && shm->args_map) {
+        /* pp_new_call() wrote the whole frame at submit. */
+        int fd = fcntl(shm->args_fd, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0)
+            return false;
+        if (!queue_memfd(w, WIRE_CALL, shm->args_len, fd)) {
+            close(fd);
+            return false;
+        }
+        return true;
+    }
     wenc_reset(e);
     wenc_u32(e, j->n);
     const char *name = cf_task_name(j->fs[0]->call.fn);
@@ -1273,6 +1293,84 @@ static int pp_submit(cf_executor *ex, cf_future *f)
     return pp_submit_batch(ex, &f, 1);
 }
 
+/* Calls with this much argument payload are written at submit straight
+ * into shared memory, as the CALL frame the worker will map: the one copy
+ * of the bytes that submit makes anyway is the only one. */
+#define SHM_ARGS_MIN ((size_t)1 << 20)
+
+static void put_bytes(unsigned char **at, const void *p, size_t n)
+{
+    memcpy(*at, p, n);
+    *at += n;
+}
+
+static void put_u64(unsigned char **at, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        *(*at)++ = (unsigned char)(v >> (8 * i));
+}
+
+static cf_future *pp_new_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
+                              size_t payload)
+{
+    (void)ex;
+    if (payload < SHM_ARGS_MIN)
+        return NULL;
+    const char *name = cf_task_name(fn);
+    size_t namelen = strlen(name);
+    size_t size = 4 + 1 + namelen + 1;
+    for (size_t i = 0; i < nargs; i++)
+        size += 1 + (args[i].kind == CF_I64 || args[i].kind == CF_F64 ? 8 : 0) +
+                (args[i].kind == CF_BYTES || args[i].kind == CF_STR ? 8 + cf__value_extra(&args[i])
+                                                                     : 0);
+    cf__shm *shm = calloc(1, sizeof *shm);
+    int fd = memfd_create("cfutures-call", MFD_CLOEXEC);
+    void *map = MAP_FAILED;
+    if (shm && fd >= 0 && ftruncate(fd, (off_t)size) == 0)
+        map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+    cf_future *f = map != MAP_FAILED ? cf__future_new_borrowed(fn, args, nargs) : NULL;
+    if (!f) {
+        if (map != MAP_FAILED)
+            munmap(map, size);
+        if (fd >= 0)
+            close(fd);
+        free(shm);
+        return NULL; /* the heap path reports what is wrong */
+    }
+    unsigned char *at = map;
+    const unsigned char one[4] = {1, 0, 0, 0};
+    put_bytes(&at, one, 4);
+    *at++ = (unsigned char)namelen;
+    put_bytes(&at, name, namelen);
+    *at++ = (unsigned char)nargs;
+    cf_value *copies = cf__call_args(&f->call);
+    for (size_t i = 0; i < nargs; i++) {
+        const cf_value *v = &args[i];
+        *at++ = (unsigned char)v->kind;
+        if (v->kind == CF_I64) {
+            put_u64(&at, (uint64_t)v->as.i64);
+        } else if (v->kind == CF_F64) {
+            uint64_t bits;
+            memcpy(&bits, &v->as.f64, 8);
+            put_u64(&at, bits);
+        } else if (v->kind == CF_BYTES || v->kind == CF_STR) {
+            size_t n = cf__value_extra(v);
+            put_u64(&at, n);
+            copies[i].as.bytes = at;
+            if (v->size)
+                memcpy(at, v->as.bytes, v->size);
+            if (v->kind == CF_STR)
+                at[v->size] = '\0';
+            at += n;
+        }
+    }
+    shm->args_map = map;
+    shm->args_len = size;
+    shm->args_fd = fd;
+    f->shm = shm;
+    return f;
+}
+
 static bool pp_is_worker(const cf_executor *ex)
 {
     return tls_manager == (const process_pool *)ex;
@@ -1387,6 +1485,7 @@ static const cf__engine process_engine = {
     .submit_batch = pp_submit_batch,
     .interrupt = pp_interrupt,
     .stop_workers = pp_stop_workers,
+    .new_call = pp_new_call,
     .destroy = pp_destroy,
 };
 

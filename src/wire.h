@@ -68,12 +68,18 @@ typedef struct wire_enc {
     bool oom;
 } wire_enc;
 
+static inline void wenc_put(wire_enc *e, const void *p, size_t n);
+
+/* Starts a frame: room for the header, nothing else (allocating the
+ * buffer the first time, so even an empty frame has a header to write). */
 static inline void wenc_reset(wire_enc *e)
 {
-    e->len = WIRE_HDR; /* room for the header */
+    e->len = 0;
     e->nrefs = 0;
     e->total = 0;
     e->oom = false;
+    static const unsigned char zero[WIRE_HDR];
+    wenc_put(e, zero, WIRE_HDR);
 }
 
 static inline void wenc_free(wire_enc *e)
