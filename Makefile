@@ -70,6 +70,7 @@ test: test-plain test-clang test-asan test-tsan
 
 bench: build
 	./build/bench/bench_thread
+	./build/bench/bench_process
 
 install: build
 	$(CMAKE) --install build --prefix $(PREFIX)

@@ -1,0 +1,1149 @@
+/*
+ * bench_process.c - the cfutures process pool, measured side by side with
+ * CPython's ProcessPoolExecutor (peer_cpython_process.py) and with floors
+ * measured in the same run.
+ *
+ * Workloads (2 workers unless stated; default start method CF_START_EXEC):
+ *   tiny submit+collect  N cf_submit() of a task returning x*x, then
+ *                        cf_future_result() on each in order; tasks/s.
+ *   map chunksize=1      cf_map() over N CF_I64 values, every result
+ *                        through cf_map_next(); elements/s.
+ *   map chunksize=1000   the same with chunksize 1000.
+ *   round trip           M times: submit one task, wait for its result;
+ *                        median in us.  Floor: a 1-byte echo over a pair
+ *                        of pipes between this process and a forked child.
+ *   start-up             cf_process_pool_new() with 2 workers + the first
+ *                        result; and cf_process_pool_new() +
+ *                        cf_executor_destroy(); CF_START_EXEC and
+ *                        CF_START_FORK; ms.
+ *   64 MiB round trip    a task that returns its CF_BYTES argument, with a
+ *                        64 MiB argument; ms.  Floor: memcpy of 64 MiB
+ *                        into a preallocated, already-touched buffer and
+ *                        back (two memcpy's).
+ *   CPU batch            8 tasks each spinning a fixed integer loop of
+ *                        ~100 ms, on 1 worker and on 2 workers; seconds
+ *                        and the speed-up.
+ *
+ * The CPython peer runs the same workloads and reports through popen() as
+ * JSON lines.  The C workloads and one run of the peer alternate, round
+ * after round, so a slow phase of a noisy machine hits both sides; every
+ * figure is the median over the rounds and every ratio is computed within
+ * a round, then the median is taken.  Results are checked; a wrong value
+ * or an API error exits 1, and so does a crash of the pool in the
+ * create+destroy trials (run in a child so the report is still printed).
+ *
+ * Usage: bench_process [--quick] [-n N] [-m M] [-r ROUNDS] [--py-n N]
+ *                      [--py-m M] [--big-mib S] [--cpu-ms T] [--starts K]
+ *                      [--no-python] [--watchdog S] [-v]
+ */
+#include "cfutures.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef CF_BENCH_PEER_SCRIPT
+#define CF_BENCH_PEER_SCRIPT "bench/peer_cpython_process.py"
+#endif
+
+#define MAX_ROUNDS 99
+#define WORKERS 2
+#define CPU_TASKS 8
+#define BIG_REPS 3
+
+/* ------------------------------------------------------------------------
+ * Small helpers
+ * ---------------------------------------------------------------------- */
+
+static void die(const char *fmt, ...) CF__PRINTF(1, 2);
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("bench_process: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+#define CHECK(expr)                                                           \
+    do {                                                                      \
+        int check_rc_ = (expr);                                               \
+        if (check_rc_ != CF_OK)                                               \
+            die("%s:%d: %s -> %s (%s)", __FILE__, __LINE__, #expr,           \
+                cf_err_name(check_rc_), cf_last_error_message());             \
+    } while (0)
+
+static volatile sig_atomic_t g_watchdog_s = 120;
+static const char *volatile g_phase = "start";
+
+static void on_watchdog(int sig)
+{
+    (void)sig;
+    static const char a[] = "bench_process: watchdog: no progress in phase '";
+    static const char b[] = "' (a task was lost or a wait never returned)\n";
+    ssize_t r = write(2, a, sizeof a - 1);
+    r = write(2, g_phase, strlen(g_phase));
+    r = write(2, b, sizeof b - 1);
+    (void)r;
+    _exit(3);
+}
+
+static void phase(const char *name, unsigned scale)
+{
+    g_phase = name;
+    alarm((unsigned)g_watchdog_s * scale);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static double secs_since(uint64_t t0)
+{
+    return (double)(now_ns() - t0) / 1e9;
+}
+
+static void *xmalloc(size_t size)
+{
+    void *p = malloc(size ? size : 1);
+    if (!p)
+        die("out of memory (%zu bytes)", size);
+    return p;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median of v[0..n) (mean of the middle two for an even n); sorts v. */
+static double median_of(double *v, size_t n)
+{
+    if (n == 0)
+        return NAN;
+    qsort(v, n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
+}
+
+static double min_of(const double *v, size_t n)
+{
+    double m = INFINITY;
+    for (size_t i = 0; i < n; i++)
+        m = v[i] < m ? v[i] : m;
+    return n ? m : NAN;
+}
+
+/* ------------------------------------------------------------------------
+ * Tasks (they travel by name: registered with CF_TASK)
+ * ---------------------------------------------------------------------- */
+
+static int sq_task(cf_call *call)
+{
+    int64_t x = cf_arg_i64(call, 0);
+    return cf_return_i64(call, x * x);
+}
+CF_TASK(sq_task);
+
+static int echo_task(cf_call *call)
+{
+    size_t size = 0;
+    const void *p = cf_arg_bytes(call, 0, &size);
+    return cf_return_bytes(call, p, size);
+}
+CF_TASK(echo_task);
+
+/* A dependent chain of multiply, add, shift and xor: no closed form the
+ * compiler could use, so the loop really runs `iters` times. */
+static uint64_t spin(uint64_t iters, uint64_t x)
+{
+    for (uint64_t i = 0; i < iters; i++) {
+        x = x * 6364136223846793005u + 1442695040888963407u;
+        x ^= x >> 29;
+    }
+    return x;
+}
+
+static int spin_task(cf_call *call)
+{
+    int64_t iters = cf_arg_i64(call, 0);
+    int64_t seed = cf_arg_i64(call, 1);
+    return cf_return_i64(call, (int64_t)spin((uint64_t)iters, (uint64_t)seed));
+}
+CF_TASK(spin_task);
+
+/* ------------------------------------------------------------------------
+ * The cfutures workloads
+ * ---------------------------------------------------------------------- */
+
+static cf_executor *new_pool(int workers, cf_start_method method)
+{
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = workers;
+    o.start_method = method;
+    cf_executor *ex = NULL;
+    CHECK(cf_process_pool_new(&ex, &o));
+    return ex;
+}
+
+/* Runs `count` tiny tasks so every worker is up (has said hello and run a
+ * call) before anything is timed; the peer does the same. */
+static void warm_up(cf_executor *ex, cf_future **fs, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        CHECK(cf_submit(ex, sq_task, CF_ARGS(cf_i64((int64_t)i)), &fs[i]));
+    for (size_t i = 0; i < count; i++) {
+        int64_t r = 0;
+        CHECK(cf_future_result_i64(fs[i], CF_FOREVER, &r));
+        if (r != (int64_t)i * (int64_t)i)
+            die("warm-up: task %zu returned %" PRId64, i, r);
+        CHECK(cf_future_release(fs[i]));
+    }
+}
+
+/* Tasks per second: N submits in a row, then every result in order. */
+static double bench_tiny(size_t n, size_t warm, cf_future **fs)
+{
+    cf_executor *ex = new_pool(WORKERS, CF_START_EXEC);
+    warm_up(ex, fs, warm);
+    uint64_t t0 = now_ns();
+    for (size_t i = 0; i < n; i++)
+        CHECK(cf_submit(ex, sq_task, CF_ARGS(cf_i64((int64_t)i)), &fs[i]));
+    for (size_t i = 0; i < n; i++) {
+        int64_t r = 0;
+        CHECK(cf_future_result_i64(fs[i], CF_FOREVER, &r));
+        if (r != (int64_t)i * (int64_t)i)
+            die("submit+collect: task %zu returned %" PRId64, i, r);
+        CHECK(cf_future_release(fs[i]));
+    }
+    double s = secs_since(t0);
+    CHECK(cf_executor_destroy(ex));
+    return (double)n / s;
+}
+
+/* Elements per second of cf_map() with the given chunksize. */
+static double bench_map(size_t n, int chunksize, size_t warm, cf_future **fs,
+                        cf_value *in)
+{
+    cf_executor *ex = new_pool(WORKERS, CF_START_EXEC);
+    warm_up(ex, fs, warm);
+    for (size_t i = 0; i < n; i++)
+        in[i] = cf_i64((int64_t)i);
+    cf_map_input input = cf_input_array(in, n);
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.chunksize = chunksize;
+
+    uint64_t t0 = now_ns();
+    cf_map_iter *it = NULL;
+    CHECK(cf_map(ex, sq_task, &input, 1, &mo, &it));
+    for (size_t i = 0; i < n; i++) {
+        const cf_value *v = NULL;
+        CHECK(cf_map_next(it, &v, NULL));
+        if (!v || v->kind != CF_I64 || v->as.i64 != (int64_t)i * (int64_t)i)
+            die("map chunksize=%d: element %zu has a wrong result", chunksize,
+                i);
+    }
+    int rc = cf_map_next(it, NULL, NULL);
+    if (rc != CF_EDONE)
+        die("map: expected CF_EDONE after %zu results, got %s", n,
+            cf_err_name(rc));
+    cf_map_close(it);
+    double s = secs_since(t0);
+    CHECK(cf_executor_destroy(ex));
+    return (double)n / s;
+}
+
+/* Median of M one-at-a-time round trips, in seconds. */
+static double bench_round_trip(size_t m, size_t warm, double *samples)
+{
+    cf_executor *ex = new_pool(WORKERS, CF_START_EXEC);
+    for (size_t j = 0; j < warm + m; j++) {
+        cf_future *f = NULL;
+        int64_t r = 0;
+        uint64_t t0 = now_ns();
+        CHECK(cf_submit(ex, sq_task, CF_ARGS(cf_i64((int64_t)j)), &f));
+        CHECK(cf_future_result_i64(f, CF_FOREVER, &r));
+        CHECK(cf_future_release(f));
+        uint64_t t1 = now_ns();
+        if (r != (int64_t)j * (int64_t)j)
+            die("round trip: task %zu returned %" PRId64, j, r);
+        if (j >= warm)
+            samples[j - warm] = (double)(t1 - t0) / 1e9;
+    }
+    CHECK(cf_executor_destroy(ex));
+    return median_of(samples, m);
+}
+
+/* The floor of a round trip to another process: this process writes one
+ * byte into a pipe, a forked child reads it and writes it back through a
+ * second pipe, this process reads it.  Median of M, in seconds. */
+static double bench_pipe_echo(size_t m, size_t warm, double *samples)
+{
+    int to_child[2], to_parent[2];
+    if (pipe(to_child) != 0 || pipe(to_parent) != 0)
+        die("pipe: %s", strerror(errno));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        close(to_child[1]);
+        close(to_parent[0]);
+        unsigned char c;
+        while (read(to_child[0], &c, 1) == 1)
+            if (write(to_parent[1], &c, 1) != 1)
+                _exit(1);
+        _exit(0);
+    }
+    close(to_child[0]);
+    close(to_parent[1]);
+    for (size_t j = 0; j < warm + m; j++) {
+        unsigned char out = (unsigned char)j, back = 0;
+        uint64_t t0 = now_ns();
+        if (write(to_child[1], &out, 1) != 1 || read(to_parent[0], &back, 1) != 1)
+            die("pipe echo: %s", strerror(errno));
+        uint64_t t1 = now_ns();
+        if (back != out)
+            die("pipe echo: got %u for %u", back, out);
+        if (j >= warm)
+            samples[j - warm] = (double)(t1 - t0) / 1e9;
+    }
+    close(to_child[1]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    close(to_parent[0]);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        die("pipe echo child failed");
+    return median_of(samples, m);
+}
+
+typedef struct startup {
+    double first, create_destroy; /* seconds, median over the trials */
+    int cd_signal;                /* create+destroy crashed with it, or 0 */
+} startup;
+
+/* cf_process_pool_new() + cf_executor_destroy(), `trials` times, in a
+ * forked child (this process runs no other thread here: every pool so far
+ * was destroyed), so that a crash in that path is reported as such
+ * instead of ending the benchmark.  Median in seconds, or NAN with
+ * *sig set when the child died of a signal. */
+static double create_destroy_isolated(cf_start_method method, size_t trials,
+                                      int *sig)
+{
+    double cd[64];
+    int fds[2];
+    *sig = 0;
+    if (pipe(fds) != 0)
+        die("pipe: %s", strerror(errno));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        close(fds[0]);
+        for (size_t t = 0; t < trials; t++) {
+            uint64_t t0 = now_ns();
+            cf_executor *ex = new_pool(WORKERS, method);
+            CHECK(cf_executor_destroy(ex));
+            cd[t] = secs_since(t0);
+        }
+        size_t len = trials * sizeof cd[0];
+        _exit(write(fds[1], cd, len) == (ssize_t)len ? 0 : 1);
+    }
+    close(fds[1]);
+    size_t got = 0, want = trials * sizeof cd[0];
+    while (got < want) {
+        ssize_t r = read(fds[0], (char *)cd + got, want - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fds[0]);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (WIFSIGNALED(st)) {
+        *sig = WTERMSIG(st);
+        return NAN;
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || got != want)
+        die("create+destroy child failed (status %d)", st);
+    return median_of(cd, trials);
+}
+
+/* cf_process_pool_new() + first result, and cf_process_pool_new() +
+ * cf_executor_destroy() (see above), `trials` times each; medians in
+ * seconds. */
+static startup bench_startup(cf_start_method method, size_t trials)
+{
+    double first[64];
+    if (trials > 64)
+        trials = 64;
+    for (size_t t = 0; t < trials; t++) {
+        uint64_t t0 = now_ns();
+        cf_executor *ex = new_pool(WORKERS, method);
+        cf_future *f = NULL;
+        int64_t r = 0;
+        CHECK(cf_submit(ex, sq_task, CF_ARGS(cf_i64(7)), &f));
+        CHECK(cf_future_result_i64(f, CF_FOREVER, &r));
+        first[t] = secs_since(t0);
+        if (r != 49)
+            die("start-up: task returned %" PRId64, r);
+        CHECK(cf_future_release(f));
+        CHECK(cf_executor_destroy(ex));
+    }
+    startup s;
+    s.first = median_of(first, trials);
+    s.create_destroy = create_destroy_isolated(method, trials, &s.cd_signal);
+    return s;
+}
+
+typedef struct big {
+    double rtt, floor; /* seconds */
+} big;
+
+/* A `size`-byte CF_BYTES argument echoed back by a worker: median of
+ * BIG_REPS round trips.  Floor: memcpy(dst, src) then memcpy(src, dst),
+ * both buffers allocated and written before; best of BIG_REPS.  The
+ * buffers live only during this workload, so that the other workloads
+ * (fork start-up in particular) run in a small process. */
+static big bench_big(size_t size, cf_future **fs)
+{
+    double rtt[BIG_REPS], fl[BIG_REPS];
+    unsigned char *src = xmalloc(size), *dst = xmalloc(size);
+    for (size_t i = 0; i < size; i++) /* touches every page of both */
+        src[i] = (unsigned char)(i * 131u);
+    memset(dst, 0, size);
+
+    cf_executor *ex = new_pool(WORKERS, CF_START_EXEC);
+    warm_up(ex, fs, 8);
+    for (int k = 0; k < BIG_REPS; k++) {
+        cf_future *f = NULL;
+        const cf_value *v = NULL;
+        uint64_t t0 = now_ns();
+        CHECK(cf_submit(ex, echo_task, CF_ARGS(cf_bytes(src, size)), &f));
+        CHECK(cf_future_result(f, CF_FOREVER, &v));
+        rtt[k] = secs_since(t0);
+        if (!v || v->kind != CF_BYTES || v->size != size ||
+            memcmp(v->as.bytes, src, size) != 0)
+            die("%zu-byte echo: wrong result", size);
+        CHECK(cf_future_release(f));
+    }
+    CHECK(cf_executor_destroy(ex));
+
+    for (int k = 0; k < BIG_REPS; k++) {
+        uint64_t t0 = now_ns();
+        memcpy(dst, src, size);
+        memcpy(src, dst, size);
+        __asm__ volatile("" ::"r"(src), "r"(dst) : "memory");
+        fl[k] = secs_since(t0);
+    }
+    if (src[size - 1] != (unsigned char)((size - 1) * 131u))
+        die("memcpy floor: buffer changed");
+    free(dst);
+    free(src);
+    big b = {median_of(rtt, BIG_REPS), min_of(fl, BIG_REPS)};
+    return b;
+}
+
+/* Iterations of spin() that take about `ms` milliseconds here. */
+static uint64_t calibrate_spin(double ms)
+{
+    uint64_t iters = 1u << 16;
+    for (;;) {
+        uint64_t t0 = now_ns();
+        uint64_t x = spin(iters, 1);
+        double s = secs_since(t0);
+        __asm__ volatile("" ::"r"(x));
+        if (s >= 0.02 || iters >= (1ull << 40))
+            return (uint64_t)((double)iters * (ms / 1e3) / s) + 1;
+        iters *= 2;
+    }
+}
+
+/* CPU_TASKS spin tasks on a pool of `workers`; seconds. */
+static double bench_cpu(int workers, uint64_t iters, int64_t expect,
+                        cf_future **fs)
+{
+    cf_executor *ex = new_pool(workers, CF_START_EXEC);
+    warm_up(ex, fs, 8);
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < CPU_TASKS; i++)
+        CHECK(cf_submit(ex, spin_task,
+                        CF_ARGS(cf_i64((int64_t)iters), cf_i64(1)), &fs[i]));
+    for (int i = 0; i < CPU_TASKS; i++) {
+        int64_t r = 0;
+        CHECK(cf_future_result_i64(fs[i], CF_FOREVER, &r));
+        if (r != expect)
+            die("cpu: task %d returned %" PRId64 ", expected %" PRId64, i, r,
+                expect);
+        CHECK(cf_future_release(fs[i]));
+    }
+    double s = secs_since(t0);
+    CHECK(cf_executor_destroy(ex));
+    return s;
+}
+
+/* ------------------------------------------------------------------------
+ * Metrics, rows and targets
+ * ---------------------------------------------------------------------- */
+
+enum {
+    M_TINY,
+    M_MAP1,
+    M_MAP1000,
+    M_RTT,
+    M_START_EXEC_FIRST,
+    M_START_EXEC_CD,
+    M_START_FORK_FIRST,
+    M_START_FORK_CD,
+    M_BIG,
+    M_CPU1,
+    M_CPU2,
+    M_CPU_SPEEDUP,
+    M_COUNT
+};
+
+/* Keys of the peer's JSON lines ("metric": key, "value": v). */
+static const char *const metric_key[M_COUNT] = {
+    "tiny",        "map1",       "map1000",        "rtt_median",
+    "start_first", "start_cd",   NULL,             NULL,
+    "big_rtt",     "cpu_1w",     "cpu_2w",         "cpu_speedup"};
+
+typedef enum unit { U_RATE, U_US, U_MS, U_S, U_X } unit;
+
+typedef enum target_kind {
+    T_NONE,
+    T_VS_PY_MIN,   /* speed-up over CPython >= x */
+    T_FLOOR_MAX,   /* cf / floor (time) <= x */
+    T_ABS_MAX,     /* cf value (seconds) <= x */
+    T_ABS_MIN      /* cf value >= x */
+} target_kind;
+
+typedef struct row {
+    const char *label;
+    unit u;
+    target_kind tk;
+    double want;
+    const char *want_text;
+} row;
+
+static const row rows[M_COUNT] = {
+    {"tiny submit+collect (tasks/s)", U_RATE, T_VS_PY_MIN, 20.0,
+     ">= 20x CPython"},
+    {"map chunksize=1 (elements/s)", U_RATE, T_NONE, 0, "-"},
+    {"map chunksize=1000 (elements/s)", U_RATE, T_VS_PY_MIN, 1.0,
+     ">= CPython c=1000"},
+    {"round trip, one at a time, median", U_US, T_FLOOR_MAX, 3.0,
+     "<= 3x pipe echo"},
+    {"start-up exec: new + first result", U_MS, T_ABS_MAX, 0.010, "< 10 ms"},
+    {"start-up exec: new + destroy", U_MS, T_ABS_MAX, 0.010, "< 10 ms"},
+    {"start-up fork: new + first result", U_MS, T_NONE, 0, "-"},
+    {"start-up fork: new + destroy", U_MS, T_NONE, 0, "-"},
+    {"%zu MiB bytes echo round trip", U_MS, T_FLOOR_MAX, 3.0,
+     "<= 3x 2 memcpy"},
+    {"CPU batch, %d x ~%zu ms, 1 worker", U_S, T_NONE, 0, "-"},
+    {"CPU batch, %d x ~%zu ms, 2 workers", U_S, T_NONE, 0, "-"},
+    {"CPU speed-up, 2 workers over 1", U_X, T_ABS_MIN, 1.8,
+     ">= 1.8x (~2x)"},
+};
+
+/* Row labels with the sizes of this run filled in. */
+static char g_label[M_COUNT][64];
+
+static void make_labels(size_t big_mib, size_t cpu_ms)
+{
+    for (int k = 0; k < M_COUNT; k++) {
+        if (k == M_BIG)
+            snprintf(g_label[k], sizeof g_label[k], rows[k].label, big_mib);
+        else if (k == M_CPU1 || k == M_CPU2)
+            snprintf(g_label[k], sizeof g_label[k], rows[k].label, CPU_TASKS,
+                     cpu_ms);
+        else
+            snprintf(g_label[k], sizeof g_label[k], "%s", rows[k].label);
+    }
+}
+
+typedef struct round_figs {
+    double v[M_COUNT];
+} round_figs;
+
+/* ------------------------------------------------------------------------
+ * The CPython peer
+ * ---------------------------------------------------------------------- */
+
+typedef struct peer_info {
+    char version[32];
+    char start_method[32];
+    int cpus;
+} peer_info;
+
+typedef enum peer_status { PEER_OK, PEER_MISSING, PEER_FAILED } peer_status;
+
+static double json_num(const char *line, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(line, pat);
+    if (!p)
+        return NAN;
+    p += strlen(pat);
+    char *end;
+    errno = 0;
+    double v = strtod(p, &end);
+    return (end == p || errno) ? NAN : v;
+}
+
+static bool json_str(const char *line, const char *key, char *buf, size_t size)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": \"", key);
+    const char *p = strstr(line, pat);
+    if (!p || size == 0)
+        return false;
+    p += strlen(pat);
+    const char *q = strchr(p, '"');
+    if (!q)
+        return false;
+    size_t len = (size_t)(q - p) < size - 1 ? (size_t)(q - p) : size - 1;
+    memcpy(buf, p, len);
+    buf[len] = '\0';
+    return true;
+}
+
+static void shell_quote(char *cmd, size_t size, const char *s)
+{
+    size_t len = strlen(cmd);
+    if (len + 1 < size)
+        cmd[len++] = '\'';
+    for (; *s && len + 5 < size; s++) {
+        if (*s == '\'') {
+            memcpy(cmd + len, "'\\''", 4);
+            len += 4;
+        } else {
+            cmd[len++] = *s;
+        }
+    }
+    if (len + 1 < size)
+        cmd[len++] = '\'';
+    cmd[len] = '\0';
+}
+
+static const char *peer_python(void)
+{
+    const char *py = getenv("CF_BENCH_PYTHON");
+    return py && *py ? py : "python3";
+}
+
+static const char *peer_script(void)
+{
+    const char *s = getenv("CF_BENCH_PEER");
+    return s && *s ? s : CF_BENCH_PEER_SCRIPT;
+}
+
+typedef struct peer_args {
+    size_t n, n_map1000, m, big, starts, warm;
+    double cpu_ms;
+} peer_args;
+
+/* Runs one round of the peer.  PEER_MISSING when the interpreter is not
+ * on PATH (exit status 127 from the shell). */
+static peer_status run_peer(const peer_args *a, peer_info *info,
+                            round_figs *out, char *why, size_t why_size)
+{
+    char cmd[4096] = "command -v ";
+    shell_quote(cmd, sizeof cmd, peer_python());
+    strncat(cmd, " >/dev/null 2>&1 || exit 127; exec ", sizeof cmd - strlen(cmd) - 1);
+    shell_quote(cmd, sizeof cmd, peer_python());
+    strncat(cmd, " ", sizeof cmd - strlen(cmd) - 1);
+    shell_quote(cmd, sizeof cmd, peer_script());
+    char tail[256];
+    snprintf(tail, sizeof tail,
+             " --n %zu --n-map1000 %zu --m %zu --big %zu --starts %zu "
+             "--warmup %zu --cpu-tasks %d --cpu-ms %g --workers %d",
+             a->n, a->n_map1000, a->m, a->big, a->starts, a->warm, CPU_TASKS,
+             a->cpu_ms, WORKERS);
+    strncat(cmd, tail, sizeof cmd - strlen(cmd) - 1);
+
+    for (int k = 0; k < M_COUNT; k++)
+        out->v[k] = NAN;
+    bool done = false;
+    fflush(NULL);
+    FILE *p = popen(cmd, "r");
+    if (!p) {
+        snprintf(why, why_size, "popen failed: %s", strerror(errno));
+        return PEER_FAILED;
+    }
+    char line[1024];
+    while (fgets(line, sizeof line, p)) {
+        char name[32];
+        if (strstr(line, "\"peer\":")) {
+            if (!json_str(line, "version", info->version, sizeof info->version))
+                snprintf(info->version, sizeof info->version, "?");
+            if (!json_str(line, "start_method", info->start_method,
+                          sizeof info->start_method))
+                snprintf(info->start_method, sizeof info->start_method, "?");
+            info->cpus = (int)json_num(line, "cpus");
+        } else if (strstr(line, "\"done\": true")) {
+            done = true;
+        } else if (json_str(line, "metric", name, sizeof name)) {
+            for (int k = 0; k < M_COUNT; k++)
+                if (metric_key[k] && strcmp(name, metric_key[k]) == 0)
+                    out->v[k] = json_num(line, "value");
+        }
+    }
+    int st = pclose(p);
+    if (st == -1) {
+        snprintf(why, why_size, "pclose failed: %s", strerror(errno));
+        return PEER_FAILED;
+    }
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 127) {
+        snprintf(why, why_size, "%s not found", peer_python());
+        return PEER_MISSING;
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        snprintf(why, why_size, "%s %s exited with status %d", peer_python(),
+                 peer_script(), WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+        return PEER_FAILED;
+    }
+    bool complete = done;
+    for (int k = 0; k < M_COUNT; k++)
+        if (metric_key[k] && !(out->v[k] > 0))
+            complete = false;
+    if (!complete) {
+        snprintf(why, why_size, "incomplete output from %s", peer_script());
+        return PEER_FAILED;
+    }
+    return PEER_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Report
+ * ---------------------------------------------------------------------- */
+
+static const char *fmt_val(char *buf, size_t size, double v, unit u)
+{
+    if (isnan(v)) {
+        snprintf(buf, size, "-");
+        return buf;
+    }
+    switch (u) {
+    case U_RATE:
+        if (v >= 1e6)
+            snprintf(buf, size, "%.2f M/s", v / 1e6);
+        else if (v >= 1e3)
+            snprintf(buf, size, "%.1f k/s", v / 1e3);
+        else
+            snprintf(buf, size, "%.0f /s", v);
+        break;
+    case U_US:
+        snprintf(buf, size, "%.1f us", v * 1e6);
+        break;
+    case U_MS:
+        snprintf(buf, size, "%.2f ms", v * 1e3);
+        break;
+    case U_S:
+        snprintf(buf, size, "%.3f s", v);
+        break;
+    case U_X:
+        snprintf(buf, size, "%.2fx", v);
+        break;
+    }
+    return buf;
+}
+
+static const char *fmt_x(char *buf, size_t size, double x)
+{
+    if (isnan(x))
+        snprintf(buf, size, "-");
+    else
+        snprintf(buf, size, "%.2fx", x);
+    return buf;
+}
+
+typedef struct summary {
+    double med, lo, hi;
+} summary;
+
+static summary summarize(const double *v, size_t n)
+{
+    summary r = {NAN, NAN, NAN};
+    double tmp[MAX_ROUNDS];
+    size_t k = 0;
+    r.lo = INFINITY;
+    r.hi = -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(v[i]))
+            continue;
+        tmp[k++] = v[i];
+        r.lo = v[i] < r.lo ? v[i] : r.lo;
+        r.hi = v[i] > r.hi ? v[i] : r.hi;
+    }
+    if (k == 0) {
+        r.lo = r.hi = NAN;
+        return r;
+    }
+    r.med = median_of(tmp, k);
+    return r;
+}
+
+/* ------------------------------------------------------------------------
+ * main
+ * ---------------------------------------------------------------------- */
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "usage: bench_process [--quick] [-n N] [-m M] [-r ROUNDS]\n"
+            "                     [--py-n N] [--py-m M] [--big-mib S]\n"
+            "                     [--cpu-ms T] [--starts K] [--no-python]\n"
+            "                     [--watchdog S] [-v]\n"
+            "  -n N         tiny tasks / map elements per run (default 100000)\n"
+            "  -m M         round trips per latency run (default 5000)\n"
+            "  -r ROUNDS    rounds; each figure is the median (default 5)\n"
+            "  --py-n N     CPython tiny tasks and chunksize=1 map elements\n"
+            "               (default N/20; its chunksize=1000 map uses N)\n"
+            "  --py-m M     CPython round trips (default M/5)\n"
+            "  --big-mib S  size of the bytes round trip in MiB (default 64)\n"
+            "  --cpu-ms T   length of one CPU task in ms (default 100)\n"
+            "  --starts K   start-up trials per round and mode (default 5)\n"
+            "  --no-python  skip the CPython peer\n"
+            "  --quick      tiny sizes, one round (smoke test)\n"
+            "  --watchdog S exit 3 if one workload takes more than S seconds\n"
+            "               (default 120; the CPython peer gets 5x that)\n"
+            "  -v           print every round\n"
+            "env: CF_BENCH_PYTHON (interpreter, default python3),\n"
+            "     CF_BENCH_PEER (peer script, default %s)\n",
+            CF_BENCH_PEER_SCRIPT);
+}
+
+static size_t parse_size(const char *flag, const char *s)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = s ? strtoull(s, &end, 10) : 0;
+    if (!s || errno || *end || v == 0 || v > (1ull << 32))
+        die("%s needs a positive integer", flag);
+    return (size_t)v;
+}
+
+int main(int argc, char **argv)
+{
+    cf_process_init(argc, argv);
+
+    size_t n = 100000, m = 5000, rounds = 5, py_n = 0, py_m = 0;
+    size_t big_mib = 64, starts = 5, cpu_ms = 100;
+    bool quick = false, use_python = true, verbose = false;
+    bool watchdog_set = false, n_set = false, m_set = false, r_set = false;
+    bool big_set = false, cpu_set = false, starts_set = false;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--quick")) {
+            quick = true;
+        } else if (!strcmp(a, "--no-python")) {
+            use_python = false;
+        } else if (!strcmp(a, "-v")) {
+            verbose = true;
+        } else if (!strcmp(a, "-n")) {
+            n = parse_size(a, v), i++;
+            n_set = true;
+        } else if (!strcmp(a, "-m")) {
+            m = parse_size(a, v), i++;
+            m_set = true;
+        } else if (!strcmp(a, "-r")) {
+            rounds = parse_size(a, v), i++;
+            r_set = true;
+        } else if (!strcmp(a, "--py-n")) {
+            py_n = parse_size(a, v), i++;
+        } else if (!strcmp(a, "--py-m")) {
+            py_m = parse_size(a, v), i++;
+        } else if (!strcmp(a, "--big-mib")) {
+            big_mib = parse_size(a, v), i++;
+            big_set = true;
+        } else if (!strcmp(a, "--cpu-ms")) {
+            cpu_ms = parse_size(a, v), i++;
+            cpu_set = true;
+        } else if (!strcmp(a, "--starts")) {
+            starts = parse_size(a, v), i++;
+            starts_set = true;
+        } else if (!strcmp(a, "--watchdog")) {
+            g_watchdog_s = (sig_atomic_t)parse_size(a, v), i++;
+            watchdog_set = true;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (quick) { /* explicit options still win */
+        n = n_set ? n : 2000;
+        m = m_set ? m : 100;
+        rounds = r_set ? rounds : 1;
+        big_mib = big_set ? big_mib : 1;
+        cpu_ms = cpu_set ? cpu_ms : 5;
+        starts = starts_set ? starts : 1;
+        if (!watchdog_set)
+            g_watchdog_s = 30;
+    }
+    if (rounds > MAX_ROUNDS)
+        die("-r: at most %d rounds", MAX_ROUNDS);
+    if (starts > 64)
+        die("--starts: at most 64");
+    if (big_mib > 1000)
+        die("--big-mib: at most 1000 (one value is at most 1 GiB)");
+    if (!py_n)
+        py_n = n / 20 > 0 ? n / 20 : 1;
+    if (!py_m)
+        py_m = m / 5 > 0 ? m / 5 : 1;
+    size_t warm = quick ? 20 : 200;
+    size_t big_size = big_mib << 20;
+
+    size_t nfs = n > warm ? n : warm;
+    cf_future **fs = xmalloc(nfs * sizeof *fs);
+    cf_value *in = xmalloc(n * sizeof *in);
+    double *samples = xmalloc(m * sizeof *samples);
+    round_figs *cr = xmalloc(rounds * sizeof *cr);
+    round_figs *cf = xmalloc(rounds * sizeof *cf); /* floors */
+    round_figs *pr = xmalloc(rounds * sizeof *pr);
+
+    peer_info info = {"?", "?", -1};
+    peer_status pst = use_python ? PEER_OK : PEER_MISSING;
+    char why[512] = "--no-python";
+    size_t peer_rounds = 0;
+    peer_args pa = {py_n, n, py_m, big_size, starts, quick ? 20 : 200,
+                    (double)cpu_ms};
+
+    printf("cfutures %d.%d.%d bench_process: %d usable CPUs, %d workers "
+           "unless stated, start method exec unless stated\n",
+           CF_VERSION_MAJOR, CF_VERSION_MINOR, CF_VERSION_PATCH,
+           cf_usable_cpus(), WORKERS);
+    printf("N=%zu tiny tasks / map elements, M=%zu round trips (CPython: "
+           "N=%zu, chunksize=1000 map N=%zu, M=%zu), %zu MiB echo, %d x "
+           "%zu ms CPU tasks, %zu start-up trials; %zu round%s%s%s\n",
+           n, m, py_n, n, py_m, big_mib, CPU_TASKS, cpu_ms, starts, rounds,
+           rounds == 1 ? "" : "s",
+           use_python ? ", C and CPython alternating" : "",
+           quick ? " (--quick: sizes too small to mean anything)" : "");
+    fflush(stdout);
+
+    make_labels(big_mib, cpu_ms);
+    int cd_crash[2] = {0, 0}; /* exec, fork: signal of a crashed run */
+    signal(SIGALRM, on_watchdog);
+    phase("calibrating the CPU task", 1);
+    uint64_t iters = calibrate_spin((double)cpu_ms);
+    int64_t expect = (int64_t)spin(iters, 1);
+
+    for (size_t r = 0; r < rounds; r++) {
+        double *c = cr[r].v, *f = cf[r].v;
+        for (int k = 0; k < M_COUNT; k++)
+            c[k] = f[k] = NAN;
+        phase("tiny submit+collect", 1);
+        c[M_TINY] = bench_tiny(n, warm, fs);
+        phase("map chunksize=1", 1);
+        c[M_MAP1] = bench_map(n, 1, warm, fs, in);
+        phase("map chunksize=1000", 1);
+        c[M_MAP1000] = bench_map(n, 1000, warm, fs, in);
+        phase("round trip", 1);
+        c[M_RTT] = bench_round_trip(m, warm, samples);
+        phase("pipe echo floor", 1);
+        f[M_RTT] = bench_pipe_echo(m, warm, samples);
+        phase("start-up, exec", 1);
+        startup s = bench_startup(CF_START_EXEC, starts);
+        c[M_START_EXEC_FIRST] = s.first;
+        c[M_START_EXEC_CD] = s.create_destroy;
+        if (s.cd_signal)
+            cd_crash[0] = s.cd_signal;
+        phase("start-up, fork", 1);
+        s = bench_startup(CF_START_FORK, starts);
+        c[M_START_FORK_FIRST] = s.first;
+        c[M_START_FORK_CD] = s.create_destroy;
+        if (s.cd_signal)
+            cd_crash[1] = s.cd_signal;
+        phase("bytes round trip", 1);
+        big b = bench_big(big_size, fs);
+        c[M_BIG] = b.rtt;
+        f[M_BIG] = b.floor;
+        phase("CPU batch, 1 worker", 1);
+        c[M_CPU1] = bench_cpu(1, iters, expect, fs);
+        phase("CPU batch, 2 workers", 1);
+        c[M_CPU2] = bench_cpu(2, iters, expect, fs);
+        c[M_CPU_SPEEDUP] = c[M_CPU1] / c[M_CPU2];
+
+        if (pst == PEER_OK) {
+            phase("CPython peer", 5);
+            pst = run_peer(&pa, &info, &pr[peer_rounds], why, sizeof why);
+            if (pst == PEER_OK) {
+                /* CPython has one start method here (its default, fork):
+                 * its start-up figures go on both the exec and fork rows. */
+                double *pv = pr[peer_rounds].v;
+                pv[M_START_FORK_FIRST] = pv[M_START_EXEC_FIRST];
+                pv[M_START_FORK_CD] = pv[M_START_EXEC_CD];
+                peer_rounds++;
+            }
+        }
+        if (verbose) {
+            char b1[32], b2[32], b3[32];
+            printf("round %zu:\n", r + 1);
+            for (int k = 0; k < M_COUNT; k++)
+                printf("  %-40s cf %-12s CPython %-12s floor %s\n",
+                       g_label[k], fmt_val(b1, 32, c[k], rows[k].u),
+                       fmt_val(b2, 32,
+                               pst == PEER_OK && peer_rounds
+                                   ? pr[peer_rounds - 1].v[k]
+                                   : NAN,
+                               rows[k].u),
+                       fmt_val(b3, 32, f[k], rows[k].u));
+            fflush(stdout);
+        }
+    }
+    alarm(0);
+
+    /* --- summaries: medians over rounds; ratios within each round ------ */
+    summary sc[M_COUNT], sp[M_COUNT], sf[M_COUNT], xpy[M_COUNT], xfl[M_COUNT];
+    double v[MAX_ROUNDS];
+    for (int k = 0; k < M_COUNT; k++) {
+        bool is_time = rows[k].u != U_RATE && rows[k].u != U_X;
+        for (size_t r = 0; r < rounds; r++)
+            v[r] = cr[r].v[k];
+        sc[k] = summarize(v, rounds);
+        for (size_t r = 0; r < peer_rounds; r++)
+            v[r] = pr[r].v[k];
+        sp[k] = summarize(v, peer_rounds);
+        for (size_t r = 0; r < rounds; r++)
+            v[r] = cf[r].v[k];
+        sf[k] = summarize(v, rounds);
+        /* speed-up over CPython: higher is better for cfutures */
+        bool no_py_ratio = rows[k].u == U_X || k == M_CPU1 || k == M_CPU2;
+        for (size_t r = 0; r < peer_rounds; r++)
+            v[r] = no_py_ratio      ? NAN
+                   : is_time        ? pr[r].v[k] / cr[r].v[k]
+                                    : cr[r].v[k] / pr[r].v[k];
+        xpy[k] = summarize(v, peer_rounds);
+        for (size_t r = 0; r < rounds; r++)
+            v[r] = cr[r].v[k] / cf[r].v[k];
+        xfl[k] = summarize(v, rounds);
+    }
+
+    /* --- table -------------------------------------------------------- */
+    printf("\n");
+    if (peer_rounds)
+        printf("CPython peer: %s %s, ProcessPoolExecutor(max_workers=%d), "
+               "start method '%s' (the default there), %zu round%s\n",
+               peer_python(), info.version, WORKERS, info.start_method,
+               peer_rounds, peer_rounds == 1 ? "" : "s");
+    else if (pst == PEER_MISSING)
+        printf("CPython peer skipped (%s): C figures and floors only\n", why);
+    else
+        printf("CPython peer FAILED (%s)\n", why);
+    printf("Figures: median over rounds; [min..max] = spread of the cfutures "
+           "rounds.\n"
+           "Ratios: computed within each round, then the median over rounds."
+           "\n  vs CPython = how many times faster cfutures is (rate ratio, or "
+           "CPython time / cfutures time)\n  cf/floor   = cfutures time / "
+           "floor time of the same round\n"
+           "Floors: round trip = 1-byte echo through a pipe pair to a forked "
+           "child (median of M);\n        %zu MiB = memcpy into a "
+           "preallocated, already-touched buffer and back (best of %d).\n\n",
+           big_mib, BIG_REPS);
+
+    char b[8][48], range[100];
+    printf("%-36s %10s %-21s %10s %10s %9s %8s %-17s %s\n", "workload",
+           "cfutures", "  [min..max]", "CPython", "floor", "vs CPython",
+           "cf/floor", "target", "verdict");
+    int misses = 0, passes = 0;
+    for (int k = 0; k < M_COUNT; k++) {
+        const row *rw = &rows[k];
+        snprintf(range, sizeof range, "  [%s..%s]",
+                 fmt_val(b[1], 48, sc[k].lo, rw->u),
+                 fmt_val(b[2], 48, sc[k].hi, rw->u));
+        double have = NAN;
+        bool ok = false;
+        switch (rw->tk) {
+        case T_NONE:
+            break;
+        case T_VS_PY_MIN:
+            have = xpy[k].med, ok = have >= rw->want;
+            break;
+        case T_FLOOR_MAX:
+            have = xfl[k].med, ok = have <= rw->want;
+            break;
+        case T_ABS_MAX:
+            have = sc[k].med, ok = have < rw->want;
+            break;
+        case T_ABS_MIN:
+            have = sc[k].med, ok = have >= rw->want;
+            break;
+        }
+        int crash = k == M_START_EXEC_CD   ? cd_crash[0]
+                    : k == M_START_FORK_CD ? cd_crash[1]
+                                           : 0;
+        const char *verdict = crash            ? "CRASH"
+                              : rw->tk == T_NONE ? ""
+                              : isnan(have)    ? "n/a"
+                              : ok             ? "PASS"
+                                               : "MISS";
+        if (crash && rw->tk != T_NONE)
+            misses++;
+        else if (rw->tk != T_NONE && !isnan(have))
+            ok ? passes++ : misses++;
+        printf("%-36s %10s %-21s %10s %10s %9s %8s %-17s %s\n", g_label[k],
+               fmt_val(b[0], 48, sc[k].med, rw->u), range,
+               fmt_val(b[3], 48, sp[k].med, rw->u),
+               fmt_val(b[4], 48, sf[k].med, rw->u),
+               fmt_x(b[5], 48, xpy[k].med), fmt_x(b[6], 48, xfl[k].med),
+               rw->want_text, verdict);
+    }
+    printf("\nnotes:\n"
+           "  - CPython's 'new + destroy' is ProcessPoolExecutor(2) then "
+           "shutdown(): it starts no\n    process until the first submit, "
+           "so it is not comparable with cfutures' row.\n"
+           "  - CPython's start-up figures (its default start method, %s) "
+           "are shown on both the exec and\n    the fork rows.\n"
+           "  - The CPU task is calibrated separately in each language to "
+           "take about %zu ms on one core\n    (C: %" PRIu64
+           " iterations); compare the speed-ups, not the times.\n",
+           peer_rounds ? info.start_method : "fork", cpu_ms, iters);
+    for (int i = 0; i < 2; i++)
+        if (cd_crash[i])
+            printf("  - CRASH: cf_process_pool_new() + cf_executor_destroy() "
+                   "with no call submitted\n    (start method %s) killed the "
+                   "process with SIG%s in at least one round\n    (measured "
+                   "in a forked child, so the benchmark went on).\n",
+                   i == 0 ? "exec" : "fork", sigabbrev_np(cd_crash[i]));
+    printf("\n%d PASS, %d MISS (a crash counts as a MISS)%s\n", passes, misses,
+           quick ? " (--quick: verdicts are meaningless at these sizes)" : "");
+
+    free(pr);
+    free(cf);
+    free(cr);
+    free(samples);
+    free(in);
+    free(fs);
+    if (cd_crash[0] || cd_crash[1])
+        fprintf(stderr, "bench_process: the process pool crashed in "
+                        "create+destroy (see the notes above)\n");
+    return pst == PEER_FAILED || cd_crash[0] || cd_crash[1] ? 1 : 0;
+}
