@@ -216,7 +216,7 @@ void cf__shm_free(cf__shm *shm)
     if (shm->result_map)
         munmap(shm->result_map, shm->result_len);
     if (shm->args_map)
-        munmap(shm->args_map, shm->args_len);
+        munmap(shm->args_map, shm->args_cap);
     if (shm->args_map && shm->args_fd >= 0)
         close(shm->args_fd);
     free(shm);

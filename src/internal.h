@@ -256,7 +256,8 @@ typedef struct cf__shm {
     size_t result_len;
     void *args_map;     /* the whole CALL frame payload; the future's
                          * argument values point into it */
-    size_t args_len;
+    size_t args_len;    /* the frame's bytes */
+    size_t args_cap;    /* the mapping's (and memfd's) size, >= args_len */
     int args_fd;        /* its memfd, sent to the worker (dup'ed) */
 } cf__shm;
 

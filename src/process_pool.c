@@ -119,6 +119,12 @@ typedef struct process_pool {
     cf_future **interrupts;
     size_t ninterrupts, interrupts_cap;
     int stop_sig;        /* cf_terminate/kill_workers: 0, SIGTERM, SIGKILL */
+    /* The shared memory of the last big call whose result came back,
+     * mapped and with its pages allocated, for the next big submit: fresh
+     * shared memory costs more to allocate and zero than to fill. */
+    void *spare_map;
+    size_t spare_cap;
+    int spare_fd;
 
     int wake_fd;
     pthread_t manager;
@@ -661,6 +667,34 @@ typedef struct outcome {
     const char *type, *msg;
 } outcome;
 
+/* Takes a finished call's argument memory for reuse (the worker has
+ * answered, so it reads it no more; nobody reads a finished call's
+ * arguments).  Keeps the larger of it and the current spare. */
+static void keep_spare(process_pool *p, cf__shm *shm)
+{
+    void *map = shm->args_map;
+    size_t cap = shm->args_cap;
+    int fd = shm->args_fd;
+    shm->args_map = NULL;
+    pthread_mutex_lock(&p->mu);
+    if (!p->spare_map || p->spare_cap < cap) {
+        void *old = p->spare_map;
+        size_t old_cap = p->spare_cap;
+        int old_fd = p->spare_fd;
+        p->spare_map = map;
+        p->spare_cap = cap;
+        p->spare_fd = fd;
+        map = old;
+        cap = old_cap;
+        fd = old_fd;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (map) {
+        munmap(map, cap);
+        close(fd);
+    }
+}
+
 /* Completes the head job from a RESULT frame.  `*map` is the frame's
  * shared-memory mapping (NULL for an inline frame); a single big result
  * adopts it, and *map is then cleared so the caller does not unmap it. */
@@ -700,6 +734,8 @@ static void on_result(process_pool *p, pworker *w, wire_dec *d, void **map, size
         w->tail = NULL;
     w->njobs--;
     w->head_since = cf__now_ns();
+    if (n == 1 && j->fs[0]->shm && j->fs[0]->shm->args_map)
+        keep_spare(p, j->fs[0]->shm);
     for (uint32_t i = 0; i < n; i++) {
         cf_future *f = j->fs[i];
         if (!f)
@@ -1313,7 +1349,6 @@ static void put_u64(unsigned char **at, uint64_t v)
 static cf_future *pp_new_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
                               size_t payload)
 {
-    (void)ex;
     if (payload < SHM_ARGS_MIN)
         return NULL;
     const char *name = cf_task_name(fn);
@@ -1323,15 +1358,30 @@ static cf_future *pp_new_call(cf_executor *ex, cf_task_fn *fn, const cf_value *a
         size += 1 + (args[i].kind == CF_I64 || args[i].kind == CF_F64 ? 8 : 0) +
                 (args[i].kind == CF_BYTES || args[i].kind == CF_STR ? 8 + cf__value_extra(&args[i])
                                                                      : 0);
+    process_pool *p = pool_of(ex);
     cf__shm *shm = calloc(1, sizeof *shm);
-    int fd = memfd_create("cfutures-call", MFD_CLOEXEC);
+    if (!shm)
+        return NULL;
     void *map = MAP_FAILED;
-    if (shm && fd >= 0 && ftruncate(fd, (off_t)size) == 0)
-        map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+    size_t cap = size;
+    int fd = -1;
+    pthread_mutex_lock(&p->mu);
+    if (p->spare_map && p->spare_cap >= size) {
+        map = p->spare_map;
+        cap = p->spare_cap;
+        fd = p->spare_fd;
+        p->spare_map = NULL;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (map == MAP_FAILED) {
+        fd = memfd_create("cfutures-call", MFD_CLOEXEC);
+        if (fd >= 0 && ftruncate(fd, (off_t)size) == 0)
+            map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+    }
     cf_future *f = map != MAP_FAILED ? cf__future_new_borrowed(fn, args, nargs) : NULL;
     if (!f) {
         if (map != MAP_FAILED)
-            munmap(map, size);
+            munmap(map, cap);
         if (fd >= 0)
             close(fd);
         free(shm);
@@ -1366,6 +1416,7 @@ static cf_future *pp_new_call(cf_executor *ex, cf_task_fn *fn, const cf_value *a
     }
     shm->args_map = map;
     shm->args_len = size;
+    shm->args_cap = cap;
     shm->args_fd = fd;
     f->shm = shm;
     return f;
@@ -1469,6 +1520,10 @@ static void pp_destroy(cf_executor *ex)
     free(p->interrupts);
     free(p->workers);
     wenc_free(&p->init_frame);
+    if (p->spare_map) {
+        munmap(p->spare_map, p->spare_cap);
+        close(p->spare_fd);
+    }
     close(p->wake_fd);
     pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->join_mu);
