@@ -219,6 +219,8 @@ void cf__shm_free(cf__shm *shm)
         munmap(shm->args_map, shm->args_cap);
     if (shm->args_map && shm->args_fd >= 0)
         close(shm->args_fd);
+    if (shm->result_map && shm->result_fd >= 0)
+        close(shm->result_fd);
     free(shm);
 }
 
@@ -437,10 +439,14 @@ static int finish_mapped(cf_future *f, int status, const cf_value *result, void 
     }
     f->status = status;
     if (map) {
-        if (!f->shm && !(f->shm = calloc(1, sizeof *f->shm))) {
-            cf__lock_release(&f->lock);
-            return cf__fail(CF_ENOMEM, "%s: out of memory", who);
+        if (!f->shm) {
+            if (!(f->shm = calloc(1, sizeof *f->shm))) {
+                cf__lock_release(&f->lock);
+                return cf__fail(CF_ENOMEM, "%s: out of memory", who);
+            }
+            f->shm->args_fd = -1;
         }
+        f->shm->result_fd = -1; /* the parent holds only the mapping */
         f->shm->result_map = map;
         f->shm->result_len = map_len;
     }

@@ -252,8 +252,9 @@ void cf__future_run_call(cf_future *f, _Atomic int *unfinished);
 
 /* Shared-memory buffers of one future (process pools, big payloads). */
 typedef struct cf__shm {
-    void *result_map;   /* read-only mapping holding the result's bytes */
+    void *result_map;   /* mapping holding the result's bytes */
     size_t result_len;
+    int result_fd;      /* worker side: its memfd, sent to the parent; -1 */
     void *args_map;     /* the whole CALL frame payload; the future's
                          * argument values point into it */
     size_t args_len;    /* the frame's bytes */
@@ -405,6 +406,11 @@ int cf__prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size
 int cf__submit_prepared(cf_executor *ex, cf_future **fs, size_t n);
 
 /* Process pools (process_pool.c, process_worker.c). */
+/* Results this big made in a worker process go straight into shared
+ * memory laid out as the RESULT frame the parent will map. */
+#define CF__SHM_RESULT_MIN ((size_t)1 << 20)
+#define CF__SHM_RESULT_PREFIX 14 /* u32 n, u8 ok, u8 kind, u64 size */
+int cf__worker_store_big(cf_future *f, const cf_value *v);
 #define CF__WORKER_ENV "CFUTURES_WORKER"
 extern bool cf__process_init_called; /* written once in main's thread */
 extern char **cf__process_argv;

@@ -77,7 +77,9 @@ typedef struct pworker {
     int pidfd;           /* -1 if pidfd_open is unavailable */
     bool hello;          /* start-up (and initializer) done */
     bool exit_sent;      /* EXIT queued: takes no more jobs */
-    bool eof;
+    bool eof;            /* nothing more to read (EOF, or a bad frame) */
+    bool wdead;          /* a write failed: send nothing more, but keep
+                          * reading what it wrote before it went away */
     bool reaped;
     int reason;          /* why we killed it (R_*) */
     char detail[160];    /* for R_BADFRAME */
@@ -305,7 +307,7 @@ static bool queue_frame(pworker *w, wire_enc *e, uint8_t type)
  * going away; its pidfd/EOF path reports that. */
 static void flush_out(pworker *w)
 {
-    while (w->fd >= 0 && w->out_start < w->out_end) {
+    while (w->fd >= 0 && !w->wdead && w->out_start < w->out_end) {
         size_t limit = w->nmarks ? w->marks[0].at : w->out_end;
         ssize_t n;
         if (w->out_start < limit) {
@@ -338,7 +340,7 @@ static void flush_out(pworker *w)
             if (errno == EINTR)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
-                w->eof = true;
+                w->wdead = true;
             return;
         }
         w->out_start += (size_t)n;
@@ -907,7 +909,7 @@ static void read_worker(process_pool *p, pworker *w)
 
 static bool takes_jobs(const pworker *w)
 {
-    return !w->exit_sent && !w->eof && w->reason == R_NONE;
+    return !w->exit_sent && !w->eof && !w->wdead && w->reason == R_NONE;
 }
 
 static int live_workers(process_pool *p)
@@ -1200,7 +1202,7 @@ static void *manager_main(void *arg)
             pworker *w = p->workers[i];
             if (!w->eof) {
                 short ev = POLLIN;
-                if (w->out_start < w->out_end)
+                if (w->out_start < w->out_end && !w->wdead)
                     ev |= POLLOUT;
                 pfds[np] = (struct pollfd){w->fd, ev, 0};
                 pw[np++] = w;
@@ -1362,6 +1364,7 @@ static cf_future *pp_new_call(cf_executor *ex, cf_task_fn *fn, const cf_value *a
     cf__shm *shm = calloc(1, sizeof *shm);
     if (!shm)
         return NULL;
+    shm->result_fd = -1;
     void *map = MAP_FAILED;
     size_t cap = size;
     int fd = -1;

@@ -289,6 +289,68 @@ static _Noreturn void worker_exit(int code)
     _exit(code);
 }
 
+int cf__worker_store_big(cf_future *f, const cf_value *v)
+{
+    size_t extra = cf__value_extra(v);
+    size_t len = CF__SHM_RESULT_PREFIX + extra;
+    int fd = memfd_create("cfutures-result", MFD_CLOEXEC);
+    void *map = MAP_FAILED;
+    if (fd >= 0 && ftruncate(fd, (off_t)len) == 0)
+        map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+    cf__shm *shm = map != MAP_FAILED ? (f->shm ? f->shm : calloc(1, sizeof *shm)) : NULL;
+    if (shm && !f->shm)
+        shm->args_fd = -1;
+    if (!shm) {
+        if (map != MAP_FAILED)
+            munmap(map, len);
+        if (fd >= 0)
+            close(fd);
+        /* The heap path still works, with one copy more. */
+        return cf__value_store(&f->result, &f->result_heap, f->inline_result, v, false,
+                               "return");
+    }
+    if (shm->result_map) {
+        munmap(shm->result_map, shm->result_len);
+        close(shm->result_fd);
+    }
+    unsigned char *bytes = (unsigned char *)map + CF__SHM_RESULT_PREFIX;
+    if (v->size)
+        memcpy(bytes, v->as.bytes, v->size);
+    if (v->kind == CF_STR)
+        bytes[v->size] = '\0';
+    shm->result_map = map;
+    shm->result_len = len;
+    shm->result_fd = fd;
+    f->shm = shm;
+    free(f->result_heap);
+    f->result_heap = NULL;
+    f->result.kind = v->kind;
+    f->result.size = v->size;
+    f->result.as.bytes = bytes;
+    return CF_OK;
+}
+
+/* Sends a single call's big result from the shared memory it was made
+ * in, when it is there: the frame's first bytes were left free for the
+ * RESULT fields.  Returns 1 if sent, 0 if not applicable, -1 on error. */
+static int send_shm_result(int fd, cf_future *f)
+{
+    cf__shm *shm = f->shm;
+    if (f->status != CF_OK || !shm || !shm->result_map ||
+        f->result.as.bytes != (unsigned char *)shm->result_map + CF__SHM_RESULT_PREFIX)
+        return 0;
+    wire_enc pre = {.buf = shm->result_map, .len = 0, .cap = CF__SHM_RESULT_PREFIX};
+    wenc_u32(&pre, 1);
+    wenc_u8(&pre, 1);
+    wenc_u8(&pre, (uint8_t)f->result.kind);
+    wenc_u64(&pre, cf__value_extra(&f->result));
+    unsigned char hdr[WIRE_HDR + 8];
+    wire_enc small = {.buf = hdr, .len = WIRE_HDR, .cap = sizeof hdr};
+    wenc_u64(&small, shm->result_len);
+    wenc_finish(&small, WIRE_RESULT, WIRE_SHM);
+    return send_with_fd(fd, hdr, sizeof hdr, shm->result_fd) == 0 ? 1 : -1;
+}
+
 /* Encodes a finished call's outcome. */
 static void encode_outcome(wire_enc *e, cf_future *f)
 {
@@ -410,7 +472,12 @@ static bool handle_calls(int fd, wire_dec *d, bool init, wire_enc *out, cf_futur
         wenc_u32(out, (uint32_t)getpid());
         wenc_u8(out, 1);
     }
-    int rc = cf__wire_send_blocking(fd, out, init ? WIRE_HELLO : WIRE_RESULT);
+    int rc = 0;
+    int sent = !init && n == 1 && fs[0] && !fault.point[0] ? send_shm_result(fd, fs[0]) : 0;
+    if (sent < 0)
+        rc = -1;
+    else if (sent == 0)
+        rc = cf__wire_send_blocking(fd, out, init ? WIRE_HELLO : WIRE_RESULT);
     for (uint32_t i = 0; i < n; i++)
         if (fs[i])
             cf_future_release(fs[i]);

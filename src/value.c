@@ -273,7 +273,12 @@ CF__API int cf_return_value(cf_call *call, const cf_value *v)
     if (!v)
         v = &none;
     cf_future *f = cf__future_of_call(call);
-    int rc = cf__value_store(&f->result, &f->result_heap, f->inline_result, v, false, "return");
+    int rc;
+    if (CF__UNLIKELY(cf__value_extra(v) >= CF__SHM_RESULT_MIN) && cf_in_worker_process() &&
+        cf__value_check(v, true, "return", 0) == CF_OK)
+        rc = cf__worker_store_big(f, v);
+    else
+        rc = cf__value_store(&f->result, &f->result_heap, f->inline_result, v, false, "return");
     if (rc == CF_ENOMEM)
         cf_raise(call, CF_ENOMEM, "MemoryError", "%s", cf_last_error_message());
     else if (rc != CF_OK)
