@@ -1,0 +1,2329 @@
+/*
+ * test_process.c - the process engine: submit/result across processes,
+ * values and failures on the wire, argument validation, map with chunks,
+ * wait/as_completed/callbacks on process futures, the crash matrix under
+ * both crash policies (crashes while decoding, running and encoding, bad
+ * frames, workers killed from outside, crashes during shutdown and with
+ * big arguments in flight, failing initializers), recycling, per-call and
+ * pool-wide timeouts, interrupts, terminate/kill_workers, the thread-pool
+ * side of cf_cancel_requested(), and descriptor/child leaks.
+ *
+ * Tasks run in other processes, so they never use cmocka asserts: they
+ * report through their result or failure.  A task that has to "hang"
+ * sleeps (bounded) in the worker, and the test kills or interrupts it.
+ * A test that needs to know a task has really started in its worker hands
+ * it the path of a FIFO the task writes one byte to.
+ */
+#include "cf_test_util.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+/* Sanitizers catch SIGSEGV in the worker and turn it into a report and an
+ * exit status or SIGABRT; the plain build checks the exact signal. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CF_TEST_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define CF_TEST_SANITIZED 1
+#endif
+#endif
+#ifndef CF_TEST_SANITIZED
+#define CF_TEST_SANITIZED 0
+#endif
+
+#define SEGV_HOW (CF_TEST_SANITIZED ? NULL : "killed by signal 11 (SIGSEGV)")
+
+/* A generous bound for things that must happen (scaled by callers). */
+#define T_OK 10.0
+
+/* ---- helpers used inside tasks (no cmocka here) ---------------------------- */
+
+static void task_sleep_ms(int64_t ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* Writes one byte to the FIFO at `path` ("" or missing: nothing). */
+static void task_signal_started(cf_call *call, size_t i)
+{
+    const cf_value *v = cf_arg(call, i);
+    if (!v || v->kind != CF_STR || v->size == 0)
+        return;
+    int fd = open(v->as.str, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t w = write(fd, "x", 1);
+        (void)w;
+        close(fd);
+    }
+}
+
+static uint64_t checksum(const unsigned char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+/* ---- tasks (every one runs in a worker process, so every one is
+ * registered) ------------------------------------------------------------------ */
+
+CF_TASK(t_square);
+CF_TASK(t_echo);
+CF_TASK(t_sum);
+
+static int p_getpid(cf_call *call)
+{
+    return cf_return_i64(call, (int64_t)getpid());
+}
+CF_TASK(p_getpid);
+
+static int p_raise(cf_call *call)
+{
+    int64_t x = cf_arg_i64(call, 0);
+    return cf_raise(call, 42, "ValueError", "bad input %lld", (long long)x);
+}
+CF_TASK(p_raise);
+
+static int p_segv(cf_call *call)
+{
+    (void)call;
+    raise(SIGSEGV);
+    return 0;
+}
+CF_TASK(p_segv);
+
+static int p_exit3(cf_call *call)
+{
+    (void)call;
+    _exit(3);
+}
+CF_TASK(p_exit3);
+
+static int p_abort(cf_call *call)
+{
+    (void)call;
+    abort();
+}
+CF_TASK(p_abort);
+
+/* The target of CFUTURES_FAULT in the tests: otherwise an echo. */
+static int p_faulty(cf_call *call)
+{
+    const cf_value *v = cf_arg(call, 0);
+    return v ? cf_return_value(call, v) : cf_return_none(call);
+}
+CF_TASK(p_faulty);
+
+/* arg 0: FIFO path ("" for none).  Sleeps 30 s; returns its pid. */
+static int p_hang(cf_call *call)
+{
+    task_signal_started(call, 0);
+    task_sleep_ms(30000);
+    return cf_return_i64(call, (int64_t)getpid());
+}
+CF_TASK(p_hang);
+
+/* arg 0: ms to sleep, arg 1 (optional): FIFO path.  Returns its pid. */
+static int p_sleep_ms(cf_call *call)
+{
+    int64_t ms = cf_arg_i64(call, 0);
+    task_signal_started(call, 1);
+    task_sleep_ms(ms);
+    return cf_return_i64(call, (int64_t)getpid());
+}
+CF_TASK(p_sleep_ms);
+
+static int p_sleep_then_segv(cf_call *call)
+{
+    task_sleep_ms(cf_arg_i64(call, 0));
+    raise(SIGSEGV);
+    return 0;
+}
+CF_TASK(p_sleep_then_segv);
+
+/* arg 0: bytes.  Returns the checksum of the bytes. */
+static int p_big_sum(cf_call *call)
+{
+    size_t n = 0;
+    const unsigned char *b = cf_arg_bytes(call, 0, &n);
+    if (!b)
+        return cf_raise(call, 1, "TestError", "no bytes");
+    return cf_return_i64(call, (int64_t)checksum(b, n));
+}
+CF_TASK(p_big_sum);
+
+/* arg 0: bytes, arg 1: path of a FIFO to wait on (at most 10 s) for one
+ * byte.  Then exits with status 5 (6 if the argument did not arrive). */
+static int p_big_crash(cf_call *call)
+{
+    size_t n = 0;
+    const unsigned char *b = cf_arg_bytes(call, 0, &n);
+    const char *gate = cf_arg_str(call, 1);
+    int fd = open(gate, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        if (poll(&pfd, 1, 10000) == 1) {
+            char c;
+            ssize_t r = read(fd, &c, 1);
+            (void)r;
+        }
+    }
+    _exit(b && n > 0 ? 5 : 6);
+}
+CF_TASK(p_big_crash);
+
+/* x -> 10x + 1, except x == 24, which raises. */
+static int p_map_elem(cf_call *call)
+{
+    int64_t x = cf_arg_i64(call, 0);
+    if (x == 24)
+        return cf_raise(call, 24, "ElementError", "element %lld refused", (long long)x);
+    return cf_return_i64(call, x * 10 + 1);
+}
+CF_TASK(p_map_elem);
+
+static bool stream_crashes(int64_t i)
+{
+    return (i * 7919) % 97 == 0;
+}
+
+/* i -> 3i, except the inputs stream_crashes() picks, which kill the
+ * worker (SIGKILL or _exit(7), alternately: neither makes a sanitizer
+ * report). */
+static int p_stream(cf_call *call)
+{
+    int64_t i = cf_arg_i64(call, 0);
+    if (stream_crashes(i)) {
+        if ((i / 97) % 2 == 0)
+            raise(SIGKILL);
+        _exit(7);
+    }
+    return cf_return_i64(call, i * 3);
+}
+CF_TASK(p_stream);
+
+/* x -> pid * 65536 + x*x (x < 256). */
+static int p_pid_sq(cf_call *call)
+{
+    int64_t x = cf_arg_i64(call, 0);
+    return cf_return_i64(call, (int64_t)getpid() * 65536 + x * x);
+}
+CF_TASK(p_pid_sq);
+
+/* arg 0: FIFO path.  Writes its pid (an int64_t) there, then sleeps 30 s. */
+static int p_report_and_hang(cf_call *call)
+{
+    int64_t pid = (int64_t)getpid();
+    int fd = open(cf_arg_str(call, 0), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t w = write(fd, &pid, sizeof pid);
+        (void)w;
+        close(fd);
+    }
+    task_sleep_ms(30000);
+    return 0;
+}
+CF_TASK(p_report_and_hang);
+
+static int p_init_raise(cf_call *call)
+{
+    return cf_raise(call, 77, "InitError", "init exploded: %s", cf_arg_str(call, 0));
+}
+CF_TASK(p_init_raise);
+
+static int p_init_segv(cf_call *call)
+{
+    (void)call;
+    raise(SIGSEGV);
+    return 0;
+}
+CF_TASK(p_init_segv);
+
+static int64_t g_init_value = -1;
+
+static int p_init_set(cf_call *call)
+{
+    g_init_value = cf_arg_i64(call, 0) + (int64_t)cf_arg(call, 1)->size;
+    return 0;
+}
+CF_TASK(p_init_set);
+
+static int p_get_init(cf_call *call)
+{
+    return cf_return_i64(call, g_init_value);
+}
+CF_TASK(p_get_init);
+
+/* Deliberately not registered. */
+static int p_not_registered(cf_call *call)
+{
+    return cf_return_i64(call, 1);
+}
+
+/* ---- helpers for the tests ---------------------------------------------------- */
+
+static cf_executor *ppool(int workers, cf_crash_policy policy, cf_start_method sm)
+{
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = workers;
+    o.on_crash = policy;
+    o.start_method = sm;
+    cf_executor *ex = NULL;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    assert_non_null(ex);
+    return ex;
+}
+
+/* Submits fn(args) and returns its i64 result (must succeed). */
+static int64_t run_i64(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs)
+{
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, fn, args, nargs, &f));
+    int64_t r = 0;
+    assert_ok(cf_future_result_i64(f, T_OK * cf_test_scale(), &r));
+    assert_ok(cf_future_release(f));
+    return r;
+}
+
+static int64_t worker_pid(cf_executor *ex)
+{
+    int64_t pid = run_i64(ex, p_getpid, CF_NOARGS);
+    assert_true(pid > 1);
+    assert_int_not_equal(pid, (int64_t)getpid());
+    return pid;
+}
+
+/* True if `msg` names "pid <pid>" exactly (not a longer number). */
+static bool names_pid(const char *msg, int64_t pid)
+{
+    char needle[40];
+    snprintf(needle, sizeof needle, "pid %lld", (long long)pid);
+    for (const char *p = msg; (p = strstr(p, needle)) != NULL; p++) {
+        char c = p[strlen(needle)];
+        if (c < '0' || c > '9')
+            return true;
+    }
+    return false;
+}
+
+/* Waits for f to fail with a library error `code` of type `type`; returns
+ * the failure (borrowed from f). */
+static const cf_failure *expect_failure(cf_future *f, double timeout, int code, const char *type)
+{
+    const cf_failure *fl = NULL;
+    int rc = cf_future_exception(f, timeout * cf_test_scale(), &fl);
+    if (rc != CF_OK)
+        fail_msg("future did not finish within %.1f s (x%d): %s, %s", timeout, cf_test_scale(),
+                 cf_err_name(rc), cf_last_error_message());
+    if (!fl)
+        fail_msg("future succeeded; expected %s (%s)", cf_err_name(code), type);
+    if (cf_failure_code(fl) != code || strcmp(cf_failure_type(fl), type) != 0)
+        fail_msg("future failed with code %d (%s) type \"%s\": \"%s\"; expected %s \"%s\"",
+                 cf_failure_code(fl), cf_err_name(cf_failure_code(fl)), cf_failure_type(fl),
+                 cf_failure_message(fl), cf_err_name(code), type);
+    assert_cf(code, cf_future_result(f, 0, NULL));
+    assert_false(cf_future_cancelled(f));
+    assert_int_equal(cf_future_state(f), CF_FINISHED);
+    return fl;
+}
+
+/* Waits for f to fail with CF_EBROKEN / "BrokenProcessPool", with a
+ * message naming `pid` (if > 0) and containing `how` (if not NULL; NULL
+ * means "an exit status or a signal"). */
+static void expect_broken(cf_future *f, double timeout, int64_t pid, const char *how)
+{
+    const cf_failure *fl = expect_failure(f, timeout, CF_EBROKEN, "BrokenProcessPool");
+    const char *msg = cf_failure_message(fl);
+    if (pid > 0 && !names_pid(msg, pid))
+        fail_msg("message does not name worker pid %lld: \"%s\"", (long long)pid, msg);
+    if (how && !contains(msg, how))
+        fail_msg("message does not say \"%s\": \"%s\"", how, msg);
+    if (!how && !contains(msg, "exited with status") && !contains(msg, "killed by signal"))
+        fail_msg("message names neither an exit status nor a signal: \"%s\"", msg);
+}
+
+/* cf_executor_destroy() must succeed within `limit` seconds (scaled). */
+static void destroy_quickly(cf_executor *ex, double limit)
+{
+    double t0 = cf_test_now();
+    assert_ok(cf_executor_destroy(ex));
+    double took = cf_test_now() - t0;
+    if (took > limit * cf_test_scale())
+        fail_msg("cf_executor_destroy took %.2f s (limit %.1f s x%d)", took, limit,
+                 cf_test_scale());
+}
+
+/* Every worker has been reaped: this process has no child left. */
+static void assert_no_children(void)
+{
+    errno = 0;
+    pid_t r = waitpid(-1, NULL, WNOHANG);
+    if (r != -1 || errno != ECHILD)
+        fail_msg("a child process is left (waitpid returned %d, errno %d)", (int)r, errno);
+}
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* Waits (bounded, polling an atomic counter) until the pool reports `n`
+ * live workers.  Used by CF_START_FORK tests before the main thread
+ * allocates: a worker forked while this thread is inside malloc would
+ * inherit a held allocator lock under some sanitizer runtimes. */
+static void settle_workers(cf_executor *ex, int n)
+{
+    double end = cf_test_now() + T_OK * cf_test_scale();
+    while (cf_executor_worker_count(ex) != n && cf_test_now() < end)
+        sleep_ms(2);
+    assert_int_equal(cf_executor_worker_count(ex), n);
+}
+
+/* A FIFO a task writes a byte to once it runs in its worker. */
+typedef struct start_sig {
+    char path[96];
+    int fd;
+} start_sig;
+
+static void start_sig_open(start_sig *s)
+{
+    static _Atomic int counter;
+    snprintf(s->path, sizeof s->path, "/tmp/cf_test_process_%d_%d.fifo", (int)getpid(),
+             atomic_fetch_add(&counter, 1));
+    unlink(s->path);
+    assert_int_equal(mkfifo(s->path, 0600), 0);
+    /* O_RDWR: never sees EOF while no task has it open. */
+    s->fd = open(s->path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    assert_true(s->fd >= 0);
+}
+
+/* Waits until `n` tasks have signalled (bounded, scaled). */
+static bool start_sig_wait(start_sig *s, int n, double timeout)
+{
+    double end = cf_test_now() + timeout * cf_test_scale();
+    int got = 0;
+    while (got < n) {
+        double left = end - cf_test_now();
+        if (left <= 0)
+            return false;
+        struct pollfd pfd = {s->fd, POLLIN, 0};
+        int r = poll(&pfd, 1, (int)(left * 1000) + 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            continue;
+        char buf[16];
+        ssize_t k = read(s->fd, buf, (size_t)(n - got) < sizeof buf ? (size_t)(n - got)
+                                                                      : sizeof buf);
+        if (k > 0)
+            got += (int)k;
+    }
+    return true;
+}
+
+static void start_sig_close(start_sig *s)
+{
+    close(s->fd);
+    unlink(s->path);
+}
+
+static unsigned char *pattern(size_t n, unsigned seed)
+{
+    unsigned char *b = malloc(n ? n : 1);
+    assert_non_null(b);
+    for (size_t i = 0; i < n; i++)
+        b[i] = (unsigned char)((i * 131u + (i >> 9) + seed * 7u) & 0xff);
+    return b;
+}
+
+static const char *policy_name(cf_crash_policy p)
+{
+    return p == CF_CRASH_BREAKS_POOL ? "breaks" : "replaces";
+}
+
+/* A submit to a pool that broke (or is breaking): either refused with
+ * CF_EBROKEN, or accepted and its future fails with CF_EBROKEN, with a
+ * message containing `how` (NULL: an exit status or a signal). */
+static void submit_to_broken(cf_executor *ex, const char *how)
+{
+    cf_future *g = NULL;
+    int rc = cf_submit(ex, t_square, CF_ARGS(cf_i64(3)), &g);
+    if (rc == CF_OK) {
+        expect_broken(g, T_OK, 0, how);
+        assert_ok(cf_future_release(g));
+    } else {
+        assert_cf(CF_EBROKEN, rc);
+        assert_null(g);
+        if (how && !contains(cf_last_error_message(), how))
+            fail_msg("submit's message does not say \"%s\": \"%s\"", how,
+                     cf_last_error_message());
+    }
+}
+
+/* After a crash took down the (single) worker `old_pid`: a broken pool
+ * refuses new work with CF_EBROKEN; a resilient one runs it on a new
+ * worker. */
+static void check_after_crash(cf_executor *ex, cf_crash_policy policy, cf_start_method sm,
+                              int64_t old_pid, const char *how)
+{
+    if (policy == CF_CRASH_BREAKS_POOL) {
+        submit_to_broken(ex, how);
+        /* Once a future accepted after the crash has failed, the pool
+         * knows it is broken. */
+        cf_future *g = NULL;
+        assert_cf(CF_EBROKEN, cf_submit(ex, t_square, CF_ARGS(cf_i64(4)), &g));
+        assert_null(g);
+        return;
+    }
+    if (sm == CF_START_FORK)
+        settle_workers(ex, 1);
+    int64_t pid = worker_pid(ex);
+    assert_true(pid != old_pid);
+    assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(9))), 81);
+}
+
+/* ---- basics ------------------------------------------------------------------- */
+
+static void test_submit_result(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(2, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    cf_future *fs[8];
+    for (int i = 0; i < 8; i++)
+        assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(i + 1)), &fs[i]));
+    for (int i = 0; i < 8; i++) {
+        int64_t r = 0;
+        assert_ok(cf_future_result_i64(fs[i], T_OK * cf_test_scale(), &r));
+        assert_int_equal(r, (int64_t)(i + 1) * (i + 1));
+        assert_int_equal(cf_future_state(fs[i]), CF_FINISHED);
+        assert_ok(cf_future_release(fs[i]));
+    }
+    assert_int_equal(run_i64(ex, t_sum, CF_ARGS(cf_i64(323), cf_i64(1235), cf_i64(-8))), 1550);
+    assert_int_equal(run_i64(ex, t_sum, CF_NOARGS), 0);
+    cf_value many[CF_ARGS_MAX];
+    for (int i = 0; i < CF_ARGS_MAX; i++)
+        many[i] = cf_i64(i + 1);
+    assert_int_equal(run_i64(ex, t_sum, many, CF_ARGS_MAX), CF_ARGS_MAX * (CF_ARGS_MAX + 1) / 2);
+    /* The call runs in another process. */
+    assert_int_not_equal(worker_pid(ex), (int64_t)getpid());
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
+static void test_raise_travels(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, p_raise, CF_ARGS(cf_i64(5)), &f));
+    const cf_failure *fl = expect_task_failure(f, T_OK);
+    assert_int_equal(cf_failure_code(fl), 42);
+    assert_string_equal(cf_failure_type(fl), "ValueError");
+    assert_string_equal(cf_failure_message(fl), "bad input 5");
+    assert_ok(cf_future_release(f));
+    /* A TypeError raised by an accessor in the worker travels too. */
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_str("not a number")), &f));
+    fl = expect_task_failure(f, T_OK);
+    assert_string_equal(cf_failure_type(fl), "TypeError");
+    assert_ok(cf_future_release(f));
+    /* The pool is not hurt by failures. */
+    assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(6))), 36);
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
+static void test_ptr_and_unregistered_refused(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    int x = 5;
+    cf_future *f = (cf_future *)&x; /* must be reset to NULL */
+    assert_cf(CF_ENOTCOPYABLE, cf_submit(ex, t_echo, CF_ARGS(cf_ptr(&x)), &f));
+    assert_null(f);
+    f = (cf_future *)&x;
+    assert_cf(CF_ENOTCOPYABLE,
+              cf_submit(ex, t_sum, CF_ARGS(cf_i64(1), cf_ptr(&x), cf_i64(2)), &f));
+    assert_null(f);
+    f = (cf_future *)&x;
+    assert_cf(CF_ENOTCOPYABLE, cf_submit(ex, p_not_registered, CF_NOARGS, &f));
+    assert_null(f);
+    assert_true(contains(cf_last_error_message(), "CF_TASK"));
+    assert_null(cf_task_name(p_not_registered));
+    assert_string_equal(cf_task_name(p_getpid), "p_getpid");
+    /* map refuses them too, and leaves nothing running. */
+    cf_value in[3] = {cf_i64(1), cf_i64(2), cf_i64(3)};
+    cf_map_input mi = cf_input_array(in, 3);
+    cf_map_iter *it = NULL;
+    assert_cf(CF_ENOTCOPYABLE, cf_map(ex, p_not_registered, &mi, 1, NULL, &it));
+    assert_null(it);
+    /* The pool still works. */
+    assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(7))), 49);
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
+static void test_pool_new_validation(void **state)
+{
+    (void)state;
+    cf_process_pool_options o;
+    cf_executor *ex = (cf_executor *)&o;
+
+    assert_cf(CF_EINVAL, cf_process_pool_new(NULL, NULL));
+
+    cf_process_pool_options_init(&o);
+    o.max_workers = 0;
+    assert_cf(CF_EINVAL, cf_process_pool_new(&ex, &o));
+    assert_null(ex);
+
+    cf_process_pool_options_init(&o);
+    o.max_workers = 2000;
+    ex = (cf_executor *)&o;
+    assert_cf(CF_EINVAL, cf_process_pool_new(&ex, &o));
+    assert_null(ex);
+
+    cf_process_pool_options_init(&o);
+    o.max_workers = -7;
+    assert_cf(CF_EINVAL, cf_process_pool_new(&ex, &o));
+
+    cf_process_pool_options_init(&o);
+    o.max_tasks_per_child = -1;
+    assert_cf(CF_EINVAL, cf_process_pool_new(&ex, &o));
+
+    cf_process_pool_options_init(&o);
+    o.on_crash = (cf_crash_policy)7;
+    assert_cf(CF_EINVAL, cf_process_pool_new(&ex, &o));
+
+    cf_process_pool_options_init(&o);
+    o.start_method = (cf_start_method)9;
+    assert_cf(CF_EINVAL, cf_process_pool_new(&ex, &o));
+
+    cf_process_pool_options_init(&o);
+    o.task_timeout = NAN;
+    assert_cf(CF_EINVAL, cf_process_pool_new(&ex, &o));
+
+    cf_process_pool_options_init(&o);
+    o.task_timeout = -1.0;
+    assert_cf(CF_EINVAL, cf_process_pool_new(&ex, &o));
+
+    cf_process_pool_options_init(&o);
+    o.initializer = p_not_registered;
+    assert_cf(CF_EINVAL, cf_process_pool_new(&ex, &o));
+    assert_null(ex);
+
+    cf_process_pool_options_init(&o);
+    o.initializer = p_init_set;
+    o.ninitargs = 1;
+    o.initargs = NULL;
+    assert_cf(CF_EINVAL, cf_process_pool_new(&ex, &o));
+
+    int x = 0;
+    cf_value bad[2] = {cf_i64(1), cf_ptr(&x)};
+    cf_process_pool_options_init(&o);
+    o.initializer = p_init_set;
+    o.initargs = bad;
+    o.ninitargs = 2;
+    assert_cf(CF_ENOTCOPYABLE, cf_process_pool_new(&ex, &o));
+    assert_null(ex);
+
+    /* The defaults are what the header says. */
+    cf_process_pool_options_init(&o);
+    assert_int_equal(o.max_workers, CF_AUTO);
+    assert_int_equal(o.max_tasks_per_child, 0);
+    assert_int_equal(o.on_crash, CF_CRASH_BREAKS_POOL);
+    assert_int_equal(o.start_method, CF_START_EXEC);
+    assert_true(o.task_timeout == CF_FOREVER);
+    assert_null(o.initializer);
+    assert_int_equal(cf_process_pool_default_workers(), cf_usable_cpus());
+    /* No refused pool left a process behind. */
+    assert_no_children();
+}
+
+static void test_submit_after_shutdown(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(2))), 4);
+    assert_ok(cf_shutdown(ex, false, false));
+    cf_future *f = (cf_future *)ex;
+    assert_cf(CF_ESHUTDOWN, cf_submit(ex, t_square, CF_ARGS(cf_i64(3)), &f));
+    assert_null(f);
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    assert_cf(CF_ESHUTDOWN, cf_submit_with(ex, &so, t_square, CF_ARGS(cf_i64(3)), &f));
+    assert_ok(cf_shutdown(ex, true, false));
+    assert_int_equal(cf_executor_worker_count(ex), 0);
+    assert_cf(CF_ESHUTDOWN, cf_submit(ex, t_square, CF_ARGS(cf_i64(3)), &f));
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
+static void check_echo(cf_executor *ex, cf_value v)
+{
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_echo, &v, 1, &f));
+    const cf_value *r = NULL;
+    assert_ok(cf_future_result(f, T_OK * cf_test_scale(), &r));
+    assert_non_null(r);
+    assert_int_equal(r->kind, v.kind);
+    assert_int_equal(r->size, v.size);
+    if (v.kind == CF_BYTES && v.size)
+        assert_memory_equal(r->as.bytes, v.as.bytes, v.size);
+    if (v.kind == CF_STR) {
+        assert_int_equal(strlen(r->as.str), v.size);
+        assert_memory_equal(r->as.str, v.as.str, v.size + 1);
+    }
+    if (v.kind == CF_I64)
+        assert_int_equal(r->as.i64, v.as.i64);
+    if (v.kind == CF_F64)
+        assert_memory_equal(&r->as.f64, &v.as.f64, sizeof(double));
+    assert_ok(cf_future_release(f));
+}
+
+static void roundtrip(cf_start_method sm)
+{
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, sm);
+    if (sm == CF_START_FORK)
+        settle_workers(ex, 1);
+    check_echo(ex, cf_str(""));
+    check_echo(ex, cf_str("hello, worker"));
+    check_echo(ex, cf_bytes("", 0));
+    check_echo(ex, cf_bytes("a\0b\0\xff", 5));
+    check_echo(ex, cf_i64(INT64_MIN));
+    check_echo(ex, cf_f64(-0.0));
+    check_echo(ex, cf_f64(1e300));
+    check_echo(ex, cf_none());
+    /* Around the inline limit (64 KiB) and far above it (memfd). */
+    size_t sizes[] = {(size_t)60 * 1024, (size_t)64 * 1024 + 1, (size_t)4 << 20};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        unsigned char *b = pattern(sizes[k], (unsigned)k);
+        check_echo(ex, cf_bytes(b, sizes[k]));
+        /* The same size as a string: no NUL inside. */
+        for (size_t i = 0; i < sizes[k]; i++)
+            b[i] = (unsigned char)('a' + (b[i] % 26));
+        b[sizes[k] - 1] = '\0';
+        check_echo(ex, cf_str((const char *)b));
+        free(b);
+    }
+    /* A 4 MiB argument in, its checksum out. */
+    size_t n = (size_t)4 << 20;
+    unsigned char *b = pattern(n, 9);
+    assert_int_equal(run_i64(ex, p_big_sum, CF_ARGS(cf_bytes(b, n))), (int64_t)checksum(b, n));
+    free(b);
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
+static void test_roundtrip_values(void **state)
+{
+    (void)state;
+    int fds = count_fds();
+    roundtrip(CF_START_EXEC);
+    assert_int_equal(count_fds(), fds);
+}
+
+static void test_roundtrip_values_fork(void **state)
+{
+    (void)state;
+    int fds = count_fds();
+    roundtrip(CF_START_FORK);
+    assert_int_equal(count_fds(), fds);
+}
+
+static void map_chunks(cf_executor *ex, int chunksize)
+{
+    enum { N = 50 };
+    cf_value in[N];
+    for (int i = 0; i < N; i++)
+        in[i] = cf_i64(i);
+    cf_map_input mi = cf_input_array(in, N);
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.chunksize = chunksize;
+    mo.timeout = 30.0 * cf_test_scale();
+    cf_map_iter *it = NULL;
+    assert_ok(cf_map(ex, p_map_elem, &mi, 1, &mo, &it));
+    for (int i = 0; i < N; i++) {
+        const cf_value *v = NULL;
+        const cf_failure *fl = NULL;
+        int rc = cf_map_next(it, &v, &fl);
+        if (i == 24) {
+            if (rc != CF_ETASK)
+                fail_msg("chunksize %d, element %d: %s, expected CF_ETASK", chunksize, i,
+                         cf_err_name(rc));
+            assert_non_null(fl);
+            assert_int_equal(cf_failure_code(fl), 24);
+            assert_string_equal(cf_failure_type(fl), "ElementError");
+            assert_string_equal(cf_failure_message(fl), "element 24 refused");
+        } else {
+            if (rc != CF_OK)
+                fail_msg("chunksize %d, element %d: %s (%s)", chunksize, i, cf_err_name(rc),
+                         fl ? cf_failure_message(fl) : cf_last_error_message());
+            assert_non_null(v);
+            assert_int_equal(v->kind, CF_I64);
+            assert_int_equal(v->as.i64, (int64_t)i * 10 + 1);
+        }
+    }
+    assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+    cf_map_close(it);
+
+    /* Two inputs zipped, stopping at the shortest. */
+    cf_value a[10], b[7];
+    for (int i = 0; i < 10; i++)
+        a[i] = cf_i64(i);
+    for (int i = 0; i < 7; i++)
+        b[i] = cf_i64(100 * i);
+    cf_map_input two[2] = {cf_input_array(a, 10), cf_input_array(b, 7)};
+    assert_ok(cf_map(ex, t_sum, two, 2, &mo, &it));
+    for (int i = 0; i < 7; i++) {
+        const cf_value *v = NULL;
+        assert_ok(cf_map_next(it, &v, NULL));
+        assert_int_equal(v->as.i64, (int64_t)i + 100 * i);
+    }
+    assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+    cf_map_close(it);
+}
+
+static void test_map_chunksize_1_and_7(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(2, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    map_chunks(ex, 1);
+    map_chunks(ex, 7);
+    map_chunks(ex, 50);
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
+typedef struct gen {
+    int next, limit;
+} gen;
+
+static int gen_next(void *ctx, cf_value *out)
+{
+    gen *g = ctx;
+    if (g->next >= g->limit)
+        return 0;
+    *out = cf_i64(g->next++);
+    return 1;
+}
+
+static void test_map_lazy_chunks(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(2, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    gen g = {0, 40};
+    cf_map_input mi = cf_input_generator(gen_next, &g);
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.chunksize = 5;
+    mo.buffersize = 2;
+    mo.timeout = 30.0 * cf_test_scale();
+    cf_map_iter *it = NULL;
+    assert_ok(cf_map(ex, p_map_elem, &mi, 1, &mo, &it));
+    /* Lazy: not every input has been read up front. */
+    assert_true(g.next < 40);
+    for (int i = 0; i < 40; i++) {
+        const cf_value *v = NULL;
+        const cf_failure *fl = NULL;
+        int rc = cf_map_next(it, &v, &fl);
+        if (i == 0)
+            assert_true(g.next < 40);
+        if (i == 24) {
+            assert_cf(CF_ETASK, rc);
+            assert_string_equal(cf_failure_type(fl), "ElementError");
+        } else {
+            if (rc != CF_OK)
+                fail_msg("element %d: %s", i, cf_err_name(rc));
+            assert_int_equal(v->as.i64, (int64_t)i * 10 + 1);
+        }
+    }
+    assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+    assert_int_equal(g.next, 40);
+    cf_map_close(it);
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
+static bool in_set(cf_future *const *set, size_t n, const cf_future *f)
+{
+    for (size_t i = 0; i < n; i++)
+        if (set[i] == f)
+            return true;
+    return false;
+}
+
+static void test_wait_and_as_completed(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(2, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    /* The hanging call has a timeout, so nothing else is queued behind it
+     * on its worker. */
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    so.timeout = 60;
+    cf_future *h = NULL;
+    assert_ok(cf_submit_with(ex, &so, p_hang, CF_ARGS(cf_str("")), &h));
+    cf_future *all[6];
+    all[0] = h;
+    for (int i = 1; i <= 4; i++)
+        assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(i)), &all[i]));
+    assert_ok(cf_submit(ex, p_raise, CF_ARGS(cf_i64(1)), &all[5]));
+
+    cf_future *done[6], *not_done[6];
+    size_t nd = 0, nn = 0;
+    assert_ok(cf_wait(all, 6, T_OK * cf_test_scale(), CF_FIRST_COMPLETED, done, &nd, not_done,
+                      &nn));
+    assert_true(nd >= 1);
+    assert_int_equal(nd + nn, 6);
+    assert_true(in_set(not_done, nn, h));
+
+    assert_ok(cf_wait(all, 6, T_OK * cf_test_scale(), CF_FIRST_EXCEPTION, done, &nd, not_done,
+                      &nn));
+    assert_true(in_set(done, nd, all[5]));
+    assert_true(in_set(not_done, nn, h));
+
+    /* ALL_COMPLETED cannot hold while h hangs. */
+    assert_cf(CF_ETIMEDOUT, cf_wait(all, 6, 0.2, CF_ALL_COMPLETED, done, &nd, not_done, &nn));
+    assert_true(in_set(not_done, nn, h));
+    assert_ok(cf_wait(all + 1, 5, T_OK * cf_test_scale(), CF_ALL_COMPLETED, done, &nd, NULL,
+                      &nn));
+    assert_int_equal(nd, 5);
+    assert_int_equal(nn, 0);
+
+    cf_as_completed_iter *it = NULL;
+    assert_ok(cf_as_completed(all + 1, 5, T_OK * cf_test_scale(), &it));
+    bool seen[6] = {false};
+    for (int k = 0; k < 5; k++) {
+        cf_future *f = NULL;
+        assert_ok(cf_as_completed_next(it, &f));
+        assert_true(cf_future_done(f));
+        int idx = -1;
+        for (int i = 1; i < 6; i++)
+            if (all[i] == f)
+                idx = i;
+        assert_true(idx > 0);
+        assert_false(seen[idx]);
+        seen[idx] = true;
+    }
+    cf_future *extra = NULL;
+    assert_cf(CF_EDONE, cf_as_completed_next(it, &extra));
+    cf_as_completed_free(it);
+
+    assert_ok(cf_as_completed(&h, 1, 0.2, &it));
+    assert_cf(CF_ETIMEDOUT, cf_as_completed_next(it, &extra));
+    cf_as_completed_free(it);
+
+    assert_ok(cf_future_interrupt(h));
+    expect_failure(h, 5, CF_ECANCELLED, "CancelledError");
+    for (int i = 0; i < 6; i++)
+        assert_ok(cf_future_release(all[i]));
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
+typedef struct cb_rec {
+    _Atomic int calls;
+    _Atomic int64_t value;
+    cf_test_event ev;
+} cb_rec;
+
+static int on_done(cf_future *f, void *arg)
+{
+    cb_rec *r = arg;
+    const cf_value *v = NULL;
+    if (cf_future_result(f, 0, &v) == CF_OK && v->kind == CF_I64)
+        atomic_store(&r->value, v->as.i64);
+    else
+        atomic_store(&r->value, -999);
+    atomic_fetch_add(&r->calls, 1);
+    cf_test_event_set(&r->ev);
+    return 0;
+}
+
+static void test_done_callbacks(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    cb_rec a = {0}, b = {0};
+    cf_test_event_init(&a.ev);
+    cf_test_event_init(&b.ev);
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, p_sleep_ms, CF_ARGS(cf_i64(100)), &f));
+    assert_ok(cf_future_add_done_callback(f, on_done, &a));
+    assert_true(cf_test_event_wait(&a.ev, T_OK));
+    int64_t pid = 0;
+    assert_ok(cf_future_result_i64(f, T_OK * cf_test_scale(), &pid));
+    assert_int_equal(atomic_load(&a.value), pid);
+    /* Already done: runs now, in this thread. */
+    assert_ok(cf_future_add_done_callback(f, on_done, &b));
+    assert_int_equal(atomic_load(&b.calls), 1);
+    assert_int_equal(atomic_load(&b.value), pid);
+    assert_ok(cf_future_release(f));
+
+    /* A failed process future runs its callbacks too. */
+    cb_rec c = {0};
+    cf_test_event_init(&c.ev);
+    assert_ok(cf_submit(ex, p_raise, CF_ARGS(cf_i64(0)), &f));
+    assert_ok(cf_future_add_done_callback(f, on_done, &c));
+    assert_true(cf_test_event_wait(&c.ev, T_OK));
+    assert_int_equal(atomic_load(&c.value), -999);
+    assert_ok(cf_future_release(f));
+    destroy_quickly(ex, 5);
+    assert_int_equal(atomic_load(&a.calls), 1);
+    assert_int_equal(atomic_load(&c.calls), 1);
+    assert_no_children();
+}
+
+static void test_worker_count(void **state)
+{
+    (void)state;
+    assert_int_equal(cf_executor_worker_count(NULL), -1);
+    cf_executor *ex = ppool(2, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    assert_true(cf_executor_worker_count(ex) >= 0 && cf_executor_worker_count(ex) <= 2);
+    assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(3))), 9);
+    assert_int_equal(cf_executor_worker_count(ex), 2);
+    assert_ok(cf_shutdown(ex, true, false));
+    assert_int_equal(cf_executor_worker_count(ex), 0);
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
+static void test_initializer_with_args(void **state)
+{
+    (void)state;
+    cf_value ia[2] = {cf_i64(1000), cf_str("four")};
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 2;
+    o.initializer = p_init_set;
+    o.initargs = ia;
+    o.ninitargs = 2;
+    cf_executor *ex = NULL;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(run_i64(ex, p_get_init, CF_NOARGS), 1004);
+    /* The parent's copy is untouched: the initializer ran elsewhere. */
+    assert_int_equal(g_init_value, -1);
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
+/* ---- the crash matrix ------------------------------------------------------- */
+
+typedef struct crash_spec {
+    const char *fault;   /* CFUTURES_FAULT, or NULL */
+    cf_task_fn *fn;
+    size_t big;          /* > 0: one bytes argument of this size */
+    int ext_sig;         /* > 0: fn is p_hang; kill the worker with this */
+    const char *how;     /* expected in the message (NULL: status or signal) */
+} crash_spec;
+
+static void run_crash(const crash_spec *s, cf_crash_policy policy, cf_start_method sm)
+{
+    if (s->fault)
+        assert_int_equal(setenv("CFUTURES_FAULT", s->fault, 1), 0);
+    int fds = count_fds();
+    cf_executor *ex = ppool(1, policy, sm);
+    if (sm == CF_START_FORK)
+        settle_workers(ex, 1);
+    int64_t pid = worker_pid(ex);
+    start_sig sig = {.fd = -1};
+    unsigned char *big = NULL;
+    cf_value arg = cf_i64(5);
+    if (s->ext_sig) {
+        start_sig_open(&sig);
+        arg = cf_str(sig.path);
+    } else if (s->big) {
+        big = pattern(s->big, 3);
+        arg = cf_bytes(big, s->big);
+    }
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, s->fn, &arg, 1, &f));
+    if (s->ext_sig) {
+        assert_true(start_sig_wait(&sig, 1, T_OK));
+        assert_int_equal(kill((pid_t)pid, s->ext_sig), 0);
+    }
+    double t0 = cf_test_now();
+    expect_broken(f, T_OK, pid, s->how);
+    double took = cf_test_now() - t0;
+    if (took > 5.0 * cf_test_scale())
+        fail_msg("the crash took %.2f s to be reported (%s)", took, policy_name(policy));
+    assert_ok(cf_future_release(f));
+    free(big);
+    check_after_crash(ex, policy, sm, pid, s->how);
+    destroy_quickly(ex, 5);
+    if (s->ext_sig)
+        start_sig_close(&sig);
+    if (s->fault)
+        unsetenv("CFUTURES_FAULT");
+    assert_no_children();
+    assert_int_equal(count_fds(), fds);
+}
+
+static const crash_spec crash_decode_segv = {"decode-segv:p_faulty", p_faulty, 0, 0, NULL};
+static const crash_spec crash_decode_segv_big = {"decode-segv:p_faulty", p_faulty,
+                                                 (size_t)6 << 20, 0, NULL};
+static const crash_spec crash_decode_exit = {"decode-exit:p_faulty", p_faulty, 0, 0,
+                                             "exited with status 3"};
+static const crash_spec crash_run_segv = {NULL, p_segv, 0, 0, NULL};
+static const crash_spec crash_run_exit = {NULL, p_exit3, 0, 0, "exited with status 3"};
+static const crash_spec crash_run_abort = {NULL, p_abort, 0, 0, "signal 6 (SIGABRT)"};
+static const crash_spec crash_encode_segv = {"encode-segv:p_faulty", p_faulty, 0, 0, NULL};
+static const crash_spec crash_encode_exit = {"encode-exit:p_faulty", p_faulty, 0, 0,
+                                             "exited with status 3"};
+static const crash_spec crash_bad_frame = {"bad-frame:p_faulty", p_faulty, 0, 0,
+                                           "malformed frame"};
+static const crash_spec crash_short_frame = {"short-frame:p_faulty", p_faulty, 0, 0,
+                                             "exited with status 0"};
+static const crash_spec crash_huge_frame = {"huge-frame:p_faulty", p_faulty, 0, 0,
+                                            "malformed frame"};
+static const crash_spec crash_sigkill = {NULL, p_hang, 0, SIGKILL, "signal 9 (SIGKILL)"};
+static const crash_spec crash_sigterm = {NULL, p_hang, 0, SIGTERM, "signal 15 (SIGTERM)"};
+
+/* The plain build knows the exact signal of a SIGSEGV. */
+static crash_spec segv_spec(crash_spec s)
+{
+    if (!s.how)
+        s.how = SEGV_HOW;
+    return s;
+}
+
+#define CRASH_TESTS(name, spec)                                                 \
+    static void test_crash_##name##_breaks(void **state)                        \
+    {                                                                           \
+        (void)state;                                                            \
+        crash_spec s = segv_spec(spec);                                         \
+        run_crash(&s, CF_CRASH_BREAKS_POOL, CF_START_EXEC);                     \
+    }                                                                           \
+    static void test_crash_##name##_replaces(void **state)                      \
+    {                                                                           \
+        (void)state;                                                            \
+        crash_spec s = segv_spec(spec);                                         \
+        run_crash(&s, CF_CRASH_REPLACES_WORKER, CF_START_EXEC);                 \
+    }
+
+/* A forked worker keeps the parent's signal handlers (cmocka's SIGSEGV
+ * handler here, which exits), so a SIGSEGV there is only checked for "an
+ * exit status or a signal". */
+#define CRASH_TESTS_FORK(name, spec)                                            \
+    static void test_fork_crash_##name##_breaks(void **state)                   \
+    {                                                                           \
+        (void)state;                                                            \
+        run_crash(&(spec), CF_CRASH_BREAKS_POOL, CF_START_FORK);                \
+    }                                                                           \
+    static void test_fork_crash_##name##_replaces(void **state)                 \
+    {                                                                           \
+        (void)state;                                                            \
+        run_crash(&(spec), CF_CRASH_REPLACES_WORKER, CF_START_FORK);            \
+    }
+
+CRASH_TESTS(decode_segv, crash_decode_segv)
+CRASH_TESTS(decode_segv_big, crash_decode_segv_big)
+CRASH_TESTS(decode_exit, crash_decode_exit)
+CRASH_TESTS(run_segv, crash_run_segv)
+CRASH_TESTS(run_exit, crash_run_exit)
+CRASH_TESTS(run_abort, crash_run_abort)
+CRASH_TESTS(encode_segv, crash_encode_segv)
+CRASH_TESTS(encode_exit, crash_encode_exit)
+CRASH_TESTS(bad_frame, crash_bad_frame)
+CRASH_TESTS(short_frame, crash_short_frame)
+CRASH_TESTS(huge_frame, crash_huge_frame)
+CRASH_TESTS(sigkill, crash_sigkill)
+CRASH_TESTS(sigterm, crash_sigterm)
+CRASH_TESTS_FORK(run_segv, crash_run_segv)
+CRASH_TESTS_FORK(decode_exit, crash_decode_exit)
+CRASH_TESTS_FORK(encode_segv, crash_encode_segv)
+CRASH_TESTS_FORK(sigkill, crash_sigkill)
+
+/* A crash while destroy (shutdown with wait) waits for it: destroy still
+ * returns, the crashed call fails, the call queued behind it runs on a
+ * replacement (resilient) or fails (broken). */
+static void crash_during_shutdown(cf_crash_policy policy)
+{
+    cf_executor *ex = ppool(1, policy, CF_START_EXEC);
+    int64_t pid = worker_pid(ex);
+    cf_future *f1 = NULL, *f2 = NULL;
+    assert_ok(cf_submit(ex, p_sleep_then_segv, CF_ARGS(cf_i64(150)), &f1));
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(12)), &f2));
+    destroy_quickly(ex, 5);
+    assert_true(cf_future_done(f1));
+    assert_true(cf_future_done(f2));
+    expect_broken(f1, 0, pid, SEGV_HOW);
+    if (policy == CF_CRASH_REPLACES_WORKER) {
+        int64_t r = 0;
+        assert_ok(cf_future_result_i64(f2, 0, &r));
+        assert_int_equal(r, 144);
+    } else {
+        expect_broken(f2, 0, pid, SEGV_HOW);
+    }
+    assert_ok(cf_future_release(f1));
+    assert_ok(cf_future_release(f2));
+    assert_no_children();
+}
+
+static void test_crash_during_shutdown_breaks(void **state)
+{
+    (void)state;
+    crash_during_shutdown(CF_CRASH_BREAKS_POOL);
+}
+
+static void test_crash_during_shutdown_replaces(void **state)
+{
+    (void)state;
+    crash_during_shutdown(CF_CRASH_REPLACES_WORKER);
+}
+
+/* A crash while several-MiB arguments are queued on the worker (memfd
+ * frames in flight): the queued calls are resent (resilient) or failed
+ * (broken), and no descriptor is left behind. */
+static void crash_big_in_flight(cf_crash_policy policy)
+{
+    enum { NBIG = 4 };
+    size_t n = (size_t)6 << 20;
+    int fds = count_fds();
+    cf_executor *ex = ppool(1, policy, CF_START_EXEC);
+    int64_t pid = worker_pid(ex);
+    /* The crashing call waits at a gate until every call is queued. */
+    start_sig gate;
+    start_sig_open(&gate);
+    unsigned char *bufs[NBIG];
+    cf_future *fs[NBIG];
+    for (int i = 0; i < NBIG; i++) {
+        bufs[i] = pattern(n, (unsigned)i + 11);
+        if (i == 0)
+            assert_ok(cf_submit(ex, p_big_crash,
+                                CF_ARGS(cf_bytes(bufs[i], n), cf_str(gate.path)), &fs[i]));
+        else
+            assert_ok(cf_submit(ex, p_big_sum, CF_ARGS(cf_bytes(bufs[i], n)), &fs[i]));
+    }
+    assert_int_equal(write(gate.fd, "g", 1), 1);
+    expect_broken(fs[0], T_OK, pid, "exited with status 5");
+    for (int i = 1; i < NBIG; i++) {
+        if (policy == CF_CRASH_REPLACES_WORKER) {
+            int64_t r = 0;
+            int rc = cf_future_result_i64(fs[i], T_OK * cf_test_scale(), &r);
+            if (rc != CF_OK)
+                fail_msg("call %d queued behind the crash: %s (%s)", i, cf_err_name(rc),
+                         cf_last_error_message());
+            assert_int_equal(r, (int64_t)checksum(bufs[i], n));
+        } else {
+            expect_broken(fs[i], T_OK, 0, NULL);
+        }
+    }
+    for (int i = 0; i < NBIG; i++) {
+        assert_ok(cf_future_release(fs[i]));
+        free(bufs[i]);
+    }
+    check_after_crash(ex, policy, CF_START_EXEC, pid, "exited with status 5");
+    destroy_quickly(ex, 5);
+    start_sig_close(&gate);
+    assert_no_children();
+    assert_int_equal(count_fds(), fds);
+}
+
+static void test_crash_big_in_flight_breaks(void **state)
+{
+    (void)state;
+    crash_big_in_flight(CF_CRASH_BREAKS_POOL);
+}
+
+static void test_crash_big_in_flight_replaces(void **state)
+{
+    (void)state;
+    crash_big_in_flight(CF_CRASH_REPLACES_WORKER);
+}
+
+/* A failing initializer breaks the pool under either policy, and says
+ * why. */
+static void initializer_fails(cf_crash_policy policy, cf_task_fn *init, const char *expect)
+{
+    cf_value ia[1] = {cf_str("cfg-A")};
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 2;
+    o.on_crash = policy;
+    o.initializer = init;
+    o.initargs = ia;
+    o.ninitargs = 1;
+    cf_executor *ex = NULL;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    /* Submits race the break: each is refused or fails, saying why. */
+    for (int i = 0; i < 2; i++) {
+        cf_future *f = NULL;
+        int rc = cf_submit(ex, t_square, CF_ARGS(cf_i64(3)), &f);
+        if (rc == CF_OK) {
+            const cf_failure *fl = expect_failure(f, T_OK, CF_EBROKEN, "BrokenProcessPool");
+            if (!contains(cf_failure_message(fl), expect))
+                fail_msg("message does not say \"%s\": \"%s\"", expect,
+                         cf_failure_message(fl));
+            assert_true(contains(cf_failure_message(fl), "pid "));
+            assert_ok(cf_future_release(f));
+        } else {
+            assert_cf(CF_EBROKEN, rc);
+            assert_null(f);
+        }
+    }
+    /* By now the pool knows it is broken. */
+    cf_future *f = NULL;
+    assert_cf(CF_EBROKEN, cf_submit(ex, t_square, CF_ARGS(cf_i64(4)), &f));
+    assert_null(f);
+    if (!contains(cf_last_error_message(), expect))
+        fail_msg("submit's message does not say \"%s\": \"%s\"", expect,
+                 cf_last_error_message());
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
+static void test_initializer_raises_breaks(void **state)
+{
+    (void)state;
+    initializer_fails(CF_CRASH_BREAKS_POOL, p_init_raise, "init exploded: cfg-A");
+}
+
+static void test_initializer_raises_replaces(void **state)
+{
+    (void)state;
+    initializer_fails(CF_CRASH_REPLACES_WORKER, p_init_raise, "init exploded: cfg-A");
+}
+
+static void test_initializer_crashes_breaks(void **state)
+{
+    (void)state;
+    initializer_fails(CF_CRASH_BREAKS_POOL, p_init_segv, "during start-up");
+}
+
+static void test_initializer_crashes_replaces(void **state)
+{
+    (void)state;
+    initializer_fails(CF_CRASH_REPLACES_WORKER, p_init_segv, "during start-up");
+}
+
+/* ---- recycling ------------------------------------------------------------ */
+
+static void recycle(cf_start_method sm, int ntasks)
+{
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 2;
+    o.max_tasks_per_child = 2;
+    o.start_method = sm;
+    cf_executor *ex = NULL;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    if (sm == CF_START_FORK)
+        settle_workers(ex, 2);
+    cf_future *fs[64];
+    assert_true(ntasks <= 64);
+    for (int i = 0; i < ntasks; i++)
+        assert_ok(cf_submit(ex, p_pid_sq, CF_ARGS(cf_i64(i)), &fs[i]));
+    int64_t pids[64];
+    int uses[64];
+    int npids = 0;
+    for (int i = 0; i < ntasks; i++) {
+        int64_t r = 0;
+        int rc = cf_future_result_i64(fs[i], T_OK * cf_test_scale(), &r);
+        if (rc != CF_OK)
+            fail_msg("task %d: %s (%s)", i, cf_err_name(rc), cf_last_error_message());
+        assert_int_equal(r % 65536, (int64_t)i * i);
+        int64_t pid = r / 65536;
+        int k = 0;
+        while (k < npids && pids[k] != pid)
+            k++;
+        if (k == npids) {
+            pids[npids] = pid;
+            uses[npids++] = 0;
+        }
+        uses[k]++;
+        assert_ok(cf_future_release(fs[i]));
+    }
+    /* Each worker ran at most max_tasks_per_child calls. */
+    for (int k = 0; k < npids; k++)
+        if (uses[k] > 2)
+            fail_msg("worker %lld ran %d calls (max_tasks_per_child 2)", (long long)pids[k],
+                     uses[k]);
+    assert_true(npids >= (ntasks + 1) / 2);
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
+static void test_recycle_max_tasks_per_child(void **state)
+{
+    (void)state;
+    recycle(CF_START_EXEC, 50);
+}
+
+static void test_recycle_max_tasks_per_child_fork(void **state)
+{
+    (void)state;
+    recycle(CF_START_FORK, 20);
+}
+
+/* Destroy while workers are being recycled after every call. */
+static void test_shutdown_races_recycle(void **state)
+{
+    (void)state;
+    int fds = count_fds();
+    for (int round = 0; round < 8; round++) {
+        cf_process_pool_options o;
+        cf_process_pool_options_init(&o);
+        o.max_workers = 2;
+        o.max_tasks_per_child = 1;
+        cf_executor *ex = NULL;
+        assert_ok(cf_process_pool_new(&ex, &o));
+        int n = 1 + round % 4;
+        cf_future *fs[4];
+        for (int i = 0; i < n; i++)
+            assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(round * 10 + i)), &fs[i]));
+        destroy_quickly(ex, 5);
+        for (int i = 0; i < n; i++) {
+            int64_t r = 0;
+            assert_ok(cf_future_result_i64(fs[i], 0, &r));
+            assert_int_equal(r, (int64_t)(round * 10 + i) * (round * 10 + i));
+            assert_ok(cf_future_release(fs[i]));
+        }
+        assert_no_children();
+    }
+    assert_int_equal(count_fds(), fds);
+}
+
+/* ---- resilient mode under a stream of crashes ------------------------------- */
+
+static int count_done(cf_future *f, void *arg)
+{
+    (void)f;
+    atomic_fetch_add((_Atomic int *)arg, 1);
+    return 0;
+}
+
+static void test_resilient_stream_with_crashes(void **state)
+{
+    (void)state;
+    int scale = cf_test_scale();
+    int n = scale > 1 ? 10000 / (2 * scale) : 10000;
+    cf_executor *ex = ppool(2, CF_CRASH_REPLACES_WORKER, CF_START_EXEC);
+    cf_future **fs = calloc((size_t)n, sizeof *fs);
+    _Atomic int *calls = calloc((size_t)n, sizeof *calls);
+    assert_non_null(fs);
+    assert_non_null(calls);
+    for (int i = 0; i < n; i++) {
+        assert_ok(cf_submit(ex, p_stream, CF_ARGS(cf_i64(i)), &fs[i]));
+        assert_ok(cf_future_add_done_callback(fs[i], count_done, (void *)&calls[i]));
+    }
+    assert_ok(cf_wait(fs, (size_t)n, 60.0 * scale, CF_ALL_COMPLETED, NULL, NULL, NULL, NULL));
+    int ok = 0, failed = 0, crashing = 0;
+    for (int i = 0; i < n; i++) {
+        if (stream_crashes(i)) {
+            crashing++;
+            expect_broken(fs[i], 0, 0, NULL);
+            failed++;
+        } else {
+            int64_t r = 0;
+            int rc = cf_future_result_i64(fs[i], 0, &r);
+            if (rc != CF_OK)
+                fail_msg("input %d (not a crashing one) ended with %s: %s", i, cf_err_name(rc),
+                         cf_last_error_message());
+            assert_int_equal(r, (int64_t)i * 3);
+            ok++;
+        }
+    }
+    assert_int_equal(ok + failed, n);
+    assert_true(crashing > 0);
+    /* The manager runs the callbacks; once destroy has joined it, every
+     * callback has run. */
+    destroy_quickly(ex, 10);
+    for (int i = 0; i < n; i++)
+        if (atomic_load(&calls[i]) != 1)
+            fail_msg("future %d completed %d times", i, atomic_load(&calls[i]));
+    for (int i = 0; i < n; i++)
+        assert_ok(cf_future_release(fs[i]));
+    free(fs);
+    free((void *)calls);
+    assert_no_children();
+}
+
+/* ---- timeouts ------------------------------------------------------------------ */
+
+static void timeout_per_call(cf_crash_policy policy)
+{
+    cf_executor *ex = ppool(1, policy, CF_START_EXEC);
+    int64_t pid = worker_pid(ex);
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    so.timeout = 0.3;
+    cf_future *f = NULL;
+    double t0 = cf_test_now();
+    assert_ok(cf_submit_with(ex, &so, p_hang, CF_ARGS(cf_str("")), &f));
+    const cf_failure *fl = expect_failure(f, 5, CF_ETIMEDOUT, "TimeoutError");
+    double took = cf_test_now() - t0;
+    assert_true(names_pid(cf_failure_message(fl), pid));
+    if (took < 0.29 || took > 3.0 * cf_test_scale())
+        fail_msg("a 0.3 s timeout fired after %.2f s", took);
+    assert_ok(cf_future_release(f));
+    /* The pool goes on, with a new worker, under either policy. */
+    assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(11))), 121);
+    assert_true(worker_pid(ex) != pid);
+    /* A call that finishes in time is unaffected by its timeout. */
+    so.timeout = 5.0 * cf_test_scale();
+    assert_ok(cf_submit_with(ex, &so, t_square, CF_ARGS(cf_i64(5)), &f));
+    int64_t r = 0;
+    assert_ok(cf_future_result_i64(f, T_OK * cf_test_scale(), &r));
+    assert_int_equal(r, 25);
+    assert_ok(cf_future_release(f));
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
+static void test_timeout_per_call_breaks(void **state)
+{
+    (void)state;
+    timeout_per_call(CF_CRASH_BREAKS_POOL);
+}
+
+static void test_timeout_per_call_replaces(void **state)
+{
+    (void)state;
+    timeout_per_call(CF_CRASH_REPLACES_WORKER);
+}
+
+static void test_timeout_pool_wide(void **state)
+{
+    (void)state;
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 1;
+    o.task_timeout = 0.3;
+    cf_executor *ex = NULL;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    cf_future *f = NULL;
+    double t0 = cf_test_now();
+    assert_ok(cf_submit(ex, p_hang, CF_ARGS(cf_str("")), &f));
+    expect_failure(f, 5, CF_ETIMEDOUT, "TimeoutError");
+    double took = cf_test_now() - t0;
+    if (took < 0.29 || took > 3.0 * cf_test_scale())
+        fail_msg("the pool-wide 0.3 s timeout fired after %.2f s", took);
+    assert_ok(cf_future_release(f));
+    assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(4))), 16);
+    /* A per-call timeout overrides the pool's. */
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    so.timeout = 10.0 * cf_test_scale();
+    assert_ok(cf_submit_with(ex, &so, p_sleep_ms, CF_ARGS(cf_i64(600)), &f));
+    int64_t pid = 0;
+    assert_ok(cf_future_result_i64(f, T_OK * cf_test_scale(), &pid));
+    assert_true(pid > 1);
+    assert_ok(cf_future_release(f));
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
+static void test_submit_with_bad_options(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    assert_true(so.timeout == CF_FOREVER);
+    cf_future *f = NULL;
+    so.timeout = NAN;
+    assert_cf(CF_EINVAL, cf_submit_with(ex, &so, t_square, CF_ARGS(cf_i64(2)), &f));
+    assert_null(f);
+    so.timeout = -0.5;
+    assert_cf(CF_EINVAL, cf_submit_with(ex, &so, t_square, CF_ARGS(cf_i64(2)), &f));
+    assert_null(f);
+    assert_ok(cf_submit_with(ex, NULL, t_square, CF_ARGS(cf_i64(2)), &f));
+    int64_t r = 0;
+    assert_ok(cf_future_result_i64(f, T_OK * cf_test_scale(), &r));
+    assert_int_equal(r, 4);
+    assert_ok(cf_future_release(f));
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
+/* ---- interrupts ------------------------------------------------------------------ */
+
+static void interrupt_running(cf_crash_policy policy)
+{
+    cf_executor *ex = ppool(1, policy, CF_START_EXEC);
+    int64_t pid = worker_pid(ex);
+    start_sig sig;
+    start_sig_open(&sig);
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, p_hang, CF_ARGS(cf_str(sig.path)), &f));
+    assert_true(start_sig_wait(&sig, 1, T_OK));
+    assert_true(cf_future_running(f));
+    double t0 = cf_test_now();
+    assert_ok(cf_future_interrupt(f));
+    const cf_failure *fl = expect_failure(f, 5, CF_ECANCELLED, "CancelledError");
+    assert_true(names_pid(cf_failure_message(fl), pid));
+    assert_true(cf_test_now() - t0 < 3.0 * cf_test_scale());
+    assert_false(cf_future_cancelled(f));
+    assert_cf(CF_EDONE, cf_future_interrupt(f));
+    assert_ok(cf_future_release(f));
+    /* Not a crash: the pool goes on under either policy. */
+    assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(8))), 64);
+    assert_true(worker_pid(ex) != pid);
+    destroy_quickly(ex, 5);
+    start_sig_close(&sig);
+    assert_no_children();
+}
+
+static void test_interrupt_running_breaks(void **state)
+{
+    (void)state;
+    interrupt_running(CF_CRASH_BREAKS_POOL);
+}
+
+static void test_interrupt_running_replaces(void **state)
+{
+    (void)state;
+    interrupt_running(CF_CRASH_REPLACES_WORKER);
+}
+
+static void test_interrupt_pending(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    /* A call with a timeout keeps the worker to itself, so the next call
+     * stays pending. */
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    so.timeout = 60;
+    start_sig sig;
+    start_sig_open(&sig);
+    cf_future *a = NULL, *b = NULL;
+    assert_ok(cf_submit_with(ex, &so, p_hang, CF_ARGS(cf_str(sig.path)), &a));
+    assert_true(start_sig_wait(&sig, 1, T_OK));
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(3)), &b));
+    assert_int_equal(cf_future_state(b), CF_PENDING);
+    assert_ok(cf_future_interrupt(b));
+    assert_true(cf_future_cancelled(b));
+    assert_cf(CF_ECANCELLED, cf_future_result(b, 0, NULL));
+    /* The running call was not touched. */
+    assert_true(cf_future_running(a));
+    assert_ok(cf_future_interrupt(a));
+    expect_failure(a, 5, CF_ECANCELLED, "CancelledError");
+    assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(5))), 25);
+    assert_ok(cf_future_release(a));
+    assert_ok(cf_future_release(b));
+    destroy_quickly(ex, 5);
+    start_sig_close(&sig);
+    assert_no_children();
+}
+
+/* A call queued on a worker behind another is failed without killing the
+ * worker, which finishes the call it is running. */
+static void test_interrupt_queued_on_worker(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    int64_t pid = worker_pid(ex);
+    start_sig sig;
+    start_sig_open(&sig);
+    cf_future *a = NULL, *b = NULL;
+    assert_ok(cf_submit(ex, p_sleep_ms, CF_ARGS(cf_i64(1000), cf_str(sig.path)), &a));
+    assert_true(start_sig_wait(&sig, 1, T_OK));
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(3)), &b));
+    assert_ok(cf_future_interrupt(b));
+    const cf_failure *fl = NULL;
+    assert_true(cf_future_exception(b, 5.0 * cf_test_scale(), &fl) == CF_ECANCELLED ||
+                (fl && cf_failure_code(fl) == CF_ECANCELLED &&
+                 strcmp(cf_failure_type(fl), "CancelledError") == 0));
+    int64_t apid = 0;
+    assert_ok(cf_future_result_i64(a, T_OK * cf_test_scale(), &apid));
+    assert_int_equal(apid, pid);
+    assert_int_equal(worker_pid(ex), pid);
+    assert_ok(cf_future_release(a));
+    assert_ok(cf_future_release(b));
+    destroy_quickly(ex, 5);
+    start_sig_close(&sig);
+    assert_no_children();
+}
+
+static void test_interrupt_invalid(void **state)
+{
+    (void)state;
+    assert_cf(CF_EINVAL, cf_future_interrupt(NULL));
+    cf_future *f = NULL;
+    assert_ok(cf_future_new(&f));
+    assert_cf(CF_EINVAL, cf_future_interrupt(f));
+    assert_ok(cf_future_release(f));
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(3)), &f));
+    int64_t r = 0;
+    assert_ok(cf_future_result_i64(f, T_OK * cf_test_scale(), &r));
+    assert_cf(CF_EDONE, cf_future_interrupt(f));
+    assert_ok(cf_future_release(f));
+    destroy_quickly(ex, 5);
+    assert_cf(CF_EINVAL, cf_terminate_workers(NULL));
+    assert_cf(CF_EINVAL, cf_kill_workers(NULL));
+    assert_no_children();
+}
+
+/* ---- terminate_workers / kill_workers ---------------------------------------- */
+
+static void stop_workers_case(bool kill_them, cf_start_method sm)
+{
+    cf_executor *ex = ppool(2, CF_CRASH_REPLACES_WORKER, sm);
+    if (sm == CF_START_FORK)
+        settle_workers(ex, 2);
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    so.timeout = 60; /* keeps each worker to one call */
+    start_sig sig;
+    start_sig_open(&sig);
+    cf_future *run[2], *pend[3];
+    for (int i = 0; i < 2; i++)
+        assert_ok(cf_submit_with(ex, &so, p_hang, CF_ARGS(cf_str(sig.path)), &run[i]));
+    assert_true(start_sig_wait(&sig, 2, T_OK));
+    for (int i = 0; i < 3; i++)
+        assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(i)), &pend[i]));
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(cf_future_state(pend[i]), CF_PENDING);
+    double t0 = cf_test_now();
+    assert_ok(kill_them ? cf_kill_workers(ex) : cf_terminate_workers(ex));
+    const char *sigtext = kill_them ? "(SIGKILL)" : "(SIGTERM)";
+    for (int i = 0; i < 2; i++) {
+        const cf_failure *fl = expect_failure(run[i], 5, CF_EBROKEN, "BrokenProcessPool");
+        const char *msg = cf_failure_message(fl);
+        if (!contains(msg, sigtext) || !contains(msg, "terminate_workers/kill_workers") ||
+            !contains(msg, "pid "))
+            fail_msg("unexpected message: \"%s\"", msg);
+    }
+    assert_true(cf_test_now() - t0 < 3.0 * cf_test_scale());
+    for (int i = 0; i < 3; i++) {
+        assert_true(cf_future_cancelled(pend[i]));
+        assert_cf(CF_ECANCELLED, cf_future_result(pend[i], 0, NULL));
+    }
+    cf_future *f = NULL;
+    assert_cf(CF_ESHUTDOWN, cf_submit(ex, t_square, CF_ARGS(cf_i64(1)), &f));
+    assert_null(f);
+    /* Every worker goes, and none is replaced. */
+    double end = cf_test_now() + 5.0 * cf_test_scale();
+    while (cf_executor_worker_count(ex) != 0 && cf_test_now() < end)
+        sleep_ms(5);
+    assert_int_equal(cf_executor_worker_count(ex), 0);
+    /* Idempotent. */
+    assert_ok(cf_kill_workers(ex));
+    destroy_quickly(ex, 2);
+    for (int i = 0; i < 2; i++)
+        assert_ok(cf_future_release(run[i]));
+    for (int i = 0; i < 3; i++)
+        assert_ok(cf_future_release(pend[i]));
+    start_sig_close(&sig);
+    assert_no_children();
+}
+
+static void test_terminate_workers(void **state)
+{
+    (void)state;
+    stop_workers_case(false, CF_START_EXEC);
+}
+
+static void test_kill_workers(void **state)
+{
+    (void)state;
+    stop_workers_case(true, CF_START_EXEC);
+}
+
+static void test_kill_workers_fork(void **state)
+{
+    (void)state;
+    stop_workers_case(true, CF_START_FORK);
+}
+
+/* Stopping an idle pool, or one that never ran anything. */
+static void test_terminate_idle_pool(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(2, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(2))), 4);
+    assert_ok(cf_terminate_workers(ex));
+    cf_future *f = NULL;
+    assert_cf(CF_ESHUTDOWN, cf_submit(ex, t_square, CF_ARGS(cf_i64(1)), &f));
+    destroy_quickly(ex, 2);
+    ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    assert_ok(cf_kill_workers(ex));
+    destroy_quickly(ex, 2);
+    assert_no_children();
+}
+
+/* ---- thread pools: cf_cancel_requested ------------------------------------------ */
+
+typedef struct coop {
+    cf_test_event started;
+    _Atomic int saw_stop;
+} coop;
+
+/* Polls cf_cancel_requested() for up to 10 s. */
+static int t_coop(cf_call *call)
+{
+    coop *c = cf_arg_ptr(call, 0);
+    if (!c)
+        return cf_raise(call, 1, "TestError", "no coop");
+    bool early = cf_cancel_requested(call);
+    cf_test_event_set(&c->started);
+    if (early)
+        return cf_raise(call, 2, "TestError", "cancel requested before anything asked");
+    double end = cf_test_now() + 10.0 * cf_test_scale();
+    while (cf_test_now() < end) {
+        if (cf_cancel_requested(call)) {
+            atomic_fetch_add(&c->saw_stop, 1);
+            return cf_raise(call, CF_ECANCELLED, "CancelledError", "stopped on request");
+        }
+        sleep_ms(1);
+    }
+    return cf_raise(call, 3, "TestError", "cancel never requested");
+}
+
+static void expect_coop_cancelled(cf_future *f)
+{
+    const cf_failure *fl = expect_task_failure(f, 5);
+    if (cf_failure_code(fl) != CF_ECANCELLED || strcmp(cf_failure_type(fl), "CancelledError"))
+        fail_msg("task ended with %d %s: %s", cf_failure_code(fl), cf_failure_type(fl),
+                 cf_failure_message(fl));
+}
+
+static void test_thread_cancel_requested_interrupt(void **state)
+{
+    (void)state;
+    assert_false(cf_cancel_requested(NULL));
+    cf_executor *ex = pool_new(2);
+    coop c = {.saw_stop = 0};
+    cf_test_event_init(&c.started);
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_coop, CF_ARGS(cf_ptr(&c)), &f));
+    assert_true(cf_test_event_wait(&c.started, T_OK));
+    sleep_ms(20); /* give a wrong flag a chance to show */
+    assert_false(cf_future_done(f));
+    assert_ok(cf_future_interrupt(f));
+    expect_coop_cancelled(f);
+    assert_int_equal(atomic_load(&c.saw_stop), 1);
+    assert_cf(CF_EDONE, cf_future_interrupt(f));
+    assert_ok(cf_future_release(f));
+    /* Another task on the same pool is not affected. */
+    coop d = {.saw_stop = 0};
+    cf_test_event_init(&d.started);
+    assert_ok(cf_submit(ex, t_coop, CF_ARGS(cf_ptr(&d)), &f));
+    assert_true(cf_test_event_wait(&d.started, T_OK));
+    sleep_ms(20);
+    assert_false(cf_future_done(f));
+    assert_ok(cf_future_interrupt(f));
+    expect_coop_cancelled(f);
+    assert_ok(cf_future_release(f));
+    destroy_quickly(ex, 5);
+}
+
+static void test_thread_cancel_requested_timeout(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(2);
+    coop c = {.saw_stop = 0};
+    cf_test_event_init(&c.started);
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    so.timeout = 0.2;
+    cf_future *f = NULL;
+    double t0 = cf_test_now();
+    assert_ok(cf_submit_with(ex, &so, t_coop, CF_ARGS(cf_ptr(&c)), &f));
+    expect_coop_cancelled(f);
+    double took = cf_test_now() - t0;
+    if (took < 0.19 || took > 3.0 * cf_test_scale())
+        fail_msg("a 0.2 s cooperative timeout was seen after %.2f s", took);
+    assert_int_equal(atomic_load(&c.saw_stop), 1);
+    assert_ok(cf_future_release(f));
+    destroy_quickly(ex, 5);
+}
+
+static void thread_stop(bool kill_them)
+{
+    cf_executor *ex = pool_new(2);
+    coop c[2];
+    cf_future *fs[2];
+    for (int i = 0; i < 2; i++) {
+        c[i].saw_stop = 0;
+        cf_test_event_init(&c[i].started);
+        assert_ok(cf_submit(ex, t_coop, CF_ARGS(cf_ptr(&c[i])), &fs[i]));
+    }
+    for (int i = 0; i < 2; i++)
+        assert_true(cf_test_event_wait(&c[i].started, T_OK));
+    assert_ok(kill_them ? cf_kill_workers(ex) : cf_terminate_workers(ex));
+    for (int i = 0; i < 2; i++) {
+        expect_coop_cancelled(fs[i]);
+        assert_int_equal(atomic_load(&c[i].saw_stop), 1);
+    }
+    cf_future *f = NULL;
+    assert_cf(CF_ESHUTDOWN, cf_submit(ex, t_square, CF_ARGS(cf_i64(1)), &f));
+    destroy_quickly(ex, 5);
+    for (int i = 0; i < 2; i++)
+        assert_ok(cf_future_release(fs[i]));
+}
+
+static void test_thread_cancel_requested_terminate(void **state)
+{
+    (void)state;
+    thread_stop(false);
+}
+
+static void test_thread_cancel_requested_kill(void **state)
+{
+    (void)state;
+    thread_stop(true);
+}
+
+/* ---- fork start method ------------------------------------------------------- */
+
+static void test_fork_basics(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(2, CF_CRASH_BREAKS_POOL, CF_START_FORK);
+    settle_workers(ex, 2);
+    assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(12))), 144);
+    assert_int_not_equal(worker_pid(ex), (int64_t)getpid());
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, p_raise, CF_ARGS(cf_i64(9)), &f));
+    const cf_failure *fl = expect_task_failure(f, T_OK);
+    assert_string_equal(cf_failure_type(fl), "ValueError");
+    assert_string_equal(cf_failure_message(fl), "bad input 9");
+    assert_ok(cf_future_release(f));
+    map_chunks(ex, 7);
+    /* A per-call timeout kills and replaces a forked worker too. */
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    so.timeout = 0.3;
+    assert_ok(cf_submit_with(ex, &so, p_hang, CF_ARGS(cf_str("")), &f));
+    expect_failure(f, 5, CF_ETIMEDOUT, "TimeoutError");
+    assert_ok(cf_future_release(f));
+    settle_workers(ex, 2);
+    assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(3))), 9);
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
+
+/* ---- more shutdown, callback and lifetime cases ----------------------------------- */
+
+static void test_shutdown_cancel_futures(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    so.timeout = 60; /* keeps the worker to this call */
+    start_sig sig;
+    start_sig_open(&sig);
+    cf_future *a = NULL, *b[3];
+    assert_ok(cf_submit_with(ex, &so, p_sleep_ms, CF_ARGS(cf_i64(300), cf_str(sig.path)), &a));
+    assert_true(start_sig_wait(&sig, 1, T_OK));
+    for (int i = 0; i < 3; i++)
+        assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(i)), &b[i]));
+    assert_ok(cf_shutdown(ex, false, true));
+    for (int i = 0; i < 3; i++) {
+        assert_true(cf_future_cancelled(b[i]));
+        assert_cf(CF_ECANCELLED, cf_future_result(b[i], 0, NULL));
+    }
+    /* The running call finishes normally. */
+    int64_t pid = 0;
+    assert_ok(cf_future_result_i64(a, T_OK * cf_test_scale(), &pid));
+    assert_true(pid > 1);
+    destroy_quickly(ex, 5);
+    assert_ok(cf_future_release(a));
+    for (int i = 0; i < 3; i++)
+        assert_ok(cf_future_release(b[i]));
+    start_sig_close(&sig);
+    assert_no_children();
+}
+
+/* A worker that dies while idle: a broken pool breaks, a resilient one
+ * replaces it. */
+static void idle_worker_killed(cf_crash_policy policy)
+{
+    cf_executor *ex = ppool(1, policy, CF_START_EXEC);
+    int64_t pid = worker_pid(ex);
+    assert_int_equal(kill((pid_t)pid, SIGKILL), 0);
+    /* Gone (reaped by the pool) within a bounded time. */
+    double end = cf_test_now() + T_OK * cf_test_scale();
+    while (kill((pid_t)pid, 0) == 0 && cf_test_now() < end)
+        sleep_ms(2);
+    assert_int_equal(kill((pid_t)pid, 0), -1);
+    if (policy == CF_CRASH_BREAKS_POOL) {
+        submit_to_broken(ex, "signal 9 (SIGKILL)");
+        cf_future *g = NULL;
+        assert_cf(CF_EBROKEN, cf_submit(ex, t_square, CF_ARGS(cf_i64(4)), &g));
+        assert_true(names_pid(cf_last_error_message(), pid));
+    } else {
+        int64_t npid = worker_pid(ex);
+        assert_true(npid != pid);
+        assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(6))), 36);
+    }
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
+static void test_idle_worker_killed_breaks(void **state)
+{
+    (void)state;
+    idle_worker_killed(CF_CRASH_BREAKS_POOL);
+}
+
+static void test_idle_worker_killed_replaces(void **state)
+{
+    (void)state;
+    idle_worker_killed(CF_CRASH_REPLACES_WORKER);
+}
+
+typedef struct cb_ctx {
+    cf_executor *ex;
+    _Atomic int shutdown_rc;
+    _Atomic(cf_future *) sub;
+    _Atomic int submit_rc;
+    cf_test_event ev;
+} cb_ctx;
+
+/* Runs on the pool's manager thread: submits to the same pool, then asks
+ * for a waiting shutdown, which must refuse to wait for itself. */
+static int cb_submit_then_shutdown(cf_future *f, void *arg)
+{
+    (void)f;
+    cb_ctx *c = arg;
+    cf_future *g = NULL;
+    atomic_store(&c->submit_rc, cf_submit(c->ex, t_square, CF_ARGS(cf_i64(21)), &g));
+    atomic_store(&c->sub, g);
+    atomic_store(&c->shutdown_rc, cf_shutdown(c->ex, true, false));
+    cf_test_event_set(&c->ev);
+    return 0;
+}
+
+static void test_callback_on_manager_thread(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    cb_ctx c = {.ex = ex, .shutdown_rc = 1, .sub = NULL, .submit_rc = 1};
+    cf_test_event_init(&c.ev);
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, p_sleep_ms, CF_ARGS(cf_i64(200)), &f));
+    assert_ok(cf_future_add_done_callback(f, cb_submit_then_shutdown, &c));
+    assert_true(cf_test_event_wait(&c.ev, T_OK));
+    assert_int_equal(atomic_load(&c.submit_rc), CF_OK);
+    /* The callback may have run here, if the call finished first. */
+    int sr = atomic_load(&c.shutdown_rc);
+    assert_true(sr == CF_EDEADLK || sr == CF_OK);
+    cf_future *g = atomic_load(&c.sub);
+    assert_non_null(g);
+    int64_t r = 0;
+    assert_ok(cf_future_result_i64(g, T_OK * cf_test_scale(), &r));
+    assert_int_equal(r, 441);
+    destroy_quickly(ex, 5);
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_future_release(g));
+    assert_no_children();
+}
+
+/* A broken pool under a stream: one crash fails the rest, every future
+ * completes exactly once. */
+static void test_broken_stream_completes_each_once(void **state)
+{
+    (void)state;
+    enum { N = 600 };
+    cf_executor *ex = ppool(2, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    cf_future *fs[N];
+    static _Atomic int calls[N];
+    int submitted = 0;
+    for (int i = 0; i < N; i++) {
+        /* 97 * 3 = 291 is the one crashing input below N. */
+        int64_t x = i == 291 ? 291 : (i % 97 == 0 ? i + 1 : i);
+        int rc = cf_submit(ex, p_stream, CF_ARGS(cf_i64(x)), &fs[i]);
+        if (rc != CF_OK) {
+            assert_cf(CF_EBROKEN, rc);
+            break;
+        }
+        atomic_store(&calls[i], 0);
+        assert_ok(cf_future_add_done_callback(fs[i], count_done, (void *)&calls[i]));
+        submitted++;
+    }
+    assert_true(submitted > 291);
+    assert_ok(cf_wait(fs, (size_t)submitted, 30.0 * cf_test_scale(), CF_ALL_COMPLETED, NULL,
+                      NULL, NULL, NULL));
+    int broken = 0;
+    for (int i = 0; i < submitted; i++) {
+        const cf_value *v = NULL;
+        int rc = cf_future_result(fs[i], 0, &v);
+        if (rc == CF_OK) {
+            assert_true(i != 291);
+            assert_int_equal(v->as.i64 % 3, 0);
+        } else {
+            expect_broken(fs[i], 0, 0, NULL);
+            broken++;
+        }
+    }
+    assert_true(broken >= 1);
+    cf_future *g = NULL;
+    assert_cf(CF_EBROKEN, cf_submit(ex, t_square, CF_ARGS(cf_i64(1)), &g));
+    destroy_quickly(ex, 5);
+    for (int i = 0; i < submitted; i++) {
+        if (atomic_load(&calls[i]) != 1)
+            fail_msg("future %d completed %d times", i, atomic_load(&calls[i]));
+        assert_ok(cf_future_release(fs[i]));
+    }
+    assert_no_children();
+}
+
+/* A call's timeout runs from when a worker starts it, not from submit. */
+static void test_timeout_clock_starts_at_start(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    start_sig sig;
+    start_sig_open(&sig);
+    cf_future *a = NULL, *b = NULL;
+    assert_ok(cf_submit(ex, p_sleep_ms, CF_ARGS(cf_i64(700), cf_str(sig.path)), &a));
+    assert_true(start_sig_wait(&sig, 1, T_OK));
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    so.timeout = 0.5;
+    assert_ok(cf_submit_with(ex, &so, p_sleep_ms, CF_ARGS(cf_i64(100)), &b));
+    int64_t pa = 0, pb = 0;
+    assert_ok(cf_future_result_i64(a, T_OK * cf_test_scale(), &pa));
+    int rc = cf_future_result_i64(b, T_OK * cf_test_scale(), &pb);
+    if (rc != CF_OK)
+        fail_msg("a 100 ms call with a 0.5 s timeout queued behind a 700 ms call: %s (%s)",
+                 cf_err_name(rc), cf_last_error_message());
+    assert_int_equal(pa, pb); /* same worker: nobody was killed */
+    assert_ok(cf_future_release(a));
+    assert_ok(cf_future_release(b));
+    destroy_quickly(ex, 5);
+    start_sig_close(&sig);
+    assert_no_children();
+}
+
+static void test_thread_timeout_clock_starts_at_start(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    blocker bl;
+    blocker_init(&bl);
+    cf_future *a = NULL, *b = NULL;
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&bl)), &a));
+    assert_true(blocker_wait_started(&bl, 1, T_OK));
+    coop c = {.saw_stop = 0};
+    cf_test_event_init(&c.started);
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    so.timeout = 0.3;
+    assert_ok(cf_submit_with(ex, &so, t_coop, CF_ARGS(cf_ptr(&c)), &b));
+    sleep_ms(500); /* b waits in the queue longer than its timeout */
+    assert_false(cf_test_event_is_set(&c.started));
+    blocker_release(&bl);
+    /* Started only now: not stopped at once, but 0.3 s later. */
+    assert_true(cf_test_event_wait(&c.started, T_OK));
+    double t0 = cf_test_now();
+    expect_coop_cancelled(b);
+    assert_true(cf_test_now() - t0 >= 0.2);
+    assert_ok(cf_future_result(a, T_OK * cf_test_scale(), NULL));
+    assert_ok(cf_future_release(a));
+    assert_ok(cf_future_release(b));
+    destroy_quickly(ex, 5);
+    blocker_destroy(&bl);
+}
+
+/* Workers never outlive their parent: a busy one (killed by the parent-
+ * death signal) and an idle one (EOF on its socket) both go when the
+ * process that made the pool is killed. */
+static void test_workers_die_with_parent(void **state)
+{
+    (void)state;
+    start_sig sig;
+    start_sig_open(&sig);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        /* No cmocka here: failures show as missing pids in the parent. */
+        cf_process_pool_options o;
+        cf_process_pool_options_init(&o);
+        o.max_workers = 2;
+        cf_executor *ex = NULL;
+        if (cf_process_pool_new(&ex, &o) != CF_OK)
+            _exit(10);
+        cf_submit_options so;
+        cf_submit_options_init(&so);
+        so.timeout = 60;
+        cf_future *h = NULL, *g = NULL;
+        if (cf_submit_with(ex, &so, p_report_and_hang, CF_ARGS(cf_str(sig.path)), &h) != CF_OK)
+            _exit(11);
+        if (cf_submit(ex, p_getpid, CF_NOARGS, &g) != CF_OK)
+            _exit(12);
+        int64_t pid = 0;
+        if (cf_future_result_i64(g, 30, &pid) != CF_OK)
+            _exit(13);
+        ssize_t w = write(sig.fd, &pid, sizeof pid);
+        (void)w;
+        for (;;)
+            pause();
+    }
+    int64_t pids[2] = {0, 0};
+    size_t got = 0;
+    double end = cf_test_now() + T_OK * cf_test_scale();
+    while (got < sizeof pids && cf_test_now() < end) {
+        struct pollfd pfd = {sig.fd, POLLIN, 0};
+        if (poll(&pfd, 1, 50) == 1) {
+            ssize_t k = read(sig.fd, (char *)pids + got, sizeof pids - got);
+            if (k > 0)
+                got += (size_t)k;
+        }
+    }
+    kill(child, SIGKILL);
+    int st = 0;
+    assert_int_equal(waitpid(child, &st, 0), child);
+    if (got != sizeof pids)
+        fail_msg("the child reported %zu of %zu bytes of worker pids (status %d)", got,
+                 sizeof pids, st);
+    assert_true(pids[0] > 1 && pids[1] > 1 && pids[0] != pids[1]);
+    for (int i = 0; i < 2; i++) {
+        end = cf_test_now() + 5.0 * cf_test_scale();
+        while (kill((pid_t)pids[i], 0) == 0 && cf_test_now() < end)
+            sleep_ms(5);
+        if (kill((pid_t)pids[i], 0) == 0)
+            fail_msg("worker %lld outlived its parent", (long long)pids[i]);
+    }
+    start_sig_close(&sig);
+    assert_no_children();
+}
+
+/* ---- no leaks ---------------------------------------------------------------------- */
+
+static void many_pools(cf_start_method sm, int n)
+{
+    int fds = count_fds();
+    for (int i = 0; i < n; i++) {
+        cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, sm);
+        if (sm == CF_START_FORK)
+            settle_workers(ex, 1);
+        assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(i))), (int64_t)i * i);
+        assert_ok(cf_executor_destroy(ex));
+    }
+    int after = count_fds();
+    if (after != fds)
+        fail_msg("%d descriptors open before %d pools, %d after", fds, n, after);
+    assert_no_children();
+}
+
+static void test_no_leaks_200_pools(void **state)
+{
+    (void)state;
+    many_pools(CF_START_EXEC, cf_test_scale() > 1 ? 40 : 200);
+}
+
+static void test_no_leaks_fork_pools(void **state)
+{
+    (void)state;
+    many_pools(CF_START_FORK, cf_test_scale() > 1 ? 20 : 100);
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_submit_result),
+    cmocka_unit_test(test_raise_travels),
+    cmocka_unit_test(test_ptr_and_unregistered_refused),
+    cmocka_unit_test(test_pool_new_validation),
+    cmocka_unit_test(test_submit_after_shutdown),
+    cmocka_unit_test(test_roundtrip_values),
+    cmocka_unit_test(test_roundtrip_values_fork),
+    cmocka_unit_test(test_map_chunksize_1_and_7),
+    cmocka_unit_test(test_map_lazy_chunks),
+    cmocka_unit_test(test_wait_and_as_completed),
+    cmocka_unit_test(test_done_callbacks),
+    cmocka_unit_test(test_worker_count),
+    cmocka_unit_test(test_initializer_with_args),
+    cmocka_unit_test(test_crash_decode_segv_breaks),
+    cmocka_unit_test(test_crash_decode_segv_replaces),
+    cmocka_unit_test(test_crash_decode_segv_big_breaks),
+    cmocka_unit_test(test_crash_decode_segv_big_replaces),
+    cmocka_unit_test(test_crash_decode_exit_breaks),
+    cmocka_unit_test(test_crash_decode_exit_replaces),
+    cmocka_unit_test(test_crash_run_segv_breaks),
+    cmocka_unit_test(test_crash_run_segv_replaces),
+    cmocka_unit_test(test_crash_run_exit_breaks),
+    cmocka_unit_test(test_crash_run_exit_replaces),
+    cmocka_unit_test(test_crash_run_abort_breaks),
+    cmocka_unit_test(test_crash_run_abort_replaces),
+    cmocka_unit_test(test_crash_encode_segv_breaks),
+    cmocka_unit_test(test_crash_encode_segv_replaces),
+    cmocka_unit_test(test_crash_encode_exit_breaks),
+    cmocka_unit_test(test_crash_encode_exit_replaces),
+    cmocka_unit_test(test_crash_bad_frame_breaks),
+    cmocka_unit_test(test_crash_bad_frame_replaces),
+    cmocka_unit_test(test_crash_short_frame_breaks),
+    cmocka_unit_test(test_crash_short_frame_replaces),
+    cmocka_unit_test(test_crash_huge_frame_breaks),
+    cmocka_unit_test(test_crash_huge_frame_replaces),
+    cmocka_unit_test(test_crash_sigkill_breaks),
+    cmocka_unit_test(test_crash_sigkill_replaces),
+    cmocka_unit_test(test_crash_sigterm_breaks),
+    cmocka_unit_test(test_crash_sigterm_replaces),
+    cmocka_unit_test(test_fork_crash_run_segv_breaks),
+    cmocka_unit_test(test_fork_crash_run_segv_replaces),
+    cmocka_unit_test(test_fork_crash_decode_exit_breaks),
+    cmocka_unit_test(test_fork_crash_decode_exit_replaces),
+    cmocka_unit_test(test_fork_crash_encode_segv_breaks),
+    cmocka_unit_test(test_fork_crash_encode_segv_replaces),
+    cmocka_unit_test(test_fork_crash_sigkill_breaks),
+    cmocka_unit_test(test_fork_crash_sigkill_replaces),
+    cmocka_unit_test(test_crash_during_shutdown_breaks),
+    cmocka_unit_test(test_crash_during_shutdown_replaces),
+    cmocka_unit_test(test_crash_big_in_flight_breaks),
+    cmocka_unit_test(test_crash_big_in_flight_replaces),
+    cmocka_unit_test(test_initializer_raises_breaks),
+    cmocka_unit_test(test_initializer_raises_replaces),
+    cmocka_unit_test(test_initializer_crashes_breaks),
+    cmocka_unit_test(test_initializer_crashes_replaces),
+    cmocka_unit_test(test_recycle_max_tasks_per_child),
+    cmocka_unit_test(test_recycle_max_tasks_per_child_fork),
+    cmocka_unit_test(test_shutdown_races_recycle),
+    cmocka_unit_test(test_resilient_stream_with_crashes),
+    cmocka_unit_test(test_timeout_per_call_breaks),
+    cmocka_unit_test(test_timeout_per_call_replaces),
+    cmocka_unit_test(test_timeout_pool_wide),
+    cmocka_unit_test(test_submit_with_bad_options),
+    cmocka_unit_test(test_interrupt_running_breaks),
+    cmocka_unit_test(test_interrupt_running_replaces),
+    cmocka_unit_test(test_interrupt_pending),
+    cmocka_unit_test(test_interrupt_queued_on_worker),
+    cmocka_unit_test(test_interrupt_invalid),
+    cmocka_unit_test(test_terminate_workers),
+    cmocka_unit_test(test_kill_workers),
+    cmocka_unit_test(test_kill_workers_fork),
+    cmocka_unit_test(test_terminate_idle_pool),
+    cmocka_unit_test(test_thread_cancel_requested_interrupt),
+    cmocka_unit_test(test_thread_cancel_requested_timeout),
+    cmocka_unit_test(test_thread_cancel_requested_terminate),
+    cmocka_unit_test(test_thread_cancel_requested_kill),
+    cmocka_unit_test(test_fork_basics),
+    cmocka_unit_test(test_shutdown_cancel_futures),
+    cmocka_unit_test(test_idle_worker_killed_breaks),
+    cmocka_unit_test(test_idle_worker_killed_replaces),
+    cmocka_unit_test(test_callback_on_manager_thread),
+    cmocka_unit_test(test_broken_stream_completes_each_once),
+    cmocka_unit_test(test_timeout_clock_starts_at_start),
+    cmocka_unit_test(test_thread_timeout_clock_starts_at_start),
+    cmocka_unit_test(test_workers_die_with_parent),
+    cmocka_unit_test(test_no_leaks_200_pools),
+    cmocka_unit_test(test_no_leaks_fork_pools),
+};
+
+CF_TEST_MAIN(tests)
