@@ -2206,6 +2206,66 @@ static void test_workers_die_with_parent(void **state)
     assert_no_children();
 }
 
+
+/* Big arguments of calls that never run (cancelled, interrupted while
+ * pending, cancelled by shutdown or by kill_workers) leave no descriptor
+ * behind. */
+static void big_pending_dropped(bool kill_them)
+{
+    size_t n = (size_t)6 << 20;
+    int fds = count_fds();
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    so.timeout = 60; /* keeps the worker to this call; the rest stay pending */
+    start_sig sig;
+    start_sig_open(&sig);
+    cf_future *h = NULL, *b[3];
+    assert_ok(cf_submit_with(ex, &so, p_hang, CF_ARGS(cf_str(sig.path)), &h));
+    assert_true(start_sig_wait(&sig, 1, T_OK));
+    unsigned char *buf = pattern(n, 5);
+    for (int i = 0; i < 3; i++)
+        assert_ok(cf_submit(ex, p_big_sum, CF_ARGS(cf_bytes(buf, n)), &b[i]));
+    free(buf);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(cf_future_state(b[i]), CF_PENDING);
+    if (!kill_them) {
+        assert_true(cf_future_cancel(b[0]));
+        assert_ok(cf_future_interrupt(b[1]));
+        assert_ok(cf_shutdown(ex, false, true));
+        for (int i = 0; i < 3; i++)
+            assert_true(cf_future_cancelled(b[i]));
+        assert_ok(cf_future_interrupt(h));
+        expect_failure(h, 5, CF_ECANCELLED, "CancelledError");
+    } else {
+        assert_ok(cf_kill_workers(ex));
+        expect_failure(h, 5, CF_EBROKEN, "BrokenProcessPool");
+        for (int i = 0; i < 3; i++)
+            assert_true(cf_future_cancelled(b[i]));
+    }
+    destroy_quickly(ex, 5);
+    assert_ok(cf_future_release(h));
+    for (int i = 0; i < 3; i++)
+        assert_ok(cf_future_release(b[i]));
+    start_sig_close(&sig);
+    assert_no_children();
+    int after = count_fds();
+    if (after != fds)
+        fail_msg("%d descriptors open before, %d after", fds, after);
+}
+
+static void test_big_pending_cancelled_no_leak(void **state)
+{
+    (void)state;
+    big_pending_dropped(false);
+}
+
+static void test_big_pending_killed_no_leak(void **state)
+{
+    (void)state;
+    big_pending_dropped(true);
+}
+
 /* ---- no leaks ---------------------------------------------------------------------- */
 
 static void many_pools(cf_start_method sm, int n)
@@ -2322,6 +2382,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_timeout_clock_starts_at_start),
     cmocka_unit_test(test_thread_timeout_clock_starts_at_start),
     cmocka_unit_test(test_workers_die_with_parent),
+    cmocka_unit_test(test_big_pending_cancelled_no_leak),
+    cmocka_unit_test(test_big_pending_killed_no_leak),
     cmocka_unit_test(test_no_leaks_200_pools),
     cmocka_unit_test(test_no_leaks_fork_pools),
 };
