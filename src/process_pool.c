@@ -621,9 +621,11 @@ static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool k
                                       "%s%s",
                      (int)pid, how, hello ? "" : " during start-up");
         if (p->policy == CF_CRASH_BREAKS_POOL || !hello) {
-            fail_jobs(head, CF_EBROKEN, "BrokenProcessPool", msg);
-            requeue_front(p, rest, last, nrest);
+            /* Broken first, as CPython: whoever sees a future fail must
+             * also see later submits refused. */
             break_pool(p, msg);
+            fail_jobs(head, CF_EBROKEN, "BrokenProcessPool", msg);
+            fail_jobs(rest, CF_EBROKEN, "BrokenProcessPool", msg);
             return;
         }
         fail_jobs(head, CF_EBROKEN, "BrokenProcessPool", msg);
