@@ -179,10 +179,10 @@ CF__API int cf_future_new(cf_future **out)
     return CF_OK;
 }
 
-cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t nargs,
-                               size_t extra_bytes)
+/* A pending future of `size` bytes carrying a call of fn with nargs
+ * (uninitialised) argument slots. */
+static cf_future *call_future(cf_task_fn *fn, size_t nargs, size_t size)
 {
-    size_t size = sizeof(cf_future) + nargs * sizeof(cf_value) + extra_bytes;
     bool pooled;
     cf_future *f = future_alloc(size, &pooled);
     if (!f)
@@ -192,6 +192,16 @@ cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t narg
     f->has_call = true;
     f->call.fn = fn;
     f->call.nargs = nargs;
+    return f;
+}
+
+cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t nargs,
+                               size_t extra_bytes)
+{
+    cf_future *f =
+        call_future(fn, nargs, sizeof(cf_future) + nargs * sizeof(cf_value) + extra_bytes);
+    if (!f)
+        return NULL;
     cf_value *copies = cf__call_args(&f->call);
     unsigned char *bytes = (unsigned char *)(copies + nargs);
     for (size_t i = 0; i < nargs; i++) {
@@ -226,16 +236,8 @@ void cf__shm_free(cf__shm *shm)
 
 cf_future *cf__future_new_borrowed(cf_task_fn *fn, const cf_value *args, size_t nargs)
 {
-    bool pooled;
-    cf_future *f = future_alloc(sizeof(cf_future) + nargs * sizeof(cf_value), &pooled);
-    if (!f)
-        return NULL;
-    init_future(f);
-    f->pooled = pooled;
-    f->has_call = true;
-    f->call.fn = fn;
-    f->call.nargs = nargs;
-    if (nargs)
+    cf_future *f = call_future(fn, nargs, sizeof(cf_future) + nargs * sizeof(cf_value));
+    if (f && nargs)
         memcpy(cf__call_args(&f->call), args, nargs * sizeof(cf_value));
     return f;
 }

@@ -315,21 +315,8 @@ static void flush_out(pworker *w)
                      MSG_DONTWAIT | MSG_NOSIGNAL);
         } else {
             /* A memfd frame header: the descriptor rides on its first byte. */
-            union {
-                struct cmsghdr h;
-                char buf[CMSG_SPACE(sizeof(int))];
-            } ctl;
-            memset(&ctl, 0, sizeof ctl);
-            size_t len = WIRE_HDR + 8;
-            struct iovec iov = {w->out + w->out_start, len};
-            struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                               .msg_controllen = sizeof ctl.buf};
-            struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-            c->cmsg_level = SOL_SOCKET;
-            c->cmsg_type = SCM_RIGHTS;
-            c->cmsg_len = CMSG_LEN(sizeof(int));
-            memcpy(CMSG_DATA(c), &w->marks[0].fd, sizeof(int));
-            n = sendmsg(w->fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+            n = cf__wire_send_fd(w->fd, w->out + w->out_start, WIRE_HDR + 8, w->marks[0].fd,
+                                 MSG_DONTWAIT);
             if (n > 0) {
                 close(w->marks[0].fd);
                 memmove(w->marks, w->marks + 1, (w->nmarks - 1) * sizeof *w->marks);
@@ -828,37 +815,18 @@ static void read_worker(process_pool *p, pworker *w)
                 w->in_cap = ncap;
             }
         }
-        union {
-            struct cmsghdr h;
-            char buf[CMSG_SPACE(8 * sizeof(int))];
-        } ctl;
-        struct iovec iov = {w->in + w->in_end, w->in_cap - w->in_end};
-        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                           .msg_controllen = sizeof ctl.buf};
-        ssize_t n = recvmsg(w->fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-        if (n < 0 && errno == EINTR)
-            continue;
+        ssize_t n = cf__wire_recv(w->fd, w->in + w->in_end, w->in_cap - w->in_end, MSG_DONTWAIT,
+                                  w->rfds, &w->nrfds, RFDS_MAX);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
+        if (n < 0 && errno == EMSGSIZE) {
+            bad_frame(w, "too many descriptors");
+            return;
+        }
         if (n <= 0) {
             w->eof = true;
             break;
         }
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-                continue;
-            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < k; i++) {
-                int got;
-                memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-                if (w->nrfds < RFDS_MAX)
-                    w->rfds[w->nrfds++] = got;
-                else
-                    close(got);
-            }
-        }
-        if (m.msg_flags & MSG_CTRUNC)
-            bad_frame(w, "too many descriptors");
         w->in_end += (size_t)n;
         /* Handle every complete frame. */
         while (!w->eof && w->in_end - w->in_start >= WIRE_HDR) {

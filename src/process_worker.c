@@ -44,6 +44,54 @@ CF__API bool cf_in_worker_process(void)
 
 /* ---- transport --------------------------------------------------------- */
 
+/* Moves past `done` bytes of iov[*i..n). */
+static void iov_advance(struct iovec *iov, int n, int *i, size_t done)
+{
+    while (*i < n && done >= iov[*i].iov_len) {
+        done -= iov[*i].iov_len;
+        (*i)++;
+    }
+    if (*i < n) {
+        iov[*i].iov_base = (char *)iov[*i].iov_base + done;
+        iov[*i].iov_len -= done;
+    }
+}
+
+ssize_t cf__wire_recv(int fd, void *buf, size_t len, int flags, int *fds, int *nfds, int max)
+{
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(8 * sizeof(int))];
+    } ctl;
+    struct iovec iov = {buf, len};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                       .msg_controllen = sizeof ctl.buf};
+    ssize_t n;
+    do
+        n = recvmsg(fd, &m, flags | MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return n;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int got;
+            memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            if (*nfds < max)
+                fds[(*nfds)++] = got;
+            else
+                close(got);
+        }
+    }
+    if (m.msg_flags & MSG_CTRUNC) {
+        errno = EMSGSIZE;
+        return -1;
+    }
+    return n;
+}
+
 /* The payload of `e` as iovecs (header excluded).  Returns the count. */
 static int payload_iov(const wire_enc *e, struct iovec *iov)
 {
@@ -81,14 +129,7 @@ int cf__wire_to_memfd(const wire_enc *e)
             return -1;
         }
         off += w;
-        while (i < n && (size_t)w >= iov[i].iov_len) {
-            w -= (ssize_t)iov[i].iov_len;
-            i++;
-        }
-        if (i < n) {
-            iov[i].iov_base = (char *)iov[i].iov_base + w;
-            iov[i].iov_len -= (size_t)w;
-        }
+        iov_advance(iov, n, &i, (size_t)w);
     }
     return mfd;
 }
@@ -112,27 +153,19 @@ static int write_all_iov(int fd, struct iovec *iov, int n)
                 continue;
             return -1;
         }
-        while (i < n && (size_t)w >= iov[i].iov_len) {
-            w -= (ssize_t)iov[i].iov_len;
-            i++;
-        }
-        if (i < n) {
-            iov[i].iov_base = (char *)iov[i].iov_base + w;
-            iov[i].iov_len -= (size_t)w;
-        }
+        iov_advance(iov, n, &i, (size_t)w);
     }
     return 0;
 }
 
-/* Sends `hdr` (WIRE_HDR + 8 bytes) with `mfd` attached. */
-static int send_with_fd(int fd, const unsigned char *hdr, size_t len, int mfd)
+ssize_t cf__wire_send_fd(int fd, const void *buf, size_t len, int mfd, int flags)
 {
     union {
         struct cmsghdr h;
         char buf[CMSG_SPACE(sizeof(int))];
     } ctl;
     memset(&ctl, 0, sizeof ctl);
-    struct iovec iov = {(void *)hdr, len};
+    struct iovec iov = {(void *)buf, len};
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
                        .msg_controllen = sizeof ctl.buf};
     struct cmsghdr *c = CMSG_FIRSTHDR(&m);
@@ -142,8 +175,15 @@ static int send_with_fd(int fd, const unsigned char *hdr, size_t len, int mfd)
     memcpy(CMSG_DATA(c), &mfd, sizeof(int));
     ssize_t w;
     do
-        w = sendmsg(fd, &m, MSG_NOSIGNAL);
+        w = sendmsg(fd, &m, flags | MSG_NOSIGNAL);
     while (w < 0 && errno == EINTR);
+    return w;
+}
+
+/* Sends `hdr` (WIRE_HDR + 8 bytes) with `mfd` attached, blocking. */
+static int send_with_fd(int fd, const unsigned char *hdr, size_t len, int mfd)
+{
+    ssize_t w = cf__wire_send_fd(fd, hdr, len, mfd, 0);
     if (w < 0)
         return -1;
     if ((size_t)w < len) {
@@ -210,32 +250,9 @@ static bool reader_fill(reader *r, size_t need)
             r->cap = ncap;
         }
     }
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(8 * sizeof(int))];
-    } ctl;
-    struct iovec iov = {r->buf + r->end, r->cap - r->end};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                       .msg_controllen = sizeof ctl.buf};
-    ssize_t n;
-    do
-        n = recvmsg(r->fd, &m, MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
+    ssize_t n = cf__wire_recv(r->fd, r->buf + r->end, r->cap - r->end, 0, r->fds, &r->nfds, 16);
     if (n <= 0)
         return false;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < k; i++) {
-            int got;
-            memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-            if (r->nfds < 16)
-                r->fds[r->nfds++] = got;
-            else
-                close(got);
-        }
-    }
     r->end += (size_t)n;
     return true;
 }

@@ -29,6 +29,7 @@
 #define CF_WIRE_H
 
 #include <stdint.h>
+#include <sys/types.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -315,6 +316,15 @@ static inline void wire_header(const unsigned char *p, uint32_t *len, uint8_t *t
 /* Writes the frame `e` (finished) to a blocking socket, through a memfd
  * when it is big.  Returns 0 or -1 (errno set). */
 int cf__wire_send_blocking(int fd, wire_enc *e, uint8_t type);
+
+/* recvmsg() into buf, appending received descriptors to fds[*nfds..max)
+ * (extras are closed).  Retries EINTR.  Returns the byte count, 0 at EOF,
+ * or -1 with errno (EMSGSIZE: descriptors were lost). */
+ssize_t cf__wire_recv(int fd, void *buf, size_t len, int flags, int *fds, int *nfds, int max);
+
+/* One sendmsg() of buf with descriptor `mfd` attached to its first byte
+ * (retrying EINTR; no SIGPIPE).  Returns bytes sent or -1 with errno. */
+ssize_t cf__wire_send_fd(int fd, const void *buf, size_t len, int mfd, int flags);
 
 /* Puts a finished big frame's payload into a new memfd; returns the fd or
  * -1.  The caller sends the SHM header with it. */
