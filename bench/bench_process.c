@@ -36,27 +36,14 @@
  *                      [--py-m M] [--big-mib S] [--cpu-ms T] [--starts K]
  *                      [--no-python] [--watchdog S] [-v]
  */
-#include "cfutures.h"
-
-#include <errno.h>
-#include <inttypes.h>
-#include <math.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
 #ifndef CF_BENCH_PEER_SCRIPT
 #define CF_BENCH_PEER_SCRIPT "bench/peer_cpython_process.py"
 #endif
+#define BENCH_NAME "bench_process"
+#include "bench_util.h"
 
-#define MAX_ROUNDS 99
+#include <inttypes.h>
+
 #define WORKERS 2
 #define CPU_TASKS 8
 #define BIG_REPS 3
@@ -65,80 +52,9 @@
  * Small helpers
  * ---------------------------------------------------------------------- */
 
-static void die(const char *fmt, ...) CF__PRINTF(1, 2);
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("bench_process: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(1);
-}
-
-#define CHECK(expr)                                                           \
-    do {                                                                      \
-        int check_rc_ = (expr);                                               \
-        if (check_rc_ != CF_OK)                                               \
-            die("%s:%d: %s -> %s (%s)", __FILE__, __LINE__, #expr,           \
-                cf_err_name(check_rc_), cf_last_error_message());             \
-    } while (0)
-
-static volatile sig_atomic_t g_watchdog_s = 120;
-static const char *volatile g_phase = "start";
-
-static void on_watchdog(int sig)
-{
-    (void)sig;
-    static const char a[] = "bench_process: watchdog: no progress in phase '";
-    static const char b[] = "' (a task was lost or a wait never returned)\n";
-    ssize_t r = write(2, a, sizeof a - 1);
-    r = write(2, g_phase, strlen(g_phase));
-    r = write(2, b, sizeof b - 1);
-    (void)r;
-    _exit(3);
-}
-
-static void phase(const char *name, unsigned scale)
-{
-    g_phase = name;
-    alarm((unsigned)g_watchdog_s * scale);
-}
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static double secs_since(uint64_t t0)
 {
     return (double)(now_ns() - t0) / 1e9;
-}
-
-static void *xmalloc(size_t size)
-{
-    void *p = malloc(size ? size : 1);
-    if (!p)
-        die("out of memory (%zu bytes)", size);
-    return p;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Median of v[0..n) (mean of the middle two for an even n); sorts v. */
-static double median_of(double *v, size_t n)
-{
-    if (n == 0)
-        return NAN;
-    qsort(v, n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
 }
 
 static double min_of(const double *v, size_t n)
@@ -202,9 +118,11 @@ static cf_executor *new_pool(int workers, cf_start_method method)
     return ex;
 }
 
-/* Runs `count` tiny tasks so every worker is up (has said hello and run a
- * call) before anything is timed; the peer does the same. */
-static void warm_up(cf_executor *ex, cf_future **fs, size_t count)
+/* Submits sq_task(i) for i in [0, count) into fs, then takes every result
+ * in order, checks it and releases the future; `what` names the workload
+ * in the message for a wrong result. */
+static void sq_batch(cf_executor *ex, cf_future **fs, size_t count,
+                     const char *what)
 {
     for (size_t i = 0; i < count; i++)
         CHECK(cf_submit(ex, sq_task, CF_ARGS(cf_i64((int64_t)i)), &fs[i]));
@@ -212,9 +130,16 @@ static void warm_up(cf_executor *ex, cf_future **fs, size_t count)
         int64_t r = 0;
         CHECK(cf_future_result_i64(fs[i], CF_FOREVER, &r));
         if (r != (int64_t)i * (int64_t)i)
-            die("warm-up: task %zu returned %" PRId64, i, r);
+            die("%s: task %zu returned %" PRId64, what, i, r);
         CHECK(cf_future_release(fs[i]));
     }
+}
+
+/* Runs `count` tiny tasks so every worker is up (has said hello and run a
+ * call) before anything is timed; the peer does the same. */
+static void warm_up(cf_executor *ex, cf_future **fs, size_t count)
+{
+    sq_batch(ex, fs, count, "warm-up");
 }
 
 /* Tasks per second: N submits in a row, then every result in order. */
@@ -223,15 +148,7 @@ static double bench_tiny(size_t n, size_t warm, cf_future **fs)
     cf_executor *ex = new_pool(WORKERS, CF_START_EXEC);
     warm_up(ex, fs, warm);
     uint64_t t0 = now_ns();
-    for (size_t i = 0; i < n; i++)
-        CHECK(cf_submit(ex, sq_task, CF_ARGS(cf_i64((int64_t)i)), &fs[i]));
-    for (size_t i = 0; i < n; i++) {
-        int64_t r = 0;
-        CHECK(cf_future_result_i64(fs[i], CF_FOREVER, &r));
-        if (r != (int64_t)i * (int64_t)i)
-            die("submit+collect: task %zu returned %" PRId64, i, r);
-        CHECK(cf_future_release(fs[i]));
-    }
+    sq_batch(ex, fs, n, "submit+collect");
     double s = secs_since(t0);
     CHECK(cf_executor_destroy(ex));
     return (double)n / s;
@@ -260,11 +177,7 @@ static double bench_map(size_t n, int chunksize, size_t warm, cf_future **fs,
             die("map chunksize=%d: element %zu has a wrong result", chunksize,
                 i);
     }
-    int rc = cf_map_next(it, NULL, NULL);
-    if (rc != CF_EDONE)
-        die("map: expected CF_EDONE after %zu results, got %s", n,
-            cf_err_name(rc));
-    cf_map_close(it);
+    map_close_done(it, n);
     double s = secs_since(t0);
     CHECK(cf_executor_destroy(ex));
     return (double)n / s;
@@ -291,6 +204,16 @@ static double bench_round_trip(size_t m, size_t warm, double *samples)
     return median_of(samples, m);
 }
 
+/* fork() after flushing stdio (so nothing buffered is written twice). */
+static pid_t fork_or_die(void)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork: %s", strerror(errno));
+    return pid;
+}
+
 /* The floor of a round trip to another process: this process writes one
  * byte into a pipe, a forked child reads it and writes it back through a
  * second pipe, this process reads it.  Median of M, in seconds. */
@@ -299,10 +222,7 @@ static double bench_pipe_echo(size_t m, size_t warm, double *samples)
     int to_child[2], to_parent[2];
     if (pipe(to_child) != 0 || pipe(to_parent) != 0)
         die("pipe: %s", strerror(errno));
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0)
-        die("fork: %s", strerror(errno));
+    pid_t pid = fork_or_die();
     if (pid == 0) {
         close(to_child[1]);
         close(to_parent[0]);
@@ -352,10 +272,7 @@ static double create_destroy_isolated(cf_start_method method, size_t trials,
     *sig = 0;
     if (pipe(fds) != 0)
         die("pipe: %s", strerror(errno));
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0)
-        die("fork: %s", strerror(errno));
+    pid_t pid = fork_or_die();
     if (pid == 0) {
         close(fds[0]);
         for (size_t t = 0; t < trials; t++) {
@@ -597,142 +514,48 @@ typedef struct peer_info {
     int cpus;
 } peer_info;
 
-typedef enum peer_status { PEER_OK, PEER_MISSING, PEER_FAILED } peer_status;
-
-static double json_num(const char *line, const char *key)
-{
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(line, pat);
-    if (!p)
-        return NAN;
-    p += strlen(pat);
-    char *end;
-    errno = 0;
-    double v = strtod(p, &end);
-    return (end == p || errno) ? NAN : v;
-}
-
-static bool json_str(const char *line, const char *key, char *buf, size_t size)
-{
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\": \"", key);
-    const char *p = strstr(line, pat);
-    if (!p || size == 0)
-        return false;
-    p += strlen(pat);
-    const char *q = strchr(p, '"');
-    if (!q)
-        return false;
-    size_t len = (size_t)(q - p) < size - 1 ? (size_t)(q - p) : size - 1;
-    memcpy(buf, p, len);
-    buf[len] = '\0';
-    return true;
-}
-
-static void shell_quote(char *cmd, size_t size, const char *s)
-{
-    size_t len = strlen(cmd);
-    if (len + 1 < size)
-        cmd[len++] = '\'';
-    for (; *s && len + 5 < size; s++) {
-        if (*s == '\'') {
-            memcpy(cmd + len, "'\\''", 4);
-            len += 4;
-        } else {
-            cmd[len++] = *s;
-        }
-    }
-    if (len + 1 < size)
-        cmd[len++] = '\'';
-    cmd[len] = '\0';
-}
-
-static const char *peer_python(void)
-{
-    const char *py = getenv("CF_BENCH_PYTHON");
-    return py && *py ? py : "python3";
-}
-
-static const char *peer_script(void)
-{
-    const char *s = getenv("CF_BENCH_PEER");
-    return s && *s ? s : CF_BENCH_PEER_SCRIPT;
-}
-
 typedef struct peer_args {
     size_t n, n_map1000, m, big, starts, warm;
     double cpu_ms;
 } peer_args;
 
-/* Runs one round of the peer.  PEER_MISSING when the interpreter is not
- * on PATH (exit status 127 from the shell). */
+static void on_peer_header(const char *line, void *ctx)
+{
+    peer_info *info = ctx;
+    if (!json_str(line, "start_method", info->start_method,
+                  sizeof info->start_method))
+        snprintf(info->start_method, sizeof info->start_method, "?");
+    info->cpus = (int)json_num(line, "cpus");
+}
+
+static void on_peer_metric(const char *name, const char *line, void *ctx)
+{
+    round_figs *out = ctx;
+    for (int k = 0; k < M_COUNT; k++)
+        if (metric_key[k] && strcmp(name, metric_key[k]) == 0)
+            out->v[k] = json_num(line, "value");
+}
+
+/* Runs one round of the peer (see peer_run()). */
 static peer_status run_peer(const peer_args *a, peer_info *info,
                             round_figs *out, char *why, size_t why_size)
 {
-    char cmd[4096] = "command -v ";
-    shell_quote(cmd, sizeof cmd, peer_python());
-    strncat(cmd, " >/dev/null 2>&1 || exit 127; exec ", sizeof cmd - strlen(cmd) - 1);
-    shell_quote(cmd, sizeof cmd, peer_python());
-    strncat(cmd, " ", sizeof cmd - strlen(cmd) - 1);
-    shell_quote(cmd, sizeof cmd, peer_script());
-    char tail[256];
-    snprintf(tail, sizeof tail,
+    char args[256];
+    snprintf(args, sizeof args,
              " --n %zu --n-map1000 %zu --m %zu --big %zu --starts %zu "
              "--warmup %zu --cpu-tasks %d --cpu-ms %g --workers %d",
              a->n, a->n_map1000, a->m, a->big, a->starts, a->warm, CPU_TASKS,
              a->cpu_ms, WORKERS);
-    strncat(cmd, tail, sizeof cmd - strlen(cmd) - 1);
-
     for (int k = 0; k < M_COUNT; k++)
         out->v[k] = NAN;
-    bool done = false;
-    fflush(NULL);
-    FILE *p = popen(cmd, "r");
-    if (!p) {
-        snprintf(why, why_size, "popen failed: %s", strerror(errno));
-        return PEER_FAILED;
-    }
-    char line[1024];
-    while (fgets(line, sizeof line, p)) {
-        char name[32];
-        if (strstr(line, "\"peer\":")) {
-            if (!json_str(line, "version", info->version, sizeof info->version))
-                snprintf(info->version, sizeof info->version, "?");
-            if (!json_str(line, "start_method", info->start_method,
-                          sizeof info->start_method))
-                snprintf(info->start_method, sizeof info->start_method, "?");
-            info->cpus = (int)json_num(line, "cpus");
-        } else if (strstr(line, "\"done\": true")) {
-            done = true;
-        } else if (json_str(line, "metric", name, sizeof name)) {
-            for (int k = 0; k < M_COUNT; k++)
-                if (metric_key[k] && strcmp(name, metric_key[k]) == 0)
-                    out->v[k] = json_num(line, "value");
-        }
-    }
-    int st = pclose(p);
-    if (st == -1) {
-        snprintf(why, why_size, "pclose failed: %s", strerror(errno));
-        return PEER_FAILED;
-    }
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 127) {
-        snprintf(why, why_size, "%s not found", peer_python());
-        return PEER_MISSING;
-    }
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        snprintf(why, why_size, "%s %s exited with status %d", peer_python(),
-                 peer_script(), WIFEXITED(st) ? WEXITSTATUS(st) : -1);
-        return PEER_FAILED;
-    }
-    bool complete = done;
+    peer_status st =
+        peer_run(args, info->version, sizeof info->version, on_peer_header,
+                 info, on_peer_metric, out, why, why_size);
+    if (st != PEER_OK)
+        return st;
     for (int k = 0; k < M_COUNT; k++)
         if (metric_key[k] && !(out->v[k] > 0))
-            complete = false;
-    if (!complete) {
-        snprintf(why, why_size, "incomplete output from %s", peer_script());
-        return PEER_FAILED;
-    }
+            return peer_incomplete(why, why_size);
     return PEER_OK;
 }
 
@@ -748,13 +571,7 @@ static const char *fmt_val(char *buf, size_t size, double v, unit u)
     }
     switch (u) {
     case U_RATE:
-        if (v >= 1e6)
-            snprintf(buf, size, "%.2f M/s", v / 1e6);
-        else if (v >= 1e3)
-            snprintf(buf, size, "%.1f k/s", v / 1e3);
-        else
-            snprintf(buf, size, "%.0f /s", v);
-        break;
+        return fmt_rate(buf, size, v);
     case U_US:
         snprintf(buf, size, "%.1f us", v * 1e6);
         break;
@@ -769,41 +586,6 @@ static const char *fmt_val(char *buf, size_t size, double v, unit u)
         break;
     }
     return buf;
-}
-
-static const char *fmt_x(char *buf, size_t size, double x)
-{
-    if (isnan(x))
-        snprintf(buf, size, "-");
-    else
-        snprintf(buf, size, "%.2fx", x);
-    return buf;
-}
-
-typedef struct summary {
-    double med, lo, hi;
-} summary;
-
-static summary summarize(const double *v, size_t n)
-{
-    summary r = {NAN, NAN, NAN};
-    double tmp[MAX_ROUNDS];
-    size_t k = 0;
-    r.lo = INFINITY;
-    r.hi = -INFINITY;
-    for (size_t i = 0; i < n; i++) {
-        if (isnan(v[i]))
-            continue;
-        tmp[k++] = v[i];
-        r.lo = v[i] < r.lo ? v[i] : r.lo;
-        r.hi = v[i] > r.hi ? v[i] : r.hi;
-    }
-    if (k == 0) {
-        r.lo = r.hi = NAN;
-        return r;
-    }
-    r.med = median_of(tmp, k);
-    return r;
 }
 
 /* ------------------------------------------------------------------------
@@ -836,88 +618,38 @@ static void usage(FILE *to)
             CF_BENCH_PEER_SCRIPT);
 }
 
-static size_t parse_size(const char *flag, const char *s)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = s ? strtoull(s, &end, 10) : 0;
-    if (!s || errno || *end || v == 0 || v > (1ull << 32))
-        die("%s needs a positive integer", flag);
-    return (size_t)v;
-}
-
 int main(int argc, char **argv)
 {
     cf_process_init(argc, argv);
 
-    size_t n = 100000, m = 5000, rounds = 5, py_n = 0, py_m = 0;
+    bench_opts o = bench_opts_default(100000, 5000, 5);
     size_t big_mib = 64, starts = 5, cpu_ms = 100;
-    bool quick = false, use_python = true, verbose = false;
-    bool watchdog_set = false, n_set = false, m_set = false, r_set = false;
     bool big_set = false, cpu_set = false, starts_set = false;
-
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--quick")) {
-            quick = true;
-        } else if (!strcmp(a, "--no-python")) {
-            use_python = false;
-        } else if (!strcmp(a, "-v")) {
-            verbose = true;
-        } else if (!strcmp(a, "-n")) {
-            n = parse_size(a, v), i++;
-            n_set = true;
-        } else if (!strcmp(a, "-m")) {
-            m = parse_size(a, v), i++;
-            m_set = true;
-        } else if (!strcmp(a, "-r")) {
-            rounds = parse_size(a, v), i++;
-            r_set = true;
-        } else if (!strcmp(a, "--py-n")) {
-            py_n = parse_size(a, v), i++;
-        } else if (!strcmp(a, "--py-m")) {
-            py_m = parse_size(a, v), i++;
-        } else if (!strcmp(a, "--big-mib")) {
-            big_mib = parse_size(a, v), i++;
-            big_set = true;
-        } else if (!strcmp(a, "--cpu-ms")) {
-            cpu_ms = parse_size(a, v), i++;
-            cpu_set = true;
-        } else if (!strcmp(a, "--starts")) {
-            starts = parse_size(a, v), i++;
-            starts_set = true;
-        } else if (!strcmp(a, "--watchdog")) {
-            g_watchdog_s = (sig_atomic_t)parse_size(a, v), i++;
-            watchdog_set = true;
-        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        if (bench_opt(&o, argc, argv, &i) ||
+            opt_size("--big-mib", argc, argv, &i, &big_mib, &big_set) ||
+            opt_size("--cpu-ms", argc, argv, &i, &cpu_ms, &cpu_set) ||
+            opt_size("--starts", argc, argv, &i, &starts, &starts_set))
+            continue;
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
             return 0;
-        } else {
-            usage(stderr);
-            return 2;
         }
+        usage(stderr);
+        return 2;
     }
+    bench_opts_finish(&o, 2000, 100, 30, 20, 5);
+    size_t n = o.n, m = o.m, rounds = o.rounds, py_n = o.py_n, py_m = o.py_m;
+    bool quick = o.quick, use_python = o.use_python, verbose = o.verbose;
     if (quick) { /* explicit options still win */
-        n = n_set ? n : 2000;
-        m = m_set ? m : 100;
-        rounds = r_set ? rounds : 1;
         big_mib = big_set ? big_mib : 1;
         cpu_ms = cpu_set ? cpu_ms : 5;
         starts = starts_set ? starts : 1;
-        if (!watchdog_set)
-            g_watchdog_s = 30;
     }
-    if (rounds > MAX_ROUNDS)
-        die("-r: at most %d rounds", MAX_ROUNDS);
     if (starts > 64)
         die("--starts: at most 64");
     if (big_mib > 1000)
         die("--big-mib: at most 1000 (one value is at most 1 GiB)");
-    if (!py_n)
-        py_n = n / 20 > 0 ? n / 20 : 1;
-    if (!py_m)
-        py_m = m / 5 > 0 ? m / 5 : 1;
     size_t warm = quick ? 20 : 200;
     size_t big_size = big_mib << 20;
 
@@ -1113,7 +845,8 @@ int main(int argc, char **argv)
                fmt_val(b[0], 48, sc[k].med, rw->u), range,
                fmt_val(b[3], 48, sp[k].med, rw->u),
                fmt_val(b[4], 48, sf[k].med, rw->u),
-               fmt_x(b[5], 48, xpy[k].med), fmt_x(b[6], 48, xfl[k].med),
+               fmt_x(b[5], 48, xpy[k].med, ""),
+               fmt_x(b[6], 48, xfl[k].med, ""),
                rw->want_text, verdict);
     }
     printf("\nnotes:\n"

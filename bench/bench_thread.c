@@ -34,31 +34,17 @@
  * The interpreter is "python3" from PATH unless CF_BENCH_PYTHON names
  * another; CF_BENCH_PEER overrides the peer script's path.
  */
-#include "cfutures.h"
-
-#include <errno.h>
-#include <inttypes.h>
-#include <math.h>
-#include <pthread.h>
-#include <sched.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdatomic.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
 #ifndef CF_BENCH_PEER_SCRIPT
 #define CF_BENCH_PEER_SCRIPT "bench/peer_cpython.py"
 #endif
+#define BENCH_NAME "bench_thread"
+#include "bench_util.h"
 
-#define MAX_ROUNDS 99
+#include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <sys/resource.h>
 
 /* Futures in flight per batch in the batched submit+collect workload (the
  * peer gets the same size through --batch). */
@@ -70,81 +56,6 @@
 /* ------------------------------------------------------------------------
  * Small helpers
  * ---------------------------------------------------------------------- */
-
-static void die(const char *fmt, ...) CF__PRINTF(1, 2);
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("bench_thread: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(1);
-}
-
-/* Fails the run on any cfutures error, with the library's message. */
-#define CHECK(expr)                                                           \
-    do {                                                                      \
-        int check_rc_ = (expr);                                               \
-        if (check_rc_ != CF_OK)                                               \
-            die("%s:%d: %s -> %s (%s)", __FILE__, __LINE__, #expr,           \
-                cf_err_name(check_rc_), cf_last_error_message());             \
-    } while (0)
-
-/* Watchdog: every phase re-arms an alarm; a phase that does not finish in
- * time (a lost wake-up, a task that never runs) ends the program with a
- * message naming the phase instead of hanging. */
-static volatile sig_atomic_t g_watchdog_s = 120;
-static const char *volatile g_phase = "start";
-
-static void on_watchdog(int sig)
-{
-    (void)sig;
-    static const char a[] = "bench_thread: watchdog: no progress in phase '";
-    static const char b[] = "' (a task was lost or a wait never returned)\n";
-    ssize_t r = write(2, a, sizeof a - 1);
-    r = write(2, g_phase, strlen(g_phase));
-    r = write(2, b, sizeof b - 1);
-    (void)r;
-    _exit(3);
-}
-
-static void phase(const char *name, unsigned scale)
-{
-    g_phase = name;
-    alarm((unsigned)g_watchdog_s * scale);
-}
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void *xmalloc(size_t size)
-{
-    void *p = malloc(size ? size : 1);
-    if (!p)
-        die("out of memory (%zu bytes)", size);
-    return p;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Median of v[0..n) (mean of the middle two for an even n); sorts v. */
-static double median_of(double *v, size_t n)
-{
-    if (n == 0)
-        return NAN;
-    qsort(v, n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
-}
 
 typedef struct lat_stats {
     double median_us, mean_us, p99_us;
@@ -295,11 +206,7 @@ static tput bench_map(size_t n, size_t warm, cf_future **fs, cf_value *in)
         if (!v || v->kind != CF_I64 || v->as.i64 != (int64_t)i + 1)
             die("map: element %zu has a wrong result", i);
     }
-    int rc = cf_map_next(it, NULL, NULL);
-    if (rc != CF_EDONE)
-        die("map: expected CF_EDONE after %zu results, got %s", n,
-            cf_err_name(rc));
-    cf_map_close(it);
+    map_close_done(it, n);
     uint64_t t1 = now_ns();
     double pf1 = minor_faults();
 
@@ -482,7 +389,7 @@ static const char *const tput_key[T_COUNT] = {"submit_auto", "batch_auto",
 typedef struct peer_round {
     tput t[T_COUNT];
     lat_stats rtt;
-    bool have_t[T_COUNT], have_rtt, done;
+    bool have_t[T_COUNT], have_rtt;
 } peer_round;
 
 typedef struct peer_info {
@@ -490,164 +397,55 @@ typedef struct peer_info {
     int default_workers, cpus;
 } peer_info;
 
-typedef enum peer_status { PEER_OK, PEER_MISSING, PEER_FAILED } peer_status;
-
-/* The number after "key": in a flat JSON line, or NAN. */
-static double json_num(const char *line, const char *key)
+static void on_peer_header(const char *line, void *ctx)
 {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(line, pat);
-    if (!p)
-        return NAN;
-    p += strlen(pat);
-    char *end;
-    errno = 0;
-    double v = strtod(p, &end);
-    return (end == p || errno) ? NAN : v;
+    peer_info *info = ctx;
+    info->default_workers = (int)json_num(line, "default_workers");
+    info->cpus = (int)json_num(line, "cpus");
 }
 
-/* The string after "key": in a flat JSON line (no escapes), or false. */
-static bool json_str(const char *line, const char *key, char *buf, size_t size)
+static void on_peer_metric(const char *name, const char *line, void *ctx)
 {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\": \"", key);
-    const char *p = strstr(line, pat);
-    if (!p || size == 0)
-        return false;
-    p += strlen(pat);
-    const char *q = strchr(p, '"');
-    if (!q)
-        return false;
-    size_t len = (size_t)(q - p) < size - 1 ? (size_t)(q - p) : size - 1;
-    memcpy(buf, p, len);
-    buf[len] = '\0';
-    return true;
-}
-
-/* Appends s to the command in single quotes, for /bin/sh. */
-static void shell_quote(char *cmd, size_t size, const char *s)
-{
-    size_t len = strlen(cmd);
-    if (len + 1 < size)
-        cmd[len++] = '\'';
-    for (; *s && len + 5 < size; s++) {
-        if (*s == '\'') {
-            memcpy(cmd + len, "'\\''", 4);
-            len += 4;
-        } else {
-            cmd[len++] = *s;
-        }
+    peer_round *out = ctx;
+    if (strcmp(name, "rtt") == 0) {
+        out->rtt.median_us = json_num(line, "median_us");
+        out->rtt.mean_us = json_num(line, "mean_us");
+        out->rtt.p99_us = json_num(line, "p99_us");
+        out->have_rtt = !isnan(out->rtt.median_us) &&
+                        !isnan(out->rtt.mean_us) && !isnan(out->rtt.p99_us);
     }
-    if (len + 1 < size)
-        cmd[len++] = '\'';
-    cmd[len] = '\0';
+    for (int k = 0; k < T_COUNT; k++) {
+        if (strcmp(name, tput_key[k]) != 0)
+            continue;
+        out->t[k].rate = json_num(line, "rate");
+        out->t[k].total_s = json_num(line, "seconds");
+        out->t[k].submit_s = json_num(line, "submit_seconds");
+        out->have_t[k] = out->t[k].rate > 0;
+    }
 }
 
-static const char *peer_python(void)
-{
-    const char *py = getenv("CF_BENCH_PYTHON");
-    return py && *py ? py : "python3";
-}
-
-static const char *peer_script(void)
-{
-    const char *s = getenv("CF_BENCH_PEER");
-    return s && *s ? s : CF_BENCH_PEER_SCRIPT;
-}
-
-/* Runs one round of the peer.  PEER_MISSING when the interpreter is not
- * on PATH (exit status 127 from the shell). */
+/* Runs one round of the peer (see peer_run()). */
 static peer_status run_peer(size_t n, size_t m, size_t warm, peer_info *info,
                             peer_round *out, char *why, size_t why_size)
 {
-    char cmd[4096] = "command -v ";
-    shell_quote(cmd, sizeof cmd, peer_python());
-    strncat(cmd, " >/dev/null 2>&1 || exit 127; exec ", sizeof cmd - strlen(cmd) - 1);
-    shell_quote(cmd, sizeof cmd, peer_python());
-    strncat(cmd, " ", sizeof cmd - strlen(cmd) - 1);
-    shell_quote(cmd, sizeof cmd, peer_script());
-    char tail[128];
-    snprintf(tail, sizeof tail, " --n %zu --m %zu --warmup %zu --batch %d", n,
+    char args[128];
+    snprintf(args, sizeof args, " --n %zu --m %zu --warmup %zu --batch %d", n,
              m, warm, BATCH);
-    strncat(cmd, tail, sizeof cmd - strlen(cmd) - 1);
-
     memset(out, 0, sizeof *out);
-    fflush(stdout);
-    FILE *p = popen(cmd, "r");
-    if (!p) {
-        snprintf(why, why_size, "popen failed: %s", strerror(errno));
-        return PEER_FAILED;
-    }
-    char line[1024];
-    while (fgets(line, sizeof line, p)) {
-        char name[32];
-        if (strstr(line, "\"peer\":")) {
-            if (!json_str(line, "version", info->version, sizeof info->version))
-                snprintf(info->version, sizeof info->version, "?");
-            info->default_workers = (int)json_num(line, "default_workers");
-            info->cpus = (int)json_num(line, "cpus");
-        } else if (strstr(line, "\"done\": true")) {
-            out->done = true;
-        } else if (json_str(line, "metric", name, sizeof name)) {
-            if (strcmp(name, "rtt") == 0) {
-                out->rtt.median_us = json_num(line, "median_us");
-                out->rtt.mean_us = json_num(line, "mean_us");
-                out->rtt.p99_us = json_num(line, "p99_us");
-                out->have_rtt = !isnan(out->rtt.median_us) &&
-                                !isnan(out->rtt.mean_us) &&
-                                !isnan(out->rtt.p99_us);
-            }
-            for (int k = 0; k < T_COUNT; k++) {
-                if (strcmp(name, tput_key[k]) != 0)
-                    continue;
-                out->t[k].rate = json_num(line, "rate");
-                out->t[k].total_s = json_num(line, "seconds");
-                out->t[k].submit_s = json_num(line, "submit_seconds");
-                out->have_t[k] = out->t[k].rate > 0;
-            }
-        }
-    }
-    int st = pclose(p);
-    if (st == -1) {
-        snprintf(why, why_size, "pclose failed: %s", strerror(errno));
-        return PEER_FAILED;
-    }
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 127) {
-        snprintf(why, why_size, "%s not found", peer_python());
-        return PEER_MISSING;
-    }
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        snprintf(why, why_size, "%s %s exited with status %d", peer_python(),
-                 peer_script(), WIFEXITED(st) ? WEXITSTATUS(st) : -1);
-        return PEER_FAILED;
-    }
-    bool complete = out->done && out->have_rtt;
+    peer_status st =
+        peer_run(args, info->version, sizeof info->version, on_peer_header,
+                 info, on_peer_metric, out, why, why_size);
+    if (st != PEER_OK)
+        return st;
+    bool complete = out->have_rtt;
     for (int k = 0; k < T_COUNT; k++)
         complete = complete && out->have_t[k];
-    if (!complete) {
-        snprintf(why, why_size, "incomplete output from %s", peer_script());
-        return PEER_FAILED;
-    }
-    return PEER_OK;
+    return complete ? PEER_OK : peer_incomplete(why, why_size);
 }
 
 /* ------------------------------------------------------------------------
  * Report
  * ---------------------------------------------------------------------- */
-
-static const char *fmt_rate(char *buf, size_t size, double r)
-{
-    if (isnan(r))
-        snprintf(buf, size, "-");
-    else if (r >= 1e6)
-        snprintf(buf, size, "%.2f M/s", r / 1e6);
-    else if (r >= 1e3)
-        snprintf(buf, size, "%.1f k/s", r / 1e3);
-    else
-        snprintf(buf, size, "%.0f /s", r);
-    return buf;
-}
 
 static const char *fmt_us(char *buf, size_t size, double us)
 {
@@ -656,37 +454,6 @@ static const char *fmt_us(char *buf, size_t size, double us)
     else
         snprintf(buf, size, "%.2f us", us);
     return buf;
-}
-
-static const char *fmt_x(char *buf, size_t size, double x, const char *what)
-{
-    if (isnan(x))
-        snprintf(buf, size, "-");
-    else
-        snprintf(buf, size, "%.2fx%s", x, what);
-    return buf;
-}
-
-/* Summary over rounds of one figure: median, min and max. */
-typedef struct summary {
-    double med, lo, hi;
-} summary;
-
-static summary summarize(const double *v, size_t n)
-{
-    summary r = {NAN, NAN, NAN};
-    double tmp[MAX_ROUNDS];
-    if (n == 0)
-        return r;
-    r.lo = INFINITY;
-    r.hi = -INFINITY;
-    for (size_t i = 0; i < n; i++) {
-        tmp[i] = v[i];
-        r.lo = v[i] < r.lo ? v[i] : r.lo;
-        r.hi = v[i] > r.hi ? v[i] : r.hi;
-    }
-    r.med = median_of(tmp, n);
-    return r;
 }
 
 static double lat_field(const lat_stats *s, int k)
@@ -731,68 +498,22 @@ static void usage(FILE *to)
             CF_BENCH_PEER_SCRIPT);
 }
 
-static size_t parse_size(const char *flag, const char *s)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = s ? strtoull(s, &end, 10) : 0;
-    if (!s || errno || *end || v == 0 || v > (1ull << 32))
-        die("%s needs a positive integer", flag);
-    return (size_t)v;
-}
-
 int main(int argc, char **argv)
 {
-    size_t n = 200000, m = 20000, rounds = 5, py_n = 0, py_m = 0;
-    bool quick = false, use_python = true, verbose = false;
-    bool watchdog_set = false, n_set = false, m_set = false, r_set = false;
-
+    bench_opts o = bench_opts_default(200000, 20000, 5);
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--quick")) {
-            quick = true;
-        } else if (!strcmp(a, "--no-python")) {
-            use_python = false;
-        } else if (!strcmp(a, "-v")) {
-            verbose = true;
-        } else if (!strcmp(a, "-n")) {
-            n = parse_size(a, v), i++;
-            n_set = true;
-        } else if (!strcmp(a, "-m")) {
-            m = parse_size(a, v), i++;
-            m_set = true;
-        } else if (!strcmp(a, "-r")) {
-            rounds = parse_size(a, v), i++;
-            r_set = true;
-        } else if (!strcmp(a, "--watchdog")) {
-            g_watchdog_s = (sig_atomic_t)parse_size(a, v), i++;
-            watchdog_set = true;
-        } else if (!strcmp(a, "--py-n")) {
-            py_n = parse_size(a, v), i++;
-        } else if (!strcmp(a, "--py-m")) {
-            py_m = parse_size(a, v), i++;
-        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        if (bench_opt(&o, argc, argv, &i))
+            continue;
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
             return 0;
-        } else {
-            usage(stderr);
-            return 2;
         }
+        usage(stderr);
+        return 2;
     }
-    if (quick) { /* explicit -n/-m/-r still win */
-        n = n_set ? n : 2000;
-        m = m_set ? m : 200;
-        rounds = r_set ? rounds : 1;
-        if (!watchdog_set)
-            g_watchdog_s = 15;
-    }
-    if (rounds > MAX_ROUNDS)
-        die("-r: at most %d rounds", MAX_ROUNDS);
-    if (!py_n)
-        py_n = n / 10 > 0 ? n / 10 : 1;
-    if (!py_m)
-        py_m = m / 4 > 0 ? m / 4 : 1;
+    bench_opts_finish(&o, 2000, 200, 15, 10, 4);
+    size_t n = o.n, m = o.m, rounds = o.rounds, py_n = o.py_n, py_m = o.py_m;
+    bool quick = o.quick, use_python = o.use_python, verbose = o.verbose;
     size_t warm = quick ? 50 : 1000;
 
     cf_future **fs = xmalloc(n * sizeof *fs);

@@ -23,26 +23,18 @@ Standalone use:  python3 bench/peer_cpython.py --n 20000 --m 5000 --batch 4096
 """
 
 import argparse
-import json
 import math
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peer_common import emit, emit_header, fail, usable_cpus  # noqa: E402
+
 
 def inc(x):
     return x + 1
-
-
-def emit(obj):
-    sys.stdout.write(json.dumps(obj, separators=(", ", ": ")) + "\n")
-
-
-def fail(msg):
-    sys.stderr.write("peer_cpython: " + msg + "\n")
-    sys.exit(1)
 
 
 def warm_up(ex, count):
@@ -150,14 +142,8 @@ def main():
     if a.n < 1 or a.m < 1 or a.rounds < 1 or a.warmup < 0 or a.batch < 1:
         fail("bad arguments")
 
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    emit({"peer": "cpython", "version": platform.python_version(),
-          "implementation": platform.python_implementation(),
-          "default_workers": default_workers(), "cpus": cpus,
-          "switchinterval_s": sys.getswitchinterval()})
+    emit_header(default_workers=default_workers(), cpus=usable_cpus(),
+                switchinterval_s=sys.getswitchinterval())
 
     for rnd in range(a.rounds):
         warm = min(a.n, a.warmup)
@@ -178,7 +164,6 @@ def main():
         emit({"metric": "rtt", "round": rnd, "m": a.m, "median_us": med,
               "mean_us": mean, "p99_us": p99})
     emit({"done": True})
-    sys.stdout.flush()
     return 0
 
 

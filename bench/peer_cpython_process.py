@@ -27,13 +27,14 @@ Standalone use:  python3 bench/peer_cpython_process.py --n 5000 --m 1000
 """
 
 import argparse
-import json
 import multiprocessing
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peer_common import emit, emit_header, fail, usable_cpus  # noqa: E402
 
 MASK = (1 << 64) - 1
 
@@ -52,16 +53,6 @@ def spin(iters, x):
         x = (x * 6364136223846793005 + 1442695040888963407) & MASK
         x ^= x >> 29
     return x
-
-
-def emit(obj):
-    sys.stdout.write(json.dumps(obj, separators=(", ", ": ")) + "\n")
-    sys.stdout.flush()
-
-
-def fail(msg):
-    sys.stderr.write("peer_cpython_process: " + msg + "\n")
-    sys.exit(1)
 
 
 def warm_up(ex, count):
@@ -194,13 +185,8 @@ def main():
             or a.warmup < 0 or a.cpu_ms <= 0:
         fail("bad arguments")
 
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    emit({"peer": "cpython", "version": platform.python_version(),
-          "implementation": platform.python_implementation(),
-          "start_method": multiprocessing.get_start_method(), "cpus": cpus})
+    emit_header(start_method=multiprocessing.get_start_method(),
+                cpus=usable_cpus())
 
     w, warm = a.workers, a.warmup
     emit({"metric": "tiny", "value": tiny(w, a.n, warm)})
