@@ -698,7 +698,12 @@ void cf_process_pool_options_init(cf_process_pool_options *opts);
  *                    called inside a worker process;
  *   CF_ENOMEM, CF_ESYS (descriptors or the manager thread).
  * Any thread.  Workers exit when the pool is destroyed or the parent dies
- * (they never outlive it as orphans), and the pool reaps them. */
+ * (they never outlive it as orphans), and the pool reaps them.
+ * Memory: arguments and results of 1 MiB or more travel in shared memory
+ * that the pool recycles (fresh pages cost more than the copy); it keeps
+ * up to 2 x max_workers idle buffers, at most 512 MiB, until destroyed,
+ * and each worker keeps the buffers of its latest big call mapped.  A big
+ * result stays valid while its future is held, also after destroy. */
 int cf_process_pool_new(cf_executor **out, const cf_process_pool_options *opts)
     CF__WARN_UNUSED;
 

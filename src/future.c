@@ -219,21 +219,6 @@ cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t narg
     return f;
 }
 
-void cf__shm_free(cf__shm *shm)
-{
-    if (!shm)
-        return;
-    if (shm->result_map)
-        munmap(shm->result_map, shm->result_len);
-    if (shm->args_map)
-        munmap(shm->args_map, shm->args_cap);
-    if (shm->args_map && shm->args_fd >= 0)
-        close(shm->args_fd);
-    if (shm->result_map && shm->result_fd >= 0)
-        close(shm->result_fd);
-    free(shm);
-}
-
 cf_future *cf__future_new_borrowed(cf_task_fn *fn, const cf_value *args, size_t nargs)
 {
     cf_future *f = call_future(fn, nargs, sizeof(cf_future) + nargs * sizeof(cf_value));
@@ -424,8 +409,8 @@ CF__API int cf_future_set_running_or_notify_cancel(cf_future *f)
  * ownership of `failure` and `heap` on success; returns CF_EINVALSTATE
  * (owning nothing) when already done. */
 static int finish_mapped(cf_future *f, int status, const cf_value *result, void *heap,
-                         cf_failure *failure, const char *who, bool engine, void *map,
-                         size_t map_len)
+                         cf_failure *failure, const char *who, bool engine, cf__buf *buf,
+                         cf__bufcache *cache)
 {
     cf__lock_acquire(&f->lock);
     uint32_t s = cf__state_of(f);
@@ -440,6 +425,7 @@ static int finish_mapped(cf_future *f, int status, const cf_value *result, void 
                                         "completes it", who);
     }
     f->status = status;
+    void *map = buf ? buf->map : NULL;
     if (map) {
         if (!f->shm) {
             if (!(f->shm = calloc(1, sizeof *f->shm))) {
@@ -448,9 +434,14 @@ static int finish_mapped(cf_future *f, int status, const cf_value *result, void 
             }
             f->shm->args_fd = -1;
         }
-        f->shm->result_fd = -1; /* the parent holds only the mapping */
+        /* The shm has no result buffer yet: a parent-side future gets its
+         * outcome once. */
         f->shm->result_map = map;
-        f->shm->result_len = map_len;
+        f->shm->result_len = buf->cap;
+        f->shm->result_fd = buf->fd;
+        if (cache && !f->shm->cache)
+            f->shm->cache = cf__bufcache_ref(cache);
+        *buf = (cf__buf){NULL, 0, -1};
     }
     if (result) {
         f->result = *result;
@@ -469,12 +460,13 @@ static int finish_mapped(cf_future *f, int status, const cf_value *result, void 
 static int finish(cf_future *f, int status, const cf_value *result, void *heap,
                   cf_failure *failure, const char *who, bool engine)
 {
-    return finish_mapped(f, status, result, heap, failure, who, engine, NULL, 0);
+    return finish_mapped(f, status, result, heap, failure, who, engine, NULL, NULL);
 }
 
-int cf__future_complete_mapped(cf_future *f, const cf_value *result, void *map, size_t len)
+int cf__future_complete_mapped(cf_future *f, const cf_value *result, cf__buf *buf,
+                               cf__bufcache *cache)
 {
-    return finish_mapped(f, CF_OK, result, NULL, NULL, "complete", true, map, len);
+    return finish_mapped(f, CF_OK, result, NULL, NULL, "complete", true, buf, cache);
 }
 
 CF__API int cf_future_set_result(cf_future *f, const cf_value *v)

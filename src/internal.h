@@ -250,16 +250,64 @@ cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t narg
  * done-callbacks, just after they have run on this thread. */
 void cf__future_run_call(cf_future *f, _Atomic int *unfinished);
 
+/* A shared-memory buffer of a process pool: a memfd and this process's
+ * read-write, shared mapping of its first `cap` bytes. */
+typedef struct cf__buf {
+    void *map;          /* NULL: no buffer */
+    size_t cap;
+    int fd;             /* -1 when only the mapping is held */
+} cf__buf;
+
+/* Unmaps and closes `b` (if any) and clears it. */
+void cf__buf_drop(cf__buf *b);
+
+/* The buffers a process pool keeps for reuse (see process_pool.c).  A
+ * fresh shared page costs more to allocate, zero and map than to fill, so
+ * the argument and result memory of big calls goes round: submit takes a
+ * buffer for the arguments, dispatch lends one to the worker for the
+ * result, and both come back when the call is answered or its future
+ * released.  Reference-counted: the pool holds one reference and every
+ * future shm holding a buffer of it another, so buffers may come back
+ * after the pool is gone (they are then freed).  Any thread. */
+typedef struct cf__bufcache cf__bufcache;
+
+/* A cache keeping at most `slots` buffers and `max_bytes` bytes; one
+ * reference.  NULL on ENOMEM. */
+cf__bufcache *cf__bufcache_new(int slots, size_t max_bytes);
+
+/* Moves a cached buffer into *out: the smallest of at least `min` bytes,
+ * or with `largest`, the largest one.  Returns false if none. */
+bool cf__bufcache_take(cf__bufcache *c, size_t min, bool largest, cf__buf *out);
+
+/* Gives `b` back (ownership moves; *b is cleared): kept when there is room
+ * and the cache is open, freed otherwise.  A buffer without a descriptor
+ * cannot be lent again and is freed.  `c` may be NULL (then freed). */
+void cf__bufcache_give(cf__bufcache *c, cf__buf *b);
+
+/* Takes one more reference. */
+cf__bufcache *cf__bufcache_ref(cf__bufcache *c);
+
+/* Drops a reference; the last frees the cache and its buffers. */
+void cf__bufcache_unref(cf__bufcache *c);
+
+/* The owner is done with the cache: frees what it holds and keeps no
+ * buffer given back later; drops the owner's reference. */
+void cf__bufcache_close(cf__bufcache *c);
+
 /* Shared-memory buffers of one future (process pools, big payloads). */
 typedef struct cf__shm {
     void *result_map;   /* mapping holding the result's bytes */
-    size_t result_len;
-    int result_fd;      /* worker side: its memfd, sent to the parent; -1 */
+    size_t result_len;  /* the mapping's size */
+    int result_fd;      /* its memfd: worker side, sent to the parent;
+                         * parent side, kept for reuse through `cache`;
+                         * -1 for none */
     void *args_map;     /* the whole CALL frame payload; the future's
                          * argument values point into it */
     size_t args_len;    /* the frame's bytes */
     size_t args_cap;    /* the mapping's (and memfd's) size, >= args_len */
     int args_fd;        /* its memfd, sent to the worker (dup'ed) */
+    cf__bufcache *cache; /* parent side: where both buffers go back when
+                          * the future is freed (a reference); or NULL */
 } cf__shm;
 
 /* Frees a future's shared memory.  NULL is ignored. */
@@ -278,9 +326,11 @@ cf_future *cf__future_new_borrowed(cf_task_fn *fn, const cf_value *args, size_t 
 int cf__future_complete_remote(cf_future *f, int status, const cf_value *result, void *heap,
                                cf_failure *failure);
 /* Like cf__future_complete_remote() with a result whose bytes live in the
- * read-only mapping [map, map+len), which the future adopts (unmapping it
- * when freed).  On CF_EINVALSTATE the caller keeps the mapping. */
-int cf__future_complete_mapped(cf_future *f, const cf_value *result, void *map, size_t len);
+ * shared buffer *buf, which the future adopts (*buf is cleared; it goes
+ * back to `cache`, which may be NULL, when the future is freed).  On
+ * CF_EINVALSTATE the caller keeps the buffer. */
+int cf__future_complete_mapped(cf_future *f, const cf_value *result, cf__buf *buf,
+                               cf__bufcache *cache);
 
 /* Like cf__future_fail() but also completes a RUNNING submitted future
  * (the engine that runs it gives up on it: a crashed worker). */

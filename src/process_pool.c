@@ -60,12 +60,17 @@ extern char **environ;
 #define DEPTH 64          /* most jobs queued on one worker */
 #define MAX_WORKERS 1024
 #define RFDS_MAX 16
+/* Most bytes of idle shared buffers a pool keeps for reuse. */
+#define CACHE_BYTES ((size_t)512 << 20)
 
 typedef struct pjob {
     struct pjob *next;
     uint32_t n;
     bool started;        /* futures already set RUNNING (a requeued job) */
     int64_t timeout_ns;  /* CF__NS_FOREVER for none */
+    cf__buf lent;        /* lent to the worker for a big result (manager
+                          * thread); back to the cache when answered,
+                          * dropped if the worker dies with it */
     cf_future *fs[];     /* the engine's references */
 } pjob;
 
@@ -121,12 +126,11 @@ typedef struct process_pool {
     cf_future **interrupts;
     size_t ninterrupts, interrupts_cap;
     int stop_sig;        /* cf_terminate/kill_workers: 0, SIGTERM, SIGKILL */
-    /* The shared memory of the last big call whose result came back,
-     * mapped and with its pages allocated, for the next big submit: fresh
-     * shared memory costs more to allocate and zero than to fill. */
-    void *spare_map;
-    size_t spare_cap;
-    int spare_fd;
+
+    /* Shared buffers of big calls, recycled (shm.c; its own lock): taken
+     * by submit for arguments and by dispatch to lend for a result, given
+     * back when the call is answered or its future freed. */
+    cf__bufcache *cache;
 
     int wake_fd;
     pthread_t manager;
@@ -206,6 +210,7 @@ static void fail_job(pjob *j, int status, const char *type, const char *msg)
         cf__future_fail_running(j->fs[i], status, type, msg);
         cf_future_release(j->fs[i]);
     }
+    cf__buf_drop(&j->lent);
     free(j);
 }
 
@@ -246,20 +251,29 @@ static bool out_reserve(pworker *w, size_t n)
     return true;
 }
 
-/* Queues the header of a frame whose `size` payload bytes are in `mfd`;
- * the descriptor is sent with it and closed afterwards (owned from here
- * on when this returns true). */
-static bool queue_memfd(pworker *w, uint8_t type, uint64_t size, int mfd)
+/* Makes room for `k` more memfd frames, so that queueing them cannot
+ * fail.  Returns false on ENOMEM. */
+static bool memfd_room(pworker *w, size_t k)
 {
-    if (w->nmarks == w->marks_cap) {
+    if (w->nmarks + k > w->marks_cap) {
         size_t ncap = w->marks_cap ? w->marks_cap * 2 : 8;
+        while (ncap < w->nmarks + k)
+            ncap *= 2;
         struct mark *nm = realloc(w->marks, ncap * sizeof *nm);
         if (!nm)
             return false;
         w->marks = nm;
         w->marks_cap = ncap;
     }
-    if (!out_reserve(w, WIRE_HDR + 8))
+    return out_reserve(w, k * (WIRE_HDR + 8));
+}
+
+/* Queues the header of a frame whose `size` payload bytes are in `mfd`;
+ * the descriptor is sent with it and closed afterwards (owned from here
+ * on when this returns true). */
+static bool queue_memfd(pworker *w, uint8_t type, uint64_t size, int mfd)
+{
+    if (!memfd_room(w, 1))
         return false;
     wire_enc small = {.buf = w->out + w->out_end, .len = WIRE_HDR, .cap = WIRE_HDR + 8};
     wenc_u64(&small, size);
@@ -555,6 +569,8 @@ static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool k
     for (pjob *j = rest; j; j = j->next) {
         last = j;
         nrest++;
+        /* Lent to the dead worker; dispatch lends afresh. */
+        cf__buf_drop(&j->lent);
     }
     if (head)
         head->next = NULL;
@@ -658,40 +674,22 @@ typedef struct outcome {
     const char *type, *msg;
 } outcome;
 
-/* Takes a finished call's argument memory for reuse (the worker has
+/* Gives a finished call's argument memory back for reuse (the worker has
  * answered, so it reads it no more; nobody reads a finished call's
- * arguments).  Keeps the larger of it and the current spare. */
-static void keep_spare(process_pool *p, cf__shm *shm)
+ * arguments). */
+static void give_back_args(process_pool *p, cf__shm *shm)
 {
-    void *map = shm->args_map;
-    size_t cap = shm->args_cap;
-    int fd = shm->args_fd;
+    cf__buf b = {shm->args_map, shm->args_cap, shm->args_fd};
     shm->args_map = NULL;
-    pthread_mutex_lock(&p->mu);
-    if (!p->spare_map || p->spare_cap < cap) {
-        void *old = p->spare_map;
-        size_t old_cap = p->spare_cap;
-        int old_fd = p->spare_fd;
-        p->spare_map = map;
-        p->spare_cap = cap;
-        p->spare_fd = fd;
-        map = old;
-        cap = old_cap;
-        fd = old_fd;
-    }
-    pthread_mutex_unlock(&p->mu);
-    if (map) {
-        munmap(map, cap);
-        close(fd);
-    }
+    shm->args_fd = -1;
+    cf__bufcache_give(p->cache, &b);
 }
 
-/* Completes the head job from a RESULT frame.  `*map` is the frame's
- * shared-memory mapping (NULL for an inline frame); a single big result
- * adopts it, and *map is then cleared so the caller does not unmap it. */
-static void on_result(process_pool *p, pworker *w, wire_dec *d, void **map, size_t maplen)
+/* Completes the head job from a RESULT frame.  `*frame` is the frame's
+ * shared buffer (map NULL for an inline frame); a single big result
+ * adopts it, and it is then cleared; the caller gives back what is left. */
+static void on_result(process_pool *p, pworker *w, wire_dec *d, cf__buf *frame)
 {
-    (void)p;
     pjob *j = w->head;
     uint32_t n = wdec_u32(d);
     if (!j || n != j->n) {
@@ -726,7 +724,8 @@ static void on_result(process_pool *p, pworker *w, wire_dec *d, void **map, size
     w->njobs--;
     w->head_since = cf__now_ns();
     if (n == 1 && j->fs[0]->shm && j->fs[0]->shm->args_map)
-        keep_spare(p, j->fs[0]->shm);
+        give_back_args(p, j->fs[0]->shm);
+    cf__bufcache_give(p->cache, &j->lent); /* answered without it */
     for (uint32_t i = 0; i < n; i++) {
         cf_future *f = j->fs[i];
         if (!f)
@@ -735,9 +734,8 @@ static void on_result(process_pool *p, pworker *w, wire_dec *d, void **map, size
             cf_value v = oc[i].v;
             void *heap = NULL;
             size_t extra = cf__value_extra(&v);
-            if (*map && n == 1 && extra >= WIRE_REF_MIN) {
-                if (cf__future_complete_mapped(f, &v, *map, maplen) == CF_OK)
-                    *map = NULL;
+            if (frame->map && n == 1 && extra >= WIRE_REF_MIN) {
+                cf__future_complete_mapped(f, &v, frame, p->cache); /* clears *frame */
                 cf_future_release(f);
                 continue;
             }
@@ -841,36 +839,50 @@ static void read_worker(process_pool *p, pworker *w)
                 break; /* incomplete; read more */
             const unsigned char *body = w->in + w->in_start + WIRE_HDR;
             wire_dec d = {body, body + len, false};
-            void *map = NULL;
-            uint64_t maplen = 0;
-            int mfd = -1;
-            if (flags & WIRE_SHM) {
-                maplen = wdec_u64(&d);
+            cf__buf frame = {NULL, 0, -1};
+            if (flags & WIRE_LENT) {
+                /* The result is in the buffer lent with the job. */
+                uint64_t used = wdec_u64(&d);
+                pjob *j = w->head;
+                if (type != WIRE_RESULT || !j || !j->lent.map || used == 0 ||
+                    used > j->lent.cap) {
+                    bad_frame(w, "result in a lent buffer that does not fit");
+                    return;
+                }
+                frame = j->lent;
+                j->lent = (cf__buf){NULL, 0, -1};
+                d = (wire_dec){frame.map, (unsigned char *)frame.map + used, false};
+            } else if (flags & WIRE_SHM) {
+                uint64_t maplen = wdec_u64(&d);
                 if (w->nrfds > 0) {
-                    mfd = w->rfds[0];
+                    frame.fd = w->rfds[0];
                     memmove(w->rfds, w->rfds + 1, (size_t)(w->nrfds - 1) * sizeof(int));
                     w->nrfds--;
                 }
-                map = mfd >= 0 ? (void *)cf__wire_map(mfd, maplen) : NULL;
-                if (!map) {
-                    if (mfd >= 0)
-                        close(mfd);
+                frame.map = frame.fd >= 0 ? cf__wire_map(frame.fd, maplen) : NULL;
+                if (!frame.map) {
+                    if (frame.fd >= 0)
+                        close(frame.fd);
                     bad_frame(w, "shared-memory frame cannot be mapped");
                     return;
                 }
-                d = (wire_dec){map, (unsigned char *)map + maplen, false};
+                frame.cap = (size_t)maplen;
+                d = (wire_dec){frame.map, (unsigned char *)frame.map + maplen, false};
             }
             w->in_start += WIRE_HDR + (size_t)len;
             if (type == WIRE_RESULT)
-                on_result(p, w, &d, &map, (size_t)maplen);
+                on_result(p, w, &d, &frame);
             else if (type == WIRE_HELLO)
                 on_hello(p, w, &d);
             else
                 bad_frame(w, "unknown frame type");
-            if (map)
-                munmap(map, (size_t)maplen);
-            if (mfd >= 0)
-                close(mfd);
+            /* Not adopted by a future: kept for reuse.  (After a bad
+             * frame it is dropped: the worker is being killed and may
+             * still write to it.) */
+            if (w->eof)
+                cf__buf_drop(&frame);
+            else
+                cf__bufcache_give(p->cache, &frame);
         }
     }
 }
@@ -917,14 +929,28 @@ static bool send_job(process_pool *p, pworker *w, pjob *j, wire_enc *e)
     (void)p;
     const cf__shm *shm = j->n == 1 ? j->fs[0]->shm : NULL;
     if (shm && shm->args_map) {
-        /* pp_new_call() wrote the whole frame at submit. */
+        /* pp_new_call() wrote the whole frame at submit.  A call with big
+         * arguments often has a big result (a transform of its input), so
+         * the worker is lent a recycled buffer to make it in, announced
+         * just ahead of the call.  Both frames are queued or neither: a
+         * LEND without its CALL would apply to the next call. */
         int fd = fcntl(shm->args_fd, F_DUPFD_CLOEXEC, 0);
         if (fd < 0)
             return false;
-        if (!queue_memfd(w, WIRE_CALL, shm->args_len, fd)) {
+        int lfd = -1;
+        if (cf__bufcache_take(p->cache, 0, true, &j->lent) &&
+            (lfd = fcntl(j->lent.fd, F_DUPFD_CLOEXEC, 0)) < 0)
+            cf__bufcache_give(p->cache, &j->lent);
+        if (!memfd_room(w, lfd >= 0 ? 2 : 1)) {
             close(fd);
+            if (lfd >= 0)
+                close(lfd);
+            cf__bufcache_give(p->cache, &j->lent);
             return false;
         }
+        if (lfd >= 0)
+            queue_memfd(w, WIRE_LEND, j->lent.cap, lfd);
+        queue_memfd(w, WIRE_CALL, shm->args_len, fd);
         return true;
     }
     wenc_reset(e);
@@ -1281,6 +1307,7 @@ static pjob *new_job(process_pool *p, cf_future **fs, size_t n)
         t = p->task_timeout_ns > INT64_MAX / (int64_t)n ? CF__NS_FOREVER
                                                         : p->task_timeout_ns * (int64_t)n;
     j->timeout_ns = t;
+    j->lent = (cf__buf){NULL, 0, -1};
     return j;
 }
 
@@ -1338,15 +1365,12 @@ static cf_future *pp_new_call(cf_executor *ex, cf_task_fn *fn, const cf_value *a
     void *map = MAP_FAILED;
     size_t cap = size;
     int fd = -1;
-    pthread_mutex_lock(&p->mu);
-    if (p->spare_map && p->spare_cap >= size) {
-        map = p->spare_map;
-        cap = p->spare_cap;
-        fd = p->spare_fd;
-        p->spare_map = NULL;
-    }
-    pthread_mutex_unlock(&p->mu);
-    if (map == MAP_FAILED) {
+    cf__buf b;
+    if (cf__bufcache_take(p->cache, size, false, &b)) {
+        map = b.map;
+        cap = b.cap;
+        fd = b.fd;
+    } else {
         fd = memfd_create("cfutures-call", MFD_CLOEXEC);
         if (fd >= 0 && ftruncate(fd, (off_t)size) == 0)
             map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
@@ -1391,6 +1415,7 @@ static cf_future *pp_new_call(cf_executor *ex, cf_task_fn *fn, const cf_value *a
     shm->args_len = size;
     shm->args_cap = cap;
     shm->args_fd = fd;
+    shm->cache = cf__bufcache_ref(p->cache);
     f->shm = shm;
     return f;
 }
@@ -1493,10 +1518,7 @@ static void pp_destroy(cf_executor *ex)
     free(p->interrupts);
     free(p->workers);
     wenc_free(&p->init_frame);
-    if (p->spare_map) {
-        munmap(p->spare_map, p->spare_cap);
-        close(p->spare_fd);
-    }
+    cf__bufcache_close(p->cache);
     close(p->wake_fd);
     pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->join_mu);
@@ -1625,12 +1647,20 @@ CF__API int cf_process_pool_new(cf_executor **out, const cf_process_pool_options
                    : cf__fail(CF_ETOOBIG, "process_pool_new: initargs exceed %zu bytes",
                               WIRE_INLINE_MAX);
     }
+    /* Enough buffers for every worker's arguments and result in flight. */
+    p->cache = cf__bufcache_new(2 * p->max_workers, CACHE_BYTES);
+    if (!p->cache) {
+        wenc_free(e);
+        free(p);
+        return cf__fail(CF_ENOMEM, "process_pool_new: out of memory");
+    }
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->join_mu, NULL);
     atomic_init(&p->alive, 0);
     p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (p->wake_fd < 0) {
         int err = errno;
+        cf__bufcache_close(p->cache);
         wenc_free(e);
         free(p);
         return cf__fail(CF_ESYS, "process_pool_new: eventfd: %s", strerror(err));

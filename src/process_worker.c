@@ -27,6 +27,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -134,12 +135,13 @@ int cf__wire_to_memfd(const wire_enc *e)
     return mfd;
 }
 
-const unsigned char *cf__wire_map(int memfd, uint64_t size)
+void *cf__wire_map(int memfd, uint64_t size)
 {
     off_t end = lseek(memfd, 0, SEEK_END);
     if (end < 0 || (uint64_t)end < size || size == 0 || size > WIRE_SHM_MAX)
         return NULL;
-    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, memfd, 0);
+    void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+                   memfd, 0);
     return p == MAP_FAILED ? NULL : p;
 }
 
@@ -219,6 +221,74 @@ int cf__wire_send_blocking(int fd, wire_enc *e, uint8_t type)
 }
 
 /* ---- the worker -------------------------------------------------------- */
+
+/* Mappings of the pool's shared buffers, by memfd identity.  The parent
+ * recycles its buffers, so the same ones come back call after call, and
+ * mapping one afresh costs a fault per page.  Kept: the buffers the
+ * latest big call used (at most its arguments and its lent buffer); the
+ * others are unmapped when a big call ends.  Worker thread only. */
+#define WMAPS 4
+static struct wmap {
+    dev_t dev;
+    ino_t ino;
+    unsigned char *map; /* NULL: free slot */
+    size_t size;
+    uint64_t gen;       /* the big call that last used it */
+} wmaps[WMAPS];
+static uint64_t wgen = 1; /* the current call's generation */
+
+/* The mapping of the memfd `fd` (closed here), which must hold at least
+ * `need` bytes; NULL if it cannot be mapped or is too small. */
+static unsigned char *wmap_get(int fd, uint64_t need)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size < 0 || (uint64_t)st.st_size < need || need == 0 ||
+        (uint64_t)st.st_size > WIRE_SHM_MAX) {
+        close(fd);
+        return NULL;
+    }
+    struct wmap *slot = NULL;
+    for (int i = 0; i < WMAPS; i++) {
+        struct wmap *m = &wmaps[i];
+        if (m->map && m->dev == st.st_dev && m->ino == st.st_ino && m->size == (size_t)st.st_size) {
+            m->gen = wgen;
+            close(fd);
+            return m->map;
+        }
+        /* A free slot, else the least recently used one. */
+        if (!slot || (slot->map && (!m->map || m->gen < slot->gen)))
+            slot = m;
+    }
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+                   fd, 0);
+    close(fd);
+    if (p == MAP_FAILED)
+        return NULL;
+    if (slot->map)
+        munmap(slot->map, slot->size);
+    *slot = (struct wmap){st.st_dev, st.st_ino, p, (size_t)st.st_size, wgen};
+    return p;
+}
+
+/* A big call ended: lets go of the buffers it did not use. */
+static void wmap_trim(void)
+{
+    for (int i = 0; i < WMAPS; i++)
+        if (wmaps[i].map && wmaps[i].gen != wgen) {
+            munmap(wmaps[i].map, wmaps[i].size);
+            wmaps[i].map = NULL;
+        }
+    wgen++;
+}
+
+/* The buffer lent for the current call's result (LEND), and the call
+ * that may use it.  Thread-local: a task's own threads in the worker
+ * (an inner thread pool) must not take it. */
+static _Thread_local struct {
+    unsigned char *map;
+    size_t cap;
+    cf_future *call;
+} lent;
 
 typedef struct reader {
     int fd;
@@ -306,18 +376,55 @@ static _Noreturn void worker_exit(int code)
     _exit(code);
 }
 
+/* Copies v's bytes into `dst` (after room for the RESULT fields) and
+ * makes them the call's result; then lets go of the shared memory that
+ * held the previous result, if it is not `keep` (a task may return bytes
+ * of its own earlier result, so that goes last). */
+static void put_big_result(cf_future *f, unsigned char *dst, const cf_value *v,
+                           const cf__buf *keep)
+{
+    unsigned char *bytes = dst + CF__SHM_RESULT_PREFIX;
+    if (v->size)
+        memmove(bytes, v->as.bytes, v->size);
+    if (v->kind == CF_STR)
+        bytes[v->size] = '\0';
+    free(f->result_heap);
+    f->result_heap = NULL;
+    f->result.kind = v->kind;
+    f->result.size = v->size;
+    f->result.as.bytes = bytes;
+    cf__shm *shm = f->shm;
+    if (shm && shm->result_map && shm->result_map != keep->map) {
+        cf__buf old = {shm->result_map, shm->result_len, shm->result_fd};
+        cf__buf_drop(&old);
+    }
+    if (shm) {
+        shm->result_map = keep->map;
+        shm->result_len = keep->cap;
+        shm->result_fd = keep->fd;
+    }
+}
+
 int cf__worker_store_big(cf_future *f, const cf_value *v)
 {
     size_t extra = cf__value_extra(v);
     size_t len = CF__SHM_RESULT_PREFIX + extra;
+    if (f == lent.call && lent.map && len <= lent.cap) {
+        /* Straight into the buffer the parent lent, which stays the
+         * worker's own mapping (not the future's). */
+        const cf__buf none = {NULL, 0, -1};
+        put_big_result(f, lent.map, v, &none);
+        return CF_OK;
+    }
     int fd = memfd_create("cfutures-result", MFD_CLOEXEC);
     void *map = MAP_FAILED;
     if (fd >= 0 && ftruncate(fd, (off_t)len) == 0)
         map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-    cf__shm *shm = map != MAP_FAILED ? (f->shm ? f->shm : calloc(1, sizeof *shm)) : NULL;
-    if (shm && !f->shm)
-        shm->args_fd = -1;
-    if (!shm) {
+    if (map != MAP_FAILED && !f->shm && (f->shm = calloc(1, sizeof *f->shm)) != NULL) {
+        f->shm->args_fd = -1;
+        f->shm->result_fd = -1;
+    }
+    if (map == MAP_FAILED || !f->shm) {
         if (map != MAP_FAILED)
             munmap(map, len);
         if (fd >= 0)
@@ -326,24 +433,8 @@ int cf__worker_store_big(cf_future *f, const cf_value *v)
         return cf__value_store(&f->result, &f->result_heap, f->inline_result, v, false,
                                "return");
     }
-    if (shm->result_map) {
-        munmap(shm->result_map, shm->result_len);
-        close(shm->result_fd);
-    }
-    unsigned char *bytes = (unsigned char *)map + CF__SHM_RESULT_PREFIX;
-    if (v->size)
-        memcpy(bytes, v->as.bytes, v->size);
-    if (v->kind == CF_STR)
-        bytes[v->size] = '\0';
-    shm->result_map = map;
-    shm->result_len = len;
-    shm->result_fd = fd;
-    f->shm = shm;
-    free(f->result_heap);
-    f->result_heap = NULL;
-    f->result.kind = v->kind;
-    f->result.size = v->size;
-    f->result.as.bytes = bytes;
+    const cf__buf fresh = {map, len, fd};
+    put_big_result(f, map, v, &fresh);
     return CF_OK;
 }
 
@@ -353,6 +444,21 @@ int cf__worker_store_big(cf_future *f, const cf_value *v)
 static int send_shm_result(int fd, cf_future *f)
 {
     cf__shm *shm = f->shm;
+    if (f->status == CF_OK && lent.map && f == lent.call &&
+        f->result.as.bytes == lent.map + CF__SHM_RESULT_PREFIX) {
+        size_t extra = cf__value_extra(&f->result);
+        wire_enc pre = {.buf = lent.map, .len = 0, .cap = CF__SHM_RESULT_PREFIX};
+        wenc_u32(&pre, 1);
+        wenc_u8(&pre, 1);
+        wenc_u8(&pre, (uint8_t)f->result.kind);
+        wenc_u64(&pre, extra);
+        unsigned char hdr[WIRE_HDR + 8];
+        wire_enc small = {.buf = hdr, .len = WIRE_HDR, .cap = sizeof hdr};
+        wenc_u64(&small, CF__SHM_RESULT_PREFIX + extra);
+        wenc_finish(&small, WIRE_RESULT, WIRE_SHM | WIRE_LENT);
+        struct iovec iov = {hdr, sizeof hdr};
+        return write_all_iov(fd, &iov, 1) == 0 ? 1 : -1;
+    }
     if (f->status != CF_OK || !shm || !shm->result_map ||
         f->result.as.bytes != (unsigned char *)shm->result_map + CF__SHM_RESULT_PREFIX)
         return 0;
@@ -388,6 +494,7 @@ static cf_future *run_one(cf_task_fn *fn, const cf_value *args, size_t nargs)
     cf_future *f = cf__future_new_borrowed(fn, args, nargs);
     if (!f)
         return NULL;
+    lent.call = f;
     cf_future_set_running_or_notify_cancel(f);
     cf__future_run_call(f, NULL);
     return f;
@@ -468,6 +575,15 @@ static bool handle_calls(int fd, wire_dec *d, bool init, wire_enc *out, cf_futur
         struct iovec iov = {hdr, sizeof hdr};
         write_all_iov(fd, &iov, 1);
         worker_exit(0);
+    } else if (fault_at("bad-lent", name, namelen)) {
+        /* A result said to be in a lent buffer, bigger than any buffer. */
+        unsigned char hdr[WIRE_HDR + 8];
+        wire_enc small = {.buf = hdr, .len = WIRE_HDR, .cap = sizeof hdr};
+        wenc_u64(&small, WIRE_SHM_MAX);
+        wenc_finish(&small, WIRE_RESULT, WIRE_SHM | WIRE_LENT);
+        struct iovec iov = {hdr, sizeof hdr};
+        write_all_iov(fd, &iov, 1);
+        worker_exit(0);
     } else if (fault_at("short-frame", name, namelen)) {
         wenc_finish(out, WIRE_RESULT, 0);
         struct iovec iov = {out->buf, out->len > WIRE_HDR + 2 ? out->len - 2 : WIRE_HDR};
@@ -531,15 +647,22 @@ _Noreturn void cf__worker_run(int fd)
         const unsigned char *body = r.buf + r.start + WIRE_HDR;
         const unsigned char *map = NULL;
         uint64_t maplen = 0;
-        int mfd = -1;
         wire_dec d = {body, body + len, false};
         if (flags & WIRE_SHM) {
             maplen = wdec_u64(&d);
-            mfd = reader_take_fd(&r);
-            map = mfd >= 0 && !d.bad ? cf__wire_map(mfd, maplen) : NULL;
+            int mfd = reader_take_fd(&r);
+            map = mfd >= 0 && !d.bad ? wmap_get(mfd, maplen) : NULL;
             if (!map)
                 worker_exit(70);
             d = (wire_dec){map, map + maplen, false};
+        }
+        r.start += WIRE_HDR + (size_t)len;
+        if (type == WIRE_LEND) {
+            if (!map)
+                worker_exit(70);
+            lent.map = (unsigned char *)map;
+            lent.cap = (size_t)maplen;
+            continue; /* for the CALL that follows */
         }
         bool go_on = true;
         if (type == WIRE_EXIT)
@@ -548,11 +671,10 @@ _Noreturn void cf__worker_run(int fd)
             go_on = handle_calls(fd, &d, type == WIRE_INIT, &out, &fs, &fcap);
         else
             worker_exit(70);
-        if (map) {
-            munmap((void *)map, (size_t)maplen);
-            close(mfd);
-        }
-        r.start += WIRE_HDR + (size_t)len;
+        if (map || lent.map)
+            wmap_trim();
+        lent.map = NULL;
+        lent.call = NULL;
         if (!go_on)
             worker_exit(0);
     }

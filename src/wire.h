@@ -11,11 +11,19 @@
  * writes it into a memfd and sends a header with WIRE_SHM set, a u64 size
  * as payload and the memfd attached (SCM_RIGHTS).  The receiver maps it.
  *
+ * Buffers go round (see shm.c): the parent may send LEND (WIRE_SHM, u64
+ * capacity, a memfd attached) just before a CALL with one call: the worker
+ * may make that call's result in it, and then answers with a RESULT frame
+ * flagged WIRE_SHM | WIRE_LENT whose u64 is the bytes used and which
+ * carries no descriptor.  The worker keeps the mappings of the buffers its
+ * latest big call used, since the parent sends the same ones again.
+ *
  * Payloads (strings carry their NUL on the wire, so a receiver can borrow
  * them in place; the decoder checks it):
  *   CALL    u32 n, u8 namelen, name (no NUL), n x { u8 nargs, nargs x value }
  *   INIT    u8 has_init, [same as CALL with n = 1]
  *   EXIT    (empty)
+ *   LEND    u64 capacity (with WIRE_SHM; the memfd is the buffer)
  *   HELLO   u32 pid, u8 ok, [failure when !ok]
  *   RESULT  u32 n, n x { u8 ok, value when ok, else failure }
  *   value   u8 kind, then i64/f64: 8 bytes; bytes: u64 size, bytes;
@@ -48,10 +56,12 @@ enum {
     WIRE_CALL = 1,
     WIRE_INIT = 2,
     WIRE_EXIT = 3,
+    WIRE_LEND = 4,
     WIRE_HELLO = 16,
     WIRE_RESULT = 17,
 };
 #define WIRE_SHM 0x1
+#define WIRE_LENT 0x2 /* with WIRE_SHM: payload in the buffer lent with the call */
 
 /* ---- encoding ---------------------------------------------------------- */
 
@@ -330,14 +340,15 @@ ssize_t cf__wire_send_fd(int fd, const void *buf, size_t len, int mfd, int flags
  * -1.  The caller sends the SHM header with it. */
 int cf__wire_to_memfd(const wire_enc *e);
 
-/* Maps a received memfd of `size` bytes read-only; NULL on failure (for
- * example a memfd smaller than announced).  Unmap with munmap(p, size). */
-const unsigned char *cf__wire_map(int memfd, uint64_t size);
+/* Maps the first `size` bytes of a received memfd, shared and writable
+ * (so the buffer can be reused); NULL on failure (for example a memfd
+ * smaller than announced).  Unmap with munmap(p, size). */
+void *cf__wire_map(int memfd, uint64_t size);
 
 /* The worker's fault-injection points, for the crash tests: CFUTURES_FAULT
  * = "<point>:<task name>" makes a worker fail at that point of a call of
  * that task.  Points: decode-segv, decode-exit, encode-segv, encode-exit,
- * bad-frame, huge-frame, short-frame. */
+ * bad-frame, huge-frame, short-frame, bad-lent. */
 #define CF__FAULT_ENV "CFUTURES_FAULT"
 
 #endif

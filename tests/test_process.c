@@ -182,6 +182,46 @@ static int p_big_crash(cf_call *call)
 }
 CF_TASK(p_big_crash);
 
+/* arg 0: bytes.  Returns them twice over: a result bigger than the
+ * argument (bigger than a buffer lent for it). */
+static int p_doubled(cf_call *call)
+{
+    size_t n = 0;
+    const unsigned char *b = cf_arg_bytes(call, 0, &n);
+    unsigned char *out = malloc(2 * n + 1);
+    if (!b || !out) {
+        free(out);
+        return cf_raise(call, 1, "TestError", "no bytes or no memory");
+    }
+    memcpy(out, b, n);
+    memcpy(out + n, b, n);
+    int rc = cf_return_bytes(call, out, 2 * n);
+    free(out);
+    return rc;
+}
+CF_TASK(p_doubled);
+
+/* arg 0: bytes.  Returns them, then changes its mind and returns them
+ * with every byte xor 0x5a: the second result replaces the first. */
+static int p_return_twice(cf_call *call)
+{
+    size_t n = 0;
+    const unsigned char *b = cf_arg_bytes(call, 0, &n);
+    unsigned char *out = malloc(n + 1);
+    if (!b || !out) {
+        free(out);
+        return cf_raise(call, 1, "TestError", "no bytes or no memory");
+    }
+    int rc = cf_return_bytes(call, b, n);
+    for (size_t i = 0; i < n; i++)
+        out[i] = b[i] ^ 0x5a;
+    if (rc == CF_OK)
+        rc = cf_return_bytes(call, out, n);
+    free(out);
+    return rc;
+}
+CF_TASK(p_return_twice);
+
 /* x -> 10x + 1, except x == 24, which raises. */
 static int p_map_elem(cf_call *call)
 {
@@ -748,6 +788,121 @@ static void test_roundtrip_values_fork(void **state)
     assert_int_equal(count_fds(), fds);
 }
 
+/* ---- recycled shared buffers -------------------------------------------------- */
+
+enum { RB_ECHO, RB_DOUBLED, RB_TWICE, RB_SUM };
+
+typedef struct rb_call {
+    int kind;
+    size_t n;
+    unsigned char *in;
+    cf_future *f;
+} rb_call;
+
+/* Checks a finished call's result against what its task makes of `in`. */
+static void rb_check(const rb_call *c, const char *when)
+{
+    const cf_value *v = NULL;
+    int rc = cf_future_result(c->f, T_OK * cf_test_scale(), &v);
+    if (rc != CF_OK)
+        fail_msg("%s: %s (%s)", when, cf_err_name(rc), cf_last_error_message());
+    assert_non_null(v);
+    if (c->kind == RB_SUM) {
+        assert_int_equal(v->kind, CF_I64);
+        assert_int_equal(v->as.i64, (int64_t)checksum(c->in, c->n));
+        return;
+    }
+    assert_int_equal(v->kind, CF_BYTES);
+    const unsigned char *got = v->as.bytes;
+    size_t bad = SIZE_MAX;
+    if (c->kind == RB_DOUBLED) {
+        assert_int_equal(v->size, 2 * c->n);
+        if (memcmp(got, c->in, c->n) != 0 || memcmp(got + c->n, c->in, c->n) != 0)
+            bad = 0;
+    } else if (c->kind == RB_TWICE) {
+        assert_int_equal(v->size, c->n);
+        for (size_t i = 0; i < c->n && bad == SIZE_MAX; i++)
+            if (got[i] != (c->in[i] ^ 0x5a))
+                bad = i;
+    } else {
+        assert_int_equal(v->size, c->n);
+        if (memcmp(got, c->in, c->n) != 0)
+            bad = 0;
+    }
+    if (bad != SIZE_MAX)
+        fail_msg("%s: a %zu-byte result of kind %d is wrong", when, c->n, c->kind);
+}
+
+/* Big calls reuse the pool's shared buffers: arguments, and results made
+ * in a buffer lent to the worker.  A buffer goes round only once nobody
+ * holds it, so every result stays intact while later calls run (two at a
+ * time, on both workers) and after the pool is destroyed; results bigger
+ * than the lent buffer, small results of big calls and a task returning
+ * twice all come back right; no descriptor is left once the futures are
+ * released. */
+static void recycled_buffers(cf_start_method sm)
+{
+    enum { ROUNDS = 5, PER = 4 };
+    static const int kinds[PER] = {RB_ECHO, RB_DOUBLED, RB_TWICE, RB_SUM};
+    static const size_t kib[ROUNDS][PER] = {{3072, 3072, 3072, 3072},
+                                            {3072, 200, 5120, 3072},
+                                            {8192, 3072, 100, 3072},
+                                            {70, 3072, 3072, 4096},
+                                            {3072, 1024, 3072, 3072}};
+    int fds = count_fds();
+    cf_executor *ex = ppool(2, CF_CRASH_BREAKS_POOL, sm);
+    if (sm == CF_START_FORK)
+        settle_workers(ex, 2);
+    rb_call calls[ROUNDS * PER];
+    char when[64];
+    for (int r = 0; r < ROUNDS; r++) {
+        rb_call *c = &calls[r * PER];
+        for (int k = 0; k < PER; k++) {
+            /* Rotate the kinds so every kind meets every size. */
+            c[k].kind = kinds[(k + r) % PER];
+            c[k].n = kib[r][k] * 1024;
+            c[k].in = pattern(c[k].n, (unsigned)(r * PER + k) + 40);
+            cf_task_fn *fn = c[k].kind == RB_DOUBLED ? p_doubled
+                             : c[k].kind == RB_TWICE ? p_return_twice
+                             : c[k].kind == RB_SUM   ? p_big_sum
+                                                     : t_echo;
+            assert_ok(cf_submit(ex, fn, CF_ARGS(cf_bytes(c[k].in, c[k].n)), &c[k].f));
+        }
+        for (int k = 0; k < PER; k++) {
+            snprintf(when, sizeof when, "round %d call %d", r, k);
+            rb_check(&c[k], when);
+        }
+        /* Give half of the results back now: their buffers go round. */
+        for (int k = 0; k < PER; k += 2) {
+            assert_ok(cf_future_release(c[k].f));
+            c[k].f = NULL;
+        }
+    }
+    destroy_quickly(ex, 5);
+    for (int i = 0; i < ROUNDS * PER; i++) {
+        if (calls[i].f) {
+            snprintf(when, sizeof when, "call %d after destroy", i);
+            rb_check(&calls[i], when);
+            assert_ok(cf_future_release(calls[i].f));
+        }
+        free(calls[i].in);
+    }
+    assert_no_children();
+    assert_int_equal(count_fds(), fds);
+}
+
+static void test_recycled_buffers(void **state)
+{
+    (void)state;
+    recycled_buffers(CF_START_EXEC);
+}
+
+static void test_recycled_buffers_fork(void **state)
+{
+    (void)state;
+    recycled_buffers(CF_START_FORK);
+}
+
 static void map_chunks(cf_executor *ex, int chunksize)
 {
     enum { N = 50 };
@@ -1035,7 +1190,17 @@ typedef struct crash_spec {
     size_t big;          /* > 0: one bytes argument of this size */
     int ext_sig;         /* > 0: fn is p_hang; kill the worker with this */
     const char *how;     /* expected in the message (NULL: status or signal) */
+    bool warm;           /* a big call first, so the crashing call's worker
+                          * holds a lent result buffer */
 } crash_spec;
+
+/* Echoes `n` pattern bytes through t_echo and checks them. */
+static void big_echo(cf_executor *ex, size_t n, unsigned seed)
+{
+    unsigned char *b = pattern(n, seed);
+    check_echo(ex, cf_bytes(b, n));
+    free(b);
+}
 
 static void run_crash(const crash_spec *s, cf_crash_policy policy, cf_start_method sm)
 {
@@ -1046,6 +1211,8 @@ static void run_crash(const crash_spec *s, cf_crash_policy policy, cf_start_meth
     if (sm == CF_START_FORK)
         settle_workers(ex, 1);
     int64_t pid = worker_pid(ex);
+    if (s->warm)
+        big_echo(ex, s->big, 21);
     start_sig sig = {.fd = -1};
     unsigned char *big = NULL;
     cf_value arg = cf_i64(5);
@@ -1070,6 +1237,8 @@ static void run_crash(const crash_spec *s, cf_crash_policy policy, cf_start_meth
     assert_ok(cf_future_release(f));
     free(big);
     check_after_crash(ex, policy, sm, pid, s->how);
+    if (s->warm && policy == CF_CRASH_REPLACES_WORKER)
+        big_echo(ex, s->big, 22); /* the buffers still go round */
     destroy_quickly(ex, 5);
     if (s->ext_sig)
         start_sig_close(&sig);
@@ -1079,25 +1248,32 @@ static void run_crash(const crash_spec *s, cf_crash_policy policy, cf_start_meth
     assert_int_equal(count_fds(), fds);
 }
 
-static const crash_spec crash_decode_segv = {"decode-segv:p_faulty", p_faulty, 0, 0, NULL};
+static const crash_spec crash_decode_segv = {"decode-segv:p_faulty", p_faulty, 0, 0, NULL, false};
 static const crash_spec crash_decode_segv_big = {"decode-segv:p_faulty", p_faulty,
-                                                 (size_t)6 << 20, 0, NULL};
+                                                 (size_t)6 << 20, 0, NULL, false};
 static const crash_spec crash_decode_exit = {"decode-exit:p_faulty", p_faulty, 0, 0,
-                                             "exited with status 3"};
-static const crash_spec crash_run_segv = {NULL, p_segv, 0, 0, NULL};
-static const crash_spec crash_run_exit = {NULL, p_exit3, 0, 0, "exited with status 3"};
-static const crash_spec crash_run_abort = {NULL, p_abort, 0, 0, "signal 6 (SIGABRT)"};
-static const crash_spec crash_encode_segv = {"encode-segv:p_faulty", p_faulty, 0, 0, NULL};
+                                             "exited with status 3", false};
+static const crash_spec crash_run_segv = {NULL, p_segv, 0, 0, NULL, false};
+static const crash_spec crash_run_exit = {NULL, p_exit3, 0, 0, "exited with status 3", false};
+static const crash_spec crash_run_abort = {NULL, p_abort, 0, 0, "signal 6 (SIGABRT)", false};
+static const crash_spec crash_encode_segv = {"encode-segv:p_faulty", p_faulty, 0, 0, NULL, false};
 static const crash_spec crash_encode_exit = {"encode-exit:p_faulty", p_faulty, 0, 0,
-                                             "exited with status 3"};
+                                             "exited with status 3", false};
 static const crash_spec crash_bad_frame = {"bad-frame:p_faulty", p_faulty, 0, 0,
-                                           "malformed frame"};
+                                           "malformed frame", false};
 static const crash_spec crash_short_frame = {"short-frame:p_faulty", p_faulty, 0, 0,
-                                             "exited with status 0"};
+                                             "exited with status 0", false};
 static const crash_spec crash_huge_frame = {"huge-frame:p_faulty", p_faulty, 0, 0,
-                                            "malformed frame"};
-static const crash_spec crash_sigkill = {NULL, p_hang, 0, SIGKILL, "signal 9 (SIGKILL)"};
-static const crash_spec crash_sigterm = {NULL, p_hang, 0, SIGTERM, "signal 15 (SIGTERM)"};
+                                            "malformed frame", false};
+/* With a result buffer lent to the worker: it dies after making its
+ * result there; it says its result is in a lent buffer that cannot hold
+ * it. */
+static const crash_spec crash_encode_segv_lent = {"encode-segv:p_faulty", p_faulty,
+                                                  (size_t)3 << 20, 0, NULL, true};
+static const crash_spec crash_bad_lent = {"bad-lent:p_faulty", p_faulty, (size_t)3 << 20, 0,
+                                          "malformed frame", true};
+static const crash_spec crash_sigkill = {NULL, p_hang, 0, SIGKILL, "signal 9 (SIGKILL)", false};
+static const crash_spec crash_sigterm = {NULL, p_hang, 0, SIGTERM, "signal 15 (SIGTERM)", false};
 
 /* The plain build knows the exact signal of a SIGSEGV. */
 static crash_spec segv_spec(crash_spec s)
@@ -1144,6 +1320,8 @@ CRASH_TESTS(run_exit, crash_run_exit)
 CRASH_TESTS(run_abort, crash_run_abort)
 CRASH_TESTS(encode_segv, crash_encode_segv)
 CRASH_TESTS(encode_exit, crash_encode_exit)
+CRASH_TESTS(encode_segv_lent, crash_encode_segv_lent)
+CRASH_TESTS(bad_lent, crash_bad_lent)
 CRASH_TESTS(bad_frame, crash_bad_frame)
 CRASH_TESTS(short_frame, crash_short_frame)
 CRASH_TESTS(huge_frame, crash_huge_frame)
@@ -2304,6 +2482,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_submit_after_shutdown),
     cmocka_unit_test(test_roundtrip_values),
     cmocka_unit_test(test_roundtrip_values_fork),
+    cmocka_unit_test(test_recycled_buffers),
+    cmocka_unit_test(test_recycled_buffers_fork),
     cmocka_unit_test(test_map_chunksize_1_and_7),
     cmocka_unit_test(test_map_lazy_chunks),
     cmocka_unit_test(test_wait_and_as_completed),
@@ -2326,6 +2506,10 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_crash_encode_segv_replaces),
     cmocka_unit_test(test_crash_encode_exit_breaks),
     cmocka_unit_test(test_crash_encode_exit_replaces),
+    cmocka_unit_test(test_crash_encode_segv_lent_breaks),
+    cmocka_unit_test(test_crash_encode_segv_lent_replaces),
+    cmocka_unit_test(test_crash_bad_lent_breaks),
+    cmocka_unit_test(test_crash_bad_lent_replaces),
     cmocka_unit_test(test_crash_bad_frame_breaks),
     cmocka_unit_test(test_crash_bad_frame_replaces),
     cmocka_unit_test(test_crash_short_frame_breaks),

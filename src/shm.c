@@ -1,0 +1,158 @@
+/*
+ * shm.c - shared-memory buffers of process pools and the cache that
+ * recycles them.
+ *
+ * Design notes
+ * - Why recycle: filling 64 MiB of memory that is already allocated and
+ *   mapped costs a few milliseconds; a fresh memfd costs allocating and
+ *   zeroing every page and then one fault per page in each process that
+ *   maps it, several times the copy itself (and far more on a virtual
+ *   machine with shadow page tables).  So buffers go round instead of
+ *   being made per call; see process_pool.c for who takes and gives.
+ * - The cache is small and flat: at most `slots` buffers and `max_bytes`
+ *   bytes.  When a buffer comes back to a full cache the smallest buffers
+ *   go first: the big ones are the expensive ones to make.
+ *
+ * Locks: `mu` guards every field below it.  `refs` is atomic: the last
+ * reference frees the cache, and dropping one needs acq_rel so that the
+ * freeing thread sees every earlier holder's writes.
+ */
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define CACHE_SLOTS_MAX 64
+
+struct cf__bufcache {
+    _Atomic int refs;
+    int slots;
+    size_t max_bytes;
+    pthread_mutex_t mu;
+    /* Guarded by mu: */
+    bool closed;
+    int n;
+    size_t bytes;
+    cf__buf bufs[CACHE_SLOTS_MAX];
+};
+
+void cf__buf_drop(cf__buf *b)
+{
+    if (b->map)
+        munmap(b->map, b->cap);
+    if (b->fd >= 0)
+        close(b->fd);
+    *b = (cf__buf){NULL, 0, -1};
+}
+
+cf__bufcache *cf__bufcache_new(int slots, size_t max_bytes)
+{
+    cf__bufcache *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    atomic_init(&c->refs, 1);
+    c->slots = slots < 1 ? 1 : slots > CACHE_SLOTS_MAX ? CACHE_SLOTS_MAX : slots;
+    c->max_bytes = max_bytes;
+    pthread_mutex_init(&c->mu, NULL);
+    return c;
+}
+
+bool cf__bufcache_take(cf__bufcache *c, size_t min, bool largest, cf__buf *out)
+{
+    pthread_mutex_lock(&c->mu);
+    int best = -1;
+    for (int i = 0; i < c->n; i++) {
+        size_t cap = c->bufs[i].cap;
+        if (cap < min)
+            continue;
+        if (best < 0 || (largest ? cap > c->bufs[best].cap : cap < c->bufs[best].cap))
+            best = i;
+    }
+    if (best >= 0) {
+        *out = c->bufs[best];
+        c->bufs[best] = c->bufs[--c->n];
+        c->bytes -= out->cap;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return best >= 0;
+}
+
+void cf__bufcache_give(cf__bufcache *c, cf__buf *b)
+{
+    if (!b->map)
+        return;
+    cf__buf drop[CACHE_SLOTS_MAX + 1];
+    int ndrop = 0;
+    if (!c || b->fd < 0) {
+        cf__buf_drop(b);
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    if (c->closed || b->cap > c->max_bytes) {
+        drop[ndrop++] = *b;
+    } else {
+        /* Make room by letting the smallest go, the new one included. */
+        c->bufs[c->n++] = *b;
+        c->bytes += b->cap;
+        while (c->n > c->slots || c->bytes > c->max_bytes) {
+            int small = 0;
+            for (int i = 1; i < c->n; i++)
+                if (c->bufs[i].cap < c->bufs[small].cap)
+                    small = i;
+            drop[ndrop++] = c->bufs[small];
+            c->bytes -= c->bufs[small].cap;
+            c->bufs[small] = c->bufs[--c->n];
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    *b = (cf__buf){NULL, 0, -1};
+    for (int i = 0; i < ndrop; i++)
+        cf__buf_drop(&drop[i]); /* unmap outside the lock */
+}
+
+cf__bufcache *cf__bufcache_ref(cf__bufcache *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
+void cf__bufcache_unref(cf__bufcache *c)
+{
+    if (!c || atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (int i = 0; i < c->n; i++)
+        cf__buf_drop(&c->bufs[i]);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+void cf__bufcache_close(cf__bufcache *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->closed = true;
+    int n = c->n;
+    cf__buf bufs[CACHE_SLOTS_MAX];
+    for (int i = 0; i < n; i++)
+        bufs[i] = c->bufs[i];
+    c->n = 0;
+    c->bytes = 0;
+    pthread_mutex_unlock(&c->mu);
+    for (int i = 0; i < n; i++)
+        cf__buf_drop(&bufs[i]);
+    cf__bufcache_unref(c);
+}
+
+void cf__shm_free(cf__shm *shm)
+{
+    if (!shm)
+        return;
+    cf__buf args = {shm->args_map, shm->args_cap, shm->args_map ? shm->args_fd : -1};
+    cf__buf result = {shm->result_map, shm->result_len, shm->result_map ? shm->result_fd : -1};
+    cf__bufcache_give(shm->cache, &args);
+    cf__bufcache_give(shm->cache, &result);
+    cf__bufcache_unref(shm->cache);
+    free(shm);
+}
