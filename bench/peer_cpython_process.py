@@ -13,8 +13,10 @@ interpreter ('fork' on Linux up to 3.13; reported in the first line).
                  median of --starts trials)
     start_cd     ProcessPoolExecutor(--workers) + shutdown() (starts no
                  process: workers start on the first submit)
-    big_rtt      a --big-byte bytes argument echoed back by the task
-                 (seconds, median of 3)
+    big_first    a --big-byte bytes argument echoed back by the task: the
+                 first such call on a new (warmed-up) pool (seconds)
+    big_rtt      the same on that pool after 2 such calls (the first
+                 included): median of 5 (seconds)
     cpu_1w/2w    --cpu-tasks tasks spinning an integer loop calibrated to
                  --cpu-ms on one core, on 1 and on --workers workers (s)
     cpu_speedup  cpu_1w / cpu_2w
@@ -129,19 +131,20 @@ def startup(workers, trials):
 
 
 def big_rtt(workers, size, warm):
+    """(first call on a new pool, median of 5 after 2 unmeasured)."""
     pattern = bytes((i * 131) & 255 for i in range(256))
     data = pattern * (size // 256) + pattern[: size % 256]
     times = []
     with ProcessPoolExecutor(max_workers=workers) as ex:
         warm_up(ex, warm)
-        for _ in range(3):
+        for _ in range(2 + 5):
             t0 = time.perf_counter()
             r = ex.submit(echo, data).result()
             times.append(time.perf_counter() - t0)
             if r != data:
                 fail("bytes echo: wrong result")
             del r
-    return median(times)
+    return times[0], median(times[2:])
 
 
 def calibrate_spin(ms):
@@ -196,7 +199,9 @@ def main():
     first, cd = startup(w, a.starts)
     emit({"metric": "start_first", "value": first})
     emit({"metric": "start_cd", "value": cd})
-    emit({"metric": "big_rtt", "value": big_rtt(w, a.big, warm)})
+    first, rtt = big_rtt(w, a.big, warm)
+    emit({"metric": "big_first", "value": first})
+    emit({"metric": "big_rtt", "value": rtt})
     iters = calibrate_spin(a.cpu_ms)
     expect = spin(iters, 1)
     t1 = cpu_batch(1, a.cpu_tasks, iters, expect, warm)
