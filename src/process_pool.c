@@ -926,7 +926,6 @@ static int ensure_workers(process_pool *p)
 /* Encodes a job as a CALL frame and queues it on `w`. */
 static bool send_job(process_pool *p, pworker *w, pjob *j, wire_enc *e)
 {
-    (void)p;
     const cf__shm *shm = j->n == 1 ? j->fs[0]->shm : NULL;
     if (shm && shm->args_map) {
         /* pp_new_call() wrote the whole frame at submit.  A call with big
