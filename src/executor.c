@@ -49,6 +49,7 @@ static void atfork_prepare(void)
 
 static void atfork_parent(void)
 {
+    atomic_fetch_add_explicit(&cf__fork_count, 1, memory_order_relaxed);
     cf__log_lock_for_fork(false);
     pthread_mutex_unlock(&registry_mu);
 }
@@ -60,6 +61,7 @@ static void atfork_child(void)
     cf__log_lock_for_fork(false);
     pthread_mutex_init(&registry_mu, NULL);
     atomic_fetch_add_explicit(&cf__fork_generation, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&cf__fork_count, 1, memory_order_relaxed);
 }
 
 static void exit_handler(void)

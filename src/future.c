@@ -410,7 +410,7 @@ CF__API int cf_future_set_running_or_notify_cancel(cf_future *f)
  * (owning nothing) when already done. */
 static int finish_mapped(cf_future *f, int status, const cf_value *result, void *heap,
                          cf_failure *failure, const char *who, bool engine, cf__buf *buf,
-                         cf__bufcache *cache)
+                         cf__bufcache *cache, bool fd_held)
 {
     cf__lock_acquire(&f->lock);
     uint32_t s = cf__state_of(f);
@@ -439,6 +439,8 @@ static int finish_mapped(cf_future *f, int status, const cf_value *result, void 
         f->shm->result_map = map;
         f->shm->result_len = buf->cap;
         f->shm->result_fd = buf->fd;
+        f->shm->result_fd_held = fd_held;
+        f->shm->fork_stamp = atomic_load_explicit(&cf__fork_count, memory_order_relaxed);
         if (cache && !f->shm->cache)
             f->shm->cache = cf__bufcache_ref(cache);
         *buf = (cf__buf){NULL, 0, -1};
@@ -460,13 +462,13 @@ static int finish_mapped(cf_future *f, int status, const cf_value *result, void 
 static int finish(cf_future *f, int status, const cf_value *result, void *heap,
                   cf_failure *failure, const char *who, bool engine)
 {
-    return finish_mapped(f, status, result, heap, failure, who, engine, NULL, NULL);
+    return finish_mapped(f, status, result, heap, failure, who, engine, NULL, NULL, false);
 }
 
 int cf__future_complete_mapped(cf_future *f, const cf_value *result, cf__buf *buf,
-                               cf__bufcache *cache)
+                               cf__bufcache *cache, bool fd_held)
 {
-    return finish_mapped(f, CF_OK, result, NULL, NULL, "complete", true, buf, cache);
+    return finish_mapped(f, CF_OK, result, NULL, NULL, "complete", true, buf, cache, fd_held);
 }
 
 CF__API int cf_future_set_result(cf_future *f, const cf_value *v)

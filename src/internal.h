@@ -261,6 +261,15 @@ typedef struct cf__buf {
 /* Unmaps and closes `b` (if any) and clears it. */
 void cf__buf_drop(cf__buf *b);
 
+/* Makes a buffer of `size` bytes: a memfd sealed against shrinking and
+ * growing, mapped shared and writable (pages allocated now if
+ * `populate`).  Returns 0, or -1 with errno set. */
+int cf__buf_new(cf__buf *b, size_t size, bool populate);
+
+/* Bumped in the parent and in the child at every fork(): a result buffer
+ * adopted before a fork is never reused (a child may read it). */
+extern _Atomic unsigned cf__fork_count;
+
 /* The buffers a process pool keeps for reuse (see process_pool.c).  A
  * fresh shared page costs more to allocate, zero and map than to fill, so
  * the argument and result memory of big calls goes round: submit takes a
@@ -275,14 +284,21 @@ typedef struct cf__bufcache cf__bufcache;
  * reference.  NULL on ENOMEM. */
 cf__bufcache *cf__bufcache_new(int slots, size_t max_bytes);
 
-/* Moves a cached buffer into *out: the smallest of at least `min` bytes,
- * or with `largest`, the largest one.  Returns false if none. */
-bool cf__bufcache_take(cf__bufcache *c, size_t min, bool largest, cf__buf *out);
+/* Moves the smallest cached buffer of `min` to `max` bytes into *out.
+ * Returns false if there is none. */
+bool cf__bufcache_take(cf__bufcache *c, size_t min, size_t max, cf__buf *out);
 
 /* Gives `b` back (ownership moves; *b is cleared): kept when there is room
  * and the cache is open, freed otherwise.  A buffer without a descriptor
  * cannot be lent again and is freed.  `c` may be NULL (then freed). */
 void cf__bufcache_give(cf__bufcache *c, cf__buf *b);
+
+/* A future adopting a buffer as its result may keep the descriptor (so
+ * the buffer can go round) while fewer than the cache's `slots` results
+ * do: returns true and counts it, or false (then close the descriptor).
+ * cf__bufcache_unhold_fd() uncounts it. */
+bool cf__bufcache_hold_fd(cf__bufcache *c);
+void cf__bufcache_unhold_fd(cf__bufcache *c);
 
 /* Takes one more reference. */
 cf__bufcache *cf__bufcache_ref(cf__bufcache *c);
@@ -308,6 +324,8 @@ typedef struct cf__shm {
     int args_fd;        /* its memfd, sent to the worker (dup'ed) */
     cf__bufcache *cache; /* parent side: where both buffers go back when
                           * the future is freed (a reference); or NULL */
+    bool result_fd_held; /* result_fd counted by cf__bufcache_hold_fd() */
+    unsigned fork_stamp; /* cf__fork_count when the result was adopted */
 } cf__shm;
 
 /* Frees a future's shared memory.  NULL is ignored. */
@@ -327,10 +345,12 @@ int cf__future_complete_remote(cf_future *f, int status, const cf_value *result,
                                cf_failure *failure);
 /* Like cf__future_complete_remote() with a result whose bytes live in the
  * shared buffer *buf, which the future adopts (*buf is cleared; it goes
- * back to `cache`, which may be NULL, when the future is freed).  On
- * CF_EINVALSTATE the caller keeps the buffer. */
+ * back to `cache`, which may be NULL, when the future is freed; `fd_held`
+ * says its descriptor was counted by cf__bufcache_hold_fd()).  On
+ * CF_EINVALSTATE (already done) or CF_ENOMEM the caller keeps the buffer
+ * and the count. */
 int cf__future_complete_mapped(cf_future *f, const cf_value *result, cf__buf *buf,
-                               cf__bufcache *cache);
+                               cf__bufcache *cache, bool fd_held);
 
 /* Like cf__future_fail() but also completes a RUNNING submitted future
  * (the engine that runs it gives up on it: a crashed worker). */

@@ -685,6 +685,29 @@ static void give_back_args(process_pool *p, cf__shm *shm)
     cf__bufcache_give(p->cache, &b);
 }
 
+/* A single big result stays where it is: the future adopts the frame's
+ * buffer, unless the result fills less than half of it (a small result in
+ * a big lent buffer), which is copied out so the buffer goes round.  The
+ * descriptor is kept, so the buffer can be reused, within the cache's
+ * budget.  Returns true if `f` is done with (completed, or already done). */
+static bool adopt_result(process_pool *p, cf_future *f, const cf_value *v, cf__buf *frame)
+{
+    size_t used = CF__SHM_RESULT_PREFIX + cf__value_extra(v);
+    if (!frame->map || cf__value_extra(v) < WIRE_REF_MIN || used < frame->cap / 2)
+        return false;
+    bool held = frame->fd >= 0 && cf__bufcache_hold_fd(p->cache);
+    if (frame->fd >= 0 && !held) {
+        close(frame->fd);
+        frame->fd = -1; /* unmapped, not reused, when the future goes */
+    }
+    int rc = cf__future_complete_mapped(f, v, frame, p->cache, held);
+    if (rc != CF_OK && held)
+        cf__bufcache_unhold_fd(p->cache);
+    /* CF_EINVALSTATE: interrupted meanwhile, already failed.  CF_ENOMEM:
+     * the copying path still works. */
+    return rc != CF_ENOMEM;
+}
+
 /* Completes the head job from a RESULT frame.  `*frame` is the frame's
  * shared buffer (map NULL for an inline frame); a single big result
  * adopts it, and it is then cleared; the caller gives back what is left. */
@@ -734,8 +757,7 @@ static void on_result(process_pool *p, pworker *w, wire_dec *d, cf__buf *frame)
             cf_value v = oc[i].v;
             void *heap = NULL;
             size_t extra = cf__value_extra(&v);
-            if (frame->map && n == 1 && extra >= WIRE_REF_MIN) {
-                cf__future_complete_mapped(f, &v, frame, p->cache); /* clears *frame */
+            if (n == 1 && adopt_result(p, f, &v, frame)) {
                 cf_future_release(f);
                 continue;
             }
@@ -859,11 +881,18 @@ static void read_worker(process_pool *p, pworker *w)
                     memmove(w->rfds, w->rfds + 1, (size_t)(w->nrfds - 1) * sizeof(int));
                     w->nrfds--;
                 }
-                frame.map = frame.fd >= 0 ? cf__wire_map(frame.fd, maplen) : NULL;
+                /* Memory the worker made is read, never reused, and must
+                 * be sealed: the worker could shrink it under our mapping
+                 * otherwise (SIGBUS here). */
+                bool sealed = frame.fd >= 0 &&
+                              (fcntl(frame.fd, F_GET_SEALS) & F_SEAL_SHRINK) == F_SEAL_SHRINK;
+                frame.map = sealed ? cf__wire_map(frame.fd, maplen) : NULL;
+                if (frame.fd >= 0)
+                    close(frame.fd);
+                frame.fd = -1;
                 if (!frame.map) {
-                    if (frame.fd >= 0)
-                        close(frame.fd);
-                    bad_frame(w, "shared-memory frame cannot be mapped");
+                    bad_frame(w, sealed ? "shared-memory frame cannot be mapped"
+                                        : "shared-memory frame not sealed against shrinking");
                     return;
                 }
                 frame.cap = (size_t)maplen;
@@ -930,14 +959,18 @@ static bool send_job(process_pool *p, pworker *w, pjob *j, wire_enc *e)
     if (shm && shm->args_map) {
         /* pp_new_call() wrote the whole frame at submit.  A call with big
          * arguments often has a big result (a transform of its input), so
-         * the worker is lent a recycled buffer to make it in, announced
-         * just ahead of the call.  Both frames are queued or neither: a
-         * LEND without its CALL would apply to the next call. */
+         * the worker is lent a buffer the size of the arguments to make it
+         * in (a recycled one, else a new one: its pages are only allocated
+         * if the worker writes them), announced just ahead of the call.
+         * Both frames are queued or neither: a LEND without its CALL would
+         * apply to the next call. */
         int fd = fcntl(shm->args_fd, F_DUPFD_CLOEXEC, 0);
         if (fd < 0)
             return false;
         int lfd = -1;
-        if (cf__bufcache_take(p->cache, 0, true, &j->lent) &&
+        size_t want = shm->args_len;
+        if ((cf__bufcache_take(p->cache, want, 2 * want, &j->lent) ||
+             cf__buf_new(&j->lent, want, false) == 0) &&
             (lfd = fcntl(j->lent.fd, F_DUPFD_CLOEXEC, 0)) < 0)
             cf__bufcache_give(p->cache, &j->lent);
         if (!memfd_room(w, lfd >= 0 ? 2 : 1)) {
@@ -1365,14 +1398,10 @@ static cf_future *pp_new_call(cf_executor *ex, cf_task_fn *fn, const cf_value *a
     size_t cap = size;
     int fd = -1;
     cf__buf b;
-    if (cf__bufcache_take(p->cache, size, false, &b)) {
+    if (cf__bufcache_take(p->cache, size, 2 * size, &b) || cf__buf_new(&b, size, true) == 0) {
         map = b.map;
         cap = b.cap;
         fd = b.fd;
-    } else {
-        fd = memfd_create("cfutures-call", MFD_CLOEXEC);
-        if (fd >= 0 && ftruncate(fd, (off_t)size) == 0)
-            map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
     }
     cf_future *f = map != MAP_FAILED ? cf__future_new_borrowed(fn, args, nargs) : NULL;
     if (!f) {

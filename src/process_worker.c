@@ -19,6 +19,7 @@
  *   is only written during start-up registration.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdio_ext.h>
@@ -112,7 +113,7 @@ static int payload_iov(const wire_enc *e, struct iovec *iov)
 
 int cf__wire_to_memfd(const wire_enc *e)
 {
-    int mfd = memfd_create("cfutures-frame", MFD_CLOEXEC);
+    int mfd = memfd_create("cfutures-frame", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (mfd < 0)
         return -1;
     struct iovec iov[2 * WIRE_MAX_REFS + 2];
@@ -132,6 +133,13 @@ int cf__wire_to_memfd(const wire_enc *e)
         off += w;
         iov_advance(iov, n, &i, (size_t)w);
     }
+    /* Final: the receiver may rely on it never shrinking under its map. */
+    if (fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+        int saved = errno;
+        close(mfd);
+        errno = saved;
+        return -1;
+    }
     return mfd;
 }
 
@@ -140,8 +148,7 @@ void *cf__wire_map(int memfd, uint64_t size)
     off_t end = lseek(memfd, 0, SEEK_END);
     if (end < 0 || (uint64_t)end < size || size == 0 || size > WIRE_SHM_MAX)
         return NULL;
-    void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
-                   memfd, 0);
+    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED | MAP_POPULATE, memfd, 0);
     return p == MAP_FAILED ? NULL : p;
 }
 
@@ -238,8 +245,10 @@ static struct wmap {
 static uint64_t wgen = 1; /* the current call's generation */
 
 /* The mapping of the memfd `fd` (closed here), which must hold at least
- * `need` bytes; NULL if it cannot be mapped or is too small. */
-static unsigned char *wmap_get(int fd, uint64_t need)
+ * `need` bytes; NULL if it cannot be mapped or is too small.  `populate`:
+ * map its pages now (arguments, which will be read); a lent buffer's
+ * pages are only allocated if the result is written there. */
+static unsigned char *wmap_get(int fd, uint64_t need, bool populate)
 {
     struct stat st;
     if (fstat(fd, &st) != 0 || st.st_size < 0 || (uint64_t)st.st_size < need || need == 0 ||
@@ -259,8 +268,8 @@ static unsigned char *wmap_get(int fd, uint64_t need)
         if (!slot || (slot->map && (!m->map || m->gen < slot->gen)))
             slot = m;
     }
-    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
-                   fd, 0);
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0);
     close(fd);
     if (p == MAP_FAILED)
         return NULL;
@@ -416,9 +425,10 @@ int cf__worker_store_big(cf_future *f, const cf_value *v)
         put_big_result(f, lent.map, v, &none);
         return CF_OK;
     }
-    int fd = memfd_create("cfutures-result", MFD_CLOEXEC);
+    int fd = memfd_create("cfutures-result", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     void *map = MAP_FAILED;
-    if (fd >= 0 && ftruncate(fd, (off_t)len) == 0)
+    if (fd >= 0 && ftruncate(fd, (off_t)len) == 0 &&
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0)
         map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
     if (map != MAP_FAILED && !f->shm && (f->shm = calloc(1, sizeof *f->shm)) != NULL) {
         f->shm->args_fd = -1;
@@ -651,7 +661,7 @@ _Noreturn void cf__worker_run(int fd)
         if (flags & WIRE_SHM) {
             maplen = wdec_u64(&d);
             int mfd = reader_take_fd(&r);
-            map = mfd >= 0 && !d.bad ? wmap_get(mfd, maplen) : NULL;
+            map = mfd >= 0 && !d.bad ? wmap_get(mfd, maplen, type != WIRE_LEND) : NULL;
             if (!map)
                 worker_exit(70);
             d = (wire_dec){map, map + maplen, false};

@@ -9,14 +9,29 @@
  *   maps it, several times the copy itself (and far more on a virtual
  *   machine with shadow page tables).  So buffers go round instead of
  *   being made per call; see process_pool.c for who takes and gives.
+ * - Only buffers the parent made go round, and they are sealed against
+ *   shrinking and growing: a worker (or a task in it) holding a
+ *   descriptor of one cannot truncate it under the parent's mapping
+ *   (which would be a SIGBUS in the parent).  Memory a worker made is
+ *   never reused.
  * - The cache is small and flat: at most `slots` buffers and `max_bytes`
  *   bytes.  When a buffer comes back to a full cache the smallest buffers
- *   go first: the big ones are the expensive ones to make.
+ *   go first: the big ones are the expensive ones to make.  Results keep
+ *   their buffer's descriptor (so it can go round) only while fewer than
+ *   `slots` results do: a program holding thousands of big results must
+ *   not run out of descriptors.
+ * - fork(): a child may read a result it inherited, so a result buffer
+ *   adopted before a fork is not reused by the parent afterwards (it is
+ *   unmapped when its future is freed).  A child never touches a cache it
+ *   inherited (its lock may have been held by a parent thread): it only
+ *   unmaps what it frees.
  *
- * Locks: `mu` guards every field below it.  `refs` is atomic: the last
- * reference frees the cache, and dropping one needs acq_rel so that the
- * freeing thread sees every earlier holder's writes.
+ * Locks: `mu` guards the fields marked below; nothing is called out with
+ * it held.  `refs` is atomic: the last reference frees the cache, and
+ * dropping one needs acq_rel so that the freeing thread sees every earlier
+ * holder's writes.  `generation` is written once at creation.
  */
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -29,13 +44,17 @@ struct cf__bufcache {
     _Atomic int refs;
     int slots;
     size_t max_bytes;
+    unsigned generation; /* cf__fork_generation at creation */
     pthread_mutex_t mu;
     /* Guarded by mu: */
     bool closed;
     int n;
     size_t bytes;
-    cf__buf bufs[CACHE_SLOTS_MAX];
+    int held_fds;                       /* results keeping a descriptor */
+    cf__buf bufs[CACHE_SLOTS_MAX + 1]; /* +1: a give may overfill by one */
 };
+
+_Atomic unsigned cf__fork_count;
 
 void cf__buf_drop(cf__buf *b)
 {
@@ -46,6 +65,29 @@ void cf__buf_drop(cf__buf *b)
     *b = (cf__buf){NULL, 0, -1};
 }
 
+int cf__buf_new(cf__buf *b, size_t size, bool populate)
+{
+    *b = (cf__buf){NULL, 0, -1};
+    int fd = memfd_create("cfutures-buf", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    void *map = MAP_FAILED;
+    if (fd >= 0 && ftruncate(fd, (off_t)size) == 0 &&
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0)
+        map = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0);
+    if (map == MAP_FAILED) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    *b = (cf__buf){map, size, fd};
+    return 0;
+}
+
+static bool inherited(const cf__bufcache *c)
+{
+    return c->generation != atomic_load_explicit(&cf__fork_generation, memory_order_relaxed);
+}
+
 cf__bufcache *cf__bufcache_new(int slots, size_t max_bytes)
 {
     cf__bufcache *c = calloc(1, sizeof *c);
@@ -54,19 +96,18 @@ cf__bufcache *cf__bufcache_new(int slots, size_t max_bytes)
     atomic_init(&c->refs, 1);
     c->slots = slots < 1 ? 1 : slots > CACHE_SLOTS_MAX ? CACHE_SLOTS_MAX : slots;
     c->max_bytes = max_bytes;
+    c->generation = atomic_load_explicit(&cf__fork_generation, memory_order_relaxed);
     pthread_mutex_init(&c->mu, NULL);
     return c;
 }
 
-bool cf__bufcache_take(cf__bufcache *c, size_t min, bool largest, cf__buf *out)
+bool cf__bufcache_take(cf__bufcache *c, size_t min, size_t max, cf__buf *out)
 {
     pthread_mutex_lock(&c->mu);
     int best = -1;
     for (int i = 0; i < c->n; i++) {
         size_t cap = c->bufs[i].cap;
-        if (cap < min)
-            continue;
-        if (best < 0 || (largest ? cap > c->bufs[best].cap : cap < c->bufs[best].cap))
+        if (cap >= min && cap <= max && (best < 0 || cap < c->bufs[best].cap))
             best = i;
     }
     if (best >= 0) {
@@ -82,12 +123,12 @@ void cf__bufcache_give(cf__bufcache *c, cf__buf *b)
 {
     if (!b->map)
         return;
-    cf__buf drop[CACHE_SLOTS_MAX + 1];
-    int ndrop = 0;
     if (!c || b->fd < 0) {
         cf__buf_drop(b);
         return;
     }
+    cf__buf drop[CACHE_SLOTS_MAX + 1];
+    int ndrop = 0;
     pthread_mutex_lock(&c->mu);
     if (c->closed || b->cap > c->max_bytes) {
         drop[ndrop++] = *b;
@@ -109,6 +150,23 @@ void cf__bufcache_give(cf__bufcache *c, cf__buf *b)
     *b = (cf__buf){NULL, 0, -1};
     for (int i = 0; i < ndrop; i++)
         cf__buf_drop(&drop[i]); /* unmap outside the lock */
+}
+
+bool cf__bufcache_hold_fd(cf__bufcache *c)
+{
+    pthread_mutex_lock(&c->mu);
+    bool ok = c->held_fds < c->slots;
+    if (ok)
+        c->held_fds++;
+    pthread_mutex_unlock(&c->mu);
+    return ok;
+}
+
+void cf__bufcache_unhold_fd(cf__bufcache *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->held_fds--;
+    pthread_mutex_unlock(&c->mu);
 }
 
 cf__bufcache *cf__bufcache_ref(cf__bufcache *c)
@@ -134,7 +192,7 @@ void cf__bufcache_close(cf__bufcache *c)
     pthread_mutex_lock(&c->mu);
     c->closed = true;
     int n = c->n;
-    cf__buf bufs[CACHE_SLOTS_MAX];
+    cf__buf bufs[CACHE_SLOTS_MAX + 1];
     for (int i = 0; i < n; i++)
         bufs[i] = c->bufs[i];
     c->n = 0;
@@ -151,8 +209,20 @@ void cf__shm_free(cf__shm *shm)
         return;
     cf__buf args = {shm->args_map, shm->args_cap, shm->args_map ? shm->args_fd : -1};
     cf__buf result = {shm->result_map, shm->result_len, shm->result_map ? shm->result_fd : -1};
-    cf__bufcache_give(shm->cache, &args);
-    cf__bufcache_give(shm->cache, &result);
-    cf__bufcache_unref(shm->cache);
+    cf__bufcache *c = shm->cache;
+    if (c && inherited(c)) {
+        /* A child freeing what it inherited: unmap, leave the cache be. */
+        cf__buf_drop(&args);
+        cf__buf_drop(&result);
+        free(shm);
+        return;
+    }
+    if (shm->result_fd_held)
+        cf__bufcache_unhold_fd(c);
+    if (shm->fork_stamp != atomic_load_explicit(&cf__fork_count, memory_order_relaxed))
+        cf__buf_drop(&result); /* a child may still read it */
+    cf__bufcache_give(c, &args);
+    cf__bufcache_give(c, &result);
+    cf__bufcache_unref(c);
     free(shm);
 }

@@ -340,9 +340,9 @@ ssize_t cf__wire_send_fd(int fd, const void *buf, size_t len, int mfd, int flags
  * -1.  The caller sends the SHM header with it. */
 int cf__wire_to_memfd(const wire_enc *e);
 
-/* Maps the first `size` bytes of a received memfd, shared and writable
- * (so the buffer can be reused); NULL on failure (for example a memfd
- * smaller than announced).  Unmap with munmap(p, size). */
+/* Maps the first `size` bytes of a received memfd read-only (the parent
+ * reads what a worker made, and never reuses it); NULL on failure (for
+ * example a memfd smaller than announced).  Unmap with munmap(p, size). */
 void *cf__wire_map(int memfd, uint64_t size);
 
 /* The worker's fault-injection points, for the crash tests: CFUTURES_FAULT

@@ -17,6 +17,7 @@
 #include "cf_test_util.h"
 
 #include <dirent.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/stat.h>
@@ -221,6 +222,57 @@ static int p_return_twice(cf_call *call)
     return rc;
 }
 CF_TASK(p_return_twice);
+
+/* arg 0: size, arg 1: seed.  Returns pattern bytes made in the worker (a
+ * big result of a call with small arguments). */
+static int p_make_bytes(cf_call *call)
+{
+    int64_t n = cf_arg_i64(call, 0), seed = cf_arg_i64(call, 1);
+    unsigned char *b = n > 0 ? malloc((size_t)n) : NULL;
+    if (!b)
+        return cf_raise(call, 1, "TestError", "bad size");
+    for (int64_t i = 0; i < n; i++)
+        b[i] = (unsigned char)((i * 131 + (i >> 9) + seed * 7) & 0xff);
+    int rc = cf_return_bytes(call, b, (size_t)n);
+    free(b);
+    return rc;
+}
+CF_TASK(p_make_bytes);
+
+/* Tries to shrink every cfutures memfd this worker can reach: its
+ * descriptors, and (as root) the files behind its mappings, which
+ * include the shared memory the parent made.  Returns found * 1000 +
+ * shrunk. */
+static int p_shrink_memfds(cf_call *call)
+{
+    int64_t found = 0, shrunk = 0;
+    const char *dirs[] = {"/proc/self/fd", "/proc/self/map_files"};
+    for (int k = 0; k < 2; k++) {
+        DIR *d = opendir(dirs[k]);
+        struct dirent *e;
+        while (d && (e = readdir(d)) != NULL) {
+            char path[300], target[300];
+            snprintf(path, sizeof path, "%s/%s", dirs[k], e->d_name);
+            ssize_t len = readlink(path, target, sizeof target - 1);
+            if (len <= 0)
+                continue;
+            target[len] = '\0';
+            if (!strstr(target, "memfd:cfutures"))
+                continue;
+            int fd = open(path, O_RDWR | O_CLOEXEC);
+            if (fd < 0)
+                continue;
+            found++;
+            if (ftruncate(fd, 0) == 0)
+                shrunk++;
+            close(fd);
+        }
+        if (d)
+            closedir(d);
+    }
+    return cf_return_i64(call, found * 1000 + shrunk);
+}
+CF_TASK(p_shrink_memfds);
 
 /* x -> 10x + 1, except x == 24, which raises. */
 static int p_map_elem(cf_call *call)
@@ -889,6 +941,71 @@ static void recycled_buffers(cf_start_method sm)
     }
     assert_no_children();
     assert_int_equal(count_fds(), fds);
+}
+
+/* Holding many big results does not hold a descriptor each: a program
+ * keeping thousands of them must not run out of descriptors (which would
+ * break the pool).  Results made in lent buffers (echo of a big argument)
+ * and in the worker's own memory (small arguments) both count. */
+static void test_big_results_held_few_fds(void **state)
+{
+    (void)state;
+    enum { EACH = 30 };
+    size_t n = (size_t)3 << 19; /* 1.5 MiB */
+    int fds = count_fds();
+    cf_executor *ex = ppool(2, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    unsigned char *in = pattern(n, 5);
+    cf_future *fs[2 * EACH];
+    for (int i = 0; i < EACH; i++) {
+        assert_ok(cf_submit(ex, t_echo, CF_ARGS(cf_bytes(in, n)), &fs[i]));
+        assert_ok(cf_submit(ex, p_make_bytes, CF_ARGS(cf_i64((int64_t)n), cf_i64(5)),
+                            &fs[EACH + i]));
+    }
+    for (int i = 0; i < 2 * EACH; i++) {
+        const cf_value *v = NULL;
+        assert_ok(cf_future_result(fs[i], T_OK * cf_test_scale(), &v));
+        assert_int_equal(v->size, n);
+        assert_memory_equal(v->as.bytes, in, n);
+    }
+    /* The pool's own (wake-up, 2 x socket and pidfd), its idle buffers
+     * (at most 2 x workers) and results keeping a descriptor (at most as
+     * many): far fewer than the 60 results held. */
+    int used = count_fds() - fds;
+    if (used > 5 + 4 + 4)
+        fail_msg("%d descriptors in use while holding %d big results", used, 2 * EACH);
+    for (int i = 0; i < 2 * EACH; i++)
+        assert_ok(cf_future_release(fs[i]));
+    free(in);
+    destroy_quickly(ex, 5);
+    assert_no_children();
+    assert_int_equal(count_fds(), fds);
+}
+
+/* The shared memory the parent makes (arguments, lent result buffers) is
+ * sealed: a worker that gets hold of it cannot shrink it under the
+ * parent's mapping, which would kill the parent with SIGBUS at its next
+ * big call. */
+static void test_worker_cannot_shrink_parent_memory(void **state)
+{
+    (void)state;
+    size_t n = (size_t)2 << 20;
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    unsigned char *b = pattern(n, 8);
+    check_echo(ex, cf_bytes(b, n)); /* buffers now go round */
+    int64_t r = run_i64(ex, p_shrink_memfds, CF_ARGS(cf_bytes(b, n)));
+    int64_t found = r / 1000, shrunk = r % 1000;
+    if (geteuid() == 0 && found < 2)
+        fail_msg("the task found %" PRId64 " of the call's shared buffers (expected its "
+                 "arguments and its lent buffer)", found);
+    assert_int_equal(shrunk, 0);
+    for (unsigned k = 0; k < 3; k++) {
+        free(b);
+        b = pattern(n, 9 + k);
+        check_echo(ex, cf_bytes(b, n));
+    }
+    free(b);
+    destroy_quickly(ex, 5);
+    assert_no_children();
 }
 
 static void test_recycled_buffers(void **state)
@@ -2484,6 +2601,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_roundtrip_values_fork),
     cmocka_unit_test(test_recycled_buffers),
     cmocka_unit_test(test_recycled_buffers_fork),
+    cmocka_unit_test(test_big_results_held_few_fds),
+    cmocka_unit_test(test_worker_cannot_shrink_parent_memory),
     cmocka_unit_test(test_map_chunksize_1_and_7),
     cmocka_unit_test(test_map_lazy_chunks),
     cmocka_unit_test(test_wait_and_as_completed),
