@@ -9,6 +9,7 @@
 
 #include "harness.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -74,6 +75,20 @@ static inline void cap_first(char *buf, size_t size)
     pthread_mutex_lock(&c->mu);
     snprintf(buf, size, "%s", c->first);
     pthread_mutex_unlock(&c->mu);
+}
+
+/* Descriptors this process has open now (for leak checks). */
+static inline int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
 }
 
 /* Asserts that f finishes (within `timeout`, scaled) with a task failure

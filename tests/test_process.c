@@ -465,19 +465,6 @@ static void assert_no_children(void)
         fail_msg("a child process is left (waitpid returned %d, errno %d)", (int)r, errno);
 }
 
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    assert_non_null(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
-
 /* Waits (bounded, polling an atomic counter) until the pool reports `n`
  * live workers.  Used by CF_START_FORK tests before the main thread
  * allocates: a worker forked while this thread is inside malloc would
