@@ -68,13 +68,16 @@ typedef struct pjob {
     uint32_t n;
     bool started;        /* futures already set RUNNING (a requeued job) */
     int64_t timeout_ns;  /* CF__NS_FOREVER for none */
+    uint64_t id;         /* set at each dispatch (manager thread) */
     cf__buf lent;        /* lent to the worker for a big result (manager
                           * thread); back to the cache when answered,
                           * dropped if the worker dies with it */
     cf_future *fs[];     /* the engine's references */
 } pjob;
 
-enum { R_NONE, R_TIMEOUT, R_INTERRUPT, R_STOP, R_BROKEN, R_BADFRAME };
+/* Why the manager killed a worker.  R_STALE: killed for a timeout or an
+ * interrupt of a call that, it turned out, had already answered. */
+enum { R_NONE, R_TIMEOUT, R_INTERRUPT, R_STOP, R_BROKEN, R_BADFRAME, R_STALE };
 
 typedef struct pworker {
     pid_t pid;
@@ -87,6 +90,7 @@ typedef struct pworker {
                           * reading what it wrote before it went away */
     bool reaped;
     int reason;          /* why we killed it (R_*) */
+    uint64_t kill_job;   /* R_TIMEOUT/R_INTERRUPT: id of the job meant */
     char detail[160];    /* for R_BADFRAME */
     pjob *head, *tail;
     int njobs;
@@ -143,6 +147,7 @@ typedef struct process_pool {
     pworker **workers;
     int nworkers, workers_cap;
     bool stopping;       /* stop_sig was acted on */
+    uint64_t job_ids;    /* last job id handed out */
     bool exits_sent;
 } process_pool;
 
@@ -483,8 +488,10 @@ static void kill_worker(pworker *w, int reason, int sig)
 {
     if (w->reaped)
         return;
-    if (w->reason == R_NONE)
+    if (w->reason == R_NONE) {
         w->reason = reason;
+        w->kill_job = w->head ? w->head->id : 0;
+    }
     kill(w->pid, sig);
 }
 
@@ -578,6 +585,21 @@ static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool k
     w->njobs = 0;
     bool expected = w->exit_sent && !head && w->reason == R_NONE;
     int reason = w->reason;
+    if ((reason == R_TIMEOUT || reason == R_INTERRUPT) && (!head || head->id != w->kill_job)) {
+        /* The call we killed it for had answered (its result was still
+         * unread when we decided): the worker's current call did nothing
+         * wrong and runs again elsewhere, with those queued behind it. */
+        if (head) {
+            cf__buf_drop(&head->lent);
+            head->next = rest;
+            rest = head;
+            if (!last)
+                last = head;
+            nrest++;
+            head = NULL;
+        }
+        reason = R_STALE;
+    }
     bool hello = w->hello;
     pid_t pid = w->pid;
     char detail[160];
@@ -597,6 +619,9 @@ static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool k
         snprintf(msg, sizeof msg, "the call was interrupted; worker pid %d was killed",
                  (int)pid);
         fail_jobs(head, CF_ECANCELLED, "CancelledError", msg);
+        requeue_front(p, rest, last, nrest);
+        break;
+    case R_STALE:
         requeue_front(p, rest, last, nrest);
         break;
     case R_STOP:
@@ -1075,6 +1100,7 @@ static void dispatch(process_pool *p, wire_enc *e)
         if (w->njobs++ == 0)
             w->head_since = cf__now_ns();
         w->tasks_sent += j->n;
+        j->id = ++p->job_ids;
         if (p->max_tasks && w->tasks_sent >= p->max_tasks) {
             /* Recycle: it leaves after this job; a replacement starts now,
              * so a backlog never waits for the old one to go. */

@@ -1939,6 +1939,96 @@ static void test_interrupt_queued_on_worker(void **state)
     assert_no_children();
 }
 
+/* arg 0: FIFO to signal start on, arg 1: FIFO to wait on (at most 10 s)
+ * for one byte.  Returns its pid. */
+static int p_gated(cf_call *call)
+{
+    task_signal_started(call, 0);
+    int fd = open(cf_arg_str(call, 1), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        if (poll(&pfd, 1, 10000) == 1) {
+            char c;
+            ssize_t r = read(fd, &c, 1);
+            (void)r;
+        }
+        close(fd);
+    }
+    return cf_return_i64(call, (int64_t)getpid());
+}
+CF_TASK(p_gated);
+
+typedef struct hold_manager {
+    cf_test_event entered, release;
+} hold_manager;
+
+/* A done-callback that holds the pool's manager thread until released. */
+static int hold_manager_cb(cf_future *f, void *arg)
+{
+    (void)f;
+    hold_manager *h = arg;
+    cf_test_event_set(&h->entered);
+    cf_test_event_wait(&h->release, T_OK * cf_test_scale());
+    return 0;
+}
+
+/* An interrupt that reaches the manager after the call answered, but
+ * before the manager read the answer: the worker, killed for nothing, was
+ * already running the next call queued on it.  The interrupted call keeps
+ * its result, and the next call runs again on a replacement instead of
+ * failing as "interrupted".  Made deterministic by holding the manager in
+ * a done-callback of another worker's call while the answer is written. */
+static void test_interrupt_after_answer_spares_next_call(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(2, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    start_sig started, gate_w, gate_a;
+    start_sig_open(&started);
+    start_sig_open(&gate_w);
+    start_sig_open(&gate_a);
+    hold_manager h;
+    cf_test_event_init(&h.entered);
+    cf_test_event_init(&h.release);
+    /* W and A run on the two workers, each waiting at its gate. */
+    cf_future *w = NULL, *a = NULL, *g[3];
+    assert_ok(cf_submit(ex, p_gated, CF_ARGS(cf_str(started.path), cf_str(gate_w.path)), &w));
+    assert_ok(cf_submit(ex, p_gated, CF_ARGS(cf_str(started.path), cf_str(gate_a.path)), &a));
+    assert_true(start_sig_wait(&started, 2, T_OK));
+    assert_ok(cf_future_add_done_callback(w, hold_manager_cb, &h));
+    /* A backlog: one call gets queued behind W, one behind A. */
+    for (int i = 0; i < 3; i++)
+        assert_ok(cf_submit(ex, p_sleep_ms, CF_ARGS(cf_i64(200), cf_str(started.path)), &g[i]));
+    double end = cf_test_now() + T_OK * cf_test_scale();
+    while (!(cf_future_running(g[0]) && cf_future_running(g[1])) && cf_test_now() < end)
+        sleep_ms(2);
+    assert_true(cf_future_running(g[0]) && cf_future_running(g[1]));
+    /* W answers; its callback holds the manager. */
+    assert_int_equal(write(gate_w.fd, "w", 1), 1);
+    assert_true(cf_test_event_wait(&h.entered, T_OK * cf_test_scale()));
+    /* A answers (unread), then both workers start their next calls. */
+    assert_int_equal(write(gate_a.fd, "a", 1), 1);
+    assert_true(start_sig_wait(&started, 2, T_OK));
+    assert_ok(cf_future_interrupt(a));
+    cf_test_event_set(&h.release);
+    int64_t pid = 0;
+    assert_ok(cf_future_result_i64(a, T_OK * cf_test_scale(), &pid));
+    assert_true(pid > 1);
+    for (int i = 0; i < 3; i++) {
+        int rc = cf_future_result_i64(g[i], T_OK * cf_test_scale(), &pid);
+        if (rc != CF_OK)
+            fail_msg("call %d: %s (%s)", i, cf_err_name(rc), cf_last_error_message());
+    }
+    assert_ok(cf_future_release(w));
+    assert_ok(cf_future_release(a));
+    for (int i = 0; i < 3; i++)
+        assert_ok(cf_future_release(g[i]));
+    destroy_quickly(ex, 5);
+    start_sig_close(&started);
+    start_sig_close(&gate_w);
+    start_sig_close(&gate_a);
+    assert_no_children();
+}
+
 static void test_interrupt_invalid(void **state)
 {
     (void)state;
@@ -2654,6 +2744,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_interrupt_running_replaces),
     cmocka_unit_test(test_interrupt_pending),
     cmocka_unit_test(test_interrupt_queued_on_worker),
+    cmocka_unit_test(test_interrupt_after_answer_spares_next_call),
     cmocka_unit_test(test_interrupt_invalid),
     cmocka_unit_test(test_terminate_workers),
     cmocka_unit_test(test_kill_workers),
