@@ -65,6 +65,21 @@ static void task_signal_started(cf_call *call, size_t i)
     }
 }
 
+/* Waits (at most 10 s) for one byte on the FIFO at `path`. */
+static void task_wait_gate(const char *path)
+{
+    int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    if (fd < 0)
+        return;
+    struct pollfd pfd = {fd, POLLIN, 0};
+    if (poll(&pfd, 1, 10000) == 1) {
+        char c;
+        ssize_t r = read(fd, &c, 1);
+        (void)r;
+    }
+    close(fd);
+}
+
 static uint64_t checksum(const unsigned char *p, size_t n)
 {
     uint64_t h = 1469598103934665603ULL;
@@ -169,16 +184,7 @@ static int p_big_crash(cf_call *call)
 {
     size_t n = 0;
     const unsigned char *b = cf_arg_bytes(call, 0, &n);
-    const char *gate = cf_arg_str(call, 1);
-    int fd = open(gate, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        struct pollfd pfd = {fd, POLLIN, 0};
-        if (poll(&pfd, 1, 10000) == 1) {
-            char c;
-            ssize_t r = read(fd, &c, 1);
-            (void)r;
-        }
-    }
+    task_wait_gate(cf_arg_str(call, 1));
     _exit(b && n > 0 ? 5 : 6);
 }
 CF_TASK(p_big_crash);
@@ -1944,16 +1950,7 @@ static void test_interrupt_queued_on_worker(void **state)
 static int p_gated(cf_call *call)
 {
     task_signal_started(call, 0);
-    int fd = open(cf_arg_str(call, 1), O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        struct pollfd pfd = {fd, POLLIN, 0};
-        if (poll(&pfd, 1, 10000) == 1) {
-            char c;
-            ssize_t r = read(fd, &c, 1);
-            (void)r;
-        }
-        close(fd);
-    }
+    task_wait_gate(cf_arg_str(call, 1));
     return cf_return_i64(call, (int64_t)getpid());
 }
 CF_TASK(p_gated);
