@@ -41,15 +41,28 @@ static pthread_once_t runtime_once = PTHREAD_ONCE_INIT;
  * does not exist there.  Per-object locks (a future's, a pool's) are not:
  * a child must not use futures or executors that parent threads were
  * working on (see cf_submit's CF_EBROKEN for inherited executors). */
+_Thread_local bool cf__forking_worker;
+
+/* cf__fork_count is odd from just before fork() until the parent handler
+ * runs: a result buffer freed in that window is not reused either (the
+ * child's copy of memory may still be taken from it).  The pool's own
+ * CF_START_FORK workers never read futures, so their forks do not count. */
+static void bump_fork_count(void)
+{
+    if (!cf__forking_worker)
+        atomic_fetch_add_explicit(&cf__fork_count, 1, memory_order_seq_cst);
+}
+
 static void atfork_prepare(void)
 {
+    bump_fork_count();
     pthread_mutex_lock(&registry_mu);
     cf__log_lock_for_fork(true);
 }
 
 static void atfork_parent(void)
 {
-    atomic_fetch_add_explicit(&cf__fork_count, 1, memory_order_relaxed);
+    bump_fork_count();
     cf__log_lock_for_fork(false);
     pthread_mutex_unlock(&registry_mu);
 }
@@ -61,7 +74,7 @@ static void atfork_child(void)
     cf__log_lock_for_fork(false);
     pthread_mutex_init(&registry_mu, NULL);
     atomic_fetch_add_explicit(&cf__fork_generation, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&cf__fork_count, 1, memory_order_relaxed);
+    bump_fork_count();
 }
 
 static void exit_handler(void)

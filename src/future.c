@@ -440,7 +440,7 @@ static int finish_mapped(cf_future *f, int status, const cf_value *result, void 
         f->shm->result_len = buf->cap;
         f->shm->result_fd = buf->fd;
         f->shm->result_fd_held = fd_held;
-        f->shm->fork_stamp = atomic_load_explicit(&cf__fork_count, memory_order_relaxed);
+        f->shm->fork_stamp = atomic_load_explicit(&cf__fork_count, memory_order_acquire);
         if (cache && !f->shm->cache)
             f->shm->cache = cf__bufcache_ref(cache);
         *buf = (cf__buf){NULL, 0, -1};

@@ -266,9 +266,12 @@ void cf__buf_drop(cf__buf *b);
  * `populate`).  Returns 0, or -1 with errno set. */
 int cf__buf_new(cf__buf *b, size_t size, bool populate);
 
-/* Bumped in the parent and in the child at every fork(): a result buffer
- * adopted before a fork is never reused (a child may read it). */
+/* Bumped before fork() and again in the parent and in the child after it
+ * (odd: a fork is in progress): a result buffer adopted before a fork is
+ * never reused (a child may read it).  Not bumped for the pool's own
+ * CF_START_FORK workers, which set cf__forking_worker around fork(). */
 extern _Atomic unsigned cf__fork_count;
+extern _Thread_local bool cf__forking_worker;
 
 /* The buffers a process pool keeps for reuse (see process_pool.c).  A
  * fresh shared page costs more to allocate, zero and map than to fill, so

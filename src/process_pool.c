@@ -68,15 +68,17 @@ typedef struct pjob {
     uint32_t n;
     bool started;        /* futures already set RUNNING (a requeued job) */
     int64_t timeout_ns;  /* CF__NS_FOREVER for none */
-    uint64_t id;         /* set at each dispatch (manager thread) */
+    uint8_t killed_for;  /* R_TIMEOUT/R_INTERRUPT: its worker was killed
+                          * to stop this job (manager thread) */
     cf__buf lent;        /* lent to the worker for a big result (manager
                           * thread); back to the cache when answered,
                           * dropped if the worker dies with it */
     cf_future *fs[];     /* the engine's references */
 } pjob;
 
-/* Why the manager killed a worker.  R_STALE: killed for a timeout or an
- * interrupt of a call that, it turned out, had already answered. */
+/* Why the manager killed a worker.  R_STALE: killed (SIGKILL) for a
+ * timeout or an interrupt of a call that, it turned out, had answered
+ * just before the signal landed. */
 enum { R_NONE, R_TIMEOUT, R_INTERRUPT, R_STOP, R_BROKEN, R_BADFRAME, R_STALE };
 
 typedef struct pworker {
@@ -90,7 +92,6 @@ typedef struct pworker {
                           * reading what it wrote before it went away */
     bool reaped;
     int reason;          /* why we killed it (R_*) */
-    uint64_t kill_job;   /* R_TIMEOUT/R_INTERRUPT: id of the job meant */
     char detail[160];    /* for R_BADFRAME */
     pjob *head, *tail;
     int njobs;
@@ -147,7 +148,6 @@ typedef struct process_pool {
     pworker **workers;
     int nworkers, workers_cap;
     bool stopping;       /* stop_sig was acted on */
-    uint64_t job_ids;    /* last job id handed out */
     bool exits_sent;
 } process_pool;
 
@@ -415,9 +415,13 @@ static int spawn_exec(process_pool *p, int child_fd, pid_t *pid)
 static int spawn_fork(process_pool *p, int child_fd, int parent_fd, pid_t *pid)
 {
     pid_t parent = getpid();
+    cf__forking_worker = true;
     pid_t c = fork();
+    int err = errno;
+    if (c != 0)
+        cf__forking_worker = false;
     if (c < 0)
-        return errno;
+        return err;
     if (c == 0) {
         close(parent_fd);
         close(p->wake_fd);
@@ -488,10 +492,12 @@ static void kill_worker(pworker *w, int reason, int sig)
 {
     if (w->reaped)
         return;
-    if (w->reason == R_NONE) {
+    if (w->reason == R_NONE)
         w->reason = reason;
-        w->kill_job = w->head ? w->head->id : 0;
-    }
+    /* The job it is killed for, even if it is dying already for another:
+     * an interrupt of the next call must not be lost. */
+    if ((reason == R_TIMEOUT || reason == R_INTERRUPT) && w->head && !w->head->killed_for)
+        w->head->killed_for = (uint8_t)reason;
     kill(w->pid, sig);
 }
 
@@ -585,20 +591,18 @@ static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool k
     w->njobs = 0;
     bool expected = w->exit_sent && !head && w->reason == R_NONE;
     int reason = w->reason;
-    if ((reason == R_TIMEOUT || reason == R_INTERRUPT) && (!head || head->id != w->kill_job)) {
-        /* The call we killed it for had answered (its result was still
-         * unread when we decided): the worker's current call did nothing
-         * wrong and runs again elsewhere, with those queued behind it. */
-        if (head) {
-            cf__buf_drop(&head->lent);
-            head->next = rest;
-            rest = head;
-            if (!last)
-                last = head;
-            nrest++;
-            head = NULL;
-        }
-        reason = R_STALE;
+    if (reason == R_TIMEOUT || reason == R_INTERRUPT) {
+        /* Killed for a job: is it still the one running?  The manager
+         * reads a worker's answers before it kills, but an answer can
+         * still land between that and the signal; the worker may then
+         * have started its next call, which did nothing wrong. */
+        bool sigkilled = known && si->si_code == CLD_KILLED && si->si_status == SIGKILL;
+        if (head && head->killed_for)
+            reason = head->killed_for;
+        else if (sigkilled)
+            reason = R_STALE;
+        else
+            reason = R_NONE; /* it died of something else first: a crash */
     }
     bool hello = w->hello;
     pid_t pid = w->pid;
@@ -622,6 +626,10 @@ static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool k
         requeue_front(p, rest, last, nrest);
         break;
     case R_STALE:
+        snprintf(msg, sizeof msg, "worker pid %d running this call was killed to stop another "
+                                  "call (a timeout or an interrupt) that finished just before",
+                 (int)pid);
+        fail_jobs(head, CF_EBROKEN, "BrokenProcessPool", msg);
         requeue_front(p, rest, last, nrest);
         break;
     case R_STOP:
@@ -909,8 +917,8 @@ static void read_worker(process_pool *p, pworker *w)
                 /* Memory the worker made is read, never reused, and must
                  * be sealed: the worker could shrink it under our mapping
                  * otherwise (SIGBUS here). */
-                bool sealed = frame.fd >= 0 &&
-                              (fcntl(frame.fd, F_GET_SEALS) & F_SEAL_SHRINK) == F_SEAL_SHRINK;
+                int seals = frame.fd >= 0 ? fcntl(frame.fd, F_GET_SEALS) : -1;
+                bool sealed = seals >= 0 && (seals & F_SEAL_SHRINK);
                 frame.map = sealed ? cf__wire_map(frame.fd, maplen) : NULL;
                 if (frame.fd >= 0)
                     close(frame.fd);
@@ -1100,7 +1108,6 @@ static void dispatch(process_pool *p, wire_enc *e)
         if (w->njobs++ == 0)
             w->head_since = cf__now_ns();
         w->tasks_sent += j->n;
-        j->id = ++p->job_ids;
         if (p->max_tasks && w->tasks_sent >= p->max_tasks) {
             /* Recycle: it leaves after this job; a replacement starts now,
              * so a backlog never waits for the old one to go. */
@@ -1123,7 +1130,10 @@ static void handle_interrupts(process_pool *p, cf_future **fs, size_t n)
         for (int i = 0; i < p->nworkers && !killed; i++) {
             pworker *w = p->workers[i];
             if (w->head && w->head->n == 1 && w->head->fs[0] == f) {
-                kill_worker(w, R_INTERRUPT, SIGKILL);
+                /* Its answer may be waiting: then there is nothing to stop. */
+                read_worker(p, w);
+                if (w->head && w->head->n == 1 && w->head->fs[0] == f)
+                    kill_worker(w, R_INTERRUPT, SIGKILL);
                 killed = true;
             }
         }
@@ -1142,7 +1152,10 @@ static void check_timeouts(process_pool *p, int64_t now, int *poll_ms)
             continue;
         int64_t due = w->head_since + w->head->timeout_ns;
         if (due <= now) {
-            kill_worker(w, R_TIMEOUT, SIGKILL);
+            pjob *j = w->head;
+            read_worker(p, w); /* it may have answered in time */
+            if (w->head == j && w->reason == R_NONE)
+                kill_worker(w, R_TIMEOUT, SIGKILL);
             continue;
         }
         int64_t ms = (due - now + 999999) / 1000000;
@@ -1365,6 +1378,7 @@ static pjob *new_job(process_pool *p, cf_future **fs, size_t n)
         t = p->task_timeout_ns > INT64_MAX / (int64_t)n ? CF__NS_FOREVER
                                                         : p->task_timeout_ns * (int64_t)n;
     j->timeout_ns = t;
+    j->killed_for = 0;
     j->lent = (cf__buf){NULL, 0, -1};
     return j;
 }

@@ -585,6 +585,18 @@ static bool handle_calls(int fd, wire_dec *d, bool init, wire_enc *out, cf_futur
         struct iovec iov = {hdr, sizeof hdr};
         write_all_iov(fd, &iov, 1);
         worker_exit(0);
+    } else if (fault_at("file-frame", name, namelen)) {
+        /* A result "in shared memory" that is a plain file, not a sealed
+         * memfd (unnamed: nothing is left behind). */
+        int tf = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (tf >= 0 && ftruncate(tf, 1 << 20) == 0) {
+            unsigned char hdr[WIRE_HDR + 8];
+            wire_enc small = {.buf = hdr, .len = WIRE_HDR, .cap = sizeof hdr};
+            wenc_u64(&small, 1 << 20);
+            wenc_finish(&small, WIRE_RESULT, WIRE_SHM);
+            send_with_fd(fd, hdr, sizeof hdr, tf);
+        }
+        worker_exit(0);
     } else if (fault_at("bad-lent", name, namelen)) {
         /* A result said to be in a lent buffer, bigger than any buffer. */
         unsigned char hdr[WIRE_HDR + 8];

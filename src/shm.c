@@ -15,8 +15,11 @@
  *   (which would be a SIGBUS in the parent).  Memory a worker made is
  *   never reused.
  * - The cache is small and flat: at most `slots` buffers and `max_bytes`
- *   bytes.  When a buffer comes back to a full cache the smallest buffers
- *   go first: the big ones are the expensive ones to make.  Results keep
+ *   bytes.  A take asks for a size range (the need up to twice that), and
+ *   when a buffer comes back to a full cache the least recently given
+ *   ones go first: after a workload moves from big calls to small ones
+ *   the big buffers, which no take would match, age out instead of
+ *   pinning memory and the slots.  Results keep
  *   their buffer's descriptor (so it can go round) only while fewer than
  *   `slots` results do: a program holding thousands of big results must
  *   not run out of descriptors.
@@ -48,10 +51,14 @@ struct cf__bufcache {
     pthread_mutex_t mu;
     /* Guarded by mu: */
     bool closed;
+    int held_fds;        /* results keeping a descriptor */
+    uint64_t gives;      /* counts gives: the age of a cached buffer */
     int n;
     size_t bytes;
-    int held_fds;                       /* results keeping a descriptor */
-    cf__buf bufs[CACHE_SLOTS_MAX + 1]; /* +1: a give may overfill by one */
+    struct slot {
+        cf__buf b;
+        uint64_t given;  /* `gives` when it came in */
+    } bufs[CACHE_SLOTS_MAX + 1]; /* +1: a give may overfill by one */
 };
 
 _Atomic unsigned cf__fork_count;
@@ -106,12 +113,12 @@ bool cf__bufcache_take(cf__bufcache *c, size_t min, size_t max, cf__buf *out)
     pthread_mutex_lock(&c->mu);
     int best = -1;
     for (int i = 0; i < c->n; i++) {
-        size_t cap = c->bufs[i].cap;
-        if (cap >= min && cap <= max && (best < 0 || cap < c->bufs[best].cap))
+        size_t cap = c->bufs[i].b.cap;
+        if (cap >= min && cap <= max && (best < 0 || cap < c->bufs[best].b.cap))
             best = i;
     }
     if (best >= 0) {
-        *out = c->bufs[best];
+        *out = c->bufs[best].b;
         c->bufs[best] = c->bufs[--c->n];
         c->bytes -= out->cap;
     }
@@ -133,17 +140,18 @@ void cf__bufcache_give(cf__bufcache *c, cf__buf *b)
     if (c->closed || b->cap > c->max_bytes) {
         drop[ndrop++] = *b;
     } else {
-        /* Make room by letting the smallest go, the new one included. */
-        c->bufs[c->n++] = *b;
+        /* Make room by letting the oldest go (never the new one: it
+         * fits within max_bytes on its own). */
+        c->bufs[c->n++] = (struct slot){*b, ++c->gives};
         c->bytes += b->cap;
         while (c->n > c->slots || c->bytes > c->max_bytes) {
-            int small = 0;
+            int old = 0;
             for (int i = 1; i < c->n; i++)
-                if (c->bufs[i].cap < c->bufs[small].cap)
-                    small = i;
-            drop[ndrop++] = c->bufs[small];
-            c->bytes -= c->bufs[small].cap;
-            c->bufs[small] = c->bufs[--c->n];
+                if (c->bufs[i].given < c->bufs[old].given)
+                    old = i;
+            drop[ndrop++] = c->bufs[old].b;
+            c->bytes -= c->bufs[old].b.cap;
+            c->bufs[old] = c->bufs[--c->n];
         }
     }
     pthread_mutex_unlock(&c->mu);
@@ -180,7 +188,7 @@ void cf__bufcache_unref(cf__bufcache *c)
     if (!c || atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
         return;
     for (int i = 0; i < c->n; i++)
-        cf__buf_drop(&c->bufs[i]);
+        cf__buf_drop(&c->bufs[i].b);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -194,7 +202,7 @@ void cf__bufcache_close(cf__bufcache *c)
     int n = c->n;
     cf__buf bufs[CACHE_SLOTS_MAX + 1];
     for (int i = 0; i < n; i++)
-        bufs[i] = c->bufs[i];
+        bufs[i] = c->bufs[i].b;
     c->n = 0;
     c->bytes = 0;
     pthread_mutex_unlock(&c->mu);
@@ -219,7 +227,8 @@ void cf__shm_free(cf__shm *shm)
     }
     if (shm->result_fd_held)
         cf__bufcache_unhold_fd(c);
-    if (shm->fork_stamp != atomic_load_explicit(&cf__fork_count, memory_order_relaxed))
+    unsigned forks = atomic_load_explicit(&cf__fork_count, memory_order_acquire);
+    if (shm->fork_stamp != forks || (forks & 1))
         cf__buf_drop(&result); /* a child may still read it */
     cf__bufcache_give(c, &args);
     cf__bufcache_give(c, &result);

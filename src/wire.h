@@ -348,7 +348,7 @@ void *cf__wire_map(int memfd, uint64_t size);
 /* The worker's fault-injection points, for the crash tests: CFUTURES_FAULT
  * = "<point>:<task name>" makes a worker fail at that point of a call of
  * that task.  Points: decode-segv, decode-exit, encode-segv, encode-exit,
- * bad-frame, huge-frame, short-frame, bad-lent. */
+ * bad-frame, huge-frame, short-frame, bad-lent, file-frame. */
 #define CF__FAULT_ENV "CFUTURES_FAULT"
 
 #endif

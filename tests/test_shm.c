@@ -22,33 +22,65 @@ static cf__buf new_buf(size_t size)
     return b;
 }
 
-/* A cache at its most slots takes one more buffer and lets the smallest
- * go: never more than `slots` kept, the biggest ones kept. */
-static void test_full_cache_keeps_the_biggest(void **state)
+/* A cache at its most slots takes one more buffer and lets the oldest
+ * go: never more than `slots` kept, the most recently given kept. */
+static void test_full_cache_keeps_the_newest(void **state)
 {
     (void)state;
     enum { SLOTS = 64, GIVEN = 70 };
     int fds = count_fds();
     cf__bufcache *c = cf__bufcache_new(SLOTS, (size_t)1 << 30);
     assert_non_null(c);
+    size_t sizes[GIVEN];
     for (int i = 0; i < GIVEN; i++) {
         /* Sizes out of order, all different: 4 KiB x (1..70). */
-        size_t pages = (size_t)((i * 37) % GIVEN) + 1;
-        cf__buf b = new_buf(pages * 4096);
+        sizes[i] = ((size_t)((i * 37) % GIVEN) + 1) * 4096;
+        cf__buf b = new_buf(sizes[i]);
         cf__bufcache_give(c, &b);
         assert_null(b.map); /* taken over */
     }
     assert_int_equal(count_fds() - fds, SLOTS);
-    /* What is left is the 64 biggest: 7..70 pages. */
-    for (int pages = GIVEN - SLOTS + 1; pages <= GIVEN; pages++) {
-        cf__buf b;
-        size_t size = (size_t)pages * 4096;
-        assert_true(cf__bufcache_take(c, size, size, &b));
-        assert_int_equal(b.cap, size);
+    cf__buf b;
+    for (int i = 0; i < GIVEN - SLOTS; i++) /* the first given went */
+        assert_false(cf__bufcache_take(c, sizes[i], sizes[i], &b));
+    for (int i = GIVEN - SLOTS; i < GIVEN; i++) {
+        assert_true(cf__bufcache_take(c, sizes[i], sizes[i], &b));
+        assert_int_equal(b.cap, sizes[i]);
         cf__buf_drop(&b);
     }
-    cf__buf none;
-    assert_false(cf__bufcache_take(c, 0, SIZE_MAX, &none));
+    assert_false(cf__bufcache_take(c, 0, SIZE_MAX, &b));
+    cf__bufcache_close(c);
+    assert_int_equal(count_fds(), fds);
+}
+
+/* After big calls, a workload of small ones must not leave the big
+ * buffers pinning the cache (no take matches them): they age out, and
+ * the small buffers go round from the second round on. */
+static void test_big_buffers_age_out(void **state)
+{
+    (void)state;
+    int fds = count_fds();
+    cf__bufcache *c = cf__bufcache_new(2, (size_t)1 << 30);
+    cf__buf big1 = new_buf(64 * 4096), big2 = new_buf(64 * 4096);
+    cf__bufcache_give(c, &big1);
+    cf__bufcache_give(c, &big2);
+    for (int round = 0; round < 3; round++) {
+        /* A small call: its arguments' buffer and its lent buffer. */
+        cf__buf args = {NULL, 0, -1}, lent = {NULL, 0, -1};
+        bool hit = cf__bufcache_take(c, 2 * 4096, 4 * 4096, &args) &&
+                   cf__bufcache_take(c, 2 * 4096, 4 * 4096, &lent);
+        assert_int_equal(hit, round > 0);
+        if (!hit) {
+            cf__buf_drop(&args); /* after a partial hit */
+            args = new_buf(2 * 4096);
+            lent = new_buf(2 * 4096);
+        }
+        cf__bufcache_give(c, &args);
+        cf__bufcache_give(c, &lent);
+    }
+    cf__buf b;
+    assert_false(cf__bufcache_take(c, 64 * 4096, SIZE_MAX, &b));
+    assert_int_equal(count_fds() - fds, 2);
     cf__bufcache_close(c);
     assert_int_equal(count_fds(), fds);
 }
@@ -77,7 +109,7 @@ static void test_take_smallest_in_range(void **state)
 }
 
 /* The byte limit: a buffer bigger than the limit is never kept, and
- * smaller ones make room for a new one. */
+ * older ones make room for a new one. */
 static void test_byte_limit(void **state)
 {
     (void)state;
@@ -90,7 +122,7 @@ static void test_byte_limit(void **state)
     cf__bufcache_give(c, &small);
     cf__bufcache_give(c, &mid);
     assert_int_equal(count_fds() - fds, 3); /* both kept, and `big` */
-    cf__bufcache_give(c, &big); /* 6 pages > 3: both smaller ones go */
+    cf__bufcache_give(c, &big); /* 6 pages > 3: both older ones go */
     assert_int_equal(count_fds() - fds, 1);
     assert_true(cf__bufcache_take(c, 0, SIZE_MAX, &b));
     assert_int_equal(b.cap, 3 * 4096);
@@ -168,7 +200,8 @@ static void test_give_after_close(void **state)
 }
 
 static const struct CMUnitTest tests[] = {
-    cmocka_unit_test(test_full_cache_keeps_the_biggest),
+    cmocka_unit_test(test_full_cache_keeps_the_newest),
+    cmocka_unit_test(test_big_buffers_age_out),
     cmocka_unit_test(test_take_smallest_in_range),
     cmocka_unit_test(test_byte_limit),
     cmocka_unit_test(test_buffers_are_sealed),
