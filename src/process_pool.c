@@ -23,8 +23,8 @@
  *   window short, a worker gets a second job only while a backlog exists
  *   (more pending jobs than workers), up to DEPTH jobs; then the frames of
  *   many tiny calls travel in one write.  A job with a timeout only goes
- *   to a worker with nothing else queued, so its clock starts when it
- *   starts.
+ *   to a started worker (HELLO said) with nothing else queued, so its
+ *   clock starts when it starts.
  * - Crash policy, timeouts, interrupts and cf_terminate_workers() all end
  *   in worker_died(), which reads why the worker died (`reason`) and fails,
  *   requeues or breaks accordingly.  A worker that dies before it has said
@@ -1066,6 +1066,10 @@ static pworker *pick_worker(process_pool *p, pjob *j, size_t backlog)
         if (p->max_tasks && w->tasks_sent > 0 && w->tasks_sent + (long)j->n > p->max_tasks)
             continue;
         if (w->head && (w->head->timeout_ns != CF__NS_FOREVER || j->timeout_ns != CF__NS_FOREVER))
+            continue;
+        /* A timed call's clock starts when it is handed over: only to a
+         * worker that has started (and run its initializer). */
+        if (j->timeout_ns != CF__NS_FOREVER && !w->hello)
             continue;
         if (!best || w->njobs < best->njobs)
             best = w;

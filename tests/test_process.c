@@ -1828,6 +1828,42 @@ static void test_timeout_pool_wide(void **state)
     assert_no_children();
 }
 
+/* arg 0: ms to sleep (an initializer slower than the calls' timeout). */
+static int p_init_sleep(cf_call *call)
+{
+    task_sleep_ms(cf_arg_i64(call, 0));
+    return cf_return_none(call);
+}
+CF_TASK(p_init_sleep);
+
+/* A call's timeout counts from when a started worker gets it: not the
+ * worker's start-up, nor its initializer (slow on a loaded machine). */
+static void test_timeout_excludes_worker_start(void **state)
+{
+    (void)state;
+    cf_value ia[1] = {cf_i64(600)};
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 1;
+    o.initializer = p_init_sleep;
+    o.initargs = ia;
+    o.ninitargs = 1;
+    o.task_timeout = 0.3;
+    cf_executor *ex = NULL;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    /* Submitted at once: the worker is still in its 600 ms initializer. */
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(5)), &f));
+    int64_t r = 0;
+    int rc = cf_future_result_i64(f, T_OK * cf_test_scale(), &r);
+    if (rc != CF_OK)
+        fail_msg("%s: %s", cf_err_name(rc), cf_last_error_message());
+    assert_int_equal(r, 25);
+    assert_ok(cf_future_release(f));
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
 static void test_submit_with_bad_options(void **state)
 {
     (void)state;
@@ -2782,6 +2818,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_timeout_per_call_breaks),
     cmocka_unit_test(test_timeout_per_call_replaces),
     cmocka_unit_test(test_timeout_pool_wide),
+    cmocka_unit_test(test_timeout_excludes_worker_start),
     cmocka_unit_test(test_submit_with_bad_options),
     cmocka_unit_test(test_interrupt_running_breaks),
     cmocka_unit_test(test_interrupt_running_replaces),
