@@ -427,18 +427,13 @@ static int finish_mapped(cf_future *f, int status, const cf_value *result, void 
     f->status = status;
     void *map = buf ? buf->map : NULL;
     if (map) {
-        if (!f->shm) {
-            if (!(f->shm = calloc(1, sizeof *f->shm))) {
-                cf__lock_release(&f->lock);
-                return cf__fail(CF_ENOMEM, "%s: out of memory", who);
-            }
-            f->shm->args_fd = -1;
+        if (!f->shm && !(f->shm = cf__shm_new())) {
+            cf__lock_release(&f->lock);
+            return cf__fail(CF_ENOMEM, "%s: out of memory", who);
         }
         /* The shm has no result buffer yet: a parent-side future gets its
          * outcome once. */
-        f->shm->result_map = map;
-        f->shm->result_len = buf->cap;
-        f->shm->result_fd = buf->fd;
+        f->shm->result = *buf;
         f->shm->result_fd_held = fd_held;
         f->shm->fork_stamp = atomic_load_explicit(&cf__fork_count, memory_order_acquire);
         if (cache && !f->shm->cache)

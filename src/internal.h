@@ -315,21 +315,21 @@ void cf__bufcache_close(cf__bufcache *c);
 
 /* Shared-memory buffers of one future (process pools, big payloads). */
 typedef struct cf__shm {
-    void *result_map;   /* mapping holding the result's bytes */
-    size_t result_len;  /* the mapping's size */
-    int result_fd;      /* its memfd: worker side, sent to the parent;
-                         * parent side, kept for reuse through `cache`;
-                         * -1 for none */
-    void *args_map;     /* the whole CALL frame payload; the future's
-                         * argument values point into it */
-    size_t args_len;    /* the frame's bytes */
-    size_t args_cap;    /* the mapping's (and memfd's) size, >= args_len */
-    int args_fd;        /* its memfd, sent to the worker (dup'ed) */
+    cf__buf result;     /* holds the result's bytes; its memfd: worker
+                         * side, sent to the parent; parent side, kept for
+                         * reuse through `cache` (-1 for none) */
+    cf__buf args;       /* the whole CALL frame payload (the future's
+                         * argument values point into it); its memfd is
+                         * sent to the worker (dup'ed) */
+    size_t args_len;    /* the frame's bytes, <= args.cap */
     cf__bufcache *cache; /* parent side: where both buffers go back when
                           * the future is freed (a reference); or NULL */
-    bool result_fd_held; /* result_fd counted by cf__bufcache_hold_fd() */
+    bool result_fd_held; /* result.fd counted by cf__bufcache_hold_fd() */
     unsigned fork_stamp; /* cf__fork_count when the result was adopted */
 } cf__shm;
+
+/* A shm holding no buffer yet; NULL on ENOMEM. */
+cf__shm *cf__shm_new(void);
 
 /* Frees a future's shared memory.  NULL is ignored. */
 void cf__shm_free(cf__shm *shm);

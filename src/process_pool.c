@@ -712,10 +712,7 @@ typedef struct outcome {
  * arguments). */
 static void give_back_args(process_pool *p, cf__shm *shm)
 {
-    cf__buf b = {shm->args_map, shm->args_cap, shm->args_fd};
-    shm->args_map = NULL;
-    shm->args_fd = -1;
-    cf__bufcache_give(p->cache, &b);
+    cf__bufcache_give(p->cache, &shm->args);
 }
 
 /* A single big result stays where it is: the future adopts the frame's
@@ -779,7 +776,7 @@ static void on_result(process_pool *p, pworker *w, wire_dec *d, cf__buf *frame)
         w->tail = NULL;
     w->njobs--;
     w->head_since = cf__now_ns();
-    if (n == 1 && j->fs[0]->shm && j->fs[0]->shm->args_map)
+    if (n == 1 && j->fs[0]->shm && j->fs[0]->shm->args.map)
         give_back_args(p, j->fs[0]->shm);
     cf__bufcache_give(p->cache, &j->lent); /* answered without it */
     for (uint32_t i = 0; i < n; i++) {
@@ -989,7 +986,7 @@ static int ensure_workers(process_pool *p)
 static bool send_job(process_pool *p, pworker *w, pjob *j, wire_enc *e)
 {
     const cf__shm *shm = j->n == 1 ? j->fs[0]->shm : NULL;
-    if (shm && shm->args_map) {
+    if (shm && shm->args.map) {
         /* pp_new_call() wrote the whole frame at submit.  A call with big
          * arguments often has a big result (a transform of its input), so
          * the worker is lent a buffer the size of the arguments to make it
@@ -997,7 +994,7 @@ static bool send_job(process_pool *p, pworker *w, pjob *j, wire_enc *e)
          * if the worker writes them), announced just ahead of the call.
          * Both frames are queued or neither: a LEND without its CALL would
          * apply to the next call. */
-        int fd = fcntl(shm->args_fd, F_DUPFD_CLOEXEC, 0);
+        int fd = fcntl(shm->args.fd, F_DUPFD_CLOEXEC, 0);
         if (fd < 0)
             return false;
         int lfd = -1;
@@ -1434,29 +1431,19 @@ static cf_future *pp_new_call(cf_executor *ex, cf_task_fn *fn, const cf_value *a
                 (args[i].kind == CF_BYTES || args[i].kind == CF_STR ? 8 + cf__value_extra(&args[i])
                                                                      : 0);
     process_pool *p = pool_of(ex);
-    cf__shm *shm = calloc(1, sizeof *shm);
+    cf__shm *shm = cf__shm_new();
     if (!shm)
         return NULL;
-    shm->result_fd = -1;
-    void *map = MAP_FAILED;
-    size_t cap = size;
-    int fd = -1;
-    cf__buf b;
-    if (cf__bufcache_take(p->cache, size, 2 * size, &b) || cf__buf_new(&b, size, true) == 0) {
-        map = b.map;
-        cap = b.cap;
-        fd = b.fd;
-    }
-    cf_future *f = map != MAP_FAILED ? cf__future_new_borrowed(fn, args, nargs) : NULL;
+    shm->cache = cf__bufcache_ref(p->cache);
+    cf_future *f = NULL;
+    if (cf__bufcache_take(p->cache, size, 2 * size, &shm->args) ||
+        cf__buf_new(&shm->args, size, true) == 0)
+        f = cf__future_new_borrowed(fn, args, nargs);
     if (!f) {
-        if (map != MAP_FAILED)
-            munmap(map, cap);
-        if (fd >= 0)
-            close(fd);
-        free(shm);
-        return NULL; /* the heap path reports what is wrong */
+        cf__shm_free(shm); /* gives back a buffer it took */
+        return NULL;       /* the heap path reports what is wrong */
     }
-    unsigned char *at = map;
+    unsigned char *at = shm->args.map;
     const unsigned char one[4] = {1, 0, 0, 0};
     put_bytes(&at, one, 4);
     *at++ = (unsigned char)namelen;
@@ -1483,11 +1470,7 @@ static cf_future *pp_new_call(cf_executor *ex, cf_task_fn *fn, const cf_value *a
             at += n;
         }
     }
-    shm->args_map = map;
     shm->args_len = size;
-    shm->args_cap = cap;
-    shm->args_fd = fd;
-    shm->cache = cf__bufcache_ref(p->cache);
     f->shm = shm;
     return f;
 }

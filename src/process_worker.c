@@ -402,15 +402,10 @@ static void put_big_result(cf_future *f, unsigned char *dst, const cf_value *v,
     f->result.kind = v->kind;
     f->result.size = v->size;
     f->result.as.bytes = bytes;
-    cf__shm *shm = f->shm;
-    if (shm && shm->result_map && shm->result_map != keep->map) {
-        cf__buf old = {shm->result_map, shm->result_len, shm->result_fd};
-        cf__buf_drop(&old);
-    }
-    if (shm) {
-        shm->result_map = keep->map;
-        shm->result_len = keep->cap;
-        shm->result_fd = keep->fd;
+    if (f->shm) {
+        if (f->shm->result.map != keep->map)
+            cf__buf_drop(&f->shm->result);
+        f->shm->result = *keep;
     }
 }
 
@@ -430,10 +425,8 @@ int cf__worker_store_big(cf_future *f, const cf_value *v)
     if (fd >= 0 && ftruncate(fd, (off_t)len) == 0 &&
         fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0)
         map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-    if (map != MAP_FAILED && !f->shm && (f->shm = calloc(1, sizeof *f->shm)) != NULL) {
-        f->shm->args_fd = -1;
-        f->shm->result_fd = -1;
-    }
+    if (map != MAP_FAILED && !f->shm)
+        f->shm = cf__shm_new();
     if (map == MAP_FAILED || !f->shm) {
         if (map != MAP_FAILED)
             munmap(map, len);
@@ -469,19 +462,19 @@ static int send_shm_result(int fd, cf_future *f)
         struct iovec iov = {hdr, sizeof hdr};
         return write_all_iov(fd, &iov, 1) == 0 ? 1 : -1;
     }
-    if (f->status != CF_OK || !shm || !shm->result_map ||
-        f->result.as.bytes != (unsigned char *)shm->result_map + CF__SHM_RESULT_PREFIX)
+    if (f->status != CF_OK || !shm || !shm->result.map ||
+        f->result.as.bytes != (unsigned char *)shm->result.map + CF__SHM_RESULT_PREFIX)
         return 0;
-    wire_enc pre = {.buf = shm->result_map, .len = 0, .cap = CF__SHM_RESULT_PREFIX};
+    wire_enc pre = {.buf = shm->result.map, .len = 0, .cap = CF__SHM_RESULT_PREFIX};
     wenc_u32(&pre, 1);
     wenc_u8(&pre, 1);
     wenc_u8(&pre, (uint8_t)f->result.kind);
     wenc_u64(&pre, cf__value_extra(&f->result));
     unsigned char hdr[WIRE_HDR + 8];
     wire_enc small = {.buf = hdr, .len = WIRE_HDR, .cap = sizeof hdr};
-    wenc_u64(&small, shm->result_len);
+    wenc_u64(&small, shm->result.cap);
     wenc_finish(&small, WIRE_RESULT, WIRE_SHM);
-    return send_with_fd(fd, hdr, sizeof hdr, shm->result_fd) == 0 ? 1 : -1;
+    return send_with_fd(fd, hdr, sizeof hdr, shm->result.fd) == 0 ? 1 : -1;
 }
 
 /* Encodes a finished call's outcome. */

@@ -211,17 +211,23 @@ void cf__bufcache_close(cf__bufcache *c)
     cf__bufcache_unref(c);
 }
 
+cf__shm *cf__shm_new(void)
+{
+    cf__shm *shm = calloc(1, sizeof *shm);
+    if (shm)
+        shm->result.fd = shm->args.fd = -1;
+    return shm;
+}
+
 void cf__shm_free(cf__shm *shm)
 {
     if (!shm)
         return;
-    cf__buf args = {shm->args_map, shm->args_cap, shm->args_map ? shm->args_fd : -1};
-    cf__buf result = {shm->result_map, shm->result_len, shm->result_map ? shm->result_fd : -1};
     cf__bufcache *c = shm->cache;
     if (c && inherited(c)) {
         /* A child freeing what it inherited: unmap, leave the cache be. */
-        cf__buf_drop(&args);
-        cf__buf_drop(&result);
+        cf__buf_drop(&shm->args);
+        cf__buf_drop(&shm->result);
         free(shm);
         return;
     }
@@ -229,9 +235,9 @@ void cf__shm_free(cf__shm *shm)
         cf__bufcache_unhold_fd(c);
     unsigned forks = atomic_load_explicit(&cf__fork_count, memory_order_acquire);
     if (shm->fork_stamp != forks || (forks & 1))
-        cf__buf_drop(&result); /* a child may still read it */
-    cf__bufcache_give(c, &args);
-    cf__bufcache_give(c, &result);
+        cf__buf_drop(&shm->result); /* a child may still read it */
+    cf__bufcache_give(c, &shm->args);
+    cf__bufcache_give(c, &shm->result);
     cf__bufcache_unref(c);
     free(shm);
 }

@@ -173,15 +173,10 @@ static void test_give_after_close(void **state)
     (void)state;
     int fds = count_fds();
     cf__bufcache *c = cf__bufcache_new(4, (size_t)1 << 20);
-    cf__shm *shm = calloc(1, sizeof *shm);
+    cf__shm *shm = cf__shm_new();
     assert_non_null(shm);
-    cf__buf args = new_buf(8192), result = new_buf(4096);
-    shm->args_map = args.map;
-    shm->args_cap = args.cap;
-    shm->args_fd = args.fd;
-    shm->result_map = result.map;
-    shm->result_len = result.cap;
-    shm->result_fd = result.fd;
+    shm->args = new_buf(8192);
+    shm->result = new_buf(4096);
     shm->fork_stamp = atomic_load(&cf__fork_count);
     shm->cache = cf__bufcache_ref(c);
     cf__bufcache_close(c); /* the pool is gone */
