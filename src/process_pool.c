@@ -270,7 +270,7 @@ static bool memfd_room(pworker *w, size_t k)
         w->marks = nm;
         w->marks_cap = ncap;
     }
-    return out_reserve(w, k * (WIRE_HDR + 8));
+    return out_reserve(w, k * WIRE_SHM_HDR);
 }
 
 /* Queues the header of a frame whose `size` payload bytes are in `mfd`;
@@ -280,11 +280,9 @@ static bool queue_memfd(pworker *w, uint8_t type, uint64_t size, int mfd)
 {
     if (!memfd_room(w, 1))
         return false;
-    wire_enc small = {.buf = w->out + w->out_end, .len = WIRE_HDR, .cap = WIRE_HDR + 8};
-    wenc_u64(&small, size);
-    wenc_finish(&small, type, WIRE_SHM);
+    wire_shm_header(w->out + w->out_end, type, 0, size);
     w->marks[w->nmarks++] = (struct mark){w->out_end, mfd};
-    w->out_end += WIRE_HDR + 8;
+    w->out_end += WIRE_SHM_HDR;
     return true;
 }
 
@@ -334,7 +332,7 @@ static void flush_out(pworker *w)
                      MSG_DONTWAIT | MSG_NOSIGNAL);
         } else {
             /* A memfd frame header: the descriptor rides on its first byte. */
-            n = cf__wire_send_fd(w->fd, w->out + w->out_start, WIRE_HDR + 8, w->marks[0].fd,
+            n = cf__wire_send_fd(w->fd, w->out + w->out_start, WIRE_SHM_HDR, w->marks[0].fd,
                                  MSG_DONTWAIT);
             if (n > 0) {
                 close(w->marks[0].fd);

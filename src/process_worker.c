@@ -189,17 +189,19 @@ ssize_t cf__wire_send_fd(int fd, const void *buf, size_t len, int mfd, int flags
     return w;
 }
 
-/* Sends `hdr` (WIRE_HDR + 8 bytes) with `mfd` attached, blocking. */
-static int send_with_fd(int fd, const unsigned char *hdr, size_t len, int mfd)
+/* Sends the header of a WIRE_SHM frame (see wire_shm_header) with `mfd`
+ * attached, or with no descriptor when `mfd` is -1; blocking. */
+static int send_shm_frame(int fd, uint8_t type, uint8_t flags, uint64_t size, int mfd)
 {
-    ssize_t w = cf__wire_send_fd(fd, hdr, len, mfd, 0);
-    if (w < 0)
+    unsigned char hdr[WIRE_SHM_HDR];
+    wire_shm_header(hdr, type, flags, size);
+    ssize_t w = 0;
+    if (mfd >= 0 && (w = cf__wire_send_fd(fd, hdr, sizeof hdr, mfd, 0)) < 0)
         return -1;
-    if ((size_t)w < len) {
-        struct iovec rest = {(void *)(hdr + w), len - (size_t)w};
-        return write_all_iov(fd, &rest, 1);
-    }
-    return 0;
+    if ((size_t)w == sizeof hdr)
+        return 0;
+    struct iovec rest = {hdr + w, sizeof hdr - (size_t)w};
+    return write_all_iov(fd, &rest, 1);
 }
 
 int cf__wire_send_blocking(int fd, wire_enc *e, uint8_t type)
@@ -218,11 +220,7 @@ int cf__wire_send_blocking(int fd, wire_enc *e, uint8_t type)
     int mfd = cf__wire_to_memfd(e);
     if (mfd < 0)
         return -1;
-    unsigned char hdr[WIRE_HDR + 8];
-    wire_enc small = {.buf = hdr, .len = WIRE_HDR, .cap = sizeof hdr};
-    wenc_u64(&small, payload);
-    wenc_finish(&small, type, WIRE_SHM);
-    int rc = send_with_fd(fd, hdr, sizeof hdr, mfd);
+    int rc = send_shm_frame(fd, type, 0, payload, mfd);
     close(mfd);
     return rc;
 }
@@ -420,24 +418,17 @@ int cf__worker_store_big(cf_future *f, const cf_value *v)
         put_big_result(f, lent.map, v, &none);
         return CF_OK;
     }
-    int fd = memfd_create("cfutures-result", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    void *map = MAP_FAILED;
-    if (fd >= 0 && ftruncate(fd, (off_t)len) == 0 &&
-        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0)
-        map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-    if (map != MAP_FAILED && !f->shm)
+    cf__buf fresh;
+    bool made = cf__buf_new(&fresh, len, true) == 0;
+    if (made && !f->shm)
         f->shm = cf__shm_new();
-    if (map == MAP_FAILED || !f->shm) {
-        if (map != MAP_FAILED)
-            munmap(map, len);
-        if (fd >= 0)
-            close(fd);
+    if (!made || !f->shm) {
+        cf__buf_drop(&fresh);
         /* The heap path still works, with one copy more. */
         return cf__value_store(&f->result, &f->result_heap, f->inline_result, v, false,
                                "return");
     }
-    const cf__buf fresh = {map, len, fd};
-    put_big_result(f, map, v, &fresh);
+    put_big_result(f, fresh.map, v, &fresh);
     return CF_OK;
 }
 
@@ -446,35 +437,35 @@ int cf__worker_store_big(cf_future *f, const cf_value *v)
  * RESULT fields.  Returns 1 if sent, 0 if not applicable, -1 on error. */
 static int send_shm_result(int fd, cf_future *f)
 {
-    cf__shm *shm = f->shm;
-    if (f->status == CF_OK && lent.map && f == lent.call &&
-        f->result.as.bytes == lent.map + CF__SHM_RESULT_PREFIX) {
-        size_t extra = cf__value_extra(&f->result);
-        wire_enc pre = {.buf = lent.map, .len = 0, .cap = CF__SHM_RESULT_PREFIX};
-        wenc_u32(&pre, 1);
-        wenc_u8(&pre, 1);
-        wenc_u8(&pre, (uint8_t)f->result.kind);
-        wenc_u64(&pre, extra);
-        unsigned char hdr[WIRE_HDR + 8];
-        wire_enc small = {.buf = hdr, .len = WIRE_HDR, .cap = sizeof hdr};
-        wenc_u64(&small, CF__SHM_RESULT_PREFIX + extra);
-        wenc_finish(&small, WIRE_RESULT, WIRE_SHM | WIRE_LENT);
-        struct iovec iov = {hdr, sizeof hdr};
-        return write_all_iov(fd, &iov, 1) == 0 ? 1 : -1;
-    }
-    if (f->status != CF_OK || !shm || !shm->result.map ||
-        f->result.as.bytes != (unsigned char *)shm->result.map + CF__SHM_RESULT_PREFIX)
+    if (f->status != CF_OK)
         return 0;
-    wire_enc pre = {.buf = shm->result.map, .len = 0, .cap = CF__SHM_RESULT_PREFIX};
+    size_t extra = cf__value_extra(&f->result);
+    const cf__buf *own = f->shm ? &f->shm->result : NULL;
+    unsigned char *base;
+    uint64_t size;
+    int mfd;
+    uint8_t flags;
+    if (lent.map && f == lent.call && f->result.as.bytes == lent.map + CF__SHM_RESULT_PREFIX) {
+        /* In the parent's lent buffer: it only needs the bytes used. */
+        base = lent.map;
+        size = CF__SHM_RESULT_PREFIX + extra;
+        mfd = -1;
+        flags = WIRE_LENT;
+    } else if (own && own->map &&
+               f->result.as.bytes == (unsigned char *)own->map + CF__SHM_RESULT_PREFIX) {
+        base = own->map;
+        size = own->cap;
+        mfd = own->fd;
+        flags = 0;
+    } else {
+        return 0;
+    }
+    wire_enc pre = {.buf = base, .len = 0, .cap = CF__SHM_RESULT_PREFIX};
     wenc_u32(&pre, 1);
     wenc_u8(&pre, 1);
     wenc_u8(&pre, (uint8_t)f->result.kind);
-    wenc_u64(&pre, cf__value_extra(&f->result));
-    unsigned char hdr[WIRE_HDR + 8];
-    wire_enc small = {.buf = hdr, .len = WIRE_HDR, .cap = sizeof hdr};
-    wenc_u64(&small, shm->result.cap);
-    wenc_finish(&small, WIRE_RESULT, WIRE_SHM);
-    return send_with_fd(fd, hdr, sizeof hdr, shm->result.fd) == 0 ? 1 : -1;
+    wenc_u64(&pre, extra);
+    return send_shm_frame(fd, WIRE_RESULT, flags, size, mfd) == 0 ? 1 : -1;
 }
 
 /* Encodes a finished call's outcome. */
@@ -582,22 +573,12 @@ static bool handle_calls(int fd, wire_dec *d, bool init, wire_enc *out, cf_futur
         /* A result "in shared memory" that is a plain file, not a sealed
          * memfd (unnamed: nothing is left behind). */
         int tf = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-        if (tf >= 0 && ftruncate(tf, 1 << 20) == 0) {
-            unsigned char hdr[WIRE_HDR + 8];
-            wire_enc small = {.buf = hdr, .len = WIRE_HDR, .cap = sizeof hdr};
-            wenc_u64(&small, 1 << 20);
-            wenc_finish(&small, WIRE_RESULT, WIRE_SHM);
-            send_with_fd(fd, hdr, sizeof hdr, tf);
-        }
+        if (tf >= 0 && ftruncate(tf, 1 << 20) == 0)
+            send_shm_frame(fd, WIRE_RESULT, 0, 1 << 20, tf);
         worker_exit(0);
     } else if (fault_at("bad-lent", name, namelen)) {
         /* A result said to be in a lent buffer, bigger than any buffer. */
-        unsigned char hdr[WIRE_HDR + 8];
-        wire_enc small = {.buf = hdr, .len = WIRE_HDR, .cap = sizeof hdr};
-        wenc_u64(&small, WIRE_SHM_MAX);
-        wenc_finish(&small, WIRE_RESULT, WIRE_SHM | WIRE_LENT);
-        struct iovec iov = {hdr, sizeof hdr};
-        write_all_iov(fd, &iov, 1);
+        send_shm_frame(fd, WIRE_RESULT, WIRE_LENT, WIRE_SHM_MAX, -1);
         worker_exit(0);
     } else if (fault_at("short-frame", name, namelen)) {
         wenc_finish(out, WIRE_RESULT, 0);

@@ -51,13 +51,13 @@ struct cf__bufcache {
     pthread_mutex_t mu;
     /* Guarded by mu: */
     bool closed;
-    int held_fds;        /* results keeping a descriptor */
-    uint64_t gives;      /* counts gives: the age of a cached buffer */
+    int held_fds;   /* results keeping a descriptor */
+    uint64_t gives; /* counts gives: the age of a cached buffer */
     int n;
     size_t bytes;
     struct slot {
         cf__buf b;
-        uint64_t given;  /* `gives` when it came in */
+        uint64_t given;          /* `gives` when it came in */
     } bufs[CACHE_SLOTS_MAX + 1]; /* +1: a give may overfill by one */
 };
 
@@ -79,8 +79,8 @@ int cf__buf_new(cf__buf *b, size_t size, bool populate)
     void *map = MAP_FAILED;
     if (fd >= 0 && ftruncate(fd, (off_t)size) == 0 &&
         fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0)
-        map = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                   MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0);
+        map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | (populate ? MAP_POPULATE : 0),
+                   fd, 0);
     if (map == MAP_FAILED) {
         if (fd >= 0)
             close(fd);

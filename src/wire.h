@@ -193,6 +193,19 @@ static inline void wenc_failure(wire_enc *e, int code, const char *type, const c
     wenc_cstr(e, msg ? msg : "");
 }
 
+static inline size_t wenc_finish(wire_enc *e, uint8_t type, uint8_t flags);
+
+/* The header of a frame whose payload travels out of band (WIRE_SHM): the
+ * 8-byte header and the u64 `size`, written into hdr[WIRE_SHM_HDR]. */
+#define WIRE_SHM_HDR (WIRE_HDR + 8)
+static inline void wire_shm_header(unsigned char *hdr, uint8_t type, uint8_t flags,
+                                   uint64_t size)
+{
+    wire_enc e = {.buf = hdr, .len = WIRE_HDR, .cap = WIRE_SHM_HDR};
+    wenc_u64(&e, size);
+    wenc_finish(&e, type, (uint8_t)(WIRE_SHM | flags));
+}
+
 /* Writes the header; returns the payload size. */
 static inline size_t wenc_finish(wire_enc *e, uint8_t type, uint8_t flags)
 {
