@@ -65,6 +65,13 @@ static void task_signal_started(cf_call *call, size_t i)
     }
 }
 
+/* The test byte pattern (see pattern()); also made inside workers. */
+static void pattern_fill(unsigned char *b, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        b[i] = (unsigned char)((i * 131u + (i >> 9) + seed * 7u) & 0xff);
+}
+
 /* Waits (at most 10 s) for one byte on the FIFO at `path`. */
 static void task_wait_gate(const char *path)
 {
@@ -237,8 +244,7 @@ static int p_make_bytes(cf_call *call)
     unsigned char *b = n > 0 ? malloc((size_t)n) : NULL;
     if (!b)
         return cf_raise(call, 1, "TestError", "bad size");
-    for (int64_t i = 0; i < n; i++)
-        b[i] = (unsigned char)((i * 131 + (i >> 9) + seed * 7) & 0xff);
+    pattern_fill(b, (size_t)n, (unsigned)seed);
     int rc = cf_return_bytes(call, b, (size_t)n);
     free(b);
     return rc;
@@ -535,8 +541,7 @@ static unsigned char *pattern(size_t n, unsigned seed)
 {
     unsigned char *b = malloc(n ? n : 1);
     assert_non_null(b);
-    for (size_t i = 0; i < n; i++)
-        b[i] = (unsigned char)((i * 131u + (i >> 9) + seed * 7u) & 0xff);
+    pattern_fill(b, n, seed);
     return b;
 }
 
