@@ -251,6 +251,19 @@ static int p_make_bytes(cf_call *call)
 }
 CF_TASK(p_make_bytes);
 
+/* arg 0: bytes, arg 1: n.  Returns the first n of them (a big result
+ * much smaller than its big argument). */
+static int p_head(cf_call *call)
+{
+    size_t n = 0;
+    const void *b = cf_arg_bytes(call, 0, &n);
+    int64_t want = cf_arg_i64(call, 1);
+    if (!b || want < 0 || (size_t)want > n)
+        return cf_raise(call, 1, "TestError", "bad arguments");
+    return cf_return_bytes(call, b, (size_t)want);
+}
+CF_TASK(p_head);
+
 /* Tries to shrink every cfutures memfd this worker can reach: its
  * descriptors, and (as root) the files behind its mappings, which
  * include the shared memory the parent made.  Returns found * 1000 +
@@ -977,6 +990,49 @@ static void test_big_results_held_few_fds(void **state)
     destroy_quickly(ex, 5);
     assert_no_children();
     assert_int_equal(count_fds(), fds);
+}
+
+/* Shared-memory mappings of this process (lines of /proc/self/maps). */
+static int count_shm_maps(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    assert_non_null(f);
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, "memfd:cfutures"))
+            n++;
+    fclose(f);
+    return n;
+}
+
+/* A big result much smaller than the buffer lent for it (1.5 MiB made in
+ * an 8 MiB lent buffer) is copied out, so holding such results does not
+ * keep their big buffers mapped: only the pool's few idle buffers stay. */
+static void test_small_result_does_not_pin_lent_buffer(void **state)
+{
+    (void)state;
+    enum { HELD = 8 };
+    size_t n = (size_t)8 << 20, part = (size_t)3 << 19;
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    unsigned char *in = pattern(n, 12);
+    cf_future *fs[HELD];
+    for (int i = 0; i < HELD; i++) {
+        assert_ok(cf_submit(ex, p_head, CF_ARGS(cf_bytes(in, n), cf_i64((int64_t)part)), &fs[i]));
+        const cf_value *v = NULL;
+        assert_ok(cf_future_result(fs[i], T_OK * cf_test_scale(), &v));
+        assert_int_equal(v->size, part);
+        assert_memory_equal(v->as.bytes, in, part);
+    }
+    /* At most the cache's 2 x 1 idle buffers; not one per held result. */
+    int maps = count_shm_maps();
+    if (maps > 2)
+        fail_msg("%d shared-memory mappings while holding %d small results", maps, HELD);
+    for (int i = 0; i < HELD; i++)
+        assert_ok(cf_future_release(fs[i]));
+    free(in);
+    destroy_quickly(ex, 5);
+    assert_no_children();
 }
 
 /* The shared memory the parent makes (arguments, lent result buffers) is
@@ -2762,6 +2818,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_recycled_buffers_fork),
     cmocka_unit_test(test_big_results_held_few_fds),
     cmocka_unit_test(test_worker_cannot_shrink_parent_memory),
+    cmocka_unit_test(test_small_result_does_not_pin_lent_buffer),
     cmocka_unit_test(test_map_chunksize_1_and_7),
     cmocka_unit_test(test_map_lazy_chunks),
     cmocka_unit_test(test_wait_and_as_completed),
