@@ -315,18 +315,25 @@ static bool swap_state(cf_future *f, uint32_t to)
     return (old & CF__SLEEPERS) != 0;
 }
 
+/* Runs one callback, reporting a failure through the log hook. */
+static void run_callback(cf_future *f, cf_done_fn *fn, void *arg)
+{
+    int rc = fn(f, arg);
+    if (rc != 0) {
+        char desc[128];
+        cf_future_format(f, desc, sizeof desc);
+        cf__log("exception calling callback for %s: callback returned %d", desc, rc);
+    }
+}
+
 /* Runs detached callbacks in order, reporting failures through the log
- * hook.  No lock held. */
+ * hook.  No lock held; the caller holds a reference to `f` throughout, so
+ * a callback may drop the last reference of its own. */
 static void run_callbacks(cf_future *f, cf__cb *cb)
 {
     while (cb) {
         cf__cb *next = cb->next;
-        int rc = cb->fn(f, cb->arg);
-        if (rc != 0) {
-            char desc[128];
-            cf_future_format(f, desc, sizeof desc);
-            cf__log("exception calling callback for %s: callback returned %d", desc, rc);
-        }
+        run_callback(f, cb->fn, cb->arg);
         free(cb);
         cb = next;
     }
@@ -693,12 +700,12 @@ CF__API int cf_future_add_done_callback(cf_future *f, cf_done_fn *fn, void *arg)
         return cf__fail(CF_EINVAL, "add_done_callback: %s is NULL", fn ? "future" : "fn");
     cf__lock_acquire(&f->lock);
     if (cf__state_done(cf__state_of(f))) {
+        /* Our own reference: the callback may release the caller's last
+         * one, and the failure report still reads the future. */
+        cf_future_retain(f);
         cf__lock_release(&f->lock);
-        if (fn(f, arg) != 0) {
-            char desc[128];
-            cf_future_format(f, desc, sizeof desc);
-            cf__log("exception calling callback for %s", desc);
-        }
+        run_callback(f, fn, arg);
+        cf_future_release(f);
         return CF_OK;
     }
     cf__cb *cb = malloc(sizeof *cb);

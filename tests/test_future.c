@@ -725,6 +725,35 @@ static void test_failing_callback_logged_others_run(void **state)
     pthread_mutex_destroy(&log.mu);
 }
 
+/* A callback added to a done future runs at once; it may release the last
+ * reference and still fail: the report must neither read freed memory
+ * (ASan) nor differ from the one a completion logs. */
+static int release_and_fail_cb(cf_future *f, void *arg)
+{
+    (void)arg;
+    cf_future_release(f);
+    return 5;
+}
+
+static void test_immediate_callback_releasing_last_ref_logged(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 200; round++) {
+        cf_future *f = new_future();
+        cf_value v = cf_i64(round);
+        assert_ok(cf_future_set_result(f, &v));
+        cap_install();
+        assert_ok(cf_future_add_done_callback(f, release_and_fail_cb, NULL));
+        cap_restore();
+        assert_int_equal(cap_count(), 1);
+        char msg[1024];
+        cap_first(msg, sizeof msg);
+        assert_non_null(strstr(msg, "exception calling callback for <Future at "));
+        assert_non_null(strstr(msg, "state=finished returned int"));
+        assert_non_null(strstr(msg, ": callback returned 5"));
+    }
+}
+
 typedef struct {
     int result_rc;
     int64_t value;
@@ -1247,6 +1276,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_callbacks_run_on_cancel),
     cmocka_unit_test(test_callback_runs_in_completing_thread),
     cmocka_unit_test(test_failing_callback_logged_others_run),
+    cmocka_unit_test(test_immediate_callback_releasing_last_ref_logged),
     cmocka_unit_test(test_callback_runs_without_lock),
     cmocka_unit_test(test_callback_runs_without_lock_on_cancel),
     cmocka_unit_test(test_many_callbacks),
