@@ -33,7 +33,11 @@ struct cf_map_iter {
     int64_t deadline;
     size_t buffersize;     /* 0 = eager */
     size_t chunksize;      /* calls per unit handed to the engine */
-    cf_future **chunk;     /* scratch: the unit being submitted */
+    cf_future **chunk;     /* scratch: the unit being submitted; grows with
+                            * the tuples actually read, never beyond
+                            * chunksize, so a huge chunksize over a short
+                            * input costs nothing */
+    size_t chunk_cap;
     cf_future **ring;
     size_t cap, head, count;
     bool exhausted;        /* no more input (or refilling stopped) */
@@ -107,6 +111,20 @@ static cf_future *pop(cf_map_iter *it)
     return f;
 }
 
+/* Doubles the chunk scratch, up to chunksize. */
+static int grow_chunk(cf_map_iter *it)
+{
+    size_t ncap = it->chunk_cap ? it->chunk_cap * 2 : 64;
+    if (ncap > it->chunksize)
+        ncap = it->chunksize;
+    cf_future **nc = realloc(it->chunk, ncap * sizeof *nc);
+    if (!nc)
+        return cf__fail(CF_ENOMEM, "map: out of memory");
+    it->chunk = nc;
+    it->chunk_cap = ncap;
+    return CF_OK;
+}
+
 /* Submits the next chunk (up to `chunksize` tuples) as one unit.  Returns
  * the number submitted, 0 (inputs exhausted) or a cf_error (nothing of
  * this chunk stays scheduled). */
@@ -117,6 +135,8 @@ static int submit_next(cf_map_iter *it)
     while (n < it->chunksize) {
         r = next_tuple(it);
         if (r <= 0)
+            break;
+        if (n == it->chunk_cap && (r = grow_chunk(it)) != CF_OK)
             break;
         r = cf__prepare_call(it->ex, it->fn, it->tuple, it->ninputs, &it->chunk[n]);
         if (r != CF_OK)
@@ -204,8 +224,7 @@ CF__API int cf_map(cf_executor *ex, cf_task_fn *fn, const cf_map_input *inputs, 
     it->pos = calloc(ninputs, sizeof *it->pos);
     it->tuple = calloc(ninputs, sizeof *it->tuple);
     it->chunksize = (size_t)opts->chunksize;
-    it->chunk = calloc(it->chunksize, sizeof *it->chunk);
-    if (!it->inputs || !it->pos || !it->tuple || !it->chunk) {
+    if (!it->inputs || !it->pos || !it->tuple) {
         cf_map_close(it);
         return cf__fail(CF_ENOMEM, "map: out of memory");
     }

@@ -4,6 +4,21 @@
  */
 #include "cf_test_util.h"
 
+#include <limits.h>
+#include <sys/resource.h>
+
+/* Sanitizers reserve terabytes of address space: no RLIMIT_AS there. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define MAP_TEST_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define MAP_TEST_SANITIZED 1
+#endif
+#endif
+#ifndef MAP_TEST_SANITIZED
+#define MAP_TEST_SANITIZED 0
+#endif
+
 /* ---- tasks and generators -------------------------------------------------- */
 
 static int t_double(cf_call *call)
@@ -420,6 +435,50 @@ static void test_map_timeout_first_results_ok(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* Bytes of address space mapped now, from /proc/self/statm. */
+static size_t mapped_bytes(void)
+{
+    FILE *fp = fopen("/proc/self/statm", "r");
+    assert_non_null(fp);
+    unsigned long pages = 0;
+    assert_int_equal(fscanf(fp, "%lu", &pages), 1);
+    fclose(fp);
+    return (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* The largest legal chunksize over a short input costs what the input
+ * needs: under an address-space limit 1 GiB above today's use, a map with
+ * chunksize INT_MAX (INT_MAX pointers would be 16 GiB) still works. */
+static void test_map_huge_chunksize_bounded_by_input(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(2);
+    cf_value in[3] = {cf_i64(1), cf_i64(2), cf_i64(3)};
+    cf_map_input mi = cf_input_array(in, 3);
+    cf_map_options o = opts_default();
+    o.chunksize = INT_MAX;
+    struct rlimit old;
+    assert_int_equal(getrlimit(RLIMIT_AS, &old), 0);
+    if (!MAP_TEST_SANITIZED) {
+        struct rlimit lim = old;
+        lim.rlim_cur = mapped_bytes() + ((rlim_t)1 << 30);
+        if (old.rlim_cur == RLIM_INFINITY || lim.rlim_cur < old.rlim_cur)
+            assert_int_equal(setrlimit(RLIMIT_AS, &lim), 0);
+    }
+    cf_map_iter *it = NULL;
+    int rc = cf_map(ex, t_double, &mi, 1, &o, &it);
+    assert_int_equal(setrlimit(RLIMIT_AS, &old), 0);
+    assert_ok(rc);
+    for (int i = 0; i < 3; i++) {
+        const cf_value *v = NULL;
+        assert_ok(cf_map_next(it, &v, NULL));
+        assert_int_equal(v->as.i64, 2 * (i + 1));
+    }
+    assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+    cf_map_close(it);
+    assert_ok(cf_executor_destroy(ex));
+}
+
 static void test_map_chunksize(void **state)
 {
     (void)state;
@@ -755,6 +814,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_map_timeout_measured_from_map_call),
     cmocka_unit_test(test_map_timeout_first_results_ok),
     cmocka_unit_test(test_map_chunksize),
+    cmocka_unit_test(test_map_huge_chunksize_bounded_by_input),
     cmocka_unit_test(test_map_bad_arguments),
     cmocka_unit_test(test_map_after_shutdown),
     cmocka_unit_test(test_map_close_early_cancels),
