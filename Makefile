@@ -14,7 +14,7 @@ CTEST_ARGS ?= --output-on-failure -j $(JOBS)
 
 # Debian packages the build, tests, examples, demo and benchmarks use.
 DEBS := build-essential clang cmake pkg-config libcmocka-dev libgmp-dev \
-        libsqlite3-dev libssl-dev python3 gdb
+        libsqlite3-dev libssl-dev python3 gdb valgrind
 
 .PHONY: all deps build demo test test-plain test-clang test-asan test-tsan bench install clean
 

@@ -48,6 +48,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -366,6 +367,43 @@ static int pidfd_of(pid_t pid)
 #endif
 }
 
+/* The program's own file, noted by cf_process_init().  Workers normally
+ * start from /proc/self/exe, which is always the running image.  Under a
+ * loader that runs the program for it - valgrind, whose tool is what
+ * /proc/self/exe names while readlink() of it still reports the program -
+ * that would start the loader without its arguments, so the worker starts
+ * from the program's path instead, as long as that path still holds the
+ * file noted at start-up (an upgrade may have replaced it since). */
+static struct {
+    char path[4096];
+    dev_t dev;
+    ino_t ino;
+    bool differs; /* the path is not the file /proc/self/exe names */
+} exe;
+
+void cf__note_exe(void)
+{
+    struct stat at_path, running;
+    ssize_t n = readlink("/proc/self/exe", exe.path, sizeof exe.path - 1);
+    if (n <= 0 || (size_t)n >= sizeof exe.path - 1 || exe.path[0] != '/')
+        return;
+    exe.path[n] = '\0';
+    if (stat(exe.path, &at_path) != 0 || stat("/proc/self/exe", &running) != 0)
+        return;
+    exe.dev = at_path.st_dev;
+    exe.ino = at_path.st_ino;
+    exe.differs = at_path.st_dev != running.st_dev || at_path.st_ino != running.st_ino;
+}
+
+/* What a CF_START_EXEC worker executes. */
+static const char *worker_image(void)
+{
+    struct stat st;
+    if (exe.differs && stat(exe.path, &st) == 0 && st.st_dev == exe.dev && st.st_ino == exe.ino)
+        return exe.path;
+    return "/proc/self/exe";
+}
+
 /* Starts the program again as a worker (CF_START_EXEC). */
 static int spawn_exec(process_pool *p, int child_fd, pid_t *pid)
 {
@@ -401,7 +439,7 @@ static int spawn_exec(process_pool *p, int child_fd, pid_t *pid)
     posix_spawnattr_setsigmask(&attr, &none);
     posix_spawnattr_setsigdefault(&attr, &all);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    int rc = posix_spawn(pid, "/proc/self/exe", &fa, &attr, cf__process_argv, envp);
+    int rc = posix_spawn(pid, worker_image(), &fa, &attr, cf__process_argv, envp);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     free(envp);

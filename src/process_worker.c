@@ -694,6 +694,7 @@ CF__API int cf_process_init(int argc, char **argv)
         }
         unsetenv(CF__WORKER_ENV);
     }
+    cf__note_exe();
     cf__process_argv = argv;
     cf__process_init_called = true;
     return CF_OK;
