@@ -4,7 +4,9 @@
 #                  times: plain (gcc), AddressSanitizer+UBSan, ThreadSanitizer;
 #                  and builds everything with clang -Werror and runs the
 #                  unit tests there too
-# Other targets: build, bench, install (PREFIX=/usr/local), clean.
+# Other targets: build, bench, clean; install and install-strip
+# (PREFIX=/usr/local) build and install the library alone, which needs only
+# a C compiler and CMake.
 
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX   ?= /usr/local
@@ -12,17 +14,26 @@ CMAKE    ?= cmake
 CTEST    ?= ctest
 CTEST_ARGS ?= --output-on-failure -j $(JOBS)
 
-# Debian packages the build, tests, examples, demo and benchmarks use.
-DEBS := build-essential clang cmake pkg-config libcmocka-dev libgmp-dev \
-        libsqlite3-dev libssl-dev python3 gdb valgrind
+# Debian packages.  Building and installing the library needs only
+# BUILD_DEBS; the tests, examples, demo, benchmarks and the reference-page
+# generator use DEV_DEBS too.
+BUILD_DEBS := build-essential cmake
+DEV_DEBS   := clang pkg-config libcmocka-dev libgmp-dev libsqlite3-dev \
+              libssl-dev libcurl4-openssl-dev python3 gdb valgrind
+DEBS       := $(BUILD_DEBS) $(DEV_DEBS)
 
-.PHONY: all deps build demo test test-plain test-clang test-asan test-tsan bench install clean
+# The developer/CI configuration: warnings are errors.
+DEV_FLAGS := -DCF_WERROR=ON
+
+.PHONY: all deps deps-build build demo test test-plain test-clang test-asan test-tsan bench \
+        install install-strip clean
 
 all: build
 
-# Installs only what is missing; needs root (or sudo) on a bare machine.
-deps:
-	@missing=""; for p in $(DEBS); do \
+# apt-installs whichever of the packages in $(1) are missing; needs root (or
+# sudo) on a bare machine.
+define install_debs
+@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -31,6 +42,13 @@ deps:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+deps:
+	$(call install_debs,$(DEBS))
+
+deps-build:
+	$(call install_debs,$(BUILD_DEBS))
 
 build/CMakeCache.txt:
 	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
@@ -42,25 +60,25 @@ demo: build
 	./build/examples/demo
 
 test-plain: deps
-	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo $(DEV_FLAGS)
 	$(CMAKE) --build build -j $(JOBS)
 	cd build && $(CTEST) $(CTEST_ARGS)
 
 # The same code must build warning-free with clang, and pass there too.
 test-clang: deps
-	CC=clang $(CMAKE) -S . -B build-clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCF_BUILD_BENCH=OFF
+	CC=clang $(CMAKE) -S . -B build-clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCF_BUILD_BENCH=OFF $(DEV_FLAGS)
 	$(CMAKE) --build build-clang -j $(JOBS)
 	cd build-clang && $(CTEST) $(CTEST_ARGS) -L unit
 
 # Sanitizer builds: tests and examples only (no benchmarks), longer watchdog.
 test-asan: deps
-	$(CMAKE) -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCF_SANITIZE=address,undefined -DCF_BUILD_BENCH=OFF
+	$(CMAKE) -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCF_SANITIZE=address,undefined -DCF_BUILD_BENCH=OFF $(DEV_FLAGS)
 	$(CMAKE) --build build-asan -j $(JOBS)
 	cd build-asan && CF_TEST_TIMEOUT_SCALE=3 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $(CTEST) $(CTEST_ARGS)
 
 test-tsan: deps
-	$(CMAKE) -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCF_SANITIZE=thread -DCF_BUILD_BENCH=OFF
+	$(CMAKE) -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCF_SANITIZE=thread -DCF_BUILD_BENCH=OFF $(DEV_FLAGS)
 	$(CMAKE) --build build-tsan -j $(JOBS)
 	cd build-tsan && CF_TEST_TIMEOUT_SCALE=5 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	  $(CTEST) $(CTEST_ARGS)
@@ -72,8 +90,18 @@ bench: build
 	./build/bench/bench_thread
 	./build/bench/bench_process
 
-install: build
-	$(CMAKE) --install build --prefix $(PREFIX)
+# The library alone, in a tree of its own: no test toolchain needed.
+build-release/CMakeCache.txt:
+	$(CMAKE) -S . -B build-release -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCF_BUILD_TESTS=OFF -DCF_BUILD_EXAMPLES=OFF -DCF_BUILD_BENCH=OFF
+
+install: deps-build build-release/CMakeCache.txt
+	$(CMAKE) --build build-release -j $(JOBS)
+	$(CMAKE) --install build-release --prefix $(PREFIX)
+
+install-strip: deps-build build-release/CMakeCache.txt
+	$(CMAKE) --build build-release -j $(JOBS)
+	$(CMAKE) --install build-release --prefix $(PREFIX) --strip
 
 clean:
-	rm -rf build build-clang build-asan build-tsan
+	rm -rf build build-clang build-asan build-tsan build-release
