@@ -131,7 +131,10 @@ typedef enum cf_kind {
     CF_I64,      /* int64_t, in .as.i64 */
     CF_F64,      /* double, in .as.f64 */
     CF_BYTES,    /* .size bytes at .as.bytes */
-    CF_STR,      /* NUL-terminated text at .as.str; .size = strlen */
+    CF_STR,      /* NUL-terminated text at .as.str; .size = strlen (a
+                  * value whose .size is not its strlen is refused with
+                  * CF_EINVAL wherever it enters: submit, initargs,
+                  * set_result, the cf_return_* functions) */
     CF_PTR       /* a pointer shared by reference (in-process engines only) */
 } cf_kind;
 
@@ -267,8 +270,11 @@ void *cf_arg_ptr(cf_call *call, size_t i);
 
 /* Set the call's result; the last call wins.  Bytes and strings are copied
  * (the task keeps ownership of its buffer).  Return CF_OK, or CF_ENOMEM /
- * CF_ETOOBIG after raising a "MemoryError" / "ValueError" failure on the
- * call.  cf_return_value() takes any cf_value. */
+ * CF_ETOOBIG / CF_EINVAL (a CF_STR whose size is not its strlen) after
+ * raising a "MemoryError" / "ValueError" failure on the call.
+ * cf_return_value() takes any cf_value.  A CF_PTR result cannot leave a
+ * process pool's worker: that call (alone) fails with a "TypeError"
+ * failure of code CF_ENOTCOPYABLE naming the task. */
 int cf_return_none(cf_call *call);
 int cf_return_i64(cf_call *call, int64_t x);
 int cf_return_f64(cf_call *call, double x);
@@ -486,7 +492,8 @@ int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_options *opts)
  * values are passed through as pointers).  Errors create no future and
  * leave *out NULL:
  *   CF_EINVAL        ex/fn/out NULL, args NULL with nargs > 0, nargs >
- *                    CF_ARGS_MAX, or an argument with an unknown kind;
+ *                    CF_ARGS_MAX, an argument with an unknown kind, or a
+ *                    CF_STR whose size is not its strlen;
  *   CF_ETOOBIG       an argument, or all together, exceed CF_PAYLOAD_MAX;
  *   CF_ENOTCOPYABLE  a CF_PTR argument on an engine that copies;
  *   CF_ESHUTDOWN     after cf_shutdown();
@@ -585,7 +592,8 @@ int cf_kill_workers(cf_executor *ex);
  *      CF_TASK(fn) at file scope (or cf_task_register() before
  *      cf_process_init()).  Submitting an unregistered function to a
  *      process pool fails with CF_ENOTCOPYABLE.  Arguments and results
- *      are copied (CF_PTR is refused with CF_ENOTCOPYABLE).
+ *      are copied (a CF_PTR argument is refused with CF_ENOTCOPYABLE;
+ *      a CF_PTR result fails its call with that code).
  *   2. main() starts with cf_process_init(argc, argv).  A worker is this
  *      same program started again (the default start method, CF_START_EXEC);
  *      cf_process_init() is where it becomes a worker and never returns.

@@ -468,10 +468,20 @@ static int send_shm_result(int fd, cf_future *f)
     return send_shm_frame(fd, WIRE_RESULT, flags, size, mfd) == 0 ? 1 : -1;
 }
 
-/* Encodes a finished call's outcome. */
-static void encode_outcome(wire_enc *e, cf_future *f)
+/* Encodes a finished call's outcome.  A result that cannot leave the
+ * process (a CF_PTR, which cf_return_ptr() accepts for in-process engines)
+ * becomes that call's failure instead of a frame the parent must refuse. */
+static void encode_outcome(wire_enc *e, cf_future *f, const char *name, size_t namelen)
 {
-    if (f->status == CF_OK) {
+    if (f->status == CF_OK && (f->result.kind < CF_NONE || f->result.kind > CF_STR)) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "task \"%.*s\" returned a %s (kind %d), which cannot be "
+                                  "copied from a worker process to its parent; return bytes or a "
+                                  "string instead",
+                 (int)namelen, name, cf_kind_name(f->result.kind), (int)f->result.kind);
+        wenc_u8(e, 0);
+        wenc_failure(e, CF_ENOTCOPYABLE, "TypeError", msg);
+    } else if (f->status == CF_OK) {
         wenc_u8(e, 1);
         wenc_value(e, &f->result);
     } else {
@@ -559,7 +569,7 @@ static bool handle_calls(int fd, wire_dec *d, bool init, wire_enc *out, cf_futur
         if (fault_at("encode-segv", name, namelen) || fault_at("encode-exit", name, namelen))
             fault_act(fault.point);
         ok_all = ok_all && fs[i]->status == CF_OK;
-        encode_outcome(out, fs[i]);
+        encode_outcome(out, fs[i], name, namelen);
     }
     if (fault_at("bad-frame", name, namelen)) {
         wenc_reset(out);
@@ -592,7 +602,7 @@ static bool handle_calls(int fd, wire_dec *d, bool init, wire_enc *out, cf_futur
         wenc_u32(out, (uint32_t)getpid());
         wenc_u8(out, 0);
         if (fs[0])
-            encode_outcome(out, fs[0]);
+            encode_outcome(out, fs[0], name, namelen);
         else
             wenc_failure(out, CF_ENOTCOPYABLE, "NameError", "initializer is not registered "
                                                            "in the worker process");

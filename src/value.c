@@ -67,6 +67,17 @@ int cf__value_check(const cf_value *v, bool copying, const char *who, size_t ind
                             index, v->size);
         if (v->kind == CF_STR && v->as.str == NULL)
             return cf__fail(CF_EINVAL, "%s: value %zu is a NULL string", who, index);
+        if (v->kind == CF_STR) {
+            /* .size must be strlen: a copy takes .size bytes and the NUL
+             * after them, and a worker's peer checks exactly that.  Reads
+             * stop at the first NUL, so a too-big size reads no further. */
+            size_t len = strnlen(v->as.str, v->size + 1);
+            if (len != v->size)
+                return cf__fail(CF_EINVAL, "%s: value %zu is a string whose size (%zu) is not "
+                                           "its length (%s%zu); build it with cf_str()",
+                                who, index, v->size, len > v->size ? "more than " : "",
+                                len > v->size ? v->size : len);
+        }
         return CF_OK;
     }
     return cf__fail(CF_EINVAL, "%s: value %zu has unknown kind %d", who, index, (int)v->kind);

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdatomic.h>
+#include <sys/wait.h>
 
 /* ---- log hook capture ------------------------------------------------- */
 
@@ -283,6 +284,42 @@ static inline cf_executor *pool_new(int n)
     assert_ok(cf_thread_pool_new(&ex, &o));
     assert_non_null(ex);
     return ex;
+}
+
+/* Process pool with `workers` workers under `policy`, started with `sm`. */
+static inline cf_executor *ppool(int workers, cf_crash_policy policy, cf_start_method sm)
+{
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = workers;
+    o.on_crash = policy;
+    o.start_method = sm;
+    cf_executor *ex = NULL;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    assert_non_null(ex);
+    return ex;
+}
+
+/* Submits fn(args) and returns its i64 result (must succeed within 10 s,
+ * scaled). */
+static inline int64_t run_i64(cf_executor *ex, cf_task_fn *fn, const cf_value *args,
+                              size_t nargs)
+{
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, fn, args, nargs, &f));
+    int64_t r = 0;
+    assert_ok(cf_future_result_i64(f, 10.0 * cf_test_scale(), &r));
+    assert_ok(cf_future_release(f));
+    return r;
+}
+
+/* Every worker has been reaped: this process has no child left. */
+static inline void assert_no_children(void)
+{
+    errno = 0;
+    pid_t r = waitpid(-1, NULL, WNOHANG);
+    if (r != -1 || errno != ECHILD)
+        fail_msg("a child process is left (waitpid returned %d, errno %d)", (int)r, errno);
 }
 
 static inline bool contains(const char *hay, const char *needle)

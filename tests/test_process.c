@@ -389,30 +389,6 @@ static int p_not_registered(cf_call *call)
 
 /* ---- helpers for the tests ---------------------------------------------------- */
 
-static cf_executor *ppool(int workers, cf_crash_policy policy, cf_start_method sm)
-{
-    cf_process_pool_options o;
-    cf_process_pool_options_init(&o);
-    o.max_workers = workers;
-    o.on_crash = policy;
-    o.start_method = sm;
-    cf_executor *ex = NULL;
-    assert_ok(cf_process_pool_new(&ex, &o));
-    assert_non_null(ex);
-    return ex;
-}
-
-/* Submits fn(args) and returns its i64 result (must succeed). */
-static int64_t run_i64(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs)
-{
-    cf_future *f = NULL;
-    assert_ok(cf_submit(ex, fn, args, nargs, &f));
-    int64_t r = 0;
-    assert_ok(cf_future_result_i64(f, T_OK * cf_test_scale(), &r));
-    assert_ok(cf_future_release(f));
-    return r;
-}
-
 static int64_t worker_pid(cf_executor *ex)
 {
     int64_t pid = run_i64(ex, p_getpid, CF_NOARGS);
@@ -479,15 +455,6 @@ static void destroy_quickly(cf_executor *ex, double limit)
     if (took > limit * cf_test_scale())
         fail_msg("cf_executor_destroy took %.2f s (limit %.1f s x%d)", took, limit,
                  cf_test_scale());
-}
-
-/* Every worker has been reaped: this process has no child left. */
-static void assert_no_children(void)
-{
-    errno = 0;
-    pid_t r = waitpid(-1, NULL, WNOHANG);
-    if (r != -1 || errno != ECHILD)
-        fail_msg("a child process is left (waitpid returned %d, errno %d)", (int)r, errno);
 }
 
 /* Waits (bounded, polling an atomic counter) until the pool reports `n`
