@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #ifdef __cplusplus
+#include <initializer_list>
 extern "C" {
 #endif
 
@@ -198,10 +199,25 @@ const char *cf_kind_name(cf_kind kind);
 /* Argument list helpers for cf_submit():
  *     cf_submit(ex, task, CF_ARGS(cf_i64(323), cf_i64(1235)), &f);
  *     cf_submit(ex, task, CF_NOARGS, &f);
- * CF_ARGS expands to two function arguments: a pointer and a count. */
+ * CF_ARGS expands to two function arguments: a pointer and a count.  The
+ * array lives until the end of the full expression (the cf_submit() call),
+ * and each argument is evaluated once, in C and in C++. */
+#ifndef __cplusplus
 #define CF_ARGS(...)                                                          \
     ((const cf_value[]){__VA_ARGS__}),                                        \
         (sizeof((const cf_value[]){__VA_ARGS__}) / sizeof(cf_value))
+#else
+/* C++ has no compound literals: the values go into a braced
+ * std::initializer_list, and cf__cxx_count() counts them in an unevaluated
+ * sizeof. */
+extern "C++" {
+template <typename... T>
+char (&cf__cxx_count(const T &...))[sizeof...(T)];
+}
+#define CF_ARGS(...)                                                          \
+    (::std::initializer_list<cf_value>{__VA_ARGS__}.begin()),                 \
+        (sizeof(::cf__cxx_count(__VA_ARGS__)))
+#endif
 #define CF_NOARGS ((const cf_value *)NULL), ((size_t)0)
 
 /* ------------------------------------------------------------------------
