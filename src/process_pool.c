@@ -708,7 +708,10 @@ static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool k
         ensure_workers(p);
 }
 
-/* Reaps `w` if it has exited.  Returns true if it was reaped. */
+/* Reaps `w` if it has exited.  Returns true if it was reaped.  `block`
+ * (no pidfd: the worker is at EOF) waits for it; liveness: a worker at
+ * EOF has closed its end or been killed, and the caller SIGKILLs it
+ * unless it is leaving on our EXIT. */
 static bool try_reap(process_pool *p, pworker *w, bool block)
 {
     siginfo_t si;
@@ -1254,35 +1257,46 @@ static void *manager_main(void *arg)
                       "the pool's workers were stopped by terminate_workers/kill_workers");
         }
         dispatch(p, &enc);
+        /* Whether we may finish is decided on the queue as dispatch left
+         * it: dispatch drops cancelled calls and fails calls it could not
+         * send, and no wake-up follows either, so a count read before it
+         * would put us to sleep for good with nothing left to wait for. */
+        pthread_mutex_lock(&p->mu);
+        npending = p->npending;
+        pthread_mutex_unlock(&p->mu);
         if (shutdown && npending == 0 && all_idle(p) && !p->exits_sent) {
-            pthread_mutex_lock(&p->mu);
-            bool none = p->npending == 0;
-            pthread_mutex_unlock(&p->mu);
-            if (none) {
-                p->exits_sent = true;
-                p->stopping = true; /* no replacements from here on */
-                for (int i = 0; i < p->nworkers; i++) {
-                    pworker *w = p->workers[i];
-                    if (!w->exit_sent) {
-                        wenc_reset(&enc);
-                        w->exit_sent = queue_frame(w, &enc, WIRE_EXIT);
-                        if (!w->exit_sent)
-                            kill_worker(w, R_BROKEN, SIGKILL);
-                    }
+            p->exits_sent = true;
+            p->stopping = true; /* no replacements from here on */
+            for (int i = 0; i < p->nworkers; i++) {
+                pworker *w = p->workers[i];
+                if (!w->exit_sent) {
+                    wenc_reset(&enc);
+                    w->exit_sent = queue_frame(w, &enc, WIRE_EXIT);
+                    if (!w->exit_sent)
+                        kill_worker(w, R_BROKEN, SIGKILL);
                 }
             }
         }
-        if (shutdown && p->nworkers == 0 && (p->exits_sent || pool_broken(p) || p->stopping)) {
-            pthread_mutex_lock(&p->mu);
-            bool done = p->npending == 0;
-            pthread_mutex_unlock(&p->mu);
-            if (done)
-                break;
-        }
+        if (shutdown && npending == 0 && p->nworkers == 0 &&
+            (p->exits_sent || pool_broken(p) || p->stopping))
+            break;
         for (int i = 0; i < p->nworkers; i++)
             flush_out(p->workers[i]);
 
-        /* Wait for something to happen. */
+        /* Wait for something to happen.  Liveness: this sleep ends when
+         *  - another thread changed something we must act on: every such
+         *    change (submit, shutdown, interrupt, stop_workers, a requeue)
+         *    bumps `seq` under `mu`, and writes wake_fd if we already said
+         *    `sleeping`; a bump after our read of `seq` above makes this
+         *    poll not block at all;
+         *  - a worker wrote (POLLIN), took more output (POLLOUT, asked
+         *    only while some is queued) or died (pidfd, or EOF);
+         *  - the earliest call deadline passes (check_timeouts' bound).
+         * Changes made by this thread itself (results read, calls dropped
+         * or failed by dispatch, workers reaped) are acted on before we
+         * get here again: everything above re-reads the state after them.
+         * Without a pidfd, a worker at EOF is polled for (poll_ms 0) until
+         * it is reaped. */
         size_t need = 1 + 2 * (size_t)p->nworkers;
         if (need > pcap) {
             struct pollfd *np = realloc(pfds, need * sizeof *np);
@@ -1562,6 +1576,11 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
     if (pp_is_worker(ex))
         return cf__fail(CF_EDEADLK, "shutdown: wait requested from the pool's own manager "
                                     "thread (a done-callback), which cannot wait for itself");
+    /* Liveness: the manager leaves once `shutdown` is set, nothing is
+     * pending and every worker is reaped (see the end of its loop); the
+     * wake_locked() above makes it look, and each call still queued or
+     * running ends by finishing, failing, its worker dying or its timeout,
+     * which the manager handles in its next round. */
     pthread_mutex_lock(&p->join_mu);
     if (!p->joined && p->manager_started) {
         pthread_join(p->manager, NULL);

@@ -152,6 +152,9 @@ void *cf__wire_map(int memfd, uint64_t size)
     return p == MAP_FAILED ? NULL : p;
 }
 
+/* Blocking write.  Liveness (worker side): the manager reads every
+ * worker that has not reached EOF whenever it is readable; a worker it
+ * stops reading (a bad frame) it also SIGKILLs. */
 static int write_all_iov(int fd, struct iovec *iov, int n)
 {
     int i = 0;
@@ -305,7 +308,10 @@ typedef struct reader {
     int nfds;
 } reader;
 
-/* Reads more bytes; returns false at EOF or on error. */
+/* Reads more bytes; returns false at EOF or on error.  Blocks; liveness:
+ * the parent's manager writes every frame it queues (it polls for
+ * POLLOUT while output waits), and when the pool goes the socket reaches
+ * EOF (the parent closes it, or dies: then PR_SET_PDEATHSIG too). */
 static bool reader_fill(reader *r, size_t need)
 {
     if (r->start > 0 && r->start == r->end)

@@ -2743,6 +2743,256 @@ static void test_big_pending_killed_no_leak(void **state)
     big_pending_dropped(true);
 }
 
+/* ---- cancelled calls and shutdown ------------------------------------------------ */
+
+/* A waited shutdown (`destroy`: cf_executor_destroy) run in a thread. */
+typedef struct shut_arg {
+    cf_executor *ex;
+    bool destroy;
+    int rc;
+} shut_arg;
+
+static void shut_main(void *arg)
+{
+    shut_arg *a = arg;
+    a->rc = a->destroy ? cf_executor_destroy(a->ex) : cf_shutdown(a->ex, true, false);
+}
+
+/* The worker is kept busy by a call waiting at `gate`; the caller then
+ * makes calls that stay pending behind it. */
+static cf_future *busy_worker(cf_executor *ex, start_sig *started, start_sig *gate)
+{
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    so.timeout = 60; /* keeps the worker to this call */
+    cf_future *a = NULL;
+    assert_ok(cf_submit_with(ex, &so, p_gated, CF_ARGS(cf_str(started->path), cf_str(gate->path)),
+                             &a));
+    assert_true(start_sig_wait(started, 1, T_OK));
+    return a;
+}
+
+/* Returns once `ex` refuses new calls (a shutdown has begun in another
+ * thread).  Probe calls that get in are cancelled (they stay pending
+ * behind busy_worker()).  False if that does not happen in time. */
+static bool shutdown_begun(cf_executor *ex)
+{
+    double end = cf_test_now() + T_OK * cf_test_scale();
+    while (cf_test_now() < end) {
+        cf_future *f = NULL;
+        int rc = cf_submit(ex, t_square, CF_ARGS(cf_i64(1)), &f);
+        if (rc != CF_OK)
+            return rc == CF_ESHUTDOWN || rc == CF_EINVAL; /* EINVAL: destroyed */
+        cf_future_cancel(f);
+        cf_future_release(f);
+        sleep_ms(1);
+    }
+    return false;
+}
+
+/* Runs a waited shutdown (`destroy`: cf_executor_destroy) in a thread;
+ * once it has begun, opens `gate_fd` (if >= 0), which lets the busy call
+ * finish.  Fails the test if the shutdown has not returned within 10 s
+ * (scaled). */
+static void shutdown_returns(cf_executor *ex, bool destroy, int gate_fd)
+{
+    shut_arg sa = {ex, destroy, -1};
+    bg_thread t;
+    bg_start(&t, shut_main, &sa);
+    if (gate_fd >= 0) {
+        assert_true(shutdown_begun(ex));
+        assert_int_equal(write(gate_fd, "g", 1), 1);
+    }
+    if (!cf_test_event_wait(&t.done, 10 * cf_test_scale()))
+        fail_msg("%s did not return within 10 s (x%d)",
+                 destroy ? "cf_executor_destroy" : "cf_shutdown(wait)", cf_test_scale());
+    bg_join(&t, 1);
+    assert_ok(sa.rc);
+}
+
+/* A call cancelled while pending is dropped by the manager; a waited
+ * shutdown (or destroy) under way must still return.  The busy call ends
+ * only once the shutdown has begun, so the manager learns "shutting
+ * down, one call pending" before it drops the call, and nothing wakes it
+ * afterwards. */
+static void cancel_pending_then_shutdown(cf_start_method sm, bool destroy)
+{
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, sm);
+    if (sm == CF_START_FORK)
+        settle_workers(ex, 1);
+    start_sig started, gate;
+    start_sig_open(&started);
+    start_sig_open(&gate);
+    cf_future *a = busy_worker(ex, &started, &gate);
+    cf_future *b = NULL;
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(3)), &b));
+    assert_true(cf_future_cancel(b));
+    shutdown_returns(ex, destroy, gate.fd);
+    int64_t pid = 0;
+    assert_ok(cf_future_result_i64(a, 0, &pid));
+    if (!destroy)
+        assert_ok(cf_executor_destroy(ex));
+    assert_true(cf_future_cancelled(b));
+    assert_cf(CF_ECANCELLED, cf_future_result(b, 0, NULL));
+    assert_ok(cf_future_release(a));
+    assert_ok(cf_future_release(b));
+    start_sig_close(&started);
+    start_sig_close(&gate);
+    assert_no_children();
+}
+
+static void test_cancel_pending_then_shutdown(void **state)
+{
+    (void)state;
+    cancel_pending_then_shutdown(CF_START_EXEC, false);
+}
+
+static void test_cancel_pending_then_destroy(void **state)
+{
+    (void)state;
+    cancel_pending_then_shutdown(CF_START_EXEC, true);
+}
+
+static void test_cancel_pending_then_shutdown_fork(void **state)
+{
+    (void)state;
+    cancel_pending_then_shutdown(CF_START_FORK, false);
+}
+
+static void test_cancel_pending_then_destroy_fork(void **state)
+{
+    (void)state;
+    cancel_pending_then_shutdown(CF_START_FORK, true);
+}
+
+/* A generator that yields `ok` values, then fails. */
+typedef struct failing_gen {
+    int ok;
+    int given;
+} failing_gen;
+
+static int failing_next(void *ctx, cf_value *out)
+{
+    failing_gen *g = ctx;
+    if (g->given == g->ok)
+        return -1;
+    *out = cf_i64(g->given++);
+    return 1;
+}
+
+/* cf_map() whose later input fails cancels the calls it had submitted;
+ * destroying the pool afterwards must return. */
+static void test_map_input_fails_then_destroy(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    start_sig started, gate;
+    start_sig_open(&started);
+    start_sig_open(&gate);
+    cf_future *a = busy_worker(ex, &started, &gate);
+    failing_gen g = {2, 0};
+    cf_map_input in = cf_input_generator(failing_next, &g);
+    cf_map_iter *it = NULL;
+    assert_cf(CF_EINVAL, cf_map(ex, t_square, &in, 1, NULL, &it));
+    assert_null(it);
+    assert_int_equal(g.given, 2);
+    shutdown_returns(ex, true, gate.fd);
+    assert_ok(cf_future_release(a));
+    start_sig_close(&started);
+    start_sig_close(&gate);
+    assert_no_children();
+}
+
+/* Opens the gate once the exit handler's shutdown has begun. */
+typedef struct opener_arg {
+    cf_executor *ex;
+    int gate_fd;
+} opener_arg;
+
+static void *open_gate_at_shutdown(void *arg)
+{
+    opener_arg *oa = arg;
+    if (shutdown_begun(oa->ex)) {
+        ssize_t w = write(oa->gate_fd, "g", 1);
+        (void)w;
+    }
+    return NULL;
+}
+
+/* At program exit the exit handler waits for every pool; a cancelled
+ * call must not keep it waiting.  Runs in a child, which must exit. */
+static void test_cancel_pending_then_exit(void **state)
+{
+    (void)state;
+    start_sig started, gate;
+    start_sig_open(&started);
+    start_sig_open(&gate);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        /* No cmocka here: the parent judges by the exit status. */
+        cf_process_pool_options o;
+        cf_process_pool_options_init(&o);
+        o.max_workers = 1;
+        cf_executor *ex = NULL;
+        if (cf_process_pool_new(&ex, &o) != CF_OK)
+            _exit(10);
+        cf_submit_options so;
+        cf_submit_options_init(&so);
+        so.timeout = 60;
+        cf_future *a = NULL, *b = NULL;
+        if (cf_submit_with(ex, &so, p_gated, CF_ARGS(cf_str(started.path), cf_str(gate.path)),
+                           &a) != CF_OK ||
+            !start_sig_wait(&started, 1, T_OK))
+            _exit(11);
+        if (cf_submit(ex, t_square, CF_ARGS(cf_i64(3)), &b) != CF_OK || !cf_future_cancel(b))
+            _exit(12);
+        opener_arg oa = {ex, gate.fd};
+        pthread_t th;
+        if (pthread_create(&th, NULL, open_gate_at_shutdown, &oa) != 0)
+            _exit(13);
+        pthread_detach(th);
+        exit(0); /* the exit handler joins the pool */
+    }
+    double end = cf_test_now() + T_OK * cf_test_scale();
+    int st = 0;
+    pid_t r = 0;
+    while ((r = waitpid(child, &st, WNOHANG)) == 0 && cf_test_now() < end)
+        sleep_ms(5);
+    if (r == 0) {
+        kill(child, SIGKILL);
+        waitpid(child, &st, 0);
+        fail_msg("the program did not exit within %.1f s (x%d)", T_OK, cf_test_scale());
+    }
+    assert_int_equal(r, child);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("the child ended with status 0x%x", st);
+    start_sig_close(&started);
+    start_sig_close(&gate);
+    assert_no_children();
+}
+
+/* The race behind the above without a gate: submit, cancel at once (the
+ * manager may or may not have taken the call), destroy. */
+static void test_cancel_then_destroy_race(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 200; round++) {
+        cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+        worker_pid(ex); /* started: nothing else will wake the manager */
+        cf_future *b = NULL;
+        assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(round)), &b));
+        bool cancelled = cf_future_cancel(b);
+        shutdown_returns(ex, true, -1);
+        if (cancelled)
+            assert_cf(CF_ECANCELLED, cf_future_result(b, 0, NULL));
+        else
+            assert_ok(cf_future_result(b, 0, NULL));
+        assert_ok(cf_future_release(b));
+    }
+    assert_no_children();
+}
+
 /* ---- no leaks ---------------------------------------------------------------------- */
 
 static void many_pools(cf_start_method sm, int n)
@@ -2875,6 +3125,13 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_workers_die_with_parent),
     cmocka_unit_test(test_big_pending_cancelled_no_leak),
     cmocka_unit_test(test_big_pending_killed_no_leak),
+    cmocka_unit_test(test_cancel_pending_then_shutdown),
+    cmocka_unit_test(test_cancel_pending_then_destroy),
+    cmocka_unit_test(test_cancel_pending_then_shutdown_fork),
+    cmocka_unit_test(test_cancel_pending_then_destroy_fork),
+    cmocka_unit_test(test_map_input_fails_then_destroy),
+    cmocka_unit_test(test_cancel_pending_then_exit),
+    cmocka_unit_test(test_cancel_then_destroy_race),
     cmocka_unit_test(test_no_leaks_200_pools),
     cmocka_unit_test(test_no_leaks_fork_pools),
 };
