@@ -29,14 +29,31 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cfutures_version.h"
+
 #ifdef __cplusplus
 #include <initializer_list>
 extern "C" {
 #endif
 
-#define CF_VERSION_MAJOR 0
-#define CF_VERSION_MINOR 1
-#define CF_VERSION_PATCH 0
+/* ------------------------------------------------------------------------
+ * Version
+ *
+ * cfutures_version.h, generated from the build's project version, defines
+ * CF_VERSION_MAJOR, CF_VERSION_MINOR, CF_VERSION_PATCH, CF_VERSION_STRING
+ * ("0.1.0") and CF_VERSION_HEX (0x000100 for 0.1.0; compare it with
+ * CF_VERSION_NUM(major, minor, patch)): the version of the headers a
+ * program was compiled with.  The functions below give the version of the
+ * library it runs with, which may be newer.  ABI policy: see README.
+ * ---------------------------------------------------------------------- */
+
+/* The version of the running library, as CF_VERSION_HEX: (major << 16) |
+ * (minor << 8) | patch.  Any thread; cannot fail. */
+unsigned int cf_version(void);
+
+/* The version of the running library as "MAJOR.MINOR.PATCH", static.  Any
+ * thread; never NULL. */
+const char *cf_version_string(void);
 
 #if defined(__GNUC__)
 #define CF__PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))

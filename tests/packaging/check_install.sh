@@ -12,6 +12,11 @@ libdir=$(dirname "$(find "$tmp/prefix" -name cfutures.pc | head -n1)")
 libdir=$(dirname "$libdir")
 
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
+# The installed header's version and the .pc file's are the same.
+header=$(sed -n 's/^#define CF_VERSION_STRING "\(.*\)"$/\1/p' \
+         "$(pkg-config --variable=includedir cfutures)/cfutures_version.h")
+[ -n "$header" ] && [ "$header" = "$(pkg-config --modversion cfutures)" ] ||
+  { echo "cfutures_version.h says '$header', cfutures.pc $(pkg-config --modversion cfutures)"; exit 1; }
 cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags cfutures) \
    "$here/consumer.c" -o "$tmp/pc_shared" $(pkg-config --libs cfutures)
 out=$(LD_LIBRARY_PATH="$libdir" "$tmp/pc_shared")
