@@ -896,6 +896,35 @@ int cf_as_completed_next(cf_as_completed_iter *it, cf_future **out);
 /* Frees the iterator and drops its references.  NULL is a no-op. */
 void cf_as_completed_free(cf_as_completed_iter *it);
 
+/* ========================================================================
+ * Composition and event loops
+ *
+ * User data on a future, a completion queue with a file descriptor for
+ * event loops, continuations and combinators.  All of them work on
+ * futures of any engine (and on standalone futures) and hook the future's
+ * completion the way done-callbacks and waiters do: nothing here polls,
+ * and no cfutures lock is held while user code runs.
+ * ===================================================================== */
+
+/* ------------------------------------------------------------------------
+ * User data
+ * ---------------------------------------------------------------------- */
+
+/* Attaches an application pointer to the future (libuv's `->data`), so a
+ * future popped from a completion queue or passed to a callback leads
+ * back to its request without a search.  The library never reads what it
+ * points to and never frees it: its lifetime is the caller's business
+ * (free it after the last use, not with the future).  A later call
+ * replaces the pointer.  Any thread; the store is a release and
+ * cf_future_data() an acquire, so what the pointer points to, written
+ * before the set, is visible to a thread that reads the pointer.  Returns
+ * CF_OK or CF_EINVAL (NULL or not a live future). */
+int cf_future_set_data(cf_future *f, void *data);
+
+/* The pointer last set with cf_future_set_data(), NULL if none (or for a
+ * NULL future).  Any thread. */
+void *cf_future_data(const cf_future *f);
+
 #ifdef __cplusplus
 }
 #endif

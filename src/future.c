@@ -62,14 +62,14 @@
  * each such batch and faulted in again on the next, which costs more than
  * the rest of a tiny task together.  So futures of the common size (a
  * handful of small arguments) come in fixed-size blocks, and each thread
- * keeps up to BLOCK_CACHE_MAX freed blocks for reuse (at most 896 KiB a
+ * keeps up to BLOCK_CACHE_MAX freed blocks for reuse (at most 1056 KiB a
  * thread), released when the thread exits.  Larger futures use plain
  * malloc.  Under AddressSanitizer the cache is off, so use after free and
  * double release stay detectable. */
 
-/* sizeof(cf_future) (184) + three numeric arguments, or two and 24 bytes
+/* sizeof(cf_future) (192) + three numeric arguments, or two and 24 bytes
  * of string/bytes payload. */
-#define BLOCK_SIZE 256
+#define BLOCK_SIZE 264
 #define BLOCK_CACHE_MAX 4096
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -152,6 +152,7 @@ static void init_future(cf_future *f)
     f->magic = FUTURE_MAGIC;
     atomic_init(&f->refs, 1);
     atomic_init(&f->state, CF_PENDING);
+    atomic_init(&f->user_data, NULL);
     atomic_init(&f->lock.word, 0);
     f->status = CF_OK;
     f->result = cf_none();
@@ -739,4 +740,26 @@ CF__API int cf_future_format(const cf_future *f, char *buf, size_t size)
     }
     return snprintf(buf, size, "<Future at %p state=%s>", (void *)f,
                     cf_state_name((cf_state)s));
+}
+
+/* ---- user data -------------------------------------------------------- */
+
+bool cf__future_live(const cf_future *f)
+{
+    return live(f);
+}
+
+CF__API int cf_future_set_data(cf_future *f, void *data)
+{
+    if (!live(f))
+        return cf__fail(CF_EINVAL, "future_set_data: %s", f ? "not a live future" : "future is NULL");
+    atomic_store_explicit(&f->user_data, data, memory_order_release);
+    return CF_OK;
+}
+
+CF__API void *cf_future_data(const cf_future *f)
+{
+    if (!live(f))
+        return NULL;
+    return atomic_load_explicit(&((cf_future *)f)->user_data, memory_order_acquire);
 }

@@ -217,6 +217,10 @@ struct cf_future {
      * when the future completes: */
     cf__cb *cb_head, *cb_tail;
     cf__wnode *waiters;
+    /* cf_future_set_data()'s pointer: never dereferenced by the library.
+     * Release/acquire, so what it points to, written before the set, is
+     * visible to a thread that reads the pointer. */
+    _Atomic(void *) user_data;
     /* Owned by the engine that holds the future in a queue: */
     cf__qnode qnode;
     bool has_call;
@@ -391,6 +395,9 @@ static inline bool cf__state_done(uint32_t s)
 {
     return s >= CF_CANCELLED;
 }
+
+/* Is `f` a live future handle (not NULL, magic intact)? */
+bool cf__future_live(const cf_future *f);
 
 /* Did the future end with a failure (not cancelled, not success)?  Valid
  * once it is done. */
