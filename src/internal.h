@@ -270,6 +270,17 @@ void cf__buf_drop(cf__buf *b);
  * `populate`).  Returns 0, or -1 with errno set. */
 int cf__buf_new(cf__buf *b, size_t size, bool populate);
 
+/* For memory a worker hands to its parent: like cf__buf_new (populated),
+ * but not sealed for good, so that once filled cf__buf_freeze() can seal
+ * it against writes. */
+int cf__buf_new_result(cf__buf *b, size_t size);
+
+/* Unmaps `b` and seals its memfd against every write (F_SEAL_WRITE, then
+ * F_SEAL_SEAL): from then on no process can change its bytes, which is
+ * what lets the parent read a worker's result in place.  b keeps its fd;
+ * its map is NULL.  Returns 0, or -1 with errno set. */
+int cf__buf_freeze(cf__buf *b);
+
 /* Bumped before fork() and again in the parent and in the child after it
  * (odd: a fork is in progress): a result buffer adopted before a fork is
  * never reused (a child may read it).  Not bumped for the pool's own

@@ -779,11 +779,14 @@ static bool adopt_result(process_pool *p, cf_future *f, const cf_value *v, cf__b
 
 /* Completes the head job from a RESULT frame.  `*frame` is the frame's
  * shared buffer (map NULL for an inline frame); a single big result
- * adopts it, and it is then cleared; the caller gives back what is left. */
-static void on_result(process_pool *p, pworker *w, wire_dec *d, cf__buf *frame)
+ * adopts it, and it is then cleared; the caller gives back what is left.
+ * `in_place`: the frame's one outcome, already decoded (see lent_bytes);
+ * else it is decoded from `d`. */
+static void on_result(process_pool *p, pworker *w, wire_dec *d, cf__buf *frame,
+                      const cf_value *in_place)
 {
     pjob *j = w->head;
-    uint32_t n = wdec_u32(d);
+    uint32_t n = in_place ? 1 : wdec_u32(d);
     if (!j || n != j->n) {
         bad_frame(w, j ? "result count does not match the job" : "result without a job");
         return;
@@ -794,7 +797,9 @@ static void on_result(process_pool *p, pworker *w, wire_dec *d, cf__buf *frame)
         bad_frame(w, "parent out of memory decoding a result");
         return;
     }
-    for (uint32_t i = 0; i < n && !d->bad; i++) {
+    if (in_place)
+        oc[0] = (outcome){.ok = true, .v = *in_place};
+    for (uint32_t i = 0; i < n && !in_place && !d->bad; i++) {
         oc[i].ok = wdec_u8(d) != 0;
         if (oc[i].ok) {
             oc[i].v = wdec_value(d);
@@ -881,6 +886,40 @@ static void on_hello(process_pool *p, pworker *w, wire_dec *d)
     break_pool(p, msg);
 }
 
+/* The most bytes a shared-memory frame of `type` from `w` may hold: what
+ * the calls it answers can legitimately make (a RESULT answers the head
+ * job).  Checked before the memory is mapped or populated. */
+static uint64_t frame_max(const pworker *w, uint8_t type)
+{
+    uint64_t calls = type == WIRE_HELLO ? 1 : type == WIRE_RESULT && w->head ? w->head->n : 0;
+    uint64_t max = 64 + calls * WIRE_OUTCOME_MAX;
+    return max < WIRE_SHM_MAX ? max : WIRE_SHM_MAX;
+}
+
+/* A result in a lent buffer, which the worker keeps mapped writable: its
+ * fields are read once, from a private copy, and only one case is read in
+ * place - a single CF_BYTES value filling the frame, whose size and kind
+ * then live in the parent's memory and whose bytes the parent never
+ * interprets.  Anything else is copied out before it is decoded (a string
+ * checked in place could lose its NUL afterwards).  Returns true and sets
+ * *v for the in-place case. */
+static bool lent_bytes(const cf__buf *frame, size_t used, cf_value *v)
+{
+    unsigned char pre[CF__SHM_RESULT_PREFIX];
+    if (used < sizeof pre)
+        return false;
+    memcpy(pre, frame->map, sizeof pre);
+    wire_dec d = {pre, pre + sizeof pre, false};
+    uint32_t n = wdec_u32(&d);
+    uint8_t ok = wdec_u8(&d), kind = wdec_u8(&d);
+    uint64_t size = wdec_u64(&d);
+    if (n != 1 || ok != 1 || kind != CF_BYTES || size != used - sizeof pre)
+        return false;
+    *v = (cf_value){CF_BYTES, (size_t)size, {0}};
+    v->as.bytes = (const unsigned char *)frame->map + sizeof pre;
+    return true;
+}
+
 /* Reads and handles everything the worker sent. */
 static void read_worker(process_pool *p, pworker *w)
 {
@@ -931,8 +970,11 @@ static void read_worker(process_pool *p, pworker *w)
             const unsigned char *body = w->in + w->in_start + WIRE_HDR;
             wire_dec d = {body, body + len, false};
             cf__buf frame = {NULL, 0, -1};
+            cf_value bytes_in_place, *in_place = NULL;
+            unsigned char *copy = NULL;
             if (flags & WIRE_LENT) {
-                /* The result is in the buffer lent with the job. */
+                /* The result is in the buffer lent with the job, which
+                 * the worker can still write: see lent_result(). */
                 uint64_t used = wdec_u64(&d);
                 pjob *j = w->head;
                 if (type != WIRE_RESULT || !j || !j->lent.map || used == 0 ||
@@ -942,7 +984,16 @@ static void read_worker(process_pool *p, pworker *w)
                 }
                 frame = j->lent;
                 j->lent = (cf__buf){NULL, 0, -1};
-                d = (wire_dec){frame.map, (unsigned char *)frame.map + used, false};
+                if (lent_bytes(&frame, (size_t)used, &bytes_in_place)) {
+                    in_place = &bytes_in_place;
+                } else if ((copy = malloc((size_t)used)) != NULL) {
+                    memcpy(copy, frame.map, (size_t)used);
+                    d = (wire_dec){copy, copy + used, false};
+                } else {
+                    cf__buf_drop(&frame);
+                    bad_frame(w, "parent out of memory copying a result");
+                    return;
+                }
             } else if (flags & WIRE_SHM) {
                 uint64_t maplen = wdec_u64(&d);
                 if (w->nrfds > 0) {
@@ -950,18 +1001,23 @@ static void read_worker(process_pool *p, pworker *w)
                     memmove(w->rfds, w->rfds + 1, (size_t)(w->nrfds - 1) * sizeof(int));
                     w->nrfds--;
                 }
-                /* Memory the worker made is read, never reused, and must
-                 * be sealed: the worker could shrink it under our mapping
-                 * otherwise (SIGBUS here). */
-                int seals = frame.fd >= 0 ? fcntl(frame.fd, F_GET_SEALS) : -1;
-                bool sealed = seals >= 0 && (seals & F_SEAL_SHRINK);
-                frame.map = sealed ? cf__wire_map(frame.fd, maplen) : NULL;
+                /* Memory the worker made is read in place and never
+                 * reused: cf__wire_map() takes it only sealed against
+                 * shrinking (a SIGBUS here) and writing (bytes changing
+                 * after they were checked), and only up to what the frame
+                 * can legitimately hold. */
+                frame.map = frame.fd >= 0 ? cf__wire_map(frame.fd, maplen, frame_max(w, type))
+                                          : NULL;
+                int err = errno;
                 if (frame.fd >= 0)
                     close(frame.fd);
                 frame.fd = -1;
                 if (!frame.map) {
-                    bad_frame(w, sealed ? "shared-memory frame cannot be mapped"
-                                        : "shared-memory frame not sealed against shrinking");
+                    bad_frame(w, err == EPERM    ? "shared-memory frame not sealed against "
+                                                   "shrinking and writing"
+                                 : err == EFBIG  ? "shared-memory frame larger than its calls "
+                                                   "can answer"
+                                                 : "shared-memory frame cannot be mapped");
                     return;
                 }
                 frame.cap = (size_t)maplen;
@@ -969,11 +1025,12 @@ static void read_worker(process_pool *p, pworker *w)
             }
             w->in_start += WIRE_HDR + (size_t)len;
             if (type == WIRE_RESULT)
-                on_result(p, w, &d, &frame);
+                on_result(p, w, &d, copy ? &(cf__buf){NULL, 0, -1} : &frame, in_place);
             else if (type == WIRE_HELLO)
                 on_hello(p, w, &d);
             else
                 bad_frame(w, "unknown frame type");
+            free(copy);
             /* Not adopted by a future: kept for reuse.  (After a bad
              * frame it is dropped: the worker is being killed and may
              * still write to it.) */

@@ -133,8 +133,8 @@ int cf__wire_to_memfd(const wire_enc *e)
         off += w;
         iov_advance(iov, n, &i, (size_t)w);
     }
-    /* Final: the receiver may rely on it never shrinking under its map. */
-    if (fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    /* Final: the receiver may rely on it never changing under its map. */
+    if (fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0) {
         int saved = errno;
         close(mfd);
         errno = saved;
@@ -143,12 +143,28 @@ int cf__wire_to_memfd(const wire_enc *e)
     return mfd;
 }
 
-void *cf__wire_map(int memfd, uint64_t size)
+void *cf__wire_map(int memfd, uint64_t size, uint64_t max)
 {
-    off_t end = lseek(memfd, 0, SEEK_END);
-    if (end < 0 || (uint64_t)end < size || size == 0 || size > WIRE_SHM_MAX)
+    /* errno tells the caller why: EFBIG, EPERM, EINVAL or mmap's. */
+    if (size == 0 || size > max || size > WIRE_SHM_MAX) {
+        errno = EFBIG;
         return NULL;
-    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED | MAP_POPULATE, memfd, 0);
+    }
+    int seals = fcntl(memfd, F_GET_SEALS);
+    const int need = F_SEAL_SHRINK | F_SEAL_WRITE;
+    if (seals < 0 || (seals & need) != need) {
+        errno = EPERM; /* not a memfd (no seals), or not sealed */
+        return NULL;
+    }
+    off_t end = lseek(memfd, 0, SEEK_END);
+    if (end < 0 || (uint64_t)end < size) {
+        errno = EINVAL;
+        return NULL;
+    }
+    /* Private and read-only: the seals make it as good as shared, and
+     * mapping a write-sealed memfd shared is refused by kernels before
+     * 6.7.  Only the announced, bounded size is populated. */
+    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, memfd, 0);
     return p == MAP_FAILED ? NULL : p;
 }
 
@@ -269,8 +285,13 @@ static unsigned char *wmap_get(int fd, uint64_t need, bool populate)
         if (!slot || (slot->map && (!m->map || m->gen < slot->gen)))
             slot = m;
     }
-    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE,
-                   MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0);
+    /* A frame the parent wrote with cf__wire_to_memfd() is sealed against
+     * writes: read-only (private: a shared mapping of it is refused by
+     * kernels before 6.7). */
+    int seals = fcntl(fd, F_GET_SEALS);
+    bool frozen = seals >= 0 && (seals & F_SEAL_WRITE);
+    void *p = mmap(NULL, (size_t)st.st_size, frozen ? PROT_READ : PROT_READ | PROT_WRITE,
+                   (frozen ? MAP_PRIVATE : MAP_SHARED) | (populate ? MAP_POPULATE : 0), fd, 0);
     close(fd);
     if (p == MAP_FAILED)
         return NULL;
@@ -425,7 +446,7 @@ int cf__worker_store_big(cf_future *f, const cf_value *v)
         return CF_OK;
     }
     cf__buf fresh;
-    bool made = cf__buf_new(&fresh, len, true) == 0;
+    bool made = cf__buf_new_result(&fresh, len) == 0;
     if (made && !f->shm)
         f->shm = cf__shm_new();
     if (!made || !f->shm) {
@@ -446,7 +467,7 @@ static int send_shm_result(int fd, cf_future *f)
     if (f->status != CF_OK)
         return 0;
     size_t extra = cf__value_extra(&f->result);
-    const cf__buf *own = f->shm ? &f->shm->result : NULL;
+    cf__buf *own = f->shm ? &f->shm->result : NULL;
     unsigned char *base;
     uint64_t size;
     int mfd;
@@ -471,6 +492,11 @@ static int send_shm_result(int fd, cf_future *f)
     wenc_u8(&pre, 1);
     wenc_u8(&pre, (uint8_t)f->result.kind);
     wenc_u64(&pre, extra);
+    /* Memory of our own goes to the parent write-sealed: it reads the
+     * result in place, so nobody may change it after it has checked it.
+     * (The result's bytes are not read here after this.) */
+    if (mfd >= 0 && cf__buf_freeze(own) != 0)
+        return -1;
     return send_shm_frame(fd, WIRE_RESULT, flags, size, mfd) == 0 ? 1 : -1;
 }
 

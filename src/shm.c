@@ -72,13 +72,12 @@ void cf__buf_drop(cf__buf *b)
     *b = (cf__buf){NULL, 0, -1};
 }
 
-int cf__buf_new(cf__buf *b, size_t size, bool populate)
+static int buf_make(cf__buf *b, size_t size, bool populate, int seals)
 {
     *b = (cf__buf){NULL, 0, -1};
     int fd = memfd_create("cfutures-buf", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     void *map = MAP_FAILED;
-    if (fd >= 0 && ftruncate(fd, (off_t)size) == 0 &&
-        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0)
+    if (fd >= 0 && ftruncate(fd, (off_t)size) == 0 && fcntl(fd, F_ADD_SEALS, seals) == 0)
         map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | (populate ? MAP_POPULATE : 0),
                    fd, 0);
     if (map == MAP_FAILED) {
@@ -88,6 +87,26 @@ int cf__buf_new(cf__buf *b, size_t size, bool populate)
     }
     *b = (cf__buf){map, size, fd};
     return 0;
+}
+
+int cf__buf_new(cf__buf *b, size_t size, bool populate)
+{
+    return buf_make(b, size, populate, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+}
+
+int cf__buf_new_result(cf__buf *b, size_t size)
+{
+    return buf_make(b, size, true, F_SEAL_SHRINK | F_SEAL_GROW);
+}
+
+int cf__buf_freeze(cf__buf *b)
+{
+    if (b->map)
+        munmap(b->map, b->cap);
+    b->map = NULL;
+    /* F_SEAL_WRITE needs every writable shared mapping gone: ours was
+     * the only one (the descriptor never left this process). */
+    return fcntl(b->fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SEAL);
 }
 
 static bool inherited(const cf__bufcache *c)

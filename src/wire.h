@@ -9,7 +9,8 @@
  * on the same machine, but the format does not rely on it).  A payload
  * larger than WIRE_INLINE_MAX is not sent through the socket: the sender
  * writes it into a memfd and sends a header with WIRE_SHM set, a u64 size
- * as payload and the memfd attached (SCM_RIGHTS).  The receiver maps it.
+ * as payload and the memfd attached (SCM_RIGHTS).  The receiver maps it;
+ * the parent only takes memfds sealed against shrinking and writing.
  *
  * Buffers go round (see shm.c): the parent may send LEND (WIRE_SHM, u64
  * capacity, a memfd attached) just before a CALL with one call: the worker
@@ -48,6 +49,12 @@
 /* Largest payload we accept through shared memory: a chunk of a map may
  * carry several maximal values. */
 #define WIRE_SHM_MAX ((uint64_t)16 << 30)
+/* The longest failure type or message on the wire (longer ones are cut
+ * by the encoder, refused by the decoder), so that one call's outcome,
+ * value or failure, fits in WIRE_OUTCOME_MAX bytes and a frame's size can
+ * be bounded by its number of calls before anything is mapped. */
+#define WIRE_TEXT_MAX ((size_t)CF_PAYLOAD_MAX / 2)
+#define WIRE_OUTCOME_MAX ((uint64_t)CF_PAYLOAD_MAX + 64)
 /* Values this big are referenced, not copied, by the encoder. */
 #define WIRE_REF_MIN ((size_t)16 * 1024)
 #define WIRE_MAX_REFS 64
@@ -181,9 +188,10 @@ static inline void wenc_value(wire_enc *e, const cf_value *v)
 
 static inline void wenc_cstr(wire_enc *e, const char *s)
 {
-    size_t n = strlen(s) + 1;
-    wenc_u32(e, (uint32_t)n);
+    size_t n = strnlen(s, WIRE_TEXT_MAX);
+    wenc_u32(e, (uint32_t)(n + 1));
     wenc_put(e, s, n);
+    wenc_u8(e, 0);
 }
 
 static inline void wenc_failure(wire_enc *e, int code, const char *type, const char *msg)
@@ -317,7 +325,7 @@ static inline cf_value wdec_value(wire_dec *d)
 static inline const char *wdec_cstr(wire_dec *d)
 {
     uint32_t n = wdec_u32(d);
-    const unsigned char *b = n ? wdec_take(d, n) : NULL;
+    const unsigned char *b = n && n <= WIRE_TEXT_MAX + 1 ? wdec_take(d, n) : NULL;
     if (!b || b[n - 1] != '\0') {
         d->bad = true;
         return "";
@@ -354,9 +362,12 @@ ssize_t cf__wire_send_fd(int fd, const void *buf, size_t len, int mfd, int flags
 int cf__wire_to_memfd(const wire_enc *e);
 
 /* Maps the first `size` bytes of a received memfd read-only (the parent
- * reads what a worker made, and never reuses it); NULL on failure (for
- * example a memfd smaller than announced).  Unmap with munmap(p, size). */
-void *cf__wire_map(int memfd, uint64_t size);
+ * reads what a worker made, and never reuses it); NULL when `size` is 0 or
+ * above `max` (checked before anything is mapped), when the memfd is not
+ * sealed against shrinking and writing (so its bytes cannot change after
+ * they are checked), or smaller than announced (errno EFBIG, EPERM,
+ * EINVAL respectively, else mmap's).  Unmap with munmap(p, size). */
+void *cf__wire_map(int memfd, uint64_t size, uint64_t max);
 
 /* The worker's fault-injection points, for the crash tests: CFUTURES_FAULT
  * = "<point>:<task name>" makes a worker fail at that point of a call of

@@ -12,7 +12,13 @@
 #include "cf_test_util.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+
+#include "internal.h"
+#include "wire.h"
 
 #define T_OK 10.0
 
@@ -52,6 +58,79 @@ static int u_return_bad_str(cf_call *call)
     return cf_return_value(call, &v);
 }
 CF_TASK(u_return_bad_str);
+
+/* Answers its call by writing a RESULT frame through shared memory
+ * straight to the worker's socket (fd 3 in an exec'd worker), then exits
+ * before the worker can answer: arg 0 says which memory -
+ *   0: a valid result in a memfd sealed against shrinking, not writing;
+ *   1: a sparse memfd, sealed, announced far bigger than a result can be. */
+static int u_send_shm_frame(cf_call *call)
+{
+    int64_t how = cf_arg_i64(call, 0);
+    int mfd = memfd_create("u-frame", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    static const unsigned char body[] = {1, 0, 0, 0, 1, CF_STR, 6, 0, 0, 0, 0, 0, 0, 0,
+                                         'h', 'e', 'l', 'l', 'o', 0};
+    uint64_t size = how == 0 ? sizeof body : (uint64_t)CF_PAYLOAD_MAX + (64u << 20);
+    if (mfd < 0 || ftruncate(mfd, (off_t)size) != 0 ||
+        pwrite(mfd, body, sizeof body, 0) != (ssize_t)sizeof body)
+        return cf_raise(call, 1, "SetupError", "memfd: %s", strerror(errno));
+    int seals = F_SEAL_SHRINK | F_SEAL_GROW | (how == 0 ? 0 : F_SEAL_WRITE);
+    if (fcntl(mfd, F_ADD_SEALS, seals) != 0)
+        return cf_raise(call, 1, "SetupError", "seal: %s", strerror(errno));
+    unsigned char hdr[WIRE_SHM_HDR];
+    wire_shm_header(hdr, WIRE_RESULT, 0, size);
+    if (cf__wire_send_fd(3, hdr, sizeof hdr, mfd, 0) != (ssize_t)sizeof hdr)
+        return cf_raise(call, 1, "SetupError", "send: %s", strerror(errno));
+    _exit(0);
+}
+CF_TASK(u_send_shm_frame);
+
+/* Returns a string as big as its bytes argument (so it is made in the
+ * buffer the parent lent for the result), then - once the parent has it
+ * and opens the FIFO arg 1 - a thread of the worker overwrites the
+ * string's NUL in that buffer and writes a byte to the FIFO arg 2. */
+typedef struct rewrite {
+    char *nul;
+    int gate;
+    char done[128];
+} rewrite;
+
+static void *rewrite_main(void *arg)
+{
+    rewrite *r = arg;
+    struct pollfd pfd = {r->gate, POLLIN, 0};
+    if (poll(&pfd, 1, 10000) == 1) {
+        *r->nul = 'x';
+        int fd = open(r->done, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd >= 0 && write(fd, "x", 1) == 1)
+            close(fd);
+    }
+    return NULL;
+}
+
+static int u_lent_rewrite(cf_call *call)
+{
+    size_t n = 0;
+    cf_arg_bytes(call, 0, &n);
+    static rewrite r;
+    r.gate = open(cf_arg_str(call, 1), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    snprintf(r.done, sizeof r.done, "%s", cf_arg_str(call, 2));
+    char *s = malloc(n - 64);
+    if (!s || r.gate < 0)
+        return cf_raise(call, 1, "SetupError", "out of memory or no FIFO");
+    memset(s, 'a', n - 65);
+    s[n - 65] = '\0';
+    cf_return_str(call, s);
+    free(s);
+    const cf_value *res = &cf__future_of_call(call)->result;
+    r.nul = (char *)res->as.str + res->size;
+    pthread_t th;
+    if (pthread_create(&th, NULL, rewrite_main, &r) != 0)
+        return cf_raise(call, 1, "SetupError", "no thread");
+    pthread_detach(th);
+    return 0;
+}
+CF_TASK(u_lent_rewrite);
 
 /* ---- values ------------------------------------------------------------------ */
 
@@ -136,7 +215,92 @@ static void test_str_size_must_match_text(void **state)
     assert_null(ex);
 }
 
+/* ---- shared memory -------------------------------------------------------- */
+
+/* A FIFO in /tmp, opened for reading without blocking. */
+typedef struct fifo {
+    char path[96];
+    int fd;
+} fifo;
+
+static void fifo_open(fifo *f, const char *tag)
+{
+    snprintf(f->path, sizeof f->path, "/tmp/cf-untrusted-%ld-%s", (long)getpid(), tag);
+    unlink(f->path);
+    assert_int_equal(mkfifo(f->path, 0600), 0);
+    f->fd = open(f->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    assert_true(f->fd >= 0);
+}
+
+static void fifo_close(fifo *f)
+{
+    close(f->fd);
+    unlink(f->path);
+}
+
+/* A string result made in a lent buffer must stay a string after the
+ * worker rewrites that buffer: the parent checked it in memory the worker
+ * can no longer reach. */
+static void test_lent_result_rewritten_after_answer(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    fifo gate, done;
+    fifo_open(&gate, "gate");
+    fifo_open(&done, "done");
+    size_t n = (size_t)2 << 20;
+    unsigned char *arg = calloc(1, n);
+    assert_non_null(arg);
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, u_lent_rewrite,
+                        CF_ARGS(cf_bytes(arg, n), cf_str(gate.path), cf_str(done.path)), &f));
+    free(arg);
+    const cf_value *v = NULL;
+    assert_ok(cf_future_result(f, T_OK * cf_test_scale(), &v));
+    assert_int_equal(v->kind, CF_STR);
+    assert_int_equal(v->size, n - 65);
+    /* Now let the worker rewrite its buffer, and wait until it has. */
+    int w = open(gate.path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    assert_true(w >= 0);
+    assert_int_equal(write(w, "g", 1), 1);
+    close(w);
+    struct pollfd pfd = {done.fd, POLLIN, 0};
+    assert_int_equal(poll(&pfd, 1, (int)(T_OK * 1000) * cf_test_scale()), 1);
+    assert_int_equal(v->as.str[v->size], '\0');
+    assert_int_equal(strnlen(v->as.str, v->size + 1), v->size);
+    assert_ok(cf_future_release(f));
+    fifo_close(&gate);
+    fifo_close(&done);
+    udestroy(ex);
+}
+
+/* Shared memory a worker sends must be sealed against writing, and no
+ * bigger than the call can answer - checked before it is mapped. */
+static void test_worker_memory_must_be_sealed_and_bounded(void **state)
+{
+    (void)state;
+    static const char *const want[2] = {"not sealed against shrinking and writing",
+                                        "larger than its calls can answer"};
+    for (int how = 0; how < 2; how++) {
+        cf_executor *ex = ppool(1, CF_CRASH_REPLACES_WORKER, CF_START_EXEC);
+        cf_future *f = NULL;
+        assert_ok(cf_submit(ex, u_send_shm_frame, CF_ARGS(cf_i64(how)), &f));
+        assert_cf(CF_EBROKEN, cf_future_result(f, T_OK * cf_test_scale(), NULL));
+        const cf_failure *fl = NULL;
+        assert_ok(cf_future_exception(f, 0, &fl));
+        if (!contains(cf_failure_message(fl), want[how]))
+            fail_msg("case %d: \"%s\" does not say \"%s\"", how, cf_failure_message(fl),
+                     want[how]);
+        assert_ok(cf_future_release(f));
+        /* Only that worker is replaced. */
+        assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(4))), 16);
+        udestroy(ex);
+    }
+}
+
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_lent_result_rewritten_after_answer),
+    cmocka_unit_test(test_worker_memory_must_be_sealed_and_bounded),
     cmocka_unit_test(test_ptr_result_fails_only_its_call),
     cmocka_unit_test(test_str_size_must_match_text),
 };
