@@ -925,6 +925,71 @@ int cf_future_set_data(cf_future *f, void *data);
  * NULL future).  Any thread. */
 void *cf_future_data(const cf_future *f);
 
+/* ------------------------------------------------------------------------
+ * Completion queues: futures in an event loop
+ *
+ * A completion queue collects futures as they complete and shows it on a
+ * file descriptor (an eventfd) that an event loop (epoll, poll, libuv's
+ * uv_poll_t, a GLib source) watches for readability:
+ *
+ *     cf_completion_queue *q;
+ *     cf_cq_new(&q);
+ *     cf_cq_add(q, f);                       // for each submitted future
+ *     ... epoll_wait() reports cf_cq_fd(q) readable ...
+ *     cf_future *done[64];
+ *     int n = cf_cq_pop(q, done, 64);        // never blocks
+ *     for (int i = 0; i < n; i++) {
+ *         handle(cf_future_data(done[i]), done[i]);
+ *         cf_future_release(done[i]);
+ *     }
+ *
+ * The descriptor is level-triggered in effect: it is readable from the
+ * moment a completed future waits in the queue until cf_cq_pop() has taken
+ * the last one.  Never read or write it yourself, and do not close it.
+ * References: the queue holds one reference to each added future from
+ * cf_cq_add() until cf_cq_pop() hands it (the same reference) to the
+ * caller, or cf_cq_destroy() drops it.
+ * ---------------------------------------------------------------------- */
+
+typedef struct cf_completion_queue cf_completion_queue;
+
+/* Creates an empty queue; *out is owned by the caller (cf_cq_destroy()).
+ * Returns CF_OK, CF_EINVAL (out NULL), CF_ENOMEM or CF_ESYS (no eventfd,
+ * for example at the descriptor limit).  Any thread. */
+int cf_cq_new(cf_completion_queue **out) CF__WARN_UNUSED;
+
+/* The queue's descriptor (O_CLOEXEC, non-blocking), valid until
+ * cf_cq_destroy(), or CF_EINVAL for NULL.  Any thread. */
+int cf_cq_fd(const cf_completion_queue *q);
+
+/* Adds `f`: the queue takes its own reference, and `f` shows up in
+ * cf_cq_pop() once it completes (finished or cancelled) - at once if it
+ * already has.  A future added twice is popped twice (with two
+ * references).  Returns CF_OK, CF_EINVAL (NULL or not a live future) or
+ * CF_ENOMEM (nothing added).  Any thread, concurrently with cf_cq_pop()
+ * and with completions. */
+int cf_cq_add(cf_completion_queue *q, cf_future *f);
+
+/* Takes up to `max` completed futures, in completion order, into out[]
+ * and returns how many (0 when none is ready; it never blocks).  Each one
+ * comes with the reference the queue held: the caller now owns it and
+ * releases it with cf_future_release().  Returns CF_EINVAL for q NULL, or
+ * out NULL with max > 0.  Any thread. */
+int cf_cq_pop(cf_completion_queue *q, cf_future **out, size_t max);
+
+/* Futures added and not yet popped (completed or not).  A snapshot; 0 for
+ * NULL.  Any thread. */
+size_t cf_cq_count(const cf_completion_queue *q);
+
+/* Frees the queue and closes its descriptor.  The queue's references are
+ * dropped: to completed futures not yet popped, and to futures still
+ * pending, which are detached first and otherwise go on as before (a
+ * completion that races the destroy either finds the queue still
+ * attached, under the future's lock, or not at all).  Call it once, when
+ * no other thread uses the queue any more; completions may still run
+ * concurrently on other threads.  NULL is a no-op. */
+void cf_cq_destroy(cf_completion_queue *q);
+
 #ifdef __cplusplus
 }
 #endif

@@ -34,7 +34,9 @@
  *   and runs it with no lock held, so a callback may use the future freely.
  *   A callback added after completion runs at once in the adding thread.
  * - Waiters are notified with the future's lock held (see wait.c: that is
- *   what keeps a waiter on another thread's stack alive).
+ *   what keeps a waiter on another thread's stack alive).  A waiter node
+ *   with a `notify` function (a completion queue's, cq.c) is notified the
+ *   same way, through that function.
  * - Blocking in result(): a waiter spins briefly, then sets CF__SLEEPERS in
  *   `state` with a CAS and sleeps on the word (futex).  The completer
  *   swaps in the final state and wakes everyone if the bit was set.  The
@@ -346,8 +348,12 @@ static void run_callbacks(cf_future *f, cf__cb *cb)
 static void complete_locked(cf_future *f, uint32_t final)
 {
     bool sleepers = swap_state(f, final);
-    for (cf__wnode *n = f->waiters; n; n = n->next)
-        cf__waiter_notify(n->waiter, f);
+    for (cf__wnode *n = f->waiters; n; n = n->next) {
+        if (n->notify)
+            n->notify(n, f);
+        else
+            cf__waiter_notify(n->waiter, f);
+    }
     cf__cb *cbs = f->cb_head;
     f->cb_head = f->cb_tail = NULL;
     /* Keep the future alive through the callbacks even if a callback drops

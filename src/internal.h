@@ -5,6 +5,7 @@
  *
  * Lock order (never take them the other way round):
  *     registry mutex  ->  executor queue lock  ->  future lock  ->  waiter lock
+ * (a completion queue's lock, cq.c, takes the waiter lock's place).
  * No cfutures lock is held while user code runs (tasks, callbacks, log hook,
  * generators, initializers).
  */
@@ -180,6 +181,11 @@ struct cf__waiter;
  * memory (the waiting thread's stack, or an as_completed iterator). */
 typedef struct cf__wnode {
     struct cf__waiter *waiter;
+    /* NULL for wait.c's waiters; otherwise called instead of
+     * cf__waiter_notify() when the future completes, with the future's
+     * lock held (a completion queue's node, cq.c).  It must not unlink
+     * the node: its owner does that later, under the future's lock. */
+    void (*notify)(struct cf__wnode *node, cf_future *f);
     struct cf__wnode *prev, *next; /* guarded by the future's lock */
 } cf__wnode;
 
@@ -405,6 +411,27 @@ static inline uint32_t cf__state_of(const cf_future *f)
 static inline bool cf__state_done(uint32_t s)
 {
     return s >= CF_CANCELLED;
+}
+
+/* Links `node` at the head of f's waiter list / unlinks it.  f's lock
+ * held. */
+static inline void cf__wnode_link(cf_future *f, cf__wnode *node)
+{
+    node->prev = NULL;
+    node->next = f->waiters;
+    if (f->waiters)
+        f->waiters->prev = node;
+    f->waiters = node;
+}
+
+static inline void cf__wnode_unlink(cf_future *f, cf__wnode *node)
+{
+    if (node->prev)
+        node->prev->next = node->next;
+    else
+        f->waiters = node->next;
+    if (node->next)
+        node->next->prev = node->prev;
 }
 
 /* Is `f` a live future handle (not NULL, magic intact)? */

@@ -84,11 +84,8 @@ static bool link_node(cf_future *f, cf__waiter *w, cf__wnode *node)
     w->pending++;
     cf__lock_release(&w->lock);
     node->waiter = w;
-    node->prev = NULL;
-    node->next = f->waiters;
-    if (f->waiters)
-        f->waiters->prev = node;
-    f->waiters = node;
+    node->notify = NULL;
+    cf__wnode_link(f, node);
     cf__lock_release(&f->lock);
     return true;
 }
@@ -98,12 +95,7 @@ static void unlink_node(cf_future *f, cf__wnode *node)
     if (!node->waiter)
         return;
     cf__lock_acquire(&f->lock);
-    if (node->prev)
-        node->prev->next = node->next;
-    else
-        f->waiters = node->next;
-    if (node->next)
-        node->next->prev = node->prev;
+    cf__wnode_unlink(f, node);
     cf__lock_release(&f->lock);
     node->waiter = NULL;
 }

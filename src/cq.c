@@ -1,0 +1,291 @@
+/*
+ * cq.c - completion queues: completed futures behind a file descriptor,
+ * for event loops.
+ *
+ * Design notes
+ * - Each added future gets an entry whose waiter node (cf__wnode with a
+ *   `notify` function) sits in the future's waiter list, like a wait()
+ *   waiter's.  complete_locked() (future.c) calls cq_notify() with the
+ *   future's lock held; it only moves the entry to the ready list and
+ *   pokes the eventfd: library code, no user code, no blocking.
+ * - Lock order: future lock, then queue lock (the "waiter lock" slot of
+ *   internal.h).  add() takes both in that order; pop() takes the queue
+ *   lock alone, and the future's lock only after dropping it; destroy()
+ *   never holds the queue lock while taking a future's.
+ * - An entry's node stays linked in its future's list after the
+ *   notification: the future's other waiters may unlink themselves and
+ *   touch their neighbours at any time, so our node must stay valid until
+ *   we unlink it under the future's lock (in pop or destroy) - only then
+ *   is the entry freed.
+ * - The descriptor is an eventfd holding 0 or 1.  `signalled` (guarded by
+ *   the queue lock) says it holds 1: the first entry made ready writes 1,
+ *   and pop() reads it back to 0 when it empties the ready list.  So the
+ *   descriptor is readable exactly while a completed future waits, and a
+ *   loop that pops until empty never sees a stale wake-up.
+ * - Destroy racing a completion: destroy detaches each pending entry under
+ *   its future's lock.  A completion either ran before (the entry is then
+ *   ready, and dropped as such) or will find the node gone; there is no
+ *   third case, because both sides hold the future's lock.
+ * - References: the entry owns one reference to its future from add()
+ *   until pop() hands it to the caller or destroy() drops it; so `f` is
+ *   alive whenever an entry points to it.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define CQ_MAGIC 0x43465151u /* "CFQQ" */
+
+typedef struct cq_entry {
+    cf__wnode node;                /* in f's waiter list while `linked` */
+    cf_future *f;                  /* the queue's reference */
+    struct cf_completion_queue *q;
+    /* Guarded by the queue lock: */
+    struct cq_entry *prev, *next;  /* pending: doubly linked; ready: next */
+    bool ready;
+    /* Guarded by f's lock: */
+    bool linked;
+} cq_entry;
+
+struct cf_completion_queue {
+    uint32_t magic;
+    int fd;                        /* eventfd; written and read under lock */
+    cf__lock lock;
+    /* Guarded by lock: */
+    bool signalled;
+    cq_entry *pending;             /* futures not completed yet */
+    cq_entry *ready_head, *ready_tail;
+    /* Added and not yet popped.  Only a snapshot for cf_cq_count(), so
+     * relaxed. */
+    _Atomic size_t count;
+};
+
+static bool cq_live(const cf_completion_queue *q)
+{
+    return q && q->magic == CQ_MAGIC;
+}
+
+/* Lock held.  Makes the descriptor readable if it is not already. */
+static void signal_locked(cf_completion_queue *q)
+{
+    if (q->signalled)
+        return;
+    uint64_t one = 1;
+    /* Cannot fail short of a corrupted descriptor: the counter is 0 here
+     * (we only ever add 1 to a 0). */
+    if (write(q->fd, &one, sizeof one) == (ssize_t)sizeof one)
+        q->signalled = true;
+    else
+        cf__log("completion queue: eventfd write failed: %s", strerror(errno));
+}
+
+/* Lock held.  Appends e to the ready list. */
+static void push_ready_locked(cf_completion_queue *q, cq_entry *e)
+{
+    e->ready = true;
+    e->next = NULL;
+    e->prev = NULL;
+    if (q->ready_tail)
+        q->ready_tail->next = e;
+    else
+        q->ready_head = e;
+    q->ready_tail = e;
+    signal_locked(q);
+}
+
+/* Lock held.  Removes a pending entry from the pending list. */
+static void unlink_pending_locked(cf_completion_queue *q, cq_entry *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        q->pending = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    e->prev = e->next = NULL;
+}
+
+/* Called by complete_locked() with f's lock held. */
+static void cq_notify(cf__wnode *node, cf_future *f)
+{
+    (void)f;
+    cq_entry *e = (cq_entry *)((char *)node - offsetof(cq_entry, node));
+    cf_completion_queue *q = e->q;
+    cf__lock_acquire(&q->lock);
+    unlink_pending_locked(q, e);
+    push_ready_locked(q, e);
+    cf__lock_release(&q->lock);
+}
+
+CF__API int cf_cq_new(cf_completion_queue **out)
+{
+    if (!out)
+        return cf__fail(CF_EINVAL, "cq_new: out is NULL");
+    *out = NULL;
+    cf_completion_queue *q = calloc(1, sizeof *q);
+    if (!q)
+        return cf__fail(CF_ENOMEM, "cq_new: out of memory");
+    q->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (q->fd < 0) {
+        int err = errno;
+        free(q);
+        return cf__fail(CF_ESYS, "cq_new: eventfd: %s", strerror(err));
+    }
+    q->magic = CQ_MAGIC;
+    atomic_init(&q->lock.word, 0);
+    atomic_init(&q->count, 0);
+    *out = q;
+    return CF_OK;
+}
+
+CF__API int cf_cq_fd(const cf_completion_queue *q)
+{
+    if (!cq_live(q))
+        return cf__fail(CF_EINVAL, "cq_fd: %s", q ? "not a live queue" : "queue is NULL");
+    return q->fd;
+}
+
+CF__API size_t cf_cq_count(const cf_completion_queue *q)
+{
+    if (!cq_live(q))
+        return 0;
+    return atomic_load_explicit(&((cf_completion_queue *)q)->count, memory_order_relaxed);
+}
+
+CF__API int cf_cq_add(cf_completion_queue *q, cf_future *f)
+{
+    if (!cq_live(q) || !cf__future_live(f))
+        return cf__fail(CF_EINVAL, "cq_add: %s", !q ? "queue is NULL"
+                                                 : !f ? "future is NULL"
+                                                 : !cq_live(q) ? "not a live queue"
+                                                               : "not a live future");
+    cq_entry *e = malloc(sizeof *e);
+    if (!e)
+        return cf__fail(CF_ENOMEM, "cq_add: out of memory");
+    e->node.waiter = NULL;
+    e->node.notify = cq_notify;
+    e->f = cf_future_retain(f);
+    e->q = q;
+    e->prev = e->next = NULL;
+    e->ready = false;
+    atomic_fetch_add_explicit(&q->count, 1, memory_order_relaxed);
+    cf__lock_acquire(&f->lock);
+    bool done = cf__state_done(cf__state_of(f));
+    e->linked = !done;
+    if (!done)
+        cf__wnode_link(f, &e->node);
+    /* Into a list before f's lock is dropped: from then on the completion
+     * may notify the entry. */
+    cf__lock_acquire(&q->lock);
+    if (done) {
+        push_ready_locked(q, e);
+    } else {
+        e->next = q->pending;
+        if (q->pending)
+            q->pending->prev = e;
+        q->pending = e;
+    }
+    cf__lock_release(&q->lock);
+    cf__lock_release(&f->lock);
+    return CF_OK;
+}
+
+/* Unlinks e's node from its future if still linked, then frees e and
+ * returns the future with e's reference. */
+static cf_future *entry_take(cq_entry *e)
+{
+    cf_future *f = e->f;
+    cf__lock_acquire(&f->lock);
+    if (e->linked) {
+        cf__wnode_unlink(f, &e->node);
+        e->linked = false;
+    }
+    cf__lock_release(&f->lock);
+    free(e);
+    return f;
+}
+
+CF__API int cf_cq_pop(cf_completion_queue *q, cf_future **out, size_t max)
+{
+    if (!cq_live(q) || (!out && max > 0))
+        return cf__fail(CF_EINVAL, "cq_pop: %s", !q ? "queue is NULL"
+                                                 : !cq_live(q) ? "not a live queue"
+                                                               : "out is NULL");
+    if (max > INT_MAX)
+        max = INT_MAX;
+    cq_entry *taken = NULL;
+    size_t n = 0;
+    cf__lock_acquire(&q->lock);
+    while (n < max && q->ready_head) {
+        cq_entry *e = q->ready_head;
+        q->ready_head = e->next;
+        e->next = taken; /* reversed here, put back in order below */
+        taken = e;
+        n++;
+    }
+    if (!q->ready_head) {
+        q->ready_tail = NULL;
+        if (q->signalled) {
+            uint64_t v;
+            /* Back to 0: nothing waits any more.  EAGAIN cannot happen
+             * while signalled (only we read it). */
+            if (read(q->fd, &v, sizeof v) == (ssize_t)sizeof v)
+                q->signalled = false;
+        }
+    }
+    cf__lock_release(&q->lock);
+    atomic_fetch_sub_explicit(&q->count, n, memory_order_relaxed);
+    for (size_t i = n; i-- > 0;) {
+        cq_entry *e = taken;
+        taken = e->next;
+        out[i] = entry_take(e);
+    }
+    return (int)n;
+}
+
+CF__API void cf_cq_destroy(cf_completion_queue *q)
+{
+    if (!cq_live(q))
+        return;
+    /* Detach the pending entries one by one, each under its future's lock
+     * (taken without the queue lock, see the lock order).  Only this thread
+     * frees entries, so `e` stays valid between the two lock sections even
+     * if its future completes meanwhile. */
+    for (;;) {
+        cf__lock_acquire(&q->lock);
+        cq_entry *e = q->pending;
+        cf__lock_release(&q->lock);
+        if (!e)
+            break;
+        cf_future *f = e->f;
+        cf__lock_acquire(&f->lock);
+        cf__lock_acquire(&q->lock);
+        bool detached = !e->ready;
+        if (detached)
+            unlink_pending_locked(q, e);
+        cf__lock_release(&q->lock);
+        if (detached) {
+            cf__wnode_unlink(f, &e->node);
+            e->linked = false;
+        }
+        cf__lock_release(&f->lock);
+        if (detached) {
+            free(e);
+            cf_future_release(f);
+        }
+    }
+    /* Nothing can notify any more: drop the completed ones. */
+    cq_entry *e = q->ready_head;
+    while (e) {
+        cq_entry *next = e->next;
+        cf_future_release(entry_take(e));
+        e = next;
+    }
+    close(q->fd);
+    q->magic = 0;
+    free(q);
+}
