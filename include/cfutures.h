@@ -72,8 +72,9 @@ const char *cf_version_string(void);
  * asking such a future for its result returns CF_ETASK.
  * ---------------------------------------------------------------------- */
 
-/* X(name, value, description): one table generates the enum, cf_strerror()
- * and cf_err_name(). */
+/* The error codes: CF_OK (0) and the negative CF_E* codes functions
+ * return.  X(name, value, description): one table generates the enum,
+ * cf_strerror() and cf_err_name(). */
 #define CF_ERROR_TABLE(X)                                                     \
     X(OK, 0, "success")                                                       \
     X(EINVAL, -1, "invalid argument")                                         \
@@ -90,7 +91,6 @@ const char *cf_version_string(void);
     X(EDEADLK, -12, "operation would deadlock")                               \
     X(ENOTSUP, -13, "not supported by this engine")                           \
     X(ESYS, -14, "system call failed")
-
 typedef enum cf_error {
 #define CF__ERROR_ENUM(name, value, text) CF_##name = (value),
     CF_ERROR_TABLE(CF__ERROR_ENUM)
@@ -175,8 +175,8 @@ typedef struct cf_value {
 /* The most arguments a call may have. */
 #define CF_ARGS_MAX 64
 
-/* Constructors.  They only describe the value; nothing is copied until the
- * value is handed to submit/map/set_result. */
+/* Value constructors.  They only describe the value; nothing is copied
+ * until the value is handed to submit/map/set_result. */
 static inline cf_value cf_none(void)
 {
     cf_value v = {CF_NONE, 0, {0}};
@@ -200,14 +200,14 @@ static inline cf_value cf_bytes(const void *data, size_t size)
     v.as.bytes = data;
     return v;
 }
-/* `s` must be NUL-terminated; NULL is turned into an empty string. */
-cf_value cf_str(const char *s);
 static inline cf_value cf_ptr(void *p)
 {
     cf_value v = {CF_PTR, 0, {0}};
     v.as.ptr = p;
     return v;
 }
+/* `s` must be NUL-terminated; NULL is turned into an empty string. */
+cf_value cf_str(const char *s);
 
 /* A printable name for a kind, as Python would name the type: "int",
  * "float", "bytes", "str", "pointer", "NoneType". */
@@ -582,6 +582,7 @@ typedef struct cf_submit_options {
     double timeout;
 } cf_submit_options;
 
+/* Fills `opts` with the defaults.  NULL is ignored. */
 void cf_submit_options_init(cf_submit_options *opts);
 
 /* cf_submit() with per-call options (`opts` NULL means defaults).  Same
@@ -803,6 +804,7 @@ typedef struct cf_map_options {
     size_t buffersize;
 } cf_map_options;
 
+/* Fills `opts` with the defaults.  NULL is ignored. */
 void cf_map_options_init(cf_map_options *opts);
 
 typedef struct cf_map_iter cf_map_iter;

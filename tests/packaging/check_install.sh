@@ -32,4 +32,16 @@ for exe in consumer_shared consumer_static; do
   out=$(LD_LIBRARY_PATH="$libdir" "$tmp/consumer/$exe")
   [ "$out" = 144 ] || { echo "find_package $exe printed '$out'"; exit 1; }
 done
-echo "install, pkg-config and find_package consumers: ok"
+# The reference pages are installed: `man cf_submit` finds its page, and
+# a function of a group finds the group's page.
+mandir="$tmp/prefix/share/man"
+for page in cfutures cf_submit cf_submit_with CF_ARGS; do
+  [ -f "$mandir/man3/$page.3" ] || { echo "man page $page not installed"; exit 1; }
+done
+if command -v man >/dev/null 2>&1; then
+  MANPATH="$mandir" man -w cf_submit_with | grep -q "man3/cf_submit_with.3" ||
+    { echo "man -w cf_submit_with does not find the installed page"; exit 1; }
+  MANPATH="$mandir" MANWIDTH=80 man cf_submit_with 2>/dev/null | grep -q "cf_submit_with" ||
+    { echo "man cf_submit_with does not show the page"; exit 1; }
+fi
+echo "install, pkg-config and find_package consumers, man pages: ok"
