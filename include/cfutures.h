@@ -667,8 +667,12 @@ const char *cf_task_name(cf_task_fn *fn);
 void cf__task_register_ctor(const char *name, cf_task_fn *fn);
 
 /* Call first thing in main().  In a worker process started by a process
- * pool it runs the worker and never returns.  In any other process it
- * records argv[0] and returns CF_OK; without this call,
+ * pool it runs the worker and never returns.  A process becomes a worker
+ * only when the pool's variable (read with secure_getenv) names a socket
+ * that the parent process made and that carries the variable's random
+ * key; the variable is removed in every case, so a forged or inherited
+ * one just lets main() run.  In any other process it records argv[0]
+ * and returns CF_OK; without this call,
  * cf_process_pool_new() refuses CF_START_EXEC with CF_EINVALSTATE.
  * Returns CF_EINVAL for argc < 1 or argv NULL.  Main thread, before
  * starting threads. */

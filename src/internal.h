@@ -529,7 +529,13 @@ int cf__submit_prepared(cf_executor *ex, cf_future **fs, size_t n);
 #define CF__SHM_RESULT_MIN ((size_t)1 << 20)
 #define CF__SHM_RESULT_PREFIX 14 /* u32 n, u8 ok, u8 kind, u64 size */
 int cf__worker_store_big(cf_future *f, const cf_value *v);
+/* An exec'd worker's environment holds CF__WORKER_ENV =
+ * "<fd>:<parent pid>:<key in hex>", and the parent writes the same
+ * CF__WORKER_KEY random bytes into the socket before anything else; see
+ * cf_process_init() for what is checked before the program acts as a
+ * worker. */
 #define CF__WORKER_ENV "CFUTURES_WORKER"
+#define CF__WORKER_KEY 16
 extern bool cf__process_init_called; /* written once in main's thread */
 extern char **cf__process_argv;
 /* Notes the program's own file for CF_START_EXEC workers (process_pool.c). */

@@ -47,6 +47,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -404,12 +405,36 @@ static const char *worker_image(void)
     return "/proc/self/exe";
 }
 
-/* Starts the program again as a worker (CF_START_EXEC). */
-static int spawn_exec(process_pool *p, int child_fd, pid_t *pid)
+/* Fills `key` with random bytes; returns 0 or an errno. */
+static int random_key(unsigned char *key, size_t n)
+{
+    ssize_t got = getrandom(key, n, GRND_NONBLOCK);
+    if (got == (ssize_t)n)
+        return 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    got = fd >= 0 ? read(fd, key, n) : -1;
+    int err = errno;
+    if (fd >= 0)
+        close(fd);
+    return got == (ssize_t)n ? 0 : got < 0 ? err : EIO;
+}
+
+/* Starts the program again as a worker (CF_START_EXEC).  The worker is
+ * told who it is by the environment and proves it by a random key the
+ * parent writes into its socket first (see cf_process_init()). */
+static int spawn_exec(process_pool *p, int child_fd, int parent_fd, pid_t *pid)
 {
     (void)p;
-    char envvar[64];
-    snprintf(envvar, sizeof envvar, CF__WORKER_ENV "=3:%ld", (long)getpid());
+    unsigned char key[CF__WORKER_KEY];
+    int err = random_key(key, sizeof key);
+    if (err)
+        return err;
+    if (send(parent_fd, key, sizeof key, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)sizeof key)
+        return errno ? errno : EIO; /* an empty socket takes 16 bytes at once */
+    char envvar[64 + 2 * CF__WORKER_KEY];
+    int at = snprintf(envvar, sizeof envvar, CF__WORKER_ENV "=3:%ld:", (long)getpid());
+    for (size_t i = 0; i < sizeof key; i++)
+        at += snprintf(envvar + at, sizeof envvar - (size_t)at, "%02x", key[i]);
     size_t n = 0;
     while (environ && environ[n])
         n++;
@@ -502,7 +527,7 @@ static int spawn_worker(process_pool *p)
     }
     pid_t pid = 0;
     int rc = p->start_method == CF_START_FORK ? spawn_fork(p, sv[1], sv[0], &pid)
-                                              : spawn_exec(p, sv[1], &pid);
+                                              : spawn_exec(p, sv[1], sv[0], &pid);
     close(sv[1]);
     if (rc != 0) {
         close(sv[0]);

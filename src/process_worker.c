@@ -718,23 +718,71 @@ _Noreturn void cf__worker_run(int fd)
     }
 }
 
+/* The worker's socket named by CF__WORKER_ENV ("<fd>:<parent pid>:<key>"),
+ * once it has shown that a process pool started us: a Unix stream socket,
+ * made by that parent pid (SO_PEERCRED: a socketpair() reports its
+ * creator) under our uid, which holds the key of the variable as its first
+ * bytes (peeked: a socket that is not ours loses nothing).  Someone who
+ * controls only our environment cannot put the key into a socket our
+ * parent made; someone who controls our descriptors (stdin a socket of
+ * theirs) has a peer pid that is not the one the variable must name (see
+ * the getppid() check of the caller).  Returns the fd, or -1: not a
+ * worker. */
+static int worker_socket(const char *spec, pid_t *parent)
+{
+    int fd = -1, end = 0;
+    long ppid = 0;
+    char hex[2 * CF__WORKER_KEY + 1];
+    if (sscanf(spec, "%d:%ld:%32[0-9a-f]%n", &fd, &ppid, hex, &end) != 3 || spec[end] ||
+        strlen(hex) != 2 * CF__WORKER_KEY || fd < 0 || ppid <= 1)
+        return -1;
+    int type = 0, domain = 0;
+    struct ucred cred;
+    socklen_t tl = sizeof type, dl = sizeof domain, cl = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_STREAM ||
+        getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dl) != 0 || domain != AF_UNIX ||
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0 || cred.pid != (pid_t)ppid ||
+        cred.uid != geteuid())
+        return -1;
+    unsigned char want[CF__WORKER_KEY], got[CF__WORKER_KEY];
+    for (size_t i = 0; i < sizeof want; i++)
+        sscanf(hex + 2 * i, "%2hhx", &want[i]);
+    ssize_t n;
+    do
+        n = recv(fd, got, sizeof got, MSG_PEEK | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)sizeof got || memcmp(got, want, sizeof got) != 0)
+        return -1;
+    if (recv(fd, got, sizeof got, MSG_DONTWAIT) != (ssize_t)sizeof got)
+        return -1;
+    *parent = (pid_t)ppid;
+    return fd;
+}
+
 CF__API int cf_process_init(int argc, char **argv)
 {
     if (argc < 1 || !argv)
         return cf__fail(CF_EINVAL, "process_init: argc must be >= 1 and argv not NULL");
-    const char *spec = getenv(CF__WORKER_ENV);
-    if (spec) {
-        /* "<fd>:<parent pid>", set by the pool for the program it starts. */
-        int fd = -1;
-        long ppid = 0;
-        if (sscanf(spec, "%d:%ld", &fd, &ppid) == 2 && fd >= 0) {
-            unsetenv(CF__WORKER_ENV); /* programs a task starts are not workers */
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-            if (getppid() != (pid_t)ppid)
-                _exit(0); /* the parent died before we armed the signal */
-            cf__worker_run(fd);
-        }
-        unsetenv(CF__WORKER_ENV);
+    /* secure_getenv: a set-user-ID program never takes the variable. */
+    const char *spec = secure_getenv(CF__WORKER_ENV);
+    pid_t parent = 0;
+    int fd = spec ? worker_socket(spec, &parent) : -1;
+    /* Programs a task starts are not workers; a program that was not
+     * started by a pool runs main() as if the variable was not there. */
+    unsetenv(CF__WORKER_ENV);
+    if (fd >= 0) {
+        /* Nor do they inherit the socket (dup2 in the parent's spawn
+         * cleared close-on-exec). */
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        /* The verified creator of the socket must be our parent.  If it
+         * is not, it died before the death signal was armed (a worker
+         * of a dead pool must not run the program), or it made a socket
+         * and set our environment without being our parent - which only
+         * a process that already decides what we run can do. */
+        if (getppid() != parent)
+            _exit(0);
+        cf__worker_run(fd);
     }
     cf__note_exe();
     cf__process_argv = argv;

@@ -13,7 +13,9 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <spawn.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -131,6 +133,21 @@ static int u_lent_rewrite(cf_call *call)
     return 0;
 }
 CF_TASK(u_lent_rewrite);
+
+/* What a shell started by the task sees on fd 3 (the worker's socket in
+ * an exec'd worker, if it leaked), as a string ending in "end". */
+static int u_child_fd3(cf_call *call)
+{
+    FILE *sh = popen("readlink /proc/$$/fd/3 2>/dev/null; echo end", "r");
+    if (!sh)
+        return cf_raise(call, 1, "SetupError", "popen: %s", strerror(errno));
+    char out[256] = "";
+    size_t n = fread(out, 1, sizeof out - 1, sh);
+    out[n] = '\0';
+    pclose(sh);
+    return cf_return_str(call, out);
+}
+CF_TASK(u_child_fd3);
 
 /* ---- values ------------------------------------------------------------------ */
 
@@ -298,7 +315,96 @@ static void test_worker_memory_must_be_sealed_and_bounded(void **state)
     }
 }
 
+/* ---- the environment --------------------------------------------------------- */
+
+/* Starts this program with CF__WORKER_ENV = `var`, `fd3` as its fd 3 (or
+ * none when -1) and one argument that names no test, so that main() -
+ * when it runs - prints "no test named" and exits 2.  Returns the wait
+ * status. */
+static int run_with_worker_var(const char *var, int fd3)
+{
+    char env[256];
+    snprintf(env, sizeof env, "%s=%s", CF__WORKER_ENV, var);
+    char *envp[] = {env, NULL};
+    char *argv[] = {"test_untrusted", "no-such-test", NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    if (fd3 >= 0)
+        posix_spawn_file_actions_adddup2(&fa, fd3, 3);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    pid_t pid;
+    assert_int_equal(posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, envp), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return status;
+}
+
+/* A forged CFUTURES_WORKER does not turn the program into a worker: main()
+ * runs and its exit status is the program's.  Only the right key, in a
+ * socket this process made, does. */
+static void test_forged_worker_variable_runs_main(void **state)
+{
+    (void)state;
+    static const char key[] = "00112233445566778899aabbccddeeff";
+    static const unsigned char raw[16] = {0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77,
+                                          0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff};
+    char var[128];
+    struct {
+        const char *what;
+        const char *fmt; /* %ld: our pid; %s: the key */
+        int kind;        /* 0 socketpair, 1 socketpair with the key in it, 2 pipe with it */
+        bool worker;
+    } cases[] = {
+        {"old format, our socket", "3:%ld", 0, false},
+        {"no key in the socket", "3:%ld:%s", 0, false},
+        {"a key that is not the socket's", "3:%ld:ffeeddccbbaa99887766554433221100", 1, false},
+        {"not a socket", "3:%ld:%s", 2, false},
+        {"a pid that is not the socket's maker", "3:1%ld:%s", 1, false},
+        {"stdin named instead", "0:%ld:%s", 1, false},
+        {"garbage", "3:%ld:%s:more", 1, false},
+        {"the real thing", "3:%ld:%s", 1, true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(var, sizeof var, cases[i].fmt, (long)getpid(), key);
+        int sv[2];
+        if (cases[i].kind == 2)
+            assert_int_equal(pipe2(sv, O_CLOEXEC), 0);
+        else
+            assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        int wr = cases[i].kind == 2 ? sv[1] : sv[0], child = cases[i].kind == 2 ? sv[0] : sv[1];
+        if (cases[i].kind >= 1)
+            assert_int_equal(write(wr, raw, sizeof raw), (ssize_t)sizeof raw);
+        close(wr); /* a real worker sees EOF and exits 0 */
+        int status = run_with_worker_var(var, child);
+        close(child);
+        assert_true(WIFEXITED(status));
+        if (WEXITSTATUS(status) != (cases[i].worker ? 0 : 2))
+            fail_msg("%s (%s): exit status %d, expected %d (%s)", cases[i].what, var,
+                     WEXITSTATUS(status), cases[i].worker ? 0 : 2,
+                     cases[i].worker ? "a worker" : "main");
+    }
+}
+
+/* The worker's socket is not inherited by the programs a task starts. */
+static void test_worker_socket_not_inherited(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, u_child_fd3, CF_NOARGS, &f));
+    const cf_value *v = NULL;
+    assert_ok(cf_future_result(f, T_OK * cf_test_scale(), &v));
+    assert_true(contains(v->as.str, "end"));
+    if (contains(v->as.str, "socket:"))
+        fail_msg("a task's child inherited the worker's socket: %s", v->as.str);
+    assert_ok(cf_future_release(f));
+    udestroy(ex);
+}
+
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_forged_worker_variable_runs_main),
+    cmocka_unit_test(test_worker_socket_not_inherited),
     cmocka_unit_test(test_lent_result_rewritten_after_answer),
     cmocka_unit_test(test_worker_memory_must_be_sealed_and_bounded),
     cmocka_unit_test(test_ptr_result_fails_only_its_call),
