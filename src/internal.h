@@ -117,6 +117,11 @@ extern _Atomic unsigned cf__fork_generation;
 /* Installs the fork and exit handlers once. */
 void cf__runtime_init(void);
 
+/* pthread_create() of a thread that blocks asynchronous signals, so they
+ * reach the application's threads (engine workers and managers).
+ * Returns pthread_create()'s result. */
+CF__API int cf__thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
+
 /* Sets the calling thread's full name for cf_thread_name() (NULL clears;
  * the string must outlive the setting) and the kernel's truncated copy. */
 void cf__set_thread_name(const char *full);
@@ -547,6 +552,25 @@ _Noreturn void cf__worker_run(int fd);
 void cf__executor_register(cf_executor *ex, const cf__engine *engine);
 void cf__executor_ref(cf_executor *ex);
 void cf__executor_unref(cf_executor *ex);
+
+/* Exported from the shared library (but not public API) for the engines
+ * built as libraries of their own (cfutures-mpi): these declarations add
+ * default visibility to the definitions above. */
+CF__API int cf__fail(int err, const char *fmt, ...);
+CF__API int64_t cf__now_ns(void);
+CF__API void cf__set_thread_name(const char *full);
+CF__API cf_failure *cf__failure_new(int code, const char *type, const char *message);
+CF__API void cf__failure_free(cf_failure *f);
+CF__API cf_failure *cf__failure_oom(void);
+CF__API cf_future *cf__future_new_borrowed(cf_task_fn *fn, const cf_value *args, size_t nargs);
+CF__API void cf__future_run_call(cf_future *f, _Atomic int *unfinished);
+CF__API int cf__future_complete_remote(cf_future *f, int status, const cf_value *result,
+                                       void *heap, cf_failure *failure);
+CF__API int cf__future_fail_running(cf_future *f, int status, const char *type,
+                                    const char *message);
+CF__API cf_task_fn *cf__task_lookup(const char *name, size_t len);
+CF__API void cf__executor_register(cf_executor *ex, const cf__engine *engine);
+CF__API void cf__executor_unref(cf_executor *ex);
 
 /* Is `ex` a live executor handle (not NULL, not destroyed and freed)? */
 static inline bool cf__executor_live(const cf_executor *ex)

@@ -56,7 +56,6 @@
  *   (SIGINT, SIGTERM, ...) is delivered to an application thread.
  */
 #include <sched.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -405,19 +404,9 @@ static int spawn_locked(thread_pool *p)
     atomic_init(&w->park, 0);
     snprintf(w->name, sizeof w->name, "%s_%d", p->prefix, w->index);
 
-    /* Workers block asynchronous signals; they inherit the mask. */
-    sigset_t all, old;
-    sigfillset(&all);
-    sigdelset(&all, SIGSEGV);
-    sigdelset(&all, SIGBUS);
-    sigdelset(&all, SIGFPE);
-    sigdelset(&all, SIGILL);
-    sigdelset(&all, SIGTRAP);
-    sigdelset(&all, SIGABRT);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
+    /* Workers block asynchronous signals. */
     atomic_fetch_add(&p->alive, 1);
-    int rc = pthread_create(&w->tid, NULL, worker_main, w);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int rc = cf__thread_start(&w->tid, worker_main, w);
     if (rc != 0) {
         atomic_fetch_sub(&p->alive, 1);
         free(w);

@@ -126,12 +126,18 @@ static inline bool cf_test_event_wait(cf_test_event *e, double timeout)
 
 #define assert_ok(call) assert_cf(CF_OK, call)
 
+/* What main() calls first, where worker copies of the program stop; a
+ * test program of another engine defines it before including this. */
+#ifndef CF_TEST_PROCESS_INIT
+#define CF_TEST_PROCESS_INIT(argc, argv) cf_process_init(argc, argv)
+#endif
+
 /* main(): with no argument runs every test; with one argument runs only the
  * test of that name (how ctest calls it); `--list` prints the names. */
 #define CF_TEST_MAIN(tests)                                                   \
     int main(int argc, char **argv)                                           \
     {                                                                         \
-        cf_process_init(argc, argv); /* process-pool workers stop here */    \
+        CF_TEST_PROCESS_INIT(argc, argv); /* workers stop here */            \
         size_t n = sizeof(tests) / sizeof((tests)[0]);                        \
         if (argc > 1 && strcmp(argv[1], "--list") == 0) {                     \
             for (size_t i = 0; i < n; i++)                                    \

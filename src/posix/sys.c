@@ -17,6 +17,7 @@
 #include <linux/futex.h>
 #include <math.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,4 +210,22 @@ CF__API const char *cf_thread_name(void)
     if (pthread_getname_np(pthread_self(), tls_kernel_name, sizeof tls_kernel_name) != 0)
         tls_kernel_name[0] = '\0';
     return tls_kernel_name;
+}
+
+int cf__thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    /* The new thread inherits this mask: everything blocked except the
+     * signals a fault raises in the thread itself. */
+    sigset_t all, old;
+    sigfillset(&all);
+    sigdelset(&all, SIGSEGV);
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGFPE);
+    sigdelset(&all, SIGILL);
+    sigdelset(&all, SIGTRAP);
+    sigdelset(&all, SIGABRT);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(t, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
 }
