@@ -1,0 +1,117 @@
+/*
+ * cfutures_mpi.h - the MPI engine: the executor API on MPI ranks.
+ *
+ * A separate library (cfutures-mpi, linked with cfutures and an MPI
+ * implementation; tested with Open MPI 4.1).  An MPI pool is a cf_executor
+ * like the others: cf_submit, cf_submit_with, cf_map (with chunksize),
+ * cf_wait, cf_as_completed, done-callbacks, cf_executor_shutdown and
+ * cf_executor_destroy work unchanged.  As with a process pool, tasks are
+ * functions registered with CF_TASK and values are copied (no CF_PTR).
+ *
+ * Launch modes
+ *   spawn   an ordinary program (no mpirun) creates a pool; the library
+ *           starts the workers with MPI_Comm_spawn of the program's own
+ *           file.  Each worker copy stops in cf_mpi_init() and serves.
+ *   static  `mpirun -np N ./prog`: cf_mpi_init() keeps rank 0 and turns
+ *           ranks 1..N-1 into workers; the pool created on rank 0 uses
+ *           them, and when it is destroyed they finalize MPI and exit 0.
+ *
+ * Usage (both modes):
+ *
+ *     CF_TASK(square);
+ *     int main(int argc, char **argv)
+ *     {
+ *         cf_mpi_init(argc, argv);   // worker copies never return
+ *         cf_executor *ex;
+ *         cf_mpi_pool_new(&ex, NULL);
+ *         ...
+ *
+ * Threads: MPI is initialised with MPI_THREAD_MULTIPLE.  Each pool has one
+ * manager thread that makes every MPI call of that pool (sends, probes,
+ * spawn, freeing its communicator) and completes its futures, so
+ * done-callbacks run on it.  MPI_Init_thread and MPI_Finalize run on the
+ * thread that called cf_mpi_init() (or the first cf_mpi_pool_new()) and
+ * at exit.  A program that called MPI_Init_thread(MPI_THREAD_MULTIPLE)
+ * itself keeps its MPI: cfutures then neither initialises nor finalizes it.
+ *
+ * Dead workers: Open MPI does not report a spawned worker that dies, so
+ * every worker sends a heartbeat from a thread of its own; a worker not
+ * heard from for `heartbeat_timeout` seconds is dead.  Its calls and the
+ * pool then fail with CF_EBROKEN naming the rank and host, and later
+ * submits fail the same way.  When one spawned worker dies Open MPI ends
+ * all workers of that pool, so a broken pool is not repaired: create a
+ * new one.
+ */
+#ifndef CFUTURES_MPI_H
+#define CFUTURES_MPI_H
+
+#include "cfutures.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* How the pool gets its workers. */
+typedef enum cf_mpi_mode {
+    /* Static when the process was started by mpirun with more than one
+     * rank, spawn otherwise. */
+    CF_MPI_AUTO = 0,
+    CF_MPI_SPAWN = 1,
+    CF_MPI_STATIC = 2,
+} cf_mpi_mode;
+
+typedef struct cf_mpi_pool_options {
+    cf_mpi_mode mode;
+    /* Spawn mode: workers to start.  CF_AUTO (the default): the
+     * environment variable CFUTURES_MPI_WORKERS, else the MPI universe
+     * size minus the ranks already running when it says more, else
+     * cf_usable_cpus().  1..1024.  Static mode: must be CF_AUTO or the
+     * number of other ranks. */
+    int max_workers;
+    /* Seconds without a message from a worker after which it counts as
+     * dead (> 0; default 5).  Workers send a heartbeat every fifth of it. */
+    double heartbeat_timeout;
+    /* Spawn mode: let Open MPI start more workers than the host has slots
+     * (info key map_by=:OVERSUBSCRIBE).  Default true, so a 2-core machine
+     * can spawn 4 workers. */
+    bool oversubscribe;
+} cf_mpi_pool_options;
+
+/* Fills `opts` with the defaults above.  NULL is ignored.  Any thread. */
+void cf_mpi_pool_options_init(cf_mpi_pool_options *opts);
+
+/* Call at the top of main(), before anything else (after the CF_TASK
+ * registrations, which run before main).  In a copy of the program that
+ * an MPI pool spawned, and on ranks 1..N-1 of an mpirun launch, it runs
+ * the worker loop, finalizes MPI and exits the process with 0: it never
+ * returns there.  Elsewhere it notes the program's file for spawning and
+ * returns; under mpirun (rank 0) it also initialises MPI.  Main thread
+ * only, once.
+ * Returns CF_OK; CF_EINVAL (argc < 1 or argv NULL); CF_ESYS (MPI could
+ * not be initialised, or offers less than MPI_THREAD_MULTIPLE). */
+int cf_mpi_init(int argc, char **argv);
+
+/* Creates an MPI pool (see the modes above) and stores it in *out; the
+ * caller owns it and ends it with cf_executor_destroy().  Initialises MPI
+ * if nobody did.  Spawn mode blocks while MPI starts the workers (about
+ * 0.3-0.5 s for a few local workers).  Any application thread.
+ * Returns CF_OK, or with *out = NULL:
+ *   CF_EINVAL       out NULL, bad options
+ *   CF_EINVALSTATE  called inside a worker; spawn mode without
+ *                   cf_mpi_init() in main; static mode when the ranks
+ *                   already served a pool (they exit after it) or the
+ *                   process was not launched with several ranks
+ *   CF_ESYS         MPI could not be initialised, the spawn failed (the
+ *                   message carries MPI's error string), or no thread
+ *   CF_EBROKEN      a worker did not say hello within heartbeat_timeout
+ *   CF_ENOMEM */
+int cf_mpi_pool_new(cf_executor **out, const cf_mpi_pool_options *opts);
+
+/* True inside an MPI pool's worker (while it runs calls).  Any thread. */
+bool cf_in_mpi_worker(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

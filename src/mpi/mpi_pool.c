@@ -1,0 +1,1055 @@
+/*
+ * mpi_pool.c - the MPI engine: calls run on MPI ranks.
+ *
+ * Design notes
+ *
+ *   submit ─► pending jobs (mu) ─► manager thread ─► MPI_Isend ─► worker rank
+ *                                       ▲  completes futures    │
+ *                                       └── MPI_Improbe ◄───────┘ RESULT, HB
+ *
+ * - One manager thread per pool makes every MPI call of the pool: it
+ *   spawns the workers (or takes the static world's), sends CALL frames
+ *   with MPI_Isend, receives with MPI_Improbe + MPI_Imrecv (never a
+ *   blocking receive: a dead sender would hang it), completes futures (so
+ *   done-callbacks run on it), watches heartbeats, and at the end says
+ *   EXIT and frees the communicator.  Submitters only touch `mu`.
+ * - A job is one call, or one map chunk that a worker runs as a unit.  A
+ *   worker answers its jobs in order, so its oldest unanswered job is the
+ *   one it runs.  A worker gets a second job only while more jobs wait than
+ *   there are workers, so a queued future is seldom already RUNNING.
+ * - Dead workers: every message from a worker (its heartbeat thread sends
+ *   one every heartbeat_timeout / 5) renews its `last_seen`; a worker
+ *   silent for heartbeat_timeout is dead.  The pool then breaks: every
+ *   call fails with CF_EBROKEN naming the worker, and the communicator is
+ *   freed with MPI_Comm_free (MPI_Comm_disconnect would wait for the dead
+ *   forever).  Sends still in flight to it are released with
+ *   MPI_Request_free; their buffers are kept until MPI_Finalize, as MPI
+ *   may still read them.
+ * - A call's timeout (cf_submit_with) fails its future with CF_ETIMEDOUT
+ *   when it expires; MPI cannot stop one rank of a spawned job, so the
+ *   worker finishes the call and its late answer is dropped.
+ *
+ * Locks: `mu` guards the fields marked below.  The manager never holds it
+ * while it calls MPI or completes futures.  Everything else (workers,
+ * requests, the communicator) belongs to the manager thread alone.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cfutures_mpi.h"
+#include "mpi_engine.h"
+
+#define MAX_WORKERS 1024
+#define DEPTH 2 /* most jobs queued on one worker */
+
+typedef struct mjob {
+    struct mjob *next;
+    uint32_t n;
+    bool started;        /* handed to a worker: its futures are RUNNING */
+    bool abandoned;      /* its futures failed (timeout); drop the answer */
+    int64_t timeout_ns;  /* CF__NS_FOREVER for none */
+    int64_t deadline_ns; /* set when it starts on a worker */
+    cf_future *fs[];     /* the engine's references; NULL once dropped */
+} mjob;
+
+typedef struct msend {
+    struct msend *next;
+    MPI_Request req;
+    unsigned char *buf;
+} msend;
+
+typedef struct mworker {
+    int rank;            /* in the pool's communicator */
+    int shown_rank, shown_size; /* "worker R of N" */
+    char host[64];
+    bool hello, bye, exit_sent;
+    int64_t last_seen;
+    mjob *head, *tail;
+    int njobs;
+    bool receiving;      /* an MPI_Imrecv is in flight */
+    MPI_Request rreq;
+    unsigned char *rbuf;
+    int rlen, rtag;
+} mworker;
+
+typedef struct mpi_pool {
+    cf_executor base; /* first */
+    bool spawn;
+    bool oversubscribe;
+    int nworkers;
+    int64_t hb_timeout_ns;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;   /* the manager sleeps on it; pool_new waits on it */
+    /* Guarded by mu: */
+    mjob *pending_head, *pending_tail;
+    size_t npending;
+    uint64_t seq;        /* bumped by submit and shutdown */
+    bool shutdown;
+    bool broken;
+    char broken_msg[384];
+    bool started;        /* start-up finished (start_rc says how) */
+    int start_rc;
+    char start_msg[384];
+    struct mpi_pool *next_live; /* the list of live pools (pools_mu) */
+
+    pthread_t manager;
+    pthread_mutex_t join_mu;
+    bool joined;         /* guarded by join_mu */
+
+    /* Manager thread only: */
+    MPI_Comm comm;
+    mworker *workers;
+    msend *sends;
+    wire_enc enc;
+} mpi_pool;
+
+static _Thread_local mpi_pool *tls_manager;
+
+/* Live pools, for finalize_at_exit (mpi_worker.c). */
+static pthread_mutex_t pools_mu = PTHREAD_MUTEX_INITIALIZER;
+static mpi_pool *live_pools;
+
+/* Send buffers MPI may still read after their request was freed (a dead
+ * worker's); freed after MPI_Finalize.  Guarded by pools_mu. */
+static msend *orphans;
+
+static mpi_pool *pool_of(cf_executor *ex)
+{
+    return (mpi_pool *)ex;
+}
+
+/* ---- completing futures (no lock held) ---------------------------------- */
+
+static void fail_job(mjob *j, int status, const char *type, const char *msg)
+{
+    for (uint32_t i = 0; i < j->n; i++) {
+        if (!j->fs[i])
+            continue;
+        if (!j->started)
+            cf_future_set_running_or_notify_cancel(j->fs[i]);
+        cf__future_fail_running(j->fs[i], status, type, msg);
+        cf_future_release(j->fs[i]);
+    }
+    free(j);
+}
+
+static void fail_jobs(mjob *j, int status, const char *type, const char *msg)
+{
+    while (j) {
+        mjob *next = j->next;
+        fail_job(j, status, type, msg);
+        j = next;
+    }
+}
+
+static void worker_name(const mworker *w, char *buf, size_t size)
+{
+    snprintf(buf, size, "worker %d of %d on %s", w->shown_rank, w->shown_size,
+             w->host[0] ? w->host : "an unknown host");
+}
+
+/* Completes the head job of `w` from a RESULT payload.  Returns false if
+ * the payload does not fit the job (a broken worker). */
+static bool on_result(mworker *w, const unsigned char *body, int len)
+{
+    mjob *j = w->head;
+    wire_dec d = {body, body + len, false};
+    uint32_t n = wdec_u32(&d);
+    if (!j || n != j->n)
+        return false;
+    const unsigned char *start = d.p;
+    /* Check the whole frame before completing anything. */
+    for (uint32_t i = 0; i < n && !d.bad; i++) {
+        if (wdec_u8(&d)) {
+            (void)wdec_value(&d);
+        } else {
+            (void)wdec_u32(&d);
+            (void)wdec_cstr(&d);
+            (void)wdec_cstr(&d);
+        }
+    }
+    if (d.bad || d.p != d.end)
+        return false;
+    w->head = j->next;
+    if (!w->head)
+        w->tail = NULL;
+    w->njobs--;
+    if (w->head && w->head->timeout_ns != CF__NS_FOREVER)
+        w->head->deadline_ns = cf__now_ns() + w->head->timeout_ns;
+    d = (wire_dec){start, body + len, false};
+    char who[128];
+    worker_name(w, who, sizeof who);
+    for (uint32_t i = 0; i < n; i++) {
+        cf_future *f = j->fs[i];
+        if (wdec_u8(&d)) {
+            cf_value v = wdec_value(&d);
+            if (!f)
+                continue;
+            void *heap = NULL;
+            size_t extra = cf__value_extra(&v);
+            if (extra > CF__INLINE_RESULT) {
+                heap = malloc(extra);
+                if (!heap) {
+                    cf__future_fail_running(f, CF_ETASK, "MemoryError",
+                                            "out of memory for the result");
+                    cf_future_release(f);
+                    continue;
+                }
+                memcpy(heap, v.as.bytes, extra);
+                v.as.bytes = heap;
+            }
+            if (cf__future_complete_remote(f, CF_OK, &v, heap, NULL) != CF_OK)
+                free(heap); /* already done (a timeout) */
+        } else {
+            int code = (int)wdec_u32(&d);
+            const char *type = wdec_cstr(&d);
+            const char *msg = wdec_cstr(&d);
+            if (!f)
+                continue;
+            size_t mlen = strlen(who) + strlen(msg) + 3;
+            char *full = malloc(mlen);
+            if (full)
+                snprintf(full, mlen, "%s: %s", who, msg);
+            cf_failure *fl = cf__failure_new(code, type, full ? full : msg);
+            free(full);
+            if (cf__future_complete_remote(f, CF_ETASK, NULL, NULL,
+                                           fl ? fl : cf__failure_oom()) != CF_OK &&
+                fl)
+                cf__failure_free(fl);
+        }
+        cf_future_release(f);
+    }
+    free(j);
+    return true;
+}
+
+/* ---- breaking ----------------------------------------------------------- */
+
+/* Fails everything with `msg`, refuses later submits and lets go of the
+ * communicator without waiting for anyone. */
+static void break_pool(mpi_pool *p, const char *msg)
+{
+    pthread_mutex_lock(&p->mu);
+    if (!p->broken) {
+        p->broken = true;
+        snprintf(p->broken_msg, sizeof p->broken_msg, "%s", msg);
+    }
+    mjob *pending = p->pending_head;
+    p->pending_head = p->pending_tail = NULL;
+    p->npending = 0;
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->nworkers; i++) {
+        mworker *w = &p->workers[i];
+        fail_jobs(w->head, CF_EBROKEN, "BrokenMPIPool", msg);
+        w->head = w->tail = NULL;
+        w->njobs = 0;
+        if (w->receiving) {
+            /* Never completes (its sender is gone); MPI may still write
+             * into the buffer, so it is kept like an orphaned send. */
+            msend *o = malloc(sizeof *o);
+            MPI_Request_free(&w->rreq);
+            if (o) {
+                o->buf = w->rbuf;
+                pthread_mutex_lock(&pools_mu);
+                o->next = orphans;
+                orphans = o;
+                pthread_mutex_unlock(&pools_mu);
+            }
+            w->rbuf = NULL;
+            w->receiving = false;
+        }
+    }
+    fail_jobs(pending, CF_EBROKEN, "BrokenMPIPool", msg);
+    while (p->sends) {
+        msend *s = p->sends;
+        p->sends = s->next;
+        MPI_Request_free(&s->req);
+        pthread_mutex_lock(&pools_mu);
+        s->next = orphans;
+        orphans = s;
+        pthread_mutex_unlock(&pools_mu);
+    }
+    if (p->comm != MPI_COMM_NULL && p->spawn)
+        MPI_Comm_free(&p->comm);
+    p->comm = MPI_COMM_NULL;
+}
+
+/* ---- sending -------------------------------------------------------------- */
+
+static bool post_send(mpi_pool *p, mworker *w, unsigned char *buf, int len, int tag)
+{
+    msend *s = malloc(sizeof *s);
+    if (!s) {
+        free(buf);
+        return false;
+    }
+    s->buf = buf;
+    if (MPI_Isend(buf, len, MPI_BYTE, w->rank, tag, p->comm, &s->req) != MPI_SUCCESS) {
+        free(buf);
+        free(s);
+        return false;
+    }
+    s->next = p->sends;
+    p->sends = s;
+    return true;
+}
+
+/* Completes finished sends; returns true if any did. */
+static bool reap_sends(mpi_pool *p)
+{
+    bool any = false;
+    for (msend **sp = &p->sends; *sp;) {
+        msend *s = *sp;
+        int done = 0;
+        MPI_Test(&s->req, &done, MPI_STATUS_IGNORE);
+        if (!done) {
+            sp = &s->next;
+            continue;
+        }
+        *sp = s->next;
+        free(s->buf);
+        free(s);
+        any = true;
+    }
+    return any;
+}
+
+/* Encodes job j's calls and sends them to w.  Futures cancelled meanwhile
+ * are dropped first.  Returns false if nothing was sent (j freed). */
+static bool send_job(mpi_pool *p, mworker *w, mjob *j)
+{
+    uint32_t live = 0;
+    for (uint32_t i = 0; i < j->n; i++) {
+        if (cf_future_set_running_or_notify_cancel(j->fs[i]) == 1)
+            j->fs[live++] = j->fs[i];
+        else
+            cf_future_release(j->fs[i]);
+    }
+    j->n = live;
+    j->started = true;
+    if (live == 0) {
+        free(j);
+        return false;
+    }
+    wire_enc *e = &p->enc;
+    const char *name = cf_task_name(j->fs[0]->call.fn);
+    size_t namelen = strlen(name);
+    wenc_reset(e);
+    wenc_u32(e, live);
+    wenc_u8(e, (uint8_t)namelen);
+    wenc_put(e, name, namelen);
+    for (uint32_t i = 0; i < live; i++) {
+        const cf_call *c = &j->fs[i]->call;
+        wenc_u8(e, (uint8_t)c->nargs);
+        const cf_value *args = cf__call_args(c);
+        for (size_t k = 0; k < c->nargs; k++)
+            wenc_value(e, &args[k]);
+    }
+    int len = 0;
+    unsigned char *buf = cf__mpi_flatten(e, &len);
+    if (!buf || !post_send(p, w, buf, len, MTAG_CALL)) {
+        fail_job(j, buf || e->oom ? CF_ENOMEM : CF_ETOOBIG, buf || e->oom ? "MemoryError"
+                                                                          : "ValueError",
+                 buf || e->oom ? "out of memory sending the call"
+                               : "the call's arguments exceed one MPI message (2 GiB)");
+        return false;
+    }
+    j->next = NULL;
+    if (w->tail)
+        w->tail->next = j;
+    else
+        w->head = j;
+    w->tail = j;
+    w->njobs++;
+    if (w->head == j && j->timeout_ns != CF__NS_FOREVER)
+        j->deadline_ns = cf__now_ns() + j->timeout_ns;
+    return true;
+}
+
+/* Hands pending jobs to workers.  Returns true if it sent any. */
+static bool dispatch(mpi_pool *p)
+{
+    bool any = false;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        mjob *j = p->pending_head;
+        size_t npending = p->npending;
+        pthread_mutex_unlock(&p->mu);
+        if (!j)
+            return any;
+        /* An idle worker first; a second job only to cover a backlog, and
+         * never for a timed call (its clock starts when it is sent). */
+        mworker *best = NULL;
+        for (int i = 0; i < p->nworkers; i++) {
+            mworker *w = &p->workers[i];
+            if (!w->hello || w->exit_sent || w->njobs >= DEPTH)
+                continue;
+            if (!best || w->njobs < best->njobs)
+                best = w;
+        }
+        if (!best || (best->njobs > 0 &&
+                      (npending <= (size_t)p->nworkers || j->timeout_ns != CF__NS_FOREVER)))
+            return any;
+        pthread_mutex_lock(&p->mu);
+        p->pending_head = j->next;
+        if (!p->pending_head)
+            p->pending_tail = NULL;
+        p->npending--;
+        pthread_mutex_unlock(&p->mu);
+        any |= send_job(p, best, j);
+    }
+}
+
+/* ---- receiving ------------------------------------------------------------ */
+
+/* A worker said something that does not fit; the pool cannot trust it. */
+static void bad_worker(mpi_pool *p, mworker *w, const char *what)
+{
+    char who[128], msg[384];
+    worker_name(w, who, sizeof who);
+    snprintf(msg, sizeof msg, "MPI pool broken: %s %s", who, what);
+    break_pool(p, msg);
+}
+
+static void on_message(mpi_pool *p, mworker *w, int tag, const unsigned char *body, int len)
+{
+    switch (tag) {
+    case MTAG_HB:
+        break;
+    case MTAG_HELLO: {
+        wire_dec d = {body, body + len, false};
+        w->shown_rank = (int)wdec_u32(&d);
+        int size = (int)wdec_u32(&d);
+        (void)wdec_u32(&d); /* pid */
+        const char *host = wdec_cstr(&d);
+        if (d.bad) {
+            bad_worker(p, w, "sent a malformed hello");
+            return;
+        }
+        if (!p->spawn)
+            w->shown_size = size;
+        snprintf(w->host, sizeof w->host, "%s", host);
+        w->hello = true;
+        break;
+    }
+    case MTAG_RESULT:
+        if (!on_result(w, body, len))
+            bad_worker(p, w, "sent a result that does not match its calls");
+        break;
+    case MTAG_BYE:
+        w->bye = true;
+        break;
+    default:
+        bad_worker(p, w, "sent a message with an unknown tag");
+    }
+}
+
+/* Moves messages along.  Returns true if anything arrived. */
+static bool receive(mpi_pool *p)
+{
+    bool any = false;
+    int64_t now = cf__now_ns();
+    for (int i = 0; i < p->nworkers && p->comm != MPI_COMM_NULL; i++) {
+        mworker *w = &p->workers[i];
+        if (w->receiving) {
+            int done = 0;
+            MPI_Test(&w->rreq, &done, MPI_STATUS_IGNORE);
+            if (done) {
+                w->receiving = false;
+                w->last_seen = now;
+                on_message(p, w, w->rtag, w->rbuf, w->rlen);
+                free(w->rbuf);
+                w->rbuf = NULL;
+                any = true;
+                continue;
+            }
+        }
+        /* While a big message comes in, heartbeats (another tag) still
+         * arrive and prove the sender alive. */
+        for (;;) {
+            int flag = 0;
+            MPI_Message msg;
+            MPI_Status st;
+            if (MPI_Improbe(w->rank, w->receiving ? MTAG_HB : MPI_ANY_TAG, p->comm, &flag, &msg,
+                            &st) != MPI_SUCCESS ||
+                !flag)
+                break;
+            any = true;
+            w->last_seen = now;
+            int count = 0;
+            MPI_Get_count(&st, MPI_BYTE, &count);
+            if (st.MPI_TAG == MTAG_HB || count == 0) {
+                MPI_Mrecv(NULL, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+                on_message(p, w, st.MPI_TAG, NULL, 0);
+                if (p->comm == MPI_COMM_NULL)
+                    return true;
+                continue;
+            }
+            w->rbuf = malloc((size_t)count);
+            if (!w->rbuf) {
+                MPI_Mrecv(NULL, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE); /* truncates */
+                bad_worker(p, w, "sent a message the manager has no memory for");
+                return true;
+            }
+            w->rlen = count;
+            w->rtag = st.MPI_TAG;
+            w->receiving = true;
+            MPI_Imrecv(w->rbuf, count, MPI_BYTE, &msg, &w->rreq);
+            break; /* tested on the next round */
+        }
+    }
+    return any;
+}
+
+/* ---- time ------------------------------------------------------------------ */
+
+/* Breaks the pool if a worker has been silent too long; fails calls whose
+ * timeout expired.  Returns false if the pool broke. */
+static bool check_time(mpi_pool *p, int64_t now)
+{
+    for (int i = 0; i < p->nworkers; i++) {
+        mworker *w = &p->workers[i];
+        if (w->bye || now - w->last_seen <= p->hb_timeout_ns)
+            continue;
+        char who[128], msg[384];
+        worker_name(w, who, sizeof who);
+        snprintf(msg, sizeof msg, "MPI pool broken: %s sent nothing for %.1f s (%s); the pool's "
+                                  "workers are lost",
+                 who, (double)(now - w->last_seen) / 1e9,
+                 w->hello ? "it died or hangs" : "it did not start");
+        break_pool(p, msg);
+        return false;
+    }
+    for (int i = 0; i < p->nworkers; i++) {
+        mjob *j = p->workers[i].head;
+        if (!j || j->abandoned || j->timeout_ns == CF__NS_FOREVER || now < j->deadline_ns)
+            continue;
+        char who[128], msg[320];
+        worker_name(&p->workers[i], who, sizeof who);
+        snprintf(msg, sizeof msg, "the call exceeded its timeout on %s (which finishes it; "
+                                  "its result is dropped)", who);
+        for (uint32_t k = 0; k < j->n; k++) {
+            if (!j->fs[k])
+                continue;
+            cf__future_fail_running(j->fs[k], CF_ETIMEDOUT, "TimeoutError", msg);
+            cf_future_release(j->fs[k]);
+            j->fs[k] = NULL;
+        }
+        j->abandoned = true;
+    }
+    return true;
+}
+
+/* ---- start-up --------------------------------------------------------------- */
+
+static int start_spawn(mpi_pool *p, char *msg, size_t msize)
+{
+    if (!cf__mpi_exe[0]) {
+        snprintf(msg, msize, "mpi_pool_new: the program's own file is unknown (readlink of "
+                             "/proc/self/exe failed)");
+        return CF_ESYS;
+    }
+    char interval[32];
+    snprintf(interval, sizeof interval, "%lld", (long long)(p->hb_timeout_ns / 5 / 1000000));
+    if (p->hb_timeout_ns / 5 < 1000000)
+        snprintf(interval, sizeof interval, "1");
+    char *argv[] = {(char *)CF__MPI_WORKER_ARG, interval, NULL};
+    MPI_Info info = MPI_INFO_NULL;
+    if (p->oversubscribe) {
+        MPI_Info_create(&info);
+        MPI_Info_set(info, "map_by", ":OVERSUBSCRIBE");
+    }
+    MPI_Comm self;
+    MPI_Comm_dup(MPI_COMM_SELF, &self);
+    MPI_Comm_set_errhandler(self, MPI_ERRORS_RETURN);
+    int *codes = calloc((size_t)p->nworkers, sizeof *codes);
+    int err = codes ? MPI_Comm_spawn(cf__mpi_exe, argv, p->nworkers, info, 0, self, &p->comm,
+                                     codes)
+                    : MPI_ERR_NO_MEM;
+    MPI_Comm_free(&self);
+    if (info != MPI_INFO_NULL)
+        MPI_Info_free(&info);
+    int bad = MPI_SUCCESS;
+    for (int i = 0; codes && err == MPI_SUCCESS && i < p->nworkers; i++)
+        if (codes[i] != MPI_SUCCESS)
+            bad = codes[i];
+    free(codes);
+    if (err != MPI_SUCCESS || bad != MPI_SUCCESS) {
+        char text[MPI_MAX_ERROR_STRING];
+        snprintf(msg, msize, "mpi_pool_new: MPI_Comm_spawn of %d workers (%.120s) failed: %.200s",
+                 p->nworkers, cf__mpi_exe,
+                 cf__mpi_strerror(err != MPI_SUCCESS ? err : bad, text, sizeof text));
+        if (err == MPI_SUCCESS)
+            MPI_Comm_free(&p->comm);
+        p->comm = MPI_COMM_NULL;
+        return CF_ESYS;
+    }
+    MPI_Comm_set_errhandler(p->comm, MPI_ERRORS_RETURN);
+    for (int i = 0; i < p->nworkers; i++)
+        p->workers[i].rank = i;
+    return CF_OK;
+}
+
+/* Waits until every worker said hello, or one is silent too long. */
+static int await_hello(mpi_pool *p, char *msg, size_t msize)
+{
+    int64_t nap = 0, last = cf__now_ns();
+    for (;;) {
+        bool all = true;
+        for (int i = 0; i < p->nworkers; i++)
+            all = all && p->workers[i].hello;
+        if (all)
+            return CF_OK;
+        if (receive(p)) {
+            nap = 0;
+            last = cf__now_ns();
+            continue;
+        }
+        if (!check_time(p, cf__now_ns())) {
+            pthread_mutex_lock(&p->mu);
+            snprintf(msg, msize, "mpi_pool_new: %.360s", p->broken_msg);
+            pthread_mutex_unlock(&p->mu);
+            return CF_EBROKEN;
+        }
+        if (cf__now_ns() - last < CF__MPI_SPIN_NS)
+            continue;
+        /* Nothing can wake this: it ends by itself (MPI has no waiting
+         * that does not spin). */
+        nap = cf__mpi_next_nap(nap);
+        struct timespec ts = {0, (long)nap};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* ---- the manager ------------------------------------------------------------ */
+
+static bool busy(const mpi_pool *p)
+{
+    if (p->sends)
+        return true;
+    for (int i = 0; i < p->nworkers; i++)
+        if (p->workers[i].njobs || p->workers[i].receiving)
+            return true;
+    return false;
+}
+
+/* Shut down with nothing left to do: EXIT to every worker, wait for their
+ * BYE (a worker silent too long breaks the pool instead), then let go of
+ * the communicator. */
+static void leave(mpi_pool *p)
+{
+    for (int i = 0; i < p->nworkers; i++) {
+        mworker *w = &p->workers[i];
+        if (post_send(p, w, malloc(1), 0, MTAG_EXIT))
+            w->exit_sent = true;
+    }
+    int64_t nap = 0, last = cf__now_ns();
+    for (;;) {
+        bool all = true;
+        for (int i = 0; i < p->nworkers; i++)
+            all = all && p->workers[i].bye;
+        if (all)
+            break;
+        if (receive(p) || reap_sends(p)) {
+            nap = 0;
+            last = cf__now_ns();
+        }
+        if (p->comm == MPI_COMM_NULL || !check_time(p, cf__now_ns()))
+            return; /* broken meanwhile: the communicator is freed */
+        if (cf__now_ns() - last < CF__MPI_SPIN_NS)
+            continue;
+        /* Ends by itself: nothing else can wake it. */
+        nap = cf__mpi_next_nap(nap);
+        struct timespec ts = {0, (long)nap};
+        nanosleep(&ts, NULL);
+    }
+    while (p->sends)
+        reap_sends(p); /* EXITs: all received, since every BYE came */
+    if (p->spawn)
+        MPI_Comm_disconnect(&p->comm);
+    p->comm = MPI_COMM_NULL;
+}
+
+static void *manager_main(void *arg)
+{
+    mpi_pool *p = arg;
+    tls_manager = p;
+    cf__set_thread_name("cf-mpi-manager");
+    char msg[384] = "";
+    int rc = p->spawn ? start_spawn(p, msg, sizeof msg) : CF_OK;
+    int64_t now = cf__now_ns();
+    for (int i = 0; i < p->nworkers; i++)
+        p->workers[i].last_seen = now;
+    if (rc == CF_OK)
+        rc = await_hello(p, msg, sizeof msg);
+    pthread_mutex_lock(&p->mu);
+    p->started = true;
+    p->start_rc = rc;
+    snprintf(p->start_msg, sizeof p->start_msg, "%s", msg);
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    if (rc != CF_OK) {
+        if (p->comm != MPI_COMM_NULL && p->spawn)
+            MPI_Comm_free(&p->comm);
+        p->comm = MPI_COMM_NULL;
+        return NULL;
+    }
+
+    int64_t last_progress = cf__now_ns(), nap = 0;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        uint64_t seq = p->seq;
+        pthread_mutex_unlock(&p->mu);
+        bool progress = dispatch(p);
+        progress |= receive(p);
+        progress |= p->comm != MPI_COMM_NULL && reap_sends(p);
+        now = cf__now_ns();
+        if (p->comm == MPI_COMM_NULL || !check_time(p, now))
+            return NULL; /* broken: everything failed, nothing to serve */
+        if (progress) {
+            last_progress = now;
+            nap = 0;
+            continue;
+        }
+        bool work = busy(p);
+        if (work && now - last_progress < CF__MPI_SPIN_NS) {
+            cf__cpu_relax();
+            continue;
+        }
+        pthread_mutex_lock(&p->mu);
+        if (p->shutdown && !p->pending_head && !work) {
+            pthread_mutex_unlock(&p->mu);
+            leave(p);
+            return NULL;
+        }
+        /* Woken by submit and shutdown (seq, the condition variable) - or
+         * by the timeout, the only way to notice MPI traffic: a short
+         * doubling pause while calls are out, a fifth of the heartbeat
+         * timeout when idle (to drain heartbeats and notice a dead
+         * worker within the bound). */
+        int64_t wait_ns = work ? (nap = cf__mpi_next_nap(nap)) : p->hb_timeout_ns / 5;
+        if (p->seq == seq) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + wait_ns;
+            ts.tv_sec = (time_t)(t / 1000000000);
+            ts.tv_nsec = (long)(t % 1000000000);
+            pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+        }
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+/* ---- the engine ------------------------------------------------------------- */
+
+static int enqueue(mpi_pool *p, mjob *j)
+{
+    pthread_mutex_lock(&p->mu);
+    if (p->shutdown || p->broken) {
+        int rc = p->broken ? cf__fail(CF_EBROKEN, "submit: %s", p->broken_msg)
+                           : cf__fail(CF_ESHUTDOWN, "submit: cannot schedule new futures after "
+                                                    "shutdown");
+        pthread_mutex_unlock(&p->mu);
+        for (uint32_t i = 0; i < j->n; i++)
+            cf_future_release(j->fs[i]);
+        free(j);
+        return rc;
+    }
+    j->next = NULL;
+    if (p->pending_tail)
+        p->pending_tail->next = j;
+    else
+        p->pending_head = j;
+    p->pending_tail = j;
+    p->npending++;
+    p->seq++;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    return CF_OK;
+}
+
+static int mp_submit_batch(cf_executor *ex, cf_future **fs, size_t n)
+{
+    mjob *j = malloc(sizeof *j + n * sizeof(cf_future *));
+    if (!j) {
+        for (size_t i = 0; i < n; i++)
+            cf_future_release(fs[i]);
+        return cf__fail(CF_ENOMEM, "submit: out of memory");
+    }
+    j->n = (uint32_t)n;
+    j->started = false;
+    j->abandoned = false;
+    j->timeout_ns = fs[0]->timeout_ns;
+    if (j->timeout_ns != CF__NS_FOREVER && n > 1)
+        j->timeout_ns = j->timeout_ns > INT64_MAX / (int64_t)n ? CF__NS_FOREVER
+                                                                : j->timeout_ns * (int64_t)n;
+    j->deadline_ns = CF__NS_FOREVER;
+    memcpy(j->fs, fs, n * sizeof *fs);
+    return enqueue(pool_of(ex), j);
+}
+
+static int mp_submit(cf_executor *ex, cf_future *f)
+{
+    return mp_submit_batch(ex, &f, 1);
+}
+
+static bool mp_is_worker(const cf_executor *ex)
+{
+    return tls_manager == (const mpi_pool *)ex;
+}
+
+static int mp_worker_count(const cf_executor *ex)
+{
+    const mpi_pool *p = (const mpi_pool *)ex;
+    return p->nworkers;
+}
+
+static void join_manager(mpi_pool *p)
+{
+    pthread_mutex_lock(&p->join_mu);
+    if (!p->joined) {
+        pthread_join(p->manager, NULL);
+        p->joined = true;
+    }
+    pthread_mutex_unlock(&p->join_mu);
+}
+
+static int mp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
+{
+    mpi_pool *p = pool_of(ex);
+    pthread_mutex_lock(&p->mu);
+    p->shutdown = true;
+    p->seq++;
+    mjob *cancel = NULL;
+    if (cancel_futures) {
+        /* Pending jobs were never handed to a worker. */
+        cancel = p->pending_head;
+        p->pending_head = p->pending_tail = NULL;
+        p->npending = 0;
+    }
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    while (cancel) {
+        mjob *next = cancel->next;
+        for (uint32_t i = 0; i < cancel->n; i++) {
+            cf_future_cancel(cancel->fs[i]);
+            cf_future_release(cancel->fs[i]);
+        }
+        free(cancel);
+        cancel = next;
+    }
+    if (!wait)
+        return CF_OK;
+    if (mp_is_worker(ex))
+        return cf__fail(CF_EDEADLK, "shutdown: wait requested from the pool's own manager "
+                                    "thread (a done-callback), which cannot wait for itself");
+    join_manager(p);
+    return CF_OK;
+}
+
+static void unlink_live(mpi_pool *p)
+{
+    pthread_mutex_lock(&pools_mu);
+    for (mpi_pool **pp = &live_pools; *pp; pp = &(*pp)->next_live)
+        if (*pp == p) {
+            *pp = p->next_live;
+            break;
+        }
+    pthread_mutex_unlock(&pools_mu);
+}
+
+static void mp_destroy(cf_executor *ex)
+{
+    mpi_pool *p = pool_of(ex);
+    unlink_live(p);
+    for (int i = 0; i < p->nworkers; i++)
+        free(p->workers[i].rbuf);
+    free(p->workers);
+    wenc_free(&p->enc);
+    pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->join_mu);
+    pthread_cond_destroy(&p->cv);
+    free(p);
+}
+
+static const cf__engine mpi_engine = {
+    .name = "mpi",
+    .copies_args = true,
+    .submit = mp_submit,
+    .shutdown = mp_shutdown,
+    .is_worker = mp_is_worker,
+    .worker_count = mp_worker_count,
+    .submit_batch = mp_submit_batch,
+    .destroy = mp_destroy,
+};
+
+void cf__mpi_pools_shutdown_all(void)
+{
+    for (;;) {
+        pthread_mutex_lock(&pools_mu);
+        mpi_pool *p = live_pools;
+        if (p)
+            live_pools = p->next_live;
+        pthread_mutex_unlock(&pools_mu);
+        if (!p)
+            break;
+        mp_shutdown(&p->base, true, false);
+    }
+}
+
+void cf__mpi_orphans_free(void)
+{
+    pthread_mutex_lock(&pools_mu);
+    while (orphans) {
+        msend *o = orphans;
+        orphans = o->next;
+        free(o->buf);
+        free(o);
+    }
+    pthread_mutex_unlock(&pools_mu);
+}
+
+CF__API void cf_mpi_pool_options_init(cf_mpi_pool_options *opts)
+{
+    if (!opts)
+        return;
+    memset(opts, 0, sizeof *opts);
+    opts->mode = CF_MPI_AUTO;
+    opts->max_workers = CF_AUTO;
+    opts->heartbeat_timeout = 5.0;
+    opts->oversubscribe = true;
+}
+
+/* Workers for CF_AUTO in spawn mode. */
+static int auto_workers(void)
+{
+    const char *env = getenv("CFUTURES_MPI_WORKERS");
+    if (env && *env) {
+        char *end;
+        long v = strtol(env, &end, 10);
+        return *end || v < 1 || v > MAX_WORKERS ? -1 : (int)v;
+    }
+    int *usize = NULL, flag = 0, wsize = 1;
+    MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_UNIVERSE_SIZE, &usize, &flag);
+    MPI_Comm_size(MPI_COMM_WORLD, &wsize);
+    if (flag && usize && *usize > wsize)
+        return *usize - wsize > MAX_WORKERS ? MAX_WORKERS : *usize - wsize;
+    return cf_usable_cpus();
+}
+
+CF__API int cf_mpi_pool_new(cf_executor **out, const cf_mpi_pool_options *opts)
+{
+    if (!out)
+        return cf__fail(CF_EINVAL, "mpi_pool_new: out is NULL");
+    *out = NULL;
+    cf_mpi_pool_options o;
+    if (opts)
+        o = *opts;
+    else
+        cf_mpi_pool_options_init(&o);
+    if (cf_in_mpi_worker())
+        return cf__fail(CF_EINVALSTATE, "mpi_pool_new: called inside an MPI worker");
+    if (o.mode != CF_MPI_AUTO && o.mode != CF_MPI_SPAWN && o.mode != CF_MPI_STATIC)
+        return cf__fail(CF_EINVAL, "mpi_pool_new: unknown mode %d", (int)o.mode);
+    if (!(o.heartbeat_timeout > 0 && o.heartbeat_timeout <= 86400))
+        return cf__fail(CF_EINVAL, "mpi_pool_new: heartbeat_timeout must be in (0, 86400] "
+                                   "seconds, got %g", o.heartbeat_timeout);
+    if (o.max_workers != CF_AUTO && (o.max_workers < 1 || o.max_workers > MAX_WORKERS))
+        return cf__fail(CF_EINVAL, "mpi_pool_new: max_workers must be CF_AUTO or 1..%d, got %d",
+                        MAX_WORKERS, o.max_workers);
+    if (!cf__mpi_init_called)
+        return cf__fail(CF_EINVALSTATE, "mpi_pool_new: call cf_mpi_init(argc, argv) at the top "
+                                         "of main(); the workers are copies of this program "
+                                         "that stop there");
+    bool spawn = o.mode == CF_MPI_SPAWN || (o.mode == CF_MPI_AUTO && !cf__mpi_static_world);
+    if (!spawn && !cf__mpi_static_world)
+        return cf__fail(CF_EINVALSTATE, "mpi_pool_new: static mode needs a launch with several "
+                                        "ranks (mpirun -np N with N >= 2)");
+    int rc = cf__mpi_ensure_init("mpi_pool_new");
+    if (rc != CF_OK)
+        return rc;
+    int n;
+    if (spawn) {
+        n = o.max_workers == CF_AUTO ? auto_workers() : o.max_workers;
+        if (n < 1)
+            return cf__fail(CF_EINVAL, "mpi_pool_new: CFUTURES_MPI_WORKERS must be 1..%d",
+                            MAX_WORKERS);
+    } else {
+        int wsize = 1;
+        MPI_Comm_size(MPI_COMM_WORLD, &wsize);
+        n = wsize - 1;
+        if (o.max_workers != CF_AUTO && o.max_workers != n)
+            return cf__fail(CF_EINVAL, "mpi_pool_new: static mode has %d worker ranks, "
+                                       "max_workers asks for %d", n, o.max_workers);
+        pthread_mutex_lock(&pools_mu);
+        bool used = cf__mpi_static_used;
+        cf__mpi_static_used = true;
+        pthread_mutex_unlock(&pools_mu);
+        if (used)
+            return cf__fail(CF_EINVALSTATE, "mpi_pool_new: the ranks of this mpirun launch "
+                                            "served a pool already and have exited");
+    }
+
+    mpi_pool *p = calloc(1, sizeof *p);
+    mworker *ws = calloc((size_t)n, sizeof *ws);
+    if (!p || !ws) {
+        free(p);
+        free(ws);
+        return cf__fail(CF_ENOMEM, "mpi_pool_new: out of memory");
+    }
+    p->spawn = spawn;
+    p->oversubscribe = o.oversubscribe;
+    p->nworkers = n;
+    p->workers = ws;
+    p->hb_timeout_ns = (int64_t)(o.heartbeat_timeout * 1e9);
+    p->comm = spawn ? MPI_COMM_NULL : MPI_COMM_WORLD;
+    for (int i = 0; i < n; i++) {
+        ws[i].rank = spawn ? i : i + 1;
+        ws[i].shown_rank = ws[i].rank;
+        ws[i].shown_size = n;
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->join_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    cf__executor_register(&p->base, &mpi_engine);
+    /* The manager blocks asynchronous signals, so they reach the
+     * application's threads. */
+    rc = cf__thread_start(&p->manager, manager_main, p);
+    if (rc != 0) {
+        p->joined = true;
+        atomic_store(&p->base.destroyed, true);
+        cf__executor_unref(&p->base);
+        return cf__fail(CF_ESYS, "mpi_pool_new: cannot start the manager thread: %s",
+                        strerror(rc));
+    }
+    /* Woken by the manager when start-up ends (it always does: a spawn
+     * returns or fails, and a silent worker times out). */
+    pthread_mutex_lock(&p->mu);
+    while (!p->started)
+        pthread_cond_wait(&p->cv, &p->mu);
+    rc = p->start_rc;
+    char msg[384];
+    snprintf(msg, sizeof msg, "%s", p->start_msg);
+    pthread_mutex_unlock(&p->mu);
+    if (rc != CF_OK) {
+        join_manager(p);
+        atomic_store(&p->base.destroyed, true);
+        cf__executor_unref(&p->base);
+        return cf__fail(rc, "%s", msg);
+    }
+    pthread_mutex_lock(&pools_mu);
+    p->next_live = live_pools;
+    live_pools = p;
+    pthread_mutex_unlock(&pools_mu);
+    *out = &p->base;
+    return CF_OK;
+}

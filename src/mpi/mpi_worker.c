@@ -1,0 +1,415 @@
+/*
+ * mpi_worker.c - cf_mpi_init(), MPI start-up and shut-down, and the worker
+ * side of an MPI pool.
+ *
+ * Design notes
+ * - A worker has two threads.  The main thread waits for CALL frames from
+ *   the manager, runs their calls through the same cf_call machinery as
+ *   the other engines and answers each frame with one RESULT frame, in
+ *   order; so the manager knows that a worker's oldest unanswered frame is
+ *   the one it runs.  The heartbeat thread sends an empty HB message every
+ *   interval, also while a long call runs: it is how the manager tells a
+ *   busy worker from a dead one (Open MPI never reports a dead spawned
+ *   worker to its parent).  Both threads call MPI, hence
+ *   MPI_THREAD_MULTIPLE.
+ * - Arguments are borrowed from the received message for the duration of
+ *   the call.  A task that fails comes back as a failure record; the
+ *   manager adds which worker it was.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cfutures_mpi.h"
+#include "mpi_engine.h"
+
+char cf__mpi_exe[4096];
+bool cf__mpi_init_called;
+bool cf__mpi_static_world;
+bool cf__mpi_static_used;
+static _Atomic bool in_mpi_worker;
+/* Did cfutures call MPI_Init_thread (and so owes MPI_Finalize)?  Written
+ * under init_mu. */
+static bool we_initialised;
+static pthread_mutex_t init_mu = PTHREAD_MUTEX_INITIALIZER;
+
+CF__API bool cf_in_mpi_worker(void)
+{
+    return atomic_load_explicit(&in_mpi_worker, memory_order_relaxed);
+}
+
+const char *cf__mpi_strerror(int code, char *buf, size_t size)
+{
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (MPI_Error_string(code, text, &len) != MPI_SUCCESS)
+        snprintf(text, sizeof text, "MPI error %d", code);
+    snprintf(buf, size, "%s", text);
+    return buf;
+}
+
+unsigned char *cf__mpi_flatten(const wire_enc *e, int *len)
+{
+    if (e->oom)
+        return NULL;
+    size_t total = e->len - WIRE_HDR + e->total;
+    if (total > INT_MAX)
+        return NULL;
+    unsigned char *buf = malloc(total ? total : 1);
+    if (!buf)
+        return NULL;
+    unsigned char *at = buf;
+    size_t from = WIRE_HDR;
+    for (size_t i = 0; i < e->nrefs; i++) {
+        memcpy(at, e->buf + from, e->ref_at[i] - from);
+        at += e->ref_at[i] - from;
+        memcpy(at, e->ref_ptr[i], e->ref_len[i]);
+        at += e->ref_len[i];
+        from = e->ref_at[i];
+    }
+    memcpy(at, e->buf + from, e->len - from);
+    *len = (int)total;
+    return buf;
+}
+
+/* ---- MPI start-up and shut-down ----------------------------------------- */
+
+static void finalize_at_exit(void)
+{
+    int done = 0;
+    MPI_Finalized(&done);
+    if (done)
+        return;
+    /* Pools still alive (not destroyed by the program) end first: their
+     * manager threads make MPI calls. */
+    cf__mpi_pools_shutdown_all();
+    MPI_Finalize();
+    cf__mpi_orphans_free();
+}
+
+int cf__mpi_ensure_init(const char *who)
+{
+    pthread_mutex_lock(&init_mu);
+    int inited = 0, finalized = 0;
+    MPI_Initialized(&inited);
+    MPI_Finalized(&finalized);
+    int rc = CF_OK;
+    if (finalized) {
+        rc = cf__fail(CF_EINVALSTATE, "%s: MPI was already finalized", who);
+    } else if (!inited) {
+        int provided = 0;
+        int err = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
+        if (err != MPI_SUCCESS) {
+            char text[MPI_MAX_ERROR_STRING];
+            rc = cf__fail(CF_ESYS, "%s: MPI_Init_thread failed: %s", who,
+                          cf__mpi_strerror(err, text, sizeof text));
+        } else {
+            we_initialised = true;
+            atexit(finalize_at_exit);
+            if (provided < MPI_THREAD_MULTIPLE)
+                rc = cf__fail(CF_ESYS, "%s: the MPI library offers thread level %d, the MPI "
+                                       "engine needs MPI_THREAD_MULTIPLE", who, provided);
+        }
+    } else {
+        int provided = 0;
+        MPI_Query_thread(&provided);
+        if (provided < MPI_THREAD_MULTIPLE)
+            rc = cf__fail(CF_EINVALSTATE, "%s: MPI was initialised with thread level %d; the "
+                                          "MPI engine needs MPI_Init_thread(..., "
+                                          "MPI_THREAD_MULTIPLE, ...)", who, provided);
+    }
+    pthread_mutex_unlock(&init_mu);
+    return rc;
+}
+
+/* Was this process started by a launcher (mpirun / srun) rather than run
+ * as a plain program?  Open MPI and PMIx set these for every rank. */
+static bool launched_by_mpirun(void)
+{
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK");
+}
+
+static _Noreturn void worker_leave(void)
+{
+    fflush(stdout);
+    fflush(stderr);
+    int done = 0;
+    MPI_Finalized(&done);
+    if (!done)
+        MPI_Finalize();
+    _exit(0);
+}
+
+CF__API int cf_mpi_init(int argc, char **argv)
+{
+    if (argc < 1 || !argv)
+        return cf__fail(CF_EINVAL, "mpi_init: argc must be >= 1 and argv not NULL");
+    if (argc >= 3 && strcmp(argv[1], CF__MPI_WORKER_ARG) == 0) {
+        /* A copy that a pool spawned: serve it, then leave. */
+        char *end;
+        long ms = strtol(argv[2], &end, 10);
+        if (*end || ms < 1 || ms > 3600 * 1000)
+            _exit(64);
+        if (cf__mpi_ensure_init("mpi_init") != CF_OK)
+            _exit(65);
+        MPI_Comm parent = MPI_COMM_NULL;
+        MPI_Comm_get_parent(&parent);
+        if (parent == MPI_COMM_NULL)
+            _exit(66);
+        MPI_Comm_set_errhandler(parent, MPI_ERRORS_RETURN);
+        cf__mpi_serve(parent, 0, (int64_t)ms * 1000000);
+        MPI_Comm_disconnect(&parent);
+        worker_leave();
+    }
+    ssize_t n = readlink("/proc/self/exe", cf__mpi_exe, sizeof cf__mpi_exe - 1);
+    cf__mpi_exe[n > 0 ? n : 0] = '\0';
+    cf__mpi_init_called = true;
+    if (!launched_by_mpirun())
+        return CF_OK;
+    int rc = cf__mpi_ensure_init("mpi_init");
+    if (rc != CF_OK)
+        return rc;
+    int rank = 0, size = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (size > 1 && rank != 0) {
+        /* The static world's ranks 1..N-1 serve rank 0's pool.  The
+         * launcher ends the job if any rank dies, so their heartbeat only
+         * guards against a hung rank; its interval is fixed here because
+         * rank 0's options are not known yet. */
+        MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+        cf__mpi_serve(MPI_COMM_WORLD, 0, 500 * 1000000LL);
+        worker_leave();
+    }
+    cf__mpi_static_world = size > 1;
+    return CF_OK;
+}
+
+/* ---- the worker loop ------------------------------------------------------ */
+
+static struct {
+    MPI_Comm comm;
+    int manager;
+    int64_t interval_ns;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop; /* guarded by mu */
+} hb = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void *heartbeat_main(void *arg)
+{
+    (void)arg;
+    cf__set_thread_name("cf-mpi-heartbeat");
+    pthread_mutex_lock(&hb.mu);
+    while (!hb.stop) {
+        pthread_mutex_unlock(&hb.mu);
+        MPI_Send(NULL, 0, MPI_BYTE, hb.manager, MTAG_HB, hb.comm);
+        pthread_mutex_lock(&hb.mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + hb.interval_ns;
+        ts.tv_sec = (time_t)(t / 1000000000);
+        ts.tv_nsec = (long)(t % 1000000000);
+        /* Woken by the worker's main thread when it leaves (stop), or by
+         * the interval's end. */
+        while (!hb.stop && pthread_cond_timedwait(&hb.cv, &hb.mu, &ts) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&hb.mu);
+    return NULL;
+}
+
+/* Waits for the next message from the manager; fills *st. */
+static void wait_message(MPI_Comm comm, int manager, MPI_Status *st)
+{
+    int64_t idle_since = cf__now_ns(), nap = 0;
+    for (;;) {
+        int flag = 0;
+        if (MPI_Iprobe(manager, MPI_ANY_TAG, comm, &flag, st) != MPI_SUCCESS)
+            worker_leave(); /* the manager is gone */
+        if (flag)
+            return;
+        if (cf__now_ns() - idle_since < CF__MPI_SPIN_NS) {
+            cf__cpu_relax();
+            continue;
+        }
+        /* Nobody can wake this sleep: MPI has no wait that does not spin.
+         * It ends by itself, at most CF__MPI_NAP_MAX_NS later. */
+        nap = cf__mpi_next_nap(nap);
+        struct timespec ts = {0, (long)nap};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* The futures of the calls being answered: `out` references their big
+ * results until it is flattened. */
+static cf_future **done_fs;
+static size_t ndone, done_cap;
+
+static void release_done(void)
+{
+    for (size_t i = 0; i < ndone; i++)
+        cf_future_release(done_fs[i]);
+    ndone = 0;
+}
+
+/* Runs the calls of one CALL payload and fills `out` with the RESULT;
+ * the finished futures go to done_fs. */
+static void run_calls(const unsigned char *body, int len, wire_enc *out)
+{
+    wire_dec d = {body, body + len, false};
+    uint32_t n = wdec_u32(&d);
+    uint8_t namelen = wdec_u8(&d);
+    const char *name = (const char *)wdec_take(&d, namelen);
+    wenc_reset(out);
+    wenc_u32(out, n);
+    cf_task_fn *fn = d.bad ? NULL : cf__task_lookup(name, namelen);
+    for (uint32_t i = 0; i < n && !d.bad; i++) {
+        uint8_t nargs = wdec_u8(&d);
+        cf_value args[CF_ARGS_MAX];
+        if (nargs > CF_ARGS_MAX)
+            d.bad = true;
+        for (uint8_t k = 0; k < nargs && !d.bad; k++)
+            args[k] = wdec_value(&d);
+        if (d.bad)
+            break;
+        if (!fn) {
+            char msg[320];
+            snprintf(msg, sizeof msg, "task \"%.*s\" is not registered in the MPI worker "
+                                      "(register it with CF_TASK in the program the workers run)",
+                     (int)namelen, name);
+            wenc_u8(out, 0);
+            wenc_failure(out, CF_ENOTCOPYABLE, "NameError", msg);
+            continue;
+        }
+        cf_future *f = NULL;
+        if (ndone == done_cap) {
+            size_t ncap = done_cap ? 2 * done_cap : 16;
+            cf_future **nf = realloc(done_fs, ncap * sizeof *nf);
+            if (nf) {
+                done_fs = nf;
+                done_cap = ncap;
+            }
+        }
+        if (ndone < done_cap)
+            f = cf__future_new_borrowed(fn, args, nargs);
+        if (!f) {
+            wenc_u8(out, 0);
+            wenc_failure(out, CF_ENOMEM, "MemoryError", "worker: out of memory for the call");
+            continue;
+        }
+        cf_future_set_running_or_notify_cancel(f);
+        cf__future_run_call(f, NULL);
+        if (f->status == CF_OK) {
+            wenc_u8(out, 1);
+            wenc_value(out, &f->result);
+        } else {
+            const cf_failure *fl = f->failure;
+            wenc_u8(out, 0);
+            wenc_failure(out, fl ? fl->code : f->status, fl ? fl->type : "TaskError",
+                         fl ? fl->message : "");
+        }
+        done_fs[ndone++] = f;
+    }
+    if (d.bad) {
+        /* The manager sent something we cannot read: answer with one
+         * failure per announced call, so its bookkeeping stays right. */
+        wenc_reset(out);
+        wenc_u32(out, n);
+        for (uint32_t i = 0; i < n; i++) {
+            wenc_u8(out, 0);
+            wenc_failure(out, CF_EINVAL, "ValueError", "worker: the call frame does not decode");
+        }
+    }
+}
+
+void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
+{
+    atomic_store(&in_mpi_worker, true);
+    int rank = 0, size = 0, len = 0;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    char host[MPI_MAX_PROCESSOR_NAME];
+    if (MPI_Get_processor_name(host, &len) != MPI_SUCCESS)
+        snprintf(host, sizeof host, "?");
+    wire_enc out = {0};
+    wenc_reset(&out);
+    wenc_u32(&out, (uint32_t)rank);
+    wenc_u32(&out, (uint32_t)size);
+    wenc_u32(&out, (uint32_t)getpid());
+    wenc_cstr(&out, host);
+    int flen = 0;
+    unsigned char *frame = cf__mpi_flatten(&out, &flen);
+    if (!frame || MPI_Send(frame, flen, MPI_BYTE, manager, MTAG_HELLO, comm) != MPI_SUCCESS)
+        worker_leave();
+    free(frame);
+
+    hb.comm = comm;
+    hb.manager = manager;
+    hb.interval_ns = hb_interval_ns;
+    hb.stop = false;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&hb.cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_t hb_thread;
+    if (pthread_create(&hb_thread, NULL, heartbeat_main, NULL) != 0)
+        worker_leave(); /* the manager sees no heartbeat: a dead worker */
+
+    unsigned char *in = NULL;
+    for (;;) {
+        MPI_Status st;
+        wait_message(comm, manager, &st);
+        int count = 0;
+        MPI_Get_count(&st, MPI_BYTE, &count);
+        free(in);
+        in = malloc(count > 0 ? (size_t)count : 1);
+        if (!in)
+            worker_leave();
+        if (MPI_Recv(in, count, MPI_BYTE, manager, st.MPI_TAG, comm, MPI_STATUS_IGNORE) !=
+            MPI_SUCCESS)
+            worker_leave();
+        if (st.MPI_TAG == MTAG_EXIT)
+            break;
+        if (st.MPI_TAG != MTAG_CALL)
+            continue;
+        run_calls(in, count, &out);
+        frame = cf__mpi_flatten(&out, &flen);
+        release_done();
+        if (!frame) {
+            /* Too big for one message, or no memory: the calls fail. */
+            wire_dec d = {in, in + count, false};
+            uint32_t n = wdec_u32(&d);
+            wenc_reset(&out);
+            wenc_u32(&out, n);
+            for (uint32_t i = 0; i < n; i++) {
+                wenc_u8(&out, 0);
+                wenc_failure(&out, CF_ETOOBIG, "MemoryError",
+                             "worker: the results do not fit in one MPI message (2 GiB) or "
+                             "memory ran out");
+            }
+            frame = cf__mpi_flatten(&out, &flen);
+            if (!frame)
+                worker_leave();
+        }
+        int err = MPI_Send(frame, flen, MPI_BYTE, manager, MTAG_RESULT, comm);
+        free(frame);
+        if (err != MPI_SUCCESS)
+            worker_leave();
+    }
+    free(in);
+    free(done_fs);
+    wenc_free(&out);
+    pthread_mutex_lock(&hb.mu);
+    hb.stop = true;
+    pthread_cond_signal(&hb.cv);
+    pthread_mutex_unlock(&hb.mu);
+    pthread_join(hb_thread, NULL);
+    pthread_cond_destroy(&hb.cv);
+    MPI_Send(NULL, 0, MPI_BYTE, manager, MTAG_BYE, comm);
+    fflush(stdout);
+}

@@ -1,0 +1,367 @@
+/*
+ * test_mpi.c - the MPI engine in spawn mode: this plain program creates
+ * pools, and Open MPI starts copies of it that stop in cf_mpi_init().
+ *
+ * Remote tasks are held back with a gate file (they poll for it), since a
+ * worker process cannot see the test's events.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/stat.h>
+
+#include "cfutures_mpi.h"
+
+#define CF_TEST_PROCESS_INIT(argc, argv) cf_mpi_init(argc, argv)
+#include "harness.h"
+
+static int square(cf_call *c)
+{
+    int64_t x = cf_arg_i64(c, 0);
+    return cf_return_i64(c, x * x);
+}
+CF_TASK(square);
+
+static int echo(cf_call *c)
+{
+    return cf_return_value(c, cf_arg(c, 0));
+}
+CF_TASK(echo);
+
+static int fail_odd(cf_call *c)
+{
+    int64_t x = cf_arg_i64(c, 0);
+    if (x % 2)
+        return cf_raise(c, 42, "ValueError", "odd input %lld", (long long)x);
+    return cf_return_i64(c, x);
+}
+CF_TASK(fail_odd);
+
+/* Waits until the file named by argument 0 exists (at most 30 s). */
+static int wait_gate(cf_call *c)
+{
+    const char *path = cf_arg_str(c, 0);
+    for (int i = 0; i < 30000; i++) {
+        if (access(path, F_OK) == 0)
+            return cf_return_i64(c, 1);
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return cf_raise(c, 1, "TimeoutError", "gate never opened");
+}
+CF_TASK(wait_gate);
+
+static int die(cf_call *c)
+{
+    (void)c;
+    raise(SIGKILL);
+    return 0;
+}
+CF_TASK(die);
+
+static int nap_ms(cf_call *c)
+{
+    int64_t ms = cf_arg_i64(c, 0);
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+    return cf_return_i64(c, ms);
+}
+CF_TASK(nap_ms);
+
+/* Registered only after cf_mpi_init(), so the workers never know it. */
+static int late(cf_call *c)
+{
+    return cf_return_i64(c, 1);
+}
+
+static cf_executor *pool(int n, double hb)
+{
+    cf_mpi_pool_options o;
+    cf_mpi_pool_options_init(&o);
+    o.max_workers = n;
+    if (hb > 0)
+        o.heartbeat_timeout = hb * cf_test_scale();
+    cf_executor *ex = NULL;
+    assert_ok(cf_mpi_pool_new(&ex, &o));
+    return ex;
+}
+
+static int64_t result_i64(cf_future *f)
+{
+    const cf_value *v = NULL;
+    assert_ok(cf_future_result(f, CF_FOREVER, &v));
+    assert_int_equal(v->kind, CF_I64);
+    return v->as.i64;
+}
+
+/* A gate file: closed until gate_open(). */
+static char gate_path[64];
+static void gate_new(void)
+{
+    snprintf(gate_path, sizeof gate_path, "/tmp/cf-mpi-gate-%d", (int)getpid());
+    unlink(gate_path);
+}
+static void gate_open(void)
+{
+    int fd = open(gate_path, O_CREAT | O_WRONLY, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+}
+static void gate_remove(void)
+{
+    unlink(gate_path);
+}
+
+static void test_results(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(2, 0);
+    assert_int_equal(cf_executor_worker_count(ex), 2);
+    cf_future *fs[20];
+    for (int i = 0; i < 20; i++)
+        assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(i)), &fs[i]));
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(result_i64(fs[i]), (int64_t)i * i);
+        cf_future_release(fs[i]);
+    }
+    /* Strings and bytes, small and big (references in the encoder). */
+    size_t big = 3u << 20;
+    unsigned char *buf = malloc(big);
+    assert_non_null(buf);
+    for (size_t i = 0; i < big; i++)
+        buf[i] = (unsigned char)(i * 7);
+    cf_future *fb, *fstr;
+    assert_ok(cf_submit(ex, echo, CF_ARGS(cf_bytes(buf, big)), &fb));
+    assert_ok(cf_submit(ex, echo, CF_ARGS(cf_str("hello")), &fstr));
+    const cf_value *v;
+    assert_ok(cf_future_result(fb, CF_FOREVER, &v));
+    assert_int_equal(v->kind, CF_BYTES);
+    assert_int_equal(v->size, big);
+    assert_memory_equal(v->as.bytes, buf, big);
+    assert_ok(cf_future_result(fstr, CF_FOREVER, &v));
+    assert_int_equal(v->kind, CF_STR);
+    assert_string_equal(v->as.str, "hello");
+    cf_future_release(fb);
+    cf_future_release(fstr);
+    free(buf);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_task_failure_names_worker(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(2, 0);
+    cf_future *f;
+    assert_ok(cf_submit(ex, fail_odd, CF_ARGS(cf_i64(3)), &f));
+    assert_cf(CF_ETASK, cf_future_result(f, CF_FOREVER, NULL));
+    const cf_failure *fl = NULL;
+    assert_ok(cf_future_exception(f, CF_FOREVER, &fl));
+    assert_non_null(fl);
+    assert_int_equal(cf_failure_code(fl), 42);
+    assert_string_equal(cf_failure_type(fl), "ValueError");
+    const char *msg = cf_failure_message(fl);
+    char host[256];
+    gethostname(host, sizeof host);
+    assert_non_null(strstr(msg, "odd input 3"));
+    assert_non_null(strstr(msg, " of 2 on "));
+    assert_true(strncmp(msg, "worker 0 of 2", 13) == 0 || strncmp(msg, "worker 1 of 2", 13) == 0);
+    cf_future_release(f);
+    /* A task the workers do not know: a per-call error, the pool goes on. */
+    assert_ok(cf_task_register("late", late));
+    assert_ok(cf_submit(ex, late, CF_NOARGS, &f));
+    assert_cf(CF_ETASK, cf_future_result(f, CF_FOREVER, NULL));
+    assert_ok(cf_future_exception(f, CF_FOREVER, &fl));
+    assert_string_equal(cf_failure_type(fl), "NameError");
+    assert_non_null(strstr(cf_failure_message(fl), "\"late\" is not registered"));
+    cf_future_release(f);
+    assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(5)), &f));
+    assert_int_equal(result_i64(f), 25);
+    cf_future_release(f);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_map_chunks(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(2, 0);
+    enum { N = 1000 };
+    static cf_value in[N];
+    for (int i = 0; i < N; i++)
+        in[i] = cf_i64(i);
+    for (int chunk = 1; chunk <= 300; chunk *= 7) {
+        cf_map_options mo;
+        cf_map_options_init(&mo);
+        mo.chunksize = chunk;
+        cf_map_input input = cf_input_array(in, N);
+        cf_map_iter *it;
+        assert_ok(cf_map(ex, fail_odd, &input, 1, &mo, &it));
+        for (int i = 0; i < N; i++) {
+            const cf_value *v = NULL;
+            const cf_failure *fl = NULL;
+            int rc = cf_map_next(it, &v, &fl);
+            if (i % 2) {
+                assert_int_equal(rc, CF_ETASK);
+                assert_non_null(strstr(cf_failure_message(fl), "odd input"));
+            } else {
+                assert_int_equal(rc, CF_OK);
+                assert_int_equal(v->as.i64, i);
+            }
+        }
+        assert_int_equal(cf_map_next(it, NULL, NULL), CF_EDONE);
+        cf_map_close(it);
+    }
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static int count_cb(cf_future *f, void *arg)
+{
+    (void)f;
+    atomic_fetch_add((_Atomic int *)arg, 1);
+    return 0;
+}
+
+static void test_cancel_wait_callbacks(void **state)
+{
+    (void)state;
+    gate_new();
+    cf_executor *ex = pool(2, 0);
+    cf_future *block[2], *queued[3];
+    static _Atomic int called;
+    atomic_store(&called, 0);
+    for (int i = 0; i < 2; i++) {
+        assert_ok(cf_submit(ex, wait_gate, CF_ARGS(cf_str(gate_path)), &block[i]));
+        assert_ok(cf_future_add_done_callback(block[i], count_cb, (void *)&called));
+    }
+    /* Both blockers go to idle workers at once; what comes next waits. */
+    for (int i = 0; i < 2; i++) {
+        cf_state st;
+        while ((st = cf_future_state(block[i])) != CF_RUNNING)
+            assert_int_equal(st, CF_PENDING);
+    }
+    for (int i = 0; i < 3; i++)
+        assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(i)), &queued[i]));
+    assert_true(cf_future_cancel(queued[1]));
+    assert_false(cf_future_cancel(block[0]));
+    gate_open();
+    cf_future *all[5] = {block[0], block[1], queued[0], queued[1], queued[2]};
+    assert_ok(cf_wait(all, 5, CF_FOREVER, CF_ALL_COMPLETED, NULL, NULL, NULL, NULL));
+    assert_int_equal(result_i64(block[0]), 1);
+    assert_int_equal(result_i64(queued[2]), 4);
+    assert_true(cf_future_cancelled(queued[1]));
+    assert_int_equal(atomic_load(&called), 2);
+    for (int i = 0; i < 5; i++)
+        cf_future_release(all[i]);
+    assert_ok(cf_executor_destroy(ex));
+    gate_remove();
+}
+
+static void test_shutdown_cancels_pending(void **state)
+{
+    (void)state;
+    gate_new();
+    cf_executor *ex = pool(1, 0);
+    cf_future *block, *queued[4];
+    assert_ok(cf_submit(ex, wait_gate, CF_ARGS(cf_str(gate_path)), &block));
+    while (cf_future_state(block) != CF_RUNNING)
+        ;
+    for (int i = 0; i < 4; i++)
+        assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(i)), &queued[i]));
+    /* The busy worker takes a second job (queued[0]) only to cover the
+     * backlog; the other three have not started. */
+    assert_ok(cf_shutdown(ex, false, true));
+    cf_future *f;
+    assert_cf(CF_ESHUTDOWN, cf_submit(ex, square, CF_ARGS(cf_i64(1)), &f));
+    int cancelled = 0;
+    for (int i = 1; i < 4; i++)
+        cancelled += cf_future_cancelled(queued[i]);
+    assert_int_equal(cancelled, 3);
+    gate_open();
+    assert_int_equal(result_i64(block), 1);
+    cf_future_release(block);
+    for (int i = 0; i < 4; i++)
+        cf_future_release(queued[i]);
+    assert_ok(cf_executor_destroy(ex));
+    gate_remove();
+}
+
+static void test_timeout(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(1, 0);
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    so.timeout = 0.05;
+    cf_future *f, *g;
+    assert_ok(cf_submit_with(ex, &so, nap_ms, CF_ARGS(cf_i64(600)), &f));
+    assert_cf(CF_ETIMEDOUT, cf_future_result(f, CF_FOREVER, NULL));
+    /* The worker finishes that call, then runs the next. */
+    assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(9)), &g));
+    assert_int_equal(result_i64(g), 81);
+    cf_future_release(f);
+    cf_future_release(g);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* A worker that dies is noticed by its silence: its call and the pool
+ * break with CF_EBROKEN naming it, and a new pool works. */
+static void test_dead_worker_breaks_pool(void **state)
+{
+    (void)state;
+    double hb = 1.5;
+    cf_executor *ex = pool(2, hb);
+    cf_future *f;
+    assert_ok(cf_submit(ex, die, CF_NOARGS, &f));
+    double t0 = cf_test_now();
+    assert_cf(CF_EBROKEN, cf_future_result(f, CF_FOREVER, NULL));
+    double took = cf_test_now() - t0;
+    const cf_failure *fl = NULL;
+    assert_ok(cf_future_exception(f, CF_FOREVER, &fl));
+    const char *msg = cf_failure_message(fl);
+    assert_non_null(strstr(msg, " of 2 on "));
+    assert_non_null(strstr(msg, "sent nothing for"));
+    /* Bounded: the heartbeat timeout plus the manager's check interval
+     * (a fifth of it), with room for a loaded machine. */
+    assert_true(took < 3 * hb * cf_test_scale() + 5);
+    cf_future_release(f);
+    assert_cf(CF_EBROKEN, cf_submit(ex, square, CF_ARGS(cf_i64(2)), &f));
+    assert_non_null(strstr(cf_last_error_message(), "sent nothing for"));
+    assert_ok(cf_executor_destroy(ex));
+
+    ex = pool(2, 0);
+    assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(12)), &f));
+    assert_int_equal(result_i64(f), 144);
+    cf_future_release(f);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_bad_options(void **state)
+{
+    (void)state;
+    cf_mpi_pool_options o;
+    cf_mpi_pool_options_init(&o);
+    cf_executor *ex = (cf_executor *)&o;
+    o.max_workers = 0;
+    assert_cf(CF_EINVAL, cf_mpi_pool_new(&ex, &o));
+    assert_null(ex);
+    cf_mpi_pool_options_init(&o);
+    o.heartbeat_timeout = -1;
+    assert_cf(CF_EINVAL, cf_mpi_pool_new(&ex, &o));
+    cf_mpi_pool_options_init(&o);
+    o.mode = CF_MPI_STATIC; /* not launched by mpirun */
+    assert_cf(CF_EINVALSTATE, cf_mpi_pool_new(&ex, &o));
+    assert_cf(CF_EINVAL, cf_mpi_pool_new(NULL, NULL));
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_results),
+    cmocka_unit_test(test_task_failure_names_worker),
+    cmocka_unit_test(test_map_chunks),
+    cmocka_unit_test(test_cancel_wait_callbacks),
+    cmocka_unit_test(test_shutdown_cancels_pending),
+    cmocka_unit_test(test_timeout),
+    cmocka_unit_test(test_dead_worker_breaks_pool),
+    cmocka_unit_test(test_bad_options),
+};
+
+CF_TEST_MAIN(tests)
