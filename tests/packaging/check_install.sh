@@ -1,6 +1,8 @@
 #!/bin/sh
 # Installs the built tree into a temporary prefix and builds a consumer
 # with pkg-config and with find_package(cfutures); each must print 144.
+# Then checks the installed man pages, and builds the installed examples
+# with their own Makefile and checks their output.
 # Usage: check_install.sh <build-dir> <this-dir>
 set -eu
 build=$1
@@ -44,4 +46,22 @@ if command -v man >/dev/null 2>&1; then
   MANPATH="$mandir" MANWIDTH=80 man cf_submit_with 2>/dev/null | grep -q "cf_submit_with" ||
     { echo "man cf_submit_with does not show the page"; exit 1; }
 fi
-echo "install, pkg-config and find_package consumers, man pages: ok"
+# The installed examples build with their Makefile (pkg-config finds the
+# library), warning-free, and print what their Python originals print.
+cp -R "$tmp/prefix/share/doc/cfutures/examples" "$tmp/examples"
+make -s -C "$tmp/examples" CFLAGS="-O1 -Wall -Wextra -Werror" >/dev/null
+[ -x "$tmp/examples/reference_card" ] || { echo "the installed examples did not build"; exit 1; }
+checker="$build/examples/check_output"
+expected="$here/../../examples/expected"
+checked=0
+if [ -x "$checker" ]; then
+  for exe in "$tmp"/examples/*; do
+    name=$(basename "$exe")
+    [ -x "$exe" ] && [ -f "$expected/$name.txt" ] || continue
+    (cd "$tmp/examples" && "$checker" "$expected/$name.txt" "$exe" >"$tmp/check.out" 2>&1) ||
+      { cat "$tmp/check.out"; echo "installed example $name: wrong output"; exit 1; }
+    checked=$((checked + 1))
+  done
+fi
+echo "install, pkg-config and find_package consumers, man pages," \
+     "installed examples ($checked checked): ok"
