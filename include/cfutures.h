@@ -996,6 +996,137 @@ size_t cf_cq_count(const cf_completion_queue *q);
  * concurrently on other threads.  NULL is a no-op. */
 void cf_cq_destroy(cf_completion_queue *q);
 
+/* ------------------------------------------------------------------------
+ * Continuations
+ *
+ * cf_then() attaches a task to a future: when the antecedent completes
+ * the task runs and the *derived* future it returns completes with the
+ * task's outcome.  The task is an ordinary cf_task_fn; it is called with
+ * the antecedent's outcome in its first five arguments, followed by
+ * copies of the arguments given to cf_then():
+ *
+ *   CF_THEN_STATUS   CF_I64: CF_OK, CF_ECANCELLED, or the status the
+ *                    antecedent failed with (CF_ETASK, CF_EBROKEN, ...);
+ *   CF_THEN_VALUE    on CF_OK the antecedent's result (any kind);
+ *                    otherwise CF_NONE;
+ *   CF_THEN_CODE     CF_I64: the failure's code (0 unless failed);
+ *   CF_THEN_TYPE     CF_STR: the failure's type name ("" unless failed);
+ *   CF_THEN_MESSAGE  CF_STR: the failure's message ("" unless failed).
+ *
+ * cf_then_ok() is the convenience form: the task runs only when the
+ * antecedent succeeded, with its result as argument 0 followed by the
+ * given arguments; otherwise the derived future takes the antecedent's
+ * outcome unchanged (cancelled, or the same failure: status, code, type
+ * and message) without running anything.
+ *
+ * Where the task runs:
+ *   - ex NULL (the default): inline, on the thread that completed the
+ *     antecedent (a pool's worker thread, a process pool's manager thread,
+ *     the thread calling set_result/cancel), or at once in the calling
+ *     thread if the antecedent is already done.  This is the default
+ *     because a hop then costs no queueing, no thread switch and no copy
+ *     of the value, and it works whatever engine completed the
+ *     antecedent; so keep inline tasks short and non-blocking, as you
+ *     would a done-callback.  The task sees the antecedent's value by
+ *     reference (CF_PTR results too).
+ *   - ex given: the task is submitted to `ex` when the antecedent
+ *     completes, with the arguments above *copied* as cf_submit() copies
+ *     them: on a process pool the task must be registered (CF_TASK) and
+ *     the antecedent's value travels to the worker like any argument (a
+ *     CF_PTR result makes the derived future fail with CF_ENOTCOPYABLE).
+ *     The derived future holds a reference to `ex`, which may be
+ *     destroyed meanwhile: the derived future then fails with
+ *     CF_ESHUTDOWN, as it does when the submit fails for any other reason
+ *     (its status is the submit's error, type "SubmitError").
+ *
+ * Chains: a continuation completing its derived future may start the next
+ * one; they run one after another in a loop on that thread, never nested,
+ * so the stack does not grow with the length of the chain.
+ *
+ * Cancellation: cf_future_cancel() on a derived future whose task has not
+ * started cancels it alone - the task will not run (a task already queued
+ * on `ex` is cancelled there too) and continuations of the derived future
+ * see CF_ECANCELLED.  It never propagates upstream to the antecedent: an
+ * antecedent may have other continuations, waiters and owners, and a
+ * consumer losing interest says nothing about them.  Cancel the
+ * antecedent yourself when you own it.  An inline task marks its derived
+ * future RUNNING (it can no longer be cancelled); a derived future whose
+ * task went to `ex` stays PENDING until that task has finished, so
+ * cancelling it succeeds even while the task runs there - the task then
+ * runs to its end and its outcome is discarded.
+ * ---------------------------------------------------------------------- */
+
+#define CF_THEN_STATUS 0
+#define CF_THEN_VALUE 1
+#define CF_THEN_CODE 2
+#define CF_THEN_TYPE 3
+#define CF_THEN_MESSAGE 4
+#define CF_THEN_NARGS 5 /* index of the first argument given to cf_then() */
+
+/* Attaches `task` to `f` and returns the derived future in *out (one
+ * reference, owned by the caller).  The continuation holds its own
+ * references to `f` and `ex` until it has run, so the caller may release
+ * `f` at once.  `args` are validated and copied now (as cf_submit() would
+ * for `ex`).  Returns CF_OK, or, creating nothing:
+ *   CF_EINVAL        f/task/out NULL or f not live, ex not live, args NULL
+ *                    with nargs > 0, more than CF_ARGS_MAX - CF_THEN_NARGS
+ *                    arguments, an argument of unknown kind;
+ *   CF_ENOTCOPYABLE  ex copies arguments and task is not registered, or a
+ *                    CF_PTR argument;
+ *   CF_ETOOBIG, CF_ENOMEM.
+ * Any thread, including a task or callback. */
+int cf_then(cf_future *f, cf_executor *ex, cf_task_fn *task, const cf_value *args,
+            size_t nargs, cf_future **out);
+
+/* cf_then() for the success path only (see above); the task gets the
+ * antecedent's result as argument 0, then `args`.  Same returns, with
+ * CF_ARGS_MAX - 1 arguments at most. */
+int cf_then_ok(cf_future *f, cf_executor *ex, cf_task_fn *task, const cf_value *args,
+               size_t nargs, cf_future **out);
+
+/* ------------------------------------------------------------------------
+ * Combinators
+ *
+ * Each returns a new standalone future (one reference, owned by the
+ * caller) that completes when its condition holds, on the thread that
+ * completed the input which made it hold (or at once in the calling
+ * thread).  The combinator holds a reference to every input until that
+ * input completes, so the caller may release the inputs, or the result,
+ * in any order.  Inputs may come from any mix of engines; duplicates are
+ * allowed.  Cancelling the combinator's future cancels it alone, never
+ * its inputs (as for continuations).  Errors create nothing:
+ * CF_EINVAL (fs NULL with n > 0, a NULL or dead element, out NULL, or
+ * n == 0 for cf_when_any()) or CF_ENOMEM.  Any thread.
+ * ---------------------------------------------------------------------- */
+
+/* Completes when every input has.  Its result is CF_BYTES holding n
+ * int32_t, the outcome of each input in input order: what
+ * cf_future_result() returns for it (CF_OK, CF_ETASK, CF_EBROKEN,
+ * CF_ECANCELLED, ...).  Read them with cf_when_all_status().  n == 0
+ * completes at once. */
+int cf_when_all(cf_future *const *fs, size_t n, cf_future **out);
+
+/* Completes as soon as one input has, with CF_I64 result: the index of
+ * that input (the lowest index when several are already done). */
+int cf_when_any(cf_future *const *fs, size_t n, cf_future **out);
+
+/* Like cf_when_all(), but fails as soon as one input fails (finishes with
+ * a status other than CF_OK), taking that input's failure: status, code,
+ * type and message.  A cancelled input is not a failure (as CPython's
+ * FIRST_EXCEPTION).  If none fails the result is cf_when_all()'s. */
+int cf_when_all_or_fail(cf_future *const *fs, size_t n, cf_future **out);
+
+/* Outcome `i` of a cf_when_all() / cf_when_all_or_fail() result, or
+ * CF_EINVAL when `result` is not such a result or `i` is out of range. */
+static inline int cf_when_all_status(const cf_value *result, size_t i)
+{
+    int32_t s;
+    if (!result || result->kind != CF_BYTES || i >= result->size / sizeof s)
+        return CF_EINVAL;
+    __builtin_memcpy(&s, (const char *)result->as.bytes + i * sizeof s, sizeof s);
+    return s;
+}
+
 #ifdef __cplusplus
 }
 #endif

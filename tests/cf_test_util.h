@@ -327,4 +327,25 @@ static inline bool contains(const char *hay, const char *needle)
     return hay && needle && strstr(hay, needle) != NULL;
 }
 
+
+/* ---- racing a completion ------------------------------------------------- */
+
+/* For a thread that waits at `bar` (a two-party barrier), then sets `f`'s
+ * result to `value` and returns set_result's code: start it, meet it at
+ * the barrier, and do the operation that should race the completion. */
+typedef struct race_arg {
+    pthread_barrier_t *bar;
+    cf_future *f;
+    int64_t value;
+} race_arg;
+
+static inline void *complete_after_barrier(void *p)
+{
+    race_arg *a = (race_arg *)p;
+    pthread_barrier_wait(a->bar);
+    cf_value v = cf_i64(a->value);
+    int rc = cf_future_set_result(a->f, &v);
+    return (void *)(intptr_t)rc;
+}
+
 #endif

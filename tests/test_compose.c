@@ -75,10 +75,621 @@ static void test_data_seen_by_worker_callback(void **state)
 }
 
 
+
+
+/* ---- continuations -------------------------------------------------------- */
+
+CF_TASK(t_square);
+CF_TASK(t_echo);
+
+/* Task: describes the outcome cf_then() passes, and its extra arguments:
+ * "<status> <value> <code> <type> <message> +<nextra>". */
+static int t_outcome(cf_call *call)
+{
+    int64_t status = cf_arg_i64(call, CF_THEN_STATUS);
+    const cf_value *v = cf_arg(call, CF_THEN_VALUE);
+    char value[64];
+    if (v->kind == CF_I64)
+        snprintf(value, sizeof value, "%lld", (long long)v->as.i64);
+    else if (v->kind == CF_BYTES)
+        snprintf(value, sizeof value, "bytes:%zu", v->size);
+    else
+        snprintf(value, sizeof value, "%s", cf_kind_name(v->kind));
+    char out[256];
+    snprintf(out, sizeof out, "%s %s %lld %s %s +%zu", cf_err_name((int)status), value,
+             (long long)cf_arg_i64(call, CF_THEN_CODE), cf_arg_str(call, CF_THEN_TYPE),
+             cf_arg_str(call, CF_THEN_MESSAGE), cf_arg_count(call) - CF_THEN_NARGS);
+    return cf_return_str(call, out);
+}
+CF_TASK(t_outcome);
+
+/* Task: argument 0 plus 1 (a cf_then_ok() step). */
+static int t_inc(cf_call *call)
+{
+    return cf_return_i64(call, cf_arg_i64(call, 0) + 1);
+}
+CF_TASK(t_inc);
+
+/* Task: the size of a bytes argument 0. */
+static int t_len(cf_call *call)
+{
+    size_t size = 0;
+    cf_arg_bytes(call, 0, &size);
+    return cf_return_i64(call, (int64_t)size);
+}
+CF_TASK(t_len);
+
+/* Task: returns the name of the thread it runs on. */
+static int t_thread_name(cf_call *call)
+{
+    return cf_return_str(call, cf_thread_name());
+}
+
+static _Atomic int ran_count;
+
+/* Task: counts its runs, returns argument 0. */
+static int t_count(cf_call *call)
+{
+    atomic_fetch_add(&ran_count, 1);
+    return cf_return_value(call, cf_arg(call, 0));
+}
+
+static void expect_str(cf_future *f, const char *want)
+{
+    const cf_value *v;
+    assert_ok(cf_future_result(f, 10 * cf_test_scale(), &v));
+    assert_int_equal(v->kind, CF_STR);
+    assert_string_equal(v->as.str, want);
+}
+
+static void test_then_sees_every_outcome(void **state)
+{
+    (void)state;
+    cf_future *ok, *bad, *gone, *d1, *d2, *d3;
+    assert_ok(cf_future_new(&ok));
+    assert_ok(cf_future_new(&bad));
+    assert_ok(cf_future_new(&gone));
+    assert_ok(cf_then(ok, NULL, t_outcome, CF_ARGS(cf_i64(1), cf_str("x")), &d1));
+    assert_ok(cf_then(bad, NULL, t_outcome, CF_NOARGS, &d2));
+    assert_ok(cf_then(gone, NULL, t_outcome, CF_NOARGS, &d3));
+    assert_false(cf_future_done(d1));
+    cf_value v = cf_i64(5);
+    assert_ok(cf_future_set_result(ok, &v));
+    assert_ok(cf_future_set_exception(bad, 7, "ValueError", "bad input"));
+    assert_true(cf_future_cancel(gone));
+    /* Inline: done before the completing call returned. */
+    assert_true(cf_future_done(d1) && cf_future_done(d2) && cf_future_done(d3));
+    expect_str(d1, "CF_OK 5 0   +2");
+    expect_str(d2, "CF_ETASK NoneType 7 ValueError bad input +0");
+    expect_str(d3, "CF_ECANCELLED NoneType 0   +0");
+    cf_future *all[] = {ok, bad, gone, d1, d2, d3};
+    for (size_t i = 0; i < 6; i++)
+        assert_ok(cf_future_release(all[i]));
+}
+
+static void test_then_ok_propagates(void **state)
+{
+    (void)state;
+    cf_future *ok, *bad, *gone, *d1, *d2, *d3;
+    assert_ok(cf_future_new(&ok));
+    assert_ok(cf_future_new(&bad));
+    assert_ok(cf_future_new(&gone));
+    atomic_store(&ran_count, 0);
+    assert_ok(cf_then_ok(ok, NULL, t_inc, CF_NOARGS, &d1));
+    assert_ok(cf_then_ok(bad, NULL, t_count, CF_NOARGS, &d2));
+    assert_ok(cf_then_ok(gone, NULL, t_count, CF_NOARGS, &d3));
+    cf_value v = cf_i64(41);
+    assert_ok(cf_future_set_result(ok, &v));
+    assert_ok(cf_future_set_exception(bad, 7, "ValueError", "bad input"));
+    assert_true(cf_future_cancel(gone));
+    int64_t x;
+    assert_ok(cf_future_result_i64(d1, 0, &x));
+    assert_int_equal(x, 42);
+    assert_cf(CF_ETASK, cf_future_result(d2, 0, NULL));
+    const cf_failure *fl;
+    assert_ok(cf_future_exception(d2, 0, &fl));
+    assert_int_equal(cf_failure_code(fl), 7);
+    assert_string_equal(cf_failure_type(fl), "ValueError");
+    assert_string_equal(cf_failure_message(fl), "bad input");
+    assert_true(cf_future_cancelled(d3));
+    assert_int_equal(atomic_load(&ran_count), 0);
+    cf_future *all[] = {ok, bad, gone, d1, d2, d3};
+    for (size_t i = 0; i < 6; i++)
+        assert_ok(cf_future_release(all[i]));
+}
+
+/* Inline runs on the completing thread (a worker here), or at once in the
+ * caller when the antecedent is already done. */
+static void test_then_inline_thread(void **state)
+{
+    (void)state;
+    cf_thread_pool_options o;
+    cf_thread_pool_options_init(&o);
+    o.max_workers = 1;
+    o.thread_name_prefix = "cw";
+    cf_executor *ex;
+    assert_ok(cf_thread_pool_new(&ex, &o));
+    blocker b;
+    blocker_init(&b);
+    cf_future *f, *d, *d_now;
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &f));
+    assert_ok(cf_then(f, NULL, t_thread_name, CF_NOARGS, &d));
+    blocker_release(&b);
+    expect_str(d, "cw_0");
+    assert_ok(cf_then(f, NULL, t_thread_name, CF_NOARGS, &d_now));
+    assert_true(cf_future_done(d_now));
+    const cf_value *v;
+    assert_ok(cf_future_result(d_now, 0, &v));
+    assert_string_equal(v->as.str, cf_thread_name());
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_future_release(d));
+    assert_ok(cf_future_release(d_now));
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
+/* 100,000 inline steps built on a pending future, then set off: the
+ * trampoline keeps the stack flat (nested, this would overflow it).  The
+ * intermediate futures are released as the chain is built. */
+static void test_then_chain_100000(void **state)
+{
+    (void)state;
+    enum { STEPS = 100000 };
+    cf_future *first, *f;
+    assert_ok(cf_future_new(&first));
+    f = cf_future_retain(first);
+    for (int i = 0; i < STEPS; i++) {
+        cf_future *next;
+        assert_ok(cf_then_ok(f, NULL, t_inc, CF_NOARGS, &next));
+        assert_ok(cf_future_release(f));
+        f = next;
+    }
+    cf_value v = cf_i64(0);
+    assert_ok(cf_future_set_result(first, &v));
+    int64_t x;
+    assert_ok(cf_future_result_i64(f, 0, &x));
+    assert_int_equal(x, STEPS);
+    assert_ok(cf_future_release(f));
+    /* The same length propagating a failure without running anything. */
+    cf_future *start;
+    assert_ok(cf_future_new(&start));
+    f = cf_future_retain(start);
+    for (int i = 0; i < STEPS; i++) {
+        cf_future *next;
+        assert_ok(cf_then_ok(f, NULL, t_inc, CF_NOARGS, &next));
+        assert_ok(cf_future_release(f));
+        f = next;
+    }
+    assert_ok(cf_future_set_exception(start, 3, "IOError", "gone"));
+    const cf_failure *fl;
+    assert_ok(cf_future_exception(f, 0, &fl));
+    assert_string_equal(cf_failure_type(fl), "IOError");
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_future_release(first));
+    assert_ok(cf_future_release(start));
+}
+
+/* A chain whose steps are submitted to a pool. */
+static void test_then_chain_on_executor(void **state)
+{
+    (void)state;
+    enum { STEPS = 2000 };
+    cf_executor *ex = pool_new(2);
+    cf_future *f;
+    assert_ok(cf_submit(ex, t_echo, CF_ARGS(cf_i64(0)), &f));
+    for (int i = 0; i < STEPS; i++) {
+        cf_future *next;
+        assert_ok(cf_then_ok(f, ex, t_inc, CF_NOARGS, &next));
+        assert_ok(cf_future_release(f));
+        f = next;
+    }
+    int64_t x;
+    assert_ok(cf_future_result_i64(f, 20 * cf_test_scale(), &x));
+    assert_int_equal(x, STEPS);
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* A continuation attached while another thread completes the antecedent:
+ * it runs exactly once, with the value, in 1,000 rounds. */
+static void test_then_race_attach_vs_complete(void **state)
+{
+    (void)state;
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, 2);
+    atomic_store(&ran_count, 0);
+    for (int round = 0; round < 1000; round++) {
+        cf_future *f, *d;
+        assert_ok(cf_future_new(&f));
+        race_arg a = {&bar, f, round};
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, complete_after_barrier, &a), 0);
+        pthread_barrier_wait(&bar);
+        assert_ok(cf_then_ok(f, NULL, t_count, CF_NOARGS, &d));
+        int64_t x = -1;
+        assert_ok(cf_future_result_i64(d, 10 * cf_test_scale(), &x));
+        assert_int_equal(x, round);
+        void *rc;
+        pthread_join(t, &rc);
+        assert_int_equal((intptr_t)rc, CF_OK);
+        assert_ok(cf_future_release(d));
+        assert_ok(cf_future_release(f));
+    }
+    assert_int_equal(atomic_load(&ran_count), 1000);
+    pthread_barrier_destroy(&bar);
+}
+
+/* Cancelling a derived future that has not started cancels it alone. */
+static void test_then_cancel_derived_alone(void **state)
+{
+    (void)state;
+    atomic_store(&ran_count, 0);
+    /* Inline. */
+    cf_future *f, *d, *dd;
+    assert_ok(cf_future_new(&f));
+    assert_ok(cf_then_ok(f, NULL, t_count, CF_NOARGS, &d));
+    assert_ok(cf_then(d, NULL, t_outcome, CF_NOARGS, &dd));
+    assert_true(cf_future_cancel(d));
+    assert_false(cf_future_cancelled(f));
+    assert_false(cf_future_done(f));
+    expect_str(dd, "CF_ECANCELLED NoneType 0   +0");
+    cf_value v = cf_i64(1);
+    assert_ok(cf_future_set_result(f, &v));
+    assert_int_equal(atomic_load(&ran_count), 0);
+    assert_true(cf_future_cancelled(d));
+    assert_ok(cf_future_release(dd));
+    assert_ok(cf_future_release(d));
+    assert_ok(cf_future_release(f));
+    /* On an executor whose only worker is busy: the queued call is
+     * cancelled there too and never runs. */
+    cf_executor *ex = pool_new(1);
+    blocker b;
+    blocker_init(&b);
+    cf_future *busy;
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &busy));
+    assert_true(blocker_wait_started(&b, 1, 10));
+    assert_ok(cf_future_new(&f));
+    assert_ok(cf_then_ok(f, ex, t_count, CF_NOARGS, &d));
+    assert_ok(cf_future_set_result(f, &v)); /* d's call is now queued */
+    assert_false(cf_future_done(d));
+    assert_true(cf_future_cancel(d));
+    blocker_release(&b);
+    assert_ok(cf_shutdown(ex, true, false));
+    assert_int_equal(atomic_load(&ran_count), 0);
+    assert_true(cf_future_cancelled(d));
+    assert_false(cf_future_cancelled(f));
+    assert_ok(cf_future_release(busy));
+    assert_ok(cf_future_release(d));
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
+/* The executor was destroyed before the antecedent completed. */
+static void test_then_executor_gone(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    cf_future *f, *d;
+    assert_ok(cf_future_new(&f));
+    assert_ok(cf_then_ok(f, ex, t_inc, CF_NOARGS, &d));
+    assert_ok(cf_executor_destroy(ex));
+    cf_value v = cf_i64(1);
+    assert_ok(cf_future_set_result(f, &v));
+    assert_cf(CF_ESHUTDOWN, cf_future_result(d, 0, NULL));
+    const cf_failure *fl;
+    assert_ok(cf_future_exception(d, 0, &fl));
+    assert_string_equal(cf_failure_type(fl), "SubmitError");
+    assert_ok(cf_future_release(d));
+    assert_ok(cf_future_release(f));
+}
+
+/* On a process pool: registered continuation tasks, the antecedent's
+ * value (a 2 MiB one too) travelling to the worker as an argument. */
+static void test_then_process_pool(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(2, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    cf_future *f, *d, *d2;
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(7)), &f));
+    assert_ok(cf_then_ok(f, ex, t_square, CF_NOARGS, &d));
+    int64_t x;
+    assert_ok(cf_future_result_i64(d, 20 * cf_test_scale(), &x));
+    assert_int_equal(x, 2401);
+    assert_ok(cf_then(d, ex, t_outcome, CF_ARGS(cf_str("extra")), &d2));
+    expect_str(d2, "CF_OK 2401 0   +1");
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_future_release(d));
+    assert_ok(cf_future_release(d2));
+    size_t big = (size_t)2 << 20;
+    char *buf = calloc(1, big);
+    assert_non_null(buf);
+    assert_ok(cf_submit(ex, t_echo, CF_ARGS(cf_bytes(buf, big)), &f));
+    free(buf);
+    assert_ok(cf_then_ok(f, ex, t_len, CF_NOARGS, &d));
+    assert_ok(cf_future_result_i64(d, 20 * cf_test_scale(), &x));
+    assert_int_equal(x, (int64_t)big);
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_future_release(d));
+    /* A pointer cannot travel to a worker process. */
+    assert_ok(cf_future_new(&f));
+    assert_ok(cf_then_ok(f, ex, t_echo, CF_NOARGS, &d));
+    cf_value p = cf_ptr(&x);
+    assert_ok(cf_future_set_result(f, &p));
+    assert_cf(CF_ENOTCOPYABLE, cf_future_result(d, 10 * cf_test_scale(), NULL));
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_future_release(d));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static int t_unregistered(cf_call *call)
+{
+    (void)call;
+    return 0;
+}
+
+static void test_then_bad_input(void **state)
+{
+    (void)state;
+    cf_future *f, *d = (cf_future *)&d;
+    assert_ok(cf_future_new(&f));
+    assert_cf(CF_EINVAL, cf_then(NULL, NULL, t_inc, CF_NOARGS, &d));
+    assert_null(d);
+    assert_cf(CF_EINVAL, cf_then(f, NULL, NULL, CF_NOARGS, &d));
+    assert_cf(CF_EINVAL, cf_then_ok(f, NULL, t_inc, CF_NOARGS, NULL));
+    assert_cf(CF_EINVAL, cf_then(f, NULL, t_inc, NULL, 1, &d));
+    cf_value many[CF_ARGS_MAX];
+    for (size_t i = 0; i < CF_ARGS_MAX; i++)
+        many[i] = cf_i64((int64_t)i);
+    assert_cf(CF_EINVAL, cf_then(f, NULL, t_inc, many, CF_ARGS_MAX - CF_THEN_NARGS + 1, &d));
+    assert_cf(CF_EINVAL, cf_then_ok(f, NULL, t_inc, many, CF_ARGS_MAX, &d));
+    cf_value bad = {(cf_kind)99, 0, {0}};
+    assert_cf(CF_EINVAL, cf_then(f, NULL, t_inc, &bad, 1, &d));
+    /* The most arguments allowed work. */
+    assert_ok(cf_then(f, NULL, t_outcome, many, CF_ARGS_MAX - CF_THEN_NARGS, &d));
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    cf_future *d2;
+    assert_cf(CF_ENOTCOPYABLE, cf_then(f, ex, t_unregistered, CF_NOARGS, &d2));
+    assert_cf(CF_ENOTCOPYABLE, cf_then(f, ex, t_outcome, CF_ARGS(cf_ptr(f)), &d2));
+    cf_value v = cf_i64(3);
+    assert_ok(cf_future_set_result(f, &v));
+    char want[64];
+    snprintf(want, sizeof want, "CF_OK 3 0   +%d", CF_ARGS_MAX - CF_THEN_NARGS);
+    expect_str(d, want);
+    assert_ok(cf_future_release(d));
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* ---- combinators ---------------------------------------------------------- */
+
+static cf_future *new_future(void)
+{
+    cf_future *f;
+    assert_ok(cf_future_new(&f));
+    return f;
+}
+
+static void test_when_all_outcomes(void **state)
+{
+    (void)state;
+    cf_future *fs[4] = {new_future(), new_future(), new_future(), NULL};
+    fs[3] = fs[0]; /* duplicates are allowed */
+    cf_future *all;
+    assert_ok(cf_when_all(fs, 4, &all));
+    cf_value v = cf_i64(1);
+    assert_ok(cf_future_set_result(fs[0], &v));
+    assert_ok(cf_future_set_exception(fs[1], 2, "E", "m"));
+    assert_false(cf_future_done(all));
+    assert_true(cf_future_cancel(fs[2]));
+    const cf_value *r;
+    assert_ok(cf_future_result(all, 0, &r));
+    assert_int_equal(r->size, 4 * sizeof(int32_t));
+    assert_int_equal(cf_when_all_status(r, 0), CF_OK);
+    assert_int_equal(cf_when_all_status(r, 1), CF_ETASK);
+    assert_int_equal(cf_when_all_status(r, 2), CF_ECANCELLED);
+    assert_int_equal(cf_when_all_status(r, 3), CF_OK);
+    assert_int_equal(cf_when_all_status(r, 4), CF_EINVAL);
+    assert_int_equal(cf_when_all_status(NULL, 0), CF_EINVAL);
+    /* Nothing to wait for: done at once, empty. */
+    cf_future *none;
+    assert_ok(cf_when_all(NULL, 0, &none));
+    assert_ok(cf_future_result(none, 0, &r));
+    assert_int_equal(r->size, 0);
+    assert_ok(cf_future_release(none));
+    assert_ok(cf_future_release(all));
+    for (int i = 0; i < 3; i++)
+        assert_ok(cf_future_release(fs[i]));
+}
+
+static void test_when_any_index(void **state)
+{
+    (void)state;
+    cf_future *fs[3] = {new_future(), new_future(), new_future()};
+    cf_future *any;
+    assert_ok(cf_when_any(fs, 3, &any));
+    assert_false(cf_future_done(any));
+    cf_value v = cf_i64(1);
+    assert_ok(cf_future_set_result(fs[2], &v));
+    int64_t i;
+    assert_ok(cf_future_result_i64(any, 0, &i));
+    assert_int_equal(i, 2);
+    assert_ok(cf_future_set_result(fs[1], &v));
+    assert_ok(cf_future_result_i64(any, 0, &i));
+    assert_int_equal(i, 2); /* the first stays */
+    assert_ok(cf_future_release(any));
+    /* Several already done: the lowest index. */
+    assert_ok(cf_when_any(fs, 3, &any));
+    assert_ok(cf_future_result_i64(any, 0, &i));
+    assert_int_equal(i, 1);
+    assert_ok(cf_future_release(any));
+    assert_true(cf_future_cancel(fs[0]));
+    for (int k = 0; k < 3; k++)
+        assert_ok(cf_future_release(fs[k]));
+}
+
+static void test_when_all_or_fail(void **state)
+{
+    (void)state;
+    cf_future *fs[3] = {new_future(), new_future(), new_future()};
+    cf_future *w;
+    assert_ok(cf_when_all_or_fail(fs, 3, &w));
+    assert_true(cf_future_cancel(fs[0])); /* not a failure */
+    assert_false(cf_future_done(w));
+    assert_ok(cf_future_set_exception(fs[2], 9, "KeyError", "k"));
+    /* Failed at once, fs[1] still pending. */
+    assert_cf(CF_ETASK, cf_future_result(w, 0, NULL));
+    const cf_failure *fl;
+    assert_ok(cf_future_exception(w, 0, &fl));
+    assert_int_equal(cf_failure_code(fl), 9);
+    assert_string_equal(cf_failure_type(fl), "KeyError");
+    assert_false(cf_future_done(fs[1]));
+    cf_value v = cf_i64(1);
+    assert_ok(cf_future_set_result(fs[1], &v));
+    assert_ok(cf_future_release(w));
+    /* None failing: when_all's result. */
+    cf_future *gs[2] = {new_future(), fs[0]};
+    assert_ok(cf_when_all_or_fail(gs, 2, &w));
+    assert_ok(cf_future_set_result(gs[0], &v));
+    const cf_value *r;
+    assert_ok(cf_future_result(w, 0, &r));
+    assert_int_equal(cf_when_all_status(r, 0), CF_OK);
+    assert_int_equal(cf_when_all_status(r, 1), CF_ECANCELLED);
+    assert_ok(cf_future_release(w));
+    assert_ok(cf_future_release(gs[0]));
+    for (int k = 0; k < 3; k++)
+        assert_ok(cf_future_release(fs[k]));
+}
+
+typedef struct completer {
+    pthread_barrier_t *bar;
+    cf_future **fs;
+    int n;
+} completer;
+
+static void *complete_list(void *p)
+{
+    completer *c = p;
+    pthread_barrier_wait(c->bar);
+    for (int i = c->n - 1; i >= 0; i--) {
+        cf_value v = cf_i64(i);
+        if (cf_future_set_result(c->fs[i], &v) != CF_OK)
+            return (void *)1;
+        cf_future_release(c->fs[i]); /* the completer's reference */
+    }
+    return NULL;
+}
+
+/* Inputs released by everyone but the completer before the combinator
+ * completes, completions racing the set-up, and the combinators' own
+ * results released in either order: 300 rounds, under ASan/TSan too. */
+static void test_when_inputs_released_early(void **state)
+{
+    (void)state;
+    enum { N = 6 };
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, 2);
+    for (int round = 0; round < 300; round++) {
+        cf_future *fs[N];
+        for (int i = 0; i < N; i++)
+            fs[i] = new_future();
+        completer c = {&bar, fs, N};
+        pthread_t t;
+        cf_future *all, *any, *orfail;
+        /* The thread gets its own reference to each input. */
+        for (int i = 0; i < N; i++)
+            cf_future_retain(fs[i]);
+        assert_int_equal(pthread_create(&t, NULL, complete_list, &c), 0);
+        pthread_barrier_wait(&bar);
+        assert_ok(cf_when_all(fs, N, &all));
+        assert_ok(cf_when_any(fs, N, &any));
+        assert_ok(cf_when_all_or_fail(fs, N, &orfail));
+        for (int i = 0; i < N; i++)
+            assert_ok(cf_future_release(fs[i]));
+        if (round % 2)
+            assert_ok(cf_future_release(any)); /* before it completes, maybe */
+        const cf_value *r;
+        assert_ok(cf_future_result(all, 10 * cf_test_scale(), &r));
+        for (int i = 0; i < N; i++)
+            assert_int_equal(cf_when_all_status(r, (size_t)i), CF_OK);
+        assert_ok(cf_future_result(orfail, 10 * cf_test_scale(), &r));
+        assert_int_equal(r->size, N * sizeof(int32_t));
+        if (round % 2 == 0) {
+            int64_t i;
+            assert_ok(cf_future_result_i64(any, 10 * cf_test_scale(), &i));
+            assert_true(i >= 0 && i < N);
+            assert_ok(cf_future_release(any));
+        }
+        void *rc;
+        pthread_join(t, &rc);
+        assert_null(rc);
+        assert_ok(cf_future_release(all));
+        assert_ok(cf_future_release(orfail));
+    }
+    pthread_barrier_destroy(&bar);
+}
+
+/* Inputs from both pools and a hand-made future, in one when_all. */
+static void test_when_all_mixed_engines(void **state)
+{
+    (void)state;
+    cf_executor *tp = pool_new(2), *pp;
+    pp = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    cf_future *fs[3];
+    assert_ok(cf_submit(tp, t_square, CF_ARGS(cf_i64(3)), &fs[0]));
+    assert_ok(cf_submit(pp, t_square, CF_ARGS(cf_i64(4)), &fs[1]));
+    fs[2] = new_future();
+    cf_future *all;
+    assert_ok(cf_when_all(fs, 3, &all));
+    cf_value v = cf_i64(0);
+    assert_ok(cf_future_set_result(fs[2], &v));
+    const cf_value *r;
+    assert_ok(cf_future_result(all, 20 * cf_test_scale(), &r));
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(cf_when_all_status(r, i), CF_OK);
+    for (int i = 0; i < 3; i++)
+        assert_ok(cf_future_release(fs[i]));
+    assert_ok(cf_future_release(all));
+    assert_ok(cf_executor_destroy(tp));
+    assert_ok(cf_executor_destroy(pp));
+}
+
+static void test_when_bad_input(void **state)
+{
+    (void)state;
+    cf_future *f = new_future(), *out = (cf_future *)&out;
+    cf_future *fs[2] = {f, NULL};
+    assert_cf(CF_EINVAL, cf_when_all(fs, 2, &out));
+    assert_null(out);
+    assert_true(contains(cf_last_error_message(), "fs[1] is NULL"));
+    assert_cf(CF_EINVAL, cf_when_any(fs, 0, &out));
+    assert_cf(CF_EINVAL, cf_when_any(NULL, 1, &out));
+    assert_cf(CF_EINVAL, cf_when_all_or_fail(fs, 1, NULL));
+    /* Nothing was hooked: f is released once and the watchdog-free run of
+     * ASan's leak check says nothing was kept. */
+    assert_ok(cf_future_release(f));
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_data_set_get),
     cmocka_unit_test(test_data_bad_input),
     cmocka_unit_test(test_data_seen_by_worker_callback),
+    cmocka_unit_test(test_then_sees_every_outcome),
+    cmocka_unit_test(test_then_ok_propagates),
+    cmocka_unit_test(test_then_inline_thread),
+    cmocka_unit_test(test_then_chain_100000),
+    cmocka_unit_test(test_then_chain_on_executor),
+    cmocka_unit_test(test_then_race_attach_vs_complete),
+    cmocka_unit_test(test_then_cancel_derived_alone),
+    cmocka_unit_test(test_then_executor_gone),
+    cmocka_unit_test(test_then_process_pool),
+    cmocka_unit_test(test_then_bad_input),
+    cmocka_unit_test(test_when_all_outcomes),
+    cmocka_unit_test(test_when_any_index),
+    cmocka_unit_test(test_when_all_or_fail),
+    cmocka_unit_test(test_when_inputs_released_early),
+    cmocka_unit_test(test_when_all_mixed_engines),
+    cmocka_unit_test(test_when_bad_input),
 };
 
 CF_TEST_MAIN(tests)

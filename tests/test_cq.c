@@ -113,21 +113,6 @@ static void test_cq_bad_input(void **state)
     cf_cq_destroy(NULL);
 }
 
-typedef struct race_arg {
-    pthread_barrier_t *bar;
-    cf_future *f;
-    int64_t value;
-} race_arg;
-
-static void *complete_after_barrier(void *p)
-{
-    race_arg *a = p;
-    pthread_barrier_wait(a->bar);
-    cf_value v = cf_i64(a->value);
-    int rc = cf_future_set_result(a->f, &v);
-    return (void *)(intptr_t)rc;
-}
-
 /* Completion racing add: whichever wins, the future is popped exactly
  * once, with its value, and the descriptor goes quiet afterwards. */
 static void test_cq_race_complete_vs_add(void **state)
@@ -346,11 +331,7 @@ static void test_cq_thread_pool(void **state)
 static void test_cq_process_pool(void **state)
 {
     (void)state;
-    cf_executor *ex;
-    cf_process_pool_options o;
-    cf_process_pool_options_init(&o);
-    o.max_workers = 2;
-    assert_ok(cf_process_pool_new(&ex, &o));
+    cf_executor *ex = ppool(2, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
     drive_pool(ex, 300);
     assert_ok(cf_executor_destroy(ex));
 }

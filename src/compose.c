@@ -1,0 +1,459 @@
+/*
+ * compose.c - continuations (cf_then) and combinators (cf_when_*):
+ * futures made from other futures.
+ *
+ * Design notes
+ * - Both hook their inputs with ordinary done-callbacks, so they work on
+ *   futures of every engine and run with no cfutures lock held (the task
+ *   of an inline continuation is user code).
+ * - A continuation is a record holding references to its antecedent, its
+ *   derived future, its executor (if any) and a never-submitted call future
+ *   that keeps the copied extra arguments.  The antecedent's callback turns
+ *   the record into a *job*.
+ * - Chains without recursion: completing a derived future runs its
+ *   callbacks, which schedule the next job, whose task completes the next
+ *   derived future...  Each thread has a trampoline: the first job
+ *   scheduled on a thread runs there and then drains, in a loop, every job
+ *   scheduled while it ran; a job scheduled while draining is only queued.
+ *   So the stack depth stays constant whatever the chain's length.  The
+ *   queue is the thread's own (_Thread_local): no lock.
+ * - Inline jobs mark the derived future RUNNING with
+ *   cf_future_set_running_or_notify_cancel() before running the task, so a
+ *   cancel that came first wins and the task never runs.  A job for an
+ *   executor submits a fresh call (the engine copies the arguments) whose
+ *   outcome is forwarded to the derived future; a cancel of the derived
+ *   future is forwarded to that call by a callback on the derived future.
+ *   That record then has three owners (the job, the call's callback, the
+ *   derived future's callback), counted in `refs`.
+ * - A combinator holds a reference to each input until that input's
+ *   callback has run, and one to its result future until the last
+ *   callback has run; `refs` counts the callbacks still due plus the
+ *   set-up.  Which callback completes the result is decided by atomics
+ *   (`remaining`, `decided`), never by a lock; statuses[i] is written only
+ *   by input i's callback and read after the acq_rel decrement of
+ *   `remaining` that follows every write.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* ---- forwarding an outcome --------------------------------------------- */
+
+/* Gives `dst` the outcome of the done future `src`: its result (copied),
+ * the same failure, or cancellation.  `dst` may be pending or RUNNING (an
+ * inline continuation).  A `dst` already done (cancelled by its owner) is
+ * left as it is. */
+static void forward_outcome(cf_future *src, cf_future *dst)
+{
+    if (cf__state_of(src) != CF_FINISHED) {
+        if (!cf_future_cancel(dst) && !cf_future_done(dst))
+            cf__future_fail_running(dst, CF_ECANCELLED, "CancelledError",
+                                    "the continuation's task was cancelled");
+        return;
+    }
+    if (src->status == CF_OK) {
+        int rc = cf_future_set_result(dst, &src->result);
+        if (rc == CF_ENOMEM || rc == CF_ETOOBIG)
+            cf__future_fail_running(dst, rc, "MemoryError", cf_last_error_message());
+        return;
+    }
+    const cf_failure *sf = src->failure;
+    cf_failure *copy = cf__failure_new(sf->code, sf->type, sf->message);
+    if (!copy)
+        copy = cf__failure_oom();
+    if (cf__future_complete_remote(dst, src->status, NULL, NULL, copy) != CF_OK &&
+        !cf__failure_is_static(copy))
+        cf__failure_free(copy);
+}
+
+/* The status cf_future_result() gives for a done future. */
+static int done_status(const cf_future *f)
+{
+    return cf__state_of(f) == CF_FINISHED ? f->status : CF_ECANCELLED;
+}
+
+/* ---- continuations ------------------------------------------------------ */
+
+typedef struct then_rec {
+    _Atomic int refs;          /* the job, plus the callbacks of an executor call */
+    bool ok_only;              /* cf_then_ok() */
+    cf_future *ante;           /* reference until the job has run */
+    cf_future *derived;        /* reference until the record is freed */
+    cf_executor *ex;           /* reference until the job has submitted, or NULL */
+    cf_task_fn *task;
+    cf_future *extra;          /* a call future holding the copied extra args */
+    cf_future *inner;          /* executor path: the submitted call (reference) */
+    struct then_rec *next;     /* in this thread's trampoline queue */
+} then_rec;
+
+static void then_unref(then_rec *r)
+{
+    if (atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (r->ante)
+        cf_future_release(r->ante);
+    if (r->inner)
+        cf_future_release(r->inner);
+    if (r->extra)
+        cf_future_release(r->extra);
+    if (r->ex)
+        cf__executor_unref(r->ex);
+    cf_future_release(r->derived);
+    free(r);
+}
+
+/* Executor path: the submitted call is done. */
+static int inner_done(cf_future *inner, void *arg)
+{
+    then_rec *r = arg;
+    forward_outcome(inner, r->derived);
+    then_unref(r);
+    return 0;
+}
+
+/* Executor path: the derived future is done; if by a cancel, the call
+ * need not run. */
+static int derived_done(cf_future *derived, void *arg)
+{
+    then_rec *r = arg;
+    if (cf_future_cancelled(derived))
+        cf_future_cancel(r->inner);
+    then_unref(r);
+    return 0;
+}
+
+/* Fills all[] with the task's arguments; returns how many.  Values borrow
+ * from the antecedent and the record's extra arguments. */
+static size_t then_args(const then_rec *r, cf_value *all)
+{
+    cf_future *a = r->ante;
+    int status = done_status(a);
+    size_t n = 0;
+    cf_value value = status == CF_OK ? a->result : cf_none();
+    if (r->ok_only) {
+        all[n++] = value;
+    } else {
+        const cf_failure *fl = status != CF_OK && status != CF_ECANCELLED ? a->failure : NULL;
+        all[n++] = cf_i64(status);
+        all[n++] = value;
+        all[n++] = cf_i64(fl ? fl->code : 0);
+        all[n++] = cf_str(fl ? fl->type : "");
+        all[n++] = cf_str(fl ? fl->message : "");
+    }
+    size_t extra = r->extra->call.nargs;
+    if (extra)
+        memcpy(all + n, cf__call_args(&r->extra->call), extra * sizeof *all);
+    return n + extra;
+}
+
+/* Runs the task on this thread and forwards its outcome. */
+static void run_inline(then_rec *r, const cf_value *all, size_t n)
+{
+    if (cf_future_set_running_or_notify_cancel(r->derived) != 1)
+        return; /* cancelled first: the task does not run */
+    cf_future *call = cf__future_new_borrowed(r->task, all, n);
+    if (!call) {
+        cf__future_fail_running(r->derived, CF_ENOMEM, "MemoryError",
+                                "then: out of memory for the call");
+        return;
+    }
+    cf_future_set_running_or_notify_cancel(call);
+    cf__future_run_call(call, NULL);
+    forward_outcome(call, r->derived);
+    cf_future_release(call);
+}
+
+/* Submits the task to r->ex; its outcome reaches the derived future
+ * through inner_done(). */
+static void run_on_executor(then_rec *r, const cf_value *all, size_t n)
+{
+    if (cf_future_done(r->derived))
+        return; /* cancelled first */
+    int rc = cf_submit(r->ex, r->task, all, n, &r->inner);
+    if (rc != CF_OK) {
+        cf__future_fail_running(r->derived, rc, "SubmitError", cf_last_error_message());
+        return;
+    }
+    atomic_fetch_add_explicit(&r->refs, 2, memory_order_relaxed);
+    if (cf_future_add_done_callback(r->inner, inner_done, r) != CF_OK) {
+        /* Nobody would forward the outcome: give up on the call. */
+        atomic_fetch_sub_explicit(&r->refs, 1, memory_order_relaxed);
+        cf_future_cancel(r->inner);
+        cf__future_fail_running(r->derived, CF_ENOMEM, "MemoryError",
+                                "then: out of memory for the callback");
+    }
+    if (cf_future_add_done_callback(r->derived, derived_done, r) != CF_OK)
+        atomic_fetch_sub_explicit(&r->refs, 1, memory_order_relaxed); /* no cancel forwarding */
+}
+
+static void run_job(then_rec *r)
+{
+    int status = done_status(r->ante);
+    if (r->ok_only && status != CF_OK) {
+        forward_outcome(r->ante, r->derived);
+    } else {
+        cf_value all[CF_ARGS_MAX];
+        size_t n = then_args(r, all);
+        if (r->ex)
+            run_on_executor(r, all, n);
+        else
+            run_inline(r, all, n);
+    }
+    /* The antecedent and the executor are no longer needed. */
+    cf_future_release(r->ante);
+    r->ante = NULL;
+    if (r->ex) {
+        cf__executor_unref(r->ex);
+        r->ex = NULL;
+    }
+    then_unref(r);
+}
+
+/* This thread's trampoline (see the design notes). */
+static _Thread_local struct {
+    then_rec *head, *tail;
+    bool draining;
+} tramp;
+
+static int then_on_done(cf_future *ante, void *arg)
+{
+    (void)ante;
+    then_rec *r = arg;
+    r->next = NULL;
+    if (tramp.draining) {
+        if (tramp.tail)
+            tramp.tail->next = r;
+        else
+            tramp.head = r;
+        tramp.tail = r;
+        return 0;
+    }
+    tramp.draining = true;
+    run_job(r);
+    while (tramp.head) {
+        then_rec *next = tramp.head;
+        tramp.head = next->next;
+        if (!tramp.head)
+            tramp.tail = NULL;
+        run_job(next);
+    }
+    tramp.draining = false;
+    return 0;
+}
+
+/* Validates and copies the extra arguments of an inline continuation into
+ * a call future that is never submitted. */
+static int copy_inline_args(cf_task_fn *task, const cf_value *args, size_t nargs,
+                            cf_future **out, const char *who)
+{
+    size_t payload = 0, extra = 0;
+    for (size_t i = 0; i < nargs; i++) {
+        int rc = cf__value_check(&args[i], false, who, i);
+        if (rc != CF_OK)
+            return rc;
+        payload += args[i].kind == CF_BYTES || args[i].kind == CF_STR ? args[i].size : 0;
+        extra += cf__value_extra(&args[i]);
+        if (payload > CF_PAYLOAD_MAX)
+            return cf__fail(CF_ETOOBIG, "%s: arguments total more than CF_PAYLOAD_MAX", who);
+    }
+    *out = cf__future_new_call(task, args, nargs, extra);
+    return *out ? CF_OK : cf__fail(CF_ENOMEM, "%s: out of memory", who);
+}
+
+static int then_common(cf_future *f, cf_executor *ex, cf_task_fn *task, const cf_value *args,
+                       size_t nargs, cf_future **out, bool ok_only, const char *who)
+{
+    if (out)
+        *out = NULL;
+    if (!cf__future_live(f) || !task || !out || (ex && !cf__executor_live(ex)))
+        return cf__fail(CF_EINVAL, "%s: %s", who,
+                        !f ? "future is NULL" : !task ? "task is NULL" : !out ? "out is NULL"
+                        : !cf__future_live(f) ? "not a live future" : "executor is not live");
+    size_t fixed = ok_only ? 1 : CF_THEN_NARGS;
+    if (nargs > 0 && !args)
+        return cf__fail(CF_EINVAL, "%s: args is NULL but nargs is %zu", who, nargs);
+    if (nargs > CF_ARGS_MAX - fixed)
+        return cf__fail(CF_EINVAL, "%s: %zu arguments, more than the %zu a continuation may "
+                                   "add to its %zu", who, nargs, CF_ARGS_MAX - fixed, fixed);
+    cf_future *extra;
+    int rc = ex ? cf__prepare_call(ex, task, args, nargs, &extra)
+                : copy_inline_args(task, args, nargs, &extra, who);
+    if (rc != CF_OK)
+        return rc;
+    then_rec *r = calloc(1, sizeof *r);
+    cf_future *derived = NULL;
+    if (!r || cf_future_new(&derived) != CF_OK) {
+        free(r);
+        cf_future_release(extra);
+        return cf__fail(CF_ENOMEM, "%s: out of memory", who);
+    }
+    atomic_init(&r->refs, 1);
+    r->ok_only = ok_only;
+    r->ante = cf_future_retain(f);
+    r->derived = cf_future_retain(derived);
+    r->task = task;
+    r->extra = extra;
+    if (ex) {
+        cf__executor_ref(ex);
+        r->ex = ex;
+    }
+    rc = cf_future_add_done_callback(f, then_on_done, r);
+    if (rc != CF_OK) {
+        then_unref(r);
+        cf_future_release(derived);
+        return rc;
+    }
+    *out = derived;
+    return CF_OK;
+}
+
+CF__API int cf_then(cf_future *f, cf_executor *ex, cf_task_fn *task, const cf_value *args,
+                    size_t nargs, cf_future **out)
+{
+    return then_common(f, ex, task, args, nargs, out, false, "then");
+}
+
+CF__API int cf_then_ok(cf_future *f, cf_executor *ex, cf_task_fn *task, const cf_value *args,
+                       size_t nargs, cf_future **out)
+{
+    return then_common(f, ex, task, args, nargs, out, true, "then_ok");
+}
+
+/* ---- combinators -------------------------------------------------------- */
+
+enum { WHEN_ALL, WHEN_ANY, WHEN_ALL_OR_FAIL };
+
+struct comb;
+
+typedef struct comb_slot {
+    struct comb *c;
+    size_t index;
+    cf_future *input;          /* reference until this slot's callback ran */
+} comb_slot;
+
+typedef struct comb {
+    int kind;
+    size_t n;
+    _Atomic size_t refs;       /* callbacks still due, plus the set-up */
+    _Atomic size_t remaining;  /* inputs not done yet */
+    _Atomic bool decided;      /* the result future has been completed */
+    cf_future *result;         /* reference until the record is freed */
+    int32_t *statuses;         /* n, after the slots */
+    comb_slot slots[];
+} comb;
+
+static void comb_unref(comb *c, size_t k)
+{
+    if (atomic_fetch_sub_explicit(&c->refs, k, memory_order_acq_rel) != k)
+        return;
+    cf_future_release(c->result);
+    free(c);
+}
+
+/* Completes the result with the statuses, unless already decided. */
+static void comb_finish_all(comb *c)
+{
+    if (atomic_exchange_explicit(&c->decided, true, memory_order_acq_rel))
+        return;
+    cf_value v = cf_bytes(c->statuses, c->n * sizeof *c->statuses);
+    if (cf_future_set_result(c->result, &v) == CF_ENOMEM)
+        cf__future_fail(c->result, CF_ENOMEM, "MemoryError", cf_last_error_message());
+}
+
+static int comb_on_done(cf_future *f, void *arg)
+{
+    comb_slot *s = arg;
+    comb *c = s->c;
+    int status = done_status(f);
+    c->statuses[s->index] = status;
+    if (c->kind == WHEN_ANY) {
+        if (!atomic_exchange_explicit(&c->decided, true, memory_order_acq_rel)) {
+            cf_value v = cf_i64((int64_t)s->index);
+            cf_future_set_result(c->result, &v);
+        }
+    } else if (c->kind == WHEN_ALL_OR_FAIL && status != CF_OK && status != CF_ECANCELLED) {
+        if (!atomic_exchange_explicit(&c->decided, true, memory_order_acq_rel))
+            forward_outcome(f, c->result);
+    }
+    /* acq_rel: the last one sees every other slot's status. */
+    if (atomic_fetch_sub_explicit(&c->remaining, 1, memory_order_acq_rel) == 1 &&
+        c->kind != WHEN_ANY)
+        comb_finish_all(c);
+    cf_future_release(s->input);
+    comb_unref(c, 1);
+    return 0;
+}
+
+static int when_common(cf_future *const *fs, size_t n, cf_future **out, int kind,
+                       const char *who)
+{
+    if (out)
+        *out = NULL;
+    if (!out || (n > 0 && !fs) || (kind == WHEN_ANY && n == 0))
+        return cf__fail(CF_EINVAL, "%s: %s", who,
+                        !out ? "out is NULL" : n ? "fs is NULL" : "no futures to wait for");
+    for (size_t i = 0; i < n; i++)
+        if (!cf__future_live(fs[i]))
+            return cf__fail(CF_EINVAL, "%s: fs[%zu] is %s", who, i,
+                            fs[i] ? "not a live future" : "NULL");
+    if (n > (SIZE_MAX - sizeof(comb)) / (sizeof(comb_slot) + sizeof(int32_t)))
+        return cf__fail(CF_ENOMEM, "%s: %zu futures are too many", who, n);
+    comb *c = malloc(sizeof *c + n * (sizeof(comb_slot) + sizeof(int32_t)));
+    cf_future *result = NULL;
+    if (!c || cf_future_new(&result) != CF_OK) {
+        free(c);
+        return cf__fail(CF_ENOMEM, "%s: out of memory", who);
+    }
+    c->kind = kind;
+    c->n = n;
+    atomic_init(&c->refs, n + 1);
+    atomic_init(&c->remaining, n + 1); /* + the set-up, so nothing finishes early */
+    atomic_init(&c->decided, false);
+    c->result = cf_future_retain(result);
+    c->statuses = (int32_t *)(c->slots + n);
+    for (size_t i = 0; i < n; i++) {
+        c->slots[i] = (comb_slot){c, i, cf_future_retain(fs[i])};
+        c->statuses[i] = CF_EINVALSTATE; /* not done yet (only seen on ENOMEM) */
+    }
+    int rc = CF_OK;
+    size_t added = 0;
+    for (; added < n; added++) {
+        rc = cf_future_add_done_callback(fs[added], comb_on_done, &c->slots[added]);
+        if (rc != CF_OK)
+            break;
+    }
+    if (rc != CF_OK) {
+        /* The callbacks already added still run and release what they
+         * hold; the result future fails and goes unused. */
+        atomic_store_explicit(&c->decided, true, memory_order_release);
+        cf__future_fail(result, CF_ENOMEM, "MemoryError", "out of memory");
+        for (size_t i = added; i < n; i++)
+            cf_future_release(c->slots[i].input);
+        comb_unref(c, n - added + 1);
+        cf_future_release(result);
+        return rc;
+    }
+    /* The set-up's own count: with n == 0 this is what finishes. */
+    if (atomic_fetch_sub_explicit(&c->remaining, 1, memory_order_acq_rel) == 1 &&
+        kind != WHEN_ANY)
+        comb_finish_all(c);
+    comb_unref(c, 1);
+    *out = result;
+    return CF_OK;
+}
+
+CF__API int cf_when_all(cf_future *const *fs, size_t n, cf_future **out)
+{
+    return when_common(fs, n, out, WHEN_ALL, "when_all");
+}
+
+CF__API int cf_when_any(cf_future *const *fs, size_t n, cf_future **out)
+{
+    return when_common(fs, n, out, WHEN_ANY, "when_any");
+}
+
+CF__API int cf_when_all_or_fail(cf_future *const *fs, size_t n, cf_future **out)
+{
+    return when_common(fs, n, out, WHEN_ALL_OR_FAIL, "when_all_or_fail");
+}
