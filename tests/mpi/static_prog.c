@@ -1,0 +1,99 @@
+/*
+ * static_prog.c - the MPI engine in static mode, run by ctest under
+ * `mpirun -np N`: rank 0 runs this main, ranks 1..N-1 serve its pool from
+ * cf_mpi_init() and exit 0 when the pool is destroyed.
+ *
+ *   static_prog          results, a task failure naming its worker, a
+ *                        chunked map; exits 0 when all is well
+ *   static_prog crash    a worker rank kills itself: the launcher must
+ *                        end the whole job with a non-zero status
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cfutures_mpi.h"
+
+static int square(cf_call *c)
+{
+    int64_t x = cf_arg_i64(c, 0);
+    if (x < 0)
+        return cf_raise(c, 7, "ValueError", "negative input %lld", (long long)x);
+    return cf_return_i64(c, x * x);
+}
+CF_TASK(square);
+
+static int die(cf_call *c)
+{
+    (void)c;
+    raise(SIGKILL);
+    return 0;
+}
+CF_TASK(die);
+
+#define CHECK(cond)                                                           \
+    do {                                                                      \
+        if (!(cond)) {                                                        \
+            fprintf(stderr, "static_prog: check failed at line %d: %s (%s)\n", \
+                    __LINE__, #cond, cf_last_error_message());                \
+            return 1;                                                         \
+        }                                                                     \
+    } while (0)
+
+int main(int argc, char **argv)
+{
+    CHECK(cf_mpi_init(argc, argv) == CF_OK); /* ranks 1..N-1 stop here */
+    cf_executor *ex = NULL;
+    CHECK(cf_mpi_pool_new(&ex, NULL) == CF_OK);
+    int n = cf_executor_worker_count(ex);
+    CHECK(n >= 1);
+    if (argc > 1 && strcmp(argv[1], "crash") == 0) {
+        cf_future *f;
+        CHECK(cf_submit(ex, die, CF_NOARGS, &f) == CF_OK);
+        cf_future_result(f, CF_FOREVER, NULL); /* the launcher ends us */
+        fprintf(stderr, "static_prog: still alive after a rank died\n");
+        return 0;
+    }
+    cf_future *fs[50];
+    for (int i = 0; i < 50; i++)
+        CHECK(cf_submit(ex, square, CF_ARGS(cf_i64(i)), &fs[i]) == CF_OK);
+    for (int i = 0; i < 50; i++) {
+        const cf_value *v;
+        CHECK(cf_future_result(fs[i], CF_FOREVER, &v) == CF_OK);
+        CHECK(v->as.i64 == (int64_t)i * i);
+        cf_future_release(fs[i]);
+    }
+    cf_future *f;
+    CHECK(cf_submit(ex, square, CF_ARGS(cf_i64(-3)), &f) == CF_OK);
+    CHECK(cf_future_result(f, CF_FOREVER, NULL) == CF_ETASK);
+    const cf_failure *fl;
+    CHECK(cf_future_exception(f, CF_FOREVER, &fl) == CF_OK);
+    char expect[64];
+    snprintf(expect, sizeof expect, " of %d on ", n + 1);
+    CHECK(strstr(cf_failure_message(fl), expect) != NULL);
+    CHECK(strstr(cf_failure_message(fl), "negative input -3") != NULL);
+    cf_future_release(f);
+
+    enum { N = 500 };
+    static cf_value in[N];
+    for (int i = 0; i < N; i++)
+        in[i] = cf_i64(i);
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.chunksize = 64;
+    cf_map_input input = cf_input_array(in, N);
+    cf_map_iter *it;
+    CHECK(cf_map(ex, square, &input, 1, &mo, &it) == CF_OK);
+    for (int i = 0; i < N; i++) {
+        const cf_value *v;
+        CHECK(cf_map_next(it, &v, NULL) == CF_OK);
+        CHECK(v->as.i64 == (int64_t)i * i);
+    }
+    cf_map_close(it);
+    CHECK(cf_executor_destroy(ex) == CF_OK);
+    /* The ranks have left: a second static pool is refused. */
+    CHECK(cf_mpi_pool_new(&ex, NULL) == CF_EINVALSTATE);
+    printf("static_prog: %d workers OK\n", n);
+    return 0;
+}
