@@ -27,7 +27,7 @@ DEBS       := $(BUILD_DEBS) $(DEV_DEBS)
 DEV_FLAGS := -DCF_WERROR=ON
 
 .PHONY: all deps deps-build build demo test test-plain test-clang test-asan test-tsan bench \
-        install install-strip clean
+        fuzz install install-strip clean
 
 all: build
 
@@ -90,6 +90,16 @@ test: test-plain test-clang test-asan test-tsan
 bench: build
 	./build/bench/bench_thread
 	./build/bench/bench_process
+
+# A longer run of the fuzz target than the 20 s `make test` gives it (clang,
+# libFuzzer); new inputs stay in build-clang/fuzz/.  make fuzz FUZZ_SECONDS=N
+FUZZ_SECONDS ?= 300
+fuzz: deps
+	CC=clang $(CMAKE) -S . -B build-clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCF_BUILD_BENCH=OFF $(DEV_FLAGS)
+	$(CMAKE) --build build-clang -j $(JOBS) --target fuzz_frame_reader
+	cd build-clang/fuzz && mkdir -p corpus-frame_reader && \
+	  ./fuzz_frame_reader -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	  corpus-frame_reader ../../fuzz/corpus/frame_reader
 
 # The library alone, in a tree of its own: no test toolchain needed.
 build-release/CMakeCache.txt:

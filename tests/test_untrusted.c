@@ -149,6 +149,185 @@ static int u_child_fd3(cf_call *call)
 }
 CF_TASK(u_child_fd3);
 
+/* ---- a fake worker ------------------------------------------------------------ */
+
+/* With CF_TEST_FAKE_WORKER=<seed> in its environment, this program started
+ * as a pool's worker plays the worker's side of the socket itself, before
+ * main(): it answers the parent's frames with a random mix of valid
+ * answers and garbage (see fake_answer), and never hangs - every CALL
+ * gets something, or the fake exits. */
+#define FAKE_ENV "CF_TEST_FAKE_WORKER"
+
+static uint64_t fake_rng;
+
+static uint64_t fake_next(void)
+{
+    fake_rng ^= fake_rng << 13;
+    fake_rng ^= fake_rng >> 7;
+    fake_rng ^= fake_rng << 17;
+    return fake_rng;
+}
+
+static void fake_write(int fd, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    while (n) {
+        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            _exit(0); /* the parent is gone or killed us */
+        b += w;
+        n -= (size_t)w;
+    }
+}
+
+/* A frame of `type` with `len` random bytes. */
+static void fake_random_frame(int fd, uint8_t type, size_t len, uint8_t flags)
+{
+    unsigned char buf[WIRE_HDR + 64];
+    len = len > 64 ? 64 : len;
+    for (size_t i = 0; i < len; i++)
+        buf[WIRE_HDR + i] = (unsigned char)fake_next();
+    wire_enc e = {.buf = buf, .len = WIRE_HDR + len, .cap = sizeof buf};
+    wenc_finish(&e, type, flags);
+    fake_write(fd, buf, WIRE_HDR + len);
+}
+
+/* Answers a CALL of `n` calls. */
+static void fake_answer(int fd, uint32_t n)
+{
+    wire_enc e = {0};
+    wenc_reset(&e);
+    wenc_u32(&e, n);
+    for (uint32_t i = 0; i < n; i++) {
+        if (fake_next() % 8 == 0) {
+            wenc_u8(&e, 0);
+            wenc_failure(&e, 5, "FakeError", "made up");
+        } else {
+            wenc_u8(&e, 1);
+            wenc_u8(&e, CF_I64);
+            wenc_u64(&e, fake_next() % 1000);
+        }
+    }
+    wenc_finish(&e, WIRE_RESULT, 0);
+    switch (fake_next() % 16) {
+    case 0: { /* flip a byte; in the length, the frame is cut short: leave */
+        size_t at = fake_next() % e.len;
+        e.buf[at] ^= (unsigned char)(1 + fake_next() % 255);
+        fake_write(fd, e.buf, e.len);
+        if (at < 4)
+            _exit(0);
+        break;
+    }
+    case 1: /* cut short, then leave */
+        fake_write(fd, e.buf, fake_next() % e.len);
+        _exit(0);
+    case 2: /* random bytes as a result */
+        fake_random_frame(fd, WIRE_RESULT, fake_next() % 40, 0);
+        break;
+    case 3: /* an unknown frame type */
+        fake_random_frame(fd, (uint8_t)(fake_next() % 256), fake_next() % 40, 0);
+        break;
+    case 4: { /* a huge announced length, then leave */
+        unsigned char hdr[WIRE_HDR] = {0xff, 0xff, 0xff, 0x0f, WIRE_RESULT, 0, 0, 0};
+        fake_write(fd, hdr, sizeof hdr);
+        _exit(0);
+    }
+    case 5: /* a second HELLO, failed */
+        fake_random_frame(fd, WIRE_HELLO, 5 + fake_next() % 30, 0);
+        fake_write(fd, e.buf, e.len);
+        break;
+    case 6: /* a stray result before the real one */
+        fake_write(fd, e.buf, e.len);
+        fake_write(fd, e.buf, e.len);
+        break;
+    case 7: { /* "in shared memory": a sealed memfd of random bytes */
+        int mfd = memfd_create("fake", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        size_t len = 1 + fake_next() % 512;
+        unsigned char junk[512];
+        for (size_t i = 0; i < len; i++)
+            junk[i] = (unsigned char)fake_next();
+        if (mfd >= 0 && write(mfd, junk, len) == (ssize_t)len &&
+            fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) == 0) {
+            unsigned char hdr[WIRE_SHM_HDR];
+            wire_shm_header(hdr, WIRE_RESULT, 0, fake_next() % 2 ? len : fake_next());
+            cf__wire_send_fd(fd, hdr, sizeof hdr, mfd, 0);
+        }
+        if (mfd >= 0)
+            close(mfd);
+        break;
+    }
+    case 8: /* "in the lent buffer", which there is not */
+        fake_random_frame(fd, WIRE_RESULT, 8, WIRE_SHM | WIRE_LENT);
+        break;
+    case 9:
+        _exit((int)(fake_next() % 4));
+    default:
+        fake_write(fd, e.buf, e.len);
+    }
+    wenc_free(&e);
+}
+
+static _Noreturn void fake_worker(int fd, uint64_t seed)
+{
+    fake_rng = seed * 2654435761u + (uint64_t)getpid() * 40503u + 1;
+    unsigned char key[CF__WORKER_KEY];
+    if (recv(fd, key, sizeof key, MSG_WAITALL) != (ssize_t)sizeof key)
+        _exit(0);
+    unsigned char *buf = malloc(WIRE_HDR + WIRE_INLINE_MAX);
+    for (;;) {
+        int fds[16], nfds = 0;
+        size_t have = 0;
+        while (have < WIRE_HDR) {
+            ssize_t r = cf__wire_recv(fd, buf + have, WIRE_HDR - have, 0, fds, &nfds, 16);
+            if (r <= 0)
+                _exit(0);
+            have += (size_t)r;
+        }
+        uint32_t len;
+        uint8_t type, flags;
+        wire_header(buf, &len, &type, &flags);
+        if (len > WIRE_INLINE_MAX)
+            _exit(0);
+        while (have < WIRE_HDR + len) {
+            ssize_t r = cf__wire_recv(fd, buf + have, WIRE_HDR + len - have, 0, fds, &nfds, 16);
+            if (r <= 0)
+                _exit(0);
+            have += (size_t)r;
+        }
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
+        if (type == WIRE_EXIT)
+            _exit(0);
+        if (type == WIRE_INIT) {
+            if (fake_next() % 8 == 0) {
+                fake_random_frame(fd, WIRE_HELLO, fake_next() % 20, 0);
+            } else {
+                unsigned char hello[WIRE_HDR + 5];
+                wire_enc e = {.buf = hello, .len = WIRE_HDR, .cap = sizeof hello};
+                wenc_u32(&e, (uint32_t)getpid());
+                wenc_u8(&e, 1);
+                wenc_finish(&e, WIRE_HELLO, 0);
+                fake_write(fd, hello, sizeof hello);
+            }
+            continue;
+        }
+        if (type == WIRE_CALL) {
+            wire_dec d = {buf + WIRE_HDR, buf + WIRE_HDR + len, false};
+            uint32_t n = (flags & WIRE_SHM) ? 1 : wdec_u32(&d);
+            fake_answer(fd, n);
+        }
+    }
+}
+
+__attribute__((constructor)) static void fake_worker_maybe(void)
+{
+    const char *seed = getenv(FAKE_ENV);
+    const char *spec = getenv(CF__WORKER_ENV);
+    int fd;
+    if (seed && spec && sscanf(spec, "%d:", &fd) == 1)
+        fake_worker(fd, strtoull(seed, NULL, 10));
+}
+
 /* ---- values ------------------------------------------------------------------ */
 
 static void test_ptr_result_fails_only_its_call(void **state)
@@ -402,7 +581,73 @@ static void test_worker_socket_not_inherited(void **state)
     udestroy(ex);
 }
 
+/* Pools whose workers are fakes answering with random and mutated frames:
+ * the parent never crashes, every future resolves (a result, a task
+ * failure or CF_EBROKEN), and no descriptor or child is left. */
+static void test_fake_workers_cannot_hurt_the_parent(void **state)
+{
+    (void)state;
+    enum { CALLS = 24, ROUNDS = 200 };
+    int fds0 = count_fds();
+    double end = cf_test_now() + 8.0 * cf_test_scale();
+    int rounds = 0, outcomes[3] = {0, 0, 0};
+    for (; rounds < ROUNDS && cf_test_now() < end; rounds++) {
+        char seed[24];
+        snprintf(seed, sizeof seed, "%d", rounds);
+        setenv(FAKE_ENV, seed, 1);
+        cf_executor *ex = ppool(2, rounds % 2 ? CF_CRASH_REPLACES_WORKER : CF_CRASH_BREAKS_POOL,
+                                CF_START_EXEC);
+        cf_future *fs[CALLS];
+        int nfs = 0;
+        for (int i = 0; i < CALLS; i++) {
+            int rc = cf_submit(ex, t_square, CF_ARGS(cf_i64(i)), &fs[nfs]);
+            if (rc == CF_OK)
+                nfs++;
+            else
+                assert_cf(CF_EBROKEN, rc);
+        }
+        cf_value in[8];
+        for (int i = 0; i < 8; i++)
+            in[i] = cf_i64(i);
+        cf_map_input mi = cf_input_array(in, 8);
+        cf_map_options mo;
+        cf_map_options_init(&mo);
+        mo.chunksize = 3;
+        cf_map_iter *it = NULL;
+        int rc = cf_map(ex, t_square, &mi, 1, &mo, &it);
+        if (rc == CF_OK) {
+            while ((rc = cf_map_next(it, NULL, NULL)) != CF_EDONE)
+                if (rc != CF_OK && rc != CF_ETASK && rc != CF_EBROKEN)
+                    fail_msg("round %d: map element: %s", rounds, cf_err_name(rc));
+            cf_map_close(it);
+        } else {
+            assert_cf(CF_EBROKEN, rc);
+        }
+        for (int i = 0; i < nfs; i++) {
+            rc = cf_future_result(fs[i], T_OK * cf_test_scale(), NULL);
+            if (rc == CF_OK)
+                outcomes[0]++;
+            else if (rc == CF_ETASK)
+                outcomes[1]++;
+            else if (rc == CF_EBROKEN)
+                outcomes[2]++;
+            else
+                fail_msg("round %d, call %d: %s (%s)", rounds, i, cf_err_name(rc),
+                         cf_last_error_message());
+            assert_ok(cf_future_release(fs[i]));
+        }
+        udestroy(ex);
+        unsetenv(FAKE_ENV); /* workers are spawned until the pool is gone */
+    }
+    assert_int_equal(count_fds(), fds0);
+    print_message("%d rounds: %d results, %d task failures, %d broken\n", rounds, outcomes[0],
+                  outcomes[1], outcomes[2]);
+    assert_true(rounds >= 5);
+    assert_true(outcomes[0] > 0 && outcomes[2] > 0);
+}
+
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_fake_workers_cannot_hurt_the_parent),
     cmocka_unit_test(test_forged_worker_variable_runs_main),
     cmocka_unit_test(test_worker_socket_not_inherited),
     cmocka_unit_test(test_lent_result_rewritten_after_answer),

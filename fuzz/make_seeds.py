@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus of fuzz_frame_reader (fuzz/corpus/frame_reader).
+
+Each seed is the harness's 3-byte setup (see fuzz_frame_reader.c) and
+frames in the layout of src/wire.h.  Run it again after the frame format
+changes; the fuzzer reads the seeds, it never writes them.
+"""
+import os
+import struct
+
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "frame_reader")
+RESULT, HELLO = 17, 16
+SHM, LENT = 1, 2
+NONE, I64, F64, BYTES, STR = 0, 1, 2, 3, 4
+
+
+def frame(typ, payload, flags=0):
+    return struct.pack("<IBBH", len(payload), typ, flags, 0) + payload
+
+
+def cstr(s):
+    b = s.encode() + b"\0"
+    return struct.pack("<I", len(b)) + b
+
+
+def ok(kind, value=b""):
+    if kind == I64:
+        return b"\1" + bytes([kind]) + struct.pack("<q", value)
+    if kind == F64:
+        return b"\1" + bytes([kind]) + struct.pack("<d", value)
+    if kind == BYTES:
+        return b"\1" + bytes([kind]) + struct.pack("<Q", len(value)) + value
+    if kind == STR:
+        return b"\1" + bytes([kind]) + struct.pack("<Q", len(value) + 1) + value + b"\0"
+    return b"\1" + bytes([kind])
+
+
+def failure(code, typ, msg):
+    return b"\0" + struct.pack("<i", code) + cstr(typ) + cstr(msg)
+
+
+def result(*outcomes):
+    return frame(RESULT, struct.pack("<I", len(outcomes)) + b"".join(outcomes))
+
+
+def setup(jobs=1, calls=1, hello=True, lent=False, memfd=False, unsealed=False, chunk=0, side=0):
+    cfg = (jobs - 1) | (calls - 1) << 2 | hello << 4 | lent << 5 | memfd << 6 | unsealed << 7
+    return bytes([cfg, chunk, side // 8])
+
+
+def pad8(b):
+    return b + b"\0" * (-len(b) % 8)
+
+
+seeds = {
+    "i64": setup() + result(ok(I64, 42)),
+    "f64": setup() + result(ok(F64, 2.5)),
+    "none": setup() + result(ok(NONE)),
+    "str": setup() + result(ok(STR, b"hello")),
+    "bytes": setup() + result(ok(BYTES, bytes(range(40)))),
+    "failure": setup() + result(failure(7, "ValueError", "bad input 5")),
+    "chunk": setup(calls=3) + result(ok(I64, 1), failure(2, "E", "m"), ok(STR, b"x")),
+    "two-jobs-split": setup(jobs=2, chunk=3) + result(ok(I64, 1)) + result(ok(I64, 2)),
+    "hello-then-result": setup(hello=False) + frame(HELLO, struct.pack("<IB", 1234, 1))
+    + result(ok(I64, 3)),
+    "hello-failed": setup(hello=False) + frame(HELLO, struct.pack("<IB", 1234, 0)
+                                               + failure(1, "InitError", "no")),
+    "partial": setup() + result(ok(STR, b"cut here"))[:-4],
+    "unknown-type": setup() + frame(99, b"abcd") + result(ok(I64, 1)),
+    "stray-result": setup() + result(ok(I64, 1)) + result(ok(I64, 2)),
+}
+
+lent_bytes = pad8(struct.pack("<IBBQ", 1, 1, BYTES, 26) + b"L" * 26)
+seeds["lent-bytes"] = (setup(lent=True, side=len(lent_bytes)) + lent_bytes
+                       + frame(RESULT, struct.pack("<Q", 40), SHM | LENT))
+lent_str = pad8(struct.pack("<IBBQ", 1, 1, STR, 6) + b"lent!\0")
+seeds["lent-str"] = (setup(lent=True, side=len(lent_str)) + lent_str
+                     + frame(RESULT, struct.pack("<Q", 20), SHM | LENT))
+payload = result(ok(STR, b"in a memfd"), ok(I64, 5))[8:]
+mem = pad8(payload)
+seeds["memfd"] = (setup(calls=2, memfd=True, side=len(mem)) + mem
+                  + frame(RESULT, struct.pack("<Q", len(payload)), SHM))
+seeds["memfd-unsealed"] = (setup(calls=2, memfd=True, unsealed=True, side=len(mem)) + mem
+                           + frame(RESULT, struct.pack("<Q", len(payload)), SHM))
+seeds["memfd-oversized"] = (setup(calls=2, memfd=True, side=len(mem)) + mem
+                            + frame(RESULT, struct.pack("<Q", 1 << 34), SHM))
+
+os.makedirs(HERE, exist_ok=True)
+for name, data in seeds.items():
+    with open(os.path.join(HERE, name), "wb") as f:
+        f.write(data)
+print("wrote %d seeds to %s" % (len(seeds), HERE))
