@@ -327,8 +327,9 @@ int cf_raise(cf_call *call, int code, const char *type, const char *fmt, ...)
  * future, its cf_submit_options timeout has passed, or
  * cf_terminate_workers()/cf_kill_workers() was called on its executor.
  * Tasks that run long in a thread pool poll it and return (for example
- * with cf_raise(call, CF_ECANCELLED, "CancelledError", ...)).  Only the
- * thread running the task, during the call.  NULL: false. */
+ * with cf_raise(call, CF_ECANCELLED, "CancelledError", ...)); a task
+ * blocked on I/O can watch cf_cancel_fd() instead.  Only the thread
+ * running the task, during the call.  NULL: false. */
 bool cf_cancel_requested(const cf_call *call);
 
 /* The full name of the calling thread: for a worker of a thread pool this
@@ -1126,6 +1127,24 @@ static inline int cf_when_all_status(const cf_value *result, size_t i)
     __builtin_memcpy(&s, (const char *)result->as.bytes + i * sizeof s, sizeof s);
     return s;
 }
+
+/* ------------------------------------------------------------------------
+ * Cancellation descriptor
+ * ---------------------------------------------------------------------- */
+
+/* A descriptor that turns readable once cf_cancel_requested(call) would
+ * return true, so a task blocked in poll()/epoll_wait() on its own I/O can
+ * watch it too and stop promptly, instead of waking up to poll a flag:
+ * it turns readable on cf_future_interrupt() of the call, when the call's
+ * cf_submit_with() timeout passes, and on cf_terminate_workers() /
+ * cf_kill_workers() of its thread pool, and then stays readable.  The same
+ * call gets the same descriptor each time.  It belongs to the call: do not
+ * read, write or close it; it is closed when the task returns.  In a
+ * process pool's worker it is valid but never turns readable (there an
+ * interrupt or timeout kills the worker).  Only the thread running the
+ * task, during the call.  Returns the descriptor (>= 0), CF_EINVAL (call
+ * NULL or not running), CF_ENOMEM or CF_ESYS (no timerfd). */
+int cf_cancel_fd(cf_call *call);
 
 #ifdef __cplusplus
 }

@@ -290,6 +290,7 @@ CF__API int cf_future_interrupt(cf_future *f)
         return cf__fail(CF_EINVAL, "future_interrupt: %s", !f ? "future is NULL"
                                                               : "no executor runs this future");
     atomic_store_explicit(&f->stop, true, memory_order_relaxed);
+    cf__cancel_fd_fire(f);
     if (cf_future_cancel(f))
         return CF_OK;
     cf__lock_acquire(&f->lock);

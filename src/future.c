@@ -560,6 +560,8 @@ void cf__future_run_call(cf_future *f, _Atomic int *unfinished)
     if (f->timeout_ns != CF__NS_FOREVER)
         f->deadline_ns = cf__now_ns() + f->timeout_ns;
     int rc = call->fn(call);
+    if (CF__UNLIKELY(f->cancel_watched))
+        cf__cancel_fd_end(f);
     if (!f->failure && rc != 0)
         cf_raise(call, rc, "TaskError", "task returned %d without raising", rc);
     cf__lock_acquire(&f->lock);

@@ -245,6 +245,9 @@ struct cf_future {
      * (the executor cannot be freed before its calls are done).
      * `deadline_ns` belongs to the thread running the call. */
     _Atomic bool stop;
+    /* The running task asked for cf_cancel_fd() (cancel_fd.c): its entry
+     * must go when the call ends.  Only the thread running the call. */
+    bool cancel_watched;
     int64_t timeout_ns;
     int64_t deadline_ns;
     cf_executor *owner;
@@ -438,6 +441,15 @@ static inline void cf__wnode_unlink(cf_future *f, cf__wnode *node)
     if (node->next)
         node->next->prev = node->prev;
 }
+
+/* Cancellation descriptors (cancel_fd.c).  cf__cancel_fd_fire() makes
+ * the descriptor of f's running call readable, if it has one (after `stop`
+ * was set); cf__cancel_fd_fire_pool() those of every call whose pool flag
+ * is `pool_stop` (after the flag was raised); cf__cancel_fd_end() closes
+ * f's when its call returns (the thread that ran it). */
+void cf__cancel_fd_fire(cf_future *f);
+void cf__cancel_fd_fire_pool(const _Atomic bool *pool_stop);
+void cf__cancel_fd_end(cf_future *f);
 
 /* Is `f` a live future handle (not NULL, magic intact)? */
 bool cf__future_live(const cf_future *f);

@@ -502,6 +502,7 @@ static void tp_stop_workers(cf_executor *ex, bool kill)
 {
     (void)kill;
     atomic_store_explicit(&pool_of(ex)->stop, true, memory_order_relaxed);
+    cf__cancel_fd_fire_pool(&pool_of(ex)->stop);
 }
 
 static const cf__engine thread_engine = {

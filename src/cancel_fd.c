@@ -1,0 +1,163 @@
+/*
+ * cancel_fd.c - cf_cancel_fd(): a descriptor that a running task can
+ * poll() together with its own I/O, readable once the call should stop.
+ *
+ * Design notes
+ * - The descriptor is a timerfd.  That one descriptor covers the three
+ *   reasons a call should stop: its deadline (cf_submit_with's timeout:
+ *   the timer is armed at the deadline, an absolute CLOCK_MONOTONIC time,
+ *   the clock of cf__now_ns()), and cf_future_interrupt() /
+ *   cf_terminate_workers() (the requesting thread arms it to expire at
+ *   once).  An expired timerfd stays readable until read, and nobody
+ *   reads it, so the state is sticky like cf_cancel_requested().
+ * - Descriptors exist only for calls whose task asked for one, so they
+ *   live in one process-wide list (`watch_mu`), not in every future: a
+ *   requester looks its call up there.  The list is short (the calls
+ *   running right now that asked) and each lookup is a scan.
+ * - No lost wake-up: a requester sets its flag (the future's `stop`, the
+ *   pool's `stop`) and then takes `watch_mu` to arm the entry; the task
+ *   makes its entry and then, under the same mutex, reads both flags and
+ *   arms the timer itself when one is already set.  Whichever comes second
+ *   sees what the first did.
+ * - `watch_mu` is a leaf lock: nothing else is taken while it is held.  It
+ *   is taken around fork() once the list has been used, so a child never
+ *   inherits it held.
+ * - The entry and its descriptor end with the call: cf__future_run_call()
+ *   calls cf__cancel_fd_end() as soon as the task returns, on the thread
+ *   that ran it (the only writer of `cancel_watched`).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+typedef struct watch {
+    cf_future *f;                   /* the running call's future */
+    const _Atomic bool *pool_stop;  /* its pool's terminate flag, or NULL */
+    int fd;
+    struct watch *next;
+} watch;
+
+static pthread_mutex_t watch_mu = PTHREAD_MUTEX_INITIALIZER;
+static watch *watch_head; /* guarded by watch_mu */
+static pthread_once_t watch_once = PTHREAD_ONCE_INIT;
+
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&watch_mu);
+}
+
+static void atfork_parent(void)
+{
+    pthread_mutex_unlock(&watch_mu);
+}
+
+static void atfork_child(void)
+{
+    /* Only this thread exists: the calls in the list ran on others. */
+    pthread_mutex_init(&watch_mu, NULL);
+    watch_head = NULL;
+}
+
+static void watch_init(void)
+{
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+/* Makes the timer expire now.  watch_mu held. */
+static void arm_now(watch *w)
+{
+    struct itimerspec t = {{0, 0}, {0, 1}};
+    timerfd_settime(w->fd, 0, &t, NULL);
+}
+
+static watch *find_locked(const cf_future *f)
+{
+    for (watch *w = watch_head; w; w = w->next)
+        if (w->f == f)
+            return w;
+    return NULL;
+}
+
+CF__API int cf_cancel_fd(cf_call *call)
+{
+    if (!call)
+        return cf__fail(CF_EINVAL, "cancel_fd: call is NULL");
+    cf_future *f = cf__future_of_call(call);
+    if (cf__state_of(f) != CF_RUNNING)
+        return cf__fail(CF_EINVAL, "cancel_fd: the call is not running");
+    pthread_once(&watch_once, watch_init);
+    pthread_mutex_lock(&watch_mu);
+    watch *w = find_locked(f);
+    if (w) {
+        pthread_mutex_unlock(&watch_mu);
+        return w->fd;
+    }
+    w = malloc(sizeof *w);
+    int fd = w ? timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK) : -1;
+    if (fd < 0) {
+        int err = errno;
+        pthread_mutex_unlock(&watch_mu);
+        free(w);
+        if (!w)
+            return cf__fail(CF_ENOMEM, "cancel_fd: out of memory");
+        return cf__fail(CF_ESYS, "cancel_fd: timerfd_create: %s", strerror(err));
+    }
+    w->f = f;
+    w->pool_stop = cf__current_pool_stop;
+    w->fd = fd;
+    w->next = watch_head;
+    watch_head = w;
+    f->cancel_watched = true;
+    if (atomic_load_explicit(&f->stop, memory_order_relaxed) ||
+        (w->pool_stop && atomic_load_explicit(w->pool_stop, memory_order_relaxed))) {
+        arm_now(w);
+    } else if (f->deadline_ns != CF__NS_FOREVER) {
+        struct itimerspec t = {{0, 0},
+                               {(time_t)(f->deadline_ns / 1000000000),
+                                (long)(f->deadline_ns % 1000000000)}};
+        if (f->deadline_ns <= 0)
+            t.it_value.tv_nsec = 1; /* 0 would disarm */
+        timerfd_settime(fd, TFD_TIMER_ABSTIME, &t, NULL);
+    }
+    pthread_mutex_unlock(&watch_mu);
+    return fd;
+}
+
+void cf__cancel_fd_fire(cf_future *f)
+{
+    pthread_mutex_lock(&watch_mu);
+    watch *w = find_locked(f);
+    if (w)
+        arm_now(w);
+    pthread_mutex_unlock(&watch_mu);
+}
+
+void cf__cancel_fd_fire_pool(const _Atomic bool *pool_stop)
+{
+    pthread_mutex_lock(&watch_mu);
+    for (watch *w = watch_head; w; w = w->next)
+        if (w->pool_stop == pool_stop)
+            arm_now(w);
+    pthread_mutex_unlock(&watch_mu);
+}
+
+void cf__cancel_fd_end(cf_future *f)
+{
+    pthread_mutex_lock(&watch_mu);
+    watch **pp = &watch_head;
+    while (*pp && (*pp)->f != f)
+        pp = &(*pp)->next;
+    watch *w = *pp;
+    if (w)
+        *pp = w->next;
+    pthread_mutex_unlock(&watch_mu);
+    f->cancel_watched = false;
+    if (w) {
+        close(w->fd);
+        free(w);
+    }
+}

@@ -1,0 +1,161 @@
+/*
+ * test_cancel_fd.c - cf_cancel_fd(): a running thread-pool task blocked in
+ * poll() sees an interrupt, its timeout and terminate_workers.
+ */
+#include "cf_test_util.h"
+
+#include <poll.h>
+
+/* Task: arg 0 = cf_test_event* set once the descriptor is ready (or
+ * NULL); optional arg 1 = a cf_test_event* to wait for before asking for
+ * the descriptor, or an i64 count of sched_yield()s to make first.  Checks
+ * the descriptor is quiet, then blocks in poll() on it for up to 10 s
+ * (scaled).  Returns 1 if it turned readable and cf_cancel_requested()
+ * agrees, 0 if poll timed out; raises on errors. */
+static int t_wait_cancel_fd(cf_call *call)
+{
+    cf_test_event *ready = cf_arg_ptr(call, 0);
+    const cf_value *before = cf_arg(call, 1);
+    if (before && before->kind == CF_PTR)
+        cf_test_event_wait(before->as.ptr, 10);
+    else if (before)
+        for (int64_t i = 0; i < before->as.i64; i++)
+            sched_yield();
+    int fd = cf_cancel_fd(call);
+    if (fd < 0)
+        return cf_raise(call, fd, "TestError", "cancel_fd: %s", cf_last_error_message());
+    if (cf_cancel_fd(call) != fd)
+        return cf_raise(call, 1, "TestError", "a second call gave another descriptor");
+    if (ready) {
+        struct pollfd q = {.fd = fd, .events = POLLIN};
+        if (poll(&q, 1, 0) != 0 && !cf_cancel_requested(call))
+            return cf_raise(call, 2, "TestError", "readable before any request");
+        cf_test_event_set(ready);
+    }
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int rc;
+    do
+        rc = poll(&p, 1, 10000 * cf_test_scale());
+    while (rc < 0 && errno == EINTR);
+    if (rc == 0)
+        return cf_return_i64(call, 0);
+    if (rc != 1 || !(p.revents & POLLIN) || !cf_cancel_requested(call))
+        return cf_raise(call, 3, "TestError", "poll %d revents %d", rc, p.revents);
+    return cf_return_i64(call, 1);
+}
+
+static void test_cancel_fd_interrupt(void **state)
+{
+    (void)state;
+    int fds_before = count_fds();
+    cf_executor *ex = pool_new(1);
+    cf_test_event ready = CF_TEST_EVENT_INIT;
+    cf_future *f;
+    assert_ok(cf_submit(ex, t_wait_cancel_fd, CF_ARGS(cf_ptr(&ready)), &f));
+    assert_true(cf_test_event_wait(&ready, 10));
+    assert_ok(cf_future_interrupt(f));
+    int64_t x;
+    assert_ok(cf_future_result_i64(f, 10 * cf_test_scale(), &x));
+    assert_int_equal(x, 1);
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+    /* The descriptor closed with the call. */
+    assert_int_equal(count_fds(), fds_before);
+}
+
+static void test_cancel_fd_timeout(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    cf_submit_options o;
+    cf_submit_options_init(&o);
+    o.timeout = 0.05;
+    cf_future *f;
+    assert_ok(cf_submit_with(ex, &o, t_wait_cancel_fd, CF_ARGS(cf_ptr(NULL)), &f));
+    int64_t x;
+    assert_ok(cf_future_result_i64(f, 10 * cf_test_scale(), &x));
+    assert_int_equal(x, 1);
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_cancel_fd_terminate_workers(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(2);
+    cf_test_event ready[2] = {CF_TEST_EVENT_INIT, CF_TEST_EVENT_INIT};
+    cf_future *fs[2];
+    for (int i = 0; i < 2; i++)
+        assert_ok(cf_submit(ex, t_wait_cancel_fd, CF_ARGS(cf_ptr(&ready[i])), &fs[i]));
+    for (int i = 0; i < 2; i++)
+        assert_true(cf_test_event_wait(&ready[i], 10));
+    assert_ok(cf_terminate_workers(ex));
+    for (int i = 0; i < 2; i++) {
+        int64_t x;
+        assert_ok(cf_future_result_i64(fs[i], 10 * cf_test_scale(), &x));
+        assert_int_equal(x, 1);
+        assert_ok(cf_future_release(fs[i]));
+    }
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* The interrupt races the task making its descriptor: 300 rounds, the
+ * task always wakes. */
+static void test_cancel_fd_race_interrupt_vs_create(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    for (int round = 0; round < 300; round++) {
+        cf_future *f;
+        assert_ok(cf_submit(ex, t_wait_cancel_fd,
+                            CF_ARGS(cf_ptr(NULL), cf_i64(round % 16)), &f));
+        while (!cf_future_running(f) && !cf_future_done(f))
+            sched_yield(); /* not a sleep: the state is what we wait for */
+        assert_false(cf_future_done(f));
+        /* CF_EDONE too: the woken task may end before interrupt returns. */
+        int rc = cf_future_interrupt(f);
+        assert_true(rc == CF_OK || rc == CF_EDONE);
+        int64_t x;
+        assert_ok(cf_future_result_i64(f, 10 * cf_test_scale(), &x));
+        assert_int_equal(x, 1);
+        assert_ok(cf_future_release(f));
+    }
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* Interrupted before the task asked: the descriptor is readable at once. */
+static void test_cancel_fd_after_interrupt(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    cf_test_event go = CF_TEST_EVENT_INIT;
+    cf_future *f;
+    assert_ok(cf_submit(ex, t_wait_cancel_fd, CF_ARGS(cf_ptr(NULL), cf_ptr(&go)), &f));
+    while (!cf_future_running(f))
+        sched_yield(); /* not a sleep: the state is what we wait for */
+    assert_ok(cf_future_interrupt(f));
+    cf_test_event_set(&go);
+    int64_t x;
+    assert_ok(cf_future_result_i64(f, 10 * cf_test_scale(), &x));
+    assert_int_equal(x, 1);
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_cancel_fd_bad_input(void **state)
+{
+    (void)state;
+    assert_cf(CF_EINVAL, cf_cancel_fd(NULL));
+    assert_true(contains(cf_last_error_message(), "NULL"));
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_cancel_fd_interrupt),
+    cmocka_unit_test(test_cancel_fd_timeout),
+    cmocka_unit_test(test_cancel_fd_terminate_workers),
+    cmocka_unit_test(test_cancel_fd_race_interrupt_vs_create),
+    cmocka_unit_test(test_cancel_fd_after_interrupt),
+    cmocka_unit_test(test_cancel_fd_bad_input),
+};
+
+CF_TEST_MAIN(tests)
