@@ -121,7 +121,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             mine[nmine++] = cf_future_retain(fs[i]);
         }
         pjob *j = new_job(p, fs, (size_t)per);
-        j->started = true;
+        j->id = w->next_id++; /* RESULT frames must carry it */
         if (w->tail)
             w->tail->next = j;
         else
@@ -171,7 +171,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (trace && w->reason == R_BADFRAME)
         fprintf(stderr, "bad frame: %s\n", w->detail);
     /* What worker_died() does with the jobs left, then the worker goes. */
-    fail_jobs(w->head, CF_EBROKEN, "BrokenProcessPool", "fuzz worker gone");
+    fail_jobs(p, w->head, CF_EBROKEN, "BrokenProcessPool", "fuzz worker gone");
     w->head = w->tail = NULL;
     remove_worker(p, w);
     p->workers = NULL;

@@ -14,8 +14,10 @@ SHM, LENT = 1, 2
 NONE, I64, F64, BYTES, STR = 0, 1, 2, 3, 4
 
 
-def frame(typ, payload, flags=0):
-    return struct.pack("<IBBH", len(payload), typ, flags, 0) + payload
+def frame(typ, payload, flags=0, call_id=0):
+    """A frame; a RESULT carries the id of the job it answers (the
+    harness numbers its jobs 0, 1, ...)."""
+    return struct.pack("<IBBH", len(payload), typ, flags, call_id) + payload
 
 
 def cstr(s):
@@ -39,8 +41,8 @@ def failure(code, typ, msg):
     return b"\0" + struct.pack("<i", code) + cstr(typ) + cstr(msg)
 
 
-def result(*outcomes):
-    return frame(RESULT, struct.pack("<I", len(outcomes)) + b"".join(outcomes))
+def result(*outcomes, call_id=0):
+    return frame(RESULT, struct.pack("<I", len(outcomes)) + b"".join(outcomes), 0, call_id)
 
 
 def setup(jobs=1, calls=1, hello=True, lent=False, memfd=False, unsealed=False, chunk=0, side=0):
@@ -60,7 +62,8 @@ seeds = {
     "bytes": setup() + result(ok(BYTES, bytes(range(40)))),
     "failure": setup() + result(failure(7, "ValueError", "bad input 5")),
     "chunk": setup(calls=3) + result(ok(I64, 1), failure(2, "E", "m"), ok(STR, b"x")),
-    "two-jobs-split": setup(jobs=2, chunk=3) + result(ok(I64, 1)) + result(ok(I64, 2)),
+    "two-jobs-split": setup(jobs=2, chunk=3) + result(ok(I64, 1)) + result(ok(I64, 2), call_id=1),
+    "skipped": setup(calls=2) + result(b"\2", ok(I64, 2)),
     "hello-then-result": setup(hello=False) + frame(HELLO, struct.pack("<IB", 1234, 1))
     + result(ok(I64, 3)),
     "hello-failed": setup(hello=False) + frame(HELLO, struct.pack("<IB", 1234, 0)

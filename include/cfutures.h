@@ -400,14 +400,18 @@ cf_state cf_future_state(const cf_future *f);
 
 /* True if cancelled (CANCELLED or CANCELLED_AND_NOTIFIED).  NULL: false. */
 bool cf_future_cancelled(const cf_future *f);
-/* True if currently running.  NULL: false. */
+/* True if currently running.  A process pool's call is running once a
+ * worker has begun it (not when it is sent to one): at most one call per
+ * worker.  NULL: false. */
 bool cf_future_running(const cf_future *f);
 /* True if finished (with a result or a failure) or cancelled.  NULL:
  * false. */
 bool cf_future_done(const cf_future *f);
 
 /* Attempts to cancel.  Returns true if the future is now cancelled (it was
- * pending, or already cancelled); false if it is running or finished.  On
+ * pending, or already cancelled); false if it is running or finished.  A
+ * process pool's call is pending until a worker begins it, so a call
+ * queued on a busy worker can be cancelled; the worker then skips it.  On
  * success, waiters wake and done-callbacks run in the calling thread before
  * it returns.  Never blocks on the task.  NULL: false. */
 bool cf_future_cancel(cf_future *f);
@@ -592,12 +596,14 @@ int cf_submit_with(cf_executor *ex, const cf_submit_options *opts, cf_task_fn *f
                    const cf_value *args, size_t nargs, cf_future **out);
 
 /* Stops a call for real, where the engine can:
- *   - pending: the future is cancelled, as cf_future_cancel();
+ *   - pending: the future is cancelled, as cf_future_cancel() (in a process
+ *     pool also a call sent to a worker that has not begun it);
  *   - running in a process pool: the worker running it is killed, the
- *     future fails with CF_ECANCELLED (type "CancelledError") and a
+ *     future ends cancelled - CANCELLED_AND_NOTIFIED, cf_future_cancelled()
+ *     true, cf_future_result() CF_ECANCELLED, no failure record - and a
  *     replacement worker starts (under either crash policy: this is not a
- *     crash).  A call handed to a worker but not yet started there is
- *     failed the same way without killing anyone;
+ *     crash).  Calls of the same map chunk that the worker had begun fail
+ *     with CF_EBROKEN; those it had not begun run on another worker;
  *   - running in a thread pool: cf_cancel_requested() turns true for the
  *     task, which decides when to stop; its future ends as the task ends.
  * Returns immediately: CF_OK (requested), CF_EDONE (already done), or

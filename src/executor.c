@@ -289,6 +289,8 @@ CF__API int cf_future_interrupt(cf_future *f)
     if (!f || !f->has_call)
         return cf__fail(CF_EINVAL, "future_interrupt: %s", !f ? "future is NULL"
                                                               : "no executor runs this future");
+    if (cf_future_done(f))
+        return CF_EDONE;
     atomic_store_explicit(&f->stop, true, memory_order_relaxed);
     cf__cancel_fd_fire(f);
     if (cf_future_cancel(f))

@@ -13,6 +13,14 @@
  *   C_A_NOTIFIED     true         EINVALSTATE       EINVALSTATE      -
  *   FINISHED         false        EINVALSTATE       EINVALSTATE      -
  *
+ *   Besides, an engine that stops a running call for real (a process
+ *   pool's cf_future_interrupt) moves it RUNNING -> C_A_NOTIFIED*
+ *   (cf__future_cancel_running): cancelled() and CF_ECANCELLED agree.
+ *
+ *   A process pool's call sent to a worker stays PENDING until the worker
+ *   claims it in shared memory (see "claim words" below); cancel() then
+ *   loses the race and the future turns RUNNING.
+ *
  *   * = the future is now done: sleepers in result() are woken, every
  *   installed waiter (wait/as_completed) is notified, and the callbacks run
  *   in the completing thread once the lock is dropped.  Unlike CPython,
@@ -285,9 +293,11 @@ CF__API const char *cf_state_name(cf_state s)
     return "unknown";
 }
 
+static uint32_t state_now(const cf_future *f);
+
 CF__API cf_state cf_future_state(const cf_future *f)
 {
-    return f ? (cf_state)cf__state_of(f) : CF_PENDING;
+    return f ? (cf_state)state_now(f) : CF_PENDING;
 }
 
 CF__API bool cf_future_cancelled(const cf_future *f)
@@ -300,7 +310,7 @@ CF__API bool cf_future_cancelled(const cf_future *f)
 
 CF__API bool cf_future_running(const cf_future *f)
 {
-    return f && cf__state_of(f) == CF_RUNNING;
+    return f && state_now(f) == CF_RUNNING;
 }
 
 CF__API bool cf_future_done(const cf_future *f)
@@ -347,6 +357,8 @@ static void run_callbacks(cf_future *f, cf__cb *cb)
  * the lock dropped, wake sleepers and run callbacks. */
 static void complete_locked(cf_future *f, uint32_t final)
 {
+    if (f->claimable)
+        f->claim = NULL; /* the engine may unmap the word once done */
     bool sleepers = swap_state(f, final);
     for (cf__wnode *n = f->waiters; n; n = n->next) {
         if (n->notify)
@@ -366,6 +378,87 @@ static void complete_locked(cf_future *f, uint32_t final)
     cf_future_release(f);
 }
 
+/* Moves a non-final state to `to`, keeping CF__SLEEPERS: a waiter may set
+ * that bit at any moment without the lock, so a plain store could erase it
+ * and its wake-up would be lost.  Lock held. */
+static void move_state_keep_sleepers(cf_future *f, uint32_t to)
+{
+    uint32_t raw = atomic_load_explicit(&f->state, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&f->state, &raw, to | (raw & CF__SLEEPERS),
+                                                  memory_order_acq_rel, memory_order_relaxed))
+        ;
+}
+
+/* ---- claim words (calls sent to a worker process) ----------------------
+ *
+ * A process pool's call stays PENDING in this process until its worker
+ * begins it, even after it was sent: the worker claims it in shared
+ * memory (CF__CLAIM_*, internal.h).  The state seen here catches up when
+ * someone looks: a PENDING future whose word was claimed turns RUNNING
+ * for good.  cancel() races the worker on the same word with a CAS. */
+
+/* The state, with a claim taken into account.  Lock held. */
+static uint32_t settle_claim_locked(cf_future *f)
+{
+    uint32_t s = cf__state_of(f);
+    if (s == CF_PENDING && f->claimable && f->claim &&
+        atomic_load_explicit(f->claim, memory_order_acquire) != CF__CLAIM_PENDING) {
+        move_state_keep_sleepers(f, CF_RUNNING);
+        s = CF_RUNNING;
+    }
+    return s;
+}
+
+/* The state for a reader: lock-free unless a claim may have to settle. */
+static uint32_t state_now(const cf_future *cf)
+{
+    uint32_t s = cf__state_of(cf);
+    if (s != CF_PENDING || !cf->claimable)
+        return s;
+    cf_future *f = (cf_future *)cf; /* the lock is internal state */
+    cf__lock_acquire(&f->lock);
+    s = settle_claim_locked(f);
+    cf__lock_release(&f->lock);
+    return s;
+}
+
+bool cf__future_attach_claim(cf_future *f, _Atomic uint32_t *word)
+{
+    cf__lock_acquire(&f->lock);
+    uint32_t s = cf__state_of(f);
+    if (cf__state_done(s)) {
+        if (s == CF_CANCELLED)
+            move_state_keep_sleepers(f, CF_CANCELLED_AND_NOTIFIED);
+        cf__lock_release(&f->lock);
+        return false;
+    }
+    atomic_store_explicit(word, CF__CLAIM_PENDING, memory_order_relaxed);
+    f->claim = word;
+    cf__lock_release(&f->lock);
+    return true;
+}
+
+bool cf__future_detach_claim(cf_future *f)
+{
+    cf__lock_acquire(&f->lock);
+    uint32_t s = settle_claim_locked(f);
+    f->claim = NULL;
+    cf__lock_release(&f->lock);
+    return s == CF_RUNNING;
+}
+
+int cf__future_cancel_running(cf_future *f)
+{
+    cf__lock_acquire(&f->lock);
+    uint32_t s = cf__state_of(f);
+    if (cf__state_done(s)) {
+        cf__lock_release(&f->lock);
+        return CF_EINVALSTATE;
+    }
+    complete_locked(f, CF_CANCELLED_AND_NOTIFIED);
+    return CF_OK;
+}
+
 CF__API bool cf_future_cancel(cf_future *f)
 {
     if (!live(f))
@@ -376,23 +469,22 @@ CF__API bool cf_future_cancel(cf_future *f)
         cf__lock_release(&f->lock);
         return true;
     }
+    if (s == CF_PENDING && f->claimable && f->claim) {
+        /* Sent to a worker: cancelled only if it has not claimed it. */
+        uint32_t want = CF__CLAIM_PENDING;
+        if (!atomic_compare_exchange_strong_explicit(f->claim, &want, CF__CLAIM_CANCELLED,
+                                                     memory_order_acq_rel,
+                                                     memory_order_acquire)) {
+            move_state_keep_sleepers(f, CF_RUNNING);
+            s = CF_RUNNING;
+        }
+    }
     if (s != CF_PENDING) {
         cf__lock_release(&f->lock);
         return false;
     }
     complete_locked(f, CF_CANCELLED);
     return true;
-}
-
-/* Moves a non-final state to `to`, keeping CF__SLEEPERS: a waiter may set
- * that bit at any moment without the lock, so a plain store could erase it
- * and its wake-up would be lost.  Lock held. */
-static void move_state_keep_sleepers(cf_future *f, uint32_t to)
-{
-    uint32_t raw = atomic_load_explicit(&f->state, memory_order_relaxed);
-    while (!atomic_compare_exchange_weak_explicit(&f->state, &raw, to | (raw & CF__SLEEPERS),
-                                                  memory_order_acq_rel, memory_order_relaxed))
-        ;
 }
 
 CF__API int cf_future_set_running_or_notify_cancel(cf_future *f)
@@ -738,7 +830,7 @@ CF__API int cf_future_format(const cf_future *f, char *buf, size_t size)
 {
     if (!live(f) || (!buf && size > 0))
         return cf__fail(CF_EINVAL, "future_format: %s is NULL", buf ? "future" : "buf");
-    uint32_t s = cf__state_of(f);
+    uint32_t s = state_now(f);
     if (s == CF_FINISHED) {
         if (f->status == CF_OK)
             return snprintf(buf, size, "<Future at %p state=finished returned %s>", (void *)f,

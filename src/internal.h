@@ -232,10 +232,19 @@ struct cf_future {
      * Release/acquire, so what it points to, written before the set, is
      * visible to a thread that reads the pointer. */
     _Atomic(void *) user_data;
-    /* Owned by the engine that holds the future in a queue: */
-    cf__qnode qnode;
+    union {
+        /* Owned by the engine that holds the future in a queue (threads): */
+        cf__qnode qnode;
+        /* When `claimable` (a process pool's call): the claim word of the
+         * call in memory shared with the worker it was sent to, NULL while
+         * it is not on a worker.  Set and cleared with `lock` held, by the
+         * engine (cf__future_attach_claim/detach_claim) and by completion;
+         * the memory stays mapped while it is set.  See CF__CLAIM_*. */
+        _Atomic uint32_t *claim;
+    };
     bool has_call;
     bool pooled;           /* allocated in future.c's block size */
+    bool claimable;        /* set before the future is handed out; constant */
     /* Stopping a call (cf_future_interrupt, cf_submit_with's timeout):
      * `stop` is set by any thread and read by the task through
      * cf_cancel_requested(); relaxed is enough, it carries no data.
@@ -255,6 +264,33 @@ struct cf_future {
     unsigned char inline_result[CF__INLINE_RESULT];
     /* trailing: copied arguments (cf_value[nargs]) then their bytes */
 };
+
+/* A call's claim word, in memory shared with an untrusted worker process.
+ * The worker moves it PENDING -> RUNNING before it begins the call; the
+ * parent moves it PENDING -> CANCELLED in cf_future_cancel().  Exactly one
+ * of the two compare-and-swaps wins.  The parent reads nothing else into
+ * it: any value but PENDING means "claimed" (a worker writing nonsense
+ * has only begun its own calls). */
+#define CF__CLAIM_PENDING 0u
+/* In a worker process: the id of the CALL frame being run (see wire.h). */
+extern uint16_t cf__worker_call_id;
+#define CF__CLAIM_RUNNING 1u
+#define CF__CLAIM_CANCELLED 2u
+
+/* Engine side of claim words (future.c).  attach: the future goes out on
+ * `word` (written PENDING here); returns true, or false if the future is
+ * already done (a cancelled one is moved to CANCELLED_AND_NOTIFIED) and
+ * must not be sent.  detach: the word is going away; returns true if the
+ * call had been claimed (its state is then RUNNING).  Engine thread, no
+ * engine lock needed (they take the future's). */
+bool cf__future_attach_claim(cf_future *f, _Atomic uint32_t *word);
+bool cf__future_detach_claim(cf_future *f);
+
+/* An engine stopped a call for real (cf_future_interrupt of a running
+ * call): the future ends CANCELLED_AND_NOTIFIED, so cancelled() is true
+ * and result() says CF_ECANCELLED.  Returns CF_OK or CF_EINVALSTATE
+ * (already done). */
+int cf__future_cancel_running(cf_future *f);
 
 /* Allocates a pending future carrying a call of fn with deep copies of
  * args (validated by the caller).  One reference.  NULL on ENOMEM. */

@@ -3,9 +3,13 @@
  *
  * Design notes
  *
- *   submit ─► pending jobs (mu) ─► manager thread ─► socket ─► worker
- *                                       ▲  completes futures,  │
- *                                       └─ reaps, replaces ◄───┘ RESULT frames
+ *   submit ──► pending jobs (mu) ──► manager thread ──► socket ──► worker
+ *                                      │  ▲ RESULT frames (id)    │
+ *                                      │  └───────────────────────┤
+ *   cf_future_cancel ─┐                ▼ attach: word = PENDING   │
+ *                     └─ CAS PENDING→CANCELLED ─► claim words ◄───┘ CAS PENDING→RUNNING
+ *                        (any thread)             (memfd shared     before each call;
+ *                                                  with one worker)  skipped if CANCELLED
  *
  * - One manager thread per pool owns every worker: it dispatches jobs,
  *   writes frames (non-blocking, buffered per worker), reads results,
@@ -18,22 +22,46 @@
  *   frame before it starts the next, so when a worker dies its oldest
  *   unanswered job is the one it was running; later jobs queued on it had
  *   not started and go back to the front of the pending queue.
- * - Futures turn RUNNING when their job is handed to a worker (as in
- *   CPython, where calls in the call queue are running).  To keep that
- *   window short, a worker gets a second job only while a backlog exists
- *   (more pending jobs than workers), up to DEPTH jobs; then the frames of
- *   many tiny calls travel in one write.  A job with a timeout only goes
- *   to a started worker (HELLO said) with nothing else queued, so its
- *   clock starts when it starts.
+ * - A call is RUNNING only once its worker has begun it.  Each worker
+ *   shares NCLAIMS claim words with the parent (a memfd sent after INIT;
+ *   wire.h).  Dispatch attaches every call of a job to the next word
+ *   (PENDING) under `mu`; the worker moves a call's word PENDING→RUNNING
+ *   just before it begins it, and cf_future_cancel() in any thread moves
+ *   it PENDING→CANCELLED; one of the two compare-and-swaps wins.  So a
+ *   call queued on a worker stays cancellable, at most one call per
+ *   worker is RUNNING (a chunk's calls one by one), and the state seen in
+ *   the parent catches up lazily (future.c: a PENDING future whose word
+ *   was claimed reads as RUNNING).  The worker answers a call it found
+ *   cancelled as "skipped".  Batching is kept: a worker still gets up to
+ *   DEPTH jobs while a backlog exists (more pending jobs than workers),
+ *   so the frames of many tiny calls travel in one write.
+ * - The words are written by an untrusted process.  The parent reads
+ *   nothing into a word but "claimed or not", never trusts it for memory
+ *   safety, and checks each RESULT against what it knows: a RESULT must
+ *   carry the id of the oldest unanswered job, a call is "skipped" if and
+ *   only if the parent cancelled it, a second HELLO or a frame of unknown
+ *   type is refused on its header.  Anything else is that worker sending
+ *   a bad frame: it is killed and handled as a crash, under the pool's
+ *   policy.  A worker that claims calls it does not run only makes its
+ *   own calls uncancellable.  A word stays mapped while a future points
+ *   to it: every completion detaches it, and a dead worker's calls are
+ *   detached before its words are unmapped.
+ * - shutdown(cancel_futures) cancels every call no worker has begun: the
+ *   pending queue and the `sent` list (jobs on workers) are read under
+ *   `mu`, the calls are cancelled outside it (cancel runs callbacks).
+ * - A job with a timeout only goes to a started worker (HELLO said) with
+ *   nothing else queued, so its clock starts when it starts.
  * - Crash policy, timeouts, interrupts and cf_terminate_workers() all end
  *   in worker_died(), which reads why the worker died (`reason`) and fails,
  *   requeues or breaks accordingly.  A worker that dies before it has said
  *   HELLO (start-up or initializer) breaks the pool under either policy:
- *   replacing it would only fail again.
+ *   replacing it would only fail again.  An interrupted call ends
+ *   cancelled (CANCELLED_AND_NOTIFIED, CF_ECANCELLED).
  *
  * Locks: `mu` guards the fields marked below.  The manager never holds it
  * while completing futures or writing to workers; submitters never block
- * on a worker.  Everything else in the pool (workers, buffers) belongs to
+ * on a worker.  Order: `mu`, then a future's lock (dispatch attaches
+ * claim words under `mu`); nothing takes `mu` with a future's lock held.  Everything else in the pool (workers, buffers) belongs to
  * the manager thread alone.
  */
 #include <errno.h>
@@ -60,6 +88,9 @@
 extern char **environ;
 
 #define DEPTH 64          /* most jobs queued on one worker */
+/* Claim words per worker: the most calls sent to one worker and not yet
+ * answered (a bigger map chunk is split at submit). */
+#define NCLAIMS 8192
 #define MAX_WORKERS 1024
 #define RFDS_MAX 16
 /* Most bytes of idle shared buffers a pool keeps for reuse. */
@@ -67,11 +98,17 @@ extern char **environ;
 
 typedef struct pjob {
     struct pjob *next;
+    /* On a worker: the `sent` list (guarded by mu), so that shutdown with
+     * cancel_futures reaches calls a worker has not begun. */
+    struct pjob *sprev, *snext;
+    bool on_worker;      /* in `sent` (guarded by mu) */
     uint32_t n;
-    bool started;        /* futures already set RUNNING (a requeued job) */
     int64_t timeout_ns;  /* CF__NS_FOREVER for none */
+    /* Manager thread: */
+    uint16_t id;         /* its CALL frame's id */
     uint8_t killed_for;  /* R_TIMEOUT/R_INTERRUPT: its worker was killed
                           * to stop this job (manager thread) */
+    cf_future *interrupted; /* R_INTERRUPT: the call it was killed for */
     cf__buf lent;        /* lent to the worker for a big result (manager
                           * thread); back to the cache when answered,
                           * dropped if the worker dies with it */
@@ -97,6 +134,12 @@ typedef struct pworker {
     char detail[160];    /* for R_BADFRAME */
     pjob *head, *tail;
     int njobs;
+    /* Claim words shared with the worker (see wire.h), and how many calls
+     * it was sent and has answered: call k uses word k % NCLAIMS, and
+     * sent - answered <= NCLAIMS, so no word is in use twice. */
+    cf__buf claims;
+    uint64_t calls_sent, calls_answered;
+    uint16_t next_id;
     int64_t head_since;  /* when the head job started running */
     long tasks_sent;
     unsigned char *in;
@@ -125,6 +168,8 @@ typedef struct process_pool {
     /* Guarded by mu: */
     pjob *pending_head, *pending_tail;
     size_t npending;
+    pjob *sent;          /* jobs on workers (pjob.snext) */
+    bool cancel_futures; /* shutdown(cancel_futures): requeued calls too */
     bool shutdown;
     bool broken;
     char broken_msg[320];
@@ -190,44 +235,113 @@ static void wake_locked(process_pool *p)
     }
 }
 
-/* Puts jobs (a list, in order) back at the front. */
+/* ---- jobs on workers: the `sent` list (mu held) ----------------------- */
+
+static void sent_link_locked(process_pool *p, pjob *j)
+{
+    j->sprev = NULL;
+    j->snext = p->sent;
+    if (p->sent)
+        p->sent->sprev = j;
+    p->sent = j;
+    j->on_worker = true;
+}
+
+static void sent_unlink_locked(process_pool *p, pjob *j)
+{
+    if (!j->on_worker)
+        return;
+    if (j->sprev)
+        j->sprev->snext = j->snext;
+    else
+        p->sent = j->snext;
+    if (j->snext)
+        j->snext->sprev = j->sprev;
+    j->on_worker = false;
+}
+
+static void sent_unlink(process_pool *p, pjob *j)
+{
+    pthread_mutex_lock(&p->mu);
+    sent_unlink_locked(p, j);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Puts jobs (a list, in order, taken off a dead worker: their claim words
+ * are detached) back at the front. */
 static void requeue_front(process_pool *p, pjob *first, pjob *last, size_t n)
 {
     if (!first)
         return;
     pthread_mutex_lock(&p->mu);
+    for (pjob *j = first; j; j = j->next)
+        sent_unlink_locked(p, j);
     last->next = p->pending_head;
     p->pending_head = first;
     if (!p->pending_tail)
         p->pending_tail = last;
     p->npending += n;
     p->seq++;
+    bool cancel = p->cancel_futures;
     pthread_mutex_unlock(&p->mu);
+    /* Off a worker while shutdown cancelled every call not begun: these
+     * were not begun either.  (Only this thread frees queued jobs, and
+     * `last->next` is the only link a submitter may change.) */
+    for (pjob *j = first; cancel; j = j->next) {
+        for (uint32_t i = 0; i < j->n; i++)
+            cf_future_cancel(j->fs[i]);
+        if (j == last)
+            break;
+    }
 }
 
 /* ---- completing futures (no lock held) -------------------------------- */
 
-static void fail_job(pjob *j, int status, const char *type, const char *msg)
+/* Lets go of the engine's reference to a call that is not completed here
+ * (cancelled, or already done): a cancelled one is marked notified. */
+static void drop_call(cf_future *f)
 {
+    if (cf_future_cancelled(f))
+        cf_future_set_running_or_notify_cancel(f); /* CANCELLED -> C_A_NOTIFIED */
+    cf_future_release(f);
+}
+
+/* Fails every call of a job that is not on a worker's claim words any
+ * more (never sent, or detached), except those cancelled meanwhile. */
+static void fail_job(process_pool *p, pjob *j, int status, const char *type, const char *msg)
+{
+    if (j->on_worker)
+        sent_unlink(p, j);
     for (uint32_t i = 0; i < j->n; i++) {
         if (!j->fs[i])
             continue;
-        if (!j->started)
-            cf_future_set_running_or_notify_cancel(j->fs[i]);
-        cf__future_fail_running(j->fs[i], status, type, msg);
-        cf_future_release(j->fs[i]);
+        if (!cf_future_cancelled(j->fs[i]))
+            cf__future_fail_running(j->fs[i], status, type, msg);
+        drop_call(j->fs[i]);
     }
     cf__buf_drop(&j->lent);
     free(j);
 }
 
-static void fail_jobs(pjob *j, int status, const char *type, const char *msg)
+static void fail_jobs(process_pool *p, pjob *j, int status, const char *type, const char *msg)
 {
     while (j) {
         pjob *next = j->next;
-        fail_job(j, status, type, msg);
+        fail_job(p, j, status, type, msg);
         j = next;
     }
+}
+
+/* Detaches the claim words of a worker's jobs (which go away with it);
+ * returns, for the first job, how many of its calls had been claimed. */
+/* Detaches the claim words of a dead worker's jobs (the words go away
+ * with it).  Afterwards a call's state says whether the worker had begun
+ * it: RUNNING if it had, PENDING if not (or cancelled/done). */
+static void detach_claims(pjob *j)
+{
+    for (; j; j = j->next)
+        for (uint32_t i = 0; i < j->n; i++)
+            cf__future_detach_claim(j->fs[i]);
 }
 
 /* ---- workers: output ----------------------------------------------------- */
@@ -278,11 +392,11 @@ static bool memfd_room(pworker *w, size_t k)
 /* Queues the header of a frame whose `size` payload bytes are in `mfd`;
  * the descriptor is sent with it and closed afterwards (owned from here
  * on when this returns true). */
-static bool queue_memfd(pworker *w, uint8_t type, uint64_t size, int mfd)
+static bool queue_memfd(pworker *w, uint8_t type, uint64_t size, int mfd, uint16_t id)
 {
     if (!memfd_room(w, 1))
         return false;
-    wire_shm_header(w->out + w->out_end, type, 0, size);
+    wire_shm_header(w->out + w->out_end, type, 0, size, id);
     w->marks[w->nmarks++] = (struct mark){w->out_end, mfd};
     w->out_end += WIRE_SHM_HDR;
     return true;
@@ -290,11 +404,12 @@ static bool queue_memfd(pworker *w, uint8_t type, uint64_t size, int mfd)
 
 /* Queues a finished frame for the worker.  Returns false on ENOMEM or
  * when a memfd could not be made. */
-static bool queue_frame(pworker *w, wire_enc *e, uint8_t type)
+static bool queue_frame(pworker *w, wire_enc *e, uint8_t type, uint16_t id)
 {
     if (e->oom)
         return false;
     size_t payload = wenc_finish(e, type, 0);
+    wire_set_id(e->buf, id);
     if (payload <= WIRE_INLINE_MAX) {
         if (!out_reserve(w, WIRE_HDR + payload))
             return false;
@@ -315,7 +430,7 @@ static bool queue_frame(pworker *w, wire_enc *e, uint8_t type)
     int mfd = cf__wire_to_memfd(e);
     if (mfd < 0)
         return false;
-    if (!queue_memfd(w, type, payload, mfd)) {
+    if (!queue_memfd(w, type, payload, mfd, id)) {
         close(mfd);
         return false;
     }
@@ -504,6 +619,32 @@ static int spawn_fork(process_pool *p, int child_fd, int parent_fd, pid_t *pid)
     return 0;
 }
 
+/* Makes a worker's claim words: maps them into `b` (no descriptor kept)
+ * and returns the memfd to send, or -1 (errno set). */
+static int claims_new(cf__buf *b)
+{
+    size_t size = NCLAIMS * sizeof(uint32_t);
+    *b = (cf__buf){NULL, 0, -1};
+    int fd = memfd_create("cfutures-claims", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    void *map = MAP_FAILED;
+    if (fd >= 0 && ftruncate(fd, (off_t)size) == 0 &&
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0)
+        map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+    if (map != MAP_FAILED && madvise(map, size, MADV_DONTFORK) != 0) {
+        munmap(map, size);
+        map = MAP_FAILED;
+    }
+    if (map == MAP_FAILED) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        errno = e;
+        return -1;
+    }
+    *b = (cf__buf){map, size, -1};
+    return fd;
+}
+
 /* Starts one worker and queues its INIT frame.  Returns CF_OK or an
  * error with a message recorded. */
 static int spawn_worker(process_pool *p)
@@ -525,12 +666,26 @@ static int spawn_worker(process_pool *p)
         free(w);
         return cf__fail(CF_ESYS, "process pool: socketpair: %s", strerror(e));
     }
+    /* Its claim words, zero (PENDING), sent after INIT; we keep only the
+     * mapping.  Not inherited by workers forked later: each worker reaches
+     * its own words only. */
+    int cfd = claims_new(&w->claims);
+    if (cfd < 0) {
+        int e = errno;
+        close(sv[0]);
+        close(sv[1]);
+        free(w);
+        return cf__fail(e == ENOMEM ? CF_ENOMEM : CF_ESYS,
+                        "process pool: cannot make a worker's shared memory: %s", strerror(e));
+    }
     pid_t pid = 0;
     int rc = p->start_method == CF_START_FORK ? spawn_fork(p, sv[1], sv[0], &pid)
                                               : spawn_exec(p, sv[1], sv[0], &pid);
     close(sv[1]);
     if (rc != 0) {
         close(sv[0]);
+        close(cfd);
+        cf__buf_drop(&w->claims);
         free(w);
         return cf__fail(CF_ESYS, "process pool: cannot start a worker: %s", strerror(rc));
     }
@@ -542,7 +697,9 @@ static int spawn_worker(process_pool *p)
     p->workers[p->nworkers++] = w;
     atomic_fetch_add(&p->alive, 1);
     wire_enc copy = p->init_frame; /* flattened: no references */
-    if (!queue_frame(w, &copy, WIRE_INIT)) {
+    if (!queue_frame(w, &copy, WIRE_INIT, 0) ||
+        !queue_memfd(w, WIRE_CLAIMS, w->claims.cap, cfd, 0)) {
+        close(cfd); /* not queued: queue_memfd owns it only on success */
         kill(pid, SIGKILL);
         w->reason = R_BROKEN;
     }
@@ -577,10 +734,10 @@ static void break_pool(process_pool *p, const char *msg)
     p->pending_head = p->pending_tail = NULL;
     p->npending = 0;
     pthread_mutex_unlock(&p->mu);
-    fail_jobs(pending, CF_EBROKEN, "BrokenProcessPool", msg);
+    fail_jobs(p, pending, CF_EBROKEN, "BrokenProcessPool", msg);
     for (int i = 0; i < p->nworkers; i++) {
         pworker *w = p->workers[i];
-        fail_jobs(w->head, CF_EBROKEN, "BrokenProcessPool", msg);
+        fail_jobs(p, w->head, CF_EBROKEN, "BrokenProcessPool", msg);
         w->head = w->tail = NULL;
         w->njobs = 0;
         kill_worker(w, R_BROKEN, SIGKILL);
@@ -622,6 +779,8 @@ static void remove_worker(process_pool *p, pworker *w)
         close(w->fd);
     if (w->pidfd >= 0)
         close(w->pidfd);
+    if (w->claims.map) /* no call is attached to it any more */
+        munmap(w->claims.map, w->claims.cap);
     for (int i = 0; i < w->nrfds; i++)
         close(w->rfds[i]);
     for (size_t i = 0; i < w->nmarks; i++)
@@ -631,6 +790,43 @@ static void remove_worker(process_pool *p, pworker *w)
     free(w->out);
     free(w);
     atomic_fetch_sub(&p->alive, 1);
+}
+
+/* The head job of a worker killed to interrupt one of its calls (its
+ * claim words detached): that call is cancelled (stopped for real);
+ * calls of the same chunk that had begun lost their outcome with the
+ * worker and fail; the others had not begun and are returned as a job
+ * to run again (NULL if none). */
+static pjob *interrupted(process_pool *p, pjob *j, pid_t pid)
+{
+    char msg[200];
+    snprintf(msg, sizeof msg, "worker pid %d running this call was killed to interrupt another "
+                              "call of the same chunk",
+             (int)pid);
+    sent_unlink(p, j); /* its call list changes below */
+    cf__buf_drop(&j->lent);
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < j->n; i++) {
+        cf_future *f = j->fs[i];
+        cf_state s = cf_future_state(f);
+        if (f == j->interrupted || (!j->interrupted && s == CF_RUNNING)) {
+            cf__future_cancel_running(f);
+            cf_future_release(f);
+        } else if (s == CF_PENDING) {
+            j->fs[k++] = f;
+        } else {
+            if (s == CF_RUNNING)
+                cf__future_fail_running(f, CF_EBROKEN, "BrokenProcessPool", msg);
+            drop_call(f);
+        }
+    }
+    j->n = k;
+    j->killed_for = 0;
+    j->interrupted = NULL;
+    if (k)
+        return j;
+    free(j);
+    return NULL;
 }
 
 static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool known)
@@ -669,6 +865,8 @@ static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool k
     pid_t pid = w->pid;
     char detail[160];
     snprintf(detail, sizeof detail, "%s", w->detail);
+    detach_claims(head);
+    detach_claims(rest);
     remove_worker(p, w);
 
     if (expected)
@@ -677,35 +875,38 @@ static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool k
     case R_TIMEOUT:
         snprintf(msg, sizeof msg, "the call exceeded its timeout; worker pid %d was killed",
                  (int)pid);
-        fail_jobs(head, CF_ETIMEDOUT, "TimeoutError", msg);
+        fail_jobs(p, head, CF_ETIMEDOUT, "TimeoutError", msg);
         requeue_front(p, rest, last, nrest);
         break;
     case R_INTERRUPT:
-        snprintf(msg, sizeof msg, "the call was interrupted; worker pid %d was killed",
-                 (int)pid);
-        fail_jobs(head, CF_ECANCELLED, "CancelledError", msg);
-        requeue_front(p, rest, last, nrest);
+        head = interrupted(p, head, pid);
+        if (head) {
+            head->next = rest;
+            requeue_front(p, head, rest ? last : head, nrest + 1);
+        } else {
+            requeue_front(p, rest, last, nrest);
+        }
         break;
     case R_STALE:
         snprintf(msg, sizeof msg, "worker pid %d running this call was killed to stop another "
                                   "call (a timeout or an interrupt) that finished just before",
                  (int)pid);
-        fail_jobs(head, CF_EBROKEN, "BrokenProcessPool", msg);
+        fail_jobs(p, head, CF_EBROKEN, "BrokenProcessPool", msg);
         requeue_front(p, rest, last, nrest);
         break;
     case R_STOP:
         snprintf(msg, sizeof msg, "worker pid %d was stopped by terminate_workers/kill_workers "
                                   "and %s",
                  (int)pid, how);
-        fail_jobs(head, CF_EBROKEN, "BrokenProcessPool", msg);
-        fail_jobs(rest, CF_EBROKEN, "BrokenProcessPool", msg);
+        fail_jobs(p, head, CF_EBROKEN, "BrokenProcessPool", msg);
+        fail_jobs(p, rest, CF_EBROKEN, "BrokenProcessPool", msg);
         return;
     case R_BROKEN:
         pthread_mutex_lock(&p->mu);
         snprintf(msg, sizeof msg, "%s", p->broken_msg);
         pthread_mutex_unlock(&p->mu);
-        fail_jobs(head, CF_EBROKEN, "BrokenProcessPool", msg);
-        fail_jobs(rest, CF_EBROKEN, "BrokenProcessPool", msg);
+        fail_jobs(p, head, CF_EBROKEN, "BrokenProcessPool", msg);
+        fail_jobs(p, rest, CF_EBROKEN, "BrokenProcessPool", msg);
         return;
     default:
         if (reason == R_BADFRAME)
@@ -721,11 +922,11 @@ static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool k
             /* Broken first, as CPython: whoever sees a future fail must
              * also see later submits refused. */
             break_pool(p, msg);
-            fail_jobs(head, CF_EBROKEN, "BrokenProcessPool", msg);
-            fail_jobs(rest, CF_EBROKEN, "BrokenProcessPool", msg);
+            fail_jobs(p, head, CF_EBROKEN, "BrokenProcessPool", msg);
+            fail_jobs(p, rest, CF_EBROKEN, "BrokenProcessPool", msg);
             return;
         }
-        fail_jobs(head, CF_EBROKEN, "BrokenProcessPool", msg);
+        fail_jobs(p, head, CF_EBROKEN, "BrokenProcessPool", msg);
         requeue_front(p, rest, last, nrest);
         break;
     }
@@ -765,7 +966,7 @@ static void bad_frame(pworker *w, const char *what)
 }
 
 typedef struct outcome {
-    bool ok;
+    uint8_t tag;         /* WIRE_OK, WIRE_FAILED, WIRE_SKIPPED */
     cf_value v;
     int code;
     const char *type, *msg;
@@ -822,37 +1023,53 @@ static void on_result(process_pool *p, pworker *w, wire_dec *d, cf__buf *frame,
         bad_frame(w, "parent out of memory decoding a result");
         return;
     }
+    const char *bad = NULL;
     if (in_place)
-        oc[0] = (outcome){.ok = true, .v = *in_place};
-    for (uint32_t i = 0; i < n && !in_place && !d->bad; i++) {
-        oc[i].ok = wdec_u8(d) != 0;
-        if (oc[i].ok) {
+        oc[0] = (outcome){.tag = WIRE_OK, .v = *in_place};
+    for (uint32_t i = 0; i < n && !in_place && !d->bad && !bad; i++) {
+        oc[i].tag = wdec_u8(d);
+        if (oc[i].tag == WIRE_OK) {
             oc[i].v = wdec_value(d);
-        } else {
+        } else if (oc[i].tag == WIRE_FAILED) {
             oc[i].code = (int)wdec_u32(d);
             oc[i].type = wdec_cstr(d);
             oc[i].msg = wdec_cstr(d);
+        } else if (oc[i].tag != WIRE_SKIPPED) {
+            bad = "result frame has an unknown outcome";
         }
     }
-    if (d->bad || d->p != d->end) {
+    if (!bad && !in_place && (d->bad || d->p != d->end))
+        bad = "result frame does not decode";
+    /* Skipped if and only if we cancelled it: our cancel and its claim are
+     * two compare-and-swaps on one word, and only one succeeds.  (A call
+     * cancelled after it was claimed stays uncancelled.) */
+    for (uint32_t i = 0; i < n && !bad; i++)
+        if ((oc[i].tag == WIRE_SKIPPED) != cf_future_cancelled(j->fs[i]))
+            bad = oc[i].tag == WIRE_SKIPPED ? "a call that was not cancelled was skipped"
+                                            : "a cancelled call was run";
+    if (bad) {
         if (oc != stack)
             free(oc);
-        bad_frame(w, "result frame does not decode");
+        bad_frame(w, bad);
         return;
     }
     w->head = j->next;
     if (!w->head)
         w->tail = NULL;
     w->njobs--;
+    w->calls_answered += n;
+    sent_unlink(p, j);
     w->head_since = cf__now_ns();
     if (n == 1 && j->fs[0]->shm && j->fs[0]->shm->args.map)
         give_back_args(p, j->fs[0]->shm);
     cf__bufcache_give(p->cache, &j->lent); /* answered without it */
     for (uint32_t i = 0; i < n; i++) {
         cf_future *f = j->fs[i];
-        if (!f)
+        if (oc[i].tag == WIRE_SKIPPED) {
+            drop_call(f);
             continue;
-        if (oc[i].ok) {
+        }
+        if (oc[i].tag == WIRE_OK) {
             cf_value v = oc[i].v;
             void *heap = NULL;
             size_t extra = cf__value_extra(&v);
@@ -945,6 +1162,29 @@ static bool lent_bytes(const cf__buf *frame, size_t used, cf_value *v)
     return true;
 }
 
+/* Whether a frame with this header may come from `w` now: every frame
+ * must be one the worker owes us.  A HELLO only first (once), a RESULT
+ * only after it and only for the oldest unanswered job, by its id. */
+static bool frame_fits(const pworker *w, uint8_t type, uint8_t flags, uint16_t id, char *why,
+                       size_t size)
+{
+    if ((flags & ~WIRE_FLAGS) || ((flags & WIRE_LENT) && !(flags & WIRE_SHM)))
+        snprintf(why, size, "frame flags 0x%x", flags);
+    else if (type == WIRE_HELLO && (w->hello || flags || id))
+        snprintf(why, size, w->hello ? "a second hello" : "hello frame with flags or an id");
+    else if (type == WIRE_RESULT && !w->hello)
+        snprintf(why, size, "result before hello");
+    else if (type == WIRE_RESULT && !w->head)
+        snprintf(why, size, "result without a job");
+    else if (type == WIRE_RESULT && id != w->head->id)
+        snprintf(why, size, "result for call id %u, expected %u", id, w->head->id);
+    else if (type != WIRE_RESULT && type != WIRE_HELLO)
+        snprintf(why, size, "unknown frame type %u", type);
+    else
+        return true;
+    return false;
+}
+
 /* Reads and handles everything the worker sent. */
 static void read_worker(process_pool *p, pworker *w)
 {
@@ -985,7 +1225,14 @@ static void read_worker(process_pool *p, pworker *w)
         while (!w->eof && w->in_end - w->in_start >= WIRE_HDR) {
             uint32_t len;
             uint8_t type, flags;
-            wire_header(w->in + w->in_start, &len, &type, &flags);
+            uint16_t id;
+            wire_header(w->in + w->in_start, &len, &type, &flags, &id);
+            /* Judged on its header, before waiting for the rest. */
+            char why[96];
+            if (!frame_fits(w, type, flags, id, why, sizeof why)) {
+                bad_frame(w, why);
+                return;
+            }
             if ((flags & WIRE_SHM) ? len != 8 : len > WIRE_INLINE_MAX) {
                 bad_frame(w, "frame length out of range");
                 return;
@@ -1051,10 +1298,8 @@ static void read_worker(process_pool *p, pworker *w)
             w->in_start += WIRE_HDR + (size_t)len;
             if (type == WIRE_RESULT)
                 on_result(p, w, &d, copy ? &(cf__buf){NULL, 0, -1} : &frame, in_place);
-            else if (type == WIRE_HELLO)
-                on_hello(p, w, &d);
             else
-                bad_frame(w, "unknown frame type");
+                on_hello(p, w, &d);
             free(copy);
             /* Not adopted by a future: kept for reuse.  (After a bad
              * frame it is dropped: the worker is being killed and may
@@ -1132,8 +1377,8 @@ static bool send_job(process_pool *p, pworker *w, pjob *j, wire_enc *e)
             return false;
         }
         if (lfd >= 0)
-            queue_memfd(w, WIRE_LEND, j->lent.cap, lfd);
-        queue_memfd(w, WIRE_CALL, shm->args_len, fd);
+            queue_memfd(w, WIRE_LEND, j->lent.cap, lfd, j->id);
+        queue_memfd(w, WIRE_CALL, shm->args_len, fd, j->id);
         return true;
     }
     wenc_reset(e);
@@ -1149,28 +1394,42 @@ static bool send_job(process_pool *p, pworker *w, pjob *j, wire_enc *e)
         for (size_t k = 0; k < c->nargs; k++)
             wenc_value(e, &args[k]);
     }
-    return queue_frame(w, e, WIRE_CALL);
+    return queue_frame(w, e, WIRE_CALL, j->id);
 }
 
-/* Marks the job's futures running; drops cancelled ones.  Returns false
- * if nothing is left to run (the job is freed). */
-static bool start_job(pjob *j)
+/* Puts the job's calls on `w`'s next claim words (mu held, so shutdown
+ * sees each call either in the queue or on a worker): drops calls that
+ * were cancelled (or completed) meanwhile, gives the job its id and links
+ * it in `sent`.  Returns false if nothing is left (the job is freed). */
+static bool attach_job_locked(process_pool *p, pworker *w, pjob *j)
 {
-    if (j->started)
-        return true;
-    j->started = true;
+    _Atomic uint32_t *words = w->claims.map;
     uint32_t k = 0;
     for (uint32_t i = 0; i < j->n; i++) {
-        if (cf_future_set_running_or_notify_cancel(j->fs[i]) == 1)
-            j->fs[k++] = j->fs[i];
+        cf_future *f = j->fs[i];
+        if (cf__future_attach_claim(f, &words[(w->calls_sent + k) % NCLAIMS]))
+            j->fs[k++] = f;
         else
-            cf_future_release(j->fs[i]);
+            cf_future_release(f);
     }
     j->n = k;
     if (k == 0) {
         free(j);
         return false;
     }
+    j->id = w->next_id++;
+    w->calls_sent += k;
+    sent_link_locked(p, j);
+    return true;
+}
+
+/* Whether every call of a queued job is done (cancelled): then it is
+ * dropped without waiting for a worker.  Stops at the first live call. */
+static bool job_done(const pjob *j)
+{
+    for (uint32_t i = 0; i < j->n; i++)
+        if (!cf_future_done(j->fs[i]))
+            return false;
     return true;
 }
 
@@ -1183,6 +1442,8 @@ static pworker *pick_worker(process_pool *p, pjob *j, size_t backlog)
             continue;
         if (p->max_tasks && w->tasks_sent > 0 && w->tasks_sent + (long)j->n > p->max_tasks)
             continue;
+        if (w->calls_sent - w->calls_answered + j->n > NCLAIMS)
+            continue; /* its claim words are all in use */
         if (w->head && (w->head->timeout_ns != CF__NS_FOREVER || j->timeout_ns != CF__NS_FOREVER))
             continue;
         /* A timed call's clock starts when it is handed over: only to a
@@ -1205,8 +1466,9 @@ static void dispatch(process_pool *p, wire_enc *e)
         pthread_mutex_lock(&p->mu);
         pjob *j = p->pending_head;
         size_t backlog = p->npending;
-        pworker *w = j ? pick_worker(p, j, backlog) : NULL;
-        if (!w) {
+        bool drop = j && job_done(j);
+        pworker *w = j && !drop ? pick_worker(p, j, backlog) : NULL;
+        if (!w && !drop) {
             pthread_mutex_unlock(&p->mu);
             return;
         }
@@ -1214,12 +1476,19 @@ static void dispatch(process_pool *p, wire_enc *e)
         if (!p->pending_head)
             p->pending_tail = NULL;
         p->npending--;
-        pthread_mutex_unlock(&p->mu);
         j->next = NULL;
-        if (!start_job(j))
+        bool attached = !drop && attach_job_locked(p, w, j);
+        pthread_mutex_unlock(&p->mu);
+        if (drop)
+            fail_job(p, j, CF_ECANCELLED, "CancelledError", "not run"); /* all done: drops */
+        if (!attached)
             continue;
         if (!send_job(p, w, j, e)) {
-            fail_job(j, CF_ENOMEM, "MemoryError", "process pool: out of memory sending the call");
+            /* Nothing of it went out: its numbers and id are free again. */
+            w->calls_sent -= j->n;
+            w->next_id--;
+            fail_job(p, j, CF_ENOMEM, "MemoryError",
+                     "process pool: out of memory sending the call");
             continue;
         }
         if (w->tail)
@@ -1234,7 +1503,7 @@ static void dispatch(process_pool *p, wire_enc *e)
             /* Recycle: it leaves after this job; a replacement starts now,
              * so a backlog never waits for the old one to go. */
             wenc_reset(e);
-            w->exit_sent = queue_frame(w, e, WIRE_EXIT);
+            w->exit_sent = queue_frame(w, e, WIRE_EXIT, 0);
             if (!w->exit_sent)
                 kill_worker(w, R_BROKEN, SIGKILL);
             ensure_workers(p);
@@ -1244,24 +1513,34 @@ static void dispatch(process_pool *p, wire_enc *e)
 
 /* ---- the manager thread --------------------------------------------------- */
 
+static bool job_has(const pjob *j, const cf_future *f)
+{
+    for (uint32_t i = 0; j && i < j->n; i++)
+        if (j->fs[i] == f)
+            return true;
+    return false;
+}
+
+/* Interrupts of calls that cf_future_cancel() could not cancel: a worker
+ * had begun them.  A worker runs only its oldest job, so that is where
+ * the call is, unless it has answered meanwhile (then nothing is left to
+ * stop). */
 static void handle_interrupts(process_pool *p, cf_future **fs, size_t n)
 {
     for (size_t k = 0; k < n; k++) {
         cf_future *f = fs[k];
-        bool killed = false;
-        for (int i = 0; i < p->nworkers && !killed; i++) {
+        for (int i = 0; i < p->nworkers; i++) {
             pworker *w = p->workers[i];
-            if (w->head && w->head->n == 1 && w->head->fs[0] == f) {
-                /* Its answer may be waiting: then there is nothing to stop. */
-                read_worker(p, w);
-                if (w->head && w->head->n == 1 && w->head->fs[0] == f)
-                    kill_worker(w, R_INTERRUPT, SIGKILL);
-                killed = true;
+            if (!job_has(w->head, f))
+                continue;
+            read_worker(p, w); /* its answer may be waiting */
+            if (job_has(w->head, f)) {
+                if (!w->head->interrupted && !w->head->killed_for)
+                    w->head->interrupted = f;
+                kill_worker(w, R_INTERRUPT, SIGKILL);
             }
+            break;
         }
-        if (!killed && cf_future_running(f))
-            cf__future_fail_running(f, CF_ECANCELLED, "CancelledError",
-                                    "the call was interrupted before its worker started it");
         cf_future_release(f);
     }
 }
@@ -1327,15 +1606,14 @@ static void *manager_main(void *arg)
                 kill_worker(p->workers[i], R_STOP, stop_sig);
         }
         if (stop_sig && npending) {
-            /* shutdown(cancel_futures) left the calls that had started
-             * once (requeued after a crash or timeout); nobody will run
-             * them now. */
+            /* shutdown(cancel_futures) left the calls a worker had begun
+             * (requeued after a crash); nobody will run them now. */
             pthread_mutex_lock(&p->mu);
             pjob *left = p->pending_head;
             p->pending_head = p->pending_tail = NULL;
             p->npending = 0;
             pthread_mutex_unlock(&p->mu);
-            fail_jobs(left, CF_EBROKEN, "BrokenProcessPool",
+            fail_jobs(p, left, CF_EBROKEN, "BrokenProcessPool",
                       "the pool's workers were stopped by terminate_workers/kill_workers");
         }
         dispatch(p, &enc);
@@ -1353,7 +1631,7 @@ static void *manager_main(void *arg)
                 pworker *w = p->workers[i];
                 if (!w->exit_sent) {
                     wenc_reset(&enc);
-                    w->exit_sent = queue_frame(w, &enc, WIRE_EXIT);
+                    w->exit_sent = queue_frame(w, &enc, WIRE_EXIT, 0);
                     if (!w->exit_sent)
                         kill_worker(w, R_BROKEN, SIGKILL);
                 }
@@ -1478,6 +1756,7 @@ static void *manager_main(void *arg)
 
 /* ---- the engine ------------------------------------------------------------ */
 
+/* Queues a list of jobs (all or none). */
 static int enqueue(process_pool *p, pjob *j, const char *who)
 {
     pthread_mutex_lock(&p->mu);
@@ -1486,12 +1765,20 @@ static int enqueue(process_pool *p, pjob *j, const char *who)
                            : cf__fail(CF_ESHUTDOWN, "%s: cannot schedule new futures after "
                                                     "shutdown", who);
         pthread_mutex_unlock(&p->mu);
-        for (uint32_t i = 0; i < j->n; i++)
-            cf_future_release(j->fs[i]);
-        free(j);
+        while (j) {
+            pjob *next = j->next;
+            for (uint32_t i = 0; i < j->n; i++)
+                cf_future_release(j->fs[i]);
+            free(j);
+            j = next;
+        }
         return rc;
     }
-    push_pending_locked(p, j);
+    while (j) {
+        pjob *next = j->next;
+        push_pending_locked(p, j);
+        j = next;
+    }
     wake_locked(p);
     pthread_mutex_unlock(&p->mu);
     return CF_OK;
@@ -1503,9 +1790,13 @@ static pjob *new_job(process_pool *p, cf_future **fs, size_t n)
     if (!j)
         return NULL;
     j->next = NULL;
+    j->on_worker = false;
     j->n = (uint32_t)n;
-    j->started = false;
+    j->id = 0;
+    j->interrupted = NULL;
     memcpy(j->fs, fs, n * sizeof *fs);
+    for (size_t i = 0; i < n; i++)
+        fs[i]->claimable = true; /* not yet seen by another thread */
     int64_t t = fs[0]->timeout_ns;
     if (t == CF__NS_FOREVER && p->task_timeout_ns != CF__NS_FOREVER)
         t = p->task_timeout_ns > INT64_MAX / (int64_t)n ? CF__NS_FOREVER
@@ -1516,16 +1807,27 @@ static pjob *new_job(process_pool *p, cf_future **fs, size_t n)
     return j;
 }
 
+/* A chunk bigger than a worker's claim words goes as several jobs. */
 static int pp_submit_batch(cf_executor *ex, cf_future **fs, size_t n)
 {
     process_pool *p = pool_of(ex);
-    pjob *j = new_job(p, fs, n);
-    if (!j) {
-        for (size_t i = 0; i < n; i++)
-            cf_future_release(fs[i]);
-        return cf__fail(CF_ENOMEM, "submit: out of memory");
+    pjob *first = NULL, **tail = &first;
+    for (size_t at = 0; at < n; at += NCLAIMS) {
+        pjob *j = new_job(p, fs + at, n - at < NCLAIMS ? n - at : NCLAIMS);
+        if (!j) {
+            while (first) {
+                pjob *next = first->next;
+                free(first);
+                first = next;
+            }
+            for (size_t i = 0; i < n; i++)
+                cf_future_release(fs[i]);
+            return cf__fail(CF_ENOMEM, "submit: out of memory");
+        }
+        *tail = j;
+        tail = &j->next;
     }
-    return enqueue(p, j, "submit");
+    return enqueue(p, first, "submit");
 }
 
 static int pp_submit(cf_executor *ex, cf_future *f)
@@ -1622,37 +1924,36 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
     process_pool *p = pool_of(ex);
     pthread_mutex_lock(&p->mu);
     p->shutdown = true;
-    pjob *cancel = NULL, **tail = &cancel;
+    cf_future **cancel = NULL;
+    size_t ncancel = 0;
     if (cancel_futures) {
-        /* Jobs handed out before (requeued after a crash) are running and
-         * stay; the others are cancelled. */
-        pjob **pp = &p->pending_head;
-        p->pending_tail = NULL;
-        while (*pp) {
-            pjob *j = *pp;
-            if (!j->started) {
-                *pp = j->next;
-                p->npending--;
-                j->next = NULL;
-                *tail = j;
-                tail = &j->next;
-            } else {
-                p->pending_tail = j;
-                pp = &j->next;
-            }
-        }
+        /* Every call no worker has begun: queued here or sent to a worker
+         * (cf_future_cancel() loses to a worker's claim).  Collected under
+         * `mu`, which keeps the jobs' call lists still, and cancelled
+         * outside it: cancel() runs done-callbacks. */
+        p->cancel_futures = true;
+        size_t total = 0;
+        for (pjob *j = p->pending_head; j; j = j->next)
+            total += j->n;
+        for (pjob *j = p->sent; j; j = j->snext)
+            total += j->n;
+        cancel = total ? malloc(total * sizeof *cancel) : NULL;
+        for (pjob *j = p->pending_head; j && cancel; j = j->next)
+            for (uint32_t i = 0; i < j->n; i++)
+                cancel[ncancel++] = cf_future_retain(j->fs[i]);
+        for (pjob *j = p->sent; j && cancel; j = j->snext)
+            for (uint32_t i = 0; i < j->n; i++)
+                cancel[ncancel++] = cf_future_retain(j->fs[i]);
+        if (total && !cancel)
+            cf__log("shutdown: out of memory; %zu calls not begun were not cancelled", total);
     }
     wake_locked(p);
     pthread_mutex_unlock(&p->mu);
-    while (cancel) {
-        pjob *next = cancel->next;
-        for (uint32_t i = 0; i < cancel->n; i++) {
-            cf_future_cancel(cancel->fs[i]);
-            cf_future_release(cancel->fs[i]);
-        }
-        free(cancel);
-        cancel = next;
+    for (size_t i = 0; i < ncancel; i++) {
+        cf_future_cancel(cancel[i]);
+        cf_future_release(cancel[i]);
     }
+    free(cancel);
     if (!wait)
         return CF_OK;
     if (pp_is_worker(ex))

@@ -210,10 +210,11 @@ ssize_t cf__wire_send_fd(int fd, const void *buf, size_t len, int mfd, int flags
 
 /* Sends the header of a WIRE_SHM frame (see wire_shm_header) with `mfd`
  * attached, or with no descriptor when `mfd` is -1; blocking. */
-static int send_shm_frame(int fd, uint8_t type, uint8_t flags, uint64_t size, int mfd)
+static int send_shm_frame(int fd, uint8_t type, uint8_t flags, uint64_t size, int mfd,
+                          uint16_t id)
 {
     unsigned char hdr[WIRE_SHM_HDR];
-    wire_shm_header(hdr, type, flags, size);
+    wire_shm_header(hdr, type, flags, size, id);
     ssize_t w = 0;
     if (mfd >= 0 && (w = cf__wire_send_fd(fd, hdr, sizeof hdr, mfd, 0)) < 0)
         return -1;
@@ -223,13 +224,14 @@ static int send_shm_frame(int fd, uint8_t type, uint8_t flags, uint64_t size, in
     return write_all_iov(fd, &rest, 1);
 }
 
-int cf__wire_send_blocking(int fd, wire_enc *e, uint8_t type)
+int cf__wire_send_blocking(int fd, wire_enc *e, uint8_t type, uint16_t id)
 {
     if (e->oom) {
         errno = ENOMEM;
         return -1;
     }
     size_t payload = wenc_finish(e, type, 0);
+    wire_set_id(e->buf, id);
     if (payload <= WIRE_INLINE_MAX) {
         struct iovec iov[2 * WIRE_MAX_REFS + 3];
         iov[0] = (struct iovec){e->buf, WIRE_HDR};
@@ -239,7 +241,7 @@ int cf__wire_send_blocking(int fd, wire_enc *e, uint8_t type)
     int mfd = cf__wire_to_memfd(e);
     if (mfd < 0)
         return -1;
-    int rc = send_shm_frame(fd, type, 0, payload, mfd);
+    int rc = send_shm_frame(fd, type, 0, payload, mfd, id);
     close(mfd);
     return rc;
 }
@@ -462,7 +464,7 @@ int cf__worker_store_big(cf_future *f, const cf_value *v)
 /* Sends a single call's big result from the shared memory it was made
  * in, when it is there: the frame's first bytes were left free for the
  * RESULT fields.  Returns 1 if sent, 0 if not applicable, -1 on error. */
-static int send_shm_result(int fd, cf_future *f)
+static int send_shm_result(int fd, cf_future *f, uint16_t id)
 {
     if (f->status != CF_OK)
         return 0;
@@ -497,7 +499,7 @@ static int send_shm_result(int fd, cf_future *f)
      * (The result's bytes are not read here after this.) */
     if (mfd >= 0 && cf__buf_freeze(own) != 0)
         return -1;
-    return send_shm_frame(fd, WIRE_RESULT, flags, size, mfd) == 0 ? 1 : -1;
+    return send_shm_frame(fd, WIRE_RESULT, flags, size, mfd, id) == 0 ? 1 : -1;
 }
 
 /* Encodes a finished call's outcome.  A result that cannot leave the
@@ -524,6 +526,44 @@ static void encode_outcome(wire_enc *e, cf_future *f, const char *name, size_t n
     }
 }
 
+/* The claim words the parent shares with this worker (CLAIMS frame), and
+ * the number of the next call it will be sent (see wire.h).  Worker
+ * thread only. */
+uint16_t cf__worker_call_id;
+
+static struct {
+    _Atomic uint32_t *words;
+    uint64_t n;
+    uint64_t next;
+} claims;
+
+/* Maps the CLAIMS frame's memfd (closed here).  False if it will not do. */
+static bool claims_map(int mfd, uint64_t size)
+{
+    struct stat st;
+    bool ok = mfd >= 0 && !claims.words && size >= sizeof(uint32_t) && size <= (1u << 24) &&
+              fstat(mfd, &st) == 0 && (uint64_t)st.st_size >= size;
+    void *p = ok ? mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0)
+                 : MAP_FAILED;
+    if (mfd >= 0)
+        close(mfd);
+    if (p == MAP_FAILED)
+        return false;
+    claims.words = p;
+    claims.n = size / sizeof(uint32_t);
+    return true;
+}
+
+/* Claims call number `k` before beginning it: false if the parent
+ * cancelled it first. */
+static bool claim(uint64_t k)
+{
+    uint32_t want = CF__CLAIM_PENDING;
+    return atomic_compare_exchange_strong_explicit(&claims.words[k % claims.n], &want,
+                                                   CF__CLAIM_RUNNING, memory_order_acq_rel,
+                                                   memory_order_acquire);
+}
+
 /* Runs one decoded call; returns its finished future (NULL on ENOMEM). */
 static cf_future *run_one(cf_task_fn *fn, const cf_value *args, size_t nargs)
 {
@@ -538,22 +578,27 @@ static cf_future *run_one(cf_task_fn *fn, const cf_value *args, size_t nargs)
 
 /* Handles a CALL or INIT frame's body; writes the RESULT/HELLO frame.
  * Returns false when the worker must exit (initializer failed). */
-static bool handle_calls(int fd, wire_dec *d, bool init, wire_enc *out, cf_future ***fsp,
-                         size_t *fcap)
+static bool handle_calls(int fd, wire_dec *d, bool init, uint16_t id, wire_enc *out,
+                         cf_future ***fsp, size_t *fcap)
 {
     if (init && !wdec_u8(d)) {
         wenc_reset(out);
         wenc_u32(out, (uint32_t)getpid());
         wenc_u8(out, 1);
-        if (cf__wire_send_blocking(fd, out, WIRE_HELLO) != 0)
+        if (cf__wire_send_blocking(fd, out, WIRE_HELLO, 0) != 0)
             worker_exit(0);
         return true;
     }
     uint32_t n = wdec_u32(d);
     uint8_t namelen = wdec_u8(d);
     const char *name = (const char *)wdec_take(d, namelen);
-    if (d->bad || n == 0 || (init && n != 1))
+    if (d->bad || n == 0 || (init && n != 1) || (!init && !claims.words))
         worker_exit(70);
+    uint64_t first = claims.next;
+    if (!init) {
+        claims.next += n;
+        cf__worker_call_id = id;
+    }
     cf_task_fn *fn = cf__task_lookup(name, namelen);
     if (*fcap < n) {
         cf_future **nf = realloc(*fsp, n * sizeof *nf);
@@ -580,6 +625,11 @@ static bool handle_calls(int fd, wire_dec *d, bool init, wire_enc *out, cf_futur
             worker_exit(70);
         if (fault_at("decode-segv", name, namelen) || fault_at("decode-exit", name, namelen))
             fault_act(fault.point);
+        if (!init && !claim(first + i)) {
+            fs[i] = NULL;
+            wenc_u8(out, WIRE_SKIPPED);
+            continue;
+        }
         if (!fn) {
             fs[i] = NULL;
             wenc_u8(out, 0);
@@ -606,6 +656,33 @@ static bool handle_calls(int fd, wire_dec *d, bool init, wire_enc *out, cf_futur
     if (fault_at("bad-frame", name, namelen)) {
         wenc_reset(out);
         wenc_u32(out, 0xFFFFFFFFu); /* a count that cannot be right */
+    } else if (fault_at("stray-result", name, namelen)) {
+        /* The right answer, preceded by a copy carrying another id. */
+        wire_enc stray = {0};
+        wenc_reset(&stray);
+        wenc_put(&stray, out->buf + WIRE_HDR, out->len - WIRE_HDR);
+        cf__wire_send_blocking(fd, &stray, WIRE_RESULT, (uint16_t)(id + 1));
+        wenc_free(&stray);
+    } else if (fault_at("second-hello", name, namelen)) {
+        /* A running worker says HELLO (failed) again, then answers. */
+        wire_enc hello = {0};
+        wenc_reset(&hello);
+        wenc_u32(&hello, (uint32_t)getpid());
+        wenc_u8(&hello, 0);
+        wenc_u8(&hello, 0);
+        wenc_failure(&hello, 1, "InitError", "second hello");
+        cf__wire_send_blocking(fd, &hello, WIRE_HELLO, 0);
+        wenc_free(&hello);
+    } else if (fault_at("unknown-frame", name, namelen)) {
+        /* A header of an unknown type announcing more than ever comes;
+         * then the worker stays (bounded) without a word. */
+        unsigned char hdr[WIRE_HDR] = {0x00, 0x10, 0, 0, 99, 0, 0, 0};
+        struct iovec iov = {hdr, sizeof hdr};
+        write_all_iov(fd, &iov, 1);
+        struct timespec ts = {30, 0};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+        worker_exit(0);
     } else if (fault_at("huge-frame", name, namelen)) {
         unsigned char hdr[WIRE_HDR] = {0xff, 0xff, 0xff, 0x7f, WIRE_RESULT, 0, 0, 0};
         struct iovec iov = {hdr, sizeof hdr};
@@ -616,14 +693,15 @@ static bool handle_calls(int fd, wire_dec *d, bool init, wire_enc *out, cf_futur
          * memfd (unnamed: nothing is left behind). */
         int tf = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
         if (tf >= 0 && ftruncate(tf, 1 << 20) == 0)
-            send_shm_frame(fd, WIRE_RESULT, 0, 1 << 20, tf);
+            send_shm_frame(fd, WIRE_RESULT, 0, 1 << 20, tf, id);
         worker_exit(0);
     } else if (fault_at("bad-lent", name, namelen)) {
         /* A result said to be in a lent buffer, bigger than any buffer. */
-        send_shm_frame(fd, WIRE_RESULT, WIRE_LENT, WIRE_SHM_MAX, -1);
+        send_shm_frame(fd, WIRE_RESULT, WIRE_LENT, WIRE_SHM_MAX, -1, id);
         worker_exit(0);
     } else if (fault_at("short-frame", name, namelen)) {
         wenc_finish(out, WIRE_RESULT, 0);
+        wire_set_id(out->buf, id);
         struct iovec iov = {out->buf, out->len > WIRE_HDR + 2 ? out->len - 2 : WIRE_HDR};
         write_all_iov(fd, &iov, 1);
         worker_exit(0);
@@ -644,11 +722,11 @@ static bool handle_calls(int fd, wire_dec *d, bool init, wire_enc *out, cf_futur
         wenc_u8(out, 1);
     }
     int rc = 0;
-    int sent = !init && n == 1 && fs[0] && !fault.point[0] ? send_shm_result(fd, fs[0]) : 0;
+    int sent = !init && n == 1 && fs[0] && !fault.point[0] ? send_shm_result(fd, fs[0], id) : 0;
     if (sent < 0)
         rc = -1;
     else if (sent == 0)
-        rc = cf__wire_send_blocking(fd, out, init ? WIRE_HELLO : WIRE_RESULT);
+        rc = cf__wire_send_blocking(fd, out, init ? WIRE_HELLO : WIRE_RESULT, init ? 0 : id);
     for (uint32_t i = 0; i < n; i++)
         if (fs[i])
             cf_future_release(fs[i]);
@@ -676,7 +754,8 @@ _Noreturn void cf__worker_run(int fd)
                 worker_exit(0);
         uint32_t len;
         uint8_t type, flags;
-        wire_header(r.buf + r.start, &len, &type, &flags);
+        uint16_t id;
+        wire_header(r.buf + r.start, &len, &type, &flags, &id);
         if (!(flags & WIRE_SHM) && len > WIRE_INLINE_MAX)
             worker_exit(70);
         while (r.end - r.start < WIRE_HDR + (size_t)len)
@@ -686,6 +765,13 @@ _Noreturn void cf__worker_run(int fd)
         const unsigned char *map = NULL;
         uint64_t maplen = 0;
         wire_dec d = {body, body + len, false};
+        if ((flags & WIRE_SHM) && type == WIRE_CLAIMS) {
+            maplen = wdec_u64(&d);
+            if (d.bad || !claims_map(reader_take_fd(&r), maplen))
+                worker_exit(70);
+            r.start += WIRE_HDR + (size_t)len;
+            continue;
+        }
         if (flags & WIRE_SHM) {
             maplen = wdec_u64(&d);
             int mfd = reader_take_fd(&r);
@@ -706,7 +792,7 @@ _Noreturn void cf__worker_run(int fd)
         if (type == WIRE_EXIT)
             worker_exit(0);
         else if (type == WIRE_CALL || type == WIRE_INIT)
-            go_on = handle_calls(fd, &d, type == WIRE_INIT, &out, &fs, &fcap);
+            go_on = handle_calls(fd, &d, type == WIRE_INIT, id, &out, &fs, &fcap);
         else
             worker_exit(70);
         if (map || lent.map)

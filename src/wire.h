@@ -3,7 +3,13 @@
  *
  * Every frame is an 8-byte header followed by `len` payload bytes:
  *
- *     u32 len | u8 type | u8 flags | u16 zero | payload
+ *     u32 len | u8 type | u8 flags | u16 id | payload
+ *
+ * `id` attributes a frame to a job: the parent numbers the CALL frames it
+ * sends a worker (per worker, wrapping), and a RESULT carries the id of
+ * the CALL it answers, so a result that does not belong to the oldest
+ * unanswered job is caught rather than taken for its answer.  LEND
+ * carries the id of its CALL; other frames carry 0.
  *
  * All integers are little-endian (parent and worker are the same program
  * on the same machine, but the format does not rely on it).  A payload
@@ -19,6 +25,15 @@
  * carries no descriptor.  The worker keeps the mappings of the buffers its
  * latest big call used, since the parent sends the same ones again.
  *
+ * Claim words: right after INIT the parent sends CLAIMS (WIRE_SHM, u64
+ * size, the memfd attached): an array of u32 words in memory shared with
+ * the worker.  The calls a worker is sent are numbered in order from 0,
+ * by both sides without saying so (a CALL of n calls takes the next n
+ * numbers), and call k's word is word k % (size / 4).  The worker moves
+ * the word PENDING -> RUNNING (compare-and-swap) just before it begins
+ * the call; if the parent got there first (PENDING -> CANCELLED) the call
+ * is skipped and answered as such.  See CF__CLAIM_* in internal.h.
+ *
  * Payloads (strings carry their NUL on the wire, so a receiver can borrow
  * them in place; the decoder checks it):
  *   CALL    u32 n, u8 namelen, name (no NUL), n x { u8 nargs, nargs x value }
@@ -26,7 +41,9 @@
  *   EXIT    (empty)
  *   LEND    u64 capacity (with WIRE_SHM; the memfd is the buffer)
  *   HELLO   u32 pid, u8 ok, [failure when !ok]
- *   RESULT  u32 n, n x { u8 ok, value when ok, else failure }
+ *   CLAIMS  u64 size (with WIRE_SHM; the memfd holds the words)
+ *   RESULT  u32 n, n x { u8 outcome, then a value if 1 (ok), a failure
+ *           if 0, nothing if 2 (skipped: cancelled before it began) }
  *   value   u8 kind, then i64/f64: 8 bytes; bytes: u64 size, bytes;
  *           str: u64 size (with NUL), bytes; none: nothing
  *   failure i32 code, u32 len, type+NUL, u32 len, message+NUL
@@ -64,11 +81,16 @@ enum {
     WIRE_INIT = 2,
     WIRE_EXIT = 3,
     WIRE_LEND = 4,
+    WIRE_CLAIMS = 5,
     WIRE_HELLO = 16,
     WIRE_RESULT = 17,
 };
 #define WIRE_SHM 0x1
 #define WIRE_LENT 0x2 /* with WIRE_SHM: payload in the buffer lent with the call */
+#define WIRE_FLAGS (WIRE_SHM | WIRE_LENT)
+
+/* RESULT outcomes. */
+enum { WIRE_FAILED = 0, WIRE_OK = 1, WIRE_SKIPPED = 2 };
 
 /* ---- encoding ---------------------------------------------------------- */
 
@@ -206,15 +228,22 @@ static inline size_t wenc_finish(wire_enc *e, uint8_t type, uint8_t flags);
 /* The header of a frame whose payload travels out of band (WIRE_SHM): the
  * 8-byte header and the u64 `size`, written into hdr[WIRE_SHM_HDR]. */
 #define WIRE_SHM_HDR (WIRE_HDR + 8)
+static inline void wire_set_id(unsigned char *hdr, uint16_t id)
+{
+    hdr[6] = (unsigned char)id;
+    hdr[7] = (unsigned char)(id >> 8);
+}
+
 static inline void wire_shm_header(unsigned char *hdr, uint8_t type, uint8_t flags,
-                                   uint64_t size)
+                                   uint64_t size, uint16_t id)
 {
     wire_enc e = {.buf = hdr, .len = WIRE_HDR, .cap = WIRE_SHM_HDR};
     wenc_u64(&e, size);
     wenc_finish(&e, type, (uint8_t)(WIRE_SHM | flags));
+    wire_set_id(hdr, id);
 }
 
-/* Writes the header; returns the payload size. */
+/* Writes the header (id 0: see wire_set_id); returns the payload size. */
 static inline size_t wenc_finish(wire_enc *e, uint8_t type, uint8_t flags)
 {
     size_t payload = e->len - WIRE_HDR + e->total;
@@ -335,18 +364,19 @@ static inline const char *wdec_cstr(wire_dec *d)
 
 /* Reads the header at p (WIRE_HDR bytes available). */
 static inline void wire_header(const unsigned char *p, uint32_t *len, uint8_t *type,
-                               uint8_t *flags)
+                               uint8_t *flags, uint16_t *id)
 {
     *len = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
     *type = p[4];
     *flags = p[5];
+    *id = (uint16_t)(p[6] | p[7] << 8);
 }
 
 /* ---- transport (process_worker.c, shared with the pool) ---------------- */
 
-/* Writes the frame `e` (finished) to a blocking socket, through a memfd
- * when it is big.  Returns 0 or -1 (errno set). */
-int cf__wire_send_blocking(int fd, wire_enc *e, uint8_t type);
+/* Writes the frame `e` (finished here as `type`, with `id`) to a blocking
+ * socket, through a memfd when it is big.  Returns 0 or -1 (errno set). */
+int cf__wire_send_blocking(int fd, wire_enc *e, uint8_t type, uint16_t id);
 
 /* recvmsg() into buf, appending received descriptors to fds[*nfds..max)
  * (extras are closed).  Retries EINTR.  Returns the byte count, 0 at EOF,
@@ -372,7 +402,8 @@ void *cf__wire_map(int memfd, uint64_t size, uint64_t max);
 /* The worker's fault-injection points, for the crash tests: CFUTURES_FAULT
  * = "<point>:<task name>" makes a worker fail at that point of a call of
  * that task.  Points: decode-segv, decode-exit, encode-segv, encode-exit,
- * bad-frame, huge-frame, short-frame, bad-lent, file-frame. */
+ * bad-frame, huge-frame, short-frame, bad-lent, file-frame, stray-result,
+ * second-hello, unknown-frame. */
 #define CF__FAULT_ENV "CFUTURES_FAULT"
 
 #endif

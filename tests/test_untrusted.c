@@ -80,7 +80,7 @@ static int u_send_shm_frame(cf_call *call)
     if (fcntl(mfd, F_ADD_SEALS, seals) != 0)
         return cf_raise(call, 1, "SetupError", "seal: %s", strerror(errno));
     unsigned char hdr[WIRE_SHM_HDR];
-    wire_shm_header(hdr, WIRE_RESULT, 0, size);
+    wire_shm_header(hdr, WIRE_RESULT, 0, size, cf__worker_call_id);
     if (cf__wire_send_fd(3, hdr, sizeof hdr, mfd, 0) != (ssize_t)sizeof hdr)
         return cf_raise(call, 1, "SetupError", "send: %s", strerror(errno));
     _exit(0);
@@ -193,7 +193,7 @@ static void fake_random_frame(int fd, uint8_t type, size_t len, uint8_t flags)
 }
 
 /* Answers a CALL of `n` calls. */
-static void fake_answer(int fd, uint32_t n)
+static void fake_answer(int fd, uint32_t n, uint16_t id)
 {
     wire_enc e = {0};
     wenc_reset(&e);
@@ -209,6 +209,7 @@ static void fake_answer(int fd, uint32_t n)
         }
     }
     wenc_finish(&e, WIRE_RESULT, 0);
+    wire_set_id(e.buf, id); /* the call it answers */
     switch (fake_next() % 16) {
     case 0: { /* flip a byte; in the length, the frame is cut short: leave */
         size_t at = fake_next() % e.len;
@@ -249,7 +250,7 @@ static void fake_answer(int fd, uint32_t n)
         if (mfd >= 0 && write(mfd, junk, len) == (ssize_t)len &&
             fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) == 0) {
             unsigned char hdr[WIRE_SHM_HDR];
-            wire_shm_header(hdr, WIRE_RESULT, 0, fake_next() % 2 ? len : fake_next());
+            wire_shm_header(hdr, WIRE_RESULT, 0, fake_next() % 2 ? len : fake_next(), id);
             cf__wire_send_fd(fd, hdr, sizeof hdr, mfd, 0);
         }
         if (mfd >= 0)
@@ -285,7 +286,8 @@ static _Noreturn void fake_worker(int fd, uint64_t seed)
         }
         uint32_t len;
         uint8_t type, flags;
-        wire_header(buf, &len, &type, &flags);
+        uint16_t id;
+        wire_header(buf, &len, &type, &flags, &id);
         if (len > WIRE_INLINE_MAX)
             _exit(0);
         while (have < WIRE_HDR + len) {
@@ -314,7 +316,7 @@ static _Noreturn void fake_worker(int fd, uint64_t seed)
         if (type == WIRE_CALL) {
             wire_dec d = {buf + WIRE_HDR, buf + WIRE_HDR + len, false};
             uint32_t n = (flags & WIRE_SHM) ? 1 : wdec_u32(&d);
-            fake_answer(fd, n);
+            fake_answer(fd, n, id);
         }
     }
 }
