@@ -1,6 +1,6 @@
 // A C++17 program using every macro the README shows (CF_ARGS, CF_NOARGS,
-// CF_TASK, CF_WITH_EXECUTOR, CF_FOREVER, CF_AUTO) and the README's code
-// around them: the header must compile warning-free and work from C++.
+// CF_TASK, CF_WITH_EXECUTOR, CF_FOREVER, CF_AUTO, the CF_THEN_* argument
+// indices) and the README's code around them: the header must compile warning-free and work from C++.
 // check_cxx.sh builds it with g++ and clang++ and compares its output
 // with expected.txt.
 #include <cfutures.h>
@@ -37,6 +37,21 @@ static int repeat(void *ctx, cf_value *out)
 {
     *out = *static_cast<const cf_value *>(ctx);
     return 1;
+}
+
+// A continuation: the antecedent's outcome, then the extra argument.
+static int describe(cf_call *call)
+{
+    int64_t status = cf_arg_i64(call, CF_THEN_STATUS);
+    const char *label = cf_arg_str(call, CF_THEN_NARGS);
+    if (status == CF_OK)
+        std::printf("%s: returned %lld\n", label,
+                    (long long)cf_arg(call, CF_THEN_VALUE)->as.i64);
+    else
+        std::printf("%s: %s %s: %s (code %lld)\n", label, cf_err_name((int)status),
+                    cf_arg_str(call, CF_THEN_TYPE), cf_arg_str(call, CF_THEN_MESSAGE),
+                    (long long)cf_arg_i64(call, CF_THEN_CODE));
+    return cf_return_none(call);
 }
 
 static void show(cf_future *f)
@@ -102,6 +117,15 @@ static int thread_pool_part(void)
         return 1;
     show(a);
     show(b);
+
+    cf_future *then_a, *then_b;
+    if (cf_then(a, NULL, describe, CF_ARGS(cf_str("then a")), &then_a) != CF_OK ||
+        cf_then(b, NULL, describe, CF_ARGS(cf_str("then b")), &then_b) != CF_OK ||
+        cf_future_result(then_a, CF_FOREVER, NULL) != CF_OK ||
+        cf_future_result(then_b, CF_FOREVER, NULL) != CF_OK)
+        return 1;
+    cf_future_release(then_a);
+    cf_future_release(then_b);
 
     cf_future *fs[] = {a, b}, *done[2], *pending[2];
     size_t ndone, npending;
