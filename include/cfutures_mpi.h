@@ -15,6 +15,9 @@
  *   static  `mpirun -np N ./prog`: cf_mpi_init() keeps rank 0 and turns
  *           ranks 1..N-1 into workers; the pool created on rank 0 uses
  *           them, and when it is destroyed they finalize MPI and exit 0.
+ *   comm    a program that uses MPI itself makes an executor over one of
+ *           its communicators with cf_mpi_comm_pool_new() (all its ranks
+ *           call it; the root gets the executor, the others serve).
  *
  * Usage (both modes):
  *
@@ -45,6 +48,8 @@
 #ifndef CFUTURES_MPI_H
 #define CFUTURES_MPI_H
 
+#include <mpi.h>
+
 #include "cfutures.h"
 
 #ifdef __cplusplus
@@ -69,7 +74,8 @@ typedef struct cf_mpi_pool_options {
      * number of other ranks. */
     int max_workers;
     /* Seconds without a message from a worker after which it counts as
-     * dead (> 0; default 5).  Workers send a heartbeat every fifth of it. */
+     * dead (> 0; default 5).  Workers send a heartbeat every fifth of it
+     * (static mode: every 0.2 s, and it must be >= 1). */
     double heartbeat_timeout;
     /* Spawn mode: let Open MPI start more workers than the host has slots
      * (info key map_by=:OVERSUBSCRIBE).  Default true, so a 2-core machine
@@ -106,6 +112,25 @@ int cf_mpi_init(int argc, char **argv);
  *   CF_EBROKEN      a worker did not say hello within heartbeat_timeout
  *   CF_ENOMEM */
 int cf_mpi_pool_new(cf_executor **out, const cf_mpi_pool_options *opts);
+
+/* An executor over the ranks of `comm`, an intracommunicator of a program
+ * that initialised MPI itself with MPI_THREAD_MULTIPLE (the counterpart
+ * of mpi4py's MPICommExecutor(comm, root)).  Collective: every rank of
+ * `comm` calls it with the same root and heartbeat_timeout.  On `root` it
+ * stores a pool whose workers are the other ranks (mode and oversubscribe
+ * are ignored; max_workers must be CF_AUTO or size - 1) and returns once
+ * they are ready.  On the other ranks it runs their calls and returns
+ * CF_OK with *out = NULL when the root's executor is shut down.  The pool
+ * talks on its own duplicate of `comm`, so neither the program's messages
+ * on `comm` nor other executors' ever mix with it.  cfutures does not
+ * finalize MPI here.  Not on a worker of another MPI pool.
+ * Returns CF_OK, or with *out = NULL: CF_EINVAL (out NULL, bad options,
+ * comm NULL or an intercommunicator, root out of range, a comm of one
+ * rank), CF_EINVALSTATE (MPI not initialised, finalized, or below
+ * MPI_THREAD_MULTIPLE), CF_ESYS (MPI_Comm_dup failed), CF_EBROKEN (a
+ * worker did not say hello in time), CF_ENOMEM. */
+int cf_mpi_comm_pool_new(cf_executor **out, MPI_Comm comm, int root,
+                         const cf_mpi_pool_options *opts);
 
 /* True inside an MPI pool's worker (while it runs calls).  Any thread. */
 bool cf_in_mpi_worker(void);

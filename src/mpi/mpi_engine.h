@@ -44,15 +44,42 @@ enum {
  * microsecond latency, an idle one costs about a thousand cheap probes per
  * second. */
 #define CF__MPI_SPIN_NS 100000
+#define CF__MPI_SPIN_MAX_NS 1000000
 #define CF__MPI_NAP_MIN_NS 50000
 #define CF__MPI_NAP_MAX_NS 1000000
+/* An idle worker (nothing for CF__MPI_DOZE_AFTER_NS) probes less often:
+ * every CF__MPI_DOZE_NAP_NS.  The first call after such a pause waits up
+ * to that long; a busy pool never dozes. */
+#define CF__MPI_DOZE_AFTER_NS 1000000000
+#define CF__MPI_DOZE_NAP_NS 4000000
 
-/* The pause after the previous one `nap` (0 at first). */
-static inline int64_t cf__mpi_next_nap(int64_t nap)
+/* Adaptive spinning: a loop keeps an average (EWMA) of how long its
+ * recent waits for a message took, and probes without sleeping for about
+ * twice that: a steady exchange (one call at a time over TCP takes tens of
+ * microseconds) is then caught without a sleep's latency.  Waits longer
+ * than CF__MPI_SPIN_MAX_NS mean a slow peer: spinning for it would only
+ * burn CPU, so the window falls back to CF__MPI_SPIN_NS.  Spinning loops
+ * yield the CPU between probes, for peers on a loaded machine. */
+static inline int64_t cf__mpi_spin_for(int64_t avg)
+{
+    if (avg > CF__MPI_SPIN_MAX_NS)
+        return CF__MPI_SPIN_NS;
+    return 2 * avg < CF__MPI_SPIN_NS ? CF__MPI_SPIN_NS : 2 * avg;
+}
+
+static inline void cf__mpi_average(int64_t *avg, int64_t sample)
+{
+    if (sample > 4 * CF__MPI_SPIN_MAX_NS)
+        sample = 4 * CF__MPI_SPIN_MAX_NS;
+    *avg += (sample - *avg) / 4;
+}
+
+/* The pause after the previous one `nap` (0 at first), at most `max`. */
+static inline int64_t cf__mpi_next_nap(int64_t nap, int64_t max)
 {
     if (nap < CF__MPI_NAP_MIN_NS)
         return CF__MPI_NAP_MIN_NS;
-    return nap * 2 > CF__MPI_NAP_MAX_NS ? CF__MPI_NAP_MAX_NS : nap * 2;
+    return nap * 2 > max ? max : nap * 2;
 }
 
 /* The payload of a finished frame (header excluded) as one malloc'ed
@@ -68,10 +95,14 @@ const char *cf__mpi_strerror(int code, char *buf, size_t size);
  * Returns CF_OK or CF_ESYS (message recorded). */
 int cf__mpi_ensure_init(const char *who);
 
-/* Static mode: is this process rank 0 of an mpirun launch with workers,
- * and have they not served a pool yet?  Set by cf_mpi_init(). */
+/* Static mode: is this process rank 0 of an mpirun launch with workers?
+ * Set by cf_mpi_init(), like the pool's copy of MPI_COMM_WORLD, which the
+ * one static pool takes (then MPI_COMM_NULL; guarded by the pools' lock
+ * in mpi_pool.c). */
 extern bool cf__mpi_static_world;
-extern bool cf__mpi_static_used;
+extern MPI_Comm cf__mpi_static_comm;
+/* Static mode: the workers' heartbeat interval. */
+#define CF__MPI_STATIC_BEAT_NS (200 * 1000000LL)
 /* The program's own file (absolute), for spawning; "" if unknown. */
 extern char cf__mpi_exe[4096];
 extern bool cf__mpi_init_called;

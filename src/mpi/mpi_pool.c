@@ -16,7 +16,9 @@
  * - A job is one call, or one map chunk that a worker runs as a unit.  A
  *   worker answers its jobs in order, so its oldest unanswered job is the
  *   one it runs.  A worker gets a second job only while more jobs wait than
- *   there are workers, so a queued future is seldom already RUNNING.
+ *   there are workers (then up to DEPTH, so a stream of tiny calls does
+ *   not wait for a round trip each), so a queued future is seldom already
+ *   RUNNING.
  * - Dead workers: every message from a worker (its heartbeat thread sends
  *   one every heartbeat_timeout / 5) renews its `last_seen`; a worker
  *   silent for heartbeat_timeout is dead.  The pool then breaks: every
@@ -34,6 +36,7 @@
  * requests, the communicator) belongs to the manager thread alone.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +47,7 @@
 #include "mpi_engine.h"
 
 #define MAX_WORKERS 1024
-#define DEPTH 2 /* most jobs queued on one worker */
+#define DEPTH 64 /* most jobs queued on one worker (during a backlog) */
 
 typedef struct mjob {
     struct mjob *next;
@@ -274,7 +277,7 @@ static void break_pool(mpi_pool *p, const char *msg)
         orphans = s;
         pthread_mutex_unlock(&pools_mu);
     }
-    if (p->comm != MPI_COMM_NULL && p->spawn)
+    if (p->comm != MPI_COMM_NULL)
         MPI_Comm_free(&p->comm);
     p->comm = MPI_COMM_NULL;
 }
@@ -431,8 +434,7 @@ static void on_message(mpi_pool *p, mworker *w, int tag, const unsigned char *bo
             bad_worker(p, w, "sent a malformed hello");
             return;
         }
-        if (!p->spawn)
-            w->shown_size = size;
+        (void)size;
         snprintf(w->host, sizeof w->host, "%s", host);
         w->hello = true;
         break;
@@ -550,7 +552,7 @@ static bool check_time(mpi_pool *p, int64_t now)
 static int start_spawn(mpi_pool *p, char *msg, size_t msize)
 {
     if (!cf__mpi_exe[0]) {
-        snprintf(msg, msize, "mpi_pool_new: the program's own file is unknown (readlink of "
+        snprintf(msg, msize, "the program's own file is unknown (readlink of "
                              "/proc/self/exe failed)");
         return CF_ESYS;
     }
@@ -581,7 +583,7 @@ static int start_spawn(mpi_pool *p, char *msg, size_t msize)
     free(codes);
     if (err != MPI_SUCCESS || bad != MPI_SUCCESS) {
         char text[MPI_MAX_ERROR_STRING];
-        snprintf(msg, msize, "mpi_pool_new: MPI_Comm_spawn of %d workers (%.120s) failed: %.200s",
+        snprintf(msg, msize, "MPI_Comm_spawn of %d workers (%.120s) failed: %.200s",
                  p->nworkers, cf__mpi_exe,
                  cf__mpi_strerror(err != MPI_SUCCESS ? err : bad, text, sizeof text));
         if (err == MPI_SUCCESS)
@@ -612,7 +614,7 @@ static int await_hello(mpi_pool *p, char *msg, size_t msize)
         }
         if (!check_time(p, cf__now_ns())) {
             pthread_mutex_lock(&p->mu);
-            snprintf(msg, msize, "mpi_pool_new: %.360s", p->broken_msg);
+            snprintf(msg, msize, "%.360s", p->broken_msg);
             pthread_mutex_unlock(&p->mu);
             return CF_EBROKEN;
         }
@@ -620,7 +622,7 @@ static int await_hello(mpi_pool *p, char *msg, size_t msize)
             continue;
         /* Nothing can wake this: it ends by itself (MPI has no waiting
          * that does not spin). */
-        nap = cf__mpi_next_nap(nap);
+        nap = cf__mpi_next_nap(nap, CF__MPI_NAP_MAX_NS);
         struct timespec ts = {0, (long)nap};
         nanosleep(&ts, NULL);
     }
@@ -664,14 +666,18 @@ static void leave(mpi_pool *p)
         if (cf__now_ns() - last < CF__MPI_SPIN_NS)
             continue;
         /* Ends by itself: nothing else can wake it. */
-        nap = cf__mpi_next_nap(nap);
+        nap = cf__mpi_next_nap(nap, CF__MPI_NAP_MAX_NS);
         struct timespec ts = {0, (long)nap};
         nanosleep(&ts, NULL);
     }
     while (p->sends)
         reap_sends(p); /* EXITs: all received, since every BYE came */
+    /* Everyone said BYE: nothing is in flight, so the collective
+     * disconnect of a spawned job's intercommunicator cannot hang. */
     if (p->spawn)
         MPI_Comm_disconnect(&p->comm);
+    else
+        MPI_Comm_free(&p->comm);
     p->comm = MPI_COMM_NULL;
 }
 
@@ -694,13 +700,16 @@ static void *manager_main(void *arg)
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     if (rc != CF_OK) {
-        if (p->comm != MPI_COMM_NULL && p->spawn)
+        if (p->comm != MPI_COMM_NULL)
             MPI_Comm_free(&p->comm);
         p->comm = MPI_COMM_NULL;
         return NULL;
     }
 
-    int64_t last_progress = cf__now_ns(), nap = 0;
+    /* avg_wait: how long the manager recently waited for MPI traffic
+     * while calls were out (see cf__mpi_spin_for). */
+    int64_t last_progress = cf__now_ns(), nap = 0, avg_wait = 0;
+    bool was_busy = false;
     for (;;) {
         pthread_mutex_lock(&p->mu);
         uint64_t seq = p->seq;
@@ -712,13 +721,16 @@ static void *manager_main(void *arg)
         if (p->comm == MPI_COMM_NULL || !check_time(p, now))
             return NULL; /* broken: everything failed, nothing to serve */
         if (progress) {
+            if (was_busy)
+                cf__mpi_average(&avg_wait, now - last_progress);
             last_progress = now;
             nap = 0;
+            was_busy = busy(p);
             continue;
         }
         bool work = busy(p);
-        if (work && now - last_progress < CF__MPI_SPIN_NS) {
-            cf__cpu_relax();
+        if (work && now - last_progress < cf__mpi_spin_for(avg_wait)) {
+            sched_yield();
             continue;
         }
         pthread_mutex_lock(&p->mu);
@@ -732,7 +744,9 @@ static void *manager_main(void *arg)
          * doubling pause while calls are out, a fifth of the heartbeat
          * timeout when idle (to drain heartbeats and notice a dead
          * worker within the bound). */
-        int64_t wait_ns = work ? (nap = cf__mpi_next_nap(nap)) : p->hb_timeout_ns / 5;
+        int64_t wait_ns = p->hb_timeout_ns / 5;
+        if (work)
+            wait_ns = nap = cf__mpi_next_nap(nap, CF__MPI_NAP_MAX_NS);
         if (p->seq == seq) {
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -942,6 +956,25 @@ static int auto_workers(void)
     return cf_usable_cpus();
 }
 
+static int launch(cf_executor **out, bool spawn, MPI_Comm comm, int n, int root,
+                  const cf_mpi_pool_options *o, const char *who);
+
+/* Checks the options every constructor takes. */
+static int check_options(const cf_mpi_pool_options *o, const char *who)
+{
+    if (cf_in_mpi_worker())
+        return cf__fail(CF_EINVALSTATE, "%s: called inside an MPI worker", who);
+    if (o->mode != CF_MPI_AUTO && o->mode != CF_MPI_SPAWN && o->mode != CF_MPI_STATIC)
+        return cf__fail(CF_EINVAL, "%s: unknown mode %d", who, (int)o->mode);
+    if (!(o->heartbeat_timeout > 0 && o->heartbeat_timeout <= 86400))
+        return cf__fail(CF_EINVAL, "%s: heartbeat_timeout must be in (0, 86400] seconds, got %g",
+                        who, o->heartbeat_timeout);
+    if (o->max_workers != CF_AUTO && (o->max_workers < 1 || o->max_workers > MAX_WORKERS))
+        return cf__fail(CF_EINVAL, "%s: max_workers must be CF_AUTO or 1..%d, got %d", who,
+                        MAX_WORKERS, o->max_workers);
+    return CF_OK;
+}
+
 CF__API int cf_mpi_pool_new(cf_executor **out, const cf_mpi_pool_options *opts)
 {
     if (!out)
@@ -952,16 +985,9 @@ CF__API int cf_mpi_pool_new(cf_executor **out, const cf_mpi_pool_options *opts)
         o = *opts;
     else
         cf_mpi_pool_options_init(&o);
-    if (cf_in_mpi_worker())
-        return cf__fail(CF_EINVALSTATE, "mpi_pool_new: called inside an MPI worker");
-    if (o.mode != CF_MPI_AUTO && o.mode != CF_MPI_SPAWN && o.mode != CF_MPI_STATIC)
-        return cf__fail(CF_EINVAL, "mpi_pool_new: unknown mode %d", (int)o.mode);
-    if (!(o.heartbeat_timeout > 0 && o.heartbeat_timeout <= 86400))
-        return cf__fail(CF_EINVAL, "mpi_pool_new: heartbeat_timeout must be in (0, 86400] "
-                                   "seconds, got %g", o.heartbeat_timeout);
-    if (o.max_workers != CF_AUTO && (o.max_workers < 1 || o.max_workers > MAX_WORKERS))
-        return cf__fail(CF_EINVAL, "mpi_pool_new: max_workers must be CF_AUTO or 1..%d, got %d",
-                        MAX_WORKERS, o.max_workers);
+    int rc = check_options(&o, "mpi_pool_new");
+    if (rc != CF_OK)
+        return rc;
     if (!cf__mpi_init_called)
         return cf__fail(CF_EINVALSTATE, "mpi_pool_new: call cf_mpi_init(argc, argv) at the top "
                                          "of main(); the workers are copies of this program "
@@ -970,7 +996,7 @@ CF__API int cf_mpi_pool_new(cf_executor **out, const cf_mpi_pool_options *opts)
     if (!spawn && !cf__mpi_static_world)
         return cf__fail(CF_EINVALSTATE, "mpi_pool_new: static mode needs a launch with several "
                                         "ranks (mpirun -np N with N >= 2)");
-    int rc = cf__mpi_ensure_init("mpi_pool_new");
+    rc = cf__mpi_ensure_init("mpi_pool_new");
     if (rc != CF_OK)
         return rc;
     int n;
@@ -980,38 +1006,57 @@ CF__API int cf_mpi_pool_new(cf_executor **out, const cf_mpi_pool_options *opts)
             return cf__fail(CF_EINVAL, "mpi_pool_new: CFUTURES_MPI_WORKERS must be 1..%d",
                             MAX_WORKERS);
     } else {
-        int wsize = 1;
-        MPI_Comm_size(MPI_COMM_WORLD, &wsize);
-        n = wsize - 1;
-        if (o.max_workers != CF_AUTO && o.max_workers != n)
-            return cf__fail(CF_EINVAL, "mpi_pool_new: static mode has %d worker ranks, "
-                                       "max_workers asks for %d", n, o.max_workers);
+        if (o.heartbeat_timeout < 1)
+            return cf__fail(CF_EINVAL, "mpi_pool_new: static mode needs heartbeat_timeout >= 1 "
+                                       "s (its workers beat every %.1f s)",
+                            (double)CF__MPI_STATIC_BEAT_NS / 1e9);
+        /* The ranks serve one pool, which takes the communicator. */
         pthread_mutex_lock(&pools_mu);
-        bool used = cf__mpi_static_used;
-        cf__mpi_static_used = true;
+        MPI_Comm comm = cf__mpi_static_comm;
+        int wsize = 1;
+        if (comm != MPI_COMM_NULL)
+            MPI_Comm_size(comm, &wsize);
+        n = wsize - 1;
+        bool take = comm != MPI_COMM_NULL && (o.max_workers == CF_AUTO || o.max_workers == n);
+        if (take)
+            cf__mpi_static_comm = MPI_COMM_NULL;
         pthread_mutex_unlock(&pools_mu);
-        if (used)
+        if (comm == MPI_COMM_NULL)
             return cf__fail(CF_EINVALSTATE, "mpi_pool_new: the ranks of this mpirun launch "
                                             "served a pool already and have exited");
+        if (!take)
+            return cf__fail(CF_EINVAL, "mpi_pool_new: static mode has %d worker ranks, "
+                                       "max_workers asks for %d", n, o.max_workers);
+        return launch(out, false, comm, n, 0, &o, "mpi_pool_new");
     }
+    return launch(out, true, MPI_COMM_NULL, n, -1, &o, "mpi_pool_new");
+}
 
+/* Makes the pool: `n` workers, on `comm` (spawn: made by the manager)
+ * where they are every rank but `root`; the pool owns `comm` from here
+ * on.  Waits until they all said hello. */
+static int launch(cf_executor **out, bool spawn, MPI_Comm comm, int n, int root,
+                  const cf_mpi_pool_options *o, const char *who)
+{
     mpi_pool *p = calloc(1, sizeof *p);
     mworker *ws = calloc((size_t)n, sizeof *ws);
     if (!p || !ws) {
         free(p);
         free(ws);
-        return cf__fail(CF_ENOMEM, "mpi_pool_new: out of memory");
+        if (comm != MPI_COMM_NULL)
+            MPI_Comm_free(&comm);
+        return cf__fail(CF_ENOMEM, "%s: out of memory", who);
     }
     p->spawn = spawn;
-    p->oversubscribe = o.oversubscribe;
+    p->oversubscribe = o->oversubscribe;
     p->nworkers = n;
     p->workers = ws;
-    p->hb_timeout_ns = (int64_t)(o.heartbeat_timeout * 1e9);
-    p->comm = spawn ? MPI_COMM_NULL : MPI_COMM_WORLD;
+    p->hb_timeout_ns = (int64_t)(o->heartbeat_timeout * 1e9);
+    p->comm = comm;
     for (int i = 0; i < n; i++) {
-        ws[i].rank = spawn ? i : i + 1;
+        ws[i].rank = spawn || i < root ? i : i + 1;
         ws[i].shown_rank = ws[i].rank;
-        ws[i].shown_size = n;
+        ws[i].shown_size = spawn ? n : n + 1;
     }
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->join_mu, NULL);
@@ -1023,13 +1068,14 @@ CF__API int cf_mpi_pool_new(cf_executor **out, const cf_mpi_pool_options *opts)
     cf__executor_register(&p->base, &mpi_engine);
     /* The manager blocks asynchronous signals, so they reach the
      * application's threads. */
-    rc = cf__thread_start(&p->manager, manager_main, p);
+    int rc = cf__thread_start(&p->manager, manager_main, p);
     if (rc != 0) {
         p->joined = true;
+        if (p->comm != MPI_COMM_NULL)
+            MPI_Comm_free(&p->comm);
         atomic_store(&p->base.destroyed, true);
         cf__executor_unref(&p->base);
-        return cf__fail(CF_ESYS, "mpi_pool_new: cannot start the manager thread: %s",
-                        strerror(rc));
+        return cf__fail(CF_ESYS, "%s: cannot start the manager thread: %s", who, strerror(rc));
     }
     /* Woken by the manager when start-up ends (it always does: a spawn
      * returns or fails, and a silent worker times out). */
@@ -1044,7 +1090,7 @@ CF__API int cf_mpi_pool_new(cf_executor **out, const cf_mpi_pool_options *opts)
         join_manager(p);
         atomic_store(&p->base.destroyed, true);
         cf__executor_unref(&p->base);
-        return cf__fail(rc, "%s", msg);
+        return cf__fail(rc, "%s: %s", who, msg);
     }
     pthread_mutex_lock(&pools_mu);
     p->next_live = live_pools;
@@ -1052,4 +1098,55 @@ CF__API int cf_mpi_pool_new(cf_executor **out, const cf_mpi_pool_options *opts)
     pthread_mutex_unlock(&pools_mu);
     *out = &p->base;
     return CF_OK;
+}
+
+CF__API int cf_mpi_comm_pool_new(cf_executor **out, MPI_Comm comm, int root,
+                                 const cf_mpi_pool_options *opts)
+{
+    if (!out)
+        return cf__fail(CF_EINVAL, "mpi_comm_pool_new: out is NULL");
+    *out = NULL;
+    cf_mpi_pool_options o;
+    if (opts)
+        o = *opts;
+    else
+        cf_mpi_pool_options_init(&o);
+    int rc = check_options(&o, "mpi_comm_pool_new");
+    if (rc != CF_OK)
+        return rc;
+    int inited = 0, finalized = 0, provided = 0;
+    MPI_Initialized(&inited);
+    MPI_Finalized(&finalized);
+    if (!inited || finalized)
+        return cf__fail(CF_EINVALSTATE, "mpi_comm_pool_new: MPI is not initialised (or already "
+                                        "finalized); the program owns MPI here");
+    MPI_Query_thread(&provided);
+    if (provided < MPI_THREAD_MULTIPLE)
+        return cf__fail(CF_EINVALSTATE, "mpi_comm_pool_new: MPI was initialised with thread "
+                                        "level %d; the MPI engine needs MPI_THREAD_MULTIPLE",
+                        provided);
+    int inter = 0, size = 0, rank = 0;
+    if (comm == MPI_COMM_NULL || MPI_Comm_test_inter(comm, &inter) != MPI_SUCCESS || inter)
+        return cf__fail(CF_EINVAL, "mpi_comm_pool_new: comm must be an intracommunicator");
+    MPI_Comm_size(comm, &size);
+    MPI_Comm_rank(comm, &rank);
+    if (root < 0 || root >= size)
+        return cf__fail(CF_EINVAL, "mpi_comm_pool_new: root %d is not a rank of comm (size %d)",
+                        root, size);
+    if (size < 2)
+        return cf__fail(CF_EINVAL, "mpi_comm_pool_new: comm has no rank besides the root");
+    if (o.max_workers != CF_AUTO && o.max_workers != size - 1)
+        return cf__fail(CF_EINVAL, "mpi_comm_pool_new: comm has %d worker ranks, max_workers "
+                                   "asks for %d", size - 1, o.max_workers);
+    /* Collective: every rank gets its own context for this pool. */
+    MPI_Comm dup;
+    if (MPI_Comm_dup(comm, &dup) != MPI_SUCCESS)
+        return cf__fail(CF_ESYS, "mpi_comm_pool_new: MPI_Comm_dup failed");
+    MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
+    if (rank != root) {
+        cf__mpi_serve(dup, root, (int64_t)(o.heartbeat_timeout * 1e9) / 5);
+        MPI_Comm_free(&dup);
+        return CF_OK;
+    }
+    return launch(out, false, dup, size - 1, root, &o, "mpi_comm_pool_new");
 }

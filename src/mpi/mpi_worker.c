@@ -18,6 +18,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,7 @@
 char cf__mpi_exe[4096];
 bool cf__mpi_init_called;
 bool cf__mpi_static_world;
-bool cf__mpi_static_used;
+MPI_Comm cf__mpi_static_comm = MPI_COMM_NULL;
 static _Atomic bool in_mpi_worker;
 /* Did cfutures call MPI_Init_thread (and so owes MPI_Finalize)?  Written
  * under init_mu. */
@@ -175,16 +176,23 @@ CF__API int cf_mpi_init(int argc, char **argv)
     int rank = 0, size = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    if (size > 1 && rank != 0) {
-        /* The static world's ranks 1..N-1 serve rank 0's pool.  The
-         * launcher ends the job if any rank dies, so their heartbeat only
-         * guards against a hung rank; its interval is fixed here because
-         * rank 0's options are not known yet. */
-        MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-        cf__mpi_serve(MPI_COMM_WORLD, 0, 500 * 1000000LL);
+    if (size < 2)
+        return CF_OK;
+    /* The static pool talks on its own copy of the world, so the
+     * program's messages on MPI_COMM_WORLD never meet its own. */
+    if (MPI_Comm_dup(MPI_COMM_WORLD, &cf__mpi_static_comm) != MPI_SUCCESS)
+        return cf__fail(CF_ESYS, "mpi_init: MPI_Comm_dup of the world failed");
+    MPI_Comm_set_errhandler(cf__mpi_static_comm, MPI_ERRORS_RETURN);
+    if (rank != 0) {
+        /* Ranks 1..N-1 serve rank 0's pool.  The launcher ends the job if
+         * any rank dies, so their heartbeat only guards against a hung
+         * rank; its interval is fixed because rank 0's options are not
+         * known yet (rank 0 accepts no heartbeat_timeout below 1 s). */
+        cf__mpi_serve(cf__mpi_static_comm, 0, CF__MPI_STATIC_BEAT_NS);
+        MPI_Comm_free(&cf__mpi_static_comm);
         worker_leave();
     }
-    cf__mpi_static_world = size > 1;
+    cf__mpi_static_world = true;
     return CF_OK;
 }
 
@@ -225,20 +233,27 @@ static void *heartbeat_main(void *arg)
 /* Waits for the next message from the manager; fills *st. */
 static void wait_message(MPI_Comm comm, int manager, MPI_Status *st)
 {
+    static int64_t avg_wait; /* this thread only */
     int64_t idle_since = cf__now_ns(), nap = 0;
+    int64_t spin = cf__mpi_spin_for(avg_wait);
     for (;;) {
         int flag = 0;
         if (MPI_Iprobe(manager, MPI_ANY_TAG, comm, &flag, st) != MPI_SUCCESS)
             worker_leave(); /* the manager is gone */
-        if (flag)
+        if (flag) {
+            cf__mpi_average(&avg_wait, cf__now_ns() - idle_since);
             return;
-        if (cf__now_ns() - idle_since < CF__MPI_SPIN_NS) {
-            cf__cpu_relax();
+        }
+        if (cf__now_ns() - idle_since < spin) {
+            sched_yield();
             continue;
         }
         /* Nobody can wake this sleep: MPI has no wait that does not spin.
-         * It ends by itself, at most CF__MPI_NAP_MAX_NS later. */
-        nap = cf__mpi_next_nap(nap);
+         * It ends by itself, at most CF__MPI_NAP_MAX_NS later (or
+         * CF__MPI_DOZE_NAP_NS once idle for a second). */
+        int64_t idle = cf__now_ns() - idle_since;
+        nap = cf__mpi_next_nap(nap, idle < CF__MPI_DOZE_AFTER_NS ? CF__MPI_NAP_MAX_NS
+                                                                 : CF__MPI_DOZE_NAP_NS);
         struct timespec ts = {0, (long)nap};
         nanosleep(&ts, NULL);
     }
@@ -403,6 +418,8 @@ void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
     }
     free(in);
     free(done_fs);
+    done_fs = NULL; /* a rank of a communicator pool may serve again */
+    done_cap = 0;
     wenc_free(&out);
     pthread_mutex_lock(&hb.mu);
     hb.stop = true;
@@ -412,4 +429,5 @@ void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
     pthread_cond_destroy(&hb.cv);
     MPI_Send(NULL, 0, MPI_BYTE, manager, MTAG_BYE, comm);
     fflush(stdout);
+    atomic_store(&in_mpi_worker, false);
 }
