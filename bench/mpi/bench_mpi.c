@@ -1,0 +1,292 @@
+/*
+ * bench_mpi.c - the MPI engine's costs, beside a raw MPI floor measured in
+ * the same run (spawn mode, this machine only).
+ *
+ *   start-up      cf_mpi_pool_new() until every worker said hello: the
+ *                 first pool (MPI_Init of the singleton included) and a
+ *                 second one
+ *   idle CPU      CPU time used by the pool's processes (this process with
+ *                 its manager thread, and every worker) while the pool sits
+ *                 idle, as % of one core
+ *   round trip    one call at a time: submit + result of a no-op task,
+ *                 beside a blocking MPI_Send/MPI_Recv ping-pong of 8 bytes
+ *                 with a spawned echo rank (the floor; it spins)
+ *   tiny tasks    many no-op calls submitted at once, then waited for
+ *   chunked map   cf_map over i64 inputs with chunksize 1000
+ *
+ * Usage: bench_mpi [--quick] [--workers N] [--idle SECONDS]
+ * Needs the Open MPI variables of README.md when run as root or on fewer
+ * cores than ranks.
+ */
+#include <dirent.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cfutures_mpi.h"
+
+static int noop(cf_call *c)
+{
+    return cf_return_i64(c, cf_arg_i64(c, 0));
+}
+CF_TASK(noop);
+
+#define CHECK(expr)                                                           \
+    do {                                                                      \
+        int rc_ = (expr);                                                     \
+        if (rc_ != CF_OK) {                                                   \
+            fprintf(stderr, "bench_mpi: %s -> %s (%s)\n", #expr,              \
+                    cf_err_name(rc_), cf_last_error_message());               \
+            exit(1);                                                          \
+        }                                                                     \
+    } while (0)
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The raw floor's echo rank: answers tag 1 with the same bytes; tag 2
+ * ends it. */
+static void raw_echo(void)
+{
+    int provided;
+    MPI_Init_thread(NULL, NULL, MPI_THREAD_SINGLE, &provided);
+    MPI_Comm parent;
+    MPI_Comm_get_parent(&parent);
+    char buf[8];
+    for (;;) {
+        MPI_Status st;
+        MPI_Recv(buf, sizeof buf, MPI_BYTE, 0, MPI_ANY_TAG, parent, &st);
+        if (st.MPI_TAG != 1)
+            break;
+        MPI_Send(buf, sizeof buf, MPI_BYTE, 0, 1, parent);
+    }
+    MPI_Comm_disconnect(&parent);
+    MPI_Finalize();
+    exit(0);
+}
+
+static double raw_round_trip_us(int rounds)
+{
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return -1;
+    exe[n] = '\0';
+    char *argv[] = {"--raw-echo", NULL};
+    MPI_Info info;
+    MPI_Info_create(&info);
+    MPI_Info_set(info, "map_by", ":OVERSUBSCRIBE");
+    MPI_Comm child;
+    int code;
+    if (MPI_Comm_spawn(exe, argv, 1, info, 0, MPI_COMM_SELF, &child, &code) != MPI_SUCCESS)
+        return -1;
+    MPI_Info_free(&info);
+    char buf[8] = {0};
+    for (int i = 0; i < 100; i++) { /* connection set-up, warm-up */
+        MPI_Send(buf, sizeof buf, MPI_BYTE, 0, 1, child);
+        MPI_Recv(buf, sizeof buf, MPI_BYTE, 0, 1, child, MPI_STATUS_IGNORE);
+    }
+    double t0 = now();
+    for (int i = 0; i < rounds; i++) {
+        MPI_Send(buf, sizeof buf, MPI_BYTE, 0, 1, child);
+        MPI_Recv(buf, sizeof buf, MPI_BYTE, 0, 1, child, MPI_STATUS_IGNORE);
+    }
+    double us = (now() - t0) / rounds * 1e6;
+    MPI_Send(buf, 0, MPI_BYTE, 0, 2, child);
+    MPI_Comm_disconnect(&child);
+    return us;
+}
+
+/* CPU seconds (user + system) of process `pid`, from /proc. */
+static double proc_cpu(long pid)
+{
+    char path[64], line[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    double s = 0;
+    if (fgets(line, sizeof line, f)) {
+        char *p = strrchr(line, ')');
+        unsigned long ut = 0, st = 0;
+        /* Fields after the command: state is 3, utime 14, stime 15. */
+        if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2)
+            s = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    }
+    fclose(f);
+    return s;
+}
+
+/* The pids of this program's MPI workers (their argv[1] marks them). */
+static int worker_pids(long *pids, int max)
+{
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        return 0;
+    self[n] = '\0';
+    DIR *d = opendir("/proc");
+    int k = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) && k < max) {
+        char path[300], exe[4096], cmd[256];
+        long pid = strtol(e->d_name, NULL, 10);
+        if (pid <= 0)
+            continue;
+        snprintf(path, sizeof path, "/proc/%ld/exe", pid);
+        ssize_t m = readlink(path, exe, sizeof exe - 1);
+        if (m <= 0)
+            continue;
+        exe[m] = '\0';
+        if (strcmp(exe, self) != 0)
+            continue;
+        snprintf(path, sizeof path, "/proc/%ld/cmdline", pid);
+        FILE *f = fopen(path, "r");
+        size_t got = f ? fread(cmd, 1, sizeof cmd - 1, f) : 0;
+        if (f)
+            fclose(f);
+        cmd[got] = '\0';
+        size_t first = strlen(cmd) + 1;
+        if (first < got && strcmp(cmd + first, "--cfutures-mpi-worker") == 0)
+            pids[k++] = pid;
+    }
+    if (d)
+        closedir(d);
+    return k;
+}
+
+static double self_cpu(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static cf_executor *new_pool(int workers, double *secs)
+{
+    cf_mpi_pool_options o;
+    cf_mpi_pool_options_init(&o);
+    o.max_workers = workers;
+    cf_executor *ex;
+    double t0 = now();
+    CHECK(cf_mpi_pool_new(&ex, &o));
+    *secs = now() - t0;
+    return ex;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "--raw-echo") == 0)
+        raw_echo();
+    CHECK(cf_mpi_init(argc, argv));
+    bool quick = false;
+    int workers = 2;
+    double idle = 5;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0)
+            quick = true;
+        else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
+            workers = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--idle") == 0 && i + 1 < argc)
+            idle = atof(argv[++i]);
+    }
+    if (quick)
+        idle = 0.5;
+    int rt_rounds = quick ? 200 : 5000;
+    int tiny = quick ? 2000 : 50000;
+    int map_n = quick ? 10000 : 500000;
+
+    double first, second;
+    cf_executor *ex = new_pool(workers, &first);
+    CHECK(cf_executor_destroy(ex));
+    ex = new_pool(workers, &second);
+    printf("start-up, %d workers: first pool %.3f s (MPI_Init included), second %.3f s\n",
+           workers, first, second);
+
+    /* Warm every connection, then let the pool fall idle. */
+    cf_future *fs[64];
+    for (int i = 0; i < 64; i++)
+        CHECK(cf_submit(ex, noop, CF_ARGS(cf_i64(i)), &fs[i]));
+    for (int i = 0; i < 64; i++) {
+        CHECK(cf_future_result(fs[i], CF_FOREVER, NULL));
+        cf_future_release(fs[i]);
+    }
+    struct timespec settle = {0, 200000000};
+    nanosleep(&settle, NULL);
+    long pids[64];
+    int np = worker_pids(pids, 64);
+    double c0 = self_cpu(), w0 = 0;
+    for (int i = 0; i < np; i++)
+        w0 += proc_cpu(pids[i]);
+    double t0 = now();
+    struct timespec rest = {(time_t)idle, (long)((idle - (double)(time_t)idle) * 1e9)};
+    nanosleep(&rest, NULL);
+    double span = now() - t0;
+    double c1 = self_cpu(), w1 = 0;
+    for (int i = 0; i < np; i++)
+        w1 += proc_cpu(pids[i]);
+    printf("idle CPU over %.1f s: manager process %.2f %%, %d workers %.2f %% (of one core; "
+           "clock ticks of %.0f ms)\n",
+           span, (c1 - c0) / span * 100, np, (w1 - w0) / span * 100,
+           1000.0 / (double)sysconf(_SC_CLK_TCK));
+
+    double tr = now();
+    for (int i = 0; i < rt_rounds; i++) {
+        cf_future *f;
+        CHECK(cf_submit(ex, noop, CF_ARGS(cf_i64(i)), &f));
+        CHECK(cf_future_result(f, CF_FOREVER, NULL));
+        cf_future_release(f);
+    }
+    double rt = (now() - tr) / rt_rounds * 1e6;
+
+    cf_future **many = malloc((size_t)tiny * sizeof *many);
+    double tt = now();
+    for (int i = 0; i < tiny; i++)
+        CHECK(cf_submit(ex, noop, CF_ARGS(cf_i64(i)), &many[i]));
+    for (int i = 0; i < tiny; i++) {
+        CHECK(cf_future_result(many[i], CF_FOREVER, NULL));
+        cf_future_release(many[i]);
+    }
+    double tiny_rate = tiny / (now() - tt);
+    free(many);
+
+    cf_value *in = malloc((size_t)map_n * sizeof *in);
+    for (int i = 0; i < map_n; i++)
+        in[i] = cf_i64(i);
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.chunksize = 1000;
+    cf_map_input input = cf_input_array(in, (size_t)map_n);
+    cf_map_iter *it;
+    double tm = now();
+    CHECK(cf_map(ex, noop, &input, 1, &mo, &it));
+    for (int i = 0; i < map_n; i++) {
+        const cf_value *v;
+        CHECK(cf_map_next(it, &v, NULL));
+        if (v->as.i64 != i) {
+            fprintf(stderr, "bench_mpi: map element %d is wrong\n", i);
+            return 1;
+        }
+    }
+    double per_elem = (now() - tm) / map_n * 1e9;
+    cf_map_close(it);
+    free(in);
+    CHECK(cf_executor_destroy(ex));
+
+    double raw = raw_round_trip_us(rt_rounds);
+    printf("round trip, one call at a time: %.1f us; raw MPI ping-pong (blocking, "
+           "spinning): %.1f us; ratio %.1f\n",
+           rt, raw, raw > 0 ? rt / raw : 0);
+    printf("tiny tasks, %d submitted at once: %.0f calls/s\n", tiny, tiny_rate);
+    printf("chunked map (chunksize 1000), %d elements: %.0f ns per element\n", map_n, per_elem);
+    return 0;
+}
