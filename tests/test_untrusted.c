@@ -149,6 +149,26 @@ static int u_child_fd3(cf_call *call)
 }
 CF_TASK(u_child_fd3);
 
+/* Returns a fresh result of arg 0 bytes (kind arg 1: 0 bytes, 1 string),
+ * or an echo of its bytes argument when it has one.  Made in a worker with
+ * no big argument, a big result goes in a memfd of the worker's own. */
+static int u_make(cf_call *call)
+{
+    const cf_value *a = cf_arg(call, 0);
+    if (a && a->kind == CF_BYTES)
+        return cf_return_bytes(call, a->as.bytes, a->size);
+    size_t n = (size_t)cf_arg_i64(call, 0);
+    char *b = malloc(n + 1);
+    if (!b)
+        return cf_raise(call, 1, "MemoryError", "no memory");
+    memset(b, 'z', n);
+    b[n] = '\0';
+    int rc = cf_arg_i64(call, 1) ? cf_return_str(call, b) : cf_return_bytes(call, b, n);
+    free(b);
+    return rc;
+}
+CF_TASK(u_make);
+
 /* ---- a fake worker ------------------------------------------------------------ */
 
 /* With CF_TEST_FAKE_WORKER=<seed> in its environment, this program started
@@ -648,7 +668,80 @@ static void test_fake_workers_cannot_hurt_the_parent(void **state)
     assert_true(outcomes[0] > 0 && outcomes[2] > 0);
 }
 
+/* The line of /proc/self/maps that holds `p` ("" if none), in `line`. */
+static void mapping_of(const void *p, char *line, size_t size)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    assert_non_null(f);
+    uintptr_t at = (uintptr_t)p;
+    line[0] = '\0';
+    char buf[512];
+    while (fgets(buf, sizeof buf, f)) {
+        unsigned long lo, hi;
+        if (sscanf(buf, "%lx-%lx", &lo, &hi) == 2 && at >= lo && at < hi) {
+            snprintf(line, size, "%s", buf);
+            break;
+        }
+    }
+    fclose(f);
+}
+
+/* Where big results live once the parent has them: in place (zero copy)
+ * only where no worker can change them - a worker's own write-sealed memfd
+ * (mapped private, read-only) or, for bytes, the lent buffer - and a
+ * string made in a lent buffer is the parent's own copy. */
+static void test_big_results_in_place_only_where_safe(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    size_t n = (size_t)3 << 20;
+    unsigned char *in = calloc(1, n);
+    assert_non_null(in);
+    struct {
+        const char *what;
+        cf_value args[2];
+        size_t nargs;
+        const char *want; /* in the line of its mapping; NULL: not shared memory */
+    } cases[] = {
+        {"bytes in a worker's memfd", {cf_i64((int64_t)n), cf_i64(0)}, 2, "r--p"},
+        {"string in a worker's memfd", {cf_i64((int64_t)n), cf_i64(1)}, 2, "r--p"},
+        {"bytes echoed in the lent buffer", {cf_bytes(in, n)}, 1, "rw-s"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cf_future *f = NULL;
+        assert_ok(cf_submit(ex, u_make, cases[i].args, cases[i].nargs, &f));
+        const cf_value *v = NULL;
+        assert_ok(cf_future_result(f, T_OK * cf_test_scale(), &v));
+        assert_int_equal(v->size, n);
+        char line[512];
+        mapping_of(v->as.bytes, line, sizeof line);
+        if (!contains(line, "memfd:cfutures") || !contains(line, cases[i].want))
+            fail_msg("%s: not in place as expected (%s): %s", cases[i].what, cases[i].want,
+                     line);
+        assert_ok(cf_future_release(f));
+    }
+    /* A string made in the lent buffer: copied out, not in shared memory. */
+    cf_future *f = NULL;
+    fifo gate, done;
+    fifo_open(&gate, "gate2");
+    fifo_open(&done, "done2");
+    assert_ok(cf_submit(ex, u_lent_rewrite,
+                        CF_ARGS(cf_bytes(in, n), cf_str(gate.path), cf_str(done.path)), &f));
+    const cf_value *v = NULL;
+    assert_ok(cf_future_result(f, T_OK * cf_test_scale(), &v));
+    char line[512];
+    mapping_of(v->as.str, line, sizeof line);
+    if (contains(line, "memfd:"))
+        fail_msg("a string made in a lent buffer is read in place: %s", line);
+    assert_ok(cf_future_release(f));
+    fifo_close(&gate);
+    fifo_close(&done);
+    free(in);
+    udestroy(ex);
+}
+
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_big_results_in_place_only_where_safe),
     cmocka_unit_test(test_fake_workers_cannot_hurt_the_parent),
     cmocka_unit_test(test_forged_worker_variable_runs_main),
     cmocka_unit_test(test_worker_socket_not_inherited),
