@@ -604,8 +604,9 @@ int cf_submit_with(cf_executor *ex, const cf_submit_options *opts, cf_task_fn *f
  *     replacement worker starts (under either crash policy: this is not a
  *     crash).  Calls of the same map chunk that the worker had begun fail
  *     with CF_EBROKEN; those it had not begun run on another worker;
- *   - running in a thread pool: cf_cancel_requested() turns true for the
- *     task, which decides when to stop; its future ends as the task ends.
+ *   - running in a thread pool, or inline as a continuation (cf_then()):
+ *     cf_cancel_requested() turns true for the task, which decides when to
+ *     stop; its future ends as the task ends.
  * Returns immediately: CF_OK (requested), CF_EDONE (already done), or
  * CF_EINVAL (NULL, or a future that no executor runs).  Any thread. */
 int cf_future_interrupt(cf_future *f);
@@ -1057,8 +1058,10 @@ void cf_cq_destroy(cf_completion_queue *q);
  * antecedent may have other continuations, waiters and owners, and a
  * consumer losing interest says nothing about them.  Cancel the
  * antecedent yourself when you own it.  An inline task marks its derived
- * future RUNNING (it can no longer be cancelled); a derived future whose
- * task went to `ex` stays PENDING until that task has finished, so
+ * future RUNNING (it can no longer be cancelled, and set_result() on it is
+ * refused: the task writes its outcome); cf_future_interrupt() then raises
+ * the task's cf_cancel_requested() and cf_cancel_fd().  A derived future
+ * whose task went to `ex` stays PENDING until that task has finished, so
  * cancelling it succeeds even while the task runs there - the task then
  * runs to its end and its outcome is discarded.
  * ---------------------------------------------------------------------- */

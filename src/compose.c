@@ -17,9 +17,14 @@
  *   scheduled while it ran; a job scheduled while draining is only queued.
  *   So the stack depth stays constant whatever the chain's length.  The
  *   queue is the thread's own (_Thread_local): no lock.
- * - Inline jobs mark the derived future RUNNING with
- *   cf_future_set_running_or_notify_cancel() before running the task, so a
- *   cancel that came first wins and the task never runs.  A job for an
+ * - Inline: the derived future is itself a call future (run by no
+ *   executor) whose first argument slots are filled with the antecedent's
+ *   outcome when the job runs; the job marks it RUNNING with
+ *   cf_future_set_running_or_notify_cancel() - so a cancel that came first
+ *   wins and the task never runs - and runs it with cf__future_run_call(),
+ *   which completes it with the task's outcome: no second future, no copy
+ *   of the result.  The outcome slots borrow from the antecedent, which the
+ *   record keeps alive until the task has returned.  A job for an
  *   executor submits a fresh call (the engine copies the arguments) whose
  *   outcome is forwarded to the derived future; a cancel of the derived
  *   future is forwarded to that call by a callback on the derived future.
@@ -123,53 +128,50 @@ static int derived_done(cf_future *derived, void *arg)
     return 0;
 }
 
-/* Fills all[] with the task's arguments; returns how many.  Values borrow
- * from the antecedent and the record's extra arguments. */
-static size_t then_args(const then_rec *r, cf_value *all)
+/* Writes the antecedent's outcome into out[0..fixed); returns `fixed`.
+ * Values borrow from the antecedent. */
+static size_t outcome_args(const then_rec *r, cf_value *out)
 {
     cf_future *a = r->ante;
     int status = done_status(a);
     size_t n = 0;
     cf_value value = status == CF_OK ? a->result : cf_none();
     if (r->ok_only) {
-        all[n++] = value;
+        out[n++] = value;
     } else {
         const cf_failure *fl = status != CF_OK && status != CF_ECANCELLED ? a->failure : NULL;
-        all[n++] = cf_i64(status);
-        all[n++] = value;
-        all[n++] = cf_i64(fl ? fl->code : 0);
-        all[n++] = cf_str(fl ? fl->type : "");
-        all[n++] = cf_str(fl ? fl->message : "");
+        out[n++] = cf_i64(status);
+        out[n++] = value;
+        out[n++] = cf_i64(fl ? fl->code : 0);
+        out[n++] = cf_str(fl ? fl->type : "");
+        out[n++] = cf_str(fl ? fl->message : "");
     }
-    size_t extra = r->extra->call.nargs;
-    if (extra)
-        memcpy(all + n, cf__call_args(&r->extra->call), extra * sizeof *all);
-    return n + extra;
+    return n;
 }
 
-/* Runs the task on this thread and forwards its outcome. */
-static void run_inline(then_rec *r, const cf_value *all, size_t n)
+/* Runs the task on this thread.  The derived future is itself the call
+ * (made by then_common() with the extra arguments after `fixed` free
+ * slots), so the task's outcome lands in it directly. */
+static void run_inline(then_rec *r)
 {
     if (cf_future_set_running_or_notify_cancel(r->derived) != 1)
         return; /* cancelled first: the task does not run */
-    cf_future *call = cf__future_new_borrowed(r->task, all, n);
-    if (!call) {
-        cf__future_fail_running(r->derived, CF_ENOMEM, "MemoryError",
-                                "then: out of memory for the call");
-        return;
-    }
-    cf_future_set_running_or_notify_cancel(call);
-    cf__future_run_call(call, NULL);
-    forward_outcome(call, r->derived);
-    cf_future_release(call);
+    outcome_args(r, cf__call_args(&r->derived->call));
+    cf__future_run_call(r->derived, NULL);
 }
 
 /* Submits the task to r->ex; its outcome reaches the derived future
  * through inner_done(). */
-static void run_on_executor(then_rec *r, const cf_value *all, size_t n)
+static void run_on_executor(then_rec *r)
 {
     if (cf_future_done(r->derived))
         return; /* cancelled first */
+    cf_value all[CF_ARGS_MAX];
+    size_t n = outcome_args(r, all);
+    size_t extra = r->extra->call.nargs;
+    if (extra)
+        memcpy(all + n, cf__call_args(&r->extra->call), extra * sizeof *all);
+    n += extra;
     int rc = cf_submit(r->ex, r->task, all, n, &r->inner);
     if (rc != CF_OK) {
         cf__future_fail_running(r->derived, rc, "SubmitError", cf_last_error_message());
@@ -192,13 +194,10 @@ static void run_job(then_rec *r)
     int status = done_status(r->ante);
     if (r->ok_only && status != CF_OK) {
         forward_outcome(r->ante, r->derived);
+    } else if (r->ex) {
+        run_on_executor(r);
     } else {
-        cf_value all[CF_ARGS_MAX];
-        size_t n = then_args(r, all);
-        if (r->ex)
-            run_on_executor(r, all, n);
-        else
-            run_inline(r, all, n);
+        run_inline(r);
     }
     /* The antecedent and the executor are no longer needed. */
     cf_future_release(r->ante);
@@ -242,12 +241,16 @@ static int then_on_done(cf_future *ante, void *arg)
     return 0;
 }
 
-/* Validates and copies the extra arguments of an inline continuation into
- * a call future that is never submitted. */
-static int copy_inline_args(cf_task_fn *task, const cf_value *args, size_t nargs,
-                            cf_future **out, const char *who)
+/* The derived future of an inline continuation: a call of `task` (run by
+ * no executor) with `fixed` empty slots for the outcome, then copies of
+ * the extra arguments, which are validated here. */
+static int new_inline_call(cf_task_fn *task, size_t fixed, const cf_value *args, size_t nargs,
+                           cf_future **out, const char *who)
 {
+    cf_value all[CF_ARGS_MAX];
     size_t payload = 0, extra = 0;
+    for (size_t i = 0; i < fixed; i++)
+        all[i] = cf_none();
     for (size_t i = 0; i < nargs; i++) {
         int rc = cf__value_check(&args[i], false, who, i);
         if (rc != CF_OK)
@@ -256,8 +259,9 @@ static int copy_inline_args(cf_task_fn *task, const cf_value *args, size_t nargs
         extra += cf__value_extra(&args[i]);
         if (payload > CF_PAYLOAD_MAX)
             return cf__fail(CF_ETOOBIG, "%s: arguments total more than CF_PAYLOAD_MAX", who);
+        all[fixed + i] = args[i];
     }
-    *out = cf__future_new_call(task, args, nargs, extra);
+    *out = cf__future_new_call(task, all, fixed + nargs, extra);
     return *out ? CF_OK : cf__fail(CF_ENOMEM, "%s: out of memory", who);
 }
 
@@ -276,16 +280,22 @@ static int then_common(cf_future *f, cf_executor *ex, cf_task_fn *task, const cf
     if (nargs > CF_ARGS_MAX - fixed)
         return cf__fail(CF_EINVAL, "%s: %zu arguments, more than the %zu a continuation may "
                                    "add to its %zu", who, nargs, CF_ARGS_MAX - fixed, fixed);
-    cf_future *extra;
+    /* Inline: the derived future is the call itself.  On an executor: a
+     * standalone future, and a never-submitted call holding the copied
+     * extra arguments (prepared as cf_submit() would, which validates them
+     * for that engine). */
+    cf_future *extra = NULL, *derived = NULL;
     int rc = ex ? cf__prepare_call(ex, task, args, nargs, &extra)
-                : copy_inline_args(task, args, nargs, &extra, who);
+                : new_inline_call(task, fixed, args, nargs, &derived, who);
     if (rc != CF_OK)
         return rc;
     then_rec *r = calloc(1, sizeof *r);
-    cf_future *derived = NULL;
-    if (!r || cf_future_new(&derived) != CF_OK) {
+    if (!r || (!derived && cf_future_new(&derived) != CF_OK)) {
         free(r);
-        cf_future_release(extra);
+        if (extra)
+            cf_future_release(extra);
+        if (derived)
+            cf_future_release(derived);
         return cf__fail(CF_ENOMEM, "%s: out of memory", who);
     }
     atomic_init(&r->refs, 1);

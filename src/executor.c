@@ -292,7 +292,6 @@ CF__API int cf_future_interrupt(cf_future *f)
     if (cf_future_done(f))
         return CF_EDONE;
     atomic_store_explicit(&f->stop, true, memory_order_relaxed);
-    cf__cancel_fd_fire(f);
     if (cf_future_cancel(f))
         return CF_OK;
     cf__lock_acquire(&f->lock);
@@ -300,10 +299,18 @@ CF__API int cf_future_interrupt(cf_future *f)
         cf__lock_release(&f->lock);
         return CF_EDONE;
     }
-    /* Not done: the executor still holds the call, so it is alive. */
+    /* Not done: the executor still holds the call, so it is alive.  NULL
+     * for an inline continuation (compose.c), which has only the flag and
+     * the descriptor. */
     cf_executor *ex = f->owner;
-    cf__executor_ref(ex);
+    if (ex)
+        cf__executor_ref(ex);
     cf__lock_release(&f->lock);
+    /* After the check above, so that a task woken by its descriptor cannot
+     * end before we have answered CF_OK. */
+    cf__cancel_fd_fire(f);
+    if (!ex)
+        return CF_OK;
     if (ex->engine->interrupt && !cf__executor_inherited(ex))
         ex->engine->interrupt(ex, f);
     cf__executor_unref(ex);

@@ -3,6 +3,8 @@
  */
 #include "cf_test_util.h"
 
+#include <poll.h>
+
 /* ---- user data ---------------------------------------------------------- */
 
 static void test_data_set_get(void **state)
@@ -422,6 +424,56 @@ static void test_then_process_pool(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* Task (cf_then form): signals the event in its first extra argument,
+ * then waits up to 10 s (scaled) on its cancellation descriptor; returns 1
+ * if it turned readable. */
+static int t_until_cancelled(cf_call *call)
+{
+    cf_test_event *started = cf_arg_ptr(call, CF_THEN_NARGS);
+    int fd = cf_cancel_fd(call);
+    if (fd < 0)
+        return cf_raise(call, 1, "TestError", "cancel_fd: %s", cf_last_error_message());
+    cf_test_event_set(started);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int rc;
+    do
+        rc = poll(&p, 1, 10000 * cf_test_scale());
+    while (rc < 0 && errno == EINTR);
+    return cf_return_i64(call, rc == 1 && cf_cancel_requested(call));
+}
+
+static void complete_with_zero(void *arg)
+{
+    cf_value v = cf_i64(0);
+    cf_future_set_result(arg, &v);
+}
+
+/* A running inline continuation is interrupted through its flag and
+ * descriptor, and refuses an outside set_result (its task writes the
+ * outcome). */
+static void test_then_inline_running_interrupt(void **state)
+{
+    (void)state;
+    cf_future *f, *d;
+    cf_test_event started = CF_TEST_EVENT_INIT;
+    assert_ok(cf_future_new(&f));
+    assert_ok(cf_then(f, NULL, t_until_cancelled, CF_ARGS(cf_ptr(&started)), &d));
+    bg_thread t;
+    bg_start(&t, complete_with_zero, f); /* the task runs on that thread */
+    assert_true(cf_test_event_wait(&started, 10));
+    assert_true(cf_future_running(d));
+    assert_false(cf_future_cancel(d));
+    cf_value v = cf_i64(5);
+    assert_cf(CF_EINVALSTATE, cf_future_set_result(d, &v));
+    assert_ok(cf_future_interrupt(d));
+    int64_t x;
+    assert_ok(cf_future_result_i64(d, 10 * cf_test_scale(), &x));
+    assert_int_equal(x, 1);
+    bg_join(&t, 10);
+    assert_ok(cf_future_release(d));
+    assert_ok(cf_future_release(f));
+}
+
 static int t_unregistered(cf_call *call)
 {
     (void)call;
@@ -683,6 +735,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_then_cancel_derived_alone),
     cmocka_unit_test(test_then_executor_gone),
     cmocka_unit_test(test_then_process_pool),
+    cmocka_unit_test(test_then_inline_running_interrupt),
     cmocka_unit_test(test_then_bad_input),
     cmocka_unit_test(test_when_all_outcomes),
     cmocka_unit_test(test_when_any_index),
