@@ -90,6 +90,7 @@ test: test-plain test-clang test-asan test-tsan
 bench: build
 	./build/bench/bench_thread
 	./build/bench/bench_process
+	./build/bench/bench_compose
 
 # A longer run of the fuzz target than the 20 s `make test` gives it (clang,
 # libFuzzer); new inputs stay in build-clang/fuzz/.  make fuzz FUZZ_SECONDS=N
