@@ -81,6 +81,11 @@ typedef struct cf_mpi_pool_options {
      * (info key map_by=:OVERSUBSCRIBE).  Default true, so a 2-core machine
      * can spawn 4 workers. */
     bool oversubscribe;
+    /* Seconds the constructor waits for its workers to start (> 0;
+     * default 60).  MPI_Comm_spawn does not return when a worker dies
+     * inside MPI_Init; after this long the constructor returns CF_EBROKEN
+     * and leaves that pool (a thread and its memory) to MPI. */
+    double start_timeout;
 } cf_mpi_pool_options;
 
 /* Fills `opts` with the defaults above.  NULL is ignored.  Any thread. */
@@ -109,7 +114,8 @@ int cf_mpi_init(int argc, char **argv);
  *                   process was not launched with several ranks
  *   CF_ESYS         MPI could not be initialised, the spawn failed (the
  *                   message carries MPI's error string), or no thread
- *   CF_EBROKEN      a worker did not say hello within heartbeat_timeout
+ *   CF_EBROKEN      a worker did not say hello within heartbeat_timeout,
+ *                   or MPI did not start the workers within start_timeout
  *   CF_ENOMEM */
 int cf_mpi_pool_new(cf_executor **out, const cf_mpi_pool_options *opts);
 

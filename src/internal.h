@@ -605,6 +605,7 @@ void cf__executor_unref(cf_executor *ex);
  * built as libraries of their own (cfutures-mpi): these declarations add
  * default visibility to the definitions above. */
 CF__API int cf__fail(int err, const char *fmt, ...);
+CF__API void cf__log(const char *fmt, ...);
 CF__API int64_t cf__now_ns(void);
 CF__API void cf__set_thread_name(const char *full);
 CF__API cf_failure *cf__failure_new(int code, const char *type, const char *message);

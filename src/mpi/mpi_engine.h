@@ -114,6 +114,9 @@ void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns);
 /* Shuts down (waiting) every live MPI pool; called before MPI_Finalize. */
 void cf__mpi_pools_shutdown_all(void);
 
+/* Is a manager thread stuck inside MPI after its constructor gave up? */
+bool cf__mpi_stuck(void);
+
 /* Frees the buffers of requests released after a worker died; called
  * after MPI_Finalize, when MPI no longer touches them. */
 void cf__mpi_orphans_free(void);

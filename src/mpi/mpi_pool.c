@@ -98,6 +98,8 @@ typedef struct mpi_pool {
     bool started;        /* start-up finished (start_rc says how) */
     int start_rc;
     char start_msg[384];
+    bool abandoned;      /* the constructor gave up waiting for start-up:
+                          * the manager frees the pool when it ends */
     struct mpi_pool *next_live; /* the list of live pools (pools_mu) */
 
     pthread_t manager;
@@ -120,6 +122,15 @@ static mpi_pool *live_pools;
 /* Send buffers MPI may still read after their request was freed (a dead
  * worker's); freed after MPI_Finalize.  Guarded by pools_mu. */
 static msend *orphans;
+
+/* Pools whose constructor gave up on start-up while their manager is still
+ * inside MPI (MPI_Comm_spawn); MPI_Finalize must not run under it. */
+static _Atomic int stuck_managers;
+
+bool cf__mpi_stuck(void)
+{
+    return atomic_load(&stuck_managers) > 0;
+}
 
 static mpi_pool *pool_of(cf_executor *ex)
 {
@@ -681,6 +692,8 @@ static void leave(mpi_pool *p)
     p->comm = MPI_COMM_NULL;
 }
 
+static void free_pool(mpi_pool *p);
+
 static void *manager_main(void *arg)
 {
     mpi_pool *p = arg;
@@ -697,12 +710,19 @@ static void *manager_main(void *arg)
     p->started = true;
     p->start_rc = rc;
     snprintf(p->start_msg, sizeof p->start_msg, "%s", msg);
+    bool abandoned = p->abandoned;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    if (rc != CF_OK) {
+    if (rc != CF_OK || abandoned) {
         if (p->comm != MPI_COMM_NULL)
             MPI_Comm_free(&p->comm);
         p->comm = MPI_COMM_NULL;
+        if (abandoned) {
+            /* Nobody else holds the pool (it was never registered). */
+            pthread_detach(pthread_self());
+            free_pool(p);
+            atomic_fetch_sub(&stuck_managers, 1);
+        }
         return NULL;
     }
 
@@ -877,10 +897,8 @@ static void unlink_live(mpi_pool *p)
     pthread_mutex_unlock(&pools_mu);
 }
 
-static void mp_destroy(cf_executor *ex)
+static void free_pool(mpi_pool *p)
 {
-    mpi_pool *p = pool_of(ex);
-    unlink_live(p);
     for (int i = 0; i < p->nworkers; i++)
         free(p->workers[i].rbuf);
     free(p->workers);
@@ -889,6 +907,13 @@ static void mp_destroy(cf_executor *ex)
     pthread_mutex_destroy(&p->join_mu);
     pthread_cond_destroy(&p->cv);
     free(p);
+}
+
+static void mp_destroy(cf_executor *ex)
+{
+    mpi_pool *p = pool_of(ex);
+    unlink_live(p);
+    free_pool(p);
 }
 
 static const cf__engine mpi_engine = {
@@ -937,6 +962,7 @@ CF__API void cf_mpi_pool_options_init(cf_mpi_pool_options *opts)
     opts->max_workers = CF_AUTO;
     opts->heartbeat_timeout = 5.0;
     opts->oversubscribe = true;
+    opts->start_timeout = 60.0;
 }
 
 /* Workers for CF_AUTO in spawn mode. */
@@ -969,6 +995,9 @@ static int check_options(const cf_mpi_pool_options *o, const char *who)
     if (!(o->heartbeat_timeout > 0 && o->heartbeat_timeout <= 86400))
         return cf__fail(CF_EINVAL, "%s: heartbeat_timeout must be in (0, 86400] seconds, got %g",
                         who, o->heartbeat_timeout);
+    if (!(o->start_timeout > 0 && o->start_timeout <= 86400))
+        return cf__fail(CF_EINVAL, "%s: start_timeout must be in (0, 86400] seconds, got %g", who,
+                        o->start_timeout);
     if (o->max_workers != CF_AUTO && (o->max_workers < 1 || o->max_workers > MAX_WORKERS))
         return cf__fail(CF_EINVAL, "%s: max_workers must be CF_AUTO or 1..%d, got %d", who,
                         MAX_WORKERS, o->max_workers);
@@ -1065,33 +1094,45 @@ static int launch(cf_executor **out, bool spawn, MPI_Comm comm, int n, int root,
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&p->cv, &ca);
     pthread_condattr_destroy(&ca);
-    cf__executor_register(&p->base, &mpi_engine);
     /* The manager blocks asynchronous signals, so they reach the
      * application's threads. */
     int rc = cf__thread_start(&p->manager, manager_main, p);
     if (rc != 0) {
-        p->joined = true;
         if (p->comm != MPI_COMM_NULL)
             MPI_Comm_free(&p->comm);
-        atomic_store(&p->base.destroyed, true);
-        cf__executor_unref(&p->base);
+        free_pool(p);
         return cf__fail(CF_ESYS, "%s: cannot start the manager thread: %s", who, strerror(rc));
     }
-    /* Woken by the manager when start-up ends (it always does: a spawn
-     * returns or fails, and a silent worker times out). */
+    /* Woken by the manager when start-up ends, or by the start timeout:
+     * MPI_Comm_spawn never returns when a worker dies inside MPI_Init, and
+     * cannot be interrupted, so the manager is then left to it. */
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    int64_t t = (int64_t)until.tv_sec * 1000000000 + until.tv_nsec +
+                (int64_t)(o->start_timeout * 1e9);
+    until.tv_sec = (time_t)(t / 1000000000);
+    until.tv_nsec = (long)(t % 1000000000);
     pthread_mutex_lock(&p->mu);
-    while (!p->started)
-        pthread_cond_wait(&p->cv, &p->mu);
+    while (!p->started && pthread_cond_timedwait(&p->cv, &p->mu, &until) != ETIMEDOUT)
+        ;
+    if (!p->started) {
+        p->abandoned = true;
+        atomic_fetch_add(&stuck_managers, 1);
+        pthread_mutex_unlock(&p->mu);
+        return cf__fail(CF_EBROKEN, "%s: MPI did not start the %d workers within %g s (do "
+                                    "they die inside MPI_Init?); the pool is abandoned",
+                        who, n, o->start_timeout);
+    }
     rc = p->start_rc;
     char msg[384];
     snprintf(msg, sizeof msg, "%s", p->start_msg);
     pthread_mutex_unlock(&p->mu);
     if (rc != CF_OK) {
         join_manager(p);
-        atomic_store(&p->base.destroyed, true);
-        cf__executor_unref(&p->base);
+        free_pool(p);
         return cf__fail(rc, "%s: %s", who, msg);
     }
+    cf__executor_register(&p->base, &mpi_engine);
     pthread_mutex_lock(&pools_mu);
     p->next_live = live_pools;
     live_pools = p;

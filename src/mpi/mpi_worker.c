@@ -87,6 +87,11 @@ static void finalize_at_exit(void)
     /* Pools still alive (not destroyed by the program) end first: their
      * manager threads make MPI calls. */
     cf__mpi_pools_shutdown_all();
+    if (cf__mpi_stuck()) {
+        /* MPI_Finalize would wait for that thread's MPI_Comm_spawn. */
+        cf__log("mpi: not finalizing MPI: a pool's start-up is still blocked inside MPI");
+        return;
+    }
     MPI_Finalize();
     cf__mpi_orphans_free();
 }
@@ -149,7 +154,12 @@ CF__API int cf_mpi_init(int argc, char **argv)
     if (argc < 1 || !argv)
         return cf__fail(CF_EINVAL, "mpi_init: argc must be >= 1 and argv not NULL");
     if (argc >= 3 && strcmp(argv[1], CF__MPI_WORKER_ARG) == 0) {
-        /* A copy that a pool spawned: serve it, then leave. */
+        /* A copy that a pool spawned: serve it, then leave.  The test
+         * fault "mpi-init-exit" dies before MPI_Init, as a broken
+         * worker would. */
+        const char *fault = getenv(CF__FAULT_ENV);
+        if (fault && strcmp(fault, "mpi-init-exit") == 0)
+            _exit(3);
         char *end;
         long ms = strtol(argv[2], &end, 10);
         if (*end || ms < 1 || ms > 3600 * 1000)

@@ -337,6 +337,84 @@ static void test_dead_worker_breaks_pool(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+static unsigned char *pattern(size_t n)
+{
+    unsigned char *b = malloc(n);
+    assert_non_null(b);
+    for (size_t i = 0; i < n; i++)
+        b[i] = (unsigned char)(i * 31 + (i >> 20));
+    return b;
+}
+
+/* 64 MiB each way: an argument and the result made from it. */
+static void test_big_payloads(void **state)
+{
+    (void)state;
+    size_t big = (size_t)64 << 20;
+    unsigned char *buf = pattern(big);
+    cf_executor *ex = pool(1, 0);
+    cf_future *f;
+    assert_ok(cf_submit(ex, echo, CF_ARGS(cf_bytes(buf, big)), &f));
+    const cf_value *v;
+    assert_ok(cf_future_result(f, CF_FOREVER, &v));
+    assert_int_equal(v->kind, CF_BYTES);
+    assert_int_equal(v->size, big);
+    assert_memory_equal(v->as.bytes, buf, big);
+    cf_future_release(f);
+    assert_ok(cf_executor_destroy(ex));
+    free(buf);
+}
+
+/* A worker dies while 64 MiB are on their way to its sibling (which Open
+ * MPI then ends too): the pool breaks, the half-sent message is let go,
+ * a new pool works and the process finalizes MPI and exits. */
+static void test_death_during_big_transfer(void **state)
+{
+    (void)state;
+    size_t big = (size_t)64 << 20;
+    unsigned char *buf = pattern(big);
+    cf_executor *ex = pool(2, 1.5);
+    cf_future *f, *g;
+    assert_ok(cf_submit(ex, die, CF_NOARGS, &f));
+    assert_ok(cf_submit(ex, echo, CF_ARGS(cf_bytes(buf, big)), &g));
+    assert_cf(CF_EBROKEN, cf_future_result(f, CF_FOREVER, NULL));
+    int rc = cf_future_result(g, CF_FOREVER, NULL);
+    assert_true(rc == CF_EBROKEN || rc == CF_OK);
+    cf_future_release(f);
+    cf_future_release(g);
+    assert_ok(cf_executor_destroy(ex));
+    free(buf);
+    ex = pool(1, 0);
+    assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(3)), &f));
+    assert_int_equal(result_i64(f), 9);
+    cf_future_release(f);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* Workers that die before MPI_Init leave MPI_Comm_spawn waiting for
+ * ever; the constructor gives up after start_timeout instead, and the
+ * process still exits (the watchdog would fail a hang at exit). */
+static void test_spawn_that_never_returns_times_out(void **state)
+{
+    (void)state;
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (inited)
+        skip(); /* the spawned copies get the environment of MPI_Init's time */
+    setenv("CFUTURES_FAULT", "mpi-init-exit", 1);
+    cf_mpi_pool_options o;
+    cf_mpi_pool_options_init(&o);
+    o.max_workers = 1;
+    o.start_timeout = 2;
+    cf_executor *ex = (cf_executor *)&o;
+    double t0 = cf_test_now();
+    assert_cf(CF_EBROKEN, cf_mpi_pool_new(&ex, &o));
+    assert_null(ex);
+    assert_true(cf_test_now() - t0 >= 2);
+    assert_non_null(strstr(cf_last_error_message(), "within 2 s"));
+    unsetenv("CFUTURES_FAULT");
+}
+
 static void test_bad_options(void **state)
 {
     (void)state;
@@ -348,6 +426,9 @@ static void test_bad_options(void **state)
     assert_null(ex);
     cf_mpi_pool_options_init(&o);
     o.heartbeat_timeout = -1;
+    assert_cf(CF_EINVAL, cf_mpi_pool_new(&ex, &o));
+    cf_mpi_pool_options_init(&o);
+    o.start_timeout = 0;
     assert_cf(CF_EINVAL, cf_mpi_pool_new(&ex, &o));
     cf_mpi_pool_options_init(&o);
     o.mode = CF_MPI_STATIC; /* not launched by mpirun */
@@ -363,6 +444,9 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_shutdown_cancels_pending),
     cmocka_unit_test(test_timeout),
     cmocka_unit_test(test_dead_worker_breaks_pool),
+    cmocka_unit_test(test_big_payloads),
+    cmocka_unit_test(test_death_during_big_transfer),
+    cmocka_unit_test(test_spawn_that_never_returns_times_out),
     cmocka_unit_test(test_bad_options),
 };
 
