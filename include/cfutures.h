@@ -422,6 +422,9 @@ bool cf_future_cancel(cf_future *f);
  *   CF_ETASK       the task raised; read it with cf_future_exception();
  *   CF_EBROKEN     the executor broke before or while running the call
  *                  (the failure record says how);
+ *   CF_ENOMEM      the executor found no memory to run the call or to
+ *                  take its result, and gave up on it (type "MemoryError";
+ *                  see cf_process_pool_new() for when a pool breaks so);
  *   CF_ECANCELLED  the future was cancelled;
  *   CF_ETIMEDOUT   not done within `timeout` (the future is unchanged);
  *   CF_EINVAL      f NULL, or a negative/NaN timeout. */
@@ -679,8 +682,12 @@ void cf__task_register_ctor(const char *name, cf_task_fn *fn);
  * only when the pool's variable (read with secure_getenv) names a socket
  * that the parent process made and that carries the variable's random
  * key; the variable is removed in every case, so a forged or inherited
- * one just lets main() run.  In any other process it records argv[0]
- * and returns CF_OK; without this call,
+ * one just lets main() run.  A CF_START_EXEC worker knows the tasks
+ * registered when it reaches this call (CF_TASK registers before main): a
+ * task registered later, at run time, is unknown there, and only calls to
+ * it fail (CF_ETASK, type "NameError"; an initializer so registered breaks
+ * the pool, naming it).  In any other process it records argv[0] and
+ * returns CF_OK; without this call,
  * cf_process_pool_new() refuses CF_START_EXEC with CF_EINVALSTATE.
  * Returns CF_EINVAL for argc < 1 or argv NULL.  Main thread, before
  * starting threads. */
@@ -727,7 +734,9 @@ typedef struct cf_process_pool_options {
     const cf_value *initargs;
     size_t ninitargs;
     /* Replace a worker after it has run this many calls; 0 (the default)
-     * keeps workers for the pool's lifetime. */
+     * keeps workers for the pool's lifetime.  Needs CF_START_EXEC (with
+     * CF_START_FORK, replacements would be forked from the running,
+     * threaded program: refused with CF_EINVAL, as CPython does). */
     int max_tasks_per_child;
     cf_crash_policy on_crash;
     cf_start_method start_method;
@@ -744,14 +753,23 @@ void cf_process_pool_options_init(cf_process_pool_options *opts);
  * caller, who must cf_executor_destroy() it; destroy waits for pending
  * calls and reaps every worker.  Returns:
  *   CF_EINVAL        out NULL, max_workers out of range, negative
- *                    max_tasks_per_child, bad task_timeout, unknown policy
+ *                    max_tasks_per_child (or any with CF_START_FORK),
+ *                    bad task_timeout, unknown policy
  *                    or start method, an unregistered initializer, bad
  *                    initargs;
  *   CF_ENOTCOPYABLE  a CF_PTR initarg;
+ *   CF_ETOOBIG       an initarg, or all together, exceed CF_PAYLOAD_MAX;
  *   CF_EINVALSTATE   CF_START_EXEC without cf_process_init() in main, or
  *                    called inside a worker process;
  *   CF_ENOMEM, CF_ESYS (descriptors or the manager thread).
- * Any thread.  Workers exit when the pool is destroyed or the parent dies
+ * Any thread.  A pool that breaks later, in the background (a worker
+ * crashed, an initializer failed, no worker could be started, the manager
+ * ran out of memory), says why once through the log hook.
+ * Out of memory: a worker that cannot be started when no other is left,
+ * or a manager that still finds no memory to read results after about a
+ * second of retries, breaks the pool with CF_ENOMEM: its pending and
+ * running futures fail with CF_ENOMEM ("MemoryError"), later submits
+ * return CF_EBROKEN with the reason.  Workers exit when the pool is destroyed or the parent dies
  * (they never outlive it as orphans), and the pool reaps them.
  * Memory: arguments and results of 1 MiB or more travel in shared memory
  * that the pool recycles (fresh pages cost more than the copy); it keeps

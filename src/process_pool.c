@@ -95,6 +95,10 @@ extern char **environ;
 #define RFDS_MAX 16
 /* Most bytes of idle shared buffers a pool keeps for reuse. */
 #define CACHE_BYTES ((size_t)512 << 20)
+/* Out of memory, the manager retries every OOM_RETRY_MS for OOM_TRIES
+ * rounds in a row (about a second), then breaks the pool with CF_ENOMEM. */
+#define OOM_RETRY_MS 10
+#define OOM_TRIES 100
 
 typedef struct pjob {
     struct pjob *next;
@@ -172,6 +176,7 @@ typedef struct process_pool {
     bool cancel_futures; /* shutdown(cancel_futures): requeued calls too */
     bool shutdown;
     bool broken;
+    int broken_status;   /* CF_EBROKEN, or CF_ENOMEM when memory ran out */
     char broken_msg[320];
     bool sleeping;       /* the manager waits in poll(); write wake_fd */
     uint64_t seq;        /* bumped on every change the manager must see */
@@ -194,6 +199,12 @@ typedef struct process_pool {
     /* Manager thread only: */
     pworker **workers;
     int nworkers, workers_cap;
+    /* poll() set: room for the wake descriptor and two per worker slot,
+     * grown with `workers` (spawn_worker), so waiting never allocates. */
+    struct pollfd *pfds;
+    pworker **pw;
+    bool oom;            /* this round ran out of memory; retry soon */
+    int oom_tries;       /* rounds that did since input last made progress */
     bool stopping;       /* stop_sig was acted on */
     bool exits_sent;
 } process_pool;
@@ -651,7 +662,14 @@ static int spawn_worker(process_pool *p)
 {
     if (p->nworkers == p->workers_cap) {
         int ncap = p->workers_cap ? p->workers_cap * 2 : 8;
-        pworker **nw = realloc(p->workers, (size_t)ncap * sizeof *nw);
+        size_t npoll = 1 + 2 * (size_t)ncap;
+        struct pollfd *np = realloc(p->pfds, npoll * sizeof *np);
+        if (np)
+            p->pfds = np;
+        pworker **npw = np ? realloc(p->pw, npoll * sizeof *npw) : NULL;
+        if (npw)
+            p->pw = npw;
+        pworker **nw = npw ? realloc(p->workers, (size_t)ncap * sizeof *nw) : NULL;
         if (!nw)
             return cf__fail(CF_ENOMEM, "process pool: out of memory for a worker");
         p->workers = nw;
@@ -721,27 +739,48 @@ static void kill_worker(pworker *w, int reason, int sig)
 
 /* ---- breaking ------------------------------------------------------------ */
 
+static const char *broken_type(int status)
+{
+    return status == CF_ENOMEM ? "MemoryError" : "BrokenProcessPool";
+}
+
 /* Marks the pool broken: pending calls and every call on a worker fail
- * with `msg`; the workers are killed (and reaped later). */
-static void break_pool(process_pool *p, const char *msg)
+ * with `status` (CF_EBROKEN, or CF_ENOMEM when the pool gave up for lack
+ * of memory) and `msg`; the workers are killed (and reaped later).  With
+ * `spare_retiring`, workers told to leave after their calls (EXIT sent)
+ * keep those calls and leave as planned. */
+static void break_pool_sparing(process_pool *p, int status, const char *msg, bool spare_retiring)
 {
     pthread_mutex_lock(&p->mu);
-    if (!p->broken) {
+    bool first = !p->broken;
+    if (first) {
         p->broken = true;
+        p->broken_status = status;
         snprintf(p->broken_msg, sizeof p->broken_msg, "%s", msg);
     }
     pjob *pending = p->pending_head;
     p->pending_head = p->pending_tail = NULL;
     p->npending = 0;
     pthread_mutex_unlock(&p->mu);
-    fail_jobs(p, pending, CF_EBROKEN, "BrokenProcessPool", msg);
+    /* Nobody may be waiting on a future to hear of it: say it once, before
+     * any future fails, so whoever sees a failure can find the line. */
+    if (first)
+        cf__log("process pool broken: %s", msg);
+    fail_jobs(p, pending, status, broken_type(status), msg);
     for (int i = 0; i < p->nworkers; i++) {
         pworker *w = p->workers[i];
-        fail_jobs(p, w->head, CF_EBROKEN, "BrokenProcessPool", msg);
+        if (spare_retiring && w->exit_sent && w->reason == R_NONE)
+            continue;
+        fail_jobs(p, w->head, status, broken_type(status), msg);
         w->head = w->tail = NULL;
         w->njobs = 0;
         kill_worker(w, R_BROKEN, SIGKILL);
     }
+}
+
+static void break_pool(process_pool *p, int status, const char *msg)
+{
+    break_pool_sparing(p, status, msg, false);
 }
 
 static bool pool_broken(process_pool *p)
@@ -901,13 +940,15 @@ static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool k
         fail_jobs(p, head, CF_EBROKEN, "BrokenProcessPool", msg);
         fail_jobs(p, rest, CF_EBROKEN, "BrokenProcessPool", msg);
         return;
-    case R_BROKEN:
+    case R_BROKEN: {
         pthread_mutex_lock(&p->mu);
         snprintf(msg, sizeof msg, "%s", p->broken_msg);
+        int status = p->broken ? p->broken_status : CF_EBROKEN;
         pthread_mutex_unlock(&p->mu);
-        fail_jobs(p, head, CF_EBROKEN, "BrokenProcessPool", msg);
-        fail_jobs(p, rest, CF_EBROKEN, "BrokenProcessPool", msg);
+        fail_jobs(p, head, status, broken_type(status), msg);
+        fail_jobs(p, rest, status, broken_type(status), msg);
         return;
+    }
     default:
         if (reason == R_BADFRAME)
             snprintf(msg, sizeof msg, "A process in the process pool sent a malformed frame "
@@ -921,7 +962,7 @@ static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool k
         if (p->policy == CF_CRASH_BREAKS_POOL || !hello) {
             /* Broken first, as CPython: whoever sees a future fail must
              * also see later submits refused. */
-            break_pool(p, msg);
+            break_pool(p, CF_EBROKEN, msg);
             fail_jobs(p, head, CF_EBROKEN, "BrokenProcessPool", msg);
             fail_jobs(p, rest, CF_EBROKEN, "BrokenProcessPool", msg);
             return;
@@ -1125,7 +1166,7 @@ static void on_hello(process_pool *p, pworker *w, wire_dec *d)
     snprintf(msg, sizeof msg, "the initializer failed in worker pid %d: %s: %s", (int)w->pid,
              d->bad ? "?" : type, d->bad ? "?" : text);
     w->reason = R_BROKEN;
-    break_pool(p, msg);
+    break_pool(p, CF_EBROKEN, msg);
 }
 
 /* The most bytes a shared-memory frame of `type` from `w` may hold: what
@@ -1201,7 +1242,10 @@ static void read_worker(process_pool *p, pworker *w)
                 size_t ncap = w->in_cap ? w->in_cap * 2 : 64 * 1024;
                 unsigned char *nb = realloc(w->in, ncap);
                 if (!nb) {
-                    bad_frame(w, "parent out of memory reading results");
+                    /* What the worker sent waits in the socket; the
+                     * manager tries again soon (a bounded number of
+                     * times: see manager_main). */
+                    p->oom = true;
                     return;
                 }
                 w->in = nb;
@@ -1220,6 +1264,7 @@ static void read_worker(process_pool *p, pworker *w)
             w->eof = true;
             break;
         }
+        p->oom_tries = 0; /* memory was found: a new count if it runs out */
         w->in_end += (size_t)n;
         /* Handle every complete frame. */
         while (!w->eof && w->in_end - w->in_start >= WIRE_HDR) {
@@ -1343,7 +1388,9 @@ static int ensure_workers(process_pool *p)
         char msg[320];
         snprintf(msg, sizeof msg, "no worker process could be started: %s",
                  cf_last_error_message());
-        break_pool(p, msg);
+        /* A retiring worker (max_tasks_per_child) still finishes the calls
+         * it was given; only the calls nobody can run fail. */
+        break_pool_sparing(p, rc == CF_ENOMEM ? CF_ENOMEM : CF_EBROKEN, msg, true);
     }
     return rc;
 }
@@ -1579,9 +1626,6 @@ static void *manager_main(void *arg)
     tls_manager = p;
     cf__set_thread_name("cfutures-procmgr");
     wire_enc enc = {0};
-    struct pollfd *pfds = NULL;
-    pworker **pw = NULL;
-    size_t pcap = 0;
     uint64_t seen = (uint64_t)-1;
     ensure_workers(p);
     for (;;) {
@@ -1643,6 +1687,18 @@ static void *manager_main(void *arg)
         for (int i = 0; i < p->nworkers; i++)
             flush_out(p->workers[i]);
 
+        /* Out of memory this round (reading results): try again soon, a
+         * bounded number of times, then give up on the pool. */
+        bool oom = p->oom;
+        p->oom = false;
+        if (oom && ++p->oom_tries == 1) {
+            cf__log("process pool: out of memory in the manager; retrying for up to %d ms",
+                    OOM_TRIES * OOM_RETRY_MS);
+        } else if (p->oom_tries > OOM_TRIES) {
+            break_pool(p, CF_ENOMEM, "the pool's manager ran out of memory reading results "
+                                     "and gave up");
+        }
+
         /* Wait for something to happen.  Liveness: this sleep ends when
          *  - another thread changed something we must act on: every such
          *    change (submit, shutdown, interrupt, stop_workers, a requeue)
@@ -1651,28 +1707,18 @@ static void *manager_main(void *arg)
          *    poll not block at all;
          *  - a worker wrote (POLLIN), took more output (POLLOUT, asked
          *    only while some is queued) or died (pidfd, or EOF);
-         *  - the earliest call deadline passes (check_timeouts' bound).
+         *  - the earliest call deadline passes (check_timeouts' bound);
+         *  - after a round out of memory, the retry's pause (OOM_RETRY_MS).
          * Changes made by this thread itself (results read, calls dropped
          * or failed by dispatch, workers reaped) are acted on before we
          * get here again: everything above re-reads the state after them.
          * Without a pidfd, a worker at EOF is polled for (poll_ms 0) until
-         * it is reaped. */
-        size_t need = 1 + 2 * (size_t)p->nworkers;
-        if (need > pcap) {
-            struct pollfd *np = realloc(pfds, need * sizeof *np);
-            pworker **nw = realloc(pw, need * sizeof *nw);
-            if (np)
-                pfds = np;
-            if (nw)
-                pw = nw;
-            if (!np || !nw) {
-                cf__log("process pool: out of memory in the manager; retrying");
-                struct timespec ts = {0, 10000000};
-                nanosleep(&ts, NULL);
-                continue;
-            }
-            pcap = need;
-        }
+         * it is reaped.  Room for every descriptor was made by
+         * spawn_worker: waiting never allocates. */
+        struct pollfd wake_only[1];
+        pworker *no_worker[1];
+        struct pollfd *pfds = p->pfds ? p->pfds : wake_only; /* none started yet */
+        pworker **pw = p->pw ? p->pw : no_worker;
         size_t np = 0;
         pfds[np] = (struct pollfd){p->wake_fd, POLLIN, 0};
         pw[np++] = NULL;
@@ -1693,6 +1739,13 @@ static void *manager_main(void *arg)
         int poll_ms = -1;
         int64_t now = cf__now_ns();
         check_timeouts(p, now, &poll_ms);
+        if (oom) {
+            /* Readable workers would only wake us at once: wait on the
+             * wake descriptor alone; the timeout ends the retry's pause. */
+            np = 1;
+            if (poll_ms < 0 || poll_ms > OOM_RETRY_MS)
+                poll_ms = OOM_RETRY_MS;
+        }
         bool no_pidfd_eof = false;
         for (int i = 0; i < p->nworkers; i++)
             if (p->workers[i]->pidfd < 0 && p->workers[i]->eof)
@@ -1746,8 +1799,10 @@ static void *manager_main(void *arg)
             i++;
         }
     }
-    free(pfds);
-    free(pw);
+    free(p->pfds);
+    free(p->pw);
+    p->pfds = NULL;
+    p->pw = NULL;
     wenc_free(&enc);
     cf__set_thread_name(NULL);
     tls_manager = NULL;
@@ -2073,6 +2128,10 @@ CF__API int cf_process_pool_new(cf_executor **out, const cf_process_pool_options
     if (o.start_method != CF_START_EXEC && o.start_method != CF_START_FORK)
         return cf__fail(CF_EINVAL, "process_pool_new: unknown start method %d",
                         (int)o.start_method);
+    if (o.start_method == CF_START_FORK && o.max_tasks_per_child)
+        return cf__fail(CF_EINVAL, "process_pool_new: max_tasks_per_child needs CF_START_EXEC: "
+                                   "with CF_START_FORK its replacement workers would be forked "
+                                   "from the running, threaded program");
     int64_t deadline;
     int rc = cf__deadline(o.task_timeout, &deadline, "process_pool_new: task_timeout");
     if (rc != CF_OK)
@@ -2087,11 +2146,17 @@ CF__API int cf_process_pool_new(cf_executor **out, const cf_process_pool_options
     if (o.ninitargs > CF_ARGS_MAX || (o.ninitargs && !o.initargs))
         return cf__fail(CF_EINVAL, "process_pool_new: bad initargs (%zu, %s)", o.ninitargs,
                         o.initargs ? "array" : "NULL");
+    size_t initbytes = 0;
     for (size_t i = 0; i < o.ninitargs; i++) {
         rc = cf__value_check(&o.initargs[i], true, "process_pool_new: initargs", i);
         if (rc != CF_OK)
             return rc;
+        initbytes += cf__value_extra(&o.initargs[i]);
     }
+    if (initbytes > CF_PAYLOAD_MAX)
+        return cf__fail(CF_ETOOBIG, "process_pool_new: initargs total %zu bytes, more than "
+                                    "CF_PAYLOAD_MAX (%zu)",
+                        initbytes, (size_t)CF_PAYLOAD_MAX);
 
     process_pool *p = calloc(1, sizeof *p);
     if (!p)
@@ -2132,13 +2197,12 @@ CF__API int cf_process_pool_new(cf_executor **out, const cf_process_pool_options
             }
         }
     }
-    if (e->oom || wenc_finish(e, WIRE_INIT, 0) > WIRE_INLINE_MAX) {
-        bool oom = e->oom;
+    /* A frame above WIRE_INLINE_MAX travels in a memfd made for each
+     * worker (queue_frame). */
+    if (e->oom) {
         wenc_free(e);
         free(p);
-        return oom ? cf__fail(CF_ENOMEM, "process_pool_new: out of memory")
-                   : cf__fail(CF_ETOOBIG, "process_pool_new: initargs exceed %zu bytes",
-                              WIRE_INLINE_MAX);
+        return cf__fail(CF_ENOMEM, "process_pool_new: out of memory");
     }
     /* Enough buffers for every worker's arguments and result in flight. */
     p->cache = cf__bufcache_new(2 * p->max_workers, CACHE_BYTES);
