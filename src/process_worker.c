@@ -564,6 +564,17 @@ static bool claim(uint64_t k)
                                                    memory_order_acquire);
 }
 
+/* Encodes the outcome of a call to a name this process does not know. */
+static void encode_unregistered(wire_enc *e, const char *what, const char *name, size_t namelen)
+{
+    char msg[320];
+    snprintf(msg, sizeof msg, "%s \"%.*s\" is not registered in the worker process (use "
+                              "CF_TASK, or register before cf_process_init)",
+             what, (int)namelen, name);
+    wenc_u8(e, 0);
+    wenc_failure(e, CF_ENOTCOPYABLE, "NameError", msg);
+}
+
 /* Runs one decoded call; returns its finished future (NULL on ENOMEM). */
 static cf_future *run_one(cf_task_fn *fn, const cf_value *args, size_t nargs)
 {
@@ -632,12 +643,7 @@ static bool handle_calls(int fd, wire_dec *d, bool init, uint16_t id, wire_enc *
         }
         if (!fn) {
             fs[i] = NULL;
-            wenc_u8(out, 0);
-            char msg[320];
-            snprintf(msg, sizeof msg, "task \"%.*s\" is not registered in the worker process "
-                                      "(use CF_TASK, or register before cf_process_init)",
-                     (int)namelen, name);
-            wenc_failure(out, CF_ENOTCOPYABLE, "NameError", msg);
+            encode_unregistered(out, "task", name, namelen);
             ok_all = false;
             continue;
         }
@@ -714,13 +720,15 @@ static bool handle_calls(int fd, wire_dec *d, bool init, uint16_t id, wire_enc *
         if (fs[0])
             encode_outcome(out, fs[0], name, namelen);
         else
-            wenc_failure(out, CF_ENOTCOPYABLE, "NameError", "initializer is not registered "
-                                                           "in the worker process");
+            encode_unregistered(out, "initializer", name, namelen);
     } else if (init) {
         wenc_reset(out);
         wenc_u32(out, (uint32_t)getpid());
         wenc_u8(out, 1);
     }
+    /* What the tasks printed goes out before their answer: once the
+     * parent has the answer it may kill this worker at any moment. */
+    fflush(stdout);
     int rc = 0;
     int sent = !init && n == 1 && fs[0] && !fault.point[0] ? send_shm_result(fd, fs[0], id) : 0;
     if (sent < 0)
@@ -730,7 +738,6 @@ static bool handle_calls(int fd, wire_dec *d, bool init, uint16_t id, wire_enc *
     for (uint32_t i = 0; i < n; i++)
         if (fs[i])
             cf_future_release(fs[i]);
-    fflush(stdout);
     if (rc != 0)
         worker_exit(0); /* the parent is gone */
     return !(init && !ok_all);

@@ -88,16 +88,6 @@ static void task_wait_gate(const char *path)
     close(fd);
 }
 
-static uint64_t checksum(const unsigned char *p, size_t n)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
 /* ---- tasks (every one runs in a worker process, so every one is
  * registered) ------------------------------------------------------------------ */
 
@@ -1743,10 +1733,19 @@ static void test_recycle_max_tasks_per_child(void **state)
     recycle(CF_START_EXEC, 50);
 }
 
-static void test_recycle_max_tasks_per_child_fork(void **state)
+/* Replacements would be forked from the running, threaded program (as
+ * CPython, the pair is refused). */
+static void test_recycle_refused_with_fork(void **state)
 {
     (void)state;
-    recycle(CF_START_FORK, 20);
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_tasks_per_child = 2;
+    o.start_method = CF_START_FORK;
+    cf_executor *ex = NULL;
+    assert_cf(CF_EINVAL, cf_process_pool_new(&ex, &o));
+    assert_null(ex);
+    assert_true(contains(cf_last_error_message(), "max_tasks_per_child needs CF_START_EXEC"));
 }
 
 /* Destroy while workers are being recycled after every call. */
@@ -3383,7 +3382,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_initializer_crashes_breaks),
     cmocka_unit_test(test_initializer_crashes_replaces),
     cmocka_unit_test(test_recycle_max_tasks_per_child),
-    cmocka_unit_test(test_recycle_max_tasks_per_child_fork),
+    cmocka_unit_test(test_recycle_refused_with_fork),
     cmocka_unit_test(test_shutdown_races_recycle),
     cmocka_unit_test(test_resilient_stream_with_crashes),
     cmocka_unit_test(test_timeout_per_call_breaks),

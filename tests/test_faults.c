@@ -1,0 +1,265 @@
+/*
+ * test_faults.c - process-pool behaviour when things go wrong around a
+ * call rather than in it: a replacement worker that cannot start (fault
+ * injection, fault/cf_fault.h), an initializer the worker does not know,
+ * a pool that breaks with nobody waiting, initializer arguments above the
+ * inline frame size, and task output that must not be lost when the
+ * worker is killed right after it answers.
+ *
+ * Tasks run in other processes, so they never use cmocka asserts: they
+ * report through their result or failure.
+ */
+#include "cf_test_util.h"
+#include "cf_fault.h"
+
+#include <fcntl.h>
+#include <sched.h>
+
+#define T_OK 10.0
+
+CF_TASK(t_square);
+
+static int p_die(cf_call *call)
+{
+    (void)call;
+    _exit(3);
+}
+CF_TASK(p_die);
+
+static int p_print(cf_call *call)
+{
+    int64_t i = cf_arg_i64(call, 0);
+    printf("marker %lld\n", (long long)i); /* stdout is a file: buffered */
+    return cf_return_i64(call, i);
+}
+CF_TASK(p_print);
+
+/* The initializer's view of its argument, for p_init_seen. */
+static uint64_t init_sum;
+static uint64_t init_size;
+
+static int p_init_big(cf_call *call)
+{
+    const cf_value *v = cf_arg(call, 0);
+    if (!v || v->kind != CF_BYTES)
+        return cf_raise(call, CF_EINVAL, "ValueError", "want bytes");
+    init_size = v->size;
+    init_sum = checksum(v->as.bytes, v->size);
+    return 0;
+}
+CF_TASK(p_init_big);
+
+static int p_init_seen(cf_call *call)
+{
+    return cf_return_i64(call, (int64_t)(init_sum ^ init_size));
+}
+CF_TASK(p_init_seen);
+
+/* Registered at run time, after cf_process_init(): a CF_START_EXEC worker
+ * never learns of it. */
+static int late_init(cf_call *call)
+{
+    (void)call;
+    return 0;
+}
+
+/* ---- max_tasks_per_child: the replacement cannot start ------------------- */
+
+/* The retiring worker's own call was killed along with it when its
+ * replacement failed to start; it must finish, and later calls get the
+ * start failure. */
+static void test_retiring_call_survives_failed_replacement(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 20; round++) {
+        cf_process_pool_options o;
+        cf_process_pool_options_init(&o);
+        o.max_workers = 1;
+        o.max_tasks_per_child = 2;
+        cf_executor *ex = NULL;
+        assert_ok(cf_process_pool_new(&ex, &o));
+        cf_future *f = NULL;
+        int64_t r = 0;
+        assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(3)), &f));
+        assert_ok(cf_future_result_i64(f, T_OK * cf_test_scale(), &r));
+        assert_int_equal(r, 9);
+        cf_future_release(f);
+        /* The second call retires the worker; no replacement can start. */
+        cf_fault_arm(CF_FAULT_POSIX_SPAWN, 1, true);
+        assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(4)), &f));
+        assert_ok(cf_future_result_i64(f, T_OK * cf_test_scale(), &r));
+        assert_int_equal(r, 16);
+        cf_future_release(f);
+        /* Later calls: the start failure, at submit or on the future. */
+        int rc = cf_submit(ex, t_square, CF_ARGS(cf_i64(5)), &f);
+        if (rc == CF_OK) {
+            rc = cf_future_result_i64(f, T_OK * cf_test_scale(), &r);
+            cf_future_release(f);
+        }
+        assert_true(rc == CF_EBROKEN || rc == CF_ENOMEM);
+        assert_ok(cf_executor_destroy(ex));
+        cf_fault_disarm();
+        assert_true(cf_fault_failed() >= 1);
+    }
+}
+
+/* ---- an initializer the worker does not know ----------------------------- */
+
+static void test_unknown_initializer_is_named(void **state)
+{
+    (void)state;
+    assert_ok(cf_task_register("late_init", late_init));
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 1;
+    o.initializer = late_init;
+    cf_executor *ex = NULL;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    cf_future *f = NULL;
+    int rc = cf_submit(ex, t_square, CF_ARGS(cf_i64(2)), &f);
+    const char *msg = cf_last_error_message();
+    char buf[512] = "";
+    if (rc == CF_OK) {
+        assert_cf(CF_EBROKEN, cf_future_result(f, T_OK * cf_test_scale(), NULL));
+        const cf_failure *fl = NULL;
+        assert_ok(cf_future_exception(f, 0, &fl));
+        assert_non_null(fl);
+        snprintf(buf, sizeof buf, "%s", cf_failure_message(fl));
+        cf_future_release(f);
+    } else {
+        assert_cf(CF_EBROKEN, rc);
+        snprintf(buf, sizeof buf, "%s", msg);
+    }
+    if (!contains(buf, "NameError: initializer \"late_init\" is not registered"))
+        fail_msg("message does not name the initializer: %s", buf);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* ---- a pool that breaks in the background says so ------------------------- */
+
+static void test_background_break_is_logged(void **state)
+{
+    (void)state;
+    cap_install();
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 1;
+    cf_executor *ex = NULL;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, p_die, NULL, 0, &f));
+    /* The line is written before any future fails. */
+    assert_cf(CF_EBROKEN, cf_future_result(f, T_OK * cf_test_scale(), NULL));
+    char first[1024];
+    cap_first(first, sizeof first);
+    int n = cap_count();
+    cf_future_release(f);
+    assert_ok(cf_executor_destroy(ex));
+    cap_restore();
+    assert_int_equal(n, 1);
+    if (!contains(first, "process pool broken") || !contains(first, "terminated abruptly"))
+        fail_msg("unexpected log line: %s", first);
+}
+
+/* ---- initargs above the inline frame size --------------------------------- */
+
+static void test_big_initargs(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = {(size_t)64 << 10, ((size_t)64 << 10) + 1, (size_t)3 << 20};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        size_t n = sizes[k];
+        unsigned char *b = malloc(n);
+        assert_non_null(b);
+        for (size_t i = 0; i < n; i++)
+            b[i] = (unsigned char)(i * 31u + k);
+        cf_value arg = cf_bytes(b, n);
+        cf_process_pool_options o;
+        cf_process_pool_options_init(&o);
+        o.max_workers = 2;
+        o.initializer = p_init_big;
+        o.initargs = &arg;
+        o.ninitargs = 1;
+        cf_executor *ex = NULL;
+        assert_ok(cf_process_pool_new(&ex, &o));
+        int64_t want = (int64_t)(checksum(b, n) ^ n);
+        free(b); /* copied by pool_new */
+        for (int i = 0; i < 4; i++) {
+            cf_future *f = NULL;
+            int64_t r = 0;
+            assert_ok(cf_submit(ex, p_init_seen, NULL, 0, &f));
+            assert_ok(cf_future_result_i64(f, T_OK * cf_test_scale(), &r));
+            assert_int_equal(r, want);
+            cf_future_release(f);
+        }
+        assert_ok(cf_executor_destroy(ex));
+    }
+}
+
+/* ---- what a task printed is out before its answer ------------------------- */
+
+static void test_stdout_flushed_before_answer(void **state)
+{
+    (void)state;
+    enum { ROUNDS = 200 };
+    /* One CPU for this process and its worker: the worker's answer wakes
+     * the parent, which then tends to run before the worker's next step
+     * (the order a flush placed after the answer loses to). */
+    cpu_set_t all, one;
+    assert_int_equal(sched_getaffinity(0, sizeof all, &all), 0);
+    CPU_ZERO(&one);
+    for (int c = 0; c < CPU_SETSIZE; c++) {
+        if (CPU_ISSET(c, &all)) {
+            CPU_SET(c, &one);
+            break;
+        }
+    }
+    assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0);
+    fflush(stdout);
+    int saved = dup(1);
+    int tf = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (tf < 0)
+        tf = fileno(tmpfile());
+    assert_true(saved >= 0 && tf >= 0);
+    assert_int_equal(dup2(tf, 1), 1);
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 1;
+    cf_executor *ex = NULL;
+    int rc = cf_process_pool_new(&ex, &o);
+    cf_future *f = NULL;
+    if (rc == CF_OK)
+        rc = cf_submit(ex, p_print, CF_ARGS(cf_i64(0)), &f);
+    if (rc == CF_OK)
+        rc = cf_future_result(f, T_OK * cf_test_scale(), NULL); /* the worker has our file */
+    dup2(saved, 1);
+    close(saved);
+    assert_ok(rc);
+    cf_future_release(f);
+    static char text[ROUNDS * 32];
+    for (int i = 1; i <= ROUNDS; i++) {
+        assert_ok(cf_submit(ex, p_print, CF_ARGS(cf_i64(i)), &f));
+        assert_ok(cf_future_result(f, T_OK * cf_test_scale(), NULL));
+        cf_future_release(f);
+        ssize_t got = pread(tf, text, sizeof text - 1, 0);
+        assert_true(got >= 0);
+        text[got] = '\0';
+        char want[32];
+        snprintf(want, sizeof want, "marker %d\n", i);
+        if (!contains(text, want))
+            fail_msg("round %d: the answer came before the task's output", i);
+    }
+    assert_ok(cf_executor_destroy(ex));
+    close(tf);
+    sched_setaffinity(0, sizeof all, &all);
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_retiring_call_survives_failed_replacement),
+    cmocka_unit_test(test_unknown_initializer_is_named),
+    cmocka_unit_test(test_background_break_is_logged),
+    cmocka_unit_test(test_big_initargs),
+    cmocka_unit_test(test_stdout_flushed_before_answer),
+};
+
+CF_TEST_MAIN(tests)
