@@ -83,8 +83,9 @@ static inline int64_t cf__mpi_next_nap(int64_t nap, int64_t max)
 }
 
 /* The payload of a finished frame (header excluded) as one malloc'ed
- * buffer, the referenced big values copied in; NULL on ENOMEM or when the
- * frame is over INT_MAX bytes (one MPI message counts in int). */
+ * buffer, the referenced big values copied in; NULL with errno ENOMEM, or
+ * EMSGSIZE when the frame is over INT_MAX bytes (one MPI message counts
+ * in int). */
 unsigned char *cf__mpi_flatten(const wire_enc *e, int *len);
 
 /* MPI's text for an error code, into buf. */
@@ -113,6 +114,15 @@ void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns);
 
 /* Shuts down (waiting) every live MPI pool; called before MPI_Finalize. */
 void cf__mpi_pools_shutdown_all(void);
+
+/* Arranges for cf__mpi_pools_shutdown_all() and the static-mode release to
+ * run at the start of MPI_Finalize, whoever calls it.  Once per process;
+ * MPI must be initialised. */
+void cf__mpi_hook_finalize(void);
+
+/* Static mode, rank 0, at MPI_Finalize: when no pool took the workers,
+ * tells them to leave (they then wait for the job's last barrier). */
+void cf__mpi_static_release(void);
 
 /* Is a manager thread stuck inside MPI after its constructor gave up? */
 bool cf__mpi_stuck(void);

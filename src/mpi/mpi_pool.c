@@ -366,11 +366,14 @@ static bool send_job(mpi_pool *p, mworker *w, mjob *j)
     }
     int len = 0;
     unsigned char *buf = cf__mpi_flatten(e, &len);
+    bool too_big = !buf && errno == EMSGSIZE;
     if (!buf || !post_send(p, w, buf, len, MTAG_CALL)) {
-        fail_job(j, buf || e->oom ? CF_ENOMEM : CF_ETOOBIG, buf || e->oom ? "MemoryError"
-                                                                          : "ValueError",
-                 buf || e->oom ? "out of memory sending the call"
-                               : "the call's arguments exceed one MPI message (2 GiB)");
+        if (too_big)
+            fail_job(j, CF_ETOOBIG, "ValueError",
+                     "the call's frame exceeds one MPI message (2 GiB); split it");
+        else
+            fail_job(j, CF_ENOMEM, "MemoryError", "out of memory (or an MPI error) sending "
+                                                  "the call");
         return false;
     }
     j->next = NULL;
@@ -390,26 +393,26 @@ static bool dispatch(mpi_pool *p)
 {
     bool any = false;
     for (;;) {
+        /* Chosen and popped under one lock: shutdown may take the pending
+         * jobs (and free them) at any moment. */
         pthread_mutex_lock(&p->mu);
         mjob *j = p->pending_head;
-        size_t npending = p->npending;
-        pthread_mutex_unlock(&p->mu);
-        if (!j)
-            return any;
         /* An idle worker first; a second job only to cover a backlog, and
          * never for a timed call (its clock starts when it is sent). */
         mworker *best = NULL;
-        for (int i = 0; i < p->nworkers; i++) {
+        for (int i = 0; j && i < p->nworkers; i++) {
             mworker *w = &p->workers[i];
             if (!w->hello || w->exit_sent || w->njobs >= DEPTH)
                 continue;
             if (!best || w->njobs < best->njobs)
                 best = w;
         }
-        if (!best || (best->njobs > 0 &&
-                      (npending <= (size_t)p->nworkers || j->timeout_ns != CF__NS_FOREVER)))
+        if (!j || !best ||
+            (best->njobs > 0 &&
+             (p->npending <= (size_t)p->nworkers || j->timeout_ns != CF__NS_FOREVER))) {
+            pthread_mutex_unlock(&p->mu);
             return any;
-        pthread_mutex_lock(&p->mu);
+        }
         p->pending_head = j->next;
         if (!p->pending_head)
             p->pending_tail = NULL;
@@ -658,8 +661,13 @@ static void leave(mpi_pool *p)
 {
     for (int i = 0; i < p->nworkers; i++) {
         mworker *w = &p->workers[i];
-        if (post_send(p, w, malloc(1), 0, MTAG_EXIT))
-            w->exit_sent = true;
+        if (!post_send(p, w, malloc(1), 0, MTAG_EXIT)) {
+            /* A worker that never hears EXIT would serve for ever. */
+            break_pool(p, "MPI pool: could not tell the workers to leave (out of memory or "
+                          "an MPI error); the communicator was freed");
+            return;
+        }
+        w->exit_sent = true;
     }
     int64_t nap = 0, last = cf__now_ns();
     for (;;) {
@@ -682,7 +690,7 @@ static void leave(mpi_pool *p)
         nanosleep(&ts, NULL);
     }
     while (p->sends)
-        reap_sends(p); /* EXITs: all received, since every BYE came */
+        reap_sends(p); /* the EXITs, received since every BYE came: at once */
     /* Everyone said BYE: nothing is in flight, so the collective
      * disconnect of a spawned job's intercommunicator cannot hang. */
     if (p->spawn)
@@ -941,6 +949,21 @@ void cf__mpi_pools_shutdown_all(void)
     }
 }
 
+void cf__mpi_static_release(void)
+{
+    pthread_mutex_lock(&pools_mu);
+    MPI_Comm comm = cf__mpi_static_comm;
+    cf__mpi_static_comm = MPI_COMM_NULL;
+    pthread_mutex_unlock(&pools_mu);
+    if (comm == MPI_COMM_NULL)
+        return;
+    int size = 1;
+    MPI_Comm_size(comm, &size);
+    for (int r = 1; r < size; r++)
+        MPI_Send(NULL, 0, MPI_BYTE, r, MTAG_EXIT, comm);
+    MPI_Comm_free(&comm); /* their HELLO, heartbeats and BYE go unread */
+}
+
 void cf__mpi_orphans_free(void)
 {
     pthread_mutex_lock(&pools_mu);
@@ -1184,6 +1207,7 @@ CF__API int cf_mpi_comm_pool_new(cf_executor **out, MPI_Comm comm, int root,
     if (MPI_Comm_dup(comm, &dup) != MPI_SUCCESS)
         return cf__fail(CF_ESYS, "mpi_comm_pool_new: MPI_Comm_dup failed");
     MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
+    cf__mpi_hook_finalize();
     if (rank != root) {
         cf__mpi_serve(dup, root, (int64_t)(o.heartbeat_timeout * 1e9) / 5);
         MPI_Comm_free(&dup);

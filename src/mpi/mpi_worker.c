@@ -54,14 +54,16 @@ const char *cf__mpi_strerror(int code, char *buf, size_t size)
 
 unsigned char *cf__mpi_flatten(const wire_enc *e, int *len)
 {
-    if (e->oom)
-        return NULL;
     size_t total = e->len - WIRE_HDR + e->total;
-    if (total > INT_MAX)
+    if (!e->oom && total > INT_MAX) {
+        errno = EMSGSIZE;
         return NULL;
-    unsigned char *buf = malloc(total ? total : 1);
-    if (!buf)
+    }
+    unsigned char *buf = e->oom ? NULL : malloc(total ? total : 1);
+    if (!buf) {
+        errno = ENOMEM;
         return NULL;
+    }
     unsigned char *at = buf;
     size_t from = WIRE_HDR;
     for (size_t i = 0; i < e->nrefs; i++) {
@@ -77,6 +79,60 @@ unsigned char *cf__mpi_flatten(const wire_enc *e, int *len)
 }
 
 /* ---- MPI start-up and shut-down ----------------------------------------- */
+
+/* Static mode: a second copy of the world for the job's last barrier, so
+ * worker ranks wait for rank 0's MPI_Finalize without spinning in theirs. */
+static MPI_Comm exit_comm = MPI_COMM_NULL;
+static bool finalize_hooked; /* guarded by init_mu */
+
+/* Joins a barrier on *comm, probing it with growing naps (MPI_Finalize
+ * and blocking barriers spin), then frees *comm. */
+static void quiet_barrier(MPI_Comm *comm)
+{
+    MPI_Request req;
+    if (MPI_Ibarrier(*comm, &req) == MPI_SUCCESS) {
+        int64_t nap = 0;
+        for (;;) {
+            int done = 0;
+            if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS || done)
+                break;
+            /* Nothing can wake this: it ends when the last rank joins (rank
+             * 0 joins in its MPI_Finalize, or the launcher ends the job). */
+            nap = cf__mpi_next_nap(nap, CF__MPI_DOZE_NAP_NS);
+            struct timespec ts = {0, (long)nap};
+            nanosleep(&ts, NULL);
+        }
+    }
+    MPI_Comm_free(comm);
+}
+
+/* Runs first thing in MPI_Finalize - whoever calls it, cfutures at exit or
+ * the program - while MPI still works (MPI deletes MPI_COMM_SELF's
+ * attributes before anything else): live pools end, and in static mode
+ * the worker ranks are released. */
+static int at_finalize(MPI_Comm comm, int key, void *val, void *extra)
+{
+    (void)comm;
+    (void)key;
+    (void)val;
+    (void)extra;
+    cf__mpi_pools_shutdown_all();
+    cf__mpi_static_release();
+    if (exit_comm != MPI_COMM_NULL)
+        quiet_barrier(&exit_comm);
+    return MPI_SUCCESS;
+}
+
+void cf__mpi_hook_finalize(void)
+{
+    pthread_mutex_lock(&init_mu);
+    int key;
+    if (!finalize_hooked &&
+        MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, at_finalize, &key, NULL) == MPI_SUCCESS &&
+        MPI_Comm_set_attr(MPI_COMM_SELF, key, NULL) == MPI_SUCCESS)
+        finalize_hooked = true;
+    pthread_mutex_unlock(&init_mu);
+}
 
 static void finalize_at_exit(void)
 {
@@ -128,6 +184,8 @@ int cf__mpi_ensure_init(const char *who)
                                           "MPI_THREAD_MULTIPLE, ...)", who, provided);
     }
     pthread_mutex_unlock(&init_mu);
+    if (rc == CF_OK)
+        cf__mpi_hook_finalize();
     return rc;
 }
 
@@ -190,7 +248,8 @@ CF__API int cf_mpi_init(int argc, char **argv)
         return CF_OK;
     /* The static pool talks on its own copy of the world, so the
      * program's messages on MPI_COMM_WORLD never meet its own. */
-    if (MPI_Comm_dup(MPI_COMM_WORLD, &cf__mpi_static_comm) != MPI_SUCCESS)
+    if (MPI_Comm_dup(MPI_COMM_WORLD, &cf__mpi_static_comm) != MPI_SUCCESS ||
+        MPI_Comm_dup(MPI_COMM_WORLD, &exit_comm) != MPI_SUCCESS)
         return cf__fail(CF_ESYS, "mpi_init: MPI_Comm_dup of the world failed");
     MPI_Comm_set_errhandler(cf__mpi_static_comm, MPI_ERRORS_RETURN);
     if (rank != 0) {
@@ -200,6 +259,7 @@ CF__API int cf_mpi_init(int argc, char **argv)
          * known yet (rank 0 accepts no heartbeat_timeout below 1 s). */
         cf__mpi_serve(cf__mpi_static_comm, 0, CF__MPI_STATIC_BEAT_NS);
         MPI_Comm_free(&cf__mpi_static_comm);
+        quiet_barrier(&exit_comm); /* until rank 0 finalizes */
         worker_leave();
     }
     cf__mpi_static_world = true;

@@ -7,6 +7,8 @@
  *                        chunked map; exits 0 when all is well
  *   static_prog crash    a worker rank kills itself: the launcher must
  *                        end the whole job with a non-zero status
+ *   static_prog nopool   rank 0 never makes a pool: the other ranks must
+ *                        still leave when it exits, and the job exit 0
  */
 #include <signal.h>
 #include <stdio.h>
@@ -44,6 +46,10 @@ CF_TASK(die);
 int main(int argc, char **argv)
 {
     CHECK(cf_mpi_init(argc, argv) == CF_OK); /* ranks 1..N-1 stop here */
+    if (argc > 1 && strcmp(argv[1], "nopool") == 0) {
+        printf("static_prog: no pool, workers OK\n");
+        return 0;
+    }
     cf_executor *ex = NULL;
     CHECK(cf_mpi_pool_new(&ex, NULL) == CF_OK);
     int n = cf_executor_worker_count(ex);

@@ -415,6 +415,18 @@ static void test_spawn_that_never_returns_times_out(void **state)
     unsetenv("CFUTURES_FAULT");
 }
 
+/* A program may end with a pool still alive: at exit the pool is shut
+ * down (its call finished) before MPI_Finalize, and the process ends (a
+ * hang at exit would trip the watchdog, still armed). */
+static void test_exit_without_destroy(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(2, 0);
+    static cf_future *f;
+    assert_ok(cf_submit(ex, nap_ms, CF_ARGS(cf_i64(200)), &f));
+    /* No destroy, no wait: the exit handlers do it. */
+}
+
 static void test_bad_options(void **state)
 {
     (void)state;
@@ -447,6 +459,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_big_payloads),
     cmocka_unit_test(test_death_during_big_transfer),
     cmocka_unit_test(test_spawn_that_never_returns_times_out),
+    cmocka_unit_test(test_exit_without_destroy),
     cmocka_unit_test(test_bad_options),
 };
 
