@@ -163,8 +163,12 @@ void *cf__wire_map(int memfd, uint64_t size, uint64_t max)
     }
     /* Private and read-only: the seals make it as good as shared, and
      * mapping a write-sealed memfd shared is refused by kernels before
-     * 6.7.  Only the announced, bounded size is populated. */
-    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, memfd, 0);
+     * 6.7.  Populated up to one call's outcome: a bigger frame (a map
+     * chunk) is read page by page as it is decoded, so one that is
+     * mostly holes costs only what its decoding reaches. */
+    bool populate = size <= WIRE_OUTCOME_MAX + 64;
+    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE | (populate ? MAP_POPULATE : 0),
+                   memfd, 0);
     return p == MAP_FAILED ? NULL : p;
 }
 

@@ -611,7 +611,7 @@ static void test_fake_workers_cannot_hurt_the_parent(void **state)
     (void)state;
     enum { CALLS = 24, ROUNDS = 200 };
     int fds0 = count_fds();
-    double end = cf_test_now() + 8.0 * cf_test_scale();
+    double end = cf_test_now() + 4.0 * cf_test_scale();
     int rounds = 0, outcomes[3] = {0, 0, 0};
     for (; rounds < ROUNDS && cf_test_now() < end; rounds++) {
         char seed[24];
