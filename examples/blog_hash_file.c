@@ -22,6 +22,9 @@
  * The task gets each file's full path and returns the (filepath, digest)
  * tuple as one bytes value holding two NUL-terminated strings; main
  * prints the file's name without the temporary directory.
+ *
+ * Built a second time with CF_EXAMPLE_MPI as mpi_blog_hash_file: the same
+ * program on the MPI engine (the lines under CF_EXAMPLE_MPI).
  */
 #include <fcntl.h>
 #include <limits.h>
@@ -29,6 +32,9 @@
 #include <unistd.h>
 
 #include "example_util.h"
+#ifdef CF_EXAMPLE_MPI
+#include "cfutures_mpi.h"
+#endif
 
 /* ---- the task --------------------------------------------------------- */
 
@@ -126,13 +132,21 @@ static bool write_file(const char *path, size_t mib, uint64_t seed)
  * files). */
 static int hash_all(const cf_value *files)
 {
+#ifdef CF_EXAMPLE_MPI
+    cf_mpi_pool_options opts;
+    cf_mpi_pool_options_init(&opts);
+    opts.max_workers = 4;
+    cf_executor *executor;
+    int rc = cf_mpi_pool_new(&executor, &opts);
+#else
     cf_process_pool_options opts;
     cf_process_pool_options_init(&opts);
     opts.max_workers = 4;
     cf_executor *executor;
     int rc = cf_process_pool_new(&executor, &opts);
+#endif
     if (rc != CF_OK) {
-        fprintf(stderr, "cf_process_pool_new failed: %s (%s)\n",
+        fprintf(stderr, "pool constructor failed: %s (%s)\n",
                 cf_err_name(rc), cf_last_error_message());
         return 1;
     }
@@ -178,7 +192,11 @@ static int hash_all(const cf_value *files)
 
 int main(int argc, char **argv)
 {
+#ifdef CF_EXAMPLE_MPI
+    ex_check(cf_mpi_init(argc, argv), "cf_mpi_init");
+#else
     ex_check(cf_process_init(argc, argv), "cf_process_init");
+#endif
 
     const char *tmp = getenv("TMPDIR");
     char dir[256];

@@ -20,10 +20,17 @@
  * the pids are not checked against the page; the program itself checks
  * what the page says about them: each task ran in another process than
  * main, and the two workers are reused for all five tasks.
+ *
+ * Built a second time with CF_EXAMPLE_MPI as mpi_futures_process_pool_map:
+ * the same program on the MPI engine, where the workers are MPI ranks that
+ * Open MPI spawns from this program (the lines under CF_EXAMPLE_MPI).
  */
 #include <unistd.h>
 
 #include "example_util.h"
+#ifdef CF_EXAMPLE_MPI
+#include "cfutures_mpi.h"
+#endif
 
 static int task(cf_call *call)
 {
@@ -35,6 +42,15 @@ CF_TASK(task);
 
 int main(int argc, char **argv)
 {
+#ifdef CF_EXAMPLE_MPI
+    ex_check(cf_mpi_init(argc, argv), "cf_mpi_init");
+
+    cf_mpi_pool_options opts;
+    cf_mpi_pool_options_init(&opts);
+    opts.max_workers = 2;
+    cf_executor *ex;
+    ex_check(cf_mpi_pool_new(&ex, &opts), "cf_mpi_pool_new");
+#else
     ex_check(cf_process_init(argc, argv), "cf_process_init");
 
     cf_process_pool_options opts;
@@ -42,6 +58,7 @@ int main(int argc, char **argv)
     opts.max_workers = 2;
     cf_executor *ex;
     ex_check(cf_process_pool_new(&ex, &opts), "cf_process_pool_new");
+#endif
 
     /* range(5, 0, -1) */
     cf_value inputs[5];
