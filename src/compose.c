@@ -154,8 +154,17 @@ static size_t outcome_args(const then_rec *r, cf_value *out)
  * slots), so the task's outcome lands in it directly. */
 static void run_inline(then_rec *r)
 {
-    if (cf_future_set_running_or_notify_cancel(r->derived) != 1)
+    int rc = cf_future_set_running_or_notify_cancel(r->derived);
+    if (rc == 0)
         return; /* cancelled first: the task does not run */
+    if (rc < 0) {
+        /* Someone marked it running through the engine API (a misuse):
+         * nobody else will complete it, so fail it rather than hang its
+         * waiters. */
+        cf__future_fail_running(r->derived, CF_EINVALSTATE, "InvalidStateError",
+                                "the continuation's future was marked running by its user");
+        return;
+    }
     outcome_args(r, cf__call_args(&r->derived->call));
     cf__future_run_call(r->derived, NULL);
 }

@@ -474,6 +474,27 @@ static void test_then_inline_running_interrupt(void **state)
     assert_ok(cf_future_release(f));
 }
 
+/* Waiting on a derived or combined future honours the timeout; an
+ * engine-API misuse on a derived future fails it instead of hanging. */
+static void test_compose_timeouts_and_misuse(void **state)
+{
+    (void)state;
+    cf_future *f, *d, *all;
+    assert_ok(cf_future_new(&f));
+    assert_ok(cf_then_ok(f, NULL, t_inc, CF_NOARGS, &d));
+    assert_ok(cf_when_all(&f, 1, &all));
+    assert_cf(CF_ETIMEDOUT, cf_future_result(d, 0.01, NULL));
+    assert_cf(CF_ETIMEDOUT, cf_future_result(all, 0, NULL));
+    assert_int_equal(cf_future_set_running_or_notify_cancel(d), 1);
+    cf_value v = cf_i64(1);
+    assert_ok(cf_future_set_result(f, &v));
+    assert_cf(CF_EINVALSTATE, cf_future_result(d, 0, NULL));
+    assert_ok(cf_future_result(all, 0, NULL));
+    assert_ok(cf_future_release(all));
+    assert_ok(cf_future_release(d));
+    assert_ok(cf_future_release(f));
+}
+
 static int t_unregistered(cf_call *call)
 {
     (void)call;
@@ -737,6 +758,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_then_process_pool),
     cmocka_unit_test(test_then_inline_running_interrupt),
     cmocka_unit_test(test_then_bad_input),
+    cmocka_unit_test(test_compose_timeouts_and_misuse),
     cmocka_unit_test(test_when_all_outcomes),
     cmocka_unit_test(test_when_any_index),
     cmocka_unit_test(test_when_all_or_fail),
