@@ -397,11 +397,19 @@ static void move_state_keep_sleepers(cf_future *f, uint32_t to)
  * someone looks: a PENDING future whose word was claimed turns RUNNING
  * for good.  cancel() races the worker on the same word with a CAS. */
 
+/* Whether f's claim word may be used here: it is attached, and this is
+ * the process that made it (a child of fork() does not have the words;
+ * there the call is the parent's and is left alone).  Lock held. */
+static bool claim_here(const cf_future *f)
+{
+    return f->claimable && f->claim && !(f->owner && cf__executor_inherited(f->owner));
+}
+
 /* The state, with a claim taken into account.  Lock held. */
 static uint32_t settle_claim_locked(cf_future *f)
 {
     uint32_t s = cf__state_of(f);
-    if (s == CF_PENDING && f->claimable && f->claim &&
+    if (s == CF_PENDING && claim_here(f) &&
         atomic_load_explicit(f->claim, memory_order_acquire) != CF__CLAIM_PENDING) {
         move_state_keep_sleepers(f, CF_RUNNING);
         s = CF_RUNNING;
@@ -469,7 +477,11 @@ CF__API bool cf_future_cancel(cf_future *f)
         cf__lock_release(&f->lock);
         return true;
     }
-    if (s == CF_PENDING && f->claimable && f->claim) {
+    if (s == CF_PENDING && f->claimable && f->claim && !claim_here(f)) {
+        cf__lock_release(&f->lock);
+        return false; /* inherited through fork(): not ours to cancel */
+    }
+    if (s == CF_PENDING && claim_here(f)) {
         /* Sent to a worker: cancelled only if it has not claimed it. */
         uint32_t want = CF__CLAIM_PENDING;
         if (!atomic_compare_exchange_strong_explicit(f->claim, &want, CF__CLAIM_CANCELLED,

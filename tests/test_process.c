@@ -3278,6 +3278,49 @@ static void test_cancel_races_claim(void **state)
     assert_no_children();
 }
 
+/* A child of fork() inherits futures whose claim words it does not have
+ * (they are not inherited): it may look at them and try to cancel them
+ * without harm; the call stays the parent's. */
+static void test_claimed_future_in_fork_child(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    start_sig started, gate;
+    start_sig_open(&started);
+    start_sig_open(&gate);
+    cf_future *a = NULL, *b = NULL;
+    assert_ok(cf_submit(ex, p_gated, CF_ARGS(cf_str(started.path), cf_str(gate.path)), &a));
+    assert_true(start_sig_wait(&started, 1, T_OK));
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(4)), &b));
+    assert_true(wait_sent(&b, 1));
+    assert_true(cf_future_running(a)); /* seen here: RUNNING in the child too */
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        /* No cmocka here: the exit status says what went wrong. */
+        if (cf_future_state(b) != CF_PENDING || cf_future_state(a) != CF_RUNNING)
+            _exit(10);
+        if (cf_future_cancel(b) || cf_future_cancel(a))
+            _exit(11);
+        _exit(0);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(child, &st, 0), child);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("the child ended with status 0x%x", st);
+    /* Here, both calls are as they were. */
+    assert_true(cf_future_cancel(b));
+    assert_int_equal(write(gate.fd, "g", 1), 1);
+    int64_t pid = 0;
+    assert_ok(cf_future_result_i64(a, T_OK * cf_test_scale(), &pid));
+    destroy_quickly(ex, 5);
+    assert_ok(cf_future_release(a));
+    assert_ok(cf_future_release(b));
+    start_sig_close(&started);
+    start_sig_close(&gate);
+    assert_no_children();
+}
+
 /* ---- no leaks ---------------------------------------------------------------------- */
 
 static void many_pools(cf_start_method sm, int n)
@@ -3430,6 +3473,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_map_close_runs_nothing_more_chunked),
     cmocka_unit_test(test_first_exception_cancel_rest),
     cmocka_unit_test(test_cancel_races_claim),
+    cmocka_unit_test(test_claimed_future_in_fork_child),
     cmocka_unit_test(test_no_leaks_200_pools),
     cmocka_unit_test(test_no_leaks_fork_pools),
 };
