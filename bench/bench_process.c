@@ -27,6 +27,14 @@
  *   CPU batch            8 tasks each spinning a fixed integer loop of
  *                        ~100 ms, on 1 worker and on 2 workers; seconds
  *                        and the speed-up.
+ *   cancel the rest      CANCEL_K calls of ~1 ms submitted, cf_wait()
+ *                        FIRST_COMPLETED, cf_future_cancel() on every one,
+ *                        then wait until all are done; ms, and how many
+ *                        were not cancelled (finished, or begun).
+ *   map close            cf_map() over CANCEL_K calls of ~1 ms, the first
+ *                        result, cf_map_close(), then one tiny call: ms
+ *                        until its result (it waits for whatever of the
+ *                        map still runs).
  *
  * The CPython peer runs the same workloads and reports through popen() as
  * JSON lines.  The C workloads and one run of the peer alternate, round
@@ -52,6 +60,8 @@
 #define CPU_TASKS 8
 #define BIG_REPS 5
 #define BIG_WARM 2 /* includes the first, measured on its own */
+#define CANCEL_K 200
+#define CANCEL_MS 1.0
 
 /* ------------------------------------------------------------------------
  * Small helpers
@@ -431,6 +441,65 @@ static double bench_cpu(int workers, uint64_t iters, int64_t expect,
     return s;
 }
 
+/* Cancel the rest after FIRST_COMPLETED (see the top); seconds, and the
+ * number of calls that could not be cancelled in *ran. */
+static double bench_cancel_rest(uint64_t iters, int64_t expect, cf_future **fs, double *ran)
+{
+    cf_executor *ex = new_pool(WORKERS, CF_START_EXEC);
+    warm_up(ex, fs, 8);
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < CANCEL_K; i++)
+        CHECK(cf_submit(ex, spin_task, CF_ARGS(cf_i64((int64_t)iters), cf_i64(1)), &fs[i]));
+    CHECK(cf_wait(fs, CANCEL_K, CF_FOREVER, CF_FIRST_COMPLETED, NULL, NULL, NULL, NULL));
+    int running = 0;
+    for (int i = 0; i < CANCEL_K; i++)
+        running += !cf_future_cancel(fs[i]);
+    CHECK(cf_wait(fs, CANCEL_K, CF_FOREVER, CF_ALL_COMPLETED, NULL, NULL, NULL, NULL));
+    double s = secs_since(t0);
+    for (int i = 0; i < CANCEL_K; i++) {
+        int64_t r = 0;
+        if (!cf_future_cancelled(fs[i]) &&
+            (cf_future_result_i64(fs[i], 0, &r) != CF_OK || r != expect))
+            die("cancel the rest: call %d did not finish right", i);
+        CHECK(cf_future_release(fs[i]));
+    }
+    CHECK(cf_executor_destroy(ex));
+    *ran = running;
+    return s;
+}
+
+/* Map close after the first result (see the top); seconds. */
+static double bench_map_close(uint64_t iters, int64_t expect, cf_future **fs, cf_value *in)
+{
+    cf_executor *ex = new_pool(WORKERS, CF_START_EXEC);
+    warm_up(ex, fs, 8);
+    cf_value args[2] = {cf_i64((int64_t)iters), cf_i64(1)};
+    for (int i = 0; i < CANCEL_K; i++)
+        in[i] = args[0];
+    cf_value seeds[CANCEL_K];
+    for (int i = 0; i < CANCEL_K; i++)
+        seeds[i] = args[1];
+    cf_map_input inputs[2] = {cf_input_array(in, CANCEL_K), cf_input_array(seeds, CANCEL_K)};
+    uint64_t t0 = now_ns();
+    cf_map_iter *it = NULL;
+    CHECK(cf_map(ex, spin_task, inputs, 2, NULL, &it));
+    const cf_value *v = NULL;
+    CHECK(cf_map_next(it, &v, NULL));
+    if (!v || v->kind != CF_I64 || v->as.i64 != expect)
+        die("map close: wrong first result");
+    cf_map_close(it);
+    cf_future *f = NULL;
+    int64_t r = 0;
+    CHECK(cf_submit(ex, sq_task, CF_ARGS(cf_i64(3)), &f));
+    CHECK(cf_future_result_i64(f, CF_FOREVER, &r));
+    double s = secs_since(t0);
+    if (r != 9)
+        die("map close: the probe returned %" PRId64, r);
+    CHECK(cf_future_release(f));
+    CHECK(cf_executor_destroy(ex));
+    return s;
+}
+
 /* ------------------------------------------------------------------------
  * Metrics, rows and targets
  * ---------------------------------------------------------------------- */
@@ -449,6 +518,9 @@ enum {
     M_CPU1,
     M_CPU2,
     M_CPU_SPEEDUP,
+    M_CANCEL_REST,
+    M_CANCEL_RAN,
+    M_MAP_CLOSE,
     M_COUNT
 };
 
@@ -456,9 +528,10 @@ enum {
 static const char *const metric_key[M_COUNT] = {
     "tiny",        "map1",       "map1000",        "rtt_median",
     "start_first", "start_cd",   NULL,             NULL,
-    "big_first",   "big_rtt",     "cpu_1w",     "cpu_2w",         "cpu_speedup"};
+    "big_first",   "big_rtt",     "cpu_1w",     "cpu_2w",         "cpu_speedup",
+    NULL,          NULL,          NULL};
 
-typedef enum unit { U_RATE, U_US, U_MS, U_S, U_X } unit;
+typedef enum unit { U_RATE, U_US, U_MS, U_S, U_X, U_N } unit;
 
 typedef enum target_kind {
     T_NONE,
@@ -495,6 +568,9 @@ static const row rows[M_COUNT] = {
     {"CPU batch, %d x ~%zu ms, 2 workers", U_S, T_NONE, 0, "-"},
     {"CPU speed-up, 2 workers over 1", U_X, T_ABS_MIN, 1.8,
      ">= 1.8x (~2x)"},
+    {"cancel rest after 1st, %d x ~1 ms", U_MS, T_NONE, 0, "-"},
+    {"  calls not cancelled (of %d)", U_N, T_NONE, 0, "-"},
+    {"map close after 1st, %d x ~1 ms", U_MS, T_NONE, 0, "-"},
 };
 
 /* Row labels with the sizes of this run filled in. */
@@ -508,6 +584,8 @@ static void make_labels(size_t big_mib, size_t cpu_ms)
         else if (k == M_CPU1 || k == M_CPU2)
             snprintf(g_label[k], sizeof g_label[k], rows[k].label, CPU_TASKS,
                      cpu_ms);
+        else if (k >= M_CANCEL_REST)
+            snprintf(g_label[k], sizeof g_label[k], rows[k].label, CANCEL_K);
         else
             snprintf(g_label[k], sizeof g_label[k], "%s", rows[k].label);
     }
@@ -597,6 +675,9 @@ static const char *fmt_val(char *buf, size_t size, double v, unit u)
     case U_X:
         snprintf(buf, size, "%.2fx", v);
         break;
+    case U_N:
+        snprintf(buf, size, "%.0f", v);
+        break;
     }
     return buf;
 }
@@ -667,8 +748,10 @@ int main(int argc, char **argv)
     size_t big_size = big_mib << 20;
 
     size_t nfs = n > warm ? n : warm;
+    if (nfs < CANCEL_K)
+        nfs = CANCEL_K;
     cf_future **fs = xmalloc(nfs * sizeof *fs);
-    cf_value *in = xmalloc(n * sizeof *in);
+    cf_value *in = xmalloc((n > CANCEL_K ? n : CANCEL_K) * sizeof *in);
     double *samples = xmalloc(m * sizeof *samples);
     round_figs *cr = xmalloc(rounds * sizeof *cr);
     round_figs *cf = xmalloc(rounds * sizeof *cf); /* floors */
@@ -737,6 +820,12 @@ int main(int argc, char **argv)
         phase("CPU batch, 2 workers", 1);
         c[M_CPU2] = bench_cpu(2, iters, expect, fs);
         c[M_CPU_SPEEDUP] = c[M_CPU1] / c[M_CPU2];
+        phase("cancel the rest after FIRST_COMPLETED", 1);
+        uint64_t iters1 = (uint64_t)((double)iters * CANCEL_MS / (double)cpu_ms) + 1;
+        int64_t expect1 = (int64_t)spin(iters1, 1);
+        c[M_CANCEL_REST] = bench_cancel_rest(iters1, expect1, fs, &c[M_CANCEL_RAN]);
+        phase("map close after the first result", 1);
+        c[M_MAP_CLOSE] = bench_map_close(iters1, expect1, fs, in);
 
         if (pst == PEER_OK) {
             phase("CPython peer", 5);
@@ -771,7 +860,7 @@ int main(int argc, char **argv)
     summary sc[M_COUNT], sp[M_COUNT], sf[M_COUNT], xpy[M_COUNT], xfl[M_COUNT];
     double v[MAX_ROUNDS];
     for (int k = 0; k < M_COUNT; k++) {
-        bool is_time = rows[k].u != U_RATE && rows[k].u != U_X;
+        bool is_time = rows[k].u != U_RATE && rows[k].u != U_X && rows[k].u != U_N;
         for (size_t r = 0; r < rounds; r++)
             v[r] = cr[r].v[k];
         sc[k] = summarize(v, rounds);
@@ -782,7 +871,8 @@ int main(int argc, char **argv)
             v[r] = cf[r].v[k];
         sf[k] = summarize(v, rounds);
         /* speed-up over CPython: higher is better for cfutures */
-        bool no_py_ratio = rows[k].u == U_X || k == M_CPU1 || k == M_CPU2;
+        bool no_py_ratio = rows[k].u == U_X || rows[k].u == U_N || k == M_CPU1 ||
+                           k == M_CPU2;
         for (size_t r = 0; r < peer_rounds; r++)
             v[r] = no_py_ratio      ? NAN
                    : is_time        ? pr[r].v[k] / cr[r].v[k]
