@@ -174,8 +174,9 @@ CF_TASK(u_make);
 /* With CF_TEST_FAKE_WORKER=<seed> in its environment, this program started
  * as a pool's worker plays the worker's side of the socket itself, before
  * main(): it answers the parent's frames with a random mix of valid
- * answers and garbage (see fake_answer), and never hangs - every CALL
- * gets something, or the fake exits. */
+ * answers and garbage (see fake_answer), claims its calls in the shared
+ * claim words or scribbles on them (fake_claim), and never hangs - every
+ * CALL gets something, or the fake exits. */
 #define FAKE_ENV "CF_TEST_FAKE_WORKER"
 
 static uint64_t fake_rng;
@@ -213,13 +214,39 @@ static void fake_random_frame(int fd, uint8_t type, size_t len, uint8_t flags)
 }
 
 /* Answers a CALL of `n` calls. */
+/* The claim words the parent shares (CLAIMS), and how many calls this
+ * worker has been sent (call k's word is k % fake_nwords). */
+static _Atomic uint32_t *fake_words;
+static size_t fake_nwords;
+static uint64_t fake_calls;
+
+/* Claims the next call's word as a worker must (PENDING -> RUNNING), or
+ * now and then scribbles on a random word instead.  Returns true when the
+ * call was cancelled first (answered "skipped"). */
+static bool fake_claim(void)
+{
+    uint64_t k = fake_calls++;
+    if (!fake_words)
+        return false;
+    if (fake_next() % 16 == 0) {
+        atomic_store(&fake_words[fake_next() % fake_nwords], (uint32_t)fake_next());
+        return false;
+    }
+    uint32_t pending = CF__CLAIM_PENDING;
+    return !atomic_compare_exchange_strong(&fake_words[k % fake_nwords], &pending,
+                                           CF__CLAIM_RUNNING) &&
+           pending == CF__CLAIM_CANCELLED;
+}
+
 static void fake_answer(int fd, uint32_t n, uint16_t id)
 {
     wire_enc e = {0};
     wenc_reset(&e);
     wenc_u32(&e, n);
     for (uint32_t i = 0; i < n; i++) {
-        if (fake_next() % 8 == 0) {
+        if (fake_claim()) {
+            wenc_u8(&e, WIRE_SKIPPED);
+        } else if (fake_next() % 8 == 0) {
             wenc_u8(&e, 0);
             wenc_failure(&e, 5, "FakeError", "made up");
         } else {
@@ -315,6 +342,17 @@ static _Noreturn void fake_worker(int fd, uint64_t seed)
             if (r <= 0)
                 _exit(0);
             have += (size_t)r;
+        }
+        if (type == WIRE_CLAIMS && nfds == 1 && !fake_words) {
+            struct stat st;
+            void *m = fstat(fds[0], &st) == 0 && st.st_size >= 4
+                          ? mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+                                 fds[0], 0)
+                          : MAP_FAILED;
+            if (m != MAP_FAILED) {
+                fake_words = m;
+                fake_nwords = (size_t)st.st_size / 4;
+            }
         }
         for (int i = 0; i < nfds; i++)
             close(fds[i]);
@@ -603,16 +641,18 @@ static void test_worker_socket_not_inherited(void **state)
     udestroy(ex);
 }
 
-/* Pools whose workers are fakes answering with random and mutated frames:
+/* Pools whose workers are fakes answering with random and mutated frames
+ * and scribbling on their claim words, while the test cancels some calls:
  * the parent never crashes, every future resolves (a result, a task
- * failure or CF_EBROKEN), and no descriptor or child is left. */
+ * failure, CF_EBROKEN, or CF_ECANCELLED - always, once a cancel
+ * succeeded), and no descriptor or child is left. */
 static void test_fake_workers_cannot_hurt_the_parent(void **state)
 {
     (void)state;
     enum { CALLS = 24, ROUNDS = 200 };
     int fds0 = count_fds();
     double end = cf_test_now() + 4.0 * cf_test_scale();
-    int rounds = 0, outcomes[3] = {0, 0, 0};
+    int rounds = 0, outcomes[4] = {0, 0, 0, 0};
     for (; rounds < ROUNDS && cf_test_now() < end; rounds++) {
         char seed[24];
         snprintf(seed, sizeof seed, "%d", rounds);
@@ -620,6 +660,7 @@ static void test_fake_workers_cannot_hurt_the_parent(void **state)
         cf_executor *ex = ppool(2, rounds % 2 ? CF_CRASH_REPLACES_WORKER : CF_CRASH_BREAKS_POOL,
                                 CF_START_EXEC);
         cf_future *fs[CALLS];
+        bool cancelled[CALLS];
         int nfs = 0;
         for (int i = 0; i < CALLS; i++) {
             int rc = cf_submit(ex, t_square, CF_ARGS(cf_i64(i)), &fs[nfs]);
@@ -628,6 +669,10 @@ static void test_fake_workers_cannot_hurt_the_parent(void **state)
             else
                 assert_cf(CF_EBROKEN, rc);
         }
+        /* Some cancels race the fakes' claims: one that succeeds must
+         * stick, whatever the worker does with the call. */
+        for (int i = 0; i < nfs; i++)
+            cancelled[i] = i % 4 == 3 && cf_future_cancel(fs[i]);
         cf_value in[8];
         for (int i = 0; i < 8; i++)
             in[i] = cf_i64(i);
@@ -639,7 +684,7 @@ static void test_fake_workers_cannot_hurt_the_parent(void **state)
         int rc = cf_map(ex, t_square, &mi, 1, &mo, &it);
         if (rc == CF_OK) {
             while ((rc = cf_map_next(it, NULL, NULL)) != CF_EDONE)
-                if (rc != CF_OK && rc != CF_ETASK && rc != CF_EBROKEN)
+                if (rc != CF_OK && rc != CF_ETASK && rc != CF_EBROKEN && rc != CF_ECANCELLED)
                     fail_msg("round %d: map element: %s", rounds, cf_err_name(rc));
             cf_map_close(it);
         } else {
@@ -647,7 +692,11 @@ static void test_fake_workers_cannot_hurt_the_parent(void **state)
         }
         for (int i = 0; i < nfs; i++) {
             rc = cf_future_result(fs[i], T_OK * cf_test_scale(), NULL);
-            if (rc == CF_OK)
+            if (cancelled[i] && rc != CF_ECANCELLED)
+                fail_msg("round %d, call %d: cancelled, then %s", rounds, i, cf_err_name(rc));
+            if (rc == CF_ECANCELLED)
+                outcomes[3]++;
+            else if (rc == CF_OK)
                 outcomes[0]++;
             else if (rc == CF_ETASK)
                 outcomes[1]++;
@@ -662,8 +711,8 @@ static void test_fake_workers_cannot_hurt_the_parent(void **state)
         unsetenv(FAKE_ENV); /* workers are spawned until the pool is gone */
     }
     assert_int_equal(count_fds(), fds0);
-    print_message("%d rounds: %d results, %d task failures, %d broken\n", rounds, outcomes[0],
-                  outcomes[1], outcomes[2]);
+    print_message("%d rounds: %d results, %d task failures, %d broken, %d cancelled\n", rounds,
+                  outcomes[0], outcomes[1], outcomes[2], outcomes[3]);
     assert_true(rounds >= 5);
     assert_true(outcomes[0] > 0 && outcomes[2] > 0);
 }
