@@ -14,7 +14,12 @@
  *   tiny tasks    many no-op calls submitted at once, then waited for
  *   chunked map   cf_map over i64 inputs with chunksize 1000
  *
- * Usage: bench_mpi [--quick] [--workers N] [--idle SECONDS]
+ * The peer: the same rows with mpi4py.futures.MPIPoolExecutor
+ * (peer_mpi4py.py, run with --python, default /usr/bin/python3, Debian's
+ * python3-mpi4py) in the same run, and the ratios.
+ *
+ * Usage: bench_mpi [--quick] [--no-peer] [--python PATH] [--workers N]
+ *                  [--idle SECONDS]
  * Needs the Open MPI variables of README.md when run as root or on fewer
  * cores than ranks.
  */
@@ -171,6 +176,41 @@ static double self_cpu(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
+/* Runs the mpi4py peer; fills its four figures (negative: not run). */
+static void run_peer(const char *python, int workers, int rounds, int tiny, int map_n,
+                     double fig[4])
+{
+    fig[0] = fig[1] = fig[2] = fig[3] = -1;
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s %s %d %d %d %d", python, CF_BENCH_MPI_PEER, workers, rounds,
+             tiny, map_n);
+    FILE *f = popen(cmd, "r");
+    char line[1024] = "";
+    if (!f || !fgets(line, sizeof line, f)) {
+        if (f)
+            pclose(f);
+        fprintf(stderr, "bench_mpi: the mpi4py peer did not run (%s)\n", cmd);
+        return;
+    }
+    pclose(f);
+    const char *keys[4] = {"\"startup_s\": ", "\"round_trip_us\": ", "\"tiny_per_s\": ",
+                           "\"map_ns\": "};
+    for (int i = 0; i < 4; i++) {
+        const char *at = strstr(line, keys[i]);
+        if (at)
+            fig[i] = strtod(at + strlen(keys[i]), NULL);
+    }
+}
+
+static void row(const char *name, const char *unit, double ours, double peer, bool higher_better)
+{
+    if (peer > 0)
+        printf("%-34s %12.1f %12.1f  %-8s %6.1fx\n", name, ours, peer, unit,
+               higher_better ? ours / peer : peer / ours);
+    else
+        printf("%-34s %12.1f %12s  %-8s\n", name, ours, "-", unit);
+}
+
 static cf_executor *new_pool(int workers, double *secs)
 {
     cf_mpi_pool_options o;
@@ -188,12 +228,17 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "--raw-echo") == 0)
         raw_echo();
     CHECK(cf_mpi_init(argc, argv));
-    bool quick = false;
+    bool quick = false, peer = true;
+    const char *python = "/usr/bin/python3";
     int workers = 2;
     double idle = 5;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0)
             quick = true;
+        else if (strcmp(argv[i], "--no-peer") == 0)
+            peer = false;
+        else if (strcmp(argv[i], "--python") == 0 && i + 1 < argc)
+            python = argv[++i];
         else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
             workers = atoi(argv[++i]);
         else if (strcmp(argv[i], "--idle") == 0 && i + 1 < argc)
@@ -211,6 +256,7 @@ int main(int argc, char **argv)
     ex = new_pool(workers, &second);
     printf("start-up, %d workers: first pool %.3f s (MPI_Init included), second %.3f s\n",
            workers, first, second);
+    fflush(stdout);
 
     /* Warm every connection, then let the pool fall idle. */
     cf_future *fs[64];
@@ -283,10 +329,15 @@ int main(int argc, char **argv)
     CHECK(cf_executor_destroy(ex));
 
     double raw = raw_round_trip_us(rt_rounds);
-    printf("round trip, one call at a time: %.1f us; raw MPI ping-pong (blocking, "
-           "spinning): %.1f us; ratio %.1f\n",
-           rt, raw, raw > 0 ? rt / raw : 0);
-    printf("tiny tasks, %d submitted at once: %.0f calls/s\n", tiny, tiny_rate);
-    printf("chunked map (chunksize 1000), %d elements: %.0f ns per element\n", map_n, per_elem);
+    double fig[4] = {-1, -1, -1, -1};
+    if (peer)
+        run_peer(python, workers, quick ? 50 : 1000, quick ? 200 : 5000, map_n, fig);
+    printf("raw MPI ping-pong (blocking, spinning): %.1f us; one call at a time is %.1fx that\n",
+           raw, raw > 0 ? rt / raw : 0);
+    printf("%-34s %12s %12s  %-8s %7s\n", "row", "cfutures", "mpi4py", "unit", "ratio");
+    row("start-up (second pool / peer's)", "s", second, fig[0], false);
+    row("round trip, one call at a time", "us", rt, fig[1], false);
+    row("tiny tasks (all submitted at once)", "calls/s", tiny_rate, fig[2], true);
+    row("chunked map, chunksize 1000", "ns/elem", per_elem, fig[3], false);
     return 0;
 }
