@@ -334,6 +334,15 @@ static void fail_job(process_pool *p, pjob *j, int status, const char *type, con
     free(j);
 }
 
+/* Frees a queued job whose calls are all done (cancelled). */
+static void drop_job(pjob *j)
+{
+    for (uint32_t i = 0; i < j->n; i++)
+        drop_call(j->fs[i]);
+    cf__buf_drop(&j->lent);
+    free(j);
+}
+
 static void fail_jobs(process_pool *p, pjob *j, int status, const char *type, const char *msg)
 {
     while (j) {
@@ -1527,7 +1536,7 @@ static void dispatch(process_pool *p, wire_enc *e)
         bool attached = !drop && attach_job_locked(p, w, j);
         pthread_mutex_unlock(&p->mu);
         if (drop)
-            fail_job(p, j, CF_ECANCELLED, "CancelledError", "not run"); /* all done: drops */
+            drop_job(j);
         if (!attached)
             continue;
         if (!send_job(p, w, j, e)) {

@@ -3149,9 +3149,9 @@ static void test_shutdown_cancels_all_not_begun(void **state)
     assert_no_children();
 }
 
-/* After cf_map_close() no call that had not begun runs; a chunk counts
- * call by call. */
-static void map_close_runs_nothing_more(int chunksize)
+/* After cf_map_close() (or the map's timeout) no call that had not begun
+ * runs; a chunk counts call by call. */
+static void map_close_runs_nothing_more(int chunksize, bool by_timeout)
 {
     enum { N = 20 };
     cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
@@ -3167,9 +3167,13 @@ static void map_close_runs_nothing_more(int chunksize)
     cf_map_options mo;
     cf_map_options_init(&mo);
     mo.chunksize = chunksize;
+    if (by_timeout)
+        mo.timeout = 1.0 * cf_test_scale();
     cf_map_iter *it = NULL;
     assert_ok(cf_map(ex, p_gated, in, 2, &mo, &it));
     assert_true(start_sig_wait(&started, 1, T_OK));
+    if (by_timeout) /* the first call waits at the gate past the timeout */
+        assert_cf(CF_ETIMEDOUT, cf_map_next(it, NULL, NULL));
     cf_map_close(it);
     char g[N];
     memset(g, 'g', sizeof g);
@@ -3186,13 +3190,19 @@ static void map_close_runs_nothing_more(int chunksize)
 static void test_map_close_runs_nothing_more(void **state)
 {
     (void)state;
-    map_close_runs_nothing_more(1);
+    map_close_runs_nothing_more(1, false);
 }
 
 static void test_map_close_runs_nothing_more_chunked(void **state)
 {
     (void)state;
-    map_close_runs_nothing_more(5);
+    map_close_runs_nothing_more(5, false);
+}
+
+static void test_map_timeout_runs_nothing_more(void **state)
+{
+    (void)state;
+    map_close_runs_nothing_more(5, true);
 }
 
 /* wait(FIRST_EXCEPTION), then cancel the rest: everything no worker has
@@ -3471,6 +3481,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_shutdown_cancels_all_not_begun),
     cmocka_unit_test(test_map_close_runs_nothing_more),
     cmocka_unit_test(test_map_close_runs_nothing_more_chunked),
+    cmocka_unit_test(test_map_timeout_runs_nothing_more),
     cmocka_unit_test(test_first_exception_cancel_rest),
     cmocka_unit_test(test_cancel_races_claim),
     cmocka_unit_test(test_claimed_future_in_fork_child),
