@@ -400,6 +400,19 @@ static void test_then_process_pool(void **state)
     assert_int_equal(x, 2401);
     assert_ok(cf_then(d, ex, t_outcome, CF_ARGS(cf_str("extra")), &d2));
     expect_str(d2, "CF_OK 2401 0   +1");
+    /* Inline on the pool's completing thread (its manager). */
+    cf_future *d3;
+    assert_ok(cf_then_ok(f, NULL, t_inc, CF_NOARGS, &d3));
+    assert_ok(cf_future_result_i64(d3, 20 * cf_test_scale(), &x));
+    assert_int_equal(x, 50);
+    assert_ok(cf_future_release(d3));
+    cf_future *slow, *d4;
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(3)), &slow));
+    assert_ok(cf_then_ok(slow, NULL, t_inc, CF_NOARGS, &d4));
+    assert_ok(cf_future_result_i64(d4, 20 * cf_test_scale(), &x));
+    assert_int_equal(x, 10);
+    assert_ok(cf_future_release(slow));
+    assert_ok(cf_future_release(d4));
     assert_ok(cf_future_release(f));
     assert_ok(cf_future_release(d));
     assert_ok(cf_future_release(d2));
