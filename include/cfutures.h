@@ -1069,6 +1069,12 @@ void cf_cq_destroy(cf_completion_queue *q);
  * one; they run one after another in a loop on that thread, never nested,
  * so the stack does not grow with the length of the chain.
  *
+ * Lifetime: a continuation lives until its antecedent completes.  Futures
+ * of an executor always complete (shutdown runs or cancels them); a
+ * standalone future that is never completed keeps its continuations, and
+ * itself, allocated - cancel it when giving up on it.  The same holds for
+ * the combinators below.
+ *
  * Cancellation: cf_future_cancel() on a derived future whose task has not
  * started cancels it alone - the task will not run (a task already queued
  * on `ex` is cancelled there too) and continuations of the derived future
