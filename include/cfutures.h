@@ -718,8 +718,8 @@ typedef enum cf_crash_policy {
      * submits return CF_EBROKEN. */
     CF_CRASH_BREAKS_POOL = 0,
     /* Only the call running on the dead worker fails (CF_EBROKEN, same
-     * message); calls queued for that worker go back to the queue, a
-     * replacement worker starts and the pool carries on. */
+     * message); calls sent to that worker that it had not begun go back
+     * to the queue, a replacement worker starts and the pool carries on. */
     CF_CRASH_REPLACES_WORKER = 1
 } cf_crash_policy;
 

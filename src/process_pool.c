@@ -112,6 +112,8 @@ typedef struct pjob {
     uint16_t id;         /* its CALL frame's id */
     uint8_t killed_for;  /* R_TIMEOUT/R_INTERRUPT: its worker was killed
                           * to stop this job (manager thread) */
+    uint8_t orphaned;    /* workers that died with it sent but not begun
+                          * (manager thread; see keep_unbegun) */
     cf_future *interrupted; /* R_INTERRUPT: the call it was killed for */
     cf__buf lent;        /* lent to the worker for a big result (manager
                           * thread); back to the cache when answered,
@@ -840,6 +842,39 @@ static void remove_worker(process_pool *p, pworker *w)
     atomic_fetch_sub(&p->alive, 1);
 }
 
+/* Of a job taken off a dead worker (its claim words detached): the calls
+ * the worker had begun lost their outcome with it and fail with `msg`;
+ * those it had not begun did not run and may run elsewhere - a worker
+ * killed while idle takes no call sent to it just then down with it.
+ * Calls already dealt with are NULL.  Returns the job with the calls
+ * kept, or NULL (freed) if none is left. */
+static pjob *split_begun(process_pool *p, pjob *j, const char *msg)
+{
+    sent_unlink(p, j); /* its call list changes below */
+    cf__buf_drop(&j->lent);
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < j->n; i++) {
+        cf_future *f = j->fs[i];
+        if (!f)
+            continue;
+        cf_state s = cf_future_state(f);
+        if (s == CF_PENDING) {
+            j->fs[k++] = f;
+            continue;
+        }
+        if (s == CF_RUNNING)
+            cf__future_fail_running(f, CF_EBROKEN, "BrokenProcessPool", msg);
+        drop_call(f);
+    }
+    j->n = k;
+    j->killed_for = 0;
+    j->interrupted = NULL;
+    if (k)
+        return j;
+    free(j);
+    return NULL;
+}
+
 /* The head job of a worker killed to interrupt one of its calls (its
  * claim words detached): that call is cancelled (stopped for real);
  * calls of the same chunk that had begun lost their outcome with the
@@ -851,30 +886,31 @@ static pjob *interrupted(process_pool *p, pjob *j, pid_t pid)
     snprintf(msg, sizeof msg, "worker pid %d running this call was killed to interrupt another "
                               "call of the same chunk",
              (int)pid);
-    sent_unlink(p, j); /* its call list changes below */
-    cf__buf_drop(&j->lent);
-    uint32_t k = 0;
     for (uint32_t i = 0; i < j->n; i++) {
         cf_future *f = j->fs[i];
-        cf_state s = cf_future_state(f);
-        if (f == j->interrupted || (!j->interrupted && s == CF_RUNNING)) {
+        if (f == j->interrupted || (!j->interrupted && cf_future_state(f) == CF_RUNNING)) {
             cf__future_cancel_running(f);
             cf_future_release(f);
-        } else if (s == CF_PENDING) {
-            j->fs[k++] = f;
-        } else {
-            if (s == CF_RUNNING)
-                cf__future_fail_running(f, CF_EBROKEN, "BrokenProcessPool", msg);
-            drop_call(f);
+            j->fs[i] = NULL;
         }
     }
-    j->n = k;
-    j->killed_for = 0;
-    j->interrupted = NULL;
-    if (k)
-        return j;
-    free(j);
-    return NULL;
+    return split_begun(p, j, msg);
+}
+
+/* Most deaths of workers a job may outlive unbegun: the job itself may
+ * be what kills them before they can begin it (arguments a worker cannot
+ * map); then it fails instead of killing worker after worker. */
+#define ORPHANED_MAX 2
+
+/* The head job of a worker that crashed, under CF_CRASH_REPLACES_WORKER:
+ * see split_begun. */
+static pjob *keep_unbegun(process_pool *p, pjob *j, const char *msg)
+{
+    if (++j->orphaned > ORPHANED_MAX) {
+        fail_job(p, j, CF_EBROKEN, "BrokenProcessPool", msg);
+        return NULL;
+    }
+    return split_begun(p, j, msg);
 }
 
 static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool known)
@@ -976,8 +1012,13 @@ static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool k
             fail_jobs(p, rest, CF_EBROKEN, "BrokenProcessPool", msg);
             return;
         }
-        fail_jobs(p, head, CF_EBROKEN, "BrokenProcessPool", msg);
-        requeue_front(p, rest, last, nrest);
+        head = head ? keep_unbegun(p, head, msg) : NULL;
+        if (head) {
+            head->next = rest;
+            requeue_front(p, head, rest ? last : head, nrest + 1);
+        } else {
+            requeue_front(p, rest, last, nrest);
+        }
         break;
     }
     if (!pool_broken(p))
@@ -1867,6 +1908,7 @@ static pjob *new_job(process_pool *p, cf_future **fs, size_t n)
                                                         : p->task_timeout_ns * (int64_t)n;
     j->timeout_ns = t;
     j->killed_for = 0;
+    j->orphaned = 0;
     j->lent = (cf__buf){NULL, 0, -1};
     return j;
 }

@@ -638,13 +638,17 @@ static bool handle_calls(int fd, wire_dec *d, bool init, uint16_t id, wire_enc *
             args[k] = wdec_value(d);
         if (d->bad)
             worker_exit(70);
-        if (fault_at("decode-segv", name, namelen) || fault_at("decode-exit", name, namelen))
+        if (fault_at("unclaimed-exit", name, namelen))
             fault_act(fault.point);
         if (!init && !claim(first + i)) {
             fs[i] = NULL;
             wenc_u8(out, WIRE_SKIPPED);
             continue;
         }
+        /* After the claim: a worker that dies before it claims a call
+         * has not begun it, and the call runs elsewhere. */
+        if (fault_at("decode-segv", name, namelen) || fault_at("decode-exit", name, namelen))
+            fault_act(fault.point);
         if (!fn) {
             fs[i] = NULL;
             encode_unregistered(out, "task", name, namelen);

@@ -14,6 +14,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
 
 #define T_OK 10.0
 
@@ -33,6 +34,12 @@ static int p_print(cf_call *call)
     return cf_return_i64(call, i);
 }
 CF_TASK(p_print);
+
+static int p_getpid(cf_call *call)
+{
+    return cf_return_i64(call, (int64_t)getpid());
+}
+CF_TASK(p_getpid);
 
 /* The initializer's view of its argument, for p_init_seen. */
 static uint64_t init_sum;
@@ -61,6 +68,18 @@ static int late_init(cf_call *call)
 {
     (void)call;
     return 0;
+}
+
+/* A pool of one worker (CF_START_EXEC). */
+static cf_executor *pool1(cf_crash_policy policy)
+{
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 1;
+    o.on_crash = policy;
+    cf_executor *ex = NULL;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    return ex;
 }
 
 /* ---- max_tasks_per_child: the replacement cannot start ------------------- */
@@ -103,6 +122,64 @@ static void test_retiring_call_survives_failed_replacement(void **state)
     }
 }
 
+/* ---- CF_CRASH_REPLACES_WORKER: an idle worker killed ---------------------- */
+
+/* A call submitted right after an idle worker was killed may be sent to it
+ * before its death is seen; the worker never began it, so it runs on the
+ * replacement instead of failing as if it had crashed there. */
+static void test_call_after_idle_kill_runs_on_replacement(void **state)
+{
+    (void)state;
+    enum { ROUNDS = 200 };
+    cf_executor *ex = pool1(CF_CRASH_REPLACES_WORKER);
+    int failed = 0;
+    for (int i = 0; i < ROUNDS; i++) {
+        cf_future *f = NULL;
+        int64_t pid = 0;
+        assert_ok(cf_submit(ex, p_getpid, NULL, 0, &f));
+        assert_ok(cf_future_result_i64(f, T_OK * cf_test_scale(), &pid));
+        cf_future_release(f);
+        assert_int_equal(kill((pid_t)pid, SIGKILL), 0);
+        assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(i)), &f));
+        int64_t r = -1;
+        int rc = cf_future_result_i64(f, T_OK * cf_test_scale(), &r);
+        if (rc != CF_OK || r != (int64_t)i * i)
+            failed++;
+        cf_future_release(f);
+    }
+    assert_ok(cf_executor_destroy(ex));
+    if (failed)
+        fail_msg("%d of %d calls submitted right after an idle worker was killed failed", failed,
+                 ROUNDS);
+}
+
+/* A call that kills every worker before it can begin (CFUTURES_FAULT
+ * "unclaimed-exit") is tried on a few replacements, then fails, instead of
+ * killing worker after worker for ever; the pool carries on. */
+static int p_unclaimed(cf_call *call)
+{
+    return cf_return_i64(call, 1);
+}
+CF_TASK(p_unclaimed);
+
+static void test_call_killing_workers_unbegun_fails(void **state)
+{
+    (void)state;
+    assert_int_equal(setenv("CFUTURES_FAULT", "unclaimed-exit:p_unclaimed", 1), 0);
+    cf_executor *ex = pool1(CF_CRASH_REPLACES_WORKER);
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, p_unclaimed, NULL, 0, &f));
+    assert_cf(CF_EBROKEN, cf_future_result(f, T_OK * cf_test_scale(), NULL));
+    cf_future_release(f);
+    int64_t r = 0;
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(7)), &f));
+    assert_ok(cf_future_result_i64(f, T_OK * cf_test_scale(), &r));
+    assert_int_equal(r, 49);
+    cf_future_release(f);
+    assert_ok(cf_executor_destroy(ex));
+    unsetenv("CFUTURES_FAULT");
+}
+
 /* ---- an initializer the worker does not know ----------------------------- */
 
 static void test_unknown_initializer_is_named(void **state)
@@ -141,11 +218,7 @@ static void test_background_break_is_logged(void **state)
 {
     (void)state;
     cap_install();
-    cf_process_pool_options o;
-    cf_process_pool_options_init(&o);
-    o.max_workers = 1;
-    cf_executor *ex = NULL;
-    assert_ok(cf_process_pool_new(&ex, &o));
+    cf_executor *ex = pool1(CF_CRASH_BREAKS_POOL);
     cf_future *f = NULL;
     assert_ok(cf_submit(ex, p_die, NULL, 0, &f));
     /* The line is written before any future fails. */
@@ -256,6 +329,8 @@ static void test_stdout_flushed_before_answer(void **state)
 
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_retiring_call_survives_failed_replacement),
+    cmocka_unit_test(test_call_after_idle_kill_runs_on_replacement),
+    cmocka_unit_test(test_call_killing_workers_unbegun_fails),
     cmocka_unit_test(test_unknown_initializer_is_named),
     cmocka_unit_test(test_background_break_is_logged),
     cmocka_unit_test(test_big_initargs),
