@@ -39,7 +39,8 @@
  *   nothing into a word but "claimed or not", never trusts it for memory
  *   safety, and checks each RESULT against what it knows: a RESULT must
  *   carry the id of the oldest unanswered job, a call is "skipped" if and
- *   only if the parent cancelled it, a second HELLO or a frame of unknown
+ *   only if the parent cancelled it, the answered calls' words must say
+ *   RUNNING or CANCELLED accordingly, a second HELLO or a frame of unknown
  *   type is refused on its header.  Anything else is that worker sending
  *   a bad frame: it is killed and handled as a crash, under the pool's
  *   policy.  A worker that claims calls it does not run only makes its
@@ -1138,6 +1139,15 @@ static void on_result(process_pool *p, pworker *w, wire_dec *d, cf__buf *frame,
         if ((oc[i].tag == WIRE_SKIPPED) != cf_future_cancelled(j->fs[i]))
             bad = oc[i].tag == WIRE_SKIPPED ? "a call that was not cancelled was skipped"
                                             : "a cancelled call was run";
+    /* Its claim words must say the same (RUNNING: claimed and answered;
+     * CANCELLED: skipped); a worker that wrote anything else is crashing.
+     * Each word is read once and compared, nothing more. */
+    const _Atomic uint32_t *words = w->claims.map; /* NULL only in the fuzz harness */
+    for (uint32_t i = 0; i < n && !bad && words; i++)
+        if (atomic_load_explicit(&words[(w->calls_answered + i) % NCLAIMS],
+                                 memory_order_relaxed) !=
+            (oc[i].tag == WIRE_SKIPPED ? CF__CLAIM_CANCELLED : CF__CLAIM_RUNNING))
+            bad = "a claim word disagrees with the result";
     if (bad) {
         if (oc != stack)
             free(oc);

@@ -649,6 +649,8 @@ static bool handle_calls(int fd, wire_dec *d, bool init, uint16_t id, wire_enc *
          * has not begun it, and the call runs elsewhere. */
         if (fault_at("decode-segv", name, namelen) || fault_at("decode-exit", name, namelen))
             fault_act(fault.point);
+        if (!init && fault_at("claim-nonsense", name, namelen))
+            atomic_store(&claims.words[(first + i) % claims.n], 7u);
         if (!fn) {
             fs[i] = NULL;
             encode_unregistered(out, "task", name, namelen);

@@ -403,7 +403,7 @@ void *cf__wire_map(int memfd, uint64_t size, uint64_t max);
  * = "<point>:<task name>" makes a worker fail at that point of a call of
  * that task.  Points: decode-segv, decode-exit, encode-segv, encode-exit,
  * bad-frame, huge-frame, short-frame, bad-lent, file-frame, stray-result,
- * second-hello, unknown-frame. */
+ * second-hello, unknown-frame, claim-nonsense. */
 #define CF__FAULT_ENV "CFUTURES_FAULT"
 
 #endif

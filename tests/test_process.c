@@ -1453,6 +1453,9 @@ static const crash_spec crash_second_hello = {"second-hello:p_faulty", p_faulty,
                                               "a second hello", false};
 static const crash_spec crash_unknown_frame = {"unknown-frame:p_faulty", p_faulty, 0, 0,
                                                "unknown frame type 99", false};
+/* A worker writes its claim words; one that writes nonsense is crashing. */
+static const crash_spec crash_claim_nonsense = {"claim-nonsense:p_faulty", p_faulty, 0, 0,
+                                                "claim word disagrees", false};
 static const crash_spec crash_sigkill = {NULL, p_hang, 0, SIGKILL, "signal 9 (SIGKILL)", false};
 static const crash_spec crash_sigterm = {NULL, p_hang, 0, SIGTERM, "signal 15 (SIGTERM)", false};
 
@@ -1510,6 +1513,7 @@ CRASH_TESTS(huge_frame, crash_huge_frame)
 CRASH_TESTS(stray_result, crash_stray_result)
 CRASH_TESTS(second_hello, crash_second_hello)
 CRASH_TESTS(unknown_frame, crash_unknown_frame)
+CRASH_TESTS(claim_nonsense, crash_claim_nonsense)
 CRASH_TESTS(sigkill, crash_sigkill)
 CRASH_TESTS(sigterm, crash_sigterm)
 CRASH_TESTS_FORK(run_segv, crash_run_segv)
@@ -3414,6 +3418,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_crash_second_hello_replaces),
     cmocka_unit_test(test_crash_unknown_frame_breaks),
     cmocka_unit_test(test_crash_unknown_frame_replaces),
+    cmocka_unit_test(test_crash_claim_nonsense_breaks),
+    cmocka_unit_test(test_crash_claim_nonsense_replaces),
     cmocka_unit_test(test_crash_sigkill_breaks),
     cmocka_unit_test(test_crash_sigkill_replaces),
     cmocka_unit_test(test_crash_sigterm_breaks),
