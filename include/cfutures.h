@@ -642,6 +642,9 @@ int cf_kill_workers(cf_executor *ex);
  *   2. main() starts with cf_process_init(argc, argv).  A worker is this
  *      same program started again (the default start method, CF_START_EXEC);
  *      cf_process_init() is where it becomes a worker and never returns.
+ *      A library or plugin, which cannot ask its host's main() for this,
+ *      names a worker program of its own instead (see worker_program in
+ *      cf_process_pool_options).
  *
  *     static int square(cf_call *call) { ... }
  *     CF_TASK(square);
@@ -687,8 +690,10 @@ void cf__task_register_ctor(const char *name, cf_task_fn *fn);
  * task registered later, at run time, is unknown there, and only calls to
  * it fail (CF_ETASK, type "NameError"; an initializer so registered breaks
  * the pool, naming it).  In any other process it records argv[0] and
- * returns CF_OK; without this call,
- * cf_process_pool_new() refuses CF_START_EXEC with CF_EINVALSTATE.
+ * returns CF_OK; without this call, cf_process_pool_new() refuses
+ * CF_START_EXEC with CF_EINVALSTATE unless the pool names a worker
+ * program (cf_process_pool_options.worker_program), whose main() makes
+ * this call instead.
  * Returns CF_EINVAL for argc < 1 or argv NULL.  Main thread, before
  * starting threads. */
 int cf_process_init(int argc, char **argv);
@@ -743,6 +748,28 @@ typedef struct cf_process_pool_options {
     /* Default cf_submit_options.timeout for every call of this pool;
      * CF_FOREVER (the default) for none. */
     double task_timeout;
+    /* The program workers run, for a pool made inside a library or plugin
+     * whose host program never calls cf_process_init(): an absolute path
+     * to an executable that calls cf_process_init(argc, argv) first thing
+     * in main() and registers the pool's tasks (for example by linking the
+     * same task sources).  It is started with argv {worker_program, NULL}
+     * and proves it was started by this pool as the default worker does
+     * (the environment variable, the socket, the random key).  The path is
+     * copied.  Needs CF_START_EXEC and `tasks`.  NULL (the default): the
+     * running program, which needs cf_process_init() in main(). */
+    const char *worker_program;
+    /* The tasks this pool will run: a NULL-terminated array of registered
+     * functions (not copied past cf_process_pool_new()), or NULL.  Every
+     * worker checks at start-up, by name, that it has each of them; one
+     * that lacks any breaks the pool under either crash policy, with a
+     * message naming the missing tasks and the worker program, so the
+     * first call to the pool fails with CF_EBROKEN (and the reason goes
+     * once through the log hook).  A call to a task not listed here that
+     * a worker does not know fails alone (CF_ETASK, "NameError").
+     * Required with worker_program; with the running program (which has
+     * the same CF_TASK registrations) it catches tasks registered at run
+     * time only. */
+    cf_task_fn *const *tasks;
 } cf_process_pool_options;
 
 /* Fills `opts` with the defaults.  NULL is ignored. */
@@ -756,11 +783,17 @@ void cf_process_pool_options_init(cf_process_pool_options *opts);
  *                    max_tasks_per_child (or any with CF_START_FORK),
  *                    bad task_timeout, unknown policy
  *                    or start method, an unregistered initializer, bad
- *                    initargs;
+ *                    initargs; worker_program not an absolute path to
+ *                    an executable regular file (checked here, so a
+ *                    wrong path fails now, not in the background), or
+ *                    given with CF_START_FORK or without `tasks`; `tasks`
+ *                    with an unregistered function or more than 4096
+ *                    entries;
  *   CF_ENOTCOPYABLE  a CF_PTR initarg;
  *   CF_ETOOBIG       an initarg, or all together, exceed CF_PAYLOAD_MAX;
- *   CF_EINVALSTATE   CF_START_EXEC without cf_process_init() in main, or
- *                    called inside a worker process;
+ *   CF_EINVALSTATE   CF_START_EXEC without cf_process_init() in main and
+ *                    without worker_program, or called inside a worker
+ *                    process;
  *   CF_ENOMEM, CF_ESYS (descriptors or the manager thread).
  * Any thread.  A pool that breaks later, in the background (a worker
  * crashed, an initializer failed, no worker could be started, the manager

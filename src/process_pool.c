@@ -170,6 +170,10 @@ typedef struct process_pool {
     int start_method;
     int64_t task_timeout_ns;
     wire_enc init_frame; /* flattened INIT frame, sent to every worker */
+    /* What CF_START_EXEC workers run: worker_program, or (empty) the
+     * running program with its own argv.  Read-only after creation. */
+    char worker_program[4096];
+    char *worker_argv[2];
 
     pthread_mutex_t mu;
     /* Guarded by mu: */
@@ -562,7 +566,6 @@ static int random_key(unsigned char *key, size_t n)
  * parent writes into its socket first (see cf_process_init()). */
 static int spawn_exec(process_pool *p, int child_fd, int parent_fd, pid_t *pid)
 {
-    (void)p;
     unsigned char key[CF__WORKER_KEY];
     int err = random_key(key, sizeof key);
     if (err)
@@ -602,7 +605,9 @@ static int spawn_exec(process_pool *p, int child_fd, int parent_fd, pid_t *pid)
     posix_spawnattr_setsigmask(&attr, &none);
     posix_spawnattr_setsigdefault(&attr, &all);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    int rc = posix_spawn(pid, worker_image(), &fa, &attr, cf__process_argv, envp);
+    bool own = p->worker_program[0] != '\0';
+    int rc = posix_spawn(pid, own ? p->worker_program : worker_image(), &fa, &attr,
+                         own ? p->worker_argv : cf__process_argv, envp);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     free(envp);
@@ -1208,7 +1213,8 @@ static void on_result(process_pool *p, pworker *w, wire_dec *d, cf__buf *frame,
 static void on_hello(process_pool *p, pworker *w, wire_dec *d)
 {
     (void)wdec_u32(d); /* pid, as the worker sees it */
-    bool ok = wdec_u8(d) != 0;
+    uint8_t said = wdec_u8(d);
+    bool ok = said != WIRE_HELLO_INIT_FAILED && said != WIRE_HELLO_MISSING;
     if (ok) {
         if (d->bad) {
             bad_frame(w, "hello frame does not decode");
@@ -1223,8 +1229,13 @@ static void on_hello(process_pool *p, pworker *w, wire_dec *d)
     const char *type = has ? wdec_cstr(d) : "";
     const char *text = has ? wdec_cstr(d) : "";
     (void)code;
-    snprintf(msg, sizeof msg, "the initializer failed in worker pid %d: %s: %s", (int)w->pid,
-             d->bad ? "?" : type, d->bad ? "?" : text);
+    if (said == WIRE_HELLO_MISSING)
+        snprintf(msg, sizeof msg, "worker pid %d (%.100s) lacks tasks this pool runs: %.200s",
+                 (int)w->pid, p->worker_program[0] ? p->worker_program : "this program",
+                 d->bad ? "?" : text);
+    else
+        snprintf(msg, sizeof msg, "the initializer failed in worker pid %d: %s: %s",
+                 (int)w->pid, d->bad ? "?" : type, d->bad ? "?" : text);
     w->reason = R_BROKEN;
     break_pool(p, CF_EBROKEN, msg);
 }
@@ -2164,6 +2175,49 @@ CF__API void cf_process_pool_options_init(cf_process_pool_options *opts)
     opts->task_timeout = CF_FOREVER;
 }
 
+/* Checks worker_program and tasks; CF_OK or CF_EINVAL with a message.
+ * The program is checked now so that a wrong path is the caller's error,
+ * not a pool that breaks later in the background. */
+static int check_worker_program(const cf_process_pool_options *o)
+{
+    size_t ntasks = 0;
+    while (o->tasks && o->tasks[ntasks]) {
+        if (ntasks == WIRE_TASKS_MAX)
+            return cf__fail(CF_EINVAL, "process_pool_new: more than %d tasks", WIRE_TASKS_MAX);
+        if (!cf_task_name(o->tasks[ntasks]))
+            return cf__fail(CF_EINVAL, "process_pool_new: tasks[%zu] is not registered (add "
+                                       "CF_TASK(fn) after its definition)", ntasks);
+        ntasks++;
+    }
+    const char *path = o->worker_program;
+    if (!path)
+        return CF_OK;
+    if (o->start_method != CF_START_EXEC)
+        return cf__fail(CF_EINVAL, "process_pool_new: worker_program needs CF_START_EXEC");
+    if (!o->tasks)
+        return cf__fail(CF_EINVAL, "process_pool_new: worker_program needs `tasks`, the tasks "
+                                   "the pool runs, which each worker checks it has");
+    size_t len = strlen(path);
+    if (path[0] != '/' || len >= sizeof ((process_pool *)0)->worker_program)
+        return cf__fail(CF_EINVAL, "process_pool_new: worker_program must be an absolute path "
+                                   "shorter than 4096 bytes, got \"%.200s\"", path);
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        int e = errno;
+        return cf__fail(CF_EINVAL, "process_pool_new: worker_program \"%.200s\": %s", path,
+                        strerror(e));
+    }
+    if (!S_ISREG(st.st_mode))
+        return cf__fail(CF_EINVAL, "process_pool_new: worker_program \"%.200s\" is not a "
+                                   "regular file", path);
+    if (access(path, X_OK) != 0) {
+        int e = errno;
+        return cf__fail(CF_EINVAL, "process_pool_new: worker_program \"%.200s\" is not "
+                                   "executable: %s", path, strerror(e));
+    }
+    return CF_OK;
+}
+
 CF__API int cf_process_pool_new(cf_executor **out, const cf_process_pool_options *opts)
 {
     if (!out)
@@ -2197,7 +2251,10 @@ CF__API int cf_process_pool_new(cf_executor **out, const cf_process_pool_options
     int rc = cf__deadline(o.task_timeout, &deadline, "process_pool_new: task_timeout");
     if (rc != CF_OK)
         return rc;
-    if (o.start_method == CF_START_EXEC && !cf__process_init_called)
+    rc = check_worker_program(&o);
+    if (rc != CF_OK)
+        return rc;
+    if (o.start_method == CF_START_EXEC && !o.worker_program && !cf__process_init_called)
         return cf__fail(CF_EINVALSTATE, "process_pool_new: CF_START_EXEC starts this program "
                                         "again as a worker, which needs cf_process_init(argc, "
                                         "argv) at the top of main()");
@@ -2228,9 +2285,23 @@ CF__API int cf_process_pool_new(cf_executor **out, const cf_process_pool_options
     p->start_method = o.start_method;
     p->task_timeout_ns = o.task_timeout >= 9e9 ? CF__NS_FOREVER
                                                : (int64_t)(o.task_timeout * 1e9);
-    /* The INIT frame: the initializer call with copies of its arguments. */
+    if (o.worker_program) {
+        snprintf(p->worker_program, sizeof p->worker_program, "%s", o.worker_program);
+        p->worker_argv[0] = p->worker_program;
+    }
+    /* The INIT frame: the tasks every worker must have, then the
+     * initializer call with copies of its arguments. */
     wire_enc *e = &p->init_frame;
     wenc_reset(e);
+    size_t ntasks = 0;
+    while (o.tasks && o.tasks[ntasks])
+        ntasks++;
+    wenc_u32(e, (uint32_t)ntasks);
+    for (size_t i = 0; i < ntasks; i++) {
+        const char *name = cf_task_name(o.tasks[i]);
+        wenc_u8(e, (uint8_t)strlen(name));
+        wenc_put(e, name, strlen(name));
+    }
     if (!o.initializer) {
         wenc_u8(e, 0);
     } else {

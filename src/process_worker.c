@@ -579,6 +579,49 @@ static void encode_unregistered(wire_enc *e, const char *what, const char *name,
     wenc_failure(e, CF_ENOTCOPYABLE, "NameError", msg);
 }
 
+/* Reads the INIT frame's list of the tasks the pool runs and checks that
+ * each is registered here.  If any is missing, answers HELLO with
+ * WIRE_HELLO_MISSING and a failure naming them (as many as fit) and
+ * returns false: the parent breaks the pool.  A list that does not decode
+ * is a parent that is not ours: exit. */
+static bool check_tasks(int fd, wire_dec *d, wire_enc *out)
+{
+    uint32_t n = wdec_u32(d);
+    if (d->bad || n > WIRE_TASKS_MAX)
+        worker_exit(70);
+    char msg[400];
+    size_t at = 0;
+    uint32_t missing = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t len = wdec_u8(d);
+        const char *name = (const char *)wdec_take(d, len);
+        if (d->bad || len == 0)
+            worker_exit(70);
+        if (cf__task_lookup(name, len))
+            continue;
+        if (missing++ < 8 && at < sizeof msg) {
+            int w = snprintf(msg + at, sizeof msg - at, "%s\"%.*s\"", at ? ", " : "", (int)len,
+                             name);
+            at += w > 0 ? (size_t)w : 0;
+        }
+    }
+    if (!missing)
+        return true;
+    char text[600];
+    snprintf(text, sizeof text, "%s%s%s not registered there (%u missing of %u; the worker "
+                                "program must register every task the pool runs, for example "
+                                "by linking the same sources with CF_TASK)",
+             msg, missing > 8 ? ", ..." : "", missing == 1 ? " is" : " are", (unsigned)missing,
+             (unsigned)n);
+    wenc_reset(out);
+    wenc_u32(out, (uint32_t)getpid());
+    wenc_u8(out, WIRE_HELLO_MISSING);
+    wenc_u8(out, 0);
+    wenc_failure(out, CF_ENOTCOPYABLE, "NameError", text);
+    cf__wire_send_blocking(fd, out, WIRE_HELLO, 0);
+    return false;
+}
+
 /* Runs one decoded call; returns its finished future (NULL on ENOMEM). */
 static cf_future *run_one(cf_task_fn *fn, const cf_value *args, size_t nargs)
 {
@@ -596,6 +639,8 @@ static cf_future *run_one(cf_task_fn *fn, const cf_value *args, size_t nargs)
 static bool handle_calls(int fd, wire_dec *d, bool init, uint16_t id, wire_enc *out,
                          cf_future ***fsp, size_t *fcap)
 {
+    if (init && !check_tasks(fd, d, out))
+        return false;
     if (init && !wdec_u8(d)) {
         wenc_reset(out);
         wenc_u32(out, (uint32_t)getpid());

@@ -37,10 +37,14 @@
  * Payloads (strings carry their NUL on the wire, so a receiver can borrow
  * them in place; the decoder checks it):
  *   CALL    u32 n, u8 namelen, name (no NUL), n x { u8 nargs, nargs x value }
- *   INIT    u8 has_init, [same as CALL with n = 1]
+ *   INIT    u32 ntasks, ntasks x { u8 namelen, name }, u8 has_init,
+ *           [same as CALL with n = 1].  The names are the tasks the pool
+ *           will run (cf_process_pool_options.tasks): a worker that lacks
+ *           any answers HELLO with ok = 2 and a failure naming them.
  *   EXIT    (empty)
  *   LEND    u64 capacity (with WIRE_SHM; the memfd is the buffer)
- *   HELLO   u32 pid, u8 ok, [failure when !ok]
+ *   HELLO   u32 pid, u8 ok, [failure when ok is 0 (the initializer
+ *           failed) or 2 (tasks missing: see INIT)]
  *   CLAIMS  u64 size (with WIRE_SHM; the memfd holds the words)
  *   RESULT  u32 n, n x { u8 outcome, then a value if 1 (ok), a failure
  *           if 0, nothing if 2 (skipped: cancelled before it began) }
@@ -91,6 +95,10 @@ enum {
 
 /* RESULT outcomes. */
 enum { WIRE_FAILED = 0, WIRE_OK = 1, WIRE_SKIPPED = 2 };
+/* HELLO's ok byte. */
+enum { WIRE_HELLO_INIT_FAILED = 0, WIRE_HELLO_OK = 1, WIRE_HELLO_MISSING = 2 };
+/* The most task names an INIT frame lists. */
+#define WIRE_TASKS_MAX 4096
 
 /* ---- encoding ---------------------------------------------------------- */
 
