@@ -44,6 +44,16 @@
  * submits fail the same way.  When one spawned worker dies Open MPI ends
  * all workers of that pool, so a broken pool is not repaired: create a
  * new one.
+ *
+ * Stopping calls: a call cannot be killed alone (that would end every
+ * worker of the pool), so it is stopped as in a thread pool.
+ * cf_future_interrupt() of a running call makes cf_cancel_requested() true
+ * (and cf_cancel_fd() readable) for the task in its worker, within about
+ * 10 ms; the future ends when the task does.  A cf_submit_with() timeout
+ * fails the future with CF_ETIMEDOUT when it passes and asks the task to
+ * stop the same way; its worker is busy until the task returns, and its
+ * result is dropped.  cf_terminate_workers() and cf_kill_workers() only
+ * shut the pool down (cancelling what waits).
  */
 #ifndef CFUTURES_MPI_H
 #define CFUTURES_MPI_H

@@ -620,6 +620,7 @@ CF__API int cf__future_fail_running(cf_future *f, int status, const char *type,
 CF__API cf_task_fn *cf__task_lookup(const char *name, size_t len);
 CF__API void cf__executor_register(cf_executor *ex, const cf__engine *engine);
 CF__API void cf__executor_unref(cf_executor *ex);
+CF__API void cf__cancel_fd_fire(cf_future *f);
 
 /* Is `ex` a live executor handle (not NULL, not destroyed and freed)? */
 static inline bool cf__executor_live(const cf_executor *ex)

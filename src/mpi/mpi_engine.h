@@ -9,6 +9,9 @@
  *   CALL    u32 n, u8 namelen, name, n x { u8 nargs, nargs x value }
  *   RESULT  u32 n, n x { u8 ok, value when ok, else failure }
  *   HELLO   u32 rank, u32 size, u32 pid, failure-style cstr host
+ *   STOP    u64 frame, u32 index: raise the stop flag (cf_cancel_requested)
+ *           of call `index` (CF__MPI_STOP_ALL: every call) of the worker's
+ *           frame-th CALL frame (counted from 1), now or when it begins
  *   HB, EXIT, BYE  empty
  * The manager is one rank (0 of the parent group in spawn mode, world
  * rank 0 in static mode); workers only ever talk to it.
@@ -27,11 +30,14 @@
 enum {
     MTAG_CALL = 101,  /* manager -> worker */
     MTAG_EXIT = 102,  /* manager -> worker: no more calls; say BYE, leave */
+    MTAG_STOP = 103,  /* manager -> worker: u64 frame, u32 index (see below) */
     MTAG_HELLO = 111, /* worker -> manager, first message */
     MTAG_RESULT = 112,
     MTAG_HB = 113,    /* worker -> manager heartbeat, from its own thread */
     MTAG_BYE = 114,   /* worker -> manager, answering EXIT */
 };
+
+#define CF__MPI_STOP_ALL UINT32_MAX
 
 /* The argument that marks a spawned worker copy (argv[1]); argv[2] is the
  * heartbeat interval in milliseconds. */

@@ -56,6 +56,7 @@ typedef struct mjob {
     bool abandoned;      /* its futures failed (timeout); drop the answer */
     int64_t timeout_ns;  /* CF__NS_FOREVER for none */
     int64_t deadline_ns; /* set when it starts on a worker */
+    uint64_t frame;      /* its CALL frame's number on its worker */
     cf_future *fs[];     /* the engine's references; NULL once dropped */
 } mjob;
 
@@ -71,6 +72,7 @@ typedef struct mworker {
     char host[64];
     bool hello, bye, exit_sent;
     int64_t last_seen;
+    uint64_t frames;     /* CALL frames sent to it */
     mjob *head, *tail;
     int njobs;
     bool receiving;      /* an MPI_Imrecv is in flight */
@@ -101,6 +103,8 @@ typedef struct mpi_pool {
     bool abandoned;      /* the constructor gave up waiting for start-up:
                           * the manager frees the pool when it ends */
     struct mpi_pool *next_live; /* the list of live pools (pools_mu) */
+    cf_future **interrupts; /* cf_future_interrupt() of running calls */
+    size_t ninterrupts, interrupts_cap;
 
     pthread_t manager;
     pthread_mutex_t join_mu;
@@ -377,6 +381,7 @@ static bool send_job(mpi_pool *p, mworker *w, mjob *j)
         return false;
     }
     j->next = NULL;
+    j->frame = ++w->frames;
     if (w->tail)
         w->tail->next = j;
     else
@@ -386,6 +391,41 @@ static bool send_job(mpi_pool *p, mworker *w, mjob *j)
     if (w->head == j && j->timeout_ns != CF__NS_FOREVER)
         j->deadline_ns = cf__now_ns() + j->timeout_ns;
     return true;
+}
+
+/* Asks w to raise the stop flag of call `index` of job j (see MTAG_STOP). */
+static void send_stop(mpi_pool *p, mworker *w, const mjob *j, uint32_t index)
+{
+    unsigned char *buf = malloc(12);
+    if (!buf)
+        return; /* the call just runs to its end */
+    wire_enc e = {.buf = buf, .len = 0, .cap = 12};
+    wenc_u64(&e, j->frame);
+    wenc_u32(&e, index);
+    post_send(p, w, buf, 12, MTAG_STOP);
+}
+
+/* Passes cf_future_interrupt() of running calls on to their workers: the
+ * task sees cf_cancel_requested() and decides when to stop, as in a thread
+ * pool; its future ends when it does.  Returns true if it had any. */
+static bool handle_interrupts(mpi_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    cf_future **fs = p->interrupts;
+    size_t n = p->ninterrupts;
+    p->interrupts = NULL;
+    p->ninterrupts = p->interrupts_cap = 0;
+    pthread_mutex_unlock(&p->mu);
+    for (size_t i = 0; i < n; i++) {
+        for (int k = 0; k < p->nworkers; k++)
+            for (mjob *j = p->workers[k].head; j; j = j->next)
+                for (uint32_t c = 0; c < j->n; c++)
+                    if (j->fs[c] == fs[i] && !cf_future_done(fs[i]))
+                        send_stop(p, &p->workers[k], j, c);
+        cf_future_release(fs[i]);
+    }
+    free(fs);
+    return n > 0;
 }
 
 /* Hands pending jobs to workers.  Returns true if it sent any. */
@@ -547,8 +587,8 @@ static bool check_time(mpi_pool *p, int64_t now)
             continue;
         char who[128], msg[320];
         worker_name(&p->workers[i], who, sizeof who);
-        snprintf(msg, sizeof msg, "the call exceeded its timeout on %s (which finishes it; "
-                                  "its result is dropped)", who);
+        snprintf(msg, sizeof msg, "the call exceeded its timeout on %s (which was asked to stop "
+                                  "it; its result is dropped)", who);
         for (uint32_t k = 0; k < j->n; k++) {
             if (!j->fs[k])
                 continue;
@@ -557,6 +597,8 @@ static bool check_time(mpi_pool *p, int64_t now)
             j->fs[k] = NULL;
         }
         j->abandoned = true;
+        /* The task sees cf_cancel_requested() and may end early. */
+        send_stop(p, &p->workers[i], j, CF__MPI_STOP_ALL);
     }
     return true;
 }
@@ -743,6 +785,7 @@ static void *manager_main(void *arg)
         uint64_t seq = p->seq;
         pthread_mutex_unlock(&p->mu);
         bool progress = dispatch(p);
+        progress |= handle_interrupts(p);
         progress |= receive(p);
         progress |= p->comm != MPI_COMM_NULL && reap_sends(p);
         now = cf__now_ns();
@@ -840,6 +883,27 @@ static int mp_submit(cf_executor *ex, cf_future *f)
     return mp_submit_batch(ex, &f, 1);
 }
 
+static void mp_interrupt(cf_executor *ex, cf_future *f)
+{
+    mpi_pool *p = pool_of(ex);
+    pthread_mutex_lock(&p->mu);
+    if (p->ninterrupts == p->interrupts_cap) {
+        size_t ncap = p->interrupts_cap ? 2 * p->interrupts_cap : 4;
+        cf_future **nf = realloc(p->interrupts, ncap * sizeof *nf);
+        if (!nf) {
+            pthread_mutex_unlock(&p->mu);
+            cf__log("mpi pool: out of memory passing on an interrupt");
+            return;
+        }
+        p->interrupts = nf;
+        p->interrupts_cap = ncap;
+    }
+    p->interrupts[p->ninterrupts++] = cf_future_retain(f);
+    p->seq++;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
 static bool mp_is_worker(const cf_executor *ex)
 {
     return tls_manager == (const mpi_pool *)ex;
@@ -907,6 +971,9 @@ static void unlink_live(mpi_pool *p)
 
 static void free_pool(mpi_pool *p)
 {
+    for (size_t i = 0; i < p->ninterrupts; i++)
+        cf_future_release(p->interrupts[i]);
+    free(p->interrupts);
     for (int i = 0; i < p->nworkers; i++)
         free(p->workers[i].rbuf);
     free(p->workers);
@@ -932,6 +999,7 @@ static const cf__engine mpi_engine = {
     .is_worker = mp_is_worker,
     .worker_count = mp_worker_count,
     .submit_batch = mp_submit_batch,
+    .interrupt = mp_interrupt,
     .destroy = mp_destroy,
 };
 

@@ -268,47 +268,130 @@ CF__API int cf_mpi_init(int argc, char **argv)
 
 /* ---- the worker loop ------------------------------------------------------ */
 
+/* The heartbeat thread, and what it shares with the main thread.  While
+ * a call runs the heartbeat thread also takes the manager's STOP messages
+ * (the main thread is busy in the task) and raises the call's stop flag,
+ * which cf_cancel_requested() reads. */
 static struct {
     MPI_Comm comm;
     int manager;
     int64_t interval_ns;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool stop; /* guarded by mu */
+    /* Guarded by mu: */
+    bool stop;         /* the worker leaves */
+    cf_future *cur;    /* the call running now (NULL: none) ... */
+    uint64_t cur_frame; /* ... number cur_index of CALL frame cur_frame */
+    uint32_t cur_index;
+    struct {
+        uint64_t frame;
+        uint32_t index;
+    } stops[16];       /* STOPs seen, for calls that have not begun yet */
+    unsigned nstops;
 } hb = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* How often the heartbeat thread looks for STOP while a call runs. */
+#define STOP_POLL_NS 10000000
+
+/* Does a STOP seen match call `index` of frame `frame`?  hb.mu held. */
+static bool stop_seen_locked(uint64_t frame, uint32_t index)
+{
+    for (unsigned i = 0; i < hb.nstops && i < 16; i++)
+        if (hb.stops[i].frame == frame &&
+            (hb.stops[i].index == index || hb.stops[i].index == CF__MPI_STOP_ALL))
+            return true;
+    return false;
+}
+
+/* Raises the stop flag of the running call (hb.mu held), the way
+ * cf_future_interrupt() does in the process that runs it. */
+static void stop_call_locked(cf_future *f)
+{
+    atomic_store_explicit(&f->stop, true, memory_order_relaxed);
+    cf__cancel_fd_fire(f);
+}
+
+/* A STOP message: the call it names stops now if it runs, or when it
+ * begins. */
+static void on_stop(const unsigned char *body, int len)
+{
+    wire_dec d = {body, body + len, false};
+    uint64_t frame = wdec_u64(&d);
+    uint32_t index = wdec_u32(&d);
+    if (d.bad)
+        return;
+    pthread_mutex_lock(&hb.mu);
+    unsigned k = hb.nstops++ % 16; /* the oldest is forgotten */
+    hb.stops[k].frame = frame;
+    hb.stops[k].index = index;
+    if (hb.cur && stop_seen_locked(hb.cur_frame, hb.cur_index))
+        stop_call_locked(hb.cur);
+    pthread_mutex_unlock(&hb.mu);
+}
+
+/* Takes the STOP messages waiting (heartbeat thread, while a call runs). */
+static void take_stops(void)
+{
+    for (;;) {
+        int flag = 0;
+        MPI_Message msg;
+        MPI_Status st;
+        if (MPI_Improbe(hb.manager, MTAG_STOP, hb.comm, &flag, &msg, &st) != MPI_SUCCESS || !flag)
+            return;
+        unsigned char body[16];
+        int count = 0;
+        MPI_Get_count(&st, MPI_BYTE, &count);
+        if (count > (int)sizeof body)
+            count = (int)sizeof body; /* a longer one is cut (and ignored) */
+        MPI_Mrecv(body, count, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+        on_stop(body, count);
+    }
+}
 
 static void *heartbeat_main(void *arg)
 {
     (void)arg;
     cf__set_thread_name("cf-mpi-heartbeat");
+    int64_t next_beat = 0;
     pthread_mutex_lock(&hb.mu);
     while (!hb.stop) {
+        int64_t now = cf__now_ns();
+        bool running = hb.cur != NULL;
         pthread_mutex_unlock(&hb.mu);
-        MPI_Send(NULL, 0, MPI_BYTE, hb.manager, MTAG_HB, hb.comm);
+        if (now >= next_beat) {
+            MPI_Send(NULL, 0, MPI_BYTE, hb.manager, MTAG_HB, hb.comm);
+            next_beat = now + hb.interval_ns;
+        }
+        if (running)
+            take_stops();
         pthread_mutex_lock(&hb.mu);
+        int64_t until = next_beat;
+        if (hb.cur && now + STOP_POLL_NS < until)
+            until = now + STOP_POLL_NS;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + hb.interval_ns;
+        int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + (until - now);
         ts.tv_sec = (time_t)(t / 1000000000);
         ts.tv_nsec = (long)(t % 1000000000);
-        /* Woken by the worker's main thread when it leaves (stop), or by
-         * the interval's end. */
-        while (!hb.stop && pthread_cond_timedwait(&hb.cv, &hb.mu, &ts) == 0)
-            ;
+        /* Woken by the main thread when it leaves (stop) or begins a call
+         * (cur), or when the next heartbeat or STOP poll is due. */
+        if (!hb.stop)
+            pthread_cond_timedwait(&hb.cv, &hb.mu, &ts);
     }
     pthread_mutex_unlock(&hb.mu);
     return NULL;
 }
 
-/* Waits for the next message from the manager; fills *st. */
-static void wait_message(MPI_Comm comm, int manager, MPI_Status *st)
+/* Waits for the next message from the manager; fills *msg and *st (a
+ * matched probe: the heartbeat thread may take STOP messages meanwhile). */
+static void wait_message(MPI_Comm comm, int manager, MPI_Message *msg, MPI_Status *st)
 {
     static int64_t avg_wait; /* this thread only */
     int64_t idle_since = cf__now_ns(), nap = 0;
     int64_t spin = cf__mpi_spin_for(avg_wait);
     for (;;) {
         int flag = 0;
-        if (MPI_Iprobe(manager, MPI_ANY_TAG, comm, &flag, st) != MPI_SUCCESS)
+        if (MPI_Improbe(manager, MPI_ANY_TAG, comm, &flag, msg, st) != MPI_SUCCESS)
             worker_leave(); /* the manager is gone */
         if (flag) {
             cf__mpi_average(&avg_wait, cf__now_ns() - idle_since);
@@ -343,7 +426,7 @@ static void release_done(void)
 
 /* Runs the calls of one CALL payload and fills `out` with the RESULT;
  * the finished futures go to done_fs. */
-static void run_calls(const unsigned char *body, int len, wire_enc *out)
+static void run_calls(const unsigned char *body, int len, uint64_t frame, wire_enc *out)
 {
     wire_dec d = {body, body + len, false};
     uint32_t n = wdec_u32(&d);
@@ -387,7 +470,18 @@ static void run_calls(const unsigned char *body, int len, wire_enc *out)
             continue;
         }
         cf_future_set_running_or_notify_cancel(f);
+        pthread_mutex_lock(&hb.mu);
+        hb.cur = f;
+        hb.cur_frame = frame;
+        hb.cur_index = i;
+        if (stop_seen_locked(frame, i))
+            stop_call_locked(f);
+        pthread_cond_signal(&hb.cv); /* poll for STOP while it runs */
+        pthread_mutex_unlock(&hb.mu);
         cf__future_run_call(f, NULL);
+        pthread_mutex_lock(&hb.mu);
+        hb.cur = NULL;
+        pthread_mutex_unlock(&hb.mu);
         if (f->status == CF_OK) {
             wenc_u8(out, 1);
             wenc_value(out, &f->result);
@@ -436,6 +530,8 @@ void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
     hb.manager = manager;
     hb.interval_ns = hb_interval_ns;
     hb.stop = false;
+    hb.cur = NULL;
+    hb.nstops = 0;
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -446,23 +542,26 @@ void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
         worker_leave(); /* the manager sees no heartbeat: a dead worker */
 
     unsigned char *in = NULL;
+    uint64_t frames = 0; /* CALL frames received, as the manager counts them */
     for (;;) {
         MPI_Status st;
-        wait_message(comm, manager, &st);
+        MPI_Message msg;
+        wait_message(comm, manager, &msg, &st);
         int count = 0;
         MPI_Get_count(&st, MPI_BYTE, &count);
         free(in);
         in = malloc(count > 0 ? (size_t)count : 1);
         if (!in)
             worker_leave();
-        if (MPI_Recv(in, count, MPI_BYTE, manager, st.MPI_TAG, comm, MPI_STATUS_IGNORE) !=
-            MPI_SUCCESS)
+        if (MPI_Mrecv(in, count, MPI_BYTE, &msg, MPI_STATUS_IGNORE) != MPI_SUCCESS)
             worker_leave();
         if (st.MPI_TAG == MTAG_EXIT)
             break;
+        if (st.MPI_TAG == MTAG_STOP)
+            on_stop(in, count);
         if (st.MPI_TAG != MTAG_CALL)
             continue;
-        run_calls(in, count, &out);
+        run_calls(in, count, ++frames, &out);
         frame = cf__mpi_flatten(&out, &flen);
         release_done();
         if (!frame) {

@@ -69,6 +69,19 @@ static int nap_ms(cf_call *c)
 }
 CF_TASK(nap_ms);
 
+/* Runs until cf_cancel_requested() (at most 15 s), then raises. */
+static int until_stopped(cf_call *c)
+{
+    for (int i = 0; i < 15000; i++) {
+        if (cf_cancel_requested(c))
+            return cf_raise(c, CF_ECANCELLED, "CancelledError", "stopped after %d ms", i);
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return cf_return_i64(c, 0);
+}
+CF_TASK(until_stopped);
+
 /* Registered only after cf_mpi_init(), so the workers never know it. */
 static int late(cf_call *c)
 {
@@ -287,6 +300,50 @@ static void test_shutdown_cancels_pending(void **state)
     gate_remove();
 }
 
+/* cf_future_interrupt() reaches the task in its worker: it sees
+ * cf_cancel_requested() and ends; the pool goes on. */
+static void test_interrupt_reaches_task(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(1, 0);
+    for (int round = 0; round < 3; round++) {
+        cf_future *f;
+        assert_ok(cf_submit(ex, until_stopped, CF_NOARGS, &f));
+        while (cf_future_state(f) == CF_PENDING)
+            ;
+        double t0 = cf_test_now();
+        assert_ok(cf_future_interrupt(f));
+        assert_cf(CF_ETASK, cf_future_result(f, CF_FOREVER, NULL));
+        const cf_failure *fl;
+        assert_ok(cf_future_exception(f, CF_FOREVER, &fl));
+        assert_string_equal(cf_failure_type(fl), "CancelledError");
+        assert_true(cf_test_now() - t0 < 10);
+        cf_future_release(f);
+    }
+    /* Interrupts racing the dispatch and the start of the call: a STOP
+     * may reach the worker before the call begins, and must still stop
+     * it; a call not yet handed out is cancelled. */
+    for (int round = 0; round < 200; round++) {
+        cf_future *f;
+        assert_ok(cf_submit(ex, until_stopped, CF_NOARGS, &f));
+        assert_ok(cf_future_interrupt(f));
+        int rc = cf_future_result(f, CF_FOREVER, NULL);
+        if (rc == CF_ETASK) {
+            const cf_failure *fl;
+            assert_ok(cf_future_exception(f, CF_FOREVER, &fl));
+            assert_string_equal(cf_failure_type(fl), "CancelledError");
+        } else {
+            assert_int_equal(rc, CF_ECANCELLED);
+        }
+        cf_future_release(f);
+    }
+    cf_future *g;
+    assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(6)), &g));
+    assert_int_equal(result_i64(g), 36);
+    cf_future_release(g);
+    assert_ok(cf_executor_destroy(ex));
+}
+
 static void test_timeout(void **state)
 {
     (void)state;
@@ -300,6 +357,16 @@ static void test_timeout(void **state)
     /* The worker finishes that call, then runs the next. */
     assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(9)), &g));
     assert_int_equal(result_i64(g), 81);
+    cf_future_release(f);
+    cf_future_release(g);
+    /* A task that watches cf_cancel_requested() ends at its timeout,
+     * which frees the worker at once (it would run 15 s otherwise). */
+    double t0 = cf_test_now();
+    assert_ok(cf_submit_with(ex, &so, until_stopped, CF_NOARGS, &f));
+    assert_cf(CF_ETIMEDOUT, cf_future_result(f, CF_FOREVER, NULL));
+    assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(4)), &g));
+    assert_int_equal(result_i64(g), 16);
+    assert_true(cf_test_now() - t0 < 10);
     cf_future_release(f);
     cf_future_release(g);
     assert_ok(cf_executor_destroy(ex));
@@ -455,6 +522,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_cancel_wait_callbacks),
     cmocka_unit_test(test_shutdown_cancels_pending),
     cmocka_unit_test(test_timeout),
+    cmocka_unit_test(test_interrupt_reaches_task),
     cmocka_unit_test(test_dead_worker_breaks_pool),
     cmocka_unit_test(test_big_payloads),
     cmocka_unit_test(test_death_during_big_transfer),
