@@ -440,6 +440,7 @@ static void test_death_during_big_transfer(void **state)
     (void)state;
     size_t big = (size_t)64 << 20;
     unsigned char *buf = pattern(big);
+    double t0 = cf_test_now();
     cf_executor *ex = pool(2, 1.5);
     cf_future *f, *g;
     assert_ok(cf_submit(ex, die, CF_NOARGS, &f));
@@ -447,15 +448,19 @@ static void test_death_during_big_transfer(void **state)
     assert_cf(CF_EBROKEN, cf_future_result(f, CF_FOREVER, NULL));
     int rc = cf_future_result(g, CF_FOREVER, NULL);
     assert_true(rc == CF_EBROKEN || rc == CF_OK);
+    print_message("broken after %.2f s (the big call: %s)\n", cf_test_now() - t0,
+                  cf_err_name(rc));
     cf_future_release(f);
     cf_future_release(g);
     assert_ok(cf_executor_destroy(ex));
     free(buf);
     ex = pool(1, 0);
+    print_message("new pool after %.2f s\n", cf_test_now() - t0);
     assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(3)), &f));
     assert_int_equal(result_i64(f), 9);
     cf_future_release(f);
     assert_ok(cf_executor_destroy(ex));
+    print_message("done after %.2f s; MPI_Finalize at exit next\n", cf_test_now() - t0);
 }
 
 /* Workers that die before MPI_Init leave MPI_Comm_spawn waiting for
