@@ -792,8 +792,9 @@ void cf_process_pool_options_init(cf_process_pool_options *opts);
  *   CF_ENOTCOPYABLE  a CF_PTR initarg;
  *   CF_ETOOBIG       an initarg, or all together, exceed CF_PAYLOAD_MAX;
  *   CF_EINVALSTATE   CF_START_EXEC without cf_process_init() in main and
- *                    without worker_program, or called inside a worker
- *                    process;
+ *                    without worker_program, or in a set-user-ID or
+ *                    capability-raising program (secure execution: use
+ *                    CF_START_FORK), or called inside a worker process;
  *   CF_ENOMEM, CF_ESYS (descriptors or the manager thread).
  * Any thread.  A pool that breaks later, in the background (a worker
  * crashed, an initializer failed, no worker could be started, the manager

@@ -73,6 +73,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -2258,6 +2259,16 @@ CF__API int cf_process_pool_new(cf_executor **out, const cf_process_pool_options
         return cf__fail(CF_EINVALSTATE, "process_pool_new: CF_START_EXEC starts this program "
                                         "again as a worker, which needs cf_process_init(argc, "
                                         "argv) at the top of main()");
+    /* A set-user-ID (or capability-raising) program cannot tell its own
+     * workers from a caller who chose its environment and descriptors,
+     * so cf_process_init() never acts as a worker there (secure_getenv):
+     * a started copy would run main() again (and a worker_program, which
+     * inherits the raised privileges, would not become a worker either). */
+    if (o.start_method == CF_START_EXEC && getauxval(AT_SECURE))
+        return cf__fail(CF_EINVALSTATE, "process_pool_new: this program runs in secure-execution "
+                                        "mode (set-user-ID or raised capabilities), where a "
+                                        "started copy cannot trust its environment to become a "
+                                        "worker; use CF_START_FORK");
     if (o.initializer && !cf_task_name(o.initializer))
         return cf__fail(CF_EINVAL, "process_pool_new: the initializer is not registered (add "
                                    "CF_TASK(fn) after its definition)");

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -789,7 +790,62 @@ static void test_big_results_in_place_only_where_safe(void **state)
     udestroy(ex);
 }
 
+/* With CF_TEST_SECURE_PROBE set, this program (run set-user-ID by
+ * test_secure_execution_refuses_exec_start) checks before main() that an
+ * exec-started pool is refused and a fork-started one is not; its exit
+ * status says which check failed. */
+__attribute__((constructor)) static void secure_probe_maybe(void)
+{
+    if (!getenv("CF_TEST_SECURE_PROBE"))
+        return;
+    char *argv[] = {"probe", NULL};
+    if (!getauxval(AT_SECURE))
+        _exit(10);
+    if (cf_process_init(1, argv) != CF_OK)
+        _exit(11);
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 1;
+    cf_executor *ex = NULL;
+    if (cf_process_pool_new(&ex, &o) != CF_EINVALSTATE ||
+        !strstr(cf_last_error_message(), "CF_START_FORK"))
+        _exit(12);
+    o.start_method = CF_START_FORK;
+    if (cf_process_pool_new(&ex, &o) != CF_OK)
+        _exit(13);
+    cf_executor_destroy(ex);
+    _exit(0);
+}
+
+/* A set-user-ID program cannot trust its environment to make it a worker
+ * (secure_getenv never yields the variable there), so an exec-started
+ * pool, whose workers would run main() again, is refused. */
+static void test_secure_execution_refuses_exec_start(void **state)
+{
+    (void)state;
+    if (geteuid() != 0)
+        skip(); /* making a set-user-ID program and another user needs root */
+    char dir[] = "/tmp/cf-untrusted-suid-XXXXXX", prog[64], cmd[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(prog, sizeof prog, "%s/probe", dir);
+    snprintf(cmd, sizeof cmd, "cp /proc/%ld/exe %s && chmod 4755 %s && chmod 755 %s",
+             (long)getpid(), prog, prog, dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof cmd,
+             "CF_TEST_SECURE_PROBE=1 setpriv --reuid=65534 --regid=65534 --clear-groups %s",
+             prog);
+    int status = system(cmd);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) != 0)
+        fail_msg("set-user-ID probe failed check %d (10: not secure execution, 11: "
+                 "process_init, 12: exec start not refused, 13: fork start refused)",
+                 WEXITSTATUS(status));
+}
+
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_secure_execution_refuses_exec_start),
     cmocka_unit_test(test_big_results_in_place_only_where_safe),
     cmocka_unit_test(test_fake_workers_cannot_hurt_the_parent),
     cmocka_unit_test(test_forged_worker_variable_runs_main),
