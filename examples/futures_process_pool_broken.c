@@ -54,9 +54,20 @@ static bool wait_no_workers(cf_executor *ex, double limit)
     return true;
 }
 
+/* The pool also reports the break through the log hook the moment it
+ * happens (on stderr by default), for programs that would not hear of it
+ * otherwise.  This one prints the same message where Python prints it, so
+ * it keeps the hook's line to itself. */
+static void quiet_log(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
 int main(int argc, char **argv)
 {
     ex_check(cf_process_init(argc, argv), "cf_process_init");
+    cf_set_log_hook(quiet_log, NULL);
 
     cf_process_pool_options opts;
     cf_process_pool_options_init(&opts);
