@@ -1231,7 +1231,7 @@ static void on_hello(process_pool *p, pworker *w, wire_dec *d)
     const char *text = has ? wdec_cstr(d) : "";
     (void)code;
     if (said == WIRE_HELLO_MISSING)
-        snprintf(msg, sizeof msg, "worker pid %d (%.100s) lacks tasks this pool runs: %.200s",
+        snprintf(msg, sizeof msg, "worker pid %d (%.80s) lacks tasks this pool runs: %.160s",
                  (int)w->pid, p->worker_program[0] ? p->worker_program : "this program",
                  d->bad ? "?" : text);
     else
