@@ -19,7 +19,7 @@ CTEST_ARGS ?= --output-on-failure -j $(JOBS)
 # generator use DEV_DEBS too.
 BUILD_DEBS := build-essential cmake
 DEV_DEBS   := clang pkg-config libcmocka-dev libgmp-dev libsqlite3-dev \
-              libssl-dev libcurl4-openssl-dev libuv1-dev libglib2.0-dev \
+              libssl-dev libcurl4-openssl-dev libuv1-dev libglib2.0-dev libtbb-dev \
               python3 gdb valgrind libopenmpi-dev openmpi-bin python3-mpi4py
 DEBS       := $(BUILD_DEBS) $(DEV_DEBS)
 

@@ -21,6 +21,19 @@
  *   ping-pong       M round trips between two threads through one pthread
  *                   mutex and two condition variables; same statistics.
  *
+ *   futex floor     M round trips between two threads through raw
+ *                   FUTEX_WAIT/FUTEX_WAKE, nobody spinning.
+ *   native peers    oneTBB (task_group), libuv (uv_queue_work) and GLib
+ *                   (GThreadPool) on the all-in-flight, batched and round
+ *                   trip workloads (native_peers.h); each is optional at
+ *                   build time.  Per-task times and, per row, the ratio
+ *                   cfutures / peer taken within each round.
+ *   memory          RSS growth per pending future with P (1,000,000)
+ *                   futures queued behind a blocked worker; once per run.
+ *   idle CPU        CPU time of an idle default pool over S seconds (5),
+ *                   and of a pool receiving one task every 1 ms; once per
+ *                   run, before anything else starts threads.
+ *
  * The CPython peer (peer_cpython.py) runs the same workloads with
  * concurrent.futures and reports through popen() as JSON lines.  The C
  * figures and the peer run alternately, round after round, so slow phases
@@ -28,7 +41,8 @@
  * rounds.  Results are checked; any wrong value or API error exits 1.
  *
  * Usage: bench_thread [--quick] [-n N] [-m M] [-r ROUNDS] [--py-n N]
- *                     [--py-m M] [--no-python] [--watchdog S] [-v]
+ *                     [--py-m M] [--no-python] [--no-native] [--idle S]
+ *                     [--pending P] [--watchdog S] [-v]
  * A workload that makes no progress for --watchdog seconds (default 120)
  * ends the run with exit status 3 and the name of the stuck phase.
  * The interpreter is "python3" from PATH unless CF_BENCH_PYTHON names
@@ -39,6 +53,7 @@
 #endif
 #define BENCH_NAME "bench_thread"
 #include "bench_util.h"
+#include "native_peers.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -117,6 +132,19 @@ static double minor_faults(void)
     return (double)ru.ru_minflt;
 }
 
+/* Waits for fs[0..count), checks that fs[j] returned start + j + 1 and
+ * releases it. */
+static void collect(const char *who, cf_future **fs, size_t count, size_t start)
+{
+    for (size_t j = 0; j < count; j++) {
+        int64_t r = 0;
+        CHECK(cf_future_result_i64(fs[j], CF_FOREVER, &r));
+        if (r != (int64_t)(start + j) + 1)
+            die("%s: task %zu returned %" PRId64, who, start + j, r);
+        CHECK(cf_future_release(fs[j]));
+    }
+}
+
 typedef struct tput {
     double rate;     /* tasks per second, whole workload */
     double submit_s; /* time spent in the submit phase (0 for map) */
@@ -135,13 +163,7 @@ static tput bench_submit_collect(int max_workers, size_t n, size_t warm,
     for (size_t i = 0; i < n; i++)
         CHECK(cf_submit(ex, inc_task, CF_ARGS(cf_i64((int64_t)i)), &fs[i]));
     uint64_t t1 = now_ns();
-    for (size_t i = 0; i < n; i++) {
-        int64_t r = 0;
-        CHECK(cf_future_result_i64(fs[i], CF_FOREVER, &r));
-        if (r != (int64_t)i + 1)
-            die("submit: task %zu returned %" PRId64, i, r);
-        CHECK(cf_future_release(fs[i]));
-    }
+    collect("submit", fs, n, 0);
     uint64_t t2 = now_ns();
     double pf1 = minor_faults();
 
@@ -170,14 +192,7 @@ static tput bench_submit_collect_batched(int max_workers, size_t n,
             CHECK(cf_submit(ex, inc_task,
                             CF_ARGS(cf_i64((int64_t)(start + j))), &fs[j]));
         submit_ns += now_ns() - s0;
-        for (size_t j = 0; j < count; j++) {
-            int64_t r = 0;
-            CHECK(cf_future_result_i64(fs[j], CF_FOREVER, &r));
-            if (r != (int64_t)(start + j) + 1)
-                die("batched submit: task %zu returned %" PRId64, start + j,
-                    r);
-            CHECK(cf_future_release(fs[j]));
-        }
+        collect("batched submit", fs, count, start);
     }
     uint64_t t1 = now_ns();
     double pf1 = minor_faults();
@@ -378,6 +393,200 @@ static lat_stats bench_spinpong(size_t m, size_t warm, double *samples)
     return lat_stats_of(samples, m);
 }
 
+static lat_stats bench_futex(size_t m, size_t warm, double *samples)
+{
+    futex_pingpong(m, warm, samples);
+    for (size_t j = 0; j < m; j++)
+        if (isnan(samples[j]))
+            die("futex ping-pong: cannot start its thread");
+    return lat_stats_of(samples, m);
+}
+
+/* ------------------------------------------------------------------------
+ * Native peers: oneTBB, libuv, GLib (native_peers.h)
+ * ---------------------------------------------------------------------- */
+
+enum { NP_MAX = 4 };
+
+typedef struct native_round {
+    double all_ns, batch_ns; /* per task */
+    double all_submit;       /* share of the all-in-flight time spent submitting */
+    lat_stats rtt;
+    bool have;
+} native_round;
+
+static void check_out(const char *who, const int64_t *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (out[i] != (int64_t)i + 1)
+            die("%s: task %zu stored %" PRId64, who, i, out[i]);
+}
+
+/* One round of one peer: a fresh runtime, warmed up like the pool. */
+static native_round bench_native(const native_peer *np, size_t n, size_t m, size_t warm,
+                                 int64_t *out, double *samples)
+{
+    native_round r;
+    memset(&r, 0, sizeof r);
+    void *rt = np->open();
+    if (!rt)
+        die("%s: cannot create the runtime", np->name);
+    uint64_t sub = 0;
+    memset(out, 0, n * sizeof *out);
+    if (np->run(rt, warm < n ? warm : n, n, out, &sub) == 0)
+        die("%s: warm-up failed", np->name);
+    memset(out, 0, n * sizeof *out);
+    sub = 0;
+    uint64_t ns = np->run(rt, n, n, out, &sub);
+    if (ns == 0)
+        die("%s: all-in-flight run failed", np->name);
+    check_out(np->name, out, n);
+    r.all_ns = (double)ns / (double)n;
+    r.all_submit = (double)sub / (double)ns;
+    memset(out, 0, n * sizeof *out);
+    ns = np->run(rt, n, BATCH, out, &sub);
+    if (ns == 0)
+        die("%s: batched run failed", np->name);
+    check_out(np->name, out, n);
+    r.batch_ns = (double)ns / (double)n;
+    np->round_trip(rt, warm < m ? warm : m, samples);
+    np->round_trip(rt, m, samples);
+    for (size_t j = 0; j < m; j++)
+        if (isnan(samples[j]))
+            die("%s: round trip failed", np->name);
+    r.rtt = lat_stats_of(samples, m);
+    np->close(rt);
+    r.have = true;
+    return r;
+}
+
+/* ------------------------------------------------------------------------
+ * Memory per pending future, idle CPU
+ * ---------------------------------------------------------------------- */
+
+static double rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, resident = 0;
+    if (!f)
+        return NAN;
+    int got = fscanf(f, "%lu %lu", &size, &resident);
+    fclose(f);
+    return got == 2 ? (double)resident * (double)sysconf(_SC_PAGESIZE) : NAN;
+}
+
+/* A gate the first task of the memory workload waits on, so every later
+ * call stays queued (pending) until the gate opens. */
+typedef struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool open;
+} gate;
+static gate g_gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
+
+static int gate_task(cf_call *call)
+{
+    pthread_mutex_lock(&g_gate.mu);
+    /* Woken by the main thread's broadcast in bench_memory(). */
+    while (!g_gate.open)
+        pthread_cond_wait(&g_gate.cv, &g_gate.mu);
+    pthread_mutex_unlock(&g_gate.mu);
+    return cf_return_i64(call, 0);
+}
+
+/* Bytes of resident memory each of p pending futures costs: a one-worker
+ * pool blocked on a gate, then p submits. */
+static double bench_memory(size_t p)
+{
+    cf_future **fs = xmalloc(p * sizeof *fs);
+    memset(fs, 0, p * sizeof *fs); /* fault the array in before measuring */
+    cf_executor *ex = new_pool(1);
+    cf_future *blocker = NULL;
+    g_gate.open = false;
+    CHECK(cf_submit(ex, gate_task, NULL, 0, &blocker));
+    double r0 = rss_bytes();
+    for (size_t i = 0; i < p; i++)
+        CHECK(cf_submit(ex, inc_task, CF_ARGS(cf_i64((int64_t)i)), &fs[i]));
+    double r1 = rss_bytes();
+    for (size_t i = 0; i < p; i++)
+        if (cf_future_state(fs[i]) != CF_PENDING)
+            die("memory: future %zu is not pending", i);
+    pthread_mutex_lock(&g_gate.mu);
+    g_gate.open = true;
+    pthread_cond_broadcast(&g_gate.cv);
+    pthread_mutex_unlock(&g_gate.mu);
+    collect("memory", fs, p, 0);
+    CHECK(cf_future_release(blocker));
+    CHECK(cf_executor_destroy(ex));
+    free(fs);
+    return (r1 - r0) / (double)p;
+}
+
+static double cpu_s(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_until_ns(uint64_t t)
+{
+    struct timespec ts = {(time_t)(t / 1000000000u), (long)(t % 1000000000u)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+        ;
+}
+
+typedef struct idle_cpu {
+    double idle_pct, tick_pct; /* % of one core */
+    size_t ticks;
+} idle_cpu;
+
+/* CPU time of the pool's threads (the process's minus this thread's) while
+ * this thread sleeps `secs` next to an idle default pool, then while it
+ * submits one task every 1 ms for `secs`.  Run before any other pool or
+ * runtime exists in the process. */
+static idle_cpu bench_idle(double secs, cf_future **fs)
+{
+    idle_cpu r;
+    cf_executor *ex = new_pool(CF_AUTO);
+    warm_up(ex, fs, 1000); /* starts all its workers */
+    double p0 = cpu_s(CLOCK_PROCESS_CPUTIME_ID), s0 = cpu_s(CLOCK_THREAD_CPUTIME_ID);
+    uint64_t t0 = now_ns();
+    sleep_until_ns(t0 + (uint64_t)(secs * 1e9));
+    double wall = (double)(now_ns() - t0) / 1e9;
+    double p1 = cpu_s(CLOCK_PROCESS_CPUTIME_ID), s1 = cpu_s(CLOCK_THREAD_CPUTIME_ID);
+    r.idle_pct = fmax(0.0, 100.0 * ((p1 - p0) - (s1 - s0)) / wall);
+
+    p0 = p1;
+    s0 = cpu_s(CLOCK_THREAD_CPUTIME_ID);
+    t0 = now_ns();
+    uint64_t end = t0 + (uint64_t)(secs * 1e9), next = t0;
+    cf_future *prev = NULL;
+    r.ticks = 0;
+    while (next < end) {
+        cf_future *f = NULL;
+        CHECK(cf_submit(ex, inc_task, CF_ARGS(cf_i64((int64_t)r.ticks)), &f));
+        if (prev) {
+            int64_t v = 0;
+            CHECK(cf_future_result_i64(prev, CF_FOREVER, &v));
+            CHECK(cf_future_release(prev));
+        }
+        prev = f;
+        r.ticks++;
+        next += 1000000u;
+        sleep_until_ns(next);
+    }
+    int64_t v = 0;
+    CHECK(cf_future_result_i64(prev, CF_FOREVER, &v));
+    CHECK(cf_future_release(prev));
+    wall = (double)(now_ns() - t0) / 1e9;
+    p1 = cpu_s(CLOCK_PROCESS_CPUTIME_ID);
+    s1 = cpu_s(CLOCK_THREAD_CPUTIME_ID);
+    r.tick_pct = fmax(0.0, 100.0 * ((p1 - p0) - (s1 - s0)) / wall);
+    CHECK(cf_executor_destroy(ex));
+    return r;
+}
+
 /* ------------------------------------------------------------------------
  * The CPython peer
  * ---------------------------------------------------------------------- */
@@ -463,7 +672,8 @@ static double lat_field(const lat_stats *s, int k)
 
 typedef struct c_round {
     tput t[T_COUNT];
-    lat_stats rtt, floor, spin;
+    lat_stats rtt, floor, spin, futex;
+    native_round np[NP_MAX];
 } c_round;
 
 static const char *verdict(double have, double want, bool higher_is_better)
@@ -481,7 +691,8 @@ static void usage(FILE *to)
 {
     fprintf(to,
             "usage: bench_thread [--quick] [-n N] [-m M] [-r ROUNDS]\n"
-            "                    [--py-n N] [--py-m M] [--no-python]\n"
+            "                    [--py-n N] [--py-m M] [--no-python] [--no-native]\n"
+            "                    [--idle S] [--pending P]\n"
             "                    [--watchdog S] [-v]\n"
             "  -n N         tasks per throughput run (default 200000)\n"
             "  -m M         round trips per latency run (default 20000)\n"
@@ -489,6 +700,10 @@ static void usage(FILE *to)
             "  --py-n N     CPython tasks per run (default N/10)\n"
             "  --py-m M     CPython round trips per run (default M/4)\n"
             "  --no-python  skip the CPython peer\n"
+            "  --no-native  skip oneTBB, libuv and GLib\n"
+            "  --idle S     seconds of each idle-CPU measurement (default 5)\n"
+            "  --pending P  futures pending in the memory measurement\n"
+            "               (default 1000000)\n"
             "  --quick      N=2000, M=200, one round (smoke test)\n"
             "  --watchdog S exit 3 if one workload takes more than S seconds\n"
             "               (default 120; the CPython peer gets 5x that)\n"
@@ -501,9 +716,27 @@ static void usage(FILE *to)
 int main(int argc, char **argv)
 {
     bench_opts o = bench_opts_default(200000, 20000, 5);
+    bool use_native = true;
+    double idle_s = 5;
+    size_t pending = 1000000;
+    bool idle_set = false, pending_set = false;
     for (int i = 1; i < argc; i++) {
         if (bench_opt(&o, argc, argv, &i))
             continue;
+        if (!strcmp(argv[i], "--no-native")) {
+            use_native = false;
+            continue;
+        }
+        if (!strcmp(argv[i], "--idle") && i + 1 < argc) {
+            idle_s = (double)parse_size("--idle", argv[++i]);
+            idle_set = true;
+            continue;
+        }
+        if (!strcmp(argv[i], "--pending") && i + 1 < argc) {
+            pending = parse_size("--pending", argv[++i]);
+            pending_set = true;
+            continue;
+        }
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
             return 0;
@@ -515,6 +748,13 @@ int main(int argc, char **argv)
     size_t n = o.n, m = o.m, rounds = o.rounds, py_n = o.py_n, py_m = o.py_m;
     bool quick = o.quick, use_python = o.use_python, verbose = o.verbose;
     size_t warm = quick ? 50 : 1000;
+    if (quick && !idle_set)
+        idle_s = 0.2;
+    if (quick && !pending_set)
+        pending = 10000;
+    size_t npeers = 0;
+    const native_peer *peers = native_peers(&npeers);
+    int64_t *out = xmalloc(n * sizeof *out);
 
     cf_future **fs = xmalloc(n * sizeof *fs);
     cf_value *in = xmalloc(n * sizeof *in);
@@ -538,6 +778,12 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     signal(SIGALRM, on_watchdog);
+    /* First, while no other pool or runtime has threads in the process. */
+    phase("idle CPU", 1 + (unsigned)(2 * idle_s / 60));
+    idle_cpu idle = bench_idle(idle_s, fs);
+    phase("memory per pending future", 2);
+    double mem_per = bench_memory(pending);
+
     for (size_t r = 0; r < rounds; r++) {
         c_round *c = &cr[r];
         phase("submit+collect, default pool, all N in flight", 1);
@@ -555,6 +801,15 @@ int main(int argc, char **argv)
         c->floor = bench_pingpong(m, warm < m ? warm : m, samples);
         phase("spin ping-pong", 1);
         c->spin = bench_spinpong(m, warm < m ? warm : m, samples);
+        phase("futex ping-pong", 1);
+        c->futex = bench_futex(m, warm < m ? warm : m, samples);
+        for (size_t k = 0; k < npeers && k < NP_MAX; k++) {
+            memset(&c->np[k], 0, sizeof c->np[k]);
+            if (!use_native || peers[k].missing)
+                continue;
+            phase(peers[k].name, 1);
+            c->np[k] = bench_native(&peers[k], n, m, warm, out, samples);
+        }
 
         if (pst == PEER_OK) {
             phase("CPython peer", 5);
@@ -697,6 +952,64 @@ int main(int argc, char **argv)
     printf("%-46s %11s %s\n", "cf/floor per round, median",
            fmt_x(b[0], 48, x_floor[0].med, ""), range);
 
+    /* --- native peers ------------------------------------------------ */
+    printf("\nnative peers, same run (per-task time; ratio = cfutures / peer "
+           "within each round,\nmedian over rounds: below 1.00x cfutures is "
+           "faster):\n");
+    for (size_t k = 0; k < npeers && k < NP_MAX; k++) {
+        if (!use_native)
+            printf("  %s skipped (--no-native)\n", peers[k].name);
+        else if (peers[k].missing)
+            printf("  %s skipped (%s)\n", peers[k].name, peers[k].missing);
+        else
+            printf("  %s %s\n", peers[k].name, peers[k].version);
+    }
+    static const char *const np_label[4] = {
+        "all N in flight (ns/task)", "batches of " STR(BATCH) " (ns/task)",
+        "round trip median (us)", "round trip p99 (us)"};
+    printf("%-30s %10s", "", "cfutures");
+    for (size_t k = 0; k < npeers && k < NP_MAX; k++)
+        printf(" %10s %7s", peers[k].name, "cf/x");
+    printf("\n");
+    for (int row = 0; row < 4; row++) {
+        /* cfutures' figure of this row in round r. */
+        double cfv[MAX_ROUNDS];
+        for (size_t r = 0; r < rounds; r++)
+            cfv[r] = row == 0   ? 1e9 / cr[r].t[T_SUBMIT_AUTO].rate
+                     : row == 1 ? 1e9 / cr[r].t[T_BATCH_AUTO].rate
+                     : row == 2 ? cr[r].rtt.median_us
+                                : cr[r].rtt.p99_us;
+        printf("%-30s %10.2f", np_label[row], summarize(cfv, rounds).med);
+        for (size_t k = 0; k < npeers && k < NP_MAX; k++) {
+            size_t have = 0;
+            for (size_t r = 0; r < rounds; r++) {
+                const native_round *x = &cr[r].np[k];
+                if (!x->have)
+                    continue;
+                double pv = row == 0   ? x->all_ns
+                            : row == 1 ? x->batch_ns
+                            : row == 2 ? x->rtt.median_us
+                                       : x->rtt.p99_us;
+                v[have] = pv;
+                w[have] = cfv[r] / pv;
+                have++;
+            }
+            printf(" %10.2f %7s", summarize(v, have).med,
+                   fmt_x(b[0], 48, summarize(w, have).med, ""));
+        }
+        printf("\n");
+    }
+    {
+        double fx[MAX_ROUNDS], rx[MAX_ROUNDS];
+        for (size_t r = 0; r < rounds; r++) {
+            fx[r] = cr[r].futex.median_us;
+            rx[r] = cr[r].rtt.median_us / cr[r].futex.median_us;
+        }
+        printf("%-30s %10.2f  (cfutures round trip / futex: %s)\n",
+               "futex ping-pong median (us)", summarize(fx, rounds).med,
+               fmt_x(b[0], 48, summarize(rx, rounds).med, ""));
+    }
+
     printf("\nsubmit phase share of submit+collect time (default pool all N "
            "in flight / batches of " STR(BATCH) " / 2 workers all N in flight):\n"
            "  cfutures %.0f%% / %.0f%% / %.0f%%",
@@ -711,6 +1024,13 @@ int main(int argc, char **argv)
            "%.1f / %.1f / %.1f / %.1f\n",
            c_pf[T_SUBMIT_AUTO], c_pf[T_BATCH_AUTO], c_pf[T_SUBMIT_W2],
            c_pf[T_MAP_AUTO]);
+    printf("memory per pending future (%zu pending, RSS growth): %.0f bytes\n",
+           pending, mem_per);
+    printf("idle CPU of the default pool over %.1f s: %.2f%% of a core "
+           "(want < 1%%)\n", idle_s, idle.idle_pct);
+    printf("CPU of the default pool receiving one task per ms (%zu tasks in "
+           "%.1f s): %.2f%% of a core (want < 5%%)\n",
+           idle.ticks, idle_s, idle.tick_pct);
 
     /* --- targets ------------------------------------------------------ */
     printf("\ntargets (median over rounds of the per-round ratio):\n");
@@ -727,6 +1047,7 @@ int main(int argc, char **argv)
     if (quick)
         printf("(--quick: verdicts are meaningless at these sizes)\n");
 
+    free(out);
     free(pr);
     free(cr);
     free(samples);
