@@ -29,7 +29,8 @@
  *                   build time.  Per-task times and, per row, the ratio
  *                   cfutures / peer taken within each round.
  *   memory          RSS growth per pending future with P (1,000,000)
- *                   futures queued behind a blocked worker; once per run.
+ *                   futures queued behind a blocked worker; once, after
+ *                   the rounds.
  *   idle CPU        CPU time of an idle default pool over S seconds (5),
  *                   and of a pool receiving one task every 1 ms; once per
  *                   run, before anything else starts threads.
@@ -42,6 +43,7 @@
  *
  * Usage: bench_thread [--quick] [-n N] [-m M] [-r ROUNDS] [--py-n N]
  *                     [--py-m M] [--no-python] [--no-native] [--idle S]
+ *                     [--no-future-cache]
  *                     [--pending P] [--watchdog S] [-v]
  * A workload that makes no progress for --watchdog seconds (default 120)
  * ends the run with exit status 3 and the name of the stuck phase.
@@ -701,6 +703,7 @@ static void usage(FILE *to)
             "  --py-m M     CPython round trips per run (default M/4)\n"
             "  --no-python  skip the CPython peer\n"
             "  --no-native  skip oneTBB, libuv and GLib\n"
+            "  --no-future-cache  cf_set_future_cache_limit(0) first\n"
             "  --idle S     seconds of each idle-CPU measurement (default 5)\n"
             "  --pending P  futures pending in the memory measurement\n"
             "               (default 1000000)\n"
@@ -725,6 +728,10 @@ int main(int argc, char **argv)
             continue;
         if (!strcmp(argv[i], "--no-native")) {
             use_native = false;
+            continue;
+        }
+        if (!strcmp(argv[i], "--no-future-cache")) {
+            cf_set_future_cache_limit(0);
             continue;
         }
         if (!strcmp(argv[i], "--idle") && i + 1 < argc) {
@@ -781,8 +788,6 @@ int main(int argc, char **argv)
     /* First, while no other pool or runtime has threads in the process. */
     phase("idle CPU", 1 + (unsigned)(2 * idle_s / 60));
     idle_cpu idle = bench_idle(idle_s, fs);
-    phase("memory per pending future", 2);
-    double mem_per = bench_memory(pending);
 
     for (size_t r = 0; r < rounds; r++) {
         c_round *c = &cr[r];
@@ -842,6 +847,11 @@ int main(int argc, char **argv)
         }
     }
 
+    /* Last: its million futures would change the allocator's state (glibc
+     * raises its trim threshold after freeing a large block) under the
+     * rounds' fault counts. */
+    phase("memory per pending future", 2);
+    double mem_per = bench_memory(pending);
     alarm(0);
 
     /* --- summaries over rounds ---------------------------------------

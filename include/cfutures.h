@@ -385,6 +385,23 @@ const char *cf_state_name(cf_state state);
  * Returns CF_EINVAL (out NULL) or CF_ENOMEM. */
 int cf_future_new(cf_future **out) CF__WARN_UNUSED;
 
+/* Default of cf_set_future_cache_limit(): 64 MiB. */
+#define CF_FUTURE_CACHE_DEFAULT ((size_t)64 << 20)
+
+/* Sets how many bytes of freed future blocks the process keeps for reuse,
+ * and returns the previous limit.  Futures of the common size (up to three
+ * small arguments) are not returned to malloc when released: each thread
+ * keeps up to 1056 KiB of them (given back when the thread exits), and
+ * beyond that they go to a process-wide cache of at most `max_bytes`
+ * (default CF_FUTURE_CACHE_DEFAULT), from which any thread's next futures
+ * are taken.  That memory stays allocated, and resident, until reused; it
+ * spares a program that keeps many futures in flight the page faults of
+ * a heap trimmed and grown again.  Lowering the limit frees what is kept
+ * beyond it at once; 0 keeps nothing beyond the per-thread caches.  Any
+ * thread may call it at any time; it never fails.  (Builds with
+ * AddressSanitizer keep no blocks at all.) */
+size_t cf_set_future_cache_limit(size_t max_bytes);
+
 /* Adds a reference and returns `f` (NULL passes through). */
 cf_future *cf_future_retain(cf_future *f);
 

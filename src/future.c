@@ -65,22 +65,33 @@
 #define FUTURE_MAGIC 0x46555452u /* "FUTR" */
 #define FUTURE_DEAD 0xDEADF00Du
 
-/* ---- memory: a per-thread cache of future blocks ----------------------
+/* ---- memory: cached future blocks ------------------------------------
  *
  * Submitting N calls allocates N futures that are freed again when their
  * results have been read.  With glibc's defaults the heap is trimmed after
- * each such batch and faulted in again on the next, which costs more than
- * the rest of a tiny task together.  So futures of the common size (a
- * handful of small arguments) come in fixed-size blocks, and each thread
- * keeps up to BLOCK_CACHE_MAX freed blocks for reuse (at most 1056 KiB a
- * thread), released when the thread exits.  Larger futures use plain
- * malloc.  Under AddressSanitizer the cache is off, so use after free and
- * double release stay detectable. */
+ * each such burst and faulted in again on the next (about 65 minor faults
+ * per 1000 futures), which costs more than the rest of a tiny task.  So
+ * futures of the common size (a handful of small arguments) come in
+ * fixed-size blocks that are kept for reuse instead of being freed:
+ *
+ * - Each thread keeps up to two magazines of MAG_BLOCKS freed blocks (at
+ *   most 2 x 2048 x 264 bytes = 1056 KiB a thread), without locking; they
+ *   go back to malloc when the thread exits.
+ * - A thread that frees more hands full magazines to a process-wide depot
+ *   (one mutex), and a thread whose magazines are empty takes one from
+ *   there before calling malloc.  So blocks freed by one thread (a worker,
+ *   or a collector) serve the next burst of submits of another.
+ * - The depot keeps at most cf_set_future_cache_limit() bytes (default
+ *   CF_FUTURE_CACHE_DEFAULT, 64 MiB: about 250,000 futures); a magazine that
+ *   would go beyond it is freed to malloc at once.
+ *
+ * Larger futures use plain malloc.  Under AddressSanitizer every cache is
+ * off, so use after free and double release stay detectable. */
 
 /* sizeof(cf_future) (192) + three numeric arguments, or two and 24 bytes
  * of string/bytes payload. */
 #define BLOCK_SIZE 264
-#define BLOCK_CACHE_MAX 4096
+#define MAG_BLOCKS 2048
 
 #if defined(__SANITIZE_ADDRESS__)
 #define BLOCK_CACHE 0
@@ -94,31 +105,121 @@
 #endif
 
 /* Overlays a freed future; `magic` stays FUTURE_DEAD so a double release
- * of a cached block is still caught. */
+ * of a cached block is still caught.  The first block of a full magazine
+ * links the next magazine of the depot through `next_mag`. */
 typedef struct free_block {
     uint32_t magic;
     struct free_block *next;
+    struct free_block *next_mag;
 } free_block;
 
-static _Thread_local free_block *cache_head; /* this thread's only */
-static _Thread_local unsigned cache_count;
+/* This thread's magazines: `cur` (cur_n blocks, being filled and emptied)
+ * and `full` (NULL or exactly MAG_BLOCKS blocks). */
+static _Thread_local free_block *cache_cur;
+static _Thread_local unsigned cache_cur_n;
+static _Thread_local free_block *cache_full;
 static pthread_key_t cache_key;
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+static void cache_key_init(void);
+
+/* The depot.  depot_mu guards depot_head (full magazines linked through
+ * next_mag) and depot_mags; it is a leaf lock (nothing else is taken under
+ * it) and is held across fork() so a child never inherits it locked. */
+static pthread_mutex_t depot_mu = PTHREAD_MUTEX_INITIALIZER;
+static free_block *depot_head;
+static size_t depot_mags;
+/* The limit in bytes; relaxed: it carries no other data, and a flush that
+ * reads an old value keeps or frees one magazine more or less. */
+static _Atomic size_t depot_limit = CF_FUTURE_CACHE_DEFAULT;
+
+static void free_list(free_block *b)
+{
+    while (b) {
+        free_block *next = b->next;
+        free(b);
+        b = next;
+    }
+}
+
+/* Hands a full magazine to the depot, or frees it beyond the limit. */
+static void depot_put(free_block *mag)
+{
+    size_t limit = atomic_load_explicit(&depot_limit, memory_order_relaxed);
+    pthread_once(&cache_once, cache_key_init);
+    pthread_mutex_lock(&depot_mu);
+    if ((depot_mags + 1) * MAG_BLOCKS * BLOCK_SIZE <= limit) {
+        mag->next_mag = depot_head;
+        depot_head = mag;
+        depot_mags++;
+        mag = NULL;
+    }
+    pthread_mutex_unlock(&depot_mu);
+    free_list(mag);
+}
+
+/* A full magazine from the depot, or NULL. */
+static free_block *depot_take(void)
+{
+    if (!atomic_load_explicit(&depot_limit, memory_order_relaxed))
+        return NULL;
+    pthread_once(&cache_once, cache_key_init);
+    pthread_mutex_lock(&depot_mu);
+    free_block *mag = depot_head;
+    if (mag) {
+        depot_head = mag->next_mag;
+        depot_mags--;
+    }
+    pthread_mutex_unlock(&depot_mu);
+    return mag;
+}
 
 static void cache_drop(void *unused)
 {
     (void)unused;
-    while (cache_head) {
-        free_block *b = cache_head;
-        cache_head = b->next;
-        free(b);
-    }
-    cache_count = 0;
+    free_list(cache_cur);
+    cache_cur = NULL;
+    cache_cur_n = 0;
+    if (cache_full)
+        depot_put(cache_full);
+    cache_full = NULL;
+}
+
+static void depot_lock(void)
+{
+    pthread_mutex_lock(&depot_mu);
+}
+
+static void depot_unlock(void)
+{
+    pthread_mutex_unlock(&depot_mu);
 }
 
 static void cache_key_init(void)
 {
     pthread_key_create(&cache_key, cache_drop);
+    pthread_atfork(depot_lock, depot_unlock, depot_unlock);
+}
+
+CF__API size_t cf_set_future_cache_limit(size_t max_bytes)
+{
+    size_t old = atomic_exchange_explicit(&depot_limit, max_bytes, memory_order_relaxed);
+    free_block *drop = NULL;
+    pthread_once(&cache_once, cache_key_init);
+    pthread_mutex_lock(&depot_mu);
+    while (depot_head && depot_mags * MAG_BLOCKS * BLOCK_SIZE > max_bytes) {
+        free_block *mag = depot_head;
+        depot_head = mag->next_mag;
+        depot_mags--;
+        mag->next_mag = drop;
+        drop = mag;
+    }
+    pthread_mutex_unlock(&depot_mu);
+    while (drop) {
+        free_block *next = drop->next_mag;
+        free_list(drop);
+        drop = next;
+    }
+    return old;
 }
 
 /* Returns a block of at least `size` bytes; *pooled says whether it came
@@ -127,13 +228,21 @@ static void *future_alloc(size_t size, bool *pooled)
 {
     if (BLOCK_CACHE && size <= BLOCK_SIZE) {
         *pooled = true;
-        free_block *b = cache_head;
-        if (b) {
-            cache_head = b->next;
-            cache_count--;
-            return b;
+        if (CF__UNLIKELY(cache_cur_n == 0)) {
+            if (cache_full) {
+                cache_cur = cache_full;
+                cache_full = NULL;
+            } else {
+                cache_cur = depot_take();
+            }
+            cache_cur_n = cache_cur ? MAG_BLOCKS : 0;
+            if (!cache_cur)
+                return malloc(BLOCK_SIZE);
         }
-        return malloc(BLOCK_SIZE);
+        free_block *b = cache_cur;
+        cache_cur = b->next;
+        cache_cur_n--;
+        return b;
     }
     *pooled = false;
     return malloc(size);
@@ -141,19 +250,26 @@ static void *future_alloc(size_t size, bool *pooled)
 
 static void future_free(cf_future *f)
 {
-    if (BLOCK_CACHE && f->pooled && cache_count < BLOCK_CACHE_MAX) {
-        if (cache_count == 0 && !cache_head) {
-            /* Make sure this thread's cache is released when it exits. */
-            pthread_once(&cache_once, cache_key_init);
-            pthread_setspecific(cache_key, (void *)1);
-        }
-        free_block *b = (free_block *)f;
-        b->next = cache_head;
-        cache_head = b;
-        cache_count++;
+    if (!BLOCK_CACHE || !f->pooled) {
+        free(f);
         return;
     }
-    free(f);
+    if (CF__UNLIKELY(cache_cur_n == MAG_BLOCKS)) {
+        if (cache_full)
+            depot_put(cache_full);
+        cache_full = cache_cur;
+        cache_cur = NULL;
+        cache_cur_n = 0;
+    }
+    if (CF__UNLIKELY(!cache_cur && !cache_full)) {
+        /* Make sure this thread's blocks are released when it exits. */
+        pthread_once(&cache_once, cache_key_init);
+        pthread_setspecific(cache_key, (void *)1);
+    }
+    free_block *b = (free_block *)f;
+    b->next = cache_cur;
+    cache_cur = b;
+    cache_cur_n++;
 }
 
 static void init_future(cf_future *f)

@@ -1245,7 +1245,103 @@ static void test_null_arguments(void **state)
     assert_null(cf_future_retain(NULL));
 }
 
+/* ---- the cache of freed future blocks ---------------------------------- */
+
+static void test_future_cache_limit_knob(void **state)
+{
+    (void)state;
+    /* Each case runs in a process of its own: the first call sees the
+     * default. */
+    assert_true(cf_set_future_cache_limit(0) == CF_FUTURE_CACHE_DEFAULT);
+    cf_future *f = new_future();
+    assert_ok(cf_future_release(f));
+    assert_true(cf_set_future_cache_limit(4096) == 0);
+    assert_true(cf_set_future_cache_limit(CF_FUTURE_CACHE_DEFAULT) == 4096);
+}
+
+/* Two threads each make more futures than a thread keeps (so magazines
+ * move through the process-wide cache), hand them to the other, which
+ * checks and releases them; a third thread changes the limit meanwhile.
+ * A block handed out twice would show as a wrong result or a refused
+ * set_result. */
+#define XBLOCKS 4500
+#define XROUNDS 200
+
+typedef struct xchange {
+    pthread_barrier_t *bar;
+    cf_future **mine, **theirs;
+    int64_t base; /* added to each result of this thread's futures */
+    int64_t their_base;
+    atomic_bool *stop;
+    int failures;
+} xchange;
+
+static void *xchange_thread(void *arg)
+{
+    xchange *x = arg;
+    for (int r = 0; r < XROUNDS; r++) {
+        for (int i = 0; i < XBLOCKS; i++) {
+            cf_future *f = NULL;
+            cf_value v = cf_i64(x->base + r * XBLOCKS + i);
+            if (cf_future_new(&f) != CF_OK || cf_future_set_result(f, &v) != CF_OK)
+                x->failures++;
+            x->mine[i] = f;
+        }
+        pthread_barrier_wait(x->bar);
+        for (int i = 0; i < XBLOCKS; i++) {
+            int64_t got = -1;
+            if (!x->theirs[i] || cf_future_result_i64(x->theirs[i], 0, &got) != CF_OK ||
+                got != x->their_base + r * XBLOCKS + i)
+                x->failures++;
+            if (x->theirs[i])
+                cf_future_release(x->theirs[i]);
+        }
+        pthread_barrier_wait(x->bar);
+    }
+    return NULL;
+}
+
+static void *limit_changer(void *arg)
+{
+    atomic_bool *stop = arg;
+    /* Stopped by the test once both exchangers are done. */
+    for (size_t k = 0; !atomic_load(stop); k++)
+        cf_set_future_cache_limit(k % 3 == 0 ? 0 : k % 3 == 1 ? (size_t)1 << 20
+                                                               : CF_FUTURE_CACHE_DEFAULT);
+    return NULL;
+}
+
+static void test_future_blocks_change_threads(void **state)
+{
+    (void)state;
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, 2);
+    cf_future **a = calloc(XBLOCKS, sizeof *a), **b = calloc(XBLOCKS, sizeof *b);
+    assert_non_null(a);
+    assert_non_null(b);
+    atomic_bool stop;
+    atomic_init(&stop, false);
+    xchange xa = {&bar, a, b, 0, 1000000000, &stop, 0};
+    xchange xb = {&bar, b, a, 1000000000, 0, &stop, 0};
+    pthread_t ta, tb, tc;
+    assert_int_equal(pthread_create(&tc, NULL, limit_changer, &stop), 0);
+    assert_int_equal(pthread_create(&ta, NULL, xchange_thread, &xa), 0);
+    assert_int_equal(pthread_create(&tb, NULL, xchange_thread, &xb), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    atomic_store(&stop, true);
+    pthread_join(tc, NULL);
+    assert_int_equal(xa.failures, 0);
+    assert_int_equal(xb.failures, 0);
+    cf_set_future_cache_limit(CF_FUTURE_CACHE_DEFAULT);
+    free(a);
+    free(b);
+    pthread_barrier_destroy(&bar);
+}
+
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_future_cache_limit_knob),
+    cmocka_unit_test(test_future_blocks_change_threads),
     cmocka_unit_test(test_new_future_is_pending),
     cmocka_unit_test(test_new_null_out),
     cmocka_unit_test(test_set_result_finishes),
