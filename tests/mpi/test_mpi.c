@@ -487,6 +487,25 @@ static void test_spawn_that_never_returns_times_out(void **state)
     unsetenv("CFUTURES_FAULT");
 }
 
+/* CF_AUTO takes the worker count from CFUTURES_MPI_WORKERS; a bad value
+ * is refused. */
+static void test_workers_from_environment(void **state)
+{
+    (void)state;
+    setenv("CFUTURES_MPI_WORKERS", "3", 1);
+    cf_executor *ex = pool(CF_AUTO, 0);
+    assert_int_equal(cf_executor_worker_count(ex), 3);
+    cf_future *f;
+    assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(11)), &f));
+    assert_int_equal(result_i64(f), 121);
+    cf_future_release(f);
+    assert_ok(cf_executor_destroy(ex));
+    setenv("CFUTURES_MPI_WORKERS", "many", 1);
+    assert_cf(CF_EINVAL, cf_mpi_pool_new(&ex, NULL));
+    assert_non_null(strstr(cf_last_error_message(), "CFUTURES_MPI_WORKERS"));
+    unsetenv("CFUTURES_MPI_WORKERS");
+}
+
 /* A program may end with a pool still alive: at exit the pool is shut
  * down (its call finished) before MPI_Finalize, and the process ends (a
  * hang at exit would trip the watchdog, still armed). */
@@ -532,6 +551,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_big_payloads),
     cmocka_unit_test(test_death_during_big_transfer),
     cmocka_unit_test(test_spawn_that_never_returns_times_out),
+    cmocka_unit_test(test_workers_from_environment),
     cmocka_unit_test(test_exit_without_destroy),
     cmocka_unit_test(test_bad_options),
 };
