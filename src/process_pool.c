@@ -1101,6 +1101,32 @@ static bool adopt_result(process_pool *p, cf_future *f, const cf_value *v, cf__b
     return rc != CF_ENOMEM;
 }
 
+/* Takes the head job off `w`, which has answered its `n` calls. */
+static pjob *pop_answered(process_pool *p, pworker *w, uint32_t n)
+{
+    pjob *j = w->head;
+    w->head = j->next;
+    if (!w->head)
+        w->tail = NULL;
+    w->njobs--;
+    w->calls_answered += n;
+    sent_unlink(p, j);
+    w->head_since = cf__now_ns();
+    if (n == 1 && j->fs[0]->shm && j->fs[0]->shm->args.map)
+        give_back_args(p, j->fs[0]->shm);
+    cf__bufcache_give(p->cache, &j->lent); /* answered without it */
+    return j;
+}
+
+/* The head job's answer came, but the parent has no memory to take it:
+ * its calls fail with CF_ENOMEM; the worker did nothing wrong and
+ * carries on. */
+static void answer_lost(process_pool *p, pworker *w, uint32_t n, const char *msg)
+{
+    pjob *j = pop_answered(p, w, n);
+    fail_job(p, j, CF_ENOMEM, "MemoryError", msg);
+}
+
 /* Completes the head job from a RESULT frame.  `*frame` is the frame's
  * shared buffer (map NULL for an inline frame); a single big result
  * adopts it, and it is then cleared; the caller gives back what is left.
@@ -1118,7 +1144,7 @@ static void on_result(process_pool *p, pworker *w, wire_dec *d, cf__buf *frame,
     outcome stack[16];
     outcome *oc = n <= 16 ? stack : malloc(n * sizeof *oc);
     if (!oc) {
-        bad_frame(w, "parent out of memory decoding a result");
+        answer_lost(p, w, n, "parent out of memory decoding the results");
         return;
     }
     const char *bad = NULL;
@@ -1160,16 +1186,7 @@ static void on_result(process_pool *p, pworker *w, wire_dec *d, cf__buf *frame,
         bad_frame(w, bad);
         return;
     }
-    w->head = j->next;
-    if (!w->head)
-        w->tail = NULL;
-    w->njobs--;
-    w->calls_answered += n;
-    sent_unlink(p, j);
-    w->head_since = cf__now_ns();
-    if (n == 1 && j->fs[0]->shm && j->fs[0]->shm->args.map)
-        give_back_args(p, j->fs[0]->shm);
-    cf__bufcache_give(p->cache, &j->lent); /* answered without it */
+    pop_answered(p, w, n);
     for (uint32_t i = 0; i < n; i++) {
         cf_future *f = j->fs[i];
         if (oc[i].tag == WIRE_SKIPPED) {
@@ -1380,8 +1397,9 @@ static void read_worker(process_pool *p, pworker *w)
                     d = (wire_dec){copy, copy + used, false};
                 } else {
                     cf__buf_drop(&frame);
-                    bad_frame(w, "parent out of memory copying a result");
-                    return;
+                    w->in_start += WIRE_HDR + (size_t)len;
+                    answer_lost(p, w, j->n, "parent out of memory copying the result");
+                    continue;
                 }
             } else if (flags & WIRE_SHM) {
                 uint64_t maplen = wdec_u64(&d);

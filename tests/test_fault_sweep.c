@@ -115,22 +115,24 @@ static void scenario(int engine)
     cf_value b = cf_bytes(big, sizeof big);
     check("submit big", cf_submit(ex, t_echo, &b, 1, &fs[3]), true);
 
-    cf_value in[6];
-    for (int i = 0; i < 6; i++)
+    /* One chunk of more calls than the parent decodes on its stack. */
+    enum { MAPN = 18 };
+    cf_value in[MAPN];
+    for (int i = 0; i < MAPN; i++)
         in[i] = cf_i64(10 + i);
-    cf_map_input mi = cf_input_array(in, 6);
+    cf_map_input mi = cf_input_array(in, MAPN);
     cf_map_options mo;
     cf_map_options_init(&mo);
-    mo.chunksize = 2;
+    mo.chunksize = MAPN;
     cf_map_iter *it = NULL;
     rc = cf_map(ex, t_square, &mi, 1, &mo, &it);
     check("map", rc, true);
-    for (int i = 0; rc == CF_OK && i < 7; i++) {
+    for (int i = 0; rc == CF_OK && i <= MAPN; i++) {
         const cf_value *v = NULL;
         int r = cf_map_next(it, &v, NULL);
         if (r == CF_EDONE) {
-            if (i != 6 && !child_bad[0])
-                snprintf(child_bad, sizeof child_bad, "map ended after %d of 6", i);
+            if (i != MAPN && !child_bad[0])
+                snprintf(child_bad, sizeof child_bad, "map ended after %d of %d", i, MAPN);
             break;
         }
         check("map_next", r, true);
