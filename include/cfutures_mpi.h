@@ -42,8 +42,9 @@
  * heard from for `heartbeat_timeout` seconds is dead.  Its calls and the
  * pool then fail with CF_EBROKEN naming the rank and host, and later
  * submits fail the same way.  When one spawned worker dies Open MPI ends
- * all workers of that pool, so a broken pool is not repaired: create a
- * new one.
+ * the workers of every job the process spawned, so all spawn-mode pools
+ * of the process break (each by its own heartbeats) and none is
+ * repaired: create a new one.
  *
  * Stopping calls: a call cannot be killed alone (that would end every
  * worker of the pool), so it is stopped as in a thread pool.

@@ -487,6 +487,47 @@ static void test_spawn_that_never_returns_times_out(void **state)
     unsetenv("CFUTURES_FAULT");
 }
 
+/* Two pools at once in one process: each talks on its own
+ * intercommunicator, so their calls and answers never cross.  When a
+ * worker of one dies, Open MPI ends the other pool's workers too (every
+ * job the process spawned): that pool breaks the same way, by its own
+ * heartbeats, and a new pool works. */
+static void test_two_pools_at_once(void **state)
+{
+    (void)state;
+    cf_executor *a = pool(1, 1.5), *b = pool(2, 1.5);
+    cf_future *fa[50], *fb[50];
+    for (int i = 0; i < 50; i++) {
+        assert_ok(cf_submit(a, square, CF_ARGS(cf_i64(i)), &fa[i]));
+        assert_ok(cf_submit(b, square, CF_ARGS(cf_i64(1000 + i)), &fb[i]));
+    }
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(result_i64(fa[i]), (int64_t)i * i);
+        assert_int_equal(result_i64(fb[i]), (int64_t)(1000 + i) * (1000 + i));
+        cf_future_release(fa[i]);
+        cf_future_release(fb[i]);
+    }
+    cf_future *f;
+    assert_ok(cf_submit(a, die, CF_NOARGS, &f));
+    assert_cf(CF_EBROKEN, cf_future_result(f, CF_FOREVER, NULL));
+    cf_future_release(f);
+    assert_ok(cf_submit(b, square, CF_ARGS(cf_i64(7)), &f));
+    const cf_value *v;
+    int rc = cf_future_result(f, CF_FOREVER, &v);
+    if (rc == CF_OK)
+        assert_int_equal(v->as.i64, 49);
+    else
+        assert_int_equal(rc, CF_EBROKEN);
+    cf_future_release(f);
+    assert_ok(cf_executor_destroy(a));
+    assert_ok(cf_executor_destroy(b));
+    a = pool(1, 0);
+    assert_ok(cf_submit(a, square, CF_ARGS(cf_i64(8)), &f));
+    assert_int_equal(result_i64(f), 64);
+    cf_future_release(f);
+    assert_ok(cf_executor_destroy(a));
+}
+
 /* CF_AUTO takes the worker count from CFUTURES_MPI_WORKERS; a bad value
  * is refused. */
 static void test_workers_from_environment(void **state)
@@ -551,6 +592,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_big_payloads),
     cmocka_unit_test(test_death_during_big_transfer),
     cmocka_unit_test(test_spawn_that_never_returns_times_out),
+    cmocka_unit_test(test_two_pools_at_once),
     cmocka_unit_test(test_workers_from_environment),
     cmocka_unit_test(test_exit_without_destroy),
     cmocka_unit_test(test_bad_options),
