@@ -775,6 +775,19 @@ typedef struct cf_process_pool_options {
      * copied.  Needs CF_START_EXEC and `tasks`.  NULL (the default): the
      * running program, which needs cf_process_init() in main(). */
     const char *worker_program;
+    /* A shared object that holds the pool's tasks, for a plugin that ships
+     * no program: an absolute path to a readable regular file, linked
+     * with libcfutures.so (the shared library: tasks registered in a
+     * static copy of cfutures are not seen) and registering its tasks with
+     * CF_TASK.  Workers then run worker_program, or, when that is NULL,
+     * cfutures-worker, the generic worker program installed with the
+     * library (<libexecdir>/cfutures/cfutures-worker), with argv
+     * {program, worker_library, NULL}; it loads the object (dlopen: its
+     * constructors run in each worker) and calls cf_process_init().  An
+     * object that will not load ends that worker during start-up, which
+     * breaks the pool.  The path is copied.  Needs CF_START_EXEC and
+     * `tasks`.  NULL (the default): none. */
+    const char *worker_library;
     /* The tasks this pool will run: a NULL-terminated array of registered
      * functions (not copied past cf_process_pool_new()), or NULL.  Every
      * worker checks at start-up, by name, that it has each of them; one
@@ -783,9 +796,9 @@ typedef struct cf_process_pool_options {
      * first call to the pool fails with CF_EBROKEN (and the reason goes
      * once through the log hook).  A call to a task not listed here that
      * a worker does not know fails alone (CF_ETASK, "NameError").
-     * Required with worker_program; with the running program (which has
-     * the same CF_TASK registrations) it catches tasks registered at run
-     * time only. */
+     * Required with worker_program or worker_library; with the running
+     * program (which has the same CF_TASK registrations) it catches tasks
+     * registered at run time only. */
     cf_task_fn *const *tasks;
 } cf_process_pool_options;
 
@@ -803,7 +816,10 @@ void cf_process_pool_options_init(cf_process_pool_options *opts);
  *                    initargs; worker_program not an absolute path to
  *                    an executable regular file (checked here, so a
  *                    wrong path fails now, not in the background), or
- *                    given with CF_START_FORK or without `tasks`; `tasks`
+ *                    given with CF_START_FORK or without `tasks`;
+ *                    worker_library not an absolute path to a readable
+ *                    regular file, or without `tasks`, or (without
+ *                    worker_program) cfutures-worker not installed; `tasks`
  *                    with an unregistered function or more than 4096
  *                    entries;
  *   CF_ENOTCOPYABLE  a CF_PTR initarg;

@@ -174,7 +174,8 @@ typedef struct process_pool {
     /* What CF_START_EXEC workers run: worker_program, or (empty) the
      * running program with its own argv.  Read-only after creation. */
     char worker_program[4096];
-    char *worker_argv[2];
+    char worker_library[4096]; /* argv[1] of cfutures-worker, or empty */
+    char *worker_argv[3];
 
     pthread_mutex_t mu;
     /* Guarded by mu: */
@@ -1249,7 +1250,10 @@ static void on_hello(process_pool *p, pworker *w, wire_dec *d)
     (void)code;
     if (said == WIRE_HELLO_MISSING)
         snprintf(msg, sizeof msg, "worker pid %d (%.80s) lacks tasks this pool runs: %.160s",
-                 (int)w->pid, p->worker_program[0] ? p->worker_program : "this program",
+                 (int)w->pid,
+                 p->worker_library[0]   ? p->worker_library
+                 : p->worker_program[0] ? p->worker_program
+                                        : "this program",
                  d->bad ? "?" : text);
     else
         snprintf(msg, sizeof msg, "the initializer failed in worker pid %d: %s: %s",
@@ -2194,7 +2198,38 @@ CF__API void cf_process_pool_options_init(cf_process_pool_options *opts)
     opts->task_timeout = CF_FOREVER;
 }
 
-/* Checks worker_program and tasks; CF_OK or CF_EINVAL with a message.
+#ifndef CF_WORKER_DEFAULT /* set by the build: <libexecdir>/cfutures/cfutures-worker */
+#define CF_WORKER_DEFAULT "/usr/local/libexec/cfutures/cfutures-worker"
+#endif
+
+/* Checks that `path` (`what`) is an absolute path, short enough to keep,
+ * to a regular file this process may access with `mode`; CF_OK or
+ * CF_EINVAL with a message. */
+static int check_file(const char *what, const char *path, int mode)
+{
+    size_t len = strlen(path);
+    if (path[0] != '/' || len >= sizeof ((process_pool *)0)->worker_program)
+        return cf__fail(CF_EINVAL, "process_pool_new: %s must be an absolute path shorter than "
+                                   "4096 bytes, got \"%.200s\"", what, path);
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        int e = errno;
+        return cf__fail(CF_EINVAL, "process_pool_new: %s \"%.200s\": %s", what, path,
+                        strerror(e));
+    }
+    if (!S_ISREG(st.st_mode))
+        return cf__fail(CF_EINVAL, "process_pool_new: %s \"%.200s\" is not a regular file",
+                        what, path);
+    if (access(path, mode) != 0) {
+        int e = errno;
+        return cf__fail(CF_EINVAL, "process_pool_new: %s \"%.200s\" is not %s: %s", what, path,
+                        mode == X_OK ? "executable" : "readable", strerror(e));
+    }
+    return CF_OK;
+}
+
+/* Checks worker_program, worker_library and tasks; CF_OK or CF_EINVAL
+ * with a message.
  * The program is checked now so that a wrong path is the caller's error,
  * not a pool that breaks later in the background. */
 static int check_worker_program(const cf_process_pool_options *o)
@@ -2208,31 +2243,27 @@ static int check_worker_program(const cf_process_pool_options *o)
                                        "CF_TASK(fn) after its definition)", ntasks);
         ntasks++;
     }
-    const char *path = o->worker_program;
-    if (!path)
+    if (!o->worker_program && !o->worker_library)
         return CF_OK;
+    const char *what = o->worker_library ? "worker_library" : "worker_program";
     if (o->start_method != CF_START_EXEC)
-        return cf__fail(CF_EINVAL, "process_pool_new: worker_program needs CF_START_EXEC");
+        return cf__fail(CF_EINVAL, "process_pool_new: %s needs CF_START_EXEC", what);
     if (!o->tasks)
-        return cf__fail(CF_EINVAL, "process_pool_new: worker_program needs `tasks`, the tasks "
-                                   "the pool runs, which each worker checks it has");
-    size_t len = strlen(path);
-    if (path[0] != '/' || len >= sizeof ((process_pool *)0)->worker_program)
-        return cf__fail(CF_EINVAL, "process_pool_new: worker_program must be an absolute path "
-                                   "shorter than 4096 bytes, got \"%.200s\"", path);
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        int e = errno;
-        return cf__fail(CF_EINVAL, "process_pool_new: worker_program \"%.200s\": %s", path,
-                        strerror(e));
+        return cf__fail(CF_EINVAL, "process_pool_new: %s needs `tasks`, the tasks the pool "
+                                   "runs, which each worker checks it has", what);
+    if (o->worker_library) {
+        int rc = check_file("worker_library", o->worker_library, R_OK);
+        if (rc != CF_OK)
+            return rc;
     }
-    if (!S_ISREG(st.st_mode))
-        return cf__fail(CF_EINVAL, "process_pool_new: worker_program \"%.200s\" is not a "
-                                   "regular file", path);
-    if (access(path, X_OK) != 0) {
-        int e = errno;
-        return cf__fail(CF_EINVAL, "process_pool_new: worker_program \"%.200s\" is not "
-                                   "executable: %s", path, strerror(e));
+    if (o->worker_program)
+        return check_file("worker_program", o->worker_program, X_OK);
+    int rc = check_file("the generic worker program", CF_WORKER_DEFAULT, X_OK);
+    if (rc != CF_OK) {
+        char why[320];
+        snprintf(why, sizeof why, "%s", cf_last_error_message());
+        return cf__fail(rc, "%s (worker_library without worker_program needs cfutures-worker, "
+                            "installed with cfutures)", why);
     }
     return CF_OK;
 }
@@ -2273,7 +2304,8 @@ CF__API int cf_process_pool_new(cf_executor **out, const cf_process_pool_options
     rc = check_worker_program(&o);
     if (rc != CF_OK)
         return rc;
-    if (o.start_method == CF_START_EXEC && !o.worker_program && !cf__process_init_called)
+    if (o.start_method == CF_START_EXEC && !o.worker_program && !o.worker_library &&
+        !cf__process_init_called)
         return cf__fail(CF_EINVALSTATE, "process_pool_new: CF_START_EXEC starts this program "
                                         "again as a worker, which needs cf_process_init(argc, "
                                         "argv) at the top of main()");
@@ -2314,9 +2346,14 @@ CF__API int cf_process_pool_new(cf_executor **out, const cf_process_pool_options
     p->start_method = o.start_method;
     p->task_timeout_ns = o.task_timeout >= 9e9 ? CF__NS_FOREVER
                                                : (int64_t)(o.task_timeout * 1e9);
-    if (o.worker_program) {
-        snprintf(p->worker_program, sizeof p->worker_program, "%s", o.worker_program);
+    if (o.worker_program || o.worker_library) {
+        snprintf(p->worker_program, sizeof p->worker_program, "%s",
+                 o.worker_program ? o.worker_program : CF_WORKER_DEFAULT);
         p->worker_argv[0] = p->worker_program;
+    }
+    if (o.worker_library) {
+        snprintf(p->worker_library, sizeof p->worker_library, "%s", o.worker_library);
+        p->worker_argv[1] = p->worker_library;
     }
     /* The INIT frame: the tasks every worker must have, then the
      * initializer call with copies of its arguments. */

@@ -235,7 +235,119 @@ static void worker_program_unlisted_task(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* ---- worker_library: the generic worker program loads the tasks ------- */
+
+static void opts_for_library(cf_process_pool_options *o, const char *library,
+                             cf_task_fn *const *tasks)
+{
+    opts_for_worker(o, CF_TEST_GENERIC_WORKER, tasks);
+    o->worker_library = library;
+}
+
+static void worker_library_runs_tasks(void **state)
+{
+    (void)state;
+    cf_process_pool_options o;
+    opts_for_library(&o, CF_TEST_TASKS_LIB, shared_tasks);
+    cf_executor *ex;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    enum { N = 20 };
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        assert_ok(cf_submit(ex, wp_square, CF_ARGS(cf_i64(i + 100)), &fs[i]));
+    for (int i = 0; i < N; i++) {
+        int64_t r = -1;
+        assert_ok(cf_future_result_i64(fs[i], 10 * cf_test_scale(), &r));
+        assert_int_equal(r, (int64_t)(i + 100) * (i + 100));
+        cf_future_release(fs[i]);
+    }
+    /* They ran in cfutures-worker, which loaded the library. */
+    cf_future *f;
+    assert_ok(cf_submit(ex, wp_exe, CF_NOARGS, &f));
+    const cf_value *v = NULL;
+    assert_ok(cf_future_result(f, 10 * cf_test_scale(), &v));
+    assert_int_equal(v->kind, CF_STR);
+    char want[PATH_MAX];
+    assert_non_null(realpath(CF_TEST_GENERIC_WORKER, want));
+    assert_string_equal(v->as.str, want);
+    cf_future_release(f);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void worker_library_bad_inputs(void **state)
+{
+    (void)state;
+    cf_process_pool_options o;
+    opts_for_library(&o, "libcf_test_tasks.so", shared_tasks);
+    expect_refused(&o, CF_EINVAL, "worker_library must be an absolute path");
+    opts_for_library(&o, "/nonexistent-dir/libtasks.so", shared_tasks);
+    expect_refused(&o, CF_EINVAL, "No such file");
+    opts_for_library(&o, "/tmp", shared_tasks);
+    expect_refused(&o, CF_EINVAL, "not a regular file");
+    opts_for_library(&o, CF_TEST_TASKS_LIB, NULL);
+    expect_refused(&o, CF_EINVAL, "worker_library needs `tasks`");
+    opts_for_library(&o, CF_TEST_TASKS_LIB, shared_tasks);
+    o.start_method = CF_START_FORK;
+    expect_refused(&o, CF_EINVAL, "CF_START_EXEC");
+    /* Without worker_program: the installed cfutures-worker, or a clear
+     * error where cfutures is not installed. */
+    opts_for_library(&o, CF_TEST_TASKS_LIB, shared_tasks);
+    o.worker_program = NULL;
+    cf_executor *ex = NULL;
+    int rc = cf_process_pool_new(&ex, &o);
+    if (rc == CF_OK) {
+        assert_ok(cf_executor_destroy(ex));
+    } else {
+        assert_int_equal(rc, CF_EINVAL);
+        assert_null(ex);
+        assert_non_null(strstr(cf_last_error_message(), "cfutures-worker"));
+    }
+}
+
+static void worker_library_missing_task(void **state)
+{
+    (void)state;
+    cap_install();
+    cf_task_fn *const tasks[] = {wp_only_here, wp_square, NULL};
+    cf_process_pool_options o;
+    opts_for_library(&o, CF_TEST_TASKS_LIB, tasks);
+    cf_executor *ex;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    const char *needles[] = {"lacks tasks", "\"wp_only_here\" is not registered",
+                             CF_TEST_TASKS_LIB, NULL};
+    expect_broken(ex, needles);
+    assert_ok(cf_executor_destroy(ex));
+    cap_restore();
+}
+
+static void worker_library_not_loadable(void **state)
+{
+    (void)state;
+    /* A readable regular file that is no shared object: cfutures-worker
+     * cannot load it and exits during start-up, which breaks the pool. */
+    char tmp[] = "/tmp/cf-test-notalib-XXXXXX";
+    int fd = mkstemp(tmp);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "not ELF\n", 8), 8);
+    close(fd);
+    cap_install();
+    cf_process_pool_options o;
+    opts_for_library(&o, tmp, shared_tasks);
+    o.max_workers = 1;
+    cf_executor *ex;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    const char *needles[] = {"start-up", "exit", NULL};
+    expect_broken(ex, needles);
+    assert_ok(cf_executor_destroy(ex));
+    cap_restore();
+    unlink(tmp);
+}
+
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(worker_library_runs_tasks),
+    cmocka_unit_test(worker_library_bad_inputs),
+    cmocka_unit_test(worker_library_missing_task),
+    cmocka_unit_test(worker_library_not_loadable),
     cmocka_unit_test(worker_program_runs_tasks),
     cmocka_unit_test(worker_program_bad_paths),
     cmocka_unit_test(worker_program_bad_options),

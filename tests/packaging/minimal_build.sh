@@ -70,7 +70,7 @@ fi
 cmake -S "$src" -B "$work/b" > "$work/configure.log" 2>&1 ||
   { cat "$work/configure.log"; echo "configure failed without the development packages"; exit 1; }
 grep "cfutures:" "$work/configure.log" || true
-cmake --build "$work/b" --target cfutures cfutures_static -j 2 > "$work/build.log" 2>&1 ||
+cmake --build "$work/b" --target cfutures cfutures_static cfutures-worker -j 2 > "$work/build.log" 2>&1 ||
   { tail -40 "$work/build.log"; echo "the library did not build"; exit 1; }
 cmake --install "$work/b" --prefix "$work/prefix" --strip > "$work/install.log" 2>&1 ||
   { cat "$work/install.log"; echo "install failed"; exit 1; }
@@ -78,4 +78,6 @@ for f in include/cfutures.h include/cfutures_version.h share/man/man3/cf_submit.
   [ -f "$work/prefix/$f" ] || { echo "$f was not installed"; exit 1; }
 done
 ls "$work"/prefix/lib*/libcfutures.so* "$work"/prefix/lib*/libcfutures.a >/dev/null
+[ -x "$work/prefix/libexec/cfutures/cfutures-worker" ] ||
+  { echo "libexec/cfutures/cfutures-worker was not installed"; exit 1; }
 echo "configured, built and installed with a C compiler and CMake alone: ok"
