@@ -60,17 +60,12 @@ static void expect_refused(const cf_process_pool_options *o, int code, const cha
         fail_msg("message \"%s\" does not say \"%s\"", msg, needle);
 }
 
-static void worker_program_runs_tasks(void **state)
+/* Makes a pool of `o`, checks that its calls give the right results and
+ * run in the executable `exe`, and destroys it. */
+static void expect_runs_in(const cf_process_pool_options *o, const char *exe)
 {
-    (void)state;
-    /* Without a worker program, this program cannot be a worker. */
-    cf_process_pool_options o;
-    cf_process_pool_options_init(&o);
-    expect_refused(&o, CF_EINVALSTATE, "cf_process_init");
-
-    opts_for_worker(&o, CF_TEST_WORKER, shared_tasks);
     cf_executor *ex;
-    assert_ok(cf_process_pool_new(&ex, &o));
+    assert_ok(cf_process_pool_new(&ex, o));
     enum { N = 40 };
     cf_future *fs[N];
     for (int i = 0; i < N; i++)
@@ -81,17 +76,28 @@ static void worker_program_runs_tasks(void **state)
         assert_int_equal(r, (int64_t)i * i);
         cf_future_release(fs[i]);
     }
-    /* The calls ran in the worker program, not in a copy of this one. */
     cf_future *f;
     assert_ok(cf_submit(ex, wp_exe, CF_NOARGS, &f));
     const cf_value *v = NULL;
     assert_ok(cf_future_result(f, 10 * cf_test_scale(), &v));
     assert_int_equal(v->kind, CF_STR);
     char want[PATH_MAX];
-    assert_non_null(realpath(CF_TEST_WORKER, want));
+    assert_non_null(realpath(exe, want));
     assert_string_equal(v->as.str, want);
     cf_future_release(f);
     assert_ok(cf_executor_destroy(ex));
+}
+
+static void worker_program_runs_tasks(void **state)
+{
+    (void)state;
+    /* Without a worker program, this program cannot be a worker. */
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    expect_refused(&o, CF_EINVALSTATE, "cf_process_init");
+
+    opts_for_worker(&o, CF_TEST_WORKER, shared_tasks);
+    expect_runs_in(&o, CF_TEST_WORKER);
 }
 
 static void worker_program_bad_paths(void **state)
@@ -249,29 +255,8 @@ static void worker_library_runs_tasks(void **state)
     (void)state;
     cf_process_pool_options o;
     opts_for_library(&o, CF_TEST_TASKS_LIB, shared_tasks);
-    cf_executor *ex;
-    assert_ok(cf_process_pool_new(&ex, &o));
-    enum { N = 20 };
-    cf_future *fs[N];
-    for (int i = 0; i < N; i++)
-        assert_ok(cf_submit(ex, wp_square, CF_ARGS(cf_i64(i + 100)), &fs[i]));
-    for (int i = 0; i < N; i++) {
-        int64_t r = -1;
-        assert_ok(cf_future_result_i64(fs[i], 10 * cf_test_scale(), &r));
-        assert_int_equal(r, (int64_t)(i + 100) * (i + 100));
-        cf_future_release(fs[i]);
-    }
-    /* They ran in cfutures-worker, which loaded the library. */
-    cf_future *f;
-    assert_ok(cf_submit(ex, wp_exe, CF_NOARGS, &f));
-    const cf_value *v = NULL;
-    assert_ok(cf_future_result(f, 10 * cf_test_scale(), &v));
-    assert_int_equal(v->kind, CF_STR);
-    char want[PATH_MAX];
-    assert_non_null(realpath(CF_TEST_GENERIC_WORKER, want));
-    assert_string_equal(v->as.str, want);
-    cf_future_release(f);
-    assert_ok(cf_executor_destroy(ex));
+    /* The calls run in cfutures-worker, which loaded the library. */
+    expect_runs_in(&o, CF_TEST_GENERIC_WORKER);
 }
 
 static void worker_library_bad_inputs(void **state)
