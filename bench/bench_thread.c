@@ -14,6 +14,8 @@
  *                   order, then the next batch; tasks/s.  At most BATCH
  *                   futures are alive at once, so their memory is reused
  *                   from one batch to the next.
+ *   submit_many     the batched workload with each batch handed over in
+ *                   one cf_submit_many() call; ns per task.
  *   map             cf_map() over an array of N CF_I64 values, then every
  *                   result through cf_map_next(); tasks/s.
  *   round trip      M times: submit one task, wait for its result, release
@@ -203,6 +205,26 @@ static tput bench_submit_collect_batched(int max_workers, size_t n,
     tput t = {(double)n / ((double)(t1 - t0) / 1e9), (double)submit_ns / 1e9,
               (double)(t1 - t0) / 1e9, (pf1 - pf0) * 1000.0 / (double)n};
     return t;
+}
+
+/* The batched workload through cf_submit_many(): each batch of `batch`
+ * calls in one call (one lock, one wake-up), then collected in order. */
+static double bench_submit_many(size_t n, size_t batch, size_t warm, cf_future **fs,
+                                cf_value *in)
+{
+    cf_executor *ex = new_pool(CF_AUTO);
+    warm_up(ex, fs, warm < n ? warm : n);
+    for (size_t i = 0; i < n; i++)
+        in[i] = cf_i64((int64_t)i);
+    uint64_t t0 = now_ns();
+    for (size_t start = 0; start < n; start += batch) {
+        size_t count = n - start < batch ? n - start : batch;
+        CHECK(cf_submit_many(ex, inc_task, in + start, 1, count, fs));
+        collect("submit_many", fs, count, start);
+    }
+    uint64_t t1 = now_ns();
+    CHECK(cf_executor_destroy(ex));
+    return (double)(t1 - t0) / (double)n;
 }
 
 static tput bench_map(size_t n, size_t warm, cf_future **fs, cf_value *in)
@@ -675,6 +697,7 @@ static double lat_field(const lat_stats *s, int k)
 typedef struct c_round {
     tput t[T_COUNT];
     lat_stats rtt, floor, spin, futex;
+    double many_ns; /* per task, batches through cf_submit_many */
     native_round np[NP_MAX];
 } c_round;
 
@@ -798,6 +821,8 @@ int main(int argc, char **argv)
             bench_submit_collect_batched(CF_AUTO, n, BATCH, warm, fs);
         phase("submit+collect, 2 workers, all N in flight", 1);
         c->t[T_SUBMIT_W2] = bench_submit_collect(2, n, warm, fs);
+        phase("cf_submit_many, batches", 1);
+        c->many_ns = bench_submit_many(n, BATCH, warm, fs, in);
         phase("map, default pool", 1);
         c->t[T_MAP_AUTO] = bench_map(n, warm, fs, in);
         phase("round trip", 1);
@@ -974,20 +999,22 @@ int main(int argc, char **argv)
         else
             printf("  %s %s\n", peers[k].name, peers[k].version);
     }
-    static const char *const np_label[4] = {
+    static const char *const np_label[5] = {
         "all N in flight (ns/task)", "batches of " STR(BATCH) " (ns/task)",
-        "round trip median (us)", "round trip p99 (us)"};
+        "same, cf_submit_many (ns/task)", "round trip median (us)",
+        "round trip p99 (us)"};
     printf("%-30s %10s", "", "cfutures");
     for (size_t k = 0; k < npeers && k < NP_MAX; k++)
         printf(" %10s %7s", peers[k].name, "cf/x");
     printf("\n");
-    for (int row = 0; row < 4; row++) {
+    for (int row = 0; row < 5; row++) {
         /* cfutures' figure of this row in round r. */
         double cfv[MAX_ROUNDS];
         for (size_t r = 0; r < rounds; r++)
             cfv[r] = row == 0   ? 1e9 / cr[r].t[T_SUBMIT_AUTO].rate
                      : row == 1 ? 1e9 / cr[r].t[T_BATCH_AUTO].rate
-                     : row == 2 ? cr[r].rtt.median_us
+                     : row == 2 ? cr[r].many_ns
+                     : row == 3 ? cr[r].rtt.median_us
                                 : cr[r].rtt.p99_us;
         printf("%-30s %10.2f", np_label[row], summarize(cfv, rounds).med);
         for (size_t k = 0; k < npeers && k < NP_MAX; k++) {
@@ -997,8 +1024,8 @@ int main(int argc, char **argv)
                 if (!x->have)
                     continue;
                 double pv = row == 0   ? x->all_ns
-                            : row == 1 ? x->batch_ns
-                            : row == 2 ? x->rtt.median_us
+                            : row <= 2 ? x->batch_ns
+                            : row == 3 ? x->rtt.median_us
                                        : x->rtt.p99_us;
                 v[have] = pv;
                 w[have] = cfv[r] / pv;

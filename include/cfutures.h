@@ -562,6 +562,22 @@ int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_options *opts)
 int cf_submit(cf_executor *ex, cf_task_fn *fn, const cf_value *args,
               size_t nargs, cf_future **out);
 
+/* Schedules n calls of fn at once: call i gets the nargs arguments
+ * args[i * nargs .. i * nargs + nargs) and its future goes to out[i] (one
+ * reference each, owned by the caller).  The same as n cf_submit() calls
+ * in order, but a thread pool takes its lock once and wakes one worker for
+ * the lot (the workers that take calls while more are queued wake the
+ * next).  Any thread may call it.  Either all n are scheduled and CF_OK
+ * is returned, or none is: out[0..n) are all NULL and the error is the one
+ * cf_submit() would return for the first call that fails (every call is
+ * validated before any is scheduled; on engines other than the thread
+ * pool, calls scheduled before a later one is refused are cancelled, and
+ * one a worker has already begun runs to its end unobserved).  n == 0
+ * returns CF_OK.  CF_EINVAL also when out is NULL, or args is NULL with
+ * n > 0 and nargs > 0. */
+int cf_submit_many(cf_executor *ex, cf_task_fn *fn, const cf_value *args,
+                   size_t nargs, size_t n, cf_future **out);
+
 /* Signals the executor to free its resources once pending calls are done;
  * later submits fail with CF_ESHUTDOWN.  With cancel_futures, calls that
  * have not started are cancelled.  With wait, returns only when every

@@ -259,17 +259,60 @@ CF__API int cf_submit_with(cf_executor *ex, const cf_submit_options *opts, cf_ta
     return submit_common(ex, opts, fn, args, nargs, out, "submit_with");
 }
 
+CF__API int cf_submit_many(cf_executor *ex, cf_task_fn *fn, const cf_value *args,
+                           size_t nargs, size_t n, cf_future **out)
+{
+    static const char who[] = "submit_many";
+    if (!cf__executor_live(ex) || !fn || !out)
+        return cf__fail(CF_EINVAL, "%s: %s is NULL", who,
+                        !ex ? "executor" : !fn ? "fn" : !out ? "out" : "executor (not live)");
+    if (n == 0)
+        return CF_OK;
+    memset(out, 0, n * sizeof *out);
+    if (nargs > 0 && !args)
+        return cf__fail(CF_EINVAL, "%s: args is NULL but nargs is %zu", who, nargs);
+    if (nargs > CF_ARGS_MAX)
+        return cf__fail(CF_EINVAL, "%s: %zu arguments, more than CF_ARGS_MAX (%d)", who, nargs,
+                        CF_ARGS_MAX);
+    for (size_t i = 0; i < n; i++) {
+        int rc = prepare_call(ex, fn, nargs ? args + i * nargs : NULL, nargs,
+                              CF__NS_FOREVER, &out[i], who);
+        if (rc != CF_OK) {
+            for (size_t j = 0; j < i; j++) {
+                cf_future_release(out[j]);
+                out[j] = NULL;
+            }
+            return rc;
+        }
+    }
+    int rc;
+    if (ex->engine->submit_many) {
+        for (size_t i = 0; i < n; i++)
+            cf_future_retain(out[i]); /* the engine's references */
+        rc = ex->engine->submit_many(ex, out, n);
+    } else {
+        rc = cf__submit_prepared(ex, out, n, false);
+    }
+    if (rc != CF_OK) {
+        for (size_t i = 0; i < n; i++) {
+            cf_future_release(out[i]);
+            out[i] = NULL;
+        }
+    }
+    return rc;
+}
+
 int cf__prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
                      cf_future **out)
 {
     return prepare_call(ex, fn, args, nargs, CF__NS_FOREVER, out, "map");
 }
 
-int cf__submit_prepared(cf_executor *ex, cf_future **fs, size_t n)
+int cf__submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_chunk)
 {
     for (size_t i = 0; i < n; i++)
         cf_future_retain(fs[i]); /* the engine's references */
-    if (ex->engine->submit_batch && n > 1)
+    if (as_chunk && ex->engine->submit_batch && n > 1)
         return ex->engine->submit_batch(ex, fs, n);
     for (size_t i = 0; i < n; i++) {
         int rc = ex->engine->submit(ex, fs[i]);

@@ -530,6 +530,10 @@ typedef struct cf__engine {
      * a worker runs together (map's chunksize); same contract as submit
      * for each future. */
     int (*submit_batch)(cf_executor *ex, cf_future **fs, size_t n);
+    /* Optional.  Schedules n futures as n separate calls, all or none
+     * (cf_submit_many); on failure the engine released all n of its
+     * references and none was scheduled. */
+    int (*submit_many)(cf_executor *ex, cf_future **fs, size_t n);
     /* Optional.  Stops the running call of `f` (cf_future_interrupt). */
     void (*interrupt)(cf_executor *ex, cf_future *f);
     /* Optional.  terminate_workers (kill false) / kill_workers (true);
@@ -569,12 +573,13 @@ cf_task_fn *cf__task_lookup(const char *name, size_t len);
  * does and copies it into a new future (one reference, owned by the
  * caller) without scheduling it.  cf__submit_prepared then hands n such
  * futures to the engine - as one unit (a chunk that one worker runs) when
- * the engine has submit_batch - adding the engine's own references.  On
+ * as_chunk is set and the engine has submit_batch, else one by one - adding
+ * the engine's own references.  On
  * error nothing of the n stays scheduled (some may have been cancelled);
  * the caller still owns its references. */
 int cf__prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
                      cf_future **out);
-int cf__submit_prepared(cf_executor *ex, cf_future **fs, size_t n);
+int cf__submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_chunk);
 
 /* Process pools (process_pool.c, process_worker.c). */
 /* Results this big made in a worker process go straight into shared

@@ -150,7 +150,7 @@ static int submit_next(cf_map_iter *it)
     }
     r = reserve(it, n);
     if (r == CF_OK)
-        r = cf__submit_prepared(it->ex, it->chunk, n);
+        r = cf__submit_prepared(it->ex, it->chunk, n, true);
     if (r != CF_OK) {
         for (size_t i = 0; i < n; i++)
             cf_future_release(it->chunk[i]);

@@ -55,6 +55,7 @@
  * - Worker threads block asynchronous signals, so a process-directed signal
  *   (SIGINT, SIGTERM, ...) is delivered to an application thread.
  */
+#include <limits.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -416,38 +417,76 @@ static int spawn_locked(thread_pool *p)
     return CF_OK;
 }
 
+/* Admits n calls: refuses them after shutdown or breakage, counts them in
+ * `unfinished` and starts up to n more workers while calls outnumber
+ * threads.  submit_lock held.  Returns CF_OK, or an error (recorded, with
+ * `who` in the message) having changed nothing. */
+static int admit_locked(thread_pool *p, int n, const char *who)
+{
+    if (CF__UNLIKELY(atomic_load_explicit(&p->shutdown, memory_order_relaxed)))
+        return cf__fail(CF_ESHUTDOWN, "%s: cannot schedule new futures after shutdown", who);
+    if (CF__UNLIKELY(atomic_load_explicit(&p->broken, memory_order_relaxed)))
+        return cf__fail(CF_EBROKEN, "%s: %s", who, p->broken_msg);
+    int unfinished = atomic_fetch_add(&p->unfinished, n) + n;
+    for (int started = 0;
+         started < n && unfinished > p->nthreads && p->nthreads < p->max_workers; started++) {
+        int rc = spawn_locked(p);
+        if (rc != CF_OK && atomic_load(&p->alive) == 0) {
+            /* Nobody could ever run them. */
+            atomic_fetch_sub(&p->unfinished, n);
+            return cf__fail(rc, "%s: cannot start a worker thread", who);
+        }
+        if (rc != CF_OK) {
+            cf__log("thread pool %s: cannot start another worker thread; continuing with %d",
+                    p->prefix, atomic_load(&p->alive));
+            break;
+        }
+    }
+    return CF_OK;
+}
+
 static int tp_submit(cf_executor *ex, cf_future *f)
 {
     thread_pool *p = pool_of(ex);
     cf__lock_acquire(&p->submit_lock);
-    if (CF__UNLIKELY(atomic_load_explicit(&p->shutdown, memory_order_relaxed))) {
-        cf__lock_release(&p->submit_lock);
-        cf_future_release(f);
-        return cf__fail(CF_ESHUTDOWN, "submit: cannot schedule new futures after shutdown");
-    }
-    if (CF__UNLIKELY(atomic_load_explicit(&p->broken, memory_order_relaxed))) {
-        int rc = cf__fail(CF_EBROKEN, "submit: %s", p->broken_msg);
+    int rc = admit_locked(p, 1, "submit");
+    if (CF__UNLIKELY(rc != CF_OK)) {
         cf__lock_release(&p->submit_lock);
         cf_future_release(f);
         return rc;
     }
-    int unfinished = atomic_fetch_add(&p->unfinished, 1) + 1;
-    if (unfinished > p->nthreads && p->nthreads < p->max_workers) {
-        int rc = spawn_locked(p);
-        if (rc != CF_OK && atomic_load(&p->alive) == 0) {
-            /* Nobody could ever run it. */
-            atomic_fetch_sub(&p->unfinished, 1);
-            cf__lock_release(&p->submit_lock);
-            cf_future_release(f);
-            return cf__fail(rc, "submit: cannot start a worker thread");
-        }
-        if (rc != CF_OK)
-            cf__log("thread pool %s: cannot start another worker thread; continuing with %d",
-                    p->prefix, atomic_load(&p->alive));
-    }
     cf__queue_push(&p->q, &f->qnode);
     cf__lock_release(&p->submit_lock);
     /* seq_cst loads after the seq_cst push: see the design notes. */
+    if (atomic_load(&p->spinning) == 0 && atomic_load(&p->nidle) > 0)
+        wake_one(p);
+    return CF_OK;
+}
+
+/* cf_submit_many: one lock, one wake-up for n calls.  The worker woken
+ * here, or the searcher, wakes the next while more is queued (next_call),
+ * so the whole batch spreads over the parked workers. */
+static int tp_submit_many(cf_executor *ex, cf_future **fs, size_t n)
+{
+    thread_pool *p = pool_of(ex);
+    int rc;
+    if (n > (size_t)INT_MAX / 2) {
+        rc = cf__fail(CF_ENOMEM, "submit_many: %zu calls at once is more than a pool can count",
+                      n);
+    } else {
+        cf__lock_acquire(&p->submit_lock);
+        rc = admit_locked(p, (int)n, "submit_many");
+        if (rc == CF_OK)
+            for (size_t i = 0; i < n; i++)
+                cf__queue_push(&p->q, &fs[i]->qnode);
+        cf__lock_release(&p->submit_lock);
+    }
+    if (rc != CF_OK) {
+        for (size_t i = 0; i < n; i++)
+            cf_future_release(fs[i]);
+        return rc;
+    }
+    /* seq_cst loads after the seq_cst pushes: see the design notes. */
     if (atomic_load(&p->spinning) == 0 && atomic_load(&p->nidle) > 0)
         wake_one(p);
     return CF_OK;
@@ -509,6 +548,7 @@ static const cf__engine thread_engine = {
     .name = "thread",
     .copies_args = false,
     .submit = tp_submit,
+    .submit_many = tp_submit_many,
     .shutdown = tp_shutdown,
     .is_worker = tp_is_worker,
     .worker_count = tp_worker_count,

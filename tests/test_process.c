@@ -627,6 +627,32 @@ static void test_submit_result(void **state)
     assert_no_children();
 }
 
+/* cf_submit_many on an engine that schedules one call at a time. */
+static void test_submit_many_process(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(2, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    cf_value args[5];
+    cf_future *fs[5];
+    for (int i = 0; i < 5; i++)
+        args[i] = cf_i64(i + 2);
+    assert_ok(cf_submit_many(ex, t_square, args, 1, 5, fs));
+    for (int i = 0; i < 5; i++) {
+        int64_t r = 0;
+        assert_ok(cf_future_result_i64(fs[i], T_OK * cf_test_scale(), &r));
+        assert_int_equal(r, (int64_t)(i + 2) * (i + 2));
+        assert_ok(cf_future_release(fs[i]));
+    }
+    /* CF_PTR cannot cross: refused before anything is scheduled. */
+    int x = 0;
+    args[3] = cf_ptr(&x);
+    assert_cf(CF_ENOTCOPYABLE, cf_submit_many(ex, t_square, args, 1, 5, fs));
+    for (int i = 0; i < 5; i++)
+        assert_null(fs[i]);
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
 static void test_raise_travels(void **state)
 {
     (void)state;
@@ -3366,6 +3392,7 @@ static void test_no_leaks_fork_pools(void **state)
 }
 
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_submit_many_process),
     cmocka_unit_test(test_submit_result),
     cmocka_unit_test(test_raise_travels),
     cmocka_unit_test(test_ptr_and_unregistered_refused),

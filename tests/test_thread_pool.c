@@ -1613,7 +1613,104 @@ static void test_set_result_on_queued_submitted_future(void **state)
     blocker_destroy(&b);
 }
 
+/* ---- cf_submit_many ------------------------------------------------------ */
+
+static _Atomic int many_ran;
+
+static int t_count_square(cf_call *call)
+{
+    atomic_fetch_add(&many_ran, 1);
+    int64_t x = cf_arg_i64(call, 0);
+    return cf_return_i64(call, x * x);
+}
+
+/* 200 rounds of batches over parked workers: a lost wake-up would leave a
+ * call queued and time out its result. */
+static void test_submit_many_results_in_order(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(4);
+    enum { N = 97 };
+    cf_value args[N];
+    cf_future *fs[N];
+    for (int r = 0; r < 200; r++) {
+        for (int i = 0; i < N; i++)
+            args[i] = cf_i64(r * N + i);
+        assert_ok(cf_submit_many(ex, t_square, args, 1, N, fs));
+        for (int i = 0; i < N; i++) {
+            int64_t v = 0;
+            assert_ok(cf_future_result_i64(fs[i], 10.0 * cf_test_scale(), &v));
+            assert_int_equal(v, (int64_t)(r * N + i) * (r * N + i));
+            assert_ok(cf_future_release(fs[i]));
+        }
+    }
+    /* Lazy threads: a batch starts at most max_workers threads. */
+    assert_true(cf_executor_worker_count(ex) <= 4);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_submit_many_two_args_and_none(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(2);
+    cf_value args[6] = {cf_i64(1), cf_i64(2), cf_i64(30), cf_i64(40), cf_i64(-5), cf_i64(5)};
+    cf_future *fs[3];
+    assert_ok(cf_submit_many(ex, t_sum, args, 2, 3, fs));
+    int64_t want[3] = {3, 70, 0};
+    for (int i = 0; i < 3; i++) {
+        int64_t v = -1;
+        assert_ok(cf_future_result_i64(fs[i], 10.0 * cf_test_scale(), &v));
+        assert_int_equal(v, want[i]);
+        assert_ok(cf_future_release(fs[i]));
+    }
+    /* No arguments: args may be NULL. */
+    assert_ok(cf_submit_many(ex, t_sum, NULL, 0, 3, fs));
+    for (int i = 0; i < 3; i++) {
+        int64_t v = -1;
+        assert_ok(cf_future_result_i64(fs[i], 10.0 * cf_test_scale(), &v));
+        assert_int_equal(v, 0);
+        assert_ok(cf_future_release(fs[i]));
+    }
+    assert_ok(cf_submit_many(ex, t_sum, NULL, 0, 0, fs));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_submit_many_all_or_nothing(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(2);
+    cf_future *fs[4] = {NULL, NULL, NULL, NULL};
+    cf_value args[4] = {cf_i64(1), cf_i64(2), cf_i64(3), cf_i64(4)};
+    atomic_store(&many_ran, 0);
+    assert_cf(CF_EINVAL, cf_submit_many(NULL, t_square, args, 1, 4, fs));
+    assert_cf(CF_EINVAL, cf_submit_many(ex, NULL, args, 1, 4, fs));
+    assert_cf(CF_EINVAL, cf_submit_many(ex, t_square, args, 1, 4, NULL));
+    assert_cf(CF_EINVAL, cf_submit_many(ex, t_square, NULL, 1, 4, fs));
+    assert_cf(CF_EINVAL, cf_submit_many(ex, t_square, args, CF_ARGS_MAX + 1, 4, fs));
+    /* The third call is bad: nothing of the batch runs. */
+    cf_value bad = cf_str("abc");
+    bad.size = 1; /* not its strlen */
+    args[2] = bad;
+    fs[0] = fs[3] = (cf_future *)args; /* overwritten with NULL */
+    assert_cf(CF_EINVAL, cf_submit_many(ex, t_count_square, args, 1, 4, fs));
+    assert_true(strstr(cf_last_error_message(), "submit_many") != NULL);
+    for (int i = 0; i < 4; i++)
+        assert_null(fs[i]);
+    assert_ok(cf_shutdown(ex, true, false));
+    assert_int_equal(atomic_load(&many_ran), 0);
+    /* After shutdown: refused as a whole. */
+    args[2] = cf_i64(3);
+    assert_cf(CF_ESHUTDOWN, cf_submit_many(ex, t_count_square, args, 1, 4, fs));
+    for (int i = 0; i < 4; i++)
+        assert_null(fs[i]);
+    assert_int_equal(atomic_load(&many_ran), 0);
+    assert_ok(cf_executor_destroy(ex));
+}
+
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_submit_many_results_in_order),
+    cmocka_unit_test(test_submit_many_two_args_and_none),
+    cmocka_unit_test(test_submit_many_all_or_nothing),
     cmocka_unit_test(test_submit_result_basic),
     cmocka_unit_test(test_echo_every_kind),
     cmocka_unit_test(test_all_kinds_as_arguments),
