@@ -418,8 +418,10 @@ cf_state cf_future_state(const cf_future *f);
 /* True if cancelled (CANCELLED or CANCELLED_AND_NOTIFIED).  NULL: false. */
 bool cf_future_cancelled(const cf_future *f);
 /* True if currently running.  A process pool's call is running once a
- * worker has begun it (not when it is sent to one): at most one call per
- * worker.  NULL: false. */
+ * worker has begun it (not when it is sent to one), until its outcome
+ * arrives: a worker runs one call at a time (the calls of a map chunk it
+ * has finished read running until the chunk's answer arrives).  NULL:
+ * false. */
 bool cf_future_running(const cf_future *f);
 /* True if finished (with a result or a failure) or cancelled.  NULL:
  * false. */
