@@ -30,9 +30,16 @@
  *                   trip workloads (native_peers.h); each is optional at
  *                   build time.  Per-task times and, per row, the ratio
  *                   cfutures / peer taken within each round.
+ *   producers       4 threads submitting N/4 tasks each at once into one
+ *                   default pool, each collecting its own; ns per task.
+ *   fan-out         N/100 parents one after the other, each submitting
+ *                   100 children to its own pool and waiting on them;
+ *                   ns per child.
+ *   CPU-bound       400 tasks of ~0.2 ms arithmetic on 1 worker, then on
+ *                   one worker per CPU; the speed-up.
  *   memory          RSS growth per pending future with P (1,000,000)
- *                   futures queued behind a blocked worker; once, after
- *                   the rounds.
+ *                   futures queued behind a blocked worker; once, first,
+ *                   in a child process with a fresh heap.
  *   idle CPU        CPU time of an idle default pool over S seconds (5),
  *                   and of a pool receiving one task every 1 ms; once per
  *                   run, before anything else starts threads.
@@ -485,6 +492,126 @@ static native_round bench_native(const native_peer *np, size_t n, size_t m, size
 }
 
 /* ------------------------------------------------------------------------
+ * Scaling: producers, fan-out, CPU-bound speed-up
+ * ---------------------------------------------------------------------- */
+
+enum { PRODUCERS = 4, FANOUT = 100 };
+
+typedef struct producer {
+    cf_executor *ex;
+    pthread_barrier_t *bar;
+    size_t start, count;
+    cf_future **fs;
+} producer;
+
+static void *producer_main(void *arg)
+{
+    producer *pr = arg;
+    pthread_barrier_wait(pr->bar);
+    for (size_t j = 0; j < pr->count; j++)
+        CHECK(cf_submit(pr->ex, inc_task, CF_ARGS(cf_i64((int64_t)(pr->start + j))),
+                        &pr->fs[j]));
+    collect("producers", pr->fs, pr->count, pr->start);
+    return NULL;
+}
+
+/* PRODUCERS threads submit n/PRODUCERS tasks each at once into one default
+ * pool, each then collecting its own; ns per task. */
+static double bench_producers(size_t n, size_t warm, cf_future **fs)
+{
+    cf_executor *ex = new_pool(CF_AUTO);
+    warm_up(ex, fs, warm < n ? warm : n);
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, PRODUCERS + 1);
+    producer prs[PRODUCERS];
+    pthread_t th[PRODUCERS];
+    size_t each = n / PRODUCERS;
+    for (int k = 0; k < PRODUCERS; k++) {
+        prs[k] = (producer){ex, &bar, (size_t)k * each, each, fs + (size_t)k * each};
+        if (pthread_create(&th[k], NULL, producer_main, &prs[k]) != 0)
+            die("pthread_create failed");
+    }
+    uint64_t t0 = now_ns();
+    pthread_barrier_wait(&bar);
+    for (int k = 0; k < PRODUCERS; k++)
+        pthread_join(th[k], NULL);
+    uint64_t t1 = now_ns();
+    pthread_barrier_destroy(&bar);
+    CHECK(cf_executor_destroy(ex));
+    return (double)(t1 - t0) / (double)(each * PRODUCERS);
+}
+
+/* A task that submits FANOUT children to its own pool (argument 0) and
+ * returns the sum of their results. */
+static int fanout_task(cf_call *call)
+{
+    cf_executor *ex = cf_arg_ptr(call, 0);
+    int64_t base = cf_arg_i64(call, 1), sum = 0;
+    cf_future *kids[FANOUT];
+    for (int i = 0; i < FANOUT; i++)
+        if (cf_submit(ex, inc_task, CF_ARGS(cf_i64(base + i)), &kids[i]) != CF_OK)
+            return cf_raise(call, 1, "FanOutError", cf_last_error_message());
+    for (int i = 0; i < FANOUT; i++) {
+        int64_t v = 0;
+        if (cf_future_result_i64(kids[i], CF_FOREVER, &v) != CF_OK)
+            return cf_raise(call, 1, "FanOutError", cf_last_error_message());
+        sum += v;
+        cf_future_release(kids[i]);
+    }
+    return cf_return_i64(call, sum);
+}
+
+/* n/FANOUT parents one after the other, each fanning out to FANOUT children
+ * through the default pool's own futures (one parent at a time, so the
+ * children always find free workers); ns per child. */
+static double bench_fanout(size_t n, size_t warm, cf_future **fs)
+{
+    cf_executor *ex = new_pool(CF_AUTO);
+    warm_up(ex, fs, warm < n ? warm : n);
+    size_t parents = n / FANOUT ? n / FANOUT : 1;
+    uint64_t t0 = now_ns();
+    for (size_t k = 0; k < parents; k++) {
+        cf_future *f = NULL;
+        int64_t base = (int64_t)(k * FANOUT), v = 0;
+        CHECK(cf_submit(ex, fanout_task, CF_ARGS(cf_ptr(ex), cf_i64(base)), &f));
+        CHECK(cf_future_result_i64(f, CF_FOREVER, &v));
+        if (v != FANOUT * base + FANOUT * (FANOUT + 1) / 2)
+            die("fan-out: parent %zu returned %" PRId64, k, v);
+        CHECK(cf_future_release(f));
+    }
+    uint64_t t1 = now_ns();
+    CHECK(cf_executor_destroy(ex));
+    return (double)(t1 - t0) / (double)(parents * FANOUT);
+}
+
+/* About `iters` rounds of integer arithmetic, no memory traffic. */
+static int spin_task(cf_call *call)
+{
+    uint64_t x = (uint64_t)cf_arg_i64(call, 0), iters = (uint64_t)cf_arg_i64(call, 1);
+    for (uint64_t i = 0; i < iters; i++)
+        x = x * 6364136223846793005u + 1442695040888963407u;
+    return cf_return_i64(call, (int64_t)(x & 0x7fffffff));
+}
+
+/* Seconds to run `tasks` CPU-bound tasks on a pool of `workers`. */
+static double bench_cpu(int workers, size_t tasks, int64_t iters, cf_future **fs)
+{
+    cf_executor *ex = new_pool(workers);
+    warm_up(ex, fs, (size_t)workers * 4);
+    uint64_t t0 = now_ns();
+    for (size_t i = 0; i < tasks; i++)
+        CHECK(cf_submit(ex, spin_task, CF_ARGS(cf_i64((int64_t)i), cf_i64(iters)), &fs[i]));
+    for (size_t i = 0; i < tasks; i++) {
+        int64_t v = 0;
+        CHECK(cf_future_result_i64(fs[i], CF_FOREVER, &v));
+        CHECK(cf_future_release(fs[i]));
+    }
+    uint64_t t1 = now_ns();
+    CHECK(cf_executor_destroy(ex));
+    return (double)(t1 - t0) / 1e9;
+}
+
+/* ------------------------------------------------------------------------
  * Memory per pending future, idle CPU
  * ---------------------------------------------------------------------- */
 
@@ -544,6 +671,31 @@ static double bench_memory(size_t p)
     CHECK(cf_executor_destroy(ex));
     free(fs);
     return (r1 - r0) / (double)p;
+}
+
+static double memory_in_child(size_t p)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        die("pipe: %s", strerror(errno));
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        close(fds[0]);
+        double v = bench_memory(p);
+        _exit(write(fds[1], &v, sizeof v) == (ssize_t)sizeof v ? 0 : 1);
+    }
+    close(fds[1]);
+    double v = NAN;
+    ssize_t got = read(fds[0], &v, sizeof v);
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (got != (ssize_t)sizeof v || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        die("memory per pending future: the measuring child failed");
+    return v;
 }
 
 static double cpu_s(clockid_t id)
@@ -698,6 +850,8 @@ typedef struct c_round {
     tput t[T_COUNT];
     lat_stats rtt, floor, spin, futex;
     double many_ns; /* per task, batches through cf_submit_many */
+    double producers_ns, fanout_ns; /* per task */
+    double speedup; /* CPU-bound: time on 1 worker / time on `cpus` workers */
     native_round np[NP_MAX];
 } c_round;
 
@@ -808,6 +962,11 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     signal(SIGALRM, on_watchdog);
+    /* In a child of its own, forked before this process has any thread: a
+     * fresh heap, whose growth is all the futures' own, and whose million
+     * futures leave no trace in the allocator state the rounds see. */
+    phase("memory per pending future", 2);
+    double mem_per = memory_in_child(pending);
     /* First, while no other pool or runtime has threads in the process. */
     phase("idle CPU", 1 + (unsigned)(2 * idle_s / 60));
     idle_cpu idle = bench_idle(idle_s, fs);
@@ -823,6 +982,18 @@ int main(int argc, char **argv)
         c->t[T_SUBMIT_W2] = bench_submit_collect(2, n, warm, fs);
         phase("cf_submit_many, batches", 1);
         c->many_ns = bench_submit_many(n, BATCH, warm, fs, in);
+        phase("4 producers", 1);
+        c->producers_ns = bench_producers(n, warm, fs);
+        phase("fan-out", 1);
+        c->fanout_ns = bench_fanout(n, warm, fs);
+        phase("CPU-bound scaling", 2);
+        {
+            int cpus = cf_usable_cpus();
+            size_t tasks = quick ? 40 : 400;
+            double one = bench_cpu(1, tasks, 200000, fs);
+            double all = bench_cpu(cpus, tasks, 200000, fs);
+            c->speedup = one / all;
+        }
         phase("map, default pool", 1);
         c->t[T_MAP_AUTO] = bench_map(n, warm, fs, in);
         phase("round trip", 1);
@@ -872,11 +1043,6 @@ int main(int argc, char **argv)
         }
     }
 
-    /* Last: its million futures would change the allocator's state (glibc
-     * raises its trim threshold after freeing a large block) under the
-     * rounds' fault counts. */
-    phase("memory per pending future", 2);
-    double mem_per = bench_memory(pending);
     alarm(0);
 
     /* --- summaries over rounds ---------------------------------------
@@ -1061,6 +1227,23 @@ int main(int argc, char **argv)
            "%.1f / %.1f / %.1f / %.1f\n",
            c_pf[T_SUBMIT_AUTO], c_pf[T_BATCH_AUTO], c_pf[T_SUBMIT_W2],
            c_pf[T_MAP_AUTO]);
+    {
+        double a[MAX_ROUNDS], f2[MAX_ROUNDS], sp[MAX_ROUNDS];
+        for (size_t r = 0; r < rounds; r++) {
+            a[r] = cr[r].producers_ns;
+            f2[r] = cr[r].fanout_ns;
+            sp[r] = cr[r].speedup;
+        }
+        summary ss = summarize(sp, rounds);
+        printf("%d producers at once, all in flight, default pool: %.0f ns/task\n",
+               PRODUCERS, summarize(a, rounds).med);
+        printf("fan-out (a task submits %d children and waits on them): %.0f ns/child\n",
+               FANOUT, summarize(f2, rounds).med);
+        printf("CPU-bound speed-up, %d workers vs 1 on %d CPUs: %.2fx [%.2fx..%.2fx] "
+               "(want >= %.2fx)\n",
+               cf_usable_cpus(), cf_usable_cpus(), ss.med, ss.lo, ss.hi,
+               0.97 * cf_usable_cpus());
+    }
     printf("memory per pending future (%zu pending, RSS growth): %.0f bytes\n",
            pending, mem_per);
     printf("idle CPU of the default pool over %.1f s: %.2f%% of a core "
