@@ -182,6 +182,26 @@ static void test_call_killing_workers_unbegun_fails(void **state)
 
 /* ---- an initializer the worker does not know ----------------------------- */
 
+/* Submits a call to `ex`, which must be broken or break before running
+ * it, and copies the reason into buf. */
+static void broken_reason(cf_executor *ex, char *buf, size_t size)
+{
+    cf_future *f = NULL;
+    int rc = cf_submit(ex, t_square, CF_ARGS(cf_i64(2)), &f);
+    const char *msg = cf_last_error_message();
+    if (rc == CF_OK) {
+        assert_cf(CF_EBROKEN, cf_future_result(f, T_OK * cf_test_scale(), NULL));
+        const cf_failure *fl = NULL;
+        assert_ok(cf_future_exception(f, 0, &fl));
+        assert_non_null(fl);
+        snprintf(buf, size, "%s", cf_failure_message(fl));
+        cf_future_release(f);
+    } else {
+        assert_cf(CF_EBROKEN, rc);
+        snprintf(buf, size, "%s", msg);
+    }
+}
+
 static void test_unknown_initializer_is_named(void **state)
 {
     (void)state;
@@ -192,23 +212,43 @@ static void test_unknown_initializer_is_named(void **state)
     o.initializer = late_init;
     cf_executor *ex = NULL;
     assert_ok(cf_process_pool_new(&ex, &o));
-    cf_future *f = NULL;
-    int rc = cf_submit(ex, t_square, CF_ARGS(cf_i64(2)), &f);
-    const char *msg = cf_last_error_message();
     char buf[512] = "";
-    if (rc == CF_OK) {
-        assert_cf(CF_EBROKEN, cf_future_result(f, T_OK * cf_test_scale(), NULL));
-        const cf_failure *fl = NULL;
-        assert_ok(cf_future_exception(f, 0, &fl));
-        assert_non_null(fl);
-        snprintf(buf, sizeof buf, "%s", cf_failure_message(fl));
-        cf_future_release(f);
-    } else {
-        assert_cf(CF_EBROKEN, rc);
-        snprintf(buf, sizeof buf, "%s", msg);
-    }
+    broken_reason(ex, buf, sizeof buf);
     if (!contains(buf, "NameError: initializer \"late_init\" is not registered"))
         fail_msg("message does not name the initializer: %s", buf);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* `tasks` with the running program as the worker: the listed tasks it has
+ * pass; one registered at run time, which a CF_START_EXEC worker never
+ * learns of, breaks the pool at start-up, named. */
+static void test_listed_tasks_checked_at_start(void **state)
+{
+    (void)state;
+    cf_task_fn *const known[] = {t_square, p_init_seen, NULL};
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 1;
+    o.tasks = known;
+    cf_executor *ex = NULL;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(6)), &f));
+    int64_t r = 0;
+    assert_ok(cf_future_result_i64(f, T_OK * cf_test_scale(), &r));
+    assert_int_equal(r, 36);
+    cf_future_release(f);
+    assert_ok(cf_executor_destroy(ex));
+
+    assert_ok(cf_task_register("late_init", late_init));
+    cf_task_fn *const with_late[] = {t_square, late_init, NULL};
+    o.tasks = with_late;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    char buf[512] = "";
+    broken_reason(ex, buf, sizeof buf);
+    if (!contains(buf, "(this program) lacks tasks this pool runs: \"late_init\" is not "
+                       "registered there"))
+        fail_msg("message does not name the missing task: %s", buf);
     assert_ok(cf_executor_destroy(ex));
 }
 
@@ -332,6 +372,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_call_after_idle_kill_runs_on_replacement),
     cmocka_unit_test(test_call_killing_workers_unbegun_fails),
     cmocka_unit_test(test_unknown_initializer_is_named),
+    cmocka_unit_test(test_listed_tasks_checked_at_start),
     cmocka_unit_test(test_background_break_is_logged),
     cmocka_unit_test(test_big_initargs),
     cmocka_unit_test(test_stdout_flushed_before_answer),
