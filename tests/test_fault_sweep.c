@@ -193,13 +193,23 @@ static int child_main(const char *engine_name)
 /* ---- the parent: runs the child once per injection point ---------------- */
 
 typedef struct run {
+    long n;          /* the injection point */
     int status;      /* waitpid status, or -1 for a hang (killed) */
     long calls;
     long failed;
     double seconds;
 } run;
 
-static run run_child(int engine, long n, bool persistent)
+/* A child under way. */
+typedef struct child_run {
+    long n;
+    pid_t pid;
+    int pidfd;       /* turns readable when the child exits */
+    int out;         /* its stdout */
+    double t0;
+} child_run;
+
+static void child_start(child_run *c, int engine, long n, bool persistent)
 {
     char spec[32];
     snprintf(spec, sizeof spec, "%ld%s", n, persistent ? "+" : "");
@@ -212,38 +222,38 @@ static run run_child(int engine, long n, bool persistent)
     posix_spawn_file_actions_adddup2(&fa, out[1], 1);
     char self[] = "/proc/self/exe";
     char *argv[] = {self, NULL};
-    pid_t pid;
-    double t0 = cf_test_now();
-    int rc = posix_spawn(&pid, self, &fa, NULL, argv, environ);
+    c->n = n;
+    c->t0 = cf_test_now();
+    int rc = posix_spawn(&c->pid, self, &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     unsetenv("CF_SWEEP_CHILD");
     unsetenv("CF_FAULT");
     close(out[1]);
     assert_int_equal(rc, 0);
-    /* The child's exit wakes this poll (its pidfd turns readable). */
-    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    assert_true(pidfd >= 0);
-    struct pollfd pfd = {pidfd, POLLIN, 0};
-    int ready = poll(&pfd, 1, (int)(RUN_LIMIT * cf_test_scale() * 1000));
-    run r = {0, 0, 0, 0};
-    if (ready != 1) {
-        kill(pid, SIGKILL);
-        r.status = -1;
-    }
+    c->out = out[0];
+    c->pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
+    assert_true(c->pidfd >= 0);
+}
+
+/* Reaps the child (killing it first if it `hung`) and reads its report. */
+static run child_finish(child_run *c, bool hung)
+{
+    run r = {c->n, 0, 0, 0, 0};
+    if (hung)
+        kill(c->pid, SIGKILL);
     int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    while (waitpid(c->pid, &st, 0) < 0 && errno == EINTR) {
     }
-    if (r.status != -1)
-        r.status = st;
-    r.seconds = cf_test_now() - t0;
-    close(pidfd);
+    r.status = hung ? -1 : st;
+    r.seconds = cf_test_now() - c->t0;
+    close(c->pidfd);
     /* The child wrote its line before exiting; its workers may still hold
      * the pipe open, so read what is there without waiting for EOF. */
     char buf[256] = "";
-    fcntl(out[0], F_SETFL, O_NONBLOCK);
-    ssize_t got = read(out[0], buf, sizeof buf - 1);
+    fcntl(c->out, F_SETFL, O_NONBLOCK);
+    ssize_t got = read(c->out, buf, sizeof buf - 1);
     buf[got > 0 ? got : 0] = '\0';
-    close(out[0]);
+    close(c->out);
     const char *at = strstr(buf, "calls=");
     if (at)
         sscanf(at, "calls=%ld failed=%ld", &r.calls, &r.failed);
@@ -253,12 +263,33 @@ static run run_child(int engine, long n, bool persistent)
 /* Most runs per sweep: the points past the scenario's own calls only
  * check that the count was right. */
 #define POINTS_MAX 400
+/* Children run at once.  Most of a run's time is waiting (process
+ * start-up, the pool's retries out of memory), not CPU. */
+#define PARALLEL 4
+
+static void report(int engine, bool persistent, const run *r)
+{
+    const char *mode = persistent ? "+" : "";
+    if (r->status == -1)
+        print_error("%s point %ld%s: hang (killed after %.1f s)\n", engine_names[engine], r->n,
+                    mode, r->seconds);
+    else if (WIFSIGNALED(r->status))
+        print_error("%s point %ld%s: killed by signal %d\n", engine_names[engine], r->n, mode,
+                    WTERMSIG(r->status));
+    else
+        print_error("%s point %ld%s: exit status %d\n", engine_names[engine], r->n, mode,
+                    WEXITSTATUS(r->status));
+}
 
 static void sweep(int engine, bool persistent)
 {
     if (engine == ENGINE_FORK && SWEEP_ASAN)
         skip();
-    run base = run_child(engine, 0, false);
+    double limit = RUN_LIMIT * cf_test_scale();
+    child_run c;
+    child_start(&c, engine, 0, false);
+    struct pollfd one = {c.pidfd, POLLIN, 0};
+    run base = child_finish(&c, poll(&one, 1, (int)(limit * 1000)) != 1);
     if (base.status != 0)
         fail_msg("%s: the run without faults failed (status %d)", engine_names[engine],
                  base.status);
@@ -269,28 +300,41 @@ static void sweep(int engine, bool persistent)
     if (points > POINTS_MAX)
         points = POINTS_MAX;
     int bad = 0;
-    long injected = 0;
+    long injected = 0, next = 1;
     double slowest = 0;
-    for (long n = 1; n <= points && bad < BAD_MAX; n++) {
-        /* The watchdog covers one run at a time here, not the whole
-         * sweep (whose length depends on the scenario). */
-        alarm((unsigned)(RUN_LIMIT * 2 * cf_test_scale()));
-        run r = run_child(engine, n, persistent);
-        injected += r.failed > 0;
-        if (r.seconds > slowest)
-            slowest = r.seconds;
-        if (r.status == 0)
-            continue;
-        bad++;
-        if (r.status == -1)
-            print_error("%s point %ld%s: hang (killed after %.1f s)\n", engine_names[engine], n,
-                        persistent ? "+" : "", r.seconds);
-        else if (WIFSIGNALED(r.status))
-            print_error("%s point %ld%s: killed by signal %d\n", engine_names[engine], n,
-                        persistent ? "+" : "", WTERMSIG(r.status));
-        else
-            print_error("%s point %ld%s: exit status %d\n", engine_names[engine], n,
-                        persistent ? "+" : "", WEXITSTATUS(r.status));
+    child_run live[PARALLEL];
+    int nlive = 0;
+    while (nlive > 0 || (next <= points && bad < BAD_MAX)) {
+        while (nlive < PARALLEL && next <= points && bad < BAD_MAX)
+            child_start(&live[nlive++], engine, next++, persistent);
+        /* The watchdog covers the runs under way, not the whole sweep
+         * (whose length depends on the scenario). */
+        alarm((unsigned)(limit * 2) + 1);
+        struct pollfd pfd[PARALLEL];
+        double now = cf_test_now(), wait = limit;
+        for (int k = 0; k < nlive; k++) {
+            pfd[k] = (struct pollfd){live[k].pidfd, POLLIN, 0};
+            double left = live[k].t0 + limit - now;
+            if (left < wait)
+                wait = left > 0 ? left : 0;
+        }
+        /* A child's exit, or the earliest time limit, ends this wait. */
+        poll(pfd, (nfds_t)nlive, (int)(wait * 1000) + 1);
+        now = cf_test_now();
+        for (int k = nlive - 1; k >= 0; k--) {
+            bool exited = pfd[k].revents & POLLIN;
+            if (!exited && now < live[k].t0 + limit)
+                continue;
+            run r = child_finish(&live[k], !exited);
+            live[k] = live[--nlive];
+            injected += r.failed > 0;
+            if (r.seconds > slowest)
+                slowest = r.seconds;
+            if (r.status != 0) {
+                bad++;
+                report(engine, persistent, &r);
+            }
+        }
     }
     print_message("%s%s: %ld calls, %ld points, %ld injected, slowest run %.2f s\n",
                   engine_names[engine], persistent ? " (from n on)" : " (once)", base.calls,
