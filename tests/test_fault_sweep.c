@@ -27,19 +27,21 @@ extern char **environ;
 CF_TASK(t_square);
 CF_TASK(t_echo);
 
-/* AddressSanitizer's allocator (GCC 12's libasan) takes no lock around
- * fork(): a worker forked while another thread of the parent is inside
- * malloc can block forever at its first malloc (glibc's malloc is safe
- * there).  The fork start is swept in the other builds. */
-#if defined(__SANITIZE_ADDRESS__)
-#define SWEEP_ASAN 1
+/* The fork start is swept in the plain and clang builds only.  Under the
+ * sanitizers a worker forked while another thread of the parent is inside
+ * their runtime can block for ever: GCC 12's ASan allocator takes no lock
+ * around fork() (glibc's malloc does), and TSan's pthread_once does not
+ * restart an initialisation that a thread of the parent had begun
+ * (glibc's does). */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SWEEP_SANITIZED 1
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SWEEP_ASAN 1
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SWEEP_SANITIZED 1
 #endif
 #endif
-#ifndef SWEEP_ASAN
-#define SWEEP_ASAN 0
+#ifndef SWEEP_SANITIZED
+#define SWEEP_SANITIZED 0
 #endif
 
 enum { ENGINE_THREAD, ENGINE_EXEC, ENGINE_FORK };
@@ -283,7 +285,7 @@ static void report(int engine, bool persistent, const run *r)
 
 static void sweep(int engine, bool persistent)
 {
-    if (engine == ENGINE_FORK && SWEEP_ASAN)
+    if (engine == ENGINE_FORK && SWEEP_SANITIZED)
         skip();
     double limit = RUN_LIMIT * cf_test_scale();
     child_run c;
