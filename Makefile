@@ -4,7 +4,7 @@
 #                  times: plain (gcc), AddressSanitizer+UBSan, ThreadSanitizer;
 #                  and builds everything with clang -Werror and runs the
 #                  unit tests there too
-# Other targets: build, bench, clean; install and install-strip
+# Other targets: build, bench, bench-plot, clean; install and install-strip
 # (PREFIX=/usr/local) build and install the library alone, which needs only
 # a C compiler and CMake.
 
@@ -19,14 +19,14 @@ CTEST_ARGS ?= --output-on-failure -j $(JOBS)
 # generator use DEV_DEBS too.
 BUILD_DEBS := build-essential cmake
 DEV_DEBS   := clang pkg-config libcmocka-dev libgmp-dev libsqlite3-dev \
-              libssl-dev libcurl4-openssl-dev libuv1-dev libglib2.0-dev libtbb-dev \
+              libssl-dev libcurl4-openssl-dev libuv1-dev libglib2.0-dev libtbb-dev gnuplot-nox \
               python3 gdb valgrind libopenmpi-dev openmpi-bin python3-mpi4py
 DEBS       := $(BUILD_DEBS) $(DEV_DEBS)
 
 # The developer/CI configuration: warnings are errors.
 DEV_FLAGS := -DCF_WERROR=ON
 
-.PHONY: all deps deps-build build demo test test-plain test-clang test-asan test-tsan bench \
+.PHONY: all deps deps-build build demo test test-plain test-clang test-asan test-tsan bench bench-plot \
         fuzz install install-strip clean
 
 all: build
@@ -91,6 +91,12 @@ bench: build
 	./build/bench/bench_thread
 	./build/bench/bench_process
 	./build/bench/bench_compose
+
+# Per-task cost against tasks in flight for the thread pool and its peers:
+# build/sweep.dat and build/sweep.png (bench/README.md shows one).
+bench-plot: build
+	./build/bench/bench_thread --sweep build/sweep.dat -r 3
+	gnuplot -e "datafile='build/sweep.dat'; outfile='build/sweep.png'" bench/plot_sweep.gp
 
 # A longer run of the fuzz target than the 20 s `make test` gives it (clang,
 # libFuzzer); new inputs stay in build-clang/fuzz/.  make fuzz FUZZ_SECONDS=N

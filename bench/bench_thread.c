@@ -52,7 +52,7 @@
  *
  * Usage: bench_thread [--quick] [-n N] [-m M] [-r ROUNDS] [--py-n N]
  *                     [--py-m M] [--no-python] [--no-native] [--idle S]
- *                     [--no-future-cache]
+ *                     [--no-future-cache] [--sweep FILE]
  *                     [--pending P] [--watchdog S] [-v]
  * A workload that makes no progress for --watchdog seconds (default 120)
  * ends the run with exit status 3 and the name of the stuck phase.
@@ -492,6 +492,83 @@ static native_round bench_native(const native_peer *np, size_t n, size_t m, size
 }
 
 /* ------------------------------------------------------------------------
+ * Sweep: per-task cost against tasks in flight, every runtime
+ * ---------------------------------------------------------------------- */
+
+/* For in-flight sizes k from 1 to n: `total` tasks (at least k) submitted
+ * k at a time and collected, on cfutures' default pool and on each peer,
+ * one after the other for each k; median ns per task over `rounds`.
+ * Writes one line per k to `path` ("k cfutures oneTBB libuv GLib", "NaN"
+ * for a peer that is skipped) for plot_sweep.gp, and prints them. */
+static void run_sweep(const char *path, size_t n, size_t rounds, bool use_native,
+                      const native_peer *peers, size_t npeers, cf_future **fs, int64_t *out)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        die("%s: %s", path, strerror(errno));
+    fprintf(f, "# in_flight cfutures");
+    printf("\nsweep: ns per task against tasks in flight (median of %zu rounds)\n%10s %10s",
+           rounds, "in flight", "cfutures");
+    for (size_t k = 0; k < npeers; k++) {
+        fprintf(f, " %s", peers[k].name);
+        printf(" %10s", peers[k].name);
+    }
+    fprintf(f, "\n");
+    printf("\n");
+    static const size_t sizes[] = {1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144};
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+        size_t k = sizes[si] < n ? sizes[si] : n;
+        size_t total = k > 65536 ? k : 65536;
+        if (total > n)
+            total = n - n % k;
+        double cf[MAX_ROUNDS], pv[NP_MAX][MAX_ROUNDS];
+        for (size_t r = 0; r < rounds; r++) {
+            phase("sweep", 2);
+            cf_executor *ex = new_pool(CF_AUTO);
+            warm_up(ex, fs, 1000 < n ? 1000 : n);
+            uint64_t t0 = now_ns();
+            for (size_t start = 0; start < total; start += k) {
+                for (size_t j = 0; j < k; j++)
+                    CHECK(cf_submit(ex, inc_task, CF_ARGS(cf_i64((int64_t)(start + j))), &fs[j]));
+                collect("sweep", fs, k, start);
+            }
+            cf[r] = (double)(now_ns() - t0) / (double)total;
+            CHECK(cf_executor_destroy(ex));
+            for (size_t p = 0; p < npeers && p < NP_MAX; p++) {
+                pv[p][r] = NAN;
+                if (!use_native || peers[p].missing)
+                    continue;
+                void *rt = peers[p].open();
+                if (!rt)
+                    die("%s: cannot create the runtime", peers[p].name);
+                uint64_t sub = 0;
+                peers[p].run(rt, 1000 < n ? 1000 : n, n, out, &sub);
+                uint64_t ns = peers[p].run(rt, total, k, out, &sub);
+                if (ns == 0)
+                    die("%s: sweep run failed", peers[p].name);
+                check_out(peers[p].name, out, total);
+                pv[p][r] = (double)ns / (double)total;
+                peers[p].close(rt);
+            }
+        }
+        fprintf(f, "%zu %.1f", k, summarize(cf, rounds).med);
+        printf("%10zu %10.1f", k, summarize(cf, rounds).med);
+        for (size_t p = 0; p < npeers && p < NP_MAX; p++) {
+            double m = summarize(pv[p], rounds).med;
+            fprintf(f, isnan(m) ? " NaN" : " %.1f", m);
+            printf(" %10.1f", m);
+        }
+        fprintf(f, "\n");
+        printf("\n");
+        fflush(stdout);
+        if (k == n)
+            break;
+    }
+    fclose(f);
+    printf("sweep written to %s\n", path);
+}
+
+/* ------------------------------------------------------------------------
  * Scaling: producers, fan-out, CPU-bound speed-up
  * ---------------------------------------------------------------------- */
 
@@ -881,6 +958,9 @@ static void usage(FILE *to)
             "  --no-python  skip the CPython peer\n"
             "  --no-native  skip oneTBB, libuv and GLib\n"
             "  --no-future-cache  cf_set_future_cache_limit(0) first\n"
+            "  --sweep FILE per-task cost against tasks in flight for every\n"
+            "               runtime, written to FILE (for plot_sweep.gp);\n"
+            "               nothing else is run\n"
             "  --idle S     seconds of each idle-CPU measurement (default 5)\n"
             "  --pending P  futures pending in the memory measurement\n"
             "               (default 1000000)\n"
@@ -897,6 +977,7 @@ int main(int argc, char **argv)
 {
     bench_opts o = bench_opts_default(200000, 20000, 5);
     bool use_native = true;
+    const char *sweep_path = NULL;
     double idle_s = 5;
     size_t pending = 1000000;
     bool idle_set = false, pending_set = false;
@@ -905,6 +986,10 @@ int main(int argc, char **argv)
             continue;
         if (!strcmp(argv[i], "--no-native")) {
             use_native = false;
+            continue;
+        }
+        if (!strcmp(argv[i], "--sweep") && i + 1 < argc) {
+            sweep_path = argv[++i];
             continue;
         }
         if (!strcmp(argv[i], "--no-future-cache")) {
@@ -962,6 +1047,12 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     signal(SIGALRM, on_watchdog);
+    int status = 0;
+    if (sweep_path) {
+        run_sweep(sweep_path, n, rounds, use_native, peers, npeers, fs, out);
+        alarm(0);
+        goto done;
+    }
     /* In a child of its own, forked before this process has any thread: a
      * fresh heap, whose growth is all the futures' own, and whose million
      * futures leave no trace in the allocator state the rounds see. */
@@ -1266,12 +1357,14 @@ int main(int argc, char **argv)
            fmt_x(b[0], 48, x_floor[0].med, " the floor (want <= 1.5x)"));
     if (quick)
         printf("(--quick: verdicts are meaningless at these sizes)\n");
+    status = pst == PEER_FAILED ? 1 : 0;
 
+done:
     free(out);
     free(pr);
     free(cr);
     free(samples);
     free(in);
     free(fs);
-    return pst == PEER_FAILED ? 1 : 0;
+    return status;
 }
