@@ -200,6 +200,17 @@ static void cache_key_init(void)
     pthread_atfork(depot_lock, depot_unlock, depot_unlock);
 }
 
+/* Done once when the library is loaded, before the program can have
+ * started threads of its own, so no fork() can ever find this
+ * initialisation half done: glibc's pthread_once would restart it in the
+ * child, but ThreadSanitizer's waits for ever.  The pthread_once calls
+ * below stay for code that runs before this constructor (other
+ * constructors). */
+__attribute__((constructor)) static void cache_init_at_load(void)
+{
+    pthread_once(&cache_once, cache_key_init);
+}
+
 CF__API size_t cf_set_future_cache_limit(size_t max_bytes)
 {
     size_t old = atomic_exchange_explicit(&depot_limit, max_bytes, memory_order_relaxed);
