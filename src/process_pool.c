@@ -138,6 +138,10 @@ typedef struct pworker {
     bool wdead;          /* a write failed: send nothing more, but keep
                           * reading what it wrote before it went away */
     bool reaped;
+    /* What the manager's last poll() said of it, noted before any of it is
+     * acted on (manager thread): acting can start workers, which moves
+     * the poll arrays, and must not read them after that. */
+    bool ev_in, ev_out, ev_died;
     int reason;          /* why we killed it (R_*) */
     char detail[160];    /* for R_BADFRAME */
     pjob *head, *tail;
@@ -1865,21 +1869,36 @@ static void *manager_main(void *arg)
             ssize_t rd = read(p->wake_fd, &v, sizeof v);
             (void)rd;
         }
-        /* Input first, then deaths: a worker's last results arrive before
-         * its exit is handled. */
+        /* Note what poll() reported, then act on it by worker: handling a
+         * death can start workers (ensure_workers), which reallocates
+         * pfds and pw, so they are not read past this point. */
+        for (int i = 0; i < p->nworkers; i++) {
+            pworker *w = p->workers[i];
+            w->ev_in = w->ev_out = w->ev_died = false;
+        }
         for (size_t i = 1; i < np && r > 0; i++) {
             pworker *w = pw[i];
-            if (pfds[i].fd == w->fd && (pfds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+            short re = pfds[i].revents;
+            if (pfds[i].fd == w->fd) {
+                w->ev_in = (re & (POLLIN | POLLHUP | POLLERR)) != 0;
+                w->ev_out = (re & POLLOUT) != 0;
+            } else if (re & POLLIN) {
+                w->ev_died = true; /* its pidfd */
+            }
+        }
+        /* Input first, then deaths: a worker's last results arrive before
+         * its exit is handled.  Workers started meanwhile are appended to
+         * `workers` with no events noted. */
+        for (int i = 0; i < p->nworkers; i++) {
+            pworker *w = p->workers[i];
+            if (w->ev_in)
                 read_worker(p, w);
-            else if (pfds[i].fd == w->fd && (pfds[i].revents & POLLOUT))
+            else if (w->ev_out)
                 flush_out(w);
         }
         for (int i = 0; i < p->nworkers;) {
             pworker *w = p->workers[i];
-            bool check = false;
-            for (size_t k = 1; k < np && r > 0; k++)
-                if (pw[k] == w && pfds[k].fd == w->pidfd && (pfds[k].revents & POLLIN))
-                    check = true;
+            bool check = w->ev_died;
             if (w->pidfd < 0 && w->eof) {
                 if (w->reason == R_NONE && !(w->exit_sent && !w->head))
                     kill(w->pid, SIGKILL);

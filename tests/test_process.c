@@ -2033,6 +2033,38 @@ static void test_interrupt_running_replaces(void **state)
     interrupt_running(CF_CRASH_REPLACES_WORKER);
 }
 
+/* Every worker of a full pool dies at once and is replaced while the
+ * manager is still going through what its last poll() reported: starting
+ * the replacements grows the manager's poll arrays (8 workers fill their
+ * first capacity), which it must not read afterwards (ASan). */
+static void test_interrupt_every_worker_at_once(void **state)
+{
+    (void)state;
+    enum { N = 8 };
+    for (int policy = 0; policy < 2; policy++) {
+        cf_executor *ex = ppool(N, policy ? CF_CRASH_REPLACES_WORKER : CF_CRASH_BREAKS_POOL,
+                                CF_START_EXEC);
+        for (int round = 0; round < 3; round++) {
+            start_sig sig;
+            start_sig_open(&sig);
+            cf_future *fs[N];
+            for (int i = 0; i < N; i++)
+                assert_ok(cf_submit(ex, p_hang, CF_ARGS(cf_str(sig.path)), &fs[i]));
+            assert_true(start_sig_wait(&sig, N, T_OK));
+            for (int i = 0; i < N; i++)
+                assert_ok(cf_future_interrupt(fs[i]));
+            for (int i = 0; i < N; i++) {
+                expect_interrupted(fs[i], 10);
+                assert_ok(cf_future_release(fs[i]));
+            }
+            assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(round))), round * round);
+            start_sig_close(&sig);
+        }
+        destroy_quickly(ex, 10);
+    }
+    assert_no_children();
+}
+
 static void test_interrupt_pending(void **state)
 {
     (void)state;
@@ -3478,6 +3510,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_submit_with_bad_options),
     cmocka_unit_test(test_interrupt_running_breaks),
     cmocka_unit_test(test_interrupt_running_replaces),
+    cmocka_unit_test(test_interrupt_every_worker_at_once),
     cmocka_unit_test(test_interrupt_pending),
     cmocka_unit_test(test_interrupt_queued_on_worker),
     cmocka_unit_test(test_interrupt_after_answer_spares_next_call),
