@@ -432,6 +432,17 @@ CF__API bool cf_future_cancelled(const cf_future *f)
     if (!f)
         return false;
     uint32_t s = cf__state_of(f);
+    if (s == CF_PENDING && f->claimable) {
+        /* cancel() of a call sent to a worker turns its claim word
+         * CANCELLED and publishes the state in one locked section: the
+         * worker can see (and answer) the first before the second shows.
+         * Whoever learnt of the word must see the state too, so look
+         * again once that section is over. */
+        cf_future *m = (cf_future *)f; /* the lock is internal state */
+        cf__lock_acquire(&m->lock);
+        s = cf__state_of(m);
+        cf__lock_release(&m->lock);
+    }
     return s == CF_CANCELLED || s == CF_CANCELLED_AND_NOTIFIED;
 }
 
@@ -515,6 +526,10 @@ static void move_state_keep_sleepers(cf_future *f, uint32_t to)
                                                   memory_order_acq_rel, memory_order_relaxed))
         ;
 }
+
+/* Tests only: widens the window between a cancel's claim-word CAS and the
+ * state it publishes (NULL in programs). */
+cf__claim_hook *_Atomic cf__test_hook_claim_cancelled;
 
 /* ---- claim words (calls sent to a worker process) ----------------------
  *
@@ -616,6 +631,11 @@ CF__API bool cf_future_cancel(cf_future *f)
                                                      memory_order_acquire)) {
             move_state_keep_sleepers(f, CF_RUNNING);
             s = CF_RUNNING;
+        } else {
+            cf__claim_hook *hook =
+                atomic_load_explicit(&cf__test_hook_claim_cancelled, memory_order_relaxed);
+            if (hook)
+                hook(f);
         }
     }
     if (s != CF_PENDING) {

@@ -283,6 +283,10 @@ extern uint16_t cf__worker_call_id;
  * must not be sent.  detach: the word is going away; returns true if the
  * call had been claimed (its state is then RUNNING).  Engine thread, no
  * engine lock needed (they take the future's). */
+/* Tests only: called by cf_future_cancel() right after it won the claim
+ * word of a call sent to a worker, before the cancel shows (future.c). */
+typedef void cf__claim_hook(cf_future *f);
+extern cf__claim_hook *_Atomic cf__test_hook_claim_cancelled;
 bool cf__future_attach_claim(cf_future *f, _Atomic uint32_t *word);
 bool cf__future_detach_claim(cf_future *f);
 

@@ -2134,6 +2134,59 @@ static int p_gated(cf_call *call)
 }
 CF_TASK(p_gated);
 
+/* The gate of the running call, opened from inside cancel() of the call
+ * queued behind it, after cancel() took that call's claim word and before
+ * the cancel shows: the worker then skips the call and answers at once,
+ * while the cancelling thread is still "preempted". */
+static int hook_gate_fd = -1;
+
+static void open_gate_then_stall(cf_future *f)
+{
+    (void)f;
+    ssize_t w = write(hook_gate_fd, "g", 1);
+    (void)w;
+    usleep(300 * 1000);
+}
+
+/* A worker that rightly skips a call the parent cancelled is not judged
+ * malformed because the parent's cancel had not yet shown when its answer
+ * was read: the pool is not broken and the calls end as they should. */
+static void test_skip_answered_before_cancel_shows(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    for (int round = 0; round < 3; round++) {
+        start_sig started, gate;
+        start_sig_open(&started);
+        start_sig_open(&gate);
+        cf_future *a = NULL, *b = NULL, *c = NULL;
+        assert_ok(cf_submit(ex, p_gated, CF_ARGS(cf_str(started.path), cf_str(gate.path)), &a));
+        assert_true(start_sig_wait(&started, 1, T_OK));
+        assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(3)), &b));
+        assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(4)), &c));
+        assert_true(wait_sent(&b, 1));
+        hook_gate_fd = gate.fd;
+        atomic_store(&cf__test_hook_claim_cancelled, open_gate_then_stall);
+        bool cancelled = cf_future_cancel(b);
+        atomic_store(&cf__test_hook_claim_cancelled, NULL);
+        assert_true(cancelled);
+        assert_true(cf_future_cancelled(b));
+        int64_t r = 0;
+        assert_ok(cf_future_result_i64(a, T_OK * cf_test_scale(), &r));
+        assert_cf(CF_ECANCELLED, cf_future_result(b, 0, NULL));
+        assert_ok(cf_future_result_i64(c, T_OK * cf_test_scale(), &r));
+        assert_int_equal(r, 16);
+        assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(5))), 25);
+        assert_ok(cf_future_release(a));
+        assert_ok(cf_future_release(b));
+        assert_ok(cf_future_release(c));
+        start_sig_close(&started);
+        start_sig_close(&gate);
+    }
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
 typedef struct hold_manager {
     cf_test_event entered, release;
 } hold_manager;
@@ -3511,6 +3564,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_interrupt_running_breaks),
     cmocka_unit_test(test_interrupt_running_replaces),
     cmocka_unit_test(test_interrupt_every_worker_at_once),
+    cmocka_unit_test(test_skip_answered_before_cancel_shows),
     cmocka_unit_test(test_interrupt_pending),
     cmocka_unit_test(test_interrupt_queued_on_worker),
     cmocka_unit_test(test_interrupt_after_answer_spares_next_call),
