@@ -925,6 +925,19 @@ static pjob *keep_unbegun(process_pool *p, pjob *j, const char *msg)
     return split_begun(p, j, msg);
 }
 
+/* Puts a dead worker's jobs back at the front of the queue, in order:
+ * `head` (NULL if nothing of it is left to run), then `rest` .. `last`
+ * (`nrest` jobs, possibly none). */
+static void requeue_jobs(process_pool *p, pjob *head, pjob *rest, pjob *last, size_t nrest)
+{
+    if (head) {
+        head->next = rest;
+        requeue_front(p, head, rest ? last : head, nrest + 1);
+    } else {
+        requeue_front(p, rest, last, nrest);
+    }
+}
+
 static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool known)
 {
     char how[96], msg[320];
@@ -976,19 +989,16 @@ static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool k
         break;
     case R_INTERRUPT:
         head = interrupted(p, head, pid);
-        if (head) {
-            head->next = rest;
-            requeue_front(p, head, rest ? last : head, nrest + 1);
-        } else {
-            requeue_front(p, rest, last, nrest);
-        }
+        requeue_jobs(p, head, rest, last, nrest);
         break;
     case R_STALE:
+        /* The calls of the next job it had begun lose their outcome; those
+         * it had not run again. */
         snprintf(msg, sizeof msg, "worker pid %d running this call was killed to stop another "
                                   "call (a timeout or an interrupt) that finished just before",
                  (int)pid);
-        fail_jobs(p, head, CF_EBROKEN, "BrokenProcessPool", msg);
-        requeue_front(p, rest, last, nrest);
+        head = head ? split_begun(p, head, msg) : NULL;
+        requeue_jobs(p, head, rest, last, nrest);
         break;
     case R_STOP:
         snprintf(msg, sizeof msg, "worker pid %d was stopped by terminate_workers/kill_workers "
@@ -999,12 +1009,23 @@ static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool k
         return;
     case R_BROKEN: {
         pthread_mutex_lock(&p->mu);
+        bool broken = p->broken;
         snprintf(msg, sizeof msg, "%s", p->broken_msg);
-        int status = p->broken ? p->broken_status : CF_EBROKEN;
+        int status = broken ? p->broken_status : CF_EBROKEN;
         pthread_mutex_unlock(&p->mu);
-        fail_jobs(p, head, status, broken_type(status), msg);
-        fail_jobs(p, rest, status, broken_type(status), msg);
-        return;
+        if (broken) {
+            fail_jobs(p, head, status, broken_type(status), msg);
+            fail_jobs(p, rest, status, broken_type(status), msg);
+            return;
+        }
+        /* Killed because its EXIT frame could not be queued (no memory)
+         * while the pool goes on: as for a stale kill, only what it had
+         * begun is lost. */
+        snprintf(msg, sizeof msg, "worker pid %d was killed: no memory to queue its exit frame",
+                 (int)pid);
+        head = head ? split_begun(p, head, msg) : NULL;
+        requeue_jobs(p, head, rest, last, nrest);
+        break;
     }
     default:
         if (reason == R_BADFRAME)
@@ -1025,12 +1046,7 @@ static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool k
             return;
         }
         head = head ? keep_unbegun(p, head, msg) : NULL;
-        if (head) {
-            head->next = rest;
-            requeue_front(p, head, rest ? last : head, nrest + 1);
-        } else {
-            requeue_front(p, rest, last, nrest);
-        }
+        requeue_jobs(p, head, rest, last, nrest);
         break;
     }
     if (!pool_broken(p))
@@ -1209,7 +1225,7 @@ static void on_result(process_pool *p, pworker *w, wire_dec *d, cf__buf *frame,
             if (extra > CF__INLINE_RESULT) {
                 heap = malloc(extra);
                 if (!heap) {
-                    cf__future_fail_running(f, CF_ETASK, "MemoryError",
+                    cf__future_fail_running(f, CF_ENOMEM, "MemoryError",
                                             "parent out of memory for the result");
                     cf_future_release(f);
                     continue;
