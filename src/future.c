@@ -118,6 +118,12 @@ typedef struct free_block {
 static _Thread_local free_block *cache_cur;
 static _Thread_local unsigned cache_cur_n;
 static _Thread_local free_block *cache_full;
+/* Whether cache_key holds a value for this thread, so cache_drop() runs
+ * when it exits.  Set before the thread's cache first holds a block, by
+ * either path (a free, or a magazine taken from the depot by an
+ * allocation); cleared by cache_drop(), so blocks freed by a later
+ * destructor of the same thread register again. */
+static _Thread_local bool cache_registered;
 static pthread_key_t cache_key;
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
 static void cache_key_init(void);
@@ -176,6 +182,7 @@ static free_block *depot_take(void)
 static void cache_drop(void *unused)
 {
     (void)unused;
+    cache_registered = false;
     free_list(cache_cur);
     cache_cur = NULL;
     cache_cur_n = 0;
@@ -211,6 +218,16 @@ __attribute__((constructor)) static void cache_init_at_load(void)
     pthread_once(&cache_once, cache_key_init);
 }
 
+/* Makes sure this thread's blocks are released when it exits; called
+ * before its cache first holds a block. */
+static void cache_register(void)
+{
+    if (CF__LIKELY(cache_registered))
+        return;
+    pthread_once(&cache_once, cache_key_init);
+    cache_registered = pthread_setspecific(cache_key, (void *)1) == 0;
+}
+
 CF__API size_t cf_set_future_cache_limit(size_t max_bytes)
 {
     size_t old = atomic_exchange_explicit(&depot_limit, max_bytes, memory_order_relaxed);
@@ -244,7 +261,8 @@ static void *future_alloc(size_t size, bool *pooled)
                 cache_cur = cache_full;
                 cache_full = NULL;
             } else {
-                cache_cur = depot_take();
+                cache_register();
+                cache_cur = cache_registered ? depot_take() : NULL;
             }
             cache_cur_n = cache_cur ? MAG_BLOCKS : 0;
             if (!cache_cur)
@@ -272,10 +290,10 @@ static void future_free(cf_future *f)
         cache_cur = NULL;
         cache_cur_n = 0;
     }
-    if (CF__UNLIKELY(!cache_cur && !cache_full)) {
-        /* Make sure this thread's blocks are released when it exits. */
-        pthread_once(&cache_once, cache_key_init);
-        pthread_setspecific(cache_key, (void *)1);
+    cache_register();
+    if (CF__UNLIKELY(!cache_registered)) {
+        free(f); /* nothing would give the block back at thread exit */
+        return;
     }
     free_block *b = (free_block *)f;
     b->next = cache_cur;
