@@ -20,8 +20,10 @@
  *   arms the timer itself when one is already set.  Whichever comes second
  *   sees what the first did.
  * - `watch_mu` is a leaf lock: nothing else is taken while it is held.  It
- *   is taken around fork() once the list has been used, so a child never
- *   inherits it held.
+ *   is taken around fork(), so a child never inherits it held: every path
+ *   that locks it goes through watch_lock(), which registers the fork
+ *   handlers first (an interrupt may take the lock before any task has
+ *   asked for a descriptor).
  * - The entry and its descriptor end with the call: cf__future_run_call()
  *   calls cf__cancel_fd_end() as soon as the task returns, on the thread
  *   that ran it (the only writer of `cancel_watched`).
@@ -67,6 +69,14 @@ static void watch_init(void)
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
+/* The only way to take watch_mu: the fork handlers are in place before
+ * the lock can be held. */
+static void watch_lock(void)
+{
+    pthread_once(&watch_once, watch_init);
+    pthread_mutex_lock(&watch_mu);
+}
+
 /* Makes the timer expire now.  watch_mu held. */
 static void arm_now(watch *w)
 {
@@ -89,8 +99,7 @@ CF__API int cf_cancel_fd(cf_call *call)
     cf_future *f = cf__future_of_call(call);
     if (cf__state_of(f) != CF_RUNNING)
         return cf__fail(CF_EINVAL, "cancel_fd: the call is not running");
-    pthread_once(&watch_once, watch_init);
-    pthread_mutex_lock(&watch_mu);
+    watch_lock();
     watch *w = find_locked(f);
     if (w) {
         pthread_mutex_unlock(&watch_mu);
@@ -129,7 +138,7 @@ CF__API int cf_cancel_fd(cf_call *call)
 
 void cf__cancel_fd_fire(cf_future *f)
 {
-    pthread_mutex_lock(&watch_mu);
+    watch_lock();
     watch *w = find_locked(f);
     if (w)
         arm_now(w);
@@ -138,7 +147,7 @@ void cf__cancel_fd_fire(cf_future *f)
 
 void cf__cancel_fd_fire_pool(const _Atomic bool *pool_stop)
 {
-    pthread_mutex_lock(&watch_mu);
+    watch_lock();
     for (watch *w = watch_head; w; w = w->next)
         if (w->pool_stop == pool_stop)
             arm_now(w);
@@ -147,7 +156,7 @@ void cf__cancel_fd_fire_pool(const _Atomic bool *pool_stop)
 
 void cf__cancel_fd_end(cf_future *f)
 {
-    pthread_mutex_lock(&watch_mu);
+    watch_lock();
     watch **pp = &watch_head;
     while (*pp && (*pp)->f != f)
         pp = &(*pp)->next;

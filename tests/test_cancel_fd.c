@@ -3,8 +3,12 @@
  * poll() sees an interrupt, its timeout and terminate_workers.
  */
 #include "cf_test_util.h"
+#include "internal.h"
 
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
 
 /* Task: arg 0 = cf_test_event* set once the descriptor is ready (or
  * NULL); optional arg 1 = a cf_test_event* to wait for before asking for
@@ -147,6 +151,45 @@ static void test_cancel_fd_bad_input(void **state)
     assert_true(contains(cf_last_error_message(), "NULL"));
 }
 
+/* fork() racing interrupts, in a process that never asked for a
+ * descriptor: the child must not inherit the descriptor list's lock held.
+ * A thread fires the descriptors (what cf_future_interrupt() does after
+ * its checks) over and over; each child fires once more, which takes the
+ * same lock (a child that hangs there is ended by its alarm). */
+static void *fire_loop(void *p)
+{
+    atomic_bool *stop = p;
+    while (!atomic_load(stop))
+        cf__cancel_fd_fire(NULL);
+    return NULL;
+}
+
+static void test_cancel_fd_fork_while_interrupting(void **state)
+{
+    (void)state;
+    atomic_bool stop;
+    atomic_init(&stop, false);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, fire_loop, &stop), 0);
+    int hung = 0;
+    for (int round = 0; round < 200 && !hung; round++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            alarm((unsigned)(5 * cf_test_scale()));
+            cf__cancel_fd_fire(NULL);
+            _exit(0);
+        }
+        int st = 0;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            hung++;
+    }
+    atomic_store(&stop, true);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(hung, 0);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_cancel_fd_interrupt),
     cmocka_unit_test(test_cancel_fd_timeout),
@@ -154,6 +197,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_cancel_fd_race_interrupt_vs_create),
     cmocka_unit_test(test_cancel_fd_after_interrupt),
     cmocka_unit_test(test_cancel_fd_bad_input),
+    cmocka_unit_test(test_cancel_fd_fork_while_interrupting),
 };
 
 CF_TEST_MAIN(tests)
