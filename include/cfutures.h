@@ -1152,7 +1152,12 @@ void cf_cq_destroy(cf_completion_queue *q);
  *
  * Chains: a continuation completing its derived future may start the next
  * one; they run one after another in a loop on that thread, never nested,
- * so the stack does not grow with the length of the chain.
+ * so the stack does not grow with the length of the chain.  Inside an
+ * inline task two things still happen before the task returns, so that it
+ * may wait for what it starts: cf_then() on an already-done future runs
+ * the new task at once (nested: the stack grows with such calls only), and
+ * a wait (cf_future_result() and the like, cf_wait(), cf_as_completed_next())
+ * first runs the continuations queued on this thread.
  *
  * Lifetime: a continuation lives until its antecedent completes.  Futures
  * of an executor always complete (shutdown runs or cancels them); a

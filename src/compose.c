@@ -16,7 +16,13 @@
  *   scheduled on a thread runs there and then drains, in a loop, every job
  *   scheduled while it ran; a job scheduled while draining is only queued.
  *   So the stack depth stays constant whatever the chain's length.  The
- *   queue is the thread's own (_Thread_local): no lock.
+ *   queue is the thread's own (_Thread_local): no lock.  Two exceptions
+ *   keep a task that waits from deadlocking on its own thread's queue:
+ *   cf_then() on an already-done future runs its job at once even while
+ *   draining (nesting as deep as the caller's own calls), and a thread
+ *   about to block in a wait first runs the jobs queued on it
+ *   (cf__then_run_queued(); only this thread can queue there, so once
+ *   before blocking is enough).
  * - Inline: the derived future is itself a call future (run by no
  *   executor) whose first argument slots are filled with the antecedent's
  *   outcome when the job runs; the job marks it RUNNING with
@@ -218,17 +224,40 @@ static void run_job(then_rec *r)
     then_unref(r);
 }
 
-/* This thread's trampoline (see the design notes). */
+/* This thread's trampoline (see the design notes).  `now` is the record
+ * whose cf_then() is adding its callback on this thread right now: when
+ * the antecedent is already done, that job runs at once, even inside
+ * another job, as the header promises. */
 static _Thread_local struct {
     then_rec *head, *tail;
+    then_rec *now;
     bool draining;
 } tramp;
+
+/* Runs the queued jobs, and those they queue, until none is left. */
+static void tramp_drain(void)
+{
+    while (tramp.head) {
+        then_rec *next = tramp.head;
+        tramp.head = next->next;
+        if (!tramp.head)
+            tramp.tail = NULL;
+        run_job(next);
+    }
+}
 
 static int then_on_done(cf_future *ante, void *arg)
 {
     (void)ante;
     then_rec *r = arg;
     r->next = NULL;
+    if (tramp.draining && r == tramp.now) {
+        /* cf_then() on a done future from inside a job: the caller may
+         * wait for the derived future next.  One level of nesting per
+         * such call, made by the caller's own code. */
+        run_job(r);
+        return 0;
+    }
     if (tramp.draining) {
         if (tramp.tail)
             tramp.tail->next = r;
@@ -239,15 +268,17 @@ static int then_on_done(cf_future *ante, void *arg)
     }
     tramp.draining = true;
     run_job(r);
-    while (tramp.head) {
-        then_rec *next = tramp.head;
-        tramp.head = next->next;
-        if (!tramp.head)
-            tramp.tail = NULL;
-        run_job(next);
-    }
+    tramp_drain();
     tramp.draining = false;
     return 0;
+}
+
+bool cf__then_run_queued(void)
+{
+    if (!tramp.draining || !tramp.head)
+        return false;
+    tramp_drain();
+    return true;
 }
 
 /* The derived future of an inline continuation: a call of `task` (run by
@@ -317,7 +348,10 @@ static int then_common(cf_future *f, cf_executor *ex, cf_task_fn *task, const cf
         cf__executor_ref(ex);
         r->ex = ex;
     }
+    then_rec *outer = tramp.now;
+    tramp.now = r;
     rc = cf_future_add_done_callback(f, then_on_done, r);
+    tramp.now = outer;
     if (rc != CF_OK) {
         then_unref(r);
         cf_future_release(derived);

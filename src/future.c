@@ -881,6 +881,11 @@ static uint32_t wait_done(cf_future *f, int64_t deadline)
     uint32_t raw = atomic_load_explicit(&f->state, memory_order_acquire);
     if (cf__state_done(raw & CF__STATE_MASK))
         return raw & CF__STATE_MASK;
+    if (cf__then_run_queued()) {
+        raw = atomic_load_explicit(&f->state, memory_order_acquire);
+        if (cf__state_done(raw & CF__STATE_MASK))
+            return raw & CF__STATE_MASK;
+    }
     if (deadline != CF__NS_FOREVER && deadline <= cf__now_ns())
         return CF__STATE_MASK + 1;
     if (cf__spin_until(future_is_done, f))

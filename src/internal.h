@@ -491,6 +491,12 @@ void cf__cancel_fd_fire(cf_future *f);
 void cf__cancel_fd_fire_pool(const _Atomic bool *pool_stop);
 void cf__cancel_fd_end(cf_future *f);
 
+/* Continuations (compose.c).  Runs the inline continuation jobs queued on
+ * this thread's trampoline, if this thread is inside one; returns whether
+ * it ran any.  Called by every wait before it blocks: those jobs could
+ * otherwise only run after the wait, which may be waiting for them. */
+bool cf__then_run_queued(void);
+
 /* Is `f` a live future handle (not NULL, magic intact)? */
 bool cf__future_live(const cf_future *f);
 

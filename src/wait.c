@@ -181,6 +181,9 @@ CF__API int cf_wait(cf_future *const *fs, size_t n, double timeout, cf_return_wh
     if (rc != CF_OK)
         return rc;
 
+    /* Continuations queued on this thread complete nothing while it
+     * waits: run them first. */
+    cf__then_run_queued();
     /* Fast path, no waiter: is the condition already true? */
     size_t ndone_now = 0;
     bool failed = false;
@@ -330,6 +333,7 @@ CF__API int cf_as_completed_next(cf_as_completed_iter *it, cf_future **out)
         return cf__fail(CF_EINVAL, "as_completed_next: %s is NULL", it ? "out" : "iterator");
     if (it->yielded == it->n)
         return CF_EDONE;
+    cf__then_run_queued(); /* as in cf_wait() */
     for (;;) {
         cf__lock_acquire(&it->w.lock);
         if (it->w.ready_head < it->w.ready_tail) {

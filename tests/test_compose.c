@@ -169,6 +169,66 @@ static void test_then_sees_every_outcome(void **state)
         assert_ok(cf_future_release(all[i]));
 }
 
+/* Inline task (a then_ok step on argument 0): starts a continuation of its
+ * own and waits for it, which must neither queue it behind itself nor
+ * hang.  Argument 1 picks how: 0, cf_then_ok() on a done future (runs at
+ * once: done when cf_then_ok() returns), then cf_future_result(); 1,
+ * cf_then_ok() on a pending future this task then completes, then
+ * cf_wait().  Returns argument 0 + 2. */
+static int t_nested_then(cf_call *call)
+{
+    int64_t x = cf_arg_i64(call, 0);
+    bool later = cf_arg_i64(call, 1) != 0;
+    cf_future *a, *d;
+    if (cf_future_new(&a) != CF_OK)
+        return cf_raise(call, 1, "TestError", "future_new failed");
+    cf_value v = cf_i64(x + 1);
+    if (!later && cf_future_set_result(a, &v) != CF_OK)
+        return cf_raise(call, 1, "TestError", "set_result failed");
+    if (cf_then_ok(a, NULL, t_inc, CF_NOARGS, &d) != CF_OK)
+        return cf_raise(call, 1, "TestError", "then_ok: %s", cf_last_error_message());
+    bool at_once = cf_future_done(d);
+    int rc;
+    int64_t y = 0;
+    if (later) {
+        cf_future_set_result(a, &v);
+        rc = cf_wait(&d, 1, 2 * cf_test_scale(), CF_ALL_COMPLETED, NULL, NULL, NULL, NULL);
+        if (rc == CF_OK && !cf_future_done(d))
+            rc = CF_ETIMEDOUT;
+        if (rc == CF_OK)
+            rc = cf_future_result_i64(d, 0, &y);
+    } else {
+        rc = cf_future_result_i64(d, 2 * cf_test_scale(), &y);
+    }
+    cf_future_release(a);
+    cf_future_release(d);
+    if (!later && !at_once)
+        return cf_raise(call, 2, "TestError", "the nested continuation did not run at once");
+    if (rc != CF_OK)
+        return cf_raise(call, 3, "TestError", "waiting for it: %s", cf_err_name(rc));
+    return cf_return_i64(call, y);
+}
+
+static void test_then_nested_inside_inline_task(void **state)
+{
+    (void)state;
+    for (int later = 0; later < 2; later++) {
+        cf_future *a, *d;
+        assert_ok(cf_future_new(&a));
+        assert_ok(cf_then_ok(a, NULL, t_nested_then, CF_ARGS(cf_i64(later)), &d));
+        cf_value v = cf_i64(40);
+        assert_ok(cf_future_set_result(a, &v));
+        int64_t x = 0;
+        int rc = cf_future_result_i64(d, 10 * cf_test_scale(), &x);
+        if (rc != CF_OK)
+            print_error("later=%d: %s\n", later, cf_last_error_message());
+        assert_ok(rc);
+        assert_int_equal(x, 42);
+        assert_ok(cf_future_release(a));
+        assert_ok(cf_future_release(d));
+    }
+}
+
 static void test_then_ok_propagates(void **state)
 {
     (void)state;
@@ -778,6 +838,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_when_inputs_released_early),
     cmocka_unit_test(test_when_all_mixed_engines),
     cmocka_unit_test(test_when_bad_input),
+    cmocka_unit_test(test_then_nested_inside_inline_task),
 };
 
 CF_TEST_MAIN(tests)
