@@ -69,6 +69,15 @@ static void watch_init(void)
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
+/* Also done at library load, before the program can have threads, so no
+ * fork() finds the initialisation half done (ThreadSanitizer's
+ * pthread_once would wait for ever in the child); watch_lock() keeps the
+ * pthread_once for code that runs before this constructor. */
+__attribute__((constructor)) static void watch_init_at_load(void)
+{
+    pthread_once(&watch_once, watch_init);
+}
+
 /* The only way to take watch_mu: the fork handlers are in place before
  * the lock can be held. */
 static void watch_lock(void)
