@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Convenience front end over CMake.  Quick start on a fresh Debian 12 (root):
 #     make demo    installs build dependencies, builds, runs the demo tour
 #     make test    installs dependencies, builds and runs every test three

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_compose.c - what composition and event-loop integration cost,
  * each beside its floor measured in the same run:

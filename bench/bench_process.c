@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_process.c - the cfutures process pool, measured side by side with
  * CPython's ProcessPoolExecutor (peer_cpython_process.py) and with floors

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_thread.c - throughput and latency of the cfutures thread pool,
  * measured side by side with CPython's ThreadPoolExecutor and with a bare

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_util.h - what bench_thread.c and bench_process.c have in common:
  * fatal errors, the watchdog, the clock, medians and summaries over rounds,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * native_peers.c - libuv and GLib as peers of bench_thread, the raw futex
  * ping-pong floor, and the table of peers (see native_peers.h).

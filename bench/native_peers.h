@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * native_peers.h - the C and C++ task runtimes bench_thread measures beside
  * the thread pool in the same run: oneTBB (task_group, through the C++

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """What the CPython peers of the benchmarks (peer_cpython.py,
 peer_cpython_process.py) have in common: their output, one flat JSON
 object per line on stdout, and their failure message."""

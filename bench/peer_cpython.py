@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """CPython peer of bench_thread: concurrent.futures.ThreadPoolExecutor on the
 same workloads as the C side.
 

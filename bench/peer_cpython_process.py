@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """CPython peer of bench_process: concurrent.futures.ProcessPoolExecutor on
 the same workloads as the C side, with the default start method of the
 interpreter ('fork' on Linux up to 3.13; reported in the first line).

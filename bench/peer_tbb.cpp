@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // peer_tbb.cpp - oneTBB's task_group as a peer of bench_thread (see
 // native_peers.h).  The tasks run in the default arena (one thread per CPU,
 // the calling thread included).  task_group::wait() lets the waiting thread

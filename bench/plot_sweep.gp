@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # plot_sweep.gp - per-task cost against tasks in flight, one line per
 # runtime, from the file `bench_thread --sweep FILE` writes.
 #   gnuplot -e "datafile='sweep.dat'; outfile='sweep.png'" bench/plot_sweep.gp

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * blog_fetch_url.c - blog post "Simpler Parallelism with
  * concurrent.futures", "The High-Level Approach":

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * blog_hash_file.c - blog post "Simpler Parallelism with
  * concurrent.futures", "When to Use Which":

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * blog_might_fail.c - blog post "Simpler Parallelism with
  * concurrent.futures", exception handling with map():

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * blog_process_item.c - blog post "Simpler Parallelism with
  * concurrent.futures", "Working with Futures":

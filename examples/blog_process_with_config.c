@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * blog_process_with_config.c - blog post "Simpler Parallelism with
  * concurrent.futures", "The Subtle Bits":

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * blog_query_database.c - blog post "Simpler Parallelism with
  * concurrent.futures", "When Each Executor Makes Sense" (database

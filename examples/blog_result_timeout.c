@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * blog_result_timeout.c - blog post "Simpler Parallelism with
  * concurrent.futures", timeouts:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * blog_wait_first_completed.c - blog post "Simpler Parallelism with
  * concurrent.futures", wait() with FIRST_COMPLETED:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_output.c - runs one example and compares what it prints with an
  * expected file (examples/expected/<name>.txt).  Used by ctest.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * demo.c - a short tour of cfutures (`make demo`), built from the seed
  * examples (PyMOTW "concurrent.futures" and the Python docs), shortened:

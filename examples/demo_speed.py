@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """CPython side of the demo's speed line (examples/demo.c runs this).
 
 Submits N tiny calls - square(x) - to a default ThreadPoolExecutor, then

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * docs_submit_pow.c - Python documentation, concurrent.futures,
  * Executor.submit():

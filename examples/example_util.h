@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * example_util.h - small helpers shared by the examples.
  *

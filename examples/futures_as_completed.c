@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * futures_as_completed.c - PyMOTW "concurrent.futures", "Waiting for Tasks
  * in Any Order" (futures_as_completed.py):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * futures_context_manager.c - PyMOTW "concurrent.futures", "Context
  * Manager" (futures_context_manager.py):

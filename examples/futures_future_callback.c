@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * futures_future_callback.c - PyMOTW "concurrent.futures", "Future
  * Callbacks" (futures_future_callback.py):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * futures_future_callback_cancel.c - PyMOTW "concurrent.futures",
  * "Canceling Tasks" (futures_future_callback_cancel.py):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * futures_future_exception.c - PyMOTW "concurrent.futures", "Exceptions in
  * Tasks" (futures_future_exception.py):

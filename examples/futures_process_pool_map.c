@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * futures_process_pool_map.c - PyMOTW "concurrent.futures", "Process Pools"
  * (futures_process_pool_map.py):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * futures_thread_pool_map.c - PyMOTW "concurrent.futures", "Using map()
  * with a Basic Thread Pool" (futures_thread_pool_map.py):

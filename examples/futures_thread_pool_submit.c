@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * futures_thread_pool_submit.c - PyMOTW "concurrent.futures", "Scheduling
  * Individual Tasks" (futures_thread_pool_submit.py):

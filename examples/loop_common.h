@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * loop_common.h - what the three event-loop examples share: the calls
  * they drive and what they do with each completed future.  Only the glue

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * loop_epoll.c - a thread pool driven from an epoll loop through a
  * completion queue (see loop_common.h for the calls).  No thread ever

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * loop_glib.c - a thread pool driven from a GLib main loop (see
  * loop_common.h for the calls): a small GSource watches the completion

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * loop_libuv.c - a thread pool driven from a libuv loop (see
  * loop_common.h for the calls): a uv_poll_t watches the completion

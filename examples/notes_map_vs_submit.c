@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * notes_map_vs_submit.c - blog notes "Using Concurrent.futures in Python",
  * map() vs submit() + as_completed():

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pipeline_then.c - futures that compose.  Each request is a chain
  *

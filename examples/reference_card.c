@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * reference_card.c - the "concurrent.futures reference" card, its
  * thread-pool snippets in order:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_frame_reader.c - libFuzzer target for the parent's reader of worker
  * frames: read_worker() of process_pool.c, with the decoding, the

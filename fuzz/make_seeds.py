@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Writes the seed corpus of fuzz_frame_reader (fuzz/corpus/frame_reader).
 
 Each seed is the harness's 3-byte setup (see fuzz_frame_reader.c) and

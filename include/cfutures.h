@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cfutures.h - run this in parallel and give me the result.
  *

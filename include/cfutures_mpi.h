@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cfutures_mpi.h - the MPI engine: the executor API on MPI ranks.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cancel_fd.c - cf_cancel_fd(): a descriptor that a running task can
  * poll() together with its own I/O, readable once the call should stop.

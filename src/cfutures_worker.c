@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cfutures_worker.c - cfutures-worker, the generic worker program,
  * installed as <libexecdir>/cfutures/cfutures-worker.  A process pool

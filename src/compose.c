@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * compose.c - continuations (cf_then) and combinators (cf_when_*):
  * futures made from other futures.

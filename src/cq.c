@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cq.c - completion queues: completed futures behind a file descriptor,
  * for event loops.

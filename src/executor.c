@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * executor.c - the engine-independent executor front: submit, shutdown,
  * destroy, the process-wide registry, and fork/exit handling.

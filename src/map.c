@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * map.c - cf_map(): fn over zipped inputs, outcomes in input order.
  *

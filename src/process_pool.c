@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * process_pool.c - the process engine: calls run in worker processes.
  *

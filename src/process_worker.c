@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * process_worker.c - the worker side of a process pool, cf_process_init(),
  * and the blocking half of the frame transport.

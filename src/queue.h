@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * queue.h - an intrusive multi-producer queue (D. Vyukov's MPSC design).
  *

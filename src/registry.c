@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * registry.c - task functions by name, for engines whose workers live in
  * another address space (a function pointer means nothing after exec and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * shm.c - shared-memory buffers of process pools and the cache that
  * recycles them.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * value.c - cf_value helpers, failure records, and the task-side API
  * (arguments, results, raise).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * wait.c - cf_wait() and cf_as_completed(): waiting on many futures.
  *

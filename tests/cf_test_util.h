@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cf_test_util.h - helpers shared by the test programs: a log-hook capture,
  * a "blocker" that tasks wait on (so a test decides when they finish), and a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * harness.h - shared scaffolding for the cmocka test programs.
  *

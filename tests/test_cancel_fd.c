@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_cancel_fd.c - cf_cancel_fd(): a running thread-pool task blocked in
  * poll() sees an interrupt, its timeout and terminate_workers.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_compose.c - user data on futures, continuations and combinators.
  */

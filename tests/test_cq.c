@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_cq.c - completion queues: the descriptor, pop, references, races
  * with completion and destroy, and futures of both pools.

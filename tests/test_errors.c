@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_errors.c - error codes, their names and descriptions, the per-thread
  * "last error" message, the log hook, and small naming helpers.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_fault_sweep.c - every allocation, thread start, process start,
  * socketpair, memfd and mmap the library makes in a representative

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_faults.c - process-pool behaviour when things go wrong around a
  * call rather than in it: a replacement worker that cannot start (fault

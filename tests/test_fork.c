@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_fork.c - fork() while pools exist: the child can make and use a new
  * pool, an inherited executor reports CF_EBROKEN instead of hanging, and the

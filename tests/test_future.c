@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_future.c - standalone futures (cf_future_new): the state machine,
  * result/exception with timeouts, done-callbacks, cf_future_format,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_map.c - cf_map over arrays and generators: input order, zipping,
  * failures, timeouts, early close, options and the buffersize mode.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_process.c - the process engine: submit/result across processes,
  * values and failures on the wire, argument validation, map with chunks,

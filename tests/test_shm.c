@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_shm.c - the process pools' shared-buffer cache (src/shm.c) on its
  * own: limits, which buffer is taken, which go when it is full, sealing,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_thread_pool.c - the thread pool engine: submit and results, values,
  * failures, options, thread names, lazy start and reuse of threads, the

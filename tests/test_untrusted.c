@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_untrusted.c - what a worker process, its shared memory, its values
  * and the environment may not do to the parent: results a worker cannot

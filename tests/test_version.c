@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_version.c - the run-time version agrees with the header's macros,
  * and both with the project version CMake generated them from.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_wait.c - cf_wait (FIRST_COMPLETED / FIRST_EXCEPTION / ALL_COMPLETED)
  * and cf_as_completed over standalone and pool futures.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_worker_program.c - process pools whose workers run a program of
  * their own (cf_process_pool_options.worker_program), as a library or

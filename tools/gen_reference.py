@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Reference pages from the documentation comments of the public headers.
 
 The headers are the one source: every public declaration there carries its
@@ -191,6 +192,9 @@ def read_items(path):
             i += 1
             if directive == "define" and not any(skipping):
                 block.append(Item("define", lines[start:i]))
+            continue
+        if re.match(r"/\*\s*SPDX-License-Identifier:.*\*/$", stripped):
+            i += 1              # the licence tag, not documentation
             continue
         if stripped.startswith("/*"):
             start = i

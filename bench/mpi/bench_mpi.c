@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_mpi.c - the MPI engine's costs, beside a raw MPI floor measured in
  * the same run (spawn mode, this machine only).

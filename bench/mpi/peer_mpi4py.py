@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """bench_mpi's peer: the same rows with mpi4py.futures.MPIPoolExecutor.
 
 Run by bench_mpi (or by hand):  python3 peer_mpi4py.py WORKERS ROUNDS TINY MAP_N

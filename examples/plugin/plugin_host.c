@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * plugin_host.c - a program that has never heard of cfutures: no
  * cfutures.h, no cf_process_init() in main().  It uses libprimes, a

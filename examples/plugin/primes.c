@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * primes.c - libprimes: a library with a process pool inside.  Its host
  * program knows nothing of cfutures, so the pool names the library's own

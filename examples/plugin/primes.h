@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * primes.h - the public header of libprimes, a small library that counts
  * primes in worker processes.  Nothing here mentions cfutures: a program

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * primes_tasks.c - the task of libprimes.  Compiled into the library and
  * into its worker program (primes_worker.c), so both register the same

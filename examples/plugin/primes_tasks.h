@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * primes_tasks.h - libprimes's tasks, shared by the library and its
  * worker program (internal: not installed with primes.h).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * primes_worker.c - the worker program libprimes ships (a distribution
  * would install it under libexec/).  Its process pool starts this program

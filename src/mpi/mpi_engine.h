@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * mpi_engine.h - what the MPI pool (mpi_pool.c) and its workers
  * (mpi_worker.c) share.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * mpi_pool.c - the MPI engine: calls run on MPI ranks.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * mpi_worker.c - cf_mpi_init(), MPI start-up and shut-down, and the worker
  * side of an MPI pool.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * sys.c - the operating-system layer: futexes, clocks, CPU count, thread
  * names.  Linux first; everything else in the library goes through here.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Builds consumer.cpp with one C++ compiler against the static library and
 # runs it; its output must be expected.txt.
 # Usage: check_cxx.sh <c++ compiler> <this dir> <libcfutures.a> <work dir> <include dir>...

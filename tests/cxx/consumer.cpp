@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // A C++17 program using every macro the README shows (CF_ARGS, CF_NOARGS,
 // CF_TASK, CF_WITH_EXECUTOR, CF_FOREVER, CF_AUTO, the CF_THEN_* argument
 // indices) and the README's code around them: the header must compile warning-free and work from C++.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cf_fault.c - the wrappers behind cf_fault.h.
  *

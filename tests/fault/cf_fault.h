@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cf_fault.h - fault injection for the test programs.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * comm_prog.c - an executor over a communicator of a program that uses MPI
  * itself, run by ctest under `mpirun -np N`.  The program initialises and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * static_prog.c - the MPI engine in static mode, run by ctest under
  * `mpirun -np N`: rank 0 runs this main, ranks 1..N-1 serve its pool from

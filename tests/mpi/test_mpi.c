@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_mpi.c - the MPI engine in spawn mode: this plain program creates
  * pools, and Open MPI starts copies of it that stop in cf_mpi_init().

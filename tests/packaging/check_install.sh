@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Installs the built tree into a temporary prefix and builds a consumer
 # with pkg-config and with find_package(cfutures); each must print 144.
 # Then checks the installed man pages, and builds the installed examples

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A program built against an installed cfutures, the way a user would. */
 #include <cfutures.h>
 #include <stdio.h>

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The library must configure, build and install with a C compiler and CMake
 # alone.  This runs the README's three commands
 #     cmake -S . -B b && cmake --build b && cmake --install b

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Every public function has a man page: each cf_ function the shared
 # library exports and each function or macro the header declares must have
 # docs/man/man3/<name>.3, a page or a ".so" link to an existing page.  The

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * wp_tasks.c - the tasks of wp_tasks.h, registered with CF_TASK.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * wp_tasks.h - tasks shared by test_worker_program and its worker program
  * (both link wp_tasks.c, as a library would link its task sources into the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * wp_worker.c - the worker program test_worker_program names in
  * cf_process_pool_options.worker_program: main() is cf_process_init() and
