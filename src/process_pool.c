@@ -2459,17 +2459,7 @@ CF__API int cf_process_pool_new(cf_executor **out, const cf_process_pool_options
     cf__executor_register(&p->base, &process_engine);
     /* The manager blocks asynchronous signals, so they reach application
      * threads; the workers reset their mask. */
-    sigset_t all, old;
-    sigfillset(&all);
-    sigdelset(&all, SIGSEGV);
-    sigdelset(&all, SIGBUS);
-    sigdelset(&all, SIGFPE);
-    sigdelset(&all, SIGILL);
-    sigdelset(&all, SIGTRAP);
-    sigdelset(&all, SIGABRT);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = pthread_create(&p->manager, NULL, manager_main, p);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    rc = cf__thread_start(&p->manager, manager_main, p);
     if (rc != 0) {
         atomic_store(&p->base.destroyed, true);
         cf__executor_unref(&p->base);
