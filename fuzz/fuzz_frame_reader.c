@@ -39,7 +39,7 @@ static int fuzz_kill(pid_t pid, int sig)
 }
 #define kill(pid, sig) fuzz_kill(pid, sig)
 
-#include "../src/process_pool.c"
+#include "../src/process/process_pool.c"
 
 #include <stdio.h>
 #include <sys/socket.h>

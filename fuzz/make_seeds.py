@@ -3,7 +3,7 @@
 """Writes the seed corpus of fuzz_frame_reader (fuzz/corpus/frame_reader).
 
 Each seed is the harness's 3-byte setup (see fuzz_frame_reader.c) and
-frames in the layout of src/wire.h.  Run it again after the frame format
+frames in the layout of src/remote/wire.h.  Run it again after the frame format
 changes; the fuzzer reads the seeds, it never writes them.
 """
 import os

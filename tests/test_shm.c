@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_shm.c - the process pools' shared-buffer cache (src/shm.c) on its
+ * test_shm.c - the process pools' shared-buffer cache (src/remote/shm.c) on its
  * own: limits, which buffer is taken, which go when it is full, sealing,
  * the descriptor budget, and buffers coming back after the owner closed
  * the cache.

@@ -22,7 +22,7 @@
 #include <sys/wait.h>
 
 #include "internal.h"
-#include "wire.h"
+#include "process.h"
 
 #define T_OK 10.0
 

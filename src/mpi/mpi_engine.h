@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "remote.h"
 #include "wire.h"
 
 enum {

@@ -446,12 +446,9 @@ static void run_calls(const unsigned char *body, int len, uint64_t frame, wire_e
         if (d.bad)
             break;
         if (!fn) {
-            char msg[320];
-            snprintf(msg, sizeof msg, "task \"%.*s\" is not registered in the MPI worker "
-                                      "(register it with CF_TASK in the program the workers run)",
-                     (int)namelen, name);
-            wenc_u8(out, 0);
-            wenc_failure(out, CF_ENOTCOPYABLE, "NameError", msg);
+            cf__remote_encode_unregistered(out, "task", name, namelen, "in the MPI worker",
+                                           "register it with CF_TASK in the program the "
+                                           "workers run");
             continue;
         }
         cf_future *f = NULL;
@@ -483,15 +480,7 @@ static void run_calls(const unsigned char *body, int len, uint64_t frame, wire_e
         pthread_mutex_lock(&hb.mu);
         hb.cur = NULL;
         pthread_mutex_unlock(&hb.mu);
-        if (f->status == CF_OK) {
-            wenc_u8(out, 1);
-            wenc_value(out, &f->result);
-        } else {
-            const cf_failure *fl = f->failure;
-            wenc_u8(out, 0);
-            wenc_failure(out, fl ? fl->code : f->status, fl ? fl->type : "TaskError",
-                         fl ? fl->message : "");
-        }
+        cf__remote_encode_outcome(out, f, name, namelen);
         done_fs[ndone++] = f;
     }
     if (d.bad) {

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 
 #include "cfutures.h"
-#include "internal.h" /* CF__WORKER_ENV */
+#include "process.h" /* CF__WORKER_ENV */
 
 int main(int argc, char **argv)
 {

@@ -33,8 +33,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "wire.h"
+#include "process.h"
+#include "remote.h"
 
 bool cf__process_init_called;
 char **cf__process_argv;
@@ -507,30 +507,6 @@ static int send_shm_result(int fd, cf_future *f, uint16_t id)
     return send_shm_frame(fd, WIRE_RESULT, flags, size, mfd, id) == 0 ? 1 : -1;
 }
 
-/* Encodes a finished call's outcome.  A result that cannot leave the
- * process (a CF_PTR, which cf_return_ptr() accepts for in-process engines)
- * becomes that call's failure instead of a frame the parent must refuse. */
-static void encode_outcome(wire_enc *e, cf_future *f, const char *name, size_t namelen)
-{
-    if (f->status == CF_OK && (f->result.kind < CF_NONE || f->result.kind > CF_STR)) {
-        char msg[400];
-        snprintf(msg, sizeof msg, "task \"%.*s\" returned a %s (kind %d), which cannot be "
-                                  "copied from a worker process to its parent; return bytes or a "
-                                  "string instead",
-                 (int)namelen, name, cf_kind_name(f->result.kind), (int)f->result.kind);
-        wenc_u8(e, 0);
-        wenc_failure(e, CF_ENOTCOPYABLE, "TypeError", msg);
-    } else if (f->status == CF_OK) {
-        wenc_u8(e, 1);
-        wenc_value(e, &f->result);
-    } else {
-        wenc_u8(e, 0);
-        const cf_failure *fl = f->failure;
-        wenc_failure(e, fl ? fl->code : f->status, fl ? fl->type : "TaskError",
-                     fl ? fl->message : "");
-    }
-}
-
 /* The claim words the parent shares with this worker (CLAIMS frame), and
  * the number of the next call it will be sent (see wire.h).  Worker
  * thread only. */
@@ -569,15 +545,11 @@ static bool claim(uint64_t k)
                                                    memory_order_acquire);
 }
 
-/* Encodes the outcome of a call to a name this process does not know. */
+/* The outcome of a call to a name this process does not know. */
 static void encode_unregistered(wire_enc *e, const char *what, const char *name, size_t namelen)
 {
-    char msg[320];
-    snprintf(msg, sizeof msg, "%s \"%.*s\" is not registered in the worker process (use "
-                              "CF_TASK, or register before cf_process_init)",
-             what, (int)namelen, name);
-    wenc_u8(e, 0);
-    wenc_failure(e, CF_ENOTCOPYABLE, "NameError", msg);
+    cf__remote_encode_unregistered(e, what, name, namelen, "in the worker process",
+                                   "use CF_TASK, or register before cf_process_init");
 }
 
 /* Reads the INIT frame's list of the tasks the pool runs and checks that
@@ -713,7 +685,7 @@ static bool handle_calls(int fd, wire_dec *d, bool init, uint16_t id, wire_enc *
         if (fault_at("encode-segv", name, namelen) || fault_at("encode-exit", name, namelen))
             fault_act(fault.point);
         ok_all = ok_all && fs[i]->status == CF_OK;
-        encode_outcome(out, fs[i], name, namelen);
+        cf__remote_encode_outcome(out, fs[i], name, namelen);
     }
     if (fault_at("bad-frame", name, namelen)) {
         wenc_reset(out);
@@ -774,7 +746,7 @@ static bool handle_calls(int fd, wire_dec *d, bool init, uint16_t id, wire_enc *
         wenc_u32(out, (uint32_t)getpid());
         wenc_u8(out, 0);
         if (fs[0])
-            encode_outcome(out, fs[0], name, namelen);
+            cf__remote_encode_outcome(out, fs[0], name, namelen);
         else
             encode_unregistered(out, "initializer", name, namelen);
     } else if (init) {
@@ -806,6 +778,7 @@ _Noreturn void cf__worker_run(int fd)
     __fpurge(stdout);
     __fpurge(stderr);
     atomic_store(&in_worker, true);
+    cf__big_result_store = cf__worker_store_big;
     load_fault();
     reader r = {.fd = fd};
     wire_enc out = {0};

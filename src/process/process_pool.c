@@ -85,8 +85,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "wire.h"
+#include "process.h"
 
 extern char **environ;
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * wire.h - the frames a process pool and its workers exchange.
+ * wire.h - the frames a process pool and its workers exchange, and the
+ * encoding of values and failures the MPI engine's messages reuse.
  *
  * Every frame is an 8-byte header followed by `len` payload bytes:
  *
@@ -380,33 +381,6 @@ static inline void wire_header(const unsigned char *p, uint32_t *len, uint8_t *t
     *flags = p[5];
     *id = (uint16_t)(p[6] | p[7] << 8);
 }
-
-/* ---- transport (process_worker.c, shared with the pool) ---------------- */
-
-/* Writes the frame `e` (finished here as `type`, with `id`) to a blocking
- * socket, through a memfd when it is big.  Returns 0 or -1 (errno set). */
-int cf__wire_send_blocking(int fd, wire_enc *e, uint8_t type, uint16_t id);
-
-/* recvmsg() into buf, appending received descriptors to fds[*nfds..max)
- * (extras are closed).  Retries EINTR.  Returns the byte count, 0 at EOF,
- * or -1 with errno (EMSGSIZE: descriptors were lost). */
-ssize_t cf__wire_recv(int fd, void *buf, size_t len, int flags, int *fds, int *nfds, int max);
-
-/* One sendmsg() of buf with descriptor `mfd` attached to its first byte
- * (retrying EINTR; no SIGPIPE).  Returns bytes sent or -1 with errno. */
-ssize_t cf__wire_send_fd(int fd, const void *buf, size_t len, int mfd, int flags);
-
-/* Puts a finished big frame's payload into a new memfd; returns the fd or
- * -1.  The caller sends the SHM header with it. */
-int cf__wire_to_memfd(const wire_enc *e);
-
-/* Maps the first `size` bytes of a received memfd read-only (the parent
- * reads what a worker made, and never reuses it); NULL when `size` is 0 or
- * above `max` (checked before anything is mapped), when the memfd is not
- * sealed against shrinking and writing (so its bytes cannot change after
- * they are checked), or smaller than announced (errno EFBIG, EPERM,
- * EINVAL respectively, else mmap's).  Unmap with munmap(p, size). */
-void *cf__wire_map(int memfd, uint64_t size, uint64_t max);
 
 /* The worker's fault-injection points, for the crash tests: CFUTURES_FAULT
  * = "<point>:<task name>" makes a worker fail at that point of a call of

@@ -273,8 +273,6 @@ struct cf_future {
  * it: any value but PENDING means "claimed" (a worker writing nonsense
  * has only begun its own calls). */
 #define CF__CLAIM_PENDING 0u
-/* In a worker process: the id of the CALL frame being run (see wire.h). */
-extern uint16_t cf__worker_call_id;
 #define CF__CLAIM_RUNNING 1u
 #define CF__CLAIM_CANCELLED 2u
 
@@ -592,25 +590,16 @@ int cf__prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size
                      cf_future **out);
 int cf__submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_chunk);
 
-/* Process pools (process_pool.c, process_worker.c). */
-/* Results this big made in a worker process go straight into shared
- * memory laid out as the RESULT frame the parent will map. */
+/* Results at least this big that a task returns inside a worker process
+ * go through cf__big_result_store: the engine that runs the worker loop
+ * puts them straight into memory the parent will map, instead of a heap
+ * copy that would then be copied again into a frame. */
 #define CF__SHM_RESULT_MIN ((size_t)1 << 20)
-#define CF__SHM_RESULT_PREFIX 14 /* u32 n, u8 ok, u8 kind, u64 size */
-int cf__worker_store_big(cf_future *f, const cf_value *v);
-/* An exec'd worker's environment holds CF__WORKER_ENV =
- * "<fd>:<parent pid>:<key in hex>", and the parent writes the same
- * CF__WORKER_KEY random bytes into the socket before anything else; see
- * cf_process_init() for what is checked before the program acts as a
- * worker. */
-#define CF__WORKER_ENV "CFUTURES_WORKER"
-#define CF__WORKER_KEY 16
-extern bool cf__process_init_called; /* written once in main's thread */
-extern char **cf__process_argv;
-/* Notes the program's own file for CF_START_EXEC workers (process_pool.c). */
-void cf__note_exe(void);
-/* Runs the worker loop on socket `fd`; never returns. */
-_Noreturn void cf__worker_run(int fd);
+/* NULL except in a worker process of an engine that has such memory,
+ * whose worker loop sets it once before it runs any call (and so before
+ * any thread that could read it exists).  Same contract as
+ * cf_return_value() for the future of the running call `f`. */
+extern int (*cf__big_result_store)(cf_future *f, const cf_value *v);
 
 /* Engines call these from their constructor / destructor. */
 void cf__executor_register(cf_executor *ex, const cf__engine *engine);

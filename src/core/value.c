@@ -277,6 +277,8 @@ int cf__value_store(cf_value *dst, void **heap, unsigned char *inline_buf, const
     return CF_OK;
 }
 
+int (*cf__big_result_store)(cf_future *f, const cf_value *v);
+
 CF__API int cf_return_value(cf_call *call, const cf_value *v)
 {
     if (!call)
@@ -286,9 +288,9 @@ CF__API int cf_return_value(cf_call *call, const cf_value *v)
         v = &none;
     cf_future *f = cf__future_of_call(call);
     int rc;
-    if (CF__UNLIKELY(cf__value_extra(v) >= CF__SHM_RESULT_MIN) && cf_in_worker_process() &&
+    if (CF__UNLIKELY(cf__value_extra(v) >= CF__SHM_RESULT_MIN) && cf__big_result_store &&
         cf__value_check(v, true, "return", 0) == CF_OK)
-        rc = cf__worker_store_big(f, v);
+        rc = cf__big_result_store(f, v);
     else
         rc = cf__value_store(&f->result, &f->result_heap, f->inline_result, v, false, "return");
     if (rc == CF_ENOMEM)
