@@ -661,6 +661,63 @@ int cf_terminate_workers(cf_executor *ex);
 int cf_kill_workers(cf_executor *ex);
 
 /* ------------------------------------------------------------------------
+ * Progress
+ *
+ * Every executor counts its calls, whatever its engine: submitted, running
+ * and how they ended.  So does every map iterator, for its own calls.  The
+ * counts are atomics that the threads submitting and completing calls
+ * bump as the futures change state; reading them takes no lock and never
+ * makes a worker wait.
+ * ---------------------------------------------------------------------- */
+
+/* A snapshot of the counts.  All five only grow, except `running`.
+ *   submitted  calls accepted by cf_submit(), cf_submit_with(),
+ *              cf_submit_many(), cf_map() and the continuations of
+ *              cf_then() that run on this executor (a call whose submit
+ *              failed is not counted; calls that a failing cf_submit_many()
+ *              or cf_map() had scheduled and then cancelled count as
+ *              submitted and cancelled);
+ *   running    calls seen to have begun and not yet ended: those whose
+ *              future is RUNNING.  A process pool learns that a worker
+ *              began a call when it answers or someone asks the future
+ *              (cf_future_running()), so there a short call may go from
+ *              queued straight to succeeded without being counted here;
+ *   succeeded  calls that returned normally (cf_future_result() CF_OK);
+ *   failed     calls that ended with a failure: the task raised
+ *              (CF_ETASK), the pool broke (CF_EBROKEN), a per-call timeout
+ *              (CF_ETIMEDOUT);
+ *   cancelled  calls cancelled before they ran (cf_future_cancel(),
+ *              shutdown with cancel_futures, a map closed early) or
+ *              stopped by cf_future_interrupt() in a process pool.
+ * What a snapshot guarantees, even while calls run on other threads:
+ * succeeded + failed + cancelled + running <= submitted, and each count but
+ * `running` is at least what the same thread read before.  The fields are read one by
+ * one, so a snapshot may miss a call that moved between two of them (it
+ * then counts in neither).  Once the calls have ended and their ending was
+ * seen by the reading thread (a cf_future_result() or cf_wait() returned,
+ * a shutdown with wait returned) the counts are exact. */
+typedef struct cf_progress {
+    uint64_t submitted;
+    uint64_t running;
+    uint64_t succeeded;
+    uint64_t failed;
+    uint64_t cancelled;
+} cf_progress;
+
+/* Calls that have ended, one way or another: succeeded + failed +
+ * cancelled.  `p` must not be NULL. */
+static inline uint64_t cf_progress_ended(const cf_progress *p)
+{
+    return p->succeeded + p->failed + p->cancelled;
+}
+
+/* Copies the executor's counts into *out.  Never blocks; any thread,
+ * including a task or a callback, also after cf_shutdown() (until
+ * cf_executor_destroy()).  Returns CF_OK, or CF_EINVAL (ex or out NULL, or
+ * ex not a live executor; *out is then zeroed if out is not NULL). */
+int cf_executor_progress(const cf_executor *ex, cf_progress *out);
+
+/* ------------------------------------------------------------------------
  * Process pools
  *
  * The process engine runs calls in worker processes: CPU-bound work runs
@@ -957,6 +1014,16 @@ int cf_map_next(cf_map_iter *it, const cf_value **value,
  * the submitted ones, returns CF_ESHUTDOWN once, then CF_EDONE.  Likewise
  * a generator error while refilling is returned (as CF_EINVAL) after the
  * calls already submitted. */
+
+/* Copies the counts of this map's own calls into *out (see cf_progress):
+ * submitted grows as the map submits (all at once in cf_map() unless
+ * buffersize is set), and the rest as its calls change state, whether or
+ * not cf_map_next() has reached them yet.  Never blocks; any thread, while
+ * the iterator is open (concurrently with cf_map_next() on another
+ * thread).  Calls still running when the map is closed stop counting here.
+ * Returns CF_OK or CF_EINVAL (it or out NULL; *out is then zeroed if out
+ * is not NULL). */
+int cf_map_progress(const cf_map_iter *it, cf_progress *out);
 
 /* Closes the iterator early or at the end: calls that have not started
  * are cancelled, everything is freed.  Running calls finish on their own.

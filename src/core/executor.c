@@ -132,6 +132,9 @@ void cf__executor_register(cf_executor *ex, const cf__engine *engine)
     ex->generation = atomic_load_explicit(&cf__fork_generation, memory_order_relaxed);
     atomic_init(&ex->refs, 1);
     atomic_init(&ex->destroyed, false);
+    cf__counts_init(&ex->counts);
+    pthread_mutex_init(&ex->ticker_mu, NULL);
+    ex->ticker = NULL;
     pthread_mutex_lock(&registry_mu);
     ex->reg_prev = NULL;
     ex->reg_next = registry_head;
@@ -238,9 +241,11 @@ static int submit_common(cf_executor *ex, const cf_submit_options *opts, cf_task
         return rc;
     /* The engine keeps its own reference; the caller gets the first. */
     cf_future_retain(f);
+    cf__progress_submit(ex, f);
     rc = ex->engine->submit(ex, f);
     if (rc != CF_OK) {
         /* The engine released its reference; drop ours too. */
+        cf__progress_unsubmit(f);
         cf_future_release(f);
         return rc;
     }
@@ -288,14 +293,17 @@ CF__API int cf_submit_many(cf_executor *ex, cf_task_fn *fn, const cf_value *args
     }
     int rc;
     if (ex->engine->submit_many) {
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
             cf_future_retain(out[i]); /* the engine's references */
+            cf__progress_submit(ex, out[i]);
+        }
         rc = ex->engine->submit_many(ex, out, n);
     } else {
         rc = cf__submit_prepared(ex, out, n, false);
     }
     if (rc != CF_OK) {
         for (size_t i = 0; i < n; i++) {
+            cf__progress_unsubmit(out[i]);
             cf_future_release(out[i]);
             out[i] = NULL;
         }
@@ -311,13 +319,22 @@ int cf__prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size
 
 int cf__submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_chunk)
 {
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         cf_future_retain(fs[i]); /* the engine's references */
-    if (as_chunk && ex->engine->submit_batch && n > 1)
-        return ex->engine->submit_batch(ex, fs, n);
+        cf__progress_submit(ex, fs[i]);
+    }
+    if (as_chunk && ex->engine->submit_batch && n > 1) {
+        int rc = ex->engine->submit_batch(ex, fs, n);
+        if (rc != CF_OK)
+            for (size_t i = 0; i < n; i++)
+                cf__progress_unsubmit(fs[i]);
+        return rc;
+    }
     for (size_t i = 0; i < n; i++) {
         int rc = ex->engine->submit(ex, fs[i]);
         if (rc != CF_OK) {
+            for (size_t j = i; j < n; j++)
+                cf__progress_unsubmit(fs[j]);
             for (size_t j = i + 1; j < n; j++)
                 cf_future_release(fs[j]);
             for (size_t j = 0; j < i; j++)

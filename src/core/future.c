@@ -509,6 +509,35 @@ static void run_callbacks(cf_future *f, cf__cb *cb)
     }
 }
 
+/* Progress counting (progress.c; orderings next to struct cf__counts).
+ * Lock held and the future not yet done, which keeps its owner alive. */
+static void count_add(cf_future *f, size_t field, int64_t delta)
+{
+    if (f->counted)
+        atomic_fetch_add_explicit((_Atomic uint64_t *)((char *)&f->owner->counts + field),
+                                  (uint64_t)delta, memory_order_release);
+    if (f->in_map) {
+        cf__counts *c = atomic_load_explicit(&f->user_data, memory_order_relaxed);
+        atomic_fetch_add_explicit((_Atomic uint64_t *)((char *)c + field), (uint64_t)delta,
+                                  memory_order_release);
+    }
+}
+
+/* f is about to become `final` (its outcome written): the running count
+ * drops first, then the ending is counted, so a reader that sees the
+ * ending does not see the call running as well. */
+static void count_end(cf_future *f, uint32_t final)
+{
+    if (CF__LIKELY(!f->counted && !f->in_map))
+        return;
+    if (cf__state_of(f) == CF_RUNNING)
+        count_add(f, offsetof(cf__counts, running), -1);
+    size_t field = final != CF_FINISHED ? offsetof(cf__counts, cancelled)
+                   : f->status == CF_OK ? offsetof(cf__counts, succeeded)
+                                        : offsetof(cf__counts, failed);
+    count_add(f, field, 1);
+}
+
 /* The common tail of every completion: with the lock held and the outcome
  * written, publish `final`, notify waiters, detach callbacks; then, with
  * the lock dropped, wake sleepers and run callbacks. */
@@ -516,6 +545,7 @@ static void complete_locked(cf_future *f, uint32_t final)
 {
     if (f->claimable)
         f->claim = NULL; /* the engine may unmap the word once done */
+    count_end(f, final);
     bool sleepers = swap_state(f, final);
     for (cf__wnode *n = f->waiters; n; n = n->next) {
         if (n->notify)
@@ -541,6 +571,8 @@ static void complete_locked(cf_future *f, uint32_t final)
 static void move_state_keep_sleepers(cf_future *f, uint32_t to)
 {
     uint32_t raw = atomic_load_explicit(&f->state, memory_order_relaxed);
+    if (to == CF_RUNNING && (f->counted || f->in_map))
+        count_add(f, offsetof(cf__counts, running), 1);
     while (!atomic_compare_exchange_weak_explicit(&f->state, &raw, to | (raw & CF__SLEEPERS),
                                                   memory_order_acq_rel, memory_order_relaxed))
         ;

@@ -258,6 +258,13 @@ struct cf_future {
     /* The running task asked for cf_cancel_fd() (cancel_fd.c): its entry
      * must go when the call ends.  Only the thread running the call. */
     bool cancel_watched;
+    /* Progress counting (progress.c), both guarded by `lock` once the
+     * future is handed out: `counted`, the future counts in its owner's
+     * cf__counts; `in_map`, it also counts in the map iterator's counts
+     * that `user_data` points to (a map's futures are never handed to the
+     * user, so the slot is free for this). */
+    bool counted;
+    bool in_map;
     int64_t timeout_ns;
     int64_t deadline_ns;
     cf_executor *owner;
@@ -496,6 +503,48 @@ void cf__cancel_fd_end(cf_future *f);
  * otherwise only run after the wait, which may be waiting for them. */
 bool cf__then_run_queued(void);
 
+/* ---- progress counts (progress.c) ---------------------------------------
+ *
+ * One block per executor and one per map iterator.  Writers are the
+ * threads that submit and complete futures (future.c counts every state
+ * change of a counted future with its lock held, before the change shows);
+ * readers copy them with cf__counts_read() from any thread.
+ *
+ * Orderings: every change of running/succeeded/failed/cancelled is a
+ * release read-modify-write, and a reader loads them with acquire in the
+ * order terminal counts, then running, then submitted.  A future's
+ * submitted++ happens before the engine has the future (so before any of
+ * its transitions), its running++ before its terminal ++, and the
+ * running-- of a future that ran comes before its terminal ++ on the same
+ * thread.  So a reader that sees a terminal or running increment also sees
+ * what came before it, and any snapshot satisfies
+ *     succeeded + failed + cancelled + running <= submitted.
+ * submitted itself needs no ordering (relaxed): the engine's hand-off
+ * publishes it to the completing thread.  `submitted` sits on its own cache
+ * line: submitters write it, workers write the rest. */
+typedef struct cf__counts {
+    _Atomic uint64_t submitted;
+    char pad_[56];
+    _Atomic uint64_t running;
+    _Atomic uint64_t succeeded;
+    _Atomic uint64_t failed;
+    _Atomic uint64_t cancelled;
+} cf__counts;
+
+void cf__counts_init(cf__counts *c);
+void cf__counts_read(cf__counts *c, cf_progress *out);
+
+/* A call was made for `ex` and is about to go to its engine: counts it as
+ * submitted (f->counted).  Before the engine sees f, no lock needed. */
+void cf__progress_submit(cf_executor *ex, cf_future *f);
+/* The same for a map's counts (f->in_map, user_data = c). */
+void cf__progress_map_submit(cf__counts *c, cf_future *f);
+/* A counted future will never reach the engine (submit failed): takes it
+ * back out of `submitted` unless it is already done.  Any thread. */
+void cf__progress_unsubmit(cf_future *f);
+/* The map's counts are going away: f stops counting in them. */
+void cf__progress_map_detach(cf_future *f);
+
 /* Is `f` a live future handle (not NULL, magic intact)? */
 bool cf__future_live(const cf_future *f);
 
@@ -566,6 +615,11 @@ struct cf_executor {
     unsigned generation;          /* cf__fork_generation at creation */
     _Atomic uint32_t refs;        /* owner, exit handler, map iterators */
     _Atomic bool destroyed;
+    /* Progress (progress.c): the counts, and the progress callback's
+     * timer, which `ticker_mu` guards (NULL: no callback thread). */
+    cf__counts counts;
+    pthread_mutex_t ticker_mu;
+    struct cf__ticker *ticker;
     /* Guarded by the registry mutex (executor.c): */
     cf_executor *reg_prev, *reg_next;
 };

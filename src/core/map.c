@@ -45,6 +45,9 @@ struct cf_map_iter {
     int refill_err;        /* why refilling stopped, reported at the end */
     bool finished;
     cf_future *current;    /* element last yielded, kept for its value */
+    /* This map's calls (progress.c); written by the threads that submit
+     * and complete them, read by cf_map_progress() from any thread. */
+    cf__counts counts;
 };
 
 CF__API void cf_map_options_init(cf_map_options *opts)
@@ -150,11 +153,18 @@ static int submit_next(cf_map_iter *it)
         return r;
     }
     r = reserve(it, n);
-    if (r == CF_OK)
-        r = cf__submit_prepared(it->ex, it->chunk, n, true);
-    if (r != CF_OK) {
+    if (r == CF_OK) {
         for (size_t i = 0; i < n; i++)
+            cf__progress_map_submit(&it->counts, it->chunk[i]);
+        r = cf__submit_prepared(it->ex, it->chunk, n, true);
+    }
+    if (r != CF_OK) {
+        /* One a worker had begun before the rest was refused runs on
+         * unobserved: it must not count in an iterator that may go. */
+        for (size_t i = 0; i < n; i++) {
+            cf__progress_map_detach(it->chunk[i]);
             cf_future_release(it->chunk[i]);
+        }
         return r;
     }
     for (size_t i = 0; i < n; i++)
@@ -167,7 +177,8 @@ static void cancel_rest(cf_map_iter *it)
 {
     while (it->count) {
         cf_future *f = pop(it);
-        cf_future_cancel(f);
+        if (!cf_future_cancel(f))
+            cf__progress_map_detach(f); /* running on: stop counting here */
         cf_future_release(f);
     }
 }
@@ -221,6 +232,7 @@ CF__API int cf_map(cf_executor *ex, cf_task_fn *fn, const cf_map_input *inputs, 
     cf_map_iter *it = calloc(1, sizeof *it);
     if (!it)
         return cf__fail(CF_ENOMEM, "map: out of memory");
+    cf__counts_init(&it->counts);
     it->inputs = malloc(ninputs * sizeof *it->inputs);
     it->pos = calloc(ninputs, sizeof *it->pos);
     it->tuple = calloc(ninputs, sizeof *it->tuple);
@@ -294,7 +306,8 @@ CF__API int cf_map_next(cf_map_iter *it, const cf_value **value, const cf_failur
     const cf_value *v;
     int rc = cf_future_result(f, left, &v);
     if (rc == CF_ETIMEDOUT) {
-        cf_future_cancel(f);
+        if (!cf_future_cancel(f))
+            cf__progress_map_detach(f);
         cf_future_release(f);
         cancel_rest(it);
         it->finished = true;
@@ -308,4 +321,14 @@ CF__API int cf_map_next(cf_map_iter *it, const cf_value **value, const cf_failur
         *failure = f->failure;
     }
     return rc;
+}
+
+CF__API int cf_map_progress(const cf_map_iter *it, cf_progress *out)
+{
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!it || !out)
+        return cf__fail(CF_EINVAL, "map_progress: %s is NULL", !it ? "iterator" : "out");
+    cf__counts_read((cf__counts *)&it->counts, out);
+    return CF_OK;
 }

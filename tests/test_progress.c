@@ -1,0 +1,415 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_progress.c - per-executor and per-map progress counts on the thread
+ * and process pools, the progress callback and the progress bar.
+ */
+#include "cf_test_util.h"
+
+/* ---- tasks ---------------------------------------------------------------- */
+
+/* Raises when its argument is a multiple of 3, else returns it. */
+static int p_third_fails(cf_call *call)
+{
+    int64_t x = cf_arg_i64(call, 0);
+    if (x % 3 == 0)
+        return cf_raise(call, 3, "ValueError", "%lld is a multiple of 3", (long long)x);
+    return cf_return_i64(call, x);
+}
+CF_TASK(p_third_fails);
+
+/* Sleeps up to 30 s (a process pool's call that a test interrupts). */
+static int p_long(cf_call *call)
+{
+    for (int i = 0; i < 300 && !cf_cancel_requested(call); i++)
+        sleep_ms(100);
+    return cf_return_none(call);
+}
+CF_TASK(p_long);
+
+static void assert_counts(const cf_progress *p, uint64_t submitted, uint64_t running,
+                          uint64_t succeeded, uint64_t failed, uint64_t cancelled)
+{
+    if (p->submitted != submitted || p->running != running || p->succeeded != succeeded ||
+        p->failed != failed || p->cancelled != cancelled)
+        fail_msg("progress submitted=%llu running=%llu succeeded=%llu failed=%llu "
+                 "cancelled=%llu, expected %llu %llu %llu %llu %llu",
+                 (unsigned long long)p->submitted, (unsigned long long)p->running,
+                 (unsigned long long)p->succeeded, (unsigned long long)p->failed,
+                 (unsigned long long)p->cancelled, (unsigned long long)submitted,
+                 (unsigned long long)running, (unsigned long long)succeeded,
+                 (unsigned long long)failed, (unsigned long long)cancelled);
+}
+
+static void wait_all(cf_future **fs, size_t n)
+{
+    assert_ok(cf_wait(fs, n, 30.0 * cf_test_scale(), CF_ALL_COMPLETED, NULL, NULL, NULL, NULL));
+}
+
+static void release_all(cf_future **fs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cf_future_release(fs[i]);
+}
+
+/* ---- counts ---------------------------------------------------------------- */
+
+static void test_progress_bad_input(void **state)
+{
+    (void)state;
+    cf_progress p;
+    memset(&p, 0xff, sizeof p);
+    assert_cf(CF_EINVAL, cf_executor_progress(NULL, &p));
+    assert_counts(&p, 0, 0, 0, 0, 0);
+    assert_non_null(strstr(cf_last_error_message(), "executor_progress"));
+    cf_executor *ex = pool_new(1);
+    assert_cf(CF_EINVAL, cf_executor_progress(ex, NULL));
+    memset(&p, 0xff, sizeof p);
+    assert_cf(CF_EINVAL, cf_map_progress(NULL, &p));
+    assert_counts(&p, 0, 0, 0, 0, 0);
+    cf_value xs[] = {cf_i64(1)};
+    cf_map_input in = cf_input_array(xs, 1);
+    cf_map_iter *it;
+    assert_ok(cf_map(ex, t_square, &in, 1, NULL, &it));
+    assert_cf(CF_EINVAL, cf_map_progress(it, NULL));
+    cf_map_close(it);
+    /* A fresh executor counts nothing. */
+    cf_executor *fresh = pool_new(1);
+    assert_ok(cf_executor_progress(fresh, &p));
+    assert_counts(&p, 0, 0, 0, 0, 0);
+    assert_ok(cf_executor_destroy(fresh));
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* Two workers held by blockers, N queued calls behind them of which every
+ * third fails and every fourth is cancelled: the counts while held and
+ * once everything has ended. */
+static void test_progress_thread_pool_exact(void **state)
+{
+    (void)state;
+    enum { N = 40 };
+    cf_executor *ex = pool_new(2);
+    blocker b;
+    blocker_init(&b);
+    cf_future *hold[2];
+    for (int i = 0; i < 2; i++)
+        assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &hold[i]));
+    assert_true(blocker_wait_started(&b, 2, 10));
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        assert_ok(cf_submit(ex, p_third_fails, CF_ARGS(cf_i64(i)), &fs[i]));
+    uint64_t cancelled = 0, failed = 0;
+    for (int i = 0; i < N; i++) {
+        if (i % 4 == 1) {
+            assert_true(cf_future_cancel(fs[i]));
+            cancelled++;
+        } else if (i % 3 == 0) {
+            failed++;
+        }
+    }
+    cf_progress p;
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_counts(&p, N + 2, 2, 0, 0, cancelled);
+    /* A submit that fails is not counted. */
+    blocker_release(&b);
+    wait_all(hold, 2);
+    wait_all(fs, N);
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_counts(&p, N + 2, 0, N + 2 - cancelled - failed, failed, cancelled);
+    assert_int_equal(cf_progress_ended(&p), N + 2);
+    assert_ok(cf_shutdown(ex, true, false));
+    cf_future *late = NULL;
+    assert_cf(CF_ESHUTDOWN, cf_submit(ex, t_square, CF_ARGS(cf_i64(2)), &late));
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_counts(&p, N + 2, 0, N + 2 - cancelled - failed, failed, cancelled);
+    release_all(hold, 2);
+    release_all(fs, N);
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
+/* cf_submit_many() and shutdown(cancel_futures) count like single submits. */
+static void test_progress_submit_many_and_shutdown_cancel(void **state)
+{
+    (void)state;
+    enum { N = 16 };
+    cf_executor *ex = pool_new(1);
+    blocker b;
+    blocker_init(&b);
+    cf_future *hold;
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &hold));
+    assert_true(blocker_wait_started(&b, 1, 10));
+    cf_value args[N];
+    for (int i = 0; i < N; i++)
+        args[i] = cf_i64(i + 1);
+    cf_future *fs[N];
+    assert_ok(cf_submit_many(ex, t_square, args, 1, N, fs));
+    assert_ok(cf_shutdown(ex, false, true));
+    blocker_release(&b);
+    assert_ok(cf_shutdown(ex, true, false));
+    cf_progress p;
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_counts(&p, N + 1, 0, 1, 0, N);
+    cf_future_release(hold);
+    release_all(fs, N);
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
+/* A process pool: one worker busy with a long call, N calls queued behind
+ * it (already sent to the worker, not yet begun), every fourth cancelled,
+ * every third failing; then the long call is interrupted (its worker is
+ * killed and replaced). */
+static void test_progress_process_pool_exact(void **state)
+{
+    (void)state;
+    enum { N = 30 };
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 1;
+    cf_executor *ex = NULL;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    cf_future *hold;
+    assert_ok(cf_submit(ex, p_long, CF_NOARGS, &hold));
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        assert_ok(cf_submit(ex, p_third_fails, CF_ARGS(cf_i64(i)), &fs[i]));
+    uint64_t cancelled = 0, failed = 0;
+    for (int i = 0; i < N; i++) {
+        if (i % 4 == 1) {
+            assert_true(cf_future_cancel(fs[i]));
+            cancelled++;
+        } else if (i % 3 == 0) {
+            failed++;
+        }
+    }
+    cf_progress p;
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_int_equal(p.submitted, N + 1);
+    assert_int_equal(p.cancelled, cancelled);
+    assert_true(p.running <= 1);
+    assert_int_equal(p.succeeded + p.failed, 0);
+    assert_ok(cf_future_interrupt(hold));
+    wait_all(&hold, 1);
+    assert_true(cf_future_cancelled(hold));
+    wait_all(fs, N);
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_counts(&p, N + 1, 0, N - cancelled - failed, failed, cancelled + 1);
+    cf_future_release(hold);
+    release_all(fs, N);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* A process pool's map with chunks: the map's own counts and the
+ * executor's agree once it has been iterated. */
+static void test_progress_process_pool_map(void **state)
+{
+    (void)state;
+    enum { N = 50 };
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 2;
+    cf_executor *ex = NULL;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    cf_value xs[N];
+    for (int i = 0; i < N; i++)
+        xs[i] = cf_i64(i);
+    cf_map_input in = cf_input_array(xs, N);
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.chunksize = 7;
+    cf_map_iter *it;
+    assert_ok(cf_map(ex, p_third_fails, &in, 1, &mo, &it));
+    int rc, nfail = 0, nok = 0;
+    while ((rc = cf_map_next(it, NULL, NULL)) != CF_EDONE) {
+        if (rc == CF_OK)
+            nok++;
+        else if (rc == CF_ETASK)
+            nfail++;
+        else
+            fail_msg("map_next: %s", cf_err_name(rc));
+    }
+    assert_int_equal(nfail, (N + 2) / 3);
+    cf_progress p;
+    assert_ok(cf_map_progress(it, &p));
+    assert_counts(&p, N, 0, (uint64_t)nok, (uint64_t)nfail, 0);
+    cf_map_close(it);
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_counts(&p, N, 0, (uint64_t)nok, (uint64_t)nfail, 0);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* A thread pool's map: its counts while a call is held, a lazy map's
+ * growing `submitted`, and a second map on the same executor counted
+ * apart. */
+static void test_progress_map_counts(void **state)
+{
+    (void)state;
+    enum { N = 12 };
+    cf_executor *ex = pool_new(1);
+    blocker b;
+    blocker_init(&b);
+    cf_value xs[N];
+    for (int i = 0; i < N; i++)
+        xs[i] = cf_i64(i);
+    /* Eager map of p_third_fails behind a held call. */
+    cf_future *hold;
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &hold));
+    assert_true(blocker_wait_started(&b, 1, 10));
+    cf_map_input in = cf_input_array(xs, N);
+    cf_map_iter *it;
+    assert_ok(cf_map(ex, p_third_fails, &in, 1, NULL, &it));
+    cf_progress p;
+    assert_ok(cf_map_progress(it, &p));
+    assert_counts(&p, N, 0, 0, 0, 0);
+    /* Lazy map: buffersize 2 submits 2 up front. */
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.buffersize = 2;
+    cf_map_iter *lazy;
+    assert_ok(cf_map(ex, t_square, &in, 1, &mo, &lazy));
+    assert_ok(cf_map_progress(lazy, &p));
+    assert_counts(&p, 2, 0, 0, 0, 0);
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_counts(&p, 1 + N + 2, 1, 0, 0, 0);
+    blocker_release(&b);
+    /* Every element of the first map has ended once it has been iterated;
+     * the counts do not wait for cf_map_next() to reach an element. */
+    for (int i = 0; i < N; i++) {
+        int rc = cf_map_next(it, NULL, NULL);
+        assert_true(rc == CF_OK || rc == CF_ETASK);
+    }
+    assert_ok(cf_map_progress(it, &p));
+    assert_counts(&p, N, 0, N - (N + 2) / 3, (N + 2) / 3, 0);
+    int n = 0;
+    while (cf_map_next(lazy, NULL, NULL) == CF_OK)
+        n++;
+    assert_int_equal(n, N);
+    assert_ok(cf_map_progress(lazy, &p));
+    assert_counts(&p, N, 0, N, 0, 0);
+    cf_map_close(lazy);
+    cf_map_close(it);
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_counts(&p, 1 + 2 * N, 0, 1 + N + N - (N + 2) / 3, (N + 2) / 3, 0);
+    cf_future_release(hold);
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
+/* Closing a map early cancels its queued calls (counted on the executor)
+ * and detaches the one still running, which finishes afterwards without
+ * touching the closed iterator (ASan would see it). */
+static void test_progress_map_close_early(void **state)
+{
+    (void)state;
+    enum { N = 6 };
+    cf_executor *ex = pool_new(1);
+    blocker b;
+    blocker_init(&b);
+    cf_value xs[N];
+    for (int i = 0; i < N; i++)
+        xs[i] = cf_i64(i);
+    cf_map_input in[2] = {cf_input_array((cf_value[]){cf_ptr(&b), cf_ptr(&b), cf_ptr(&b),
+                                                      cf_ptr(&b), cf_ptr(&b), cf_ptr(&b)},
+                                         N),
+                          cf_input_array(xs, N)};
+    cf_map_iter *it;
+    assert_ok(cf_map(ex, t_block, in, 2, NULL, &it));
+    assert_true(blocker_wait_started(&b, 1, 10));
+    cf_progress p;
+    assert_ok(cf_map_progress(it, &p));
+    assert_counts(&p, N, 1, 0, 0, 0);
+    cf_map_close(it);
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_counts(&p, N, 1, 0, 0, N - 1);
+    blocker_release(&b);
+    assert_ok(cf_shutdown(ex, true, false));
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_counts(&p, N, 0, 1, 0, N - 1);
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
+/* A reader thread takes snapshots while calls are submitted, run and
+ * cancelled: every snapshot keeps ended + running <= submitted, and no
+ * count but running ever goes back.  200 rounds. */
+typedef struct {
+    cf_executor *ex;
+    atomic_bool stop;
+    atomic_int bad;
+    atomic_long snapshots;
+    char why[256];
+} reader_ctx;
+
+static void reader_loop(void *arg)
+{
+    reader_ctx *r = arg;
+    cf_progress last = {0, 0, 0, 0, 0};
+    while (!atomic_load(&r->stop)) {
+        cf_progress p;
+        if (cf_executor_progress(r->ex, &p) != CF_OK) {
+            atomic_store(&r->bad, 1);
+            snprintf(r->why, sizeof r->why, "read failed");
+            return;
+        }
+        if (cf_progress_ended(&p) + p.running > p.submitted || p.submitted < last.submitted ||
+            p.succeeded < last.succeeded || p.failed < last.failed ||
+            p.cancelled < last.cancelled) {
+            atomic_store(&r->bad, 1);
+            snprintf(r->why, sizeof r->why,
+                     "snapshot s=%llu r=%llu ok=%llu f=%llu c=%llu after s=%llu",
+                     (unsigned long long)p.submitted, (unsigned long long)p.running,
+                     (unsigned long long)p.succeeded, (unsigned long long)p.failed,
+                     (unsigned long long)p.cancelled, (unsigned long long)last.submitted);
+            return;
+        }
+        last = p;
+        atomic_fetch_add(&r->snapshots, 1);
+    }
+}
+
+static void test_progress_snapshot_invariant_race(void **state)
+{
+    (void)state;
+    enum { ROUNDS = 200, PER = 20 };
+    cf_executor *ex = pool_new(2);
+    reader_ctx r = {.ex = ex};
+    atomic_init(&r.stop, false);
+    atomic_init(&r.bad, 0);
+    atomic_init(&r.snapshots, 0);
+    bg_thread th;
+    bg_start(&th, reader_loop, &r);
+    uint64_t total = 0;
+    for (int round = 0; round < ROUNDS && !atomic_load(&r.bad); round++) {
+        cf_future *fs[PER];
+        for (int i = 0; i < PER; i++)
+            assert_ok(cf_submit(ex, p_third_fails, CF_ARGS(cf_i64(round + i)), &fs[i]));
+        cf_future_cancel(fs[PER - 1]);
+        wait_all(fs, PER);
+        release_all(fs, PER);
+        total += PER;
+    }
+    atomic_store(&r.stop, true);
+    bg_join(&th, 10);
+    if (atomic_load(&r.bad))
+        fail_msg("%s", r.why);
+    assert_true(atomic_load(&r.snapshots) > 0);
+    cf_progress p;
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_int_equal(p.submitted, total);
+    assert_int_equal(cf_progress_ended(&p), total);
+    assert_int_equal(p.running, 0);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_progress_bad_input),
+    cmocka_unit_test(test_progress_thread_pool_exact),
+    cmocka_unit_test(test_progress_submit_many_and_shutdown_cancel),
+    cmocka_unit_test(test_progress_process_pool_exact),
+    cmocka_unit_test(test_progress_process_pool_map),
+    cmocka_unit_test(test_progress_map_counts),
+    cmocka_unit_test(test_progress_map_close_early),
+    cmocka_unit_test(test_progress_snapshot_invariant_race),
+};
+
+CF_TEST_MAIN(tests)
