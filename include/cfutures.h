@@ -717,6 +717,38 @@ static inline uint64_t cf_progress_ended(const cf_progress *p)
  * ex not a live executor; *out is then zeroed if out is not NULL). */
 int cf_executor_progress(const cf_executor *ex, cf_progress *out);
 
+/* A progress callback: `p` is a snapshot of the executor's counts, valid
+ * during the call only; `arg` is what was passed with the callback. */
+typedef void cf_progress_fn(void *arg, const cf_progress *p);
+
+/* Calls fn(arg, &snapshot) at most every interval_ms milliseconds while
+ * the counts change.  The calls come from a timer thread that the first
+ * callback starts for this executor (none exists while no callback is
+ * set); the thread only reads the counts, so a slow callback never holds
+ * up a worker, it only delays its own next call.  No cfutures lock is held
+ * during a call.  When:
+ *   - at most one call per interval, and only when the snapshot differs
+ *     from the one last passed (or the callback is new), so an idle
+ *     executor costs no calls; a change is reported within one interval,
+ *     in particular the one that ends the last call.  The first callback
+ *     set on an executor is called at once;
+ *   - cf_executor_destroy() makes one last call, after every call of the
+ *     executor has ended, if the counts changed since the previous one.
+ * fn NULL clears the callback (arg and interval_ms are ignored) and stops
+ * the thread.  Setting a callback replaces the previous one.  When this
+ * returns, neither a cleared nor a replaced callback is running or will be
+ * called again, except that a callback that clears or replaces itself from
+ * inside its call finishes that call.  After cf_executor_destroy() returns
+ * the callback is never called again.
+ * Any thread, including the callback itself (which must not call
+ * cf_executor_destroy(): that returns CF_EDEADLK, as from a worker, and
+ * only signals the shutdown).  Returns CF_OK, CF_EINVAL (ex NULL, not live
+ * or destroyed, or fn given with interval_ms < 1), CF_EBROKEN (executor
+ * inherited through fork()), CF_ENOMEM or CF_ESYS (the timer thread could
+ * not be started; nothing changed). */
+int cf_executor_set_progress_callback(cf_executor *ex, cf_progress_fn *fn, void *arg,
+                                      int interval_ms);
+
 /* ------------------------------------------------------------------------
  * Process pools
  *

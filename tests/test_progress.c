@@ -401,6 +401,223 @@ static void test_progress_snapshot_invariant_race(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* ---- the progress callback ---------------------------------------------- */
+
+typedef struct cb_rec {
+    pthread_mutex_t mu;
+    int calls;
+    cf_progress last;
+    atomic_int in_call;      /* inside the callback right now */
+    atomic_int after_clear;  /* calls that began after a clear returned */
+    atomic_int cleared;      /* set by the test once clear returned */
+    cf_test_event first;     /* set by the first call */
+    cf_executor *ex;         /* for the callbacks that act on it */
+    atomic_int action_rc;
+} cb_rec;
+
+static void cb_rec_init(cb_rec *r)
+{
+    memset(r, 0, sizeof *r);
+    pthread_mutex_init(&r->mu, NULL);
+    cf_test_event_init(&r->first);
+    atomic_init(&r->in_call, 0);
+    atomic_init(&r->after_clear, 0);
+    atomic_init(&r->cleared, 0);
+}
+
+static int cb_calls(cb_rec *r)
+{
+    pthread_mutex_lock(&r->mu);
+    int n = r->calls;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+static void record(void *arg, const cf_progress *p)
+{
+    cb_rec *r = arg;
+    atomic_fetch_add(&r->in_call, 1);
+    if (atomic_load(&r->cleared))
+        atomic_fetch_add(&r->after_clear, 1);
+    pthread_mutex_lock(&r->mu);
+    r->calls++;
+    r->last = *p;
+    pthread_mutex_unlock(&r->mu);
+    cf_test_event_set(&r->first);
+    atomic_fetch_sub(&r->in_call, 1);
+}
+
+static cf_executor *new_engine(int which)
+{
+    if (which == 0)
+        return pool_new(2);
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 2;
+    cf_executor *ex = NULL;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    return ex;
+}
+
+/* On both engines: the callback is called, and the last snapshot it got
+ * before cf_executor_destroy() returned shows every call ended. */
+static void test_progress_callback_called_and_final(void **state)
+{
+    (void)state;
+    enum { N = 30 };
+    for (int which = 0; which < 2; which++) {
+        cb_rec r;
+        cb_rec_init(&r);
+        cf_executor *ex = new_engine(which);
+        assert_ok(cf_executor_set_progress_callback(ex, record, &r, 5));
+        cf_future *fs[N];
+        for (int i = 0; i < N; i++)
+            assert_ok(cf_submit(ex, p_third_fails, CF_ARGS(cf_i64(i)), &fs[i]));
+        wait_all(fs, N);
+        assert_true(cf_test_event_wait(&r.first, 10));
+        assert_ok(cf_executor_destroy(ex));
+        int calls = cb_calls(&r);
+        assert_true(calls >= 1);
+        assert_counts(&r.last, N, 0, N - N / 3, N / 3, 0);
+        release_all(fs, N);
+        /* Nothing more after destroy returned. */
+        sleep_ms(20);
+        assert_int_equal(cb_calls(&r), calls);
+        pthread_mutex_destroy(&r.mu);
+    }
+}
+
+/* A submitter keeps the counts moving while the callback (1 ms) is set and
+ * cleared 200 times: when clear returns no call is in progress, and none
+ * begins afterwards. */
+typedef struct {
+    cf_executor *ex;
+    atomic_bool stop;
+} churn_ctx;
+
+static void churn(void *arg)
+{
+    churn_ctx *c = arg;
+    while (!atomic_load(&c->stop)) {
+        cf_future *f;
+        if (cf_submit(c->ex, t_square, CF_ARGS(cf_i64(3)), &f) != CF_OK)
+            return;
+        cf_future_result(f, CF_FOREVER, NULL);
+        cf_future_release(f);
+    }
+}
+
+static void test_progress_callback_never_after_clear(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(2);
+    churn_ctx c = {.ex = ex};
+    atomic_init(&c.stop, false);
+    bg_thread th;
+    bg_start(&th, churn, &c);
+    cb_rec r;
+    cb_rec_init(&r);
+    int total = 0;
+    for (int round = 0; round < 200; round++) {
+        atomic_store(&r.cleared, 0);
+        assert_ok(cf_executor_set_progress_callback(ex, record, &r, 1));
+        if (round % 20 == 0) {
+            /* Now and then wait for a call, so clear races a live one. */
+            int before = cb_calls(&r);
+            double end = cf_test_now() + 10.0 * cf_test_scale();
+            while (cb_calls(&r) == before && cf_test_now() < end)
+                sleep_ms(1);
+            assert_true(cb_calls(&r) > before);
+        }
+        assert_ok(cf_executor_set_progress_callback(ex, NULL, NULL, 0));
+        assert_int_equal(atomic_load(&r.in_call), 0);
+        atomic_store(&r.cleared, 1);
+        total = cb_calls(&r);
+    }
+    sleep_ms(20); /* a chance for a stray call to show */
+    assert_int_equal(atomic_load(&r.after_clear), 0);
+    assert_int_equal(cb_calls(&r), total);
+    assert_true(total >= 10);
+    atomic_store(&c.stop, true);
+    bg_join(&th, 30);
+    assert_ok(cf_executor_destroy(ex));
+    assert_int_equal(atomic_load(&r.after_clear), 0);
+    pthread_mutex_destroy(&r.mu);
+}
+
+/* A callback that clears itself finishes its call and is not called
+ * again; one that destroys its executor gets CF_EDEADLK. */
+static void clear_self(void *arg, const cf_progress *p)
+{
+    cb_rec *r = arg;
+    record(r, p);
+    atomic_store(&r->action_rc, cf_executor_set_progress_callback(r->ex, NULL, NULL, 0));
+    atomic_store(&r->cleared, 1);
+}
+
+static void destroy_self(void *arg, const cf_progress *p)
+{
+    cb_rec *r = arg;
+    record(r, p);
+    if (cb_calls(r) == 1)
+        atomic_store(&r->action_rc, cf_executor_destroy(r->ex));
+}
+
+static void test_progress_callback_clears_or_destroys_itself(void **state)
+{
+    (void)state;
+    cb_rec r;
+    cb_rec_init(&r);
+    r.ex = pool_new(1);
+    assert_ok(cf_executor_set_progress_callback(r.ex, clear_self, &r, 1));
+    assert_true(cf_test_event_wait(&r.first, 10));
+    /* Keep the counts moving: a live callback would be called again. */
+    for (int i = 0; i < 20; i++) {
+        cf_future *f;
+        assert_ok(cf_submit(r.ex, t_square, CF_ARGS(cf_i64(i)), &f));
+        assert_ok(cf_future_result(f, 10, NULL));
+        cf_future_release(f);
+        sleep_ms(1);
+    }
+    assert_int_equal(cb_calls(&r), 1);
+    assert_ok(atomic_load(&r.action_rc));
+    assert_int_equal(atomic_load(&r.after_clear), 0);
+    /* Set again after a self-clear: a fresh thread. */
+    cb_rec r2;
+    cb_rec_init(&r2);
+    r2.ex = r.ex;
+    assert_ok(cf_executor_set_progress_callback(r.ex, destroy_self, &r2, 1));
+    assert_true(cf_test_event_wait(&r2.first, 10));
+    assert_ok(cf_executor_set_progress_callback(r.ex, NULL, NULL, 0));
+    assert_cf(CF_EDEADLK, atomic_load(&r2.action_rc));
+    /* The destroy from the callback only signalled the shutdown. */
+    cf_future *f = NULL;
+    assert_cf(CF_ESHUTDOWN, cf_submit(r.ex, t_square, CF_ARGS(cf_i64(1)), &f));
+    assert_ok(cf_executor_destroy(r.ex));
+    pthread_mutex_destroy(&r.mu);
+    pthread_mutex_destroy(&r2.mu);
+}
+
+static void test_progress_callback_bad_input(void **state)
+{
+    (void)state;
+    cb_rec r;
+    cb_rec_init(&r);
+    assert_cf(CF_EINVAL, cf_executor_set_progress_callback(NULL, record, &r, 10));
+    cf_executor *ex = pool_new(1);
+    assert_cf(CF_EINVAL, cf_executor_set_progress_callback(ex, record, &r, 0));
+    assert_cf(CF_EINVAL, cf_executor_set_progress_callback(ex, record, &r, -5));
+    assert_non_null(strstr(cf_last_error_message(), "interval_ms"));
+    /* Clearing when nothing is set is fine, and so is interval 0 then. */
+    assert_ok(cf_executor_set_progress_callback(ex, NULL, NULL, 0));
+    /* Replacing one callback by another, then destroy with it set. */
+    assert_ok(cf_executor_set_progress_callback(ex, record, &r, 1000));
+    assert_ok(cf_executor_set_progress_callback(ex, record, &r, 1));
+    assert_true(cf_test_event_wait(&r.first, 10));
+    assert_ok(cf_executor_destroy(ex));
+    pthread_mutex_destroy(&r.mu);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_progress_bad_input),
     cmocka_unit_test(test_progress_thread_pool_exact),
@@ -410,6 +627,10 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_progress_map_counts),
     cmocka_unit_test(test_progress_map_close_early),
     cmocka_unit_test(test_progress_snapshot_invariant_race),
+    cmocka_unit_test(test_progress_callback_called_and_final),
+    cmocka_unit_test(test_progress_callback_never_after_clear),
+    cmocka_unit_test(test_progress_callback_clears_or_destroys_itself),
+    cmocka_unit_test(test_progress_callback_bad_input),
 };
 
 CF_TEST_MAIN(tests)

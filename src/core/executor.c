@@ -162,6 +162,7 @@ void cf__executor_unref(cf_executor *ex)
         ex->reg_next->reg_prev = ex->reg_prev;
     pthread_mutex_unlock(&registry_mu);
     ex->magic = 0;
+    pthread_mutex_destroy(&ex->ticker_mu); /* cf__progress_end() left no ticker */
     ex->engine->destroy(ex);
 }
 
@@ -427,11 +428,17 @@ CF__API int cf_executor_destroy(cf_executor *ex)
         return cf__fail(CF_EDEADLK, "executor_destroy: called from one of the executor's own "
                                     "workers, which cannot wait for itself");
     }
+    if (cf__progress_on_ticker(ex)) {
+        ex->engine->shutdown(ex, false, false);
+        return cf__fail(CF_EDEADLK, "executor_destroy: called from the executor's progress "
+                                    "callback, which cannot wait for itself");
+    }
     if (atomic_exchange(&ex->destroyed, true))
         return cf__fail(CF_EINVAL, "executor_destroy: executor was already destroyed");
     int rc = ex->engine->shutdown(ex, true, false);
     if (rc != CF_OK)
         return rc;
+    cf__progress_end(ex);
     cf__executor_unref(ex);
     return CF_OK;
 }

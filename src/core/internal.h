@@ -544,6 +544,11 @@ void cf__progress_map_submit(cf__counts *c, cf_future *f);
 void cf__progress_unsubmit(cf_future *f);
 /* The map's counts are going away: f stops counting in them. */
 void cf__progress_map_detach(cf_future *f);
+/* Is the calling thread the progress callback's timer thread of `ex`? */
+bool cf__progress_on_ticker(cf_executor *ex);
+/* cf_executor_destroy(), once every call has ended: gives the progress
+ * callback a last look and stops its thread (not called from it). */
+void cf__progress_end(cf_executor *ex);
 
 /* Is `f` a live future handle (not NULL, magic intact)? */
 bool cf__future_live(const cf_future *f);

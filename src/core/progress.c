@@ -16,8 +16,26 @@
  *   each future's lock, so no future touches its counts afterwards.
  * - The orderings, and what a reader can rely on, are written next to
  *   struct cf__counts (internal.h).
+ * - The progress callback runs on a timer thread of its own ("ticker"),
+ *   one per executor that has a callback, started by the first
+ *   cf_executor_set_progress_callback() and joined by clearing it or by
+ *   cf_executor_destroy().  Workers never touch it: the ticker only reads
+ *   the counts.  Each tick it takes a snapshot and calls the callback if
+ *   the snapshot changed since the last call (or the callback is new), so
+ *   calls are at least `interval` apart, and the change that ends the last
+ *   call is reported within one interval.  Destroy asks for one final look
+ *   after the executor's calls have all ended.
+ * - Lock order: ex->ticker_mu (guards ex->ticker, taken only by set/clear/
+ *   destroy from other threads) -> t->mu (guards the ticker's fields).
+ *   Neither is held while the callback runs.  The callback's own thread
+ *   never takes ticker_mu (another thread may hold it while waiting for
+ *   that very call to return): a set or clear from inside the callback
+ *   goes straight to its ticker under t->mu.
  */
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -89,4 +107,247 @@ CF__API int cf_executor_progress(const cf_executor *ex, cf_progress *out)
                         !ex ? "executor is NULL" : !out ? "out is NULL" : "not a live executor");
     cf__counts_read((cf__counts *)&ex->counts, out);
     return CF_OK;
+}
+
+/* ---- the progress callback's timer thread -------------------------------- */
+
+struct cf__ticker {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;         /* CLOCK_MONOTONIC; see the liveness rule */
+    pthread_t thread;          /* constant once started */
+    cf_executor *ex;           /* outlives the ticker (destroy joins it) */
+    /* Guarded by `mu`: */
+    cf_progress_fn *fn;
+    void *arg;
+    int64_t interval_ns;
+    unsigned gen;              /* bumped by every set: a new callback */
+    unsigned calling_gen;      /* gen of the call in progress, if `calling` */
+    bool calling;              /* the thread is inside fn (mu dropped) */
+    bool stop;                 /* leave the loop */
+    bool closing;              /* another thread is joining it: a set from
+                                * inside the callback can no longer undo
+                                * `stop` */
+    bool final_look;           /* before leaving, report a last change */
+    bool exited;               /* the thread has left the loop */
+};
+
+static bool progress_equal(const cf_progress *a, const cf_progress *b)
+{
+    return a->submitted == b->submitted && a->running == b->running &&
+           a->succeeded == b->succeeded && a->failed == b->failed &&
+           a->cancelled == b->cancelled;
+}
+
+/* Calls the callback with `mu` dropped if the counts changed since the
+ * last call or the callback is new.  mu held on entry and exit. */
+static void tick(struct cf__ticker *t, cf_progress *last, unsigned *last_gen)
+{
+    cf_progress p;
+    cf__counts_read(&t->ex->counts, &p);
+    if (t->gen == *last_gen && progress_equal(&p, last))
+        return;
+    cf_progress_fn *fn = t->fn;
+    void *arg = t->arg;
+    unsigned gen = t->gen;
+    t->calling = true;
+    t->calling_gen = gen;
+    pthread_mutex_unlock(&t->mu);
+    fn(arg, &p);
+    pthread_mutex_lock(&t->mu);
+    t->calling = false;
+    pthread_cond_broadcast(&t->cv); /* set/clear may wait for this call */
+    *last = p;
+    *last_gen = gen;
+}
+
+/* The ticker whose thread this is (NULL on every other thread). */
+static _Thread_local struct cf__ticker *this_ticker;
+
+static void *ticker_main(void *arg)
+{
+    struct cf__ticker *t = arg;
+    this_ticker = t;
+    cf__set_thread_name("cfutures-progress");
+    cf_progress last;
+    memset(&last, 0, sizeof last);
+    unsigned last_gen = 0;
+    pthread_mutex_lock(&t->mu);
+    int64_t next = cf__now_ns();
+    /* Liveness: the thread sleeps on `cv` until the next tick's deadline
+     * or until a set/clear/destroy, which changes gen/stop under `mu` and
+     * signals `cv`; so a stop is seen at once and a tick is never late.
+     * Nothing else may be waited for here: a worker never wakes it. */
+    while (!t->stop) {
+        int64_t now = cf__now_ns();
+        if (now < next) {
+            struct timespec ts = {(time_t)(next / 1000000000), (long)(next % 1000000000)};
+            pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+            continue;
+        }
+        tick(t, &last, &last_gen);
+        next = now + t->interval_ns;
+    }
+    if (t->final_look && t->fn)
+        tick(t, &last, &last_gen);
+    t->exited = true;
+    pthread_mutex_unlock(&t->mu);
+    cf__set_thread_name(NULL);
+    return NULL;
+}
+
+static struct cf__ticker *ticker_new(cf_executor *ex)
+{
+    struct cf__ticker *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) != 0) {
+        free(t);
+        return NULL;
+    }
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(&t->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc != 0) {
+        free(t);
+        return NULL;
+    }
+    pthread_mutex_init(&t->mu, NULL);
+    t->ex = ex;
+    return t;
+}
+
+static void ticker_free(struct cf__ticker *t)
+{
+    pthread_cond_destroy(&t->cv);
+    pthread_mutex_destroy(&t->mu);
+    free(t);
+}
+
+/* Waits until the callback is not running a call of a callback older than
+ * `gen`.  t->mu held; not on the ticker's thread. */
+static void wait_calls_before(struct cf__ticker *t, unsigned gen)
+{
+    /* Liveness: the ticker broadcasts `cv` when each call returns. */
+    while (t->calling && t->calling_gen != gen)
+        pthread_cond_wait(&t->cv, &t->mu);
+}
+
+/* Stops the ticker of `ex`, joins and frees it.  ticker_mu held; not on
+ * the ticker's own thread. */
+static void ticker_stop_locked(cf_executor *ex, bool final_look)
+{
+    struct cf__ticker *t = ex->ticker;
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->mu);
+    t->stop = true;
+    t->closing = true;
+    t->final_look = final_look;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+    pthread_join(t->thread, NULL);
+    ticker_free(t);
+    ex->ticker = NULL;
+}
+
+CF__API int cf_executor_set_progress_callback(cf_executor *ex, cf_progress_fn *fn, void *arg,
+                                              int interval_ms)
+{
+    static const char who[] = "executor_set_progress_callback";
+    if (!cf__executor_live(ex))
+        return cf__fail(CF_EINVAL, "%s: %s", who,
+                        !ex ? "executor is NULL" : "not a live executor");
+    if (fn && interval_ms < 1)
+        return cf__fail(CF_EINVAL, "%s: interval_ms must be >= 1, got %d", who, interval_ms);
+    if (cf__executor_inherited(ex))
+        return cf__fail(CF_EBROKEN, "%s: executor was inherited through fork()", who);
+    struct cf__ticker *self = this_ticker;
+    if (self && self->ex == ex) {
+        /* From inside the callback: its ticker exists and stays while this
+         * call lasts.  A clear leaves after this call; a set takes effect
+         * for the next one - unless another thread is stopping the
+         * ticker, which then wins. */
+        pthread_mutex_lock(&self->mu);
+        if (!self->closing) {
+            if (!fn) {
+                self->stop = true;
+                self->fn = NULL; /* no final look either */
+            } else {
+                self->fn = fn;
+                self->arg = arg;
+                self->interval_ns = (int64_t)interval_ms * 1000000;
+                self->gen++;
+                self->stop = false;
+            }
+        }
+        pthread_mutex_unlock(&self->mu);
+        return CF_OK;
+    }
+    pthread_mutex_lock(&ex->ticker_mu);
+    if (atomic_load(&ex->destroyed)) {
+        /* destroy stops the ticker after setting `destroyed`, under this
+         * lock: none may start behind it. */
+        pthread_mutex_unlock(&ex->ticker_mu);
+        return cf__fail(CF_EINVAL, "%s: executor was destroyed", who);
+    }
+    struct cf__ticker *t = ex->ticker;
+    if (!fn) {
+        ticker_stop_locked(ex, false);
+        pthread_mutex_unlock(&ex->ticker_mu);
+        return CF_OK;
+    }
+    if (t) {
+        pthread_mutex_lock(&t->mu);
+        bool stopped = t->stop;
+        pthread_mutex_unlock(&t->mu);
+        if (stopped) {
+            /* Cleared from inside its callback earlier: collect it. */
+            ticker_stop_locked(ex, false);
+            t = NULL;
+        }
+    }
+    if (t) {
+        pthread_mutex_lock(&t->mu);
+        t->fn = fn;
+        t->arg = arg;
+        t->interval_ns = (int64_t)interval_ms * 1000000;
+        t->gen++;
+        pthread_cond_broadcast(&t->cv);
+        wait_calls_before(t, t->gen);
+        pthread_mutex_unlock(&t->mu);
+        pthread_mutex_unlock(&ex->ticker_mu);
+        return CF_OK;
+    }
+    t = ticker_new(ex);
+    if (!t) {
+        pthread_mutex_unlock(&ex->ticker_mu);
+        return cf__fail(CF_ENOMEM, "%s: out of memory", who);
+    }
+    t->fn = fn;
+    t->arg = arg;
+    t->interval_ns = (int64_t)interval_ms * 1000000;
+    t->gen = 1;
+    int rc = cf__thread_start(&t->thread, ticker_main, t);
+    if (rc != 0) {
+        ticker_free(t);
+        pthread_mutex_unlock(&ex->ticker_mu);
+        return cf__fail(rc == EAGAIN || rc == ENOMEM ? CF_ENOMEM : CF_ESYS,
+                        "%s: cannot start the timer thread: %s", who, strerror(rc));
+    }
+    ex->ticker = t;
+    pthread_mutex_unlock(&ex->ticker_mu);
+    return CF_OK;
+}
+
+bool cf__progress_on_ticker(cf_executor *ex)
+{
+    return this_ticker && this_ticker->ex == ex;
+}
+
+void cf__progress_end(cf_executor *ex)
+{
+    pthread_mutex_lock(&ex->ticker_mu);
+    ticker_stop_locked(ex, true);
+    pthread_mutex_unlock(&ex->ticker_mu);
 }
