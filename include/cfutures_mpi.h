@@ -54,8 +54,21 @@
  * 10 ms; the future ends when the task does.  A cf_submit_with() timeout
  * fails the future with CF_ETIMEDOUT when it passes and asks the task to
  * stop the same way; its worker is busy until the task returns, and its
- * result is dropped.  cf_terminate_workers() and cf_kill_workers() only
- * shut the pool down (cancelling what waits).
+ * result is dropped.
+ *
+ * cf_terminate_workers() / cf_kill_workers() shut the pool down
+ * (cancelling the calls not handed out yet), then:
+ *   spawn   every worker process ends itself with SIGTERM (SIGKILL a
+ *           second later if it survives) or SIGKILL, on any host; the
+ *           calls they had fail with CF_EBROKEN at once.  As after any
+ *           death of a spawned worker, Open MPI then ends the workers of
+ *           every job the process spawned: other spawn-mode pools of the
+ *           process break too.
+ *   static, comm  a rank cannot end alone (the launcher would end the
+ *           whole job, the application's rank included), so every running
+ *           call is asked to stop as by cf_future_interrupt(); the pool
+ *           ends when they have returned, and the ranks leave as after a
+ *           normal shutdown.
  */
 #ifndef CFUTURES_MPI_H
 #define CFUTURES_MPI_H

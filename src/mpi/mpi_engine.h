@@ -13,6 +13,9 @@
  *   STOP    u64 frame, u32 index: raise the stop flag (cf_cancel_requested)
  *           of call `index` (CF__MPI_STOP_ALL: every call) of the worker's
  *           frame-th CALL frame (counted from 1), now or when it begins
+ *   KILL    u32 signal: the worker sends itself that signal (SIGTERM, a
+ *           second later SIGKILL; or SIGKILL at once) - spawn mode only,
+ *           for cf_terminate_workers() / cf_kill_workers()
  *   HB, EXIT, BYE  empty
  * The manager is one rank (0 of the parent group in spawn mode, world
  * rank 0 in static mode); workers only ever talk to it.
@@ -33,6 +36,7 @@ enum {
     MTAG_CALL = 101,  /* manager -> worker */
     MTAG_EXIT = 102,  /* manager -> worker: no more calls; say BYE, leave */
     MTAG_STOP = 103,  /* manager -> worker: u64 frame, u32 index (see below) */
+    MTAG_KILL = 104,  /* manager -> worker: u32 signal */
     MTAG_HELLO = 111, /* worker -> manager, first message */
     MTAG_RESULT = 112,
     MTAG_HB = 113,    /* worker -> manager heartbeat, from its own thread */
@@ -55,6 +59,10 @@ enum {
 #define CF__MPI_SPIN_MAX_NS 1000000
 #define CF__MPI_NAP_MIN_NS 50000
 #define CF__MPI_NAP_MAX_NS 1000000
+/* The longest the manager waits for its KILL messages to leave before it
+ * lets go of the communicator (cf_kill_workers). */
+#define CF__MPI_KILL_SEND_NS 1000000000
+
 /* An idle worker (nothing for CF__MPI_DOZE_AFTER_NS) probes less often:
  * every CF__MPI_DOZE_NAP_NS.  The first call after such a pause waits up
  * to that long; a busy pool never dozes. */

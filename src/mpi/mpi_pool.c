@@ -31,6 +31,10 @@
  * - A call's timeout (cf_submit_with) fails its future with CF_ETIMEDOUT
  *   when it expires; MPI cannot stop one rank of a spawned job, so the
  *   worker finishes the call and its late answer is dropped.
+ * - cf_terminate_workers() / cf_kill_workers(): spawned workers are told
+ *   to end themselves (KILL) and the pool is let go as after a death; a
+ *   static or communicator pool's ranks cannot end alone, so their calls
+ *   are asked to stop instead (see handle_stop).
  *
  * Locks: `mu` guards the fields marked below.  The manager never holds it
  * while it calls MPI or completes futures.  Everything else (workers,
@@ -38,6 +42,7 @@
  */
 #include <errno.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +70,7 @@ typedef struct msend {
     struct msend *next;
     MPI_Request req;
     unsigned char *buf;
+    bool urgent;         /* a KILL, which must leave before the comm goes */
 } msend;
 
 typedef struct mworker {
@@ -106,12 +112,14 @@ typedef struct mpi_pool {
     struct mpi_pool *next_live; /* the list of live pools (pools_mu) */
     cf_future **interrupts; /* cf_future_interrupt() of running calls */
     size_t ninterrupts, interrupts_cap;
+    int stop_sig;        /* cf_terminate/kill_workers: 0, SIGTERM, SIGKILL */
 
     pthread_t manager;
     pthread_mutex_t join_mu;
     bool joined;         /* guarded by join_mu */
 
     /* Manager thread only: */
+    bool stop_done;      /* stop_sig was acted on */
     MPI_Comm comm;
     mworker *workers;
     msend *sends;
@@ -302,12 +310,13 @@ static void break_pool(mpi_pool *p, const char *msg)
 
 static bool post_send(mpi_pool *p, mworker *w, unsigned char *buf, int len, int tag)
 {
-    msend *s = malloc(sizeof *s);
+    msend *s = buf ? malloc(sizeof *s) : NULL;
     if (!s) {
         free(buf);
         return false;
     }
     s->buf = buf;
+    s->urgent = tag == MTAG_KILL;
     if (MPI_Isend(buf, len, MPI_BYTE, w->rank, tag, p->comm, &s->req) != MPI_SUCCESS) {
         free(buf);
         free(s);
@@ -427,6 +436,64 @@ static bool handle_interrupts(mpi_pool *p)
     }
     free(fs);
     return n > 0;
+}
+
+static bool urgent_sends(const mpi_pool *p)
+{
+    for (const msend *s = p->sends; s; s = s->next)
+        if (s->urgent)
+            return true;
+    return false;
+}
+
+/* Acts once on cf_terminate_workers() / cf_kill_workers(), which come
+ * after a shutdown that cancelled every job not yet handed out.
+ * - Spawn mode: every worker is told to end itself with the signal
+ *   (KILL), its calls fail with CF_EBROKEN at once, and the communicator
+ *   is let go as after a death (Open MPI ends the spawned job).
+ * - Static and communicator mode: one rank cannot end alone (the launcher
+ *   would end the whole job, this rank included), so every call out is
+ *   asked to stop (cf_cancel_requested(), as in a thread pool) and the
+ *   pool ends normally when they have returned.
+ * Returns true if it acted. */
+static bool handle_stop(mpi_pool *p)
+{
+    if (p->stop_done)
+        return false;
+    pthread_mutex_lock(&p->mu);
+    int sig = p->stop_sig;
+    pthread_mutex_unlock(&p->mu);
+    if (!sig)
+        return false;
+    p->stop_done = true;
+    if (!p->spawn) {
+        for (int i = 0; i < p->nworkers; i++)
+            for (mjob *j = p->workers[i].head; j; j = j->next)
+                send_stop(p, &p->workers[i], j, CF__MPI_STOP_ALL);
+        return true;
+    }
+    for (int i = 0; i < p->nworkers; i++) {
+        unsigned char *buf = malloc(4);
+        if (buf) {
+            wire_enc e = {.buf = buf, .len = 0, .cap = 4};
+            wenc_u32(&e, (uint32_t)sig);
+        }
+        /* Without memory for it the worker lives on until the job ends;
+         * its calls fail below all the same. */
+        post_send(p, &p->workers[i], buf, 4, MTAG_KILL);
+    }
+    /* A KILL is tiny: MPI sends it at once, unless the connection is
+     * clogged (a big call on its way), hence the bound. */
+    int64_t until = cf__now_ns() + CF__MPI_KILL_SEND_NS;
+    while (urgent_sends(p) && cf__now_ns() < until) {
+        reap_sends(p);
+        sched_yield();
+    }
+    char msg[160];
+    snprintf(msg, sizeof msg, "MPI pool: its workers were stopped by %s",
+             sig == SIGKILL ? "kill_workers (SIGKILL)" : "terminate_workers (SIGTERM)");
+    break_pool(p, msg);
+    return true;
 }
 
 /* Hands pending jobs to workers.  Returns true if it sent any. */
@@ -787,6 +854,7 @@ static void *manager_main(void *arg)
         pthread_mutex_unlock(&p->mu);
         bool progress = dispatch(p);
         progress |= handle_interrupts(p);
+        progress |= handle_stop(p);
         progress |= receive(p);
         progress |= p->comm != MPI_COMM_NULL && reap_sends(p);
         now = cf__now_ns();
@@ -837,7 +905,8 @@ static int enqueue(mpi_pool *p, mjob *j)
 {
     pthread_mutex_lock(&p->mu);
     if (p->shutdown || p->broken) {
-        int rc = p->broken ? cf__fail(CF_EBROKEN, "submit: %s", p->broken_msg)
+        /* After cf_terminate_workers() the pool is shut down, not broken. */
+        int rc = p->broken && !p->stop_sig ? cf__fail(CF_EBROKEN, "submit: %s", p->broken_msg)
                            : cf__fail(CF_ESHUTDOWN, "submit: cannot schedule new futures after "
                                                     "shutdown");
         pthread_mutex_unlock(&p->mu);
@@ -914,6 +983,17 @@ static int mp_worker_count(const cf_executor *ex)
 {
     const mpi_pool *p = (const mpi_pool *)ex;
     return p->nworkers;
+}
+
+static void mp_stop_workers(cf_executor *ex, bool kill)
+{
+    mpi_pool *p = pool_of(ex);
+    pthread_mutex_lock(&p->mu);
+    if (!p->stop_sig)
+        p->stop_sig = kill ? SIGKILL : SIGTERM;
+    p->seq++;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
 }
 
 static void join_manager(mpi_pool *p)
@@ -1001,6 +1081,7 @@ static const cf__engine mpi_engine = {
     .worker_count = mp_worker_count,
     .submit_batch = mp_submit_batch,
     .interrupt = mp_interrupt,
+    .stop_workers = mp_stop_workers,
     .destroy = mp_destroy,
 };
 

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,9 +271,10 @@ CF__API int cf_mpi_init(int argc, char **argv)
 /* ---- the worker loop ------------------------------------------------------ */
 
 /* The heartbeat thread, and what it shares with the main thread.  While
- * a call runs the heartbeat thread also takes the manager's STOP messages
- * (the main thread is busy in the task) and raises the call's stop flag,
- * which cf_cancel_requested() reads. */
+ * the main thread is busy with a CALL frame (running its calls, sending
+ * the answer) the heartbeat thread also takes the manager's STOP and KILL
+ * messages: it raises the running call's stop flag, which
+ * cf_cancel_requested() reads, or ends the process. */
 static struct {
     MPI_Comm comm;
     int manager;
@@ -281,6 +283,9 @@ static struct {
     pthread_cond_t cv;
     /* Guarded by mu: */
     bool stop;         /* the worker leaves */
+    bool busy;         /* the main thread is not waiting for a message */
+    bool dozing;       /* the heartbeat thread sleeps until its next beat */
+    uint64_t frames;   /* CALL frames begun (set_busy) */
     cf_future *cur;    /* the call running now (NULL: none) ... */
     uint64_t cur_frame; /* ... number cur_index of CALL frame cur_frame */
     uint32_t cur_index;
@@ -291,7 +296,8 @@ static struct {
     unsigned nstops;
 } hb = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-/* How often the heartbeat thread looks for STOP while a call runs. */
+/* How often the heartbeat thread looks for STOP and KILL while the main
+ * thread is busy. */
 #define STOP_POLL_NS 10000000
 
 /* Does a STOP seen match call `index` of frame `frame`?  hb.mu held. */
@@ -330,13 +336,40 @@ static void on_stop(const unsigned char *body, int len)
     pthread_mutex_unlock(&hb.mu);
 }
 
-/* Takes the STOP messages waiting (heartbeat thread, while a call runs). */
+/* KILL (cf_terminate_workers / cf_kill_workers of a spawn-mode pool):
+ * the process ends now, by the signal the manager chose, as a killed
+ * process pool worker would.  Open MPI then ends the rest of the spawned
+ * job.  SIGTERM may be caught or blocked by the program; SIGKILL follows
+ * a second later. */
+static _Noreturn void kill_self(const unsigned char *body, int len)
+{
+    wire_dec d = {body, body + len, false};
+    int sig = (int)wdec_u32(&d);
+    if (d.bad || sig != SIGTERM)
+        sig = SIGKILL;
+    fflush(stdout);
+    fflush(stderr);
+    kill(getpid(), sig);
+    struct timespec grace = {1, 0};
+    nanosleep(&grace, NULL); /* ended by the signal, or by its own end */
+    kill(getpid(), SIGKILL);
+    _exit(128 + SIGKILL); /* not reached */
+}
+
+/* Takes the STOP and KILL messages waiting (heartbeat thread, while the
+ * main thread is busy). */
 static void take_stops(void)
 {
     for (;;) {
         int flag = 0;
         MPI_Message msg;
         MPI_Status st;
+        if (MPI_Improbe(hb.manager, MTAG_KILL, hb.comm, &flag, &msg, &st) == MPI_SUCCESS &&
+            flag) {
+            unsigned char body[4];
+            MPI_Mrecv(body, sizeof body, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+            kill_self(body, sizeof body);
+        }
         if (MPI_Improbe(hb.manager, MTAG_STOP, hb.comm, &flag, &msg, &st) != MPI_SUCCESS || !flag)
             return;
         unsigned char body[16];
@@ -354,10 +387,11 @@ static void *heartbeat_main(void *arg)
     (void)arg;
     cf__set_thread_name("cf-mpi-heartbeat");
     int64_t next_beat = 0;
+    uint64_t frames_seen = 0;
     pthread_mutex_lock(&hb.mu);
     while (!hb.stop) {
         int64_t now = cf__now_ns();
-        bool running = hb.cur != NULL;
+        bool running = hb.busy;
         pthread_mutex_unlock(&hb.mu);
         if (now >= next_beat) {
             MPI_Send(NULL, 0, MPI_BYTE, hb.manager, MTAG_HB, hb.comm);
@@ -366,21 +400,42 @@ static void *heartbeat_main(void *arg)
         if (running)
             take_stops();
         pthread_mutex_lock(&hb.mu);
+        /* It polls while frames come (and dozes once none began for a
+         * poll interval), so a stream of short frames does not wake it
+         * once each. */
         int64_t until = next_beat;
-        if (hb.cur && now + STOP_POLL_NS < until)
+        hb.dozing = !hb.busy && hb.frames == frames_seen;
+        frames_seen = hb.frames;
+        if (!hb.dozing && now + STOP_POLL_NS < until)
             until = now + STOP_POLL_NS;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + (until - now);
         ts.tv_sec = (time_t)(t / 1000000000);
         ts.tv_nsec = (long)(t % 1000000000);
-        /* Woken by the main thread when it leaves (stop) or begins a call
-         * (cur), or when the next heartbeat or STOP poll is due. */
+        /* Woken by the main thread when it leaves (stop) or turns busy
+         * while this thread dozes, or when the next heartbeat or STOP poll
+         * is due. */
         if (!hb.stop)
             pthread_cond_timedwait(&hb.cv, &hb.mu, &ts);
     }
     pthread_mutex_unlock(&hb.mu);
     return NULL;
+}
+
+/* The main thread turns busy (with a CALL frame) or waits again.  A
+ * dozing heartbeat thread is woken, to poll for STOP and KILL while the
+ * frame lasts. */
+static void set_busy(bool busy)
+{
+    pthread_mutex_lock(&hb.mu);
+    hb.busy = busy;
+    hb.frames += busy;
+    if (busy && hb.dozing) {
+        hb.dozing = false;
+        pthread_cond_signal(&hb.cv);
+    }
+    pthread_mutex_unlock(&hb.mu);
 }
 
 /* Waits for the next message from the manager; fills *msg and *st (a
@@ -474,7 +529,6 @@ static void run_calls(const unsigned char *body, int len, uint64_t frame, wire_e
         hb.cur_index = i;
         if (stop_seen_locked(frame, i))
             stop_call_locked(f);
-        pthread_cond_signal(&hb.cv); /* poll for STOP while it runs */
         pthread_mutex_unlock(&hb.mu);
         cf__future_run_call(f, NULL);
         pthread_mutex_lock(&hb.mu);
@@ -520,6 +574,8 @@ void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
     hb.manager = manager;
     hb.interval_ns = hb_interval_ns;
     hb.stop = false;
+    hb.busy = hb.dozing = false;
+    hb.frames = 0;
     hb.cur = NULL;
     hb.nstops = 0;
     pthread_condattr_t ca;
@@ -547,10 +603,13 @@ void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
             worker_leave();
         if (st.MPI_TAG == MTAG_EXIT)
             break;
+        if (st.MPI_TAG == MTAG_KILL)
+            kill_self(in, count);
         if (st.MPI_TAG == MTAG_STOP)
             on_stop(in, count);
         if (st.MPI_TAG != MTAG_CALL)
             continue;
+        set_busy(true);
         run_calls(in, count, ++frames, &out);
         frame = cf__mpi_flatten(&out, &flen);
         release_done();
@@ -574,6 +633,7 @@ void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
         free(frame);
         if (err != MPI_SUCCESS)
             worker_leave();
+        set_busy(false);
     }
     free(in);
     free(done_fs);

@@ -10,11 +10,16 @@
  *                        end the whole job with a non-zero status
  *   static_prog nopool   rank 0 never makes a pool: the other ranks must
  *                        still leave when it exits, and the job exit 0
+ *   static_prog terminate  cf_terminate_workers() while every worker runs a
+ *                        long call: the calls are asked to stop (a rank
+ *                        is not killed, which would end the job), the
+ *                        waiting ones are cancelled, the job exits 0
  */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cfutures_mpi.h"
 
@@ -34,6 +39,26 @@ static int die(cf_call *c)
     return 0;
 }
 CF_TASK(die);
+
+/* Runs until cf_cancel_requested() (at most 30 s), then raises. */
+static int until_stopped(cf_call *c)
+{
+    struct timespec ts = {0, 1000000};
+    for (int i = 0; i < 30000; i++) {
+        if (cf_cancel_requested(c))
+            return cf_raise(c, CF_ECANCELLED, "CancelledError", "stopped after %d ms", i);
+        nanosleep(&ts, NULL);
+    }
+    return cf_return_i64(c, 0);
+}
+CF_TASK(until_stopped);
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 #define CHECK(cond)                                                           \
     do {                                                                      \
@@ -60,6 +85,40 @@ int main(int argc, char **argv)
         CHECK(cf_submit(ex, die, CF_NOARGS, &f) == CF_OK);
         cf_future_result(f, CF_FOREVER, NULL); /* the launcher ends us */
         fprintf(stderr, "static_prog: still alive after a rank died\n");
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "terminate") == 0) {
+        cf_future *run[16], *wait[4];
+        CHECK(n <= 16);
+        for (int i = 0; i < n; i++)
+            CHECK(cf_submit(ex, until_stopped, CF_NOARGS, &run[i]) == CF_OK);
+        for (int i = 0; i < 4; i++)
+            CHECK(cf_submit(ex, square, CF_ARGS(cf_i64(i)), &wait[i]) == CF_OK);
+        /* Handed to their workers (one each: idle workers go first). */
+        for (int i = 0; i < n; i++)
+            while (cf_future_state(run[i]) == CF_PENDING) {
+                struct timespec ts = {0, 1000000}; /* no event for RUNNING */
+                nanosleep(&ts, NULL);
+            }
+        double t0 = now_s();
+        CHECK(cf_terminate_workers(ex) == CF_OK);
+        for (int i = 0; i < n; i++) {
+            CHECK(cf_future_result(run[i], CF_FOREVER, NULL) == CF_ETASK);
+            const cf_failure *fl;
+            CHECK(cf_future_exception(run[i], CF_FOREVER, &fl) == CF_OK);
+            CHECK(strcmp(cf_failure_type(fl), "CancelledError") == 0);
+            cf_future_release(run[i]);
+        }
+        CHECK(now_s() - t0 < 15); /* not the calls' 30 s */
+        for (int i = 0; i < 4; i++) {
+            int rc = cf_future_result(wait[i], CF_FOREVER, NULL);
+            CHECK(rc == CF_ECANCELLED || rc == CF_OK);
+            cf_future_release(wait[i]);
+        }
+        cf_future *f;
+        CHECK(cf_submit(ex, square, CF_ARGS(cf_i64(1)), &f) == CF_ESHUTDOWN);
+        CHECK(cf_executor_destroy(ex) == CF_OK);
+        printf("static_prog: terminate after %.2f s, %d workers OK\n", now_s() - t0, n);
         return 0;
     }
     cf_future *fs[50];

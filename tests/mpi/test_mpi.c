@@ -6,6 +6,7 @@
  * Remote tasks are held back with a gate file (they poll for it), since a
  * worker process cannot see the test's events.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -82,6 +83,23 @@ static int until_stopped(cf_call *c)
     return cf_return_i64(c, 0);
 }
 CF_TASK(until_stopped);
+
+/* Leaves a file named after its worker's pid in the directory given as
+ * argument 0, then runs for 30 s whatever it is asked: only the end of
+ * its process stops it. */
+static int hold_pid(cf_call *c)
+{
+    char path[160];
+    snprintf(path, sizeof path, "%s/%d", cf_arg_str(c, 0), (int)getpid());
+    int fd = open(path, O_CREAT | O_WRONLY, 0600);
+    if (fd >= 0)
+        close(fd);
+    struct timespec ts = {0, 1000000};
+    for (int i = 0; i < 30000; i++)
+        nanosleep(&ts, NULL);
+    return cf_return_i64(c, 1);
+}
+CF_TASK(hold_pid);
 
 /* Registered only after cf_mpi_init(), so the workers never know it. */
 static int late(cf_call *c)
@@ -405,6 +423,105 @@ static void test_dead_worker_breaks_pool(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* The pids hold_pid() left in `dir`: waits until there are n. */
+static void read_pids(const char *dir, int n, pid_t *pids)
+{
+    double end = cf_test_now() + 20.0 * cf_test_scale();
+    for (;;) {
+        int k = 0;
+        DIR *d = opendir(dir);
+        assert_non_null(d);
+        struct dirent *e;
+        while ((e = readdir(d)) && k < n)
+            if (e->d_name[0] != '.')
+                pids[k++] = (pid_t)atoi(e->d_name);
+        closedir(d);
+        if (k == n)
+            return;
+        assert_true(cf_test_now() < end);
+        struct timespec ts = {0, 2000000}; /* the workers signal only by files */
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void remove_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[300];
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.') {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+    if (d)
+        closedir(d);
+    rmdir(dir);
+}
+
+/* cf_terminate_workers() and cf_kill_workers() of a spawn-mode pool end
+ * its worker processes, even while they run calls that never look at
+ * cf_cancel_requested(): those calls fail with CF_EBROKEN at once, the
+ * calls not handed out are cancelled, later submits are refused as after
+ * a shutdown, and a new pool works. */
+static void test_terminate_and_kill_workers(void **state)
+{
+    (void)state;
+    for (int kill_them = 0; kill_them < 2; kill_them++) {
+        char dir[] = "/tmp/cf-mpi-pids-XXXXXX";
+        assert_non_null(mkdtemp(dir));
+        cf_executor *ex = pool(2, 0);
+        cf_future *hold[2], *more[4];
+        for (int i = 0; i < 2; i++)
+            assert_ok(cf_submit(ex, hold_pid, CF_ARGS(cf_str(dir)), &hold[i]));
+        for (int i = 0; i < 4; i++)
+            assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(i)), &more[i]));
+        pid_t pids[2];
+        read_pids(dir, 2, pids);
+        double t0 = cf_test_now();
+        assert_ok(kill_them ? cf_kill_workers(ex) : cf_terminate_workers(ex));
+        for (int i = 0; i < 2; i++) {
+            assert_cf(CF_EBROKEN, cf_future_result(hold[i], CF_FOREVER, NULL));
+            const cf_failure *fl;
+            assert_ok(cf_future_exception(hold[i], CF_FOREVER, &fl));
+            assert_non_null(strstr(cf_failure_message(fl),
+                                   kill_them ? "stopped by kill_workers"
+                                             : "stopped by terminate_workers"));
+            cf_future_release(hold[i]);
+        }
+        /* At once: not after a heartbeat timeout, nor the 30 s call. */
+        print_message("calls failed %.3f s after the %s\n", cf_test_now() - t0,
+                      kill_them ? "kill" : "terminate");
+        assert_true(cf_test_now() - t0 < 2.0 * cf_test_scale());
+        for (int i = 0; i < 4; i++) {
+            int rc = cf_future_result(more[i], CF_FOREVER, NULL);
+            assert_true(rc == CF_ECANCELLED || rc == CF_EBROKEN);
+            cf_future_release(more[i]);
+        }
+        cf_future *f;
+        assert_cf(CF_ESHUTDOWN, cf_submit(ex, square, CF_ARGS(cf_i64(2)), &f));
+        /* The processes are gone (their parent, Open MPI's daemon, reaps
+         * them). */
+        double end = cf_test_now() + 10.0 * cf_test_scale();
+        for (int i = 0; i < 2; i++) {
+            while (kill(pids[i], 0) == 0) {
+                assert_true(cf_test_now() < end);
+                struct timespec ts = {0, 2000000}; /* no event for another's end */
+                nanosleep(&ts, NULL);
+            }
+            assert_int_equal(errno, ESRCH);
+        }
+        assert_ok(cf_executor_destroy(ex));
+        remove_dir(dir);
+    }
+    cf_executor *ex = pool(2, 0);
+    cf_future *f;
+    assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(5)), &f));
+    assert_int_equal(result_i64(f), 25);
+    cf_future_release(f);
+    assert_ok(cf_executor_destroy(ex));
+}
+
 static unsigned char *pattern(size_t n)
 {
     unsigned char *b = malloc(n);
@@ -590,6 +707,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_timeout),
     cmocka_unit_test(test_interrupt_reaches_task),
     cmocka_unit_test(test_dead_worker_breaks_pool),
+    cmocka_unit_test(test_terminate_and_kill_workers),
     cmocka_unit_test(test_big_payloads),
     cmocka_unit_test(test_death_during_big_transfer),
     cmocka_unit_test(test_spawn_that_never_returns_times_out),
