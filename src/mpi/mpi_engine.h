@@ -17,6 +17,12 @@
  *           second later SIGKILL; or SIGKILL at once) - spawn mode only,
  *           for cf_terminate_workers() / cf_kill_workers()
  *   HB, EXIT, BYE  empty
+ *   LONG    u32 tag, u64 length: a frame longer than cf__mpi_part_max()
+ *           (CALL or RESULT, `tag`) follows as PART messages, in order,
+ *           each at most cf__mpi_part_max() bytes; their bytes joined are
+ *           the frame.  One MPI message counts in int (Open MPI 4.1 has no
+ *           MPI-4 large-count calls), so frames over 2 GiB cross this way;
+ *           MPI keeps messages of one sender, tag and communicator in order.
  * The manager is one rank (0 of the parent group in spawn mode, world
  * rank 0 in static mode); workers only ever talk to it.
  */
@@ -41,7 +47,32 @@ enum {
     MTAG_RESULT = 112,
     MTAG_HB = 113,    /* worker -> manager heartbeat, from its own thread */
     MTAG_BYE = 114,   /* worker -> manager, answering EXIT */
+    MTAG_LONG = 120,  /* either way: u32 tag, u64 length; PARTs follow */
+    MTAG_PART = 121,
 };
+
+/* The most bytes one PART carries: 1 GiB, or the test knob
+ * CFUTURES_TEST_MPI_PART (bytes, >= 16; read once per process, before
+ * MPI starts), which lets tests split small frames. */
+#define CF__MPI_PART_MAX ((size_t)1 << 30)
+size_t cf__mpi_part_max(void);
+
+/* A finished frame's payload (header excluded) as at most
+ * CF__MPI_MAX_PIECES contiguous pieces, in order: the encoder's inline
+ * bytes between the big values it references, and those values.  Returns
+ * how many. */
+typedef struct cf__mpi_piece {
+    const unsigned char *p;
+    size_t n;
+} cf__mpi_piece;
+#define CF__MPI_MAX_PIECES (2 * WIRE_MAX_REFS + 1)
+size_t cf__mpi_pieces(const wire_enc *e, const unsigned char *inline_copy, cf__mpi_piece *out);
+
+/* The payload length of a finished frame. */
+static inline size_t cf__mpi_frame_len(const wire_enc *e)
+{
+    return e->len - WIRE_HDR + e->total;
+}
 
 #define CF__MPI_STOP_ALL UINT32_MAX
 
@@ -100,8 +131,8 @@ static inline int64_t cf__mpi_next_nap(int64_t nap, int64_t max)
 
 /* The payload of a finished frame (header excluded) as one malloc'ed
  * buffer, the referenced big values copied in; NULL with errno ENOMEM, or
- * EMSGSIZE when the frame is over INT_MAX bytes (one MPI message counts
- * in int). */
+ * EMSGSIZE when the frame is over cf__mpi_part_max() bytes (it goes as
+ * LONG + PARTs instead). */
 unsigned char *cf__mpi_flatten(const wire_enc *e, int *len);
 
 /* MPI's text for an error code, into buf. */

@@ -31,6 +31,10 @@
  * - A call's timeout (cf_submit_with) fails its future with CF_ETIMEDOUT
  *   when it expires; MPI cannot stop one rank of a spawned job, so the
  *   worker finishes the call and its late answer is dropped.
+ * - Frames over cf__mpi_part_max() go as LONG + PARTs (mpi_engine.h):
+ *   the inline bytes copied once, big arguments sent in place while the
+ *   send holds their futures; a long RESULT is joined in the worker's
+ *   rbuf part by part, between heartbeats.
  * - cf_terminate_workers() / cf_kill_workers(): spawned workers are told
  *   to end themselves (KILL) and the pool is let go as after a death; a
  *   static or communicator pool's ranks cannot end alone, so their calls
@@ -41,6 +45,7 @@
  * requests, the communicator) belongs to the manager thread alone.
  */
 #include <errno.h>
+#include <limits.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -66,10 +71,15 @@ typedef struct mjob {
     cf_future *fs[];     /* the engine's references; NULL once dropped */
 } mjob;
 
+/* One frame on its way: one request, or a LONG header and its PARTs. */
 typedef struct msend {
     struct msend *next;
-    MPI_Request req;
-    unsigned char *buf;
+    int nreq;
+    MPI_Request *reqs;   /* &one, or an array of nreq */
+    MPI_Request one;
+    unsigned char *buf, *buf2; /* freed once every request completed */
+    cf_future **hold;    /* a LONG frame's calls, whose values it sends */
+    uint32_t nhold;
     bool urgent;         /* a KILL, which must leave before the comm goes */
 } msend;
 
@@ -84,8 +94,12 @@ typedef struct mworker {
     int njobs;
     bool receiving;      /* an MPI_Imrecv is in flight */
     MPI_Request rreq;
-    unsigned char *rbuf;
-    int rlen, rtag;
+    unsigned char *rbuf; /* the frame coming in */
+    size_t rlen;         /* its length */
+    int rtag;
+    bool rlong;          /* it comes as PARTs (after a LONG) */
+    size_t rgot;         /* bytes of it received (rlong) */
+    int rpart;           /* the PART in flight (rlong) */
 } mworker;
 
 typedef struct mpi_pool {
@@ -182,7 +196,7 @@ static void worker_name(const mworker *w, char *buf, size_t size)
 
 /* Completes the head job of `w` from a RESULT payload.  Returns false if
  * the payload does not fit the job (a broken worker). */
-static bool on_result(mworker *w, const unsigned char *body, int len)
+static bool on_result(mworker *w, const unsigned char *body, size_t len)
 {
     mjob *j = w->head;
     wire_dec d = {body, body + len, false};
@@ -278,7 +292,7 @@ static void break_pool(mpi_pool *p, const char *msg)
         if (w->receiving) {
             /* Never completes (its sender is gone); MPI may still write
              * into the buffer, so it is kept like an orphaned send. */
-            msend *o = malloc(sizeof *o);
+            msend *o = calloc(1, sizeof *o);
             MPI_Request_free(&w->rreq);
             if (o) {
                 o->buf = w->rbuf;
@@ -290,12 +304,19 @@ static void break_pool(mpi_pool *p, const char *msg)
             w->rbuf = NULL;
             w->receiving = false;
         }
+        if (w->rlong) {
+            free(w->rbuf); /* MPI writes into it no more */
+            w->rbuf = NULL;
+            w->rlong = false;
+        }
     }
     fail_jobs(pending, CF_EBROKEN, "BrokenMPIPool", msg);
     while (p->sends) {
         msend *s = p->sends;
         p->sends = s->next;
-        MPI_Request_free(&s->req);
+        for (int i = 0; i < s->nreq; i++)
+            if (s->reqs[i] != MPI_REQUEST_NULL)
+                MPI_Request_free(&s->reqs[i]);
         pthread_mutex_lock(&pools_mu);
         s->next = orphans;
         orphans = s;
@@ -308,23 +329,91 @@ static void break_pool(mpi_pool *p, const char *msg)
 
 /* ---- sending -------------------------------------------------------------- */
 
+static void msend_free(msend *s)
+{
+    free(s->buf);
+    free(s->buf2);
+    for (uint32_t i = 0; i < s->nhold; i++)
+        cf_future_release(s->hold[i]);
+    free(s->hold);
+    if (s->reqs != &s->one)
+        free(s->reqs);
+    free(s);
+}
+
 static bool post_send(mpi_pool *p, mworker *w, unsigned char *buf, int len, int tag)
 {
-    msend *s = buf ? malloc(sizeof *s) : NULL;
+    msend *s = buf ? calloc(1, sizeof *s) : NULL;
     if (!s) {
         free(buf);
         return false;
     }
     s->buf = buf;
     s->urgent = tag == MTAG_KILL;
-    if (MPI_Isend(buf, len, MPI_BYTE, w->rank, tag, p->comm, &s->req) != MPI_SUCCESS) {
-        free(buf);
-        free(s);
+    s->nreq = 1;
+    s->reqs = &s->one;
+    if (MPI_Isend(buf, len, MPI_BYTE, w->rank, tag, p->comm, &s->one) != MPI_SUCCESS) {
+        msend_free(s);
         return false;
     }
     s->next = p->sends;
     p->sends = s;
     return true;
+}
+
+/* Sends the finished frame in p->enc as LONG + PARTs: the inline bytes
+ * copied, the big values sent from where they are - the arguments of j's
+ * calls, which the send holds until it completes.  Returns 1 when sent,
+ * 0 when nothing was (no memory), -1 when MPI failed half-way. */
+static int post_long(mpi_pool *p, mworker *w, const mjob *j, int tag)
+{
+    const wire_enc *e = &p->enc;
+    size_t total = cf__mpi_frame_len(e), pm = cf__mpi_part_max();
+    msend *s = calloc(1, sizeof *s);
+    unsigned char *hdr = malloc(12), *inl = malloc(e->len - WIRE_HDR + 1);
+    cf__mpi_piece pcs[CF__MPI_MAX_PIECES];
+    size_t k = 0, nparts = 0;
+    if (s && inl) {
+        memcpy(inl, e->buf + WIRE_HDR, e->len - WIRE_HDR);
+        k = cf__mpi_pieces(e, inl, pcs);
+        for (size_t i = 0; i < k; i++)
+            nparts += (pcs[i].n + pm - 1) / pm;
+    }
+    if (s) {
+        s->buf = hdr;
+        s->buf2 = inl;
+        s->reqs = calloc(nparts + 1, sizeof *s->reqs);
+        s->hold = malloc(j->n * sizeof *s->hold);
+    }
+    if (!s || !hdr || !inl || !s->reqs || !s->hold || nparts + 1 > INT_MAX) {
+        if (s)
+            msend_free(s);
+        else {
+            free(hdr);
+            free(inl);
+        }
+        return 0;
+    }
+    for (uint32_t i = 0; i < j->n; i++)
+        s->hold[s->nhold++] = cf_future_retain(j->fs[i]);
+    wire_enc h = {.buf = hdr, .len = 0, .cap = 12};
+    wenc_u32(&h, (uint32_t)tag);
+    wenc_u64(&h, total);
+    bool ok = MPI_Isend(hdr, 12, MPI_BYTE, w->rank, MTAG_LONG, p->comm, &s->reqs[0]) ==
+              MPI_SUCCESS;
+    s->nreq = 1;
+    for (size_t i = 0; i < k && ok; i++)
+        for (size_t off = 0; off < pcs[i].n && ok; off += pm) {
+            size_t n = pcs[i].n - off < pm ? pcs[i].n - off : pm;
+            ok = MPI_Isend(pcs[i].p + off, (int)n, MPI_BYTE, w->rank, MTAG_PART, p->comm,
+                           &s->reqs[s->nreq]) == MPI_SUCCESS;
+            s->nreq += ok;
+        }
+    /* Even a half-posted frame stays listed: its requests must finish (or
+     * be freed when the pool breaks) before its memory goes. */
+    s->next = p->sends;
+    p->sends = s;
+    return ok ? 1 : -1;
 }
 
 /* Completes finished sends; returns true if any did. */
@@ -334,14 +423,16 @@ static bool reap_sends(mpi_pool *p)
     for (msend **sp = &p->sends; *sp;) {
         msend *s = *sp;
         int done = 0;
-        MPI_Test(&s->req, &done, MPI_STATUS_IGNORE);
+        if (s->nreq == 1)
+            MPI_Test(&s->one, &done, MPI_STATUS_IGNORE);
+        else
+            MPI_Testall(s->nreq, s->reqs, &done, MPI_STATUSES_IGNORE);
         if (!done) {
             sp = &s->next;
             continue;
         }
         *sp = s->next;
-        free(s->buf);
-        free(s);
+        msend_free(s);
         any = true;
     }
     return any;
@@ -378,16 +469,20 @@ static bool send_job(mpi_pool *p, mworker *w, mjob *j)
         for (size_t k = 0; k < c->nargs; k++)
             wenc_value(e, &args[k]);
     }
-    int len = 0;
-    unsigned char *buf = cf__mpi_flatten(e, &len);
-    bool too_big = !buf && errno == EMSGSIZE;
-    if (!buf || !post_send(p, w, buf, len, MTAG_CALL)) {
-        if (too_big)
-            fail_job(j, CF_ETOOBIG, "ValueError",
-                     "the call's frame exceeds one MPI message (2 GiB); split it");
-        else
-            fail_job(j, CF_ENOMEM, "MemoryError", "out of memory (or an MPI error) sending "
-                                                  "the call");
+    int sent;
+    if (!e->oom && cf__mpi_frame_len(e) > cf__mpi_part_max()) {
+        sent = post_long(p, w, j, MTAG_CALL);
+    } else {
+        int len = 0;
+        unsigned char *buf = cf__mpi_flatten(e, &len);
+        sent = buf && post_send(p, w, buf, len, MTAG_CALL);
+    }
+    if (sent != 1) {
+        fail_job(j, CF_ENOMEM, "MemoryError", "out of memory (or an MPI error) sending "
+                                              "the call");
+        /* The worker would wait for the rest of the frame for ever. */
+        if (sent < 0)
+            break_pool(p, "MPI pool broken: MPI failed while sending a long frame");
         return false;
     }
     j->next = NULL;
@@ -541,7 +636,7 @@ static void bad_worker(mpi_pool *p, mworker *w, const char *what)
     break_pool(p, msg);
 }
 
-static void on_message(mpi_pool *p, mworker *w, int tag, const unsigned char *body, int len)
+static void on_message(mpi_pool *p, mworker *w, int tag, const unsigned char *body, size_t len)
 {
     switch (tag) {
     case MTAG_HB:
@@ -573,6 +668,33 @@ static void on_message(mpi_pool *p, mworker *w, int tag, const unsigned char *bo
     }
 }
 
+/* A LONG header from w: where its PARTs will go.  Returns false if the
+ * worker cannot be trusted (or memory is short). */
+static bool on_long(mpi_pool *p, mworker *w, const unsigned char *body, int len)
+{
+    wire_dec d = {body, body + len, false};
+    uint32_t tag = wdec_u32(&d);
+    uint64_t total = wdec_u64(&d);
+    /* Only a RESULT comes long, for the job the worker runs; no outcome is
+     * bigger than WIRE_OUTCOME_MAX. */
+    const mjob *j = w->head;
+    if (d.bad || d.p != d.end || tag != MTAG_RESULT || !j || total == 0 ||
+        total > 4 + (uint64_t)j->n * WIRE_OUTCOME_MAX) {
+        bad_worker(p, w, "sent a long frame that does not fit its calls");
+        return false;
+    }
+    w->rbuf = malloc((size_t)total);
+    if (!w->rbuf) {
+        bad_worker(p, w, "sent a result the manager has no memory for");
+        return false;
+    }
+    w->rlen = (size_t)total;
+    w->rgot = 0;
+    w->rtag = (int)tag;
+    w->rlong = true;
+    return true;
+}
+
 /* Moves messages along.  Returns true if anything arrived. */
 static bool receive(mpi_pool *p)
 {
@@ -586,15 +708,21 @@ static bool receive(mpi_pool *p)
             if (done) {
                 w->receiving = false;
                 w->last_seen = now;
-                on_message(p, w, w->rtag, w->rbuf, w->rlen);
-                free(w->rbuf);
-                w->rbuf = NULL;
                 any = true;
-                continue;
+                if (w->rlong)
+                    w->rgot += (size_t)w->rpart;
+                if (!w->rlong || w->rgot == w->rlen) {
+                    w->rlong = false;
+                    on_message(p, w, w->rtag, w->rbuf, w->rlen);
+                    free(w->rbuf);
+                    w->rbuf = NULL;
+                    continue;
+                }
             }
         }
         /* While a big message comes in, heartbeats (another tag) still
-         * arrive and prove the sender alive. */
+         * arrive and prove the sender alive; between the PARTs of a long
+         * frame only they and the next PART may come. */
         for (;;) {
             int flag = 0;
             MPI_Message msg;
@@ -607,6 +735,28 @@ static bool receive(mpi_pool *p)
             w->last_seen = now;
             int count = 0;
             MPI_Get_count(&st, MPI_BYTE, &count);
+            if (st.MPI_TAG == MTAG_LONG || st.MPI_TAG == MTAG_PART ||
+                (w->rlong && st.MPI_TAG != MTAG_HB)) {
+                bool ok = w->rlong ? st.MPI_TAG == MTAG_PART && count > 0 &&
+                                         (size_t)count <= w->rlen - w->rgot
+                                   : st.MPI_TAG == MTAG_LONG && count == 12;
+                if (!ok) {
+                    MPI_Mrecv(NULL, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE); /* truncates */
+                    bad_worker(p, w, "broke the order of a long frame");
+                    return true;
+                }
+                if (st.MPI_TAG == MTAG_LONG) {
+                    unsigned char hdr[12];
+                    MPI_Mrecv(hdr, 12, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+                    if (!on_long(p, w, hdr, 12))
+                        return true;
+                    continue;
+                }
+                w->rpart = count;
+                w->receiving = true;
+                MPI_Imrecv(w->rbuf + w->rgot, count, MPI_BYTE, &msg, &w->rreq);
+                break; /* tested on the next round */
+            }
             if (st.MPI_TAG == MTAG_HB || count == 0) {
                 MPI_Mrecv(NULL, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
                 on_message(p, w, st.MPI_TAG, NULL, 0);
@@ -620,7 +770,7 @@ static bool receive(mpi_pool *p)
                 bad_worker(p, w, "sent a message the manager has no memory for");
                 return true;
             }
-            w->rlen = count;
+            w->rlen = (size_t)count;
             w->rtag = st.MPI_TAG;
             w->receiving = true;
             MPI_Imrecv(w->rbuf, count, MPI_BYTE, &msg, &w->rreq);
@@ -1120,8 +1270,7 @@ void cf__mpi_orphans_free(void)
     while (orphans) {
         msend *o = orphans;
         orphans = o->next;
-        free(o->buf);
-        free(o);
+        msend_free(o);
     }
     pthread_mutex_unlock(&pools_mu);
 }

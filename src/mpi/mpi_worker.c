@@ -54,10 +54,47 @@ const char *cf__mpi_strerror(int code, char *buf, size_t size)
     return buf;
 }
 
+static size_t part_max = CF__MPI_PART_MAX;
+static pthread_once_t part_once = PTHREAD_ONCE_INIT;
+
+static void read_part_knob(void)
+{
+    const char *env = getenv("CFUTURES_TEST_MPI_PART");
+    if (!env || !*env)
+        return;
+    char *end;
+    unsigned long long v = strtoull(env, &end, 10);
+    if (!*end && v >= 16 && v <= CF__MPI_PART_MAX)
+        part_max = (size_t)v;
+}
+
+size_t cf__mpi_part_max(void)
+{
+    pthread_once(&part_once, read_part_knob);
+    return part_max;
+}
+
+size_t cf__mpi_pieces(const wire_enc *e, const unsigned char *inline_copy, cf__mpi_piece *out)
+{
+    /* Inline bytes at frame offset `at` (>= WIRE_HDR). */
+#define INLINE_AT(at) (inline_copy ? inline_copy + ((at) - WIRE_HDR) : e->buf + (at))
+    size_t k = 0, from = WIRE_HDR;
+    for (size_t i = 0; i < e->nrefs; i++) {
+        if (e->ref_at[i] > from)
+            out[k++] = (cf__mpi_piece){INLINE_AT(from), e->ref_at[i] - from};
+        out[k++] = (cf__mpi_piece){e->ref_ptr[i], e->ref_len[i]};
+        from = e->ref_at[i];
+    }
+    if (e->len > from)
+        out[k++] = (cf__mpi_piece){INLINE_AT(from), e->len - from};
+#undef INLINE_AT
+    return k;
+}
+
 unsigned char *cf__mpi_flatten(const wire_enc *e, int *len)
 {
-    size_t total = e->len - WIRE_HDR + e->total;
-    if (!e->oom && total > INT_MAX) {
+    size_t total = cf__mpi_frame_len(e);
+    if (!e->oom && total > cf__mpi_part_max()) {
         errno = EMSGSIZE;
         return NULL;
     }
@@ -482,7 +519,7 @@ static void release_done(void)
 
 /* Runs the calls of one CALL payload and fills `out` with the RESULT;
  * the finished futures go to done_fs. */
-static void run_calls(const unsigned char *body, int len, uint64_t frame, wire_enc *out)
+static void run_calls(const unsigned char *body, size_t len, uint64_t frame, wire_enc *out)
 {
     wire_dec d = {body, body + len, false};
     uint32_t n = wdec_u32(&d);
@@ -549,6 +586,58 @@ static void run_calls(const unsigned char *body, int len, uint64_t frame, wire_e
     }
 }
 
+/* A LONG frame from the manager (header `hdr`): its PARTs joined, in a
+ * malloc'ed buffer of *len bytes; NULL if it does not decode or memory is
+ * short.  Blocks while the parts come (MPI spins meanwhile; the transfer
+ * is under way, and the heartbeat thread keeps beating). */
+static unsigned char *recv_long(MPI_Comm comm, int manager, const unsigned char *hdr, int hlen,
+                                size_t *len)
+{
+    wire_dec d = {hdr, hdr + hlen, false};
+    uint32_t tag = wdec_u32(&d);
+    uint64_t total = wdec_u64(&d);
+    if (d.bad || tag != MTAG_CALL || total == 0 || total > SIZE_MAX / 2)
+        return NULL;
+    unsigned char *buf = malloc((size_t)total);
+    if (!buf)
+        return NULL;
+    size_t got = 0;
+    while (got < total) {
+        MPI_Message msg;
+        MPI_Status st;
+        int count = 0;
+        if (MPI_Mprobe(manager, MTAG_PART, comm, &msg, &st) != MPI_SUCCESS ||
+            MPI_Get_count(&st, MPI_BYTE, &count) != MPI_SUCCESS || count <= 0 ||
+            (size_t)count > total - got ||
+            MPI_Mrecv(buf + got, count, MPI_BYTE, &msg, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+            free(buf);
+            return NULL;
+        }
+        got += (size_t)count;
+    }
+    *len = (size_t)total;
+    return buf;
+}
+
+/* Sends a finished frame as LONG + PARTs, straight from the encoder's
+ * pieces (the big values are not copied). */
+static int send_long(MPI_Comm comm, int manager, const wire_enc *e, int tag)
+{
+    unsigned char hdr[12];
+    wire_enc h = {.buf = hdr, .len = 0, .cap = sizeof hdr};
+    wenc_u32(&h, (uint32_t)tag);
+    wenc_u64(&h, cf__mpi_frame_len(e));
+    int err = MPI_Send(hdr, sizeof hdr, MPI_BYTE, manager, MTAG_LONG, comm);
+    cf__mpi_piece pcs[CF__MPI_MAX_PIECES];
+    size_t k = cf__mpi_pieces(e, NULL, pcs), pm = cf__mpi_part_max();
+    for (size_t i = 0; i < k && err == MPI_SUCCESS; i++)
+        for (size_t off = 0; off < pcs[i].n && err == MPI_SUCCESS; off += pm) {
+            size_t n = pcs[i].n - off < pm ? pcs[i].n - off : pm;
+            err = MPI_Send(pcs[i].p + off, (int)n, MPI_BYTE, manager, MTAG_PART, comm);
+        }
+    return err;
+}
+
 void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
 {
     atomic_store(&in_mpi_worker, true);
@@ -607,30 +696,43 @@ void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
             kill_self(in, count);
         if (st.MPI_TAG == MTAG_STOP)
             on_stop(in, count);
-        if (st.MPI_TAG != MTAG_CALL)
+        if (st.MPI_TAG != MTAG_CALL && st.MPI_TAG != MTAG_LONG)
             continue;
         set_busy(true);
-        run_calls(in, count, ++frames, &out);
-        frame = cf__mpi_flatten(&out, &flen);
-        release_done();
-        if (!frame) {
-            /* Too big for one message, or no memory: the calls fail. */
-            wire_dec d = {in, in + count, false};
-            uint32_t n = wdec_u32(&d);
-            wenc_reset(&out);
-            wenc_u32(&out, n);
-            for (uint32_t i = 0; i < n; i++) {
-                wenc_u8(&out, 0);
-                wenc_failure(&out, CF_ETOOBIG, "MemoryError",
-                             "worker: the results do not fit in one MPI message (2 GiB) or "
-                             "memory ran out");
-            }
-            frame = cf__mpi_flatten(&out, &flen);
-            if (!frame)
-                worker_leave();
+        size_t inlen = (size_t)count;
+        if (st.MPI_TAG == MTAG_LONG) {
+            unsigned char *joined = recv_long(comm, manager, in, count, &inlen);
+            if (!joined)
+                worker_leave(); /* the manager finds it gone */
+            free(in);
+            in = joined;
         }
-        int err = MPI_Send(frame, flen, MPI_BYTE, manager, MTAG_RESULT, comm);
-        free(frame);
+        run_calls(in, inlen, ++frames, &out);
+        int err;
+        if (!out.oom && cf__mpi_frame_len(&out) > cf__mpi_part_max()) {
+            err = send_long(comm, manager, &out, MTAG_RESULT);
+            release_done();
+        } else {
+            frame = cf__mpi_flatten(&out, &flen);
+            release_done();
+            if (!frame) {
+                /* No memory: the calls fail. */
+                wire_dec d = {in, in + inlen, false};
+                uint32_t n = wdec_u32(&d);
+                wenc_reset(&out);
+                wenc_u32(&out, n);
+                for (uint32_t i = 0; i < n; i++) {
+                    wenc_u8(&out, 0);
+                    wenc_failure(&out, CF_ENOMEM, "MemoryError",
+                                 "worker: out of memory for the results");
+                }
+                frame = cf__mpi_flatten(&out, &flen);
+                if (!frame)
+                    worker_leave();
+            }
+            err = MPI_Send(frame, flen, MPI_BYTE, manager, MTAG_RESULT, comm);
+            free(frame);
+        }
         if (err != MPI_SUCCESS)
             worker_leave();
         set_busy(false);

@@ -101,6 +101,18 @@ static int hold_pid(cf_call *c)
 }
 CF_TASK(hold_pid);
 
+/* The sum of the bytes of argument 0. */
+static int sum_bytes(cf_call *c)
+{
+    const cf_value *v = cf_arg(c, 0);
+    const unsigned char *b = v->as.bytes;
+    int64_t sum = 0;
+    for (size_t i = 0; i < v->size; i++)
+        sum += b[i];
+    return cf_return_i64(c, sum);
+}
+CF_TASK(sum_bytes);
+
 /* Registered only after cf_mpi_init(), so the workers never know it. */
 static int late(cf_call *c)
 {
@@ -550,6 +562,122 @@ static void test_big_payloads(void **state)
     free(buf);
 }
 
+/* Frames longer than the part limit go as LONG + PARTs; a small limit
+ * (the test knob, read by every process when MPI starts) makes ordinary
+ * values cross that way, in both directions: frames around the limit,
+ * a map chunk whose big values each span several parts, and results. */
+static void test_long_frames_split(void **state)
+{
+    (void)state;
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (inited)
+        skip(); /* the knob is read when MPI starts */
+    enum { PART = 100000 };
+    setenv("CFUTURES_TEST_MPI_PART", "100000", 1);
+    cf_executor *ex = pool(2, 0);
+    size_t big = (size_t)1 << 20;
+    unsigned char *buf = pattern(big + 64);
+    for (int round = 0; round < 3; round++) {
+        cf_future *f;
+        assert_ok(cf_submit(ex, echo, CF_ARGS(cf_bytes(buf + round, big)), &f));
+        const cf_value *v;
+        assert_ok(cf_future_result(f, CF_FOREVER, &v));
+        assert_int_equal(v->size, big);
+        assert_memory_equal(v->as.bytes, buf + round, big);
+        cf_future_release(f);
+    }
+    /* Around the limit: some frames fit one message, the next do not. */
+    cf_future *fs[48];
+    for (int i = 0; i < 48; i++)
+        assert_ok(cf_submit(ex, echo, CF_ARGS(cf_bytes(buf, PART - 40 + (size_t)i)), &fs[i]));
+    for (int i = 0; i < 48; i++) {
+        const cf_value *v;
+        assert_ok(cf_future_result(fs[i], CF_FOREVER, &v));
+        assert_int_equal(v->size, PART - 40 + (size_t)i);
+        assert_memory_equal(v->as.bytes, buf, v->size);
+        cf_future_release(fs[i]);
+    }
+    /* A chunk of 4 calls of 250 000 bytes each: one frame of 1 MB. */
+    enum { N = 16 };
+    cf_value in[N];
+    for (int i = 0; i < N; i++)
+        in[i] = cf_bytes(buf + i, 250000);
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.chunksize = 4;
+    cf_map_input input = cf_input_array(in, N);
+    cf_map_iter *it;
+    assert_ok(cf_map(ex, echo, &input, 1, &mo, &it));
+    for (int i = 0; i < N; i++) {
+        const cf_value *v;
+        assert_ok(cf_map_next(it, &v, NULL));
+        assert_int_equal(v->size, 250000);
+        assert_memory_equal(v->as.bytes, buf + i, 250000);
+    }
+    cf_map_close(it);
+    assert_ok(cf_executor_destroy(ex));
+    free(buf);
+    unsetenv("CFUTURES_TEST_MPI_PART");
+}
+
+/* Over 2 GiB in one frame (a map chunk of three calls of 870 MiB each):
+ * more than one MPI message can count, so it crosses as PARTs.  About 6
+ * GiB of memory at the peak, so it runs only in the plain gcc build
+ * (CF_TEST_BIG_TRANSFER) and only when the machine has room. */
+static void test_frame_over_2gib(void **state)
+{
+    (void)state;
+#ifndef CF_TEST_BIG_TRANSFER
+    print_message("skipped: the >2 GiB transfer runs in the plain gcc build only\n");
+    skip();
+#else
+    long long avail_kb = 0;
+    FILE *mi = fopen("/proc/meminfo", "r");
+    char line[128];
+    while (mi && fgets(line, sizeof line, mi))
+        if (sscanf(line, "MemAvailable: %lld kB", &avail_kb) == 1)
+            break;
+    if (mi)
+        fclose(mi);
+    if (avail_kb < 10LL << 20) {
+        print_message("skipped: %lld MiB available, the >2 GiB transfer needs 10 GiB\n",
+                      avail_kb >> 10);
+        skip();
+    }
+    alarm((unsigned)(60 * cf_test_scale())); /* copies and 2.5 GiB over TCP */
+    size_t each = (size_t)870 << 20;
+    unsigned char *buf = malloc(each + 2);
+    assert_non_null(buf);
+    for (size_t i = 0; i < each + 2; i++)
+        buf[i] = (unsigned char)(i * 7 + (i >> 12));
+    int64_t want[3];
+    for (int k = 0; k < 3; k++) {
+        want[k] = 0;
+        for (size_t i = 0; i < each; i++)
+            want[k] += buf[k + i];
+    }
+    cf_executor *ex = pool(1, 0);
+    cf_value in[3] = {cf_bytes(buf, each), cf_bytes(buf + 1, each), cf_bytes(buf + 2, each)};
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.chunksize = 3; /* one frame of 2.55 GiB */
+    cf_map_input input = cf_input_array(in, 3);
+    cf_map_iter *it;
+    double t0 = cf_test_now();
+    assert_ok(cf_map(ex, sum_bytes, &input, 1, &mo, &it));
+    free(buf); /* the calls hold their own copies */
+    for (int k = 0; k < 3; k++) {
+        const cf_value *v;
+        assert_ok(cf_map_next(it, &v, NULL));
+        assert_int_equal(v->as.i64, want[k]);
+    }
+    print_message("2.55 GiB frame crossed in %.2f s\n", cf_test_now() - t0);
+    cf_map_close(it);
+    assert_ok(cf_executor_destroy(ex));
+#endif
+}
+
 /* A worker dies while 64 MiB are on their way to its sibling (which Open
  * MPI then ends too): the pool breaks, the half-sent message is let go,
  * a new pool works and the process finalizes MPI and exits. */
@@ -568,12 +696,14 @@ static void test_death_during_big_transfer(void **state)
     assert_true(rc == CF_EBROKEN || rc == CF_OK);
     print_message("broken after %.2f s (the big call: %s)\n", cf_test_now() - t0,
                   cf_err_name(rc));
+    fflush(stdout);
     cf_future_release(f);
     cf_future_release(g);
     assert_ok(cf_executor_destroy(ex));
     free(buf);
     ex = pool(1, 0);
     print_message("new pool after %.2f s\n", cf_test_now() - t0);
+    fflush(stdout);
     assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(3)), &f));
     assert_int_equal(result_i64(f), 9);
     cf_future_release(f);
@@ -709,6 +839,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_dead_worker_breaks_pool),
     cmocka_unit_test(test_terminate_and_kill_workers),
     cmocka_unit_test(test_big_payloads),
+    cmocka_unit_test(test_long_frames_split),
+    cmocka_unit_test(test_frame_over_2gib),
     cmocka_unit_test(test_death_during_big_transfer),
     cmocka_unit_test(test_spawn_that_never_returns_times_out),
     cmocka_unit_test(test_two_pools_at_once),
