@@ -47,7 +47,7 @@
  *
  * Usage: bench_process [--quick] [-n N] [-m M] [-r ROUNDS] [--py-n N]
  *                      [--py-m M] [--big-mib S] [--cpu-ms T] [--starts K]
- *                      [--no-python] [--watchdog S] [-v]
+ *                      [--no-python] [--watchdog S] [--only LIST] [-v]
  */
 #ifndef CF_BENCH_PEER_SCRIPT
 #define CF_BENCH_PEER_SCRIPT "bench/peer_cpython_process.py"
@@ -574,6 +574,27 @@ static const row rows[M_COUNT] = {
     {"map close after 1st, %d x ~1 ms", U_MS, T_NONE, 0, "-"},
 };
 
+/* --only: the workloads to run (all when NULL), a comma-separated list of
+ * tiny, map1, map1000, rtt, start, big, cpu, cancel. */
+static const char *g_only;
+
+static bool runs(const char *name)
+{
+    if (!g_only)
+        return true;
+    size_t len = strlen(name);
+    for (const char *at = g_only; *at;) {
+        const char *end = strchr(at, ',');
+        size_t n = end ? (size_t)(end - at) : strlen(at);
+        if (n == len && !strncmp(at, name, n))
+            return true;
+        if (!end)
+            break;
+        at = end + 1;
+    }
+    return false;
+}
+
 /* Row labels with the sizes of this run filled in. */
 static char g_label[M_COUNT][64];
 
@@ -693,7 +714,7 @@ static void usage(FILE *to)
             "usage: bench_process [--quick] [-n N] [-m M] [-r ROUNDS]\n"
             "                     [--py-n N] [--py-m M] [--big-mib S]\n"
             "                     [--cpu-ms T] [--starts K] [--no-python]\n"
-            "                     [--watchdog S] [-v]\n"
+            "                     [--watchdog S] [--only LIST] [-v]\n"
             "  -n N         tiny tasks / map elements per run (default 100000)\n"
             "  -m M         round trips per latency run (default 5000)\n"
             "  -r ROUNDS    rounds; each figure is the median (default 5)\n"
@@ -707,6 +728,8 @@ static void usage(FILE *to)
             "  --quick      tiny sizes, one round (smoke test)\n"
             "  --watchdog S exit 3 if one workload takes more than S seconds\n"
             "               (default 120; the CPython peer gets 5x that)\n"
+            "  --only LIST  run only these workloads (comma-separated: tiny,\n"
+            "               map1, map1000, rtt, start, big, cpu, cancel)\n"
             "  -v           print every round\n"
             "env: CF_BENCH_PYTHON (interpreter, default python3),\n"
             "     CF_BENCH_PEER (peer script, default %s)\n",
@@ -726,6 +749,10 @@ int main(int argc, char **argv)
             opt_size("--cpu-ms", argc, argv, &i, &cpu_ms, &cpu_set) ||
             opt_size("--starts", argc, argv, &i, &starts, &starts_set))
             continue;
+        if (!strcmp(argv[i], "--only") && i + 1 < argc) {
+            g_only = argv[++i];
+            continue;
+        }
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
             return 0;
@@ -789,44 +816,60 @@ int main(int argc, char **argv)
         double *c = cr[r].v, *f = cf[r].v;
         for (int k = 0; k < M_COUNT; k++)
             c[k] = f[k] = NAN;
-        phase("tiny submit+collect", 1);
-        c[M_TINY] = bench_tiny(n, warm, fs);
-        phase("map chunksize=1", 1);
-        c[M_MAP1] = bench_map(n, 1, warm, fs, in);
-        phase("map chunksize=1000", 1);
-        c[M_MAP1000] = bench_map(n, 1000, warm, fs, in);
-        phase("round trip", 1);
-        c[M_RTT] = bench_round_trip(m, warm, samples);
-        phase("pipe echo floor", 1);
-        f[M_RTT] = bench_pipe_echo(m, warm, samples);
-        phase("start-up, exec", 1);
-        startup s = bench_startup(CF_START_EXEC, starts);
-        c[M_START_EXEC_FIRST] = s.first;
-        c[M_START_EXEC_CD] = s.create_destroy;
-        if (s.cd_signal)
-            cd_crash[0] = s.cd_signal;
-        phase("start-up, fork", 1);
-        s = bench_startup(CF_START_FORK, starts);
-        c[M_START_FORK_FIRST] = s.first;
-        c[M_START_FORK_CD] = s.create_destroy;
-        if (s.cd_signal)
-            cd_crash[1] = s.cd_signal;
-        phase("bytes round trip", 1);
-        big b = bench_big(big_size, fs);
-        c[M_BIG_FIRST] = b.first;
-        c[M_BIG] = b.rtt;
-        f[M_BIG] = b.floor;
-        phase("CPU batch, 1 worker", 1);
-        c[M_CPU1] = bench_cpu(1, iters, expect, fs);
-        phase("CPU batch, 2 workers", 1);
-        c[M_CPU2] = bench_cpu(2, iters, expect, fs);
-        c[M_CPU_SPEEDUP] = c[M_CPU1] / c[M_CPU2];
-        phase("cancel the rest after FIRST_COMPLETED", 1);
-        uint64_t iters1 = (uint64_t)((double)iters * CANCEL_MS / (double)cpu_ms) + 1;
-        int64_t expect1 = (int64_t)spin(iters1, 1);
-        c[M_CANCEL_REST] = bench_cancel_rest(iters1, expect1, fs, &c[M_CANCEL_RAN]);
-        phase("map close after the first result", 1);
-        c[M_MAP_CLOSE] = bench_map_close(iters1, expect1, fs, in);
+        if (runs("tiny")) {
+            phase("tiny submit+collect", 1);
+            c[M_TINY] = bench_tiny(n, warm, fs);
+        }
+        if (runs("map1")) {
+            phase("map chunksize=1", 1);
+            c[M_MAP1] = bench_map(n, 1, warm, fs, in);
+        }
+        if (runs("map1000")) {
+            phase("map chunksize=1000", 1);
+            c[M_MAP1000] = bench_map(n, 1000, warm, fs, in);
+        }
+        if (runs("rtt")) {
+            phase("round trip", 1);
+            c[M_RTT] = bench_round_trip(m, warm, samples);
+            phase("pipe echo floor", 1);
+            f[M_RTT] = bench_pipe_echo(m, warm, samples);
+        }
+        if (runs("start")) {
+            phase("start-up, exec", 1);
+            startup s = bench_startup(CF_START_EXEC, starts);
+            c[M_START_EXEC_FIRST] = s.first;
+            c[M_START_EXEC_CD] = s.create_destroy;
+            if (s.cd_signal)
+                cd_crash[0] = s.cd_signal;
+            phase("start-up, fork", 1);
+            s = bench_startup(CF_START_FORK, starts);
+            c[M_START_FORK_FIRST] = s.first;
+            c[M_START_FORK_CD] = s.create_destroy;
+            if (s.cd_signal)
+                cd_crash[1] = s.cd_signal;
+        }
+        if (runs("big")) {
+            phase("bytes round trip", 1);
+            big b = bench_big(big_size, fs);
+            c[M_BIG_FIRST] = b.first;
+            c[M_BIG] = b.rtt;
+            f[M_BIG] = b.floor;
+        }
+        if (runs("cpu")) {
+            phase("CPU batch, 1 worker", 1);
+            c[M_CPU1] = bench_cpu(1, iters, expect, fs);
+            phase("CPU batch, 2 workers", 1);
+            c[M_CPU2] = bench_cpu(2, iters, expect, fs);
+            c[M_CPU_SPEEDUP] = c[M_CPU1] / c[M_CPU2];
+        }
+        if (runs("cancel")) {
+            phase("cancel the rest after FIRST_COMPLETED", 1);
+            uint64_t iters1 = (uint64_t)((double)iters * CANCEL_MS / (double)cpu_ms) + 1;
+            int64_t expect1 = (int64_t)spin(iters1, 1);
+            c[M_CANCEL_REST] = bench_cancel_rest(iters1, expect1, fs, &c[M_CANCEL_RAN]);
+            phase("map close after the first result", 1);
+            c[M_MAP_CLOSE] = bench_map_close(iters1, expect1, fs, in);
+        }
 
         if (pst == PEER_OK) {
             phase("CPython peer", 5);
