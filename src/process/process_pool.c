@@ -191,8 +191,14 @@ typedef struct process_pool {
     bool broken;
     int broken_status;   /* CF_EBROKEN, or CF_ENOMEM when memory ran out */
     char broken_msg[320];
-    bool sleeping;       /* the manager waits in poll(); write wake_fd */
-    uint64_t seq;        /* bumped on every change the manager must see */
+    /* Bumped (under mu) on every change the manager must see.  `sleeping`:
+     * the manager is about to wait in poll() and wants wake_fd written.
+     * Both are seq_cst, a Dekker pair: the manager stores `sleeping` then
+     * loads `seq`; a changer bumps `seq` then loads `sleeping` (after it
+     * has let go of mu, so the manager it wakes does not find mu held).
+     * One of the two sees the other's store. */
+    _Atomic uint64_t seq;
+    _Atomic bool sleeping;
     cf_future **interrupts;
     size_t ninterrupts, interrupts_cap;
     int stop_sig;        /* cf_terminate/kill_workers: 0, SIGTERM, SIGKILL */
@@ -248,11 +254,16 @@ static void push_pending_locked(process_pool *p, pjob *j)
     p->npending++;
 }
 
+/* Notes a change the manager must act on (mu held); wake_manager() then
+ * wakes it, after mu is released. */
 static void wake_locked(process_pool *p)
 {
-    p->seq++;
-    if (p->sleeping) {
-        p->sleeping = false;
+    atomic_fetch_add(&p->seq, 1);
+}
+
+static void wake_manager(process_pool *p)
+{
+    if (atomic_load(&p->sleeping) && atomic_exchange(&p->sleeping, false)) {
         uint64_t one = 1;
         ssize_t w = write(p->wake_fd, &one, sizeof one);
         (void)w; /* a full counter still wakes the manager */
@@ -305,7 +316,7 @@ static void requeue_front(process_pool *p, pjob *first, pjob *last, size_t n)
     if (!p->pending_tail)
         p->pending_tail = last;
     p->npending += n;
-    p->seq++;
+    atomic_fetch_add(&p->seq, 1);
     bool cancel = p->cancel_futures;
     pthread_mutex_unlock(&p->mu);
     /* Off a worker while shutdown cancelled every call not begun: these
@@ -1339,8 +1350,12 @@ static bool frame_fits(const pworker *w, uint8_t type, uint8_t flags, uint16_t i
     return false;
 }
 
-/* Reads and handles everything the worker sent. */
-static void read_worker(process_pool *p, pworker *w)
+/* Reads and handles what the worker sent.  `drain`: until the socket is
+ * empty (EAGAIN) or at EOF.  Else it stops after a read that found less
+ * than it had room for and no descriptor: the socket was empty then, and
+ * poll() (level-triggered) reports whatever comes next; that saves a
+ * system call per wake-up. */
+static void read_some(process_pool *p, pworker *w, bool drain)
 {
     while (!w->eof && w->fd >= 0) {
         if (w->in_start == w->in_end)
@@ -1365,8 +1380,11 @@ static void read_worker(process_pool *p, pworker *w)
                 w->in_cap = ncap;
             }
         }
-        ssize_t n = cf__wire_recv(w->fd, w->in + w->in_end, w->in_cap - w->in_end, MSG_DONTWAIT,
-                                  w->rfds, &w->nrfds, RFDS_MAX);
+        size_t room = w->in_cap - w->in_end;
+        int nrfds = w->nrfds;
+        ssize_t n = cf__wire_recv(w->fd, w->in + w->in_end, room, MSG_DONTWAIT, w->rfds,
+                                  &w->nrfds, RFDS_MAX);
+        bool short_read = n >= 0 && (size_t)n < room && w->nrfds == nrfds;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
         if (n < 0 && errno == EMSGSIZE) {
@@ -1468,7 +1486,14 @@ static void read_worker(process_pool *p, pworker *w)
             else
                 cf__bufcache_give(p->cache, &frame);
         }
+        if (!drain && short_read)
+            break;
     }
+}
+
+static void read_worker(process_pool *p, pworker *w)
+{
+    read_some(p, w, true);
 }
 
 /* ---- dispatch -------------------------------------------------------------- */
@@ -1745,7 +1770,7 @@ static void *manager_main(void *arg)
     for (;;) {
         /* Requests from other threads. */
         pthread_mutex_lock(&p->mu);
-        seen = p->seq;
+        seen = atomic_load(&p->seq);
         bool shutdown = p->shutdown;
         int stop_sig = p->stop_sig;
         cf_future **ints = p->interrupts;
@@ -1866,16 +1891,11 @@ static void *manager_main(void *arg)
                 no_pidfd_eof = true;
         if (no_pidfd_eof)
             poll_ms = 0;
-        pthread_mutex_lock(&p->mu);
-        if (p->seq != seen)
+        atomic_store(&p->sleeping, true);
+        if (atomic_load(&p->seq) != seen)
             poll_ms = 0;
-        else
-            p->sleeping = true;
-        pthread_mutex_unlock(&p->mu);
         int r = poll(pfds, np, poll_ms);
-        pthread_mutex_lock(&p->mu);
-        p->sleeping = false;
-        pthread_mutex_unlock(&p->mu);
+        atomic_store(&p->sleeping, false);
         if (r < 0 && errno != EINTR) {
             cf__log("process pool: poll: %s", strerror(errno));
             continue;
@@ -1908,7 +1928,7 @@ static void *manager_main(void *arg)
         for (int i = 0; i < p->nworkers; i++) {
             pworker *w = p->workers[i];
             if (w->ev_in)
-                read_worker(p, w);
+                read_some(p, w, false);
             else if (w->ev_out)
                 flush_out(w);
         }
@@ -1965,6 +1985,7 @@ static int enqueue(process_pool *p, pjob *j, const char *who)
     }
     wake_locked(p);
     pthread_mutex_unlock(&p->mu);
+    wake_manager(p);
     return CF_OK;
 }
 
@@ -2134,6 +2155,7 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
     }
     wake_locked(p);
     pthread_mutex_unlock(&p->mu);
+    wake_manager(p);
     for (size_t i = 0; i < ncancel; i++) {
         cf_future_cancel(cancel[i]);
         cf_future_release(cancel[i]);
@@ -2176,6 +2198,7 @@ static void pp_interrupt(cf_executor *ex, cf_future *f)
     p->interrupts[p->ninterrupts++] = cf_future_retain(f);
     wake_locked(p);
     pthread_mutex_unlock(&p->mu);
+    wake_manager(p);
 }
 
 static void pp_stop_workers(cf_executor *ex, bool kill)
@@ -2185,6 +2208,7 @@ static void pp_stop_workers(cf_executor *ex, bool kill)
     p->stop_sig = kill ? SIGKILL : SIGTERM;
     wake_locked(p);
     pthread_mutex_unlock(&p->mu);
+    wake_manager(p);
 }
 
 static void pp_destroy(cf_executor *ex)
