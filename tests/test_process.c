@@ -706,6 +706,47 @@ static void test_ptr_and_unregistered_refused(void **state)
     assert_no_children();
 }
 
+static int reg_probe_a(cf_call *c)
+{
+    return cf_return_i64(c, 1);
+}
+
+static int reg_probe_b(cf_call *c)
+{
+    return cf_return_i64(c, 2);
+}
+
+/* cf_task_name() remembers its last answer per thread; a registration made
+ * afterwards (a new name, or a clash that makes a name unusable) must show
+ * in the very next answer, in this thread and in another. */
+static void *name_of_probe_a(void *arg)
+{
+    (void)arg;
+    return (void *)cf_task_name(reg_probe_a);
+}
+
+static void test_task_names_follow_registrations(void **state)
+{
+    (void)state;
+    assert_null(cf_task_name(reg_probe_a));
+    assert_null(cf_task_name(reg_probe_a)); /* the remembered answer */
+    assert_ok(cf_task_register("reg_probe", reg_probe_a));
+    assert_string_equal(cf_task_name(reg_probe_a), "reg_probe");
+    assert_string_equal(cf_task_name(reg_probe_a), "reg_probe");
+    pthread_t t;
+    void *other = NULL;
+    assert_int_equal(pthread_create(&t, NULL, name_of_probe_a, NULL), 0);
+    assert_int_equal(pthread_join(t, &other), 0);
+    assert_string_equal((const char *)other, "reg_probe");
+    /* Another function under the same name: neither may be named now. */
+    assert_cf(CF_EINVAL, cf_task_register("reg_probe", reg_probe_b));
+    assert_null(cf_task_name(reg_probe_a));
+    assert_null(cf_task_name(reg_probe_b));
+    assert_int_equal(pthread_create(&t, NULL, name_of_probe_a, NULL), 0);
+    assert_int_equal(pthread_join(t, &other), 0);
+    assert_null(other);
+}
+
 static void test_pool_new_validation(void **state)
 {
     (void)state;
@@ -3482,6 +3523,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_submit_result),
     cmocka_unit_test(test_raise_travels),
     cmocka_unit_test(test_ptr_and_unregistered_refused),
+    cmocka_unit_test(test_task_names_follow_registrations),
     cmocka_unit_test(test_pool_new_validation),
     cmocka_unit_test(test_submit_after_shutdown),
     cmocka_unit_test(test_roundtrip_values),

@@ -34,6 +34,19 @@ static pthread_rwlock_t mu = PTHREAD_RWLOCK_INITIALIZER;
 static entry **by_name; /* open addressing, `cap` slots, NULL = empty */
 static entry **by_fn;   /* likewise, keyed by fn; clashing entries included */
 static size_t cap, used;
+/* Bumped under the write lock by every registration that changes an
+ * answer (a new entry, a clash); read with acquire by cf_task_name()'s
+ * per-thread cache, which trusts its entry only while this is unchanged. */
+static _Atomic uint64_t generation;
+
+/* The last answer of cf_task_name() in this thread, and the generation
+ * it was read under: a process pool's submit asks for the same function
+ * call after call, and the read lock is two contended atomics. */
+static _Thread_local struct {
+    cf_task_fn *fn;
+    const char *name;
+    uint64_t generation;
+} last;
 
 static uint64_t hash_bytes(const char *s, size_t n)
 {
@@ -116,6 +129,7 @@ CF__API int cf_task_register(const char *name, cf_task_fn *fn)
             return CF_OK;
         }
         e->clash = true;
+        atomic_fetch_add_explicit(&generation, 1, memory_order_release);
         pthread_rwlock_unlock(&mu);
         return cf__fail(CF_EINVAL, "task_register: name \"%s\" is already registered for "
                                    "another function; neither can be sent to a worker now "
@@ -135,6 +149,7 @@ CF__API int cf_task_register(const char *name, cf_task_fn *fn)
     if (!*fslot)
         *fslot = e; /* one function under two names: the first name is used */
     used++;
+    atomic_fetch_add_explicit(&generation, 1, memory_order_release);
     pthread_rwlock_unlock(&mu);
     return CF_OK;
 }
@@ -153,14 +168,22 @@ CF__API const char *cf_task_name(cf_task_fn *fn)
 {
     if (!fn)
         return NULL;
+    if (last.fn == fn &&
+        last.generation == atomic_load_explicit(&generation, memory_order_acquire))
+        return last.name;
     const char *name = NULL;
     pthread_rwlock_rdlock(&mu);
+    /* Stable while the read lock is held: writers bump it under theirs. */
+    uint64_t gen = atomic_load_explicit(&generation, memory_order_relaxed);
     if (cap) {
         entry *e = *find_fn(by_fn, cap, fn);
         if (e && !e->clash)
             name = e->name;
     }
     pthread_rwlock_unlock(&mu);
+    last.fn = fn;
+    last.name = name;
+    last.generation = gen;
     return name;
 }
 
