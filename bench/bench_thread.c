@@ -38,6 +38,13 @@
  *                   ns per child.
  *   CPU-bound       400 tasks of ~0.2 ms arithmetic on 1 worker, then on
  *                   one worker per CPU; the speed-up.
+ *   priorities      the batched workload through cf_submit_with(), once
+ *                   with every call at the default priority and once with
+ *                   half of them at priorities -3..3 (so the priority heap
+ *                   is in use throughout), back to back in each round (the
+ *                   order alternating between rounds); ns per task and the
+ *                   ratio mixed / all-default.  --priorities runs only
+ *                   this workload.
  *   memory          RSS growth per pending future with P (1,000,000)
  *                   futures queued behind a blocked worker; once, first,
  *                   in a child process with a fresh heap.
@@ -213,6 +220,58 @@ static tput bench_submit_collect_batched(int max_workers, size_t n,
     tput t = {(double)n / ((double)(t1 - t0) / 1e9), (double)submit_ns / 1e9,
               (double)(t1 - t0) / 1e9, (pf1 - pf0) * 1000.0 / (double)n};
     return t;
+}
+
+/* The batched workload through cf_submit_with(): every call at the
+ * default priority, or (mixed) every other call at a priority of -3..3.
+ * ns per task. */
+static double bench_priorities(size_t n, size_t batch, size_t warm, cf_future **fs,
+                               bool mixed)
+{
+    cf_executor *ex = new_pool(CF_AUTO);
+    warm_up(ex, fs, warm < n ? warm : n);
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    uint64_t t0 = now_ns();
+    for (size_t start = 0; start < n; start += batch) {
+        size_t count = n - start < batch ? n - start : batch;
+        for (size_t j = 0; j < count; j++) {
+            size_t i = start + j;
+            so.priority = mixed && (i & 1) ? (int)(i % 7) - 3 : CF_PRIORITY_DEFAULT;
+            CHECK(cf_submit_with(ex, &so, inc_task, CF_ARGS(cf_i64((int64_t)i)), &fs[j]));
+        }
+        collect(mixed ? "mixed priorities" : "default priority", fs, count, start);
+    }
+    uint64_t t1 = now_ns();
+    CHECK(cf_executor_destroy(ex));
+    return (double)(t1 - t0) / (double)n;
+}
+
+/* Both priority workloads, in the order given by `round` (see above). */
+static void run_priorities(size_t n, size_t warm, cf_future **fs, size_t round,
+                           double *default_ns, double *mixed_ns)
+{
+    phase("priorities", 2);
+    for (int k = 0; k < 2; k++) {
+        bool mixed = (k == 0) == (round % 2 == 1);
+        double ns = bench_priorities(n, BATCH, warm, fs, mixed);
+        *(mixed ? mixed_ns : default_ns) = ns;
+    }
+}
+
+/* Prints the priorities row: medians and the median per-round ratio. */
+static void print_priorities(const double *def, const double *mix, size_t rounds)
+{
+    double x[MAX_ROUNDS];
+    for (size_t r = 0; r < rounds; r++)
+        x[r] = mix[r] / def[r];
+    summary sx = summarize(x, rounds);
+    printf("priorities, batches of " STR(BATCH) ", default pool: all default %.0f ns/task, "
+           "half at -3..3 %.0f ns/task\n",
+           summarize(def, rounds).med, summarize(mix, rounds).med);
+    printf("  %s  %-46s %.3fx [%.3fx..%.3fx] (want <= 1.10x)\n",
+           sx.med <= 1.10 ? "PASS" : "MISS", "mixed / all-default priority", sx.med, sx.lo,
+           sx.hi);
 }
 
 /* The batched workload through cf_submit_many(): each batch of `batch`
@@ -929,6 +988,7 @@ typedef struct c_round {
     lat_stats rtt, floor, spin, futex;
     double many_ns; /* per task, batches through cf_submit_many */
     double producers_ns, fanout_ns; /* per task */
+    double prio_default_ns, prio_mixed_ns; /* per task, the priorities rows */
     double speedup; /* CPU-bound: time on 1 worker / time on `cpus` workers */
     native_round np[NP_MAX];
 } c_round;
@@ -959,6 +1019,7 @@ static void usage(FILE *to)
             "  --no-python  skip the CPython peer\n"
             "  --no-native  skip oneTBB, libuv and GLib\n"
             "  --no-future-cache  cf_set_future_cache_limit(0) first\n"
+            "  --priorities run only the priorities workload\n"
             "  --sweep FILE per-task cost against tasks in flight for every\n"
             "               runtime, written to FILE (for plot_sweep.gp);\n"
             "               nothing else is run\n"
@@ -981,7 +1042,7 @@ int main(int argc, char **argv)
     const char *sweep_path = NULL;
     double idle_s = 5;
     size_t pending = 1000000;
-    bool idle_set = false, pending_set = false;
+    bool idle_set = false, pending_set = false, only_prio = false;
     for (int i = 1; i < argc; i++) {
         if (bench_opt(&o, argc, argv, &i))
             continue;
@@ -991,6 +1052,10 @@ int main(int argc, char **argv)
         }
         if (!strcmp(argv[i], "--sweep") && i + 1 < argc) {
             sweep_path = argv[++i];
+            continue;
+        }
+        if (!strcmp(argv[i], "--priorities")) {
+            only_prio = true;
             continue;
         }
         if (!strcmp(argv[i], "--no-future-cache")) {
@@ -1054,6 +1119,18 @@ int main(int argc, char **argv)
         alarm(0);
         goto done;
     }
+    if (only_prio) {
+        for (size_t r = 0; r < rounds; r++)
+            run_priorities(n, warm, fs, r, &cr[r].prio_default_ns, &cr[r].prio_mixed_ns);
+        alarm(0);
+        double def[MAX_ROUNDS], mix[MAX_ROUNDS];
+        for (size_t r = 0; r < rounds; r++) {
+            def[r] = cr[r].prio_default_ns;
+            mix[r] = cr[r].prio_mixed_ns;
+        }
+        print_priorities(def, mix, rounds);
+        goto done;
+    }
     /* In a child of its own, forked before this process has any thread: a
      * fresh heap, whose growth is all the futures' own, and whose million
      * futures leave no trace in the allocator state the rounds see. */
@@ -1088,6 +1165,7 @@ int main(int argc, char **argv)
         }
         phase("map, default pool", 1);
         c->t[T_MAP_AUTO] = bench_map(n, warm, fs, in);
+        run_priorities(n, warm, fs, r, &c->prio_default_ns, &c->prio_mixed_ns);
         phase("round trip", 1);
         c->rtt = bench_round_trip(m, warm < m ? warm : m, samples);
         phase("ping-pong", 1);
@@ -1331,6 +1409,12 @@ int main(int argc, char **argv)
                PRODUCERS, summarize(a, rounds).med);
         printf("fan-out (a task submits %d children and waits on them): %.0f ns/child\n",
                FANOUT, summarize(f2, rounds).med);
+        double def[MAX_ROUNDS], mix[MAX_ROUNDS];
+        for (size_t r = 0; r < rounds; r++) {
+            def[r] = cr[r].prio_default_ns;
+            mix[r] = cr[r].prio_mixed_ns;
+        }
+        print_priorities(def, mix, rounds);
         printf("CPU-bound speed-up, %d workers vs 1 on %d CPUs: %.2fx [%.2fx..%.2fx] "
                "(want >= %.2fx)\n",
                cf_usable_cpus(), cf_usable_cpus(), ss.med, ss.lo, ss.hi,

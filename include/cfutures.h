@@ -91,7 +91,8 @@ const char *cf_version_string(void);
     X(EDONE, -11, "no more items")                                            \
     X(EDEADLK, -12, "operation would deadlock")                               \
     X(ENOTSUP, -13, "not supported by this engine")                           \
-    X(ESYS, -14, "system call failed")
+    X(ESYS, -14, "system call failed")                                        \
+    X(EFULL, -15, "executor queue is full")
 typedef enum cf_error {
 #define CF__ERROR_ENUM(name, value, text) CF_##name = (value),
     CF_ERROR_TABLE(CF__ERROR_ENUM)
@@ -536,6 +537,11 @@ typedef struct cf_thread_pool_options {
      * and later submits return CF_EBROKEN.  NULL for none. */
     cf_init_fn *initializer;
     void *initarg;
+    /* The most calls queued (submitted, not yet taken by a worker nor
+     * cancelled) at once; 0 (the default) for no bound.  A submit that
+     * finds the queue full waits for room or returns CF_EFULL (see
+     * cf_submit()); the queue never grows past it. */
+    size_t max_queued;
 } cf_thread_pool_options;
 
 /* Fills `opts` with the defaults.  NULL is ignored. */
@@ -557,9 +563,18 @@ int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_options *opts)
  *                    CF_STR whose size is not its strlen;
  *   CF_ETOOBIG       an argument, or all together, exceed CF_PAYLOAD_MAX;
  *   CF_ENOTCOPYABLE  a CF_PTR argument on an engine that copies;
- *   CF_ESHUTDOWN     after cf_shutdown();
+ *   CF_ESHUTDOWN     after cf_shutdown(), also when it happens while
+ *                    submit waits for room in a full queue;
  *   CF_EBROKEN       the executor is broken (an initializer failed, or the
  *                    executor was inherited through fork());
+ *   CF_EFULL         the executor's queue is full (see max_queued in the
+ *                    pool's options) and no room came within the wait:
+ *                    cf_submit() waits as long as it takes (see
+ *                    cf_submit_options.queue_timeout).  A submit from one
+ *                    of the executor's own workers, or from a process
+ *                    pool's manager thread (its done-callbacks), never
+ *                    waits - it may be the thread that would make room -
+ *                    and gets CF_EFULL at once;
  *   CF_ENOMEM, CF_ESYS (a worker thread could not be started and no
  *                    thread exists to run the call). */
 int cf_submit(cf_executor *ex, cf_task_fn *fn, const cf_value *args,
@@ -577,7 +592,10 @@ int cf_submit(cf_executor *ex, cf_task_fn *fn, const cf_value *args,
  * pool, calls scheduled before a later one is refused are cancelled, and
  * one a worker has already begun runs to its end unobserved).  n == 0
  * returns CF_OK.  CF_EINVAL also when out is NULL, or args is NULL with
- * n > 0 and nargs > 0. */
+ * n > 0 and nargs > 0.  With a bounded queue (max_queued) it waits, as
+ * cf_submit() does, until there is room for all n calls at once; n larger
+ * than max_queued can never fit and returns CF_EFULL at once.  The calls
+ * have the default priority. */
 int cf_submit_many(cf_executor *ex, cf_task_fn *fn, const cf_value *args,
                    size_t nargs, size_t n, cf_future **out);
 
@@ -615,6 +633,11 @@ void cf__executor_scope_exit(cf_executor **ex);
 /* Number of worker threads/processes currently alive.  -1 for NULL. */
 int cf_executor_worker_count(const cf_executor *ex);
 
+/* The priority of a call that asks for none, and the range accepted. */
+#define CF_PRIORITY_DEFAULT 0
+#define CF_PRIORITY_MIN (-(1 << 30))
+#define CF_PRIORITY_MAX (1 << 30)
+
 /* Per-call options for cf_submit_with(). */
 typedef struct cf_submit_options {
     /* Seconds the call may run once a worker has started it; CF_FOREVER
@@ -624,13 +647,33 @@ typedef struct cf_submit_options {
      * killed: in a thread pool the limit is cooperative - cf_cancel_requested()
      * turns true for the task, which should stop and return. */
     double timeout;
+    /* CF_PRIORITY_MIN..CF_PRIORITY_MAX, default CF_PRIORITY_DEFAULT (0).
+     * Among the calls queued in the executor, a worker takes one of the
+     * highest priority first; calls of equal priority are taken in the
+     * order they were submitted.  It orders only what is still queued: it
+     * never stops a call that has begun.  Thread and process pools; a
+     * process pool sends a call ahead to a busy worker (which then runs
+     * it in the order sent) only while no call of another priority than
+     * the default is queued, so a call of high priority can find at most
+     * the calls sent ahead before it arrived in front of it.  Engines that
+     * do not order calls (MPI) refuse a priority other than the default
+     * with CF_ENOTSUP. */
+    int priority;
+    /* Seconds submit may wait for room when the executor's queue is full
+     * (max_queued of the pool's options): CF_FOREVER (the default) waits
+     * until a worker takes a queued call, one is cancelled, or the
+     * executor shuts down; 0 returns CF_EFULL at once.  Unused while the
+     * queue has room, and by executors without a bound. */
+    double queue_timeout;
 } cf_submit_options;
 
 /* Fills `opts` with the defaults.  NULL is ignored. */
 void cf_submit_options_init(cf_submit_options *opts);
 
 /* cf_submit() with per-call options (`opts` NULL means defaults).  Same
- * returns, plus CF_EINVAL for a negative or NaN timeout. */
+ * returns, plus CF_EINVAL for a negative or NaN timeout or queue_timeout
+ * or a priority out of range, and CF_ENOTSUP for a priority other than
+ * the default on an engine that does not order calls (MPI). */
 int cf_submit_with(cf_executor *ex, const cf_submit_options *opts, cf_task_fn *fn,
                    const cf_value *args, size_t nargs, cf_future **out);
 
@@ -908,6 +951,13 @@ typedef struct cf_process_pool_options {
      * program (which has the same CF_TASK registrations) it catches tasks
      * registered at run time only. */
     cf_task_fn *const *tasks;
+    /* The most calls queued in the pool (submitted, not yet sent to a
+     * worker nor cancelled) at once; 0 (the default) for no bound.  As
+     * for the thread pool (cf_thread_pool_options.max_queued); calls sent
+     * ahead to busy workers (at most 64 jobs per worker) are not counted,
+     * nor calls put back in the queue when a worker died before it began
+     * them. */
+    size_t max_queued;
 } cf_process_pool_options;
 
 /* Fills `opts` with the defaults.  NULL is ignored. */
@@ -1007,6 +1057,8 @@ typedef struct cf_map_options {
      * it waits, so at most N + 1 calls are outstanding and an endless or
      * huge generator runs in constant memory. */
     size_t buffersize;
+    /* The priority of every call of the map (see cf_submit_options). */
+    int priority;
 } cf_map_options;
 
 /* Fills `opts` with the defaults.  NULL is ignored. */
@@ -1018,7 +1070,12 @@ typedef struct cf_map_iter cf_map_iter;
  * owned by the caller (cf_map_close()).  Returns the errors of cf_submit()
  * (nothing is left running: calls already submitted are cancelled), and
  * CF_EINVAL for ninputs 0, a NULL input array, chunksize < 1, a bad
- * timeout or a generator that failed. */
+ * timeout, a priority out of range or a generator that failed.
+ * On an executor with a bounded queue (max_queued) the map waits for room
+ * as it submits, up to its timeout (a lazy map in cf_map_next() too), and
+ * fails with CF_EFULL when none came by then, or at once for a chunk
+ * bigger than max_queued or from one of the executor's own workers; use
+ * buffersize to keep a map from filling the queue. */
 int cf_map(cf_executor *ex, cf_task_fn *fn, const cf_map_input *inputs,
            size_t ninputs, const cf_map_options *opts, cf_map_iter **out);
 
@@ -1033,8 +1090,9 @@ int cf_map(cf_executor *ex, cf_task_fn *fn, const cf_map_input *inputs,
  *   CF_ETIMEDOUT   the map's timeout passed; calls that have not started
  *                  are cancelled and the iterator is finished (later calls
  *                  return CF_EDONE);
- *   CF_ESHUTDOWN / CF_EBROKEN / CF_EINVAL
- *                  a lazy map could not submit further calls (see below);
+ *   CF_ESHUTDOWN / CF_EBROKEN / CF_EFULL / CF_EINVAL
+ *                  a lazy map could not submit further calls (see below
+ *                  and cf_map());
  *                  CF_EINVAL also for a NULL iterator.
  * One thread at a time per iterator. */
 int cf_map_next(cf_map_iter *it, const cf_value **value,

@@ -326,7 +326,7 @@ static int then_common(cf_future *f, cf_executor *ex, cf_task_fn *task, const cf
      * extra arguments (prepared as cf_submit() would, which validates them
      * for that engine). */
     cf_future *extra = NULL, *derived = NULL;
-    int rc = ex ? cf__prepare_call(ex, task, args, nargs, &extra)
+    int rc = ex ? cf__prepare_call(ex, task, args, nargs, CF_PRIORITY_DEFAULT, &extra)
                 : new_inline_call(task, fixed, args, nargs, &derived, who);
     if (rc != CF_OK)
         return rc;

@@ -135,6 +135,12 @@ void cf__executor_register(cf_executor *ex, const cf__engine *engine)
     cf__counts_init(&ex->counts);
     pthread_mutex_init(&ex->ticker_mu, NULL);
     ex->ticker = NULL;
+    ex->bound.max = 0;
+    atomic_init(&ex->bound.queued, 0);
+    atomic_init(&ex->bound.seq, 0);
+    atomic_init(&ex->bound.waiters, 0);
+    atomic_init(&ex->bound.closed, false);
+    atomic_init(&ex->bound.close_status, 0);
     pthread_mutex_lock(&registry_mu);
     ex->reg_prev = NULL;
     ex->reg_next = registry_head;
@@ -166,10 +172,135 @@ void cf__executor_unref(cf_executor *ex)
     ex->engine->destroy(ex);
 }
 
+/* ---- backpressure: the bound on queued calls --------------------------- */
+
+int cf__bound_acquire(cf_executor *ex, size_t n, int64_t deadline_ns, const char *who,
+                      bool *took, bool *ref)
+{
+    cf__bound *b = &ex->bound;
+    *took = *ref = false;
+    if (b->max == 0)
+        return CF_OK;
+    if (n > b->max)
+        return cf__fail(CF_EFULL, "%s: %zu calls at once can never fit in the executor's queue "
+                                  "(max_queued %zu)", who, n, b->max);
+    bool worker = ex->engine->is_worker(ex);
+    for (;;) {
+        /* seq before the checks below: a release or close after them
+         * bumps it, so the futex wait below returns at once. */
+        uint32_t seen = atomic_load(&b->seq);
+        if (atomic_load(&b->closed)) {
+            if (!*ref)
+                return CF_OK; /* the engine refuses: shut down or broken */
+            /* Closed while we waited: the owner may be destroying the
+             * executor, so say it here and let go of it. */
+            int status = b->close_status;
+            int rc = cf__fail(status, "%s: the executor %s while the call waited for room "
+                                      "in its queue",
+                              who, status == CF_ESHUTDOWN ? "shut down" : "broke");
+            *ref = false;
+            cf__executor_unref(ex);
+            return rc;
+        }
+        size_t q = atomic_load(&b->queued);
+        while (q + n <= b->max) {
+            if (atomic_compare_exchange_weak(&b->queued, &q, q + n)) {
+                *took = true;
+                return CF_OK;
+            }
+        }
+        if (worker)
+            return cf__fail(CF_EFULL, "%s: the executor's queue is full (max_queued %zu), and "
+                                      "a worker of the executor does not wait for room",
+                            who, b->max);
+        if (deadline_ns != CF__NS_FOREVER && cf__now_ns() >= deadline_ns) {
+            int rc = cf__fail(CF_EFULL, "%s: the executor's queue is full (max_queued %zu)",
+                              who, b->max);
+            if (*ref) {
+                *ref = false;
+                cf__executor_unref(ex);
+            }
+            return rc;
+        }
+        /* A waiter keeps the executor's memory (the owner may destroy it
+         * meanwhile: the close then wakes us) until its call is handed to
+         * the engine or given up. */
+        if (!*ref) {
+            cf__executor_ref(ex);
+            *ref = true;
+        }
+        /* Liveness: room comes from cf__bound_release() (a worker took a
+         * call, a queued call was cancelled, the engine dropped calls), and
+         * the end of waiting from cf__bound_close() (shutdown, breakage);
+         * both bump `seq` and wake every waiter.  A release reads
+         * `waiters` after it has lowered `queued` (both seq_cst), and we
+         * raise `waiters` before we look at `queued` again, so either we
+         * see the room or the release sees us and bumps `seq` after we
+         * read it.  The deadline bounds the wait otherwise. */
+        atomic_fetch_add(&b->waiters, 1);
+        if (!atomic_load(&b->closed) && atomic_load(&b->queued) + n > b->max)
+            cf__futex_wait(&b->seq, seen, deadline_ns);
+        atomic_fetch_sub(&b->waiters, 1);
+    }
+}
+
+void cf__bound_release(cf_executor *ex, size_t n)
+{
+    cf__bound *b = &ex->bound;
+    atomic_fetch_sub(&b->queued, n); /* seq_cst: before the load of waiters */
+    if (atomic_load(&b->waiters) != 0) {
+        atomic_fetch_add(&b->seq, 1);
+        cf__futex_wake(&b->seq, INT_MAX);
+    }
+}
+
+void cf__bound_close(cf_executor *ex, int status)
+{
+    cf__bound *b = &ex->bound;
+    if (b->max == 0 || atomic_load(&b->closed))
+        return;
+    /* Written once, before `closed` (seq_cst) publishes it: the first
+     * close wins (callers hold the engine's lock or follow its shutdown
+     * or broken flag, which is set once). */
+    int expected = 0;
+    atomic_compare_exchange_strong(&b->close_status, &expected, status);
+    atomic_store(&b->closed, true);
+    atomic_fetch_add(&b->seq, 1);
+    cf__futex_wake(&b->seq, INT_MAX);
+}
+
+/* Takes slots for fs[0..n) (see cf__bound_acquire) and marks each call as
+ * holding one.  *ref: see cf__bound_acquire. */
+static int take_slots(cf_executor *ex, cf_future **fs, size_t n, int64_t deadline_ns,
+                      const char *who, bool *ref)
+{
+    bool took;
+    int rc = cf__bound_acquire(ex, n, deadline_ns, who, &took, ref);
+    if (rc == CF_OK && took)
+        for (size_t i = 0; i < n; i++)
+            atomic_store_explicit(&fs[i]->slot, true, memory_order_relaxed);
+    return rc;
+}
+
+int cf__check_priority(const cf_executor *ex, int priority, const char *who)
+{
+    if (priority == CF_PRIORITY_DEFAULT)
+        return CF_OK;
+    if (priority < CF_PRIORITY_MIN || priority > CF_PRIORITY_MAX)
+        return cf__fail(CF_EINVAL, "%s: priority %d is out of range (%d to %d)", who, priority,
+                        CF_PRIORITY_MIN, CF_PRIORITY_MAX);
+    if (!ex->engine->orders_by_priority)
+        return cf__fail(CF_ENOTSUP, "%s: the %s engine does not order calls by priority", who,
+                        ex->engine->name);
+    return CF_OK;
+}
+
+/* ---- submit -------------------------------------------------------------- */
+
 /* Validates a call and copies it into a new future (one reference, not
  * yet handed to the engine).  `who` names the public function. */
 static int prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
-                        int64_t timeout_ns, cf_future **out, const char *who)
+                        int64_t timeout_ns, int priority, cf_future **out, const char *who)
 {
     if (nargs > 0 && !args)
         return cf__fail(CF_EINVAL, "%s: args is NULL but nargs is %zu", who, nargs);
@@ -210,14 +341,19 @@ static int prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, s
         return cf__fail(CF_ENOMEM, "%s: out of memory for the call", who);
     f->owner = ex;
     f->timeout_ns = timeout_ns;
+    f->priority = priority;
     *out = f;
     return CF_OK;
 }
 
 CF__API void cf_submit_options_init(cf_submit_options *opts)
 {
-    if (opts)
-        opts->timeout = CF_FOREVER;
+    if (!opts)
+        return;
+    memset(opts, 0, sizeof *opts);
+    opts->timeout = CF_FOREVER;
+    opts->priority = CF_PRIORITY_DEFAULT;
+    opts->queue_timeout = CF_FOREVER;
 }
 
 static int submit_common(cf_executor *ex, const cf_submit_options *opts, cf_task_fn *fn,
@@ -229,15 +365,31 @@ static int submit_common(cf_executor *ex, const cf_submit_options *opts, cf_task
         return cf__fail(CF_EINVAL, "%s: %s is NULL", who,
                         !ex ? "executor" : !fn ? "fn" : !out ? "out" : "executor (not live)");
     int64_t timeout_ns = CF__NS_FOREVER;
-    if (opts && opts->timeout != CF_FOREVER) {
-        int64_t deadline;
-        int rc = cf__deadline(opts->timeout, &deadline, who);
+    int64_t space_deadline = CF__NS_FOREVER;
+    int priority = CF_PRIORITY_DEFAULT;
+    if (opts) {
+        if (opts->timeout != CF_FOREVER) {
+            int64_t deadline;
+            int rc = cf__deadline(opts->timeout, &deadline, who);
+            if (rc != CF_OK)
+                return rc;
+            timeout_ns = opts->timeout >= 9e9 ? CF__NS_FOREVER : (int64_t)(opts->timeout * 1e9);
+        }
+        int rc = cf__deadline(opts->queue_timeout, &space_deadline, who);
+        if (rc == CF_OK)
+            rc = cf__check_priority(ex, opts->priority, who);
         if (rc != CF_OK)
             return rc;
-        timeout_ns = opts->timeout >= 9e9 ? CF__NS_FOREVER : (int64_t)(opts->timeout * 1e9);
+        priority = opts->priority;
     }
     cf_future *f;
-    int rc = prepare_call(ex, fn, args, nargs, timeout_ns, &f, who);
+    bool ref = false;
+    int rc = prepare_call(ex, fn, args, nargs, timeout_ns, priority, &f, who);
+    if (rc == CF_OK) {
+        rc = take_slots(ex, &f, 1, space_deadline, who, &ref);
+        if (rc != CF_OK)
+            cf_future_release(f);
+    }
     if (rc != CF_OK)
         return rc;
     /* The engine keeps its own reference; the caller gets the first. */
@@ -245,11 +397,19 @@ static int submit_common(cf_executor *ex, const cf_submit_options *opts, cf_task
     cf__progress_submit(ex, f);
     rc = ex->engine->submit(ex, f);
     if (rc != CF_OK) {
-        /* The engine released its reference; drop ours too. */
+        /* The engine released its reference; drop ours too, and the slot
+         * it never queued (engines give it back themselves when they
+         * refuse a call after shutdown, while their lock keeps the
+         * executor alive; this catches the other failures). */
         cf__progress_unsubmit(f);
+        cf__slot_release(f);
+        if (ref)
+            cf__executor_unref(ex);
         cf_future_release(f);
         return rc;
     }
+    if (ref)
+        cf__executor_unref(ex);
     *out = f;
     return CF_OK;
 }
@@ -265,6 +425,9 @@ CF__API int cf_submit_with(cf_executor *ex, const cf_submit_options *opts, cf_ta
 {
     return submit_common(ex, opts, fn, args, nargs, out, "submit_with");
 }
+
+static int submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_chunk,
+                           int64_t space_deadline_ns, bool slots_taken, const char *who);
 
 CF__API int cf_submit_many(cf_executor *ex, cf_task_fn *fn, const cf_value *args,
                            size_t nargs, size_t n, cf_future **out)
@@ -283,7 +446,7 @@ CF__API int cf_submit_many(cf_executor *ex, cf_task_fn *fn, const cf_value *args
                         CF_ARGS_MAX);
     for (size_t i = 0; i < n; i++) {
         int rc = prepare_call(ex, fn, nargs ? args + i * nargs : NULL, nargs,
-                              CF__NS_FOREVER, &out[i], who);
+                              CF__NS_FOREVER, CF_PRIORITY_DEFAULT, &out[i], who);
         if (rc != CF_OK) {
             for (size_t j = 0; j < i; j++) {
                 cf_future_release(out[j]);
@@ -292,58 +455,89 @@ CF__API int cf_submit_many(cf_executor *ex, cf_task_fn *fn, const cf_value *args
             return rc;
         }
     }
-    int rc;
-    if (ex->engine->submit_many) {
+    /* Room for all n at once, then all n go in. */
+    bool ref = false;
+    int rc = take_slots(ex, out, n, CF__NS_FOREVER, who, &ref);
+    if (rc == CF_OK && ex->engine->submit_many) {
         for (size_t i = 0; i < n; i++) {
             cf_future_retain(out[i]); /* the engine's references */
             cf__progress_submit(ex, out[i]);
         }
         rc = ex->engine->submit_many(ex, out, n);
-    } else {
-        rc = cf__submit_prepared(ex, out, n, false);
+    } else if (rc == CF_OK) {
+        rc = submit_prepared(ex, out, n, false, CF__NS_FOREVER, true, who);
     }
     if (rc != CF_OK) {
         for (size_t i = 0; i < n; i++) {
             cf__progress_unsubmit(out[i]);
+            cf__slot_release(out[i]);
             cf_future_release(out[i]);
             out[i] = NULL;
         }
     }
+    if (ref)
+        cf__executor_unref(ex); /* last: the lines above may still reach it */
     return rc;
 }
 
 int cf__prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
-                     cf_future **out)
+                     int priority, cf_future **out)
 {
-    return prepare_call(ex, fn, args, nargs, CF__NS_FOREVER, out, "map");
+    return prepare_call(ex, fn, args, nargs, CF__NS_FOREVER, priority, out, "map");
 }
 
-int cf__submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_chunk)
+/* cf__submit_prepared(); `slots_taken`: the caller took the n slots. */
+static int submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_chunk,
+                           int64_t space_deadline_ns, bool slots_taken, const char *who)
 {
-    for (size_t i = 0; i < n; i++) {
-        cf_future_retain(fs[i]); /* the engine's references */
-        cf__progress_submit(ex, fs[i]);
-    }
+    int rc;
+    bool ref = false;
     if (as_chunk && ex->engine->submit_batch && n > 1) {
-        int rc = ex->engine->submit_batch(ex, fs, n);
+        /* One job: its slots at once. */
+        if (!slots_taken &&
+            (rc = take_slots(ex, fs, n, space_deadline_ns, who, &ref)) != CF_OK)
+            return rc;
+        for (size_t i = 0; i < n; i++) {
+            cf_future_retain(fs[i]); /* the engine's references */
+            cf__progress_submit(ex, fs[i]);
+        }
+        rc = ex->engine->submit_batch(ex, fs, n);
         if (rc != CF_OK)
-            for (size_t i = 0; i < n; i++)
+            for (size_t i = 0; i < n; i++) {
                 cf__progress_unsubmit(fs[i]);
+                cf__slot_release(fs[i]);
+            }
+        if (ref)
+            cf__executor_unref(ex);
         return rc;
     }
     for (size_t i = 0; i < n; i++) {
-        int rc = ex->engine->submit(ex, fs[i]);
+        rc = slots_taken ? CF_OK : take_slots(ex, fs + i, 1, space_deadline_ns, who, &ref);
+        if (rc == CF_OK) {
+            cf_future_retain(fs[i]); /* the engine's reference */
+            cf__progress_submit(ex, fs[i]);
+            rc = ex->engine->submit(ex, fs[i]);
+            if (ref)
+                cf__executor_unref(ex);
+        }
         if (rc != CF_OK) {
+            /* fs[i..n) were never queued; fs[0..i) give their slots back
+             * as they are cancelled (or were taken already). */
+            cf__progress_unsubmit(fs[i]);
             for (size_t j = i; j < n; j++)
-                cf__progress_unsubmit(fs[j]);
-            for (size_t j = i + 1; j < n; j++)
-                cf_future_release(fs[j]);
+                cf__slot_release(fs[j]);
             for (size_t j = 0; j < i; j++)
                 cf_future_cancel(fs[j]);
             return rc;
         }
     }
     return CF_OK;
+}
+
+int cf__submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_chunk,
+                        int64_t space_deadline_ns)
+{
+    return submit_prepared(ex, fs, n, as_chunk, space_deadline_ns, false, "map");
 }
 
 CF__API int cf_future_interrupt(cf_future *f)

@@ -693,6 +693,9 @@ CF__API bool cf_future_cancel(cf_future *f)
         cf__lock_release(&f->lock);
         return false;
     }
+    /* Still queued in its executor (alive while the call is pending): the
+     * queue slot goes back now, not when a worker meets the call. */
+    cf__slot_release(f);
     complete_locked(f, CF_CANCELLED);
     return true;
 }

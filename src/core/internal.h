@@ -218,6 +218,9 @@ struct cf_future {
     /* Outcome, set once before the state becomes FINISHED (for a running
      * call: by the task's thread, see struct cf_call): */
     int status;            /* CF_OK, CF_ETASK or a library cf_error */
+    /* cf_submit_options.priority: written before the future is handed to
+     * the engine, never changed. */
+    int priority;
     cf_value result;
     void *result_heap;     /* owns result bytes when they did not fit inline */
     /* Shared memory of a process pool's big call (NULL otherwise): set
@@ -265,6 +268,10 @@ struct cf_future {
      * user, so the slot is free for this). */
     bool counted;
     bool in_map;
+    /* The call holds one of its executor's queue slots (cf__bound): set
+     * before the future is handed to the engine; cleared, exactly once,
+     * by the atomic exchange in cf__slot_release(). */
+    _Atomic bool slot;
     int64_t timeout_ns;
     int64_t deadline_ns;
     cf_executor *owner;
@@ -610,9 +617,34 @@ typedef struct cf__engine {
                            size_t payload);
     /* Frees the engine's memory; called once, after a waited shutdown. */
     void (*destroy)(cf_executor *ex);
+    /* Takes queued calls in cf__future.priority order.  When false the
+     * front refuses a priority other than the default (CF_ENOTSUP). */
+    bool orders_by_priority;
 } cf__engine;
 
 #define CF__EXECUTOR_MAGIC 0x43464558u /* "CFEX" */
+
+/* Backpressure: the bound on an executor's queued calls (max_queued).
+ * The front (executor.c) takes a slot per call before it hands the call to
+ * the engine (cf__bound_acquire); the slot goes back exactly once, through
+ * cf__slot_release(), when a worker takes the call, when it is cancelled
+ * while queued (future.c), when the engine drops it (shutdown, breakage)
+ * or when the engine refuses it.  Lock-free: `queued` is only changed by
+ * compare-and-swap (acquire) and subtraction (release).  Waiters for room
+ * sleep on the futex word `seq`, which every release seen with waiters
+ * present, and cf__bound_close(), bump (see cf__bound_acquire for the
+ * liveness argument). */
+typedef struct cf__bound {
+    size_t max;                /* 0: no bound; set by the engine's
+                                * constructor before the executor is
+                                * handed out, constant afterwards */
+    _Atomic size_t queued;     /* slots held */
+    _Atomic uint32_t seq;      /* futex word of the waiters */
+    _Atomic uint32_t waiters;  /* threads in cf__bound_acquire's wait */
+    _Atomic bool closed;       /* shutdown or broken: nobody waits any more */
+    _Atomic int close_status;  /* CF_ESHUTDOWN or CF_EBROKEN; set before
+                                * `closed` */
+} cf__bound;
 
 struct cf_executor {
     uint32_t magic;
@@ -627,7 +659,41 @@ struct cf_executor {
     struct cf__ticker *ticker;
     /* Guarded by the registry mutex (executor.c): */
     cf_executor *reg_prev, *reg_next;
+    cf__bound bound;
 };
+
+/* Takes `n` slots of ex's bound for calls about to be handed to the
+ * engine, waiting for room until `deadline_ns` (absolute monotonic,
+ * CF__NS_FOREVER for none; a past one does not wait).  *took says whether
+ * slots were taken: not when the executor has no bound, nor when it was
+ * closed before any wait (the engine then refuses the calls with the
+ * right error).  *ref says the call waited and holds a reference to `ex`,
+ * which the caller drops (cf__executor_unref) once the engine has the
+ * calls, or has refused them.  Returns CF_OK, CF_EFULL (n > max, no room
+ * by the deadline, or no room and the caller is one of the executor's
+ * workers) or the close status (closed while waiting: then `ex` must not
+ * be touched any more), with `who` in the message. */
+int cf__bound_acquire(cf_executor *ex, size_t n, int64_t deadline_ns, const char *who,
+                      bool *took, bool *ref);
+
+/* Gives back `n` slots and wakes the waiters for room. */
+void cf__bound_release(cf_executor *ex, size_t n);
+
+/* The executor shut down (`status` CF_ESHUTDOWN) or broke (CF_EBROKEN):
+ * wakes every waiter for room, which returns `status`, and no submit
+ * waits any more.  Engines call it after making submits refuse. */
+void cf__bound_close(cf_executor *ex, int status);
+
+/* Gives back f's slot if it still holds one (at most once, whoever calls
+ * it first).  Cheap when the executor has no bound: one relaxed load.
+ * The caller guarantees f->owner is alive: a worker or the engine holding
+ * the call, or cancel() with f's lock held while it is still pending. */
+static inline void cf__slot_release(cf_future *f)
+{
+    if (atomic_load_explicit(&f->slot, memory_order_relaxed) &&
+        atomic_exchange_explicit(&f->slot, false, memory_order_relaxed))
+        cf__bound_release(f->owner, 1);
+}
 
 /* Set by a thread-pool worker around each call: the flag that
  * cf_terminate_workers() raises for that pool (NULL elsewhere). */
@@ -646,8 +712,16 @@ cf_task_fn *cf__task_lookup(const char *name, size_t len);
  * error nothing of the n stays scheduled (some may have been cancelled);
  * the caller still owns its references. */
 int cf__prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
-                     cf_future **out);
-int cf__submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_chunk);
+                     int priority, cf_future **out);
+/* `space_deadline_ns`: how long to wait for room in a bounded queue (see
+ * cf__bound_acquire); CF_EFULL when none came. */
+int cf__submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_chunk,
+                        int64_t space_deadline_ns);
+
+/* Checks a priority (cf_submit_options, cf_map_options) for `ex`: CF_OK,
+ * CF_EINVAL (out of range) or CF_ENOTSUP (the engine does not order
+ * calls), with `who` in the message. */
+int cf__check_priority(const cf_executor *ex, int priority, const char *who);
 
 /* Results at least this big that a task returns inside a worker process
  * go through cf__big_result_store: the engine that runs the worker loop

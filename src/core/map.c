@@ -17,6 +17,10 @@
  * - The value/failure handed out by cf_map_next() is borrowed from the
  *   future of that element, which the iterator keeps (`current`) until the
  *   next call.
+ * - A bounded executor (max_queued): each chunk waits for room in its
+ *   queue until the map's deadline (cf__submit_prepared), so an eager map
+ *   bigger than the bound fills the queue as workers drain it, inside
+ *   cf_map(); CF_EFULL when the deadline passes first.
  * - An iterator is used by one thread at a time; it has no lock.
  */
 #include <stdlib.h>
@@ -33,6 +37,7 @@ struct cf_map_iter {
     cf_value *tuple;       /* scratch: one value per input */
     int64_t deadline;
     size_t buffersize;     /* 0 = eager */
+    int priority;          /* of every call */
     size_t chunksize;      /* calls per unit handed to the engine */
     cf_future **chunk;     /* scratch: the unit being submitted; grows with
                             * the tuples actually read, never beyond
@@ -58,6 +63,7 @@ CF__API void cf_map_options_init(cf_map_options *opts)
     opts->timeout = CF_FOREVER;
     opts->chunksize = 1;
     opts->buffersize = 0;
+    opts->priority = CF_PRIORITY_DEFAULT;
 }
 
 /* Reads the next tuple.  Returns 1, 0 at the end, or a cf_error. */
@@ -142,7 +148,8 @@ static int submit_next(cf_map_iter *it)
             break;
         if (n == it->chunk_cap && (r = grow_chunk(it)) != CF_OK)
             break;
-        r = cf__prepare_call(it->ex, it->fn, it->tuple, it->ninputs, &it->chunk[n]);
+        r = cf__prepare_call(it->ex, it->fn, it->tuple, it->ninputs, it->priority,
+                             &it->chunk[n]);
         if (r != CF_OK)
             break;
         n++;
@@ -156,7 +163,7 @@ static int submit_next(cf_map_iter *it)
     if (r == CF_OK) {
         for (size_t i = 0; i < n; i++)
             cf__progress_map_submit(&it->counts, it->chunk[i]);
-        r = cf__submit_prepared(it->ex, it->chunk, n, true);
+        r = cf__submit_prepared(it->ex, it->chunk, n, true, it->deadline);
     }
     if (r != CF_OK) {
         /* One a worker had begun before the rest was refused runs on
@@ -226,6 +233,8 @@ CF__API int cf_map(cf_executor *ex, cf_task_fn *fn, const cf_map_input *inputs, 
         return cf__fail(CF_EINVAL, "map: chunksize must be >= 1, got %d", opts->chunksize);
     int64_t deadline;
     int rc = cf__deadline(opts->timeout, &deadline, "map");
+    if (rc == CF_OK)
+        rc = cf__check_priority(ex, opts->priority, "map");
     if (rc != CF_OK)
         return rc;
 
@@ -250,6 +259,7 @@ CF__API int cf_map(cf_executor *ex, cf_task_fn *fn, const cf_map_input *inputs, 
     it->ninputs = ninputs;
     it->deadline = deadline;
     it->buffersize = opts->buffersize;
+    it->priority = opts->priority;
 
     size_t limit = it->buffersize ? it->buffersize : SIZE_MAX;
     while (it->count < limit) {

@@ -48,6 +48,18 @@
  *   own calls uncancellable.  A word stays mapped while a future points
  *   to it: every completion detaches it, and a dead worker's calls are
  *   detached before its words are unmapped.
+ * - The pending queue is ordered by priority (cf_submit_options.priority;
+ *   a job takes its first call's), FIFO among equals: a job of a priority
+ *   no higher than the tail's is appended, as every job is while all have
+ *   the default priority; another walks from the head to the first job of
+ *   lower priority.  While jobs of another priority than the default are
+ *   pending (`nprio`), nothing is sent ahead to a busy worker, so a later
+ *   call of higher priority is not stuck behind calls sent ahead.  Jobs
+ *   put back after a worker died go to the front, whatever their priority.
+ * - Bound (max_queued, cf__bound in executor.c): a call holds a queue slot
+ *   from submit until dispatch takes its job off the pending queue (or it
+ *   is cancelled, or the pool drops it); shutdown and breakage close the
+ *   bound, waking submitters that wait for room.
  * - shutdown(cancel_futures) cancels every call no worker has begun: the
  *   pending queue and the `sent` list (jobs on workers) are read under
  *   `mu`, the calls are cancelled outside it (cancel runs callbacks).
@@ -109,6 +121,7 @@ typedef struct pjob {
     struct pjob *sprev, *snext;
     bool on_worker;      /* in `sent` (guarded by mu) */
     uint32_t n;
+    int priority;        /* its calls' (a map chunk shares one) */
     int64_t timeout_ns;  /* CF__NS_FOREVER for none */
     /* Manager thread: */
     uint16_t id;         /* its CALL frame's id */
@@ -185,6 +198,7 @@ typedef struct process_pool {
     /* Guarded by mu: */
     pjob *pending_head, *pending_tail;
     size_t npending;
+    size_t nprio;        /* pending jobs of another priority than the default */
     pjob *sent;          /* jobs on workers (pjob.snext) */
     bool cancel_futures; /* shutdown(cancel_futures): requeued calls too */
     bool shutdown;
@@ -243,15 +257,51 @@ static const char *signal_name(int sig)
 
 /* ---- pending queue (mu held) ------------------------------------------- */
 
+/* Queues `j` behind every pending job of its priority or higher. */
 static void push_pending_locked(process_pool *p, pjob *j)
 {
     j->next = NULL;
-    if (p->pending_tail)
-        p->pending_tail->next = j;
-    else
-        p->pending_head = j;
-    p->pending_tail = j;
     p->npending++;
+    if (j->priority != CF_PRIORITY_DEFAULT)
+        p->nprio++;
+    if (!p->pending_tail || p->pending_tail->priority >= j->priority) {
+        if (p->pending_tail)
+            p->pending_tail->next = j;
+        else
+            p->pending_head = j;
+        p->pending_tail = j;
+        return;
+    }
+    /* The tail has a lower priority, so `j` goes in before some job. */
+    pjob **at = &p->pending_head;
+    while ((*at)->priority >= j->priority)
+        at = &(*at)->next;
+    j->next = *at;
+    *at = j;
+}
+
+/* Takes the pending queue's first job (there is one). */
+static pjob *pop_pending_locked(process_pool *p)
+{
+    pjob *j = p->pending_head;
+    p->pending_head = j->next;
+    if (!p->pending_head)
+        p->pending_tail = NULL;
+    p->npending--;
+    if (j->priority != CF_PRIORITY_DEFAULT)
+        p->nprio--;
+    j->next = NULL;
+    return j;
+}
+
+/* Empties the pending queue and returns it as a list. */
+static pjob *take_pending_locked(process_pool *p)
+{
+    pjob *list = p->pending_head;
+    p->pending_head = p->pending_tail = NULL;
+    p->npending = 0;
+    p->nprio = 0;
+    return list;
 }
 
 /* Notes a change the manager must act on (mu held); wake_manager() then
@@ -309,8 +359,11 @@ static void requeue_front(process_pool *p, pjob *first, pjob *last, size_t n)
     if (!first)
         return;
     pthread_mutex_lock(&p->mu);
-    for (pjob *j = first; j; j = j->next)
+    for (pjob *j = first; j; j = j->next) {
         sent_unlink_locked(p, j);
+        if (j->priority != CF_PRIORITY_DEFAULT)
+            p->nprio++;
+    }
     last->next = p->pending_head;
     p->pending_head = first;
     if (!p->pending_tail)
@@ -336,6 +389,7 @@ static void requeue_front(process_pool *p, pjob *first, pjob *last, size_t n)
  * (cancelled, or already done): a cancelled one is marked notified. */
 static void drop_call(cf_future *f)
 {
+    cf__slot_release(f);
     if (cf_future_cancelled(f))
         cf_future_set_running_or_notify_cancel(f); /* CANCELLED -> C_A_NOTIFIED */
     cf_future_release(f);
@@ -350,6 +404,7 @@ static void fail_job(process_pool *p, pjob *j, int status, const char *type, con
     for (uint32_t i = 0; i < j->n; i++) {
         if (!j->fs[i])
             continue;
+        cf__slot_release(j->fs[i]);
         if (!cf_future_cancelled(j->fs[i]))
             cf__future_fail_running(j->fs[i], status, type, msg);
         drop_call(j->fs[i]);
@@ -792,10 +847,9 @@ static void break_pool_sparing(process_pool *p, int status, const char *msg, boo
         p->broken_status = status;
         snprintf(p->broken_msg, sizeof p->broken_msg, "%s", msg);
     }
-    pjob *pending = p->pending_head;
-    p->pending_head = p->pending_tail = NULL;
-    p->npending = 0;
+    pjob *pending = take_pending_locked(p);
     pthread_mutex_unlock(&p->mu);
+    cf__bound_close(&p->base, CF_EBROKEN); /* after `broken`: waiters get CF_EBROKEN */
     /* Nobody may be waiting on a future to hear of it: say it once, before
      * any future fails, so whoever sees a failure can find the line. */
     if (first)
@@ -1641,7 +1695,8 @@ static pworker *pick_worker(process_pool *p, pjob *j, size_t backlog)
     }
     if (!best)
         return NULL;
-    if (best->njobs > 0 && (backlog < (size_t)p->max_workers || best->njobs >= DEPTH))
+    if (best->njobs > 0 &&
+        (backlog < (size_t)p->max_workers || best->njobs >= DEPTH || p->nprio > 0))
         return NULL;
     return best;
 }
@@ -1658,11 +1713,9 @@ static void dispatch(process_pool *p, wire_enc *e)
             pthread_mutex_unlock(&p->mu);
             return;
         }
-        p->pending_head = j->next;
-        if (!p->pending_head)
-            p->pending_tail = NULL;
-        p->npending--;
-        j->next = NULL;
+        pop_pending_locked(p);
+        for (uint32_t i = 0; i < j->n; i++)
+            cf__slot_release(j->fs[i]); /* off the queue: room for a submit */
         bool attached = !drop && attach_job_locked(p, w, j);
         pthread_mutex_unlock(&p->mu);
         if (drop)
@@ -1792,9 +1845,7 @@ static void *manager_main(void *arg)
             /* shutdown(cancel_futures) left the calls a worker had begun
              * (requeued after a crash); nobody will run them now. */
             pthread_mutex_lock(&p->mu);
-            pjob *left = p->pending_head;
-            p->pending_head = p->pending_tail = NULL;
-            p->npending = 0;
+            pjob *left = take_pending_locked(p);
             pthread_mutex_unlock(&p->mu);
             fail_jobs(p, left, CF_EBROKEN, "BrokenProcessPool",
                       "the pool's workers were stopped by terminate_workers/kill_workers");
@@ -1968,6 +2019,11 @@ static int enqueue(process_pool *p, pjob *j, const char *who)
         int rc = p->broken ? cf__fail(CF_EBROKEN, "%s: %s", who, p->broken_msg)
                            : cf__fail(CF_ESHUTDOWN, "%s: cannot schedule new futures after "
                                                     "shutdown", who);
+        /* Their slots go back while `mu` keeps the pool alive: once it is
+         * let go, a destroy may free the pool before submit returns. */
+        for (pjob *k = j; k; k = k->next)
+            for (uint32_t i = 0; i < k->n; i++)
+                cf__slot_release(k->fs[i]);
         pthread_mutex_unlock(&p->mu);
         while (j) {
             pjob *next = j->next;
@@ -1997,6 +2053,7 @@ static pjob *new_job(process_pool *p, cf_future **fs, size_t n)
     j->next = NULL;
     j->on_worker = false;
     j->n = (uint32_t)n;
+    j->priority = fs[0]->priority;
     j->id = 0;
     j->interrupted = NULL;
     memcpy(j->fs, fs, n * sizeof *fs);
@@ -2156,6 +2213,7 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
     wake_locked(p);
     pthread_mutex_unlock(&p->mu);
     wake_manager(p);
+    cf__bound_close(ex, CF_ESHUTDOWN); /* after `shutdown`: waiters get CF_ESHUTDOWN */
     for (size_t i = 0; i < ncancel; i++) {
         cf_future_cancel(cancel[i]);
         cf_future_release(cancel[i]);
@@ -2239,6 +2297,7 @@ static const cf__engine process_engine = {
     .stop_workers = pp_stop_workers,
     .new_call = pp_new_call,
     .destroy = pp_destroy,
+    .orders_by_priority = true,
 };
 
 CF__API int cf_process_pool_default_workers(void)
@@ -2480,6 +2539,7 @@ CF__API int cf_process_pool_new(cf_executor **out, const cf_process_pool_options
         return cf__fail(CF_ESYS, "process_pool_new: eventfd: %s", strerror(err));
     }
     cf__executor_register(&p->base, &process_engine);
+    p->base.bound.max = o.max_queued;
     /* The manager blocks asynchronous signals, so they reach application
      * threads; the workers reset their mask. */
     rc = cf__thread_start(&p->manager, manager_main, p);

@@ -4,13 +4,32 @@
  *
  * Design notes
  *
- *   submit ──push──► [ MPSC queue of futures ] ──pop (pop_lock)──► workers
+ *   submit ─┬─ priority 0 ──push──► [ MPSC queue (FIFO) ] ──pop (pop_lock)──┐
+ *           └─ other ──(prio_lock)─► [ heap by priority ] ─(prio_lock)──────┴─► workers
  *     │                                                  │ set_running_or_notify_cancel,
  *     └─ wakes a parked worker if nobody is searching     │ run, complete the future
  *                                                        ▼ (callbacks run here)
  *
- * Locks and what they guard (order: submit_lock -> pop_lock -> idle_lock;
- * no path holds two of them at once today):
+ * Two queues: calls of the default priority (0) go to the lock-free FIFO
+ * as they always did; any other priority goes to a binary heap ordered by
+ * (priority desc, submission number asc), so equal priorities stay FIFO.
+ * A worker takes, in this order: the heap's top if its priority is above
+ * 0, else the FIFO's oldest call, else the heap's top (below 0) - the
+ * highest priority queued, FIFO among equals, since every priority-0 call
+ * is in the FIFO.  `nprio` counts the heap's calls; while it is 0 (the
+ * common case) a worker only reads it and takes the FIFO path as before,
+ * so calls of the default priority pay one relaxed load for priorities.
+ *
+ * Bound (max_queued, cf__bound in executor.c): the front takes a slot
+ * before it hands a call over; a worker gives it back as it takes the
+ * call (cf__slot_release after the pop), cancel() gives it back at once,
+ * and the drains of shutdown(cancel_futures)/breakage through the futures
+ * they cancel or fail.  shutdown and breakage close the bound, waking
+ * every submitter waiting for room.
+ *
+ * Locks and what they guard (order: submit_lock -> pop_lock -> idle_lock,
+ * and submit_lock -> prio_lock; no path holds pop_lock or idle_lock
+ * together with prio_lock, and no other path holds two of them at once):
  * - submit_lock: `nthreads`, `workers`, `broken_msg`, and every write of
  *   `shutdown`/`broken`.  Taken by submitters and shutdown only, never by a
  *   worker on its hot path, so submitters do not wait on preempted workers.
@@ -21,6 +40,9 @@
  *   at a time): workers, and the drains of shutdown(cancel) and breakage.
  * - idle_lock: the stack of parked workers (`idle_head`, each worker's
  *   `idle_next`/`in_idle`).
+ * - prio_lock: the heap (`heap`, `nheap`, `heap_cap`, `prio_seq`).  Heap
+ *   pushes happen under submit_lock too (so capacity reserved before
+ *   admitting a call stays reserved); pops only under prio_lock.
  *
  * Lazy threads: `unfinished` counts calls submitted and not yet finished.
  * A submit starts a thread when unfinished > nthreads and the pool is below
@@ -41,10 +63,11 @@
  *   worker that pops while more work is queued wakes the next worker the
  *   same way.  So a call that a submitter left to the searcher is always
  *   either taken or handed on.
- * - No lost wake-up: the submitter's push (seq_cst exchange) precedes its
- *   seq_cst loads of `spinning`/`nidle`; a parking worker's seq_cst
- *   increment of `nidle` (or store of `spinning` = 0) precedes its seq_cst
- *   re-check of the queue.  In the single total order one of the two sees
+ * - No lost wake-up: the submitter's push (seq_cst exchange, or for the
+ *   heap the seq_cst increment of `nprio`) precedes its seq_cst loads of
+ *   `spinning`/`nidle`; a parking worker's seq_cst increment of `nidle`
+ *   (or store of `spinning` = 0) precedes its seq_cst re-check of both
+ *   queues (has_work).  In the single total order one of the two sees
  *   the other: either the worker sees the item, or the submitter sees the
  *   worker and wakes it.
  * - Shutdown wakes every parked worker; workers leave once the queue is
@@ -90,6 +113,19 @@ struct thread_pool {
 
     cf__queue q;
     cf__lock pop_lock;
+
+    /* Calls of a priority other than 0 (see the design notes). */
+    cf__lock prio_lock;
+    struct prio_entry {
+        int priority;
+        uint64_t seq;            /* submission number: FIFO among equals */
+        cf_future *f;
+    } *heap;                     /* guarded by prio_lock */
+    size_t nheap, heap_cap;      /* guarded by prio_lock */
+    uint64_t prio_seq;           /* guarded by prio_lock */
+    /* == nheap; changed under prio_lock, seq_cst (the wake-up handshake),
+     * read without it by the workers' fast path. */
+    _Atomic size_t nprio;
 
     cf__lock submit_lock;
     int nthreads;                /* guarded by submit_lock */
@@ -139,13 +175,102 @@ static cf_future *pop_locked(thread_pool *p)
     }
 }
 
-static cf_future *pop(thread_pool *p)
+/* ---- the priority heap (prio_lock held) ---------------------------------- */
+
+static bool entry_before(const struct prio_entry *a, const struct prio_entry *b)
+{
+    return a->priority > b->priority || (a->priority == b->priority && a->seq < b->seq);
+}
+
+/* Makes room for one more entry.  Returns false on ENOMEM. */
+static bool heap_reserve_locked(thread_pool *p)
+{
+    if (p->nheap < p->heap_cap)
+        return true;
+    size_t cap = p->heap_cap ? p->heap_cap * 2 : 64;
+    struct prio_entry *h = realloc(p->heap, cap * sizeof *h);
+    if (!h)
+        return false;
+    p->heap = h;
+    p->heap_cap = cap;
+    return true;
+}
+
+/* Adds f; heap_reserve_locked() made room. */
+static void heap_push_locked(thread_pool *p, cf_future *f)
+{
+    struct prio_entry e = {f->priority, p->prio_seq++, f};
+    size_t i = p->nheap++;
+    while (i > 0 && entry_before(&e, &p->heap[(i - 1) / 2])) {
+        p->heap[i] = p->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    p->heap[i] = e;
+    atomic_fetch_add(&p->nprio, 1); /* seq_cst: see the design notes */
+}
+
+/* Removes and returns the top (nheap > 0). */
+static cf_future *heap_pop_locked(thread_pool *p)
+{
+    cf_future *top = p->heap[0].f;
+    struct prio_entry last = p->heap[--p->nheap];
+    size_t i = 0, n = p->nheap;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && entry_before(&p->heap[c + 1], &p->heap[c]))
+            c++;
+        if (!entry_before(&p->heap[c], &last))
+            break;
+        p->heap[i] = p->heap[c];
+        i = c;
+    }
+    if (n)
+        p->heap[i] = last;
+    atomic_fetch_sub(&p->nprio, 1);
+    return top;
+}
+
+/* The heap's top if there is one and (when `above_default`) its priority
+ * is above the default; else NULL. */
+static cf_future *heap_take(thread_pool *p, bool above_default)
+{
+    cf_future *f = NULL;
+    cf__lock_acquire(&p->prio_lock);
+    if (p->nheap && (!above_default || p->heap[0].priority > CF_PRIORITY_DEFAULT))
+        f = heap_pop_locked(p);
+    cf__lock_release(&p->prio_lock);
+    return f;
+}
+
+/* Anything queued in either queue?  seq_cst: part of the wake-up
+ * handshake. */
+static bool has_work(thread_pool *p)
+{
+    return !cf__queue_looks_empty(&p->q) || atomic_load(&p->nprio) != 0;
+}
+
+static cf_future *pop_fifo(thread_pool *p)
 {
     if (cf__queue_looks_empty(&p->q))
         return NULL;
     cf__lock_acquire(&p->pop_lock);
     cf_future *f = pop_locked(p);
     cf__lock_release(&p->pop_lock);
+    return f;
+}
+
+/* Takes the queued call of highest priority (see the design notes). */
+static cf_future *pop(thread_pool *p)
+{
+    if (CF__LIKELY(atomic_load_explicit(&p->nprio, memory_order_relaxed) == 0))
+        return pop_fifo(p);
+    cf_future *f = heap_take(p, true);
+    if (!f)
+        f = pop_fifo(p);
+    if (!f)
+        f = heap_take(p, false);
     return f;
 }
 
@@ -161,6 +286,11 @@ static cf__qnode *drain(thread_pool *p)
         tail = (cf__qnode **)&f->qnode.next;
     }
     cf__lock_release(&p->pop_lock);
+    while ((f = heap_take(p, false)) != NULL) {
+        atomic_store_explicit(&f->qnode.next, NULL, memory_order_relaxed);
+        *tail = &f->qnode;
+        tail = (cf__qnode **)&f->qnode.next;
+    }
     return list;
 }
 
@@ -199,7 +329,7 @@ static void wake_one(thread_pool *p)
          * woken nobody, and another worker may have parked since: give the
          * token back (seq_cst) and look again, or that item would wait. */
         atomic_store(&p->spinning, 0);
-        if (cf__queue_looks_empty(&p->q))
+        if (!has_work(p))
             return;
     }
 }
@@ -234,6 +364,7 @@ static void settle_queued(thread_pool *p, const char *broken_msg)
     while (f) {
         cf_future *next = list_next(f);
         atomic_fetch_sub(&p->unfinished, 1);
+        cf__slot_release(f);
         if (broken_msg)
             cf__future_fail(f, CF_EBROKEN, "BrokenThreadPool", broken_msg);
         else
@@ -256,6 +387,7 @@ static void initializer_failed(thread_pool *p, int rc)
     }
     memcpy(msg, p->broken_msg, sizeof msg);
     cf__lock_release(&p->submit_lock);
+    cf__bound_close(&p->base, CF_EBROKEN); /* after `broken`: waiters get CF_EBROKEN */
     cf__log("%s: %s", tls_worker->name, msg);
     settle_queued(p, msg);
     wake_all(p);
@@ -264,7 +396,7 @@ static void initializer_failed(thread_pool *p, int rc)
 static bool work_or_stop(void *arg)
 {
     thread_pool *p = arg;
-    return !cf__queue_looks_empty(&p->q) || atomic_load_explicit(&p->shutdown, memory_order_relaxed);
+    return has_work(p) || atomic_load_explicit(&p->shutdown, memory_order_relaxed);
 }
 
 /* Takes `me` off the idle stack if it is still there.  Returns false when a
@@ -307,7 +439,7 @@ static cf_future *next_call(thread_pool *p, tp_worker *me, bool *token)
              * search just expired may find the work in its park re-check,
              * without the token, while submitters that saw the token woke
              * nobody. */
-            if (!cf__queue_looks_empty(&p->q))
+            if (has_work(p))
                 wake_one(p);
             return f;
         }
@@ -342,8 +474,7 @@ static cf_future *next_call(thread_pool *p, tp_worker *me, bool *token)
         me->in_idle = true;
         atomic_fetch_add(&p->nidle, 1); /* seq_cst: before the re-check */
         cf__lock_release(&p->idle_lock);
-        if (!cf__queue_looks_empty(&p->q) || atomic_load(&p->shutdown) ||
-            atomic_load(&p->broken)) {
+        if (has_work(p) || atomic_load(&p->shutdown) || atomic_load(&p->broken)) {
             if (unpark_self(p, me))
                 continue;
             /* A waker took us off the stack; wait for its hand-off. */
@@ -372,6 +503,7 @@ static void *worker_main(void *arg)
     bool token = false;
     cf_future *f;
     while ((f = next_call(p, w, &token)) != NULL) {
+        cf__slot_release(f); /* taken: room for the next submit */
         if (cf_future_set_running_or_notify_cancel(f) == 1)
             cf__future_run_call(f, &p->unfinished);
         else
@@ -446,17 +578,41 @@ static int admit_locked(thread_pool *p, int n, const char *who)
     return CF_OK;
 }
 
+/* A call of a priority other than the default: into the heap.  The room
+ * is made before the call is admitted, and stays, since heap pushes
+ * happen under submit_lock.  submit_lock held; returns as admit_locked. */
+static int submit_prio_locked(thread_pool *p, cf_future *f)
+{
+    cf__lock_acquire(&p->prio_lock);
+    bool room = heap_reserve_locked(p);
+    cf__lock_release(&p->prio_lock);
+    if (!room)
+        return cf__fail(CF_ENOMEM, "submit: out of memory for the priority queue");
+    int rc = admit_locked(p, 1, "submit");
+    if (rc == CF_OK) {
+        cf__lock_acquire(&p->prio_lock);
+        heap_push_locked(p, f);
+        cf__lock_release(&p->prio_lock);
+    }
+    return rc;
+}
+
 static int tp_submit(cf_executor *ex, cf_future *f)
 {
     thread_pool *p = pool_of(ex);
     cf__lock_acquire(&p->submit_lock);
-    int rc = admit_locked(p, 1, "submit");
+    int rc = CF__LIKELY(f->priority == CF_PRIORITY_DEFAULT) ? admit_locked(p, 1, "submit")
+                                                            : submit_prio_locked(p, f);
     if (CF__UNLIKELY(rc != CF_OK)) {
+        /* Under the lock, which keeps the pool alive: once it is let go,
+         * a destroy may free the pool before submit returns. */
+        cf__slot_release(f);
         cf__lock_release(&p->submit_lock);
         cf_future_release(f);
         return rc;
     }
-    cf__queue_push(&p->q, &f->qnode);
+    if (CF__LIKELY(f->priority == CF_PRIORITY_DEFAULT))
+        cf__queue_push(&p->q, &f->qnode);
     cf__lock_release(&p->submit_lock);
     /* seq_cst loads after the seq_cst push: see the design notes. */
     if (atomic_load(&p->spinning) == 0 && atomic_load(&p->nidle) > 0)
@@ -477,9 +633,12 @@ static int tp_submit_many(cf_executor *ex, cf_future **fs, size_t n)
     } else {
         cf__lock_acquire(&p->submit_lock);
         rc = admit_locked(p, (int)n, "submit_many");
-        if (rc == CF_OK)
-            for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
+            if (rc == CF_OK)
                 cf__queue_push(&p->q, &fs[i]->qnode);
+            else
+                cf__slot_release(fs[i]); /* under the lock, as in tp_submit */
+        }
         cf__lock_release(&p->submit_lock);
     }
     if (rc != CF_OK) {
@@ -509,6 +668,7 @@ static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
     cf__lock_acquire(&p->submit_lock);
     atomic_store(&p->shutdown, true);
     cf__lock_release(&p->submit_lock);
+    cf__bound_close(ex, CF_ESHUTDOWN); /* after `shutdown`: waiters get CF_ESHUTDOWN */
     if (cancel_futures)
         settle_queued(p, NULL);
     wake_all(p);
@@ -533,6 +693,7 @@ static void tp_destroy(cf_executor *ex)
     for (int i = 0; i < p->nthreads; i++)
         free(p->workers[i]);
     free(p->workers);
+    free(p->heap);
     pthread_mutex_destroy(&p->join_mu);
     free(p);
 }
@@ -555,6 +716,7 @@ static const cf__engine thread_engine = {
     .worker_count = tp_worker_count,
     .stop_workers = tp_stop_workers,
     .destroy = tp_destroy,
+    .orders_by_priority = true,
 };
 
 CF__API void cf_thread_pool_options_init(cf_thread_pool_options *opts)
@@ -598,6 +760,8 @@ CF__API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_options *
     p->initarg = opts->initarg;
     cf__queue_init(&p->q);
     atomic_init(&p->pop_lock.word, 0);
+    atomic_init(&p->prio_lock.word, 0);
+    atomic_init(&p->nprio, 0);
     atomic_init(&p->submit_lock.word, 0);
     atomic_init(&p->idle_lock.word, 0);
     atomic_init(&p->shutdown, false);
@@ -609,6 +773,7 @@ CF__API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_options *
     atomic_init(&p->spinning, 0);
     pthread_mutex_init(&p->join_mu, NULL);
     cf__executor_register(&p->base, &thread_engine);
+    p->base.bound.max = opts->max_queued;
     *out = &p->base;
     return CF_OK;
 }

@@ -1,0 +1,843 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_priority.c - per-call priorities and the bound on queued calls
+ * (max_queued) on the thread and process pools: execution order behind a
+ * blocked single worker (higher first, FIFO among equals), map's
+ * priority, CF_EFULL at once with a zero queue_timeout, waiters for room
+ * woken by a worker taking a call, by a cancel and by shutdown, the
+ * all-or-none rule of cf_submit_many, a worker that never waits for its
+ * own queue, a race of producers and cancels on a small bound, and bad
+ * input.
+ *
+ * Process tasks cannot use cmocka or shared memory: they record the order
+ * they ran in by appending a line to a file, and the blocking task waits
+ * on a FIFO the test writes to.
+ */
+#include "cf_test_util.h"
+#include "internal.h" /* the bound's counters: waiters, slots held */
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
+
+#define T_OK 10.0
+
+/* ---- thread tasks ---------------------------------------------------------- */
+
+typedef struct order_log {
+    pthread_mutex_t mu;
+    int ids[64];
+    int n;
+} order_log;
+
+static void order_init(order_log *o)
+{
+    pthread_mutex_init(&o->mu, NULL);
+    o->n = 0;
+}
+
+/* arg 0: order_log*, arg 1: id.  Appends the id. */
+static int t_record(cf_call *call)
+{
+    order_log *o = (order_log *)cf_arg_ptr(call, 0);
+    int id = (int)cf_arg_i64(call, 1);
+    pthread_mutex_lock(&o->mu);
+    if (o->n < 64)
+        o->ids[o->n++] = id;
+    pthread_mutex_unlock(&o->mu);
+    return cf_return_i64(call, id);
+}
+
+static void assert_order(const int *got, int ngot, const int *want, int nwant)
+{
+    char g[256] = "", w[256] = "";
+    for (int i = 0; i < ngot; i++)
+        snprintf(g + strlen(g), sizeof g - strlen(g), "%d ", got[i]);
+    for (int i = 0; i < nwant; i++)
+        snprintf(w + strlen(w), sizeof w - strlen(w), "%d ", want[i]);
+    if (ngot != nwant || strcmp(g, w) != 0)
+        fail_msg("ran in order [%s], expected [%s]", g, w);
+}
+
+static cf_future *submit_prio(cf_executor *ex, cf_task_fn *fn, const cf_value *args,
+                              size_t nargs, int priority)
+{
+    cf_submit_options o;
+    cf_submit_options_init(&o);
+    o.priority = priority;
+    cf_future *f = NULL;
+    assert_ok(cf_submit_with(ex, &o, fn, args, nargs, &f));
+    return f;
+}
+
+/* Priorities of the calls queued behind the blocker, and the order they
+ * must run in: highest first, submission order among equals. */
+static const int PRIOS[] = {0, 5, 0, 5, -1, 10, -1, 0, CF_PRIORITY_MAX, CF_PRIORITY_MIN};
+static const int WANT[] = {8, 5, 1, 3, 0, 2, 7, 4, 6, 9};
+#define NPRIO ((int)(sizeof PRIOS / sizeof PRIOS[0]))
+
+static cf_executor *tpool(int workers, size_t max_queued)
+{
+    cf_thread_pool_options o;
+    cf_thread_pool_options_init(&o);
+    o.max_workers = workers;
+    o.max_queued = max_queued;
+    cf_executor *ex = NULL;
+    assert_ok(cf_thread_pool_new(&ex, &o));
+    return ex;
+}
+
+/* A pool's only worker held by a t_block call until busy_end(). */
+typedef struct busy {
+    cf_executor *ex;
+    blocker b;
+    cf_future *blk;
+} busy;
+
+static void busy_start(busy *w, cf_executor *ex)
+{
+    w->ex = ex;
+    blocker_init(&w->b);
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&w->b)), &w->blk));
+    assert_true(blocker_wait_started(&w->b, 1, T_OK));
+}
+
+static void busy_release(busy *w)
+{
+    blocker_release(&w->b);
+}
+
+static void busy_end(busy *w)
+{
+    blocker_release(&w->b);
+    assert_ok(cf_future_result(w->blk, T_OK * cf_test_scale(), NULL));
+    cf_future_release(w->blk);
+    blocker_destroy(&w->b);
+}
+
+static void test_thread_priority_order(void **state)
+{
+    (void)state;
+    busy w;
+    busy_start(&w, tpool(1, 0));
+    order_log log;
+    order_init(&log);
+    cf_future *fs[NPRIO];
+    for (int i = 0; i < NPRIO; i++)
+        fs[i] = submit_prio(w.ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(i)), PRIOS[i]);
+    busy_release(&w);
+    for (int i = 0; i < NPRIO; i++) {
+        int64_t r;
+        assert_ok(cf_future_result_i64(fs[i], T_OK * cf_test_scale(), &r));
+        assert_int_equal(r, i);
+        cf_future_release(fs[i]);
+    }
+    assert_order(log.ids, log.n, WANT, NPRIO);
+    busy_end(&w);
+    assert_ok(cf_executor_destroy(w.ex));
+}
+
+/* The same 200 times with two producers racing: each call's priority is
+ * its producer's, so whatever the interleaving the high producer's calls
+ * all run before the low producer's, each producer's in its own order. */
+typedef struct producer {
+    cf_executor *ex;
+    order_log *log;
+    int base, priority;
+    cf_future *fs[8];
+} producer;
+
+static void produce(void *arg)
+{
+    producer *pr = arg;
+    for (int i = 0; i < 8; i++) {
+        cf_submit_options o;
+        cf_submit_options_init(&o);
+        o.priority = pr->priority;
+        if (cf_submit_with(pr->ex, &o, t_record, CF_ARGS(cf_ptr(pr->log), cf_i64(pr->base + i)),
+                           &pr->fs[i]) != CF_OK)
+            pr->fs[i] = NULL;
+    }
+}
+
+static void test_thread_priority_race(void **state)
+{
+    (void)state;
+    cf_executor *ex = tpool(1, 0);
+    for (int round = 0; round < 200; round++) {
+        busy w;
+        busy_start(&w, ex);
+        order_log log;
+        order_init(&log);
+        producer hi = {ex, &log, 100, 3, {0}}, lo = {ex, &log, 0, round % 2 ? 0 : -3, {0}};
+        bg_thread th, tl;
+        bg_start(&th, produce, &hi);
+        bg_start(&tl, produce, &lo);
+        bg_join(&th, T_OK);
+        bg_join(&tl, T_OK);
+        busy_release(&w);
+        for (int i = 0; i < 8; i++) {
+            assert_non_null(hi.fs[i]);
+            assert_non_null(lo.fs[i]);
+            assert_ok(cf_future_result(hi.fs[i], T_OK * cf_test_scale(), NULL));
+            assert_ok(cf_future_result(lo.fs[i], T_OK * cf_test_scale(), NULL));
+            cf_future_release(hi.fs[i]);
+            cf_future_release(lo.fs[i]);
+        }
+        int want[16];
+        for (int i = 0; i < 8; i++) {
+            want[i] = 100 + i;
+            want[8 + i] = i;
+        }
+        assert_order(log.ids, log.n, want, 16);
+        busy_end(&w);
+    }
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_thread_map_priority(void **state)
+{
+    (void)state;
+    busy w;
+    busy_start(&w, tpool(1, 0));
+    cf_executor *ex = w.ex;
+    order_log log;
+    order_init(&log);
+    cf_future *plain = NULL;
+    assert_ok(cf_submit(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(0)), &plain));
+    cf_value logs[3] = {cf_ptr(&log), cf_ptr(&log), cf_ptr(&log)};
+    cf_value ids[3] = {cf_i64(1), cf_i64(2), cf_i64(3)};
+    cf_map_input in[2] = {cf_input_array(logs, 3), cf_input_array(ids, 3)};
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    assert_int_equal(mo.priority, CF_PRIORITY_DEFAULT);
+    mo.priority = 7;
+    cf_map_iter *it = NULL;
+    assert_ok(cf_map(ex, t_record, in, 2, &mo, &it));
+    busy_release(&w);
+    for (int i = 1; i <= 3; i++) {
+        const cf_value *v;
+        assert_ok(cf_map_next(it, &v, NULL));
+        assert_int_equal(v->as.i64, i);
+    }
+    assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+    cf_map_close(it);
+    assert_ok(cf_future_result(plain, T_OK, NULL));
+    const int want[] = {1, 2, 3, 0};
+    assert_order(log.ids, log.n, want, 4);
+    cf_future_release(plain);
+    busy_end(&w);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* ---- the bound --------------------------------------------------------------- */
+
+static cf_future *submit_wait(cf_executor *ex, double queue_timeout, int *rc)
+{
+    cf_submit_options o;
+    cf_submit_options_init(&o);
+    o.queue_timeout = queue_timeout;
+    cf_future *f = NULL;
+    *rc = cf_submit_with(ex, &o, t_square, CF_ARGS(cf_i64(3)), &f);
+    return f;
+}
+
+/* A full queue: one worker held by a blocker, `max` calls queued. */
+typedef struct full_pool {
+    cf_executor *ex;
+    busy w;
+    cf_future *queued[4];
+    int max;
+} full_pool;
+
+static void full_pool_start(full_pool *fp, int max)
+{
+    fp->max = max;
+    fp->ex = tpool(1, (size_t)max);
+    busy_start(&fp->w, fp->ex);
+    for (int i = 0; i < max; i++) {
+        int rc;
+        fp->queued[i] = submit_wait(fp->ex, 0, &rc);
+        assert_ok(rc);
+    }
+    assert_int_equal(atomic_load(&fp->ex->bound.queued), (size_t)max);
+}
+
+static void full_pool_end(full_pool *fp)
+{
+    busy_end(&fp->w);
+    for (int i = 0; i < fp->max; i++) {
+        if (!cf_future_cancelled(fp->queued[i]))
+            assert_ok(cf_future_result(fp->queued[i], T_OK, NULL));
+        cf_future_release(fp->queued[i]);
+    }
+    assert_ok(cf_executor_destroy(fp->ex));
+}
+
+/* Polls (bounded) until `n` threads wait for room in ex's queue. */
+static void await_waiters(cf_executor *ex, uint32_t n)
+{
+    double end = cf_test_now() + T_OK * cf_test_scale();
+    while (atomic_load(&ex->bound.waiters) != n && cf_test_now() < end)
+        sleep_ms(1);
+    assert_int_equal(atomic_load(&ex->bound.waiters), n);
+}
+
+static void test_full_returns_at_once(void **state)
+{
+    (void)state;
+    full_pool fp;
+    full_pool_start(&fp, 2);
+    int rc;
+    double t0 = cf_test_now();
+    cf_future *f = submit_wait(fp.ex, 0, &rc);
+    assert_cf(CF_EFULL, rc);
+    assert_null(f);
+    assert_true(contains(cf_last_error_message(), "full"));
+    /* A short wait that nothing ends times out with the same code. */
+    f = submit_wait(fp.ex, 0.05, &rc);
+    assert_cf(CF_EFULL, rc);
+    assert_null(f);
+    assert_true(cf_test_now() - t0 >= 0.05);
+    /* submit_many: all or none, and n above the bound never fits. */
+    cf_future *many[3] = {NULL, NULL, NULL};
+    assert_cf(CF_EFULL, cf_submit_many(fp.ex, t_square, CF_ARGS(cf_i64(1), cf_i64(2),
+                                                                 cf_i64(3)) - 2, 3, many));
+    assert_null(many[0]);
+    assert_true(contains(cf_last_error_message(), "max_queued"));
+    assert_int_equal(atomic_load(&fp.ex->bound.queued), 2);
+    assert_string_equal(cf_err_name(CF_EFULL), "CF_EFULL");
+    assert_string_equal(cf_strerror(CF_EFULL), "executor queue is full");
+    full_pool_end(&fp);
+}
+
+typedef struct waiter_arg {
+    cf_executor *ex;
+    int rc;
+    cf_future *f;
+} waiter_arg;
+
+static void wait_for_room(void *arg)
+{
+    waiter_arg *w = arg;
+    w->f = submit_wait(w->ex, CF_FOREVER, &w->rc);
+}
+
+static void test_waiter_woken_by_take(void **state)
+{
+    (void)state;
+    full_pool fp;
+    full_pool_start(&fp, 1);
+    waiter_arg w = {fp.ex, -100, NULL};
+    bg_thread t;
+    bg_start(&t, wait_for_room, &w);
+    await_waiters(fp.ex, 1);
+    assert_false(cf_test_event_is_set(&t.done));
+    /* The worker finishes the blocker and takes the queued call: room. */
+    busy_release(&fp.w);
+    bg_join(&t, T_OK);
+    assert_ok(w.rc);
+    int64_t r;
+    assert_ok(cf_future_result_i64(w.f, T_OK, &r));
+    assert_int_equal(r, 9);
+    cf_future_release(w.f);
+    full_pool_end(&fp);
+}
+
+static void test_waiter_woken_by_cancel(void **state)
+{
+    (void)state;
+    full_pool fp;
+    full_pool_start(&fp, 2);
+    waiter_arg w = {fp.ex, -100, NULL};
+    bg_thread t;
+    bg_start(&t, wait_for_room, &w);
+    await_waiters(fp.ex, 1);
+    assert_true(cf_future_cancel(fp.queued[1]));
+    bg_join(&t, T_OK);
+    assert_ok(w.rc);
+    assert_int_equal(atomic_load(&fp.ex->bound.queued), 2);
+    /* A cancel frees room for a submit that does not wait, too. */
+    int rc;
+    assert_true(cf_future_cancel(fp.queued[0]));
+    cf_future *f = submit_wait(fp.ex, 0, &rc);
+    assert_ok(rc);
+    assert_int_equal(atomic_load(&fp.ex->bound.queued), 2);
+    busy_release(&fp.w);
+    assert_ok(cf_future_result(f, T_OK, NULL));
+    assert_ok(cf_future_result(w.f, T_OK, NULL));
+    cf_future_release(f);
+    cf_future_release(w.f);
+    full_pool_end(&fp);
+}
+
+static void test_waiter_woken_by_shutdown(void **state)
+{
+    (void)state;
+    full_pool fp;
+    full_pool_start(&fp, 1);
+    waiter_arg w[2] = {{fp.ex, -100, NULL}, {fp.ex, -100, NULL}};
+    bg_thread t[2];
+    bg_start(&t[0], wait_for_room, &w[0]);
+    bg_start(&t[1], wait_for_room, &w[1]);
+    await_waiters(fp.ex, 2);
+    assert_ok(cf_shutdown(fp.ex, false, false));
+    for (int i = 0; i < 2; i++) {
+        bg_join(&t[i], T_OK);
+        assert_cf(CF_ESHUTDOWN, w[i].rc);
+        assert_null(w[i].f);
+    }
+    full_pool_end(&fp);
+}
+
+/* The owner destroys the pool while a submit waits for room, 200 rounds:
+ * the waiter either got room first (its call then runs before destroy
+ * returns) or is woken by the shutdown; either way it never touches the
+ * freed pool (AddressSanitizer would say). */
+static void test_waiter_races_destroy(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 200; round++) {
+        cf_executor *ex = tpool(1, 1);
+        busy w;
+        busy_start(&w, ex);
+        int rc;
+        cf_future *q = submit_wait(ex, 0, &rc);
+        assert_ok(rc);
+        waiter_arg wa = {ex, -100, NULL};
+        bg_thread t;
+        bg_start(&t, wait_for_room, &wa);
+        await_waiters(ex, 1);
+        busy_release(&w);
+        assert_ok(cf_executor_destroy(ex));
+        bg_join(&t, T_OK);
+        if (wa.rc == CF_OK) {
+            int64_t r;
+            assert_ok(cf_future_result_i64(wa.f, 0, &r));
+            assert_int_equal(r, 9);
+            cf_future_release(wa.f);
+        } else {
+            assert_cf(CF_ESHUTDOWN, wa.rc);
+        }
+        assert_ok(cf_future_result(q, 0, NULL));
+        cf_future_release(q);
+        assert_ok(cf_future_result(w.blk, 0, NULL));
+        cf_future_release(w.blk);
+        blocker_destroy(&w.b);
+    }
+}
+
+/* A task that submits to its own full pool gets CF_EFULL at once: the
+ * one worker waiting for room would never make any.  arg 0: the pool,
+ * arg 1: a blocker it waits on first (so the test can fill the queue). */
+static int t_submit_own(cf_call *call)
+{
+    cf_executor *ex = (cf_executor *)cf_arg_ptr(call, 0);
+    blocker *b = (blocker *)cf_arg_ptr(call, 1);
+    pthread_mutex_lock(&b->mu);
+    b->started++;
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    if (!cf_test_event_wait(&b->go, 10.0))
+        return cf_raise(call, 99, "TimeoutError", "blocker never released");
+    cf_future *f = NULL;
+    int rc = cf_submit(ex, t_square, CF_ARGS(cf_i64(2)), &f);
+    cf_future_release(f);
+    return cf_return_i64(call, rc);
+}
+
+static void test_worker_does_not_wait(void **state)
+{
+    (void)state;
+    cf_executor *ex = tpool(1, 1);
+    blocker b;
+    blocker_init(&b);
+    cf_future *self = NULL, *queued = NULL;
+    assert_ok(cf_submit(ex, t_submit_own, CF_ARGS(cf_ptr(ex), cf_ptr(&b)), &self));
+    assert_true(blocker_wait_started(&b, 1, T_OK));
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(4)), &queued)); /* full now */
+    blocker_release(&b);
+    int64_t r;
+    assert_ok(cf_future_result_i64(self, T_OK, &r));
+    assert_int_equal(r, CF_EFULL);
+    assert_ok(cf_future_result_i64(queued, T_OK, &r));
+    assert_int_equal(r, 16);
+    cf_future_release(self);
+    cf_future_release(queued);
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
+/* Producers and cancels race on a bound of 2, 200 rounds: every call ends
+ * and every slot comes back exactly once (a slot given back twice would
+ * wrap `queued`, one never given back would leave it above 0). */
+typedef struct racer {
+    cf_executor *ex;
+    cf_future *fs[16];
+} racer;
+
+static void race_submit(void *arg)
+{
+    racer *r = arg;
+    for (int i = 0; i < 16; i++) {
+        int rc;
+        r->fs[i] = submit_wait(r->ex, CF_FOREVER, &rc);
+        if (rc != CF_OK)
+            r->fs[i] = NULL;
+        else if (i % 3 == 0)
+            cf_future_cancel(r->fs[i]);
+        size_t q = atomic_load(&r->ex->bound.queued);
+        if (q > 2)
+            r->fs[i] = NULL; /* reported below */
+    }
+}
+
+static void test_bound_race(void **state)
+{
+    (void)state;
+    cf_executor *ex = tpool(2, 2);
+    for (int round = 0; round < 200; round++) {
+        racer r[3];
+        bg_thread t[3];
+        for (int i = 0; i < 3; i++) {
+            r[i].ex = ex;
+            bg_start(&t[i], race_submit, &r[i]);
+        }
+        for (int i = 0; i < 3; i++)
+            bg_join(&t[i], T_OK);
+        for (int i = 0; i < 3; i++)
+            for (int k = 0; k < 16; k++) {
+                assert_non_null(r[i].fs[k]);
+                int rc = cf_future_result(r[i].fs[k], T_OK * cf_test_scale(), NULL);
+                assert_true(rc == CF_OK || rc == CF_ECANCELLED);
+                cf_future_release(r[i].fs[k]);
+            }
+    }
+    /* Every call is done: the workers took them all or they were
+     * cancelled, so every slot is back. */
+    assert_int_equal(atomic_load(&ex->bound.queued), 0);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_eager_map_waits_for_room(void **state)
+{
+    (void)state;
+    cf_executor *ex = tpool(2, 3);
+    cf_value xs[50];
+    for (int i = 0; i < 50; i++)
+        xs[i] = cf_i64(i);
+    cf_map_input in = cf_input_array(xs, 50);
+    cf_map_iter *it = NULL;
+    assert_ok(cf_map(ex, t_square, &in, 1, NULL, &it));
+    for (int i = 0; i < 50; i++) {
+        const cf_value *v;
+        assert_ok(cf_map_next(it, &v, NULL));
+        assert_int_equal(v->as.i64, (int64_t)i * i);
+    }
+    cf_map_close(it);
+    /* A thread pool ignores chunksize: its calls queue one by one, so a
+     * chunk bigger than the bound is no problem. */
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.chunksize = 4;
+    assert_ok(cf_map(ex, t_square, &in, 1, &mo, &it));
+    for (int i = 0; i < 50; i++)
+        assert_ok(cf_map_next(it, NULL, NULL));
+    cf_map_close(it);
+    assert_int_equal(atomic_load(&ex->bound.queued), 0);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+static void test_bad_input(void **state)
+{
+    (void)state;
+    cf_executor *ex = tpool(1, 0);
+    cf_submit_options o;
+    cf_submit_options_init(&o);
+    assert_int_equal(o.priority, CF_PRIORITY_DEFAULT);
+    assert_true(isinf(o.queue_timeout));
+    cf_future *f = NULL;
+    const int bad_prio[] = {CF_PRIORITY_MAX + 1, CF_PRIORITY_MIN - 1, INT_MAX, INT_MIN};
+    for (size_t i = 0; i < sizeof bad_prio / sizeof bad_prio[0]; i++) {
+        o.priority = bad_prio[i];
+        assert_cf(CF_EINVAL, cf_submit_with(ex, &o, t_square, CF_ARGS(cf_i64(1)), &f));
+        assert_null(f);
+        assert_true(contains(cf_last_error_message(), "priority"));
+    }
+    o.priority = 0;
+    const double bad_wait[] = {-1.0, NAN};
+    for (size_t i = 0; i < 2; i++) {
+        o.queue_timeout = bad_wait[i];
+        assert_cf(CF_EINVAL, cf_submit_with(ex, &o, t_square, CF_ARGS(cf_i64(1)), &f));
+        assert_null(f);
+    }
+    cf_value xs[2] = {cf_i64(1), cf_i64(2)};
+    cf_map_input in = cf_input_array(xs, 2);
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.priority = CF_PRIORITY_MAX + 1;
+    cf_map_iter *it = NULL;
+    assert_cf(CF_EINVAL, cf_map(ex, t_square, &in, 1, &mo, &it));
+    assert_null(it);
+    /* Nothing was queued by the failures; the pool still works. */
+    assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(5))), 25);
+    cf_submit_options_init(NULL); /* ignored */
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* ---- process pools ------------------------------------------------------------ */
+
+/* arg 0: path of the order file, arg 1: id.  Appends "<id>\n". */
+static int p_record(cf_call *call)
+{
+    const char *path = cf_arg_str(call, 0);
+    int64_t id = cf_arg_i64(call, 1);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return cf_raise(call, 1, "OSError", "open %s", path);
+    char line[32];
+    int n = snprintf(line, sizeof line, "%lld\n", (long long)id);
+    ssize_t w = write(fd, line, (size_t)n);
+    close(fd);
+    if (w != n)
+        return cf_raise(call, 1, "OSError", "write");
+    return cf_return_i64(call, id);
+}
+CF_TASK(p_record);
+
+/* arg 0: FIFO to say "started" on, arg 1: FIFO to wait on (10 s at most). */
+static int p_gate(cf_call *call)
+{
+    int fd = open(cf_arg_str(call, 0), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t w = write(fd, "x", 1);
+        (void)w;
+        close(fd);
+    }
+    fd = open(cf_arg_str(call, 1), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return cf_raise(call, 1, "OSError", "open gate");
+    struct pollfd pfd = {fd, POLLIN, 0};
+    int r = poll(&pfd, 1, 10000);
+    close(fd);
+    return r == 1 ? cf_return_none(call) : cf_raise(call, 99, "TimeoutError", "gate shut");
+}
+CF_TASK(p_gate);
+CF_TASK(t_square);
+
+typedef struct fifo {
+    char path[96];
+    int fd;
+} fifo;
+
+static void fifo_open(fifo *f, const char *what)
+{
+    snprintf(f->path, sizeof f->path, "/tmp/cf_test_prio_%d_%s", (int)getpid(), what);
+    unlink(f->path);
+    assert_int_equal(mkfifo(f->path, 0600), 0);
+    f->fd = open(f->path, O_RDWR | O_NONBLOCK | O_CLOEXEC); /* never EOF */
+    assert_true(f->fd >= 0);
+}
+
+static void fifo_close(fifo *f)
+{
+    close(f->fd);
+    unlink(f->path);
+}
+
+/* A process pool of one worker, busy with a p_gate call.  With `timed`
+ * the call has a timeout, and a worker running a timed call is sent
+ * nothing ahead, so everything submitted meanwhile stays in the pool's
+ * queue. */
+typedef struct gated_pool {
+    cf_executor *ex;
+    fifo started, gate;
+    cf_future *blk;
+} gated_pool;
+
+static void gated_start(gated_pool *g, size_t max_queued, bool timed)
+{
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 1;
+    o.max_queued = max_queued;
+    assert_ok(cf_process_pool_new(&g->ex, &o));
+    fifo_open(&g->started, "started");
+    fifo_open(&g->gate, "gate");
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    so.timeout = timed ? 60 : CF_FOREVER;
+    assert_ok(cf_submit_with(g->ex, &so, p_gate,
+                             CF_ARGS(cf_str(g->started.path), cf_str(g->gate.path)), &g->blk));
+    struct pollfd pfd = {g->started.fd, POLLIN, 0};
+    assert_int_equal(poll(&pfd, 1, (int)(T_OK * 1000 * cf_test_scale())), 1);
+}
+
+static void gated_open(gated_pool *g)
+{
+    ssize_t w = write(g->gate.fd, "x", 1);
+    assert_int_equal(w, 1);
+    assert_ok(cf_future_result(g->blk, T_OK * cf_test_scale(), NULL));
+}
+
+static void gated_end(gated_pool *g)
+{
+    cf_future_release(g->blk);
+    assert_ok(cf_executor_destroy(g->ex));
+    fifo_close(&g->started);
+    fifo_close(&g->gate);
+}
+
+/* Reads the ids p_record wrote to `path` (and removes the file). */
+static int read_order(const char *path, int *got, int max)
+{
+    FILE *in = fopen(path, "r");
+    assert_non_null(in);
+    int n = 0;
+    while (n < max && fscanf(in, "%d", &got[n]) == 1)
+        n++;
+    fclose(in);
+    unlink(path);
+    return n;
+}
+
+static void test_process_priority_order(void **state)
+{
+    (void)state;
+    gated_pool g;
+    gated_start(&g, 0, true);
+    char path[96];
+    snprintf(path, sizeof path, "/tmp/cf_test_prio_%d_order", (int)getpid());
+    unlink(path);
+    cf_future *fs[NPRIO];
+    for (int i = 0; i < NPRIO; i++)
+        fs[i] = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(i)), PRIOS[i]);
+    gated_open(&g);
+    for (int i = 0; i < NPRIO; i++) {
+        assert_ok(cf_future_result(fs[i], T_OK * cf_test_scale(), NULL));
+        cf_future_release(fs[i]);
+    }
+    int got[64];
+    int n = read_order(path, got, 64);
+    assert_order(got, n, WANT, NPRIO);
+    gated_end(&g);
+}
+
+/* A busy worker is normally sent calls ahead (in the order sent), but not
+ * while a call of another priority than the default is queued: the later
+ * call of higher priority still goes first. */
+static void test_process_prio_not_sent_ahead(void **state)
+{
+    (void)state;
+    gated_pool g;
+    gated_start(&g, 0, false);
+    char path[96];
+    snprintf(path, sizeof path, "/tmp/cf_test_prio_%d_ahead", (int)getpid());
+    unlink(path);
+    cf_future *low = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(1)), 1);
+    sleep_ms(50); /* gives the manager the chance to send it ahead (it must not) */
+    cf_future *high = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(2)), 5);
+    gated_open(&g);
+    assert_ok(cf_future_result(low, T_OK * cf_test_scale(), NULL));
+    assert_ok(cf_future_result(high, T_OK * cf_test_scale(), NULL));
+    int got[8];
+    int n = read_order(path, got, 8);
+    const int want[] = {2, 1};
+    assert_order(got, n, want, 2);
+    cf_future_release(low);
+    cf_future_release(high);
+    gated_end(&g);
+}
+
+static void test_process_full_and_cancel(void **state)
+{
+    (void)state;
+    gated_pool g;
+    gated_start(&g, 2, true);
+    int rc;
+    cf_future *q1 = submit_wait(g.ex, 0, &rc);
+    assert_ok(rc);
+    cf_future *q2 = submit_wait(g.ex, 0, &rc);
+    assert_ok(rc);
+    cf_future *f = submit_wait(g.ex, 0, &rc);
+    assert_cf(CF_EFULL, rc);
+    assert_null(f);
+    /* A map chunk (one job for a process pool) bigger than the bound
+     * never fits. */
+    cf_value xs[3] = {cf_i64(1), cf_i64(2), cf_i64(3)};
+    cf_map_input in = cf_input_array(xs, 3);
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.chunksize = 3;
+    cf_map_iter *it = NULL;
+    assert_cf(CF_EFULL, cf_map(g.ex, t_square, &in, 1, &mo, &it));
+    assert_null(it);
+    /* A waiter, woken by a cancel. */
+    waiter_arg w = {g.ex, -100, NULL};
+    bg_thread t;
+    bg_start(&t, wait_for_room, &w);
+    await_waiters(g.ex, 1);
+    assert_true(cf_future_cancel(q1));
+    bg_join(&t, T_OK);
+    assert_ok(w.rc);
+    /* Another, woken as the worker takes calls. */
+    waiter_arg w2 = {g.ex, -100, NULL};
+    bg_start(&t, wait_for_room, &w2);
+    await_waiters(g.ex, 1);
+    gated_open(&g);
+    bg_join(&t, T_OK);
+    assert_ok(w2.rc);
+    int64_t r;
+    assert_ok(cf_future_result_i64(q2, T_OK * cf_test_scale(), &r));
+    assert_ok(cf_future_result_i64(w.f, T_OK * cf_test_scale(), &r));
+    assert_ok(cf_future_result_i64(w2.f, T_OK * cf_test_scale(), &r));
+    assert_int_equal(r, 9);
+    assert_int_equal(atomic_load(&g.ex->bound.queued), 0);
+    cf_future_release(q1);
+    cf_future_release(q2);
+    cf_future_release(w.f);
+    cf_future_release(w2.f);
+    gated_end(&g);
+}
+
+static void test_process_waiter_woken_by_shutdown(void **state)
+{
+    (void)state;
+    gated_pool g;
+    gated_start(&g, 1, true);
+    int rc;
+    cf_future *q = submit_wait(g.ex, 0, &rc);
+    assert_ok(rc);
+    waiter_arg w = {g.ex, -100, NULL};
+    bg_thread t;
+    bg_start(&t, wait_for_room, &w);
+    await_waiters(g.ex, 1);
+    assert_ok(cf_shutdown(g.ex, false, false));
+    bg_join(&t, T_OK);
+    assert_cf(CF_ESHUTDOWN, w.rc);
+    gated_open(&g);
+    assert_ok(cf_future_result(q, T_OK * cf_test_scale(), NULL));
+    cf_future_release(q);
+    gated_end(&g);
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_thread_priority_order),
+    cmocka_unit_test(test_thread_priority_race),
+    cmocka_unit_test(test_thread_map_priority),
+    cmocka_unit_test(test_full_returns_at_once),
+    cmocka_unit_test(test_waiter_woken_by_take),
+    cmocka_unit_test(test_waiter_woken_by_cancel),
+    cmocka_unit_test(test_waiter_woken_by_shutdown),
+    cmocka_unit_test(test_waiter_races_destroy),
+    cmocka_unit_test(test_worker_does_not_wait),
+    cmocka_unit_test(test_bound_race),
+    cmocka_unit_test(test_eager_map_waits_for_room),
+    cmocka_unit_test(test_bad_input),
+    cmocka_unit_test(test_process_priority_order),
+    cmocka_unit_test(test_process_prio_not_sent_ahead),
+    cmocka_unit_test(test_process_full_and_cancel),
+    cmocka_unit_test(test_process_waiter_woken_by_shutdown),
+};
+
+CF_TEST_MAIN(tests)
