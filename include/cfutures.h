@@ -1218,9 +1218,12 @@ void *cf_future_data(const cf_future *f);
  *         cf_future_release(done[i]);
  *     }
  *
- * The descriptor is level-triggered in effect: it is readable from the
- * moment a completed future waits in the queue until cf_cq_pop() has taken
- * the last one.  Never read or write it yourself, and do not close it.
+ * The descriptor is level-triggered in effect: it is readable while a
+ * completed future waits in the queue, and stops being readable once
+ * cf_cq_pop() has taken the last one - except that, when a pop races the
+ * completing thread's wake-up, it may report readable once more and that
+ * pop returns 0 (a loop simply finds nothing to do).  Never read or write
+ * it yourself, and do not close it.
  * References: the queue holds one reference to each added future from
  * cf_cq_add() until cf_cq_pop() hands it (the same reference) to the
  * caller, or cf_cq_destroy() drops it.

@@ -4,8 +4,10 @@
  * with completion and destroy, and futures of both pools.
  */
 #include "cf_test_util.h"
+#include "internal.h" /* cf__test_hook_before_poke */
 
 #include <poll.h>
+#include <sched.h>
 
 CF_TASK(t_square);
 
@@ -215,6 +217,61 @@ static void *complete_all(void *p)
 }
 
 /* Destroy racing completions on another thread, 300 rounds. */
+/* Set by the test below once it has destroyed its queue; the hook holds
+ * the completing thread's poke back until then. */
+static _Atomic bool queue_gone;
+
+static void hold_poke_until_destroyed(void)
+{
+    /* Liveness: the test thread sets queue_gone right after its pop
+     * (which does not wait for this poke) and destroy. */
+    while (!atomic_load(&queue_gone))
+        sched_yield();
+}
+
+/* The wake-up write of a completion happens after the completing thread
+ * drops its locks: a loop that pops the future without waiting for the
+ * descriptor, and destroys the queue at once, must not race that write
+ * into a freed queue or a closed descriptor (ASan and TSan see it; the
+ * hook makes the poke land after the destroy every round). */
+static void test_cq_destroy_right_after_pop(void **state)
+{
+    (void)state;
+    atomic_store(&cf__test_hook_before_poke, hold_poke_until_destroyed);
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, 2);
+    for (int round = 0; round < 1000; round++) {
+        cf_completion_queue *q;
+        assert_ok(cf_cq_new(&q));
+        cf_future *f;
+        assert_ok(cf_future_new(&f));
+        assert_ok(cf_cq_add(q, f));
+        atomic_store(&queue_gone, false);
+        race_arg a = {&bar, f, round};
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, complete_after_barrier, &a), 0);
+        pthread_barrier_wait(&bar);
+        cf_future *out = NULL;
+        /* Woken by the completing thread's cq_notify (the entry turns
+         * ready under the queue lock); bounded by its finishing. */
+        while (cf_cq_pop(q, &out, 1) == 0)
+            sched_yield();
+        cf_cq_destroy(q);
+        atomic_store(&queue_gone, true);
+        assert_ptr_equal(out, f);
+        int64_t x = -1;
+        assert_ok(cf_future_result_i64(out, 0, &x));
+        assert_int_equal(x, round);
+        void *rc;
+        pthread_join(t, &rc);
+        assert_int_equal((intptr_t)rc, CF_OK);
+        assert_ok(cf_future_release(out));
+        assert_ok(cf_future_release(f));
+    }
+    atomic_store(&cf__test_hook_before_poke, NULL);
+    pthread_barrier_destroy(&bar);
+}
+
 static void test_cq_race_destroy_vs_complete(void **state)
 {
     (void)state;
@@ -344,6 +401,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_cq_race_complete_vs_add),
     cmocka_unit_test(test_cq_destroy_with_pending),
     cmocka_unit_test(test_cq_race_destroy_vs_complete),
+    cmocka_unit_test(test_cq_destroy_right_after_pop),
     cmocka_unit_test(test_cq_beside_as_completed),
     cmocka_unit_test(test_cq_thread_pool),
     cmocka_unit_test(test_cq_process_pool),
