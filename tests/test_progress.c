@@ -329,6 +329,44 @@ static void test_progress_map_close_early(void **state)
     blocker_destroy(&b);
 }
 
+/* A lazy map whose refill is refused (the executor shut down) does not
+ * count the calls of that chunk it never handed over: once its calls have
+ * ended, submitted == ended.  chunksize 2 on a thread pool goes call by
+ * call, so the refusal comes at the chunk's first call, with the second
+ * never tried. */
+static void test_progress_lazy_map_refused_refill(void **state)
+{
+    (void)state;
+    enum { N = 8 };
+    cf_executor *ex = pool_new(1);
+    cf_value xs[N];
+    for (int i = 0; i < N; i++)
+        xs[i] = cf_i64(i);
+    cf_map_input in = cf_input_array(xs, N);
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.chunksize = 2;
+    mo.buffersize = 2;
+    cf_map_iter *it;
+    assert_ok(cf_map(ex, t_square, &in, 1, &mo, &it));
+    cf_progress p;
+    assert_ok(cf_map_progress(it, &p));
+    assert_counts(&p, 2, p.running, p.succeeded, 0, 0);
+    assert_ok(cf_shutdown(ex, true, false));
+    int rc, n = 0;
+    while ((rc = cf_map_next(it, NULL, NULL)) == CF_OK)
+        n++;
+    assert_int_equal(n, 2);
+    assert_cf(CF_ESHUTDOWN, rc);
+    assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+    assert_ok(cf_map_progress(it, &p));
+    assert_counts(&p, 2, 0, 2, 0, 0);
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_counts(&p, 2, 0, 2, 0, 0);
+    cf_map_close(it);
+    assert_ok(cf_executor_destroy(ex));
+}
+
 /* A reader thread takes snapshots while calls are submitted, run and
  * cancelled: every snapshot keeps ended + running <= submitted, and no
  * count but running ever goes back.  200 rounds. */
@@ -626,6 +664,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_progress_process_pool_map),
     cmocka_unit_test(test_progress_map_counts),
     cmocka_unit_test(test_progress_map_close_early),
+    cmocka_unit_test(test_progress_lazy_map_refused_refill),
     cmocka_unit_test(test_progress_snapshot_invariant_race),
     cmocka_unit_test(test_progress_callback_called_and_final),
     cmocka_unit_test(test_progress_callback_never_after_clear),

@@ -521,11 +521,13 @@ static int submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_ch
                 cf__executor_unref(ex);
         }
         if (rc != CF_OK) {
-            /* fs[i..n) were never queued; fs[0..i) give their slots back
+            /* fs[i..n) were never queued (a map counted them all as
+             * submitted: fs[i+1..n) too); fs[0..i) give their slots back
              * as they are cancelled (or were taken already). */
-            cf__progress_unsubmit(fs[i]);
-            for (size_t j = i; j < n; j++)
+            for (size_t j = i; j < n; j++) {
+                cf__progress_unsubmit(fs[j]);
                 cf__slot_release(fs[j]);
+            }
             for (size_t j = 0; j < i; j++)
                 cf_future_cancel(fs[j]);
             return rc;
