@@ -4,6 +4,7 @@
  * and process pools, the progress callback and the progress bar.
  */
 #include "cf_test_util.h"
+#include "internal.h" /* cf__test_hook_after_submit */
 
 /* ---- tasks ---------------------------------------------------------------- */
 
@@ -367,6 +368,55 @@ static void test_progress_lazy_map_refused_refill(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* cf_submit_many() on a process pool, whose calls go to the engine one by
+ * one: the pool shuts down after the first was handed over and a worker
+ * began it, so the second is refused.  The first runs on (it cannot be
+ * cancelled) and must stay counted: submitted, running, then ended. */
+static cf_future *first_begun;
+
+static void shut_down_once_begun(cf_executor *ex, cf_future *f)
+{
+    if (first_begun)
+        return;
+    first_begun = cf_future_retain(f);
+    /* Liveness: the pool's only worker claims the call; bounded. */
+    for (int i = 0; i < 20000 * cf_test_scale() && !cf_future_running(f); i++)
+        sleep_ms(1);
+    assert_ok(cf_shutdown(ex, false, false));
+}
+
+static void test_progress_submit_many_refused_after_one_began(void **state)
+{
+    (void)state;
+    enum { N = 4 };
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 1;
+    cf_executor *ex = NULL;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    cf_future *fs[N];
+    first_begun = NULL;
+    atomic_store(&cf__test_hook_after_submit, shut_down_once_begun);
+    int rc = cf_submit_many(ex, p_long, NULL, 0, N, fs);
+    atomic_store(&cf__test_hook_after_submit, NULL);
+    assert_cf(CF_ESHUTDOWN, rc);
+    for (int i = 0; i < N; i++)
+        assert_null(fs[i]);
+    assert_non_null(first_begun);
+    assert_true(cf_future_running(first_begun));
+    cf_progress p;
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_counts(&p, 1, 1, 0, 0, 0);
+    assert_ok(cf_future_interrupt(first_begun));
+    wait_all(&first_begun, 1);
+    assert_ok(cf_shutdown(ex, true, false));
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_counts(&p, 1, 0, 0, 0, 1);
+    cf_future_release(first_begun);
+    first_begun = NULL;
+    assert_ok(cf_executor_destroy(ex));
+}
+
 /* A reader thread takes snapshots while calls are submitted, run and
  * cancelled: every snapshot keeps ended + running <= submitted, and no
  * count but running ever goes back.  200 rounds. */
@@ -665,6 +715,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_progress_map_counts),
     cmocka_unit_test(test_progress_map_close_early),
     cmocka_unit_test(test_progress_lazy_map_refused_refill),
+    cmocka_unit_test(test_progress_submit_many_refused_after_one_began),
     cmocka_unit_test(test_progress_snapshot_invariant_race),
     cmocka_unit_test(test_progress_callback_called_and_final),
     cmocka_unit_test(test_progress_callback_never_after_clear),

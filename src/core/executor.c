@@ -464,13 +464,18 @@ CF__API int cf_submit_many(cf_executor *ex, cf_task_fn *fn, const cf_value *args
             cf__progress_submit(ex, out[i]);
         }
         rc = ex->engine->submit_many(ex, out, n);
+        if (rc != CF_OK)
+            for (size_t i = 0; i < n; i++) {
+                cf__progress_unsubmit(out[i]);
+                cf__slot_release(out[i]);
+            }
     } else if (rc == CF_OK) {
+        /* On failure it has put right what it handed over: a call a worker
+         * already began runs on and stays counted. */
         rc = submit_prepared(ex, out, n, false, CF__NS_FOREVER, true, who);
     }
     if (rc != CF_OK) {
         for (size_t i = 0; i < n; i++) {
-            cf__progress_unsubmit(out[i]);
-            cf__slot_release(out[i]);
             cf_future_release(out[i]);
             out[i] = NULL;
         }
@@ -485,6 +490,8 @@ int cf__prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size
 {
     return prepare_call(ex, fn, args, nargs, CF__NS_FOREVER, priority, out, "map");
 }
+
+void (*_Atomic cf__test_hook_after_submit)(cf_executor *ex, cf_future *f);
 
 /* cf__submit_prepared(); `slots_taken`: the caller took the n slots. */
 static int submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_chunk,
@@ -519,6 +526,10 @@ static int submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_ch
             rc = ex->engine->submit(ex, fs[i]);
             if (ref)
                 cf__executor_unref(ex);
+            void (*hook)(cf_executor *, cf_future *) =
+                atomic_load_explicit(&cf__test_hook_after_submit, memory_order_relaxed);
+            if (CF__UNLIKELY(hook != NULL) && rc == CF_OK)
+                hook(ex, fs[i]);
         }
         if (rc != CF_OK) {
             /* fs[i..n) were never queued (a map counted them all as

@@ -728,6 +728,10 @@ int cf__prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size
  * cf__bound_acquire); CF_EFULL when none came. */
 int cf__submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_chunk,
                         int64_t space_deadline_ns);
+/* Tests only: called when the calls of a cf_submit_many() or a map go to
+ * the engine one by one, after each call the engine took, to open the
+ * window before the next (NULL in programs). */
+extern void (*_Atomic cf__test_hook_after_submit)(cf_executor *ex, cf_future *f);
 
 /* Checks a priority (cf_submit_options, cf_map_options) for `ex`: CF_OK,
  * CF_EINVAL (out of range) or CF_ENOTSUP (the engine does not order
