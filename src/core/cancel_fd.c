@@ -4,7 +4,9 @@
  * poll() together with its own I/O, readable once the call should stop.
  *
  * Design notes
- * - The descriptor is a timerfd.  That one descriptor covers the three
+ * - The descriptor is a timerfd (the OS layer's alarm descriptor; the
+ *   portable build has none and returns CF_ENOTSUP).  That one descriptor
+ *   covers the three
  *   reasons a call should stop: its deadline (cf_submit_with's timeout:
  *   the timer is armed at the deadline, an absolute CLOCK_MONOTONIC time,
  *   the clock of cf__now_ns()), and cf_future_interrupt() /
@@ -32,10 +34,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "internal.h"
+#include "os.h"
 
 typedef struct watch {
     cf_future *f;                   /* the running call's future */
@@ -90,8 +92,7 @@ static void watch_lock(void)
 /* Makes the timer expire now.  watch_mu held. */
 static void arm_now(watch *w)
 {
-    struct itimerspec t = {{0, 0}, {0, 1}};
-    timerfd_settime(w->fd, 0, &t, NULL);
+    cf__os_alarm_fire(w->fd);
 }
 
 static watch *find_locked(const cf_future *f)
@@ -116,13 +117,16 @@ CF__API int cf_cancel_fd(cf_call *call)
         return w->fd;
     }
     w = malloc(sizeof *w);
-    int fd = w ? timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK) : -1;
+    int fd = w ? cf__os_alarm_open() : -1;
     if (fd < 0) {
         int err = errno;
         pthread_mutex_unlock(&watch_mu);
         free(w);
         if (!w)
             return cf__fail(CF_ENOMEM, "cancel_fd: out of memory");
+        if (err == ENOTSUP)
+            return cf__fail(CF_ENOTSUP, "cancel_fd: this build (CF_PORTABLE) has no timer "
+                                        "descriptor; poll cf_cancel_requested() instead");
         return cf__fail(CF_ESYS, "cancel_fd: timerfd_create: %s", strerror(err));
     }
     w->f = f;
@@ -135,12 +139,7 @@ CF__API int cf_cancel_fd(cf_call *call)
         (w->pool_stop && atomic_load_explicit(w->pool_stop, memory_order_relaxed))) {
         arm_now(w);
     } else if (f->deadline_ns != CF__NS_FOREVER) {
-        struct itimerspec t = {{0, 0},
-                               {(time_t)(f->deadline_ns / 1000000000),
-                                (long)(f->deadline_ns % 1000000000)}};
-        if (f->deadline_ns <= 0)
-            t.it_value.tv_nsec = 1; /* 0 would disarm */
-        timerfd_settime(fd, TFD_TIMER_ABSTIME, &t, NULL);
+        cf__os_alarm_at(fd, f->deadline_ns);
     }
     pthread_mutex_unlock(&watch_mu);
     return fd;

@@ -8,7 +8,8 @@
  *   `notify` function) sits in the future's waiter list, like a wait()
  *   waiter's.  complete_locked() (future.c) calls cq_notify() with the
  *   future's lock held; it only moves the entry to the ready list and
- *   arranges the eventfd poke: library code, no user code, no blocking.
+ *   arranges the descriptor's poke: library code, no user code, no
+ *   blocking.
  * - Lock order: future lock, then queue lock (the "waiter lock" slot of
  *   internal.h).  add() takes both in that order; pop() takes the queue
  *   lock alone, and the future's lock only after dropping it; destroy()
@@ -18,10 +19,11 @@
  *   touch their neighbours at any time, so our node must stay valid until
  *   we unlink it under the future's lock (in pop or destroy) - only then
  *   is the entry freed.
- * - The descriptor is an eventfd.  `signalled` (guarded by the queue
- *   lock) says a 1 was or is about to be written: the first entry made
- *   ready sets it, and pop() reads the counter back to 0 when it empties
- *   the ready list.
+ * - The descriptor is a wake-up descriptor of the OS layer (os.h): an
+ *   eventfd, or in the portable build a pipe's read end.  `signalled`
+ *   (guarded by the queue lock) says it was or is about to be signalled:
+ *   the first entry made ready sets it, and pop() drains the descriptor
+ *   when it empties the ready list.
  * - Waking the loop: the write ("poke") happens after the completing
  *   thread has dropped both the queue lock and the future's lock
  *   (cq_notify() leaves it to cf__cq_flush_pokes(), which complete_locked()
@@ -48,10 +50,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "internal.h"
+#include "os.h"
 
 #define CQ_MAGIC 0x43465151u /* "CFQQ" */
 
@@ -68,7 +70,7 @@ typedef struct cq_entry {
 
 struct cf_completion_queue {
     uint32_t magic;
-    int fd;                        /* eventfd; read under lock, poked without */
+    cf__notifier note;             /* drained under lock, poked without */
     /* The owner's reference (until cf_cq_destroy) plus one per poke taken
      * and not yet written; the last one closes `fd` and frees the queue.
      * acq_rel on the decrement, so the freeing thread sees every earlier
@@ -103,7 +105,7 @@ static bool signal_locked(cf_completion_queue *q)
 static void cq_unref(cf_completion_queue *q)
 {
     if (atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) == 1) {
-        close(q->fd);
+        cf__notifier_close(&q->note);
         free(q);
     }
 }
@@ -112,11 +114,10 @@ static void cq_unref(cf_completion_queue *q)
  * reference or owns the queue. */
 static void poke(cf_completion_queue *q)
 {
-    uint64_t one = 1;
-    /* Cannot fail short of a corrupted descriptor: the counter stays
-     * far below 2^64 - 1 (pop reads it back to 0). */
-    if (write(q->fd, &one, sizeof one) != (ssize_t)sizeof one)
-        cf__log("completion queue: eventfd write failed: %s", strerror(errno));
+    /* Cannot fail short of a corrupted descriptor: at most one poke is
+     * outstanding (pop drains it). */
+    if (cf__notifier_signal(&q->note) != 0)
+        cf__log("completion queue: cannot signal the descriptor: %s", strerror(errno));
 }
 
 /* Pokes a completion defers until its future's lock is dropped (see
@@ -201,11 +202,10 @@ CF__API int cf_cq_new(cf_completion_queue **out)
     cf_completion_queue *q = calloc(1, sizeof *q);
     if (!q)
         return cf__fail(CF_ENOMEM, "cq_new: out of memory");
-    q->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (q->fd < 0) {
+    if (cf__notifier_open(&q->note) != 0) {
         int err = errno;
         free(q);
-        return cf__fail(CF_ESYS, "cq_new: eventfd: %s", strerror(err));
+        return cf__fail(CF_ESYS, "cq_new: no wake-up descriptor: %s", strerror(err));
     }
     q->magic = CQ_MAGIC;
     atomic_init(&q->lock.word, 0);
@@ -219,7 +219,7 @@ CF__API int cf_cq_fd(const cf_completion_queue *q)
 {
     if (!cq_live(q))
         return cf__fail(CF_EINVAL, "cq_fd: %s", q ? "not a live queue" : "queue is NULL");
-    return q->fd;
+    return q->note.rfd;
 }
 
 CF__API size_t cf_cq_count(const cf_completion_queue *q)
@@ -306,12 +306,11 @@ CF__API int cf_cq_pop(cf_completion_queue *q, cf_future **out, size_t max)
     if (!q->ready_head) {
         q->ready_tail = NULL;
         if (q->signalled) {
-            uint64_t v;
-            /* Back to 0: nothing waits any more.  EAGAIN means the poke
-             * of the entry we just took has not been written yet: stay
-             * signalled, and the next pop reads it back (the one stale
-             * wake-up, see "Waking the loop"). */
-            if (read(q->fd, &v, sizeof v) == (ssize_t)sizeof v)
+            /* Drained: nothing waits any more.  Nothing to read means
+             * the poke of the entry we just took has not been written
+             * yet: stay signalled, and the next pop drains it (the one
+             * stale wake-up, see "Waking the loop"). */
+            if (cf__notifier_drain(&q->note))
                 q->signalled = false;
         }
     }

@@ -1,32 +1,27 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * sys.c - the operating-system layer: futexes, clocks, CPU count, thread
- * names.  Linux first; everything else in the library goes through here.
+ * sys.c - what the library builds on the OS layer (os.h): the lock,
+ * clocks, spinning, CPU count, thread names.  Plain POSIX; the system
+ * calls that differ between Linux and the portable build live in
+ * os_linux.c / os_portable.c.
  *
  * Design notes
  * - cf__lock is Drepper's three-state futex mutex ("Futexes Are Tricky"):
  *   0 free, 1 held, 2 held and somebody may sleep.  Unlock only enters the
- *   kernel when the word was 2.
- * - Futexes are process-private: cfutures objects are never shared between
- *   processes through memory.
- * - Deadlines are absolute CLOCK_MONOTONIC nanoseconds; a wait converts the
- *   remainder into the relative timeout FUTEX_WAIT takes, so wall-clock
+ *   kernel when the word was 2.  The sleeping is cf__futex_wait/wake: a
+ *   futex on Linux, hashed condition variables in the portable build.
+ * - Deadlines are absolute CLOCK_MONOTONIC nanoseconds, so wall-clock
  *   jumps never stretch or cut a timeout.
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <linux/futex.h>
 #include <math.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/syscall.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "internal.h"
+#include "os.h"
 
 int64_t cf__now_ns(void)
 {
@@ -47,25 +42,6 @@ int cf__deadline(double timeout, int64_t *deadline, const char *who)
     }
     *deadline = cf__now_ns() + (int64_t)(timeout * 1e9);
     return CF_OK;
-}
-
-void cf__futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns)
-{
-    struct timespec rel, *timeout = NULL;
-    if (deadline_ns != CF__NS_FOREVER) {
-        int64_t left = deadline_ns - cf__now_ns();
-        if (left <= 0)
-            return;
-        rel.tv_sec = (time_t)(left / 1000000000);
-        rel.tv_nsec = (long)(left % 1000000000);
-        timeout = &rel;
-    }
-    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, expected, timeout, NULL, 0);
-}
-
-void cf__futex_wake(_Atomic uint32_t *word, int count)
-{
-    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, count, NULL, NULL, 0);
 }
 
 void cf__lock_slow(cf__lock *l)
@@ -131,56 +107,9 @@ bool cf__spin_until(bool (*pred)(void *), void *arg)
 
 /* ---- CPU count ------------------------------------------------------- */
 
-/* CPU limit from a cgroup quota, rounded up; 0 when there is none. */
-static int cgroup_cpu_limit(void)
-{
-    char buf[128];
-    FILE *fp = fopen("/sys/fs/cgroup/cpu.max", "re");
-    if (fp) {
-        char quota[64];
-        long long period = 0;
-        int limit = 0;
-        if (fgets(buf, sizeof buf, fp) && sscanf(buf, "%63s %lld", quota, &period) == 2 &&
-            strcmp(quota, "max") != 0 && period > 0) {
-            long long q = atoll(quota);
-            if (q > 0)
-                limit = (int)((q + period - 1) / period);
-        }
-        fclose(fp);
-        return limit;
-    }
-    long long q = -1, p = 0;
-    fp = fopen("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "re");
-    if (fp) {
-        if (fscanf(fp, "%lld", &q) != 1)
-            q = -1;
-        fclose(fp);
-    }
-    fp = fopen("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "re");
-    if (fp) {
-        if (fscanf(fp, "%lld", &p) != 1)
-            p = 0;
-        fclose(fp);
-    }
-    if (q > 0 && p > 0)
-        return (int)((q + p - 1) / p);
-    return 0;
-}
-
 CF__API int cf_usable_cpus(void)
 {
-    int n = 0;
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0)
-        n = CPU_COUNT(&set);
-    if (n <= 0) {
-        long online = sysconf(_SC_NPROCESSORS_ONLN);
-        n = online > 0 ? (int)online : 1;
-    }
-    int limit = cgroup_cpu_limit();
-    if (limit > 0 && limit < n)
-        n = limit;
-    return n > 0 ? n : 1;
+    return cf__os_cpu_count();
 }
 
 CF__API int cf_thread_pool_default_workers(void)
@@ -200,7 +129,7 @@ void cf__set_thread_name(const char *full)
     if (full) {
         char shortname[16];
         snprintf(shortname, sizeof shortname, "%s", full);
-        pthread_setname_np(pthread_self(), shortname);
+        cf__os_thread_name_set(shortname);
     }
 }
 
@@ -208,8 +137,7 @@ CF__API const char *cf_thread_name(void)
 {
     if (tls_full_name)
         return tls_full_name;
-    if (pthread_getname_np(pthread_self(), tls_kernel_name, sizeof tls_kernel_name) != 0)
-        tls_kernel_name[0] = '\0';
+    cf__os_thread_name_get(tls_kernel_name, sizeof tls_kernel_name);
     return tls_kernel_name;
 }
 

@@ -20,12 +20,13 @@
 #include <stdlib.h>
 
 #include "cfutures.h"
+#include "os.h"      /* cf__os_secure_getenv */
 #include "process.h" /* CF__WORKER_ENV */
 
 int main(int argc, char **argv)
 {
     const char *me = argc > 0 && argv[0] ? argv[0] : "cfutures-worker";
-    if (argc != 2 || argv[1][0] != '/' || !secure_getenv(CF__WORKER_ENV)) {
+    if (argc != 2 || argv[1][0] != '/' || !cf__os_secure_getenv(CF__WORKER_ENV)) {
         fprintf(stderr, "%s: a cfutures process pool starts this program as "
                         "\"%s /path/of/LIBRARY.so\" (cf_process_pool_options.worker_library); "
                         "it is not run by hand\n", me, me);

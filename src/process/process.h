@@ -29,8 +29,6 @@ int cf__worker_store_big(cf_future *f, const cf_value *v);
 #define CF__WORKER_KEY 16
 extern bool cf__process_init_called; /* written once in main's thread */
 extern char **cf__process_argv;
-/* Notes the program's own file for CF_START_EXEC workers (process_pool.c). */
-void cf__note_exe(void);
 /* Runs the worker loop on socket `fd`; never returns. */
 _Noreturn void cf__worker_run(int fd);
 

@@ -86,17 +86,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/auxv.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "os.h"
 #include "process.h"
 
 extern char **environ;
@@ -206,7 +202,7 @@ typedef struct process_pool {
     int broken_status;   /* CF_EBROKEN, or CF_ENOMEM when memory ran out */
     char broken_msg[320];
     /* Bumped (under mu) on every change the manager must see.  `sleeping`:
-     * the manager is about to wait in poll() and wants wake_fd written.
+     * the manager is about to wait in poll() and wants `wake` signalled.
      * Both are seq_cst, a Dekker pair: the manager stores `sleeping` then
      * loads `seq`; a changer bumps `seq` then loads `sleeping` (after it
      * has let go of mu, so the manager it wakes does not find mu held).
@@ -222,7 +218,7 @@ typedef struct process_pool {
      * back when the call is answered or its future freed. */
     cf__bufcache *cache;
 
-    int wake_fd;
+    cf__notifier wake;
     pthread_t manager;
     bool manager_started;
     pthread_mutex_t join_mu;
@@ -251,7 +247,7 @@ static process_pool *pool_of(cf_executor *ex)
 
 static const char *signal_name(int sig)
 {
-    const char *abbrev = sigabbrev_np(sig);
+    const char *abbrev = cf__os_signal_abbrev(sig);
     return abbrev ? abbrev : "?";
 }
 
@@ -314,9 +310,7 @@ static void wake_locked(process_pool *p)
 static void wake_manager(process_pool *p)
 {
     if (atomic_load(&p->sleeping) && atomic_exchange(&p->sleeping, false)) {
-        uint64_t one = 1;
-        ssize_t w = write(p->wake_fd, &one, sizeof one);
-        (void)w; /* a full counter still wakes the manager */
+        cf__notifier_signal(&p->wake); /* fails only when readable already */
     }
 }
 
@@ -569,77 +563,13 @@ static void flush_out(pworker *w)
 
 /* ---- workers: start and stop -------------------------------------------- */
 
-static int pidfd_of(pid_t pid)
-{
-#ifdef SYS_pidfd_open
-    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (fd >= 0)
-        fcntl(fd, F_SETFD, FD_CLOEXEC);
-    return fd;
-#else
-    (void)pid;
-    return -1;
-#endif
-}
-
-/* The program's own file, noted by cf_process_init().  Workers normally
- * start from /proc/self/exe, which is always the running image.  Under a
- * loader that runs the program for it - valgrind, whose tool is what
- * /proc/self/exe names while readlink() of it still reports the program -
- * that would start the loader without its arguments, so the worker starts
- * from the program's path instead, as long as that path still holds the
- * file noted at start-up (an upgrade may have replaced it since). */
-static struct {
-    char path[4096];
-    dev_t dev;
-    ino_t ino;
-    bool differs; /* the path is not the file /proc/self/exe names */
-} exe;
-
-void cf__note_exe(void)
-{
-    struct stat at_path, running;
-    ssize_t n = readlink("/proc/self/exe", exe.path, sizeof exe.path - 1);
-    if (n <= 0 || (size_t)n >= sizeof exe.path - 1 || exe.path[0] != '/')
-        return;
-    exe.path[n] = '\0';
-    if (stat(exe.path, &at_path) != 0 || stat("/proc/self/exe", &running) != 0)
-        return;
-    exe.dev = at_path.st_dev;
-    exe.ino = at_path.st_ino;
-    exe.differs = at_path.st_dev != running.st_dev || at_path.st_ino != running.st_ino;
-}
-
-/* What a CF_START_EXEC worker executes. */
-static const char *worker_image(void)
-{
-    struct stat st;
-    if (exe.differs && stat(exe.path, &st) == 0 && st.st_dev == exe.dev && st.st_ino == exe.ino)
-        return exe.path;
-    return "/proc/self/exe";
-}
-
-/* Fills `key` with random bytes; returns 0 or an errno. */
-static int random_key(unsigned char *key, size_t n)
-{
-    ssize_t got = getrandom(key, n, GRND_NONBLOCK);
-    if (got == (ssize_t)n)
-        return 0;
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    got = fd >= 0 ? read(fd, key, n) : -1;
-    int err = errno;
-    if (fd >= 0)
-        close(fd);
-    return got == (ssize_t)n ? 0 : got < 0 ? err : EIO;
-}
-
 /* Starts the program again as a worker (CF_START_EXEC).  The worker is
  * told who it is by the environment and proves it by a random key the
  * parent writes into its socket first (see cf_process_init()). */
 static int spawn_exec(process_pool *p, int child_fd, int parent_fd, pid_t *pid)
 {
     unsigned char key[CF__WORKER_KEY];
-    int err = random_key(key, sizeof key);
+    int err = cf__os_random(key, sizeof key);
     if (err)
         return err;
     if (send(parent_fd, key, sizeof key, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)sizeof key)
@@ -668,9 +598,7 @@ static int spawn_exec(process_pool *p, int child_fd, int parent_fd, pid_t *pid)
     posix_spawnattr_init(&attr);
     /* dup2 onto itself clears close-on-exec (glibc >= 2.29). */
     posix_spawn_file_actions_adddup2(&fa, child_fd, 3);
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
-    posix_spawn_file_actions_addclosefrom_np(&fa, 4);
-#endif
+    cf__os_spawn_closefrom(&fa, 4);
     sigset_t none, all;
     sigemptyset(&none);
     sigfillset(&all);
@@ -678,8 +606,11 @@ static int spawn_exec(process_pool *p, int child_fd, int parent_fd, pid_t *pid)
     posix_spawnattr_setsigdefault(&attr, &all);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     bool own = p->worker_program[0] != '\0';
-    int rc = posix_spawn(pid, own ? p->worker_program : worker_image(), &fa, &attr,
-                         own ? p->worker_argv : cf__process_argv, envp);
+    /* The program's own file: /proc/self/exe, or argv[0] resolved (os.h). */
+    const char *image = own ? p->worker_program : cf__os_exe();
+    int rc = image ? posix_spawn(pid, image, &fa, &attr, own ? p->worker_argv : cf__process_argv,
+                                 envp)
+                   : ENOENT;
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     free(envp);
@@ -692,6 +623,7 @@ static int spawn_fork(process_pool *p, int child_fd, int parent_fd, pid_t *pid)
 {
     pid_t parent = getpid();
     cf__forking_worker = true;
+    cf__os_stdio_before_fork();
     pid_t c = fork();
     int err = errno;
     if (c != 0)
@@ -700,7 +632,7 @@ static int spawn_fork(process_pool *p, int child_fd, int parent_fd, pid_t *pid)
         return err;
     if (c == 0) {
         close(parent_fd);
-        close(p->wake_fd);
+        cf__notifier_close(&p->wake);
         for (int i = 0; i < p->nworkers; i++) {
             if (p->workers[i]->fd >= 0)
                 close(p->workers[i]->fd);
@@ -710,7 +642,7 @@ static int spawn_fork(process_pool *p, int child_fd, int parent_fd, pid_t *pid)
         sigset_t none;
         sigemptyset(&none);
         pthread_sigmask(SIG_SETMASK, &none, NULL);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        cf__os_die_with_parent();
         if (getppid() != parent)
             _exit(0);
         cf__worker_run(child_fd);
@@ -725,12 +657,12 @@ static int claims_new(cf__buf *b)
 {
     size_t size = NCLAIMS * sizeof(uint32_t);
     *b = (cf__buf){NULL, 0, -1};
-    int fd = memfd_create("cfutures-claims", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    int fd = cf__os_shm_new("cfutures-claims");
     void *map = MAP_FAILED;
     if (fd >= 0 && ftruncate(fd, (off_t)size) == 0 &&
-        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0)
-        map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-    if (map != MAP_FAILED && madvise(map, size, MADV_DONTFORK) != 0) {
+        cf__os_shm_seal(fd, CF__SEAL_SHRINK | CF__SEAL_GROW | CF__SEAL_SEAL) == 0)
+        map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | cf__os_map_populate, fd, 0);
+    if (map != MAP_FAILED && cf__os_mem_dontfork(map, size) != 0) {
         munmap(map, size);
         map = MAP_FAILED;
     }
@@ -768,7 +700,7 @@ static int spawn_worker(process_pool *p)
     if (!w)
         return cf__fail(CF_ENOMEM, "process pool: out of memory for a worker");
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    if (cf__os_socketpair(sv) != 0) {
         int e = errno;
         free(w);
         return cf__fail(CF_ESYS, "process pool: socketpair: %s", strerror(e));
@@ -798,7 +730,7 @@ static int spawn_worker(process_pool *p)
     }
     w->pid = pid;
     w->fd = sv[0];
-    w->pidfd = pidfd_of(pid);
+    w->pidfd = cf__os_pidfd(pid);
     fcntl(w->fd, F_SETFL, fcntl(w->fd, F_GETFL) | O_NONBLOCK);
     w->head_since = cf__now_ns();
     p->workers[p->nworkers++] = w;
@@ -1892,7 +1824,7 @@ static void *manager_main(void *arg)
         /* Wait for something to happen.  Liveness: this sleep ends when
          *  - another thread changed something we must act on: every such
          *    change (submit, shutdown, interrupt, stop_workers, a requeue)
-         *    bumps `seq` under `mu`, and writes wake_fd if we already said
+         *    bumps `seq` under `mu`, and signals `wake` if we already said
          *    `sleeping`; a bump after our read of `seq` above makes this
          *    poll not block at all;
          *  - a worker wrote (POLLIN), took more output (POLLOUT, asked
@@ -1910,7 +1842,7 @@ static void *manager_main(void *arg)
         struct pollfd *pfds = p->pfds ? p->pfds : wake_only; /* none started yet */
         pworker **pw = p->pw ? p->pw : no_worker;
         size_t np = 0;
-        pfds[np] = (struct pollfd){p->wake_fd, POLLIN, 0};
+        pfds[np] = (struct pollfd){p->wake.rfd, POLLIN, 0};
         pw[np++] = NULL;
         for (int i = 0; i < p->nworkers; i++) {
             pworker *w = p->workers[i];
@@ -1951,11 +1883,8 @@ static void *manager_main(void *arg)
             cf__log("process pool: poll: %s", strerror(errno));
             continue;
         }
-        if (r > 0 && (pfds[0].revents & POLLIN)) {
-            uint64_t v;
-            ssize_t rd = read(p->wake_fd, &v, sizeof v);
-            (void)rd;
-        }
+        if (r > 0 && (pfds[0].revents & POLLIN))
+            cf__notifier_drain(&p->wake);
         /* Note what poll() reported, then act on it by worker: handling a
          * death can start workers (ensure_workers), which reallocates
          * pfds and pw, so they are not read past this point. */
@@ -2118,7 +2047,10 @@ static void put_u64(unsigned char **at, uint64_t v)
 static cf_future *pp_new_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
                               size_t payload)
 {
-    if (payload < SHM_ARGS_MIN)
+    /* Without seals (os.h) a worker could shrink the buffer under the
+     * parent's mapping: big arguments then travel as a frame file the
+     * parent writes and never maps. */
+    if (payload < SHM_ARGS_MIN || !cf__os_has_seals)
         return NULL;
     const char *name = cf_task_name(fn);
     size_t namelen = strlen(name);
@@ -2279,7 +2211,7 @@ static void pp_destroy(cf_executor *ex)
     free(p->workers);
     wenc_free(&p->init_frame);
     cf__bufcache_close(p->cache);
-    close(p->wake_fd);
+    cf__notifier_close(&p->wake);
     pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->join_mu);
     free(p);
@@ -2432,7 +2364,7 @@ CF__API int cf_process_pool_new(cf_executor **out, const cf_process_pool_options
      * so cf_process_init() never acts as a worker there (secure_getenv):
      * a started copy would run main() again (and a worker_program, which
      * inherits the raised privileges, would not become a worker either). */
-    if (o.start_method == CF_START_EXEC && getauxval(AT_SECURE))
+    if (o.start_method == CF_START_EXEC && cf__os_secure_mode())
         return cf__fail(CF_EINVALSTATE, "process_pool_new: this program runs in secure-execution "
                                         "mode (set-user-ID or raised capabilities), where a "
                                         "started copy cannot trust its environment to become a "
@@ -2530,13 +2462,12 @@ CF__API int cf_process_pool_new(cf_executor **out, const cf_process_pool_options
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->join_mu, NULL);
     atomic_init(&p->alive, 0);
-    p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (p->wake_fd < 0) {
+    if (cf__notifier_open(&p->wake) != 0) {
         int err = errno;
         cf__bufcache_close(p->cache);
         wenc_free(e);
         free(p);
-        return cf__fail(CF_ESYS, "process_pool_new: eventfd: %s", strerror(err));
+        return cf__fail(CF_ESYS, "process_pool_new: no wake-up descriptor: %s", strerror(err));
     }
     cf__executor_register(&p->base, &process_engine);
     p->base.bound.max = o.max_queued;

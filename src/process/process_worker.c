@@ -13,7 +13,8 @@
  * - Arguments are borrowed from the received frame (or the mapped memfd)
  *   for the duration of the call: no copy on the worker side.
  * - The worker dies with its parent: PR_SET_PDEATHSIG (SIGKILL) for a
- *   worker busy in a task, EOF on the socket for an idle one.
+ *   worker busy in a task, EOF on the socket for an idle one (only the
+ *   latter in the portable build, which has no death signal).
  * - Nothing here takes a lock that a parent thread could have held at
  *   fork() (CF_START_FORK): the worker only uses its own buffers, malloc
  *   (which glibc resets in the child) and the task registry's rwlock, which
@@ -23,16 +24,15 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "os.h"
 #include "process.h"
 #include "remote.h"
 
@@ -71,7 +71,7 @@ ssize_t cf__wire_recv(int fd, void *buf, size_t len, int flags, int *fds, int *n
                        .msg_controllen = sizeof ctl.buf};
     ssize_t n;
     do
-        n = recvmsg(fd, &m, flags | MSG_CMSG_CLOEXEC);
+        n = recvmsg(fd, &m, flags | cf__os_recv_cloexec);
     while (n < 0 && errno == EINTR);
     if (n < 0)
         return n;
@@ -82,6 +82,7 @@ ssize_t cf__wire_recv(int fd, void *buf, size_t len, int flags, int *fds, int *n
         for (size_t i = 0; i < k; i++) {
             int got;
             memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            cf__os_received_fd(got);
             if (*nfds < max)
                 fds[(*nfds)++] = got;
             else
@@ -114,7 +115,7 @@ static int payload_iov(const wire_enc *e, struct iovec *iov)
 
 int cf__wire_to_memfd(const wire_enc *e)
 {
-    int mfd = memfd_create("cfutures-frame", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    int mfd = cf__os_shm_new("cfutures-frame");
     if (mfd < 0)
         return -1;
     struct iovec iov[2 * WIRE_MAX_REFS + 2];
@@ -122,7 +123,7 @@ int cf__wire_to_memfd(const wire_enc *e)
     off_t off = 0;
     int i = 0;
     while (i < n) {
-        ssize_t w = pwritev(mfd, iov + i, n - i, off);
+        ssize_t w = cf__os_pwritev(mfd, iov + i, n - i, off);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -134,8 +135,10 @@ int cf__wire_to_memfd(const wire_enc *e)
         off += w;
         iov_advance(iov, n, &i, (size_t)w);
     }
-    /* Final: the receiver may rely on it never changing under its map. */
-    if (fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0) {
+    /* Final: the receiver may rely on it never changing under its map
+     * (where there are seals; the parent copies otherwise). */
+    if (cf__os_shm_seal(mfd, CF__SEAL_SHRINK | CF__SEAL_GROW | CF__SEAL_WRITE | CF__SEAL_SEAL) !=
+        0) {
         int saved = errno;
         close(mfd);
         errno = saved;
@@ -151,26 +154,12 @@ void *cf__wire_map(int memfd, uint64_t size, uint64_t max)
         errno = EFBIG;
         return NULL;
     }
-    int seals = fcntl(memfd, F_GET_SEALS);
-    const int need = F_SEAL_SHRINK | F_SEAL_WRITE;
-    if (seals < 0 || (seals & need) != need) {
-        errno = EPERM; /* not a memfd (no seals), or not sealed */
-        return NULL;
-    }
-    off_t end = lseek(memfd, 0, SEEK_END);
-    if (end < 0 || (uint64_t)end < size) {
-        errno = EINVAL;
-        return NULL;
-    }
-    /* Private and read-only: the seals make it as good as shared, and
-     * mapping a write-sealed memfd shared is refused by kernels before
-     * 6.7.  Populated up to one call's outcome: a bigger frame (a map
-     * chunk) is read page by page as it is decoded, so one that is
-     * mostly holes costs only what its decoding reaches. */
-    bool populate = size <= WIRE_OUTCOME_MAX + 64;
-    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE | (populate ? MAP_POPULATE : 0),
-                   memfd, 0);
-    return p == MAP_FAILED ? NULL : p;
+    /* Sealed memory mapped read-only, or a copy: no other process can
+     * change it after it was checked (os.h).  Populated up to one call's
+     * outcome: a bigger frame (a map chunk) is read page by page as it is
+     * decoded, so one that is mostly holes costs only what its decoding
+     * reaches. */
+    return cf__os_map_frozen(memfd, (size_t)size, size <= WIRE_OUTCOME_MAX + 64);
 }
 
 /* Blocking write.  Liveness (worker side): the manager reads every
@@ -295,10 +284,10 @@ static unsigned char *wmap_get(int fd, uint64_t need, bool populate)
     /* A frame the parent wrote with cf__wire_to_memfd() is sealed against
      * writes: read-only (private: a shared mapping of it is refused by
      * kernels before 6.7). */
-    int seals = fcntl(fd, F_GET_SEALS);
-    bool frozen = seals >= 0 && (seals & F_SEAL_WRITE);
+    bool frozen = cf__os_shm_sealed(fd, CF__SEAL_WRITE);
     void *p = mmap(NULL, (size_t)st.st_size, frozen ? PROT_READ : PROT_READ | PROT_WRITE,
-                   (frozen ? MAP_PRIVATE : MAP_SHARED) | (populate ? MAP_POPULATE : 0), fd, 0);
+                   (frozen ? MAP_PRIVATE : MAP_SHARED) | (populate ? cf__os_map_populate : 0), fd,
+                   0);
     close(fd);
     if (p == MAP_FAILED)
         return NULL;
@@ -725,7 +714,7 @@ static bool handle_calls(int fd, wire_dec *d, bool init, uint16_t id, wire_enc *
     } else if (fault_at("file-frame", name, namelen)) {
         /* A result "in shared memory" that is a plain file, not a sealed
          * memfd (unnamed: nothing is left behind). */
-        int tf = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        int tf = cf__os_tmpfile();
         if (tf >= 0 && ftruncate(tf, 1 << 20) == 0)
             send_shm_frame(fd, WIRE_RESULT, 0, 1 << 20, tf, id);
         worker_exit(0);
@@ -775,8 +764,7 @@ _Noreturn void cf__worker_run(int fd)
 {
     /* A forked worker inherits the parent's unwritten stdout/stderr
      * buffers; the parent writes them, so drop our copies. */
-    __fpurge(stdout);
-    __fpurge(stderr);
+    cf__os_stdio_drop_inherited();
     atomic_store(&in_worker, true);
     cf__big_result_store = cf__worker_store_big;
     load_fault();
@@ -848,8 +836,10 @@ _Noreturn void cf__worker_run(int fd)
  * controls only our environment cannot put the key into a socket our
  * parent made; someone who controls our descriptors (stdin a socket of
  * theirs) has a peer pid that is not the one the variable must name (see
- * the getppid() check of the caller).  Returns the fd, or -1: not a
- * worker. */
+ * the getppid() check of the caller).  The portable build cannot learn
+ * the peer's pid (os.h): there the key and the getppid() check carry it,
+ * with the peer's uid checked where getpeereid() exists.  Returns the fd,
+ * or -1: not a worker. */
 static int worker_socket(const char *spec, pid_t *parent)
 {
     int fd = -1, end = 0;
@@ -858,13 +848,7 @@ static int worker_socket(const char *spec, pid_t *parent)
     if (sscanf(spec, "%d:%ld:%32[0-9a-f]%n", &fd, &ppid, hex, &end) != 3 || spec[end] ||
         strlen(hex) != 2 * CF__WORKER_KEY || fd < 0 || ppid <= 1)
         return -1;
-    int type = 0, domain = 0;
-    struct ucred cred;
-    socklen_t tl = sizeof type, dl = sizeof domain, cl = sizeof cred;
-    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_STREAM ||
-        getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dl) != 0 || domain != AF_UNIX ||
-        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0 || cred.pid != (pid_t)ppid ||
-        cred.uid != geteuid())
+    if (!cf__os_socket_from(fd, (pid_t)ppid))
         return -1;
     unsigned char want[CF__WORKER_KEY], got[CF__WORKER_KEY];
     for (size_t i = 0; i < sizeof want; i++)
@@ -886,7 +870,7 @@ CF__API int cf_process_init(int argc, char **argv)
     if (argc < 1 || !argv)
         return cf__fail(CF_EINVAL, "process_init: argc must be >= 1 and argv not NULL");
     /* secure_getenv: a set-user-ID program never takes the variable. */
-    const char *spec = secure_getenv(CF__WORKER_ENV);
+    const char *spec = cf__os_secure_getenv(CF__WORKER_ENV);
     pid_t parent = 0;
     int fd = spec ? worker_socket(spec, &parent) : -1;
     /* Programs a task starts are not workers; a program that was not
@@ -896,7 +880,7 @@ CF__API int cf_process_init(int argc, char **argv)
         /* Nor do they inherit the socket (dup2 in the parent's spawn
          * cleared close-on-exec). */
         fcntl(fd, F_SETFD, FD_CLOEXEC);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        cf__os_die_with_parent();
         /* The verified creator of the socket must be our parent.  If it
          * is not, it died before the death signal was armed (a worker
          * of a dead pool must not run the program), or it made a socket
@@ -906,7 +890,7 @@ CF__API int cf_process_init(int argc, char **argv)
             _exit(0);
         cf__worker_run(fd);
     }
-    cf__note_exe();
+    cf__os_note_exe(argv[0]);
     cf__process_argv = argv;
     cf__process_init_called = true;
     return CF_OK;

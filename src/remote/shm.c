@@ -14,7 +14,9 @@
  *   shrinking and growing: a worker (or a task in it) holding a
  *   descriptor of one cannot truncate it under the parent's mapping
  *   (which would be a SIGBUS in the parent).  Memory a worker made is
- *   never reused.
+ *   never reused.  Without seals (the portable build, os.h) the sealing
+ *   calls do nothing: the process pool then keeps these buffers away from
+ *   workers and copies what a worker made (process_pool.c).
  * - The cache is small and flat: at most `slots` buffers and `max_bytes`
  *   bytes.  A take asks for a size range (the need up to twice that), and
  *   when a buffer comes back to a full cache the least recently given
@@ -35,12 +37,12 @@
  * dropping one needs acq_rel so that the freeing thread sees every earlier
  * holder's writes.  `generation` is written once at creation.
  */
-#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "internal.h"
+#include "os.h"
 
 #define CACHE_SLOTS_MAX 64
 
@@ -73,14 +75,14 @@ void cf__buf_drop(cf__buf *b)
     *b = (cf__buf){NULL, 0, -1};
 }
 
-static int buf_make(cf__buf *b, size_t size, bool populate, int seals)
+static int buf_make(cf__buf *b, size_t size, bool populate, unsigned seals)
 {
     *b = (cf__buf){NULL, 0, -1};
-    int fd = memfd_create("cfutures-buf", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    int fd = cf__os_shm_new("cfutures-buf");
     void *map = MAP_FAILED;
-    if (fd >= 0 && ftruncate(fd, (off_t)size) == 0 && fcntl(fd, F_ADD_SEALS, seals) == 0)
-        map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | (populate ? MAP_POPULATE : 0),
-                   fd, 0);
+    if (fd >= 0 && ftruncate(fd, (off_t)size) == 0 && cf__os_shm_seal(fd, seals) == 0)
+        map = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | (populate ? cf__os_map_populate : 0), fd, 0);
     if (map == MAP_FAILED) {
         if (fd >= 0)
             close(fd);
@@ -92,12 +94,12 @@ static int buf_make(cf__buf *b, size_t size, bool populate, int seals)
 
 int cf__buf_new(cf__buf *b, size_t size, bool populate)
 {
-    return buf_make(b, size, populate, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+    return buf_make(b, size, populate, CF__SEAL_SHRINK | CF__SEAL_GROW | CF__SEAL_SEAL);
 }
 
 int cf__buf_new_result(cf__buf *b, size_t size)
 {
-    return buf_make(b, size, true, F_SEAL_SHRINK | F_SEAL_GROW);
+    return buf_make(b, size, true, CF__SEAL_SHRINK | CF__SEAL_GROW);
 }
 
 int cf__buf_freeze(cf__buf *b)
@@ -107,7 +109,7 @@ int cf__buf_freeze(cf__buf *b)
     b->map = NULL;
     /* F_SEAL_WRITE needs every writable shared mapping gone: ours was
      * the only one (the descriptor never left this process). */
-    return fcntl(b->fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SEAL);
+    return cf__os_shm_seal(b->fd, CF__SEAL_WRITE | CF__SEAL_SEAL);
 }
 
 static bool inherited(const cf__bufcache *c)
