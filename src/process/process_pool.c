@@ -1920,9 +1920,14 @@ static void *manager_main(void *arg)
                     kill(w->pid, SIGKILL);
                 check = true;
             }
+            /* Without a pidfd, a worker whose output waits unread for want
+             * of memory never reaches EOF here: look for its exit too, or
+             * a pool given up for memory would wait for it for ever. */
+            if (w->pidfd < 0 && !w->eof && p->oom)
+                check = true;
             if (check) {
                 read_worker(p, w); /* whatever it sent before dying */
-                if (try_reap(p, w, w->pidfd < 0))
+                if (try_reap(p, w, w->pidfd < 0 && w->eof))
                     continue; /* removed: slot i now holds another worker */
             }
             i++;
