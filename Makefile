@@ -4,7 +4,9 @@
 #     make test    installs dependencies, builds and runs every test three
 #                  times: plain (gcc), AddressSanitizer+UBSan, ThreadSanitizer;
 #                  and builds everything with clang -Werror and runs the
-#                  unit tests there too
+#                  unit tests there too; and builds the portable library
+#                  (CF_PORTABLE: POSIX interfaces only) and runs the unit
+#                  tests on it
 # Other targets: build, bench, bench-plot, clean; install and install-strip
 # (PREFIX=/usr/local) build and install the library alone, which needs only
 # a C compiler and CMake.
@@ -27,7 +29,8 @@ DEBS       := $(BUILD_DEBS) $(DEV_DEBS)
 # The developer/CI configuration: warnings are errors.
 DEV_FLAGS := -DCF_WERROR=ON
 
-.PHONY: all deps deps-build build demo test test-plain test-clang test-asan test-tsan bench bench-plot \
+.PHONY: all deps deps-build build demo test test-plain test-clang test-asan test-tsan test-portable \
+        bench bench-plot \
         fuzz install install-strip clean
 
 all: build
@@ -72,6 +75,14 @@ test-clang: deps
 	$(CMAKE) --build build-clang -j $(JOBS)
 	cd build-clang && $(CTEST) $(CTEST_ARGS) -L unit
 
+# The portable build (POSIX interfaces only, no Linux system calls): gcc,
+# no sanitizer, the unit tests (those of what only Linux has are skipped).
+test-portable: deps
+	$(CMAKE) -S . -B build-portable -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCF_PORTABLE=ON \
+	  -DCF_BUILD_BENCH=OFF -DCF_BUILD_EXAMPLES=OFF $(DEV_FLAGS)
+	$(CMAKE) --build build-portable -j $(JOBS)
+	cd build-portable && $(CTEST) $(CTEST_ARGS) -L unit -LE mpi
+
 # Sanitizer builds: tests and examples only (no benchmarks), longer watchdog.
 test-asan: deps
 	$(CMAKE) -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCF_SANITIZE=address,undefined -DCF_BUILD_BENCH=OFF $(DEV_FLAGS)
@@ -85,8 +96,8 @@ test-tsan: deps
 	cd build-tsan && CF_TEST_TIMEOUT_SCALE=5 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	  $(CTEST) $(CTEST_ARGS)
 
-test: test-plain test-clang test-asan test-tsan
-	@echo "all test builds passed (gcc, clang, asan+ubsan, tsan)"
+test: test-plain test-clang test-asan test-tsan test-portable
+	@echo "all test builds passed (gcc, clang, asan+ubsan, tsan, portable)"
 
 bench: build
 	./build/bench/bench_thread
@@ -123,4 +134,4 @@ install-strip: deps-build build-release/CMakeCache.txt
 	$(CMAKE) --install build-release --prefix $(PREFIX) --strip
 
 clean:
-	rm -rf build build-clang build-asan build-tsan build-release
+	rm -rf build build-clang build-asan build-tsan build-portable build-release

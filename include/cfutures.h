@@ -337,7 +337,8 @@ bool cf_cancel_requested(const cf_call *call);
 /* The full name of the calling thread: for a worker of a thread pool this
  * is "<prefix>_<index>", for example "ThreadPoolExecutor-0_1", kept whole
  * even though the kernel only stores 15 characters.  For other threads it
- * is the kernel's name of the thread.  The string is thread-local and
+ * is the kernel's name of the thread ("" in a library built with
+ * CF_PORTABLE, where POSIX gives threads no names).  The string is thread-local and
  * valid until the thread exits.  Any thread. */
 const char *cf_thread_name(void);
 
@@ -1204,7 +1205,8 @@ void *cf_future_data(const cf_future *f);
  * Completion queues: futures in an event loop
  *
  * A completion queue collects futures as they complete and shows it on a
- * file descriptor (an eventfd) that an event loop (epoll, poll, libuv's
+ * file descriptor (an eventfd; in the portable build, CF_PORTABLE, the
+ * read end of a pipe) that an event loop (epoll, poll, libuv's
  * uv_poll_t, a GLib source) watches for readability:
  *
  *     cf_completion_queue *q;
@@ -1232,8 +1234,8 @@ void *cf_future_data(const cf_future *f);
 typedef struct cf_completion_queue cf_completion_queue;
 
 /* Creates an empty queue; *out is owned by the caller (cf_cq_destroy()).
- * Returns CF_OK, CF_EINVAL (out NULL), CF_ENOMEM or CF_ESYS (no eventfd,
- * for example at the descriptor limit).  Any thread. */
+ * Returns CF_OK, CF_EINVAL (out NULL), CF_ENOMEM or CF_ESYS (no eventfd
+ * or pipe, for example at the descriptor limit).  Any thread. */
 int cf_cq_new(cf_completion_queue **out) CF__WARN_UNUSED;
 
 /* The queue's descriptor (O_CLOEXEC, non-blocking), valid until
@@ -1427,7 +1429,9 @@ static inline int cf_when_all_status(const cf_value *result, size_t i)
  * process pool's worker it is valid but never turns readable (there an
  * interrupt or timeout kills the worker).  Only the thread running the
  * task, during the call.  Returns the descriptor (>= 0), CF_EINVAL (call
- * NULL or not running), CF_ENOMEM or CF_ESYS (no timerfd). */
+ * NULL or not running), CF_ENOMEM, CF_ESYS (no timerfd) or CF_ENOTSUP:
+ * the descriptor is a Linux timerfd, so a library built with CF_PORTABLE
+ * (POSIX interfaces only) has none - poll cf_cancel_requested() there. */
 int cf_cancel_fd(cf_call *call);
 
 #ifdef __cplusplus

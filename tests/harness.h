@@ -31,6 +31,19 @@
 
 #include "cfutures.h"
 
+/* Skips the calling test in a library built with CF_PORTABLE (POSIX
+ * interfaces only), saying why: for what only the Linux build has.  ctest
+ * reports the case as skipped (tests/CMakeLists.txt), not passed. */
+#ifdef CF_TEST_PORTABLE
+#define CF_SKIP_IF_PORTABLE(why)                                              \
+    do {                                                                      \
+        print_message("portable build: %s\n", why);                          \
+        skip();                                                               \
+    } while (0)
+#else
+#define CF_SKIP_IF_PORTABLE(why) ((void)0)
+#endif
+
 /* Seconds a single test may run before the watchdog fails it (before
  * scaling).  ctest's own TIMEOUT is set above this. */
 #ifndef CF_TEST_WATCHDOG_SECONDS

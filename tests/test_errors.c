@@ -366,7 +366,10 @@ static void test_thread_name_main_thread(void **state)
 {
     (void)state;
     char kname[64] = "";
+#ifndef CF_TEST_PORTABLE
     assert_int_equal(pthread_getname_np(pthread_self(), kname, sizeof kname), 0);
+#endif
+    /* The portable build knows no system names: "" (kname stays so). */
     const char *n = cf_thread_name();
     assert_non_null(n);
     assert_string_equal(n, kname);
@@ -387,7 +390,11 @@ static void test_thread_name_plain_thread(void **state)
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, named_thread, out), 0);
     pthread_join(th, NULL);
+#ifdef CF_TEST_PORTABLE
+    assert_string_equal(out, ""); /* the system's name is not read there */
+#else
     assert_string_equal(out, "cf-plain-thr");
+#endif
 }
 
 static const struct CMUnitTest tests[] = {

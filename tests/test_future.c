@@ -5,6 +5,7 @@
  * reference counting, values of every kind and NULL arguments.
  */
 #include "cf_test_util.h"
+#include "internal.h"
 
 #include <inttypes.h>
 #include <malloc.h>
@@ -1391,7 +1392,83 @@ static void test_future_blocks_change_threads(void **state)
     pthread_barrier_destroy(&bar);
 }
 
+/* cf__futex_wait/wake - a futex, or in the portable build a condition
+ * variable in a bucket several words may share - lose no wake-up: two
+ * pairs of threads hand a word back and forth, each sleeping with no
+ * deadline until the other's change, for 2000 rounds (a lost wake-up
+ * hangs, and the watchdog fails the test). */
+#define HANDOFF_ROUNDS 2000u
+
+static _Atomic uint32_t handoff_words[2];
+
+/* Sleeps until *w == want. */
+static void handoff_wait(_Atomic uint32_t *w, uint32_t want)
+{
+    uint32_t v;
+    while ((v = atomic_load(w)) != want)
+        cf__futex_wait(w, v, CF__NS_FOREVER);
+}
+
+static void handoff_set(_Atomic uint32_t *w, uint32_t v)
+{
+    atomic_store(w, v);
+    cf__futex_wake(w, 1);
+}
+
+static void *handoff_answer(void *arg)
+{
+    _Atomic uint32_t *w = arg;
+    for (uint32_t i = 0; i < HANDOFF_ROUNDS; i++) {
+        handoff_wait(w, 2 * i + 1);
+        handoff_set(w, 2 * i + 2);
+    }
+    return NULL;
+}
+
+static void *handoff_ask(void *arg)
+{
+    _Atomic uint32_t *w = arg;
+    for (uint32_t i = 0; i < HANDOFF_ROUNDS; i++) {
+        handoff_set(w, 2 * i + 1);
+        handoff_wait(w, 2 * i + 2);
+    }
+    return NULL;
+}
+
+static void test_futex_handoff_loses_no_wakeup(void **state)
+{
+    (void)state;
+    pthread_t th[4];
+    for (int k = 0; k < 2; k++) {
+        atomic_store(&handoff_words[k], 0);
+        assert_int_equal(pthread_create(&th[2 * k], NULL, handoff_answer, &handoff_words[k]), 0);
+        assert_int_equal(pthread_create(&th[2 * k + 1], NULL, handoff_ask, &handoff_words[k]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    for (int k = 0; k < 2; k++)
+        assert_int_equal(atomic_load(&handoff_words[k]), 2 * HANDOFF_ROUNDS);
+}
+
+/* A wait with a deadline ends by itself once the deadline has passed. */
+static void test_futex_wait_deadline_ends(void **state)
+{
+    (void)state;
+    _Atomic uint32_t w = 7;
+    int64_t deadline = cf__now_ns() + 20 * 1000 * 1000;
+    int waits = 0;
+    while (cf__now_ns() < deadline) {
+        cf__futex_wait(&w, 7, deadline); /* nobody wakes it */
+        waits++;
+    }
+    cf__futex_wait(&w, 7, deadline); /* past: returns at once */
+    assert_true(waits >= 1);
+    assert_int_equal(atomic_load(&w), 7);
+}
+
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_futex_handoff_loses_no_wakeup),
+    cmocka_unit_test(test_futex_wait_deadline_ends),
     cmocka_unit_test(test_future_cache_limit_knob),
     cmocka_unit_test(test_future_cache_short_lived_threads),
     cmocka_unit_test(test_future_blocks_change_threads),

@@ -502,6 +502,8 @@ static void fifo_close(fifo *f)
 static void test_lent_result_rewritten_after_answer(void **state)
 {
     (void)state;
+    CF_SKIP_IF_PORTABLE("no lent buffers without seals: a result comes in the worker's own "
+                        "memory and is copied (test_big_results_in_place_only_where_safe)");
     cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
     fifo gate, done;
     fifo_open(&gate, "gate");
@@ -543,6 +545,16 @@ static void test_worker_memory_must_be_sealed_and_bounded(void **state)
         cf_executor *ex = ppool(1, CF_CRASH_REPLACES_WORKER, CF_START_EXEC);
         cf_future *f = NULL;
         assert_ok(cf_submit(ex, u_send_shm_frame, CF_ARGS(cf_i64(how)), &f));
+#ifdef CF_TEST_PORTABLE
+        if (how == 0) {
+            /* No seals to ask for: the parent reads a copy, which no
+             * worker can change, so the valid result is taken. */
+            assert_ok(cf_future_result(f, T_OK * cf_test_scale(), NULL));
+            assert_ok(cf_future_release(f));
+            udestroy(ex);
+            continue;
+        }
+#endif
         assert_cf(CF_EBROKEN, cf_future_result(f, T_OK * cf_test_scale(), NULL));
         const cf_failure *fl = NULL;
         assert_ok(cf_future_exception(f, 0, &fl));
@@ -620,10 +632,17 @@ static void test_forged_worker_variable_runs_main(void **state)
         int status = run_with_worker_var(var, child);
         close(child);
         assert_true(WIFEXITED(status));
-        if (WEXITSTATUS(status) != (cases[i].worker ? 0 : 2))
+        int expect = cases[i].worker ? 0 : 2;
+#ifdef CF_TEST_PORTABLE
+        /* A socket cannot be asked for its maker's pid there: the key is
+         * taken, then the pid is found not to be our parent's, and the
+         * program ends (0) without running main or becoming a worker. */
+        if (strstr(cases[i].what, "not the socket's maker"))
+            expect = 0;
+#endif
+        if (WEXITSTATUS(status) != expect)
             fail_msg("%s (%s): exit status %d, expected %d (%s)", cases[i].what, var,
-                     WEXITSTATUS(status), cases[i].worker ? 0 : 2,
-                     cases[i].worker ? "a worker" : "main");
+                     WEXITSTATUS(status), expect, cases[i].worker ? "a worker" : "main");
     }
 }
 
@@ -754,9 +773,17 @@ static void test_big_results_in_place_only_where_safe(void **state)
         size_t nargs;
         const char *want; /* in the line of its mapping; NULL: not shared memory */
     } cases[] = {
+#ifdef CF_TEST_PORTABLE
+        /* No seals, so no lending and nothing read in place: every big
+         * result is the parent's own read-only copy, in no memfd. */
+        {"bytes in a worker's memfd", {cf_i64((int64_t)n), cf_i64(0)}, 2, "r--s"},
+        {"string in a worker's memfd", {cf_i64((int64_t)n), cf_i64(1)}, 2, "r--s"},
+        {"bytes echoed", {cf_bytes(in, n)}, 1, "r--s"},
+#else
         {"bytes in a worker's memfd", {cf_i64((int64_t)n), cf_i64(0)}, 2, "r--p"},
         {"string in a worker's memfd", {cf_i64((int64_t)n), cf_i64(1)}, 2, "r--p"},
         {"bytes echoed in the lent buffer", {cf_bytes(in, n)}, 1, "rw-s"},
+#endif
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cf_future *f = NULL;
@@ -766,7 +793,11 @@ static void test_big_results_in_place_only_where_safe(void **state)
         assert_int_equal(v->size, n);
         char line[512];
         mapping_of(v->as.bytes, line, sizeof line);
+#ifdef CF_TEST_PORTABLE
+        if (contains(line, "memfd:") || !contains(line, cases[i].want))
+#else
         if (!contains(line, "memfd:cfutures") || !contains(line, cases[i].want))
+#endif
             fail_msg("%s: not in place as expected (%s): %s", cases[i].what, cases[i].want,
                      line);
         assert_ok(cf_future_release(f));
