@@ -36,6 +36,12 @@
  *                        result, cf_map_close(), then one tiny call: ms
  *                        until its result (it waits for whatever of the
  *                        map still runs).
+ *   priorities           tiny submit+collect through cf_submit_with() with
+ *                        every other call at a priority of -3..3; us per
+ *                        task.  Its floor is the same workload with every
+ *                        call at the default priority, run right before it
+ *                        in the same round: cf/floor is the cost of mixing
+ *                        priorities in.
  *
  * The CPython peer runs the same workloads and reports through popen() as
  * JSON lines.  The C workloads and one run of the peer alternate, round
@@ -168,6 +174,31 @@ static double bench_tiny(size_t n, size_t warm, cf_future **fs)
     double s = secs_since(t0);
     CHECK(cf_executor_destroy(ex));
     return (double)n / s;
+}
+
+/* Seconds per task of N tiny calls through cf_submit_with(), every other one
+ * at a priority of -3..3 when `mixed`, then every result in order. */
+static double bench_prio(size_t n, size_t warm, cf_future **fs, bool mixed)
+{
+    cf_executor *ex = new_pool(WORKERS, CF_START_EXEC);
+    warm_up(ex, fs, warm);
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    uint64_t t0 = now_ns();
+    for (size_t i = 0; i < n; i++) {
+        so.priority = mixed && (i & 1) ? (int)(i % 7) - 3 : CF_PRIORITY_DEFAULT;
+        CHECK(cf_submit_with(ex, &so, sq_task, CF_ARGS(cf_i64((int64_t)i)), &fs[i]));
+    }
+    for (size_t i = 0; i < n; i++) {
+        int64_t r = 0;
+        CHECK(cf_future_result_i64(fs[i], CF_FOREVER, &r));
+        if (r != (int64_t)i * (int64_t)i)
+            die("priorities: task %zu returned %" PRId64, i, r);
+        CHECK(cf_future_release(fs[i]));
+    }
+    double s = secs_since(t0);
+    CHECK(cf_executor_destroy(ex));
+    return s / (double)n;
 }
 
 /* Elements per second of cf_map() with the given chunksize. */
@@ -522,6 +553,7 @@ enum {
     M_CANCEL_REST,
     M_CANCEL_RAN,
     M_MAP_CLOSE,
+    M_PRIO,
     M_COUNT
 };
 
@@ -530,7 +562,7 @@ static const char *const metric_key[M_COUNT] = {
     "tiny",        "map1",       "map1000",        "rtt_median",
     "start_first", "start_cd",   NULL,             NULL,
     "big_first",   "big_rtt",     "cpu_1w",     "cpu_2w",         "cpu_speedup",
-    NULL,          NULL,          NULL};
+    NULL,          NULL,          NULL,             NULL};
 
 typedef enum unit { U_RATE, U_US, U_MS, U_S, U_X, U_N } unit;
 
@@ -572,10 +604,11 @@ static const row rows[M_COUNT] = {
     {"cancel rest after 1st, %d x ~1 ms", U_MS, T_NONE, 0, "-"},
     {"  calls not cancelled (of %d)", U_N, T_NONE, 0, "-"},
     {"map close after 1st, %d x ~1 ms", U_MS, T_NONE, 0, "-"},
+    {"tiny, half at priorities -3..3", U_US, T_FLOOR_MAX, 1.10, "<= 1.1x all-default"},
 };
 
 /* --only: the workloads to run (all when NULL), a comma-separated list of
- * tiny, map1, map1000, rtt, start, big, cpu, cancel. */
+ * tiny, map1, map1000, rtt, start, big, cpu, cancel, prio. */
 static const char *g_only;
 
 static bool runs(const char *name)
@@ -606,7 +639,7 @@ static void make_labels(size_t big_mib, size_t cpu_ms)
         else if (k == M_CPU1 || k == M_CPU2)
             snprintf(g_label[k], sizeof g_label[k], rows[k].label, CPU_TASKS,
                      cpu_ms);
-        else if (k >= M_CANCEL_REST)
+        else if (k >= M_CANCEL_REST && k <= M_MAP_CLOSE)
             snprintf(g_label[k], sizeof g_label[k], rows[k].label, CANCEL_K);
         else
             snprintf(g_label[k], sizeof g_label[k], "%s", rows[k].label);
@@ -729,7 +762,7 @@ static void usage(FILE *to)
             "  --watchdog S exit 3 if one workload takes more than S seconds\n"
             "               (default 120; the CPython peer gets 5x that)\n"
             "  --only LIST  run only these workloads (comma-separated: tiny,\n"
-            "               map1, map1000, rtt, start, big, cpu, cancel)\n"
+            "               map1, map1000, rtt, start, big, cpu, cancel, prio)\n"
             "  -v           print every round\n"
             "env: CF_BENCH_PYTHON (interpreter, default python3),\n"
             "     CF_BENCH_PEER (peer script, default %s)\n",
@@ -870,6 +903,11 @@ int main(int argc, char **argv)
             phase("map close after the first result", 1);
             c[M_MAP_CLOSE] = bench_map_close(iters1, expect1, fs, in);
         }
+        if (runs("prio")) {
+            phase("priorities", 2);
+            f[M_PRIO] = bench_prio(n, warm, fs, false);
+            c[M_PRIO] = bench_prio(n, warm, fs, true);
+        }
 
         if (pst == PEER_OK) {
             phase("CPython peer", 5);
@@ -946,7 +984,8 @@ int main(int argc, char **argv)
            "floor time of the same round\n"
            "Floors: round trip = 1-byte echo through a pipe pair to a forked "
            "child (median of M);\n        %zu MiB = memcpy into a "
-           "preallocated, already-touched buffer and back (best of %d).\n\n",
+           "preallocated, already-touched buffer and back (best of %d);\n"
+           "        priorities = the same tiny calls, all at the default priority.\n\n",
            big_mib, BIG_REPS);
 
     char b[8][48], range[100];

@@ -652,13 +652,14 @@ typedef struct cf_submit_options {
      * Among the calls queued in the executor, a worker takes one of the
      * highest priority first; calls of equal priority are taken in the
      * order they were submitted.  It orders only what is still queued: it
-     * never stops a call that has begun.  Thread and process pools; a
-     * process pool sends a call ahead to a busy worker (which then runs
-     * it in the order sent) only while no call of another priority than
-     * the default is queued, so a call of high priority can find at most
-     * the calls sent ahead before it arrived in front of it.  Engines that
-     * do not order calls (MPI) refuse a priority other than the default
-     * with CF_ENOTSUP. */
+     * never stops a call that has begun.  Thread and process pools.  A
+     * process pool sends calls ahead to a busy worker, which runs them in
+     * the order sent: up to 64 jobs while every queued call has the
+     * default priority, one while any has another, so a call of high
+     * priority waits for at most one call sent ahead per worker (or, if
+     * it arrives while all queued calls have the default priority, those
+     * sent ahead before it).  Engines that do not order calls (MPI) refuse
+     * a priority other than the default with CF_ENOTSUP. */
     int priority;
     /* Seconds submit may wait for room when the executor's queue is full
      * (max_queued of the pool's options): CF_FOREVER (the default) waits

@@ -49,12 +49,13 @@
  *   to it: every completion detaches it, and a dead worker's calls are
  *   detached before its words are unmapped.
  * - The pending queue is ordered by priority (cf_submit_options.priority;
- *   a job takes its first call's), FIFO among equals: a job of a priority
- *   no higher than the tail's is appended, as every job is while all have
- *   the default priority; another walks from the head to the first job of
- *   lower priority.  While jobs of another priority than the default are
- *   pending (`nprio`), nothing is sent ahead to a busy worker, so a later
- *   call of higher priority is not stuck behind calls sent ahead.  Jobs
+ *   a job takes its first call's), FIFO among equals: while all have the
+ *   default priority a job is appended; otherwise it goes behind the last
+ *   job of its priority or higher, found in `marks` (one per distinct
+ *   priority pending).  While jobs of another priority than the default
+ *   are pending (`nprio`), a busy worker is sent one job ahead instead of
+ *   DEPTH, so a later call of higher priority waits for at most one call
+ *   per worker.  Jobs
  *   put back after a worker died go to the front, whatever their priority.
  * - Bound (max_queued, cf__bound in executor.c): a call holds a queue slot
  *   from submit until dispatch takes its job off the pending queue (or it
@@ -195,6 +196,17 @@ typedef struct process_pool {
     pjob *pending_head, *pending_tail;
     size_t npending;
     size_t nprio;        /* pending jobs of another priority than the default */
+    /* While nprio > 0: for each priority pending, the last pending job of
+     * that priority, in descending priority (see push_pending_locked).
+     * Empty while nprio == 0, when the tail is the last (default) job.
+     * `marks_ok` false: an allocation failed, insertion walks the list
+     * until nprio is 0 again. */
+    struct prio_mark {
+        int priority;
+        pjob *last;
+    } *marks;
+    size_t nmarks, marks_cap;
+    bool marks_ok;
     pjob *sent;          /* jobs on workers (pjob.snext) */
     bool cancel_futures; /* shutdown(cancel_futures): requeued calls too */
     bool shutdown;
@@ -253,14 +265,38 @@ static const char *signal_name(int sig)
 
 /* ---- pending queue (mu held) ------------------------------------------- */
 
-/* Queues `j` behind every pending job of its priority or higher. */
+/* Notes `j` as the last pending job of its priority, at index `i` of the
+ * marks (the first mark of a lower priority, or nmarks).  Returns false on
+ * ENOMEM. */
+static bool mark_locked(process_pool *p, size_t i, pjob *j)
+{
+    if (i > 0 && p->marks[i - 1].priority == j->priority) {
+        p->marks[i - 1].last = j;
+        return true;
+    }
+    if (p->nmarks == p->marks_cap) {
+        size_t cap = p->marks_cap ? 2 * p->marks_cap : 8;
+        struct prio_mark *m = realloc(p->marks, cap * sizeof *m);
+        if (!m)
+            return false;
+        p->marks = m;
+        p->marks_cap = cap;
+    }
+    memmove(p->marks + i + 1, p->marks + i, (p->nmarks - i) * sizeof *p->marks);
+    p->marks[i] = (struct prio_mark){j->priority, j};
+    p->nmarks++;
+    return true;
+}
+
+/* Queues `j` behind every pending job of its priority or higher.  While
+ * all are of the default priority that is the tail; otherwise the last
+ * job of the lowest priority pending that is not below j's, found in the
+ * marks (as many as distinct priorities pending), not by a walk. */
 static void push_pending_locked(process_pool *p, pjob *j)
 {
     j->next = NULL;
     p->npending++;
-    if (j->priority != CF_PRIORITY_DEFAULT)
-        p->nprio++;
-    if (!p->pending_tail || p->pending_tail->priority >= j->priority) {
+    if (CF__LIKELY(p->nprio == 0 && j->priority == CF_PRIORITY_DEFAULT)) {
         if (p->pending_tail)
             p->pending_tail->next = j;
         else
@@ -268,12 +304,38 @@ static void push_pending_locked(process_pool *p, pjob *j)
         p->pending_tail = j;
         return;
     }
-    /* The tail has a lower priority, so `j` goes in before some job. */
-    pjob **at = &p->pending_head;
-    while ((*at)->priority >= j->priority)
-        at = &(*at)->next;
-    j->next = *at;
-    *at = j;
+    bool first = p->nprio == 0; /* then j is not of the default priority */
+    if (j->priority != CF_PRIORITY_DEFAULT)
+        p->nprio++;
+    if (first) {
+        /* Every pending job has the default priority: the tail is its
+         * last. */
+        p->nmarks = 0;
+        p->marks_ok = true;
+        if (p->pending_tail && !mark_locked(p, 0, p->pending_tail))
+            p->marks_ok = false;
+    }
+    pjob *after = NULL; /* the job `j` goes behind; NULL: the head */
+    size_t i = 0;
+    if (p->marks_ok) {
+        while (i < p->nmarks && p->marks[i].priority >= j->priority)
+            i++;
+        after = i > 0 ? p->marks[i - 1].last : NULL;
+        if (!mark_locked(p, i, j))
+            p->marks_ok = false;
+    } else {
+        for (pjob *k = p->pending_head; k && k->priority >= j->priority; k = k->next)
+            after = k;
+    }
+    if (after) {
+        j->next = after->next;
+        after->next = j;
+    } else {
+        j->next = p->pending_head;
+        p->pending_head = j;
+    }
+    if (!j->next)
+        p->pending_tail = j;
 }
 
 /* Takes the pending queue's first job (there is one). */
@@ -286,6 +348,18 @@ static pjob *pop_pending_locked(process_pool *p)
     p->npending--;
     if (j->priority != CF_PRIORITY_DEFAULT)
         p->nprio--;
+    if (p->nprio == 0) {
+        p->nmarks = 0;
+    } else {
+        for (size_t i = 0; i < p->nmarks; i++) {
+            if (p->marks[i].last == j) { /* the last of its priority */
+                memmove(p->marks + i, p->marks + i + 1,
+                        (p->nmarks - i - 1) * sizeof *p->marks);
+                p->nmarks--;
+                break;
+            }
+        }
+    }
     j->next = NULL;
     return j;
 }
@@ -297,6 +371,7 @@ static pjob *take_pending_locked(process_pool *p)
     p->pending_head = p->pending_tail = NULL;
     p->npending = 0;
     p->nprio = 0;
+    p->nmarks = 0;
     return list;
 }
 
@@ -353,10 +428,20 @@ static void requeue_front(process_pool *p, pjob *first, pjob *last, size_t n)
     if (!first)
         return;
     pthread_mutex_lock(&p->mu);
+    size_t nprio = p->nprio;
     for (pjob *j = first; j; j = j->next) {
         sent_unlink_locked(p, j);
         if (j->priority != CF_PRIORITY_DEFAULT)
             p->nprio++;
+    }
+    /* At the front whatever their priority: the marks still point at the
+     * last job of each priority they name, but a priority only these jobs
+     * have has no mark, so insertion walks the list until nprio is 0. */
+    if (nprio == 0 && p->nprio > 0) {
+        p->nmarks = 0;
+        p->marks_ok = false;
+    } else if (p->nprio > 0) {
+        p->marks_ok = false;
     }
     last->next = p->pending_head;
     p->pending_head = first;
@@ -1627,8 +1712,12 @@ static pworker *pick_worker(process_pool *p, pjob *j, size_t backlog)
     }
     if (!best)
         return NULL;
+    /* While calls of another priority than the default are pending, one
+     * job ahead at most: the worker still finds its next call waiting
+     * when it answers, and a later call of higher priority waits for at
+     * most one call per worker. */
     if (best->njobs > 0 &&
-        (backlog < (size_t)p->max_workers || best->njobs >= DEPTH || p->nprio > 0))
+        (backlog < (size_t)p->max_workers || best->njobs >= (p->nprio ? 2 : DEPTH)))
         return NULL;
     return best;
 }
@@ -2213,6 +2302,7 @@ static void pp_destroy(cf_executor *ex)
     for (size_t i = 0; i < p->ninterrupts; i++)
         cf_future_release(p->interrupts[i]);
     free(p->interrupts);
+    free(p->marks);
     free(p->workers);
     wenc_free(&p->init_frame);
     cf__bufcache_close(p->cache);

@@ -41,8 +41,9 @@
  * - idle_lock: the stack of parked workers (`idle_head`, each worker's
  *   `idle_next`/`in_idle`).
  * - prio_lock: the heap (`heap`, `nheap`, `heap_cap`, `prio_seq`).  Heap
- *   pushes happen under submit_lock too (so capacity reserved before
- *   admitting a call stays reserved); pops only under prio_lock.
+ *   pushes happen under submit_lock too, holding prio_lock across the
+ *   admission of the call (which may start a thread); pops only under
+ *   prio_lock.
  *
  * Lazy threads: `unfinished` counts calls submitted and not yet finished.
  * A submit starts a thread when unfinished > nthreads and the pool is below
@@ -233,12 +234,13 @@ static cf_future *heap_pop_locked(thread_pool *p)
 }
 
 /* The heap's top if there is one and (when `above_default`) its priority
- * is above the default; else NULL. */
+ * is above the default or the FIFO looks empty; else NULL. */
 static cf_future *heap_take(thread_pool *p, bool above_default)
 {
     cf_future *f = NULL;
     cf__lock_acquire(&p->prio_lock);
-    if (p->nheap && (!above_default || p->heap[0].priority > CF_PRIORITY_DEFAULT))
+    if (p->nheap && (!above_default || p->heap[0].priority > CF_PRIORITY_DEFAULT ||
+                     cf__queue_looks_empty(&p->q)))
         f = heap_pop_locked(p);
     cf__lock_release(&p->prio_lock);
     return f;
@@ -578,22 +580,19 @@ static int admit_locked(thread_pool *p, int n, const char *who)
     return CF_OK;
 }
 
-/* A call of a priority other than the default: into the heap.  The room
- * is made before the call is admitted, and stays, since heap pushes
- * happen under submit_lock.  submit_lock held; returns as admit_locked. */
+/* A call of a priority other than the default: into the heap, with room
+ * made before the call is admitted (so nothing needs undoing).  prio_lock
+ * is held across the admission (submit_lock -> prio_lock is the order).
+ * submit_lock held; returns as admit_locked. */
 static int submit_prio_locked(thread_pool *p, cf_future *f)
 {
     cf__lock_acquire(&p->prio_lock);
-    bool room = heap_reserve_locked(p);
-    cf__lock_release(&p->prio_lock);
-    if (!room)
-        return cf__fail(CF_ENOMEM, "submit: out of memory for the priority queue");
-    int rc = admit_locked(p, 1, "submit");
-    if (rc == CF_OK) {
-        cf__lock_acquire(&p->prio_lock);
+    int rc = heap_reserve_locked(p) ? admit_locked(p, 1, "submit")
+                                    : cf__fail(CF_ENOMEM, "submit: out of memory for the "
+                                                          "priority queue");
+    if (rc == CF_OK)
         heap_push_locked(p, f);
-        cf__lock_release(&p->prio_lock);
-    }
+    cf__lock_release(&p->prio_lock);
     return rc;
 }
 
