@@ -1072,11 +1072,15 @@ typedef struct cf_map_iter cf_map_iter;
  * owned by the caller (cf_map_close()).  Returns the errors of cf_submit()
  * (nothing is left running: calls already submitted are cancelled), and
  * CF_EINVAL for ninputs 0, a NULL input array, chunksize < 1, a bad
- * timeout, a priority out of range or a generator that failed.
+ * timeout, a priority out of range or a generator that failed (CF_ENOTSUP
+ * for a priority other than the default on an engine that does not order
+ * calls, MPI).
  * On an executor with a bounded queue (max_queued) the map waits for room
  * as it submits, up to its timeout (a lazy map in cf_map_next() too), and
- * fails with CF_EFULL when none came by then, or at once for a chunk
- * bigger than max_queued or from one of the executor's own workers; use
+ * fails with CF_EFULL when none came by then, or at once from one of the
+ * executor's own workers, or for a chunk bigger than max_queued on an
+ * engine that queues a chunk as one unit (a process pool; a thread pool
+ * queues a chunk's calls one by one, each waiting for room); use
  * buffersize to keep a map from filling the queue. */
 int cf_map(cf_executor *ex, cf_task_fn *fn, const cf_map_input *inputs,
            size_t ninputs, const cf_map_options *opts, cf_map_iter **out);
