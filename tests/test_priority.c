@@ -791,6 +791,58 @@ static void test_process_prio_not_sent_ahead(void **state)
     gated_end(&g);
 }
 
+/* Jobs put back after their worker died go to the front of the queue
+ * whatever their priority, so the queue is no longer sorted; a later call
+ * must still queue behind the calls of its priority already there.
+ * The blocker's worker has three calls sent ahead (y1, a gate, then y2
+ * and y3); then A (priority 5) and B (0) queue.  The worker is killed:
+ * y1, y2 and y3 go back to the front, y1 and y2 (one ahead) to the
+ * replacement, and y3 waits at the front while y1 holds the worker:
+ * [y3 A B].  C (5) must go behind A. */
+static void test_process_requeued_keep_fifo_among_equals(void **state)
+{
+    (void)state;
+    gated_pool g;
+    gated_start(&g, 16, false);
+    fifo started2, gate2;
+    fifo_open(&started2, "started2");
+    fifo_open(&gate2, "gate2");
+    char path[96];
+    snprintf(path, sizeof path, "/tmp/cf_test_prio_%d_requeue", (int)getpid());
+    unlink(path);
+    cf_future *y1 = submit_prio(g.ex, p_gate, CF_ARGS(cf_str(started2.path), cf_str(gate2.path)),
+                                0);
+    cf_future *y2 = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(0)), 0);
+    cf_future *y3 = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(1)), 0);
+    /* All sent ahead: they gave back their queue slots. */
+    double end = cf_test_now() + T_OK * cf_test_scale();
+    while (atomic_load(&g.ex->bound.queued) != 0 && cf_test_now() < end)
+        sleep_ms(1);
+    assert_int_equal(atomic_load(&g.ex->bound.queued), 0);
+    cf_future *a = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(2)), 5);
+    cf_future *b = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(3)), 0);
+    assert_int_equal(atomic_load(&g.ex->bound.queued), 2);
+    assert_ok(cf_future_interrupt(g.blk));
+    struct pollfd pfd = {started2.fd, POLLIN, 0};
+    assert_int_equal(poll(&pfd, 1, (int)(T_OK * 1000 * cf_test_scale())), 1);
+    cf_future *c = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(4)), 5);
+    ssize_t w = write(gate2.fd, "x", 1);
+    assert_int_equal(w, 1);
+    cf_future *all[] = {y1, y2, y3, a, b, c};
+    for (size_t i = 0; i < 6; i++) {
+        assert_ok(cf_future_result(all[i], T_OK * cf_test_scale(), NULL));
+        cf_future_release(all[i]);
+    }
+    int got[8];
+    int n = read_order(path, got, 8);
+    const int want[] = {0, 1, 2, 4, 3};
+    assert_order(got, n, want, 5);
+    assert_true(cf_future_cancelled(g.blk));
+    gated_end(&g);
+    fifo_close(&started2);
+    fifo_close(&gate2);
+}
+
 static void test_process_full_and_cancel(void **state)
 {
     (void)state;
@@ -879,6 +931,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_process_priority_order),
     cmocka_unit_test(test_process_priority_many),
     cmocka_unit_test(test_process_prio_not_sent_ahead),
+    cmocka_unit_test(test_process_requeued_keep_fifo_among_equals),
     cmocka_unit_test(test_process_full_and_cancel),
     cmocka_unit_test(test_process_waiter_woken_by_shutdown),
 };

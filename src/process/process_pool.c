@@ -55,8 +55,9 @@
  *   priority pending).  While jobs of another priority than the default
  *   are pending (`nprio`), a busy worker is sent one job ahead instead of
  *   DEPTH, so a later call of higher priority waits for at most one call
- *   per worker.  Jobs
- *   put back after a worker died go to the front, whatever their priority.
+ *   per worker.  Jobs put back after a worker died go to the front,
+ *   whatever their priority (`requeued`), and stay there: the walk that
+ *   replaces the marks after that passes them.
  * - Bound (max_queued, cf__bound in executor.c): a call holds a queue slot
  *   from submit until dispatch takes its job off the pending queue (or it
  *   is cancelled, or the pool drops it); shutdown and breakage close the
@@ -117,6 +118,8 @@ typedef struct pjob {
      * cancel_futures reaches calls a worker has not begun. */
     struct pjob *sprev, *snext;
     bool on_worker;      /* in `sent` (guarded by mu) */
+    bool requeued;       /* put back at the front of the pending queue after
+                          * its worker died (guarded by mu) */
     uint32_t n;
     int priority;        /* its calls' (a map chunk shares one) */
     int64_t timeout_ns;  /* CF__NS_FOREVER for none */
@@ -324,7 +327,9 @@ static void push_pending_locked(process_pool *p, pjob *j)
         if (!mark_locked(p, i, j))
             p->marks_ok = false;
     } else {
-        for (pjob *k = p->pending_head; k && k->priority >= j->priority; k = k->next)
+        /* Past the jobs put back at the front, which are in no order. */
+        for (pjob *k = p->pending_head; k && (k->requeued || k->priority >= j->priority);
+             k = k->next)
             after = k;
     }
     if (after) {
@@ -361,6 +366,7 @@ static pjob *pop_pending_locked(process_pool *p)
         }
     }
     j->next = NULL;
+    j->requeued = false;
     return j;
 }
 
@@ -431,6 +437,7 @@ static void requeue_front(process_pool *p, pjob *first, pjob *last, size_t n)
     size_t nprio = p->nprio;
     for (pjob *j = first; j; j = j->next) {
         sent_unlink_locked(p, j);
+        j->requeued = true;
         if (j->priority != CF_PRIORITY_DEFAULT)
             p->nprio++;
     }
@@ -2075,6 +2082,7 @@ static pjob *new_job(process_pool *p, cf_future **fs, size_t n)
         return NULL;
     j->next = NULL;
     j->on_worker = false;
+    j->requeued = false;
     j->n = (uint32_t)n;
     j->priority = fs[0]->priority;
     j->id = 0;
