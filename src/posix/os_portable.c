@@ -313,6 +313,8 @@ int cf__os_shm_new(const char *tag)
             errno = e;
             return -1;
         }
+        if (errno == EMFILE || errno == ENFILE || errno == ENOMEM)
+            return -1; /* a file would fail the same way */
         if (errno != EEXIST)
             break;
     }

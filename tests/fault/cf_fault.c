@@ -130,6 +130,7 @@ int __real_posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_acti
                        const posix_spawnattr_t *attr, char *const argv[], char *const envp[]);
 int __real_socketpair(int domain, int type, int protocol, int sv[2]);
 int __real_memfd_create(const char *name, unsigned int flags);
+int __real_shm_open(const char *name, int oflag, mode_t mode);
 void *__real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 
 void *__wrap_malloc(size_t size);
@@ -141,6 +142,7 @@ int __wrap_posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_acti
                        const posix_spawnattr_t *attr, char *const argv[], char *const envp[]);
 int __wrap_socketpair(int domain, int type, int protocol, int sv[2]);
 int __wrap_memfd_create(const char *name, unsigned int flags);
+int __wrap_shm_open(const char *name, int oflag, mode_t mode);
 void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 
 void *__wrap_malloc(size_t size)
@@ -202,6 +204,16 @@ int __wrap_memfd_create(const char *name, unsigned int flags)
         return -1;
     }
     return __real_memfd_create(name, flags);
+}
+
+/* The portable build's memfd_create: the same kind of fault. */
+int __wrap_shm_open(const char *name, int oflag, mode_t mode)
+{
+    if (hit(CF_FAULT_MEMFD_CREATE)) {
+        errno = EMFILE;
+        return -1;
+    }
+    return __real_shm_open(name, oflag, mode);
 }
 
 void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)

@@ -12,7 +12,8 @@
  * nth and every later one ("persistent"), as the real function fails when
  * the system is out of the resource: malloc/calloc/realloc return NULL
  * with ENOMEM (realloc leaves the block alone), pthread_create returns
- * EAGAIN, posix_spawn ENOMEM, socketpair/memfd_create -1 with EMFILE, mmap
+ * EAGAIN, posix_spawn ENOMEM, socketpair/memfd_create -1 with EMFILE (and
+ * shm_open, the portable build's memfd_create, counted as that), mmap
  * MAP_FAILED with ENOMEM.  Only calls made by the process that armed the
  * counter count: a forked child runs unharmed.
  *
