@@ -843,6 +843,44 @@ static void test_process_requeued_keep_fifo_among_equals(void **state)
     fifo_close(&gate2);
 }
 
+/* A lazy map on a process pool whose queue is full: the refill's chunk
+ * (one job, its slots at once) finds no room before the map's timeout.
+ * The map's counts must not keep that chunk as submitted: it never left
+ * the map.  The blocker is timed, so nothing is sent ahead to its worker
+ * and the first chunk holds both slots. */
+static void test_process_lazy_map_full_refill_not_counted(void **state)
+{
+    (void)state;
+    gated_pool g;
+    gated_start(&g, 2, true);
+    cf_value xs[6];
+    for (int i = 0; i < 6; i++)
+        xs[i] = cf_i64(i);
+    cf_map_input in = cf_input_array(xs, 6);
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.chunksize = 2;
+    mo.buffersize = 2;
+    mo.timeout = 0.2;
+    cf_map_iter *it = NULL;
+    assert_ok(cf_map(g.ex, t_square, &in, 1, &mo, &it));
+    assert_int_equal(atomic_load(&g.ex->bound.queued), 2);
+    /* The refill waits for room until the deadline; then the first
+     * result is not there either. */
+    assert_cf(CF_ETIMEDOUT, cf_map_next(it, NULL, NULL));
+    cf_progress p;
+    assert_ok(cf_map_progress(it, &p));
+    assert_int_equal(p.submitted, 2);
+    assert_int_equal(p.cancelled, 2);
+    assert_int_equal(p.running, 0);
+    assert_ok(cf_executor_progress(g.ex, &p));
+    assert_int_equal(p.submitted, 3);
+    cf_map_close(it);
+    assert_int_equal(atomic_load(&g.ex->bound.queued), 0);
+    gated_open(&g);
+    gated_end(&g);
+}
+
 static void test_process_full_and_cancel(void **state)
 {
     (void)state;
@@ -932,6 +970,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_process_priority_many),
     cmocka_unit_test(test_process_prio_not_sent_ahead),
     cmocka_unit_test(test_process_requeued_keep_fifo_among_equals),
+    cmocka_unit_test(test_process_lazy_map_full_refill_not_counted),
     cmocka_unit_test(test_process_full_and_cancel),
     cmocka_unit_test(test_process_waiter_woken_by_shutdown),
 };

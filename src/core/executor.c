@@ -500,10 +500,14 @@ static int submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_ch
     int rc;
     bool ref = false;
     if (as_chunk && ex->engine->submit_batch && n > 1) {
-        /* One job: its slots at once. */
+        /* One job: its slots at once.  Without room none of the n left:
+         * take back what a map counted. */
         if (!slots_taken &&
-            (rc = take_slots(ex, fs, n, space_deadline_ns, who, &ref)) != CF_OK)
+            (rc = take_slots(ex, fs, n, space_deadline_ns, who, &ref)) != CF_OK) {
+            for (size_t i = 0; i < n; i++)
+                cf__progress_unsubmit(fs[i]);
             return rc;
+        }
         for (size_t i = 0; i < n; i++) {
             cf_future_retain(fs[i]); /* the engine's references */
             cf__progress_submit(ex, fs[i]);
