@@ -298,6 +298,12 @@ int cf__os_tmpfile(void)
 int cf__os_shm_new(const char *tag)
 {
     (void)tag; /* names are gone at once: short ones fit every system */
+#ifdef __APPLE__
+    /* macOS shared-memory objects take no read()/write() (only mmap) and
+     * one ftruncate: the pool needs pwrite and pread (a copy made with
+     * pread cannot fault when the writer shrinks the file). */
+    return cf__os_tmpfile();
+#endif
     for (int attempt = 0; attempt < 16; attempt++) {
         char name[40];
         unsigned seq = atomic_fetch_add_explicit(&shm_seq, 1, memory_order_relaxed);
