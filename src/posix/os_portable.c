@@ -442,8 +442,10 @@ bool cf__os_socket_from(int fd, pid_t pid)
     struct sockaddr_storage sa;
     socklen_t sl = sizeof sa;
     memset(&sa, 0, sizeof sa);
+    /* An unnamed socket (a socketpair's) may report no family at all. */
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_STREAM ||
-        getsockname(fd, (struct sockaddr *)&sa, &sl) != 0 || sa.ss_family != AF_UNIX)
+        getsockname(fd, (struct sockaddr *)&sa, &sl) != 0 ||
+        (sa.ss_family != AF_UNIX && sa.ss_family != AF_UNSPEC))
         return false;
 #ifdef CF_HAVE_GETPEEREID
     uid_t uid;
