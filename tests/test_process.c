@@ -17,6 +17,8 @@
  */
 #include "cf_test_util.h"
 #include "internal.h" /* sent_to_worker() looks at a future's claim word */
+#include "os.h"       /* cf__os_note_exe(), cf__os_exe() */
+#include "process.h"  /* cf__process_argv */
 
 #include <dirent.h>
 #include <inttypes.h>
@@ -2833,6 +2835,48 @@ static void test_thread_timeout_clock_starts_at_start(void **state)
     blocker_destroy(&bl);
 }
 
+/* The file a CF_START_EXEC worker runs.  Linux: /proc/self/exe, whatever
+ * argv[0] said.  Portable: argv[0] made absolute - with a slash, through
+ * realpath(); a bare name, looked up on PATH as execvp() would - and NULL
+ * (a worker cannot start) when it names no executable file. */
+static void test_worker_image_from_argv0(void **state)
+{
+    (void)state;
+    char *saved_path = getenv("PATH") ? strdup(getenv("PATH")) : NULL;
+    char want[4096];
+    assert_non_null(realpath("/bin/sh", want));
+    setenv("PATH", "/nonexistent-dir::/bin", 1);
+    cf__os_note_exe("sh");
+    const char *bare = cf__os_exe();
+    assert_non_null(bare);
+    cf__os_note_exe("../../../../../../../../bin/sh");
+    const char *dotted = cf__os_exe();
+    assert_non_null(dotted);
+#ifdef CF_TEST_PORTABLE
+    assert_string_equal(dotted, want);
+    cf__os_note_exe("sh");
+    assert_string_equal(cf__os_exe(), want);
+    cf__os_note_exe("no-such-program-cfutures");
+    assert_null(cf__os_exe());
+    char plain[] = "/tmp/cf-not-exec-XXXXXX"; /* a file, not executable */
+    int fd = mkstemp(plain);
+    assert_true(fd >= 0);
+    close(fd);
+    cf__os_note_exe(plain);
+    unlink(plain);
+    assert_null(cf__os_exe());
+#else
+    assert_string_equal(bare, "/proc/self/exe");
+#endif
+    if (saved_path)
+        setenv("PATH", saved_path, 1);
+    else
+        unsetenv("PATH");
+    free(saved_path);
+    cf__os_note_exe(cf__process_argv[0]); /* as cf_process_init() left it */
+    assert_non_null(cf__os_exe());
+}
+
 /* Workers never outlive their parent: a busy one (killed by the parent-
  * death signal) and an idle one (EOF on its socket) both go when the
  * process that made the pool is killed. */
@@ -3655,6 +3699,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_timeout_clock_starts_at_start),
     cmocka_unit_test(test_thread_timeout_clock_starts_at_start),
     cmocka_unit_test(test_workers_die_with_parent),
+    cmocka_unit_test(test_worker_image_from_argv0),
     cmocka_unit_test(test_big_pending_cancelled_no_leak),
     cmocka_unit_test(test_big_pending_killed_no_leak),
     cmocka_unit_test(test_cancel_pending_then_shutdown),
