@@ -516,7 +516,8 @@ typedef struct cf_executor cf_executor;
 #define CF_AUTO (-1)
 
 /* CPUs this process may run on: the affinity mask, further limited by a
- * cgroup CPU quota (v2 cpu.max or v1 cfs quota) rounded up.  At least 1. */
+ * cgroup CPU quota (v2 cpu.max or v1 cfs quota) rounded up; in a library
+ * built with CF_PORTABLE, the CPUs online.  At least 1. */
 int cf_usable_cpus(void);
 
 /* The thread pool's default worker count: min(32, cf_usable_cpus() + 4). */
@@ -877,7 +878,10 @@ typedef enum cf_start_method {
      * /proc/self/exe, the same argv) that cf_process_init() turns into a
      * worker before main() does anything else: no thread, lock or heap
      * state of the parent is inherited, so it is safe however many threads
-     * the parent runs. */
+     * the parent runs.  A library built with CF_PORTABLE runs the file
+     * argv[0] named when cf_process_init() ran (made absolute, or found on
+     * PATH); if it names none, or the file is gone, workers fail to start
+     * and the pool breaks. */
     CF_START_EXEC = 0,
     /* fork() without exec: faster start, and cf_process_init() is not
      * needed - but only safe while no other thread of the parent holds a
