@@ -37,8 +37,9 @@
  *                        until its result (it waits for whatever of the
  *                        map still runs).
  *   priorities           tiny submit+collect through cf_submit_with() with
- *                        every other call at a priority of -3..3; us per
- *                        task.  Its floor is the same workload with every
+ *                        every other call at a priority of -3..3, and one
+ *                        last call (the lowest priority) awaited before
+ *                        the results are collected; us per task.  Its floor is the same workload with every
  *                        call at the default priority, run right before it
  *                        in the same round: cf/floor is the cost of mixing
  *                        priorities in.
@@ -189,6 +190,15 @@ static double bench_prio(size_t n, size_t warm, cf_future **fs, bool mixed)
         so.priority = mixed && (i & 1) ? (int)(i % 7) - 3 : CF_PRIORITY_DEFAULT;
         CHECK(cf_submit_with(ex, &so, sq_task, CF_ARGS(cf_i64((int64_t)i)), &fs[i]));
     }
+    /* A last call the workers take after all the others (the lowest
+     * priority when mixed), awaited first: collecting in submission order
+     * at once would overlap with the workers only when they run in that
+     * order. */
+    so.priority = mixed ? CF_PRIORITY_MIN : CF_PRIORITY_DEFAULT;
+    cf_future *last = NULL;
+    CHECK(cf_submit_with(ex, &so, sq_task, CF_ARGS(cf_i64(0)), &last));
+    CHECK(cf_future_result(last, CF_FOREVER, NULL));
+    CHECK(cf_future_release(last));
     for (size_t i = 0; i < n; i++) {
         int64_t r = 0;
         CHECK(cf_future_result_i64(fs[i], CF_FOREVER, &r));

@@ -655,11 +655,11 @@ typedef struct cf_submit_options {
      * order they were submitted.  It orders only what is still queued: it
      * never stops a call that has begun.  Thread and process pools.  A
      * process pool sends calls ahead to a busy worker, which runs them in
-     * the order sent: up to 64 jobs while every queued call has the
-     * default priority, one while any has another, so a call of high
-     * priority waits for at most one call sent ahead per worker (or, if
-     * it arrives while all queued calls have the default priority, those
-     * sent ahead before it).  Engines that do not order calls (MPI) refuse
+     * the order sent: up to 64 jobs (a map chunk is one job) while every
+     * queued call has the default priority, 8 while any has another, so
+     * a call of high priority waits for at most 7 jobs sent ahead per
+     * worker (or, if it arrives while all queued calls have the default
+     * priority, those sent ahead before it).  Engines that do not order calls (MPI) refuse
      * a priority other than the default with CF_ENOTSUP. */
     int priority;
     /* Seconds submit may wait for room when the executor's queue is full

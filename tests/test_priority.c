@@ -757,8 +757,9 @@ static void test_process_priority_many(void **state)
 }
 
 /* A busy worker is normally sent up to 64 jobs ahead (run in the order
- * sent), but only one while a call of another priority than the default
- * is queued: the later call of higher priority overtakes the rest. */
+ * sent), but holds 8 at most while a call of another priority than the
+ * default is queued: the later call of higher priority overtakes the
+ * rest. */
 static void test_process_prio_not_sent_ahead(void **state)
 {
     (void)state;
@@ -767,38 +768,44 @@ static void test_process_prio_not_sent_ahead(void **state)
     char path[96];
     snprintf(path, sizeof path, "/tmp/cf_test_prio_%d_ahead", (int)getpid());
     unlink(path);
-    cf_future *low1 = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(1)), 1);
-    cf_future *low2 = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(2)), 1);
-    sleep_ms(50); /* gives the manager the chance to send both ahead (it must not) */
-    cf_future *high = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(3)), 5);
+    enum { NLOW = 10, HIGH = 100 };
+    cf_future *low[NLOW];
+    for (int i = 0; i < NLOW; i++)
+        low[i] = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(i)), 1);
+    sleep_ms(50); /* gives the manager the chance to send them all ahead (it must not) */
+    cf_future *high = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(HIGH)), 5);
     gated_open(&g);
-    assert_ok(cf_future_result(low1, T_OK * cf_test_scale(), NULL));
-    assert_ok(cf_future_result(low2, T_OK * cf_test_scale(), NULL));
-    assert_ok(cf_future_result(high, T_OK * cf_test_scale(), NULL));
-    int got[8];
-    int n = read_order(path, got, 8);
-    /* low1 may have gone ahead (one job per worker), low2 may not. */
-    if (n == 3 && got[0] == 3) {
-        const int want[] = {3, 1, 2};
-        assert_order(got, n, want, 3);
-    } else {
-        const int want[] = {1, 3, 2};
-        assert_order(got, n, want, 3);
+    for (int i = 0; i < NLOW; i++) {
+        assert_ok(cf_future_result(low[i], T_OK * cf_test_scale(), NULL));
+        cf_future_release(low[i]);
     }
-    cf_future_release(low1);
-    cf_future_release(low2);
+    assert_ok(cf_future_result(high, T_OK * cf_test_scale(), NULL));
     cf_future_release(high);
+    int got[16];
+    int n = read_order(path, got, 16);
+    /* The worker held the gate call and at most 7 more: the high call ran
+     * after at most 7 of the low ones, which ran in order. */
+    int want[NLOW + 1], at = 0;
+    while (at < n && got[at] != HIGH)
+        at++;
+    if (at > 7)
+        fail_msg("the high-priority call ran after %d calls sent ahead", at);
+    for (int i = 0, k = 0; i <= NLOW; i++)
+        want[i] = i == at ? HIGH : k++;
+    assert_order(got, n, want, NLOW + 1);
     gated_end(&g);
 }
 
 /* Jobs put back after their worker died go to the front of the queue
  * whatever their priority, so the queue is no longer sorted; a later call
  * must still queue behind the calls of its priority already there.
- * The blocker's worker has three calls sent ahead (y1, a gate, then y2
- * and y3); then A (priority 5) and B (0) queue.  The worker is killed:
- * y1, y2 and y3 go back to the front, y1 and y2 (one ahead) to the
- * replacement, and y3 waits at the front while y1 holds the worker:
- * [y3 A B].  C (5) must go behind A. */
+ * The blocker's worker has eleven calls sent ahead (all of the default
+ * priority, so up to 64 may go): y1, a gate, then y2..y10; then A
+ * (priority 5) and B (0) queue, the worker holding more than the 8 jobs
+ * allowed while priorities are pending.  The worker is killed: y1..y10 go
+ * back to the front, y1..y8 to the replacement (8 jobs), and y9, y10 wait
+ * at the front while y1 holds the worker: [y9 y10 A B].  C (5) must go
+ * behind A. */
 static void test_process_requeued_keep_fifo_among_equals(void **state)
 {
     (void)state;
@@ -812,31 +819,37 @@ static void test_process_requeued_keep_fifo_among_equals(void **state)
     unlink(path);
     cf_future *y1 = submit_prio(g.ex, p_gate, CF_ARGS(cf_str(started2.path), cf_str(gate2.path)),
                                 0);
-    cf_future *y2 = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(0)), 0);
-    cf_future *y3 = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(1)), 0);
+    enum { NY = 9 }; /* y2..y10 */
+    cf_future *ys[NY];
+    for (int i = 0; i < NY; i++)
+        ys[i] = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(i)), 0);
     /* All sent ahead: they gave back their queue slots. */
     double end = cf_test_now() + T_OK * cf_test_scale();
     while (atomic_load(&g.ex->bound.queued) != 0 && cf_test_now() < end)
         sleep_ms(1);
     assert_int_equal(atomic_load(&g.ex->bound.queued), 0);
-    cf_future *a = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(2)), 5);
-    cf_future *b = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(3)), 0);
+    cf_future *a = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(20)), 5);
+    cf_future *b = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(21)), 0);
     assert_int_equal(atomic_load(&g.ex->bound.queued), 2);
     assert_ok(cf_future_interrupt(g.blk));
     struct pollfd pfd = {started2.fd, POLLIN, 0};
     assert_int_equal(poll(&pfd, 1, (int)(T_OK * 1000 * cf_test_scale())), 1);
-    cf_future *c = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(4)), 5);
+    cf_future *c = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(22)), 5);
     ssize_t w = write(gate2.fd, "x", 1);
     assert_int_equal(w, 1);
-    cf_future *all[] = {y1, y2, y3, a, b, c};
-    for (size_t i = 0; i < 6; i++) {
+    cf_future *all[] = {y1, a, b, c};
+    for (size_t i = 0; i < 4; i++) {
         assert_ok(cf_future_result(all[i], T_OK * cf_test_scale(), NULL));
         cf_future_release(all[i]);
     }
-    int got[8];
-    int n = read_order(path, got, 8);
-    const int want[] = {0, 1, 2, 4, 3};
-    assert_order(got, n, want, 5);
+    for (int i = 0; i < NY; i++) {
+        assert_ok(cf_future_result(ys[i], T_OK * cf_test_scale(), NULL));
+        cf_future_release(ys[i]);
+    }
+    int got[16];
+    int n = read_order(path, got, 16);
+    const int want[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 20, 22, 21};
+    assert_order(got, n, want, NY + 3);
     assert_true(cf_future_cancelled(g.blk));
     gated_end(&g);
     fifo_close(&started2);

@@ -53,11 +53,12 @@
  *   default priority a job is appended; otherwise it goes behind the last
  *   job of its priority or higher, found in `marks` (one per distinct
  *   priority pending).  While jobs of another priority than the default
- *   are pending (`nprio`), a busy worker is sent one job ahead instead of
- *   DEPTH, so a later call of higher priority waits for at most one call
- *   per worker.  Jobs put back after a worker died go to the front,
- *   whatever their priority (`requeued`), and stay there: the walk that
- *   replaces the marks after that passes them.
+ *   are pending (`nprio`), a worker holds PRIO_DEPTH jobs at most instead
+ *   of DEPTH, so a later call of higher priority waits for fewer calls
+ *   sent ahead, while tiny calls still travel several per write.  Jobs
+ *   put back after a worker died go to the front, whatever their priority
+ *   (`requeued`), and stay there: the walk that replaces the marks after
+ *   that passes them.
  * - Bound (max_queued, cf__bound in executor.c): a call holds a queue slot
  *   from submit until dispatch takes its job off the pending queue (or it
  *   is cancelled, or the pool drops it); shutdown and breakage close the
@@ -100,6 +101,10 @@
 extern char **environ;
 
 #define DEPTH 64          /* most jobs queued on one worker */
+/* ... while jobs of another priority than the default are pending: a job
+ * of higher priority that arrives waits for at most this many jobs per
+ * worker, and workers still get several tiny calls per write. */
+#define PRIO_DEPTH 8
 /* Claim words per worker: the most calls sent to one worker and not yet
  * answered (a bigger map chunk is split at submit). */
 #define NCLAIMS 8192
@@ -1719,12 +1724,8 @@ static pworker *pick_worker(process_pool *p, pjob *j, size_t backlog)
     }
     if (!best)
         return NULL;
-    /* While calls of another priority than the default are pending, one
-     * job ahead at most: the worker still finds its next call waiting
-     * when it answers, and a later call of higher priority waits for at
-     * most one call per worker. */
     if (best->njobs > 0 &&
-        (backlog < (size_t)p->max_workers || best->njobs >= (p->nprio ? 2 : DEPTH)))
+        (backlog < (size_t)p->max_workers || best->njobs >= (p->nprio ? PRIO_DEPTH : DEPTH)))
         return NULL;
     return best;
 }

@@ -127,6 +127,10 @@ struct thread_pool {
     /* == nheap; changed under prio_lock, seq_cst (the wake-up handshake),
      * read without it by the workers' fast path. */
     _Atomic size_t nprio;
+    /* The heap top's priority while nprio > 0; stored (relaxed) under
+     * prio_lock after each change, read without it by pop() to choose a
+     * queue: a stale value only picks the other queue first. */
+    _Atomic int top_priority;
 
     cf__lock submit_lock;
     int nthreads;                /* guarded by submit_lock */
@@ -207,6 +211,7 @@ static void heap_push_locked(thread_pool *p, cf_future *f)
         i = (i - 1) / 2;
     }
     p->heap[i] = e;
+    atomic_store_explicit(&p->top_priority, p->heap[0].priority, memory_order_relaxed);
     atomic_fetch_add(&p->nprio, 1); /* seq_cst: see the design notes */
 }
 
@@ -227,8 +232,10 @@ static cf_future *heap_pop_locked(thread_pool *p)
         p->heap[i] = p->heap[c];
         i = c;
     }
-    if (n)
+    if (n) {
         p->heap[i] = last;
+        atomic_store_explicit(&p->top_priority, p->heap[0].priority, memory_order_relaxed);
+    }
     atomic_fetch_sub(&p->nprio, 1);
     return top;
 }
@@ -263,12 +270,17 @@ static cf_future *pop_fifo(thread_pool *p)
     return f;
 }
 
-/* Takes the queued call of highest priority (see the design notes). */
+/* Takes the queued call of highest priority (see the design notes).
+ * While the heap's top is below the default and the FIFO has calls, a
+ * worker goes to the FIFO without taking prio_lock. */
 static cf_future *pop(thread_pool *p)
 {
     if (CF__LIKELY(atomic_load_explicit(&p->nprio, memory_order_relaxed) == 0))
         return pop_fifo(p);
-    cf_future *f = heap_take(p, true);
+    cf_future *f = NULL;
+    if (atomic_load_explicit(&p->top_priority, memory_order_relaxed) > CF_PRIORITY_DEFAULT ||
+        cf__queue_looks_empty(&p->q))
+        f = heap_take(p, true);
     if (!f)
         f = pop_fifo(p);
     if (!f)
@@ -761,6 +773,7 @@ CF__API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_options *
     atomic_init(&p->pop_lock.word, 0);
     atomic_init(&p->prio_lock.word, 0);
     atomic_init(&p->nprio, 0);
+    atomic_init(&p->top_priority, 0);
     atomic_init(&p->submit_lock.word, 0);
     atomic_init(&p->idle_lock.word, 0);
     atomic_init(&p->shutdown, false);
