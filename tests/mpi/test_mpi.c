@@ -101,6 +101,21 @@ static int hold_pid(cf_call *c)
 }
 CF_TASK(hold_pid);
 
+/* Returns argument 0 bytes of 0x5a. */
+static int big_result(cf_call *c)
+{
+    size_t n = (size_t)cf_arg_i64(c, 0);
+    unsigned char *b = malloc(n);
+    if (!b)
+        return cf_raise(c, CF_ENOMEM, "MemoryError", "no memory for %zu bytes", n);
+    memset(b, 0x5a, n);
+    cf_value v = cf_bytes(b, n);
+    int rc = cf_return_value(c, &v);
+    free(b);
+    return rc;
+}
+CF_TASK(big_result);
+
 /* The sum of the bytes of argument 0. */
 static int sum_bytes(cf_call *c)
 {
@@ -678,29 +693,42 @@ static void test_frame_over_2gib(void **state)
 #endif
 }
 
-/* A worker dies while 64 MiB are on their way to its sibling (which Open
- * MPI then ends too): the pool breaks, the half-sent message is let go,
- * a new pool works and the process finalizes MPI and exits. */
+/* A worker dies while its sibling sends results of 64 MiB (Open MPI then
+ * ends the sibling too, in the middle of a result): the pool breaks, the
+ * half-received message is let go, a new pool works and the process
+ * finalizes MPI and exits.
+ * The other direction - a worker that dies while a big message to it is
+ * being written - is not tested: there Open MPI 4.1's TCP transport
+ * deadlocks the writing thread inside MPI (its error path takes the
+ * connection's lock again to send a FIN) or, without RDMA, aborts the
+ * process (README, "Limits today"). */
 static void test_death_during_big_transfer(void **state)
 {
     (void)state;
     size_t big = (size_t)64 << 20;
-    unsigned char *buf = pattern(big);
     double t0 = cf_test_now();
     cf_executor *ex = pool(2, 1.5);
-    cf_future *f, *g;
+    cf_future *f, *g[6];
     assert_ok(cf_submit(ex, die, CF_NOARGS, &f));
-    assert_ok(cf_submit(ex, echo, CF_ARGS(cf_bytes(buf, big)), &g));
+    for (int i = 0; i < 6; i++)
+        assert_ok(cf_submit(ex, big_result, CF_ARGS(cf_i64((int64_t)big)), &g[i]));
     assert_cf(CF_EBROKEN, cf_future_result(f, CF_FOREVER, NULL));
-    int rc = cf_future_result(g, CF_FOREVER, NULL);
-    assert_true(rc == CF_EBROKEN || rc == CF_OK);
-    print_message("broken after %.2f s (the big call: %s)\n", cf_test_now() - t0,
+    int rc = CF_OK;
+    for (int i = 0; i < 6; i++) {
+        const cf_value *v;
+        int r = cf_future_result(g[i], CF_FOREVER, &v);
+        assert_true(r == CF_EBROKEN || r == CF_OK);
+        if (r == CF_OK)
+            assert_int_equal(v->size, big);
+        else
+            rc = r;
+        cf_future_release(g[i]);
+    }
+    print_message("broken after %.2f s (the big calls: %s)\n", cf_test_now() - t0,
                   cf_err_name(rc));
     fflush(stdout);
     cf_future_release(f);
-    cf_future_release(g);
     assert_ok(cf_executor_destroy(ex));
-    free(buf);
     ex = pool(1, 0);
     print_message("new pool after %.2f s\n", cf_test_now() - t0);
     fflush(stdout);
