@@ -98,7 +98,7 @@ static inline size_t cf__mpi_frame_len(const wire_enc *e)
  * every CF__MPI_DOZE_NAP_NS.  The first call after such a pause waits up
  * to that long; a busy pool never dozes. */
 #define CF__MPI_DOZE_AFTER_NS 1000000000
-#define CF__MPI_DOZE_NAP_NS 4000000
+#define CF__MPI_DOZE_NAP_NS 8000000
 
 /* Adaptive spinning: a loop keeps an average (EWMA) of how long its
  * recent waits for a message took, and probes without sleeping for about
