@@ -121,6 +121,18 @@ static inline void cf__mpi_average(int64_t *avg, int64_t sample)
     *avg += (sample - *avg) / 4;
 }
 
+/* The pause after having waited `waited` already, at most `max`: an
+ * eighth of it, so a message that comes during a pause is noticed at most
+ * an eighth late (doubling pauses could double the wait), while a long
+ * wait still settles at `max`. */
+static inline int64_t cf__mpi_nap_for(int64_t waited, int64_t max)
+{
+    int64_t nap = waited / 8;
+    if (nap < CF__MPI_NAP_MIN_NS)
+        nap = CF__MPI_NAP_MIN_NS;
+    return nap > max ? max : nap;
+}
+
 /* The pause after the previous one `nap` (0 at first), at most `max`. */
 static inline int64_t cf__mpi_next_nap(int64_t nap, int64_t max)
 {

@@ -996,7 +996,7 @@ static void *manager_main(void *arg)
 
     /* avg_wait: how long the manager recently waited for MPI traffic
      * while calls were out (see cf__mpi_spin_for). */
-    int64_t last_progress = cf__now_ns(), nap = 0, avg_wait = 0;
+    int64_t last_progress = cf__now_ns(), avg_wait = 0;
     bool was_busy = false;
     for (;;) {
         pthread_mutex_lock(&p->mu);
@@ -1014,7 +1014,6 @@ static void *manager_main(void *arg)
             if (was_busy)
                 cf__mpi_average(&avg_wait, now - last_progress);
             last_progress = now;
-            nap = 0;
             was_busy = busy(p);
             continue;
         }
@@ -1030,13 +1029,14 @@ static void *manager_main(void *arg)
             return NULL;
         }
         /* Woken by submit and shutdown (seq, the condition variable) - or
-         * by the timeout, the only way to notice MPI traffic: a short
-         * doubling pause while calls are out, a fifth of the heartbeat
-         * timeout when idle (to drain heartbeats and notice a dead
-         * worker within the bound). */
+         * by the timeout, the only way to notice MPI traffic: an eighth of
+         * the time waited so far while calls are out (an answer is seen
+         * at most that late), a fifth of the heartbeat timeout when idle
+         * (to drain heartbeats and notice a dead worker within the
+         * bound). */
         int64_t wait_ns = p->hb_timeout_ns / 5;
         if (work)
-            wait_ns = nap = cf__mpi_next_nap(nap, CF__MPI_NAP_MAX_NS);
+            wait_ns = cf__mpi_nap_for(now - last_progress, CF__MPI_NAP_MAX_NS);
         if (p->seq == seq) {
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -480,7 +480,7 @@ static void set_busy(bool busy)
 static void wait_message(MPI_Comm comm, int manager, MPI_Message *msg, MPI_Status *st)
 {
     static int64_t avg_wait; /* this thread only */
-    int64_t idle_since = cf__now_ns(), nap = 0;
+    int64_t idle_since = cf__now_ns();
     int64_t spin = cf__mpi_spin_for(avg_wait);
     for (;;) {
         int flag = 0;
@@ -498,8 +498,8 @@ static void wait_message(MPI_Comm comm, int manager, MPI_Message *msg, MPI_Statu
          * It ends by itself, at most CF__MPI_NAP_MAX_NS later (or
          * CF__MPI_DOZE_NAP_NS once idle for a second). */
         int64_t idle = cf__now_ns() - idle_since;
-        nap = cf__mpi_next_nap(nap, idle < CF__MPI_DOZE_AFTER_NS ? CF__MPI_NAP_MAX_NS
-                                                                 : CF__MPI_DOZE_NAP_NS);
+        int64_t nap = cf__mpi_nap_for(idle, idle < CF__MPI_DOZE_AFTER_NS ? CF__MPI_NAP_MAX_NS
+                                                                        : CF__MPI_DOZE_NAP_NS);
         struct timespec ts = {0, (long)nap};
         nanosleep(&ts, NULL);
     }
