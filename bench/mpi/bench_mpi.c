@@ -20,7 +20,10 @@
  * python3-mpi4py) in the same run, and the ratios.
  *
  * Usage: bench_mpi [--quick] [--no-peer] [--python PATH] [--workers N]
- *                  [--idle SECONDS]
+ *                  [--idle SECONDS] [--map-cpu ROUNDS]
+ * --map-cpu runs only the chunked map, ROUNDS times, and splits its cost
+ * per element: wall time of cf_map() (which submits every chunk) and of
+ * collecting, and CPU time of this process and of the workers.
  * Needs the Open MPI variables of README.md when run as root or on fewer
  * cores than ranks.
  */
@@ -203,6 +206,45 @@ static void run_peer(const char *python, int workers, int rounds, int tiny, int 
     }
 }
 
+static double workers_cpu(void)
+{
+    long pids[64];
+    int np = worker_pids(pids, 64);
+    double s = 0;
+    for (int i = 0; i < np; i++)
+        s += proc_cpu(pids[i]);
+    return s;
+}
+
+/* --map-cpu: where the chunked map's time goes. */
+static void map_cpu(cf_executor *ex, int map_n, int rounds)
+{
+    cf_value *in = malloc((size_t)map_n * sizeof *in);
+    for (int i = 0; i < map_n; i++)
+        in[i] = cf_i64(i);
+    for (int r = 0; r < rounds; r++) {
+        cf_map_options mo;
+        cf_map_options_init(&mo);
+        mo.chunksize = 1000;
+        cf_map_input input = cf_input_array(in, (size_t)map_n);
+        cf_map_iter *it;
+        double c0 = self_cpu(), w0 = workers_cpu(), t0 = now();
+        CHECK(cf_map(ex, noop, &input, 1, &mo, &it));
+        double t1 = now();
+        for (int i = 0; i < map_n; i++) {
+            const cf_value *v;
+            CHECK(cf_map_next(it, &v, NULL));
+        }
+        double t2 = now(), c2 = self_cpu(), w2 = workers_cpu();
+        cf_map_close(it);
+        printf("chunked map, ns per element: cf_map() %.0f + collect %.0f = %.0f wall; CPU "
+               "of this process %.0f, of the workers %.0f\n",
+               (t1 - t0) / map_n * 1e9, (t2 - t1) / map_n * 1e9, (t2 - t0) / map_n * 1e9,
+               (c2 - c0) / map_n * 1e9, (w2 - w0) / map_n * 1e9);
+    }
+    free(in);
+}
+
 static void row(const char *name, const char *unit, double ours, double peer, bool higher_better)
 {
     if (peer > 0)
@@ -233,6 +275,7 @@ int main(int argc, char **argv)
     const char *python = "/usr/bin/python3";
     int workers = 2;
     double idle = 5;
+    int map_rounds = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0)
             quick = true;
@@ -244,6 +287,8 @@ int main(int argc, char **argv)
             workers = atoi(argv[++i]);
         else if (strcmp(argv[i], "--idle") == 0 && i + 1 < argc)
             idle = atof(argv[++i]);
+        else if (strcmp(argv[i], "--map-cpu") == 0 && i + 1 < argc)
+            map_rounds = atoi(argv[++i]);
     }
     if (quick)
         idle = 0.5;
@@ -252,6 +297,12 @@ int main(int argc, char **argv)
     int map_n = quick ? 10000 : 500000;
 
     double first, second;
+    if (map_rounds > 0) {
+        cf_executor *mex = new_pool(workers, &first);
+        map_cpu(mex, map_n, map_rounds);
+        CHECK(cf_executor_destroy(mex));
+        return 0;
+    }
     cf_executor *ex = new_pool(workers, &first);
     CHECK(cf_executor_destroy(ex));
     ex = new_pool(workers, &second);
