@@ -396,12 +396,14 @@ static int post_long(mpi_pool *p, mworker *w, const mjob *j, int tag)
     }
     for (uint32_t i = 0; i < j->n; i++)
         s->hold[s->nhold++] = cf_future_retain(j->fs[i]);
+    for (size_t i = 0; i <= nparts; i++)
+        s->reqs[i] = MPI_REQUEST_NULL;
     wire_enc h = {.buf = hdr, .len = 0, .cap = 12};
     wenc_u32(&h, (uint32_t)tag);
     wenc_u64(&h, total);
     bool ok = MPI_Isend(hdr, 12, MPI_BYTE, w->rank, MTAG_LONG, p->comm, &s->reqs[0]) ==
               MPI_SUCCESS;
-    s->nreq = 1;
+    s->nreq = ok;
     for (size_t i = 0; i < k && ok; i++)
         for (size_t off = 0; off < pcs[i].n && ok; off += pm) {
             size_t n = pcs[i].n - off < pm ? pcs[i].n - off : pm;
@@ -424,7 +426,7 @@ static bool reap_sends(mpi_pool *p)
         msend *s = *sp;
         int done = 0;
         if (s->nreq == 1)
-            MPI_Test(&s->one, &done, MPI_STATUS_IGNORE);
+            MPI_Test(&s->reqs[0], &done, MPI_STATUS_IGNORE);
         else
             MPI_Testall(s->nreq, s->reqs, &done, MPI_STATUSES_IGNORE);
         if (!done) {

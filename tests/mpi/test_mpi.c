@@ -497,7 +497,7 @@ static void test_terminate_and_kill_workers(void **state)
     for (int kill_them = 0; kill_them < 2; kill_them++) {
         char dir[] = "/tmp/cf-mpi-pids-XXXXXX";
         assert_non_null(mkdtemp(dir));
-        cf_executor *ex = pool(2, 0);
+        cf_executor *ex = pool(2, 20); /* silence alone would take 20 s */
         cf_future *hold[2], *more[4];
         for (int i = 0; i < 2; i++)
             assert_ok(cf_submit(ex, hold_pid, CF_ARGS(cf_str(dir)), &hold[i]));
@@ -516,10 +516,10 @@ static void test_terminate_and_kill_workers(void **state)
                                              : "stopped by terminate_workers"));
             cf_future_release(hold[i]);
         }
-        /* At once: not after a heartbeat timeout, nor the 30 s call. */
+        /* At once: not after the heartbeat timeout, nor the 30 s call. */
         print_message("calls failed %.3f s after the %s\n", cf_test_now() - t0,
                       kill_them ? "kill" : "terminate");
-        assert_true(cf_test_now() - t0 < 2.0 * cf_test_scale());
+        assert_true(cf_test_now() - t0 < 5.0 * cf_test_scale());
         for (int i = 0; i < 4; i++) {
             int rc = cf_future_result(more[i], CF_FOREVER, NULL);
             assert_true(rc == CF_ECANCELLED || rc == CF_EBROKEN);
@@ -660,7 +660,7 @@ static void test_frame_over_2gib(void **state)
                       avail_kb >> 10);
         skip();
     }
-    alarm((unsigned)(60 * cf_test_scale())); /* copies and 2.5 GiB over TCP */
+    alarm((unsigned)(280 * cf_test_scale())); /* copies, 2.5 GiB over TCP (ctest: 300 s) */
     size_t each = (size_t)870 << 20;
     unsigned char *buf = malloc(each + 2);
     assert_non_null(buf);
