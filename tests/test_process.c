@@ -1535,6 +1535,12 @@ static const crash_spec crash_unknown_frame = {"unknown-frame:p_faulty", p_fault
 /* A worker writes its claim words; one that writes nonsense is crashing. */
 static const crash_spec crash_claim_nonsense = {"claim-nonsense:p_faulty", p_faulty, 0, 0,
                                                 "claim word disagrees", false};
+/* The result ring is untrusted too: a position beyond what it can hold,
+ * or only part of a frame there. */
+static const crash_spec crash_ring_overrun = {"ring-overrun:p_faulty", p_faulty, 0, 0,
+                                              "result ring position out of range", false};
+static const crash_spec crash_ring_partial = {"ring-partial:p_faulty", p_faulty, 0, 0,
+                                              "part of a frame in the result ring", false};
 static const crash_spec crash_sigkill = {NULL, p_hang, 0, SIGKILL, "signal 9 (SIGKILL)", false};
 static const crash_spec crash_sigterm = {NULL, p_hang, 0, SIGTERM, "signal 15 (SIGTERM)", false};
 
@@ -1593,6 +1599,8 @@ CRASH_TESTS(stray_result, crash_stray_result)
 CRASH_TESTS(second_hello, crash_second_hello)
 CRASH_TESTS(unknown_frame, crash_unknown_frame)
 CRASH_TESTS(claim_nonsense, crash_claim_nonsense)
+CRASH_TESTS(ring_overrun, crash_ring_overrun)
+CRASH_TESTS(ring_partial, crash_ring_partial)
 CRASH_TESTS(sigkill, crash_sigkill)
 CRASH_TESTS(sigterm, crash_sigterm)
 CRASH_TESTS_FORK(run_segv, crash_run_segv)
@@ -3644,6 +3652,10 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_crash_unknown_frame_replaces),
     cmocka_unit_test(test_crash_claim_nonsense_breaks),
     cmocka_unit_test(test_crash_claim_nonsense_replaces),
+    cmocka_unit_test(test_crash_ring_overrun_breaks),
+    cmocka_unit_test(test_crash_ring_overrun_replaces),
+    cmocka_unit_test(test_crash_ring_partial_breaks),
+    cmocka_unit_test(test_crash_ring_partial_replaces),
     cmocka_unit_test(test_crash_sigkill_breaks),
     cmocka_unit_test(test_crash_sigkill_replaces),
     cmocka_unit_test(test_crash_sigterm_breaks),

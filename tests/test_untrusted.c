@@ -176,7 +176,8 @@ CF_TASK(u_make);
 /* With CF_TEST_FAKE_WORKER=<seed> in its environment, this program started
  * as a pool's worker plays the worker's side of the socket itself, before
  * main(): it answers the parent's frames with a random mix of valid
- * answers and garbage (see fake_answer), claims its calls in the shared
+ * answers and garbage (see fake_answer), through its socket and its result
+ * ring, claims its calls in the shared
  * claim words or scribbles on them (fake_claim), and never hangs - every
  * CALL gets something, or the fake exits. */
 #define FAKE_ENV "CF_TEST_FAKE_WORKER"
@@ -238,6 +239,32 @@ static bool fake_claim(void)
     return !atomic_compare_exchange_strong(&fake_words[k % fake_nwords], &pending,
                                            CF__CLAIM_RUNNING) &&
            pending == CF__CLAIM_CANCELLED;
+}
+
+/* The result ring the parent shares (RING), and how many bytes this fake
+ * has published in it. */
+static unsigned char *fake_ring;
+static uint64_t fake_head;
+
+/* Publishes `n` bytes in the ring (whatever they are) and rings the bell
+ * as a worker must when the parent says it sleeps; false (nothing done)
+ * when there is no ring or no room. */
+static bool fake_ring_put(int fd, const unsigned char *p, size_t n)
+{
+    if (!fake_ring)
+        return false;
+    uint64_t tail = atomic_load(cf__ring_word(fake_ring, CF__RING_TAIL));
+    if (fake_head - tail + n > CF__RING_BYTES)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        fake_ring[CF__RING_DATA + (fake_head + i) % CF__RING_BYTES] = p[i];
+    fake_head += n;
+    atomic_store(cf__ring_word(fake_ring, CF__RING_HEAD), fake_head);
+    if (atomic_load(cf__ring_word(fake_ring, CF__RING_SLEEPING))) {
+        unsigned char bell[WIRE_HDR] = {0, 0, 0, 0, WIRE_BELL, 0, 0, 0};
+        fake_write(fd, bell, sizeof bell);
+    }
+    return true;
 }
 
 static void fake_answer(int fd, uint32_t n, uint16_t id)
@@ -311,6 +338,31 @@ static void fake_answer(int fd, uint32_t n, uint16_t id)
         break;
     case 9:
         _exit((int)(fake_next() % 4));
+    case 10: /* the right answer through the ring, as a worker sends it */
+    case 11:
+        if (!fake_ring_put(fd, e.buf, e.len))
+            fake_write(fd, e.buf, e.len);
+        break;
+    case 12: { /* random bytes in the ring, or the answer with a byte flipped */
+        unsigned char junk[64];
+        size_t len = fake_next() % 2 ? 1 + fake_next() % sizeof junk : 0;
+        for (size_t i = 0; i < len; i++)
+            junk[i] = (unsigned char)fake_next();
+        if (!len)
+            e.buf[fake_next() % e.len] ^= (unsigned char)(1 + fake_next() % 255);
+        if (!fake_ring_put(fd, len ? junk : e.buf, len ? len : e.len))
+            fake_write(fd, e.buf, e.len);
+        break;
+    }
+    case 13: /* a ring position beyond what the ring can hold, then the bell */
+        if (fake_ring) {
+            fake_head += CF__RING_BYTES + 1 + fake_next() % 4096;
+            atomic_store(cf__ring_word(fake_ring, CF__RING_HEAD), fake_head);
+            unsigned char bell[WIRE_HDR] = {0, 0, 0, 0, WIRE_BELL, 0, 0, 0};
+            fake_write(fd, bell, sizeof bell);
+        }
+        fake_write(fd, e.buf, e.len);
+        break;
     default:
         fake_write(fd, e.buf, e.len);
     }
@@ -355,6 +407,11 @@ static _Noreturn void fake_worker(int fd, uint64_t seed)
                 fake_words = m;
                 fake_nwords = (size_t)st.st_size / 4;
             }
+        }
+        if (type == WIRE_RING && nfds == 1 && !fake_ring) {
+            void *m = mmap(NULL, CF__RING_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+            if (m != MAP_FAILED)
+                fake_ring = m;
         }
         for (int i = 0; i < nfds; i++)
             close(fds[i]);

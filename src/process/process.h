@@ -62,4 +62,50 @@ int cf__wire_to_memfd(const wire_enc *e);
  * EINVAL respectively, else mmap's).  Unmap with munmap(p, size). */
 void *cf__wire_map(int memfd, uint64_t size, uint64_t max);
 
+/* ---- the result ring ---------------------------------------------------
+ *
+ * Right after CLAIMS the parent sends RING (WIRE_SHM, u64 size, a memfd of
+ * CF__RING_SIZE bytes it made and sealed against shrinking and growing).
+ * The worker writes its inline RESULT frames there, byte for byte as on
+ * the socket, instead of sending them: no system call per answer while
+ * the parent's manager is awake.  Three counters, each on its own cache
+ * line, then CF__RING_BYTES of data (byte k at CF__RING_DATA + k %
+ * CF__RING_BYTES):
+ *   head      bytes the worker has published (whole frames only), written
+ *             by the worker after the bytes;
+ *   tail      bytes the parent has copied out, written by the parent: the
+ *             worker never overwrites [tail, head);
+ *   sleeping  1 while the parent's manager may wait in poll() without
+ *             looking at the ring.
+ * `head` and `sleeping` are a seq_cst Dekker pair: the worker stores head,
+ * then loads sleeping, and if it is set writes a BELL frame (a header, no
+ * payload) to its socket; the manager stores sleeping, then loads head, and
+ * does not wait if there is something new.  So an answer is never left in
+ * the ring while the manager sleeps.
+ * Once it has the ring, a worker answers every call there, in order: an
+ * inline RESULT frame in full, or, for a RESULT that must go through the
+ * socket (a descriptor rides on it, or it is too big to be inline), a
+ * SOCKET frame (a header with that id, no payload) just before it sends
+ * the RESULT.  It waits for room when the ring is full (after a BELL).
+ * So the parent reads the ring strictly in order - every frame there must
+ * answer the oldest job, and at a SOCKET frame it stops until that answer
+ * has come through the socket - and takes a RESULT from the socket only
+ * when the ring, once looked at, is empty or starts with the SOCKET frame
+ * of that answer.  (Empty: a worker that does not use the ring, such as a
+ * fault-injected one.)  The parent copies the bytes out before it reads
+ * any of them (the worker can still write the ring), checks head against
+ * tail and the ring's size, and refuses anything else there, a part of a
+ * frame included, as a bad frame. */
+#define CF__RING_HEAD 0
+#define CF__RING_TAIL 64
+#define CF__RING_SLEEPING 128
+#define CF__RING_DATA 256
+#define CF__RING_BYTES ((size_t)256 << 10)
+#define CF__RING_SIZE (CF__RING_DATA + CF__RING_BYTES)
+
+static inline _Atomic uint64_t *cf__ring_word(void *map, size_t off)
+{
+    return (_Atomic uint64_t *)((unsigned char *)map + off);
+}
+
 #endif

@@ -5,8 +5,9 @@
  * Design notes
  *
  *   submit ──► pending jobs (mu) ──► manager thread ──► socket ──► worker
- *                                      │  ▲ RESULT frames (id)    │
- *                                      │  └───────────────────────┤
+ *                                      │  ▲ RESULT frames (id):   │
+ *                                      │  └─ result ring (BELL ───┤
+ *                                      │     only while we sleep) │
  *   cf_future_cancel ─┐                ▼ attach: word = PENDING   │
  *                     └─ CAS PENDING→CANCELLED ─► claim words ◄───┘ CAS PENDING→RUNNING
  *                        (any thread)             (memfd shared     before each call;
@@ -36,6 +37,14 @@
  *   cancelled as "skipped".  Batching is kept: a worker still gets up to
  *   DEPTH jobs while a backlog exists (more pending jobs than workers),
  *   so the frames of many tiny calls travel in one write.
+ * - Answers come back through a result ring in memory shared with each
+ *   worker (process.h): the worker publishes its inline RESULT frames
+ *   there and writes to its socket only when the manager has said it
+ *   sleeps (a BELL), so a busy pool makes no system call per answer.  The
+ *   ring is as untrusted as the words: its positions are checked, its
+ *   bytes copied out before they are decoded, and its frames must answer
+ *   the jobs in order, a SOCKET frame standing in for an answer that
+ *   comes through the socket (ring_pump, read_some).
  * - The words are written by an untrusted process.  The parent reads
  *   nothing into a word but "claimed or not", never trusts it for memory
  *   safety, and checks each RESULT against what it knows: a RESULT must
@@ -169,6 +178,15 @@ typedef struct pworker {
      * sent - answered <= NCLAIMS, so no word is in use twice. */
     cf__buf claims;
     uint64_t calls_sent, calls_answered;
+    /* Its result ring (process.h): the mapping (NULL only in the fuzz
+     * harness), the bytes copied out so far (`ring_tail`), and copies not
+     * handled yet: a frame that answers a later job than the oldest waits
+     * in `rin` until the oldest job's answer has come through the socket. */
+    cf__buf ring;
+    uint64_t ring_tail;
+    unsigned char *rin;
+    size_t rin_start, rin_end, rin_cap;
+    bool refused;        /* sent a bad frame: nothing more is read from it */
     uint16_t next_id;
     int64_t head_since;  /* when the head job started running */
     long tasks_sent;
@@ -748,13 +766,14 @@ static int spawn_fork(process_pool *p, int child_fd, int parent_fd, pid_t *pid)
     return 0;
 }
 
-/* Makes a worker's claim words: maps them into `b` (no descriptor kept)
- * and returns the memfd to send, or -1 (errno set). */
-static int claims_new(cf__buf *b)
+/* Makes memory shared with one worker (its claim words, its result
+ * ring), zero-filled, sealed against shrinking and growing: maps it into
+ * `b` (no descriptor kept) and returns the memfd to send, or -1 (errno
+ * set). */
+static int shared_new(cf__buf *b, const char *name, size_t size)
 {
-    size_t size = NCLAIMS * sizeof(uint32_t);
     *b = (cf__buf){NULL, 0, -1};
-    int fd = cf__os_shm_new("cfutures-claims");
+    int fd = cf__os_shm_new(name);
     void *map = MAP_FAILED;
     if (fd >= 0 && ftruncate(fd, (off_t)size) == 0 &&
         cf__os_shm_seal(fd, CF__SEAL_SHRINK | CF__SEAL_GROW | CF__SEAL_SEAL) == 0)
@@ -805,9 +824,13 @@ static int spawn_worker(process_pool *p)
     /* Its claim words, zero (PENDING), sent after INIT; we keep only the
      * mapping.  Not inherited by workers forked later: each worker reaches
      * its own words only. */
-    int cfd = claims_new(&w->claims);
-    if (cfd < 0) {
+    int cfd = shared_new(&w->claims, "cfutures-claims", NCLAIMS * sizeof(uint32_t));
+    int rfd = cfd < 0 ? -1 : shared_new(&w->ring, "cfutures-ring", CF__RING_SIZE);
+    if (rfd < 0) {
         int e = errno;
+        if (cfd >= 0)
+            close(cfd);
+        cf__buf_drop(&w->claims);
         close(sv[0]);
         close(sv[1]);
         free(w);
@@ -821,7 +844,9 @@ static int spawn_worker(process_pool *p)
     if (rc != 0) {
         close(sv[0]);
         close(cfd);
+        close(rfd);
         cf__buf_drop(&w->claims);
+        cf__buf_drop(&w->ring);
         free(w);
         return cf__fail(CF_ESYS, "process pool: cannot start a worker: %s", strerror(rc));
     }
@@ -833,9 +858,14 @@ static int spawn_worker(process_pool *p)
     p->workers[p->nworkers++] = w;
     atomic_fetch_add(&p->alive, 1);
     wire_enc copy = p->init_frame; /* flattened: no references */
+    bool claims_queued = false;
     if (!queue_frame(w, &copy, WIRE_INIT, 0) ||
-        !queue_memfd(w, WIRE_CLAIMS, w->claims.cap, cfd, 0)) {
-        close(cfd); /* not queued: queue_memfd owns it only on success */
+        !(claims_queued = queue_memfd(w, WIRE_CLAIMS, w->claims.cap, cfd, 0)) ||
+        !queue_memfd(w, WIRE_RING, w->ring.cap, rfd, 0)) {
+        /* Not queued: queue_memfd owns a descriptor only on success. */
+        if (!claims_queued)
+            close(cfd);
+        close(rfd);
         kill(pid, SIGKILL);
         w->reason = R_BROKEN;
     }
@@ -937,6 +967,9 @@ static void remove_worker(process_pool *p, pworker *w)
         close(w->pidfd);
     if (w->claims.map) /* no call is attached to it any more */
         munmap(w->claims.map, w->claims.cap);
+    if (w->ring.map)
+        munmap(w->ring.map, w->ring.cap);
+    free(w->rin);
     for (int i = 0; i < w->nrfds; i++)
         close(w->rfds[i]);
     for (size_t i = 0; i < w->nmarks; i++)
@@ -1176,6 +1209,7 @@ static void bad_frame(pworker *w, const char *what)
     }
     kill(w->pid, SIGKILL);
     w->eof = true; /* read nothing more from it */
+    w->refused = true;
 }
 
 typedef struct outcome {
@@ -1426,11 +1460,107 @@ static bool frame_fits(const pworker *w, uint8_t type, uint8_t flags, uint16_t i
         snprintf(why, size, "result without a job");
     else if (type == WIRE_RESULT && id != w->head->id)
         snprintf(why, size, "result for call id %u, expected %u", id, w->head->id);
-    else if (type != WIRE_RESULT && type != WIRE_HELLO)
+    else if (type == WIRE_BELL && (!w->hello || flags || id))
+        snprintf(why, size, "bell frame before hello, or with flags or an id");
+    else if (type != WIRE_RESULT && type != WIRE_HELLO && type != WIRE_BELL)
         snprintf(why, size, "unknown frame type %u", type);
     else
         return true;
     return false;
+}
+
+/* Whether the first frame copied out of `w`'s ring is the SOCKET frame of
+ * answer `id` (see process.h). */
+static bool ring_says_socket(const pworker *w, uint16_t id)
+{
+    if (w->rin_end - w->rin_start < WIRE_HDR)
+        return false;
+    uint32_t len;
+    uint8_t type, flags;
+    uint16_t rid;
+    wire_header(w->rin + w->rin_start, &len, &type, &flags, &rid);
+    return type == WIRE_SOCKET && rid == id;
+}
+
+/* Copies what the worker has published in its result ring since last time
+ * and handles its frames in order, up to a SOCKET frame (process.h).  The
+ * worker can still write the ring, so nothing is read in place: the head
+ * it announces is checked against what we consumed and the ring's size,
+ * the bytes are copied, and only the copies are decoded.  Every frame
+ * there must be whole (the worker publishes whole frames only) and answer
+ * the oldest job: an inline RESULT, or the SOCKET frame saying its RESULT
+ * comes through the socket (it stays first until that RESULT is taken). */
+static void ring_pump(process_pool *p, pworker *w)
+{
+    /* Before HELLO nothing is owed; HELLO comes through the socket. */
+    if (!w->ring.map || w->refused || !w->hello)
+        return;
+    /* seq_cst: pairs with `sleeping` (see manager_main and process.h). */
+    uint64_t head = atomic_load(cf__ring_word(w->ring.map, CF__RING_HEAD));
+    uint64_t avail = head - w->ring_tail;
+    if (avail > CF__RING_BYTES) {
+        bad_frame(w, "result ring position out of range");
+        return;
+    }
+    if (avail) {
+        if (w->rin_start) {
+            memmove(w->rin, w->rin + w->rin_start, w->rin_end - w->rin_start);
+            w->rin_end -= w->rin_start;
+            w->rin_start = 0;
+        }
+        if (w->rin_cap - w->rin_end < avail) {
+            size_t ncap = w->rin_end + CF__RING_BYTES;
+            unsigned char *nb = realloc(w->rin, ncap);
+            if (!nb) {
+                p->oom = true; /* left in the ring; tried again soon */
+                return;
+            }
+            w->rin = nb;
+            w->rin_cap = ncap;
+        }
+        size_t off = (size_t)(w->ring_tail % CF__RING_BYTES);
+        size_t first = avail < CF__RING_BYTES - off ? (size_t)avail : CF__RING_BYTES - off;
+        const unsigned char *data = (const unsigned char *)w->ring.map + CF__RING_DATA;
+        memcpy(w->rin + w->rin_end, data + off, first);
+        memcpy(w->rin + w->rin_end + first, data, (size_t)avail - first);
+        w->rin_end += (size_t)avail;
+        w->ring_tail = head;
+        p->oom_tries = 0; /* memory was found: a new count if it runs out */
+        atomic_store_explicit(cf__ring_word(w->ring.map, CF__RING_TAIL), head,
+                              memory_order_release);
+    }
+    while (!w->refused && w->rin_end - w->rin_start >= WIRE_HDR) {
+        uint32_t len;
+        uint8_t type, flags;
+        uint16_t id;
+        wire_header(w->rin + w->rin_start, &len, &type, &flags, &id);
+        char why[96];
+        if ((type != WIRE_RESULT && type != WIRE_SOCKET) || flags ||
+            (type == WIRE_SOCKET && len != 0)) {
+            snprintf(why, sizeof why, "frame type %u, flags 0x%x in the result ring", type,
+                     flags);
+            bad_frame(w, why);
+            return;
+        }
+        if (len > WIRE_INLINE_MAX || w->rin_end - w->rin_start - WIRE_HDR < len) {
+            bad_frame(w, "part of a frame in the result ring");
+            return;
+        }
+        if (!frame_fits(w, WIRE_RESULT, flags, id, why, sizeof why)) {
+            bad_frame(w, why);
+            return;
+        }
+        if (type == WIRE_SOCKET)
+            return; /* the answer comes through the socket: read_some */
+        const unsigned char *body = w->rin + w->rin_start + WIRE_HDR;
+        wire_dec d = {body, body + len, false};
+        w->rin_start += WIRE_HDR + (size_t)len;
+        on_result(p, w, &d, &(cf__buf){NULL, 0, -1}, NULL);
+    }
+    if (w->rin_start == w->rin_end)
+        w->rin_start = w->rin_end = 0;
+    else if (!w->refused)
+        bad_frame(w, "part of a frame in the result ring");
 }
 
 /* Reads and handles what the worker sent.  `drain`: until the socket is
@@ -1440,6 +1570,7 @@ static bool frame_fits(const pworker *w, uint8_t type, uint8_t flags, uint16_t i
  * system call per wake-up. */
 static void read_some(process_pool *p, pworker *w, bool drain)
 {
+    ring_pump(p, w);
     while (!w->eof && w->fd >= 0) {
         if (w->in_start == w->in_end)
             w->in_start = w->in_end = 0;
@@ -1486,6 +1617,20 @@ static void read_some(process_pool *p, pworker *w, bool drain)
             uint8_t type, flags;
             uint16_t id;
             wire_header(w->in + w->in_start, &len, &type, &flags, &id);
+            /* Answers the worker put in its ring before this frame come
+             * first; then the ring must be empty or say that this answer
+             * comes through the socket. */
+            bool marked = false;
+            if (type == WIRE_RESULT) {
+                ring_pump(p, w);
+                if (w->refused)
+                    return;
+                marked = ring_says_socket(w, id);
+                if (!marked && w->rin_end != w->rin_start) {
+                    bad_frame(w, "an answer through the socket the ring does not announce");
+                    return;
+                }
+            }
             /* Judged on its header, before waiting for the rest. */
             char why[96];
             if (!frame_fits(w, type, flags, id, why, sizeof why)) {
@@ -1496,8 +1641,18 @@ static void read_some(process_pool *p, pworker *w, bool drain)
                 bad_frame(w, "frame length out of range");
                 return;
             }
+            if (type == WIRE_BELL) {
+                if (len != 0) {
+                    bad_frame(w, "bell frame with a payload");
+                    return;
+                }
+                w->in_start += WIRE_HDR; /* the ring is looked at below */
+                continue;
+            }
             if (w->in_end - w->in_start < WIRE_HDR + (size_t)len)
                 break; /* incomplete; read more */
+            if (marked)
+                w->rin_start += WIRE_HDR; /* the SOCKET frame: answered now */
             const unsigned char *body = w->in + w->in_start + WIRE_HDR;
             wire_dec d = {body, body + len, false};
             cf__buf frame = {NULL, 0, -1};
@@ -1572,6 +1727,7 @@ static void read_some(process_pool *p, pworker *w, bool drain)
         if (!drain && short_read)
             break;
     }
+    ring_pump(p, w);
 }
 
 static void read_worker(process_pool *p, pworker *w)
@@ -1926,6 +2082,12 @@ static void *manager_main(void *arg)
          *    poll not block at all;
          *  - a worker wrote (POLLIN), took more output (POLLOUT, asked
          *    only while some is queued) or died (pidfd, or EOF);
+         *  - a worker published an answer in its result ring: it writes a
+         *    BELL to its socket when it finds `sleeping` set in the ring
+         *    after publishing, and we set that flag before we look at
+         *    the ring's head a last time below (a seq_cst pair, as for
+         *    `seq`: process.h), so an answer published after that look
+         *    rings the bell and one published before it stops this wait;
          *  - the earliest call deadline passes (check_timeouts' bound);
          *  - after a round out of memory, the retry's pause (OOM_RETRY_MS).
          * Changes made by this thread itself (results read, calls dropped
@@ -1974,8 +2136,23 @@ static void *manager_main(void *arg)
         atomic_store(&p->sleeping, true);
         if (atomic_load(&p->seq) != seen)
             poll_ms = 0;
+        /* Workers write a BELL to their socket for an answer they put in
+         * their ring only while we say we sleep (the Dekker pair of
+         * process.h): say so, then look once more. */
+        for (int i = 0; i < p->nworkers; i++) {
+            pworker *w = p->workers[i];
+            if (!w->ring.map || w->refused)
+                continue;
+            atomic_store(cf__ring_word(w->ring.map, CF__RING_SLEEPING), 1);
+            if (!oom && atomic_load(cf__ring_word(w->ring.map, CF__RING_HEAD)) != w->ring_tail)
+                poll_ms = 0;
+        }
         int r = poll(pfds, np, poll_ms);
         atomic_store(&p->sleeping, false);
+        for (int i = 0; i < p->nworkers; i++)
+            if (p->workers[i]->ring.map)
+                atomic_store_explicit(cf__ring_word(p->workers[i]->ring.map, CF__RING_SLEEPING), 0,
+                                      memory_order_relaxed);
         if (r < 0 && errno != EINTR) {
             cf__log("process pool: poll: %s", strerror(errno));
             continue;
@@ -2008,6 +2185,11 @@ static void *manager_main(void *arg)
                 read_some(p, w, false);
             else if (w->ev_out)
                 flush_out(w);
+            /* Answers in its ring need no wake-up.  Not in a round out of
+             * memory: like a readable socket, a full ring waits for the
+             * next full poll(), which also notices deaths. */
+            if (!oom)
+                ring_pump(p, w);
         }
         for (int i = 0; i < p->nworkers;) {
             pworker *w = p->workers[i];

@@ -22,6 +22,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "os.h"
@@ -458,6 +460,8 @@ int cf__worker_store_big(cf_future *f, const cf_value *v)
 /* Sends a single call's big result from the shared memory it was made
  * in, when it is there: the frame's first bytes were left free for the
  * RESULT fields.  Returns 1 if sent, 0 if not applicable, -1 on error. */
+static int ring_mark(int fd, uint16_t id);
+
 static int send_shm_result(int fd, cf_future *f, uint16_t id)
 {
     if (f->status != CF_OK)
@@ -493,6 +497,8 @@ static int send_shm_result(int fd, cf_future *f, uint16_t id)
      * (The result's bytes are not read here after this.) */
     if (mfd >= 0 && cf__buf_freeze(own) != 0)
         return -1;
+    if (ring_mark(fd, id) != 0)
+        return -1;
     return send_shm_frame(fd, WIRE_RESULT, flags, size, mfd, id) == 0 ? 1 : -1;
 }
 
@@ -507,21 +513,137 @@ static struct {
     uint64_t next;
 } claims;
 
-/* Maps the CLAIMS frame's memfd (closed here).  False if it will not do. */
-static bool claims_map(int mfd, uint64_t size)
+/* Maps `size` bytes of memory the parent shares (a memfd, closed here)
+ * read-write; NULL unless `size_ok` and the memfd holds that much. */
+static void *map_shared(int mfd, uint64_t size, bool size_ok)
 {
     struct stat st;
-    bool ok = mfd >= 0 && !claims.words && size >= sizeof(uint32_t) && size <= (1u << 24) &&
-              fstat(mfd, &st) == 0 && (uint64_t)st.st_size >= size;
+    bool ok = mfd >= 0 && size_ok && fstat(mfd, &st) == 0 && (uint64_t)st.st_size >= size;
     void *p = ok ? mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0)
                  : MAP_FAILED;
     if (mfd >= 0)
         close(mfd);
-    if (p == MAP_FAILED)
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* Maps the CLAIMS frame's memfd (closed here).  False if it will not do. */
+static bool claims_map(int mfd, uint64_t size)
+{
+    void *p = map_shared(mfd, size,
+                         !claims.words && size >= sizeof(uint32_t) && size <= (1u << 24));
+    if (!p)
         return false;
     claims.words = p;
     claims.n = size / sizeof(uint32_t);
     return true;
+}
+
+/* The result ring the parent shares with this worker (RING frame; see
+ * process.h), and how many bytes this worker has published in it.  Worker
+ * thread only. */
+static struct {
+    unsigned char *map;
+    uint64_t head;
+    bool use; /* the current CALL's answer goes through it */
+} ring;
+
+/* Maps the RING frame's memfd (closed here).  False if it will not do. */
+static bool ring_map(int mfd, uint64_t size)
+{
+    void *p = map_shared(mfd, size, !ring.map && size == CF__RING_SIZE);
+    if (!p)
+        return false;
+    ring.map = p;
+    ring.head = atomic_load(cf__ring_word(p, CF__RING_HEAD));
+    return true;
+}
+
+/* Copies n bytes into the ring at byte position `at` (wrapping). */
+static void ring_put(uint64_t at, const void *src, size_t n)
+{
+    size_t off = (size_t)(at % CF__RING_BYTES);
+    size_t first = n < CF__RING_BYTES - off ? n : CF__RING_BYTES - off;
+    memcpy(ring.map + CF__RING_DATA + off, src, first);
+    memcpy(ring.map + CF__RING_DATA, (const unsigned char *)src + first, n - first);
+}
+
+static int ring_bell(int fd)
+{
+    unsigned char bell[WIRE_HDR] = {0, 0, 0, 0, WIRE_BELL, 0, 0, 0};
+    struct iovec b = {bell, sizeof bell};
+    return write_all_iov(fd, &b, 1);
+}
+
+/* Waits until the ring has room for `n` more bytes.  Liveness: the
+ * parent's manager copies the ring out in every round it is awake, and
+ * the BELL written first wakes it if it sleeps; a parent that is gone
+ * kills us (PR_SET_PDEATHSIG), one that is out of memory breaks its pool,
+ * which kills us too.  Returns -1 if the bell cannot be written. */
+static int ring_room(int fd, size_t n)
+{
+    for (unsigned i = 0;; i++) {
+        uint64_t tail = atomic_load_explicit(cf__ring_word(ring.map, CF__RING_TAIL),
+                                             memory_order_acquire);
+        uint64_t used = ring.head - tail;
+        if (used <= CF__RING_BYTES && n <= CF__RING_BYTES - used)
+            return 0;
+        if (i == 0 && ring_bell(fd) != 0)
+            return -1;
+        if (i < 64) {
+            sched_yield();
+        } else {
+            struct timespec ts = {0, 100000};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+/* Publishes the bytes of iov[0..n) (`total` bytes) as one frame. */
+static int ring_publish(int fd, const struct iovec *iov, int n, size_t total)
+{
+    if (ring_room(fd, total) != 0)
+        return -1;
+    uint64_t at = ring.head;
+    for (int i = 0; i < n; i++) {
+        ring_put(at, iov[i].iov_base, iov[i].iov_len);
+        at += iov[i].iov_len;
+    }
+    ring.head = at;
+    /* seq_cst, with the load of `sleeping` after it: see process.h. */
+    atomic_store(cf__ring_word(ring.map, CF__RING_HEAD), at);
+    if (atomic_load(cf__ring_word(ring.map, CF__RING_SLEEPING)) && ring_bell(fd) != 0)
+        return -1;
+    return 0;
+}
+
+/* Says in the ring that the answer `id` comes through the socket (a
+ * SOCKET frame), when this CALL answers through the ring. */
+static int ring_mark(int fd, uint16_t id)
+{
+    if (!ring.use)
+        return 0;
+    unsigned char hdr[WIRE_HDR] = {0, 0, 0, 0, WIRE_SOCKET, 0, 0, 0};
+    wire_set_id(hdr, id);
+    struct iovec iov = {hdr, sizeof hdr};
+    return ring_publish(fd, &iov, 1, sizeof hdr);
+}
+
+/* Publishes the frame `e` (finished here as `type`, with `id`) in the
+ * ring.  Returns 0 when it is there, 1 when it must go through the socket
+ * (this CALL does not use the ring, or the frame is too big to be
+ * inline), -1 when the parent is gone. */
+static int ring_send(int fd, wire_enc *e, uint8_t type, uint16_t id)
+{
+    if (!ring.use || e->oom)
+        return 1;
+    size_t payload = wenc_finish(e, type, 0);
+    if (payload > WIRE_INLINE_MAX)
+        return 1;
+    wire_set_id(e->buf, id);
+    struct iovec iov[2 * WIRE_MAX_REFS + 3];
+    iov[0] = (struct iovec){e->buf, WIRE_HDR};
+    int n = 1 + payload_iov(e, iov + 1);
+    return ring_publish(fd, iov, n, WIRE_HDR + payload) == 0 ? 0 : -1;
 }
 
 /* Claims call number `k` before beginning it: false if the parent
@@ -706,6 +828,25 @@ static bool handle_calls(int fd, wire_dec *d, bool init, uint16_t id, wire_enc *
         while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
         }
         worker_exit(0);
+    } else if ((fault_at("ring-overrun", name, namelen) ||
+                fault_at("ring-partial", name, namelen)) &&
+               ring.map) {
+        /* A ring position beyond what the ring can hold, or only the
+         * first bytes of the answer there; then the worker stays (bounded)
+         * without a word, so the parent's check is what ends it. */
+        wenc_finish(out, WIRE_RESULT, 0);
+        wire_set_id(out->buf, id);
+        if (fault.point[5] == 'o') {
+            atomic_store(cf__ring_word(ring.map, CF__RING_HEAD), ring.head + CF__RING_BYTES + 1);
+        } else {
+            struct iovec iov = {out->buf, WIRE_HDR + 2};
+            ring_publish(fd, &iov, 1, WIRE_HDR + 2);
+        }
+        ring_bell(fd);
+        struct timespec ts = {30, 0};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+        worker_exit(0);
     } else if (fault_at("huge-frame", name, namelen)) {
         unsigned char hdr[WIRE_HDR] = {0xff, 0xff, 0xff, 0x7f, WIRE_RESULT, 0, 0, 0};
         struct iovec iov = {hdr, sizeof hdr};
@@ -747,11 +888,21 @@ static bool handle_calls(int fd, wire_dec *d, bool init, uint16_t id, wire_enc *
      * parent has the answer it may kill this worker at any moment. */
     fflush(stdout);
     int rc = 0;
+    /* The answer goes through the ring unless a fault is injected: those
+     * test the socket (the ring-* ones excepted). */
+    ring.use = ring.map && !init && (!fault.point[0] || strncmp(fault.point, "ring-", 5) == 0);
     int sent = !init && n == 1 && fs[0] && !fault.point[0] ? send_shm_result(fd, fs[0], id) : 0;
-    if (sent < 0)
+    if (sent == 0) {
+        int r = ring_send(fd, out, WIRE_RESULT, id);
+        if (r == 1 && !init && ring_mark(fd, id) != 0)
+            r = -1;
+        rc = r < 0    ? -1
+             : r == 0 ? 0
+                      : cf__wire_send_blocking(fd, out, init ? WIRE_HELLO : WIRE_RESULT,
+                                               init ? 0 : id);
+    } else if (sent < 0) {
         rc = -1;
-    else if (sent == 0)
-        rc = cf__wire_send_blocking(fd, out, init ? WIRE_HELLO : WIRE_RESULT, init ? 0 : id);
+    }
     for (uint32_t i = 0; i < n; i++)
         if (fs[i])
             cf_future_release(fs[i]);
@@ -789,9 +940,10 @@ _Noreturn void cf__worker_run(int fd)
         const unsigned char *map = NULL;
         uint64_t maplen = 0;
         wire_dec d = {body, body + len, false};
-        if ((flags & WIRE_SHM) && type == WIRE_CLAIMS) {
+        if ((flags & WIRE_SHM) && (type == WIRE_CLAIMS || type == WIRE_RING)) {
             maplen = wdec_u64(&d);
-            if (d.bad || !claims_map(reader_take_fd(&r), maplen))
+            int mfd = reader_take_fd(&r);
+            if (d.bad || !(type == WIRE_CLAIMS ? claims_map(mfd, maplen) : ring_map(mfd, maplen)))
                 worker_exit(70);
             r.start += WIRE_HDR + (size_t)len;
             continue;

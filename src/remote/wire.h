@@ -48,6 +48,11 @@
  *   HELLO   u32 pid, u8 ok, [failure when ok is 0 (the initializer
  *           failed) or 2 (tasks missing: see INIT)]
  *   CLAIMS  u64 size (with WIRE_SHM; the memfd holds the words)
+ *   RING    u64 size (with WIRE_SHM; the memfd is the process engine's
+ *           result ring: src/process/process.h)
+ *   BELL    (empty; from a worker: look at the ring)
+ *   SOCKET  (empty, only in the ring; its id's RESULT comes through the
+ *           socket: see process.h)
  *   RESULT  u32 n, n x { u8 outcome, then a value if 1 (ok), a failure
  *           if 0, nothing if 2 (skipped: cancelled before it began) }
  *   value   u8 kind, then i64/f64: 8 bytes; bytes: u64 size, bytes;
@@ -88,8 +93,11 @@ enum {
     WIRE_EXIT = 3,
     WIRE_LEND = 4,
     WIRE_CLAIMS = 5,
+    WIRE_RING = 6,
     WIRE_HELLO = 16,
     WIRE_RESULT = 17,
+    WIRE_BELL = 18,
+    WIRE_SOCKET = 19,
 };
 #define WIRE_SHM 0x1
 #define WIRE_LENT 0x2 /* with WIRE_SHM: payload in the buffer lent with the call */
