@@ -609,9 +609,12 @@ static int ring_publish(int fd, const struct iovec *iov, int n, size_t total)
         at += iov[i].iov_len;
     }
     ring.head = at;
-    /* seq_cst, with the load of `sleeping` after it: see process.h. */
+    /* seq_cst, with the exchange of `sleeping` after it: see process.h.
+     * Taking the flag back makes one bell per sleep of the manager, not
+     * one per answer published while it is being woken. */
     atomic_store(cf__ring_word(ring.map, CF__RING_HEAD), at);
-    if (atomic_load(cf__ring_word(ring.map, CF__RING_SLEEPING)) && ring_bell(fd) != 0)
+    if (atomic_load(cf__ring_word(ring.map, CF__RING_SLEEPING)) &&
+        atomic_exchange(cf__ring_word(ring.map, CF__RING_SLEEPING), 0) && ring_bell(fd) != 0)
         return -1;
     return 0;
 }
