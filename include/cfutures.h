@@ -795,6 +795,53 @@ typedef void cf_progress_fn(void *arg, const cf_progress *p);
 int cf_executor_set_progress_callback(cf_executor *ex, cf_progress_fn *fn, void *arg,
                                       int interval_ms);
 
+/* A progress bar on stderr, the counterpart of Python's tqdm for a
+ * cfutures program:
+ *
+ *     cf_progress_bar *bar;
+ *     cf_progress_bar_new(&bar, "hashing", n);
+ *     cf_executor_set_progress_callback(ex, cf_progress_bar_callback, bar, 100);
+ *     ... submit n calls, collect them ...
+ *     cf_executor_set_progress_callback(ex, NULL, NULL, 0);
+ *     cf_progress p;
+ *     cf_executor_progress(ex, &p);
+ *     cf_progress_bar_finish(bar, &p);
+ *
+ * It shows calls ended (succeeded + failed + cancelled) out of the total,
+ * the rate (calls ended per second since the bar was made), the time taken
+ * and the time left at that rate, and the failed and cancelled counts
+ * when there are any.  When stderr is a terminal the bar is redrawn in
+ * place ("\r", at most every 100 ms):
+ *     hashing:  42% [##########..............] 420/1000 00:03<00:04 140.0/s
+ * otherwise it writes a plain line at most every 5 s, and at the end:
+ *     hashing: 1000/1000 (100%) in 00:07, 142.3/s, ETA 00:00
+ * The bar is independent of executors: it draws whatever snapshots it is
+ * given (a map's, several executors' added up). */
+typedef struct cf_progress_bar cf_progress_bar;
+
+/* Creates a bar for `total` calls (0: take the total from each snapshot's
+ * `submitted`) named `label` (copied; NULL for none).  Whether stderr is a
+ * terminal is decided here.  Draws nothing yet.  *out is owned by the
+ * caller, who ends it with cf_progress_bar_finish().  Returns CF_OK,
+ * CF_EINVAL (out NULL, label longer than 256 bytes) or CF_ENOMEM. */
+int cf_progress_bar_new(cf_progress_bar **out, const char *label, uint64_t total)
+    CF__WARN_UNUSED;
+
+/* Gives the bar a new snapshot, drawn if a redraw is due (see above).
+ * Any thread; calls on one bar are serialised by a lock of its own, held
+ * while it writes to stderr.  NULL bar or p is ignored. */
+void cf_progress_bar_update(cf_progress_bar *bar, const cf_progress *p);
+
+/* cf_progress_bar_update() as a cf_progress_fn: pass the bar as `arg` of
+ * cf_executor_set_progress_callback(). */
+void cf_progress_bar_callback(void *bar, const cf_progress *p);
+
+/* Draws the bar a last time with `p` (NULL: the last snapshot given; if
+ * none was, nothing is drawn), ends its line, and frees the bar.  Clear
+ * the callback that feeds it first: no update may run during or after
+ * this.  NULL is a no-op. */
+void cf_progress_bar_finish(cf_progress_bar *bar, const cf_progress *p);
+
 /* ------------------------------------------------------------------------
  * Process pools
  *

@@ -6,6 +6,8 @@
 #include "cf_test_util.h"
 #include "internal.h" /* cf__test_hook_after_submit */
 
+#include <fcntl.h>
+
 /* ---- tasks ---------------------------------------------------------------- */
 
 /* Raises when its argument is a multiple of 3, else returns it. */
@@ -706,6 +708,146 @@ static void test_progress_callback_bad_input(void **state)
     pthread_mutex_destroy(&r.mu);
 }
 
+/* ---- the progress bar ------------------------------------------------------ */
+
+/* Points fd 2 at `fd` and returns a copy of the old fd 2 for restore_stderr(). */
+static int redirect_stderr(int fd)
+{
+    fflush(stderr);
+    int saved = dup(2);
+    assert_true(saved >= 0);
+    assert_true(dup2(fd, 2) == 2);
+    return saved;
+}
+
+static void restore_stderr(int saved)
+{
+    fflush(stderr);
+    assert_true(dup2(saved, 2) == 2);
+    close(saved);
+}
+
+/* Everything readable from fd now (non-blocking), NUL-terminated. */
+static size_t read_all(int fd, char *buf, size_t size)
+{
+    size_t n = 0;
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    while (n + 1 < size) {
+        ssize_t r = read(fd, buf + n, size - 1 - n);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    buf[n] = '\0';
+    return n;
+}
+
+static cf_progress snap(uint64_t submitted, uint64_t running, uint64_t ok, uint64_t failed,
+                        uint64_t cancelled)
+{
+    cf_progress p = {submitted, running, ok, failed, cancelled};
+    return p;
+}
+
+/* stderr not a terminal: plain lines, none before the end within 5 s,
+ * then one with the final counts. */
+static void test_progress_bar_plain_lines(void **state)
+{
+    (void)state;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    int saved = redirect_stderr(fds[1]);
+    cf_progress_bar *bar = NULL;
+    int rc = cf_progress_bar_new(&bar, "work", 10);
+    for (uint64_t i = 0; i < 9 && rc == CF_OK; i++) {
+        cf_progress p = snap(10, 1, i, 0, 0);
+        cf_progress_bar_update(bar, &p);
+    }
+    cf_progress fin = snap(10, 0, 8, 1, 1);
+    if (rc == CF_OK)
+        cf_progress_bar_finish(bar, &fin);
+    restore_stderr(saved);
+    close(fds[1]);
+    assert_ok(rc);
+    char out[4096];
+    read_all(fds[0], out, sizeof out);
+    close(fds[0]);
+    assert_null(strchr(out, '\r'));
+    assert_null(strchr(out, '\033'));
+    size_t len = strlen(out);
+    assert_true(len > 0 && out[len - 1] == '\n');
+    out[len - 1] = '\0';
+    const char *last = strrchr(out, '\n');
+    last = last ? last + 1 : out;
+    if (strncmp(last, "work: 10/10 (100%) in ", 22) != 0 ||
+        !strstr(last, "/s, ETA 00:00, 1 failed, 1 cancelled"))
+        fail_msg("last line: \"%s\"", last);
+}
+
+/* stderr a terminal (a pseudo-terminal here): redrawn in place. */
+static void test_progress_bar_terminal_redraw(void **state)
+{
+    (void)state;
+    int master = posix_openpt(O_RDWR | O_NOCTTY);
+    if (master < 0) {
+        skip(); /* no pseudo-terminals in this environment */
+        return;
+    }
+    assert_int_equal(grantpt(master), 0);
+    assert_int_equal(unlockpt(master), 0);
+    int slave = open(ptsname(master), O_RDWR | O_NOCTTY);
+    assert_true(slave >= 0);
+    int saved = redirect_stderr(slave);
+    cf_progress_bar *bar = NULL;
+    int rc = cf_progress_bar_new(&bar, NULL, 0);
+    cf_progress p = snap(4, 2, 1, 0, 0);
+    if (rc == CF_OK) {
+        cf_progress_bar_update(bar, &p); /* the first update draws */
+        cf_progress_bar_update(NULL, &p);
+        cf_progress_bar_update(bar, NULL);
+        cf_progress_bar_finish(bar, NULL);
+    }
+    restore_stderr(saved);
+    close(slave);
+    assert_ok(rc);
+    char out[4096];
+    read_all(master, out, sizeof out);
+    close(master);
+    /* Two draws (first update, finish) of the same snapshot: 1 of 4. */
+    int draws = 0;
+    for (const char *q = out; (q = strstr(q, "\r 25% [######..................] 1/4 ")); q++)
+        draws++;
+    if (draws != 2 || !strstr(out, "\033[K") || !strchr(out, '\n'))
+        fail_msg("terminal output (%d draws): \"%s\"", draws, out);
+}
+
+static void test_progress_bar_bad_input(void **state)
+{
+    (void)state;
+    assert_cf(CF_EINVAL, cf_progress_bar_new(NULL, "x", 1));
+    char label[300];
+    memset(label, 'a', sizeof label - 1);
+    label[sizeof label - 1] = '\0';
+    cf_progress_bar *bar = (cf_progress_bar *)&label;
+    assert_cf(CF_EINVAL, cf_progress_bar_new(&bar, label, 1));
+    assert_null(bar);
+    cf_progress_bar_update(NULL, NULL);
+    cf_progress_bar_finish(NULL, NULL);
+    /* Finished without any snapshot: draws nothing. */
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    int saved = redirect_stderr(fds[1]);
+    int rc = cf_progress_bar_new(&bar, "quiet", 3);
+    if (rc == CF_OK)
+        cf_progress_bar_finish(bar, NULL);
+    restore_stderr(saved);
+    close(fds[1]);
+    assert_ok(rc);
+    char out[64];
+    assert_int_equal(read_all(fds[0], out, sizeof out), 0);
+    close(fds[0]);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_progress_bad_input),
     cmocka_unit_test(test_progress_thread_pool_exact),
@@ -721,6 +863,9 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_progress_callback_never_after_clear),
     cmocka_unit_test(test_progress_callback_clears_or_destroys_itself),
     cmocka_unit_test(test_progress_callback_bad_input),
+    cmocka_unit_test(test_progress_bar_plain_lines),
+    cmocka_unit_test(test_progress_bar_terminal_redraw),
+    cmocka_unit_test(test_progress_bar_bad_input),
 };
 
 CF_TEST_MAIN(tests)

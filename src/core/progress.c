@@ -25,6 +25,9 @@
  *   calls are at least `interval` apart, and the change that ends the last
  *   call is reported within one interval.  Destroy asks for one final look
  *   after the executor's calls have all ended.
+ * - The progress bar is a plain formatter with a lock of its own (its
+ *   updates may come from the timer thread and its end from another);
+ *   it knows nothing of executors.
  * - Lock order: ex->ticker_mu (guards ex->ticker, taken only by set/clear/
  *   destroy from other threads) -> t->mu (guards the ticker's fields).
  *   Neither is held while the callback runs.  The callback's own thread
@@ -33,9 +36,11 @@
  *   goes straight to its ticker under t->mu.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -350,4 +355,133 @@ void cf__progress_end(cf_executor *ex)
     pthread_mutex_lock(&ex->ticker_mu);
     ticker_stop_locked(ex, true);
     pthread_mutex_unlock(&ex->ticker_mu);
+}
+
+/* ---- the progress bar ------------------------------------------------------ */
+
+#define BAR_WIDTH 24
+#define BAR_TTY_NS (100 * 1000000LL)      /* redraws on a terminal */
+#define BAR_LINE_NS (5 * 1000000000LL)    /* plain lines otherwise */
+
+struct cf_progress_bar {
+    pthread_mutex_t mu;          /* guards everything below */
+    char *label;                 /* owned; "" for none */
+    uint64_t total;              /* 0: the snapshot's `submitted` */
+    bool tty;                    /* stderr was a terminal at creation */
+    int64_t start_ns;
+    int64_t last_draw_ns;        /* 0: never drawn */
+    cf_progress last;            /* the latest snapshot given */
+    bool have_last;
+};
+
+CF__API int cf_progress_bar_new(cf_progress_bar **out, const char *label, uint64_t total)
+{
+    if (!out)
+        return cf__fail(CF_EINVAL, "progress_bar_new: out is NULL");
+    *out = NULL;
+    if (label && strlen(label) > 256)
+        return cf__fail(CF_EINVAL, "progress_bar_new: label longer than 256 bytes");
+    cf_progress_bar *b = calloc(1, sizeof *b);
+    char *copy = strdup(label ? label : "");
+    if (!b || !copy) {
+        free(b);
+        free(copy);
+        return cf__fail(CF_ENOMEM, "progress_bar_new: out of memory");
+    }
+    pthread_mutex_init(&b->mu, NULL);
+    b->label = copy;
+    b->total = total;
+    b->tty = isatty(STDERR_FILENO) == 1;
+    b->start_ns = cf__now_ns();
+    *out = b;
+    return CF_OK;
+}
+
+/* "1:02:03", "02:03" or "--:--". */
+static void fmt_duration(char *buf, size_t size, double s)
+{
+    if (!(s >= 0) || s > 359999) {
+        snprintf(buf, size, "--:--");
+        return;
+    }
+    unsigned long t = (unsigned long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, size, "%lu:%02lu:%02lu", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, size, "%02lu:%02lu", t / 60, t % 60);
+}
+
+/* Writes the bar for b->last; bar lock held. */
+static void bar_draw(cf_progress_bar *b, int64_t now, bool final)
+{
+    const cf_progress *p = &b->last;
+    uint64_t total = b->total ? b->total : p->submitted;
+    uint64_t ended = cf_progress_ended(p);
+    double elapsed = (double)(now - b->start_ns) / 1e9;
+    double rate = elapsed > 0 ? (double)ended / elapsed : 0;
+    char eta[32], took[32], fails[64] = "";
+    fmt_duration(took, sizeof took, elapsed);
+    fmt_duration(eta, sizeof eta,
+                 ended >= total ? 0 : rate > 0 ? (double)(total - ended) / rate : -1);
+    if (p->failed || p->cancelled)
+        snprintf(fails, sizeof fails, ", %llu failed, %llu cancelled",
+                 (unsigned long long)p->failed, (unsigned long long)p->cancelled);
+    unsigned pct = total ? (unsigned)(ended >= total ? 100 : ended * 100 / total) : 0;
+    const char *sep = b->label[0] ? ": " : "";
+    char line[512];
+    if (b->tty) {
+        char bar[BAR_WIDTH + 1];
+        size_t fill = total ? (size_t)(ended >= total ? BAR_WIDTH : ended * BAR_WIDTH / total)
+                            : 0;
+        for (size_t i = 0; i < BAR_WIDTH; i++)
+            bar[i] = i < fill ? '#' : '.';
+        bar[BAR_WIDTH] = '\0';
+        /* \r back to the start, \033[K clears what a longer line left. */
+        snprintf(line, sizeof line, "\r%s%s%3u%% [%s] %llu/%llu %s<%s %.1f/s%s\033[K%s",
+                 b->label, sep, pct, bar, (unsigned long long)ended,
+                 (unsigned long long)total, took, eta, rate, fails, final ? "\n" : "");
+    } else {
+        snprintf(line, sizeof line, "%s%s%llu/%llu (%u%%) in %s, %.1f/s, ETA %s%s\n", b->label,
+                 sep, (unsigned long long)ended, (unsigned long long)total, pct, took, rate,
+                 eta, fails);
+    }
+    fputs(line, stderr);
+    fflush(stderr);
+    b->last_draw_ns = now;
+}
+
+CF__API void cf_progress_bar_update(cf_progress_bar *bar, const cf_progress *p)
+{
+    if (!bar || !p)
+        return;
+    int64_t now = cf__now_ns();
+    pthread_mutex_lock(&bar->mu);
+    bar->last = *p;
+    bar->have_last = true;
+    int64_t since = now - (bar->last_draw_ns ? bar->last_draw_ns : bar->start_ns);
+    if (bar->tty ? (!bar->last_draw_ns || since >= BAR_TTY_NS) : since >= BAR_LINE_NS)
+        bar_draw(bar, now, false);
+    pthread_mutex_unlock(&bar->mu);
+}
+
+CF__API void cf_progress_bar_callback(void *bar, const cf_progress *p)
+{
+    cf_progress_bar_update(bar, p);
+}
+
+CF__API void cf_progress_bar_finish(cf_progress_bar *bar, const cf_progress *p)
+{
+    if (!bar)
+        return;
+    pthread_mutex_lock(&bar->mu);
+    if (p) {
+        bar->last = *p;
+        bar->have_last = true;
+    }
+    if (bar->have_last)
+        bar_draw(bar, cf__now_ns(), true);
+    pthread_mutex_unlock(&bar->mu);
+    pthread_mutex_destroy(&bar->mu);
+    free(bar->label);
+    free(bar);
 }
