@@ -779,7 +779,9 @@ typedef void cf_progress_fn(void *arg, const cf_progress *p);
  *     in particular the one that ends the last call.  The first callback
  *     set on an executor is called at once;
  *   - cf_executor_destroy() makes one last call, after every call of the
- *     executor has ended, if the counts changed since the previous one.
+ *     executor has ended, if the counts changed since the previous one;
+ *     so does the exit handler for an executor never destroyed, after
+ *     waiting for its calls, and the callback is not called after that.
  * fn NULL clears the callback (arg and interval_ms are ignored) and stops
  * the thread.  Setting a callback replaces the previous one.  When this
  * returns, neither a cleared nor a replaced callback is running or will be

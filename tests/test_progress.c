@@ -708,6 +708,61 @@ static void test_progress_callback_bad_input(void **state)
     pthread_mutex_destroy(&r.mu);
 }
 
+/* An executor never destroyed: the exit handler waits for its calls, then
+ * gives the callback its last call (in a child process that exits). */
+static int exit_fd = -1;
+
+static void write_ended(void *arg, const cf_progress *p)
+{
+    (void)arg;
+    char line[64];
+    int n = snprintf(line, sizeof line, "ended=%llu\n", (unsigned long long)cf_progress_ended(p));
+    if (write(exit_fd, line, (size_t)n) != n)
+        _exit(5);
+}
+
+static void test_progress_callback_last_call_at_exit(void **state)
+{
+    (void)state;
+    enum { N = 25 };
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        exit_fd = fds[1];
+        cf_executor *ex;
+        if (cf_thread_pool_new(&ex, NULL) != CF_OK ||
+            cf_executor_set_progress_callback(ex, write_ended, NULL, 10000) != CF_OK)
+            _exit(2);
+        for (int i = 0; i < N; i++) {
+            cf_future *f;
+            if (cf_submit(ex, t_square, CF_ARGS(cf_i64(i)), &f) != CF_OK)
+                _exit(3);
+            cf_future_release(f);
+        }
+        exit(0); /* no destroy, no wait: the exit handler does both */
+    }
+    close(fds[1]);
+    char out[4096];
+    size_t n = 0;
+    ssize_t r;
+    while (n + 1 < sizeof out && (r = read(fds[0], out + n, sizeof out - 1 - n)) > 0)
+        n += (size_t)r;
+    out[n] = '\0';
+    close(fds[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    char want[32];
+    snprintf(want, sizeof want, "ended=%d\n", N);
+    size_t len = strlen(want);
+    if (n < len || strcmp(out + n - len, want) != 0)
+        fail_msg("callback lines: \"%s\"", out);
+}
+
 /* ---- the progress bar ------------------------------------------------------ */
 
 /* Points fd 2 at `fd` and returns a copy of the old fd 2 for restore_stderr(). */
@@ -863,6 +918,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_progress_callback_never_after_clear),
     cmocka_unit_test(test_progress_callback_clears_or_destroys_itself),
     cmocka_unit_test(test_progress_callback_bad_input),
+    cmocka_unit_test(test_progress_callback_last_call_at_exit),
     cmocka_unit_test(test_progress_bar_plain_lines),
     cmocka_unit_test(test_progress_bar_terminal_redraw),
     cmocka_unit_test(test_progress_bar_bad_input),

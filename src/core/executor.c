@@ -108,6 +108,10 @@ static void exit_handler(void)
     pthread_mutex_unlock(&registry_mu);
     for (size_t i = 0; i < k; i++) {
         list[i]->engine->shutdown(list[i], true, false);
+        /* The progress callback's last call, and no more while the
+         * process ends (unless exit() was called from it). */
+        if (!cf__progress_on_ticker(list[i]))
+            cf__progress_end(list[i]);
         cf__executor_unref(list[i]);
     }
     free(list);
@@ -394,20 +398,22 @@ static int submit_common(cf_executor *ex, const cf_submit_options *opts, cf_task
         return rc;
     /* The engine keeps its own reference; the caller gets the first. */
     cf_future_retain(f);
-    cf__progress_submit(ex, f);
+    cf__progress_mark(f);
     rc = ex->engine->submit(ex, f);
     if (rc != CF_OK) {
         /* The engine released its reference; drop ours too, and the slot
          * it never queued (engines give it back themselves when they
          * refuse a call after shutdown, while their lock keeps the
-         * executor alive; this catches the other failures). */
-        cf__progress_unsubmit(f);
+         * executor alive; this catches the other failures).  The counts
+         * are the future's business only: a destroy may be freeing `ex`. */
+        cf__progress_unmark(f);
         cf__slot_release(f);
         if (ref)
             cf__executor_unref(ex);
         cf_future_release(f);
         return rc;
     }
+    cf__progress_accepted(&ex->counts, 1);
     if (ref)
         cf__executor_unref(ex);
     *out = f;
@@ -461,14 +467,16 @@ CF__API int cf_submit_many(cf_executor *ex, cf_task_fn *fn, const cf_value *args
     if (rc == CF_OK && ex->engine->submit_many) {
         for (size_t i = 0; i < n; i++) {
             cf_future_retain(out[i]); /* the engine's references */
-            cf__progress_submit(ex, out[i]);
+            cf__progress_mark(out[i]);
         }
         rc = ex->engine->submit_many(ex, out, n);
         if (rc != CF_OK)
             for (size_t i = 0; i < n; i++) {
-                cf__progress_unsubmit(out[i]);
+                cf__progress_unmark(out[i]);
                 cf__slot_release(out[i]);
             }
+        else
+            cf__progress_accepted(&ex->counts, n);
     } else if (rc == CF_OK) {
         /* On failure it has put right what it handed over: a call a worker
          * already began runs on and stays counted. */
@@ -501,23 +509,26 @@ static int submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_ch
     bool ref = false;
     if (as_chunk && ex->engine->submit_batch && n > 1) {
         /* One job: its slots at once.  Without room none of the n left:
-         * take back what a map counted. */
+         * they stop counting (a map counts them as submitted only once
+         * they are accepted). */
         if (!slots_taken &&
             (rc = take_slots(ex, fs, n, space_deadline_ns, who, &ref)) != CF_OK) {
             for (size_t i = 0; i < n; i++)
-                cf__progress_unsubmit(fs[i]);
+                cf__progress_unmark(fs[i]);
             return rc;
         }
         for (size_t i = 0; i < n; i++) {
             cf_future_retain(fs[i]); /* the engine's references */
-            cf__progress_submit(ex, fs[i]);
+            cf__progress_mark(fs[i]);
         }
         rc = ex->engine->submit_batch(ex, fs, n);
         if (rc != CF_OK)
             for (size_t i = 0; i < n; i++) {
-                cf__progress_unsubmit(fs[i]);
+                cf__progress_unmark(fs[i]);
                 cf__slot_release(fs[i]);
             }
+        else
+            cf__progress_accepted(&ex->counts, n);
         if (ref)
             cf__executor_unref(ex);
         return rc;
@@ -526,8 +537,10 @@ static int submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_ch
         rc = slots_taken ? CF_OK : take_slots(ex, fs + i, 1, space_deadline_ns, who, &ref);
         if (rc == CF_OK) {
             cf_future_retain(fs[i]); /* the engine's reference */
-            cf__progress_submit(ex, fs[i]);
+            cf__progress_mark(fs[i]);
             rc = ex->engine->submit(ex, fs[i]);
+            if (rc == CF_OK)
+                cf__progress_accepted(&ex->counts, 1);
             if (ref)
                 cf__executor_unref(ex);
             void (*hook)(cf_executor *, cf_future *) =
@@ -536,11 +549,11 @@ static int submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_ch
                 hook(ex, fs[i]);
         }
         if (rc != CF_OK) {
-            /* fs[i..n) were never queued (a map counted them all as
-             * submitted: fs[i+1..n) too); fs[0..i) give their slots back
-             * as they are cancelled (or were taken already). */
+            /* fs[i..n) were never queued (all were marked for counting:
+             * fs[i+1..n) too); fs[0..i) give their slots back as they are
+             * cancelled (or were taken already). */
             for (size_t j = i; j < n; j++) {
-                cf__progress_unsubmit(fs[j]);
+                cf__progress_unmark(fs[j]);
                 cf__slot_release(fs[j]);
             }
             for (size_t j = 0; j < i; j++)

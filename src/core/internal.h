@@ -518,17 +518,24 @@ bool cf__then_run_queued(void);
  * readers copy them with cf__counts_read() from any thread.
  *
  * Orderings: every change of running/succeeded/failed/cancelled is a
- * release read-modify-write, and a reader loads them with acquire in the
- * order terminal counts, then running, then submitted.  A future's
- * submitted++ happens before the engine has the future (so before any of
- * its transitions), its running++ before its terminal ++, and the
- * running-- of a future that ran comes before its terminal ++ on the same
- * thread.  So a reader that sees a terminal or running increment also sees
- * what came before it, and any snapshot satisfies
- *     succeeded + failed + cancelled + running <= submitted.
- * submitted itself needs no ordering (relaxed): the engine's hand-off
- * publishes it to the completing thread.  `submitted` sits on its own cache
- * line: submitters write it, workers write the rest. */
+ * release read-modify-write, and a reader loads the terminal counts, then
+ * running, with acquire.  The running-- of a future that ran comes before
+ * its terminal ++ on the same thread, so a reader that saw the ending also
+ * sees the decrement: no call counts both as running and as ended.
+ * `submitted` is bumped once the engine has accepted the call - after the
+ * hand-off, because the front must not touch the executor again when the
+ * engine refuses (a destroy may be freeing it by then) - so a fast worker
+ * may end a call before its submit is counted.  It is relaxed (it orders
+ * nothing), and the reader reports max(submitted, ended + running,
+ * `reported`): every call running or ended was accepted, so each is a
+ * count of calls accepted by then, and `reported` (the largest value any
+ * reader reported, raised with a CAS by readers only) keeps the result
+ * from going back while ended + running dips between a call's running--
+ * and its ending ++.  So any snapshot satisfies
+ *     succeeded + failed + cancelled + running <= submitted,
+ * and no count but `running` ever goes back.
+ * `submitted` sits on its own cache line: submitters write it, workers
+ * write the rest. */
 typedef struct cf__counts {
     _Atomic uint64_t submitted;
     char pad_[56];
@@ -536,25 +543,34 @@ typedef struct cf__counts {
     _Atomic uint64_t succeeded;
     _Atomic uint64_t failed;
     _Atomic uint64_t cancelled;
+    _Atomic uint64_t reported;
 } cf__counts;
 
 void cf__counts_init(cf__counts *c);
 void cf__counts_read(cf__counts *c, cf_progress *out);
 
-/* A call was made for `ex` and is about to go to its engine: counts it as
- * submitted (f->counted).  Before the engine sees f, no lock needed. */
-void cf__progress_submit(cf_executor *ex, cf_future *f);
-/* The same for a map's counts (f->in_map, user_data = c). */
-void cf__progress_map_submit(cf__counts *c, cf_future *f);
-/* A counted future will never reach the engine (submit failed): takes it
- * back out of `submitted` unless it is already done.  Any thread. */
-void cf__progress_unsubmit(cf_future *f);
+/* A call made for its owner is about to go to the engine: its state
+ * changes count from now on (f->counted).  Before the engine sees f, no
+ * lock needed. */
+void cf__progress_mark(cf_future *f);
+/* The same for a map's counts too (f->in_map, user_data = c). */
+void cf__progress_map_mark(cf__counts *c, cf_future *f);
+/* The engine accepted n calls (the caller still holds the executor, or
+ * the map, alive). */
+static inline void cf__progress_accepted(cf__counts *c, size_t n)
+{
+    atomic_fetch_add_explicit(&c->submitted, n, memory_order_relaxed);
+}
+/* The engine refused a marked future: unless it is already done, it
+ * stops counting.  Touches only the future.  Any thread. */
+void cf__progress_unmark(cf_future *f);
 /* The map's counts are going away: f stops counting in them. */
 void cf__progress_map_detach(cf_future *f);
 /* Is the calling thread the progress callback's timer thread of `ex`? */
 bool cf__progress_on_ticker(cf_executor *ex);
-/* cf_executor_destroy(), once every call has ended: gives the progress
- * callback a last look and stops its thread (not called from it). */
+/* cf_executor_destroy() and the exit handler, once every call has ended:
+ * gives the progress callback a last look and stops its thread (not
+ * called from it). */
 void cf__progress_end(cf_executor *ex);
 
 /* Is `f` a live future handle (not NULL, magic intact)? */

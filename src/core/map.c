@@ -162,7 +162,7 @@ static int submit_next(cf_map_iter *it)
     r = reserve(it, n);
     if (r == CF_OK) {
         for (size_t i = 0; i < n; i++)
-            cf__progress_map_submit(&it->counts, it->chunk[i]);
+            cf__progress_map_mark(&it->counts, it->chunk[i]);
         r = cf__submit_prepared(it->ex, it->chunk, n, true, it->deadline);
     }
     if (r != CF_OK) {
@@ -174,6 +174,7 @@ static int submit_next(cf_map_iter *it)
         }
         return r;
     }
+    cf__progress_accepted(&it->counts, n);
     for (size_t i = 0; i < n; i++)
         push(it, it->chunk[i]);
     return (int)n;

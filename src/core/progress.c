@@ -5,10 +5,11 @@
  *
  * Design notes
  * - Counting is engine-independent: the front end (executor.c, map.c)
- *   counts a call as submitted right before the engine gets it, and
- *   future.c counts every later state change of a counted future under
- *   the future's lock, before the change shows (so whoever saw a future
- *   end also sees it counted).  An engine, MPI's included, does nothing.
+ *   marks a call as counted right before the engine gets it and counts it
+ *   as submitted once the engine accepted it, and future.c counts every
+ *   state change of a counted future under the future's lock, before the
+ *   change shows (so whoever saw a future end also sees it counted).  An
+ *   engine, MPI's included, does nothing.
  * - A future counts in its owner executor (`counted`; the owner outlives
  *   the future's calls, see struct cf_future) and, for a map's calls, in
  *   the iterator's counts too (`in_map`, `user_data` pointing at them).
@@ -52,6 +53,7 @@ void cf__counts_init(cf__counts *c)
     atomic_init(&c->succeeded, 0);
     atomic_init(&c->failed, 0);
     atomic_init(&c->cancelled, 0);
+    atomic_init(&c->reported, 0);
 }
 
 void cf__counts_read(cf__counts *c, cf_progress *out)
@@ -63,36 +65,38 @@ void cf__counts_read(cf__counts *c, cf_progress *out)
     out->failed = atomic_load_explicit(&c->failed, memory_order_acquire);
     out->succeeded = atomic_load_explicit(&c->succeeded, memory_order_acquire);
     out->running = atomic_load_explicit(&c->running, memory_order_acquire);
-    out->submitted = atomic_load_explicit(&c->submitted, memory_order_acquire);
+    out->submitted = atomic_load_explicit(&c->submitted, memory_order_relaxed);
+    /* A call may end before its submit is counted (see struct cf__counts). */
+    uint64_t seen = cf_progress_ended(out) + out->running;
+    if (out->submitted < seen)
+        out->submitted = seen;
+    uint64_t hw = atomic_load_explicit(&c->reported, memory_order_relaxed);
+    while (hw < out->submitted &&
+           !atomic_compare_exchange_weak_explicit(&c->reported, &hw, out->submitted,
+                                                  memory_order_relaxed, memory_order_relaxed))
+        ;
+    if (hw > out->submitted)
+        out->submitted = hw;
 }
 
-void cf__progress_submit(cf_executor *ex, cf_future *f)
+void cf__progress_mark(cf_future *f)
 {
     f->counted = true;
-    atomic_fetch_add_explicit(&ex->counts.submitted, 1, memory_order_relaxed);
 }
 
-void cf__progress_map_submit(cf__counts *c, cf_future *f)
+void cf__progress_map_mark(cf__counts *c, cf_future *f)
 {
     f->in_map = true;
     atomic_store_explicit(&f->user_data, c, memory_order_relaxed);
-    atomic_fetch_add_explicit(&c->submitted, 1, memory_order_relaxed);
 }
 
-void cf__progress_unsubmit(cf_future *f)
+void cf__progress_unmark(cf_future *f)
 {
     cf__lock_acquire(&f->lock);
-    if (!cf__state_done(cf__state_of(f))) {
-        /* Never reached the engine, so never ran and never will: nothing
-         * but `submitted` was counted. */
-        if (f->counted)
-            atomic_fetch_sub_explicit(&f->owner->counts.submitted, 1, memory_order_relaxed);
-        if (f->in_map) {
-            cf__counts *c = atomic_load_explicit(&f->user_data, memory_order_relaxed);
-            atomic_fetch_sub_explicit(&c->submitted, 1, memory_order_relaxed);
-        }
+    /* Refused, so it never ran and never will; one the engine ended
+     * before refusing it keeps its ending counted. */
+    if (!cf__state_done(cf__state_of(f)))
         f->counted = f->in_map = false;
-    }
     cf__lock_release(&f->lock);
 }
 
