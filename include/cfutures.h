@@ -737,11 +737,13 @@ int cf_kill_workers(cf_executor *ex);
  *              stopped by cf_future_interrupt() in a process pool.
  * What a snapshot guarantees, even while calls run on other threads:
  * succeeded + failed + cancelled + running <= submitted, and each count but
- * `running` is at least what the same thread read before.  The fields are read one by
- * one, so a snapshot may miss a call that moved between two of them (it
- * then counts in neither).  Once the calls have ended and their ending was
- * seen by the reading thread (a cf_future_result() or cf_wait() returned,
- * a shutdown with wait returned) the counts are exact. */
+ * `running` is at least what this thread read before.  The fields are
+ * read one by one, so a snapshot may miss a call that moved between two of
+ * them (it then counts in neither), and a call a worker began before its
+ * cf_submit() returned may count as submitted a moment before that submit
+ * does.  Once the calls have ended and their ending was seen by the
+ * reading thread (a cf_future_result() or cf_wait() returned, a shutdown
+ * with wait returned) the counts are exact. */
 typedef struct cf_progress {
     uint64_t submitted;
     uint64_t running;
