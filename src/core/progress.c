@@ -40,7 +40,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -122,7 +121,11 @@ CF__API int cf_executor_progress(const cf_executor *ex, cf_progress *out)
 
 struct cf__ticker {
     pthread_mutex_t mu;
-    pthread_cond_t cv;         /* CLOCK_MONOTONIC; see the liveness rule */
+    /* Bumped (with `mu` held, then woken) by every change a sleeper here
+     * waits for: set/clear/destroy, and the end of each call.  A futex word
+     * (posix/: the portable build emulates it), so the sleeps take an
+     * absolute monotonic deadline everywhere. */
+    _Atomic uint32_t seq;
     pthread_t thread;          /* constant once started */
     cf_executor *ex;           /* outlives the ticker (destroy joins it) */
     /* Guarded by `mu`: */
@@ -147,6 +150,23 @@ static bool progress_equal(const cf_progress *a, const cf_progress *b)
            a->cancelled == b->cancelled;
 }
 
+/* Wakes every sleeper on t->seq after a change made under `mu` (held). */
+static void bump(struct cf__ticker *t)
+{
+    atomic_fetch_add_explicit(&t->seq, 1, memory_order_release);
+    cf__futex_wake(&t->seq, INT_MAX);
+}
+
+/* Sleeps until t->seq moves or the deadline; mu held on entry and exit.
+ * The caller re-checks its condition (spurious returns are allowed). */
+static void sleep_on(struct cf__ticker *t, int64_t deadline_ns)
+{
+    uint32_t seen = atomic_load_explicit(&t->seq, memory_order_acquire);
+    pthread_mutex_unlock(&t->mu);
+    cf__futex_wait(&t->seq, seen, deadline_ns);
+    pthread_mutex_lock(&t->mu);
+}
+
 /* Calls the callback with `mu` dropped if the counts changed since the
  * last call or the callback is new.  mu held on entry and exit. */
 static void tick(struct cf__ticker *t, cf_progress *last, unsigned *last_gen)
@@ -164,7 +184,7 @@ static void tick(struct cf__ticker *t, cf_progress *last, unsigned *last_gen)
     fn(arg, &p);
     pthread_mutex_lock(&t->mu);
     t->calling = false;
-    pthread_cond_broadcast(&t->cv); /* set/clear may wait for this call */
+    bump(t); /* set/clear may wait for this call */
     *last = p;
     *last_gen = gen;
 }
@@ -182,15 +202,16 @@ static void *ticker_main(void *arg)
     unsigned last_gen = 0;
     pthread_mutex_lock(&t->mu);
     int64_t next = cf__now_ns();
-    /* Liveness: the thread sleeps on `cv` until the next tick's deadline
+    /* Liveness: the thread sleeps on `seq` until the next tick's deadline
      * or until a set/clear/destroy, which changes gen/stop under `mu` and
-     * signals `cv`; so a stop is seen at once and a tick is never late.
-     * Nothing else may be waited for here: a worker never wakes it. */
+     * then bumps `seq` and wakes it; `seq` is read under `mu` before the
+     * sleep, so a change made after the check makes the sleep return at
+     * once.  A stop is seen at once and a tick is never late.  Nothing
+     * else is waited for here: a worker never wakes it. */
     while (!t->stop) {
         int64_t now = cf__now_ns();
         if (now < next) {
-            struct timespec ts = {(time_t)(next / 1000000000), (long)(next % 1000000000)};
-            pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+            sleep_on(t, next);
             continue;
         }
         tick(t, &last, &last_gen);
@@ -209,26 +230,14 @@ static struct cf__ticker *ticker_new(cf_executor *ex)
     struct cf__ticker *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
-    pthread_condattr_t ca;
-    if (pthread_condattr_init(&ca) != 0) {
-        free(t);
-        return NULL;
-    }
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    int rc = pthread_cond_init(&t->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    if (rc != 0) {
-        free(t);
-        return NULL;
-    }
     pthread_mutex_init(&t->mu, NULL);
+    atomic_init(&t->seq, 0);
     t->ex = ex;
     return t;
 }
 
 static void ticker_free(struct cf__ticker *t)
 {
-    pthread_cond_destroy(&t->cv);
     pthread_mutex_destroy(&t->mu);
     free(t);
 }
@@ -237,9 +246,9 @@ static void ticker_free(struct cf__ticker *t)
  * `gen`.  t->mu held; not on the ticker's thread. */
 static void wait_calls_before(struct cf__ticker *t, unsigned gen)
 {
-    /* Liveness: the ticker broadcasts `cv` when each call returns. */
+    /* Liveness: the ticker bumps `seq` when each call returns. */
     while (t->calling && t->calling_gen != gen)
-        pthread_cond_wait(&t->cv, &t->mu);
+        sleep_on(t, CF__NS_FOREVER);
 }
 
 /* Stops the ticker of `ex`, joins and frees it.  ticker_mu held; not on
@@ -253,7 +262,7 @@ static void ticker_stop_locked(cf_executor *ex, bool final_look)
     t->stop = true;
     t->closing = true;
     t->final_look = final_look;
-    pthread_cond_broadcast(&t->cv);
+    bump(t);
     pthread_mutex_unlock(&t->mu);
     pthread_join(t->thread, NULL);
     ticker_free(t);
@@ -322,7 +331,7 @@ CF__API int cf_executor_set_progress_callback(cf_executor *ex, cf_progress_fn *f
         t->arg = arg;
         t->interval_ns = (int64_t)interval_ms * 1000000;
         t->gen++;
-        pthread_cond_broadcast(&t->cv);
+        bump(t);
         wait_calls_before(t, t->gen);
         pthread_mutex_unlock(&t->mu);
         pthread_mutex_unlock(&ex->ticker_mu);
