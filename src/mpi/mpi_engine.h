@@ -90,8 +90,9 @@ static inline size_t cf__mpi_frame_len(const wire_enc *e)
 #define CF__MPI_SPIN_MAX_NS 1000000
 #define CF__MPI_NAP_MIN_NS 50000
 #define CF__MPI_NAP_MAX_NS 1000000
-/* The longest the manager waits for its KILL messages to leave before it
- * lets go of the communicator (cf_kill_workers). */
+/* cf_kill_workers(): the longest the manager lets the sends under way
+ * finish before it sends KILL, and waits for its KILL messages to leave
+ * before it lets go of the communicator. */
 #define CF__MPI_KILL_SEND_NS 1000000000
 
 /* An idle worker (nothing for CF__MPI_DOZE_AFTER_NS) probes less often:

@@ -569,6 +569,18 @@ static bool handle_stop(mpi_pool *p)
                 send_stop(p, &p->workers[i], j, CF__MPI_STOP_ALL);
         return true;
     }
+    /* A worker that dies while a big frame is being written to it can
+     * deadlock Open MPI 4.1's TCP transport in this thread (README, "Limits
+     * today"), and one worker's end ends its siblings: the sends under way
+     * finish first, for a bounded time.  A send a busy worker has not
+     * begun to receive writes nothing meanwhile and is harmless. */
+    int64_t until = cf__now_ns() + CF__MPI_KILL_SEND_NS;
+    while (p->sends && cf__now_ns() < until) {
+        if (reap_sends(p))
+            continue;
+        struct timespec ts = {0, CF__MPI_NAP_MIN_NS}; /* ends by itself */
+        nanosleep(&ts, NULL);
+    }
     for (int i = 0; i < p->nworkers; i++) {
         unsigned char *buf = malloc(4);
         if (buf) {
@@ -581,7 +593,7 @@ static bool handle_stop(mpi_pool *p)
     }
     /* A KILL is tiny: MPI sends it at once, unless the connection is
      * clogged (a big call on its way), hence the bound. */
-    int64_t until = cf__now_ns() + CF__MPI_KILL_SEND_NS;
+    until = cf__now_ns() + CF__MPI_KILL_SEND_NS;
     while (urgent_sends(p) && cf__now_ns() < until) {
         reap_sends(p);
         sched_yield();
