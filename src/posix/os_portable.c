@@ -14,8 +14,12 @@
  *   allow for (they re-check).  Condition variables use CLOCK_MONOTONIC
  *   where the system lets them (Clock Selection), so a wall-clock jump
  *   neither stretches nor cuts a timeout there.
- * - fork(): the buckets are locked across it (pthread_atfork) and made
- *   afresh in the child, whose only thread waits on none of them.
+ * - fork(): the child makes every bucket afresh (pthread_atfork): its only
+ *   thread waits on none of them, and a bucket another thread held at
+ *   the fork (only ever for a few instructions) would stay locked there.
+ *   Nothing is taken before the fork: holding all 256 mutexes across it
+ *   would cost every fork of the program, and ThreadSanitizer cannot
+ *   track that many held at once.
  * - Shared memory without seals: the process pool never lets a worker
  *   reach memory the parent reads as a whole except its claim words, and
  *   copies what a worker made before reading it (cf__os_map_frozen).
@@ -66,18 +70,6 @@ static void buckets_make(void)
     pthread_condattr_destroy(&ca);
 }
 
-static void buckets_prepare(void)
-{
-    for (int i = 0; i < BUCKETS; i++)
-        pthread_mutex_lock(&buckets[i].mu);
-}
-
-static void buckets_parent(void)
-{
-    for (int i = BUCKETS; i-- > 0;)
-        pthread_mutex_unlock(&buckets[i].mu);
-}
-
 static void buckets_child(void)
 {
     /* Only this thread exists, and it waits on no bucket. */
@@ -87,7 +79,7 @@ static void buckets_child(void)
 static void buckets_init(void)
 {
     buckets_make();
-    pthread_atfork(buckets_prepare, buckets_parent, buckets_child);
+    pthread_atfork(NULL, NULL, buckets_child);
 }
 
 /* At library load, before the program can have threads (see cancel_fd.c:
