@@ -2232,14 +2232,11 @@ static int enqueue(process_pool *p, pjob *j, const char *who)
         int rc = p->broken ? cf__fail(CF_EBROKEN, "%s: %s", who, p->broken_msg)
                            : cf__fail(CF_ESHUTDOWN, "%s: cannot schedule new futures after "
                                                     "shutdown", who);
-        /* Their slots and counts go back while `mu` keeps the pool alive:
-         * once it is let go, a destroy may free the pool before submit
-         * returns (the front's own take-backs then find nothing to do). */
+        /* Their slots go back while `mu` keeps the pool alive: once it is
+         * let go, a destroy may free the pool before submit returns. */
         for (pjob *k = j; k; k = k->next)
-            for (uint32_t i = 0; i < k->n; i++) {
+            for (uint32_t i = 0; i < k->n; i++)
                 cf__slot_release(k->fs[i]);
-                cf__progress_unsubmit(k->fs[i]);
-            }
         pthread_mutex_unlock(&p->mu);
         while (j) {
             pjob *next = j->next;

@@ -616,10 +616,8 @@ static int tp_submit(cf_executor *ex, cf_future *f)
                                                             : submit_prio_locked(p, f);
     if (CF__UNLIKELY(rc != CF_OK)) {
         /* Under the lock, which keeps the pool alive: once it is let go,
-         * a destroy may free the pool before submit returns.  The front's
-         * own take-backs then find nothing left to do. */
+         * a destroy may free the pool before submit returns. */
         cf__slot_release(f);
-        cf__progress_unsubmit(f);
         cf__lock_release(&p->submit_lock);
         cf_future_release(f);
         return rc;
@@ -649,10 +647,8 @@ static int tp_submit_many(cf_executor *ex, cf_future **fs, size_t n)
         for (size_t i = 0; i < n; i++) {
             if (rc == CF_OK)
                 cf__queue_push(&p->q, &fs[i]->qnode);
-            else {
+            else
                 cf__slot_release(fs[i]); /* under the lock, as in tp_submit */
-                cf__progress_unsubmit(fs[i]);
-            }
         }
         cf__lock_release(&p->submit_lock);
     }
