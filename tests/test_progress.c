@@ -370,6 +370,40 @@ static void test_progress_lazy_map_refused_refill(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* A map whose timeout passed gives up on its calls: the queued one is
+ * cancelled, the one already running cannot be, and it must keep counting
+ * in the map (which is still open) until it ends - not stay "running" in
+ * the map's counts for good. */
+static void test_progress_map_timeout_counts_begun_call_to_its_end(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    blocker b;
+    blocker_init(&b);
+    cf_value ps[2] = {cf_ptr(&b), cf_ptr(&b)};
+    cf_map_input in = cf_input_array(ps, 2);
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.timeout = 0.05;
+    cf_map_iter *it;
+    assert_ok(cf_map(ex, t_block, &in, 1, &mo, &it));
+    assert_true(blocker_wait_started(&b, 1, 10));
+    assert_cf(CF_ETIMEDOUT, cf_map_next(it, NULL, NULL));
+    cf_progress p;
+    assert_ok(cf_map_progress(it, &p));
+    assert_counts(&p, 2, 1, 0, 0, 1);
+    blocker_release(&b);
+    assert_ok(cf_shutdown(ex, true, false));
+    assert_ok(cf_map_progress(it, &p));
+    assert_counts(&p, 2, 0, 1, 0, 1);
+    assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+    cf_map_close(it);
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_counts(&p, 2, 0, 1, 0, 1);
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
 /* cf_submit_many() on a process pool, whose calls go to the engine one by
  * one: the pool shuts down after the first was handed over and a worker
  * began it, so the second is refused.  The first runs on (it cannot be
@@ -912,6 +946,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_progress_map_counts),
     cmocka_unit_test(test_progress_map_close_early),
     cmocka_unit_test(test_progress_lazy_map_refused_refill),
+    cmocka_unit_test(test_progress_map_timeout_counts_begun_call_to_its_end),
     cmocka_unit_test(test_progress_submit_many_refused_after_one_began),
     cmocka_unit_test(test_progress_snapshot_invariant_race),
     cmocka_unit_test(test_progress_callback_called_and_final),

@@ -50,6 +50,11 @@ struct cf_map_iter {
     int refill_err;        /* why refilling stopped, reported at the end */
     bool finished;
     cf_future *current;    /* element last yielded, kept for its value */
+    /* Calls the map gave up on (its timeout, a refused refill) that had
+     * begun, so could not be cancelled: kept, with a reference, so they
+     * count in the map until they end; cf_map_close() detaches them. */
+    cf_future **left;
+    size_t nleft, left_cap;
     /* This map's calls (progress.c); written by the threads that submit
      * and complete them, read by cf_map_progress() from any thread. */
     cf__counts counts;
@@ -135,6 +140,23 @@ static int grow_chunk(cf_map_iter *it)
     return CF_OK;
 }
 
+/* Gives up on f, a call of the map that has begun (see `left`). */
+static void keep_running(cf_map_iter *it, cf_future *f)
+{
+    if (it->nleft == it->left_cap) {
+        size_t cap = it->left_cap ? 2 * it->left_cap : 4;
+        cf_future **l = realloc(it->left, cap * sizeof *l);
+        if (!l) {
+            cf__progress_map_detach(f); /* no memory: it stops counting here */
+            cf_future_release(f);
+            return;
+        }
+        it->left = l;
+        it->left_cap = cap;
+    }
+    it->left[it->nleft++] = f;
+}
+
 /* Submits the next chunk (up to `chunksize` tuples) as one unit.  Returns
  * the number submitted, 0 (inputs exhausted) or a cf_error (nothing of
  * this chunk stays scheduled). */
@@ -167,10 +189,14 @@ static int submit_next(cf_map_iter *it)
     }
     if (r != CF_OK) {
         /* One a worker had begun before the rest was refused runs on
-         * unobserved: it must not count in an iterator that may go. */
+         * unobserved, counted here until it ends (the others were
+         * cancelled, or unmarked when refused: in_map is false). */
         for (size_t i = 0; i < n; i++) {
-            cf__progress_map_detach(it->chunk[i]);
-            cf_future_release(it->chunk[i]);
+            cf_future *f = it->chunk[i];
+            if (f->in_map && !cf_future_done(f))
+                keep_running(it, f);
+            else
+                cf_future_release(f);
         }
         return r;
     }
@@ -185,9 +211,10 @@ static void cancel_rest(cf_map_iter *it)
 {
     while (it->count) {
         cf_future *f = pop(it);
-        if (!cf_future_cancel(f))
-            cf__progress_map_detach(f); /* running on: stop counting here */
-        cf_future_release(f);
+        if (cf_future_cancel(f))
+            cf_future_release(f);
+        else
+            keep_running(it, f);
     }
 }
 
@@ -196,6 +223,12 @@ CF__API void cf_map_close(cf_map_iter *it)
     if (!it)
         return;
     cancel_rest(it);
+    /* Running on: they stop counting here. */
+    for (size_t i = 0; i < it->nleft; i++) {
+        cf__progress_map_detach(it->left[i]);
+        cf_future_release(it->left[i]);
+    }
+    free(it->left);
     if (it->current)
         cf_future_release(it->current);
     if (it->ex)
@@ -317,9 +350,10 @@ CF__API int cf_map_next(cf_map_iter *it, const cf_value **value, const cf_failur
     const cf_value *v;
     int rc = cf_future_result(f, left, &v);
     if (rc == CF_ETIMEDOUT) {
-        if (!cf_future_cancel(f))
-            cf__progress_map_detach(f);
-        cf_future_release(f);
+        if (cf_future_cancel(f))
+            cf_future_release(f);
+        else
+            keep_running(it, f);
         cancel_rest(it);
         it->finished = true;
         return cf__fail(CF_ETIMEDOUT, "map: result not available within the map's timeout");
