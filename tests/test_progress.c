@@ -512,6 +512,11 @@ static void test_progress_snapshot_invariant_race(void **state)
         release_all(fs, PER);
         total += PER;
     }
+    /* Under load the reader may not have been scheduled yet: let it take
+     * at least one snapshot (bounded) before it is stopped. */
+    double end = cf_test_now() + 10.0 * cf_test_scale();
+    while (atomic_load(&r.snapshots) == 0 && !atomic_load(&r.bad) && cf_test_now() < end)
+        sleep_ms(1);
     atomic_store(&r.stop, true);
     bg_join(&th, 10);
     if (atomic_load(&r.bad))
