@@ -453,6 +453,35 @@ static void test_progress_submit_many_refused_after_one_began(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* A submit refused because the executor shut down, while another thread
+ * destroys the executor: once the engine has let go of its lock the
+ * destroy may free the executor, so the front must not touch it any more
+ * (ASan would see a use after free, TSan a race with the free). */
+static void destroy_in_thread(void *arg)
+{
+    assert_ok(cf_executor_destroy((cf_executor *)arg));
+}
+
+static void destroy_while_refused(cf_executor *ex)
+{
+    bg_thread th;
+    bg_start(&th, destroy_in_thread, ex);
+    bg_join(&th, 30);
+}
+
+static void test_progress_refused_submit_races_destroy(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    assert_ok(cf_shutdown(ex, false, false));
+    cf_future *f = NULL;
+    atomic_store(&cf__test_hook_submit_refused, destroy_while_refused);
+    int rc = cf_submit(ex, t_square, CF_ARGS(cf_i64(2)), &f);
+    atomic_store(&cf__test_hook_submit_refused, NULL);
+    assert_cf(CF_ESHUTDOWN, rc);
+    assert_null(f);
+}
+
 /* A reader thread takes snapshots while calls are submitted, run and
  * cancelled: every snapshot keeps ended + running <= submitted, and no
  * count but running ever goes back.  200 rounds. */
@@ -953,6 +982,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_progress_lazy_map_refused_refill),
     cmocka_unit_test(test_progress_map_timeout_counts_begun_call_to_its_end),
     cmocka_unit_test(test_progress_submit_many_refused_after_one_began),
+    cmocka_unit_test(test_progress_refused_submit_races_destroy),
     cmocka_unit_test(test_progress_snapshot_invariant_race),
     cmocka_unit_test(test_progress_callback_called_and_final),
     cmocka_unit_test(test_progress_callback_never_after_clear),

@@ -360,6 +360,8 @@ CF__API void cf_submit_options_init(cf_submit_options *opts)
     opts->queue_timeout = CF_FOREVER;
 }
 
+void (*_Atomic cf__test_hook_submit_refused)(cf_executor *ex);
+
 static int submit_common(cf_executor *ex, const cf_submit_options *opts, cf_task_fn *fn,
                          const cf_value *args, size_t nargs, cf_future **out, const char *who)
 {
@@ -401,6 +403,10 @@ static int submit_common(cf_executor *ex, const cf_submit_options *opts, cf_task
     cf__progress_mark(f);
     rc = ex->engine->submit(ex, f);
     if (rc != CF_OK) {
+        void (*hook)(cf_executor *) =
+            atomic_load_explicit(&cf__test_hook_submit_refused, memory_order_relaxed);
+        if (CF__UNLIKELY(hook != NULL))
+            hook(ex);
         /* The engine released its reference; drop ours too, and the slot
          * it never queued (engines give it back themselves when they
          * refuse a call after shutdown, while their lock keeps the

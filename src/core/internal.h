@@ -748,6 +748,9 @@ int cf__submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_chunk
  * the engine one by one, after each call the engine took, to open the
  * window before the next (NULL in programs). */
 extern void (*_Atomic cf__test_hook_after_submit)(cf_executor *ex, cf_future *f);
+/* Tests only: called by cf_submit() right after the engine refused the
+ * call, before the front lets go of it (NULL in programs). */
+extern void (*_Atomic cf__test_hook_submit_refused)(cf_executor *ex);
 
 /* Checks a priority (cf_submit_options, cf_map_options) for `ex`: CF_OK,
  * CF_EINVAL (out of range) or CF_ENOTSUP (the engine does not order
