@@ -69,6 +69,11 @@
  *           call is asked to stop as by cf_future_interrupt(); the pool
  *           ends when they have returned, and the ranks leave as after a
  *           normal shutdown.
+ *
+ * Priorities and bounds: an MPI pool takes calls in submission order.  A
+ * cf_submit_options or cf_map_options priority other than
+ * CF_PRIORITY_DEFAULT is refused with CF_ENOTSUP (nothing is queued), and
+ * its options have no max_queued: submit never waits for room.
  */
 #ifndef CFUTURES_MPI_H
 #define CFUTURES_MPI_H

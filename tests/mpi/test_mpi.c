@@ -856,6 +856,35 @@ static void test_bad_options(void **state)
     assert_cf(CF_EINVAL, cf_mpi_pool_new(NULL, NULL));
 }
 
+/* The MPI engine does not order calls: a priority other than the default
+ * is refused, by submit and by map, and nothing is queued; the default
+ * one (also spelled out) is fine. */
+static void test_priority_refused(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(1, 0);
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    so.priority = 3;
+    cf_future *f = NULL;
+    assert_cf(CF_ENOTSUP, cf_submit_with(ex, &so, square, CF_ARGS(cf_i64(2)), &f));
+    assert_null(f);
+    assert_non_null(strstr(cf_last_error_message(), "priority"));
+    cf_value xs[2] = {cf_i64(1), cf_i64(2)};
+    cf_map_input in = cf_input_array(xs, 2);
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.priority = -1;
+    cf_map_iter *it = NULL;
+    assert_cf(CF_ENOTSUP, cf_map(ex, square, &in, 1, &mo, &it));
+    assert_null(it);
+    so.priority = CF_PRIORITY_DEFAULT;
+    assert_ok(cf_submit_with(ex, &so, square, CF_ARGS(cf_i64(4)), &f));
+    assert_int_equal(result_i64(f), 16);
+    cf_future_release(f);
+    assert_ok(cf_executor_destroy(ex));
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_results),
     cmocka_unit_test(test_task_failure_names_worker),
@@ -875,6 +904,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_workers_from_environment),
     cmocka_unit_test(test_exit_without_destroy),
     cmocka_unit_test(test_bad_options),
+    cmocka_unit_test(test_priority_refused),
 };
 
 CF_TEST_MAIN(tests)
