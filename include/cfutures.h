@@ -656,10 +656,11 @@ typedef struct cf_submit_options {
      * never stops a call that has begun.  Thread and process pools.  A
      * process pool sends calls ahead to a busy worker, which runs them in
      * the order sent: up to 64 jobs (a map chunk is one job) while every
-     * queued call has the default priority, 8 while any has another, so
-     * a call of high priority waits for at most 7 jobs sent ahead per
+     * queued call has the default priority; while any has another, only
+     * to a worker whose last job took at most 100 us, so a call of high
+     * priority waits for at most about 6.4 ms of calls sent ahead per
      * worker (or, if it arrives while all queued calls have the default
-     * priority, those sent ahead before it).  Engines that do not order calls (MPI) refuse
+     * priority, for those sent ahead before it).  Engines that do not order calls (MPI) refuse
      * a priority other than the default with CF_ENOTSUP. */
     int priority;
     /* Seconds submit may wait for room when the executor's queue is full

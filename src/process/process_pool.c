@@ -62,9 +62,10 @@
  *   default priority a job is appended; otherwise it goes behind the last
  *   job of its priority or higher, found in `marks` (one per distinct
  *   priority pending).  While jobs of another priority than the default
- *   are pending (`nprio`), a worker holds PRIO_DEPTH jobs at most instead
- *   of DEPTH, so a later call of higher priority waits for fewer calls
- *   sent ahead, while tiny calls still travel several per write.  Jobs
+ *   are pending (`nprio`), only a worker whose last job was quick
+ *   (FAST_JOB_NS) is sent jobs ahead, so a later call of higher priority
+ *   waits for at most about DEPTH x FAST_JOB_NS of them (or none), while
+ *   tiny calls still travel many per write.  Jobs
  *   put back after a worker died go to the front, whatever their priority
  *   (`requeued`), and stay there: the walk that replaces the marks after
  *   that passes them.
@@ -110,10 +111,12 @@
 extern char **environ;
 
 #define DEPTH 64          /* most jobs queued on one worker */
-/* ... while jobs of another priority than the default are pending: a job
- * of higher priority that arrives waits for at most this many jobs per
- * worker, and workers still get several tiny calls per write. */
-#define PRIO_DEPTH 8
+/* While jobs of another priority than the default are pending, a worker
+ * whose last job took at most FAST_JOB_NS still gets DEPTH jobs (a later
+ * job of higher priority then waits at most about DEPTH x FAST_JOB_NS, and
+ * tiny calls keep travelling many per write); any other gets none ahead
+ * of the one it runs. */
+#define FAST_JOB_NS 100000
 /* Claim words per worker: the most calls sent to one worker and not yet
  * answered (a bigger map chunk is split at submit). */
 #define NCLAIMS 8192
@@ -189,6 +192,8 @@ typedef struct pworker {
     bool refused;        /* sent a bad frame: nothing more is read from it */
     uint16_t next_id;
     int64_t head_since;  /* when the head job started running */
+    int64_t last_job_ns; /* how long its last answered job ran (from when
+                          * it became the head); INT64_MAX before any */
     long tasks_sent;
     unsigned char *in;
     size_t in_start, in_end, in_cap;
@@ -855,6 +860,7 @@ static int spawn_worker(process_pool *p)
     w->pidfd = cf__os_pidfd(pid);
     fcntl(w->fd, F_SETFL, fcntl(w->fd, F_GETFL) | O_NONBLOCK);
     w->head_since = cf__now_ns();
+    w->last_job_ns = INT64_MAX;
     p->workers[p->nworkers++] = w;
     atomic_fetch_add(&p->alive, 1);
     wire_enc copy = p->init_frame; /* flattened: no references */
@@ -1260,7 +1266,9 @@ static pjob *pop_answered(process_pool *p, pworker *w, uint32_t n)
     w->njobs--;
     w->calls_answered += n;
     sent_unlink(p, j);
-    w->head_since = cf__now_ns();
+    int64_t now = cf__now_ns();
+    w->last_job_ns = now - w->head_since;
+    w->head_since = now;
     if (n == 1 && j->fs[0]->shm && j->fs[0]->shm->args.map)
         give_back_args(p, j->fs[0]->shm);
     cf__bufcache_give(p->cache, &j->lent); /* answered without it */
@@ -1881,7 +1889,8 @@ static pworker *pick_worker(process_pool *p, pjob *j, size_t backlog)
     if (!best)
         return NULL;
     if (best->njobs > 0 &&
-        (backlog < (size_t)p->max_workers || best->njobs >= (p->nprio ? PRIO_DEPTH : DEPTH)))
+        (backlog < (size_t)p->max_workers || best->njobs >= DEPTH ||
+         (p->nprio && best->last_job_ns > FAST_JOB_NS)))
         return NULL;
     return best;
 }
