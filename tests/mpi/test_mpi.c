@@ -40,6 +40,14 @@ static int fail_odd(cf_call *c)
 }
 CF_TASK(fail_odd);
 
+/* Returns a pointer, which cannot leave the worker's address space. */
+static int return_ptr(cf_call *c)
+{
+    static int here;
+    return cf_return_ptr(c, &here);
+}
+CF_TASK(return_ptr);
+
 /* Waits until the file named by argument 0 exists (at most 30 s). */
 static int wait_gate(cf_call *c)
 {
@@ -233,6 +241,15 @@ static void test_task_failure_names_worker(void **state)
     assert_ok(cf_future_exception(f, CF_FOREVER, &fl));
     assert_string_equal(cf_failure_type(fl), "NameError");
     assert_non_null(strstr(cf_failure_message(fl), "\"late\" is not registered"));
+    cf_future_release(f);
+    /* A pointer result fails its own call (it cannot be copied to this
+     * process); the frame around it still decodes and the pool goes on. */
+    assert_ok(cf_submit(ex, return_ptr, CF_NOARGS, &f));
+    assert_cf(CF_ETASK, cf_future_result(f, CF_FOREVER, NULL));
+    assert_ok(cf_future_exception(f, CF_FOREVER, &fl));
+    assert_int_equal(cf_failure_code(fl), CF_ENOTCOPYABLE);
+    assert_string_equal(cf_failure_type(fl), "TypeError");
+    assert_non_null(strstr(cf_failure_message(fl), "\"return_ptr\" returned a"));
     cf_future_release(f);
     assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(5)), &f));
     assert_int_equal(result_i64(f), 25);
