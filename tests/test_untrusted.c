@@ -301,9 +301,17 @@ static void fake_answer(int fd, uint32_t n, uint16_t id)
     case 2: /* random bytes as a result */
         fake_random_frame(fd, WIRE_RESULT, fake_next() % 40, 0);
         break;
-    case 3: /* an unknown frame type */
-        fake_random_frame(fd, (uint8_t)(fake_next() % 256), fake_next() % 40, 0);
+    case 3: { /* an unknown frame type */
+        /* Not one a worker may send: an empty BELL, for one, is a valid
+         * frame that asks for nothing, and this fake would then never
+         * answer - a call that runs forever, which is no fault. */
+        uint8_t type;
+        do
+            type = (uint8_t)(fake_next() % 256);
+        while (type == WIRE_RESULT || type == WIRE_HELLO || type == WIRE_BELL);
+        fake_random_frame(fd, type, fake_next() % 40, 0);
         break;
+    }
     case 4: { /* a huge announced length, then leave */
         unsigned char hdr[WIRE_HDR] = {0xff, 0xff, 0xff, 0x0f, WIRE_RESULT, 0, 0, 0};
         fake_write(fd, hdr, sizeof hdr);
