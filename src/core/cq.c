@@ -127,16 +127,14 @@ static void poke(cf_completion_queue *q)
  * a future in more than CQ_DEFERRED queues pokes the rest at once. */
 #define CQ_DEFERRED 8
 static _Thread_local cf_completion_queue *deferred[CQ_DEFERRED];
-static _Thread_local int ndeferred;
-_Thread_local bool cf__cq_pokes_pending;
+_Thread_local int cf__cq_ndeferred;
 
 void (*_Atomic cf__test_hook_before_poke)(void);
 
 void cf__cq_flush_pokes(void)
 {
-    cf__cq_pokes_pending = false;
-    while (ndeferred > 0) {
-        cf_completion_queue *q = deferred[--ndeferred];
+    while (cf__cq_ndeferred > 0) {
+        cf_completion_queue *q = deferred[--cf__cq_ndeferred];
         void (*hook)(void) = atomic_load_explicit(&cf__test_hook_before_poke,
                                                   memory_order_relaxed);
         if (CF__UNLIKELY(hook != NULL))
@@ -181,14 +179,13 @@ static void cq_notify(cf__wnode *node, cf_future *f)
     cf__lock_acquire(&q->lock);
     unlink_pending_locked(q, e);
     bool wake = push_ready_locked(q, e);
-    if (wake && ndeferred < CQ_DEFERRED)
+    if (wake && cf__cq_ndeferred < CQ_DEFERRED)
         atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed);
     cf__lock_release(&q->lock);
     if (!wake)
         return;
-    if (ndeferred < CQ_DEFERRED) {
-        deferred[ndeferred++] = q;
-        cf__cq_pokes_pending = true;
+    if (cf__cq_ndeferred < CQ_DEFERRED) {
+        deferred[cf__cq_ndeferred++] = q;
     } else {
         poke(q); /* now: f's lock keeps q alive (destroy and pop take it) */
     }

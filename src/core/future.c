@@ -559,7 +559,7 @@ static void complete_locked(cf_future *f, uint32_t final)
      * the caller's last reference. */
     cf_future_retain(f);
     cf__lock_release(&f->lock);
-    if (cf__cq_pokes_pending)
+    if (cf__cq_ndeferred)
         cf__cq_flush_pokes();
     if (sleepers)
         cf__futex_wake(&f->state, INT_MAX);

@@ -593,10 +593,11 @@ void cf__waiter_notify(struct cf__waiter *w, cf_future *f);
 
 /* Completion queues (cq.c) defer the write that wakes an event loop until
  * the completing thread has dropped the future's lock, so the loop thread
- * does not wake straight into that lock: a notify sets
- * cf__cq_pokes_pending, and complete_locked() calls cf__cq_flush_pokes()
- * right after it drops the lock.  Thread-local, no ordering. */
-extern _Thread_local bool cf__cq_pokes_pending;
+ * does not wake straight into that lock: a notify counts the poke in
+ * cf__cq_ndeferred (this thread's pokes not yet written), and
+ * complete_locked() calls cf__cq_flush_pokes() right after it drops the
+ * lock whenever that is not 0.  Thread-local, no ordering. */
+extern _Thread_local int cf__cq_ndeferred;
 void cf__cq_flush_pokes(void);
 /* Tests only: called before each deferred poke, to widen the window in
  * which the queue may be popped and destroyed (NULL in programs). */
