@@ -60,6 +60,17 @@ static inline void cf__queue_push(cf__queue *q, cf__qnode *n)
     atomic_store_explicit(&prev->next, n, memory_order_release);
 }
 
+/* Pushes first..last, already linked through `next` by the caller, with
+ * one exchange: the consumer sees them in link order, after everything
+ * pushed before.  Until the final store links the chain in, a consumer
+ * that sees the new tail reports CF__Q_BUSY, as for push(). */
+static inline void cf__queue_push_chain(cf__queue *q, cf__qnode *first, cf__qnode *last)
+{
+    atomic_store_explicit(&last->next, NULL, memory_order_relaxed);
+    cf__qnode *prev = atomic_exchange_explicit(&q->tail, last, memory_order_seq_cst);
+    atomic_store_explicit(&prev->next, first, memory_order_release);
+}
+
 /* True when nothing is queued.  Any thread; seq_cst so it can take part in
  * the thread pool's Dekker-style handshake.  A consumer mid-pop may make it
  * answer "not empty" for a moment; never "empty" while a completed push is
