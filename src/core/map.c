@@ -91,6 +91,15 @@ static int next_tuple(cf_map_iter *it)
     return 1;
 }
 
+/* The ring slot of the i-th future from `head` (i < cap): a compare
+ * rather than a division, which cost a chunked map's submit loop more than
+ * the rest of its bookkeeping. */
+static size_t slot_of(const cf_map_iter *it, size_t i)
+{
+    size_t k = it->head + i;
+    return k < it->cap ? k : k - it->cap;
+}
+
 /* Makes room for `more` futures in the ring. */
 static int reserve(cf_map_iter *it, size_t more)
 {
@@ -103,7 +112,7 @@ static int reserve(cf_map_iter *it, size_t more)
     if (!nr)
         return cf__fail(CF_ENOMEM, "map: out of memory");
     for (size_t i = 0; i < it->count; i++)
-        nr[i] = it->ring[(it->head + i) % it->cap];
+        nr[i] = it->ring[slot_of(it, i)];
     free(it->ring);
     it->ring = nr;
     it->cap = ncap;
@@ -114,14 +123,14 @@ static int reserve(cf_map_iter *it, size_t more)
 /* Appends a future; reserve() made room. */
 static void push(cf_map_iter *it, cf_future *f)
 {
-    it->ring[(it->head + it->count) % it->cap] = f;
+    it->ring[slot_of(it, it->count)] = f;
     it->count++;
 }
 
 static cf_future *pop(cf_map_iter *it)
 {
     cf_future *f = it->ring[it->head];
-    it->head = (it->head + 1) % it->cap;
+    it->head = slot_of(it, 1);
     it->count--;
     return f;
 }
