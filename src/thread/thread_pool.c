@@ -20,6 +20,12 @@
  * common case) a worker only reads it and takes the FIFO path as before,
  * so calls of the default priority pay one relaxed load for priorities.
  *
+ * Batches (cf_submit_many, and each chunk of a chunked map, which the
+ * front hands over in pieces that fit the bound): one submit_lock, one
+ * exchange for the chain of calls of the default priority, one wake-up.
+ * The calls stay separate: any worker takes any of them, each can be
+ * cancelled until a worker begins it, each gives back its own slot.
+ *
  * Bound (max_queued, cf__bound in executor.c): the front takes a slot
  * before it hands a call over; a worker gives it back as it takes the
  * call (cf__slot_release after the pop), cancel() gives it back at once,
@@ -187,12 +193,14 @@ static bool entry_before(const struct prio_entry *a, const struct prio_entry *b)
     return a->priority > b->priority || (a->priority == b->priority && a->seq < b->seq);
 }
 
-/* Makes room for one more entry.  Returns false on ENOMEM. */
-static bool heap_reserve_locked(thread_pool *p)
+/* Makes room for `more` entries.  Returns false on ENOMEM. */
+static bool heap_reserve_locked(thread_pool *p, size_t more)
 {
-    if (p->nheap < p->heap_cap)
+    if (more <= p->heap_cap - p->nheap)
         return true;
-    size_t cap = p->heap_cap ? p->heap_cap * 2 : 64;
+    size_t cap = p->heap_cap ? p->heap_cap : 64;
+    while (cap - p->nheap < more)
+        cap *= 2;
     struct prio_entry *h = realloc(p->heap, cap * sizeof *h);
     if (!h)
         return false;
@@ -599,7 +607,7 @@ static int admit_locked(thread_pool *p, int n, const char *who)
 static int submit_prio_locked(thread_pool *p, cf_future *f)
 {
     cf__lock_acquire(&p->prio_lock);
-    int rc = heap_reserve_locked(p) ? admit_locked(p, 1, "submit")
+    int rc = heap_reserve_locked(p, 1) ? admit_locked(p, 1, "submit")
                                     : cf__fail(CF_ENOMEM, "submit: out of memory for the "
                                                           "priority queue");
     if (rc == CF_OK)
@@ -631,9 +639,12 @@ static int tp_submit(cf_executor *ex, cf_future *f)
     return CF_OK;
 }
 
-/* cf_submit_many: one lock, one wake-up for n calls.  The worker woken
- * here, or the searcher, wakes the next while more is queued (next_call),
- * so the whole batch spreads over the parked workers. */
+/* cf_submit_many, and a map's chunk: one lock, one wake-up for n calls,
+ * each queued by its own priority (a map's calls all have the map's).
+ * Room in the heap is made for all of them before they are admitted, so
+ * it is all or none.  The worker woken here, or the searcher, wakes the
+ * next while more is queued (next_call), so the whole batch spreads over
+ * the parked workers. */
 static int tp_submit_many(cf_executor *ex, cf_future **fs, size_t n)
 {
     thread_pool *p = pool_of(ex);
@@ -642,14 +653,38 @@ static int tp_submit_many(cf_executor *ex, cf_future **fs, size_t n)
         rc = cf__fail(CF_ENOMEM, "submit_many: %zu calls at once is more than a pool can count",
                       n);
     } else {
+        size_t nprio_calls = 0;
+        for (size_t i = 0; i < n; i++)
+            nprio_calls += fs[i]->priority != CF_PRIORITY_DEFAULT;
         cf__lock_acquire(&p->submit_lock);
-        rc = admit_locked(p, (int)n, "submit_many");
-        for (size_t i = 0; i < n; i++) {
-            if (rc == CF_OK)
-                cf__queue_push(&p->q, &fs[i]->qnode);
-            else
-                cf__slot_release(fs[i]); /* under the lock, as in tp_submit */
+        if (nprio_calls) {
+            cf__lock_acquire(&p->prio_lock); /* submit_lock -> prio_lock */
+            rc = heap_reserve_locked(p, nprio_calls)
+                     ? admit_locked(p, (int)n, "submit_many")
+                     : cf__fail(CF_ENOMEM, "submit_many: out of memory for the priority queue");
+        } else {
+            rc = admit_locked(p, (int)n, "submit_many");
         }
+        /* The calls of the default priority go in as one chain: one
+         * exchange for all of them. */
+        cf__qnode *first = NULL, *last = NULL;
+        for (size_t i = 0; i < n; i++) {
+            if (rc != CF_OK) {
+                cf__slot_release(fs[i]); /* under the lock, as in tp_submit */
+            } else if (fs[i]->priority != CF_PRIORITY_DEFAULT) {
+                heap_push_locked(p, fs[i]);
+            } else {
+                if (last)
+                    atomic_store_explicit(&last->next, &fs[i]->qnode, memory_order_relaxed);
+                else
+                    first = &fs[i]->qnode;
+                last = &fs[i]->qnode;
+            }
+        }
+        if (first)
+            cf__queue_push_chain(&p->q, first, last);
+        if (nprio_calls)
+            cf__lock_release(&p->prio_lock);
         cf__lock_release(&p->submit_lock);
     }
     if (rc != CF_OK) {
