@@ -230,6 +230,234 @@ static void test_thread_map_priority(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* A chunked map on a thread pool hands each chunk over in one go, but its
+ * calls stay separate: queued by the map's priority among calls submitted
+ * one by one (FIFO among equals, before and after the map), and spread
+ * over chunks of different sizes. */
+static void test_thread_chunked_map_priority_order(void **state)
+{
+    (void)state;
+    busy w;
+    busy_start(&w, tpool(1, 0));
+    cf_executor *ex = w.ex;
+    order_log log;
+    order_init(&log);
+    cf_future *before[3];
+    before[0] = submit_prio(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(100)), 9);
+    before[1] = submit_prio(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(200)), -1);
+    before[2] = submit_prio(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(300)), 5);
+    enum { N = 10 };
+    cf_value logs[N], ids[N];
+    for (int i = 0; i < N; i++) {
+        logs[i] = cf_ptr(&log);
+        ids[i] = cf_i64(i + 1);
+    }
+    cf_map_input in[2] = {cf_input_array(logs, N), cf_input_array(ids, N)};
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.priority = 5;
+    mo.chunksize = 4;
+    cf_map_iter *it = NULL;
+    assert_ok(cf_map(ex, t_record, in, 2, &mo, &it));
+    cf_future *after = submit_prio(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(301)), 5);
+    /* A map of the default priority behind them all but 200. */
+    cf_value dlogs[3] = {cf_ptr(&log), cf_ptr(&log), cf_ptr(&log)};
+    cf_value dids[3] = {cf_i64(11), cf_i64(12), cf_i64(13)};
+    cf_map_input din[2] = {cf_input_array(dlogs, 3), cf_input_array(dids, 3)};
+    mo.priority = CF_PRIORITY_DEFAULT;
+    mo.chunksize = 2;
+    cf_map_iter *dit = NULL;
+    assert_ok(cf_map(ex, t_record, din, 2, &mo, &dit));
+    assert_int_equal(atomic_load(&ex->bound.queued), 0); /* no bound: no slots */
+    busy_release(&w);
+    for (int i = 1; i <= N; i++) {
+        const cf_value *v;
+        assert_ok(cf_map_next(it, &v, NULL));
+        assert_int_equal(v->as.i64, i);
+    }
+    assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+    cf_map_close(it);
+    for (int i = 11; i <= 13; i++) {
+        const cf_value *v;
+        assert_ok(cf_map_next(dit, &v, NULL));
+        assert_int_equal(v->as.i64, i);
+    }
+    assert_cf(CF_EDONE, cf_map_next(dit, NULL, NULL));
+    cf_map_close(dit);
+    for (int i = 0; i < 3; i++) {
+        assert_ok(cf_future_result(before[i], T_OK * cf_test_scale(), NULL));
+        cf_future_release(before[i]);
+    }
+    assert_ok(cf_future_result(after, T_OK * cf_test_scale(), NULL));
+    cf_future_release(after);
+    const int want[] = {100, 300, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 301, 11, 12, 13, 200};
+    assert_order(log.ids, log.n, want, (int)(sizeof want / sizeof want[0]));
+    busy_end(&w);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* arg 0: the executor, arg 1: _Atomic size_t* (most slots seen held),
+ * arg 2: i64.  Returns arg 2 squared. */
+static int t_note_queued(cf_call *call)
+{
+    cf_executor *ex = (cf_executor *)cf_arg_ptr(call, 0);
+    _Atomic size_t *most = (_Atomic size_t *)cf_arg_ptr(call, 1);
+    size_t q = atomic_load(&ex->bound.queued), m = atomic_load(most);
+    while (q > m && !atomic_compare_exchange_weak(most, &m, q))
+        ;
+    int64_t x = cf_arg_i64(call, 2);
+    return cf_return_i64(call, x * x);
+}
+
+/* A chunk bigger than the bound goes in as pieces that fit: the queue
+ * never holds more than max_queued calls, and every element gets its own
+ * result. */
+static void test_thread_chunked_map_respects_bound(void **state)
+{
+    (void)state;
+    enum { N = 200, MAX = 3 };
+    cf_executor *ex = tpool(2, MAX);
+    _Atomic size_t most = 0;
+    cf_value exs[N], mosts[N], xs[N];
+    for (int i = 0; i < N; i++) {
+        exs[i] = cf_ptr(ex);
+        mosts[i] = cf_ptr(&most);
+        xs[i] = cf_i64(i);
+    }
+    cf_map_input in[3] = {cf_input_array(exs, N), cf_input_array(mosts, N),
+                          cf_input_array(xs, N)};
+    const int chunks[] = {2, 16, 1000};
+    for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+        cf_map_options mo;
+        cf_map_options_init(&mo);
+        mo.chunksize = chunks[c];
+        mo.priority = (int)c - 1;
+        cf_map_iter *it = NULL;
+        assert_ok(cf_map(ex, t_note_queued, in, 3, &mo, &it));
+        for (int i = 0; i < N; i++) {
+            const cf_value *v;
+            assert_ok(cf_map_next(it, &v, NULL));
+            assert_int_equal(v->as.i64, (int64_t)i * i);
+        }
+        assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+        cf_map_close(it);
+    }
+    assert_true(atomic_load(&most) <= MAX);
+    assert_int_equal(atomic_load(&ex->bound.queued), 0);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* A chunk that finds the queue full part-way (the only worker is held)
+ * fails the map with CF_EFULL at its deadline; the piece already handed
+ * over is cancelled call by call, gives its slots back, and none of it
+ * runs. */
+static void test_thread_chunked_map_full_part_way(void **state)
+{
+    (void)state;
+    busy w;
+    busy_start(&w, tpool(1, 3));
+    cf_executor *ex = w.ex;
+    order_log log;
+    order_init(&log);
+    enum { N = 8 };
+    cf_value logs[N], ids[N];
+    for (int i = 0; i < N; i++) {
+        logs[i] = cf_ptr(&log);
+        ids[i] = cf_i64(i);
+    }
+    cf_map_input in[2] = {cf_input_array(logs, N), cf_input_array(ids, N)};
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.chunksize = N;
+    mo.timeout = 0.05;
+    mo.priority = 2;
+    cf_map_iter *it = NULL;
+    assert_cf(CF_EFULL, cf_map(ex, t_record, in, 2, &mo, &it));
+    assert_null(it);
+    assert_int_equal(atomic_load(&ex->bound.queued), 0);
+    cf_progress p;
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_int_equal(p.submitted, 1 + 3); /* the blocker and the first piece */
+    assert_int_equal(p.cancelled, 3);
+    /* One call after them: it runs, and only it. */
+    cf_future *f = submit_prio(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(99)), 0);
+    busy_release(&w);
+    assert_ok(cf_future_result(f, T_OK * cf_test_scale(), NULL));
+    cf_future_release(f);
+    const int want[] = {99};
+    assert_order(log.ids, log.n, want, 1);
+    busy_end(&w);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* arg 0: blocker* or NULL, arg 1: order_log*, arg 2: id.  Waits for the
+ * blocker if there is one, then records the id. */
+static int t_maybe_block_record(cf_call *call)
+{
+    blocker *b = (blocker *)cf_arg_ptr(call, 0);
+    if (b) {
+        pthread_mutex_lock(&b->mu);
+        b->started++;
+        pthread_cond_broadcast(&b->cv);
+        pthread_mutex_unlock(&b->mu);
+        if (!cf_test_event_wait(&b->go, 10.0))
+            return cf_raise(call, 99, "TimeoutError", "blocker never released");
+    }
+    order_log *o = (order_log *)cf_arg_ptr(call, 1);
+    int id = (int)cf_arg_i64(call, 2);
+    pthread_mutex_lock(&o->mu);
+    if (o->n < 64)
+        o->ids[o->n++] = id;
+    pthread_mutex_unlock(&o->mu);
+    return cf_return_i64(call, id);
+}
+
+/* A chunk's calls are cancelled one by one until a worker begins them:
+ * closing the map while its third call runs cancels the seven queued
+ * behind it, which never run; the three begun end normally. */
+static void test_thread_chunked_map_closed_part_way(void **state)
+{
+    (void)state;
+    enum { N = 10 };
+    cf_executor *ex = tpool(1, 0);
+    blocker b;
+    blocker_init(&b);
+    order_log log;
+    order_init(&log);
+    cf_value bs[N], logs[N], ids[N];
+    for (int i = 0; i < N; i++) {
+        bs[i] = cf_ptr(i == 2 ? &b : NULL);
+        logs[i] = cf_ptr(&log);
+        ids[i] = cf_i64(i);
+    }
+    cf_map_input in[3] = {cf_input_array(bs, N), cf_input_array(logs, N),
+                          cf_input_array(ids, N)};
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.chunksize = N;
+    cf_map_iter *it = NULL;
+    assert_ok(cf_map(ex, t_maybe_block_record, in, 3, &mo, &it));
+    assert_true(blocker_wait_started(&b, 1, T_OK));
+    for (int i = 0; i < 2; i++) {
+        const cf_value *v;
+        assert_ok(cf_map_next(it, &v, NULL));
+        assert_int_equal(v->as.i64, i);
+    }
+    cf_map_close(it);
+    cf_progress p;
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_int_equal(p.cancelled, N - 3);
+    blocker_release(&b);
+    assert_ok(cf_shutdown(ex, true, false));
+    const int want[] = {0, 1, 2};
+    assert_order(log.ids, log.n, want, 3);
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_int_equal(p.succeeded, 3);
+    assert_int_equal(p.cancelled, N - 3);
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
 /* ---- the bound --------------------------------------------------------------- */
 
 static cf_future *submit_wait(cf_executor *ex, double queue_timeout, int *rc)
@@ -535,8 +763,8 @@ static void test_eager_map_waits_for_room(void **state)
         assert_int_equal(v->as.i64, (int64_t)i * i);
     }
     cf_map_close(it);
-    /* A thread pool ignores chunksize: its calls queue one by one, so a
-     * chunk bigger than the bound is no problem. */
+    /* A thread pool queues a chunk's calls separately, in pieces that fit
+     * the bound, so a chunk bigger than the bound is no problem. */
     cf_map_options mo;
     cf_map_options_init(&mo);
     mo.chunksize = 4;
@@ -965,6 +1193,10 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_thread_priority_order),
     cmocka_unit_test(test_thread_priority_race),
     cmocka_unit_test(test_thread_map_priority),
+    cmocka_unit_test(test_thread_chunked_map_priority_order),
+    cmocka_unit_test(test_thread_chunked_map_respects_bound),
+    cmocka_unit_test(test_thread_chunked_map_full_part_way),
+    cmocka_unit_test(test_thread_chunked_map_closed_part_way),
     cmocka_unit_test(test_full_returns_at_once),
     cmocka_unit_test(test_waiter_woken_by_take),
     cmocka_unit_test(test_waiter_woken_by_cancel),

@@ -286,6 +286,32 @@ static int take_slots(cf_executor *ex, cf_future **fs, size_t n, int64_t deadlin
     return rc;
 }
 
+/* Takes slots for between 1 and *n of fs[0..*n): waits for the first as
+ * cf__bound_acquire does, then takes as many more as are free without
+ * waiting, and sets *n to the number taken.  Leaves *n alone when there
+ * is no bound or it is closed (the engine then refuses the calls).  *ref:
+ * see cf__bound_acquire. */
+static int take_some_slots(cf_executor *ex, cf_future **fs, size_t *n, int64_t deadline_ns,
+                           const char *who, bool *ref)
+{
+    cf__bound *b = &ex->bound;
+    bool took;
+    int rc = cf__bound_acquire(ex, 1, deadline_ns, who, &took, ref);
+    if (rc != CF_OK || !took)
+        return rc;
+    size_t got = 1;
+    size_t q = atomic_load(&b->queued);
+    while (got < *n && q < b->max) {
+        size_t more = *n - got < b->max - q ? *n - got : b->max - q;
+        if (atomic_compare_exchange_weak(&b->queued, &q, q + more))
+            got += more;
+    }
+    *n = got;
+    for (size_t i = 0; i < got; i++)
+        atomic_store_explicit(&fs[i]->slot, true, memory_order_relaxed);
+    return CF_OK;
+}
+
 int cf__check_priority(const cf_executor *ex, int priority, const char *who)
 {
     if (priority == CF_PRIORITY_DEFAULT)
@@ -507,6 +533,20 @@ int cf__prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size
 
 void (*_Atomic cf__test_hook_after_submit)(cf_executor *ex, cf_future *f);
 
+/* fs[i..n) of a submit_prepared() were refused or never tried: they stop
+ * counting (all were marked for counting, fs[i+1..n) too) and give back
+ * any slot; fs[0..i), handed over, give their slots back as they are
+ * cancelled (or were taken already). */
+static void give_up_from(cf_future **fs, size_t n, size_t i)
+{
+    for (size_t j = i; j < n; j++) {
+        cf__progress_unmark(fs[j]);
+        cf__slot_release(fs[j]);
+    }
+    for (size_t j = 0; j < i; j++)
+        cf_future_cancel(fs[j]);
+}
+
 /* cf__submit_prepared(); `slots_taken`: the caller took the n slots. */
 static int submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_chunk,
                            int64_t space_deadline_ns, bool slots_taken, const char *who)
@@ -539,6 +579,35 @@ static int submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_ch
             cf__executor_unref(ex);
         return rc;
     }
+    if (as_chunk && n > 1 && ex->engine->submit_many) {
+        /* Separate calls, handed over in pieces of as many as the bound
+         * has room for (all n without one): one engine call - one lock,
+         * one wake-up - per piece instead of per call. */
+        for (size_t done = 0; done < n;) {
+            size_t k = n - done;
+            rc = slots_taken ? CF_OK
+                             : take_some_slots(ex, fs + done, &k, space_deadline_ns, who, &ref);
+            if (rc == CF_OK) {
+                for (size_t i = done; i < done + k; i++) {
+                    cf_future_retain(fs[i]); /* the engine's references */
+                    cf__progress_mark(fs[i]);
+                }
+                rc = ex->engine->submit_many(ex, fs + done, k);
+                if (rc == CF_OK)
+                    cf__progress_accepted(&ex->counts, k);
+            }
+            if (ref) {
+                ref = false;
+                cf__executor_unref(ex);
+            }
+            if (rc != CF_OK) {
+                give_up_from(fs, n, done);
+                return rc;
+            }
+            done += k;
+        }
+        return CF_OK;
+    }
     for (size_t i = 0; i < n; i++) {
         rc = slots_taken ? CF_OK : take_slots(ex, fs + i, 1, space_deadline_ns, who, &ref);
         if (rc == CF_OK) {
@@ -555,15 +624,7 @@ static int submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_ch
                 hook(ex, fs[i]);
         }
         if (rc != CF_OK) {
-            /* fs[i..n) were never queued (all were marked for counting:
-             * fs[i+1..n) too); fs[0..i) give their slots back as they are
-             * cancelled (or were taken already). */
-            for (size_t j = i; j < n; j++) {
-                cf__progress_unmark(fs[j]);
-                cf__slot_release(fs[j]);
-            }
-            for (size_t j = 0; j < i; j++)
-                cf_future_cancel(fs[j]);
+            give_up_from(fs, n, i);
             return rc;
         }
     }

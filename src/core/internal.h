@@ -629,7 +629,8 @@ typedef struct cf__engine {
      * for each future. */
     int (*submit_batch)(cf_executor *ex, cf_future **fs, size_t n);
     /* Optional.  Schedules n futures as n separate calls, all or none
-     * (cf_submit_many); on failure the engine released all n of its
+     * (cf_submit_many, and a map's chunks when there is no submit_batch),
+     * each by its own priority; on failure the engine released all n of its
      * references and none was scheduled. */
     int (*submit_many)(cf_executor *ex, cf_future **fs, size_t n);
     /* Optional.  Stops the running call of `f` (cf_future_interrupt). */
@@ -735,8 +736,10 @@ cf_task_fn *cf__task_lookup(const char *name, size_t len);
  * does and copies it into a new future (one reference, owned by the
  * caller) without scheduling it.  cf__submit_prepared then hands n such
  * futures to the engine - as one unit (a chunk that one worker runs) when
- * as_chunk is set and the engine has submit_batch, else one by one - adding
- * the engine's own references.  On
+ * as_chunk is set and the engine has submit_batch; else, when as_chunk is
+ * set and it has submit_many, as separate calls in pieces of as many as
+ * its bound has room for; else one by one - adding the engine's own
+ * references.  On
  * error nothing of the n stays scheduled (some may have been cancelled);
  * the caller still owns its references. */
 int cf__prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
