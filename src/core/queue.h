@@ -16,9 +16,8 @@
  * - A push is visible in two steps (exchange, then link).  A consumer that
  *   sees the new tail but not yet the link reports CF__Q_BUSY; the caller
  *   retries (the producer is a few instructions from finishing).
- * - Strictly FIFO.  The thread pool keeps it for calls of the default
- *   priority and puts calls of any other priority in a heap beside it
- *   (thread_pool.c explains how a worker chooses between the two).
+ * - Strictly FIFO.  The thread pool keeps one per priority in use (its
+ *   "lanes"; thread_pool.c explains how a worker chooses among them).
  * - Ordering: the exchange is seq_cst (not just acq_rel) because the
  *   thread pool pairs it with loads of its idle counters in a Dekker-style
  *   handshake (see thread_pool.c); it also makes a pushed node's contents
