@@ -230,6 +230,114 @@ static void test_thread_map_priority(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* More distinct priorities queued at once than the pool has lanes: the
+ * calls that find no lane wait in its heap, and the order stays highest
+ * first, FIFO among equals - also for a priority whose older calls are in
+ * the heap and newer ones in a lane made once another lane emptied. */
+static void test_thread_more_priorities_than_lanes(void **state)
+{
+    (void)state;
+    enum { K = 40 };
+    busy w;
+    busy_start(&w, tpool(1, 0));
+    cf_executor *ex = w.ex;
+    order_log log;
+    order_init(&log);
+    blocker b2;
+    blocker_init(&b2);
+    cf_future *fs[K + 8];
+    int nf = 0;
+    /* Runs next, and holds the worker while the lane it leaves is empty. */
+    fs[nf++] = submit_prio(ex, t_block, CF_ARGS(cf_ptr(&b2)), 1000);
+    for (int i = 0; i < K; i++) {
+        int pr = 100 + (i * 17) % K; /* 40 distinct, scrambled */
+        fs[nf++] = submit_prio(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(pr)), pr);
+    }
+    fs[nf++] = submit_prio(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(-7)), -7);
+    fs[nf++] = submit_prio(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(0)), 0);
+    fs[nf++] = submit_prio(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(50)), 50);
+    busy_release(&w);
+    assert_true(blocker_wait_started(&b2, 1, T_OK));
+    fs[nf++] = submit_prio(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(51)), 50);
+    fs[nf++] = submit_prio(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(52)), 50);
+    fs[nf++] = submit_prio(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(CF_PRIORITY_MIN)),
+                           CF_PRIORITY_MIN);
+    blocker_release(&b2);
+    for (int i = 0; i < nf; i++) {
+        assert_ok(cf_future_result(fs[i], T_OK * cf_test_scale(), NULL));
+        cf_future_release(fs[i]);
+    }
+    int want[K + 6], n = 0;
+    for (int i = 0; i < K; i++)
+        want[n++] = 100 + K - 1 - i;
+    want[n++] = 50;
+    want[n++] = 51;
+    want[n++] = 52;
+    want[n++] = 0;
+    want[n++] = -7;
+    want[n++] = CF_PRIORITY_MIN;
+    assert_order(log.ids, log.n, want, n);
+    busy_end(&w);
+    blocker_destroy(&b2);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* Producers of 31 priorities at once, on two workers, round after round
+ * (lanes made, emptied and retired while workers take calls), every other
+ * round ended by shutdown(cancel_futures): every call ends, run or
+ * cancelled, none is lost in a lane or the heap. */
+typedef struct mixed_producer {
+    cf_executor *ex;
+    int seed;
+    cf_future *fs[300];
+} mixed_producer;
+
+static void produce_mixed(void *arg)
+{
+    mixed_producer *pr = arg;
+    for (int i = 0; i < 300; i++) {
+        cf_submit_options o;
+        cf_submit_options_init(&o);
+        o.priority = (pr->seed + i * 7) % 31 - 15;
+        if (cf_submit_with(pr->ex, &o, t_square, CF_ARGS(cf_i64(i)), &pr->fs[i]) != CF_OK)
+            pr->fs[i] = NULL; /* refused after the shutdown */
+    }
+}
+
+static void test_thread_priority_lanes_race(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 20; round++) {
+        cf_executor *ex = tpool(2, 0);
+        mixed_producer pr[3];
+        bg_thread t[3];
+        for (int i = 0; i < 3; i++) {
+            pr[i].ex = ex;
+            pr[i].seed = round + 11 * i;
+            bg_start(&t[i], produce_mixed, &pr[i]);
+        }
+        if (round % 2)
+            assert_ok(cf_shutdown(ex, false, true));
+        for (int i = 0; i < 3; i++)
+            bg_join(&t[i], T_OK);
+        for (int i = 0; i < 3; i++)
+            for (int k = 0; k < 300; k++) {
+                if (!pr[i].fs[k]) {
+                    assert_true(round % 2);
+                    continue;
+                }
+                int64_t r;
+                int rc = cf_future_result_i64(pr[i].fs[k], T_OK * cf_test_scale(), &r);
+                if (rc == CF_OK)
+                    assert_int_equal(r, (int64_t)k * k);
+                else
+                    assert_true(round % 2 && rc == CF_ECANCELLED);
+                cf_future_release(pr[i].fs[k]);
+            }
+        assert_ok(cf_executor_destroy(ex));
+    }
+}
+
 /* A chunked map on a thread pool hands each chunk over in one go, but its
  * calls stay separate: queued by the map's priority among calls submitted
  * one by one (FIFO among equals, before and after the map), and spread
@@ -1193,6 +1301,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_thread_priority_order),
     cmocka_unit_test(test_thread_priority_race),
     cmocka_unit_test(test_thread_map_priority),
+    cmocka_unit_test(test_thread_more_priorities_than_lanes),
+    cmocka_unit_test(test_thread_priority_lanes_race),
     cmocka_unit_test(test_thread_chunked_map_priority_order),
     cmocka_unit_test(test_thread_chunked_map_respects_bound),
     cmocka_unit_test(test_thread_chunked_map_full_part_way),

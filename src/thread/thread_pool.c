@@ -4,27 +4,38 @@
  *
  * Design notes
  *
- *   submit ─┬─ priority 0 ──push──► [ MPSC queue (FIFO) ] ──pop (pop_lock)──┐
- *           └─ other ──(prio_lock)─► [ heap by priority ] ─(prio_lock)──────┴─► workers
- *     │                                                  │ set_running_or_notify_cancel,
- *     └─ wakes a parked worker if nobody is searching     │ run, complete the future
- *                                                        ▼ (callbacks run here)
+ *   submit ──► lane of its priority ──push──► [ lane 7: MPSC FIFO ] ─┐
+ *     │  (submit_lock)                      [ lane 0: MPSC FIFO ] ─┼─pop (pop_lock)─► workers
+ *     │  no lane free: (prio_lock) ──────►  [ heap by priority  ] ─┘  set_running_or_
+ *     └─ wakes a parked worker if nobody is searching           notify_cancel, run,
+ *                                                               complete (callbacks)
  *
- * Two queues: calls of the default priority (0) go to the lock-free FIFO
- * as they always did; any other priority goes to a binary heap ordered by
- * (priority desc, submission number asc), so equal priorities stay FIFO.
- * A worker takes, in this order: the heap's top if its priority is above
- * 0, else the FIFO's oldest call, else the heap's top (below 0) - the
- * highest priority queued, FIFO among equals, since every priority-0 call
- * is in the FIFO.  `nprio` counts the heap's calls; while it is 0 (the
- * common case) a worker only reads it and takes the FIFO path as before,
- * so calls of the default priority pay one relaxed load for priorities.
+ * Lanes: one lock-free FIFO (queue.h) per priority in use, at most NLANES
+ * at once; lanes[0] belongs to the default priority (0) and always exists.
+ * `order` lists the active lanes by priority, highest first, in one word,
+ * so a worker reads the whole list with one load.  A submit finds its
+ * priority's lane in `order` (a few compares) and pushes with one
+ * exchange; a new priority takes a free slot, and when none is free the
+ * empty lanes are retired first (under pop_lock, so no worker is popping
+ * from one).  A worker takes from the first non-empty lane in `order`:
+ * the highest priority queued, FIFO among equals.  A program that sets no
+ * priority has only lanes[0], and its workers read `order` once more than
+ * a single FIFO would need.
+ *
+ * The heap: when every lane holds calls, a call of a priority without a
+ * lane goes to a binary heap ordered by (priority desc, submission number
+ * asc) under prio_lock; `nprio` counts its calls, so workers look at it
+ * only while it is not 0.  A worker takes the heap's top instead of the
+ * best lane's call if its priority is at least as high: a priority that
+ * has calls in both has its older ones in the heap (its calls went there
+ * only while it had no lane, and a lane is retired only when empty), so
+ * FIFO among equals holds across the two.
  *
  * Batches (cf_submit_many, and each chunk of a chunked map, which the
  * front hands over in pieces that fit the bound): one submit_lock, one
- * exchange for the chain of calls of the default priority, one wake-up.
- * The calls stay separate: any worker takes any of them, each can be
- * cancelled until a worker begins it, each gives back its own slot.
+ * exchange per run of calls of one lane, one wake-up.  The calls stay
+ * separate: any worker takes any of them, each can be cancelled until a
+ * worker begins it, each gives back its own slot.
  *
  * Bound (max_queued, cf__bound in executor.c): the front takes a slot
  * before it hands a call over; a worker gives it back as it takes the
@@ -33,23 +44,25 @@
  * they cancel or fail.  shutdown and breakage close the bound, waking
  * every submitter waiting for room.
  *
- * Locks and what they guard (order: submit_lock -> pop_lock -> idle_lock,
- * and submit_lock -> prio_lock; no path holds pop_lock or idle_lock
- * together with prio_lock, and no other path holds two of them at once):
- * - submit_lock: `nthreads`, `workers`, `broken_msg`, and every write of
- *   `shutdown`/`broken`.  Taken by submitters and shutdown only, never by a
- *   worker on its hot path, so submitters do not wait on preempted workers.
- *   Because pushes happen under it with `shutdown` false, a worker that
- *   reads `shutdown` true (acquire) and then finds the queue empty knows
- *   nothing more will ever arrive.
- * - pop_lock: the consumer side of the queue (queue.h allows one consumer
- *   at a time): workers, and the drains of shutdown(cancel) and breakage.
+ * Locks and what they guard (order: submit_lock -> pop_lock -> prio_lock,
+ * submit_lock -> prio_lock and submit_lock -> pop_lock; idle_lock is
+ * never held with another):
+ * - submit_lock: `nthreads`, `workers`, `broken_msg`, every write of
+ *   `shutdown`/`broken`, and the lanes' set (`lanes_used`, each write of
+ *   `order` and of a lane's `priority`).  Taken by submitters and shutdown
+ *   only, never by a worker on its hot path, so submitters do not wait on
+ *   preempted workers.  Every push happens under it with `shutdown`
+ *   false, so a worker that reads `shutdown` true (acquire) and then finds
+ *   the queues empty knows nothing more will ever arrive.
+ * - pop_lock: the consumer side of every lane (queue.h allows one consumer
+ *   at a time): workers, the drains of shutdown(cancel) and breakage, and
+ *   the retiring of empty lanes.
  * - idle_lock: the stack of parked workers (`idle_head`, each worker's
  *   `idle_next`/`in_idle`).
  * - prio_lock: the heap (`heap`, `nheap`, `heap_cap`, `prio_seq`).  Heap
  *   pushes happen under submit_lock too, holding prio_lock across the
- *   admission of the call (which may start a thread); pops only under
- *   prio_lock.
+ *   admission of the calls (which may start a thread); pops under pop_lock
+ *   and prio_lock.
  *
  * Lazy threads: `unfinished` counts calls submitted and not yet finished.
  * A submit starts a thread when unfinished > nthreads and the pool is below
@@ -70,14 +83,15 @@
  *   worker that pops while more work is queued wakes the next worker the
  *   same way.  So a call that a submitter left to the searcher is always
  *   either taken or handed on.
- * - No lost wake-up: the submitter's push (seq_cst exchange, or for the
- *   heap the seq_cst increment of `nprio`) precedes its seq_cst loads of
+ * - No lost wake-up: the submitter's push (seq_cst exchange, after the
+ *   seq_cst store of `order` that made its lane, or for the heap the
+ *   seq_cst increment of `nprio`) precedes its seq_cst loads of
  *   `spinning`/`nidle`; a parking worker's seq_cst increment of `nidle`
- *   (or store of `spinning` = 0) precedes its seq_cst re-check of both
- *   queues (has_work).  In the single total order one of the two sees
- *   the other: either the worker sees the item, or the submitter sees the
- *   worker and wakes it.
- * - Shutdown wakes every parked worker; workers leave once the queue is
+ *   (or store of `spinning` = 0) precedes its seq_cst re-check of
+ *   `order`, every lane in it and `nprio` (has_work).  In the single total
+ *   order one of the two sees the other: either the worker sees the item,
+ *   or the submitter sees the worker and wakes it.
+ * - Shutdown wakes every parked worker; workers leave once the queues are
  *   empty and the pool is shut down or broken.  Joining is serialised by
  *   `join_mu`, so several threads may call shutdown(wait=true) at once.
  * - A failing initializer marks the pool broken and fails every queued
@@ -97,6 +111,22 @@
 #define PREFIX_MAX 64
 
 typedef struct thread_pool thread_pool;
+
+/* Lanes for this many distinct priorities at once, the default's
+ * included: a slot number + 1 fits a nibble of `order`. */
+#define NLANES 15
+#define ORDER_DEFAULT_ONLY ((uint64_t)1) /* lanes[0] alone */
+
+/* One FIFO of calls of one priority.  Aligned so that producers pushing
+ * to one lane and a consumer popping from the next share no line. */
+typedef struct lane {
+    _Alignas(64) cf__queue q;
+    /* Written under submit_lock and pop_lock, or under submit_lock while
+     * the lane is in no `order` a worker can hold (just made, after it was
+     * retired under pop_lock); read by submitters under submit_lock and by
+     * workers under pop_lock after loading `order`. */
+    int priority;
+} lane;
 
 typedef struct tp_worker {
     pthread_t tid;
@@ -118,10 +148,20 @@ struct thread_pool {
     cf_init_fn *initializer;
     void *initarg;
 
-    cf__queue q;
+    /* The lanes (see the design notes); lanes[0] is the default
+     * priority's and always active. */
+    lane lanes[NLANES];
+    /* The active lanes, highest priority first: nibble i (from the low
+     * end) holds the slot + 1 of the i-th, 0 ends the list.  Written under
+     * submit_lock (and pop_lock too when lanes are retired), seq_cst: a
+     * lane is published before the first push into it, and has_work()'s
+     * seq_cst load of it takes part in the wake-up handshake. */
+    _Atomic uint64_t order;
+    uint32_t lanes_used;         /* guarded by submit_lock: slots in `order` */
     cf__lock pop_lock;
 
-    /* Calls of a priority other than 0 (see the design notes). */
+    /* Calls whose priority found no lane (more distinct priorities queued
+     * at once than there are lanes; see the design notes). */
     cf__lock prio_lock;
     struct prio_entry {
         int priority;
@@ -133,10 +173,6 @@ struct thread_pool {
     /* == nheap; changed under prio_lock, seq_cst (the wake-up handshake),
      * read without it by the workers' fast path. */
     _Atomic size_t nprio;
-    /* The heap top's priority while nprio > 0; stored (relaxed) under
-     * prio_lock after each change, read without it by pop() to choose a
-     * queue: a stale value only picks the other queue first. */
-    _Atomic int top_priority;
 
     cf__lock submit_lock;
     int nthreads;                /* guarded by submit_lock */
@@ -169,12 +205,13 @@ static thread_pool *pool_of(cf_executor *ex)
     return (thread_pool *)ex;
 }
 
-/* Pops one future; waits out a half-finished push.  pop_lock held. */
-static cf_future *pop_locked(thread_pool *p)
+/* Pops one future from lane l; waits out a half-finished push.
+ * pop_lock held. */
+static cf_future *lane_pop(lane *l)
 {
     for (int tries = 0;; tries++) {
         cf__qnode *n;
-        int r = cf__queue_pop(&p->q, &n);
+        int r = cf__queue_pop(&l->q, &n);
         if (r == CF__Q_OK)
             return cf__future_of_qnode(n);
         if (r == CF__Q_EMPTY)
@@ -186,7 +223,72 @@ static cf_future *pop_locked(thread_pool *p)
     }
 }
 
-/* ---- the priority heap (prio_lock held) ---------------------------------- */
+static lane *lane_of(thread_pool *p, uint64_t ord)
+{
+    return &p->lanes[(ord & 15) - 1];
+}
+
+/* The slot of the active lane of `priority`, or -1.  submit_lock held. */
+static int lane_find(thread_pool *p, int priority)
+{
+    if (priority == CF_PRIORITY_DEFAULT)
+        return 0;
+    for (uint64_t ord = atomic_load_explicit(&p->order, memory_order_relaxed); ord; ord >>= 4)
+        if (lane_of(p, ord)->priority == priority)
+            return (int)(ord & 15) - 1;
+    return -1;
+}
+
+/* Takes the empty lanes out of `order`, but the default's and those in
+ * `pinned`.  submit_lock held, so no push is under way and the emptiness
+ * seen is exact; pop_lock taken, so no worker pops from a lane it found in
+ * an older `order` (after this, workers load the new one under it). */
+static void lanes_retire_empty(thread_pool *p, uint32_t pinned)
+{
+    cf__lock_acquire(&p->pop_lock);
+    uint64_t keep = 0;
+    int k = 0;
+    for (uint64_t ord = atomic_load_explicit(&p->order, memory_order_relaxed); ord; ord >>= 4) {
+        int slot = (int)(ord & 15) - 1;
+        if (slot == 0 || (pinned & (1u << slot)) || !cf__queue_looks_empty(&p->lanes[slot].q))
+            keep |= (ord & 15) << (4 * k++);
+        else
+            p->lanes_used &= ~(1u << slot);
+    }
+    atomic_store(&p->order, keep);
+    cf__lock_release(&p->pop_lock);
+}
+
+/* Makes a lane for `priority` (not the default) in a free slot, retiring
+ * empty lanes (but those in `pinned`) when none is free.  Returns its slot,
+ * or -1 when every lane holds calls.  submit_lock held. */
+static int lane_make(thread_pool *p, int priority, uint32_t pinned)
+{
+    const uint32_t all = (1u << NLANES) - 1;
+    if (p->lanes_used == all)
+        lanes_retire_empty(p, pinned);
+    if (p->lanes_used == all)
+        return -1;
+    int slot = __builtin_ctz(~p->lanes_used);
+    p->lanes[slot].priority = priority; /* in no `order` yet: see `priority` */
+    p->lanes_used |= 1u << slot;
+    uint64_t ord = atomic_load_explicit(&p->order, memory_order_relaxed), out = 0;
+    int k = 0;
+    bool placed = false;
+    for (; ord; ord >>= 4) {
+        if (!placed && priority > lane_of(p, ord)->priority) {
+            out |= (uint64_t)(slot + 1) << (4 * k++);
+            placed = true;
+        }
+        out |= (ord & 15) << (4 * k++);
+    }
+    if (!placed)
+        out |= (uint64_t)(slot + 1) << (4 * k);
+    atomic_store(&p->order, out); /* seq_cst: before the first push into it */
+    return slot;
+}
+
+/* ---- the heap for priorities without a lane (prio_lock held) ------------- */
 
 static bool entry_before(const struct prio_entry *a, const struct prio_entry *b)
 {
@@ -219,7 +321,6 @@ static void heap_push_locked(thread_pool *p, cf_future *f)
         i = (i - 1) / 2;
     }
     p->heap[i] = e;
-    atomic_store_explicit(&p->top_priority, p->heap[0].priority, memory_order_relaxed);
     atomic_fetch_add(&p->nprio, 1); /* seq_cst: see the design notes */
 }
 
@@ -240,59 +341,74 @@ static cf_future *heap_pop_locked(thread_pool *p)
         p->heap[i] = p->heap[c];
         i = c;
     }
-    if (n) {
+    if (n)
         p->heap[i] = last;
-        atomic_store_explicit(&p->top_priority, p->heap[0].priority, memory_order_relaxed);
-    }
     atomic_fetch_sub(&p->nprio, 1);
     return top;
 }
 
-/* The heap's top if there is one and (when `above_default`) its priority
- * is above the default or the FIFO looks empty; else NULL. */
-static cf_future *heap_take(thread_pool *p, bool above_default)
+/* The heap's top if there is one and its priority is at least that of
+ * lane `best` (NULL: none).  Equal priorities go to the heap first: its
+ * calls of a priority that has a lane are older than the lane's (see the
+ * design notes).  pop_lock held; takes prio_lock. */
+static cf_future *heap_take(thread_pool *p, const lane *best)
 {
     cf_future *f = NULL;
     cf__lock_acquire(&p->prio_lock);
-    if (p->nheap && (!above_default || p->heap[0].priority > CF_PRIORITY_DEFAULT ||
-                     cf__queue_looks_empty(&p->q)))
+    if (p->nheap && (!best || p->heap[0].priority >= best->priority))
         f = heap_pop_locked(p);
     cf__lock_release(&p->prio_lock);
     return f;
 }
 
-/* Anything queued in either queue?  seq_cst: part of the wake-up
+/* ---- taking calls ----------------------------------------------------------- */
+
+/* Anything queued in a lane or the heap?  seq_cst: part of the wake-up
  * handshake. */
 static bool has_work(thread_pool *p)
 {
-    return !cf__queue_looks_empty(&p->q) || atomic_load(&p->nprio) != 0;
+    for (uint64_t ord = atomic_load(&p->order); ord; ord >>= 4)
+        if (!cf__queue_looks_empty(&lane_of(p, ord)->q))
+            return true;
+    return atomic_load(&p->nprio) != 0;
 }
 
-static cf_future *pop_fifo(thread_pool *p)
+/* Takes the queued call of highest priority, FIFO among equals: the first
+ * non-empty lane in `order`, unless the heap's top comes first.  pop_lock
+ * held. */
+static cf_future *pop_locked(thread_pool *p)
 {
-    if (cf__queue_looks_empty(&p->q))
+    lane *best = NULL;
+    for (uint64_t ord = atomic_load_explicit(&p->order, memory_order_acquire); ord; ord >>= 4) {
+        if (!cf__queue_looks_empty(&lane_of(p, ord)->q)) {
+            best = lane_of(p, ord);
+            break;
+        }
+    }
+    if (CF__UNLIKELY(atomic_load_explicit(&p->nprio, memory_order_relaxed) != 0)) {
+        cf_future *f = heap_take(p, best);
+        if (f)
+            return f;
+    }
+    return best ? lane_pop(best) : NULL;
+}
+
+/* Takes the next call, or NULL when nothing is queued.  While only the
+ * default lane is active and the heap is empty (a program that sets no
+ * priority) that is one look at lanes[0] before the lock, as before lanes
+ * existed. */
+static cf_future *pop(thread_pool *p)
+{
+    if (CF__LIKELY(atomic_load_explicit(&p->order, memory_order_relaxed) == ORDER_DEFAULT_ONLY &&
+                   atomic_load_explicit(&p->nprio, memory_order_relaxed) == 0)) {
+        if (cf__queue_looks_empty(&p->lanes[0].q))
+            return NULL;
+    } else if (!has_work(p)) {
         return NULL;
+    }
     cf__lock_acquire(&p->pop_lock);
     cf_future *f = pop_locked(p);
     cf__lock_release(&p->pop_lock);
-    return f;
-}
-
-/* Takes the queued call of highest priority (see the design notes).
- * While the heap's top is below the default and the FIFO has calls, a
- * worker goes to the FIFO without taking prio_lock. */
-static cf_future *pop(thread_pool *p)
-{
-    if (CF__LIKELY(atomic_load_explicit(&p->nprio, memory_order_relaxed) == 0))
-        return pop_fifo(p);
-    cf_future *f = NULL;
-    if (atomic_load_explicit(&p->top_priority, memory_order_relaxed) > CF_PRIORITY_DEFAULT ||
-        cf__queue_looks_empty(&p->q))
-        f = heap_take(p, true);
-    if (!f)
-        f = pop_fifo(p);
-    if (!f)
-        f = heap_take(p, false);
     return f;
 }
 
@@ -308,11 +424,6 @@ static cf__qnode *drain(thread_pool *p)
         tail = (cf__qnode **)&f->qnode.next;
     }
     cf__lock_release(&p->pop_lock);
-    while ((f = heap_take(p, false)) != NULL) {
-        atomic_store_explicit(&f->qnode.next, NULL, memory_order_relaxed);
-        *tail = &f->qnode;
-        tail = (cf__qnode **)&f->qnode.next;
-    }
     return list;
 }
 
@@ -600,94 +711,74 @@ static int admit_locked(thread_pool *p, int n, const char *who)
     return CF_OK;
 }
 
-/* A call of a priority other than the default: into the heap, with room
- * made before the call is admitted (so nothing needs undoing).  prio_lock
- * is held across the admission (submit_lock -> prio_lock is the order).
- * submit_lock held; returns as admit_locked. */
-static int submit_prio_locked(thread_pool *p, cf_future *f)
+/* Queues n calls (tp_submit, tp_submit_many): one submit_lock, all or
+ * none.  Each call goes to its priority's lane, made if need be (an empty
+ * lane made for calls then refused costs nothing), or to the heap when
+ * every lane holds calls; room in the heap is made before the calls are
+ * admitted, so nothing needs undoing.  Consecutive calls of one lane (a
+ * map's chunk, a cf_submit_many) go in as one chain: one exchange.  On
+ * failure the calls' slots and the engine's references are released.
+ * Returns as admit_locked, or CF_ENOMEM. */
+static int submit_calls(thread_pool *p, cf_future **fs, size_t n, const char *who)
 {
-    cf__lock_acquire(&p->prio_lock);
-    int rc = heap_reserve_locked(p, 1) ? admit_locked(p, 1, "submit")
-                                    : cf__fail(CF_ENOMEM, "submit: out of memory for the "
-                                                          "priority queue");
-    if (rc == CF_OK)
-        heap_push_locked(p, f);
-    cf__lock_release(&p->prio_lock);
-    return rc;
-}
-
-static int tp_submit(cf_executor *ex, cf_future *f)
-{
-    thread_pool *p = pool_of(ex);
+    int rc = CF_OK;
     cf__lock_acquire(&p->submit_lock);
-    int rc = CF__LIKELY(f->priority == CF_PRIORITY_DEFAULT) ? admit_locked(p, 1, "submit")
-                                                            : submit_prio_locked(p, f);
-    if (CF__UNLIKELY(rc != CF_OK)) {
-        /* Under the lock, which keeps the pool alive: once it is let go,
-         * a destroy may free the pool before submit returns. */
-        cf__slot_release(f);
-        cf__lock_release(&p->submit_lock);
-        cf_future_release(f);
-        return rc;
-    }
-    if (CF__LIKELY(f->priority == CF_PRIORITY_DEFAULT))
-        cf__queue_push(&p->q, &f->qnode);
-    cf__lock_release(&p->submit_lock);
-    /* seq_cst loads after the seq_cst push: see the design notes. */
-    if (atomic_load(&p->spinning) == 0 && atomic_load(&p->nidle) > 0)
-        wake_one(p);
-    return CF_OK;
-}
-
-/* cf_submit_many, and a map's chunk: one lock, one wake-up for n calls,
- * each queued by its own priority (a map's calls all have the map's).
- * Room in the heap is made for all of them before they are admitted, so
- * it is all or none.  The worker woken here, or the searcher, wakes the
- * next while more is queued (next_call), so the whole batch spreads over
- * the parked workers. */
-static int tp_submit_many(cf_executor *ex, cf_future **fs, size_t n)
-{
-    thread_pool *p = pool_of(ex);
-    int rc;
-    if (n > (size_t)INT_MAX / 2) {
-        rc = cf__fail(CF_ENOMEM, "submit_many: %zu calls at once is more than a pool can count",
-                      n);
-    } else {
-        size_t nprio_calls = 0;
-        for (size_t i = 0; i < n; i++)
-            nprio_calls += fs[i]->priority != CF_PRIORITY_DEFAULT;
-        cf__lock_acquire(&p->submit_lock);
-        if (nprio_calls) {
-            cf__lock_acquire(&p->prio_lock); /* submit_lock -> prio_lock */
-            rc = heap_reserve_locked(p, nprio_calls)
-                     ? admit_locked(p, (int)n, "submit_many")
-                     : cf__fail(CF_ENOMEM, "submit_many: out of memory for the priority queue");
-        } else {
-            rc = admit_locked(p, (int)n, "submit_many");
+    /* Lanes found or made here stay (pinned) until the pushes below; a
+     * priority that finds none here finds none below either, so it goes
+     * to the heap, for which room is made. */
+    uint32_t pinned = 1;
+    size_t to_heap = 0;
+    int prio = CF_PRIORITY_DEFAULT, slot = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i == 0 || fs[i]->priority != prio) {
+            prio = fs[i]->priority;
+            slot = lane_find(p, prio);
+            if (slot < 0)
+                slot = lane_make(p, prio, pinned);
         }
-        /* The calls of the default priority go in as one chain: one
-         * exchange for all of them. */
+        if (slot < 0)
+            to_heap++;
+        else
+            pinned |= 1u << slot;
+    }
+    if (to_heap) {
+        cf__lock_acquire(&p->prio_lock); /* submit_lock -> prio_lock */
+        if (!heap_reserve_locked(p, to_heap))
+            rc = cf__fail(CF_ENOMEM, "%s: out of memory for the priority queue", who);
+    }
+    if (rc == CF_OK)
+        rc = admit_locked(p, (int)n, who);
+    if (rc == CF_OK) {
+        lane *cur = NULL;
         cf__qnode *first = NULL, *last = NULL;
         for (size_t i = 0; i < n; i++) {
-            if (rc != CF_OK) {
-                cf__slot_release(fs[i]); /* under the lock, as in tp_submit */
-            } else if (fs[i]->priority != CF_PRIORITY_DEFAULT) {
+            if (i == 0 || fs[i]->priority != fs[i - 1]->priority)
+                slot = lane_find(p, fs[i]->priority);
+            cf__qnode *node = &fs[i]->qnode;
+            if (slot < 0) {
                 heap_push_locked(p, fs[i]);
+            } else if (&p->lanes[slot] == cur) {
+                atomic_store_explicit(&last->next, node, memory_order_relaxed);
+                last = node;
             } else {
-                if (last)
-                    atomic_store_explicit(&last->next, &fs[i]->qnode, memory_order_relaxed);
-                else
-                    first = &fs[i]->qnode;
-                last = &fs[i]->qnode;
+                if (cur)
+                    cf__queue_push_chain(&cur->q, first, last);
+                cur = &p->lanes[slot];
+                first = last = node;
             }
         }
-        if (first)
-            cf__queue_push_chain(&p->q, first, last);
-        if (nprio_calls)
-            cf__lock_release(&p->prio_lock);
-        cf__lock_release(&p->submit_lock);
+        if (cur)
+            cf__queue_push_chain(&cur->q, first, last);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            cf__slot_release(fs[i]); /* under the lock, which keeps the pool
+                                      * alive: once it is let go, a destroy
+                                      * may free the pool before we return */
     }
-    if (rc != CF_OK) {
+    if (to_heap)
+        cf__lock_release(&p->prio_lock);
+    cf__lock_release(&p->submit_lock);
+    if (CF__UNLIKELY(rc != CF_OK)) {
         for (size_t i = 0; i < n; i++)
             cf_future_release(fs[i]);
         return rc;
@@ -696,6 +787,27 @@ static int tp_submit_many(cf_executor *ex, cf_future **fs, size_t n)
     if (atomic_load(&p->spinning) == 0 && atomic_load(&p->nidle) > 0)
         wake_one(p);
     return CF_OK;
+}
+
+static int tp_submit(cf_executor *ex, cf_future *f)
+{
+    return submit_calls(pool_of(ex), &f, 1, "submit");
+}
+
+/* cf_submit_many, and a map's chunk.  The worker woken by submit_calls,
+ * or the searcher, wakes the next while more is queued (next_call), so the
+ * whole batch spreads over the parked workers. */
+static int tp_submit_many(cf_executor *ex, cf_future **fs, size_t n)
+{
+    if (n > (size_t)INT_MAX / 2) {
+        int rc = cf__fail(CF_ENOMEM, "submit_many: %zu calls at once is more than a pool can "
+                                     "count",
+                          n);
+        for (size_t i = 0; i < n; i++)
+            cf_future_release(fs[i]);
+        return rc;
+    }
+    return submit_calls(pool_of(ex), fs, n, "submit_many");
 }
 
 static bool tp_is_worker(const cf_executor *ex)
@@ -793,7 +905,11 @@ CF__API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_options *
         return cf__fail(CF_EINVAL, "thread_pool_new: thread_name_prefix is longer than %d bytes",
                         PREFIX_MAX);
 
-    thread_pool *p = calloc(1, sizeof *p);
+    thread_pool *p = NULL; /* aligned for its lanes */
+    if (posix_memalign((void **)&p, _Alignof(thread_pool), sizeof *p) != 0)
+        p = NULL;
+    if (p)
+        memset(p, 0, sizeof *p);
     if (!p)
         return cf__fail(CF_ENOMEM, "thread_pool_new: out of memory");
     p->max_workers = max;
@@ -804,11 +920,13 @@ CF__API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_options *
                  atomic_fetch_add(&pool_counter, 1));
     p->initializer = opts->initializer;
     p->initarg = opts->initarg;
-    cf__queue_init(&p->q);
+    for (int i = 0; i < NLANES; i++)
+        cf__queue_init(&p->lanes[i].q);
+    atomic_init(&p->order, ORDER_DEFAULT_ONLY);
+    p->lanes_used = 1;
     atomic_init(&p->pop_lock.word, 0);
     atomic_init(&p->prio_lock.word, 0);
     atomic_init(&p->nprio, 0);
-    atomic_init(&p->top_priority, 0);
     atomic_init(&p->submit_lock.word, 0);
     atomic_init(&p->idle_lock.word, 0);
     atomic_init(&p->shutdown, false);
