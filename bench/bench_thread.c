@@ -50,6 +50,11 @@
  *                   to back in each round (the order alternating between
  *                   rounds); ns per task and the ratio mixed / all-default.
  *                   --priorities runs only this workload.
+ *   chunked map     --map-chunked C runs only this: cf_map() with
+ *                   chunksize C over N CF_I64 values on a 2-worker pool,
+ *                   and the same calls through cf_submit_many() in
+ *                   batches of C (the floor of a chunked map), back to
+ *                   back in each round; ns per element and the ratio.
  *   memory          RSS growth per pending future with P (1,000,000)
  *                   futures queued behind a blocked worker; once, first,
  *                   in a child process with a fresh heap.
@@ -80,6 +85,7 @@
 #include "native_peers.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -287,6 +293,70 @@ static void print_priorities(const double *def, const double *mix, size_t rounds
     printf("  %s  %-46s %.3fx [%.3fx..%.3fx] (want <= 1.10x)\n",
            sx.med <= 1.10 ? "PASS" : "MISS", "mixed / all-default priority", sx.med, sx.lo,
            sx.hi);
+}
+
+/* cf_map() over in[0..n) with `chunksize` on a 2-worker pool, every
+ * result through cf_map_next(); or (as_many) the same calls handed over
+ * through cf_submit_many() in batches of `chunksize`, all in flight, then
+ * collected in order: the floor of a chunked map on this engine.  ns per
+ * element. */
+static double bench_map_chunked(size_t n, size_t chunksize, size_t warm, cf_future **fs,
+                                cf_value *in, bool as_many)
+{
+    cf_executor *ex = new_pool(2);
+    warm_up(ex, fs, warm < n ? warm : n);
+    for (size_t i = 0; i < n; i++)
+        in[i] = cf_i64((int64_t)i);
+    uint64_t t0 = now_ns();
+    if (as_many) {
+        for (size_t start = 0; start < n; start += chunksize) {
+            size_t count = n - start < chunksize ? n - start : chunksize;
+            CHECK(cf_submit_many(ex, inc_task, in + start, 1, count, fs + start));
+        }
+        collect("chunked submit_many", fs, n, 0);
+    } else {
+        cf_map_input input = cf_input_array(in, n);
+        cf_map_options mo;
+        cf_map_options_init(&mo);
+        mo.chunksize = (int)chunksize;
+        cf_map_iter *it = NULL;
+        CHECK(cf_map(ex, inc_task, &input, 1, &mo, &it));
+        for (size_t i = 0; i < n; i++) {
+            const cf_value *v = NULL;
+            CHECK(cf_map_next(it, &v, NULL));
+            if (!v || v->kind != CF_I64 || v->as.i64 != (int64_t)i + 1)
+                die("chunked map: element %zu has a wrong result", i);
+        }
+        map_close_done(it, n);
+    }
+    uint64_t t1 = now_ns();
+    CHECK(cf_executor_destroy(ex));
+    return (double)(t1 - t0) / (double)n;
+}
+
+/* --map-chunked: both, back to back in each round (order alternating),
+ * then medians and the median per-round ratio map / submit_many. */
+static void run_map_chunked(size_t n, size_t chunksize, size_t warm, cf_future **fs,
+                            cf_value *in, size_t rounds, bool verbose)
+{
+    double map[MAX_ROUNDS], many[MAX_ROUNDS], x[MAX_ROUNDS];
+    for (size_t r = 0; r < rounds; r++) {
+        phase("chunked map", 2);
+        for (int k = 0; k < 2; k++) {
+            bool as_many = (k == 0) == (r % 2 == 1);
+            double ns = bench_map_chunked(n, chunksize, warm, fs, in, as_many);
+            *(as_many ? &many[r] : &map[r]) = ns;
+        }
+        x[r] = map[r] / many[r];
+        if (verbose)
+            printf("round %zu: map %.0f ns/element, submit_many %.0f ns/element\n", r, map[r],
+                   many[r]);
+    }
+    summary sm = summarize(map, rounds), sn = summarize(many, rounds), sx = summarize(x, rounds);
+    printf("map chunksize=%zu, 2 workers: %.0f ns/element [%.0f..%.0f]; same calls through "
+           "cf_submit_many in batches of %zu: %.0f ns/element [%.0f..%.0f]\n",
+           chunksize, sm.med, sm.lo, sm.hi, chunksize, sn.med, sn.lo, sn.hi);
+    printf("  map / submit_many %.3fx [%.3fx..%.3fx]\n", sx.med, sx.lo, sx.hi);
 }
 
 /* The batched workload through cf_submit_many(): each batch of `batch`
@@ -1035,6 +1105,7 @@ static void usage(FILE *to)
             "  --no-native  skip oneTBB, libuv and GLib\n"
             "  --no-future-cache  cf_set_future_cache_limit(0) first\n"
             "  --priorities run only the priorities workload\n"
+            "  --map-chunked C  run only the chunked map workload, chunksize C\n"
             "  --sweep FILE per-task cost against tasks in flight for every\n"
             "               runtime, written to FILE (for plot_sweep.gp);\n"
             "               nothing else is run\n"
@@ -1058,6 +1129,7 @@ int main(int argc, char **argv)
     double idle_s = 5;
     size_t pending = 1000000;
     bool idle_set = false, pending_set = false, only_prio = false;
+    size_t map_chunk = 0; /* --map-chunked */
     for (int i = 1; i < argc; i++) {
         if (bench_opt(&o, argc, argv, &i))
             continue;
@@ -1071,6 +1143,12 @@ int main(int argc, char **argv)
         }
         if (!strcmp(argv[i], "--priorities")) {
             only_prio = true;
+            continue;
+        }
+        if (!strcmp(argv[i], "--map-chunked") && i + 1 < argc) {
+            map_chunk = parse_size("--map-chunked", argv[++i]);
+            if (map_chunk == 0 || map_chunk > INT_MAX)
+                die("--map-chunked: chunksize must be 1..%d", INT_MAX);
             continue;
         }
         if (!strcmp(argv[i], "--no-future-cache")) {
@@ -1131,6 +1209,11 @@ int main(int argc, char **argv)
     int status = 0;
     if (sweep_path) {
         run_sweep(sweep_path, n, rounds, use_native, peers, npeers, fs, out);
+        alarm(0);
+        goto done;
+    }
+    if (map_chunk) {
+        run_map_chunked(n, map_chunk, warm, fs, in, rounds, verbose);
         alarm(0);
         goto done;
     }
