@@ -116,6 +116,7 @@ typedef struct thread_pool thread_pool;
  * included: a slot number + 1 fits a nibble of `order`. */
 #define NLANES 15
 #define ORDER_DEFAULT_ONLY ((uint64_t)1) /* lanes[0] alone */
+_Static_assert(NLANES <= 15, "a slot number + 1 must fit a nibble of `order`");
 
 /* One FIFO of calls of one priority.  Aligned so that producers pushing
  * to one lane and a consumer popping from the next share no line. */
@@ -269,7 +270,9 @@ static int lane_make(thread_pool *p, int priority, uint32_t pinned)
         lanes_retire_empty(p, pinned);
     if (p->lanes_used == all)
         return -1;
-    int slot = __builtin_ctz(~p->lanes_used);
+    int slot = 1;
+    while (p->lanes_used & (1u << slot))
+        slot++;
     p->lanes[slot].priority = priority; /* in no `order` yet: see `priority` */
     p->lanes_used |= 1u << slot;
     uint64_t ord = atomic_load_explicit(&p->order, memory_order_relaxed), out = 0;
@@ -922,6 +925,7 @@ CF__API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_options *
     p->initarg = opts->initarg;
     for (int i = 0; i < NLANES; i++)
         cf__queue_init(&p->lanes[i].q);
+    p->lanes[0].priority = CF_PRIORITY_DEFAULT;
     atomic_init(&p->order, ORDER_DEFAULT_ONLY);
     p->lanes_used = 1;
     atomic_init(&p->pop_lock.word, 0);
