@@ -1106,8 +1106,11 @@ typedef struct cf_map_options {
     /* Limit for each cf_map_next(), measured from the cf_map() call.
      * CF_FOREVER (default) means no limit. */
     double timeout;
-    /* >= 1 (default 1).  Process engines send this many inputs per message;
-     * the thread pool accepts and ignores it, as CPython does. */
+    /* >= 1 (default 1).  Process engines send this many inputs per message.
+     * The thread pool queues this many calls in one go (one lock, one
+     * wake-up), each still a call of its own that any worker may take and
+     * that can be cancelled until it begins; CPython's thread pool ignores
+     * it. */
     int chunksize;
     /* 0 (default): read every input now, as CPython does, and submit all
      * calls.  N > 0: read inputs lazily (Python 3.14's buffersize): N calls
