@@ -305,6 +305,19 @@ CF__API int cf_map(cf_executor *ex, cf_task_fn *fn, const cf_map_input *inputs, 
     it->priority = opts->priority;
 
     size_t limit = it->buffersize ? it->buffersize : SIZE_MAX;
+    /* An eager map over arrays alone knows how many calls it will hold:
+     * one ring of that size, instead of doubling it with a copy each time
+     * (with the copies, glibc gave the memory back and faulted it in
+     * again on every map: about 30 % of the CPU time of a chunked map of
+     * 200,000 tiny calls on a thread pool). */
+    size_t known = SIZE_MAX;
+    for (size_t i = 0; i < ninputs; i++)
+        known = inputs[i].next ? 0 : inputs[i].count < known ? inputs[i].count : known;
+    if (!it->buffersize && known > 0 && known <= SIZE_MAX / 4 / sizeof(cf_future *) &&
+        (rc = reserve(it, known)) != CF_OK) {
+        cf_map_close(it);
+        return rc;
+    }
     while (it->count < limit) {
         rc = submit_next(it);
         if (rc == 0) {
