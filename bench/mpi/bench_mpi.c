@@ -20,10 +20,13 @@
  * python3-mpi4py) in the same run, and the ratios.
  *
  * Usage: bench_mpi [--quick] [--no-peer] [--python PATH] [--workers N]
- *                  [--idle SECONDS] [--map-cpu ROUNDS]
+ *                  [--idle SECONDS] [--map-cpu ROUNDS] [--tiny-cpu ROUNDS]
  * --map-cpu runs only the chunked map, ROUNDS times, and splits its cost
  * per element: wall time of cf_map() (which submits every chunk) and of
- * collecting, and CPU time of this process and of the workers.
+ * collecting, CPU time of this process (and of its manager thread) and of
+ * the workers, minor page faults and context switches of this process.
+ * --tiny-cpu does the same for the tiny tasks (per call); with both, the
+ * tiny tasks run first.
  * Needs the Open MPI variables of README.md when run as root or on fewer
  * cores than ranks.
  */
@@ -172,6 +175,45 @@ static int worker_pids(long *pids, int max)
     return k;
 }
 
+/* CPU seconds of this process's threads named `name` (the pool's manager
+ * thread is "cf-mpi-manager"), from /proc/self/task. */
+static double threads_cpu(const char *name)
+{
+    DIR *d = opendir("/proc/self/task");
+    double s = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        char path[300], comm[64] = "";
+        long tid = strtol(e->d_name, NULL, 10);
+        if (tid <= 0)
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%ld/comm", tid);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (fgets(comm, sizeof comm, f))
+            comm[strcspn(comm, "\n")] = '\0';
+        fclose(f);
+        if (strcmp(comm, name) != 0)
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%ld/stat", tid);
+        f = fopen(path, "r");
+        char line[1024];
+        if (f && fgets(line, sizeof line, f)) {
+            char *p = strrchr(line, ')');
+            unsigned long ut = 0, st = 0;
+            if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+                            &st) == 2)
+                s += (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+        }
+        if (f)
+            fclose(f);
+    }
+    if (d)
+        closedir(d);
+    return s;
+}
+
 static double self_cpu(void)
 {
     struct rusage ru;
@@ -206,6 +248,16 @@ static void run_peer(const char *python, int workers, int rounds, int tiny, int 
     }
 }
 
+/* Minor page faults and context switches (voluntary + involuntary) of
+ * this process so far. */
+static void self_counts(long *faults, long *switches)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    *faults = ru.ru_minflt;
+    *switches = ru.ru_nvcsw + ru.ru_nivcsw;
+}
+
 static double workers_cpu(void)
 {
     long pids[64];
@@ -228,21 +280,57 @@ static void map_cpu(cf_executor *ex, int map_n, int rounds)
         mo.chunksize = 1000;
         cf_map_input input = cf_input_array(in, (size_t)map_n);
         cf_map_iter *it;
-        double c0 = self_cpu(), w0 = workers_cpu(), t0 = now();
+        long f0, s0, f2, s2;
+        self_counts(&f0, &s0);
+        double c0 = self_cpu(), m0 = threads_cpu("cf-mpi-manager"), w0 = workers_cpu();
+        double t0 = now();
         CHECK(cf_map(ex, noop, &input, 1, &mo, &it));
         double t1 = now();
         for (int i = 0; i < map_n; i++) {
             const cf_value *v;
             CHECK(cf_map_next(it, &v, NULL));
         }
-        double t2 = now(), c2 = self_cpu(), w2 = workers_cpu();
+        double t2 = now(), c2 = self_cpu(), m2 = threads_cpu("cf-mpi-manager");
+        double w2 = workers_cpu();
+        self_counts(&f2, &s2);
         cf_map_close(it);
         printf("chunked map, ns per element: cf_map() %.0f + collect %.0f = %.0f wall; CPU "
-               "of this process %.0f, of the workers %.0f\n",
+               "of this process %.0f (its manager thread %.0f), of the workers %.0f; per 1000 "
+               "elements %.1f minor faults, %.1f context switches of this process\n",
                (t1 - t0) / map_n * 1e9, (t2 - t1) / map_n * 1e9, (t2 - t0) / map_n * 1e9,
-               (c2 - c0) / map_n * 1e9, (w2 - w0) / map_n * 1e9);
+               (c2 - c0) / map_n * 1e9, (m2 - m0) / map_n * 1e9, (w2 - w0) / map_n * 1e9,
+               (double)(f2 - f0) * 1000 / map_n, (double)(s2 - s0) * 1000 / map_n);
     }
     free(in);
+}
+
+/* --tiny-cpu: where the tiny tasks' time goes. */
+static void tiny_cpu(cf_executor *ex, int tiny, int rounds)
+{
+    cf_future **many = malloc((size_t)tiny * sizeof *many);
+    for (int r = 0; r < rounds; r++) {
+        long f0, s0, f2, s2;
+        self_counts(&f0, &s0);
+        double c0 = self_cpu(), m0 = threads_cpu("cf-mpi-manager"), w0 = workers_cpu();
+        double t0 = now();
+        for (int i = 0; i < tiny; i++)
+            CHECK(cf_submit(ex, noop, CF_ARGS(cf_i64(i)), &many[i]));
+        double t1 = now();
+        for (int i = 0; i < tiny; i++) {
+            CHECK(cf_future_result(many[i], CF_FOREVER, NULL));
+            cf_future_release(many[i]);
+        }
+        double t2 = now(), c2 = self_cpu(), m2 = threads_cpu("cf-mpi-manager");
+        double w2 = workers_cpu();
+        self_counts(&f2, &s2);
+        printf("tiny tasks, ns per call: submit %.0f + collect %.0f = %.0f wall (%.0f calls/s); "
+               "CPU of this process %.0f (its manager thread %.0f), of the workers %.0f; per "
+               "1000 calls %.1f context switches of this process\n",
+               (t1 - t0) / tiny * 1e9, (t2 - t1) / tiny * 1e9, (t2 - t0) / tiny * 1e9,
+               tiny / (t2 - t0), (c2 - c0) / tiny * 1e9, (m2 - m0) / tiny * 1e9,
+               (w2 - w0) / tiny * 1e9, (double)(s2 - s0) * 1000 / tiny);
+    }
+    free(many);
 }
 
 static void row(const char *name, const char *unit, double ours, double peer, bool higher_better)
@@ -275,7 +363,7 @@ int main(int argc, char **argv)
     const char *python = "/usr/bin/python3";
     int workers = 2;
     double idle = 5;
-    int map_rounds = 0;
+    int map_rounds = 0, tiny_rounds = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0)
             quick = true;
@@ -289,6 +377,8 @@ int main(int argc, char **argv)
             idle = atof(argv[++i]);
         else if (strcmp(argv[i], "--map-cpu") == 0 && i + 1 < argc)
             map_rounds = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--tiny-cpu") == 0 && i + 1 < argc)
+            tiny_rounds = atoi(argv[++i]);
     }
     if (quick)
         idle = 0.5;
@@ -297,9 +387,12 @@ int main(int argc, char **argv)
     int map_n = quick ? 10000 : 500000;
 
     double first, second;
-    if (map_rounds > 0) {
+    if (map_rounds > 0 || tiny_rounds > 0) {
         cf_executor *mex = new_pool(workers, &first);
-        map_cpu(mex, map_n, map_rounds);
+        if (tiny_rounds > 0)
+            tiny_cpu(mex, tiny, tiny_rounds);
+        if (map_rounds > 0)
+            map_cpu(mex, map_n, map_rounds);
         CHECK(cf_executor_destroy(mex));
         return 0;
     }
