@@ -16,6 +16,11 @@
  *   KILL    u32 signal: the worker sends itself that signal (SIGTERM, a
  *           second later SIGKILL; or SIGKILL at once) - spawn mode only,
  *           for cf_terminate_workers() / cf_kill_workers()
+ *   CALLS   k x { u32 len, CALL payload of len bytes }: several small
+ *           CALL frames in one message (each one CALL frame for the
+ *           numbering and the answers), at most CF__MPI_BATCH_MAX bytes
+ *   RESULTS k x { u32 len, RESULT payload of len bytes }: the answers of
+ *           consecutive CALL frames in one message, likewise bounded
  *   HB, EXIT, BYE  empty
  *   LONG    u32 tag, u64 length: a frame longer than cf__mpi_part_max()
  *           (CALL or RESULT, `tag`) follows as PART messages, in order,
@@ -43,10 +48,12 @@ enum {
     MTAG_EXIT = 102,  /* manager -> worker: no more calls; say BYE, leave */
     MTAG_STOP = 103,  /* manager -> worker: u64 frame, u32 index (see below) */
     MTAG_KILL = 104,  /* manager -> worker: u32 signal */
+    MTAG_CALLS = 105, /* manager -> worker: several CALL frames */
     MTAG_HELLO = 111, /* worker -> manager, first message */
     MTAG_RESULT = 112,
     MTAG_HB = 113,    /* worker -> manager heartbeat, from its own thread */
     MTAG_BYE = 114,   /* worker -> manager, answering EXIT */
+    MTAG_RESULTS = 115, /* worker -> manager: several RESULT frames */
     MTAG_LONG = 120,  /* either way: u32 tag, u64 length; PARTs follow */
     MTAG_PART = 121,
 };
@@ -75,6 +82,21 @@ static inline size_t cf__mpi_frame_len(const wire_enc *e)
 }
 
 #define CF__MPI_STOP_ALL UINT32_MAX
+
+/* Batching: every MPI message costs a system call or more on each side
+ * (a few microseconds where system calls are slow), so small frames going
+ * the same way travel together.  The manager puts the small CALL frames
+ * it hands one worker in one dispatch round into one CALLS message; a
+ * worker holds the RESULT frames of quick calls and sends them as one
+ * RESULTS message when the CALLS message is done, when a call took
+ * CF__MPI_HOLD_NS or longer (a slow call's answer leaves at once), or,
+ * while a later call of the message runs long, from its heartbeat thread
+ * CF__MPI_HOLD_MAX_NS after the first was held.  Only frames whose values
+ * are all inline (no WIRE_REF_MIN-sized value) are batched, and a batch
+ * stays within CF__MPI_BATCH_MAX bytes. */
+#define CF__MPI_BATCH_MAX ((size_t)32 * 1024)
+#define CF__MPI_HOLD_NS 50000
+#define CF__MPI_HOLD_MAX_NS 1000000
 
 /* The argument that marks a spawned worker copy (argv[1]); argv[2] is the
  * heartbeat interval in milliseconds. */

@@ -20,6 +20,12 @@
  *   there are workers (then up to DEPTH, so a stream of tiny calls does
  *   not wait for a round trip each), so a queued future is seldom already
  *   RUNNING.
+ * - Batches (mpi_engine.h, CF__MPI_BATCH_MAX): the small, all-inline CALL
+ *   frames one dispatch round hands a worker leave as one CALLS message
+ *   (at most BATCH_FRAMES), since each MPI message costs system calls on
+ *   both sides; the worker answers quick calls likewise.  Each frame is
+ *   still one job, numbered, answered and completed on its own.  A frame
+ *   that cannot be batched is sent alone, after the batch before it.
  * - Dead workers: every message from a worker (its heartbeat thread sends
  *   one every heartbeat_timeout / 5) renews its `last_seen`; a worker
  *   silent for heartbeat_timeout is dead.  The pool then breaks: every
@@ -59,6 +65,9 @@
 
 #define MAX_WORKERS 1024
 #define DEPTH 64 /* most jobs queued on one worker (during a backlog) */
+/* Most CALL frames in one CALLS message: half the depth, so that a worker
+ * with a backlog has the next message at hand when it answers one. */
+#define BATCH_FRAMES (DEPTH / 2)
 
 typedef struct mjob {
     struct mjob *next;
@@ -100,6 +109,13 @@ typedef struct mworker {
     bool rlong;          /* it comes as PARTs (after a LONG) */
     size_t rgot;         /* bytes of it received (rlong) */
     int rpart;           /* the PART in flight (rlong) */
+    /* Small CALL frames of the dispatch round under way, for one CALLS
+     * message (flush_batch); their jobs are already on the worker's list,
+     * after `bprev` (NULL: from its head).  Empty outside dispatch(). */
+    unsigned char *batch;
+    size_t blen, bcap;
+    int bn;
+    mjob *bprev;
 } mworker;
 
 typedef struct mpi_pool {
@@ -223,8 +239,7 @@ static bool on_result(mworker *w, const unsigned char *body, size_t len)
     if (w->head && w->head->timeout_ns != CF__NS_FOREVER)
         w->head->deadline_ns = cf__now_ns() + w->head->timeout_ns;
     d = (wire_dec){start, body + len, false};
-    char who[128];
-    worker_name(w, who, sizeof who);
+    char who[128] = "";
     for (uint32_t i = 0; i < n; i++) {
         cf_future *f = j->fs[i];
         if (wdec_u8(&d)) {
@@ -252,6 +267,8 @@ static bool on_result(mworker *w, const unsigned char *body, size_t len)
             const char *msg = wdec_cstr(&d);
             if (!f)
                 continue;
+            if (!who[0])
+                worker_name(w, who, sizeof who);
             size_t mlen = strlen(who) + strlen(msg) + 3;
             char *full = malloc(mlen);
             if (full)
@@ -289,6 +306,11 @@ static void break_pool(mpi_pool *p, const char *msg)
         fail_jobs(w->head, CF_EBROKEN, "BrokenMPIPool", msg);
         w->head = w->tail = NULL;
         w->njobs = 0;
+        free(w->batch); /* its jobs were on the list just failed */
+        w->batch = NULL;
+        w->blen = w->bcap = 0;
+        w->bn = 0;
+        w->bprev = NULL;
         if (w->receiving) {
             /* Never completes (its sender is gone); MPI may still write
              * into the buffer, so it is kept like an orphaned send. */
@@ -440,8 +462,84 @@ static bool reap_sends(mpi_pool *p)
     return any;
 }
 
-/* Encodes job j's calls and sends them to w.  Futures cancelled meanwhile
- * are dropped first.  Returns false if nothing was sent (j freed). */
+/* Puts j, just sent (or batched), at the end of w's jobs. */
+static void add_job(mworker *w, mjob *j)
+{
+    j->next = NULL;
+    j->frame = ++w->frames;
+    if (w->tail)
+        w->tail->next = j;
+    else
+        w->head = j;
+    w->tail = j;
+    w->njobs++;
+    if (w->head == j && j->timeout_ns != CF__NS_FOREVER)
+        j->deadline_ns = cf__now_ns() + j->timeout_ns;
+}
+
+/* Sends w's batched CALL frames: one alone as CALL, several as CALLS.
+ * If that fails, the worker never sees them: their jobs fail and leave
+ * its list (the last bn jobs on it), and the frame count goes back. */
+static void flush_batch(mpi_pool *p, mworker *w)
+{
+    if (w->bn == 0)
+        return;
+    unsigned char *buf = w->batch;
+    size_t len = w->blen;
+    int n = w->bn;
+    mjob *prev = w->bprev;
+    w->batch = NULL;
+    w->blen = w->bcap = 0;
+    w->bn = 0;
+    w->bprev = NULL;
+    bool ok;
+    if (n == 1) {
+        memmove(buf, buf + 4, len - 4); /* the frame without its length */
+        ok = post_send(p, w, buf, (int)(len - 4), MTAG_CALL);
+    } else {
+        ok = post_send(p, w, buf, (int)len, MTAG_CALLS);
+    }
+    if (ok)
+        return;
+    mjob *j = prev ? prev->next : w->head;
+    if (prev)
+        prev->next = NULL;
+    else
+        w->head = NULL;
+    w->tail = prev;
+    w->njobs -= n;
+    w->frames -= (uint64_t)n;
+    fail_jobs(j, CF_ENOMEM, "MemoryError", "out of memory (or an MPI error) sending the call");
+}
+
+/* Appends the small, all-inline frame in p->enc to w's batch.  Returns
+ * false (nothing changed) when memory is short. */
+static bool batch_frame(mworker *w, const wire_enc *e)
+{
+    size_t flen = e->len - WIRE_HDR;
+    if (w->blen + 4 + flen > w->bcap) {
+        size_t ncap = w->bcap ? w->bcap : 1024;
+        while (ncap < w->blen + 4 + flen)
+            ncap *= 2;
+        unsigned char *nb = realloc(w->batch, ncap);
+        if (!nb)
+            return false;
+        w->batch = nb;
+        w->bcap = ncap;
+    }
+    wire_enc h = {.buf = w->batch + w->blen, .len = 0, .cap = 4};
+    wenc_u32(&h, (uint32_t)flen);
+    memcpy(w->batch + w->blen + 4, e->buf + WIRE_HDR, flen);
+    if (w->bn++ == 0)
+        w->bprev = w->tail;
+    w->blen += 4 + flen;
+    return true;
+}
+
+/* Encodes job j's calls and sends them to w - or batches them, for
+ * flush_batch() at the end of the dispatch round.  Futures cancelled
+ * meanwhile are dropped first.  Returns false if nothing was sent (j
+ * freed). */
 static bool send_job(mpi_pool *p, mworker *w, mjob *j)
 {
     uint32_t live = 0;
@@ -471,8 +569,19 @@ static bool send_job(mpi_pool *p, mworker *w, mjob *j)
         for (size_t k = 0; k < c->nargs; k++)
             wenc_value(e, &args[k]);
     }
+    size_t flen = cf__mpi_frame_len(e);
+    if (!e->oom && e->nrefs == 0 && flen + 4 <= CF__MPI_BATCH_MAX) {
+        if (w->blen + 4 + flen > CF__MPI_BATCH_MAX || w->bn == BATCH_FRAMES)
+            flush_batch(p, w);
+        if (batch_frame(w, e)) {
+            add_job(w, j);
+            return true;
+        }
+    }
+    /* Sent alone, after the frames batched before it. */
+    flush_batch(p, w);
     int sent;
-    if (!e->oom && cf__mpi_frame_len(e) > cf__mpi_part_max()) {
+    if (!e->oom && flen > cf__mpi_part_max()) {
         sent = post_long(p, w, j, MTAG_CALL);
     } else {
         int len = 0;
@@ -487,16 +596,7 @@ static bool send_job(mpi_pool *p, mworker *w, mjob *j)
             break_pool(p, "MPI pool broken: MPI failed while sending a long frame");
         return false;
     }
-    j->next = NULL;
-    j->frame = ++w->frames;
-    if (w->tail)
-        w->tail->next = j;
-    else
-        w->head = j;
-    w->tail = j;
-    w->njobs++;
-    if (w->head == j && j->timeout_ns != CF__NS_FOREVER)
-        j->deadline_ns = cf__now_ns() + j->timeout_ns;
+    add_job(w, j);
     return true;
 }
 
@@ -605,11 +705,12 @@ static bool handle_stop(mpi_pool *p)
     return true;
 }
 
-/* Hands pending jobs to workers.  Returns true if it sent any. */
+/* Hands pending jobs to workers, the small frames for one worker in one
+ * message.  Returns true if it sent any. */
 static bool dispatch(mpi_pool *p)
 {
     bool any = false;
-    for (;;) {
+    while (p->comm != MPI_COMM_NULL) {
         /* Chosen and popped under one lock: shutdown may take the pending
          * jobs (and free them) at any moment. */
         pthread_mutex_lock(&p->mu);
@@ -628,7 +729,7 @@ static bool dispatch(mpi_pool *p)
             (best->njobs > 0 &&
              (p->npending <= (size_t)p->nworkers || j->timeout_ns != CF__NS_FOREVER))) {
             pthread_mutex_unlock(&p->mu);
-            return any;
+            break;
         }
         p->pending_head = j->next;
         if (!p->pending_head)
@@ -637,6 +738,9 @@ static bool dispatch(mpi_pool *p)
         pthread_mutex_unlock(&p->mu);
         any |= send_job(p, best, j);
     }
+    for (int i = 0; i < p->nworkers && p->comm != MPI_COMM_NULL; i++)
+        flush_batch(p, &p->workers[i]);
+    return any;
 }
 
 /* ---- receiving ------------------------------------------------------------ */
@@ -674,6 +778,19 @@ static void on_message(mpi_pool *p, mworker *w, int tag, const unsigned char *bo
         if (!on_result(w, body, len))
             bad_worker(p, w, "sent a result that does not match its calls");
         break;
+    case MTAG_RESULTS: {
+        /* Each frame answers the worker's oldest job, in turn. */
+        wire_dec d = {body, body + len, false};
+        while (d.p < d.end) {
+            uint32_t flen = wdec_u32(&d);
+            const unsigned char *frame = wdec_take(&d, flen);
+            if (d.bad || !on_result(w, frame, flen)) {
+                bad_worker(p, w, "sent results that do not match its calls");
+                return;
+            }
+        }
+        break;
+    }
     case MTAG_BYE:
         w->bye = true;
         break;
@@ -1219,8 +1336,10 @@ static void free_pool(mpi_pool *p)
     for (size_t i = 0; i < p->ninterrupts; i++)
         cf_future_release(p->interrupts[i]);
     free(p->interrupts);
-    for (int i = 0; i < p->nworkers; i++)
+    for (int i = 0; i < p->nworkers; i++) {
         free(p->workers[i].rbuf);
+        free(p->workers[i].batch);
+    }
     free(p->workers);
     wenc_free(&p->enc);
     pthread_mutex_destroy(&p->mu);

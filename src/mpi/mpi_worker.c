@@ -13,6 +13,15 @@
  *   busy worker from a dead one (Open MPI never reports a dead spawned
  *   worker to its parent).  Both threads call MPI, hence
  *   MPI_THREAD_MULTIPLE.
+ * - A CALLS message holds several frames, each answered on its own: a
+ *   quick call's small answer is held and leaves with the next ones in one
+ *   RESULTS message, at the latest when the message's last frame is done;
+ *   an answer that took CF__MPI_HOLD_NS or more, or is big, leaves at once
+ *   after those held.  If a call runs long meanwhile, the heartbeat thread
+ *   sends what is held CF__MPI_HOLD_MAX_NS after the first was held.
+ *   send_mu orders the two threads' answers.
+ * - A call's future is released as soon as its outcome is encoded, unless
+ *   the encoder references its result, so one block serves every call.
  * - Arguments are borrowed from the received message for the duration of
  *   the call.  A task that fails comes back as a failure record; the
  *   manager adds which worker it was.
@@ -331,7 +340,41 @@ static struct {
         uint32_t index;
     } stops[16];       /* STOPs seen, for calls that have not begun yet */
     unsigned nstops;
+    /* RESULT frames held for one RESULTS message (see CF__MPI_HOLD_NS):
+     * k x { u32 len, frame }.  The main thread appends; whoever sends
+     * them (send_held) takes the whole buffer. */
+    unsigned char *held;
+    size_t held_len, held_cap;
+    int held_n;
+    int64_t held_since; /* when the first of them was held */
+    bool send_failed;   /* the heartbeat thread could not send them */
 } hb = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* Serialises the answers the two threads send (held results, from either;
+ * a result sent alone, from the main thread), so that they reach the
+ * manager in the order of their calls.  Taken before hb.mu. */
+static pthread_mutex_t send_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* Sends the held results, if any: one alone as RESULT, several as
+ * RESULTS.  send_mu held. */
+static int send_held(void)
+{
+    pthread_mutex_lock(&hb.mu);
+    unsigned char *buf = hb.held;
+    size_t len = hb.held_len;
+    int n = hb.held_n;
+    hb.held = NULL;
+    hb.held_len = hb.held_cap = 0;
+    hb.held_n = 0;
+    pthread_mutex_unlock(&hb.mu);
+    int err = MPI_SUCCESS;
+    if (n == 1)
+        err = MPI_Send(buf + 4, (int)(len - 4), MPI_BYTE, hb.manager, MTAG_RESULT, hb.comm);
+    else if (n > 1)
+        err = MPI_Send(buf, (int)len, MPI_BYTE, hb.manager, MTAG_RESULTS, hb.comm);
+    free(buf);
+    return err;
+}
 
 /* How often the heartbeat thread looks for STOP and KILL while the main
  * thread is busy. */
@@ -437,6 +480,21 @@ static void *heartbeat_main(void *arg)
         if (running)
             take_stops();
         pthread_mutex_lock(&hb.mu);
+        bool flush = hb.held_n > 0 && now - hb.held_since >= CF__MPI_HOLD_MAX_NS;
+        pthread_mutex_unlock(&hb.mu);
+        if (flush) {
+            /* A call of the same CALLS message runs long: the answers
+             * held before it leave now. */
+            pthread_mutex_lock(&send_mu);
+            int err = send_held();
+            pthread_mutex_unlock(&send_mu);
+            if (err != MPI_SUCCESS) {
+                pthread_mutex_lock(&hb.mu);
+                hb.send_failed = true;
+                pthread_mutex_unlock(&hb.mu);
+            }
+        }
+        pthread_mutex_lock(&hb.mu);
         /* It polls while frames come (and dozes once none began for a
          * poll interval), so a stream of short frames does not wake it
          * once each. */
@@ -445,14 +503,16 @@ static void *heartbeat_main(void *arg)
         frames_seen = hb.frames;
         if (!hb.dozing && now + STOP_POLL_NS < until)
             until = now + STOP_POLL_NS;
+        if (hb.held_n > 0 && hb.held_since + CF__MPI_HOLD_MAX_NS < until)
+            until = hb.held_since + CF__MPI_HOLD_MAX_NS;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + (until - now);
         ts.tv_sec = (time_t)(t / 1000000000);
         ts.tv_nsec = (long)(t % 1000000000);
-        /* Woken by the main thread when it leaves (stop) or turns busy
-         * while this thread dozes, or when the next heartbeat or STOP poll
-         * is due. */
+        /* Woken by the main thread when it leaves (stop), turns busy while
+         * this thread dozes or holds a first result, or when the next
+         * heartbeat, STOP poll or flush of held results is due. */
         if (!hb.stop)
             pthread_cond_timedwait(&hb.cv, &hb.mu, &ts);
     }
@@ -505,8 +565,8 @@ static void wait_message(MPI_Comm comm, int manager, MPI_Message *msg, MPI_Statu
     }
 }
 
-/* The futures of the calls being answered: `out` references their big
- * results until it is flattened. */
+/* The futures of the calls being answered whose big results `out`
+ * references until it is flattened (the others are released at once). */
 static cf_future **done_fs;
 static size_t ndone, done_cap;
 
@@ -571,8 +631,12 @@ static void run_calls(const unsigned char *body, size_t len, uint64_t frame, wir
         pthread_mutex_lock(&hb.mu);
         hb.cur = NULL;
         pthread_mutex_unlock(&hb.mu);
+        size_t refs = out->nrefs;
         cf__remote_encode_outcome(out, f, name, namelen);
-        done_fs[ndone++] = f;
+        if (out->nrefs == refs)
+            cf_future_release(f); /* copied: its block is reused by the next call */
+        else
+            done_fs[ndone++] = f;
     }
     if (d.bad) {
         /* The manager sent something we cannot read: answer with one
@@ -638,6 +702,104 @@ static int send_long(MPI_Comm comm, int manager, const wire_enc *e, int tag)
     return err;
 }
 
+/* Holds the small, all-inline RESULT frame in `out` (flen bytes) for a
+ * RESULTS message, sending the held ones first if it would not fit.
+ * Returns false (nothing held) when memory is short, or MPI failed. */
+static bool hold(const wire_enc *out, size_t flen)
+{
+    pthread_mutex_lock(&hb.mu);
+    if (hb.held_len + 4 + flen > CF__MPI_BATCH_MAX) {
+        pthread_mutex_unlock(&hb.mu);
+        pthread_mutex_lock(&send_mu);
+        int err = send_held();
+        pthread_mutex_unlock(&send_mu);
+        if (err != MPI_SUCCESS)
+            return false;
+        pthread_mutex_lock(&hb.mu);
+    }
+    if (hb.held_len + 4 + flen > hb.held_cap) {
+        size_t ncap = hb.held_cap ? hb.held_cap : 1024;
+        while (ncap < hb.held_len + 4 + flen)
+            ncap *= 2;
+        unsigned char *nb = realloc(hb.held, ncap);
+        if (!nb) {
+            pthread_mutex_unlock(&hb.mu);
+            return false;
+        }
+        hb.held = nb;
+        hb.held_cap = ncap;
+    }
+    wire_enc h = {.buf = hb.held + hb.held_len, .len = 0, .cap = 4};
+    wenc_u32(&h, (uint32_t)flen);
+    memcpy(hb.held + hb.held_len + 4, out->buf + WIRE_HDR, flen);
+    hb.held_len += 4 + flen;
+    if (hb.held_n++ == 0) {
+        /* The heartbeat thread sends them if a later call runs long. */
+        hb.held_since = cf__now_ns();
+        pthread_cond_signal(&hb.cv);
+    }
+    pthread_mutex_unlock(&hb.mu);
+    return true;
+}
+
+/* Runs CALL frame number `frame` (payload in[0..inlen)) and answers it:
+ * a quick call's small answer is held, unless `last` (the message has no
+ * further frame); anything else leaves at once, after the held ones
+ * (CF__MPI_HOLD_NS).  Leaves the process when MPI fails. */
+static void answer(MPI_Comm comm, int manager, const unsigned char *in, size_t inlen,
+                   uint64_t frame, wire_enc *out, bool last)
+{
+    int64_t t0 = cf__now_ns();
+    run_calls(in, inlen, frame, out);
+    bool quick = cf__now_ns() - t0 < CF__MPI_HOLD_NS;
+    size_t flen = cf__mpi_frame_len(out);
+    if (!out->oom && out->nrefs == 0 && flen + 4 <= CF__MPI_BATCH_MAX && hold(out, flen)) {
+        release_done();
+        int err = MPI_SUCCESS;
+        if (last || !quick) {
+            pthread_mutex_lock(&send_mu);
+            err = send_held();
+            pthread_mutex_unlock(&send_mu);
+        }
+        pthread_mutex_lock(&hb.mu);
+        bool failed = hb.send_failed;
+        pthread_mutex_unlock(&hb.mu);
+        if (err != MPI_SUCCESS || failed)
+            worker_leave();
+        return;
+    }
+    pthread_mutex_lock(&send_mu);
+    int err = send_held();
+    if (err != MPI_SUCCESS) {
+        /* nothing more to send */
+    } else if (!out->oom && flen > cf__mpi_part_max()) {
+        err = send_long(comm, manager, out, MTAG_RESULT);
+        release_done();
+    } else {
+        int len = 0;
+        unsigned char *buf = cf__mpi_flatten(out, &len);
+        release_done();
+        if (!buf) {
+            /* No memory: the calls fail. */
+            wire_dec d = {in, in + inlen, false};
+            uint32_t n = wdec_u32(&d);
+            wenc_reset(out);
+            wenc_u32(out, n);
+            for (uint32_t i = 0; i < n; i++) {
+                wenc_u8(out, 0);
+                wenc_failure(out, CF_ENOMEM, "MemoryError",
+                             "worker: out of memory for the results");
+            }
+            buf = cf__mpi_flatten(out, &len);
+        }
+        err = buf ? MPI_Send(buf, len, MPI_BYTE, manager, MTAG_RESULT, comm) : MPI_ERR_NO_MEM;
+        free(buf);
+    }
+    pthread_mutex_unlock(&send_mu);
+    if (err != MPI_SUCCESS)
+        worker_leave();
+}
+
 void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
 {
     atomic_store(&in_mpi_worker, true);
@@ -667,6 +829,7 @@ void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
     hb.frames = 0;
     hb.cur = NULL;
     hb.nstops = 0;
+    hb.send_failed = false;
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -696,45 +859,29 @@ void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
             kill_self(in, count);
         if (st.MPI_TAG == MTAG_STOP)
             on_stop(in, count);
-        if (st.MPI_TAG != MTAG_CALL && st.MPI_TAG != MTAG_LONG)
+        if (st.MPI_TAG != MTAG_CALL && st.MPI_TAG != MTAG_LONG && st.MPI_TAG != MTAG_CALLS)
             continue;
         set_busy(true);
-        size_t inlen = (size_t)count;
-        if (st.MPI_TAG == MTAG_LONG) {
-            unsigned char *joined = recv_long(comm, manager, in, count, &inlen);
-            if (!joined)
-                worker_leave(); /* the manager finds it gone */
-            free(in);
-            in = joined;
-        }
-        run_calls(in, inlen, ++frames, &out);
-        int err;
-        if (!out.oom && cf__mpi_frame_len(&out) > cf__mpi_part_max()) {
-            err = send_long(comm, manager, &out, MTAG_RESULT);
-            release_done();
-        } else {
-            frame = cf__mpi_flatten(&out, &flen);
-            release_done();
-            if (!frame) {
-                /* No memory: the calls fail. */
-                wire_dec d = {in, in + inlen, false};
-                uint32_t n = wdec_u32(&d);
-                wenc_reset(&out);
-                wenc_u32(&out, n);
-                for (uint32_t i = 0; i < n; i++) {
-                    wenc_u8(&out, 0);
-                    wenc_failure(&out, CF_ENOMEM, "MemoryError",
-                                 "worker: out of memory for the results");
-                }
-                frame = cf__mpi_flatten(&out, &flen);
-                if (!frame)
-                    worker_leave();
+        if (st.MPI_TAG == MTAG_CALLS) {
+            wire_dec d = {in, in + count, false};
+            while (d.p < d.end) {
+                uint32_t blen = wdec_u32(&d);
+                const unsigned char *body = wdec_take(&d, blen);
+                if (d.bad)
+                    worker_leave(); /* the manager finds it gone */
+                answer(comm, manager, body, blen, ++frames, &out, d.p == d.end);
             }
-            err = MPI_Send(frame, flen, MPI_BYTE, manager, MTAG_RESULT, comm);
-            free(frame);
+        } else {
+            size_t inlen = (size_t)count;
+            if (st.MPI_TAG == MTAG_LONG) {
+                unsigned char *joined = recv_long(comm, manager, in, count, &inlen);
+                if (!joined)
+                    worker_leave(); /* the manager finds it gone */
+                free(in);
+                in = joined;
+            }
+            answer(comm, manager, in, inlen, ++frames, &out, true);
         }
-        if (err != MPI_SUCCESS)
-            worker_leave();
         set_busy(false);
     }
     free(in);
@@ -747,6 +894,10 @@ void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
     pthread_cond_signal(&hb.cv);
     pthread_mutex_unlock(&hb.mu);
     pthread_join(hb_thread, NULL);
+    free(hb.held); /* empty: every message's last answer sent them */
+    hb.held = NULL;
+    hb.held_len = hb.held_cap = 0;
+    hb.held_n = 0;
     pthread_cond_destroy(&hb.cv);
     MPI_Send(NULL, 0, MPI_BYTE, manager, MTAG_BYE, comm);
     fflush(stdout);

@@ -290,6 +290,60 @@ static void test_map_chunks(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* Calls queued behind a busy worker travel in batches (several CALL
+ * frames in one message, their answers held and sent together): every
+ * answer still comes in order and names its worker, a quick call's answer
+ * is not held back while a slow call after it in the same message runs,
+ * and the call left pending can still be cancelled. */
+static void test_batched_calls(void **state)
+{
+    (void)state;
+    {
+        cf_executor *ex = pool(1, 0);
+        gate_new();
+        cf_future *gate, *quick[20], *slow, *after[20];
+        assert_ok(cf_submit(ex, wait_gate, CF_ARGS(cf_str(gate_path)), &gate));
+        /* Queued while the worker waits at the gate, so the manager hands
+         * them over in batches once it has more than one to give. */
+        for (int i = 0; i < 20; i++)
+            assert_ok(cf_submit(ex, fail_odd, CF_ARGS(cf_i64(i)), &quick[i]));
+        assert_ok(cf_submit(ex, nap_ms, CF_ARGS(cf_i64(8000)), &slow));
+        for (int i = 0; i < 20; i++)
+            assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(i)), &after[i]));
+        /* One worker and more calls than it: the last one is not sent. */
+        assert_true(cf_future_cancel(after[19]));
+        gate_open();
+        assert_int_equal(result_i64(gate), 1);
+        for (int i = 0; i < 20; i++) {
+            /* Well before the slow call's 8 s are over. */
+            int rc = cf_future_result(quick[i], 4.0 * cf_test_scale(), NULL);
+            if (i % 2) {
+                assert_int_equal(rc, CF_ETASK);
+                const cf_failure *fl = NULL;
+                assert_ok(cf_future_exception(quick[i], 0, &fl));
+                assert_non_null(strstr(cf_failure_message(fl), "odd input"));
+                assert_true(strncmp(cf_failure_message(fl), "worker 0 of 1", 13) == 0);
+            } else {
+                assert_int_equal(rc, CF_OK);
+                assert_int_equal(result_i64(quick[i]), i);
+            }
+            cf_future_release(quick[i]);
+        }
+        assert_false(cf_future_done(slow));
+        assert_int_equal(result_i64(slow), 8000);
+        for (int i = 0; i < 19; i++) {
+            assert_int_equal(result_i64(after[i]), (int64_t)i * i);
+            cf_future_release(after[i]);
+        }
+        assert_true(cf_future_cancelled(after[19]));
+        cf_future_release(after[19]);
+        cf_future_release(slow);
+        cf_future_release(gate);
+        gate_remove();
+        assert_ok(cf_executor_destroy(ex));
+    }
+}
+
 static int count_cb(cf_future *f, void *arg)
 {
     (void)f;
@@ -906,6 +960,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_results),
     cmocka_unit_test(test_task_failure_names_worker),
     cmocka_unit_test(test_map_chunks),
+    cmocka_unit_test(test_batched_calls),
     cmocka_unit_test(test_cancel_wait_callbacks),
     cmocka_unit_test(test_shutdown_cancels_pending),
     cmocka_unit_test(test_timeout),
