@@ -91,7 +91,8 @@ static inline size_t cf__mpi_frame_len(const wire_enc *e)
  * RESULTS message when the CALLS message is done, when a call took
  * CF__MPI_HOLD_NS or longer (a slow call's answer leaves at once), or,
  * while a later call of the message runs long, from its heartbeat thread
- * CF__MPI_HOLD_MAX_NS after the first was held.  Only frames whose values
+ * once the first has waited CF__MPI_HOLD_MAX_NS (at that thread's next
+ * look, at most 10 ms later).  Only frames whose values
  * are all inline (no WIRE_REF_MIN-sized value) are batched, and a batch
  * stays within CF__MPI_BATCH_MAX bytes. */
 #define CF__MPI_BATCH_MAX ((size_t)32 * 1024)

@@ -18,7 +18,8 @@
  *   RESULTS message, at the latest when the message's last frame is done;
  *   an answer that took CF__MPI_HOLD_NS or more, or is big, leaves at once
  *   after those held.  If a call runs long meanwhile, the heartbeat thread
- *   sends what is held CF__MPI_HOLD_MAX_NS after the first was held.
+ *   sends what is held once the first has waited CF__MPI_HOLD_MAX_NS, at
+ *   its next STOP poll (every STOP_POLL_NS while the worker is busy).
  *   send_mu orders the two threads' answers.
  * - A call's future is released as soon as its outcome is encoded, unless
  *   the encoder references its result, so one block serves every call.
@@ -733,19 +734,20 @@ static bool hold(const wire_enc *out, size_t flen)
     wenc_u32(&h, (uint32_t)flen);
     memcpy(hb.held + hb.held_len + 4, out->buf + WIRE_HDR, flen);
     hb.held_len += 4 + flen;
-    if (hb.held_n++ == 0) {
-        /* The heartbeat thread sends them if a later call runs long. */
+    /* The heartbeat thread sends them if a later call runs long: it is not
+     * woken for that (a wake-up per message would cost more than the
+     * batching saves), it looks at its next STOP poll. */
+    if (hb.held_n++ == 0)
         hb.held_since = cf__now_ns();
-        pthread_cond_signal(&hb.cv);
-    }
     pthread_mutex_unlock(&hb.mu);
     return true;
 }
 
 /* Runs CALL frame number `frame` (payload in[0..inlen)) and answers it:
- * a quick call's small answer is held, unless `last` (the message has no
- * further frame); anything else leaves at once, after the held ones
- * (CF__MPI_HOLD_NS).  Leaves the process when MPI fails. */
+ * a quick call's small answer is held (CF__MPI_HOLD_NS), and joins those
+ * held before when `last` (the message has no further frame) or it was
+ * not quick; anything else leaves at once, after the held ones, as does
+ * a lone frame's answer.  Leaves the process when MPI fails. */
 static void answer(MPI_Comm comm, int manager, const unsigned char *in, size_t inlen,
                    uint64_t frame, wire_enc *out, bool last)
 {
@@ -753,7 +755,11 @@ static void answer(MPI_Comm comm, int manager, const unsigned char *in, size_t i
     run_calls(in, inlen, frame, out);
     bool quick = cf__now_ns() - t0 < CF__MPI_HOLD_NS;
     size_t flen = cf__mpi_frame_len(out);
-    if (!out->oom && out->nrefs == 0 && flen + 4 <= CF__MPI_BATCH_MAX && hold(out, flen)) {
+    pthread_mutex_lock(&hb.mu);
+    bool alone = last && hb.held_n == 0;
+    pthread_mutex_unlock(&hb.mu);
+    if (!alone && !out->oom && out->nrefs == 0 && flen + 4 <= CF__MPI_BATCH_MAX &&
+        hold(out, flen)) {
         release_done();
         int err = MPI_SUCCESS;
         if (last || !quick) {
