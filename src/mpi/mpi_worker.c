@@ -556,11 +556,10 @@ static void wait_message(MPI_Comm comm, int manager, MPI_Message *msg, MPI_Statu
             continue;
         }
         /* Nobody can wake this sleep: MPI has no wait that does not spin.
-         * It ends by itself, at most CF__MPI_NAP_MAX_NS later (or
-         * CF__MPI_DOZE_NAP_NS once idle for a second). */
+         * It ends by itself, at most CF__MPI_DOZE_NAP_NS later (an eighth
+         * of the wait so far, see CF__MPI_DOZE_NAP_NS). */
         int64_t idle = cf__now_ns() - idle_since;
-        int64_t nap = cf__mpi_nap_for(idle, idle < CF__MPI_DOZE_AFTER_NS ? CF__MPI_NAP_MAX_NS
-                                                                        : CF__MPI_DOZE_NAP_NS);
+        int64_t nap = cf__mpi_nap_for(idle, CF__MPI_DOZE_NAP_NS);
         struct timespec ts = {0, (long)nap};
         nanosleep(&ts, NULL);
     }
