@@ -6,8 +6,10 @@
  * priority, CF_EFULL at once with a zero queue_timeout, waiters for room
  * woken by a worker taking a call, by a cancel and by shutdown, the
  * all-or-none rule of cf_submit_many, a worker that never waits for its
- * own queue, a race of producers and cancels on a small bound, and bad
- * input.
+ * own queue, a race of producers and cancels on a small bound, batches
+ * (cf_submit_many and chunked maps: wake-ups, the heap, every call run
+ * once, a chunk part-way in when the bound times out, the pool shuts down
+ * or breaks, the map's ring), and bad input.
  *
  * Process tasks cannot use cmocka or shared memory: they record the order
  * they ran in by appending a line to a file, and the blocking task waits
@@ -884,6 +886,612 @@ static void test_eager_map_waits_for_room(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* ---- batches: cf_submit_many() and chunked maps -------------------------------
+ *
+ * A thread pool takes the calls of a cf_submit_many() and each chunk of a
+ * chunked map in one go (pieces that fit the bound, one exchange per lane,
+ * one wake-up), yet they stay separate calls. */
+
+/* Every counted call of `ex` has ended: none running, and the ended ones
+ * add up to the submitted ones.  Returns the number that succeeded. */
+static uint64_t assert_all_ended(cf_executor *ex)
+{
+    cf_progress p;
+    assert_ok(cf_executor_progress(ex, &p));
+    if (p.running != 0 || p.submitted != p.succeeded + p.failed + p.cancelled)
+        fail_msg("progress: submitted %llu, running %llu, succeeded %llu, failed %llu, "
+                 "cancelled %llu",
+                 (unsigned long long)p.submitted, (unsigned long long)p.running,
+                 (unsigned long long)p.succeeded, (unsigned long long)p.failed,
+                 (unsigned long long)p.cancelled);
+    return p.succeeded;
+}
+
+/* ---- batches: one wake-up reaches every parked worker ------------------- */
+
+/* arg 0: blocker*, arg 1: how many calls must meet.  Counts itself in
+ * `started`, then waits (at most 10 s, scaled) until that many calls are
+ * inside at once, which needs that many workers running them.  Returns 1,
+ * or raises when they never met. */
+static int t_meet(cf_call *call)
+{
+    blocker *b = (blocker *)cf_arg_ptr(call, 0);
+    int want = (int)cf_arg_i64(call, 1);
+    pthread_mutex_lock(&b->mu);
+    b->started++;
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    if (!blocker_wait_started(b, want, 10.0))
+        return cf_raise(call, 1, "TimeoutError", "the calls of one batch never ran at once");
+    return cf_return_i64(call, 1);
+}
+
+/* A batch of W calls that can only finish together, over W workers that
+ * are parked (or searching) between rounds: the batch makes one wake-up,
+ * and each worker that takes a call while more is queued must wake the
+ * next.  A wake-up lost anywhere in that relay leaves a call queued while
+ * the others wait for it, and the batch fails.  200 rounds, alternating
+ * cf_submit_many() (the default lane) and chunked maps of the default and
+ * of other priorities (lanes made on the way). */
+static void test_batch_wakes_every_parked_worker(void **state)
+{
+    (void)state;
+    enum { W = 4, ROUNDS = 200 };
+    cf_executor *ex = tpool(W, 0);
+    for (int r = 0; r < ROUNDS; r++) {
+        blocker rv;
+        blocker_init(&rv);
+        cf_value args[2 * W], bs[W], wants[W];
+        for (int i = 0; i < W; i++) {
+            args[2 * i] = bs[i] = cf_ptr(&rv);
+            args[2 * i + 1] = wants[i] = cf_i64(W);
+        }
+        if (r % 3 == 0) {
+            cf_future *fs[W];
+            assert_ok(cf_submit_many(ex, t_meet, args, 2, W, fs));
+            for (int i = 0; i < W; i++) {
+                int64_t v = 0;
+                assert_ok(cf_future_result_i64(fs[i], 2 * T_OK * cf_test_scale(), &v));
+                assert_int_equal(v, 1);
+                cf_future_release(fs[i]);
+            }
+        } else {
+            cf_map_input in[2] = {cf_input_array(bs, W), cf_input_array(wants, W)};
+            cf_map_options mo;
+            cf_map_options_init(&mo);
+            mo.chunksize = W;
+            mo.priority = r % 3 == 1 ? CF_PRIORITY_DEFAULT : 1 + r % 7;
+            cf_map_iter *it = NULL;
+            assert_ok(cf_map(ex, t_meet, in, 2, &mo, &it));
+            for (int i = 0; i < W; i++) {
+                const cf_value *v = NULL;
+                assert_ok(cf_map_next(it, &v, NULL));
+                assert_int_equal(v->as.i64, 1);
+            }
+            assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+            cf_map_close(it);
+        }
+        blocker_destroy(&rv);
+        if (r % 2)
+            sleep_ms(1); /* lets the workers park (not needed for correctness) */
+    }
+    assert_true(cf_executor_worker_count(ex) <= W);
+    assert_int_equal(assert_all_ended(ex), (uint64_t)ROUNDS * W);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* ---- batches: a chunk that finds no lane --------------------------------- */
+
+/* An eager chunked map of t_record over ids [first, first + n). */
+static cf_map_iter *map_ids(cf_executor *ex, order_log *log, int first, int n, int chunksize,
+                            int priority)
+{
+    cf_value logs[16], ids[16];
+    assert_true(n <= 16);
+    for (int i = 0; i < n; i++) {
+        logs[i] = cf_ptr(log);
+        ids[i] = cf_i64(first + i);
+    }
+    cf_map_input in[2] = {cf_input_array(logs, (size_t)n), cf_input_array(ids, (size_t)n)};
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.chunksize = chunksize;
+    mo.priority = priority;
+    cf_map_iter *it = NULL;
+    assert_ok(cf_map(ex, t_record, in, 2, &mo, &it));
+    return it;
+}
+
+static void map_expect_ids(cf_map_iter *it, int first, int n)
+{
+    for (int i = 0; i < n; i++) {
+        const cf_value *v = NULL;
+        assert_ok(cf_map_next(it, &v, NULL));
+        assert_int_equal(v->as.i64, first + i);
+    }
+    assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+    cf_map_close(it);
+}
+
+/* More distinct priorities queued than the pool has lanes, then chunked
+ * maps of a priority that has none: their chunks go to the heap whole
+ * (room made for all of a chunk's calls at once), among single calls of
+ * the same priority before and after them.  Once the worker empties a
+ * lane, the next chunk of that priority gets a lane; the heap's older
+ * calls of it still run first.  A chunk of a new priority between them
+ * finds every lane busy again.  The order stays highest first, FIFO among
+ * equals, across the heap and the lane. */
+static void test_batch_chunk_without_lane_keeps_order(void **state)
+{
+    (void)state;
+    enum { K = 20 }; /* distinct priorities queued singly: more than lanes */
+    cf_executor *ex = tpool(1, 0);
+    blocker b1, b2;
+    blocker_init(&b1);
+    blocker_init(&b2);
+    cf_future *hold = NULL;
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b1)), &hold));
+    assert_true(blocker_wait_started(&b1, 1, T_OK));
+    order_log log;
+    order_init(&log);
+    cf_future *fs[K + 8];
+    int nf = 0;
+    /* Runs next, and holds the worker while the lane it leaves is empty. */
+    fs[nf++] = submit_prio(ex, t_block, CF_ARGS(cf_ptr(&b2)), 1000);
+    for (int i = 0; i < K; i++)
+        fs[nf++] = submit_prio(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(100 + i)), 100 + i);
+    fs[nf++] = submit_prio(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(499)), 50);
+    cf_map_iter *m1 = map_ids(ex, &log, 500, 6, 4, 50);
+    fs[nf++] = submit_prio(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(506)), 50);
+    blocker_release(&b1);
+    assert_true(blocker_wait_started(&b2, 1, T_OK));
+    cf_map_iter *m2 = map_ids(ex, &log, 510, 6, 3, 50);
+    fs[nf++] = submit_prio(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(516)), 50);
+    cf_map_iter *m3 = map_ids(ex, &log, 600, 3, 3, 60);
+    cf_map_iter *m4 = map_ids(ex, &log, 700, 5, 2, -3);
+    fs[nf++] = submit_prio(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(705)), -3);
+    blocker_release(&b2);
+    map_expect_ids(m1, 500, 6);
+    map_expect_ids(m2, 510, 6);
+    map_expect_ids(m3, 600, 3);
+    map_expect_ids(m4, 700, 5);
+    for (int i = 0; i < nf; i++) {
+        assert_ok(cf_future_result(fs[i], T_OK * cf_test_scale(), NULL));
+        cf_future_release(fs[i]);
+    }
+    assert_ok(cf_future_result(hold, T_OK * cf_test_scale(), NULL));
+    cf_future_release(hold);
+    int want[K + 32], n = 0;
+    for (int i = K - 1; i >= 0; i--)
+        want[n++] = 100 + i;
+    for (int i = 0; i < 3; i++)
+        want[n++] = 600 + i;
+    want[n++] = 499;
+    for (int i = 0; i < 7; i++)
+        want[n++] = 500 + i;
+    for (int i = 0; i < 7; i++)
+        want[n++] = 510 + i;
+    for (int i = 0; i < 6; i++)
+        want[n++] = 700 + i;
+    assert_order(log.ids, log.n, want, n);
+    assert_int_equal(assert_all_ended(ex), (uint64_t)(2 + K + 3 + 6 + 6 + 3 + 5 + 1));
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b1);
+    blocker_destroy(&b2);
+}
+
+/* ---- batches: racing producers, every call exactly once ------------------ */
+
+enum { PROD_N = 16, PRODUCERS = 3, BOUND = 3 };
+
+typedef struct batch_producer {
+    cf_executor *ex;
+    int kind, priority;
+    _Atomic size_t *most;
+    _Atomic int runs[PROD_N];
+    int bad;          /* unexpected return codes or results */
+    char why[160];
+} batch_producer;
+
+/* arg 0: _Atomic int* (runs of this call), arg 1: the executor, arg 2:
+ * _Atomic size_t* (most slots seen held), arg 3: i64.  Returns arg 3
+ * squared. */
+static int t_once(cf_call *call)
+{
+    _Atomic int *runs = (_Atomic int *)cf_arg_ptr(call, 0);
+    cf_executor *ex = (cf_executor *)cf_arg_ptr(call, 1);
+    _Atomic size_t *most = (_Atomic size_t *)cf_arg_ptr(call, 2);
+    size_t q = atomic_load(&ex->bound.queued), m = atomic_load(most);
+    while (q > m && !atomic_compare_exchange_weak(most, &m, q))
+        ;
+    atomic_fetch_add(runs, 1);
+    int64_t x = cf_arg_i64(call, 3);
+    return cf_return_i64(call, x * x);
+}
+
+static void batch_note(batch_producer *pr, const char *what, int i, int rc)
+{
+    if (pr->bad++ == 0)
+        snprintf(pr->why, sizeof pr->why, "kind %d: %s at %d: %s (%s)", pr->kind, what, i,
+                 cf_err_name(rc), cf_last_error_message());
+}
+
+/* Runs its PROD_N calls as batches of cf_submit_many() (kind 0) or as a
+ * chunked map (kinds 1 and 2), and checks every result. */
+static void produce_batches(void *arg)
+{
+    batch_producer *pr = arg;
+    cf_value args[PROD_N * 4];
+    for (int i = 0; i < PROD_N; i++) {
+        atomic_store(&pr->runs[i], 0);
+        args[4 * i] = cf_ptr(&pr->runs[i]);
+        args[4 * i + 1] = cf_ptr(pr->ex);
+        args[4 * i + 2] = cf_ptr(pr->most);
+        args[4 * i + 3] = cf_i64(i);
+    }
+    if (pr->kind == 0) {
+        /* Batches of two: each fits the bound (all or none). */
+        for (int i = 0; i < PROD_N; i += 2) {
+            cf_future *fs[2] = {NULL, NULL};
+            int rc = cf_submit_many(pr->ex, t_once, args + 4 * i, 4, 2, fs);
+            if (rc != CF_OK) {
+                batch_note(pr, "submit_many", i, rc);
+                continue;
+            }
+            for (int k = 0; k < 2; k++) {
+                int64_t v = -1;
+                rc = cf_future_result_i64(fs[k], T_OK * cf_test_scale(), &v);
+                if (rc != CF_OK || v != (int64_t)(i + k) * (i + k))
+                    batch_note(pr, "result", i + k, rc);
+                cf_future_release(fs[k]);
+            }
+        }
+        return;
+    }
+    cf_value col[4][PROD_N];
+    for (int i = 0; i < PROD_N; i++)
+        for (int c = 0; c < 4; c++)
+            col[c][i] = args[4 * i + c];
+    cf_map_input in[4];
+    for (int c = 0; c < 4; c++)
+        in[c] = cf_input_array(col[c], PROD_N);
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.chunksize = pr->kind == 1 ? 5 : PROD_N;
+    mo.priority = pr->priority;
+    cf_map_iter *it = NULL;
+    int rc = cf_map(pr->ex, t_once, in, 4, &mo, &it);
+    if (rc != CF_OK) {
+        batch_note(pr, "map", 0, rc);
+        return;
+    }
+    for (int i = 0; i < PROD_N; i++) {
+        const cf_value *v = NULL;
+        rc = cf_map_next(it, &v, NULL);
+        if (rc != CF_OK || v->as.i64 != (int64_t)i * i)
+            batch_note(pr, "map_next", i, rc);
+    }
+    rc = cf_map_next(it, NULL, NULL);
+    if (rc != CF_EDONE)
+        batch_note(pr, "map end", PROD_N, rc);
+    cf_map_close(it);
+}
+
+/* Three producers at once, 200 rounds, on two workers: batches of
+ * cf_submit_many() and chunked maps (chunks of 5 and of all 16, so pieces
+ * cut to what the bound has room for) of several priorities, with a bound
+ * of 3 on every other round.  Every call runs exactly once with its own
+ * result, the queue never holds more than the bound, every slot comes
+ * back, and the progress counts add up. */
+static void test_batch_producers_race_exactly_once(void **state)
+{
+    (void)state;
+    enum { ROUNDS = 200 };
+    _Atomic size_t most = 0;
+    uint64_t calls = 0;
+    cf_executor *bounded = tpool(2, BOUND), *free_ex = tpool(2, 0);
+    for (int r = 0; r < ROUNDS; r++) {
+        cf_executor *ex = r % 2 ? bounded : free_ex;
+        batch_producer *pr = calloc(PRODUCERS, sizeof *pr);
+        assert_non_null(pr);
+        bg_thread th[PRODUCERS];
+        for (int i = 0; i < PRODUCERS; i++) {
+            pr[i].ex = ex;
+            pr[i].kind = (i + r) % 3;
+            pr[i].priority = (r + i) % 4 == 0 ? CF_PRIORITY_DEFAULT : (r + i) % 4 - 2;
+            pr[i].most = &most;
+            bg_start(&th[i], produce_batches, &pr[i]);
+        }
+        for (int i = 0; i < PRODUCERS; i++)
+            bg_join(&th[i], 2 * T_OK);
+        for (int i = 0; i < PRODUCERS; i++) {
+            if (pr[i].bad)
+                fail_msg("round %d: %d unexpected outcomes, first: %s", r, pr[i].bad, pr[i].why);
+            for (int k = 0; k < PROD_N; k++)
+                if (atomic_load(&pr[i].runs[k]) != 1)
+                    fail_msg("round %d, batch_producer kind %d: call %d ran %d times", r, pr[i].kind,
+                             k, atomic_load(&pr[i].runs[k]));
+        }
+        calls += PRODUCERS * PROD_N;
+        free(pr);
+    }
+    assert_true(atomic_load(&most) <= BOUND);
+    assert_int_equal(atomic_load(&bounded->bound.queued), 0);
+    assert_int_equal(atomic_load(&bounded->bound.waiters), 0);
+    assert_int_equal(assert_all_ended(bounded) + assert_all_ended(free_ex), calls);
+    assert_ok(cf_executor_destroy(bounded));
+    assert_ok(cf_executor_destroy(free_ex));
+}
+
+/* ---- batches: a chunk part-way in ---------------------------------------- */
+
+typedef struct map_run {
+    cf_executor *ex;
+    cf_task_fn *fn;
+    cf_map_input in[2];
+    size_t ninputs;
+    cf_map_options mo;
+    int rc;
+    cf_map_iter *it;
+} map_run;
+
+static void run_map(void *arg)
+{
+    map_run *m = arg;
+    m->rc = cf_map(m->ex, m->fn, m->in, m->ninputs, &m->mo, &m->it);
+}
+
+/* Polls (bounded) until `n` slots of ex's bound are held. */
+static void await_queued(cf_executor *ex, size_t n)
+{
+    double end = cf_test_now() + T_OK * cf_test_scale();
+    while (atomic_load(&ex->bound.queued) != n && cf_test_now() < end)
+        sleep_ms(1);
+    assert_int_equal(atomic_load(&ex->bound.queued), n);
+}
+
+/* A chunk that goes in as two pieces before the bound runs out for good:
+ * the queue (max 3) holds one single call when the map starts, so its
+ * first piece is 2 calls; cancelling the single call makes room for a
+ * second piece of 1; then nothing frees a slot and the map's deadline
+ * ends it with CF_EFULL.  Both pieces are cancelled call by call, give
+ * their slots back, count as submitted and cancelled, and none of them
+ * ever runs. */
+static void test_batch_map_full_after_two_pieces(void **state)
+{
+    (void)state;
+    enum { N = 8 };
+    cf_executor *ex = tpool(1, 3);
+    blocker b;
+    blocker_init(&b);
+    cf_future *hold = NULL;
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &hold));
+    assert_true(blocker_wait_started(&b, 1, T_OK));
+    order_log log;
+    order_init(&log);
+    cf_future *single = NULL;
+    assert_ok(cf_submit(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(1)), &single));
+    assert_int_equal(atomic_load(&ex->bound.queued), 1);
+    cf_value logs[N], ids[N];
+    for (int i = 0; i < N; i++) {
+        logs[i] = cf_ptr(&log);
+        ids[i] = cf_i64(10 + i);
+    }
+    map_run m = {.ex = ex, .fn = t_record, .ninputs = 2};
+    m.in[0] = cf_input_array(logs, N);
+    m.in[1] = cf_input_array(ids, N);
+    cf_map_options_init(&m.mo);
+    m.mo.chunksize = N;
+    m.mo.priority = 3;
+    m.mo.timeout = 1.0 * cf_test_scale(); /* the wait below must fit in it */
+    bg_thread th;
+    bg_start(&th, run_map, &m);
+    await_waiters(ex, 1); /* first piece in (2 calls), waiting for more */
+    assert_int_equal(atomic_load(&ex->bound.queued), 3);
+    assert_true(cf_future_cancel(single));
+    await_queued(ex, 3); /* the slot went to a second piece */
+    bg_join(&th, 3 * T_OK);
+    assert_cf(CF_EFULL, m.rc);
+    assert_null(m.it);
+    assert_int_equal(atomic_load(&ex->bound.queued), 0);
+    assert_int_equal(atomic_load(&ex->bound.waiters), 0);
+    cf_progress p;
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_int_equal(p.submitted, 1 + 1 + 2 + 1);
+    assert_int_equal(p.cancelled, 1 + 2 + 1);
+    assert_int_equal(p.running, 1);
+    cf_future *after = NULL;
+    assert_ok(cf_submit(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(99)), &after));
+    blocker_release(&b);
+    assert_ok(cf_future_result(after, T_OK * cf_test_scale(), NULL));
+    assert_ok(cf_future_result(hold, T_OK * cf_test_scale(), NULL));
+    const int want[] = {99};
+    assert_order(log.ids, log.n, want, 1);
+    cf_future_release(after);
+    cf_future_release(hold);
+    cf_future_release(single);
+    assert_int_equal(assert_all_ended(ex), 2);
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
+static _Atomic int race_ran, race_trigger;
+static cf_test_event race_hit;
+
+/* Counts its runs and sets race_hit at the race_trigger-th; returns x*x. */
+static int t_count_square(cf_call *call)
+{
+    if (atomic_fetch_add(&race_ran, 1) + 1 == atomic_load(&race_trigger))
+        cf_test_event_set(&race_hit);
+    int64_t x = cf_arg_i64(call, 0);
+    return cf_return_i64(call, x * x);
+}
+
+/* A chunked map racing shutdown, 200 rounds: shut down at once, after a
+ * yield, or once some of its calls ran; with or without cancel_futures;
+ * with or without a bound (then the map also waits for room, and the
+ * close ends that wait).  The map either succeeds - every element then
+ * has its own result, or was cancelled by cancel_futures - or fails with
+ * CF_ESHUTDOWN having cancelled what it had handed over.  Either way every
+ * call that was accepted ends, every slot comes back, and the calls that
+ * ran are exactly the ones counted as succeeded. */
+static void test_batch_map_races_shutdown(void **state)
+{
+    (void)state;
+    enum { N = 24, ROUNDS = 200 };
+    cf_value xs[N];
+    for (int i = 0; i < N; i++)
+        xs[i] = cf_i64(i);
+    int nok = 0, nshut = 0;
+    for (int r = 0; r < ROUNDS; r++) {
+        bool cancel = r % 4 >= 2;
+        cf_executor *ex = tpool(2, r % 2 ? 3 : 0);
+        atomic_store(&race_ran, 0);
+        atomic_store(&race_trigger, 1 + r % 7);
+        cf_test_event_init(&race_hit);
+        map_run m = {.ex = ex, .fn = t_count_square, .ninputs = 1};
+        m.in[0] = cf_input_array(xs, N);
+        cf_map_options_init(&m.mo);
+        m.mo.chunksize = r % 5 == 0 ? N : 3 + r % 5;
+        m.mo.priority = r % 3 == 0 ? CF_PRIORITY_DEFAULT : r % 3;
+        bg_thread th;
+        bg_start(&th, run_map, &m);
+        if (r % 3 == 1)
+            assert_true(cf_test_event_wait(&race_hit, T_OK));
+        else if (r % 3 == 2)
+            sched_yield();
+        assert_ok(cf_shutdown(ex, false, cancel));
+        bg_join(&th, 2 * T_OK);
+        if (m.rc == CF_OK) {
+            nok++;
+            for (int i = 0; i < N; i++) {
+                const cf_value *v = NULL;
+                int rc = cf_map_next(m.it, &v, NULL);
+                if (rc == CF_ECANCELLED && cancel)
+                    continue;
+                if (rc != CF_OK)
+                    fail_msg("round %d: element %d: %s", r, i, cf_err_name(rc));
+                assert_int_equal(v->as.i64, (int64_t)i * i);
+            }
+            assert_cf(CF_EDONE, cf_map_next(m.it, NULL, NULL));
+            cf_map_close(m.it);
+        } else {
+            if (m.rc != CF_ESHUTDOWN)
+                fail_msg("round %d: map returned %s: %s", r, cf_err_name(m.rc),
+                         cf_last_error_message());
+            assert_null(m.it);
+            nshut++;
+        }
+        assert_ok(cf_shutdown(ex, true, false));
+        assert_int_equal(atomic_load(&ex->bound.queued), 0);
+        assert_int_equal(atomic_load(&ex->bound.waiters), 0);
+        assert_int_equal(assert_all_ended(ex), (uint64_t)atomic_load(&race_ran));
+        assert_ok(cf_executor_destroy(ex));
+        pthread_mutex_destroy(&race_hit.mu);
+        pthread_cond_destroy(&race_hit.cv);
+    }
+    assert_int_equal(nok + nshut, ROUNDS);
+    assert_true(nok > 0); /* rounds shut down after calls ran succeed */
+}
+
+static int fail_init(void *arg)
+{
+    (void)arg;
+    return 7;
+}
+
+/* A chunked map on a pool whose initializer fails, 200 rounds: the pool
+ * breaks under the map while its pieces go in (the first piece starts the
+ * worker that breaks it).  The map either succeeds, every element then
+ * failed with CF_EBROKEN, or fails with CF_EBROKEN itself (a piece refused,
+ * or the wait for room ended by the close).  No call ever runs, every
+ * slot comes back and every accepted call ends. */
+static void test_batch_map_races_breakage(void **state)
+{
+    (void)state;
+    enum { N = 24, ROUNDS = 200 };
+    cf_value xs[N];
+    for (int i = 0; i < N; i++)
+        xs[i] = cf_i64(i);
+    cf_map_input in = cf_input_array(xs, N);
+    cap_install(); /* the break is logged; keep stderr quiet */
+    for (int r = 0; r < ROUNDS; r++) {
+        cf_thread_pool_options o;
+        cf_thread_pool_options_init(&o);
+        o.max_workers = 2;
+        o.max_queued = r % 2 ? 3 : 0;
+        o.initializer = fail_init;
+        cf_executor *ex = NULL;
+        assert_ok(cf_thread_pool_new(&ex, &o));
+        atomic_store(&race_ran, 0);
+        atomic_store(&race_trigger, 0);
+        cf_map_options mo;
+        cf_map_options_init(&mo);
+        mo.chunksize = r % 3 == 0 ? N : 2 + r % 5;
+        mo.priority = r % 4 == 0 ? CF_PRIORITY_DEFAULT : r % 4;
+        cf_map_iter *it = NULL;
+        int rc = cf_map(ex, t_count_square, &in, 1, &mo, &it);
+        if (rc == CF_OK) {
+            for (int i = 0; i < N; i++)
+                assert_cf(CF_EBROKEN, cf_map_next(it, NULL, NULL));
+            assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+            cf_map_close(it);
+        } else {
+            if (rc != CF_EBROKEN)
+                fail_msg("round %d: map returned %s: %s", r, cf_err_name(rc),
+                         cf_last_error_message());
+            assert_null(it);
+        }
+        assert_ok(cf_shutdown(ex, true, false));
+        assert_int_equal(atomic_load(&race_ran), 0);
+        assert_int_equal(atomic_load(&ex->bound.queued), 0);
+        assert_int_equal(atomic_load(&ex->bound.waiters), 0);
+        assert_int_equal(assert_all_ended(ex), 0);
+        assert_ok(cf_executor_destroy(ex));
+    }
+    cap_restore();
+}
+
+/* ---- batches: the map's ring --------------------------------------------- */
+
+/* Lazy maps of every buffersize up to 33 and chunksize up to 8 (and eager
+ * ones): the ring of submitted futures wraps around and grows at many
+ * different offsets, and every element still comes out in input order with
+ * its own result. */
+static void test_batch_map_ring_offsets(void **state)
+{
+    (void)state;
+    enum { N = 40 };
+    cf_executor *ex = tpool(2, 0);
+    cf_value xs[N];
+    for (int i = 0; i < N; i++)
+        xs[i] = cf_i64(i);
+    cf_map_input in = cf_input_array(xs, N);
+    int maps = 0;
+    for (size_t bs = 0; bs <= 33; bs++) {
+        for (int cs = 1; cs <= 8; cs++) {
+            cf_map_options mo;
+            cf_map_options_init(&mo);
+            mo.buffersize = bs;
+            mo.chunksize = cs;
+            cf_map_iter *it = NULL;
+            assert_ok(cf_map(ex, t_square, &in, 1, &mo, &it));
+            for (int i = 0; i < N; i++) {
+                const cf_value *v = NULL;
+                int rc = cf_map_next(it, &v, NULL);
+                if (rc != CF_OK || v->as.i64 != (int64_t)i * i)
+                    fail_msg("buffersize %zu, chunksize %d: element %d: %s, %lld", bs, cs, i,
+                             cf_err_name(rc), rc == CF_OK ? (long long)v->as.i64 : -1LL);
+            }
+            assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+            cf_map_close(it);
+            maps++;
+        }
+    }
+    assert_int_equal(assert_all_ended(ex), (uint64_t)maps * N);
+    assert_ok(cf_executor_destroy(ex));
+}
+
 static void test_bad_input(void **state)
 {
     (void)state;
@@ -1315,6 +1923,13 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_worker_does_not_wait),
     cmocka_unit_test(test_bound_race),
     cmocka_unit_test(test_eager_map_waits_for_room),
+    cmocka_unit_test(test_batch_wakes_every_parked_worker),
+    cmocka_unit_test(test_batch_chunk_without_lane_keeps_order),
+    cmocka_unit_test(test_batch_producers_race_exactly_once),
+    cmocka_unit_test(test_batch_map_full_after_two_pieces),
+    cmocka_unit_test(test_batch_map_races_shutdown),
+    cmocka_unit_test(test_batch_map_races_breakage),
+    cmocka_unit_test(test_batch_map_ring_offsets),
     cmocka_unit_test(test_bad_input),
     cmocka_unit_test(test_process_priority_order),
     cmocka_unit_test(test_process_priority_many),
