@@ -1153,10 +1153,35 @@ static void produce_batches(void *arg)
         for (int c = 0; c < 4; c++)
             col[c][i] = args[4 * i + c];
     cf_map_input in[4];
-    for (int c = 0; c < 4; c++)
-        in[c] = cf_input_array(col[c], PROD_N);
     cf_map_options mo;
     cf_map_options_init(&mo);
+    if (pr->kind == 3) {
+        /* Eight maps of two calls, each of its own priority, all queued
+         * before any is read. */
+        enum { MAPS = PROD_N / 2 };
+        cf_map_iter *its[MAPS] = {NULL};
+        mo.chunksize = 2;
+        for (int m = 0; m < MAPS; m++) {
+            for (int c = 0; c < 4; c++)
+                in[c] = cf_input_array(col[c] + 2 * m, 2);
+            mo.priority = pr->priority + 3 * m;
+            int rc = cf_map(pr->ex, t_once, in, 4, &mo, &its[m]);
+            if (rc != CF_OK)
+                batch_note(pr, "map", 2 * m, rc);
+        }
+        for (int m = 0; m < MAPS; m++) {
+            for (int i = 2 * m; its[m] && i < 2 * m + 2; i++) {
+                const cf_value *v = NULL;
+                int rc = cf_map_next(its[m], &v, NULL);
+                if (rc != CF_OK || v->as.i64 != (int64_t)i * i)
+                    batch_note(pr, "map_next", i, rc);
+            }
+            cf_map_close(its[m]);
+        }
+        return;
+    }
+    for (int c = 0; c < 4; c++)
+        in[c] = cf_input_array(col[c], PROD_N);
     mo.chunksize = pr->kind == 1 ? 5 : PROD_N;
     mo.priority = pr->priority;
     cf_map_iter *it = NULL;
@@ -1177,43 +1202,43 @@ static void produce_batches(void *arg)
     cf_map_close(it);
 }
 
-/* Three producers at once, 200 rounds, on two workers: batches of
- * cf_submit_many() and chunked maps (chunks of 5 and of all 16, so pieces
- * cut to what the bound has room for) of several priorities, with a bound
- * of 3 on every other round.  Every call runs exactly once with its own
- * result, the queue never holds more than the bound, every slot comes
- * back, and the progress counts add up. */
-static void test_batch_producers_race_exactly_once(void **state)
+/* `nprod` producers at once, 200 rounds, on two workers, with a bound of
+ * 3 on every other round; producer i of round r is of kind kind_of(i, r)
+ * with the base priority prio_of(i, r).  Every call runs exactly once with
+ * its own result, the queue never holds more than the bound, every slot
+ * comes back, and the progress counts add up. */
+static void producers_race(int nprod, int (*kind_of)(int, int), int (*prio_of)(int, int))
 {
-    (void)state;
     enum { ROUNDS = 200 };
     _Atomic size_t most = 0;
     uint64_t calls = 0;
     cf_executor *bounded = tpool(2, BOUND), *free_ex = tpool(2, 0);
     for (int r = 0; r < ROUNDS; r++) {
         cf_executor *ex = r % 2 ? bounded : free_ex;
-        batch_producer *pr = calloc(PRODUCERS, sizeof *pr);
+        batch_producer *pr = calloc((size_t)nprod, sizeof *pr);
+        bg_thread *th = calloc((size_t)nprod, sizeof *th);
         assert_non_null(pr);
-        bg_thread th[PRODUCERS];
-        for (int i = 0; i < PRODUCERS; i++) {
+        assert_non_null(th);
+        for (int i = 0; i < nprod; i++) {
             pr[i].ex = ex;
-            pr[i].kind = (i + r) % 3;
-            pr[i].priority = (r + i) % 4 == 0 ? CF_PRIORITY_DEFAULT : (r + i) % 4 - 2;
+            pr[i].kind = kind_of(i, r);
+            pr[i].priority = prio_of(i, r);
             pr[i].most = &most;
             bg_start(&th[i], produce_batches, &pr[i]);
         }
-        for (int i = 0; i < PRODUCERS; i++)
+        for (int i = 0; i < nprod; i++)
             bg_join(&th[i], 2 * T_OK);
-        for (int i = 0; i < PRODUCERS; i++) {
+        for (int i = 0; i < nprod; i++) {
             if (pr[i].bad)
                 fail_msg("round %d: %d unexpected outcomes, first: %s", r, pr[i].bad, pr[i].why);
             for (int k = 0; k < PROD_N; k++)
                 if (atomic_load(&pr[i].runs[k]) != 1)
-                    fail_msg("round %d, batch_producer kind %d: call %d ran %d times", r, pr[i].kind,
-                             k, atomic_load(&pr[i].runs[k]));
+                    fail_msg("round %d, producer of kind %d: call %d ran %d times", r,
+                             pr[i].kind, k, atomic_load(&pr[i].runs[k]));
         }
-        calls += PRODUCERS * PROD_N;
+        calls += (uint64_t)nprod * PROD_N;
         free(pr);
+        free(th);
     }
     assert_true(atomic_load(&most) <= BOUND);
     assert_int_equal(atomic_load(&bounded->bound.queued), 0);
@@ -1221,6 +1246,47 @@ static void test_batch_producers_race_exactly_once(void **state)
     assert_int_equal(assert_all_ended(bounded) + assert_all_ended(free_ex), calls);
     assert_ok(cf_executor_destroy(bounded));
     assert_ok(cf_executor_destroy(free_ex));
+}
+
+static int kind_mixed(int i, int r)
+{
+    return (i + r) % 3;
+}
+
+static int prio_few(int i, int r)
+{
+    return (r + i) % 4 == 0 ? CF_PRIORITY_DEFAULT : (r + i) % 4 - 2;
+}
+
+/* Three producers: batches of cf_submit_many() and chunked maps (chunks
+ * of 5 and of all 16, so pieces cut to what the bound has room for) of a
+ * few priorities. */
+static void test_batch_producers_race_exactly_once(void **state)
+{
+    (void)state;
+    producers_race(PRODUCERS, kind_mixed, prio_few);
+}
+
+static int kind_many_maps(int i, int r)
+{
+    (void)i;
+    (void)r;
+    return 3;
+}
+
+static int prio_spread(int i, int r)
+{
+    return (r * 5 + i * 17) % 40 - 20;
+}
+
+/* Four producers of eight small chunked maps each, every map of its own
+ * priority (up to 32 at once, from a range that moves every round): more
+ * priorities queued than the pool has lanes, so chunks go to lanes made,
+ * retired and made again while the workers take calls, and to the heap. */
+static void test_batch_chunks_of_many_priorities_race(void **state)
+{
+    (void)state;
+    producers_race(4, kind_many_maps, prio_spread);
 }
 
 /* ---- batches: a chunk part-way in ---------------------------------------- */
@@ -1926,6 +1992,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_batch_wakes_every_parked_worker),
     cmocka_unit_test(test_batch_chunk_without_lane_keeps_order),
     cmocka_unit_test(test_batch_producers_race_exactly_once),
+    cmocka_unit_test(test_batch_chunks_of_many_priorities_race),
     cmocka_unit_test(test_batch_map_full_after_two_pieces),
     cmocka_unit_test(test_batch_map_races_shutdown),
     cmocka_unit_test(test_batch_map_races_breakage),
