@@ -556,15 +556,19 @@ static void complete_locked(cf_future *f, uint32_t final)
     cf__cb *cbs = f->cb_head;
     f->cb_head = f->cb_tail = NULL;
     /* Keep the future alive through the callbacks even if a callback drops
-     * the caller's last reference. */
-    cf_future_retain(f);
+     * the caller's last reference.  Without callbacks nothing can: the
+     * caller holds a reference through this call (it held the lock). */
+    if (cbs)
+        cf_future_retain(f);
     cf__lock_release(&f->lock);
     if (cf__cq_ndeferred)
         cf__cq_flush_pokes();
     if (sleepers)
         cf__futex_wake(&f->state, INT_MAX);
-    run_callbacks(f, cbs);
-    cf_future_release(f);
+    if (cbs) {
+        run_callbacks(f, cbs);
+        cf_future_release(f);
+    }
 }
 
 /* Moves a non-final state to `to`, keeping CF__SLEEPERS: a waiter may set
