@@ -865,7 +865,9 @@ int cf__future_complete_remote(cf_future *f, int status, const cf_value *result,
     return finish(f, status, result, heap, failure, "complete", true);
 }
 
-void cf__future_run_call(cf_future *f, _Atomic int *unfinished)
+/* Runs the task of f, which is RUNNING; its outcome fields are written
+ * by this thread alone (see struct cf_call). */
+static void run_task(cf_future *f)
 {
     cf_call *call = &f->call;
     if (f->timeout_ns != CF__NS_FOREVER)
@@ -875,6 +877,31 @@ void cf__future_run_call(cf_future *f, _Atomic int *unfinished)
         cf__cancel_fd_end(f);
     if (!f->failure && rc != 0)
         cf_raise(call, rc, "TaskError", "task returned %d without raising", rc);
+}
+
+/* A raised failure wins over any result the task also set. */
+static void settle_outcome(cf_future *f)
+{
+    if (f->failure) {
+        f->status = CF_ETASK;
+        free(f->result_heap);
+        f->result_heap = NULL;
+        f->result = cf_none();
+    } else {
+        f->status = CF_OK;
+    }
+}
+
+void cf__future_run_private(cf_future *f)
+{
+    run_task(f);
+    settle_outcome(f);
+    atomic_store_explicit(&f->state, CF_FINISHED, memory_order_release);
+}
+
+void cf__future_run_call(cf_future *f, _Atomic int *unfinished)
+{
+    run_task(f);
     cf__lock_acquire(&f->lock);
     if (CF__UNLIKELY(cf__state_of(f) != CF_RUNNING)) {
         /* Unreachable through the API: nothing else completes a running
@@ -885,16 +912,8 @@ void cf__future_run_call(cf_future *f, _Atomic int *unfinished)
         cf__log("a task finished on a future that was not running; outcome dropped");
         return;
     }
-    /* Only this thread could have written the outcome (see struct cf_call);
-     * a raised failure wins over any result the task also set. */
-    if (f->failure) {
-        f->status = CF_ETASK;
-        free(f->result_heap);
-        f->result_heap = NULL;
-        f->result = cf_none();
-    } else {
-        f->status = CF_OK;
-    }
+    /* Only this thread could have written the outcome (see struct cf_call). */
+    settle_outcome(f);
     /* The engine's idle accounting (`unfinished`) must be right before anyone can
      * see the outcome, so a caller who saw it and submits again finds this
      * worker free (see thread_pool.c) - unless callbacks will still run on

@@ -321,6 +321,12 @@ cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t narg
  * done-callbacks, just after they have run on this thread. */
 void cf__future_run_call(cf_future *f, _Atomic int *unfinished);
 
+/* Runs the call embedded in `f`, which is RUNNING and which no other
+ * thread knows of (a worker process's copy of a call): writes its outcome
+ * and makes it FINISHED with a plain release store - no lock, no waiters,
+ * no callbacks, no progress counts. */
+void cf__future_run_private(cf_future *f);
+
 /* A shared-memory buffer of a process pool: a memfd and this process's
  * read-write, shared mapping of its first `cap` bytes. */
 typedef struct cf__buf {
