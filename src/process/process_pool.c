@@ -497,6 +497,23 @@ static void requeue_front(process_pool *p, pjob *first, pjob *last, size_t n)
     }
 }
 
+/* A map chunk's futures were made by the submitting thread, often long
+ * before the manager reaches them (an eager map makes them all first), so
+ * each is a cache miss here, in every pass over the job: fetch the ones a
+ * few calls ahead while the current one is handled. */
+#define PREFETCH_AHEAD 4
+
+static inline void prefetch_call(const pjob *j, uint32_t i)
+{
+    if (i < j->n) {
+        const char *f = (const char *)j->fs[i];
+        __builtin_prefetch(f, 1);
+        __builtin_prefetch(f + 64, 1);
+        __builtin_prefetch(f + 128, 0);
+        __builtin_prefetch(f + 192, 0);
+    }
+}
+
 /* ---- completing futures (no lock held) -------------------------------- */
 
 /* Lets go of the engine's reference to a call that is not completed here
@@ -1284,6 +1301,14 @@ static void answer_lost(process_pool *p, pworker *w, uint32_t n, const char *msg
     fail_job(p, j, CF_ENOMEM, "MemoryError", msg);
 }
 
+/* Whether `f` is cancelled, as far as its state shows without its lock
+ * (see on_result). */
+static bool seen_cancelled(const cf_future *f)
+{
+    uint32_t s = cf__state_of(f);
+    return s == CF_CANCELLED || s == CF_CANCELLED_AND_NOTIFIED;
+}
+
 /* Completes the head job from a RESULT frame.  `*frame` is the frame's
  * shared buffer (map NULL for an inline frame); a single big result
  * adopts it, and it is then cleared; the caller gives back what is left.
@@ -1323,11 +1348,23 @@ static void on_result(process_pool *p, pworker *w, wire_dec *d, cf__buf *frame,
         bad = "result frame does not decode";
     /* Skipped if and only if we cancelled it: our cancel and its claim are
      * two compare-and-swaps on one word, and only one succeeds.  (A call
-     * cancelled after it was claimed stays uncancelled.) */
-    for (uint32_t i = 0; i < n && !bad; i++)
-        if ((oc[i].tag == WIRE_SKIPPED) != cf_future_cancelled(j->fs[i]))
+     * cancelled after it was claimed stays uncancelled.)  A skipped call
+     * is checked with cf_future_cancelled(), which waits for a cancel
+     * that has won the word but not yet shown (the worker may answer in
+     * between).  A call answered as run is checked without the future's
+     * lock, one per call less: its word must also say RUNNING (below),
+     * and a cancel that is still showing when we look at the state means
+     * the word said CANCELLED when the worker claimed it, so only a
+     * worker that rewrote its word passes both; the completion then
+     * finds the call cancelled and drops the answer. */
+    for (uint32_t i = 0; i < n && !bad; i++) {
+        prefetch_call(j, i + PREFETCH_AHEAD);
+        bool cancelled = oc[i].tag == WIRE_SKIPPED ? cf_future_cancelled(j->fs[i])
+                                                   : seen_cancelled(j->fs[i]);
+        if ((oc[i].tag == WIRE_SKIPPED) != cancelled)
             bad = oc[i].tag == WIRE_SKIPPED ? "a call that was not cancelled was skipped"
                                             : "a cancelled call was run";
+    }
     /* Its claim words must say the same (RUNNING: claimed and answered;
      * CANCELLED: skipped); a worker that wrote anything else is crashing.
      * Each word is read once and compared, nothing more. */
@@ -1840,6 +1877,8 @@ static bool attach_job_locked(process_pool *p, pworker *w, pjob *j)
     uint32_t k = 0;
     for (uint32_t i = 0; i < j->n; i++) {
         cf_future *f = j->fs[i];
+        prefetch_call(j, i + PREFETCH_AHEAD);
+        cf__slot_release(f); /* off the queue: room for a submit */
         if (cf__future_attach_claim(f, &words[(w->calls_sent + k) % NCLAIMS]))
             j->fs[k++] = f;
         else
@@ -1908,8 +1947,9 @@ static void dispatch(process_pool *p, wire_enc *e)
             return;
         }
         pop_pending_locked(p);
-        for (uint32_t i = 0; i < j->n; i++)
-            cf__slot_release(j->fs[i]); /* off the queue: room for a submit */
+        if (drop)
+            for (uint32_t i = 0; i < j->n; i++)
+                cf__slot_release(j->fs[i]); /* off the queue: room for a submit */
         bool attached = !drop && attach_job_locked(p, w, j);
         pthread_mutex_unlock(&p->mu);
         if (drop)
