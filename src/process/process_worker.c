@@ -374,10 +374,16 @@ static struct {
     char task[256];
 } fault;
 
-static bool fault_at(const char *point, const char *task, size_t task_len)
+static bool fault_match(const char *point, const char *task, size_t task_len)
 {
-    return fault.point[0] && strcmp(fault.point, point) == 0 &&
-           strlen(fault.task) == task_len && memcmp(fault.task, task, task_len) == 0;
+    return strcmp(fault.point, point) == 0 && strlen(fault.task) == task_len &&
+           memcmp(fault.task, task, task_len) == 0;
+}
+
+/* Asked at several points of every call: one load when no fault is set. */
+static inline bool fault_at(const char *point, const char *task, size_t task_len)
+{
+    return CF__UNLIKELY(fault.point[0] != '\0') && fault_match(point, task, task_len);
 }
 
 static void fault_act(const char *point)
@@ -709,16 +715,59 @@ static bool check_tasks(int fd, wire_dec *d, wire_enc *out)
     return false;
 }
 
+/* A finished call's future, reset, for the next call to run in: a map
+ * chunk's calls then cost no allocation and no state changes under a lock
+ * each.  Room for CF_ARGS_MAX arguments.  Only a future nothing refers to
+ * any more comes back here (see recycle()): the frame being built holds
+ * no reference into its outcome, and it has no shared memory.  Worker
+ * thread only; nobody else ever sees these futures. */
+static cf_future *spare;
+
 /* Runs one decoded call; returns its finished future (NULL on ENOMEM). */
 static cf_future *run_one(cf_task_fn *fn, const cf_value *args, size_t nargs)
 {
-    cf_future *f = cf__future_new_borrowed(fn, args, nargs);
-    if (!f)
-        return NULL;
+    cf_future *f = spare;
+    if (f) {
+        spare = NULL;
+        f->call.fn = fn;
+        f->call.nargs = nargs;
+        if (nargs)
+            memcpy(cf__call_args(&f->call), args, nargs * sizeof *args);
+        /* Private to this thread: what set_running_or_notify_cancel()
+         * would do under the lock. */
+        atomic_store_explicit(&f->state, CF_RUNNING, memory_order_relaxed);
+    } else {
+        cf_value room[CF_ARGS_MAX];
+        memset(room, 0, sizeof room);
+        memcpy(room, args, nargs * sizeof *args);
+        f = cf__future_new_borrowed(fn, room, CF_ARGS_MAX);
+        if (!f)
+            return NULL;
+        f->call.nargs = nargs;
+        cf_future_set_running_or_notify_cancel(f);
+    }
     lent.call = f;
-    cf_future_set_running_or_notify_cancel(f);
     cf__future_run_call(f, NULL);
     return f;
+}
+
+/* Takes back the future of a call whose outcome has been encoded into a
+ * frame that refers to nothing of it (no reference was added while it
+ * was encoded), when it holds no shared memory: it becomes the spare.
+ * Returns whether it did. */
+static bool recycle(cf_future *f, bool referenced)
+{
+    if (referenced || f->shm || spare || f->cb_head || f->waiters)
+        return false;
+    if (f->failure && !cf__failure_is_static(f->failure))
+        cf__failure_free(f->failure);
+    f->failure = NULL;
+    free(f->result_heap);
+    f->result_heap = NULL;
+    f->result = cf_none();
+    f->status = CF_OK;
+    spare = f;
+    return true;
 }
 
 /* Handles a CALL or INIT frame's body; writes the RESULT/HELLO frame.
@@ -799,7 +848,12 @@ static bool handle_calls(int fd, wire_dec *d, bool init, uint16_t id, wire_enc *
         if (fault_at("encode-segv", name, namelen) || fault_at("encode-exit", name, namelen))
             fault_act(fault.point);
         ok_all = ok_all && fs[i]->status == CF_OK;
+        size_t refs = out->nrefs;
         cf__remote_encode_outcome(out, fs[i], name, namelen);
+        /* A single call's future stays: its result may go out from its
+         * own shared memory (send_shm_result). */
+        if (!init && n > 1 && recycle(fs[i], out->nrefs != refs))
+            fs[i] = NULL;
     }
     if (fault_at("bad-frame", name, namelen)) {
         wenc_reset(out);
@@ -906,8 +960,9 @@ static bool handle_calls(int fd, wire_dec *d, bool init, uint16_t id, wire_enc *
     } else if (sent < 0) {
         rc = -1;
     }
+    /* The frame is out: nothing refers to the outcomes any more. */
     for (uint32_t i = 0; i < n; i++)
-        if (fs[i])
+        if (fs[i] && (init || !recycle(fs[i], false)))
             cf_future_release(fs[i]);
     if (rc != 0)
         worker_exit(0); /* the parent is gone */
