@@ -733,9 +733,6 @@ static cf_future *run_one(cf_task_fn *fn, const cf_value *args, size_t nargs)
         f->call.nargs = nargs;
         if (nargs)
             memcpy(cf__call_args(&f->call), args, nargs * sizeof *args);
-        /* Private to this thread: what set_running_or_notify_cancel()
-         * would do under the lock. */
-        atomic_store_explicit(&f->state, CF_RUNNING, memory_order_relaxed);
     } else {
         cf_value room[CF_ARGS_MAX];
         memset(room, 0, sizeof room);
@@ -744,10 +741,11 @@ static cf_future *run_one(cf_task_fn *fn, const cf_value *args, size_t nargs)
         if (!f)
             return NULL;
         f->call.nargs = nargs;
-        cf_future_set_running_or_notify_cancel(f);
     }
+    /* Nobody else knows this future: no lock, no state machine. */
+    atomic_store_explicit(&f->state, CF_RUNNING, memory_order_relaxed);
     lent.call = f;
-    cf__future_run_call(f, NULL);
+    cf__future_run_private(f);
     return f;
 }
 
@@ -757,7 +755,7 @@ static cf_future *run_one(cf_task_fn *fn, const cf_value *args, size_t nargs)
  * Returns whether it did. */
 static bool recycle(cf_future *f, bool referenced)
 {
-    if (referenced || f->shm || spare || f->cb_head || f->waiters)
+    if (referenced || f->shm || spare)
         return false;
     if (f->failure && !cf__failure_is_static(f->failure))
         cf__failure_free(f->failure);
