@@ -520,12 +520,16 @@ static struct {
 } claims;
 
 /* Maps `size` bytes of memory the parent shares (a memfd, closed here)
- * read-write; NULL unless `size_ok` and the memfd holds that much. */
+ * read-write; NULL unless `size_ok` and the memfd holds that much.  Its
+ * pages are mapped at once (the parent allocated them): the claim words
+ * and the ring are written call after call, and a fault per page would
+ * fall on a new worker's first calls. */
 static void *map_shared(int mfd, uint64_t size, bool size_ok)
 {
     struct stat st;
     bool ok = mfd >= 0 && size_ok && fstat(mfd, &st) == 0 && (uint64_t)st.st_size >= size;
-    void *p = ok ? mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0)
+    void *p = ok ? mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE,
+                        MAP_SHARED | cf__os_map_populate, mfd, 0)
                  : MAP_FAILED;
     if (mfd >= 0)
         close(mfd);
