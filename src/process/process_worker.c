@@ -12,6 +12,11 @@
  *   one without a result.
  * - Arguments are borrowed from the received frame (or the mapped memfd)
  *   for the duration of the call: no copy on the worker side.
+ * - A call runs in a future nobody else sees (cf__future_run_private: no
+ *   lock, no state machine), and the calls of a chunk run one after the
+ *   other in the same one (`spare`), unless the frame being built refers
+ *   to an outcome (a value of WIRE_REF_MIN bytes or more) or the outcome
+ *   holds shared memory: that future is kept until the frame is sent.
  * - The worker dies with its parent: PR_SET_PDEATHSIG (SIGKILL) for a
  *   worker busy in a task, EOF on the socket for an idle one (only the
  *   latter in the portable build, which has no death signal).
