@@ -19,10 +19,22 @@
  *           come next);
  *           bit 7: the memfd is not sealed against writing;
  *   byte 1  write size (0: everything in one write);
- *   byte 2  bytes of lent buffer / memfd content, times 8;
- *   rest    lent bytes, memfd bytes, then the socket stream.
- * After each write the reader runs, as it would on POLLIN; at the end the
- * socket is closed and the reader sees EOF.  Then every future must be
+ *   byte 2  bits 0-6: bytes of lent buffer / memfd content, times 8;
+ *           bit 7: the worker has a result ring and claim words (below);
+ *   rest    lent bytes, memfd bytes, [ring setup,] then the socket stream.
+ * The ring setup (only with byte 2's bit 7) is what a worker may write into
+ * the memory it shares with the parent:
+ *   one byte per call, its claim word: 0 RUNNING (what an answered call's
+ *           word says), 1 CANCELLED, 2 PENDING, any other value as it is;
+ *   u16     n, bytes of ring data that follow (little endian);
+ *   u8      where they start: 0 at the ring's beginning, else that many
+ *           bytes before its end, so they wrap around;
+ *   i8      added to n for the head the worker announces (a head beyond
+ *           the bytes, behind the tail, or out of range);
+ *   n bytes the ring's data: RESULT and SOCKET frames, or anything.
+ * After each write the reader runs, as it would on POLLIN (it looks at the
+ * ring first, as the manager does); at the end the socket is closed and
+ * the reader sees EOF.  Then every future must be
  * done or still owned by a job of the worker (which the harness fails,
  * as worker_died() would), and nothing may leak (ASan).  CF_FUZZ_TRACE=1
  * prints each future's outcome (to check what a seed reaches):
@@ -84,13 +96,59 @@ static int make_memfd(const uint8_t *b, size_t n, bool write_sealed)
     return fd;
 }
 
+/* Gives `w` claim words and a result ring filled from the input (see the
+ * layout above), consuming what it uses; false if the shared memory could
+ * not be made or the input ends first. */
+static bool ring_setup(pworker *w, size_t ncalls, const uint8_t **data, size_t *size)
+{
+    const uint8_t *d = *data;
+    size_t left = *size;
+    if (left < ncalls + 4)
+        return false;
+    int cfd = shared_new(&w->claims, "fuzz-claims", NCLAIMS * sizeof(uint32_t));
+    int rfd = cfd < 0 ? -1 : shared_new(&w->ring, "fuzz-ring", CF__RING_SIZE);
+    if (cfd >= 0)
+        close(cfd);
+    if (rfd < 0)
+        return false;
+    close(rfd);
+    _Atomic uint32_t *words = w->claims.map;
+    for (size_t i = 0; i < ncalls; i++) {
+        uint32_t v = d[i] == 0   ? CF__CLAIM_RUNNING
+                     : d[i] == 1 ? CF__CLAIM_CANCELLED
+                     : d[i] == 2 ? CF__CLAIM_PENDING
+                                 : d[i];
+        atomic_store(&words[i], v);
+    }
+    d += ncalls;
+    left -= ncalls;
+    size_t n = (size_t)d[0] | (size_t)d[1] << 8;
+    size_t back = d[2];
+    int delta = (int8_t)d[3];
+    d += 4;
+    left -= 4;
+    if (n > left)
+        n = left;
+    uint64_t start = back ? CF__RING_BYTES - back : 0;
+    unsigned char *bytes = (unsigned char *)w->ring.map + CF__RING_DATA;
+    for (size_t k = 0; k < n; k++)
+        bytes[(start + k) % CF__RING_BYTES] = d[k];
+    w->ring_tail = start;
+    atomic_store(cf__ring_word(w->ring.map, CF__RING_TAIL), start);
+    atomic_store(cf__ring_word(w->ring.map, CF__RING_HEAD), start + n + (int64_t)delta);
+    *data = d + n;
+    *size = left - n;
+    return true;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 3)
         return 0;
     uint8_t cfg = data[0];
     size_t chunk = data[1] ? data[1] : size;
-    size_t side = (size_t)data[2] * 8;
+    size_t side = (size_t)(data[2] & 0x7f) * 8;
+    bool ring = data[2] & 0x80;
     data += 3;
     size -= 3;
     process_pool *p = pool_once();
@@ -144,6 +202,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         mfd = make_memfd(data, n, !(cfg & 0x80));
         data += n;
         size -= n;
+    }
+
+    /* The result ring and the claim words, as the worker left them. */
+    if (ring && !ring_setup(w, nmine, &data, &size)) {
+        if (mfd >= 0)
+            close(mfd);
+        close(sv[1]);
+        fail_jobs(p, w->head, CF_EBROKEN, "BrokenProcessPool", "fuzz setup failed");
+        w->head = w->tail = NULL;
+        remove_worker(p, w);
+        p->workers = NULL;
+        for (size_t i = 0; i < nmine; i++)
+            cf_future_release(mine[i]);
+        return 0;
     }
 
     /* The stream, in writes of `chunk` bytes, the reader after each. */

@@ -46,9 +46,20 @@ def result(*outcomes, call_id=0):
     return frame(RESULT, struct.pack("<I", len(outcomes)) + b"".join(outcomes), 0, call_id)
 
 
-def setup(jobs=1, calls=1, hello=True, lent=False, memfd=False, unsealed=False, chunk=0, side=0):
+def setup(jobs=1, calls=1, hello=True, lent=False, memfd=False, unsealed=False, chunk=0, side=0,
+          ring=False):
     cfg = (jobs - 1) | (calls - 1) << 2 | hello << 4 | lent << 5 | memfd << 6 | unsealed << 7
-    return bytes([cfg, chunk, side // 8])
+    return bytes([cfg, chunk, side // 8 | ring << 7])
+
+
+SOCKET = 19
+
+
+def ring_setup(claims, data, back=0, delta=0):
+    """The worker's claim words (0 RUNNING, 1 CANCELLED, 2 PENDING, one
+    byte per call) and its result ring holding `data`, `back` bytes before
+    the ring's end, with a head `delta` bytes off."""
+    return bytes(claims) + struct.pack("<HBb", len(data), back, delta) + data
 
 
 def pad8(b):
@@ -90,6 +101,20 @@ seeds["memfd-oversized"] = (setup(calls=2, memfd=True, side=len(mem)) + mem
                             + frame(RESULT, struct.pack("<Q", 1 << 34), SHM))
 
 os.makedirs(HERE, exist_ok=True)
+# The result ring: answers there, across the ring's end, one announced by a
+# SOCKET frame and sent through the socket, and what a worker may get wrong.
+seeds["ring-i64"] = setup(ring=True) + ring_setup([0], result(ok(I64, 42)))
+seeds["ring-two-jobs-wrap"] = (setup(jobs=2, ring=True)
+                               + ring_setup([0, 0], result(ok(I64, 1)) + result(ok(I64, 2), call_id=1),
+                                            back=13))
+seeds["ring-socket"] = (setup(jobs=2, ring=True)
+                        + ring_setup([0, 0], result(ok(I64, 1)) + frame(SOCKET, b"", 0, 1))
+                        + result(ok(STR, b"through the socket"), call_id=1))
+seeds["ring-skipped-not-cancelled"] = setup(calls=2, ring=True) + ring_setup([1, 0], result(b"\2", ok(I64, 2)))
+seeds["ring-claim-disagrees"] = setup(calls=2, ring=True) + ring_setup([2, 0], result(ok(I64, 1), ok(I64, 2)))
+seeds["ring-head-short"] = setup(ring=True) + ring_setup([0], result(ok(STR, b"cut")), delta=-3)
+seeds["ring-head-behind-tail"] = setup(ring=True) + ring_setup([0], result(ok(I64, 7)), delta=-128)
+
 for name, data in seeds.items():
     with open(os.path.join(HERE, name), "wb") as f:
         f.write(data)
