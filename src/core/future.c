@@ -556,8 +556,12 @@ static void complete_locked(cf_future *f, uint32_t final)
     cf__cb *cbs = f->cb_head;
     f->cb_head = f->cb_tail = NULL;
     /* Keep the future alive through the callbacks even if a callback drops
-     * the caller's last reference.  Without callbacks nothing can: the
-     * caller holds a reference through this call (it held the lock). */
+     * the caller's last reference.  Without callbacks no extra reference is
+     * needed, because every caller of complete_locked() holds a reference of
+     * its own for the whole call (the engine's, or one it took first):
+     * the lines after the unlock still touch f (the futex wake), and a
+     * lock-free reader that saw the final state may release its reference
+     * meanwhile.  Holding the lock alone would not keep f alive. */
     if (cbs)
         cf_future_retain(f);
     cf__lock_release(&f->lock);
