@@ -1766,6 +1766,89 @@ static void test_process_priority_many(void **state)
     gated_end(&g);
 }
 
+/* The pending queue while the manager takes calls off it as they come:
+ * calls of eight priorities (the default among them) with a timeout, so
+ * the one worker is sent one at a time and each answer takes one call off
+ * the queue, pushed in bursts that keep a few dozen queued, so the marks
+ * of the priorities pending come and go between one push and the next;
+ * and the queue empties (every priority gone) between rounds.  No call is
+ * lost or run twice (each arrives in time, once, with its result), and a
+ * burst queued behind a busy worker afterwards still runs sorted: what
+ * the churn left of the marks misplaces nothing. */
+static void test_process_priority_churn(void **state)
+{
+    (void)state;
+    enum { ROUNDS = 3, BURST = 25, NBURSTS = 40, N = BURST * NBURSTS, AHEAD = 3, K = 40 };
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 1;
+    cf_executor *ex = NULL;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    char path[96];
+    snprintf(path, sizeof path, "/tmp/cf_test_prio_%d_churn", (int)getpid());
+    static cf_future *fs[N];
+    unsigned seed = 12345;
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    so.timeout = 60;
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int b = 0; b < NBURSTS + AHEAD; b++) {
+            for (int i = b * BURST; b < NBURSTS && i < (b + 1) * BURST; i++) {
+                seed = seed * 1103515245u + 12345u;
+                so.priority = (i & 1) ? (int)((seed >> 16) % 7) - 3 : CF_PRIORITY_DEFAULT;
+                assert_ok(cf_submit_with(ex, &so, t_square, CF_ARGS(cf_i64(i)), &fs[i]));
+            }
+            /* The burst AHEAD before this one has had its turn at the
+             * front often enough: collect it (whatever its priorities). */
+            int old = b - AHEAD;
+            for (int i = old * BURST; old >= 0 && i < (old + 1) * BURST; i++) {
+                int64_t v = -1;
+                assert_ok(cf_future_result_i64(fs[i], T_OK * cf_test_scale(), &v));
+                assert_int_equal(v, (int64_t)i * i);
+                cf_future_release(fs[i]);
+            }
+        }
+
+        /* Behind a busy worker (a timed call: nothing is sent ahead of
+         * it), then let go: sorted by priority, FIFO among equals.  Fresh
+         * FIFOs each round: p_gate leaves the byte that let it go. */
+        fifo started, gate;
+        fifo_open(&started, "churn_started");
+        fifo_open(&gate, "churn_gate");
+        so.priority = CF_PRIORITY_DEFAULT;
+        cf_future *blk = NULL;
+        assert_ok(cf_submit_with(ex, &so, p_gate, CF_ARGS(cf_str(started.path), cf_str(gate.path)),
+                                 &blk));
+        struct pollfd pfd = {started.fd, POLLIN, 0};
+        assert_int_equal(poll(&pfd, 1, (int)(T_OK * 1000 * cf_test_scale())), 1);
+        unlink(path);
+        cf_future *ks[K];
+        int prio[K], want[K], n = 0;
+        for (int i = 0; i < K; i++) {
+            seed = seed * 1103515245u + 12345u;
+            prio[i] = (int)((seed >> 16) % 9) - 4;
+            ks[i] = submit_prio(ex, p_record, CF_ARGS(cf_str(path), cf_i64(i)), prio[i]);
+        }
+        for (int q = 4; q >= -4; q--)
+            for (int i = 0; i < K; i++)
+                if (prio[i] == q)
+                    want[n++] = i;
+        assert_int_equal(write(gate.fd, "x", 1), 1);
+        assert_ok(cf_future_result(blk, T_OK * cf_test_scale(), NULL));
+        cf_future_release(blk);
+        for (int i = 0; i < K; i++) {
+            assert_ok(cf_future_result(ks[i], T_OK * cf_test_scale(), NULL));
+            cf_future_release(ks[i]);
+        }
+        int got[K];
+        int ngot = read_order(path, got, K);
+        assert_order(got, ngot, want, K);
+        fifo_close(&started);
+        fifo_close(&gate);
+    }
+    assert_ok(cf_executor_destroy(ex));
+}
+
 /* A busy worker is normally sent up to 64 jobs ahead (run in the order
  * sent), but while a call of another priority than the default is queued
  * only if its last job was quick: this one's first job (the gate) is not
@@ -2000,6 +2083,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_bad_input),
     cmocka_unit_test(test_process_priority_order),
     cmocka_unit_test(test_process_priority_many),
+    cmocka_unit_test(test_process_priority_churn),
     cmocka_unit_test(test_process_prio_not_sent_ahead),
     cmocka_unit_test(test_process_requeued_keep_fifo_among_equals),
     cmocka_unit_test(test_process_lazy_map_full_refill_not_counted),

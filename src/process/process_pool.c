@@ -228,7 +228,8 @@ typedef struct process_pool {
     size_t npending;
     size_t nprio;        /* pending jobs of another priority than the default */
     /* While nprio > 0: for each priority pending, the last pending job of
-     * that priority, in descending priority (see push_pending_locked).
+     * that priority, in ascending priority (see push_pending_locked; the
+     * head's priority is the last mark).
      * Empty while nprio == 0, when the tail is the last (default) job.
      * `marks_ok` false: an allocation failed, insertion walks the list
      * until nprio is 0 again. */
@@ -296,15 +297,11 @@ static const char *signal_name(int sig)
 
 /* ---- pending queue (mu held) ------------------------------------------- */
 
-/* Notes `j` as the last pending job of its priority, at index `i` of the
- * marks (the first mark of a lower priority, or nmarks).  Returns false on
- * ENOMEM. */
+/* Notes `j` as the last pending job of its priority, a priority no mark
+ * has yet, at index `i` of the marks (the first mark of a higher
+ * priority, or nmarks).  Returns false on ENOMEM. */
 static bool mark_locked(process_pool *p, size_t i, pjob *j)
 {
-    if (i > 0 && p->marks[i - 1].priority == j->priority) {
-        p->marks[i - 1].last = j;
-        return true;
-    }
     if (p->nmarks == p->marks_cap) {
         size_t cap = p->marks_cap ? 2 * p->marks_cap : 8;
         struct prio_mark *m = realloc(p->marks, cap * sizeof *m);
@@ -347,13 +344,21 @@ static void push_pending_locked(process_pool *p, pjob *j)
             p->marks_ok = false;
     }
     pjob *after = NULL; /* the job `j` goes behind; NULL: the head */
-    size_t i = 0;
     if (p->marks_ok) {
-        while (i < p->nmarks && p->marks[i].priority >= j->priority)
+        /* The first mark of j's priority or higher: its last job is the
+         * one j follows (none: j goes first). */
+        size_t i = 0;
+        while (i < p->nmarks && p->marks[i].priority < j->priority)
             i++;
-        after = i > 0 ? p->marks[i - 1].last : NULL;
-        if (!mark_locked(p, i, j))
+        if (i < p->nmarks) {
+            after = p->marks[i].last;
+            if (p->marks[i].priority == j->priority)
+                p->marks[i].last = j;
+            else if (!mark_locked(p, i, j))
+                p->marks_ok = false;
+        } else if (!mark_locked(p, i, j)) {
             p->marks_ok = false;
+        }
     } else {
         /* Past the jobs put back at the front, which are in no order. */
         for (pjob *k = p->pending_head; k && (k->requeued || k->priority >= j->priority);
@@ -383,15 +388,12 @@ static pjob *pop_pending_locked(process_pool *p)
         p->nprio--;
     if (p->nprio == 0) {
         p->nmarks = 0;
-    } else {
-        for (size_t i = 0; i < p->nmarks; i++) {
-            if (p->marks[i].last == j) { /* the last of its priority */
-                memmove(p->marks + i, p->marks + i + 1,
-                        (p->nmarks - i - 1) * sizeof *p->marks);
-                p->nmarks--;
-                break;
-            }
-        }
+    } else if (p->marks_ok) {
+        /* The head, unless put back after a crash (no mark names those),
+         * is the first job of the highest priority pending, whose mark
+         * is the last: j ends its priority if that mark names it. */
+        if (p->nmarks > 0 && p->marks[p->nmarks - 1].last == j)
+            p->nmarks--;
     }
     j->next = NULL;
     j->requeued = false;
