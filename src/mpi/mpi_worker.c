@@ -20,7 +20,9 @@
  *   after those held.  If a call runs long meanwhile, the heartbeat thread
  *   sends what is held once the first has waited CF__MPI_HOLD_MAX_NS, at
  *   its next STOP poll (every STOP_POLL_NS while the worker is busy).
- *   send_mu orders the two threads' answers.
+ *   send_mu orders the two threads' answers.  Held answers that cannot
+ *   be sent are lost, and the manager takes each answer for its oldest
+ *   call: after that nothing more is answered, and the worker leaves.
  * - A call's future is released as soon as its outcome is encoded, unless
  *   the encoder references its result, so one block serves every call.
  * - Arguments are borrowed from the received message for the duration of
@@ -348,7 +350,11 @@ static struct {
     size_t held_len, held_cap;
     int held_n;
     int64_t held_since; /* when the first of them was held */
-    bool send_failed;   /* the heartbeat thread could not send them */
+    /* Held results could not be sent: they are lost, and the manager
+     * would take any later answer for the first of them, so nothing more
+     * is answered (the worker leaves).  Set by send_held() with send_mu
+     * held, before anyone else can send. */
+    bool send_failed;
 } hb = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 /* Serialises the answers the two threads send (held results, from either;
@@ -357,10 +363,16 @@ static struct {
 static pthread_mutex_t send_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* Sends the held results, if any: one alone as RESULT, several as
- * RESULTS.  send_mu held. */
+ * RESULTS.  send_mu held.  Fails, sending nothing, once held results were
+ * lost (`send_failed`): an answer sent after them would be taken for
+ * theirs. */
 static int send_held(void)
 {
     pthread_mutex_lock(&hb.mu);
+    if (hb.send_failed) {
+        pthread_mutex_unlock(&hb.mu);
+        return MPI_ERR_OTHER;
+    }
     unsigned char *buf = hb.held;
     size_t len = hb.held_len;
     int n = hb.held_n;
@@ -374,6 +386,11 @@ static int send_held(void)
     else if (n > 1)
         err = MPI_Send(buf, (int)len, MPI_BYTE, hb.manager, MTAG_RESULTS, hb.comm);
     free(buf);
+    if (err != MPI_SUCCESS) {
+        pthread_mutex_lock(&hb.mu);
+        hb.send_failed = true;
+        pthread_mutex_unlock(&hb.mu);
+    }
     return err;
 }
 
@@ -487,13 +504,8 @@ static void *heartbeat_main(void *arg)
             /* A call of the same CALLS message runs long: the answers
              * held before it leave now. */
             pthread_mutex_lock(&send_mu);
-            int err = send_held();
+            (void)send_held(); /* a failure is seen by the main thread */
             pthread_mutex_unlock(&send_mu);
-            if (err != MPI_SUCCESS) {
-                pthread_mutex_lock(&hb.mu);
-                hb.send_failed = true;
-                pthread_mutex_unlock(&hb.mu);
-            }
         }
         pthread_mutex_lock(&hb.mu);
         /* It polls while frames come (and dozes once none began for a

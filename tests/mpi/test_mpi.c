@@ -142,6 +142,31 @@ static int late(cf_call *c)
     return cf_return_i64(c, 1);
 }
 
+/* A value no other task returns: a worker's heartbeat thread fails to
+ * send the held answers that carry it (see MPI_Send below). */
+#define UNSENDABLE INT64_C(0x5eedf00dcafe1234)
+
+static int unsendable(cf_call *c)
+{
+    return cf_return_i64(c, UNSENDABLE);
+}
+CF_TASK(unsendable);
+
+/* Through the MPI profiling interface, every MPI_Send of this program
+ * (the workers are copies of it) comes here: a RESULT or RESULTS message
+ * that a worker's heartbeat thread sends and that carries UNSENDABLE
+ * fails, as a send may under MPI_ERRORS_RETURN (out of resources);
+ * everything else goes to MPI. */
+int MPI_Send(const void *buf, int count, MPI_Datatype type, int dest, int tag, MPI_Comm comm)
+{
+    const int64_t mark = UNSENDABLE;
+    if ((tag == 112 || tag == 115) && buf && count >= 8 &&
+        strcmp(cf_thread_name(), "cf-mpi-heartbeat") == 0 &&
+        memmem(buf, (size_t)count, &mark, sizeof mark))
+        return MPI_ERR_OTHER;
+    return PMPI_Send(buf, count, type, dest, tag, comm);
+}
+
 static cf_executor *pool(int n, double hb)
 {
     cf_mpi_pool_options o;
@@ -496,6 +521,60 @@ static void test_timeout(void **state)
     cf_future_release(f);
     cf_future_release(g);
     assert_ok(cf_executor_destroy(ex));
+}
+
+/* Answers held for a RESULTS message that the heartbeat thread fails to
+ * send are lost: the worker must not answer anything after them (the
+ * manager takes each answer for its oldest call), it leaves, and its
+ * calls fail with the pool.  The calls go as one CALLS message: the timed
+ * first call waits at the head of the queue until the worker is idle
+ * (nothing timed goes to a busy worker), and two more follow it as a
+ * backlog; the quick first answer is held while the second call runs
+ * (if it was not quick under load, nothing is held: another round). */
+static void test_held_answers_lost(void **state)
+{
+    (void)state;
+    double hb = 1.5;
+    bool broke = false;
+    for (int round = 0; round < 5 && !broke; round++) {
+        cf_executor *ex = pool(1, hb);
+        gate_new();
+        cf_submit_options so;
+        cf_submit_options_init(&so);
+        so.timeout = 60;
+        cf_future *gate, *a, *b, *c, *d;
+        assert_ok(cf_submit(ex, wait_gate, CF_ARGS(cf_str(gate_path)), &gate));
+        assert_ok(cf_submit_with(ex, &so, unsendable, CF_NOARGS, &a));
+        assert_ok(cf_submit(ex, nap_ms, CF_ARGS(cf_i64(300)), &b));
+        assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(3)), &c));
+        assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(4)), &d));
+        gate_open();
+        assert_int_equal(result_i64(gate), 1);
+        const cf_value *v = NULL;
+        int rc = cf_future_result(a, CF_FOREVER, &v);
+        if (rc == CF_OK) {
+            /* Sent by the main thread: right, and so is the rest. */
+            assert_int_equal(v->as.i64, UNSENDABLE);
+            assert_int_equal(result_i64(b), 300);
+            assert_int_equal(result_i64(c), 9);
+            assert_int_equal(result_i64(d), 16);
+        } else {
+            /* Lost: the worker left, nobody got another's answer. */
+            assert_int_equal(rc, CF_EBROKEN);
+            cf_future *rest[] = {b, c, d};
+            for (int i = 0; i < 3; i++) {
+                rc = cf_future_result(rest[i], CF_FOREVER, &v);
+                assert_int_equal(rc, CF_EBROKEN);
+            }
+            broke = true;
+        }
+        cf_future *all[] = {gate, a, b, c, d};
+        for (int i = 0; i < 5; i++)
+            cf_future_release(all[i]);
+        gate_remove();
+        assert_ok(cf_executor_destroy(ex));
+    }
+    assert_true(broke);
 }
 
 /* A worker that dies is noticed by its silence: its call and the pool
@@ -974,6 +1053,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_shutdown_cancels_pending),
     cmocka_unit_test(test_timeout),
     cmocka_unit_test(test_interrupt_reaches_task),
+    cmocka_unit_test(test_held_answers_lost),
     cmocka_unit_test(test_dead_worker_breaks_pool),
     cmocka_unit_test(test_terminate_and_kill_workers),
     cmocka_unit_test(test_big_payloads),
