@@ -93,7 +93,8 @@ static inline size_t cf__mpi_frame_len(const wire_enc *e)
  * while a later call of the message runs long, from its heartbeat thread
  * once the first has waited CF__MPI_HOLD_MAX_NS (at that thread's next
  * look, at most 10 ms later).  Only frames whose values
- * are all inline (no WIRE_REF_MIN-sized value) are batched, and a batch
+ * are all inline (no WIRE_REF_MIN-sized value) are batched, never a timed
+ * call's (its answer would wait for the calls after it), and a batch
  * stays within CF__MPI_BATCH_MAX bytes. */
 #define CF__MPI_BATCH_MAX ((size_t)32 * 1024)
 #define CF__MPI_HOLD_NS 50000

@@ -25,7 +25,9 @@
  *   (at most BATCH_FRAMES), since each MPI message costs system calls on
  *   both sides; the worker answers quick calls likewise.  Each frame is
  *   still one job, numbered, answered and completed on its own.  A frame
- *   that cannot be batched is sent alone, after the batch before it.
+ *   that cannot be batched is sent alone, after the batch before it; so
+ *   is a timed call's, whose answer must not wait for the calls after it
+ *   (the worker holds a quick call's answer until its message is done).
  * - Dead workers: every message from a worker (its heartbeat thread sends
  *   one every heartbeat_timeout / 5) renews its `last_seen`; a worker
  *   silent for heartbeat_timeout is dead.  The pool then breaks: every
@@ -570,7 +572,11 @@ static bool send_job(mpi_pool *p, mworker *w, mjob *j)
             wenc_value(e, &args[k]);
     }
     size_t flen = cf__mpi_frame_len(e);
-    if (!e->oom && e->nrefs == 0 && flen + 4 <= CF__MPI_BATCH_MAX) {
+    /* A timed call goes alone: as the last frame of its message its
+     * answer leaves as soon as it is done, never held behind the calls
+     * after it (its clock runs here, see check_time). */
+    if (!e->oom && e->nrefs == 0 && flen + 4 <= CF__MPI_BATCH_MAX &&
+        j->timeout_ns == CF__NS_FOREVER) {
         if (w->blen + 4 + flen > CF__MPI_BATCH_MAX || w->bn == BATCH_FRAMES)
             flush_batch(p, w);
         if (batch_frame(w, e)) {

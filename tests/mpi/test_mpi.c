@@ -167,6 +167,32 @@ int MPI_Send(const void *buf, int count, MPI_Datatype type, int dest, int tag, M
     return PMPI_Send(buf, count, type, dest, tag, comm);
 }
 
+/* How long a worker's heartbeat thread stalls at its next probe for a
+ * STOP (see MPI_Improbe below): set in the worker by stall_heartbeat. */
+static _Atomic int heartbeat_stall_ms;
+
+static int stall_heartbeat(cf_call *c)
+{
+    atomic_store(&heartbeat_stall_ms, (int)cf_arg_i64(c, 0));
+    return cf_return_i64(c, 7);
+}
+CF_TASK(stall_heartbeat);
+
+/* Through the MPI profiling interface too: a worker's heartbeat thread
+ * sleeps heartbeat_stall_ms once, as a thread that is not scheduled
+ * would (no other thread ever sets it). */
+int MPI_Improbe(int source, int tag, MPI_Comm comm, int *flag, MPI_Message *message,
+                MPI_Status *status)
+{
+    if (atomic_load(&heartbeat_stall_ms) > 0 &&
+        strcmp(cf_thread_name(), "cf-mpi-heartbeat") == 0) {
+        int ms = atomic_exchange(&heartbeat_stall_ms, 0);
+        struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return PMPI_Improbe(source, tag, comm, flag, message, status);
+}
+
 static cf_executor *pool(int n, double hb)
 {
     cf_mpi_pool_options o;
@@ -575,6 +601,41 @@ static void test_held_answers_lost(void **state)
         assert_ok(cf_executor_destroy(ex));
     }
     assert_true(broke);
+}
+
+/* A call with a timeout is answered as soon as it is done, even when the
+ * calls handed over behind it run long: its answer is not held for a
+ * RESULTS message, which might leave only after the timeout (here the
+ * heartbeat thread that would send it is stalled past it).  The timed
+ * call waits at the head of the queue until the worker is idle (nothing
+ * timed goes to a busy worker), then goes with the backlog behind it. */
+static void test_timed_answer_not_held(void **state)
+{
+    (void)state;
+    double scale = cf_test_scale();
+    cf_executor *ex = pool(1, 10);
+    gate_new();
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    so.timeout = 0.5 * scale;
+    int64_t stall_ms = (int64_t)(1500 * scale);
+    cf_future *gate, *t, *b, *c, *d;
+    assert_ok(cf_submit(ex, wait_gate, CF_ARGS(cf_str(gate_path)), &gate));
+    assert_ok(cf_submit_with(ex, &so, stall_heartbeat, CF_ARGS(cf_i64(stall_ms)), &t));
+    assert_ok(cf_submit(ex, nap_ms, CF_ARGS(cf_i64(stall_ms + 500)), &b));
+    assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(3)), &c));
+    assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(4)), &d));
+    gate_open();
+    assert_int_equal(result_i64(gate), 1);
+    assert_int_equal(result_i64(t), 7); /* not CF_ETIMEDOUT */
+    assert_int_equal(result_i64(b), stall_ms + 500);
+    assert_int_equal(result_i64(c), 9);
+    assert_int_equal(result_i64(d), 16);
+    cf_future *all[] = {gate, t, b, c, d};
+    for (int i = 0; i < 5; i++)
+        cf_future_release(all[i]);
+    gate_remove();
+    assert_ok(cf_executor_destroy(ex));
 }
 
 /* A worker that dies is noticed by its silence: its call and the pool
@@ -1054,6 +1115,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_timeout),
     cmocka_unit_test(test_interrupt_reaches_task),
     cmocka_unit_test(test_held_answers_lost),
+    cmocka_unit_test(test_timed_answer_not_held),
     cmocka_unit_test(test_dead_worker_breaks_pool),
     cmocka_unit_test(test_terminate_and_kill_workers),
     cmocka_unit_test(test_big_payloads),
