@@ -338,11 +338,17 @@ static struct {
     cf_future *cur;    /* the call running now (NULL: none) ... */
     uint64_t cur_frame; /* ... number cur_index of CALL frame cur_frame */
     uint32_t cur_index;
-    struct {
+    /* STOPs seen for calls that may not have begun yet: every one until
+     * its frame is over (frames begin in order, so one older than
+     * cur_frame is; see remember_stop_locked).  A terminate asks every
+     * job queued here to stop, up to the manager's depth of 64 frames,
+     * and interrupts name calls one by one: a fixed number would forget
+     * the oldest, the very calls that begin next. */
+    struct stop_ent {
         uint64_t frame;
         uint32_t index;
-    } stops[16];       /* STOPs seen, for calls that have not begun yet */
-    unsigned nstops;
+    } *stops;
+    size_t nstops, stops_cap;
     /* RESULT frames held for one RESULTS message (see CF__MPI_HOLD_NS):
      * k x { u32 len, frame }.  The main thread appends; whoever sends
      * them (send_held) takes the whole buffer. */
@@ -401,11 +407,40 @@ static int send_held(void)
 /* Does a STOP seen match call `index` of frame `frame`?  hb.mu held. */
 static bool stop_seen_locked(uint64_t frame, uint32_t index)
 {
-    for (unsigned i = 0; i < hb.nstops && i < 16; i++)
+    for (size_t i = 0; i < hb.nstops; i++)
         if (hb.stops[i].frame == frame &&
             (hb.stops[i].index == index || hb.stops[i].index == CF__MPI_STOP_ALL))
             return true;
     return false;
+}
+
+/* Notes a STOP for call `index` of frame `frame` (hb.mu held).  Those of
+ * frames older than the one begun last are dropped first: their calls
+ * have all ended.  Without memory for more, the oldest is forgotten (its
+ * call, if it has not begun, then runs without the request). */
+static void remember_stop_locked(uint64_t frame, uint32_t index)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < hb.nstops; i++)
+        if (hb.stops[i].frame >= hb.cur_frame)
+            hb.stops[k++] = hb.stops[i];
+    hb.nstops = k;
+    if (hb.nstops == hb.stops_cap) {
+        size_t cap = hb.stops_cap ? 2 * hb.stops_cap : 16;
+        struct stop_ent *m = realloc(hb.stops, cap * sizeof *m);
+        if (m) {
+            hb.stops = m;
+            hb.stops_cap = cap;
+        } else if (hb.nstops > 0) {
+            memmove(hb.stops, hb.stops + 1, (hb.nstops - 1) * sizeof *hb.stops);
+            hb.nstops--;
+        } else {
+            return;
+        }
+    }
+    hb.stops[hb.nstops].frame = frame;
+    hb.stops[hb.nstops].index = index;
+    hb.nstops++;
 }
 
 /* Raises the stop flag of the running call (hb.mu held), the way
@@ -426,9 +461,7 @@ static void on_stop(const unsigned char *body, int len)
     if (d.bad)
         return;
     pthread_mutex_lock(&hb.mu);
-    unsigned k = hb.nstops++ % 16; /* the oldest is forgotten */
-    hb.stops[k].frame = frame;
-    hb.stops[k].index = index;
+    remember_stop_locked(frame, index);
     if (hb.cur && stop_seen_locked(hb.cur_frame, hb.cur_index))
         stop_call_locked(hb.cur);
     pthread_mutex_unlock(&hb.mu);

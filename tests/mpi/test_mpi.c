@@ -521,6 +521,46 @@ static void test_interrupt_reaches_task(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* Interrupts of many calls handed to a worker and not begun yet: the
+ * worker remembers every STOP until its call begins (it once kept only
+ * the last 16, so the calls that began next ran without theirs, here
+ * for 15 s each).  A call not yet handed out is cancelled instead. */
+static void test_many_interrupts_remembered(void **state)
+{
+    (void)state;
+    enum { K = 40 };
+    cf_executor *ex = pool(1, 0);
+    cf_future *fs[K];
+    for (int i = 0; i < K; i++)
+        assert_ok(cf_submit(ex, until_stopped, CF_NOARGS, &fs[i]));
+    /* With a backlog the worker is handed up to 64 jobs ahead: wait
+     * until most of these are out (RUNNING here) before interrupting. */
+    double t0 = cf_test_now();
+    int out = 0;
+    while (out < K / 2 && cf_test_now() - t0 < 10 * cf_test_scale()) {
+        out = 0;
+        for (int i = 0; i < K; i++)
+            out += cf_future_state(fs[i]) != CF_PENDING;
+    }
+    assert_true(out >= K / 2);
+    t0 = cf_test_now();
+    for (int i = 0; i < K; i++)
+        assert_ok(cf_future_interrupt(fs[i]));
+    for (int i = 0; i < K; i++) {
+        int rc = cf_future_result(fs[i], CF_FOREVER, NULL);
+        if (rc == CF_ETASK) {
+            const cf_failure *fl;
+            assert_ok(cf_future_exception(fs[i], CF_FOREVER, &fl));
+            assert_string_equal(cf_failure_type(fl), "CancelledError");
+        } else {
+            assert_int_equal(rc, CF_ECANCELLED);
+        }
+        cf_future_release(fs[i]);
+    }
+    assert_true(cf_test_now() - t0 < 10 * cf_test_scale());
+    assert_ok(cf_executor_destroy(ex));
+}
+
 static void test_timeout(void **state)
 {
     (void)state;
@@ -1124,6 +1164,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_shutdown_cancels_pending),
     cmocka_unit_test(test_timeout),
     cmocka_unit_test(test_interrupt_reaches_task),
+    cmocka_unit_test(test_many_interrupts_remembered),
     cmocka_unit_test(test_held_answers_lost),
     cmocka_unit_test(test_timed_answer_not_held),
     cmocka_unit_test(test_dead_worker_breaks_pool),
