@@ -903,7 +903,7 @@ void cf__future_run_private(cf_future *f)
     atomic_store_explicit(&f->state, CF_FINISHED, memory_order_release);
 }
 
-void cf__future_run_call(cf_future *f, _Atomic int *unfinished)
+void cf__future_run_call(cf_future *f, _Atomic unsigned *ended)
 {
     run_task(f);
     cf__lock_acquire(&f->lock);
@@ -911,25 +911,25 @@ void cf__future_run_call(cf_future *f, _Atomic int *unfinished)
         /* Unreachable through the API: nothing else completes a running
          * submitted future.  Never complete a future twice. */
         cf__lock_release(&f->lock);
-        if (unfinished)
-            atomic_fetch_sub_explicit(unfinished, 1, memory_order_release);
+        if (ended)
+            atomic_fetch_add_explicit(ended, 1, memory_order_release);
         cf__log("a task finished on a future that was not running; outcome dropped");
         return;
     }
     /* Only this thread could have written the outcome (see struct cf_call). */
     settle_outcome(f);
-    /* The engine's idle accounting (`unfinished`) must be right before anyone can
+    /* The engine's idle accounting (`ended`) must be right before anyone can
      * see the outcome, so a caller who saw it and submits again finds this
      * worker free (see thread_pool.c) - unless callbacks will still run on
      * this thread: one of them may submit to the same pool and wait, and
      * then the pool must start another thread, as CPython's does.  The
      * callback list cannot grow once we hold the lock and complete. */
     bool callbacks = f->cb_head != NULL;
-    if (unfinished && !callbacks)
-        atomic_fetch_sub_explicit(unfinished, 1, memory_order_release);
+    if (ended && !callbacks)
+        atomic_fetch_add_explicit(ended, 1, memory_order_release);
     complete_locked(f, CF_FINISHED);
-    if (unfinished && callbacks)
-        atomic_fetch_sub_explicit(unfinished, 1, memory_order_release);
+    if (ended && callbacks)
+        atomic_fetch_add_explicit(ended, 1, memory_order_release);
 }
 
 /* ---- waiting for the outcome ----------------------------------------- */

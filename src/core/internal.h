@@ -315,11 +315,11 @@ cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t narg
                                size_t extra_bytes);
 
 /* Runs the call embedded in `f` (which must be RUNNING) and completes the
- * future with its outcome.  Used by in-process engines.  `unfinished` (may
- * be NULL) is the engine's count of calls not yet done; it is decremented
+ * future with its outcome.  Used by in-process engines.  `ended` (may be
+ * NULL) is the engine's count of calls done; it is incremented (release)
  * just before the outcome becomes visible, or, when the future has
  * done-callbacks, just after they have run on this thread. */
-void cf__future_run_call(cf_future *f, _Atomic int *unfinished);
+void cf__future_run_call(cf_future *f, _Atomic unsigned *ended);
 
 /* Runs the call embedded in `f`, which is RUNNING and which no other
  * thread knows of (a worker process's copy of a call): writes its outcome
@@ -794,7 +794,7 @@ CF__API cf_failure *cf__failure_new(int code, const char *type, const char *mess
 CF__API void cf__failure_free(cf_failure *f);
 CF__API cf_failure *cf__failure_oom(void);
 CF__API cf_future *cf__future_new_borrowed(cf_task_fn *fn, const cf_value *args, size_t nargs);
-CF__API void cf__future_run_call(cf_future *f, _Atomic int *unfinished);
+CF__API void cf__future_run_call(cf_future *f, _Atomic unsigned *ended);
 CF__API int cf__future_complete_remote(cf_future *f, int status, const cf_value *result,
                                        void *heap, cf_failure *failure);
 CF__API int cf__future_fail_running(cf_future *f, int status, const char *type,

@@ -47,9 +47,9 @@
  * Locks and what they guard (order: submit_lock -> pop_lock -> prio_lock,
  * submit_lock -> prio_lock and submit_lock -> pop_lock; idle_lock is
  * never held with another):
- * - submit_lock: `nthreads`, `workers`, `broken_msg`, every write of
- *   `shutdown`/`broken`, and the lanes' set (`lanes_used`, each write of
- *   `order` and of a lane's `priority`).  Taken by submitters and shutdown
+ * - submit_lock: `nthreads`, `admitted`, `workers`, `broken_msg`, every
+ *   write of `shutdown`/`broken`/`all_started`, and the lanes' set
+ *   (`lanes_used`, each write of `order` and of a lane's `priority`).  Taken by submitters and shutdown
  *   only, never by a worker on its hot path, so submitters do not wait on
  *   preempted workers.  Every push happens under it with `shutdown`
  *   false, so a worker that reads `shutdown` true (acquire) and then finds
@@ -64,12 +64,15 @@
  *   admission of the calls (which may start a thread); pops under pop_lock
  *   and prio_lock.
  *
- * Lazy threads: `unfinished` counts calls submitted and not yet finished.
- * A submit starts a thread when unfinished > nthreads and the pool is below
- * max_workers.  The worker decrements it just before completing a future,
- * so a caller that saw a result and submits again finds the thread free
- * (3 blocked calls on a 5-thread pool make 3 threads; a chain of
- * submit/result makes one).
+ * Lazy threads: the calls submitted and not yet finished ("unfinished")
+ * are `admitted` - `ended`, two counters so that submitters and workers
+ * each write their own (a submit of a pool that has all its threads does
+ * not read `ended` at all, and once every thread is started, `all_started`,
+ * the workers stop counting it).  A submit starts a thread when unfinished >
+ * nthreads and the pool is below max_workers.  The worker counts a call
+ * in `ended` just before completing its future, so a caller that saw a
+ * result and submits again finds the thread free (3 blocked calls on a
+ * 5-thread pool make 3 threads; a chain of submit/result makes one).
  *
  * Idle workers and wake-ups (the scheme of Go's scheduler):
  * - `spinning` is a token held by at most one worker that searches for
@@ -152,18 +155,73 @@ struct thread_pool {
     /* The lanes (see the design notes); lanes[0] is the default
      * priority's and always active. */
     lane lanes[NLANES];
+    /* The fields below come in groups, each starting a cache line of its
+     * own, so that what one side writes for every call does not evict
+     * what the other side touches for every call (profiled before they
+     * were split, with all calls of a bench in flight: about 40% of the
+     * samples of submit_calls sat on loads and increments of fields in
+     * lines the workers had just written):
+     * - read-mostly: read by submitters and workers for every call,
+     *   written rarely (lanes made and retired, the heap used, shutdown);
+     * - the submitters': submit_lock and what it guards;
+     * - the workers': pop_lock, and `ended`, counted as each call ends;
+     * - the idle workers': written as workers search and park, read by
+     *   every submit;
+     * - the rest: cold. */
+
+    /* ---- read-mostly ---- */
     /* The active lanes, highest priority first: nibble i (from the low
      * end) holds the slot + 1 of the i-th, 0 ends the list.  Written under
      * submit_lock (and pop_lock too when lanes are retired), seq_cst: a
      * lane is published before the first push into it, and has_work()'s
      * seq_cst load of it takes part in the wake-up handshake. */
-    _Atomic uint64_t order;
-    uint32_t lanes_used;         /* guarded by submit_lock: slots in `order` */
-    cf__lock pop_lock;
+    _Alignas(64) _Atomic uint64_t order;
+    /* == nheap; changed under prio_lock, seq_cst (the wake-up handshake),
+     * read without it by the workers' fast path. */
+    _Atomic size_t nprio;
+    _Atomic bool shutdown;       /* written under submit_lock */
+    _Atomic bool broken;         /* written under submit_lock */
+    /* cf_terminate_workers(): read by running tasks through
+     * cf_cancel_requested() (cf__current_pool_stop); relaxed, no data. */
+    _Atomic bool stop;
+    /* Set (relaxed, under submit_lock) once nthreads reaches max_workers,
+     * never cleared: from then on no submit reads `ended`, so workers
+     * stop counting it.  A worker that reads it false a little late
+     * counts once more, which nobody reads either. */
+    _Atomic bool all_started;
 
+    /* ---- the submitters' ---- */
+    _Alignas(64) cf__lock submit_lock;
+    int nthreads;                /* guarded by submit_lock */
+    /* Calls admitted so far (admit_locked), wrapping; guarded by
+     * submit_lock.  admitted - ended = the calls submitted and not yet
+     * finished (see "Lazy threads"). */
+    unsigned admitted;
+    uint32_t lanes_used;         /* guarded by submit_lock: slots in `order` */
+    tp_worker **workers;         /* guarded by submit_lock; grows as threads start */
+    int workers_cap;             /* guarded by submit_lock */
+
+    /* ---- the workers' ---- */
+    _Alignas(64) cf__lock pop_lock;
+    /* Calls finished or dropped, wrapping: incremented (release) by the
+     * worker just before it completes a call (cf__future_run_call), or
+     * for a cancelled call as it meets it, and by the drains of
+     * shutdown(cancel_futures) and breakage.  Read (relaxed) by
+     * submitters only while the pool may still start threads: a caller
+     * that saw a call's outcome (acquire) sees its increment by
+     * coherence. */
+    _Atomic unsigned ended;
+
+    /* ---- the idle workers' ---- */
+    _Alignas(64) cf__lock idle_lock;
+    tp_worker *idle_head;        /* guarded by idle_lock */
+    _Atomic int nidle;           /* parked workers; changed under idle_lock */
+    _Atomic int spinning;        /* the search token: 0 or 1 */
+
+    /* ---- cold ---- */
     /* Calls whose priority found no lane (more distinct priorities queued
      * at once than there are lanes; see the design notes). */
-    cf__lock prio_lock;
+    _Alignas(64) cf__lock prio_lock;
     struct prio_entry {
         int priority;
         uint64_t seq;            /* submission number: FIFO among equals */
@@ -171,28 +229,9 @@ struct thread_pool {
     } *heap;                     /* guarded by prio_lock */
     size_t nheap, heap_cap;      /* guarded by prio_lock */
     uint64_t prio_seq;           /* guarded by prio_lock */
-    /* == nheap; changed under prio_lock, seq_cst (the wake-up handshake),
-     * read without it by the workers' fast path. */
-    _Atomic size_t nprio;
 
-    cf__lock submit_lock;
-    int nthreads;                /* guarded by submit_lock */
-    tp_worker **workers;         /* guarded by submit_lock; grows as threads start */
-    int workers_cap;             /* guarded by submit_lock */
     char broken_msg[160];        /* guarded by submit_lock; final once broken */
-    _Atomic bool shutdown;       /* written under submit_lock */
-    _Atomic bool broken;         /* written under submit_lock */
-    /* cf_terminate_workers(): read by running tasks through
-     * cf_cancel_requested() (cf__current_pool_stop); relaxed, no data. */
-    _Atomic bool stop;
-
     _Atomic int alive;           /* threads that have not exited */
-    _Atomic int unfinished;      /* calls submitted, not yet finished */
-
-    cf__lock idle_lock;
-    tp_worker *idle_head;        /* guarded by idle_lock */
-    _Atomic int nidle;           /* parked workers; changed under idle_lock */
-    _Atomic int spinning;        /* the search token: 0 or 1 */
 
     pthread_mutex_t join_mu;
     int joined;                  /* guarded by join_mu: workers[0..joined) joined */
@@ -443,8 +482,11 @@ static void wake_one(thread_pool *p)
     for (;;) {
         if (atomic_load(&p->nidle) == 0)
             return;
+        /* Look before the exchange: a searcher usually holds the token,
+         * and a failing CAS costs as much as one that succeeds. */
         int expected = 0;
-        if (!atomic_compare_exchange_strong(&p->spinning, &expected, 1))
+        if (atomic_load(&p->spinning) != 0 ||
+            !atomic_compare_exchange_strong(&p->spinning, &expected, 1))
             return;
         cf__lock_acquire(&p->idle_lock);
         tp_worker *w = p->idle_head;
@@ -499,7 +541,7 @@ static void settle_queued(thread_pool *p, const char *broken_msg)
     cf_future *f = list ? cf__future_of_qnode(list) : NULL;
     while (f) {
         cf_future *next = list_next(f);
-        atomic_fetch_sub(&p->unfinished, 1);
+        atomic_fetch_add(&p->ended, 1);
         cf__slot_release(f);
         if (broken_msg)
             cf__future_fail(f, CF_EBROKEN, "BrokenThreadPool", broken_msg);
@@ -574,8 +616,13 @@ static cf_future *next_call(thread_pool *p, tp_worker *me, bool *token)
              * nobody is parked).  Not only the searcher: a worker whose
              * search just expired may find the work in its park re-check,
              * without the token, while submitters that saw the token woke
-             * nobody. */
-            if (has_work(p))
+             * nobody.  wake_one's own first looks (nobody parked, somebody
+             * searching) come first here: they read the idle workers'
+             * line, has_work() reads the lane the submitters write.  A
+             * worker that parks after we saw nidle == 0 re-checks the
+             * lanes itself after its seq_cst increment, so skipping the
+             * wake then loses nothing. */
+            if (atomic_load(&p->nidle) != 0 && atomic_load(&p->spinning) == 0 && has_work(p))
                 wake_one(p);
             return f;
         }
@@ -640,10 +687,12 @@ static void *worker_main(void *arg)
     cf_future *f;
     while ((f = next_call(p, w, &token)) != NULL) {
         cf__slot_release(f); /* taken: room for the next submit */
+        _Atomic unsigned *ended =
+            atomic_load_explicit(&p->all_started, memory_order_relaxed) ? NULL : &p->ended;
         if (cf_future_set_running_or_notify_cancel(f) == 1)
-            cf__future_run_call(f, &p->unfinished);
-        else
-            atomic_fetch_sub_explicit(&p->unfinished, 1, memory_order_release);
+            cf__future_run_call(f, ended);
+        else if (ended)
+            atomic_fetch_add_explicit(ended, 1, memory_order_release);
         cf_future_release(f);
     }
 out:
@@ -683,11 +732,13 @@ static int spawn_locked(thread_pool *p)
         return CF_ESYS;
     }
     p->workers[p->nthreads++] = w;
+    if (p->nthreads == p->max_workers)
+        atomic_store_explicit(&p->all_started, true, memory_order_relaxed);
     return CF_OK;
 }
 
 /* Admits n calls: refuses them after shutdown or breakage, counts them in
- * `unfinished` and starts up to n more workers while calls outnumber
+ * `admitted` and starts up to n more workers while calls outnumber
  * threads.  submit_lock held.  Returns CF_OK, or an error (recorded, with
  * `who` in the message) having changed nothing. */
 static int admit_locked(thread_pool *p, int n, const char *who)
@@ -696,13 +747,19 @@ static int admit_locked(thread_pool *p, int n, const char *who)
         return cf__fail(CF_ESHUTDOWN, "%s: cannot schedule new futures after shutdown", who);
     if (CF__UNLIKELY(atomic_load_explicit(&p->broken, memory_order_relaxed)))
         return cf__fail(CF_EBROKEN, "%s: %s", who, p->broken_msg);
-    int unfinished = atomic_fetch_add(&p->unfinished, n) + n;
-    for (int started = 0;
-         started < n && unfinished > p->nthreads && p->nthreads < p->max_workers; started++) {
+    p->admitted += (unsigned)n;
+    if (p->nthreads >= p->max_workers)
+        return CF_OK;
+    /* Never negative: every call counted in `ended` was admitted before
+     * (under this lock) and pushed after. */
+    unsigned unfinished = p->admitted - atomic_load_explicit(&p->ended, memory_order_relaxed);
+    for (int started = 0; started < n && unfinished > (unsigned)p->nthreads &&
+                          p->nthreads < p->max_workers;
+         started++) {
         int rc = spawn_locked(p);
         if (rc != CF_OK && atomic_load(&p->alive) == 0) {
             /* Nobody could ever run them. */
-            atomic_fetch_sub(&p->unfinished, n);
+            p->admitted -= (unsigned)n;
             return cf__fail(rc, "%s: cannot start a worker thread", who);
         }
         if (rc != CF_OK) {
@@ -937,7 +994,9 @@ CF__API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_options *
     atomic_init(&p->broken, false);
     atomic_init(&p->stop, false);
     atomic_init(&p->alive, 0);
-    atomic_init(&p->unfinished, 0);
+    p->admitted = 0;
+    atomic_init(&p->ended, 0);
+    atomic_init(&p->all_started, false);
     atomic_init(&p->nidle, 0);
     atomic_init(&p->spinning, 0);
     pthread_mutex_init(&p->join_mu, NULL);
