@@ -22,7 +22,8 @@
  *   thread pool pairs it with loads of its idle counters in a Dekker-style
  *   handshake (see thread_pool.c); it also makes a pushed node's contents
  *   visible to whoever acquires it.  `next` links are published with
- *   release and read with acquire.
+ *   release and read with acquire; `head` is stored with release (see
+ *   cf__queue_set_head for why that is enough for looks_empty()).
  */
 #ifndef CF_QUEUE_H
 #define CF_QUEUE_H
@@ -80,9 +81,16 @@ static inline bool cf__queue_looks_empty(cf__queue *q)
            atomic_load_explicit(&q->head, memory_order_seq_cst) == &q->stub;
 }
 
+/* Release, not seq_cst (which costs a locked instruction per pop on
+ * x86): looks_empty() answers "empty" only if it read `tail` == &stub,
+ * and a stub left behind queued nodes was put there by a consumer's
+ * exchange of `tail`, which comes after that consumer's (or, through
+ * pop_lock, an earlier consumer's) last store of `head` in program
+ * order.  Reading that exchange (acquire) makes the store visible, so
+ * the following load of `head` sees a real node while one is queued. */
 static inline void cf__queue_set_head(cf__queue *q, cf__qnode *n)
 {
-    atomic_store_explicit(&q->head, n, memory_order_seq_cst);
+    atomic_store_explicit(&q->head, n, memory_order_release);
 }
 
 /* Pops the oldest node into *out.  Consumer only. */
