@@ -278,6 +278,10 @@ void cf__bound_close(cf_executor *ex, int status)
 static int take_slots(cf_executor *ex, cf_future **fs, size_t n, int64_t deadline_ns,
                       const char *who, bool *ref)
 {
+    if (ex->bound.max == 0) { /* no bound: what cf__bound_acquire says, without the call */
+        *ref = false;
+        return CF_OK;
+    }
     bool took;
     int rc = cf__bound_acquire(ex, n, deadline_ns, who, &took, ref);
     if (rc == CF_OK && took)
@@ -424,8 +428,11 @@ static int submit_common(cf_executor *ex, const cf_submit_options *opts, cf_task
     }
     if (rc != CF_OK)
         return rc;
-    /* The engine keeps its own reference; the caller gets the first. */
-    cf_future_retain(f);
+    /* The engine keeps its own reference; the caller gets the first.  No
+     * other thread knows of f yet (prepare_call made it), so a plain store
+     * does what an atomic increment would, without the locked
+     * instruction; the engine's handing over publishes it. */
+    atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
     cf__progress_mark(f);
     rc = ex->engine->submit(ex, f);
     if (rc != CF_OK) {
@@ -498,7 +505,9 @@ CF__API int cf_submit_many(cf_executor *ex, cf_task_fn *fn, const cf_value *args
     int rc = take_slots(ex, out, n, CF__NS_FOREVER, who, &ref);
     if (rc == CF_OK && ex->engine->submit_many) {
         for (size_t i = 0; i < n; i++) {
-            cf_future_retain(out[i]); /* the engine's references */
+            /* The engine's references; made above, known to no other
+             * thread yet (see submit_common). */
+            atomic_store_explicit(&out[i]->refs, 2, memory_order_relaxed);
             cf__progress_mark(out[i]);
         }
         rc = ex->engine->submit_many(ex, out, n);

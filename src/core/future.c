@@ -554,7 +554,8 @@ static void complete_locked(cf_future *f, uint32_t final)
             cf__waiter_notify(n->waiter, f);
     }
     cf__cb *cbs = f->cb_head;
-    f->cb_head = f->cb_tail = NULL;
+    if (cbs) /* no store otherwise: the line stays clean for the collector */
+        f->cb_head = f->cb_tail = NULL;
     /* Keep the future alive through the callbacks even if a callback drops
      * the caller's last reference.  Without callbacks no extra reference is
      * needed, because every caller of complete_locked() holds a reference of
