@@ -81,6 +81,20 @@ static inline bool cf__queue_looks_empty(cf__queue *q)
            atomic_load_explicit(&q->head, memory_order_seq_cst) == &q->stub;
 }
 
+/* The consumer's look: the same answer, but `head` first and `tail` only
+ * when head is the stub, so a consumer that keeps finding work does not
+ * read the line every push writes (which the next push would then have to
+ * take back).  Exact for the consumer (one at a time: pop_lock in the
+ * thread pool).  Any other thread may use it only as a hint: an old value
+ * of `head` can make it answer "empty" for a moment while a node is
+ * queued behind a re-inserted stub; such a caller must decide to sleep on
+ * looks_empty() only. */
+static inline bool cf__queue_consumer_empty(cf__queue *q)
+{
+    return atomic_load_explicit(&q->head, memory_order_acquire) == &q->stub &&
+           atomic_load_explicit(&q->tail, memory_order_acquire) == &q->stub;
+}
+
 /* Release, not seq_cst (which costs a locked instruction per pop on
  * x86): looks_empty() answers "empty" only if it read `tail` == &stub,
  * and a stub left behind queued nodes was put there by a consumer's

@@ -422,7 +422,7 @@ static cf_future *pop_locked(thread_pool *p)
 {
     lane *best = NULL;
     for (uint64_t ord = atomic_load_explicit(&p->order, memory_order_acquire); ord; ord >>= 4) {
-        if (!cf__queue_looks_empty(&lane_of(p, ord)->q)) {
+        if (!cf__queue_consumer_empty(&lane_of(p, ord)->q)) {
             best = lane_of(p, ord);
             break;
         }
@@ -443,7 +443,9 @@ static cf_future *pop(thread_pool *p)
 {
     if (CF__LIKELY(atomic_load_explicit(&p->order, memory_order_relaxed) == ORDER_DEFAULT_ONLY &&
                    atomic_load_explicit(&p->nprio, memory_order_relaxed) == 0)) {
-        if (cf__queue_looks_empty(&p->lanes[0].q))
+        /* A hint (no lock yet): a wrong "empty" sends the worker to
+         * next_call's search, whose has_work() looks again. */
+        if (cf__queue_consumer_empty(&p->lanes[0].q))
             return NULL;
     } else if (!has_work(p)) {
         return NULL;
