@@ -45,6 +45,13 @@
  *   bytes copied out before they are decoded, and its frames must answer
  *   the jobs in order, a SOCKET frame standing in for an answer that
  *   comes through the socket (ring_pump, read_some).
+ * - Where a wake-up would cost as much as the wait - one tiny call in
+ *   flight, or the next call of a caller that submits one at a time due -
+ *   the manager spins, bounded and yielding, before it sleeps
+ *   (spin_deadline, manager_spin): it then reads `seq` and the rings'
+ *   heads itself, so neither the submitter's signal nor the worker's
+ *   BELL is needed.  It follows recent activity only: an idle pool, or
+ *   one with more than one job in flight, does not spin.
  * - The words are written by an untrusted process.  The parent reads
  *   nothing into a word but "claimed or not", never trusts it for memory
  *   safety, and checks each RESULT against what it knows: a RESULT must
@@ -123,6 +130,9 @@ extern char **environ;
  * recent job time (or twice the recent pause between an answer and the
  * next request), and never longer than SPIN_MAX_NS. */
 #define SPIN_MAX_NS 50000
+/* While spins keep finding work, poll() still runs (without waiting) this
+ * often, for what only it reports: deaths, socket input, room to write. */
+#define POLL_EVERY_NS 1000000
 /* Claim words per worker: the most calls sent to one worker and not yet
  * answered (a bigger map chunk is split at submit). */
 #define NCLAIMS 8192
@@ -291,6 +301,7 @@ typedef struct process_pool {
      * waited with nothing in flight (INT64_MAX: none seen yet). */
     int64_t last_answer_ns;
     int64_t request_gap_ns;
+    int64_t polled_ns;   /* when poll() last returned */
 } process_pool;
 
 static _Thread_local process_pool *tls_manager;
@@ -2104,15 +2115,17 @@ static int64_t spin_deadline(process_pool *p)
  * spin, `sleeping` and the rings' flags are clear, so a request or an
  * answer is seen only here, through `seq` and the rings' heads, and both
  * are read on every turn.  Events that only poll() reports (a death, a
- * RESULT through the socket, room to write) wait at most until `until`.
+ * RESULT through the socket, room to write) wait until `until`, or, while
+ * spins keep finding work, at most POLL_EVERY_NS (the caller polls).
  * The loads are relaxed: what is found is read again properly (under mu,
  * in ring_pump) once we are back in the loop.  We yield the CPU first
  * and then every 64 turns (about a microsecond): on a machine with few
  * CPUs the thread we wait for (the worker, or the submitter we have just
  * woken) is often queued on this very CPU, and a spinner that does not
- * yield keeps it off until the scheduler preempts us.  (Measured on a
- * 2-CPU VM, bench_process's round trip: yielding first, 1.39-1.43x the
- * pipe floor; every 16 turns only, 1.42-1.49x; every 256, 1.80-2.18x.) */
+ * yield keeps it off until the scheduler preempts us.  (bench_process's
+ * round trip on a 2-CPU VM, against the pipe floor: yielding first and
+ * every 64 turns, 1.37-1.59x; every 16 turns only, 1.42-1.49x; every 256,
+ * 1.80-2.18x; never, 1.95-3.46x, worse than not spinning.) */
 static bool manager_spin(process_pool *p, uint64_t seen, int64_t until)
 {
     for (unsigned i = 1;; i++) {
@@ -2280,6 +2293,13 @@ static void *manager_main(void *arg)
             if (until > now)
                 spun = manager_spin(p, seen, until);
         }
+        /* A spin that found something skips poll(), but poll() alone
+         * reports deaths, socket input and room to write: while spins keep
+         * finding work it still runs, without waiting, every POLL_EVERY_NS. */
+        if (spun && cf__now_ns() - p->polled_ns >= POLL_EVERY_NS) {
+            spun = false;
+            poll_ms = 0;
+        }
         int r = 0;
         if (!spun) {
             atomic_store(&p->sleeping, true);
@@ -2297,6 +2317,7 @@ static void *manager_main(void *arg)
                     poll_ms = 0;
             }
             r = poll(pfds, np, poll_ms);
+            p->polled_ns = cf__now_ns();
             atomic_store(&p->sleeping, false);
             for (int i = 0; i < p->nworkers; i++)
                 if (p->workers[i]->ring.map)
