@@ -30,7 +30,9 @@
  *   (the worker holds a quick call's answer until its message is done).
  * - Dead workers: every message from a worker (its heartbeat thread sends
  *   one every heartbeat_timeout / 5) renews its `last_seen`; a worker
- *   silent for heartbeat_timeout is dead.  The pool then breaks: every
+ *   silent for heartbeat_timeout while the manager looked for its
+ *   messages is dead (a manager held up by a slow done-callback has not
+ *   looked).  The pool then breaks: every
  *   call fails with CF_EBROKEN naming the worker, and the communicator is
  *   freed with MPI_Comm_free (MPI_Comm_disconnect would wait for the dead
  *   forever).  Sends still in flight to it are released with
@@ -99,7 +101,14 @@ typedef struct mworker {
     int shown_rank, shown_size; /* "worker R of N" */
     char host[64];
     bool hello, bye, exit_sent;
-    int64_t last_seen;
+    /* When its last message came, and when the manager last looked for
+     * its messages (both read from the clock as the manager turns to this
+     * worker in receive()).  Its silence is the time between the two,
+     * less the time the manager did not look: a manager kept away from
+     * MPI (a slow done-callback runs on it, the machine is loaded) has
+     * not heard the heartbeats waiting for it, and one probe after such a
+     * gap may not see them yet (see look_at). */
+    int64_t last_seen, last_look;
     uint64_t frames;     /* CALL frames sent to it */
     mjob *head, *tail;
     int njobs;
@@ -832,13 +841,29 @@ static bool on_long(mpi_pool *p, mworker *w, const unsigned char *body, int len)
     return true;
 }
 
+/* The manager turns to w's messages: returns the time (read here, not
+ * once per pass, as completing a future runs its done-callbacks, which
+ * may take any time).  It means to look at least every
+ * heartbeat_timeout / 5 (its idle wait); a gap counts as w's silence for
+ * at most that much, the rest is time the manager did not listen.  So a
+ * dead worker is still found after about five looks, however late each
+ * comes. */
+static int64_t look_at(const mpi_pool *p, mworker *w)
+{
+    int64_t now = cf__now_ns(), gap = now - w->last_look, most = p->hb_timeout_ns / 5;
+    if (gap > most)
+        w->last_seen += gap - most;
+    w->last_look = now;
+    return now;
+}
+
 /* Moves messages along.  Returns true if anything arrived. */
 static bool receive(mpi_pool *p)
 {
     bool any = false;
-    int64_t now = cf__now_ns();
     for (int i = 0; i < p->nworkers && p->comm != MPI_COMM_NULL; i++) {
         mworker *w = &p->workers[i];
+        int64_t now = look_at(p, w);
         if (w->receiving) {
             int done = 0;
             MPI_Test(&w->rreq, &done, MPI_STATUS_IGNORE);
@@ -919,19 +944,21 @@ static bool receive(mpi_pool *p)
 
 /* ---- time ------------------------------------------------------------------ */
 
-/* Breaks the pool if a worker has been silent too long; fails calls whose
- * timeout expired.  Returns false if the pool broke. */
+/* Breaks the pool if a worker has been silent too long (heartbeat_timeout
+ * between its last message and the manager's last look for one, see
+ * last_look); fails calls whose timeout expired.  Returns false if the
+ * pool broke. */
 static bool check_time(mpi_pool *p, int64_t now)
 {
     for (int i = 0; i < p->nworkers; i++) {
         mworker *w = &p->workers[i];
-        if (w->bye || now - w->last_seen <= p->hb_timeout_ns)
+        if (w->bye || w->last_look - w->last_seen <= p->hb_timeout_ns)
             continue;
         char who[128], msg[384];
         worker_name(w, who, sizeof who);
         snprintf(msg, sizeof msg, "MPI pool broken: %s sent nothing for %.1f s (%s); the pool's "
                                   "workers are lost",
-                 who, (double)(now - w->last_seen) / 1e9,
+                 who, (double)(w->last_look - w->last_seen) / 1e9,
                  w->hello ? "it died or hangs" : "it did not start");
         break_pool(p, msg);
         return false;
@@ -1108,7 +1135,7 @@ static void *manager_main(void *arg)
     int rc = p->spawn ? start_spawn(p, msg, sizeof msg) : CF_OK;
     int64_t now = cf__now_ns();
     for (int i = 0; i < p->nworkers; i++)
-        p->workers[i].last_seen = now;
+        p->workers[i].last_seen = p->workers[i].last_look = now;
     if (rc == CF_OK)
         rc = await_hello(p, msg, sizeof msg);
     pthread_mutex_lock(&p->mu);

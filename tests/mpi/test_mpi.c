@@ -720,6 +720,45 @@ static void test_dead_worker_breaks_pool(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* Sleeps the milliseconds it is given as its argument. */
+static int slow_cb(cf_future *f, void *arg)
+{
+    (void)f;
+    int64_t ms = *(const int64_t *)arg;
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+    return 0;
+}
+
+/* A done-callback runs on the manager thread; one that takes longer than
+ * the heartbeat timeout keeps the manager from reading the heartbeats
+ * meanwhile, but the workers were not silent: the pool goes on (it once
+ * broke, calling its healthy workers dead). */
+static void test_slow_callback_keeps_pool(void **state)
+{
+    (void)state;
+    double hb = 1.0 * cf_test_scale();
+    cf_executor *ex = pool(2, 1.0);
+    gate_new();
+    static int64_t cb_ms;
+    cb_ms = (int64_t)(2500 * hb);
+    cf_future *f, *g;
+    assert_ok(cf_submit(ex, wait_gate, CF_ARGS(cf_str(gate_path)), &f));
+    assert_ok(cf_future_add_done_callback(f, slow_cb, &cb_ms));
+    gate_open();
+    assert_int_equal(result_i64(f), 1);
+    /* Handed out while the callback runs, or after it. */
+    assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(9)), &g));
+    assert_int_equal(result_i64(g), 81);
+    cf_future_release(g);
+    assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(5)), &g));
+    assert_int_equal(result_i64(g), 25);
+    cf_future_release(g);
+    cf_future_release(f);
+    gate_remove();
+    assert_ok(cf_executor_destroy(ex));
+}
+
 /* The pids hold_pid() left in `dir`: waits until there are n. */
 static void read_pids(const char *dir, int n, pid_t *pids)
 {
@@ -1168,6 +1207,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_held_answers_lost),
     cmocka_unit_test(test_timed_answer_not_held),
     cmocka_unit_test(test_dead_worker_breaks_pool),
+    cmocka_unit_test(test_slow_callback_keeps_pool),
     cmocka_unit_test(test_terminate_and_kill_workers),
     cmocka_unit_test(test_big_payloads),
     cmocka_unit_test(test_long_frames_split),
