@@ -247,13 +247,29 @@ static bool launched_by_mpirun(void)
     return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK");
 }
 
+static bool heartbeat_end(int64_t limit_ns);
+
+/* How long a worker that leaves waits for its heartbeat thread to end.
+ * Its MPI calls are probes and small sends that the manager's side takes
+ * at once (eager), so it ends within microseconds of being asked unless
+ * MPI itself is stuck. */
+#define LEAVE_WAIT_NS (2 * 1000000000LL)
+
+/* Ends the worker process (main thread: after an MPI error, or when it
+ * served its pool).  MPI_Finalize must not run while the heartbeat
+ * thread is inside MPI (Open MPI then crashes in that thread's call), so
+ * that thread is stopped and joined first, for at most LEAVE_WAIT_NS; if
+ * it does not end in time (or this is that thread), the process leaves
+ * without MPI_Finalize: the launcher then ends the spawned job, which the
+ * manager notices as silence, as it would any worker's death. */
 static _Noreturn void worker_leave(void)
 {
     fflush(stdout);
     fflush(stderr);
+    bool finalize = heartbeat_end(LEAVE_WAIT_NS);
     int done = 0;
     MPI_Finalized(&done);
-    if (!done)
+    if (!done && finalize)
         MPI_Finalize();
     _exit(0);
 }
@@ -361,7 +377,15 @@ static struct {
      * is answered (the worker leaves).  Set by send_held() with send_mu
      * held, before anyone else can send. */
     bool send_failed;
+    /* The thread runs (main thread only: set before it is created, cleared
+     * once joined). */
+    bool running;
+    bool exited;       /* heartbeat_main returned (guarded by mu) */
+    pthread_t thread;
 } hb = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* Is this thread the heartbeat thread? */
+static _Thread_local bool on_heartbeat;
 
 /* Serialises the answers the two threads send (held results, from either;
  * a result sent alone, from the main thread), so that they reach the
@@ -516,6 +540,7 @@ static void take_stops(void)
 static void *heartbeat_main(void *arg)
 {
     (void)arg;
+    on_heartbeat = true;
     cf__set_thread_name("cf-mpi-heartbeat");
     int64_t next_beat = 0;
     uint64_t frames_seen = 0;
@@ -562,8 +587,41 @@ static void *heartbeat_main(void *arg)
         if (!hb.stop)
             pthread_cond_timedwait(&hb.cv, &hb.mu, &ts);
     }
+    hb.exited = true;
+    pthread_cond_broadcast(&hb.cv); /* heartbeat_end() may wait for it */
     pthread_mutex_unlock(&hb.mu);
     return NULL;
+}
+
+/* Asks the heartbeat thread to stop and joins it, waiting at most
+ * limit_ns (main thread).  Returns true when no heartbeat thread runs
+ * any more - so MPI may be finalized; false if it did not end in time,
+ * or the caller is that thread itself (it is then left running). */
+static bool heartbeat_end(int64_t limit_ns)
+{
+    if (on_heartbeat)
+        return false;
+    if (!hb.running)
+        return true;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    int64_t t = (int64_t)until.tv_sec * 1000000000 + until.tv_nsec + limit_ns;
+    until.tv_sec = (time_t)(t / 1000000000);
+    until.tv_nsec = (long)(t % 1000000000);
+    pthread_mutex_lock(&hb.mu);
+    hb.stop = true;
+    pthread_cond_broadcast(&hb.cv);
+    /* Woken by heartbeat_main as it returns (it sees stop at its next
+     * look, at once unless it is inside MPI), or by the time limit. */
+    while (!hb.exited && pthread_cond_timedwait(&hb.cv, &hb.mu, &until) != ETIMEDOUT)
+        ;
+    bool exited = hb.exited;
+    pthread_mutex_unlock(&hb.mu);
+    if (!exited)
+        return false;
+    pthread_join(hb.thread, NULL);
+    hb.running = false;
+    return true;
 }
 
 /* The main thread turns busy (with a CALL frame) or waits again.  A
@@ -880,14 +938,17 @@ void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
     hb.cur = NULL;
     hb.nstops = 0;
     hb.send_failed = false;
+    hb.exited = false;
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&hb.cv, &ca);
     pthread_condattr_destroy(&ca);
-    pthread_t hb_thread;
-    if (pthread_create(&hb_thread, NULL, heartbeat_main, NULL) != 0)
+    hb.running = true;
+    if (pthread_create(&hb.thread, NULL, heartbeat_main, NULL) != 0) {
+        hb.running = false;
         worker_leave(); /* the manager sees no heartbeat: a dead worker */
+    }
 
     unsigned char *in = NULL;
     uint64_t frames = 0; /* CALL frames received, as the manager counts them */
@@ -939,11 +1000,11 @@ void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
     done_fs = NULL; /* a rank of a communicator pool may serve again */
     done_cap = 0;
     wenc_free(&out);
-    pthread_mutex_lock(&hb.mu);
-    hb.stop = true;
-    pthread_cond_signal(&hb.cv);
-    pthread_mutex_unlock(&hb.mu);
-    pthread_join(hb_thread, NULL);
+    /* The manager said EXIT, so it takes whatever the heartbeat thread
+     * sends; should that thread be stuck inside MPI all the same, the
+     * process leaves without finalizing (worker_leave). */
+    if (!heartbeat_end(LEAVE_WAIT_NS))
+        worker_leave();
     free(hb.held); /* empty: every message's last answer sent them */
     hb.held = NULL;
     hb.held_len = hb.held_cap = 0;
