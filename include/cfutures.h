@@ -1375,7 +1375,11 @@ void cf_cq_destroy(cf_completion_queue *q);
  *     The derived future holds a reference to `ex`, which may be
  *     destroyed meanwhile: the derived future then fails with
  *     CF_ESHUTDOWN, as it does when the submit fails for any other reason
- *     (its status is the submit's error, type "SubmitError").
+ *     (its status is the submit's error, type "SubmitError").  The submit
+ *     never waits for room in a bounded queue (max_queued): it runs on
+ *     the thread that completed the antecedent, which the full executor's
+ *     own tasks may be waiting for, so a full queue fails the derived
+ *     future with CF_EFULL at once.
  *
  * Chains: a continuation completing its derived future may start the next
  * one; they run one after another in a loop on that thread, never nested,

@@ -447,6 +447,73 @@ static void test_then_executor_gone(void **state)
     assert_ok(cf_future_release(f));
 }
 
+/* Releases a blocker after a delay, unless told to stop first: the bound
+ * on the test below when the thread completing an antecedent waits. */
+typedef struct late_release {
+    blocker *b;
+    cf_test_event stop;
+    _Atomic bool fired;
+} late_release;
+
+static void *release_late(void *arg)
+{
+    late_release *l = arg;
+    if (!cf_test_event_wait(&l->stop, 3)) {
+        atomic_store(&l->fired, true);
+        blocker_release(l->b);
+    }
+    return NULL;
+}
+
+/* The continuation's submit runs on whatever thread completed the
+ * antecedent (a worker of another pool, a process pool's manager, an
+ * event loop), so it never waits for room in a full bounded queue: the
+ * derived future fails with CF_EFULL at once.  Waiting there could
+ * deadlock - that thread may be the one the full executor's workers wait
+ * for. */
+static void test_then_never_waits_for_room(void **state)
+{
+    (void)state;
+    cf_thread_pool_options o;
+    cf_thread_pool_options_init(&o);
+    o.max_workers = 1;
+    o.max_queued = 1;
+    cf_executor *ex;
+    assert_ok(cf_thread_pool_new(&ex, &o));
+    blocker b;
+    blocker_init(&b);
+    cf_future *busy, *queued;
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &busy));
+    assert_true(blocker_wait_started(&b, 1, 10));
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &queued)); /* now full */
+    cf_future *f, *d;
+    assert_ok(cf_future_new(&f));
+    assert_ok(cf_then_ok(f, ex, t_inc, CF_NOARGS, &d));
+    late_release l = {.b = &b};
+    cf_test_event_init(&l.stop);
+    atomic_init(&l.fired, false);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, release_late, &l), 0);
+    cf_value v = cf_i64(1);
+    assert_ok(cf_future_set_result(f, &v)); /* must not wait for room */
+    bool fired = atomic_load(&l.fired);
+    cf_test_event_set(&l.stop);
+    blocker_release(&b);
+    pthread_join(t, NULL);
+    assert_false(fired);
+    assert_cf(CF_EFULL, cf_future_result(d, 10 * cf_test_scale(), NULL));
+    const cf_failure *fl;
+    assert_ok(cf_future_exception(d, 0, &fl));
+    assert_string_equal(cf_failure_type(fl), "SubmitError");
+    assert_ok(cf_shutdown(ex, true, false));
+    assert_ok(cf_future_release(busy));
+    assert_ok(cf_future_release(queued));
+    assert_ok(cf_future_release(d));
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
 /* On a process pool: registered continuation tasks, the antecedent's
  * value (a 2 MiB one too) travelling to the worker as an argument. */
 static void test_then_process_pool(void **state)
@@ -830,6 +897,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_then_race_attach_vs_complete),
     cmocka_unit_test(test_then_cancel_derived_alone),
     cmocka_unit_test(test_then_executor_gone),
+    cmocka_unit_test(test_then_never_waits_for_room),
     cmocka_unit_test(test_then_process_pool),
     cmocka_unit_test(test_then_inline_running_interrupt),
     cmocka_unit_test(test_then_bad_input),

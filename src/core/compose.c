@@ -188,7 +188,15 @@ static void run_on_executor(then_rec *r)
     if (extra)
         memcpy(all + n, cf__call_args(&r->extra->call), extra * sizeof *all);
     n += extra;
-    int rc = cf_submit(r->ex, r->task, all, n, &r->inner);
+    /* Never wait for room in a full bounded queue: this is the thread that
+     * completed the antecedent (another pool's worker, a process pool's
+     * manager, an event loop), and the full executor's workers may be
+     * waiting for that very thread.  The derived future fails with
+     * CF_EFULL instead. */
+    cf_submit_options opts;
+    cf_submit_options_init(&opts);
+    opts.queue_timeout = 0;
+    int rc = cf_submit_with(r->ex, &opts, r->task, all, n, &r->inner);
     if (rc != CF_OK) {
         cf__future_fail_running(r->derived, rc, "SubmitError", cf_last_error_message());
         return;
