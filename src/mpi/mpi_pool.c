@@ -35,7 +35,8 @@
  *   looked).  The pool then breaks: every
  *   call fails with CF_EBROKEN naming the worker, and the communicator is
  *   freed with MPI_Comm_free (MPI_Comm_disconnect would wait for the dead
- *   forever).  Sends still in flight to it are released with
+ *   forever).  Static ranks are told EXIT first, so the live ones leave
+ *   and the job can end (see break_pool for communicator mode).  Sends still in flight to it are released with
  *   MPI_Request_free; their buffers are kept until MPI_Finalize, as MPI
  *   may still read them.
  * - A call's timeout (cf_submit_with) fails its future with CF_ETIMEDOUT
@@ -132,6 +133,7 @@ typedef struct mworker {
 typedef struct mpi_pool {
     cf_executor base; /* first */
     bool spawn;
+    bool world;          /* static mode (the ranks of an mpirun launch) */
     bool oversubscribe;
     int nworkers;
     int64_t hb_timeout_ns;
@@ -354,6 +356,30 @@ static void break_pool(mpi_pool *p, const char *msg)
         s->next = orphans;
         orphans = s;
         pthread_mutex_unlock(&pools_mu);
+    }
+    if (p->world && p->comm != MPI_COMM_NULL) {
+        /* Static mode: the ranks outlive the pool, and the job ends only
+         * when every one of them finalizes.  So each rank is still told
+         * to leave, best effort: one that is alive reads it once its
+         * calls are done, one that hangs never will (the launcher's time
+         * limit then ends the job).  Zero bytes: no buffer MPI could
+         * still read.  What the ranks send meanwhile lands on a freed
+         * communicator, which is harmless here: they serve no other
+         * pool.  Not so in communicator mode, where the program may make
+         * a new pool over the same ranks, whose communicator can get the
+         * freed one's context id, and Open MPI's ob1 keeps messages for
+         * an id it does not know for the next communicator that takes
+         * it: stale messages could reach the new pool.  Those ranks are
+         * not told, and keep serving the broken pool. */
+        for (int i = 0; i < p->nworkers; i++) {
+            mworker *w = &p->workers[i];
+            MPI_Request r;
+            if (w->bye || w->exit_sent)
+                continue;
+            if (MPI_Isend(NULL, 0, MPI_BYTE, w->rank, MTAG_EXIT, p->comm, &r) == MPI_SUCCESS)
+                MPI_Request_free(&r);
+            w->exit_sent = true;
+        }
     }
     if (p->comm != MPI_COMM_NULL)
         MPI_Comm_free(&p->comm);
@@ -1470,7 +1496,7 @@ static int auto_workers(void)
     return cf_usable_cpus();
 }
 
-static int launch(cf_executor **out, bool spawn, MPI_Comm comm, int n, int root,
+static int launch(cf_executor **out, bool spawn, bool world, MPI_Comm comm, int n, int root,
                   const cf_mpi_pool_options *o, const char *who);
 
 /* Checks the options every constructor takes. */
@@ -1544,15 +1570,15 @@ CF__API int cf_mpi_pool_new(cf_executor **out, const cf_mpi_pool_options *opts)
         if (!take)
             return cf__fail(CF_EINVAL, "mpi_pool_new: static mode has %d worker ranks, "
                                        "max_workers asks for %d", n, o.max_workers);
-        return launch(out, false, comm, n, 0, &o, "mpi_pool_new");
+        return launch(out, false, true, comm, n, 0, &o, "mpi_pool_new");
     }
-    return launch(out, true, MPI_COMM_NULL, n, -1, &o, "mpi_pool_new");
+    return launch(out, true, false, MPI_COMM_NULL, n, -1, &o, "mpi_pool_new");
 }
 
 /* Makes the pool: `n` workers, on `comm` (spawn: made by the manager)
  * where they are every rank but `root`; the pool owns `comm` from here
  * on.  Waits until they all said hello. */
-static int launch(cf_executor **out, bool spawn, MPI_Comm comm, int n, int root,
+static int launch(cf_executor **out, bool spawn, bool world, MPI_Comm comm, int n, int root,
                   const cf_mpi_pool_options *o, const char *who)
 {
     mpi_pool *p = calloc(1, sizeof *p);
@@ -1565,6 +1591,7 @@ static int launch(cf_executor **out, bool spawn, MPI_Comm comm, int n, int root,
         return cf__fail(CF_ENOMEM, "%s: out of memory", who);
     }
     p->spawn = spawn;
+    p->world = world;
     p->oversubscribe = o->oversubscribe;
     p->nworkers = n;
     p->workers = ws;
@@ -1678,5 +1705,5 @@ CF__API int cf_mpi_comm_pool_new(cf_executor **out, MPI_Comm comm, int root,
         MPI_Comm_free(&dup);
         return CF_OK;
     }
-    return launch(out, false, dup, size - 1, root, &o, "mpi_comm_pool_new");
+    return launch(out, false, false, dup, size - 1, root, &o, "mpi_comm_pool_new");
 }

@@ -14,7 +14,13 @@
  *                        long call: the calls are asked to stop (a rank
  *                        is not killed, which would end the job), the
  *                        waiting ones are cancelled, the job exits 0
+ *   static_prog mute     a worker's heartbeats stop for 3 s (the rank
+ *                        lives on): the pool breaks, and the job must
+ *                        still end, 0 (the ranks once kept serving the
+ *                        broken pool, and rank 0's MPI_Finalize waited
+ *                        for them until the launcher's time limit)
  */
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +59,30 @@ static int until_stopped(cf_call *c)
 }
 CF_TASK(until_stopped);
 
+/* Set in a worker rank by mute_heartbeats: its heartbeats are not sent
+ * meanwhile (every MPI_Send of this program comes here, through the MPI
+ * profiling interface; 113 is the heartbeat's tag). */
+static _Atomic bool heartbeats_muted;
+
+int MPI_Send(const void *buf, int count, MPI_Datatype type, int dest, int tag, MPI_Comm comm)
+{
+    if (tag == 113 && atomic_load(&heartbeats_muted))
+        return MPI_SUCCESS;
+    return PMPI_Send(buf, count, type, dest, tag, comm);
+}
+
+/* No heartbeat for argument 0 ms, then returns it. */
+static int mute_heartbeats(cf_call *c)
+{
+    int64_t ms = cf_arg_i64(c, 0);
+    atomic_store(&heartbeats_muted, true);
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+    atomic_store(&heartbeats_muted, false);
+    return cf_return_i64(c, ms);
+}
+CF_TASK(mute_heartbeats);
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -77,6 +107,20 @@ int main(int argc, char **argv)
         return 0;
     }
     cf_executor *ex = NULL;
+    if (argc > 1 && strcmp(argv[1], "mute") == 0) {
+        cf_mpi_pool_options o;
+        cf_mpi_pool_options_init(&o);
+        o.heartbeat_timeout = 1; /* the least static mode takes */
+        CHECK(cf_mpi_pool_new(&ex, &o) == CF_OK);
+        cf_future *f;
+        CHECK(cf_submit(ex, mute_heartbeats, CF_ARGS(cf_i64(3000)), &f) == CF_OK);
+        CHECK(cf_future_result(f, CF_FOREVER, NULL) == CF_EBROKEN);
+        cf_future_release(f);
+        CHECK(strstr(cf_last_error_message(), "sent nothing for") != NULL);
+        CHECK(cf_executor_destroy(ex) == CF_OK);
+        printf("static_prog: mute, workers OK\n");
+        return 0; /* the job ends once every rank finalizes */
+    }
     CHECK(cf_mpi_pool_new(&ex, NULL) == CF_OK);
     int n = cf_executor_worker_count(ex);
     CHECK(n >= 1);
