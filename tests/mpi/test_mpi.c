@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
@@ -1221,6 +1222,62 @@ static void test_priority_refused(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* Composition works on MPI futures as on any engine's: a continuation
+ * inline and one on the pool, the combinators, a completion queue whose
+ * descriptor turns readable, user data, and exact progress counts. */
+static void test_compose_cq_progress(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(1, 0);
+    cf_completion_queue *q;
+    assert_ok(cf_cq_new(&q));
+    enum { N = 4 };
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++) {
+        assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(i + 1)), &fs[i]));
+        assert_ok(cf_future_set_data(fs[i], &fs[i]));
+        assert_ok(cf_cq_add(q, fs[i]));
+    }
+    cf_future *inl, *on_pool, *all, *any;
+    assert_ok(cf_then_ok(fs[1], NULL, square, CF_NOARGS, &inl));
+    assert_ok(cf_then_ok(fs[2], ex, square, CF_NOARGS, &on_pool));
+    assert_ok(cf_when_all(fs, N, &all));
+    assert_ok(cf_when_any(fs, N, &any));
+    for (int i = 0; i < N; i++)
+        assert_ok(cf_future_release(fs[i])); /* the queue and the rest hold theirs */
+    assert_int_equal(result_i64(inl), 16);
+    assert_int_equal(result_i64(on_pool), 81);
+    const cf_value *r;
+    assert_ok(cf_future_result(all, CF_FOREVER, &r));
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(cf_when_all_status(r, i), CF_OK);
+    int64_t first = result_i64(any);
+    assert_true(first >= 0 && first < N);
+    /* Every input is done: the queue hands all of them back. */
+    struct pollfd p = {.fd = cf_cq_fd(q), .events = POLLIN};
+    assert_int_equal(poll(&p, 1, (int)(10000 * cf_test_scale())), 1);
+    cf_future *out[N + 1];
+    assert_int_equal(cf_cq_pop(q, out, N + 1), N);
+    for (int i = 0; i < N; i++) {
+        cf_future **slot = cf_future_data(out[i]);
+        assert_true(slot >= &fs[0] && slot < &fs[N]);
+        int64_t k = slot - fs + 1;
+        assert_int_equal(result_i64(out[i]), k * k);
+        assert_ok(cf_future_release(out[i]));
+    }
+    cf_progress pr;
+    assert_ok(cf_executor_progress(ex, &pr));
+    assert_int_equal(pr.submitted, N + 1);
+    assert_int_equal(pr.succeeded, N + 1);
+    assert_int_equal(pr.running + pr.failed + pr.cancelled, 0);
+    cf_cq_destroy(q);
+    assert_ok(cf_future_release(inl));
+    assert_ok(cf_future_release(on_pool));
+    assert_ok(cf_future_release(all));
+    assert_ok(cf_future_release(any));
+    assert_ok(cf_executor_destroy(ex));
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_results),
     cmocka_unit_test(test_task_failure_names_worker),
@@ -1246,6 +1303,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_exit_without_destroy),
     cmocka_unit_test(test_bad_options),
     cmocka_unit_test(test_priority_refused),
+    cmocka_unit_test(test_compose_cq_progress),
 };
 
 CF_TEST_MAIN(tests)
