@@ -1365,7 +1365,11 @@ void cf_cq_destroy(cf_completion_queue *q);
  *     because a hop then costs no queueing, no thread switch and no copy
  *     of the value, and it works whatever engine completed the
  *     antecedent; so keep inline tasks short and non-blocking, as you
- *     would a done-callback.  The task sees the antecedent's value by
+ *     would a done-callback.  In particular, an inline task of a process
+ *     or MPI pool's future runs on that pool's manager thread, which is
+ *     what completes the pool's futures: waiting there for another future
+ *     of the same pool never ends (only its timeout does) - give `ex`
+ *     for such a task.  The task sees the antecedent's value by
  *     reference (CF_PTR results too).
  *   - ex given: the task is submitted to `ex` when the antecedent
  *     completes, with the arguments above *copied* as cf_submit() copies
