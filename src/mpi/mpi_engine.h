@@ -169,6 +169,18 @@ static inline int64_t cf__mpi_next_nap(int64_t nap, int64_t max)
     return nap * 2 > max ? max : nap * 2;
 }
 
+/* The CLOCK_MONOTONIC time `ns` from now, as pthread_cond_timedwait()
+ * takes it (the engine's condition variables use that clock). */
+static inline struct timespec cf__mpi_mono_after(int64_t ns)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + ns;
+    ts.tv_sec = (time_t)(t / 1000000000);
+    ts.tv_nsec = (long)(t % 1000000000);
+    return ts;
+}
+
 /* The payload of a finished frame (header excluded) as one malloc'ed
  * buffer, the referenced big values copied in; NULL with errno ENOMEM, or
  * EMSGSIZE when the frame is over cf__mpi_part_max() bytes (it goes as

@@ -1228,11 +1228,7 @@ static void *manager_main(void *arg)
         if (work)
             wait_ns = cf__mpi_nap_for(now - last_progress, CF__MPI_NAP_MAX_NS);
         if (p->seq == seq) {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + wait_ns;
-            ts.tv_sec = (time_t)(t / 1000000000);
-            ts.tv_nsec = (long)(t % 1000000000);
+            struct timespec ts = cf__mpi_mono_after(wait_ns);
             pthread_cond_timedwait(&p->cv, &p->mu, &ts);
         }
         pthread_mutex_unlock(&p->mu);
@@ -1621,12 +1617,7 @@ static int launch(cf_executor **out, bool spawn, bool world, MPI_Comm comm, int 
     /* Woken by the manager when start-up ends, or by the start timeout:
      * MPI_Comm_spawn never returns when a worker dies inside MPI_Init, and
      * cannot be interrupted, so the manager is then left to it. */
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    int64_t t = (int64_t)until.tv_sec * 1000000000 + until.tv_nsec +
-                (int64_t)(o->start_timeout * 1e9);
-    until.tv_sec = (time_t)(t / 1000000000);
-    until.tv_nsec = (long)(t % 1000000000);
+    struct timespec until = cf__mpi_mono_after((int64_t)(o->start_timeout * 1e9));
     pthread_mutex_lock(&p->mu);
     while (!p->started && pthread_cond_timedwait(&p->cv, &p->mu, &until) != ETIMEDOUT)
         ;

@@ -576,11 +576,7 @@ static void *heartbeat_main(void *arg)
             until = now + STOP_POLL_NS;
         if (hb.held_n > 0 && hb.held_since + CF__MPI_HOLD_MAX_NS < until)
             until = hb.held_since + CF__MPI_HOLD_MAX_NS;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + (until - now);
-        ts.tv_sec = (time_t)(t / 1000000000);
-        ts.tv_nsec = (long)(t % 1000000000);
+        struct timespec ts = cf__mpi_mono_after(until - now);
         /* Woken by the main thread when it leaves (stop), turns busy while
          * this thread dozes or holds a first result, or when the next
          * heartbeat, STOP poll or flush of held results is due. */
@@ -603,11 +599,7 @@ static bool heartbeat_end(int64_t limit_ns)
         return false;
     if (!hb.running)
         return true;
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    int64_t t = (int64_t)until.tv_sec * 1000000000 + until.tv_nsec + limit_ns;
-    until.tv_sec = (time_t)(t / 1000000000);
-    until.tv_nsec = (long)(t % 1000000000);
+    struct timespec until = cf__mpi_mono_after(limit_ns);
     pthread_mutex_lock(&hb.mu);
     hb.stop = true;
     pthread_cond_broadcast(&hb.cv);
