@@ -9,38 +9,10 @@
  */
 #include "cf_test_util.h"
 #include "cf_fault.h"
-#include "internal.h" /* the bound's counters: waiters, slots held */
 
 #define T_OK 10.0
 
-typedef struct order_log {
-    pthread_mutex_t mu;
-    int ids[128];
-    int n;
-} order_log;
-
-/* arg 0: order_log*, arg 1: id.  Appends the id, returns it. */
-static int t_record(cf_call *call)
-{
-    order_log *o = (order_log *)cf_arg_ptr(call, 0);
-    int id = (int)cf_arg_i64(call, 1);
-    pthread_mutex_lock(&o->mu);
-    if (o->n < 128)
-        o->ids[o->n++] = id;
-    pthread_mutex_unlock(&o->mu);
-    return cf_return_i64(call, id);
-}
-
-static cf_future *submit_prio(cf_executor *ex, const cf_value *args, size_t nargs,
-                              int priority)
-{
-    cf_submit_options o;
-    cf_submit_options_init(&o);
-    o.priority = priority;
-    cf_future *f = NULL;
-    assert_ok(cf_submit_with(ex, &o, t_record, args, nargs, &f));
-    return f;
-}
+#include "cf_test_prio.h" /* uses T_OK */
 
 typedef struct map_run {
     cf_executor *ex;
@@ -56,14 +28,6 @@ static void run_map(void *arg)
     map_run *m = arg;
     m->rc = cf_map(m->ex, t_record, m->in, 2, &m->mo, &m->it);
     snprintf(m->msg, sizeof m->msg, "%s", cf_last_error_message());
-}
-
-static void await_waiters(cf_executor *ex, uint32_t n)
-{
-    double end = cf_test_now() + T_OK * cf_test_scale();
-    while (atomic_load(&ex->bound.waiters) != n && cf_test_now() < end)
-        sleep_ms(1);
-    assert_int_equal(atomic_load(&ex->bound.waiters), n);
 }
 
 /* The only worker is held; 14 priorities queued singly fill every lane
@@ -89,13 +53,12 @@ static void test_fault_chunk_heap_enomem_part_way(void **state)
     assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &hold));
     assert_true(blocker_wait_started(&b, 1, T_OK));
     order_log log;
-    pthread_mutex_init(&log.mu, NULL);
-    log.n = 0;
+    order_init(&log);
     cf_future *fs[LANES + HEAP];
     for (int i = 0; i < LANES; i++)
-        fs[i] = submit_prio(ex, CF_ARGS(cf_ptr(&log), cf_i64(100 + i)), 100 + i);
+        fs[i] = submit_prio(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(100 + i)), 100 + i);
     for (int i = 0; i < HEAP; i++)
-        fs[LANES + i] = submit_prio(ex, CF_ARGS(cf_ptr(&log), cf_i64(i)), 50);
+        fs[LANES + i] = submit_prio(ex, t_record, CF_ARGS(cf_ptr(&log), cf_i64(i)), 50);
     assert_int_equal(atomic_load(&ex->bound.queued), LANES + HEAP);
 
     cf_value logs[N], ids[N];

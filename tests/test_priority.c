@@ -16,7 +16,6 @@
  * on a FIFO the test writes to.
  */
 #include "cf_test_util.h"
-#include "internal.h" /* the bound's counters: waiters, slots held */
 
 #include <fcntl.h>
 #include <poll.h>
@@ -24,31 +23,9 @@
 
 #define T_OK 10.0
 
+#include "cf_test_prio.h" /* uses T_OK */
+
 /* ---- thread tasks ---------------------------------------------------------- */
-
-typedef struct order_log {
-    pthread_mutex_t mu;
-    int ids[64];
-    int n;
-} order_log;
-
-static void order_init(order_log *o)
-{
-    pthread_mutex_init(&o->mu, NULL);
-    o->n = 0;
-}
-
-/* arg 0: order_log*, arg 1: id.  Appends the id. */
-static int t_record(cf_call *call)
-{
-    order_log *o = (order_log *)cf_arg_ptr(call, 0);
-    int id = (int)cf_arg_i64(call, 1);
-    pthread_mutex_lock(&o->mu);
-    if (o->n < 64)
-        o->ids[o->n++] = id;
-    pthread_mutex_unlock(&o->mu);
-    return cf_return_i64(call, id);
-}
 
 static void assert_order(const int *got, int ngot, const int *want, int nwant)
 {
@@ -59,17 +36,6 @@ static void assert_order(const int *got, int ngot, const int *want, int nwant)
         snprintf(w + strlen(w), sizeof w - strlen(w), "%d ", want[i]);
     if (ngot != nwant || strcmp(g, w) != 0)
         fail_msg("ran in order [%s], expected [%s]", g, w);
-}
-
-static cf_future *submit_prio(cf_executor *ex, cf_task_fn *fn, const cf_value *args,
-                              size_t nargs, int priority)
-{
-    cf_submit_options o;
-    cf_submit_options_init(&o);
-    o.priority = priority;
-    cf_future *f = NULL;
-    assert_ok(cf_submit_with(ex, &o, fn, args, nargs, &f));
-    return f;
 }
 
 /* Priorities of the calls queued behind the blocker, and the order they
@@ -610,15 +576,6 @@ static void full_pool_end(full_pool *fp)
         cf_future_release(fp->queued[i]);
     }
     assert_ok(cf_executor_destroy(fp->ex));
-}
-
-/* Polls (bounded) until `n` threads wait for room in ex's queue. */
-static void await_waiters(cf_executor *ex, uint32_t n)
-{
-    double end = cf_test_now() + T_OK * cf_test_scale();
-    while (atomic_load(&ex->bound.waiters) != n && cf_test_now() < end)
-        sleep_ms(1);
-    assert_int_equal(atomic_load(&ex->bound.waiters), n);
 }
 
 static void test_full_returns_at_once(void **state)
@@ -1305,15 +1262,6 @@ static void run_map(void *arg)
 {
     map_run *m = arg;
     m->rc = cf_map(m->ex, m->fn, m->in, m->ninputs, &m->mo, &m->it);
-}
-
-/* Polls (bounded) until `n` slots of ex's bound are held. */
-static void await_queued(cf_executor *ex, size_t n)
-{
-    double end = cf_test_now() + T_OK * cf_test_scale();
-    while (atomic_load(&ex->bound.queued) != n && cf_test_now() < end)
-        sleep_ms(1);
-    assert_int_equal(atomic_load(&ex->bound.queued), n);
 }
 
 /* A chunk that goes in as two pieces before the bound runs out for good:
