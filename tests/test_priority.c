@@ -16,6 +16,7 @@
  * on a FIFO the test writes to.
  */
 #include "cf_test_util.h"
+#include "cf_fault.h" /* the spawn hook */
 
 #include <fcntl.h>
 #include <poll.h>
@@ -1659,14 +1660,20 @@ static int read_order(const char *path, int *got, int max)
     return n;
 }
 
+/* A fresh order file's path for p_record, named after the test. */
+static void order_file(char *path, size_t size, const char *what)
+{
+    snprintf(path, size, "/tmp/cf_test_prio_%d_%s", (int)getpid(), what);
+    unlink(path);
+}
+
 static void test_process_priority_order(void **state)
 {
     (void)state;
     gated_pool g;
     gated_start(&g, 0, true);
     char path[96];
-    snprintf(path, sizeof path, "/tmp/cf_test_prio_%d_order", (int)getpid());
-    unlink(path);
+    order_file(path, sizeof path, "order");
     cf_future *fs[NPRIO];
     for (int i = 0; i < NPRIO; i++)
         fs[i] = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(i)), PRIOS[i]);
@@ -1691,8 +1698,7 @@ static void test_process_priority_many(void **state)
     gated_pool g;
     gated_start(&g, 0, true);
     char path[96];
-    snprintf(path, sizeof path, "/tmp/cf_test_prio_%d_many", (int)getpid());
-    unlink(path);
+    order_file(path, sizeof path, "many");
     cf_future *fs[K];
     int prio[K], want[K], n = 0;
     for (int i = 0; i < K; i++) {
@@ -1808,8 +1814,7 @@ static void test_process_prio_not_sent_ahead(void **state)
     gated_pool g;
     gated_start(&g, 0, false);
     char path[96];
-    snprintf(path, sizeof path, "/tmp/cf_test_prio_%d_ahead", (int)getpid());
-    unlink(path);
+    order_file(path, sizeof path, "ahead");
     enum { NLOW = 10, HIGH = 100 };
     cf_future *low[NLOW];
     for (int i = 0; i < NLOW; i++)
@@ -1851,19 +1856,14 @@ static void test_process_requeued_keep_fifo_among_equals(void **state)
     fifo_open(&started2, "started2");
     fifo_open(&gate2, "gate2");
     char path[96];
-    snprintf(path, sizeof path, "/tmp/cf_test_prio_%d_requeue", (int)getpid());
-    unlink(path);
+    order_file(path, sizeof path, "requeue");
     cf_future *y1 = submit_prio(g.ex, p_gate, CF_ARGS(cf_str(started2.path), cf_str(gate2.path)),
                                 0);
     enum { NY = 9 }; /* y2..y10 */
     cf_future *ys[NY];
     for (int i = 0; i < NY; i++)
         ys[i] = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(i)), 0);
-    /* All sent ahead: they gave back their queue slots. */
-    double end = cf_test_now() + T_OK * cf_test_scale();
-    while (atomic_load(&g.ex->bound.queued) != 0 && cf_test_now() < end)
-        sleep_ms(1);
-    assert_int_equal(atomic_load(&g.ex->bound.queued), 0);
+    await_queued(g.ex, 0); /* all sent ahead: they gave back their queue slots */
     cf_future *a = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(20)), 5);
     cf_future *b = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(21)), 0);
     assert_int_equal(atomic_load(&g.ex->bound.queued), 2);
@@ -1890,6 +1890,81 @@ static void test_process_requeued_keep_fifo_among_equals(void **state)
     gated_end(&g);
     fifo_close(&started2);
     fifo_close(&gate2);
+}
+
+/* Holds the thread that calls posix_spawn (a pool's manager replacing a
+ * worker) until the test lets it go, T_OK at most. */
+typedef struct spawn_hold {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool entered, released;
+} spawn_hold;
+
+static void hold_spawn(void *arg)
+{
+    spawn_hold *h = arg;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)(T_OK * cf_test_scale());
+    pthread_mutex_lock(&h->mu);
+    h->entered = true;
+    pthread_cond_broadcast(&h->cv);
+    while (!h->released && pthread_cond_timedwait(&h->cv, &h->mu, &until) == 0)
+        ;
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* Jobs put back at the front after their worker died stay ahead of a
+ * later call of higher priority, also when every job pending then had
+ * the default priority (the first call of another priority then sets up
+ * the queue's marks).  y1..y9 (priority 0) are sent ahead to the only
+ * worker, busy with a gated call; the gated call is interrupted, so the
+ * worker is killed and y1..y9 go back to the front; the manager is held
+ * in the replacement's spawn while C (priority 5) is queued.  C must run
+ * after y1..y9. */
+static void test_process_requeued_ahead_of_first_priority(void **state)
+{
+    (void)state;
+    gated_pool g;
+    gated_start(&g, 16, false);
+    char path[96];
+    order_file(path, sizeof path, "requeue_first");
+    enum { NY = 9 };
+    cf_future *ys[NY];
+    for (int i = 0; i < NY; i++)
+        ys[i] = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(i)), 0);
+    await_queued(g.ex, 0); /* all sent ahead: they gave back their queue slots */
+    spawn_hold h = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false};
+    cf_fault_set_spawn_hook(hold_spawn, &h);
+    assert_ok(cf_future_interrupt(g.blk));
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)(T_OK * cf_test_scale());
+    pthread_mutex_lock(&h.mu);
+    while (!h.entered && pthread_cond_timedwait(&h.cv, &h.mu, &until) == 0)
+        ;
+    bool entered = h.entered;
+    pthread_mutex_unlock(&h.mu);
+    assert_true(entered);
+    /* y1..y9 are pending again, at the front (they hold no slots). */
+    cf_future *c = submit_prio(g.ex, p_record, CF_ARGS(cf_str(path), cf_i64(22)), 5);
+    pthread_mutex_lock(&h.mu);
+    h.released = true;
+    pthread_cond_broadcast(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+    assert_ok(cf_future_result(c, T_OK * cf_test_scale(), NULL));
+    cf_fault_set_spawn_hook(NULL, NULL);
+    cf_future_release(c);
+    for (int i = 0; i < NY; i++) {
+        assert_ok(cf_future_result(ys[i], T_OK * cf_test_scale(), NULL));
+        cf_future_release(ys[i]);
+    }
+    int got[16];
+    int n = read_order(path, got, 16);
+    const int want[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 22};
+    assert_order(got, n, want, NY + 1);
+    assert_true(cf_future_cancelled(g.blk));
+    gated_end(&g);
 }
 
 /* A lazy map on a process pool whose queue is full: the refill's chunk
@@ -2034,6 +2109,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_process_priority_churn),
     cmocka_unit_test(test_process_prio_not_sent_ahead),
     cmocka_unit_test(test_process_requeued_keep_fifo_among_equals),
+    cmocka_unit_test(test_process_requeued_ahead_of_first_priority),
     cmocka_unit_test(test_process_lazy_map_full_refill_not_counted),
     cmocka_unit_test(test_process_full_and_cancel),
     cmocka_unit_test(test_process_waiter_woken_by_shutdown),

@@ -359,10 +359,13 @@ static void push_pending_locked(process_pool *p, pjob *j)
         p->nprio++;
     if (first) {
         /* Every pending job has the default priority: the tail is its
-         * last. */
+         * last.  Unless jobs put back after a crash are pending: they
+         * stay at the front whatever j's priority, and a mark naming one
+         * of them (the tail) would outlive its pop, so the queue is
+         * walked until no job of another priority is pending. */
         p->nmarks = 0;
-        p->marks_ok = true;
-        if (p->pending_tail && !mark_locked(p, 0, p->pending_tail))
+        p->marks_ok = !(p->pending_head && p->pending_head->requeued);
+        if (p->marks_ok && p->pending_tail && !mark_locked(p, 0, p->pending_tail))
             p->marks_ok = false;
     }
     pjob *after = NULL; /* the job `j` goes behind; NULL: the head */

@@ -180,9 +180,23 @@ int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(
     return __real_pthread_create(t, attr, fn, arg);
 }
 
+/* The hook: set before the spawn it must see, by the thread that later
+ * clears it; the release/acquire pair hands `spawn_hook_arg` over. */
+static void (*_Atomic spawn_hook)(void *);
+static void *spawn_hook_arg;
+
+void cf_fault_set_spawn_hook(void (*fn)(void *), void *arg)
+{
+    spawn_hook_arg = arg;
+    atomic_store_explicit(&spawn_hook, fn, memory_order_release);
+}
+
 int __wrap_posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
                        const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
+    void (*fn)(void *) = atomic_load_explicit(&spawn_hook, memory_order_acquire);
+    if (fn)
+        fn(spawn_hook_arg);
     if (hit(CF_FAULT_POSIX_SPAWN))
         return ENOMEM;
     return __real_posix_spawn(pid, path, fa, attr, argv, envp);

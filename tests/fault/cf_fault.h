@@ -58,6 +58,13 @@ void cf_fault_disarm(void);
 
 /* Calls counted since the last arm, and how many of them were failed. */
 long cf_fault_calls(void);
+
+/* Calls fn(arg) on the thread that calls posix_spawn, just before the
+ * real call, in every process that calls it (armed or not; a forked child
+ * sees the hook its parent had): a test holds a pool's manager there, at
+ * a known point of replacing a worker.  NULL removes the hook.  Set and
+ * removed by one thread, while no spawn is under way. */
+void cf_fault_set_spawn_hook(void (*fn)(void *), void *arg);
 long cf_fault_failed(void);
 
 #endif
