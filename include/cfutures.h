@@ -1154,7 +1154,11 @@ int cf_map(cf_executor *ex, cf_task_fn *fn, const cf_map_input *inputs,
  *   CF_EDONE       no more elements;
  *   CF_ETIMEDOUT   the map's timeout passed; calls that have not started
  *                  are cancelled and the iterator is finished (later calls
- *                  return CF_EDONE);
+ *                  return CF_EDONE).  *failure stays NULL.  An element
+ *                  whose call overran its own timeout (a process pool's
+ *                  task_timeout) also returns CF_ETIMEDOUT, but as a
+ *                  failed element: *failure is its "TimeoutError" record
+ *                  and iteration continues;
  *   CF_ESHUTDOWN / CF_EBROKEN / CF_EFULL / CF_EINVAL
  *                  a lazy map could not submit further calls (see below
  *                  and cf_map());

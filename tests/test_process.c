@@ -1997,6 +1997,48 @@ static void test_timeout_pool_wide(void **state)
     assert_no_children();
 }
 
+/* A map without a timeout of its own, over a pool whose calls have one:
+ * the element that overruns fails alone (CF_ETIMEDOUT with its
+ * "TimeoutError" record) and the elements after it still yield their
+ * results.  It once ended the whole map as if the map's own timeout had
+ * passed: the rest were cancelled and cf_map_next() said CF_EDONE. */
+static void test_map_element_timeout_is_per_element(void **state)
+{
+    (void)state;
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 2;
+    o.task_timeout = 0.3;
+    cf_executor *ex = NULL;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    enum { N = 6 };
+    cf_value in[N] = {cf_i64(0), cf_i64(10000), cf_i64(1), cf_i64(2), cf_i64(3), cf_i64(4)};
+    cf_map_input mi = cf_input_array(in, N);
+    cf_map_iter *it = NULL;
+    double t0 = cf_test_now();
+    assert_ok(cf_map(ex, p_sleep_ms, &mi, 1, NULL, &it));
+    for (int i = 0; i < N; i++) {
+        const cf_value *v = NULL;
+        const cf_failure *fl = NULL;
+        int rc = cf_map_next(it, &v, &fl);
+        if (i == 1) {
+            assert_cf(CF_ETIMEDOUT, rc);
+            assert_non_null(fl);
+            assert_string_equal(cf_failure_type(fl), "TimeoutError");
+        } else {
+            if (rc != CF_OK)
+                fail_msg("element %d: %s, expected its result", i, cf_err_name(rc));
+            assert_true(v->as.i64 > 1); /* a worker's pid */
+        }
+    }
+    assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+    if (cf_test_now() - t0 > 5.0 * cf_test_scale())
+        fail_msg("the map took %.2f s", cf_test_now() - t0);
+    cf_map_close(it);
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
 /* arg 0: ms to sleep (an initializer slower than the calls' timeout). */
 static int p_init_sleep(cf_call *call)
 {
@@ -3683,6 +3725,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_timeout_per_call_breaks),
     cmocka_unit_test(test_timeout_per_call_replaces),
     cmocka_unit_test(test_timeout_pool_wide),
+    cmocka_unit_test(test_map_element_timeout_is_per_element),
     cmocka_unit_test(test_timeout_excludes_worker_start),
     cmocka_unit_test(test_submit_with_bad_options),
     cmocka_unit_test(test_interrupt_running_breaks),

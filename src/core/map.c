@@ -372,7 +372,18 @@ CF__API int cf_map_next(cf_map_iter *it, const cf_value **value, const cf_failur
     }
     const cf_value *v;
     int rc = cf_future_result(f, left, &v);
+    /* CF_ETIMEDOUT is also the outcome of a call that overran its own
+     * timeout (a process pool's task_timeout): f is then done, and that is
+     * this element's failure, not the end of the map.  (One done just
+     * after the wait gave up: its outcome, read again, is as good.) */
+    bool map_timeout = false;
     if (rc == CF_ETIMEDOUT) {
+        if (cf_future_done(f))
+            rc = cf_future_result(f, 0, &v);
+        else
+            map_timeout = true;
+    }
+    if (map_timeout) {
         if (cf_future_cancel(f))
             cf_future_release(f);
         else
