@@ -1447,6 +1447,28 @@ int cf_then(cf_future *f, cf_executor *ex, cf_task_fn *task, const cf_value *arg
 int cf_then_ok(cf_future *f, cf_executor *ex, cf_task_fn *task, const cf_value *args,
                size_t nargs, cf_future **out);
 
+/* cf_then() / cf_then_ok() whose task is submitted to `ex` with per-call
+ * options, as cf_submit_with() would submit it: `opts->priority` orders
+ * it among the calls queued on `ex` when it gets there, `opts->timeout`
+ * limits it once a worker has begun it (a process pool kills the worker,
+ * a thread pool raises cf_cancel_requested(); the derived future then
+ * ends as that call does, CF_ETIMEDOUT in a process pool).
+ * `opts->queue_timeout` is not used: a continuation's submit never waits
+ * for room (CF_EFULL, see above).  `opts` NULL means the defaults, the
+ * same as cf_then() / cf_then_ok().  Same returns as those, plus, creating
+ * nothing:
+ *   CF_EINVAL   a negative or NaN timeout, a priority out of range, or
+ *               options other than the defaults with `ex` NULL (an inline
+ *               task is neither queued nor stoppable by a timeout);
+ *   CF_ENOTSUP  a priority other than the default on an engine that does
+ *               not order calls (MPI).
+ * The options are checked now, against `ex` as it is now.  Any thread,
+ * including a task or callback. */
+int cf_then_with(cf_future *f, cf_executor *ex, const cf_submit_options *opts,
+                 cf_task_fn *task, const cf_value *args, size_t nargs, cf_future **out);
+int cf_then_ok_with(cf_future *f, cf_executor *ex, const cf_submit_options *opts,
+                    cf_task_fn *task, const cf_value *args, size_t nargs, cf_future **out);
+
 /* ------------------------------------------------------------------------
  * Combinators
  *

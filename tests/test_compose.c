@@ -489,6 +489,11 @@ static void test_then_never_waits_for_room(void **state)
     cf_future *f, *d;
     assert_ok(cf_future_new(&f));
     assert_ok(cf_then_ok(f, ex, t_inc, CF_NOARGS, &d));
+    cf_submit_options so; /* a queue_timeout given to cf_then_ok_with() is not used either */
+    cf_submit_options_init(&so);
+    so.queue_timeout = CF_FOREVER;
+    cf_future *dw;
+    assert_ok(cf_then_ok_with(f, ex, &so, t_inc, CF_NOARGS, &dw));
     late_release l = {.b = &b};
     cf_test_event_init(&l.stop);
     atomic_init(&l.fired, false);
@@ -502,6 +507,8 @@ static void test_then_never_waits_for_room(void **state)
     pthread_join(t, NULL);
     assert_false(fired);
     assert_cf(CF_EFULL, cf_future_result(d, 10 * cf_test_scale(), NULL));
+    assert_cf(CF_EFULL, cf_future_result(dw, 10 * cf_test_scale(), NULL));
+    assert_ok(cf_future_release(dw));
     const cf_failure *fl;
     assert_ok(cf_future_exception(d, 0, &fl));
     assert_string_equal(cf_failure_type(fl), "SubmitError");
@@ -510,6 +517,115 @@ static void test_then_never_waits_for_room(void **state)
     assert_ok(cf_future_release(queued));
     assert_ok(cf_future_release(d));
     assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+}
+
+/* Task (cf_then form): appends its second extra argument to the id_log
+ * in its first; returns the id. */
+typedef struct id_log {
+    _Atomic int n;
+    int ids[8];
+} id_log;
+
+static int t_then_log(cf_call *call)
+{
+    id_log *l = cf_arg_ptr(call, CF_THEN_NARGS);
+    int id = (int)cf_arg_i64(call, CF_THEN_NARGS + 1);
+    int k = atomic_fetch_add(&l->n, 1);
+    if (k < 8)
+        l->ids[k] = id;
+    return cf_return_i64(call, id);
+}
+
+/* Task (cf_then form): waits up to 10 s (scaled) for cf_cancel_requested();
+ * returns 1 if it turned true. */
+static int t_then_until_requested(cf_call *call)
+{
+    double end = cf_test_now() + 10 * cf_test_scale();
+    while (!cf_cancel_requested(call) && cf_test_now() < end)
+        sleep_ms(1);
+    return cf_return_i64(call, cf_cancel_requested(call));
+}
+
+/* cf_then_with(): the continuation is queued at its priority (ids 2, 1, 3
+ * run in that order behind a busy single worker, though submitted 1, 2,
+ * 3 by the antecedent's completion) and runs under its timeout; bad
+ * options create nothing. */
+static void test_then_with_options(void **state)
+{
+    (void)state;
+    cf_thread_pool_options o;
+    cf_thread_pool_options_init(&o);
+    o.max_workers = 1;
+    cf_executor *ex;
+    assert_ok(cf_thread_pool_new(&ex, &o));
+    blocker b;
+    blocker_init(&b);
+    cf_future *busy, *f, *d[3];
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &busy));
+    assert_true(blocker_wait_started(&b, 1, 10));
+    assert_ok(cf_future_new(&f));
+    id_log log = {0};
+    cf_submit_options so;
+    cf_submit_options_init(&so);
+    so.priority = 1;
+    assert_ok(cf_then_with(f, ex, &so, t_then_log, CF_ARGS(cf_ptr(&log), cf_i64(1)), &d[0]));
+    so.priority = 5;
+    assert_ok(cf_then_with(f, ex, &so, t_then_log, CF_ARGS(cf_ptr(&log), cf_i64(2)), &d[1]));
+    assert_ok(cf_then_with(f, ex, NULL, t_then_log, CF_ARGS(cf_ptr(&log), cf_i64(3)), &d[2]));
+    cf_value v = cf_i64(0);
+    assert_ok(cf_future_set_result(f, &v));
+    blocker_release(&b);
+    for (int i = 0; i < 3; i++) {
+        int64_t id = 0;
+        assert_ok(cf_future_result_i64(d[i], 10 * cf_test_scale(), &id));
+        assert_int_equal(id, i + 1);
+        assert_ok(cf_future_release(d[i]));
+    }
+    assert_int_equal(atomic_load(&log.n), 3);
+    assert_int_equal(log.ids[0], 2);
+    assert_int_equal(log.ids[1], 1);
+    assert_int_equal(log.ids[2], 3);
+
+    /* A timeout: a thread pool's task sees cf_cancel_requested(). */
+    cf_submit_options_init(&so);
+    so.timeout = 0.05;
+    cf_future *t;
+    assert_ok(cf_then_ok_with(f, ex, &so, t_then_until_requested, CF_NOARGS, &t));
+    int64_t seen = 0;
+    assert_ok(cf_future_result_i64(t, 20 * cf_test_scale(), &seen));
+    assert_int_equal(seen, 1);
+    assert_ok(cf_future_release(t));
+
+    /* Bad options, or options an inline task cannot have: nothing made. */
+    cf_future *x = (cf_future *)&x;
+    cf_submit_options_init(&so);
+    so.timeout = -1;
+    assert_cf(CF_EINVAL, cf_then_with(f, ex, &so, t_outcome, CF_NOARGS, &x));
+    assert_null(x);
+    so.timeout = NAN;
+    assert_cf(CF_EINVAL, cf_then_ok_with(f, ex, &so, t_inc, CF_NOARGS, &x));
+    cf_submit_options_init(&so);
+    so.priority = CF_PRIORITY_MAX + 1;
+    assert_cf(CF_EINVAL, cf_then_with(f, ex, &so, t_outcome, CF_NOARGS, &x));
+    so.priority = 3;
+    assert_cf(CF_EINVAL, cf_then_with(f, NULL, &so, t_outcome, CF_NOARGS, &x));
+    cf_submit_options_init(&so);
+    so.timeout = 1;
+    assert_cf(CF_EINVAL, cf_then_ok_with(f, NULL, &so, t_inc, CF_NOARGS, &x));
+    assert_null(x);
+    /* Defaults inline: as cf_then_ok(). */
+    cf_submit_options_init(&so);
+    so.queue_timeout = 0; /* not used */
+    assert_ok(cf_then_ok_with(f, NULL, &so, t_inc, CF_NOARGS, &x));
+    int64_t r = 0;
+    assert_ok(cf_future_result_i64(x, 0, &r));
+    assert_int_equal(r, 1);
+    assert_ok(cf_future_release(x));
+
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_future_release(busy));
     assert_ok(cf_executor_destroy(ex));
     blocker_destroy(&b);
 }
@@ -898,6 +1014,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_then_cancel_derived_alone),
     cmocka_unit_test(test_then_executor_gone),
     cmocka_unit_test(test_then_never_waits_for_room),
+    cmocka_unit_test(test_then_with_options),
     cmocka_unit_test(test_then_process_pool),
     cmocka_unit_test(test_then_inline_running_interrupt),
     cmocka_unit_test(test_then_bad_input),

@@ -96,6 +96,8 @@ typedef struct then_rec {
     cf_task_fn *task;
     cf_future *extra;          /* a call future holding the copied extra args */
     cf_future *inner;          /* executor path: the submitted call (reference) */
+    double timeout;            /* executor path: cf_submit_options.timeout */
+    int priority;              /* executor path: cf_submit_options.priority */
     struct then_rec *next;     /* in this thread's trampoline queue */
 } then_rec;
 
@@ -195,6 +197,8 @@ static void run_on_executor(then_rec *r)
      * CF_EFULL instead. */
     cf_submit_options opts;
     cf_submit_options_init(&opts);
+    opts.timeout = r->timeout;
+    opts.priority = r->priority;
     opts.queue_timeout = 0;
     int rc = cf_submit_with(r->ex, &opts, r->task, all, n, &r->inner);
     if (rc != CF_OK) {
@@ -314,8 +318,29 @@ static int new_inline_call(cf_task_fn *task, size_t fixed, const cf_value *args,
     return *out ? CF_OK : cf__fail(CF_ENOMEM, "%s: out of memory", who);
 }
 
-static int then_common(cf_future *f, cf_executor *ex, cf_task_fn *task, const cf_value *args,
-                       size_t nargs, cf_future **out, bool ok_only, const char *who)
+/* Checks cf_then_with()'s options: the defaults, or with an executor a
+ * valid timeout and a priority it orders by. */
+static int check_then_options(cf_executor *ex, const cf_submit_options *opts, const char *who)
+{
+    if (!opts)
+        return CF_OK;
+    bool defaults = opts->timeout == CF_FOREVER && opts->priority == CF_PRIORITY_DEFAULT;
+    if (!ex)
+        return defaults ? CF_OK
+                        : cf__fail(CF_EINVAL, "%s: a timeout or priority needs an executor (an "
+                                              "inline task is neither queued nor stopped)", who);
+    if (opts->timeout != CF_FOREVER) {
+        int64_t deadline;
+        int rc = cf__deadline(opts->timeout, &deadline, who);
+        if (rc != CF_OK)
+            return rc;
+    }
+    return cf__check_priority(ex, opts->priority, who);
+}
+
+static int then_common(cf_future *f, cf_executor *ex, const cf_submit_options *opts,
+                       cf_task_fn *task, const cf_value *args, size_t nargs, cf_future **out,
+                       bool ok_only, const char *who)
 {
     if (out)
         *out = NULL;
@@ -323,6 +348,10 @@ static int then_common(cf_future *f, cf_executor *ex, cf_task_fn *task, const cf
         return cf__fail(CF_EINVAL, "%s: %s", who,
                         !f ? "future is NULL" : !task ? "task is NULL" : !out ? "out is NULL"
                         : !cf__future_live(f) ? "not a live future" : "executor is not live");
+    int orc = check_then_options(ex, opts, who);
+    if (orc != CF_OK)
+        return orc;
+    int priority = opts ? opts->priority : CF_PRIORITY_DEFAULT;
     size_t fixed = ok_only ? 1 : CF_THEN_NARGS;
     if (nargs > 0 && !args)
         return cf__fail(CF_EINVAL, "%s: args is NULL but nargs is %zu", who, nargs);
@@ -334,7 +363,7 @@ static int then_common(cf_future *f, cf_executor *ex, cf_task_fn *task, const cf
      * extra arguments (prepared as cf_submit() would, which validates them
      * for that engine). */
     cf_future *extra = NULL, *derived = NULL;
-    int rc = ex ? cf__prepare_call(ex, task, args, nargs, CF_PRIORITY_DEFAULT, &extra)
+    int rc = ex ? cf__prepare_call(ex, task, args, nargs, priority, &extra)
                 : new_inline_call(task, fixed, args, nargs, &derived, who);
     if (rc != CF_OK)
         return rc;
@@ -353,6 +382,8 @@ static int then_common(cf_future *f, cf_executor *ex, cf_task_fn *task, const cf
     r->derived = cf_future_retain(derived);
     r->task = task;
     r->extra = extra;
+    r->timeout = opts ? opts->timeout : CF_FOREVER;
+    r->priority = priority;
     if (ex) {
         cf__executor_ref(ex);
         r->ex = ex;
@@ -373,13 +404,26 @@ static int then_common(cf_future *f, cf_executor *ex, cf_task_fn *task, const cf
 CF__API int cf_then(cf_future *f, cf_executor *ex, cf_task_fn *task, const cf_value *args,
                     size_t nargs, cf_future **out)
 {
-    return then_common(f, ex, task, args, nargs, out, false, "then");
+    return then_common(f, ex, NULL, task, args, nargs, out, false, "then");
 }
 
 CF__API int cf_then_ok(cf_future *f, cf_executor *ex, cf_task_fn *task, const cf_value *args,
                        size_t nargs, cf_future **out)
 {
-    return then_common(f, ex, task, args, nargs, out, true, "then_ok");
+    return then_common(f, ex, NULL, task, args, nargs, out, true, "then_ok");
+}
+
+CF__API int cf_then_with(cf_future *f, cf_executor *ex, const cf_submit_options *opts,
+                         cf_task_fn *task, const cf_value *args, size_t nargs, cf_future **out)
+{
+    return then_common(f, ex, opts, task, args, nargs, out, false, "then_with");
+}
+
+CF__API int cf_then_ok_with(cf_future *f, cf_executor *ex, const cf_submit_options *opts,
+                            cf_task_fn *task, const cf_value *args, size_t nargs,
+                            cf_future **out)
+{
+    return then_common(f, ex, opts, task, args, nargs, out, true, "then_ok_with");
 }
 
 /* ---- combinators -------------------------------------------------------- */
