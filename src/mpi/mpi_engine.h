@@ -21,7 +21,10 @@
  *           numbering and the answers), at most CF__MPI_BATCH_MAX bytes
  *   RESULTS k x { u32 len, RESULT payload of len bytes }: the answers of
  *           consecutive CALL frames in one message, likewise bounded
- *   HB, EXIT, BYE  empty
+ *   EXIT    empty; or u8 CF__MPI_EXIT_BROKEN from a pool that broke: the
+ *           worker stops its running call, drops the rest, says BYE and
+ *           leaves (mpi_pool.c, wind_down)
+ *   HB, BYE empty
  *   LONG    u32 tag, u64 length: a frame longer than cf__mpi_part_max()
  *           (CALL or RESULT, `tag`) follows as PART messages, in order,
  *           each at most cf__mpi_part_max() bytes; their bytes joined are
@@ -82,6 +85,8 @@ static inline size_t cf__mpi_frame_len(const wire_enc *e)
 }
 
 #define CF__MPI_STOP_ALL UINT32_MAX
+/* EXIT's one byte when the pool broke (a normal EXIT is empty). */
+#define CF__MPI_EXIT_BROKEN 1
 
 /* Batching: every MPI message costs a system call or more on each side
  * (a few microseconds where system calls are slow), so small frames going
@@ -208,8 +213,9 @@ extern char cf__mpi_exe[4096];
 extern bool cf__mpi_init_called;
 
 /* Runs the worker loop on `comm` serving `manager` until EXIT; returns
- * after saying BYE. */
-void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns);
+ * after saying BYE: true if the EXIT said the pool broke
+ * (CF__MPI_EXIT_BROKEN). */
+bool cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns);
 
 /* Shuts down (waiting) every live MPI pool; called before MPI_Finalize. */
 void cf__mpi_pools_shutdown_all(void);

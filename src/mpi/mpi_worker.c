@@ -28,6 +28,25 @@
  * - Arguments are borrowed from the received message for the duration of
  *   the call.  A task that fails comes back as a failure record; the
  *   manager adds which worker it was.
+ * - Never waiting for ever: every wait of a worker ends when the manager
+ *   says EXIT, which a pool that breaks says too (with "broken"), however
+ *   busy the worker is:
+ *   - waiting for a message (wait_message): any tag, EXIT included;
+ *   - a call running: the heartbeat thread probes for EXIT at each STOP
+ *     poll and raises the call's stop flag (hb.exit_seen); no later call
+ *     runs and nothing more is answered;
+ *   - receiving a CALL, the PARTs of a long one (recv_long), sending an
+ *     answer (a long message waits for its receiver, and a broken pool's
+ *     manager stops receiving): nonblocking, waited for by wait_or_exit,
+ *     which gives up when EXIT comes;
+ *   - the heartbeat thread's own waits are timed; its sends, and HELLO
+ *     and BYE, are small (MPI sends them eagerly, without waiting for
+ *     the receiver).
+ *   A worker told that its pool broke frees the communicator (spawn mode:
+ *   without MPI_Comm_disconnect, which would wait for the parent).  The
+ *   one wait left is MPI's own: a spawned worker's MPI_Finalize waits
+ *   for the other workers of its job, so a worker leaves after the
+ *   longest call still running in its siblings.
  */
 #include <errno.h>
 #include <limits.h>
@@ -296,8 +315,16 @@ CF__API int cf_mpi_init(int argc, char **argv)
         if (parent == MPI_COMM_NULL)
             _exit(66);
         MPI_Comm_set_errhandler(parent, MPI_ERRORS_RETURN);
-        cf__mpi_serve(parent, 0, (int64_t)ms * 1000000);
-        MPI_Comm_disconnect(&parent);
+        /* After a normal EXIT the parent disconnects too, so the
+         * collective MPI_Comm_disconnect ends at once.  After EXIT from a
+         * pool that broke it does not (it may not know whether every
+         * worker heard it, and would wait for one that never does): the
+         * intercommunicator is only freed, and MPI_Finalize then waits
+         * for this job's other workers alone. */
+        if (cf__mpi_serve(parent, 0, (int64_t)ms * 1000000))
+            MPI_Comm_free(&parent);
+        else
+            MPI_Comm_disconnect(&parent);
         worker_leave();
     }
     ssize_t n = readlink("/proc/self/exe", cf__mpi_exe, sizeof cf__mpi_exe - 1);
@@ -324,7 +351,7 @@ CF__API int cf_mpi_init(int argc, char **argv)
          * any rank dies, so their heartbeat only guards against a hung
          * rank; its interval is fixed because rank 0's options are not
          * known yet (rank 0 accepts no heartbeat_timeout below 1 s). */
-        cf__mpi_serve(cf__mpi_static_comm, 0, CF__MPI_STATIC_BEAT_NS);
+        (void)cf__mpi_serve(cf__mpi_static_comm, 0, CF__MPI_STATIC_BEAT_NS);
         MPI_Comm_free(&cf__mpi_static_comm);
         quiet_barrier(&exit_comm); /* until rank 0 finalizes */
         worker_leave();
@@ -377,6 +404,12 @@ static struct {
      * is answered (the worker leaves).  Set by send_held() with send_mu
      * held, before anyone else can send. */
     bool send_failed;
+    /* The manager said EXIT while this worker still had work: seen by a
+     * probe (the heartbeat thread's STOP poll, or a wait of the main
+     * thread's, see wait_or_exit) before the main thread reads it.  The
+     * pool is over (it broke, or every answer is in): the running call is
+     * asked to stop, no later call runs, nothing more is answered. */
+    bool exit_seen;
     /* The thread runs (main thread only: set before it is created, cleared
      * once joined). */
     bool running;
@@ -392,6 +425,110 @@ static _Thread_local bool on_heartbeat;
  * manager in the order of their calls.  Taken before hb.mu. */
 static pthread_mutex_t send_mu = PTHREAD_MUTEX_INITIALIZER;
 
+static void note_exit(void);
+
+static bool exit_was_seen(void)
+{
+    pthread_mutex_lock(&hb.mu);
+    bool seen = hb.exit_seen;
+    pthread_mutex_unlock(&hb.mu);
+    return seen;
+}
+
+/* Is EXIT from the manager waiting (either thread)?  Notes it if so. */
+static bool exit_waiting(void)
+{
+    int flag = 0;
+    if (MPI_Iprobe(hb.manager, MTAG_EXIT, hb.comm, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS ||
+        !flag)
+        return false;
+    note_exit();
+    return true;
+}
+
+/* Memory that MPI may still read or write after its request was let go
+ * (wait_or_exit): kept, reachable, for the rest of the process.  At most
+ * a few blocks: after EXIT nothing more is sent or received.  Both
+ * threads keep blocks; kept_mu guards the list. */
+static pthread_mutex_t kept_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct kept {
+    struct kept *next;
+    void *p;
+} *kept;
+
+static void keep(void *p)
+{
+    struct kept *k = malloc(sizeof *k);
+    pthread_mutex_lock(&kept_mu);
+    if (k) {
+        k->p = p;
+        k->next = kept;
+        kept = k;
+    } /* else leaked for good: MPI may still use it */
+    pthread_mutex_unlock(&kept_mu);
+}
+
+/* How often a wait for a transfer under way looks for EXIT. */
+#define EXIT_LOOK_NS 1000000
+
+/* Looks for EXIT when it is time (*next_look, CLOCK_MONOTONIC ns, 0 at
+ * first; every EXIT_LOOK_NS), else yields the CPU.  Returns true when EXIT
+ * is there.  The waits that use it are transfers under way - a message the
+ * manager is sending or taking - and MPI moves the bytes only while it is
+ * called: they spin (yielding), as the blocking MPI call they replace
+ * did, since napping between looks made a 64 MiB transfer several times
+ * slower. */
+static bool exit_or_yield(int64_t *next_look)
+{
+    int64_t now = cf__now_ns();
+    if (now >= *next_look) {
+        *next_look = now + EXIT_LOOK_NS;
+        if (exit_waiting())
+            return true;
+    }
+    sched_yield();
+    return false;
+}
+
+/* The result of wait_or_exit() when EXIT came first. */
+#define WAIT_EXIT (-1)
+
+/* Waits for *req (a send to the manager, or a receive of one of its
+ * messages) - or for EXIT.  Returns MPI's code when the request is done,
+ * or WAIT_EXIT when EXIT came first: the request is then let go
+ * (MPI_Request_free; Open MPI cannot cancel a send) and the caller must
+ * keep() its buffer, which MPI may still use.
+ * Liveness: the manager reads every message of a worker until that worker
+ * says BYE, or until it stops listening to the pool (it broke), and then
+ * it has sent EXIT first; a message it is sending keeps coming until it
+ * sends EXIT.  So the request completes, or EXIT comes; meanwhile
+ * exit_or_yield() between looks. */
+static int wait_or_exit(MPI_Request *req)
+{
+    int64_t next_look = 0;
+    for (;;) {
+        int done = 0;
+        int err = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (err != MPI_SUCCESS || done)
+            return err;
+        if (exit_or_yield(&next_look)) {
+            MPI_Request_free(req);
+            return WAIT_EXIT;
+        }
+    }
+}
+
+/* MPI_Send to the manager that gives up when EXIT comes (wait_or_exit):
+ * an answer the manager no longer reads would otherwise block the worker
+ * for ever (a long message waits for its receiver).  On WAIT_EXIT the
+ * caller keeps buf. */
+static int send_or_exit(const void *buf, int len, int tag)
+{
+    MPI_Request req;
+    int err = MPI_Isend(buf, len, MPI_BYTE, hb.manager, tag, hb.comm, &req);
+    return err != MPI_SUCCESS ? err : wait_or_exit(&req);
+}
+
 /* Sends the held results, if any: one alone as RESULT, several as
  * RESULTS.  send_mu held.  Fails, sending nothing, once held results were
  * lost (`send_failed`): an answer sent after them would be taken for
@@ -406,15 +543,20 @@ static int send_held(void)
     unsigned char *buf = hb.held;
     size_t len = hb.held_len;
     int n = hb.held_n;
+    bool drop = hb.exit_seen; /* nobody reads them any more */
     hb.held = NULL;
     hb.held_len = hb.held_cap = 0;
     hb.held_n = 0;
     pthread_mutex_unlock(&hb.mu);
     int err = MPI_SUCCESS;
-    if (n == 1)
-        err = MPI_Send(buf + 4, (int)(len - 4), MPI_BYTE, hb.manager, MTAG_RESULT, hb.comm);
-    else if (n > 1)
-        err = MPI_Send(buf, (int)len, MPI_BYTE, hb.manager, MTAG_RESULTS, hb.comm);
+    if (n == 1 && !drop)
+        err = send_or_exit(buf + 4, (int)(len - 4), MTAG_RESULT);
+    else if (n > 1 && !drop)
+        err = send_or_exit(buf, (int)len, MTAG_RESULTS);
+    if (err == WAIT_EXIT) {
+        keep(buf);
+        return MPI_SUCCESS; /* not a failure: the pool is over */
+    }
     free(buf);
     if (err != MPI_SUCCESS) {
         pthread_mutex_lock(&hb.mu);
@@ -475,6 +617,17 @@ static void stop_call_locked(cf_future *f)
     cf__cancel_fd_fire(f);
 }
 
+/* EXIT was seen before the main thread reads it: the pool is over (see
+ * hb.exit_seen), so the running call is asked to stop. */
+static void note_exit(void)
+{
+    pthread_mutex_lock(&hb.mu);
+    hb.exit_seen = true;
+    if (hb.cur)
+        stop_call_locked(hb.cur);
+    pthread_mutex_unlock(&hb.mu);
+}
+
 /* A STOP message: the call it names stops now if it runs, or when it
  * begins. */
 static void on_stop(const unsigned char *body, int len)
@@ -511,10 +664,14 @@ static _Noreturn void kill_self(const unsigned char *body, int len)
     _exit(128 + SIGKILL); /* not reached */
 }
 
-/* Takes the STOP and KILL messages waiting (heartbeat thread, while the
- * main thread is busy). */
+/* Takes the STOP and KILL messages waiting, and looks for EXIT
+ * (heartbeat thread, while the main thread is busy): a pool that broke
+ * says EXIT while its workers still run calls, which then stop (see
+ * hb.exit_seen). */
 static void take_stops(void)
 {
+    if (!exit_was_seen())
+        (void)exit_waiting();
     for (;;) {
         int flag = 0;
         MPI_Message msg;
@@ -631,16 +788,17 @@ static void set_busy(bool busy)
     pthread_mutex_unlock(&hb.mu);
 }
 
-/* Waits for the next message from the manager; fills *msg and *st (a
- * matched probe: the heartbeat thread may take STOP messages meanwhile). */
-static void wait_message(MPI_Comm comm, int manager, MPI_Message *msg, MPI_Status *st)
+/* Waits for the next message from the manager with `tag` (MPI_ANY_TAG:
+ * any); fills *msg and *st (a matched probe: the heartbeat thread may take
+ * STOP messages meanwhile). */
+static void wait_message(MPI_Comm comm, int manager, int tag, MPI_Message *msg, MPI_Status *st)
 {
     static int64_t avg_wait; /* this thread only */
     int64_t idle_since = cf__now_ns();
     int64_t spin = cf__mpi_spin_for(avg_wait);
     for (;;) {
         int flag = 0;
-        if (MPI_Improbe(manager, MPI_ANY_TAG, comm, &flag, msg, st) != MPI_SUCCESS)
+        if (MPI_Improbe(manager, tag, comm, &flag, msg, st) != MPI_SUCCESS)
             worker_leave(); /* the manager is gone */
         if (flag) {
             cf__mpi_average(&avg_wait, cf__now_ns() - idle_since);
@@ -719,7 +877,7 @@ static void run_calls(const unsigned char *body, size_t len, uint64_t frame, wir
         hb.cur = f;
         hb.cur_frame = frame;
         hb.cur_index = i;
-        if (stop_seen_locked(frame, i))
+        if (hb.exit_seen || stop_seen_locked(frame, i))
             stop_call_locked(f);
         pthread_mutex_unlock(&hb.mu);
         cf__future_run_call(f, NULL);
@@ -747,10 +905,14 @@ static void run_calls(const unsigned char *body, size_t len, uint64_t frame, wir
 
 /* A LONG frame from the manager (header `hdr`): its PARTs joined, in a
  * malloc'ed buffer of *len bytes; NULL if it does not decode or memory is
- * short.  Blocks while the parts come (MPI spins meanwhile; the transfer
- * is under way, and the heartbeat thread keeps beating). */
-static unsigned char *recv_long(MPI_Comm comm, int manager, const unsigned char *hdr, int hlen,
-                                size_t *len)
+ * short, or (*exiting set) when EXIT came first.
+ * Liveness: the manager posts every PART right after the header.  If it
+ * cannot (MPI failed half-way), or its pool breaks meanwhile, it says
+ * EXIT, which comes after the parts it did post (MPI keeps one sender's
+ * messages on one communicator in order): so each wait ends with a PART,
+ * or with EXIT (wait_or_exit, and the probe loop here, exit_or_yield()
+ * between looks). */
+static unsigned char *recv_long(const unsigned char *hdr, int hlen, size_t *len, bool *exiting)
 {
     wire_dec d = {hdr, hdr + hlen, false};
     uint32_t tag = wdec_u32(&d);
@@ -764,12 +926,35 @@ static unsigned char *recv_long(MPI_Comm comm, int manager, const unsigned char 
     while (got < total) {
         MPI_Message msg;
         MPI_Status st;
-        int count = 0;
-        if (MPI_Mprobe(manager, MTAG_PART, comm, &msg, &st) != MPI_SUCCESS ||
-            MPI_Get_count(&st, MPI_BYTE, &count) != MPI_SUCCESS || count <= 0 ||
-            (size_t)count > total - got ||
-            MPI_Mrecv(buf + got, count, MPI_BYTE, &msg, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
-            free(buf);
+        int flag = 0, count = 0;
+        for (int64_t next_look = 0;;) {
+            if (MPI_Improbe(hb.manager, MTAG_PART, hb.comm, &flag, &msg, &st) != MPI_SUCCESS) {
+                free(buf);
+                return NULL;
+            }
+            if (flag)
+                break;
+            if (exit_or_yield(&next_look)) {
+                free(buf);
+                *exiting = true;
+                return NULL;
+            }
+        }
+        MPI_Request req;
+        int err = MPI_Get_count(&st, MPI_BYTE, &count);
+        if (err == MPI_SUCCESS && (count <= 0 || (size_t)count > total - got))
+            err = MPI_ERR_COUNT;
+        if (err == MPI_SUCCESS)
+            err = MPI_Imrecv(buf + got, count, MPI_BYTE, &msg, &req);
+        if (err == MPI_SUCCESS)
+            err = wait_or_exit(&req);
+        if (err == WAIT_EXIT) {
+            keep(buf);
+            *exiting = true;
+            return NULL;
+        }
+        if (err != MPI_SUCCESS) {
+            free(buf); /* the worker leaves: the manager finds it gone */
             return NULL;
         }
         got += (size_t)count;
@@ -779,20 +964,27 @@ static unsigned char *recv_long(MPI_Comm comm, int manager, const unsigned char 
 }
 
 /* Sends a finished frame as LONG + PARTs, straight from the encoder's
- * pieces (the big values are not copied). */
-static int send_long(MPI_Comm comm, int manager, const wire_enc *e, int tag)
+ * pieces (the big values are not copied).  On WAIT_EXIT the caller keeps
+ * the encoder's memory and the values it references (keep_answer). */
+static int send_long(const wire_enc *e, int tag)
 {
-    unsigned char hdr[12];
-    wire_enc h = {.buf = hdr, .len = 0, .cap = sizeof hdr};
+    unsigned char *hdr = malloc(12);
+    if (!hdr)
+        return MPI_ERR_NO_MEM;
+    wire_enc h = {.buf = hdr, .len = 0, .cap = 12};
     wenc_u32(&h, (uint32_t)tag);
     wenc_u64(&h, cf__mpi_frame_len(e));
-    int err = MPI_Send(hdr, sizeof hdr, MPI_BYTE, manager, MTAG_LONG, comm);
+    int err = send_or_exit(hdr, 12, MTAG_LONG);
+    if (err == WAIT_EXIT)
+        keep(hdr);
+    else
+        free(hdr);
     cf__mpi_piece pcs[CF__MPI_MAX_PIECES];
     size_t k = cf__mpi_pieces(e, NULL, pcs), pm = cf__mpi_part_max();
     for (size_t i = 0; i < k && err == MPI_SUCCESS; i++)
         for (size_t off = 0; off < pcs[i].n && err == MPI_SUCCESS; off += pm) {
             size_t n = pcs[i].n - off < pm ? pcs[i].n - off : pm;
-            err = MPI_Send(pcs[i].p + off, (int)n, MPI_BYTE, manager, MTAG_PART, comm);
+            err = send_or_exit(pcs[i].p + off, (int)n, MTAG_PART);
         }
     return err;
 }
@@ -837,16 +1029,36 @@ static bool hold(const wire_enc *out, size_t flen)
     return true;
 }
 
+/* A long answer was let go half-sent (WAIT_EXIT): MPI may still read the
+ * encoder's buffer and the results it references, so both are kept (the
+ * futures in done_fs stay referenced), and the worker starts afresh. */
+static void keep_answer(wire_enc *out)
+{
+    keep(out->buf);
+    *out = (wire_enc){0};
+    wenc_reset(out);
+    if (done_fs)
+        keep(done_fs);
+    done_fs = NULL;
+    ndone = done_cap = 0;
+}
+
 /* Runs CALL frame number `frame` (payload in[0..inlen)) and answers it:
  * a quick call's small answer is held (CF__MPI_HOLD_NS), and joins those
  * held before when `last` (the message has no further frame) or it was
  * not quick; anything else leaves at once, after the held ones, as does
  * a lone frame's answer.  Leaves the process when MPI fails. */
-static void answer(MPI_Comm comm, int manager, const unsigned char *in, size_t inlen,
-                   uint64_t frame, wire_enc *out, bool last)
+static void answer(const unsigned char *in, size_t inlen, uint64_t frame, wire_enc *out,
+                   bool last)
 {
+    if (exit_was_seen())
+        return; /* the pool is over: no call runs, nothing is answered */
     int64_t t0 = cf__now_ns();
     run_calls(in, inlen, frame, out);
+    if (exit_was_seen()) {
+        release_done();
+        return;
+    }
     bool quick = cf__now_ns() - t0 < CF__MPI_HOLD_NS;
     size_t flen = cf__mpi_frame_len(out);
     pthread_mutex_lock(&hb.mu);
@@ -873,8 +1085,11 @@ static void answer(MPI_Comm comm, int manager, const unsigned char *in, size_t i
     if (err != MPI_SUCCESS) {
         /* nothing more to send */
     } else if (!out->oom && flen > cf__mpi_part_max()) {
-        err = send_long(comm, manager, out, MTAG_RESULT);
-        release_done();
+        err = send_long(out, MTAG_RESULT);
+        if (err == WAIT_EXIT)
+            keep_answer(out);
+        else
+            release_done();
     } else {
         int len = 0;
         unsigned char *buf = cf__mpi_flatten(out, &len);
@@ -892,15 +1107,18 @@ static void answer(MPI_Comm comm, int manager, const unsigned char *in, size_t i
             }
             buf = cf__mpi_flatten(out, &len);
         }
-        err = buf ? MPI_Send(buf, len, MPI_BYTE, manager, MTAG_RESULT, comm) : MPI_ERR_NO_MEM;
-        free(buf);
+        err = buf ? send_or_exit(buf, len, MTAG_RESULT) : MPI_ERR_NO_MEM;
+        if (err == WAIT_EXIT)
+            keep(buf);
+        else
+            free(buf);
     }
     pthread_mutex_unlock(&send_mu);
-    if (err != MPI_SUCCESS)
+    if (err != MPI_SUCCESS && err != WAIT_EXIT)
         worker_leave();
 }
 
-void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
+bool cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
 {
     atomic_store(&in_mpi_worker, true);
     int rank = 0, size = 0, len = 0;
@@ -930,6 +1148,7 @@ void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
     hb.cur = NULL;
     hb.nstops = 0;
     hb.send_failed = false;
+    hb.exit_seen = false;
     hb.exited = false;
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -944,20 +1163,36 @@ void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
 
     unsigned char *in = NULL;
     uint64_t frames = 0; /* CALL frames received, as the manager counts them */
+    bool broken = false;
     for (;;) {
         MPI_Status st;
         MPI_Message msg;
-        wait_message(comm, manager, &msg, &st);
+        /* Once EXIT was seen, only EXIT is read: what came before it is
+         * work for a pool that is over. */
+        wait_message(comm, manager, exit_was_seen() ? MTAG_EXIT : MPI_ANY_TAG, &msg, &st);
         int count = 0;
         MPI_Get_count(&st, MPI_BYTE, &count);
         free(in);
         in = malloc(count > 0 ? (size_t)count : 1);
         if (!in)
             worker_leave();
-        if (MPI_Mrecv(in, count, MPI_BYTE, &msg, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+        /* A big CALL comes while the manager sends it - or, should its
+         * pool break meanwhile, EXIT does (wait_or_exit). */
+        MPI_Request req;
+        int err = MPI_Imrecv(in, count, MPI_BYTE, &msg, &req);
+        if (err == MPI_SUCCESS)
+            err = wait_or_exit(&req);
+        if (err == WAIT_EXIT) {
+            keep(in);
+            in = NULL;
+            continue;
+        }
+        if (err != MPI_SUCCESS)
             worker_leave();
-        if (st.MPI_TAG == MTAG_EXIT)
+        if (st.MPI_TAG == MTAG_EXIT) {
+            broken = count >= 1 && in[0] == CF__MPI_EXIT_BROKEN;
             break;
+        }
         if (st.MPI_TAG == MTAG_KILL)
             kill_self(in, count);
         if (st.MPI_TAG == MTAG_STOP)
@@ -972,18 +1207,20 @@ void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
                 const unsigned char *body = wdec_take(&d, blen);
                 if (d.bad)
                     worker_leave(); /* the manager finds it gone */
-                answer(comm, manager, body, blen, ++frames, &out, d.p == d.end);
+                answer(body, blen, ++frames, &out, d.p == d.end);
             }
         } else {
             size_t inlen = (size_t)count;
             if (st.MPI_TAG == MTAG_LONG) {
-                unsigned char *joined = recv_long(comm, manager, in, count, &inlen);
-                if (!joined)
+                bool exiting = false;
+                unsigned char *joined = recv_long(in, count, &inlen, &exiting);
+                if (!joined && !exiting)
                     worker_leave(); /* the manager finds it gone */
                 free(in);
                 in = joined;
             }
-            answer(comm, manager, in, inlen, ++frames, &out, true);
+            if (in)
+                answer(in, inlen, ++frames, &out, true);
         }
         set_busy(false);
     }
@@ -997,7 +1234,9 @@ void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
      * process leaves without finalizing (worker_leave). */
     if (!heartbeat_end(LEAVE_WAIT_NS))
         worker_leave();
-    free(hb.held); /* empty: every message's last answer sent them */
+    /* Empty (every message's last answer sent them) unless the pool
+     * broke: then they were never handed to MPI. */
+    free(hb.held);
     hb.held = NULL;
     hb.held_len = hb.held_cap = 0;
     hb.held_n = 0;
@@ -1005,4 +1244,5 @@ void cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
     MPI_Send(NULL, 0, MPI_BYTE, manager, MTAG_BYE, comm);
     fflush(stdout);
     atomic_store(&in_mpi_worker, false);
+    return broken;
 }

@@ -19,6 +19,11 @@
  *                        still end, 0 (the ranks once kept serving the
  *                        broken pool, and rank 0's MPI_Finalize waited
  *                        for them until the launcher's time limit)
+ *   static_prog partfail  a call's argument goes as LONG + PARTs (small
+ *                        parts) and MPI fails rank 0's third PART: the pool
+ *                        breaks while the worker waits for the rest, and
+ *                        the job must still end, 0 (the worker once waited
+ *                        for that PART for ever, never reading EXIT)
  */
 #include <stdatomic.h>
 #include <signal.h>
@@ -71,6 +76,30 @@ int MPI_Send(const void *buf, int count, MPI_Datatype type, int dest, int tag, M
     return PMPI_Send(buf, count, type, dest, tag, comm);
 }
 
+/* Rank 0, partfail: the PART sends that fail (counted down to 1, the
+ * one that fails; 0: none). */
+static _Atomic int fail_part_in;
+
+int MPI_Isend(const void *buf, int count, MPI_Datatype type, int dest, int tag, MPI_Comm comm,
+              MPI_Request *req)
+{
+    if (tag == 121 && atomic_load(&fail_part_in) > 0 && atomic_fetch_sub(&fail_part_in, 1) == 1)
+        return MPI_ERR_OTHER;
+    return PMPI_Isend(buf, count, type, dest, tag, comm, req);
+}
+
+/* The sum of the bytes of argument 0. */
+static int sum_bytes(cf_call *c)
+{
+    const cf_value *v = cf_arg(c, 0);
+    const unsigned char *b = v->as.bytes;
+    int64_t sum = 0;
+    for (size_t i = 0; i < v->size; i++)
+        sum += b[i];
+    return cf_return_i64(c, sum);
+}
+CF_TASK(sum_bytes);
+
 /* No heartbeat for argument 0 ms, then returns it. */
 static int mute_heartbeats(cf_call *c)
 {
@@ -101,6 +130,8 @@ static double now_s(void)
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "partfail") == 0)
+        setenv("CFUTURES_TEST_MPI_PART", "4096", 1); /* every rank, before MPI */
     CHECK(cf_mpi_init(argc, argv) == CF_OK); /* ranks 1..N-1 stop here */
     if (argc > 1 && strcmp(argv[1], "nopool") == 0) {
         printf("static_prog: no pool, workers OK\n");
@@ -119,6 +150,28 @@ int main(int argc, char **argv)
         CHECK(strstr(cf_last_error_message(), "sent nothing for") != NULL);
         CHECK(cf_executor_destroy(ex) == CF_OK);
         printf("static_prog: mute, workers OK\n");
+        return 0; /* the job ends once every rank finalizes */
+    }
+    if (argc > 1 && strcmp(argv[1], "partfail") == 0) {
+        cf_mpi_pool_options o;
+        cf_mpi_pool_options_init(&o);
+        o.heartbeat_timeout = 1;
+        CHECK(cf_mpi_pool_new(&ex, &o) == CF_OK);
+        static unsigned char big[64 * 1024];
+        memset(big, 1, sizeof big);
+        cf_future *f;
+        /* A first call whole, then one whose third PART fails. */
+        CHECK(cf_submit(ex, sum_bytes, CF_ARGS(cf_bytes(big, sizeof big)), &f) == CF_OK);
+        const cf_value *v;
+        CHECK(cf_future_result(f, CF_FOREVER, &v) == CF_OK && v->as.i64 == (int64_t)sizeof big);
+        cf_future_release(f);
+        atomic_store(&fail_part_in, 3);
+        CHECK(cf_submit(ex, sum_bytes, CF_ARGS(cf_bytes(big, sizeof big)), &f) == CF_OK);
+        CHECK(cf_future_result(f, CF_FOREVER, NULL) != CF_OK);
+        cf_future_release(f);
+        CHECK(cf_submit(ex, square, CF_ARGS(cf_i64(2)), &f) == CF_EBROKEN);
+        CHECK(cf_executor_destroy(ex) == CF_OK);
+        printf("static_prog: partfail, workers OK\n");
         return 0; /* the job ends once every rank finalizes */
     }
     CHECK(cf_mpi_pool_new(&ex, NULL) == CF_OK);

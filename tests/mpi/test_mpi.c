@@ -184,6 +184,21 @@ int MPI_Send(const void *buf, int count, MPI_Datatype type, int dest, int tag, M
     return PMPI_Send(buf, count, type, dest, tag, comm);
 }
 
+/* The same for answers sent with MPI_Isend (the worker's answers wait
+ * for EXIT too, see wait_or_exit). */
+int MPI_Isend(const void *buf, int count, MPI_Datatype type, int dest, int tag, MPI_Comm comm,
+              MPI_Request *req)
+{
+    const int64_t mark = UNSENDABLE;
+    if ((tag == 112 || tag == 115) && buf && count >= 8 &&
+        strcmp(cf_thread_name(), "cf-mpi-heartbeat") == 0 &&
+        memmem(buf, (size_t)count, &mark, sizeof mark)) {
+        atomic_store(&heartbeat_probe_until, mono_ns() + 500000000);
+        return MPI_ERR_OTHER;
+    }
+    return PMPI_Isend(buf, count, type, dest, tag, comm, req);
+}
+
 /* How long a worker's heartbeat thread stalls at its next probe for a
  * STOP (see MPI_Improbe below): set in the worker by stall_heartbeat. */
 static _Atomic int heartbeat_stall_ms;
