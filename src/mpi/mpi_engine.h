@@ -232,6 +232,11 @@ void cf__mpi_static_release(void);
 /* Is a manager thread stuck inside MPI after its constructor gave up? */
 bool cf__mpi_stuck(void);
 
+/* Frees the communicators of broken pools kept since (wind_down in
+ * mpi_pool.c); called at the start of MPI_Finalize, after the pools have
+ * ended. */
+void cf__mpi_kept_comms_free(void);
+
 /* Frees the buffers of requests released after a worker died; called
  * after MPI_Finalize, when MPI no longer touches them. */
 void cf__mpi_orphans_free(void);

@@ -33,10 +33,16 @@
  *   silent for heartbeat_timeout while the manager looked for its
  *   messages is dead (a manager held up by a slow done-callback has not
  *   looked).  The pool then breaks: every
- *   call fails with CF_EBROKEN naming the worker, and the communicator is
- *   freed with MPI_Comm_free (MPI_Comm_disconnect would wait for the dead
- *   forever).  Static ranks are told EXIT first, so the live ones leave
- *   and the job can end (see break_pool for communicator mode).  Sends still in flight to it are released with
+ *   call fails with CF_EBROKEN naming the worker at once; every worker
+ *   that may live is told EXIT with "broken" (it stops its running call
+ *   and leaves: in spawn mode its process ends, in static and
+ *   communicator mode its rank returns), and the manager reads and drops
+ *   what they send until each said BYE or fell silent, for at most
+ *   heartbeat_timeout (wind_down).  Then the communicator is freed
+ *   (MPI_Comm_free: MPI_Comm_disconnect would wait for the dead for
+ *   ever) - or, when a worker may still send on it, kept until
+ *   MPI_Finalize, so that its late messages never reach a later pool
+ *   (see wind_down).  Sends still in flight are released with
  *   MPI_Request_free; their buffers are kept until MPI_Finalize, as MPI
  *   may still read them.
  * - A call's timeout (cf_submit_with) fails its future with CF_ETIMEDOUT
@@ -102,6 +108,10 @@ typedef struct mworker {
     int shown_rank, shown_size; /* "worker R of N" */
     char host[64];
     bool hello, bye, exit_sent;
+    /* Sent KILL (spawn mode): it ends, and says no BYE. */
+    bool killed;
+    /* Its EXIT said that the pool broke (CF__MPI_EXIT_BROKEN). */
+    bool exit_broken;
     /* When its last message came, and when the manager last looked for
      * its messages (both read from the clock as the manager turns to this
      * worker in receive()).  Its silence is the time between the two,
@@ -164,6 +174,10 @@ typedef struct mpi_pool {
     /* Manager thread only: */
     bool stop_done;      /* stop_sig was acted on */
     MPI_Comm comm;
+    /* The communicator of a pool that broke, from break_pool() until
+     * wind_down() lets go of it (p->comm is then MPI_COMM_NULL, so that
+     * nothing else uses it). */
+    MPI_Comm dying;
     mworker *workers;
     msend *sends;
     wire_enc enc;
@@ -178,6 +192,15 @@ static mpi_pool *live_pools;
 /* Send buffers MPI may still read after their request was freed (a dead
  * worker's); freed after MPI_Finalize.  Guarded by pools_mu. */
 static msend *orphans;
+
+/* Communicators of broken pools that a worker may still send on (it was
+ * not heard to say BYE): kept until MPI_Finalize, see wind_down().
+ * Guarded by pools_mu. */
+typedef struct kept_comm {
+    struct kept_comm *next;
+    MPI_Comm comm;
+} kept_comm;
+static kept_comm *kept_comms;
 
 /* Pools whose constructor gave up on start-up while their manager is still
  * inside MPI (MPI_Comm_spawn); MPI_Finalize must not run under it. */
@@ -357,33 +380,147 @@ static void break_pool(mpi_pool *p, const char *msg)
         orphans = s;
         pthread_mutex_unlock(&pools_mu);
     }
-    if (p->world && p->comm != MPI_COMM_NULL) {
-        /* Static mode: the ranks outlive the pool, and the job ends only
-         * when every one of them finalizes.  So each rank is still told
-         * to leave, best effort: one that is alive reads it once its
-         * calls are done, one that hangs never will (the launcher's time
-         * limit then ends the job).  Zero bytes: no buffer MPI could
-         * still read.  What the ranks send meanwhile lands on a freed
-         * communicator, which is harmless here: they serve no other
-         * pool.  Not so in communicator mode, where the program may make
-         * a new pool over the same ranks, whose communicator can get the
-         * freed one's context id, and Open MPI's ob1 keeps messages for
-         * an id it does not know for the next communicator that takes
-         * it: stale messages could reach the new pool.  Those ranks are
-         * not told, and keep serving the broken pool. */
+    if (p->comm != MPI_COMM_NULL) {
+        /* Every worker that may be alive is told that the pool is over
+         * (EXIT with CF__MPI_EXIT_BROKEN): it stops its running call,
+         * drops the rest, says BYE and leaves - in static and
+         * communicator mode the rank returns to the job, in spawn mode the
+         * process ends.  The communicator stays open until wind_down()
+         * has heard them (see there).  One byte from static memory: no
+         * buffer to keep, so the request is let go at once. */
+        static const unsigned char broken = CF__MPI_EXIT_BROKEN;
         for (int i = 0; i < p->nworkers; i++) {
             mworker *w = &p->workers[i];
             MPI_Request r;
-            if (w->bye || w->exit_sent)
+            if (w->bye || w->exit_sent || w->killed)
                 continue;
-            if (MPI_Isend(NULL, 0, MPI_BYTE, w->rank, MTAG_EXIT, p->comm, &r) == MPI_SUCCESS)
+            if (MPI_Isend(&broken, 1, MPI_BYTE, w->rank, MTAG_EXIT, p->comm, &r) == MPI_SUCCESS)
                 MPI_Request_free(&r);
             w->exit_sent = true;
+            w->exit_broken = true;
         }
+        p->dying = p->comm;
+        p->comm = MPI_COMM_NULL;
     }
-    if (p->comm != MPI_COMM_NULL)
-        MPI_Comm_free(&p->comm);
-    p->comm = MPI_COMM_NULL;
+}
+
+static int64_t look_at(const mpi_pool *p, mworker *w);
+
+/* The end of a pool that broke, on its manager thread, after break_pool():
+ * hears its workers out, then lets go of the communicator.
+ *
+ * Why not free the communicator at once: a worker that is alive still
+ * sends on it - heartbeats, answers, its BYE - until it reads EXIT.  Open
+ * MPI 4.1 (ob1) keeps a message for a context id that no communicator of
+ * this process has, and gives it to the next communicator that gets that
+ * id; ids are reused (a new communicator takes the lowest id free on all
+ * of its ranks).  So a new pool over the same ranks (communicator mode:
+ * MPI_Comm_dup of the program's communicator; spawn mode: the next
+ * spawn's intercommunicator) could take the freed id and then read the
+ * old pool's stale messages as its own: a stale BYE or RESULT would break
+ * it, a stale heartbeat could hide a dead worker.  And a worker that
+ * sends a long message waits for it to be received: with nobody
+ * receiving, it would wait for ever, and never read EXIT.
+ *
+ * So: every message of the workers is read and dropped until each has
+ * said BYE (its last message on this communicator), has been silent for
+ * heartbeat_timeout (dead or hung), or was sent KILL; all of it for at
+ * most heartbeat_timeout (a call that ignores cf_cancel_requested() may
+ * keep its worker busy for long; its worker gives up a long send when it
+ * sees EXIT, see wait_or_exit in mpi_worker.c).  Then:
+ * - every worker said BYE: nothing more can come; the communicator is
+ *   freed (spawn mode too: workers told that the pool broke free it
+ *   rather than disconnect, since the parent cannot know that all of
+ *   them heard; a normal EXIT, sent before the break, is answered with a
+ *   disconnect on both sides);
+ * - otherwise it is kept (kept_comms), unread, until MPI_Finalize: its
+ *   context id stays taken here, so whatever a late worker sends lands
+ *   on it and never on another communicator.  Freed first thing in
+ *   MPI_Finalize (cf__mpi_kept_comms_free), before Open MPI would try to
+ *   disconnect a kept intercommunicator from its dead workers.
+ * Liveness: the loop ends by the time bound; it probes without blocking
+ * and naps between looks (growing to CF__MPI_NAP_MAX_NS), as MPI has no
+ * wait that does not spin. */
+static void wind_down(mpi_pool *p)
+{
+    MPI_Comm comm = p->dying;
+    if (comm == MPI_COMM_NULL)
+        return;
+    p->dying = MPI_COMM_NULL;
+    int64_t start = cf__now_ns(), nap = 0;
+    /* Spawn mode, and every worker got the normal EXIT (the pool broke in
+     * leave()): each disconnects after its BYE. */
+    bool normal_exit = p->spawn;
+    for (;;) {
+        bool waiting = false, got = false;
+        for (int i = 0; i < p->nworkers; i++) {
+            mworker *w = &p->workers[i];
+            if (w->bye || w->killed)
+                continue;
+            /* Its silence, as check_time counts it: a manager that was
+             * away (done-callbacks of the failed calls) did not listen. */
+            int64_t now = look_at(p, w);
+            for (;;) {
+                int flag = 0;
+                MPI_Message msg;
+                MPI_Status st;
+                if (MPI_Improbe(w->rank, MPI_ANY_TAG, comm, &flag, &msg, &st) != MPI_SUCCESS ||
+                    !flag)
+                    break;
+                int count = 0;
+                MPI_Get_count(&st, MPI_BYTE, &count);
+                void *buf = count > 0 ? malloc((size_t)count) : NULL;
+                /* Without memory the message is truncated: dropped all
+                 * the same. */
+                MPI_Mrecv(buf, buf ? count : 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+                free(buf);
+                got = true;
+                w->last_seen = now;
+                if (st.MPI_TAG == MTAG_BYE) {
+                    w->bye = true;
+                    break;
+                }
+            }
+            if (w->bye)
+                continue;
+            if (w->last_look - w->last_seen > p->hb_timeout_ns || now - start > p->hb_timeout_ns)
+                continue; /* given up: see kept_comms */
+            waiting = true;
+        }
+        if (!waiting)
+            break;
+        if (got) {
+            nap = 0;
+            continue;
+        }
+        nap = cf__mpi_next_nap(nap, CF__MPI_NAP_MAX_NS);
+        struct timespec ts = {0, (long)nap};
+        nanosleep(&ts, NULL);
+    }
+    bool all_bye = true;
+    for (int i = 0; i < p->nworkers; i++) {
+        all_bye = all_bye && p->workers[i].bye;
+        if (p->workers[i].killed || p->workers[i].exit_broken)
+            normal_exit = false;
+    }
+    if (all_bye && normal_exit) {
+        MPI_Comm_disconnect(&comm);
+        return;
+    }
+    if (all_bye) {
+        MPI_Comm_free(&comm);
+        return;
+    }
+    kept_comm *k = malloc(sizeof *k);
+    if (!k) {
+        MPI_Comm_free(&comm); /* the old behaviour, when memory is short */
+        return;
+    }
+    k->comm = comm;
+    pthread_mutex_lock(&pools_mu);
+    k->next = kept_comms;
+    kept_comms = k;
+    pthread_mutex_unlock(&pools_mu);
 }
 
 /* ---- sending -------------------------------------------------------------- */
@@ -730,7 +867,7 @@ static bool handle_stop(mpi_pool *p)
         }
         /* Without memory for it the worker lives on until the job ends;
          * its calls fail below all the same. */
-        post_send(p, &p->workers[i], buf, 4, MTAG_KILL);
+        p->workers[i].killed = post_send(p, &p->workers[i], buf, 4, MTAG_KILL);
     }
     /* A KILL is tiny: MPI sends it at once, unless the connection is
      * clogged (a big call on its way), hence the bound. */
@@ -1172,9 +1309,12 @@ static void *manager_main(void *arg)
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     if (rc != CF_OK || abandoned) {
+        /* Workers that started (all of them, when start-up ended after
+         * the constructor gave up) are told to leave, as from any broken
+         * pool; await_hello() told them already if one fell silent. */
         if (p->comm != MPI_COMM_NULL)
-            MPI_Comm_free(&p->comm);
-        p->comm = MPI_COMM_NULL;
+            break_pool(p, "MPI pool: its start-up was given up");
+        wind_down(p);
         if (abandoned) {
             /* Nobody else holds the pool (it was never registered). */
             pthread_detach(pthread_self());
@@ -1198,8 +1338,10 @@ static void *manager_main(void *arg)
         progress |= receive(p);
         progress |= p->comm != MPI_COMM_NULL && reap_sends(p);
         now = cf__now_ns();
-        if (p->comm == MPI_COMM_NULL || !check_time(p, now))
-            return NULL; /* broken: everything failed, nothing to serve */
+        if (p->comm == MPI_COMM_NULL || !check_time(p, now)) {
+            wind_down(p); /* broken: everything failed, nothing to serve */
+            return NULL;
+        }
         if (progress) {
             if (was_busy)
                 cf__mpi_average(&avg_wait, now - last_progress);
@@ -1216,6 +1358,7 @@ static void *manager_main(void *arg)
         if (p->shutdown && !p->pending_head && !work) {
             pthread_mutex_unlock(&p->mu);
             leave(p);
+            wind_down(p); /* if it broke meanwhile */
             return NULL;
         }
         /* Woken by submit and shutdown (seq, the condition variable) - or
@@ -1452,6 +1595,20 @@ void cf__mpi_static_release(void)
     MPI_Comm_free(&comm); /* their HELLO, heartbeats and BYE go unread */
 }
 
+void cf__mpi_kept_comms_free(void)
+{
+    pthread_mutex_lock(&pools_mu);
+    kept_comm *k = kept_comms;
+    kept_comms = NULL;
+    pthread_mutex_unlock(&pools_mu);
+    while (k) {
+        kept_comm *next = k->next;
+        MPI_Comm_free(&k->comm);
+        free(k);
+        k = next;
+    }
+}
+
 void cf__mpi_orphans_free(void)
 {
     pthread_mutex_lock(&pools_mu);
@@ -1593,6 +1750,7 @@ static int launch(cf_executor **out, bool spawn, bool world, MPI_Comm comm, int 
     p->workers = ws;
     p->hb_timeout_ns = (int64_t)(o->heartbeat_timeout * 1e9);
     p->comm = comm;
+    p->dying = MPI_COMM_NULL; /* not 0 in Open MPI */
     for (int i = 0; i < n; i++) {
         ws[i].rank = spawn || i < root ? i : i + 1;
         ws[i].shown_rank = ws[i].rank;

@@ -187,6 +187,7 @@ static int at_finalize(MPI_Comm comm, int key, void *val, void *extra)
     (void)val;
     (void)extra;
     cf__mpi_pools_shutdown_all();
+    cf__mpi_kept_comms_free();
     cf__mpi_static_release();
     if (exit_comm != MPI_COMM_NULL)
         quiet_barrier(&exit_comm);

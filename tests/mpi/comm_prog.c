@@ -7,10 +7,22 @@
  * root shuts its executor down.  A message the program sends on
  * MPI_COMM_WORLD with the engine's own tag numbers must reach the program,
  * not the engine.  Prints "comm OK" on the root when all is well.
+ *
+ *   comm_prog broken   first a pool that breaks (one rank's heartbeats
+ *                      stop for 3 s while it runs a call): every rank must
+ *                      still come back from cf_mpi_comm_pool_new (they
+ *                      once served the broken pool for ever), and the
+ *                      next pools over the same ranks must work - the
+ *                      muted rank's late answer, heartbeats and BYE must
+ *                      not reach them (a new communicator can take a freed
+ *                      one's context id, and Open MPI hands it the
+ *                      messages that came for that id).
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cfutures_mpi.h"
 
@@ -19,6 +31,38 @@ static int rank_of(cf_call *c)
     return cf_return_i64(c, cf_arg_i64(c, 0) * 10);
 }
 CF_TASK(rank_of);
+
+/* Set in a worker rank by mute_heartbeats: its heartbeats are not sent
+ * meanwhile (every MPI_Send of this program comes here, through the MPI
+ * profiling interface; 113 is the heartbeat's tag). */
+static _Atomic bool heartbeats_muted;
+
+int MPI_Send(const void *buf, int count, MPI_Datatype type, int dest, int tag, MPI_Comm comm)
+{
+    if (tag == 113 && atomic_load(&heartbeats_muted))
+        return MPI_SUCCESS;
+    return PMPI_Send(buf, count, type, dest, tag, comm);
+}
+
+/* No heartbeat for argument 0 ms (the call ignores cf_cancel_requested),
+ * then returns it. */
+static int mute_heartbeats(cf_call *c)
+{
+    int64_t ms = cf_arg_i64(c, 0);
+    atomic_store(&heartbeats_muted, true);
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+    atomic_store(&heartbeats_muted, false);
+    return cf_return_i64(c, ms);
+}
+CF_TASK(mute_heartbeats);
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 #define CHECK(cond)                                                           \
     do {                                                                      \
@@ -59,6 +103,32 @@ static void one_round(int rank, int size, int round)
     CHECK(cf_executor_destroy(ex) == CF_OK);
 }
 
+/* A pool that breaks: one worker rank falls silent for 3 s (heartbeat
+ * timeout 1 s); every rank comes back. */
+static void broken_round(int rank, int size)
+{
+    int root = size - 1;
+    cf_mpi_pool_options o;
+    cf_mpi_pool_options_init(&o);
+    o.heartbeat_timeout = 1;
+    cf_executor *ex = NULL;
+    double t0 = now_s();
+    CHECK(cf_mpi_comm_pool_new(&ex, MPI_COMM_WORLD, root, &o) == CF_OK);
+    if (rank != root) {
+        CHECK(ex == NULL);
+        fprintf(stderr, "comm_prog: rank %d left the broken pool after %.2f s\n", rank,
+                now_s() - t0);
+        return;
+    }
+    cf_future *f;
+    CHECK(cf_submit(ex, mute_heartbeats, CF_ARGS(cf_i64(3000)), &f) == CF_OK);
+    CHECK(cf_future_result(f, CF_FOREVER, NULL) == CF_EBROKEN);
+    cf_future_release(f);
+    CHECK(strstr(cf_last_error_message(), "sent nothing for") != NULL);
+    CHECK(cf_executor_destroy(ex) == CF_OK);
+    fprintf(stderr, "comm_prog: broken pool destroyed after %.2f s\n", now_s() - t0);
+}
+
 int main(int argc, char **argv)
 {
     int provided = 0;
@@ -66,6 +136,8 @@ int main(int argc, char **argv)
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (argc > 1 && strcmp(argv[1], "broken") == 0)
+        broken_round(rank, size);
     /* Two executors one after the other over the same communicator. */
     one_round(rank, size, 1);
     one_round(rank, size, 2);

@@ -166,6 +166,10 @@ static int64_t mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Set in a worker by mute_heartbeats: no heartbeat leaves meanwhile (113
+ * is the heartbeat's tag). */
+static _Atomic bool heartbeats_muted;
+
 /* Through the MPI profiling interface, every MPI_Send of this program
  * (the workers are copies of it) comes here: a RESULT or RESULTS message
  * that a worker's heartbeat thread sends and that carries UNSENDABLE
@@ -181,6 +185,8 @@ int MPI_Send(const void *buf, int count, MPI_Datatype type, int dest, int tag, M
         atomic_store(&heartbeat_probe_until, mono_ns() + 500000000);
         return MPI_ERR_OTHER;
     }
+    if (tag == 113 && atomic_load(&heartbeats_muted))
+        return MPI_SUCCESS;
     return PMPI_Send(buf, count, type, dest, tag, comm);
 }
 
@@ -198,6 +204,29 @@ int MPI_Isend(const void *buf, int count, MPI_Datatype type, int dest, int tag, 
     }
     return PMPI_Isend(buf, count, type, dest, tag, comm, req);
 }
+
+/* Returns its worker's pid after argument 0 ms. */
+static int pid_after(cf_call *c)
+{
+    int64_t ms = cf_arg_i64(c, 0);
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+    return cf_return_i64(c, (int64_t)getpid());
+}
+CF_TASK(pid_after);
+
+/* No heartbeat for argument 0 ms (the call ignores cf_cancel_requested),
+ * then returns it. */
+static int mute_heartbeats(cf_call *c)
+{
+    int64_t ms = cf_arg_i64(c, 0);
+    atomic_store(&heartbeats_muted, true);
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+    atomic_store(&heartbeats_muted, false);
+    return cf_return_i64(c, ms);
+}
+CF_TASK(mute_heartbeats);
 
 /* How long a worker's heartbeat thread stalls at its next probe for a
  * STOP (see MPI_Improbe below): set in the worker by stall_heartbeat. */
@@ -763,6 +792,51 @@ static void test_dead_worker_breaks_pool(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* A pool that breaks while its workers live (one falls silent: its
+ * heartbeats stop for 4 s, in a call that ignores cf_cancel_requested):
+ * every worker is told to leave, and their processes end soon after the
+ * silent one's call (they once served the broken pool for ever, beating
+ * into the intercommunicator the pool had freed); a new pool works. */
+static void test_broken_pool_workers_leave(void **state)
+{
+    (void)state;
+    double scale = cf_test_scale();
+    cf_executor *ex = pool(2, 1.0);
+    cf_future *p[2], *f;
+    for (int i = 0; i < 2; i++) /* one each: idle workers go first */
+        assert_ok(cf_submit(ex, pid_after, CF_ARGS(cf_i64(300)), &p[i]));
+    pid_t pids[2];
+    for (int i = 0; i < 2; i++) {
+        pids[i] = (pid_t)result_i64(p[i]);
+        cf_future_release(p[i]);
+    }
+    assert_true(pids[0] != pids[1]);
+    double t0 = cf_test_now();
+    assert_ok(cf_submit(ex, mute_heartbeats, CF_ARGS(cf_i64((int64_t)(4000 * scale))), &f));
+    assert_cf(CF_EBROKEN, cf_future_result(f, CF_FOREVER, NULL));
+    cf_future_release(f);
+    assert_non_null(strstr(cf_last_error_message(), "sent nothing for"));
+    assert_ok(cf_executor_destroy(ex));
+    print_message("broken and destroyed after %.2f s\n", cf_test_now() - t0);
+    /* Both end: the silent one when its call is over (4 s), the other
+     * then too (its MPI_Finalize waits for every worker of its job). */
+    double end = t0 + 4.0 * scale + 10.0 * scale;
+    for (int i = 0; i < 2; i++) {
+        while (kill(pids[i], 0) == 0) {
+            assert_true(cf_test_now() < end);
+            struct timespec ts = {0, 10000000}; /* no event for another's end */
+            nanosleep(&ts, NULL);
+        }
+        assert_int_equal(errno, ESRCH);
+    }
+    print_message("workers gone after %.2f s\n", cf_test_now() - t0);
+    ex = pool(2, 0);
+    assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(6)), &f));
+    assert_int_equal(result_i64(f), 36);
+    cf_future_release(f);
+    assert_ok(cf_executor_destroy(ex));
+}
+
 /* Sleeps the milliseconds it is given as its argument. */
 static int slow_cb(cf_future *f, void *arg)
 {
@@ -1306,6 +1380,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_held_answers_lost),
     cmocka_unit_test(test_timed_answer_not_held),
     cmocka_unit_test(test_dead_worker_breaks_pool),
+    cmocka_unit_test(test_broken_pool_workers_leave),
     cmocka_unit_test(test_slow_callback_keeps_pool),
     cmocka_unit_test(test_terminate_and_kill_workers),
     cmocka_unit_test(test_big_payloads),
