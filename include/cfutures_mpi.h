@@ -47,6 +47,20 @@
  * of the process break (each by its own heartbeats) and none is
  * repaired: create a new one.
  *
+ * A broken pool's live workers leave (in every mode, whatever broke the
+ * pool: a silent worker, a malformed message, an MPI error): each is told
+ * that the pool is over, its running call is asked to stop as by
+ * cf_future_interrupt() and its answer dropped, and it leaves - a spawned
+ * worker's process ends (once the longest call still running in its
+ * siblings has returned: MPI_Finalize waits for them), a static rank
+ * finalizes as after a normal shutdown, a communicator rank returns from
+ * cf_mpi_comm_pool_new().  cf_executor_shutdown(wait) and
+ * cf_executor_destroy() of a broken pool wait until its workers have
+ * left, at most heartbeat_timeout.  A communicator a worker may still
+ * send on (silent, or still in a call that ignores the request to stop)
+ * is kept until MPI_Finalize, so that no later communicator of the
+ * process - a new pool over the same ranks - receives its messages.
+ *
  * Stopping calls: a call cannot be killed alone (that would end every
  * worker of the pool), so it is stopped as in a thread pool.
  * cf_future_interrupt() of a running call makes cf_cancel_requested() true
@@ -156,7 +170,8 @@ int cf_mpi_pool_new(cf_executor **out, const cf_mpi_pool_options *opts);
  * stores a pool whose workers are the other ranks (mode and oversubscribe
  * are ignored; max_workers must be CF_AUTO or size - 1) and returns once
  * they are ready.  On the other ranks it runs their calls and returns
- * CF_OK with *out = NULL when the root's executor is shut down.  The pool
+ * CF_OK with *out = NULL when the root's executor is shut down, or breaks
+ * (then after the call running there returns; see "Dead workers").  The pool
  * talks on its own duplicate of `comm`, so neither the program's messages
  * on `comm` nor other executors' ever mix with it.  cfutures does not
  * finalize MPI here.  Not on a worker of another MPI pool.
