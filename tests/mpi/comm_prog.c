@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "cfutures_mpi.h"
+#include "mpi_test_tasks.h"
 
 static int rank_of(cf_call *c)
 {
@@ -32,30 +33,12 @@ static int rank_of(cf_call *c)
 }
 CF_TASK(rank_of);
 
-/* Set in a worker rank by mute_heartbeats: its heartbeats are not sent
- * meanwhile (every MPI_Send of this program comes here, through the MPI
- * profiling interface; 113 is the heartbeat's tag). */
-static _Atomic bool heartbeats_muted;
-
 int MPI_Send(const void *buf, int count, MPI_Datatype type, int dest, int tag, MPI_Comm comm)
 {
-    if (tag == 113 && atomic_load(&heartbeats_muted))
+    if (heartbeat_muted(tag)) /* mute_heartbeats */
         return MPI_SUCCESS;
     return PMPI_Send(buf, count, type, dest, tag, comm);
 }
-
-/* No heartbeat for argument 0 ms (the call ignores cf_cancel_requested),
- * then returns it. */
-static int mute_heartbeats(cf_call *c)
-{
-    int64_t ms = cf_arg_i64(c, 0);
-    atomic_store(&heartbeats_muted, true);
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-    atomic_store(&heartbeats_muted, false);
-    return cf_return_i64(c, ms);
-}
-CF_TASK(mute_heartbeats);
 
 static double now_s(void)
 {
@@ -120,11 +103,7 @@ static void broken_round(int rank, int size)
                 now_s() - t0);
         return;
     }
-    cf_future *f;
-    CHECK(cf_submit(ex, mute_heartbeats, CF_ARGS(cf_i64(3000)), &f) == CF_OK);
-    CHECK(cf_future_result(f, CF_FOREVER, NULL) == CF_EBROKEN);
-    cf_future_release(f);
-    CHECK(strstr(cf_last_error_message(), "sent nothing for") != NULL);
+    CHECK(break_by_silence(ex));
     CHECK(cf_executor_destroy(ex) == CF_OK);
     fprintf(stderr, "comm_prog: broken pool destroyed after %.2f s\n", now_s() - t0);
 }

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "cfutures_mpi.h"
+#include "mpi_test_tasks.h"
 
 #define CF_TEST_PROCESS_INIT(argc, argv) cf_mpi_init(argc, argv)
 #include "harness.h"
@@ -125,18 +126,6 @@ static int big_result(cf_call *c)
 }
 CF_TASK(big_result);
 
-/* The sum of the bytes of argument 0. */
-static int sum_bytes(cf_call *c)
-{
-    const cf_value *v = cf_arg(c, 0);
-    const unsigned char *b = v->as.bytes;
-    int64_t sum = 0;
-    for (size_t i = 0; i < v->size; i++)
-        sum += b[i];
-    return cf_return_i64(c, sum);
-}
-CF_TASK(sum_bytes);
-
 /* Registered only after cf_mpi_init(), so the workers never know it. */
 static int late(cf_call *c)
 {
@@ -166,42 +155,40 @@ static int64_t mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Set in a worker by mute_heartbeats: no heartbeat leaves meanwhile (113
- * is the heartbeat's tag). */
-static _Atomic bool heartbeats_muted;
-
 /* Through the MPI profiling interface, every MPI_Send of this program
  * (the workers are copies of it) comes here: a RESULT or RESULTS message
  * that a worker's heartbeat thread sends and that carries UNSENDABLE
  * fails, as a send may under MPI_ERRORS_RETURN (out of resources), and
  * that thread then spends half a second inside MPI_Improbe; everything
  * else goes to MPI. */
-int MPI_Send(const void *buf, int count, MPI_Datatype type, int dest, int tag, MPI_Comm comm)
+static bool fail_unsendable(const void *buf, int count, int tag)
 {
     const int64_t mark = UNSENDABLE;
     if ((tag == 112 || tag == 115) && buf && count >= 8 &&
         strcmp(cf_thread_name(), "cf-mpi-heartbeat") == 0 &&
         memmem(buf, (size_t)count, &mark, sizeof mark)) {
         atomic_store(&heartbeat_probe_until, mono_ns() + 500000000);
-        return MPI_ERR_OTHER;
+        return true;
     }
-    if (tag == 113 && atomic_load(&heartbeats_muted))
+    return false;
+}
+
+int MPI_Send(const void *buf, int count, MPI_Datatype type, int dest, int tag, MPI_Comm comm)
+{
+    if (fail_unsendable(buf, count, tag))
+        return MPI_ERR_OTHER;
+    if (heartbeat_muted(tag)) /* mute_heartbeats */
         return MPI_SUCCESS;
     return PMPI_Send(buf, count, type, dest, tag, comm);
 }
 
-/* The same for answers sent with MPI_Isend (the worker's answers wait
- * for EXIT too, see wait_or_exit). */
+/* The same for the answers, which go with MPI_Isend (so that a worker
+ * waiting for one still sees EXIT). */
 int MPI_Isend(const void *buf, int count, MPI_Datatype type, int dest, int tag, MPI_Comm comm,
               MPI_Request *req)
 {
-    const int64_t mark = UNSENDABLE;
-    if ((tag == 112 || tag == 115) && buf && count >= 8 &&
-        strcmp(cf_thread_name(), "cf-mpi-heartbeat") == 0 &&
-        memmem(buf, (size_t)count, &mark, sizeof mark)) {
-        atomic_store(&heartbeat_probe_until, mono_ns() + 500000000);
+    if (fail_unsendable(buf, count, tag))
         return MPI_ERR_OTHER;
-    }
     return PMPI_Isend(buf, count, type, dest, tag, comm, req);
 }
 
@@ -214,19 +201,6 @@ static int pid_after(cf_call *c)
     return cf_return_i64(c, (int64_t)getpid());
 }
 CF_TASK(pid_after);
-
-/* No heartbeat for argument 0 ms (the call ignores cf_cancel_requested),
- * then returns it. */
-static int mute_heartbeats(cf_call *c)
-{
-    int64_t ms = cf_arg_i64(c, 0);
-    atomic_store(&heartbeats_muted, true);
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-    atomic_store(&heartbeats_muted, false);
-    return cf_return_i64(c, ms);
-}
-CF_TASK(mute_heartbeats);
 
 /* How long a worker's heartbeat thread stalls at its next probe for a
  * STOP (see MPI_Improbe below): set in the worker by stall_heartbeat. */
@@ -792,6 +766,19 @@ static void test_dead_worker_breaks_pool(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* Waits until the n processes are gone, by `end` (cf_test_now()). */
+static void await_gone(const pid_t *pids, int n, double end)
+{
+    for (int i = 0; i < n; i++) {
+        while (kill(pids[i], 0) == 0) {
+            assert_true(cf_test_now() < end);
+            struct timespec ts = {0, 2000000}; /* no event for another's end */
+            nanosleep(&ts, NULL);
+        }
+        assert_int_equal(errno, ESRCH);
+    }
+}
+
 /* A pool that breaks while its workers live (one falls silent: its
  * heartbeats stop for 4 s, in a call that ignores cf_cancel_requested):
  * every worker is told to leave, and their processes end soon after the
@@ -820,15 +807,7 @@ static void test_broken_pool_workers_leave(void **state)
     print_message("broken and destroyed after %.2f s\n", cf_test_now() - t0);
     /* Both end: the silent one when its call is over (4 s), the other
      * then too (its MPI_Finalize waits for every worker of its job). */
-    double end = t0 + 4.0 * scale + 10.0 * scale;
-    for (int i = 0; i < 2; i++) {
-        while (kill(pids[i], 0) == 0) {
-            assert_true(cf_test_now() < end);
-            struct timespec ts = {0, 10000000}; /* no event for another's end */
-            nanosleep(&ts, NULL);
-        }
-        assert_int_equal(errno, ESRCH);
-    }
+    await_gone(pids, 2, t0 + 4.0 * scale + 10.0 * scale);
     print_message("workers gone after %.2f s\n", cf_test_now() - t0);
     ex = pool(2, 0);
     assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(6)), &f));
@@ -955,15 +934,7 @@ static void test_terminate_and_kill_workers(void **state)
         assert_cf(CF_ESHUTDOWN, cf_submit(ex, square, CF_ARGS(cf_i64(2)), &f));
         /* The processes are gone (their parent, Open MPI's daemon, reaps
          * them). */
-        double end = cf_test_now() + 10.0 * cf_test_scale();
-        for (int i = 0; i < 2; i++) {
-            while (kill(pids[i], 0) == 0) {
-                assert_true(cf_test_now() < end);
-                struct timespec ts = {0, 2000000}; /* no event for another's end */
-                nanosleep(&ts, NULL);
-            }
-            assert_int_equal(errno, ESRCH);
-        }
+        await_gone(pids, 2, cf_test_now() + 10.0 * cf_test_scale());
         assert_ok(cf_executor_destroy(ex));
         remove_dir(dir);
     }
