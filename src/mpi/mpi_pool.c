@@ -767,11 +767,13 @@ static bool send_job(mpi_pool *p, mworker *w, mjob *j)
         sent = buf && post_send(p, w, buf, len, MTAG_CALL);
     }
     if (sent != 1) {
-        fail_job(j, CF_ENOMEM, "MemoryError", "out of memory (or an MPI error) sending "
-                                              "the call");
-        /* The worker would wait for the rest of the frame for ever. */
+        /* Half a long frame sent: the pool breaks (its worker hears EXIT
+         * instead of the rest) - before the call fails, so that whoever
+         * sees the failure finds the pool broken. */
         if (sent < 0)
             break_pool(p, "MPI pool broken: MPI failed while sending a long frame");
+        fail_job(j, CF_ENOMEM, "MemoryError", "out of memory (or an MPI error) sending "
+                                              "the call");
         return false;
     }
     add_job(w, j);
