@@ -409,8 +409,11 @@ static struct {
      * probe (the heartbeat thread's STOP poll, or a wait of the main
      * thread's, see wait_or_exit) before the main thread reads it.  The
      * pool is over (it broke, or every answer is in): the running call is
-     * asked to stop, no later call runs, nothing more is answered. */
-    bool exit_seen;
+     * asked to stop, no later call runs, nothing more is answered.
+     * Set under mu (with the running call's stop flag); read without it
+     * too, relaxed: it only tells the main thread to stop working and
+     * publishes no data (the hot path, a map chunk's every call, looks). */
+    _Atomic bool exit_seen;
     /* The thread runs (main thread only: set before it is created, cleared
      * once joined). */
     bool running;
@@ -430,10 +433,7 @@ static void note_exit(void);
 
 static bool exit_was_seen(void)
 {
-    pthread_mutex_lock(&hb.mu);
-    bool seen = hb.exit_seen;
-    pthread_mutex_unlock(&hb.mu);
-    return seen;
+    return atomic_load_explicit(&hb.exit_seen, memory_order_relaxed);
 }
 
 /* Is EXIT from the manager waiting (either thread)?  Notes it if so. */
@@ -851,6 +851,8 @@ static void run_calls(const unsigned char *body, size_t len, uint64_t frame, wir
             args[k] = wdec_value(&d);
         if (d.bad)
             break;
+        if (exit_was_seen())
+            break; /* the pool is over: the rest of a map chunk does not run */
         if (!fn) {
             cf__remote_encode_unregistered(out, "task", name, namelen, "in the MPI worker",
                                            "register it with CF_TASK in the program the "

@@ -780,10 +780,11 @@ static void await_gone(const pid_t *pids, int n, double end)
 }
 
 /* A pool that breaks while its workers live (one falls silent: its
- * heartbeats stop for 4 s, in a call that ignores cf_cancel_requested):
- * every worker is told to leave, and their processes end soon after the
- * silent one's call (they once served the broken pool for ever, beating
- * into the intercommunicator the pool had freed); a new pool works. */
+ * heartbeats stop for 4 s, in a call that ignores cf_cancel_requested;
+ * the other runs a long map chunk): every worker is told to leave, and
+ * their processes end soon after the silent one's call (they once served
+ * the broken pool for ever, beating into the intercommunicator the pool
+ * had freed); a new pool works. */
 static void test_broken_pool_workers_leave(void **state)
 {
     (void)state;
@@ -800,9 +801,23 @@ static void test_broken_pool_workers_leave(void **state)
     assert_true(pids[0] != pids[1]);
     double t0 = cf_test_now();
     assert_ok(cf_submit(ex, mute_heartbeats, CF_ARGS(cf_i64((int64_t)(4000 * scale))), &f));
+    /* The other worker gets one map chunk of 100 calls of 300 ms (30 s):
+     * once told, it runs none after the one under way. */
+    static cf_value naps[100];
+    for (int i = 0; i < 100; i++)
+        naps[i] = cf_i64(300);
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.chunksize = 100;
+    cf_map_input in = cf_input_array(naps, 100);
+    cf_map_iter *it;
+    assert_ok(cf_map(ex, nap_ms, &in, 1, &mo, &it));
     assert_cf(CF_EBROKEN, cf_future_result(f, CF_FOREVER, NULL));
     cf_future_release(f);
     assert_non_null(strstr(cf_last_error_message(), "sent nothing for"));
+    const cf_value *v;
+    assert_cf(CF_EBROKEN, cf_map_next(it, &v, NULL));
+    cf_map_close(it);
     assert_ok(cf_executor_destroy(ex));
     print_message("broken and destroyed after %.2f s\n", cf_test_now() - t0);
     /* Both end: the silent one when its call is over (4 s), the other
