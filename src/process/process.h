@@ -68,7 +68,7 @@ void *cf__wire_map(int memfd, uint64_t size, uint64_t max);
  * CF__RING_SIZE bytes it made and sealed against shrinking and growing).
  * The worker writes its inline RESULT frames there, byte for byte as on
  * the socket, instead of sending them: no system call per answer while
- * the parent's manager is awake.  Three counters, each on its own cache
+ * the parent's manager is awake.  Four counters, each on its own cache
  * line, then CF__RING_BYTES of data (byte k at CF__RING_DATA + k %
  * CF__RING_BYTES):
  *   head      bytes the worker has published (whole frames only), written
@@ -76,7 +76,13 @@ void *cf__wire_map(int memfd, uint64_t size, uint64_t max);
  *   tail      bytes the parent has copied out, written by the parent: the
  *             worker never overwrites [tail, head);
  *   sleeping  1 while the parent's manager may wait in poll() without
- *             looking at the ring.
+ *             looking at the ring;
+ *   sent      bytes the parent has written to the worker's socket so far,
+ *             stored (relaxed) by the parent after each write and never
+ *             read by it: a worker that expects its next call soon watches
+ *             it for a bounded time instead of sleeping in recvmsg() at
+ *             once (worker_spin in process_worker.c).  A worker that
+ *             writes it only delays its own calls.
  * `head` and `sleeping` are a seq_cst Dekker pair: the worker stores head,
  * then takes sleeping back (exchange with 0), and if it was set writes a
  * BELL frame (a header, no payload) to its socket; the manager stores
@@ -100,6 +106,7 @@ void *cf__wire_map(int memfd, uint64_t size, uint64_t max);
 #define CF__RING_HEAD 0
 #define CF__RING_TAIL 64
 #define CF__RING_SLEEPING 128
+#define CF__RING_SENT 192
 #define CF__RING_DATA 256
 #define CF__RING_BYTES ((size_t)256 << 10)
 #define CF__RING_SIZE (CF__RING_DATA + CF__RING_BYTES)

@@ -51,7 +51,11 @@
  *   (spin_deadline, manager_spin): it then reads `seq` and the rings'
  *   heads itself, so neither the submitter's signal nor the worker's
  *   BELL is needed.  It follows recent activity only: an idle pool, or
- *   one with more than one job in flight, does not spin.
+ *   one with more than one job in flight, does not spin.  The worker side
+ *   of the same case: a worker that answered a single call and expects
+ *   the next soon watches the ring's `sent` word, which the manager
+ *   stores after every write to its socket (flush_out), for a bounded
+ *   time before it sleeps in recvmsg() (process_worker.c, worker_spin).
  * - The words are written by an untrusted process.  The parent reads
  *   nothing into a word but "claimed or not", never trusts it for memory
  *   safety, and checks each RESULT against what it knows: a RESULT must
@@ -203,6 +207,8 @@ typedef struct pworker {
      * in `rin` until the oldest job's answer has come through the socket. */
     cf__buf ring;
     uint64_t ring_tail;
+    uint64_t bytes_sent; /* written to its socket; mirrored in the ring's
+                          * `sent` word for the worker's spin (process.h) */
     unsigned char *rin;
     size_t rin_start, rin_end, rin_cap;
     bool refused;        /* sent a bad frame: nothing more is read from it */
@@ -722,6 +728,13 @@ static void flush_out(pworker *w)
             return;
         }
         w->out_start += (size_t)n;
+        if (w->ring.map) {
+            /* For a worker that spins waiting for its next call; relaxed:
+             * it only ends the spin, the bytes are read from the socket. */
+            w->bytes_sent += (uint64_t)n;
+            atomic_store_explicit(cf__ring_word(w->ring.map, CF__RING_SENT), w->bytes_sent,
+                                  memory_order_relaxed);
+        }
     }
 }
 

@@ -17,6 +17,11 @@
  *   other in the same one (`spare`), unless the frame being built refers
  *   to an outcome (a value of WIRE_REF_MIN bytes or more) or the outcome
  *   holds shared memory: that future is kept until the frame is sent.
+ * - Waiting for the next call: after answering a single call, a worker
+ *   whose next call came soon after its answer the last time spins,
+ *   bounded and yielding, on the ring's `sent` word before it sleeps in
+ *   recvmsg() (worker_spin), so a caller that submits one call at a time
+ *   does not pay the worker's wake-up.
  * - The worker dies with its parent: PR_SET_PDEATHSIG (SIGKILL) for a
  *   worker busy in a task, EOF on the socket for an idle one (only the
  *   latter in the portable build, which has no death signal).
@@ -332,7 +337,11 @@ typedef struct reader {
     int nfds;
 } reader;
 
-/* Reads more bytes; returns false at EOF or on error.  Blocks; liveness:
+static void worker_spin(void);
+static void spin_noted_input(size_t n);
+
+/* Reads more bytes; returns false at EOF or on error.  Blocks, after a
+ * bounded spin when the next call is expected soon (worker_spin); liveness:
  * the parent's manager writes every frame it queues (it polls for
  * POLLOUT while output waits), and when the pool goes the socket reaches
  * EOF (the parent closes it, or dies: then PR_SET_PDEATHSIG too). */
@@ -357,9 +366,11 @@ static bool reader_fill(reader *r, size_t need)
             r->cap = ncap;
         }
     }
+    worker_spin();
     ssize_t n = cf__wire_recv(r->fd, r->buf + r->end, r->cap - r->end, 0, r->fds, &r->nfds, 16);
     if (n <= 0)
         return false;
+    spin_noted_input((size_t)n);
     r->end += (size_t)n;
     return true;
 }
@@ -571,6 +582,81 @@ static bool ring_map(int mfd, uint64_t size)
     ring.map = p;
     ring.head = atomic_load(cf__ring_word(p, CF__RING_HEAD));
     return true;
+}
+
+/* ---- waiting for the next call -------------------------------------------
+ *
+ * A worker that answered its last call and has nothing more to read would
+ * sleep in recvmsg(), and the parent's next write would have to wake it:
+ * on a VM that wake-up (of the process, and often of an idle virtual CPU)
+ * costs more than a tiny call.  So where the next call came soon after an
+ * answer the last time, the worker first watches the ring's `sent` word
+ * (process.h) for a bounded time, and goes to recvmsg() as soon as the
+ * parent has written, when the bytes are already there.
+ *  - It follows recent activity only: it spins only after a read that
+ *    brought a single call, and only if its previous wait
+ *    for a call after an answer (`gap_ns`) was at most WSPIN_MAX_NS / 2,
+ *    and for at most twice that, counted from its latest answer.  An idle
+ *    pool's workers do not spin: at most WSPIN_MAX_NS after their last
+ *    answer, then they sleep as before.  A worker with calls queued never
+ *    waits, so never spins.
+ *  - The spin ends as soon as `sent` differs from the bytes this worker
+ *    has read (both count every byte the manager wrote after start-up).
+ *  - It yields the CPU on the first turn and every 64 turns after, as the
+ *    manager's spin does (process_pool.c, manager_spin): on a machine with
+ *    few CPUs the thread that will send the call is often queued on this
+ *    very CPU.
+ *  - Liveness: the spin ends by its deadline at the latest, and recvmsg()
+ *    blocking as before follows it in every case, so nothing written is
+ *    missed: the word only shortens the wait, and a stale or bogus value
+ *    only ends the spin early. */
+#define WSPIN_MAX_NS 50000
+static struct {
+    int64_t answered_ns; /* when the last call was answered with nothing
+                          * more to read; 0: no answer since the last input */
+    int64_t gap_ns;      /* from an answer to the next input, the last time
+                          * (INT64_MAX before any) */
+    unsigned calls;      /* calls received since the last read */
+    uint64_t received;   /* bytes read from the socket by reader_fill(),
+                          * which are all the parent's manager wrote there
+                          * (the start-up key is read apart) */
+} wspin = {0, INT64_MAX, 0, 0};
+
+/* The CALL just answered was the last input: note when, so the wait for
+ * the next can be measured (and spun), if that input was a single call:
+ * a caller waiting for each answer before the next call.  Throughput
+ * (several calls or frames a read, map chunks) is left to the BELL and
+ * the CPUs to the threads that feed us. */
+static void spin_note_answer(void)
+{
+    wspin.answered_ns = ring.use && wspin.calls == 1 ? cf__now_ns() : 0;
+}
+
+static void spin_noted_input(size_t n)
+{
+    wspin.received += n;
+    wspin.calls = 0;
+    if (wspin.answered_ns) {
+        wspin.gap_ns = cf__now_ns() - wspin.answered_ns;
+        wspin.answered_ns = 0;
+    }
+}
+
+static void worker_spin(void)
+{
+    if (ring.map && wspin.answered_ns && wspin.gap_ns <= WSPIN_MAX_NS / 2) {
+        int64_t until = wspin.answered_ns + 2 * wspin.gap_ns;
+        _Atomic uint64_t *sent = cf__ring_word(ring.map, CF__RING_SENT);
+        for (unsigned i = 1;; i++) {
+            if (atomic_load_explicit(sent, memory_order_relaxed) != wspin.received)
+                break; /* written: the bytes are in the socket */
+            if (i % 16 == 0 && cf__now_ns() >= until)
+                break;
+            if (i == 1 || i % 64 == 0)
+                sched_yield();
+            cf__cpu_relax();
+        }
+    }
 }
 
 /* Copies n bytes into the ring at byte position `at` (wrapping). */
@@ -799,6 +885,7 @@ static bool handle_calls(int fd, wire_dec *d, bool init, uint16_t id, wire_enc *
         worker_exit(70);
     uint64_t first = claims.next;
     if (!init) {
+        wspin.calls += n;
         claims.next += n;
         cf__worker_call_id = id;
     }
@@ -1036,6 +1123,8 @@ _Noreturn void cf__worker_run(int fd)
             go_on = handle_calls(fd, &d, type == WIRE_INIT, id, &out, &fs, &fcap);
         else
             worker_exit(70);
+        if (type == WIRE_CALL && r.start == r.end)
+            spin_note_answer();
         if (map || lent.map)
             wmap_trim();
         lent.map = NULL;
