@@ -331,10 +331,11 @@ int cf__check_priority(const cf_executor *ex, int priority, const char *who)
 
 /* ---- submit -------------------------------------------------------------- */
 
-/* Validates a call and copies it into a new future (one reference, not
- * yet handed to the engine).  `who` names the public function. */
-static int prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
-                        int64_t timeout_ns, int priority, cf_future **out, const char *who)
+/* What prepare_call() checks of a call apart from its argument values:
+ * the same for every call of a map, so a map checks it once per chunk
+ * (cf__check_calls). */
+static int check_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
+                      const char *who)
 {
     if (nargs > 0 && !args)
         return cf__fail(CF_EINVAL, "%s: args is NULL but nargs is %zu", who, nargs);
@@ -344,12 +345,19 @@ static int prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, s
     if (cf__executor_inherited(ex))
         return cf__fail(CF_EBROKEN, "%s: executor was inherited through fork(); its workers "
                                     "do not exist in this process", who);
-    bool copying = ex->engine->copies_args;
-    if (copying && !cf_task_name(fn))
+    if (ex->engine->copies_args && !cf_task_name(fn))
         return cf__fail(CF_ENOTCOPYABLE, "%s: the task function is not registered, so a %s "
                                          "pool cannot name it to its workers: add CF_TASK(fn) "
                                          "after its definition",
                         who, ex->engine->name);
+    return CF_OK;
+}
+
+/* prepare_call() once check_call() has passed for (ex, fn, nargs). */
+static int prepare_checked(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
+                           int64_t timeout_ns, int priority, cf_future **out, const char *who)
+{
+    bool copying = ex->engine->copies_args;
     /* `payload` is what the caller sends (the limit applies to it);
      * `extra` is what the copy needs, including string terminators.  Each
      * value is at most CF_PAYLOAD_MAX, so neither sum can overflow. */
@@ -378,6 +386,15 @@ static int prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, s
     f->priority = priority;
     *out = f;
     return CF_OK;
+}
+
+/* Validates a call and copies it into a new future (one reference, not
+ * yet handed to the engine).  `who` names the public function. */
+static int prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
+                        int64_t timeout_ns, int priority, cf_future **out, const char *who)
+{
+    int rc = check_call(ex, fn, args, nargs, who);
+    return rc == CF_OK ? prepare_checked(ex, fn, args, nargs, timeout_ns, priority, out, who) : rc;
 }
 
 CF__API void cf_submit_options_init(cf_submit_options *opts)
@@ -540,6 +557,17 @@ int cf__prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size
     return prepare_call(ex, fn, args, nargs, CF__NS_FOREVER, priority, out, "map");
 }
 
+int cf__check_calls(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs)
+{
+    return check_call(ex, fn, args, nargs, "map");
+}
+
+int cf__prepare_checked(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
+                        int priority, cf_future **out)
+{
+    return prepare_checked(ex, fn, args, nargs, CF__NS_FOREVER, priority, out, "map");
+}
+
 void (*_Atomic cf__test_hook_after_submit)(cf_executor *ex, cf_future *f);
 
 /* fs[i..n) of a submit_prepared() were refused or never tried: they stop
@@ -573,7 +601,12 @@ static int submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_ch
             return rc;
         }
         for (size_t i = 0; i < n; i++) {
-            cf_future_retain(fs[i]); /* the engine's references */
+            /* The engine's references.  A map's futures were made by
+             * cf__prepare_checked() in this thread and no other thread
+             * knows of them yet (see submit_common): a plain store, not a
+             * locked increment per call; handing the job over publishes
+             * it. */
+            atomic_store_explicit(&fs[i]->refs, 2, memory_order_relaxed);
             cf__progress_mark(fs[i]);
         }
         rc = ex->engine->submit_batch(ex, fs, n);

@@ -750,8 +750,17 @@ cf_task_fn *cf__task_lookup(const char *name, size_t len);
  * the caller still owns its references. */
 int cf__prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
                      int priority, cf_future **out);
+/* cf__prepare_call() in two parts, for the calls of a map, which share
+ * ex, fn and nargs: cf__check_calls checks what does not depend on the
+ * argument values (once per chunk: the executor's state is checked there
+ * too), cf__prepare_checked the values, and makes the future. */
+int cf__check_calls(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs);
+int cf__prepare_checked(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
+                        int priority, cf_future **out);
 /* `space_deadline_ns`: how long to wait for room in a bounded queue (see
- * cf__bound_acquire); CF_EFULL when none came. */
+ * cf__bound_acquire); CF_EFULL when none came.  The n futures must be as
+ * the prepare functions made them: one reference, known to no other
+ * thread (the engine's references are then set with a plain store). */
 int cf__submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_chunk,
                         int64_t space_deadline_ns);
 /* Tests only: called when the calls of a cf_submit_many() or a map go to

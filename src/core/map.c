@@ -180,8 +180,11 @@ static int submit_next(cf_map_iter *it)
             break;
         if (n == it->chunk_cap && (r = grow_chunk(it)) != CF_OK)
             break;
-        r = cf__prepare_call(it->ex, it->fn, it->tuple, it->ninputs, it->priority,
-                             &it->chunk[n]);
+        /* What does not depend on the values is checked once a chunk. */
+        if (n == 0 && (r = cf__check_calls(it->ex, it->fn, it->tuple, it->ninputs)) != CF_OK)
+            break;
+        r = cf__prepare_checked(it->ex, it->fn, it->tuple, it->ninputs, it->priority,
+                                &it->chunk[n]);
         if (r != CF_OK)
             break;
         n++;
@@ -363,6 +366,15 @@ CF__API int cf_map_next(cf_map_iter *it, const cf_value **value, const cf_failur
         return CF_EDONE;
     }
     cf_future *f = pop(it);
+    if (CF__LIKELY(cf__state_of(f) == CF_FINISHED && f->status == CF_OK)) {
+        /* Done and succeeded (final; the acquire load makes the outcome
+         * visible): what cf_future_result() would give, without its
+         * timeout arithmetic. */
+        it->current = f;
+        if (value)
+            *value = &f->result;
+        return CF_OK;
+    }
     double left;
     if (it->deadline == CF__NS_FOREVER) {
         left = CF_FOREVER;
