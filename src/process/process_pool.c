@@ -1275,6 +1275,31 @@ static void bad_frame(pworker *w, const char *what)
     w->refused = true;
 }
 
+/* The 8 bytes of `v`, least significant first (wenc_u64's layout). */
+static unsigned char *put_le64(unsigned char *o, uint64_t v)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(o, &v, 8);
+#else
+    for (int b = 0; b < 8; b++)
+        o[b] = (unsigned char)(v >> (8 * b));
+#endif
+    return o + 8;
+}
+
+/* The inverse of put_le64(). */
+static uint64_t get_le64(const unsigned char *p)
+{
+    uint64_t x = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(&x, p, 8);
+#else
+    for (int b = 7; b >= 0; b--)
+        x = x << 8 | p[b];
+#endif
+    return x;
+}
+
 typedef struct outcome {
     uint8_t tag;         /* WIRE_OK, WIRE_FAILED, WIRE_SKIPPED */
     cf_value v;
@@ -1374,6 +1399,13 @@ static void on_result(process_pool *p, pworker *w, wire_dec *d, cf__buf *frame,
     if (in_place)
         oc[0] = (outcome){.tag = WIRE_OK, .v = *in_place};
     for (uint32_t i = 0; i < n && !in_place && !d->bad && !bad; i++) {
+        if (d->end - d->p >= 10 && d->p[0] == WIRE_OK && d->p[1] == CF_I64) {
+            /* A number (the common tiny result), as wdec_value() reads it. */
+            oc[i].tag = WIRE_OK;
+            oc[i].v = cf_i64((int64_t)get_le64(d->p + 2));
+            d->p += 10;
+            continue;
+        }
         oc[i].tag = wdec_u8(d);
         if (oc[i].tag == WIRE_OK) {
             oc[i].v = wdec_value(d);
@@ -1859,6 +1891,42 @@ static int ensure_workers(process_pool *p)
     return rc;
 }
 
+/* A call's argument count and values, as wenc_u8() and wenc_value() write
+ * them.  Numbers (the common tiny call) go straight into the buffer with
+ * one room check per call; anything else takes the general path. */
+static void put_call_args(wire_enc *e, const cf_value *args, size_t nargs)
+{
+    if (!e->oom && e->len + 1 + 9 * nargs <= e->cap) {
+        unsigned char *o = e->buf + e->len;
+        *o++ = (unsigned char)nargs;
+        size_t k = 0;
+        for (; k < nargs; k++) {
+            const cf_value *v = &args[k];
+            if (v->kind == CF_I64) {
+                *o++ = CF_I64;
+                o = put_le64(o, (uint64_t)v->as.i64);
+            } else if (v->kind == CF_F64) {
+                uint64_t bits;
+                memcpy(&bits, &v->as.f64, 8);
+                *o++ = CF_F64;
+                o = put_le64(o, bits);
+            } else if (v->kind == CF_NONE) {
+                *o++ = CF_NONE;
+            } else {
+                break;
+            }
+        }
+        if (k == nargs) {
+            e->len = (size_t)(o - e->buf);
+            return;
+        }
+        /* Not all numbers: written again below from e->len. */
+    }
+    wenc_u8(e, (uint8_t)nargs);
+    for (size_t k = 0; k < nargs; k++)
+        wenc_value(e, &args[k]);
+}
+
 /* Encodes a job as a CALL frame and queues it on `w`. */
 static bool send_job(process_pool *p, pworker *w, pjob *j, wire_enc *e)
 {
@@ -1900,10 +1968,7 @@ static bool send_job(process_pool *p, pworker *w, pjob *j, wire_enc *e)
     wenc_put(e, name, namelen);
     for (uint32_t i = 0; i < j->n; i++) {
         cf_call *c = &j->fs[i]->call;
-        const cf_value *args = cf__call_args(c);
-        wenc_u8(e, (uint8_t)c->nargs);
-        for (size_t k = 0; k < c->nargs; k++)
-            wenc_value(e, &args[k]);
+        put_call_args(e, cf__call_args(c), c->nargs);
     }
     return queue_frame(w, e, WIRE_CALL, j->id);
 }
