@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "internal.h"
@@ -114,6 +115,67 @@ void *cf__wire_map(int memfd, uint64_t size, uint64_t max);
 static inline _Atomic uint64_t *cf__ring_word(void *map, size_t off)
 {
     return (_Atomic uint64_t *)((unsigned char *)map + off);
+}
+
+/* Numbers on the wire without a room check per byte group: the 8 bytes
+ * of `v`, least significant first (wenc_u64's layout, which wdec_u64
+ * reads), and back.  For the fast paths of the parent's and the worker's
+ * encoders and decoders, which write and read exactly what wenc_value()
+ * and wdec_value() do for numbers. */
+static inline unsigned char *cf__put_le64(unsigned char *o, uint64_t v)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(o, &v, 8);
+#else
+    for (int b = 0; b < 8; b++)
+        o[b] = (unsigned char)(v >> (8 * b));
+#endif
+    return o + 8;
+}
+
+static inline uint64_t cf__get_le64(const unsigned char *p)
+{
+    uint64_t x = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(&x, p, 8);
+#else
+    for (int b = 7; b >= 0; b--)
+        x = x << 8 | p[b];
+#endif
+    return x;
+}
+
+/* A value as wenc_value() writes it, straight into the frame, if it is a
+ * number (or none) and `room` bytes are there for it; returns the end, or
+ * NULL (nothing written that counts: use wenc_value()). */
+static inline unsigned char *cf__put_number(unsigned char *o, size_t room, const cf_value *v)
+{
+    if (v->kind == CF_I64 && room >= 9) {
+        *o = CF_I64;
+        return cf__put_le64(o + 1, (uint64_t)v->as.i64);
+    }
+    if (v->kind == CF_F64 && room >= 9) {
+        uint64_t bits;
+        memcpy(&bits, &v->as.f64, 8);
+        *o = CF_F64;
+        return cf__put_le64(o + 1, bits);
+    }
+    if (v->kind == CF_NONE && room >= 1) {
+        *o = CF_NONE;
+        return o + 1;
+    }
+    return NULL;
+}
+
+/* A value as wdec_value() reads it, if it is an integer and all of it is
+ * there; false leaves `d` as it was (use wdec_value()). */
+static inline bool cf__get_int(wire_dec *d, cf_value *v)
+{
+    if (d->bad || d->end - d->p < 9 || d->p[0] != CF_I64)
+        return false;
+    *v = cf_i64((int64_t)cf__get_le64(d->p + 1));
+    d->p += 9;
+    return true;
 }
 
 #endif

@@ -1275,31 +1275,6 @@ static void bad_frame(pworker *w, const char *what)
     w->refused = true;
 }
 
-/* The 8 bytes of `v`, least significant first (wenc_u64's layout). */
-static unsigned char *put_le64(unsigned char *o, uint64_t v)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    memcpy(o, &v, 8);
-#else
-    for (int b = 0; b < 8; b++)
-        o[b] = (unsigned char)(v >> (8 * b));
-#endif
-    return o + 8;
-}
-
-/* The inverse of put_le64(). */
-static uint64_t get_le64(const unsigned char *p)
-{
-    uint64_t x = 0;
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    memcpy(&x, p, 8);
-#else
-    for (int b = 7; b >= 0; b--)
-        x = x << 8 | p[b];
-#endif
-    return x;
-}
-
 typedef struct outcome {
     uint8_t tag;         /* WIRE_OK, WIRE_FAILED, WIRE_SKIPPED */
     cf_value v;
@@ -1399,12 +1374,14 @@ static void on_result(process_pool *p, pworker *w, wire_dec *d, cf__buf *frame,
     if (in_place)
         oc[0] = (outcome){.tag = WIRE_OK, .v = *in_place};
     for (uint32_t i = 0; i < n && !in_place && !d->bad && !bad; i++) {
-        if (d->end - d->p >= 10 && d->p[0] == WIRE_OK && d->p[1] == CF_I64) {
-            /* A number (the common tiny result), as wdec_value() reads it. */
-            oc[i].tag = WIRE_OK;
-            oc[i].v = cf_i64((int64_t)get_le64(d->p + 2));
-            d->p += 10;
-            continue;
+        if (d->p < d->end && d->p[0] == WIRE_OK) {
+            /* An integer (the common tiny result), as wdec_value() reads it. */
+            wire_dec at = {d->p + 1, d->end, false};
+            if (cf__get_int(&at, &oc[i].v)) {
+                oc[i].tag = WIRE_OK;
+                d->p = at.p;
+                continue;
+            }
         }
         oc[i].tag = wdec_u8(d);
         if (oc[i].tag == WIRE_OK) {
@@ -1897,25 +1874,11 @@ static int ensure_workers(process_pool *p)
 static void put_call_args(wire_enc *e, const cf_value *args, size_t nargs)
 {
     if (!e->oom && e->len + 1 + 9 * nargs <= e->cap) {
-        unsigned char *o = e->buf + e->len;
+        unsigned char *o = e->buf + e->len, *end = e->buf + e->cap;
         *o++ = (unsigned char)nargs;
         size_t k = 0;
-        for (; k < nargs; k++) {
-            const cf_value *v = &args[k];
-            if (v->kind == CF_I64) {
-                *o++ = CF_I64;
-                o = put_le64(o, (uint64_t)v->as.i64);
-            } else if (v->kind == CF_F64) {
-                uint64_t bits;
-                memcpy(&bits, &v->as.f64, 8);
-                *o++ = CF_F64;
-                o = put_le64(o, bits);
-            } else if (v->kind == CF_NONE) {
-                *o++ = CF_NONE;
-            } else {
-                break;
-            }
-        }
+        for (; k < nargs && (o = cf__put_number(o, (size_t)(end - o), &args[k])); k++)
+            ;
         if (k == nargs) {
             e->len = (size_t)(o - e->buf);
             return;

@@ -865,6 +865,22 @@ static bool recycle(cf_future *f, bool referenced)
 
 /* Handles a CALL or INIT frame's body; writes the RESULT/HELLO frame.
  * Returns false when the worker must exit (initializer failed). */
+/* A succeeded call's number, as cf__remote_encode_outcome() writes it
+ * (WIRE_OK, then the value), with one room check; false if it is not a
+ * number or there is no room (nothing written). */
+static bool put_ok_number(wire_enc *e, const cf_future *f)
+{
+    if (f->status != CF_OK || e->oom || e->cap - e->len < 10)
+        return false;
+    unsigned char *o = e->buf + e->len;
+    unsigned char *end = cf__put_number(o + 1, e->cap - e->len - 1, &f->result);
+    if (!end)
+        return false;
+    *o = WIRE_OK;
+    e->len = (size_t)(end - e->buf);
+    return true;
+}
+
 static bool handle_calls(int fd, wire_dec *d, bool init, uint16_t id, wire_enc *out,
                          cf_future ***fsp, size_t *fcap)
 {
@@ -910,7 +926,8 @@ static bool handle_calls(int fd, wire_dec *d, bool init, uint16_t id, wire_enc *
         if (nargs > CF_ARGS_MAX)
             worker_exit(70);
         for (uint8_t k = 0; k < nargs; k++)
-            args[k] = wdec_value(d);
+            if (!cf__get_int(d, &args[k]))
+                args[k] = wdec_value(d);
         if (d->bad)
             worker_exit(70);
         if (fault_at("unclaimed-exit", name, namelen))
@@ -943,7 +960,8 @@ static bool handle_calls(int fd, wire_dec *d, bool init, uint16_t id, wire_enc *
             fault_act(fault.point);
         ok_all = ok_all && fs[i]->status == CF_OK;
         size_t refs = out->nrefs;
-        cf__remote_encode_outcome(out, fs[i], name, namelen);
+        if (!put_ok_number(out, fs[i]))
+            cf__remote_encode_outcome(out, fs[i], name, namelen);
         /* A single call's future stays: its result may go out from its
          * own shared memory (send_shm_result). */
         if (!init && n > 1 && recycle(fs[i], out->nrefs != refs))
