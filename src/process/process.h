@@ -83,7 +83,12 @@ void *cf__wire_map(int memfd, uint64_t size, uint64_t max);
  *             read by it: a worker that expects its next call soon watches
  *             it for a bounded time instead of sleeping in recvmsg() at
  *             once (worker_spin in process_worker.c).  A worker that
- *             writes it only delays its own calls.
+ *             writes it only delays its own calls;
+ *   alone     (same line, next word) 1 if the job the parent last sent
+ *             this worker was then the only one in flight in the pool,
+ *             else 0: a one-at-a-time caller, whose next call is worth
+ *             spinning for; stored by the parent (relaxed), never read
+ *             by it.
  * `head` and `sleeping` are a seq_cst Dekker pair: the worker stores head,
  * then takes sleeping back (exchange with 0), and if it was set writes a
  * BELL frame (a header, no payload) to its socket; the manager stores
@@ -108,6 +113,7 @@ void *cf__wire_map(int memfd, uint64_t size, uint64_t max);
 #define CF__RING_TAIL 64
 #define CF__RING_SLEEPING 128
 #define CF__RING_SENT 192
+#define CF__RING_ALONE 200
 #define CF__RING_DATA 256
 #define CF__RING_BYTES ((size_t)256 << 10)
 #define CF__RING_SIZE (CF__RING_DATA + CF__RING_BYTES)

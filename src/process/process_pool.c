@@ -52,10 +52,12 @@
  *   heads itself, so neither the submitter's signal nor the worker's
  *   BELL is needed.  It follows recent activity only: an idle pool, or
  *   one with more than one job in flight, does not spin.  The worker side
- *   of the same case: a worker that answered a single call and expects
- *   the next soon watches the ring's `sent` word, which the manager
- *   stores after every write to its socket (flush_out), for a bounded
- *   time before it sleeps in recvmsg() (process_worker.c, worker_spin).
+ *   of the same case: a worker that answered a single call, sent while it
+ *   was the only job in flight (the ring's `alone` word, stored at
+ *   dispatch), and expects the next soon watches the ring's `sent` word,
+ *   which the manager stores after every write to its socket
+ *   (flush_out), for a bounded time before it sleeps in recvmsg()
+ *   (process_worker.c, worker_spin).
  * - The words are written by an untrusted process.  The parent reads
  *   nothing into a word but "claimed or not", never trusts it for memory
  *   safety, and checks each RESULT against what it knows: a RESULT must
@@ -2040,6 +2042,15 @@ static void dispatch(process_pool *p, wire_enc *e)
         w->tail = j;
         if (w->njobs++ == 0)
             w->head_since = cf__now_ns();
+        if (w->ring.map) {
+            /* Whether its worker may spin for the next call (process.h):
+             * only while the pool serves one call at a time. */
+            int inflight = 0;
+            for (int i = 0; i < p->nworkers; i++)
+                inflight += p->workers[i]->njobs;
+            atomic_store_explicit(cf__ring_word(w->ring.map, CF__RING_ALONE),
+                                  inflight == 1 && j->n == 1, memory_order_relaxed);
+        }
         w->tasks_sent += j->n;
         if (p->max_tasks && w->tasks_sent >= p->max_tasks) {
             /* Recycle: it leaves after this job; a replacement starts now,

@@ -594,7 +594,8 @@ static bool ring_map(int mfd, uint64_t size)
  * (process.h) for a bounded time, and goes to recvmsg() as soon as the
  * parent has written, when the bytes are already there.
  *  - It follows recent activity only: it spins only after a read that
- *    brought a single call, and only if its previous wait
+ *    brought a single call, sent while it was the only one in flight in
+ *    the pool (the ring's `alone` word), and only if its previous wait
  *    for a call after an answer (`gap_ns`) was at most WSPIN_MAX_NS / 2,
  *    and for at most twice that, counted from its latest answer.  An idle
  *    pool's workers do not spin: at most WSPIN_MAX_NS after their last
@@ -623,13 +624,19 @@ static struct {
 } wspin = {0, INT64_MAX, 0, 0};
 
 /* The CALL just answered was the last input: note when, so the wait for
- * the next can be measured (and spun), if that input was a single call:
- * a caller waiting for each answer before the next call.  Throughput
- * (several calls or frames a read, map chunks) is left to the BELL and
- * the CPUs to the threads that feed us. */
+ * the next can be measured (and spun), if that input was a single call
+ * and the parent said it was the only one in flight in the pool (the
+ * ring's `alone`): a caller waiting for each answer before the next call.
+ * Throughput (more calls in flight, several a read, map chunks) is left
+ * to the BELL and the CPUs to the threads that feed us. */
 static void spin_note_answer(void)
 {
-    wspin.answered_ns = ring.use && wspin.calls == 1 ? cf__now_ns() : 0;
+    wspin.answered_ns =
+        ring.use && wspin.calls == 1 &&
+                atomic_load_explicit(cf__ring_word(ring.map, CF__RING_ALONE),
+                                     memory_order_relaxed) == 1
+            ? cf__now_ns()
+            : 0;
 }
 
 static void spin_noted_input(size_t n)
