@@ -69,8 +69,8 @@ void *cf__wire_map(int memfd, uint64_t size, uint64_t max);
  * CF__RING_SIZE bytes it made and sealed against shrinking and growing).
  * The worker writes its inline RESULT frames there, byte for byte as on
  * the socket, instead of sending them: no system call per answer while
- * the parent's manager is awake.  Four counters, each on its own cache
- * line, then CF__RING_BYTES of data (byte k at CF__RING_DATA + k %
+ * the parent's manager is awake.  Four cache lines of counters (the
+ * last holds two words), then CF__RING_BYTES of data (byte k at CF__RING_DATA + k %
  * CF__RING_BYTES):
  *   head      bytes the worker has published (whole frames only), written
  *             by the worker after the bytes;

@@ -870,8 +870,6 @@ static bool recycle(cf_future *f, bool referenced)
     return true;
 }
 
-/* Handles a CALL or INIT frame's body; writes the RESULT/HELLO frame.
- * Returns false when the worker must exit (initializer failed). */
 /* A succeeded call's number, as cf__remote_encode_outcome() writes it
  * (WIRE_OK, then the value), with one room check; false if it is not a
  * number or there is no room (nothing written). */
@@ -888,6 +886,8 @@ static bool put_ok_number(wire_enc *e, const cf_future *f)
     return true;
 }
 
+/* Handles a CALL or INIT frame's body; writes the RESULT/HELLO frame.
+ * Returns false when the worker must exit (initializer failed). */
 static bool handle_calls(int fd, wire_dec *d, bool init, uint16_t id, wire_enc *out,
                          cf_future ***fsp, size_t *fcap)
 {
