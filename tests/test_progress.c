@@ -559,6 +559,47 @@ static void test_progress_snapshot_invariant_race(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* Four workers (so several shards of the counts) end calls while this
+ * thread waits for each in turn: a call this thread saw end is counted in
+ * the snapshot it reads next, whichever worker's shard counted it, and
+ * every snapshot keeps ended + running <= submitted. */
+static void test_progress_seen_end_is_counted_race(void **state)
+{
+    (void)state;
+    enum { ROUNDS = 250, PER = 16 };
+    cf_executor *ex = pool_new(4);
+    uint64_t total = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        cf_future *fs[PER];
+        for (int i = 0; i < PER; i++)
+            assert_ok(cf_submit(ex, p_third_fails, CF_ARGS(cf_i64(round * PER + i)), &fs[i]));
+        for (int i = 0; i < PER; i++) {
+            assert_ok(cf_future_exception(fs[i], 30.0 * cf_test_scale(), NULL));
+            cf_progress p;
+            assert_ok(cf_executor_progress(ex, &p));
+            if (cf_progress_ended(&p) < total + (uint64_t)i + 1 ||
+                cf_progress_ended(&p) + p.running > p.submitted ||
+                p.submitted < total + PER)
+                fail_msg("round %d, call %d seen ended: submitted=%llu running=%llu ended=%llu, "
+                         "expected ended >= %llu and submitted >= %llu",
+                         round, i, (unsigned long long)p.submitted,
+                         (unsigned long long)p.running,
+                         (unsigned long long)cf_progress_ended(&p),
+                         (unsigned long long)(total + (uint64_t)i + 1),
+                         (unsigned long long)(total + PER));
+        }
+        release_all(fs, PER);
+        total += PER;
+    }
+    cf_progress p;
+    assert_ok(cf_executor_progress(ex, &p));
+    uint64_t failed = 0;
+    for (uint64_t x = 0; x < total; x++)
+        failed += x % 3 == 0;
+    assert_counts(&p, total, 0, total - failed, failed, 0);
+    assert_ok(cf_executor_destroy(ex));
+}
+
 /* ---- the progress callback ---------------------------------------------- */
 
 typedef struct cb_rec {
@@ -984,6 +1025,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_progress_submit_many_refused_after_one_began),
     cmocka_unit_test(test_progress_refused_submit_races_destroy),
     cmocka_unit_test(test_progress_snapshot_invariant_race),
+    cmocka_unit_test(test_progress_seen_end_is_counted_race),
     cmocka_unit_test(test_progress_callback_called_and_final),
     cmocka_unit_test(test_progress_callback_never_after_clear),
     cmocka_unit_test(test_progress_callback_clears_or_destroys_itself),

@@ -15,8 +15,9 @@
  *   the iterator's counts too (`in_map`, `user_data` pointing at them).
  *   The iterator detaches its calls still running when it closes, under
  *   each future's lock, so no future touches its counts afterwards.
- * - The orderings, and what a reader can rely on, are written next to
- *   struct cf__counts (internal.h).
+ * - The counts of running and ended calls are sharded by thread (a
+ *   reader sums the shards); the shards, the orderings, and what a reader
+ *   can rely on, are written next to struct cf__counts (internal.h).
  * - The progress callback runs on a timer thread of its own ("ticker"),
  *   one per executor that has a callback, started by the first
  *   cf_executor_set_progress_callback() and joined by clearing it or by
@@ -48,22 +49,51 @@ void cf__counts_init(cf__counts *c)
 {
     memset(c, 0, sizeof *c);
     atomic_init(&c->submitted, 0);
-    atomic_init(&c->running, 0);
-    atomic_init(&c->succeeded, 0);
-    atomic_init(&c->failed, 0);
-    atomic_init(&c->cancelled, 0);
     atomic_init(&c->reported, 0);
+    for (int i = 0; i < CF__COUNT_SHARDS; i++) {
+        atomic_init(&c->shard[i].running, 0);
+        atomic_init(&c->shard[i].succeeded, 0);
+        atomic_init(&c->shard[i].failed, 0);
+        atomic_init(&c->shard[i].cancelled, 0);
+    }
+}
+
+/* The next shard to give out, and this thread's (its index + 1; 0 until
+ * the thread first counts).  Relaxed: an index is only a spreading hint,
+ * any value is correct. */
+static _Atomic unsigned next_shard;
+static _Thread_local unsigned my_shard;
+
+unsigned cf__count_shard_ix(void)
+{
+    unsigned s = my_shard;
+    if (CF__UNLIKELY(s == 0)) {
+        s = atomic_fetch_add_explicit(&next_shard, 1, memory_order_relaxed) %
+                CF__COUNT_SHARDS + 1;
+        my_shard = s;
+    }
+    return s - 1;
 }
 
 void cf__counts_read(cf__counts *c, cf_progress *out)
 {
-    /* Terminal counts first, then running, then submitted: each acquire
-     * makes visible the increments that came before the one it read (see
-     * struct cf__counts). */
-    out->cancelled = atomic_load_explicit(&c->cancelled, memory_order_acquire);
-    out->failed = atomic_load_explicit(&c->failed, memory_order_acquire);
-    out->succeeded = atomic_load_explicit(&c->succeeded, memory_order_acquire);
-    out->running = atomic_load_explicit(&c->running, memory_order_acquire);
+    /* Terminal counts of every shard first, then running, then submitted:
+     * each acquire makes visible the increments that came before the one
+     * it read (see struct cf__counts). */
+    uint64_t cancelled = 0, failed = 0, succeeded = 0, running = 0;
+    for (int i = 0; i < CF__COUNT_SHARDS; i++) {
+        cancelled += atomic_load_explicit(&c->shard[i].cancelled, memory_order_acquire);
+        failed += atomic_load_explicit(&c->shard[i].failed, memory_order_acquire);
+        succeeded += atomic_load_explicit(&c->shard[i].succeeded, memory_order_acquire);
+    }
+    for (int i = 0; i < CF__COUNT_SHARDS; i++)
+        running += atomic_load_explicit(&c->shard[i].running, memory_order_acquire);
+    out->cancelled = cancelled;
+    out->failed = failed;
+    out->succeeded = succeeded;
+    /* Below 0 only while a call started on one thread's shard and ended
+     * on another's is half seen (see struct cf__counts). */
+    out->running = (int64_t)running < 0 ? 0 : running;
     out->submitted = atomic_load_explicit(&c->submitted, memory_order_relaxed);
     /* A call may end before its submit is counted (see struct cf__counts). */
     uint64_t seen = cf_progress_ended(out) + out->running;
