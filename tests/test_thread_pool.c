@@ -5,7 +5,9 @@
  * worker limit, initializers, shutdown/destroy and their races.
  */
 #include "cf_test_util.h"
+#include "internal.h" /* cf__test_hook_before_finish, CF__HOOKED */
 
+#include <poll.h>
 #include <sched.h>
 
 /* ---- tasks ---------------------------------------------------------------- */
@@ -1592,6 +1594,134 @@ static void test_set_result_refused_while_executor_runs_it(void **state)
 
 /* A pending submitted future may still be completed by hand; the executor
  * then skips the call. */
+/* ---- lock-free completion against waiters and callbacks ---------------------
+ *
+ * A worker ends a call without the future's lock unless a waiter or a
+ * callback hooked the future first (future.c, "Lock-free completion").
+ * Odd rounds hold the worker between the outcome and its CAS of the
+ * state until a waiter, a callback or a completion queue has hooked the
+ * future (seen in the state word), so the completion must notice the hook
+ * and take the lock; even rounds let the two race freely.  A completion
+ * that ignored the hook would leave the callback uncalled, the wait
+ * hanging and the queue empty. */
+
+typedef struct hook_race {
+    atomic_int armed;           /* hold the next lock-free completion */
+    _Atomic(cf_future *) held;  /* the future held at the hook, if any */
+    cf_test_event at_finish;    /* the worker reached the hook */
+    cf_test_event go;           /* the worker may go on */
+    atomic_int calls;           /* callback calls this round */
+    atomic_llong seen;          /* the result the callback read */
+} hook_race;
+
+static hook_race hr;
+
+static void hold_until_go(cf_future *f)
+{
+    if (!atomic_exchange(&hr.armed, 0))
+        return;
+    atomic_store(&hr.held, f);
+    cf_test_event_set(&hr.at_finish);
+    /* Bounded: a test that fails to hook must not hang the worker. */
+    cf_test_event_wait(&hr.go, 10.0 * cf_test_scale());
+}
+
+static int hook_race_cb(cf_future *f, void *arg)
+{
+    (void)arg;
+    int64_t v = -1;
+    if (cf_future_result_i64(f, 0, &v) != CF_OK)
+        v = -2;
+    atomic_store(&hr.seen, v);
+    atomic_fetch_add(&hr.calls, 1);
+    return 0;
+}
+
+/* Lets the held worker go once `f` shows CF__HOOKED (bounded). */
+static void release_when_hooked(void *arg)
+{
+    cf_future *f = arg;
+    double end = cf_test_now() + 10.0 * cf_test_scale();
+    while (!(atomic_load(&f->state) & CF__HOOKED) && cf_test_now() < end)
+        sched_yield();
+    cf_test_event_set(&hr.go);
+}
+
+static void test_lockfree_completion_vs_hooks_race(void **state)
+{
+    (void)state;
+    enum { ROUNDS = 600 };
+    cf_executor *ex = pool_new(1);
+    /* Start the only thread, so the pool counts no ended calls and its
+     * worker ends calls lock-free. */
+    assert_int_equal(run_i64(ex, t_echo, CF_ARGS(cf_i64(0))), 0);
+    cf_completion_queue *q;
+    assert_ok(cf_cq_new(&q));
+    atomic_store(&cf__test_hook_before_finish, hold_until_go);
+    for (int round = 0; round < ROUNDS; round++) {
+        int mode = round / 2 % 3; /* callback, cf_wait, completion queue */
+        bool hold = round % 2 == 1;
+        cf_test_event_init(&hr.at_finish);
+        cf_test_event_init(&hr.go);
+        atomic_store(&hr.held, NULL);
+        atomic_store(&hr.calls, 0);
+        atomic_store(&hr.seen, -1);
+        atomic_store(&hr.armed, hold ? 1 : 0);
+        cf_future *f;
+        assert_ok(cf_submit(ex, t_echo, CF_ARGS(cf_i64(round)), &f));
+        bg_thread rel;
+        if (hold) {
+            assert_true(cf_test_event_wait(&hr.at_finish, 10.0 * cf_test_scale()));
+            assert_ptr_equal(atomic_load(&hr.held), f);
+            /* Outcome written, state still RUNNING. */
+            assert_int_equal(cf_future_state(f), CF_RUNNING);
+            bg_start(&rel, release_when_hooked, f);
+        }
+        if (mode == 0) {
+            assert_ok(cf_future_add_done_callback(f, hook_race_cb, NULL));
+            double end = cf_test_now() + 10.0 * cf_test_scale();
+            while (atomic_load(&hr.calls) == 0 && cf_test_now() < end)
+                sched_yield();
+            assert_int_equal(atomic_load(&hr.calls), 1);
+            assert_int_equal(atomic_load(&hr.seen), round);
+        } else if (mode == 1) {
+            cf_future *done[1] = {NULL};
+            size_t ndone = 0;
+            assert_ok(cf_wait(&f, 1, 10.0 * cf_test_scale(), CF_FIRST_COMPLETED, done, &ndone,
+                              NULL, NULL));
+            assert_int_equal(ndone, 1);
+            assert_ptr_equal(done[0], f);
+        } else {
+            assert_ok(cf_cq_add(q, f));
+            cf_future *out = NULL;
+            double end = cf_test_now() + 10.0 * cf_test_scale();
+            while (cf_cq_pop(q, &out, 1) == 0 && cf_test_now() < end) {
+                struct pollfd pfd = {.fd = cf_cq_fd(q), .events = POLLIN};
+                poll(&pfd, 1, 100);
+            }
+            assert_ptr_equal(out, f);
+            cf_future_release(out);
+        }
+        if (hold)
+            bg_join(&rel, 10.0 * cf_test_scale());
+        int64_t v = -1;
+        assert_ok(cf_future_result_i64(f, 0, &v));
+        assert_int_equal(v, round);
+        assert_ok(cf_future_release(f));
+        pthread_mutex_destroy(&hr.at_finish.mu);
+        pthread_cond_destroy(&hr.at_finish.cv);
+        pthread_mutex_destroy(&hr.go.mu);
+        pthread_cond_destroy(&hr.go.cv);
+    }
+    atomic_store(&cf__test_hook_before_finish, NULL);
+    cf_progress p;
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_int_equal(p.succeeded, ROUNDS + 1);
+    assert_int_equal(p.running, 0);
+    cf_cq_destroy(q);
+    assert_ok(cf_executor_destroy(ex));
+}
+
 static void test_set_result_on_queued_submitted_future(void **state)
 {
     (void)state;
@@ -1763,6 +1893,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_callback_submitting_to_own_pool_gets_a_thread),
     cmocka_unit_test(test_set_result_refused_while_executor_runs_it),
     cmocka_unit_test(test_set_result_on_queued_submitted_future),
+    cmocka_unit_test(test_lockfree_completion_vs_hooks_race),
 };
 
 CF_TEST_MAIN(tests)

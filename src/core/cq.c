@@ -244,7 +244,7 @@ CF__API int cf_cq_add(cf_completion_queue *q, cf_future *f)
     e->ready = false;
     atomic_fetch_add_explicit(&q->count, 1, memory_order_relaxed);
     cf__lock_acquire(&f->lock);
-    bool done = cf__state_done(cf__state_of(f));
+    bool done = cf__state_done(cf__future_hook_locked(f));
     e->linked = !done;
     if (!done)
         cf__wnode_link(f, &e->node);

@@ -690,11 +690,13 @@ CF__API int cf_future_interrupt(cf_future *f)
     if (cf_future_cancel(f))
         return CF_OK;
     cf__lock_acquire(&f->lock);
-    if (cf__state_done(cf__state_of(f))) {
+    if (cf__state_done(cf__future_hook_locked(f))) {
         cf__lock_release(&f->lock);
         return CF_EDONE;
     }
-    /* Not done: the executor still holds the call, so it is alive.  NULL
+    /* Not done, and hooked so that it cannot end before the lock is
+     * dropped (future.c): the executor still holds the call, so it is
+     * alive.  NULL
      * for an inline continuation (compose.c), which has only the flag and
      * the descriptor. */
     cf_executor *ex = f->owner;

@@ -31,9 +31,10 @@
  *
  * Invariants
  * - `state` changes only with `lock` held, except that a thread about to
- *   sleep in result() sets CF__SLEEPERS with a CAS and no lock; so every
- *   transition is an exchange or CAS that keeps or collects that bit, never
- *   a plain store.  It is read without the lock
+ *   sleep in result() sets CF__SLEEPERS with a CAS and no lock, and the
+ *   lock-free completion below; so every transition is an exchange or CAS
+ *   that keeps or collects the flag bits, never a plain store.  It is read
+ *   without the lock
  *   (done(), the result fast path) with acquire ordering; the outcome
  *   fields (status, result, failure) are written before the release store
  *   that makes the state final, and never change afterwards, so a reader
@@ -50,6 +51,32 @@
  *   `state` with a CAS and sleeps on the word (futex).  The completer
  *   swaps in the final state and wakes everyone if the bit was set.  The
  *   CAS/swap pair on one word means a wake can never be lost.
+ * - Lock-free completion.  The thread that ran a submitted call
+ *   (cf__future_run_call; nothing else ever completes a RUNNING future
+ *   that has a call, see the transition table) ends it with one CAS of
+ *   the state from RUNNING (with or without CF__SLEEPERS) to FINISHED,
+ *   without the lock, as long as CF__HOOKED is clear: the outcome fields
+ *   and the progress counts are written first, the CAS is a release, and
+ *   sleepers are woken after it as in complete_locked().  Everything that
+ *   the lock-free path would skip sets CF__HOOKED first, with the lock
+ *   held and while the state is not final (cf__future_hook_locked(), a
+ *   CAS on the same word): linking a waiter (wait.c, cq.c), adding a
+ *   callback, a lock holder that must keep the call's engine alive
+ *   (cf_future_interrupt); a map's calls are hooked before they go to the
+ *   engine (their counts may be detached under the lock).  Both sides CAS
+ *   the one word, so exactly one of two orders happens: the hook first,
+ *   and the completer's CAS fails and it completes under the lock (after
+ *   the hooker released it, so it sees the node or callback); or the
+ *   completion first, and the hook sees a final state and treats the
+ *   future as done (runs the callback at once, links nothing).  A lock
+ *   holder that did not hook may see a RUNNING future turn FINISHED under
+ *   it; every such reader only reads the state (cancel() then returns
+ *   false, set_result() refuses either way).  The completer holds its own
+ *   reference across the futex wake, as complete_locked()'s callers do.
+ *   The thread pool uses the lock-free path only once it counts no more
+ *   ended calls (`ended` NULL): its count must come before the outcome
+ *   shows and, with callbacks, after them, which needs the lock's view
+ *   of the callback list.  Starting a call still takes the lock.
  * - Reference counting: the count starts at 1 (the creator).  Engines take
  *   their own reference for as long as they hold the future.  Increments
  *   are relaxed (a reference can only be copied from one already held);
@@ -545,11 +572,19 @@ static void count_end(cf_future *f, uint32_t final)
 /* The common tail of every completion: with the lock held and the outcome
  * written, publish `final`, notify waiters, detach callbacks; then, with
  * the lock dropped, wake sleepers and run callbacks. */
+static void complete_locked_counted(cf_future *f, uint32_t final);
+
 static void complete_locked(cf_future *f, uint32_t final)
+{
+    count_end(f, final);
+    complete_locked_counted(f, final);
+}
+
+/* complete_locked() once the progress counts are done. */
+static void complete_locked_counted(cf_future *f, uint32_t final)
 {
     if (f->claimable)
         f->claim = NULL; /* the engine may unmap the word once done */
-    count_end(f, final);
     bool sleepers = swap_state(f, final);
     for (cf__wnode *n = f->waiters; n; n = n->next) {
         if (n->notify)
@@ -580,17 +615,33 @@ static void complete_locked(cf_future *f, uint32_t final)
     }
 }
 
-/* Moves a non-final state to `to`, keeping CF__SLEEPERS: a waiter may set
- * that bit at any moment without the lock, so a plain store could erase it
- * and its wake-up would be lost.  Lock held. */
+/* Moves a non-final state to `to`, keeping CF__SLEEPERS and CF__HOOKED: a
+ * waiter may set the first at any moment without the lock, so a plain
+ * store could erase it and its wake-up would be lost.  Lock held. */
 static void move_state_keep_sleepers(cf_future *f, uint32_t to)
 {
     uint32_t raw = atomic_load_explicit(&f->state, memory_order_relaxed);
     if (to == CF_RUNNING && (f->counted || f->in_map))
         count_add(f, offsetof(cf__count_shard, running), 1);
-    while (!atomic_compare_exchange_weak_explicit(&f->state, &raw, to | (raw & CF__SLEEPERS),
+    while (!atomic_compare_exchange_weak_explicit(&f->state, &raw,
+                                                  to | (raw & (CF__SLEEPERS | CF__HOOKED)),
                                                   memory_order_acq_rel, memory_order_relaxed))
         ;
+}
+
+uint32_t cf__future_hook_locked(cf_future *f)
+{
+    uint32_t raw = atomic_load_explicit(&f->state, memory_order_acquire);
+    for (;;) {
+        uint32_t s = raw & CF__STATE_MASK;
+        if (cf__state_done(s) || (raw & CF__HOOKED))
+            return s;
+        /* acq_rel/acquire: a final state seen here was stored with
+         * release by a lock-free completion, and its outcome is read next. */
+        if (atomic_compare_exchange_weak_explicit(&f->state, &raw, raw | CF__HOOKED,
+                                                  memory_order_acq_rel, memory_order_acquire))
+            return s;
+    }
 }
 
 /* Tests only: widens the window between a cancel's claim-word CAS and the
@@ -908,9 +959,48 @@ void cf__future_run_private(cf_future *f)
     atomic_store_explicit(&f->state, CF_FINISHED, memory_order_release);
 }
 
+/* Tests only: called by the lock-free completion between the progress
+ * counts and its CAS of the state, to widen the window in which a waiter
+ * or callback can hook the future (NULL in programs). */
+void (*_Atomic cf__test_hook_before_finish)(cf_future *f);
+
+/* Completes f, a RUNNING call that this thread ran, without its lock
+ * ("Lock-free completion" in the design notes).  Returns false, having
+ * changed nothing, when the state is not RUNNING without CF__HOOKED (the
+ * caller takes the lock). */
+static bool finish_unhooked(cf_future *f)
+{
+    uint32_t raw = atomic_load_explicit(&f->state, memory_order_relaxed);
+    if ((raw & ~CF__SLEEPERS) != CF_RUNNING || f->claimable)
+        return false;
+    settle_outcome(f);
+    /* Not in a map (those are hooked): only the owner's counts, which live
+     * as long as the call runs. */
+    count_end(f, CF_FINISHED);
+    void (*hook)(cf_future *) =
+        atomic_load_explicit(&cf__test_hook_before_finish, memory_order_relaxed);
+    if (CF__UNLIKELY(hook != NULL))
+        hook(f);
+    while (!atomic_compare_exchange_weak_explicit(&f->state, &raw, CF_FINISHED,
+                                                  memory_order_release, memory_order_relaxed)) {
+        if (raw & CF__HOOKED) {
+            /* Hooked since: under the lock (taken after the hooker dropped
+             * it), with the outcome and the counts already in place. */
+            cf__lock_acquire(&f->lock);
+            complete_locked_counted(f, CF_FINISHED);
+            return true;
+        }
+    }
+    if (raw & CF__SLEEPERS)
+        cf__futex_wake(&f->state, INT_MAX);
+    return true;
+}
+
 void cf__future_run_call(cf_future *f, _Atomic unsigned *ended)
 {
     run_task(f);
+    if (!ended && finish_unhooked(f))
+        return;
     cf__lock_acquire(&f->lock);
     if (CF__UNLIKELY(cf__state_of(f) != CF_RUNNING)) {
         /* Unreachable through the API: nothing else completes a running
@@ -1052,7 +1142,7 @@ CF__API int cf_future_add_done_callback(cf_future *f, cf_done_fn *fn, void *arg)
     if (!live(f) || !fn)
         return cf__fail(CF_EINVAL, "add_done_callback: %s is NULL", fn ? "future" : "fn");
     cf__lock_acquire(&f->lock);
-    if (cf__state_done(cf__state_of(f))) {
+    if (cf__state_done(cf__future_hook_locked(f))) {
         /* Our own reference: the callback may release the caller's last
          * one, and the failure report still reads the future. */
         cf_future_retain(f);

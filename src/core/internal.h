@@ -173,6 +173,13 @@ static inline size_t cf__value_extra(const cf_value *v)
 
 #define CF__STATE_MASK 0x7u
 #define CF__SLEEPERS 0x8u /* some thread sleeps on `state` (futex) */
+/* Somebody needs the future's completion to take its lock: waiters or
+ * callbacks are (or are being) attached, the future counts in a map, or a
+ * lock holder relies on the future not ending while it holds the lock.
+ * Set only while the state is not final (cf__future_hook_locked), never
+ * cleared but by the final transition.  See "Lock-free completion" in
+ * future.c. */
+#define CF__HOOKED 0x10u
 #define CF__INLINE_RESULT 32
 
 typedef struct cf__cb {
@@ -209,10 +216,13 @@ struct cf_call {
 struct cf_future {
     uint32_t magic;
     _Atomic uint32_t refs;
-    /* cf_state in the low bits plus CF__SLEEPERS.  Changed only with `lock`
-     * held; read lock-free with acquire ordering, which is what makes the
-     * outcome fields below visible: they are written before the release
-     * store of a final state and never change afterwards. */
+    /* cf_state in the low bits plus CF__SLEEPERS and CF__HOOKED.  Changed
+     * with `lock` held, except: CF__SLEEPERS (a sleeper in result(), a
+     * CAS) and the lock-free completion of an unhooked running call by
+     * the thread that ran it (a CAS, see future.c).  Read lock-free with
+     * acquire ordering, which is what makes the outcome fields below
+     * visible: they are written before the release store (or CAS) of a
+     * final state and never change afterwards. */
     _Atomic uint32_t state;
     cf__lock lock;
     /* Outcome, set once before the state becomes FINISHED (for a running
@@ -300,6 +310,10 @@ struct cf_future {
  * word of a call sent to a worker, before the cancel shows (future.c). */
 typedef void cf__claim_hook(cf_future *f);
 extern cf__claim_hook *_Atomic cf__test_hook_claim_cancelled;
+/* Tests only: called by the lock-free completion of a running call
+ * (future.c) after its outcome and counts are written and before the CAS
+ * that publishes them (NULL in programs). */
+extern void (*_Atomic cf__test_hook_before_finish)(cf_future *f);
 bool cf__future_attach_claim(cf_future *f, _Atomic uint32_t *word);
 bool cf__future_detach_claim(cf_future *f);
 
@@ -480,8 +494,23 @@ static inline bool cf__state_done(uint32_t s)
     return s >= CF_CANCELLED;
 }
 
+/* Sets CF__HOOKED in f's state unless f is done, and returns the state
+ * (CF__STATE_MASK bits; acquire).  f's lock held.  If the result is not
+ * final, f cannot become done before that lock is released: whoever links
+ * a waiter, adds a callback, or needs f's engine alive while it holds the
+ * lock calls this first, and treats f as done when it says so. */
+uint32_t cf__future_hook_locked(cf_future *f);
+
+/* The same for a future nobody else knows of yet (a map's call, before
+ * it goes to the engine): no lock, no race. */
+static inline void cf__future_hook_unshared(cf_future *f)
+{
+    uint32_t raw = atomic_load_explicit(&f->state, memory_order_relaxed);
+    atomic_store_explicit(&f->state, raw | CF__HOOKED, memory_order_relaxed);
+}
+
 /* Links `node` at the head of f's waiter list / unlinks it.  f's lock
- * held. */
+ * held, and cf__future_hook_locked() said f is not done. */
 static inline void cf__wnode_link(cf_future *f, cf__wnode *node)
 {
     node->prev = NULL;

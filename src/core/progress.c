@@ -7,8 +7,10 @@
  * - Counting is engine-independent: the front end (executor.c, map.c)
  *   marks a call as counted right before the engine gets it and counts it
  *   as submitted once the engine accepted it, and future.c counts every
- *   state change of a counted future under the future's lock, before the
- *   change shows (so whoever saw a future end also sees it counted).  An
+ *   state change of a counted future before the change shows (so whoever
+ *   saw a future end also sees it counted): under the future's lock, or,
+ *   when a call ends without the lock (future.c, "Lock-free completion"),
+ *   in the thread that ran it, before its release CAS of the state.  An
  *   engine, MPI's included, does nothing.
  * - A future counts in its owner executor (`counted`; the owner outlives
  *   the future's calls, see struct cf_future) and, for a map's calls, in
@@ -115,6 +117,9 @@ void cf__progress_mark(cf_future *f)
 
 void cf__progress_map_mark(cf__counts *c, cf_future *f)
 {
+    /* Its counts may be detached under the lock (cf__progress_map_detach),
+     * so its completion must take the lock: no lock-free ending. */
+    cf__future_hook_unshared(f);
     f->in_map = true;
     atomic_store_explicit(&f->user_data, c, memory_order_relaxed);
 }

@@ -76,7 +76,7 @@ static void waiter_init(cf__waiter *w, int mode, cf_future **ready)
 static bool link_node(cf_future *f, cf__waiter *w, cf__wnode *node)
 {
     cf__lock_acquire(&f->lock);
-    if (cf__state_done(cf__state_of(f))) {
+    if (cf__state_done(cf__future_hook_locked(f))) {
         cf__lock_release(&f->lock);
         node->waiter = NULL;
         return false;
