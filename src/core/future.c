@@ -537,36 +537,35 @@ static void run_callbacks(cf_future *f, cf__cb *cb)
 }
 
 /* Progress counting (progress.c; shards and orderings next to struct
- * cf__counts).  Adds `delta` to the counter at `field` of this thread's
- * shard in the owner's counts and, for a map's call, in the map's.  Lock
- * held and the future not yet done, which keeps its owner alive. */
-static void count_add(cf_future *f, size_t field, int64_t delta)
+ * cf__counts).  Adds 1 to the counter at `field` of this thread's shard
+ * in the owner's counts and, for a map's call, in the map's.  Lock held
+ * and the future not yet done, which keeps its owner alive (or the
+ * lock-free completion, by the thread that ran the call). */
+static void count_add(cf_future *f, size_t field)
 {
     unsigned shard = cf__count_shard_ix();
     if (f->counted)
         atomic_fetch_add_explicit(
-            (_Atomic uint64_t *)((char *)&f->owner->counts.shard[shard] + field),
-            (uint64_t)delta, memory_order_release);
+            (_Atomic uint64_t *)((char *)&f->owner->counts.shard[shard] + field), 1,
+            memory_order_release);
     if (f->in_map) {
         cf__counts *c = atomic_load_explicit(&f->user_data, memory_order_relaxed);
-        atomic_fetch_add_explicit((_Atomic uint64_t *)((char *)&c->shard[shard] + field),
-                                  (uint64_t)delta, memory_order_release);
+        atomic_fetch_add_explicit((_Atomic uint64_t *)((char *)&c->shard[shard] + field), 1,
+                                  memory_order_release);
     }
 }
 
-/* f is about to become `final` (its outcome written): the running count
- * drops first, then the ending is counted, so a reader that sees the
- * ending does not see the call running as well. */
+/* f is about to become `final` (its outcome written): counts its end,
+ * as begun or not (which takes it out of `running`), before it shows. */
 static void count_end(cf_future *f, uint32_t final)
 {
     if (CF__LIKELY(!f->counted && !f->in_map))
         return;
-    if (cf__state_of(f) == CF_RUNNING)
-        count_add(f, offsetof(cf__count_shard, running), -1);
-    size_t field = final != CF_FINISHED ? offsetof(cf__count_shard, cancelled)
-                   : f->status == CF_OK ? offsetof(cf__count_shard, succeeded)
-                                        : offsetof(cf__count_shard, failed);
-    count_add(f, field, 1);
+    size_t begun = cf__state_of(f) == CF_RUNNING;
+    size_t kind = final != CF_FINISHED ? CF__COUNT_CANCELLED
+                  : f->status == CF_OK ? CF__COUNT_SUCCEEDED
+                                       : CF__COUNT_FAILED;
+    count_add(f, offsetof(cf__count_shard, ended) + (begun * 3 + kind) * sizeof(uint64_t));
 }
 
 /* The common tail of every completion: with the lock held and the outcome
@@ -622,7 +621,7 @@ static void move_state_keep_sleepers(cf_future *f, uint32_t to)
 {
     uint32_t raw = atomic_load_explicit(&f->state, memory_order_relaxed);
     if (to == CF_RUNNING && (f->counted || f->in_map))
-        count_add(f, offsetof(cf__count_shard, running), 1);
+        count_add(f, offsetof(cf__count_shard, started));
     while (!atomic_compare_exchange_weak_explicit(&f->state, &raw,
                                                   to | (raw & (CF__SLEEPERS | CF__HOOKED)),
                                                   memory_order_acq_rel, memory_order_relaxed))

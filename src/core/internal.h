@@ -552,33 +552,31 @@ bool cf__then_run_queued(void);
  * change of a counted future before the change shows); readers copy them
  * with cf__counts_read() from any thread.
  *
- * Shards: running/succeeded/failed/cancelled are kept in CF__COUNT_SHARDS
- * shards, each on cache lines of its own, and a reader sums them.  A
- * thread counts in the shard of its own index (cf__count_shard_ix(), given
- * out round-robin as threads first count), so workers of one pool, which
- * count several times for every call, do not pass one line back and forth
- * (profiled with all calls of a bench in flight: about an eighth of the
- * samples sat on that line's increments).  Threads that share a shard
- * only share its line; every change is still an atomic read-modify-write.
- * A call's running++ and running-- go to the shards of the threads that
- * make them, which differ when one thread sees a call begin and another
- * ends it (a process pool's): a shard's `running` may then wrap below 0,
- * and the reader adds them modulo 2^64 and reads the sum as signed.  The
- * ++ happens before the --, but a reader may load the ++'s shard before
- * the ++ and the --'s shard after the --, so the sum may miss that call
- * for a moment (it then counts in neither running nor ended, as the
- * snapshot's documentation allows) and is clamped at 0.  The terminal
- * counts of a call may go to any shard.
+ * Shards: the counts of begun and ended calls are kept in
+ * CF__COUNT_SHARDS shards, each on cache lines of its own, and a reader
+ * sums them.  A thread counts in the shard of its own index
+ * (cf__count_shard_ix(), given out round-robin as threads first count),
+ * so the workers of one pool, which count for every call, do not pass one
+ * line back and forth (profiled with all calls of a bench in flight:
+ * about an eighth of the samples sat on that line's increments).  Threads
+ * that share a shard only share its line; every change is still an atomic
+ * read-modify-write.
  *
- * Orderings: every change of running/succeeded/failed/cancelled is a
- * release read-modify-write, and a reader loads the terminal counts of
- * every shard, then the running counts of every shard, with acquire.  The
- * running-- of a future that ran comes before its terminal ++ on the same
- * thread, so a reader that saw the ending (in any shard) also sees the
- * decrement (in whichever shard) when it loads that shard's `running`
- * afterwards: no call counts both as running and as ended.  Each shard's
- * terminal counts only grow, so their sum, as read by one thread, never
- * goes back either.
+ * What is counted: `started`, calls that turned RUNNING, and `ended`, by
+ * outcome and by whether the call had begun ([1]) or not ([0]) when it
+ * ended.  So a call is counted once as it begins and once as it ends - a
+ * single increment each, in the shard of whichever thread makes the
+ * change - and the reader derives
+ *     running = sum(started) - sum(ended[1][*]).
+ *
+ * Orderings: every change is a release read-modify-write, and a reader
+ * loads `ended` of every shard, then `started` of every shard, with
+ * acquire.  A call's start happens before its end (the end is counted by
+ * the thread that ran it, or under the future's lock after the start was
+ * counted under it), so a reader that saw the end also sees the start:
+ * no call counts both as running and as ended, and `running` is never
+ * below 0.  Each shard's counts only grow, so the sums, as read by one
+ * thread, never go back either.
  * `submitted` is bumped once the engine has accepted the call - after the
  * hand-off, because the front must not touch the executor again when the
  * engine refuses (a destroy may be freeing it by then) - so a fast worker
@@ -587,24 +585,26 @@ bool cf__then_run_queued(void);
  * `reported`): every call running or ended was accepted, so each is a
  * count of calls accepted by then, and `reported` (the largest value any
  * reader reported, raised with a CAS by readers only) keeps the result
- * from going back while ended + running dips between a call's running--
- * and its ending ++.  So any snapshot satisfies
+ * from going back from one reader to the next (sum(ended[0]) +
+ * sum(started), which is ended + running, only grows, but two readers
+ * may see it at different points).  So any snapshot satisfies
  *     succeeded + failed + cancelled + running <= submitted,
  * and no count but `running` ever goes back.
  * `submitted` sits on lines of its own: submitters write it, workers
  * write the shards.  The blocks live inside structures allocated with
  * plain malloc (16-byte aligned), so nothing here is _Alignas(64):
  * instead each part is 128 bytes long and its counters fill at most its
- * first 32, which keeps the counters of two parts off any common line
+ * first 64, which keeps the counters of two parts off any common line
  * whatever the alignment. */
 #define CF__COUNT_SHARDS 8
 
+/* The outcomes, second index of cf__count_shard.ended. */
+enum { CF__COUNT_SUCCEEDED, CF__COUNT_FAILED, CF__COUNT_CANCELLED };
+
 typedef struct cf__count_shard {
-    _Atomic uint64_t running;
-    _Atomic uint64_t succeeded;
-    _Atomic uint64_t failed;
-    _Atomic uint64_t cancelled;
-    char pad_[128 - 4 * sizeof(uint64_t)];
+    _Atomic uint64_t started;
+    _Atomic uint64_t ended[2][3]; /* [had begun][CF__COUNT_*] */
+    char pad_[128 - 7 * sizeof(uint64_t)];
 } cf__count_shard;
 
 typedef struct cf__counts {

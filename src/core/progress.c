@@ -17,9 +17,10 @@
  *   the iterator's counts too (`in_map`, `user_data` pointing at them).
  *   The iterator detaches its calls still running when it closes, under
  *   each future's lock, so no future touches its counts afterwards.
- * - The counts of running and ended calls are sharded by thread (a
- *   reader sums the shards); the shards, the orderings, and what a reader
- *   can rely on, are written next to struct cf__counts (internal.h).
+ * - The counts of begun and ended calls are sharded by thread (a reader
+ *   sums the shards and derives `running`); the shards, the orderings, and
+ *   what a reader can rely on, are written next to struct cf__counts
+ *   (internal.h).
  * - The progress callback runs on a timer thread of its own ("ticker"),
  *   one per executor that has a callback, started by the first
  *   cf_executor_set_progress_callback() and joined by clearing it or by
@@ -53,10 +54,10 @@ void cf__counts_init(cf__counts *c)
     atomic_init(&c->submitted, 0);
     atomic_init(&c->reported, 0);
     for (int i = 0; i < CF__COUNT_SHARDS; i++) {
-        atomic_init(&c->shard[i].running, 0);
-        atomic_init(&c->shard[i].succeeded, 0);
-        atomic_init(&c->shard[i].failed, 0);
-        atomic_init(&c->shard[i].cancelled, 0);
+        atomic_init(&c->shard[i].started, 0);
+        for (int r = 0; r < 2; r++)
+            for (int k = 0; k < 3; k++)
+                atomic_init(&c->shard[i].ended[r][k], 0);
     }
 }
 
@@ -79,23 +80,22 @@ unsigned cf__count_shard_ix(void)
 
 void cf__counts_read(cf__counts *c, cf_progress *out)
 {
-    /* Terminal counts of every shard first, then running, then submitted:
+    /* Ended calls of every shard first, then started ones, then submitted:
      * each acquire makes visible the increments that came before the one
      * it read (see struct cf__counts). */
-    uint64_t cancelled = 0, failed = 0, succeeded = 0, running = 0;
-    for (int i = 0; i < CF__COUNT_SHARDS; i++) {
-        cancelled += atomic_load_explicit(&c->shard[i].cancelled, memory_order_acquire);
-        failed += atomic_load_explicit(&c->shard[i].failed, memory_order_acquire);
-        succeeded += atomic_load_explicit(&c->shard[i].succeeded, memory_order_acquire);
-    }
+    uint64_t ended[2][3] = {{0, 0, 0}, {0, 0, 0}}, started = 0;
     for (int i = 0; i < CF__COUNT_SHARDS; i++)
-        running += atomic_load_explicit(&c->shard[i].running, memory_order_acquire);
-    out->cancelled = cancelled;
-    out->failed = failed;
-    out->succeeded = succeeded;
-    /* Below 0 only while a call started on one thread's shard and ended
-     * on another's is half seen (see struct cf__counts). */
-    out->running = (int64_t)running < 0 ? 0 : running;
+        for (int r = 0; r < 2; r++)
+            for (int k = 0; k < 3; k++)
+                ended[r][k] +=
+                    atomic_load_explicit(&c->shard[i].ended[r][k], memory_order_acquire);
+    for (int i = 0; i < CF__COUNT_SHARDS; i++)
+        started += atomic_load_explicit(&c->shard[i].started, memory_order_acquire);
+    out->succeeded = ended[0][CF__COUNT_SUCCEEDED] + ended[1][CF__COUNT_SUCCEEDED];
+    out->failed = ended[0][CF__COUNT_FAILED] + ended[1][CF__COUNT_FAILED];
+    out->cancelled = ended[0][CF__COUNT_CANCELLED] + ended[1][CF__COUNT_CANCELLED];
+    /* Every begun call whose end was read here had its start read too. */
+    out->running = started - (ended[1][0] + ended[1][1] + ended[1][2]);
     out->submitted = atomic_load_explicit(&c->submitted, memory_order_relaxed);
     /* A call may end before its submit is counted (see struct cf__counts). */
     uint64_t seen = cf_progress_ended(out) + out->running;
