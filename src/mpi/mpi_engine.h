@@ -61,11 +61,22 @@ enum {
     MTAG_PART = 121,
 };
 
-/* The most bytes one PART carries: 1 GiB, or the test knob
+/* The most bytes one PART carries: 16 MiB, or the test knob
  * CFUTURES_TEST_MPI_PART (bytes, >= 16; read once per process, before
- * MPI starts), which lets tests split small frames. */
-#define CF__MPI_PART_MAX ((size_t)1 << 30)
+ * MPI starts), which lets tests split small frames.  Each PART that
+ * arrives proves its sender alive, and heartbeats were seen not to get
+ * through while one big message was being written: with 1 GiB parts, a
+ * 2.5 GiB result over TCP on a 2-core machine at load 16 (about 12 MB/s)
+ * went 5 s without a sign of life and broke the pool.  16 MiB take about
+ * 1.3 s even at that rate; the extra messages cost nothing measurable
+ * next to the copies. */
+#define CF__MPI_PART_MAX ((size_t)16 << 20)
 size_t cf__mpi_part_max(void);
+
+/* A message longer than this is "big": Open MPI 4.1 sends it by
+ * rendezvous over TCP (its eager limit there is 64 KiB), so it moves only
+ * while both ranks call into MPI (see moving() in mpi_pool.c). */
+#define CF__MPI_BIG_MSG ((size_t)64 << 10)
 
 /* A finished frame's payload (header excluded) as at most
  * CF__MPI_MAX_PIECES contiguous pieces, in order: the encoder's inline
