@@ -76,14 +76,17 @@ static void pattern_fill(unsigned char *b, size_t n, unsigned seed)
         b[i] = (unsigned char)((i * 131u + (i >> 9) + seed * 7u) & 0xff);
 }
 
-/* Waits (at most 10 s) for one byte on the FIFO at `path`. */
+/* Waits (at most 10 s, scaled) for one byte on the FIFO at `path`. */
 static void task_wait_gate(const char *path)
 {
     int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
     if (fd < 0)
         return;
     struct pollfd pfd = {fd, POLLIN, 0};
-    if (poll(&pfd, 1, 10000) == 1) {
+    /* 10 s, stretched like every test limit (the worker inherits
+     * CF_TEST_TIMEOUT_SCALE): under TSan at load 15 the test's submits
+     * outlasted a fixed 10 s and the gate opened by itself. */
+    if (poll(&pfd, 1, 10000 * cf_test_scale()) == 1) {
         char c;
         ssize_t r = read(fd, &c, 1);
         (void)r;
