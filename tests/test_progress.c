@@ -600,6 +600,54 @@ static void test_progress_seen_end_is_counted_race(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* A reader delayed in the middle of its snapshot while calls begin and
+ * end (a preempted thread; the hook holds it there for sure) reports as
+ * running only calls that were running: nothing runs before or after the
+ * window, so `running` must be 0, not the calls that went through it.
+ * With `running` derived from the ends read before the window, each of
+ * them counted as running (on a 2-thread pool, snapshots said hundreds of
+ * thousands were running). */
+static cf_executor *window_ex;
+static atomic_int window_calls; /* calls the hook runs, 0 once done */
+
+static void run_calls_in_read_window(void)
+{
+    int n = atomic_exchange(&window_calls, 0);
+    for (int i = 0; i < n; i++) {
+        int64_t x = 3 * i + 1, v = 0; /* p_third_fails returns it */
+        cf_future *f = NULL;
+        if (cf_submit(window_ex, p_third_fails, CF_ARGS(cf_i64(x)), &f) != CF_OK ||
+            cf_future_result_i64(f, 10.0 * cf_test_scale(), &v) != CF_OK || v != x)
+            atomic_store(&window_calls, -1); /* reported by the test */
+        if (f)
+            cf_future_release(f);
+    }
+}
+
+static void test_progress_running_ignores_calls_ended_during_read(void **state)
+{
+    (void)state;
+    enum { CALLS = 5 };
+    cf_executor *ex = pool_new(2);
+    window_ex = ex;
+    cf_future *warm = NULL;
+    assert_ok(cf_submit(ex, p_third_fails, CF_ARGS(cf_i64(1)), &warm));
+    assert_ok(cf_future_result(warm, 10.0 * cf_test_scale(), NULL));
+    cf_future_release(warm);
+    atomic_store(&window_calls, CALLS);
+    atomic_store(&cf__test_hook_counts_read, run_calls_in_read_window);
+    cf_progress p;
+    assert_ok(cf_executor_progress(ex, &p));
+    atomic_store(&cf__test_hook_counts_read, NULL);
+    assert_int_equal(atomic_load(&window_calls), 0);
+    /* The calls that went through the window count in neither. */
+    assert_int_equal(p.running, 0);
+    assert_true(cf_progress_ended(&p) + p.running <= p.submitted);
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_counts(&p, CALLS + 1, 0, CALLS + 1, 0, 0);
+    assert_ok(cf_executor_destroy(ex));
+}
+
 /* ---- the progress callback ---------------------------------------------- */
 
 typedef struct cb_rec {
@@ -1026,6 +1074,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_progress_refused_submit_races_destroy),
     cmocka_unit_test(test_progress_snapshot_invariant_race),
     cmocka_unit_test(test_progress_seen_end_is_counted_race),
+    cmocka_unit_test(test_progress_running_ignores_calls_ended_during_read),
     cmocka_unit_test(test_progress_callback_called_and_final),
     cmocka_unit_test(test_progress_callback_never_after_clear),
     cmocka_unit_test(test_progress_callback_clears_or_destroys_itself),

@@ -570,13 +570,24 @@ bool cf__then_run_queued(void);
  *     running = sum(started) - sum(ended[1][*]).
  *
  * Orderings: every change is a release read-modify-write, and a reader
- * loads `ended` of every shard, then `started` of every shard, with
- * acquire.  A call's start happens before its end (the end is counted by
- * the thread that ran it, or under the future's lock after the start was
- * counted under it), so a reader that saw the end also sees the start:
- * no call counts both as running and as ended, and `running` is never
- * below 0.  Each shard's counts only grow, so the sums, as read by one
- * thread, never go back either.
+ * loads `ended` of every shard, then `started` of every shard, then
+ * `ended[1]` of every shard again, all with acquire; it reports the ends
+ * of the first read and
+ *     running = sum(started) - sum(ended[1][*] of the second read)
+ * (0 if negative).  A call's start happens before its end (the end is
+ * counted by the thread that ran it, or under the future's lock after
+ * the start was counted under it), so a call whose end the first read saw
+ * has its start in `started` and its end in the second read: no call
+ * counts both as running and as ended.  The second read is what keeps
+ * `running` to calls that were running: with the first alone, every call
+ * that began and ended while the reader was between its loops (a
+ * preempted reader: 368,952 "running" on a 2-thread pool) counted as
+ * running.  With it, `running` counts only calls begun before the
+ * second read started and not ended when it read their shard, so calls
+ * running at that moment; one that began after `started` was read and
+ * ended before the second read counts in neither (the difference is
+ * then smaller, at worst negative, hence the 0).  Each shard's counts
+ * only grow, so the sums, as read by one thread, never go back either.
  * `submitted` is bumped once the engine has accepted the call - after the
  * hand-off, because the front must not touch the executor again when the
  * engine refuses (a destroy may be freeing it by then) - so a fast worker
@@ -585,8 +596,8 @@ bool cf__then_run_queued(void);
  * `reported`): every call running or ended was accepted, so each is a
  * count of calls accepted by then, and `reported` (the largest value any
  * reader reported, raised with a CAS by readers only) keeps the result
- * from going back from one reader to the next (sum(ended[0]) +
- * sum(started), which is ended + running, only grows, but two readers
+ * from going back from one reader to the next (ended + running is at
+ * most sum(ended[0]) + sum(started), which only grows, but two readers
  * may see it at different points).  So any snapshot satisfies
  *     succeeded + failed + cancelled + running <= submitted,
  * and no count but `running` ever goes back.
@@ -613,6 +624,10 @@ typedef struct cf__counts {
     char pad_[128 - 2 * sizeof(uint64_t)];
     cf__count_shard shard[CF__COUNT_SHARDS];
 } cf__counts;
+
+/* Tests only: called by cf__counts_read() between its first read of
+ * the ended counts and its read of the started ones (NULL in programs). */
+extern void (*_Atomic cf__test_hook_counts_read)(void);
 
 /* The calling thread's shard (0 .. CF__COUNT_SHARDS-1). */
 unsigned cf__count_shard_ix(void);

@@ -78,24 +78,36 @@ unsigned cf__count_shard_ix(void)
     return s - 1;
 }
 
+void (*_Atomic cf__test_hook_counts_read)(void);
+
 void cf__counts_read(cf__counts *c, cf_progress *out)
 {
-    /* Ended calls of every shard first, then started ones, then submitted:
-     * each acquire makes visible the increments that came before the one
-     * it read (see struct cf__counts). */
-    uint64_t ended[2][3] = {{0, 0, 0}, {0, 0, 0}}, started = 0;
+    /* Ended calls of every shard first, then started ones, then the ended
+     * calls that had begun once more, then submitted: each acquire makes
+     * visible the increments that came before the one it read (see struct
+     * cf__counts, "Orderings", for why `running` needs the second look). */
+    uint64_t ended[2][3] = {{0, 0, 0}, {0, 0, 0}}, started = 0, begun_ended = 0;
     for (int i = 0; i < CF__COUNT_SHARDS; i++)
         for (int r = 0; r < 2; r++)
             for (int k = 0; k < 3; k++)
                 ended[r][k] +=
                     atomic_load_explicit(&c->shard[i].ended[r][k], memory_order_acquire);
+    void (*hook)(void) = atomic_load_explicit(&cf__test_hook_counts_read, memory_order_relaxed);
+    if (CF__UNLIKELY(hook != NULL))
+        hook();
     for (int i = 0; i < CF__COUNT_SHARDS; i++)
         started += atomic_load_explicit(&c->shard[i].started, memory_order_acquire);
+    for (int i = 0; i < CF__COUNT_SHARDS; i++)
+        for (int k = 0; k < 3; k++)
+            begun_ended += atomic_load_explicit(&c->shard[i].ended[1][k], memory_order_acquire);
     out->succeeded = ended[0][CF__COUNT_SUCCEEDED] + ended[1][CF__COUNT_SUCCEEDED];
     out->failed = ended[0][CF__COUNT_FAILED] + ended[1][CF__COUNT_FAILED];
     out->cancelled = ended[0][CF__COUNT_CANCELLED] + ended[1][CF__COUNT_CANCELLED];
-    /* Every begun call whose end was read here had its start read too. */
-    out->running = started - (ended[1][0] + ended[1][1] + ended[1][2]);
+    /* Begun by the read of `started` and not ended by the second read of
+     * the ends: calls that were running between the two.  A call that
+     * began after the first and ended before the second may make the
+     * difference negative: it is then 0. */
+    out->running = started > begun_ended ? started - begun_ended : 0;
     out->submitted = atomic_load_explicit(&c->submitted, memory_order_relaxed);
     /* A call may end before its submit is counted (see struct cf__counts). */
     uint64_t seen = cf_progress_ended(out) + out->running;
