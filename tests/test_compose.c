@@ -781,6 +781,8 @@ static void test_then_bad_input(void **state)
     cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
     cf_future *d2;
     assert_cf(CF_ENOTCOPYABLE, cf_then(f, ex, t_unregistered, CF_NOARGS, &d2));
+    if (strncmp(cf_last_error_message(), "then: ", 6) != 0)
+        fail_msg("the error names another function: %s", cf_last_error_message());
     assert_cf(CF_ENOTCOPYABLE, cf_then(f, ex, t_outcome, CF_ARGS(cf_ptr(f)), &d2));
     cf_value v = cf_i64(3);
     assert_ok(cf_future_set_result(f, &v));

@@ -363,7 +363,7 @@ static int then_common(cf_future *f, cf_executor *ex, const cf_submit_options *o
      * extra arguments (prepared as cf_submit() would, which validates them
      * for that engine). */
     cf_future *extra = NULL, *derived = NULL;
-    int rc = ex ? cf__prepare_call(ex, task, args, nargs, priority, &extra)
+    int rc = ex ? cf__prepare_call(ex, task, args, nargs, priority, &extra, who)
                 : new_inline_call(task, fixed, args, nargs, &derived, who);
     if (rc != CF_OK)
         return rc;

@@ -552,9 +552,9 @@ CF__API int cf_submit_many(cf_executor *ex, cf_task_fn *fn, const cf_value *args
 }
 
 int cf__prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
-                     int priority, cf_future **out)
+                     int priority, cf_future **out, const char *who)
 {
-    return prepare_call(ex, fn, args, nargs, CF__NS_FOREVER, priority, out, "map");
+    return prepare_call(ex, fn, args, nargs, CF__NS_FOREVER, priority, out, who);
 }
 
 int cf__check_calls(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs)

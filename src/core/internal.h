@@ -820,7 +820,7 @@ cf_task_fn *cf__task_lookup(const char *name, size_t len);
 
 /* map's chunking.  cf__prepare_call validates fn(args...) as cf_submit()
  * does and copies it into a new future (one reference, owned by the
- * caller) without scheduling it.  cf__submit_prepared then hands n such
+ * caller) without scheduling it; its error messages name `who`.  cf__submit_prepared then hands n such
  * futures to the engine - as one unit (a chunk that one worker runs) when
  * as_chunk is set and the engine has submit_batch; else, when as_chunk is
  * set and it has submit_many, as separate calls in pieces of as many as
@@ -829,7 +829,7 @@ cf_task_fn *cf__task_lookup(const char *name, size_t len);
  * error nothing of the n stays scheduled (some may have been cancelled);
  * the caller still owns its references. */
 int cf__prepare_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
-                     int priority, cf_future **out);
+                     int priority, cf_future **out, const char *who);
 /* cf__prepare_call() in two parts, for the calls of a map, which share
  * ex, fn and nargs: cf__check_calls checks what does not depend on the
  * argument values (once per chunk: the executor's state is checked there
