@@ -23,6 +23,10 @@
  *
  * Usage: bench_mpi [--quick] [--no-peer] [--python PATH] [--workers N]
  *                  [--idle SECONDS] [--map-cpu ROUNDS] [--tiny-cpu ROUNDS]
+ *                  [--peer-timeout SECONDS]
+ * The peer runs under timeout(1) (default 240 s): its spawn can wait in
+ * Open MPI's PMIx name lookup for minutes before it fails, and the bench
+ * then reports the peer's rows as not run instead of hanging.
  * --map-cpu runs only the chunked map, ROUNDS times, and splits its cost
  * per element: wall time of cf_map() (which submits every chunk) and of
  * collecting, CPU time of this process (and of its manager thread) and of
@@ -38,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -224,20 +229,24 @@ static double self_cpu(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
-/* Runs the mpi4py peer; fills its five figures (negative: not run). */
+/* Runs the mpi4py peer, for at most `limit` seconds (then killed); fills
+ * its five figures (negative: not run). */
 static void run_peer(const char *python, int workers, int rounds, int tiny, int map_n,
-                     double fig[5])
+                     int limit, double fig[5])
 {
     fig[0] = fig[1] = fig[2] = fig[3] = fig[4] = -1;
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s %s %d %d %d %d", python, CF_BENCH_MPI_PEER, workers, rounds,
-             tiny, map_n);
+    snprintf(cmd, sizeof cmd, "timeout -k 10 %d %s %s %d %d %d %d", limit, python,
+             CF_BENCH_MPI_PEER, workers, rounds, tiny, map_n);
     FILE *f = popen(cmd, "r");
     char line[1024] = "";
     if (!f || !fgets(line, sizeof line, f)) {
-        if (f)
-            pclose(f);
-        fprintf(stderr, "bench_mpi: the mpi4py peer did not run (%s)\n", cmd);
+        int st = f ? pclose(f) : -1;
+        if (st != -1 && WIFEXITED(st) && (WEXITSTATUS(st) == 124 || WEXITSTATUS(st) == 137))
+            fprintf(stderr, "bench_mpi: the mpi4py peer ran past %d s and was killed (%s)\n",
+                    limit, cmd);
+        else
+            fprintf(stderr, "bench_mpi: the mpi4py peer did not run (%s)\n", cmd);
         return;
     }
     pclose(f);
@@ -365,7 +374,7 @@ int main(int argc, char **argv)
     const char *python = "/usr/bin/python3";
     int workers = 2;
     double idle = 5;
-    int map_rounds = 0, tiny_rounds = 0;
+    int map_rounds = 0, tiny_rounds = 0, peer_limit = 240;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0)
             quick = true;
@@ -381,7 +390,11 @@ int main(int argc, char **argv)
             map_rounds = atoi(argv[++i]);
         else if (strcmp(argv[i], "--tiny-cpu") == 0 && i + 1 < argc)
             tiny_rounds = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--peer-timeout") == 0 && i + 1 < argc)
+            peer_limit = atoi(argv[++i]);
     }
+    if (peer_limit < 1)
+        peer_limit = 1;
     if (quick)
         idle = 0.5;
     int rt_rounds = quick ? 200 : 5000;
@@ -482,8 +495,10 @@ int main(int argc, char **argv)
 
     double raw = raw_round_trip_us(rt_rounds);
     double fig[5] = {-1, -1, -1, -1, -1};
+    fflush(stdout); /* what was measured shows even if the peer is slow */
     if (peer)
-        run_peer(python, workers, quick ? 50 : 1000, quick ? 200 : 5000, map_n, fig);
+        run_peer(python, workers, quick ? 50 : 1000, quick ? 200 : 5000, map_n, peer_limit,
+                 fig);
     printf("%-34s %12s %12s  %-8s %7s\n", "row", "cfutures", "mpi4py", "unit", "ratio");
     row("start-up (second pool / peer's)", "s", second, fig[0], false);
     row("round trip, one call at a time", "us", rt, fig[1], false);
