@@ -1109,8 +1109,9 @@ typedef struct cf_map_options {
     /* >= 1 (default 1).  Process engines send this many inputs per message.
      * The thread pool queues this many calls in one go (one lock, one
      * wake-up), each still a call of its own that any worker may take and
-     * that can be cancelled until it begins; CPython's thread pool ignores
-     * it. */
+     * that can be cancelled until it begins, and at least 64 at a time in
+     * an eager map (buffersize 0) whose inputs are all arrays; CPython's
+     * thread pool ignores it. */
     int chunksize;
     /* 0 (default): read every input now, as CPython does, and submit all
      * calls.  N > 0: read inputs lazily (Python 3.14's buffersize): N calls

