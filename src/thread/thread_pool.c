@@ -122,14 +122,13 @@ typedef struct thread_pool thread_pool;
 _Static_assert(NLANES <= 15, "a slot number + 1 must fit a nibble of `order`");
 
 /* One FIFO of calls of one priority.  Aligned so that producers pushing
- * to one lane and a consumer popping from the next share no line. */
+ * to one lane and a consumer popping from the next share no line.  Its
+ * priority is kept apart (`lane_prio`), in the submitters' lines: the
+ * line after `tail` holds `head`, which every pop writes, and a submit
+ * that looked up its lane there would miss in the cache once per lane
+ * it passes. */
 typedef struct lane {
     _Alignas(64) cf__queue q;
-    /* Written under submit_lock and pop_lock, or under submit_lock while
-     * the lane is in no `order` a worker can hold (just made, after it was
-     * retired under pop_lock); read by submitters under submit_lock and by
-     * workers under pop_lock after loading `order`. */
-    int priority;
 } lane;
 
 typedef struct tp_worker {
@@ -198,6 +197,12 @@ struct thread_pool {
      * finished (see "Lazy threads"). */
     unsigned admitted;
     uint32_t lanes_used;         /* guarded by submit_lock: slots in `order` */
+    /* The priority of each lane slot.  Written under submit_lock while
+     * the slot is in no `order` a worker can hold (just made, after it was
+     * retired under pop_lock); read by submitters under submit_lock, and
+     * by workers under pop_lock, for a lane of the `order` they loaded,
+     * only while the heap holds calls (heap_take). */
+    int lane_prio[NLANES];
     tp_worker **workers;         /* guarded by submit_lock; grows as threads start */
     int workers_cap;             /* guarded by submit_lock */
 
@@ -274,7 +279,7 @@ static int lane_find(thread_pool *p, int priority)
     if (priority == CF_PRIORITY_DEFAULT)
         return 0;
     for (uint64_t ord = atomic_load_explicit(&p->order, memory_order_relaxed); ord; ord >>= 4)
-        if (lane_of(p, ord)->priority == priority)
+        if (p->lane_prio[(ord & 15) - 1] == priority)
             return (int)(ord & 15) - 1;
     return -1;
 }
@@ -312,13 +317,13 @@ static int lane_make(thread_pool *p, int priority, uint32_t pinned)
     int slot = 1;
     while (p->lanes_used & (1u << slot))
         slot++;
-    p->lanes[slot].priority = priority; /* in no `order` yet: see `priority` */
+    p->lane_prio[slot] = priority; /* in no `order` yet: see `lane_prio` */
     p->lanes_used |= 1u << slot;
     uint64_t ord = atomic_load_explicit(&p->order, memory_order_relaxed), out = 0;
     int k = 0;
     bool placed = false;
     for (; ord; ord >>= 4) {
-        if (!placed && priority > lane_of(p, ord)->priority) {
+        if (!placed && priority > p->lane_prio[(ord & 15) - 1]) {
             out |= (uint64_t)(slot + 1) << (4 * k++);
             placed = true;
         }
@@ -397,7 +402,7 @@ static cf_future *heap_take(thread_pool *p, const lane *best)
 {
     cf_future *f = NULL;
     cf__lock_acquire(&p->prio_lock);
-    if (p->nheap && (!best || p->heap[0].priority >= best->priority))
+    if (p->nheap && (!best || p->heap[0].priority >= p->lane_prio[best - p->lanes]))
         f = heap_pop_locked(p);
     cf__lock_release(&p->prio_lock);
     return f;
@@ -413,6 +418,18 @@ static bool has_work(thread_pool *p)
         if (!cf__queue_looks_empty(&lane_of(p, ord)->q))
             return true;
     return atomic_load(&p->nprio) != 0;
+}
+
+/* has_work() as a hint, from the consumer's side (cf__queue_consumer_empty):
+ * a lane whose `head` is a real node answers without its `tail`, the line
+ * every push to it writes.  A wrong "empty" sends the worker to
+ * next_call's search, whose has_work() looks again. */
+static bool work_hint(thread_pool *p)
+{
+    for (uint64_t ord = atomic_load_explicit(&p->order, memory_order_acquire); ord; ord >>= 4)
+        if (!cf__queue_consumer_empty(&lane_of(p, ord)->q))
+            return true;
+    return atomic_load_explicit(&p->nprio, memory_order_relaxed) != 0;
 }
 
 /* Takes the queued call of highest priority, FIFO among equals: the first
@@ -443,11 +460,10 @@ static cf_future *pop(thread_pool *p)
 {
     if (CF__LIKELY(atomic_load_explicit(&p->order, memory_order_relaxed) == ORDER_DEFAULT_ONLY &&
                    atomic_load_explicit(&p->nprio, memory_order_relaxed) == 0)) {
-        /* A hint (no lock yet): a wrong "empty" sends the worker to
-         * next_call's search, whose has_work() looks again. */
+        /* A hint (no lock yet), as work_hint(). */
         if (cf__queue_consumer_empty(&p->lanes[0].q))
             return NULL;
-    } else if (!has_work(p)) {
+    } else if (!work_hint(p)) {
         return NULL;
     }
     cf__lock_acquire(&p->pop_lock);
@@ -813,9 +829,14 @@ static int submit_calls(thread_pool *p, cf_future **fs, size_t n, const char *wh
     if (rc == CF_OK) {
         lane *cur = NULL;
         cf__qnode *first = NULL, *last = NULL;
+        /* `prio`/`slot` hold the last run's lane from the loop above
+         * (pinned since, or -1 for the heap): a single call, or a batch
+         * of one priority, looks it up once. */
         for (size_t i = 0; i < n; i++) {
-            if (i == 0 || fs[i]->priority != fs[i - 1]->priority)
-                slot = lane_find(p, fs[i]->priority);
+            if (fs[i]->priority != prio) {
+                prio = fs[i]->priority;
+                slot = lane_find(p, prio);
+            }
             cf__qnode *node = &fs[i]->qnode;
             if (slot < 0) {
                 heap_push_locked(p, fs[i]);
@@ -984,7 +1005,7 @@ CF__API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_options *
     p->initarg = opts->initarg;
     for (int i = 0; i < NLANES; i++)
         cf__queue_init(&p->lanes[i].q);
-    p->lanes[0].priority = CF_PRIORITY_DEFAULT;
+    p->lane_prio[0] = CF_PRIORITY_DEFAULT;
     atomic_init(&p->order, ORDER_DEFAULT_ONLY);
     p->lanes_used = 1;
     atomic_init(&p->pop_lock.word, 0);
