@@ -38,10 +38,15 @@ typedef struct cf__qnode {
 
 typedef struct cf__queue {
     _Atomic(cf__qnode *) tail; /* producers */
-    char pad[64 - sizeof(void *)];
+    /* On the producers' line, not the consumer's: a push into an empty
+     * queue writes `stub.next` right after `tail`, and the consumer that
+     * then reads `stub.next` reads `tail` too (it finds the queue empty or
+     * re-inserts the stub), so an empty queue's hand-over moves one line
+     * between the two sides instead of two. */
+    cf__qnode stub;
+    char pad[64 - 2 * sizeof(void *)];
     /* Written by the consumer only; read by anyone (cf__queue_looks_empty). */
     _Atomic(cf__qnode *) head;
-    cf__qnode stub;
 } cf__queue;
 
 enum { CF__Q_EMPTY = 0, CF__Q_OK = 1, CF__Q_BUSY = 2 };
