@@ -28,6 +28,15 @@
  *   that cannot be batched is sent alone, after the batch before it; so
  *   is a timed call's, whose answer must not wait for the calls after it
  *   (the worker holds a quick call's answer until its message is done).
+ * - One call at a time (a caller that submits, waits for the result and
+ *   submits again) pays every hand-off between threads, and each MPI
+ *   call that makes progress is a system call (Open MPI polls its
+ *   sockets).  So: a small answer is received and its future completed
+ *   in the round its probe found it; while calls are out, only workers
+ *   with something out are probed every round (the others once per
+ *   IDLE_LOOK_NS); and right after an answer left nothing out, the
+ *   manager spins for the next request instead of sleeping, when the
+ *   last one came soon after its answer (await_request; bounded).
  * - Dead workers: every message from a worker (its heartbeat thread sends
  *   one every heartbeat_timeout / 5) renews its `last_seen`; a worker
  *   silent for heartbeat_timeout while the manager looked for its
@@ -79,6 +88,15 @@
 /* Most CALL frames in one CALLS message: half the depth, so that a worker
  * with a backlog has the next message at hand when it answers one. */
 #define BATCH_FRAMES (DEPTH / 2)
+/* How often the manager's loop looks for the messages of a worker that
+ * has nothing out (see receive()). */
+#define IDLE_LOOK_NS 1000000
+/* The manager spins for the next request after an answer left nothing
+ * out (await_request) for twice the last such gap, at least
+ * REQUEST_SPIN_MIN_NS (the gap is often the submitter's wake-up alone,
+ * which varies) and at most REQUEST_SPIN_MAX_NS. */
+#define REQUEST_SPIN_MIN_NS 20000
+#define REQUEST_SPIN_MAX_NS 100000
 
 typedef struct mjob {
     struct mjob *next;
@@ -155,7 +173,9 @@ typedef struct mpi_pool {
     /* Guarded by mu: */
     mjob *pending_head, *pending_tail;
     size_t npending;
-    uint64_t seq;        /* bumped by submit and shutdown */
+    /* Bumped by submit, shutdown, interrupts and stops (under mu); read
+     * without the lock too, by the manager's spin (await_request). */
+    _Atomic uint64_t seq;
     bool shutdown;
     bool broken;
     char broken_msg[384];
@@ -1028,30 +1048,49 @@ static int64_t look_at(const mpi_pool *p, mworker *w)
     return now;
 }
 
-/* Moves messages along.  Returns true if anything arrived. */
-static bool receive(mpi_pool *p)
+/* Finishes w's receive under way if MPI has all of it (a whole message
+ * is then handled).  Returns true if it was done. */
+static bool test_receive(mpi_pool *p, mworker *w, int64_t now)
+{
+    int done = 0;
+    MPI_Test(&w->rreq, &done, MPI_STATUS_IGNORE);
+    if (!done)
+        return false;
+    w->receiving = false;
+    w->last_seen = now;
+    if (w->rlong)
+        w->rgot += (size_t)w->rpart;
+    if (!w->rlong || w->rgot == w->rlen) {
+        w->rlong = false;
+        on_message(p, w, w->rtag, w->rbuf, w->rlen);
+        free(w->rbuf);
+        w->rbuf = NULL;
+    }
+    return true;
+}
+
+/* Moves messages along.  Returns true if anything arrived.  Unless `all`,
+ * a worker with nothing out (no job, no message coming in) is looked at
+ * only once per IDLE_LOOK_NS: each probe is a system call (Open MPI's
+ * progress polls its sockets), and while one call is out the manager
+ * probes in a loop, so probing idle workers too would make it notice the
+ * answer later.  What they send (heartbeats) waits at most that long;
+ * the time not looked is not counted as their silence (look_at). */
+static bool receive(mpi_pool *p, bool all)
 {
     bool any = false;
     for (int i = 0; i < p->nworkers && p->comm != MPI_COMM_NULL; i++) {
         mworker *w = &p->workers[i];
+        if (!all && w->njobs == 0 && !w->receiving && !w->rlong &&
+            cf__now_ns() - w->last_look < IDLE_LOOK_NS)
+            continue;
         int64_t now = look_at(p, w);
-        if (w->receiving) {
-            int done = 0;
-            MPI_Test(&w->rreq, &done, MPI_STATUS_IGNORE);
-            if (done) {
-                w->receiving = false;
-                w->last_seen = now;
-                any = true;
-                if (w->rlong)
-                    w->rgot += (size_t)w->rpart;
-                if (!w->rlong || w->rgot == w->rlen) {
-                    w->rlong = false;
-                    on_message(p, w, w->rtag, w->rbuf, w->rlen);
-                    free(w->rbuf);
-                    w->rbuf = NULL;
-                    continue;
-                }
-            }
+        if (w->receiving && test_receive(p, w, now)) {
+            any = true;
+            if (p->comm == MPI_COMM_NULL)
+                return true;
+            if (!w->rlong)
+                continue;
         }
         /* While a big message comes in, heartbeats (another tag) still
          * arrive and prove the sender alive; between the PARTs of a long
@@ -1107,7 +1146,18 @@ static bool receive(mpi_pool *p)
             w->rtag = st.MPI_TAG;
             w->receiving = true;
             MPI_Imrecv(w->rbuf, count, MPI_BYTE, &msg, &w->rreq);
-            break; /* tested on the next round */
+            /* A small message came eagerly and is complete at once: it is
+             * handled now (a test of a finished request makes no progress
+             * call, hence no system call), a big one on the next round.
+             * Either way w's next message waits for the next round: the
+             * future just completed may have a caller that submits the
+             * next call at once, and one more probe here (a system call)
+             * would only delay its dispatch. */
+            if ((size_t)count <= CF__MPI_BIG_MSG)
+                (void)test_receive(p, w, now);
+            if (p->comm == MPI_COMM_NULL)
+                return true;
+            break;
         }
     }
     return any;
@@ -1216,7 +1266,7 @@ static int await_hello(mpi_pool *p, char *msg, size_t msize)
             all = all && p->workers[i].hello;
         if (all)
             return CF_OK;
-        if (receive(p)) {
+        if (receive(p, true)) {
             nap = 0;
             last = cf__now_ns();
             continue;
@@ -1295,7 +1345,7 @@ static void leave(mpi_pool *p)
             all = all && p->workers[i].bye;
         if (all)
             break;
-        if (receive(p) || reap_sends(p)) {
+        if (receive(p, true) || reap_sends(p)) {
             nap = 0;
             last = cf__now_ns();
         }
@@ -1320,6 +1370,38 @@ static void leave(mpi_pool *p)
 }
 
 static void free_pool(mpi_pool *p);
+
+/* Spins until a request (submit, shutdown, an interrupt or a stop) bumps
+ * p->seq past `seen`, or `until` passes.  Returns true if one came.
+ * Why: with nothing out the manager would sleep on its condition
+ * variable, and a caller that submits one call at a time would pay a
+ * wake-up (a system call on each side and a thread switch, ~10 us on a
+ * VM) for each call.  So right after an answer left nothing out, the
+ * manager waits for the next request spinning - only if the last request
+ * after such an answer came within REQUEST_SPIN_MAX_NS / 2, and for
+ * twice that gap (at least REQUEST_SPIN_MIN_NS): an idle pool, or one
+ * whose callers pause, never spins.
+ * Liveness: the loop ends by `until` (at most REQUEST_SPIN_MAX_NS after
+ * the answer), and the caller then takes the usual path (MPI probes, and
+ * the wait on `cv` with `seq` read under mu), which misses nothing: a
+ * request bumps `seq` under mu and signals `cv`.  MPI is not probed
+ * meanwhile: nothing is out, and heartbeats wait a moment.  The load is
+ * relaxed: what a request changed is read under mu in the next round.  It
+ * yields the CPU first and then every 64 turns, so that the thread it
+ * waits for (the submitter, just woken by the answer) is not kept off a
+ * CPU by the spin. */
+static bool await_request(mpi_pool *p, uint64_t seen, int64_t until)
+{
+    for (unsigned i = 1;; i++) {
+        if (atomic_load_explicit(&p->seq, memory_order_relaxed) != seen)
+            return true;
+        if (i % 16 == 0 && cf__now_ns() >= until)
+            return false;
+        if (i == 1 || i % 64 == 0)
+            sched_yield();
+        cf__cpu_relax();
+    }
+}
 
 static void *manager_main(void *arg)
 {
@@ -1357,8 +1439,12 @@ static void *manager_main(void *arg)
     }
 
     /* avg_wait: how long the manager recently waited for MPI traffic
-     * while calls were out (see cf__mpi_spin_for). */
+     * while calls were out (see cf__mpi_spin_for).  last_answer: when an
+     * answer last left nothing out (0: never); request_gap: how long
+     * after it the next request came, the last time one came while
+     * nothing was out (see await_request). */
     int64_t last_progress = cf__now_ns(), avg_wait = 0;
+    int64_t last_answer = 0, request_gap = INT64_MAX;
     bool was_busy = false;
     for (;;) {
         pthread_mutex_lock(&p->mu);
@@ -1367,7 +1453,7 @@ static void *manager_main(void *arg)
         bool progress = dispatch(p);
         progress |= handle_interrupts(p);
         progress |= handle_stop(p);
-        progress |= receive(p);
+        progress |= receive(p, false);
         progress |= p->comm != MPI_COMM_NULL && reap_sends(p);
         now = cf__now_ns();
         if (p->comm == MPI_COMM_NULL || !check_time(p, now)) {
@@ -1378,7 +1464,19 @@ static void *manager_main(void *arg)
             if (was_busy)
                 cf__mpi_average(&avg_wait, now - last_progress);
             last_progress = now;
-            was_busy = busy(p);
+            bool out = busy(p);
+            if (was_busy && !out) {
+                /* A caller that submits one call at a time sends the next
+                 * one right after this answer: wait for it here, spinning
+                 * rather than sleeping, when the last one came soon (see
+                 * await_request), and dispatch it at once. */
+                last_answer = now;
+                int64_t spin = 2 * request_gap < REQUEST_SPIN_MIN_NS ? REQUEST_SPIN_MIN_NS
+                                                                     : 2 * request_gap;
+                if (request_gap <= REQUEST_SPIN_MAX_NS / 2 && await_request(p, seq, now + spin))
+                    request_gap = cf__now_ns() - last_answer;
+            }
+            was_busy = out;
             continue;
         }
         bool work = busy(p);
@@ -1406,6 +1504,9 @@ static void *manager_main(void *arg)
             struct timespec ts = cf__mpi_mono_after(wait_ns);
             pthread_cond_timedwait(&p->cv, &p->mu, &ts);
         }
+        /* A request after the pool's last answer: how soon it came. */
+        if (!work && last_answer && p->seq != seq)
+            request_gap = cf__now_ns() - last_answer;
         pthread_mutex_unlock(&p->mu);
     }
 }
