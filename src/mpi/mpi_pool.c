@@ -1471,10 +1471,14 @@ static void *manager_main(void *arg)
                  * rather than sleeping, when the last one came soon (see
                  * await_request), and dispatch it at once. */
                 last_answer = now;
-                int64_t spin = 2 * request_gap < REQUEST_SPIN_MIN_NS ? REQUEST_SPIN_MIN_NS
-                                                                     : 2 * request_gap;
-                if (request_gap <= REQUEST_SPIN_MAX_NS / 2 && await_request(p, seq, now + spin))
-                    request_gap = cf__now_ns() - last_answer;
+                /* request_gap starts at INT64_MAX: test the bound before
+                 * doubling it. */
+                if (request_gap <= REQUEST_SPIN_MAX_NS / 2) {
+                    int64_t spin = 2 * request_gap < REQUEST_SPIN_MIN_NS ? REQUEST_SPIN_MIN_NS
+                                                                         : 2 * request_gap;
+                    if (await_request(p, seq, now + spin))
+                        request_gap = cf__now_ns() - last_answer;
+                }
             }
             was_busy = out;
             continue;
