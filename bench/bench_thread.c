@@ -1307,6 +1307,12 @@ int main(int argc, char **argv)
                        fmt_rate(b[3], 32, p->t[T_MAP_AUTO].rate),
                        fmt_us(b[4], 32, p->rtt.median_us));
             }
+            for (size_t k = 0; k < npeers && k < NP_MAX; k++)
+                if (c->np[k].have)
+                    printf("         %-8s all in flight %.1f ns/task / batched %.1f ns/task "
+                           "(cfutures %.1f / %.1f)\n",
+                           peers[k].name, c->np[k].all_ns, c->np[k].batch_ns,
+                           1e9 / c->t[T_SUBMIT_AUTO].rate, 1e9 / c->t[T_BATCH_AUTO].rate);
             fflush(stdout);
         }
     }

@@ -1744,6 +1744,88 @@ static void test_set_result_on_queued_submitted_future(void **state)
     blocker_destroy(&b);
 }
 
+/* A worker starts a queued call with one CAS and no lock (future.c,
+ * "Lock-free start"); cancel() and set_result() move it out of PENDING
+ * under the lock after hooking it.  Raced 5,000 times each on a pool
+ * whose only worker is searching for work: exactly one side wins every
+ * round, the task runs iff the call was not cancelled or set, and the
+ * counts add up. */
+static _Atomic int start_race_ran;
+
+static int t_count_echo(cf_call *call)
+{
+    atomic_fetch_add(&start_race_ran, 1);
+    return cf_return_i64(call, cf_arg_i64(call, 0));
+}
+
+static void test_lockfree_start_vs_cancel_and_set_result_race(void **state)
+{
+    (void)state;
+    enum { ROUNDS = 10000 };
+    cf_executor *ex = pool_new(1);
+    assert_int_equal(run_i64(ex, t_echo, CF_ARGS(cf_i64(0))), 0);
+    atomic_store(&start_race_ran, 0);
+    int cancelled = 0, set = 0, ran = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        bool by_cancel = round % 2 == 0;
+        cf_future *f;
+        assert_ok(cf_submit(ex, t_count_echo, CF_ARGS(cf_i64(round)), &f));
+        /* A varying head start for the worker, so both sides win. */
+        for (volatile int spin = 0; spin < (round * 7919) % 100000; spin++)
+            ;
+        int before = atomic_load(&start_race_ran);
+        bool won;
+        if (by_cancel) {
+            won = cf_future_cancel(f);
+        } else {
+            cf_value v = cf_i64(-round - 1);
+            int rc = cf_future_set_result(f, &v);
+            assert_true(rc == CF_OK || rc == CF_EINVALSTATE);
+            won = rc == CF_OK;
+        }
+        int64_t r = 0;
+        int rc = cf_future_result_i64(f, 10.0 * cf_test_scale(), &r);
+        if (won && by_cancel) {
+            assert_cf(CF_ECANCELLED, rc);
+            assert_true(cf_future_cancelled(f));
+            cancelled++;
+        } else if (won) {
+            assert_ok(rc);
+            assert_int_equal(r, -round - 1);
+            set++;
+        } else {
+            assert_ok(rc);
+            assert_int_equal(r, round);
+            assert_false(cf_future_cancelled(f));
+            ran++;
+        }
+        assert_ok(cf_future_release(f));
+        /* The task never runs after losing: once the pool is idle again
+         * (the next round's submit comes after this wait), the count of
+         * runs is exact. */
+        if (won) {
+            cf_future *probe;
+            assert_ok(cf_submit(ex, t_echo, CF_ARGS(cf_i64(1)), &probe));
+            int64_t one = 0;
+            assert_ok(cf_future_result_i64(probe, 10.0 * cf_test_scale(), &one));
+            assert_ok(cf_future_release(probe));
+            assert_int_equal(atomic_load(&start_race_ran), before);
+        }
+    }
+    assert_int_equal(atomic_load(&start_race_ran), ran);
+    assert_int_equal(cancelled + set + ran, ROUNDS);
+    assert_ok(cf_shutdown(ex, true, false));
+    cf_progress p;
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_int_equal(p.running, 0);
+    assert_int_equal(p.cancelled, (uint64_t)cancelled);
+    /* A call completed by set_result() ended without running: it counts
+     * as succeeded, as every call that returned normally does. */
+    assert_int_equal(p.succeeded + p.cancelled, p.submitted);
+    assert_ok(cf_executor_destroy(ex));
+    printf("lock-free start race: %d cancelled, %d set, %d ran\n", cancelled, set, ran);
+}
+
 /* ---- cf_submit_many ------------------------------------------------------ */
 
 static _Atomic int many_ran;
@@ -1893,6 +1975,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_callback_submitting_to_own_pool_gets_a_thread),
     cmocka_unit_test(test_set_result_refused_while_executor_runs_it),
     cmocka_unit_test(test_set_result_on_queued_submitted_future),
+    cmocka_unit_test(test_lockfree_start_vs_cancel_and_set_result_race),
     cmocka_unit_test(test_lockfree_completion_vs_hooks_race),
 };
 

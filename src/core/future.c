@@ -32,7 +32,7 @@
  * Invariants
  * - `state` changes only with `lock` held, except that a thread about to
  *   sleep in result() sets CF__SLEEPERS with a CAS and no lock, and the
- *   lock-free completion below; so every transition is an exchange or CAS
+ *   lock-free completion and start below; so every transition is an exchange or CAS
  *   that keeps or collects the flag bits, never a plain store.  It is read
  *   without the lock
  *   (done(), the result fast path) with acquire ordering; the outcome
@@ -76,7 +76,21 @@
  *   The thread pool uses the lock-free path only once it counts no more
  *   ended calls (`ended` NULL): its count must come before the outcome
  *   shows and, with callbacks, after them, which needs the lock's view
- *   of the callback list.  Starting a call still takes the lock.
+ *   of the callback list.
+ * - Lock-free start.  A thread pool worker starts the call it took from
+ *   its queue with one CAS of the state from PENDING (with or without
+ *   CF__SLEEPERS, without CF__HOOKED) to RUNNING, no lock
+ *   (cf__future_start_call); anything else takes the locked path.  Every
+ *   lock holder that may move a submitted call out of PENDING (cancel,
+ *   set_running, set_result/set_exception and the engines' completions)
+ *   first hooks a PENDING call (state_locked), a CAS on the same word: so
+ *   either the start came first and the lock holder sees RUNNING, or the
+ *   hook did and the start fails and waits for the lock.  Lock holders
+ *   that do not hook never move a call out of PENDING.  The start is
+ *   counted in the progress counts just after it shows, by the worker,
+ *   before the task runs (a snapshot may miss a call that just moved).
+ *   Unhooked means not a map's call, whose counts may be detached under
+ *   the lock: the worker counts only in the owner's.
  * - Reference counting: the count starts at 1 (the creator).  Engines take
  *   their own reference for as long as they hold the future.  Increments
  *   are relaxed (a reference can only be copied from one already held);
@@ -545,13 +559,11 @@ static void count_add(cf_future *f, size_t field)
 {
     unsigned shard = cf__count_shard_ix();
     if (f->counted)
-        atomic_fetch_add_explicit(
-            (_Atomic uint64_t *)((char *)&f->owner->counts.shard[shard] + field), 1,
-            memory_order_release);
+        cf__count_bump((_Atomic uint64_t *)((char *)&f->owner->counts.shard[shard] + field),
+                       shard, 1);
     if (f->in_map) {
         cf__counts *c = atomic_load_explicit(&f->user_data, memory_order_relaxed);
-        atomic_fetch_add_explicit((_Atomic uint64_t *)((char *)&c->shard[shard] + field), 1,
-                                  memory_order_release);
+        cf__count_bump((_Atomic uint64_t *)((char *)&c->shard[shard] + field), shard, 1);
     }
 }
 
@@ -643,6 +655,34 @@ uint32_t cf__future_hook_locked(cf_future *f)
     }
 }
 
+/* The state, for a lock holder that may move f out of PENDING: a submitted
+ * call still PENDING is hooked first, which stops a lock-free start
+ * (cf__future_start_call needs PENDING without CF__HOOKED), so from here
+ * on its state leaves PENDING only under the lock.  If a worker started
+ * it first, the answer is RUNNING.  Lock held. */
+static uint32_t state_locked(cf_future *f)
+{
+    uint32_t s = cf__state_of(f);
+    if (s == CF_PENDING && f->has_call)
+        s = cf__future_hook_locked(f);
+    return s;
+}
+
+int cf__future_start_call(cf_future *f)
+{
+    uint32_t raw = atomic_load_explicit(&f->state, memory_order_relaxed);
+    if (CF__LIKELY((raw & ~CF__SLEEPERS) == CF_PENDING) &&
+        atomic_compare_exchange_strong_explicit(&f->state, &raw, CF_RUNNING | (raw & CF__SLEEPERS),
+                                                memory_order_acquire, memory_order_relaxed)) {
+        /* Unhooked, so not a map's call (those are hooked): only the
+         * owner's counts, alive while the call runs. */
+        if (f->counted)
+            count_add(f, offsetof(cf__count_shard, started));
+        return 1;
+    }
+    return cf_future_set_running_or_notify_cancel(f);
+}
+
 /* Tests only: widens the window between a cancel's claim-word CAS and the
  * state it publishes (NULL in programs). */
 cf__claim_hook *_Atomic cf__test_hook_claim_cancelled;
@@ -716,7 +756,7 @@ bool cf__future_detach_claim(cf_future *f)
 int cf__future_cancel_running(cf_future *f)
 {
     cf__lock_acquire(&f->lock);
-    uint32_t s = cf__state_of(f);
+    uint32_t s = state_locked(f);
     if (cf__state_done(s)) {
         cf__lock_release(&f->lock);
         return CF_EINVALSTATE;
@@ -730,7 +770,7 @@ CF__API bool cf_future_cancel(cf_future *f)
     if (!live(f))
         return false;
     cf__lock_acquire(&f->lock);
-    uint32_t s = cf__state_of(f);
+    uint32_t s = state_locked(f);
     if (s == CF_CANCELLED || s == CF_CANCELLED_AND_NOTIFIED) {
         cf__lock_release(&f->lock);
         return true;
@@ -770,7 +810,7 @@ CF__API int cf_future_set_running_or_notify_cancel(cf_future *f)
     if (!live(f))
         return cf__fail(CF_EINVAL, "set_running_or_notify_cancel: not a live future");
     cf__lock_acquire(&f->lock);
-    uint32_t s = cf__state_of(f);
+    uint32_t s = state_locked(f);
     int rc;
     if (s == CF_PENDING) {
         move_state_keep_sleepers(f, CF_RUNNING);
@@ -797,7 +837,7 @@ static int finish_mapped(cf_future *f, int status, const cf_value *result, void 
                          cf__bufcache *cache, bool fd_held)
 {
     cf__lock_acquire(&f->lock);
-    uint32_t s = cf__state_of(f);
+    uint32_t s = state_locked(f);
     if (cf__state_done(s)) {
         cf__lock_release(&f->lock);
         return cf__fail(CF_EINVALSTATE, "%s: future is already %s", who,
@@ -861,7 +901,7 @@ CF__API int cf_future_set_result(cf_future *f, const cf_value *v)
     if (rc != CF_OK)
         return rc;
     cf__lock_acquire(&f->lock);
-    uint32_t s = cf__state_of(f);
+    uint32_t s = state_locked(f);
     if (cf__state_done(s)) {
         cf__lock_release(&f->lock);
         return cf__fail(CF_EINVALSTATE, "set_result: future is already %s",

@@ -176,8 +176,11 @@ static inline size_t cf__value_extra(const cf_value *v)
 /* Somebody needs the future's completion to take its lock: waiters or
  * callbacks are (or are being) attached, the future counts in a map, or a
  * lock holder relies on the future not ending while it holds the lock.
- * Set only while the state is not final (cf__future_hook_locked), never
- * cleared but by the final transition.  See "Lock-free completion" in
+ * A lock holder about to move a submitted call out of PENDING sets it
+ * too, which keeps a thread pool worker from starting the call without
+ * the lock meanwhile (cf__future_start_call).  Set only while the state
+ * is not final (cf__future_hook_locked), never cleared but by the final
+ * transition.  See "Lock-free completion" and "Lock-free start" in
  * future.c. */
 #define CF__HOOKED 0x10u
 #define CF__INLINE_RESULT 32
@@ -334,6 +337,12 @@ cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t narg
  * just before the outcome becomes visible, or, when the future has
  * done-callbacks, just after they have run on this thread. */
 void cf__future_run_call(cf_future *f, _Atomic unsigned *ended);
+
+/* cf_future_set_running_or_notify_cancel() for an engine's worker that
+ * took f from its queue: 1 = RUNNING, 0 = it was cancelled (and is now
+ * CANCELLED_AND_NOTIFIED), or the error.  An unhooked PENDING future
+ * starts with one CAS and no lock ("Lock-free start", future.c). */
+int cf__future_start_call(cf_future *f);
 
 /* Runs the call embedded in `f`, which is RUNNING and which no other
  * thread knows of (a worker process's copy of a call): writes its outcome
@@ -552,15 +561,20 @@ bool cf__then_run_queued(void);
  * change of a counted future before the change shows); readers copy them
  * with cf__counts_read() from any thread.
  *
- * Shards: the counts of begun and ended calls are kept in
+ * Shards: the counts of submitted, begun and ended calls are kept in
  * CF__COUNT_SHARDS shards, each on cache lines of its own, and a reader
  * sums them.  A thread counts in the shard of its own index
- * (cf__count_shard_ix(), given out round-robin as threads first count),
- * so the workers of one pool, which count for every call, do not pass one
- * line back and forth (profiled with all calls of a bench in flight:
- * about an eighth of the samples sat on that line's increments).  Threads
- * that share a shard only share its line; every change is still an atomic
- * read-modify-write.
+ * (cf__count_shard_ix()), so the threads of one pool, which count for
+ * every call, do not pass one line back and forth (profiled with all
+ * calls of a bench in flight: about an eighth of the samples sat on that
+ * line's increments).  Shards 0 .. CF__COUNT_SHARED-1 have one owner
+ * thread at a time: a thread claims a free one the first time it counts
+ * (a bit in a process-wide mask, taken with an acquire CAS) and gives it
+ * back as it exits (a release: the next owner sees its last counts), so
+ * only the owner ever writes that shard's counters, and it adds with a
+ * plain load and a release store, no read-modify-write (cf__count_bump).
+ * Threads that find every owned shard taken count in the shared shard,
+ * CF__COUNT_SHARED, with release read-modify-writes.
  *
  * What is counted: `started`, calls that turned RUNNING, and `ended`, by
  * outcome and by whether the call had begun ([1]) or not ([0]) when it
@@ -569,7 +583,9 @@ bool cf__then_run_queued(void);
  * change - and the reader derives
  *     running = sum(started) - sum(ended[1][*]).
  *
- * Orderings: every change is a release read-modify-write, and a reader
+ * Orderings: every change is a release store (by the shard's owner, so
+ * the value a reader loads includes every earlier change of that counter)
+ * or a release read-modify-write (the shared shard), and a reader
  * loads `ended` of every shard, then `started` of every shard, then
  * `ended[1]` of every shard again, all with acquire; it reports the ends
  * of the first read and
@@ -588,8 +604,8 @@ bool cf__then_run_queued(void);
  * ended before the second read counts in neither (the difference is
  * then smaller, at worst negative, hence the 0).  Each shard's counts
  * only grow, so the sums, as read by one thread, never go back either.
- * `submitted` is bumped once the engine has accepted the call - after the
- * hand-off, because the front must not touch the executor again when the
+ * `submitted` is bumped (in the submitter's shard) once the engine has
+ * accepted the call - after the hand-off, because the front must not touch the executor again when the
  * engine refuses (a destroy may be freeing it by then) - so a fast worker
  * may end a call before its submit is counted.  It is relaxed (it orders
  * nothing), and the reader reports max(submitted, ended + running,
@@ -601,8 +617,7 @@ bool cf__then_run_queued(void);
  * may see it at different points).  So any snapshot satisfies
  *     succeeded + failed + cancelled + running <= submitted,
  * and no count but `running` ever goes back.
- * `submitted` sits on lines of its own: submitters write it, workers
- * write the shards.  The blocks live inside structures allocated with
+ * The blocks live inside structures allocated with
  * plain malloc (16-byte aligned), so nothing here is _Alignas(64):
  * instead each part is 128 bytes long and its counters fill at most its
  * first 64, which keeps the counters of two parts off any common line
@@ -612,16 +627,19 @@ bool cf__then_run_queued(void);
 /* The outcomes, second index of cf__count_shard.ended. */
 enum { CF__COUNT_SUCCEEDED, CF__COUNT_FAILED, CF__COUNT_CANCELLED };
 
+/* The shard of threads that own none (see "Shards"). */
+#define CF__COUNT_SHARED (CF__COUNT_SHARDS - 1)
+
 typedef struct cf__count_shard {
     _Atomic uint64_t started;
     _Atomic uint64_t ended[2][3]; /* [had begun][CF__COUNT_*] */
-    char pad_[128 - 7 * sizeof(uint64_t)];
+    _Atomic uint64_t submitted;
+    char pad_[128 - 8 * sizeof(uint64_t)];
 } cf__count_shard;
 
 typedef struct cf__counts {
-    _Atomic uint64_t submitted;
     _Atomic uint64_t reported;
-    char pad_[128 - 2 * sizeof(uint64_t)];
+    char pad_[128 - sizeof(uint64_t)];
     cf__count_shard shard[CF__COUNT_SHARDS];
 } cf__counts;
 
@@ -629,8 +647,22 @@ typedef struct cf__counts {
  * the ended counts and its read of the started ones (NULL in programs). */
 extern void (*_Atomic cf__test_hook_counts_read)(void);
 
-/* The calling thread's shard (0 .. CF__COUNT_SHARDS-1). */
+/* The calling thread's shard (0 .. CF__COUNT_SHARDS-1): one it owns, or
+ * CF__COUNT_SHARED. */
 unsigned cf__count_shard_ix(void);
+
+/* Adds n to counter `c` of shard `shard`, which must be
+ * cf__count_shard_ix() of the calling thread: in a shard it owns, a plain
+ * load and a release store (nobody else writes it); in the shared one, a
+ * release read-modify-write. */
+static inline void cf__count_bump(_Atomic uint64_t *c, unsigned shard, uint64_t n)
+{
+    if (CF__LIKELY(shard != CF__COUNT_SHARED))
+        atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                              memory_order_release);
+    else
+        atomic_fetch_add_explicit(c, n, memory_order_release);
+}
 
 void cf__counts_init(cf__counts *c);
 void cf__counts_read(cf__counts *c, cf_progress *out);
@@ -645,7 +677,8 @@ void cf__progress_map_mark(cf__counts *c, cf_future *f);
  * the map, alive). */
 static inline void cf__progress_accepted(cf__counts *c, size_t n)
 {
-    atomic_fetch_add_explicit(&c->submitted, n, memory_order_relaxed);
+    unsigned shard = cf__count_shard_ix();
+    cf__count_bump(&c->shard[shard].submitted, shard, n);
 }
 /* The engine refused a marked future: unless it is already done, it
  * stops counting.  Touches only the future.  Any thread. */

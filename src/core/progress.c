@@ -51,28 +51,74 @@
 void cf__counts_init(cf__counts *c)
 {
     memset(c, 0, sizeof *c);
-    atomic_init(&c->submitted, 0);
     atomic_init(&c->reported, 0);
     for (int i = 0; i < CF__COUNT_SHARDS; i++) {
         atomic_init(&c->shard[i].started, 0);
+        atomic_init(&c->shard[i].submitted, 0);
         for (int r = 0; r < 2; r++)
             for (int k = 0; k < 3; k++)
                 atomic_init(&c->shard[i].ended[r][k], 0);
     }
 }
 
-/* The next shard to give out, and this thread's (its index + 1; 0 until
- * the thread first counts).  Relaxed: an index is only a spreading hint,
- * any value is correct. */
-static _Atomic unsigned next_shard;
+/* Owned shards (see "Shards" in internal.h).  Bit i of `owned_shards`:
+ * shard i has an owner thread.  A thread takes a bit with an acquire CAS
+ * (it then sees the previous owner's last counts, released with the
+ * bit) and gives it back from its key destructor, at exit.  `my_shard`
+ * is the thread's shard + 1 (0 until it first counts).  A thread that
+ * forks: the child keeps its own shard; the bits of the threads that did
+ * not come along stay taken there, and the child's later threads share
+ * CF__COUNT_SHARED instead. */
+static _Atomic uint32_t owned_shards;
 static _Thread_local unsigned my_shard;
+static pthread_key_t shard_key;
+static pthread_once_t shard_once = PTHREAD_ONCE_INIT;
+static bool shard_key_ok;
+
+_Static_assert(CF__COUNT_SHARED < 32, "owned shards fit the mask");
+
+/* The exiting thread's key destructor: gives its shard back.  It may still
+ * count afterwards (another destructor releasing a future): in the shared
+ * shard then. */
+static void shard_give_back(void *arg)
+{
+    unsigned s = (unsigned)(uintptr_t)arg - 1;
+    my_shard = CF__COUNT_SHARED + 1;
+    atomic_fetch_and_explicit(&owned_shards, ~(UINT32_C(1) << s), memory_order_release);
+}
+
+static void shard_key_make(void)
+{
+    shard_key_ok = pthread_key_create(&shard_key, shard_give_back) == 0;
+}
+
+static unsigned shard_claim(void)
+{
+    if (pthread_once(&shard_once, shard_key_make) != 0 || !shard_key_ok)
+        return CF__COUNT_SHARED;
+    uint32_t all = (UINT32_C(1) << CF__COUNT_SHARED) - 1;
+    uint32_t m = atomic_load_explicit(&owned_shards, memory_order_relaxed);
+    while ((m & all) != all) {
+        unsigned i = (unsigned)__builtin_ctz(~m & all);
+        uint32_t bit = UINT32_C(1) << i;
+        if (!atomic_compare_exchange_weak_explicit(&owned_shards, &m, m | bit,
+                                                   memory_order_acquire, memory_order_relaxed))
+            continue;
+        if (pthread_setspecific(shard_key, (void *)(uintptr_t)(i + 1)) != 0) {
+            /* No destructor would give it back: do not keep it. */
+            atomic_fetch_and_explicit(&owned_shards, ~bit, memory_order_release);
+            return CF__COUNT_SHARED;
+        }
+        return i;
+    }
+    return CF__COUNT_SHARED;
+}
 
 unsigned cf__count_shard_ix(void)
 {
     unsigned s = my_shard;
     if (CF__UNLIKELY(s == 0)) {
-        s = atomic_fetch_add_explicit(&next_shard, 1, memory_order_relaxed) %
-                CF__COUNT_SHARDS + 1;
+        s = shard_claim() + 1;
         my_shard = s;
     }
     return s - 1;
@@ -108,7 +154,9 @@ void cf__counts_read(cf__counts *c, cf_progress *out)
      * began after the first and ended before the second may make the
      * difference negative: it is then 0. */
     out->running = started > begun_ended ? started - begun_ended : 0;
-    out->submitted = atomic_load_explicit(&c->submitted, memory_order_relaxed);
+    out->submitted = 0;
+    for (int i = 0; i < CF__COUNT_SHARDS; i++)
+        out->submitted += atomic_load_explicit(&c->shard[i].submitted, memory_order_relaxed);
     /* A call may end before its submit is counted (see struct cf__counts). */
     uint64_t seen = cf_progress_ended(out) + out->running;
     if (out->submitted < seen)

@@ -6,9 +6,9 @@
  *
  *   submit ──► lane of its priority ──push──► [ lane 7: MPSC FIFO ] ─┐
  *     │  (submit_lock)                      [ lane 0: MPSC FIFO ] ─┼─pop (pop_lock)─► workers
- *     │  no lane free: (prio_lock) ──────►  [ heap by priority  ] ─┘  set_running_or_
- *     └─ wakes a parked worker if nobody is searching           notify_cancel, run,
- *                                                               complete (callbacks)
+ *     │  no lane free: (prio_lock) ──────►  [ heap by priority  ] ─┘  start (one CAS,
+ *     └─ wakes a parked worker if nobody is searching           cf__future_start_call),
+ *                                                               run, complete (callbacks)
  *
  * Lanes: one lock-free FIFO (queue.h) per priority in use, at most NLANES
  * at once; lanes[0] belongs to the default priority (0) and always exists.
@@ -707,7 +707,7 @@ static void *worker_main(void *arg)
         cf__slot_release(f); /* taken: room for the next submit */
         _Atomic unsigned *ended =
             atomic_load_explicit(&p->all_started, memory_order_relaxed) ? NULL : &p->ended;
-        if (cf_future_set_running_or_notify_cancel(f) == 1)
+        if (cf__future_start_call(f) == 1)
             cf__future_run_call(f, ended);
         else if (ended)
             atomic_fetch_add_explicit(ended, 1, memory_order_release);
