@@ -1439,22 +1439,25 @@ int main(int argc, char **argv)
         else
             printf("  %s %s\n", peers[k].name, peers[k].version);
     }
-    static const char *const np_label[5] = {
+    /* The map row: cf_map() of N calls (all in flight, in order) against
+     * each peer's all-in-flight figure, the closest thing they have. */
+    static const char *const np_label[6] = {
         "all N in flight (ns/task)", "batches of " STR(BATCH) " (ns/task)",
-        "same, cf_submit_many (ns/task)", "round trip median (us)",
-        "round trip p99 (us)"};
+        "same, cf_submit_many (ns/task)", "map, vs peer all in flight",
+        "round trip median (us)", "round trip p99 (us)"};
     printf("%-30s %10s", "", "cfutures");
     for (size_t k = 0; k < npeers && k < NP_MAX; k++)
         printf(" %10s %7s", peers[k].name, "cf/x");
     printf("\n");
-    for (int row = 0; row < 5; row++) {
+    for (int row = 0; row < 6; row++) {
         /* cfutures' figure of this row in round r. */
         double cfv[MAX_ROUNDS];
         for (size_t r = 0; r < rounds; r++)
             cfv[r] = row == 0   ? 1e9 / cr[r].t[T_SUBMIT_AUTO].rate
                      : row == 1 ? 1e9 / cr[r].t[T_BATCH_AUTO].rate
                      : row == 2 ? cr[r].many_ns
-                     : row == 3 ? cr[r].rtt.median_us
+                     : row == 3 ? 1e9 / cr[r].t[T_MAP_AUTO].rate
+                     : row == 4 ? cr[r].rtt.median_us
                                 : cr[r].rtt.p99_us;
         printf("%-30s %10.2f", np_label[row], summarize(cfv, rounds).med);
         for (size_t k = 0; k < npeers && k < NP_MAX; k++) {
@@ -1463,10 +1466,10 @@ int main(int argc, char **argv)
                 const native_round *x = &cr[r].np[k];
                 if (!x->have)
                     continue;
-                double pv = row == 0   ? x->all_ns
-                            : row <= 2 ? x->batch_ns
-                            : row == 3 ? x->rtt.median_us
-                                       : x->rtt.p99_us;
+                double pv = row == 0 || row == 3 ? x->all_ns
+                            : row <= 2               ? x->batch_ns
+                            : row == 4               ? x->rtt.median_us
+                                                     : x->rtt.p99_us;
                 v[have] = pv;
                 w[have] = cfv[r] / pv;
                 have++;
