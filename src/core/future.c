@@ -62,8 +62,9 @@
  *   held and while the state is not final (cf__future_hook_locked(), a
  *   CAS on the same word): linking a waiter (wait.c, cq.c), adding a
  *   callback, a lock holder that must keep the call's engine alive
- *   (cf_future_interrupt); a map's calls are hooked before they go to the
- *   engine (their counts may be detached under the lock).  Both sides CAS
+ *   (cf_future_interrupt).  (A map's calls count in the map's counts too,
+ *   which outlive every call that can still count in them, map.c.)  Both
+ *   sides CAS
  *   the one word, so exactly one of two orders happens: the hook first,
  *   and the completer's CAS fails and it completes under the lock (after
  *   the hooker released it, so it sees the node or callback); or the
@@ -89,8 +90,6 @@
  *   that do not hook never move a call out of PENDING.  The start is
  *   counted in the progress counts just after it shows, by the worker,
  *   before the task runs (a snapshot may miss a call that just moved).
- *   Unhooked means not a map's call, whose counts may be detached under
- *   the lock: the worker counts only in the owner's.
  * - Reference counting: the count starts at 1 (the creator).  Engines take
  *   their own reference for as long as they hold the future.  Increments
  *   are relaxed (a reference can only be copied from one already held);
@@ -674,9 +673,8 @@ int cf__future_start_call(cf_future *f)
     if (CF__LIKELY((raw & ~CF__SLEEPERS) == CF_PENDING) &&
         atomic_compare_exchange_strong_explicit(&f->state, &raw, CF_RUNNING | (raw & CF__SLEEPERS),
                                                 memory_order_acquire, memory_order_relaxed)) {
-        /* Unhooked, so not a map's call (those are hooked): only the
-         * owner's counts, alive while the call runs. */
-        if (f->counted)
+        /* The owner's counts and a map's live while the call runs. */
+        if (f->counted || f->in_map)
             count_add(f, offsetof(cf__count_shard, started));
         return 1;
     }
@@ -1013,8 +1011,7 @@ static bool finish_unhooked(cf_future *f)
     if ((raw & ~CF__SLEEPERS) != CF_RUNNING || f->claimable)
         return false;
     settle_outcome(f);
-    /* Not in a map (those are hooked): only the owner's counts, which live
-     * as long as the call runs. */
+    /* The owner's counts and a map's live as long as the call runs. */
     count_end(f, CF_FINISHED);
     void (*hook)(cf_future *) =
         atomic_load_explicit(&cf__test_hook_before_finish, memory_order_relaxed);

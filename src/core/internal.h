@@ -274,11 +274,13 @@ struct cf_future {
     /* The running task asked for cf_cancel_fd() (cancel_fd.c): its entry
      * must go when the call ends.  Only the thread running the call. */
     bool cancel_watched;
-    /* Progress counting (progress.c), both guarded by `lock` once the
-     * future is handed out: `counted`, the future counts in its owner's
-     * cf__counts; `in_map`, it also counts in the map iterator's counts
-     * that `user_data` points to (a map's futures are never handed to the
-     * user, so the slot is free for this). */
+    /* Progress counting (progress.c): `counted`, the future counts in its
+     * owner's cf__counts; `in_map`, it also counts in the map iterator's
+     * counts that `user_data` points to (a map's futures are never handed
+     * to the user, so the slot is free for this).  Written before the
+     * future is handed to the engine, and cleared under `lock` only for a
+     * call the engine refused (cf__progress_unmark), which no worker
+     * holds; read by whoever counts a state change. */
     bool counted;
     bool in_map;
     /* The call holds one of its executor's queue slots (cf__bound): set
@@ -510,14 +512,6 @@ static inline bool cf__state_done(uint32_t s)
  * lock calls this first, and treats f as done when it says so. */
 uint32_t cf__future_hook_locked(cf_future *f);
 
-/* The same for a future nobody else knows of yet (a map's call, before
- * it goes to the engine): no lock, no race. */
-static inline void cf__future_hook_unshared(cf_future *f)
-{
-    uint32_t raw = atomic_load_explicit(&f->state, memory_order_relaxed);
-    atomic_store_explicit(&f->state, raw | CF__HOOKED, memory_order_relaxed);
-}
-
 /* Links `node` at the head of f's waiter list / unlinks it.  f's lock
  * held, and cf__future_hook_locked() said f is not done. */
 static inline void cf__wnode_link(cf_future *f, cf__wnode *node)
@@ -683,8 +677,6 @@ static inline void cf__progress_accepted(cf__counts *c, size_t n)
 /* The engine refused a marked future: unless it is already done, it
  * stops counting.  Touches only the future.  Any thread. */
 void cf__progress_unmark(cf_future *f);
-/* The map's counts are going away: f stops counting in them. */
-void cf__progress_map_detach(cf_future *f);
 /* Is the calling thread the progress callback's timer thread of `ex`? */
 bool cf__progress_on_ticker(cf_executor *ex);
 /* cf_executor_destroy() and the exit handler, once every call has ended:

@@ -22,6 +22,12 @@
  *   bigger than the bound fills the queue as workers drain it, inside
  *   cf_map(); CF_EFULL when the deadline passes first.
  * - An iterator is used by one thread at a time; it has no lock.
+ * - The map's progress counts (`mc`) are a block of their own: its calls
+ *   count in them lock-free as they start and end (future.c), so the block
+ *   must outlive every call that can still start or end.  cf_map_close()
+ *   gives each call still running (`left`) a done-callback holding the
+ *   block (`holds`), and the last of the iterator and those callbacks to
+ *   let go frees it.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -56,13 +62,40 @@ struct cf_map_iter {
     cf_future *current;    /* element last yielded, kept for its value */
     /* Calls the map gave up on (its timeout, a refused refill) that had
      * begun, so could not be cancelled: kept, with a reference, so they
-     * count in the map until they end; cf_map_close() detaches them. */
+     * count in the map until they end; cf_map_close() hands them the
+     * counts (see the design notes). */
     cf_future **left;
     size_t nleft, left_cap;
+    /* Set when a call left running could not be given the counts (out of
+     * memory): they are then never freed, about 1.2 KiB. */
+    bool counts_pinned;
     /* This map's calls (progress.c); written by the threads that submit
      * and complete them, read by cf_map_progress() from any thread. */
-    cf__counts counts;
+    struct map_counts *mc;
 };
+
+/* The map's counts, and who holds them: the iterator (1) until it is
+ * closed, plus one per call left running at close, dropped by that
+ * call's done-callback.  acq_rel: whoever frees the block sees every
+ * count written into it. */
+typedef struct map_counts {
+    cf__counts counts;
+    _Atomic size_t holds;
+} map_counts;
+
+static void counts_drop(map_counts *mc)
+{
+    if (atomic_fetch_sub_explicit(&mc->holds, 1, memory_order_acq_rel) == 1)
+        free(mc);
+}
+
+/* A call left running at close has ended (its counts are written). */
+static int counts_drop_cb(cf_future *f, void *arg)
+{
+    (void)f;
+    counts_drop(arg);
+    return 0;
+}
 
 CF__API void cf_map_options_init(cf_map_options *opts)
 {
@@ -161,7 +194,9 @@ static void keep_running(cf_map_iter *it, cf_future *f)
         size_t cap = it->left_cap ? 2 * it->left_cap : 4;
         cf_future **l = realloc(it->left, cap * sizeof *l);
         if (!l) {
-            cf__progress_map_detach(f); /* no memory: it stops counting here */
+            /* No memory to remember it: the counts are kept for good, as
+             * the call still writes them when it ends (see cf_map_close). */
+            it->counts_pinned = true;
             cf_future_release(f);
             return;
         }
@@ -201,7 +236,7 @@ static int submit_next(cf_map_iter *it)
     r = reserve(it, n);
     if (r == CF_OK) {
         for (size_t i = 0; i < n; i++)
-            cf__progress_map_mark(&it->counts, it->chunk[i]);
+            cf__progress_map_mark(&it->mc->counts, it->chunk[i]);
         r = cf__submit_prepared(it->ex, it->chunk, n, true, it->deadline);
     }
     if (r != CF_OK) {
@@ -217,7 +252,7 @@ static int submit_next(cf_map_iter *it)
         }
         return r;
     }
-    cf__progress_accepted(&it->counts, n);
+    cf__progress_accepted(&it->mc->counts, n);
     for (size_t i = 0; i < n; i++)
         push(it, it->chunk[i]);
     return (int)n;
@@ -240,12 +275,19 @@ CF__API void cf_map_close(cf_map_iter *it)
     if (!it)
         return;
     cancel_rest(it);
-    /* Running on: they stop counting here. */
+    /* Running on: each holds the counts until it ends.  Out of memory for
+     * the callback, the counts are kept for good instead. */
     for (size_t i = 0; i < it->nleft; i++) {
-        cf__progress_map_detach(it->left[i]);
+        atomic_fetch_add_explicit(&it->mc->holds, 1, memory_order_relaxed);
+        if (cf_future_add_done_callback(it->left[i], counts_drop_cb, it->mc) != CF_OK) {
+            atomic_fetch_sub_explicit(&it->mc->holds, 1, memory_order_relaxed);
+            it->counts_pinned = true;
+        }
         cf_future_release(it->left[i]);
     }
     free(it->left);
+    if (it->mc && !it->counts_pinned)
+        counts_drop(it->mc);
     if (it->current)
         cf_future_release(it->current);
     if (it->ex)
@@ -292,7 +334,13 @@ CF__API int cf_map(cf_executor *ex, cf_task_fn *fn, const cf_map_input *inputs, 
     cf_map_iter *it = calloc(1, sizeof *it);
     if (!it)
         return cf__fail(CF_ENOMEM, "map: out of memory");
-    cf__counts_init(&it->counts);
+    it->mc = malloc(sizeof *it->mc);
+    if (!it->mc) {
+        free(it);
+        return cf__fail(CF_ENOMEM, "map: out of memory");
+    }
+    cf__counts_init(&it->mc->counts);
+    atomic_init(&it->mc->holds, 1);
     it->inputs = malloc(ninputs * sizeof *it->inputs);
     it->pos = calloc(ninputs, sizeof *it->pos);
     it->tuple = calloc(ninputs, sizeof *it->tuple);
@@ -436,6 +484,6 @@ CF__API int cf_map_progress(const cf_map_iter *it, cf_progress *out)
         memset(out, 0, sizeof *out);
     if (!it || !out)
         return cf__fail(CF_EINVAL, "map_progress: %s is NULL", !it ? "iterator" : "out");
-    cf__counts_read((cf__counts *)&it->counts, out);
+    cf__counts_read(&it->mc->counts, out);
     return CF_OK;
 }

@@ -15,8 +15,9 @@
  * - A future counts in its owner executor (`counted`; the owner outlives
  *   the future's calls, see struct cf_future) and, for a map's calls, in
  *   the iterator's counts too (`in_map`, `user_data` pointing at them).
- *   The iterator detaches its calls still running when it closes, under
- *   each future's lock, so no future touches its counts afterwards.
+ *   Those counts are a block that the iterator and, once it is closed,
+ *   each of its calls still running hold (map.c), so a call never
+ *   touches freed counts.
  * - The counts of begun and ended calls are sharded by thread (a reader
  *   sums the shards and derives `running`); the shards, the orderings, and
  *   what a reader can rely on, are written next to struct cf__counts
@@ -177,9 +178,8 @@ void cf__progress_mark(cf_future *f)
 
 void cf__progress_map_mark(cf__counts *c, cf_future *f)
 {
-    /* Its counts may be detached under the lock (cf__progress_map_detach),
-     * so its completion must take the lock: no lock-free ending. */
-    cf__future_hook_unshared(f);
+    /* The counts outlive every call that can still count in them (map.c),
+     * so the call may start and end lock-free. */
     f->in_map = true;
     atomic_store_explicit(&f->user_data, c, memory_order_relaxed);
 }
@@ -191,13 +191,6 @@ void cf__progress_unmark(cf_future *f)
      * before refusing it keeps its ending counted. */
     if (!cf__state_done(cf__state_of(f)))
         f->counted = f->in_map = false;
-    cf__lock_release(&f->lock);
-}
-
-void cf__progress_map_detach(cf_future *f)
-{
-    cf__lock_acquire(&f->lock);
-    f->in_map = false;
     cf__lock_release(&f->lock);
 }
 
