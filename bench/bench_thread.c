@@ -46,7 +46,9 @@
  *                   collecting at once would not overlap with the workers
  *                   as it does for the FIFO), once with every call at the default
  *                   priority and once with half of them at priorities
- *                   -3..3 (so the priority heap is in use throughout), back
+ *                   -3..3 (seven priority lanes besides the default's, in
+ *                   use throughout; the heap only takes calls when more
+ *                   priorities are queued at once than there are lanes), back
  *                   to back in each round (the order alternating between
  *                   rounds); ns per task and the ratio mixed / all-default.
  *                   --priorities runs only this workload.
