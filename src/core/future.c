@@ -83,13 +83,18 @@
  *   CF__SLEEPERS, without CF__HOOKED) to RUNNING, no lock
  *   (cf__future_start_call); anything else takes the locked path.  Every
  *   lock holder that may move a submitted call out of PENDING (cancel,
- *   set_running, set_result/set_exception and the engines' completions)
- *   first hooks a PENDING call (state_locked), a CAS on the same word: so
- *   either the start came first and the lock holder sees RUNNING, or the
- *   hook did and the start fails and waits for the lock.  Lock holders
- *   that do not hook never move a call out of PENDING.  The start is
- *   counted in the progress counts just after it shows, by the worker,
- *   before the task runs (a snapshot may miss a call that just moved).
+ *   set_result/set_exception and the engines' completions) first hooks a
+ *   PENDING call (state_locked), a CAS on the same word: so either the
+ *   start came first and the lock holder sees RUNNING, or the hook did
+ *   and the start fails and waits for the lock.  The locked start
+ *   (set_running_or_notify_cancel) does not hook, which would send the
+ *   call's completion under the lock: it moves the state with a CAS that
+ *   needs PENDING (start_locked), so of two starts one wins.  The other
+ *   lock holders that move a call out of PENDING without hooking move
+ *   only a process pool's calls (claim words), which are never started
+ *   lock-free.  A start, either way, is counted in the progress counts
+ *   just after it shows, before the task runs (a snapshot may miss a call
+ *   that just moved).
  * - Reference counting: the count starts at 1 (the creator).  Engines take
  *   their own reference for as long as they hold the future.  Increments
  *   are relaxed (a reference can only be copied from one already held);
@@ -667,6 +672,26 @@ static uint32_t state_locked(cf_future *f)
     return s;
 }
 
+/* PENDING -> RUNNING with the lock held, without hooking: a CAS that
+ * needs PENDING (keeping the flag bits), so that of this and a worker's
+ * lock-free start of the same call exactly one wins; the start is counted
+ * once it shows, as the lock-free start does.  Returns false when the
+ * other came first. */
+static bool start_locked(cf_future *f)
+{
+    uint32_t raw = atomic_load_explicit(&f->state, memory_order_relaxed);
+    while ((raw & CF__STATE_MASK) == CF_PENDING) {
+        if (atomic_compare_exchange_weak_explicit(
+                &f->state, &raw, CF_RUNNING | (raw & (CF__SLEEPERS | CF__HOOKED)),
+                memory_order_acq_rel, memory_order_relaxed)) {
+            if (f->counted || f->in_map)
+                count_add(f, offsetof(cf__count_shard, started));
+            return true;
+        }
+    }
+    return false;
+}
+
 int cf__future_start_call(cf_future *f)
 {
     uint32_t raw = atomic_load_explicit(&f->state, memory_order_relaxed);
@@ -808,11 +833,15 @@ CF__API int cf_future_set_running_or_notify_cancel(cf_future *f)
     if (!live(f))
         return cf__fail(CF_EINVAL, "set_running_or_notify_cancel: not a live future");
     cf__lock_acquire(&f->lock);
-    uint32_t s = state_locked(f);
+    /* Not state_locked(): a hook would send the call's completion under
+     * the lock; start_locked()'s CAS decides against a lock-free start. */
+    uint32_t s = cf__state_of(f);
     int rc;
-    if (s == CF_PENDING) {
-        move_state_keep_sleepers(f, CF_RUNNING);
+    if (s == CF_PENDING && start_locked(f)) {
         rc = 1;
+    } else if (s == CF_PENDING) {
+        /* A worker's lock-free start came first. */
+        rc = cf__fail(CF_EINVALSTATE, "set_running_or_notify_cancel: future is RUNNING");
     } else if (s == CF_CANCELLED) {
         /* Waiters were already notified by cancel(); CANCELLED is final for
          * them, so no wake-up is due. */

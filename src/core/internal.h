@@ -221,8 +221,9 @@ struct cf_future {
     _Atomic uint32_t refs;
     /* cf_state in the low bits plus CF__SLEEPERS and CF__HOOKED.  Changed
      * with `lock` held, except: CF__SLEEPERS (a sleeper in result(), a
-     * CAS) and the lock-free completion of an unhooked running call by
-     * the thread that ran it (a CAS, see future.c).  Read lock-free with
+     * CAS), the lock-free start of an unhooked pending call by a thread
+     * pool worker and the lock-free completion of an unhooked running call
+     * by the thread that ran it (CASes, see future.c).  Read lock-free with
      * acquire ordering, which is what makes the outcome fields below
      * visible: they are written before the release store (or CAS) of a
      * final state and never change afterwards. */
@@ -551,9 +552,10 @@ bool cf__then_run_queued(void);
 /* ---- progress counts (progress.c) ---------------------------------------
  *
  * One block per executor and one per map iterator.  Writers are the
- * threads that submit and complete futures (future.c counts every state
- * change of a counted future before the change shows); readers copy them
- * with cf__counts_read() from any thread.
+ * threads that submit and complete futures (future.c counts every end of
+ * a counted future before the end shows, and a start just after it shows,
+ * before the task runs); readers copy them with cf__counts_read() from
+ * any thread.
  *
  * Shards: the counts of submitted, begun and ended calls are kept in
  * CF__COUNT_SHARDS shards, each on cache lines of its own, and a reader
@@ -561,14 +563,16 @@ bool cf__then_run_queued(void);
  * (cf__count_shard_ix()), so the threads of one pool, which count for
  * every call, do not pass one line back and forth (profiled with all
  * calls of a bench in flight: about an eighth of the samples sat on that
- * line's increments).  Shards 0 .. CF__COUNT_SHARED-1 have one owner
+ * line's increments).  Shards 0 .. CF__COUNT_OWNED-1 have one owner
  * thread at a time: a thread claims a free one the first time it counts
  * (a bit in a process-wide mask, taken with an acquire CAS) and gives it
  * back as it exits (a release: the next owner sees its last counts), so
  * only the owner ever writes that shard's counters, and it adds with a
  * plain load and a release store, no read-modify-write (cf__count_bump).
- * Threads that find every owned shard taken count in the shared shard,
- * CF__COUNT_SHARED, with release read-modify-writes.
+ * Threads that find every owned shard taken (more than CF__COUNT_OWNED
+ * threads counting at once: workers of several pools, submitters,
+ * managers) are spread round-robin over the shared shards that follow,
+ * where they add with release read-modify-writes.
  *
  * What is counted: `started`, calls that turned RUNNING, and `ended`, by
  * outcome and by whether the call had begun ([1]) or not ([0]) when it
@@ -616,13 +620,11 @@ bool cf__then_run_queued(void);
  * instead each part is 128 bytes long and its counters fill at most its
  * first 64, which keeps the counters of two parts off any common line
  * whatever the alignment. */
-#define CF__COUNT_SHARDS 8
+#define CF__COUNT_OWNED 8
+#define CF__COUNT_SHARDS 12
 
 /* The outcomes, second index of cf__count_shard.ended. */
 enum { CF__COUNT_SUCCEEDED, CF__COUNT_FAILED, CF__COUNT_CANCELLED };
-
-/* The shard of threads that own none (see "Shards"). */
-#define CF__COUNT_SHARED (CF__COUNT_SHARDS - 1)
 
 typedef struct cf__count_shard {
     _Atomic uint64_t started;
@@ -641,8 +643,8 @@ typedef struct cf__counts {
  * the ended counts and its read of the started ones (NULL in programs). */
 extern void (*_Atomic cf__test_hook_counts_read)(void);
 
-/* The calling thread's shard (0 .. CF__COUNT_SHARDS-1): one it owns, or
- * CF__COUNT_SHARED. */
+/* The calling thread's shard (0 .. CF__COUNT_SHARDS-1): one it owns
+ * (below CF__COUNT_OWNED), or a shared one. */
 unsigned cf__count_shard_ix(void);
 
 /* Adds n to counter `c` of shard `shard`, which must be
@@ -651,7 +653,7 @@ unsigned cf__count_shard_ix(void);
  * release read-modify-write. */
 static inline void cf__count_bump(_Atomic uint64_t *c, unsigned shard, uint64_t n)
 {
-    if (CF__LIKELY(shard != CF__COUNT_SHARED))
+    if (CF__LIKELY(shard < CF__COUNT_OWNED))
         atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
                               memory_order_release);
     else

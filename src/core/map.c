@@ -67,7 +67,7 @@ struct cf_map_iter {
     cf_future **left;
     size_t nleft, left_cap;
     /* Set when a call left running could not be given the counts (out of
-     * memory): they are then never freed, about 1.2 KiB. */
+     * memory): they are then never freed, about 1.7 KiB. */
     bool counts_pinned;
     /* This map's calls (progress.c); written by the threads that submit
      * and complete them, read by cf_map_progress() from any thread. */

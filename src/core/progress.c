@@ -68,15 +68,24 @@ void cf__counts_init(cf__counts *c)
  * bit) and gives it back from its key destructor, at exit.  `my_shard`
  * is the thread's shard + 1 (0 until it first counts).  A thread that
  * forks: the child keeps its own shard; the bits of the threads that did
- * not come along stay taken there, and the child's later threads share
- * CF__COUNT_SHARED instead. */
+ * not come along stay taken there, and the child's later threads use the
+ * shared shards instead.  `next_shared` spreads the threads without an
+ * owned shard over the shared ones (relaxed: only a spreading hint). */
 static _Atomic uint32_t owned_shards;
+static _Atomic unsigned next_shared;
 static _Thread_local unsigned my_shard;
 static pthread_key_t shard_key;
 static pthread_once_t shard_once = PTHREAD_ONCE_INIT;
 static bool shard_key_ok;
 
-_Static_assert(CF__COUNT_SHARED < 32, "owned shards fit the mask");
+_Static_assert(CF__COUNT_OWNED <= 31 && CF__COUNT_OWNED < CF__COUNT_SHARDS,
+               "owned shards fit the mask, and at least one is shared");
+
+static unsigned shard_shared(void)
+{
+    return CF__COUNT_OWNED + atomic_fetch_add_explicit(&next_shared, 1, memory_order_relaxed) %
+                                 (CF__COUNT_SHARDS - CF__COUNT_OWNED);
+}
 
 /* The exiting thread's key destructor: gives its shard back.  It may still
  * count afterwards (another destructor releasing a future): in the shared
@@ -84,7 +93,7 @@ _Static_assert(CF__COUNT_SHARED < 32, "owned shards fit the mask");
 static void shard_give_back(void *arg)
 {
     unsigned s = (unsigned)(uintptr_t)arg - 1;
-    my_shard = CF__COUNT_SHARED + 1;
+    my_shard = shard_shared() + 1;
     atomic_fetch_and_explicit(&owned_shards, ~(UINT32_C(1) << s), memory_order_release);
 }
 
@@ -96,8 +105,8 @@ static void shard_key_make(void)
 static unsigned shard_claim(void)
 {
     if (pthread_once(&shard_once, shard_key_make) != 0 || !shard_key_ok)
-        return CF__COUNT_SHARED;
-    uint32_t all = (UINT32_C(1) << CF__COUNT_SHARED) - 1;
+        return shard_shared();
+    uint32_t all = (UINT32_C(1) << CF__COUNT_OWNED) - 1;
     uint32_t m = atomic_load_explicit(&owned_shards, memory_order_relaxed);
     while ((m & all) != all) {
         unsigned i = (unsigned)__builtin_ctz(~m & all);
@@ -108,11 +117,11 @@ static unsigned shard_claim(void)
         if (pthread_setspecific(shard_key, (void *)(uintptr_t)(i + 1)) != 0) {
             /* No destructor would give it back: do not keep it. */
             atomic_fetch_and_explicit(&owned_shards, ~bit, memory_order_release);
-            return CF__COUNT_SHARED;
+            return shard_shared();
         }
         return i;
     }
-    return CF__COUNT_SHARED;
+    return shard_shared();
 }
 
 unsigned cf__count_shard_ix(void)
