@@ -841,7 +841,8 @@ CF__API int cf_future_set_running_or_notify_cancel(cf_future *f)
         rc = 1;
     } else if (s == CF_PENDING) {
         /* A worker's lock-free start came first. */
-        rc = cf__fail(CF_EINVALSTATE, "set_running_or_notify_cancel: future is RUNNING");
+        rc = cf__fail(CF_EINVALSTATE, "set_running_or_notify_cancel: future was started by its "
+                                      "executor's worker");
     } else if (s == CF_CANCELLED) {
         /* Waiters were already notified by cancel(); CANCELLED is final for
          * them, so no wake-up is due. */

@@ -174,8 +174,8 @@ static inline size_t cf__value_extra(const cf_value *v)
 #define CF__STATE_MASK 0x7u
 #define CF__SLEEPERS 0x8u /* some thread sleeps on `state` (futex) */
 /* Somebody needs the future's completion to take its lock: waiters or
- * callbacks are (or are being) attached, the future counts in a map, or a
- * lock holder relies on the future not ending while it holds the lock.
+ * callbacks are (or are being) attached, or a lock holder relies on the
+ * future not ending while it holds the lock.
  * A lock holder about to move a submitted call out of PENDING sets it
  * too, which keeps a thread pool worker from starting the call without
  * the lock meanwhile (cf__future_start_call).  Set only while the state

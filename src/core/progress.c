@@ -88,7 +88,7 @@ static unsigned shard_shared(void)
 }
 
 /* The exiting thread's key destructor: gives its shard back.  It may still
- * count afterwards (another destructor releasing a future): in the shared
+ * count afterwards (another destructor releasing a future): in a shared
  * shard then. */
 static void shard_give_back(void *arg)
 {
