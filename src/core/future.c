@@ -32,8 +32,9 @@
  * Invariants
  * - `state` changes only with `lock` held, except that a thread about to
  *   sleep in result() sets CF__SLEEPERS with a CAS and no lock, and the
- *   lock-free completion and start below; so every transition is an exchange or CAS
- *   that keeps or collects the flag bits, never a plain store.  It is read
+ *   lock-free completion and start below; so every transition is an
+ *   exchange or CAS that keeps or collects the flag bits, never a plain
+ *   store.  It is read
  *   without the lock
  *   (done(), the result fast path) with acquire ordering; the outcome
  *   fields (status, result, failure) are written before the release store
@@ -89,7 +90,7 @@
  *   and the start fails and waits for the lock.  The locked start
  *   (set_running_or_notify_cancel) does not hook, which would send the
  *   call's completion under the lock: it moves the state with a CAS that
- *   needs PENDING (start_locked), so of two starts one wins.  The other
+ *   needs PENDING (start_cas), so of two starts one wins.  The other
  *   lock holders that move a call out of PENDING without hooking move
  *   only a process pool's calls (claim words), which are never started
  *   lock-free.  A start, either way, is counted in the progress counts
@@ -672,18 +673,20 @@ static uint32_t state_locked(cf_future *f)
     return s;
 }
 
-/* PENDING -> RUNNING with the lock held, without hooking: a CAS that
- * needs PENDING (keeping the flag bits), so that of this and a worker's
- * lock-free start of the same call exactly one wins; the start is counted
- * once it shows, as the lock-free start does.  Returns false when the
- * other came first. */
-static bool start_locked(cf_future *f)
+/* PENDING -> RUNNING by a CAS that needs PENDING (keeping the flag bits),
+ * so that of two starts of one call - a worker's lock-free one and a
+ * locked one - exactly one wins; the start is counted once it shows.
+ * `hooked_ok`: also from a hooked PENDING, which only a lock holder may
+ * do (a hook means a lock holder is about to move the call).  Returns
+ * false when the state was not such a PENDING. */
+static bool start_cas(cf_future *f, bool hooked_ok)
 {
+    uint32_t keep = CF__SLEEPERS | (hooked_ok ? CF__HOOKED : 0);
     uint32_t raw = atomic_load_explicit(&f->state, memory_order_relaxed);
-    while ((raw & CF__STATE_MASK) == CF_PENDING) {
-        if (atomic_compare_exchange_weak_explicit(
-                &f->state, &raw, CF_RUNNING | (raw & (CF__SLEEPERS | CF__HOOKED)),
-                memory_order_acq_rel, memory_order_relaxed)) {
+    while ((raw & ~keep) == CF_PENDING) {
+        if (atomic_compare_exchange_weak_explicit(&f->state, &raw, CF_RUNNING | (raw & keep),
+                                                  memory_order_acq_rel, memory_order_relaxed)) {
+            /* The owner's counts and a map's live while the call runs. */
             if (f->counted || f->in_map)
                 count_add(f, offsetof(cf__count_shard, started));
             return true;
@@ -694,16 +697,7 @@ static bool start_locked(cf_future *f)
 
 int cf__future_start_call(cf_future *f)
 {
-    uint32_t raw = atomic_load_explicit(&f->state, memory_order_relaxed);
-    if (CF__LIKELY((raw & ~CF__SLEEPERS) == CF_PENDING) &&
-        atomic_compare_exchange_strong_explicit(&f->state, &raw, CF_RUNNING | (raw & CF__SLEEPERS),
-                                                memory_order_acquire, memory_order_relaxed)) {
-        /* The owner's counts and a map's live while the call runs. */
-        if (f->counted || f->in_map)
-            count_add(f, offsetof(cf__count_shard, started));
-        return 1;
-    }
-    return cf_future_set_running_or_notify_cancel(f);
+    return start_cas(f, false) ? 1 : cf_future_set_running_or_notify_cancel(f);
 }
 
 /* Tests only: widens the window between a cancel's claim-word CAS and the
@@ -834,10 +828,10 @@ CF__API int cf_future_set_running_or_notify_cancel(cf_future *f)
         return cf__fail(CF_EINVAL, "set_running_or_notify_cancel: not a live future");
     cf__lock_acquire(&f->lock);
     /* Not state_locked(): a hook would send the call's completion under
-     * the lock; start_locked()'s CAS decides against a lock-free start. */
+     * the lock; start_cas() decides against a lock-free start. */
     uint32_t s = cf__state_of(f);
     int rc;
-    if (s == CF_PENDING && start_locked(f)) {
+    if (s == CF_PENDING && start_cas(f, true)) {
         rc = 1;
     } else if (s == CF_PENDING) {
         /* A worker's lock-free start came first. */
