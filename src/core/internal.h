@@ -603,11 +603,11 @@ bool cf__then_run_queued(void);
  * then smaller, at worst negative, hence the 0).  Each shard's counts
  * only grow, so the sums, as read by one thread, never go back either.
  * `submitted` is bumped (in the submitter's shard) once the engine has
- * accepted the call - after the hand-off, because the front must not touch the executor again when the
- * engine refuses (a destroy may be freeing it by then) - so a fast worker
- * may end a call before its submit is counted.  It is relaxed (it orders
- * nothing), and the reader reports max(submitted, ended + running,
- * `reported`): every call running or ended was accepted, so each is a
+ * accepted the call - after the hand-off, because the front must not
+ * touch the executor again when the engine refuses (a destroy may be
+ * freeing it by then) - so a fast worker may end a call before its submit
+ * is counted.  The reader loads it relaxed (it orders nothing), and
+ * reports max(submitted, ended + running, `reported`): every call running or ended was accepted, so each is a
  * count of calls accepted by then, and `reported` (the largest value any
  * reader reported, raised with a CAS by readers only) keeps the result
  * from going back from one reader to the next (ended + running is at
@@ -649,7 +649,7 @@ unsigned cf__count_shard_ix(void);
 
 /* Adds n to counter `c` of shard `shard`, which must be
  * cf__count_shard_ix() of the calling thread: in a shard it owns, a plain
- * load and a release store (nobody else writes it); in the shared one, a
+ * load and a release store (nobody else writes it); in a shared one, a
  * release read-modify-write. */
 static inline void cf__count_bump(_Atomic uint64_t *c, unsigned shard, uint64_t n)
 {

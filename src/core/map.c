@@ -288,7 +288,7 @@ CF__API void cf_map_close(cf_map_iter *it)
         cf_future_release(it->left[i]);
     }
     free(it->left);
-    if (it->mc && !it->counts_pinned)
+    if (!it->counts_pinned)
         counts_drop(it->mc);
     if (it->current)
         cf_future_release(it->current);
