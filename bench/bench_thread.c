@@ -600,42 +600,109 @@ static void check_out(const char *who, const int64_t *out, size_t n)
             die("%s: task %zu stored %" PRId64, who, i, out[i]);
 }
 
-/* One round of one peer: a fresh runtime, warmed up like the pool. */
-static native_round bench_native(const native_peer *np, size_t n, size_t m, size_t warm,
-                                 int64_t *out, double *samples)
+/* The peers of one round.  Each runtime is created and warmed up like the
+ * pool at the start of the round, and each of its figures is taken right
+ * beside cfutures' figure of the same row (see the round loop): this host
+ * goes through phases in which cross-core hand-offs cost three to four
+ * times as much, sometimes within a minute, so only figures taken moments
+ * apart make a fair ratio. */
+typedef struct peer_set {
+    const native_peer *peers;
+    size_t count;   /* entries in peers[] and rt[] used */
+    void *rt[NP_MAX];
+    native_round *res; /* the round's results, one per peer */
+    size_t n, m, warm;
+    int64_t *out;
+    double *samples;
+} peer_set;
+
+/* After a peer's run: a runtime's threads may still spin looking for
+ * work for a while after it finished; give them time to go to sleep, so
+ * they do not run beside the next workload timed.  Nothing to wake: a
+ * plain timed sleep. */
+static void sleep_until_ns(uint64_t t);
+
+static void settle(void)
 {
-    native_round r;
-    memset(&r, 0, sizeof r);
-    void *rt = np->open();
-    if (!rt)
-        die("%s: cannot create the runtime", np->name);
+    sleep_until_ns(now_ns() + 20 * 1000 * 1000);
+}
+
+static void peers_open(peer_set *ps)
+{
+    for (size_t k = 0; k < ps->count; k++) {
+        memset(&ps->res[k], 0, sizeof ps->res[k]);
+        ps->rt[k] = NULL;
+        if (ps->peers[k].missing)
+            continue;
+        const native_peer *np = &ps->peers[k];
+        void *rt = np->open();
+        if (!rt)
+            die("%s: cannot create the runtime", np->name);
+        ps->rt[k] = rt;
+        ps->res[k].have = true;
+    }
+    settle();
+}
+
+static void peer_warm_up(peer_set *ps, size_t k)
+{
     uint64_t sub = 0;
-    memset(out, 0, n * sizeof *out);
-    if (np->run(rt, warm < n ? warm : n, n, out, &sub) == 0)
-        die("%s: warm-up failed", np->name);
-    memset(out, 0, n * sizeof *out);
-    sub = 0;
-    uint64_t ns = np->run(rt, n, n, out, &sub);
-    if (ns == 0)
-        die("%s: all-in-flight run failed", np->name);
-    check_out(np->name, out, n);
-    r.all_ns = (double)ns / (double)n;
-    r.all_submit = (double)sub / (double)ns;
-    memset(out, 0, n * sizeof *out);
-    ns = np->run(rt, n, BATCH, out, &sub);
-    if (ns == 0)
-        die("%s: batched run failed", np->name);
-    check_out(np->name, out, n);
-    r.batch_ns = (double)ns / (double)n;
-    np->round_trip(rt, warm < m ? warm : m, samples);
-    np->round_trip(rt, m, samples);
-    for (size_t j = 0; j < m; j++)
-        if (isnan(samples[j]))
-            die("%s: round trip failed", np->name);
-    r.rtt = lat_stats_of(samples, m);
-    np->close(rt);
-    r.have = true;
-    return r;
+    memset(ps->out, 0, ps->n * sizeof *ps->out);
+    if (ps->peers[k].run(ps->rt[k], ps->warm < ps->n ? ps->warm : ps->n, ps->n, ps->out,
+                         &sub) == 0)
+        die("%s: warm-up failed", ps->peers[k].name);
+}
+
+static void peers_close(peer_set *ps)
+{
+    for (size_t k = 0; k < ps->count; k++)
+        if (ps->rt[k])
+            ps->peers[k].close(ps->rt[k]);
+}
+
+/* Every peer's all-in-flight run (batch = n) or batched run, each
+ * followed by settle(). */
+static void peers_run(peer_set *ps, bool batched)
+{
+    for (size_t k = 0; k < ps->count; k++) {
+        if (!ps->rt[k])
+            continue;
+        const native_peer *np = &ps->peers[k];
+        uint64_t sub = 0;
+        /* Warmed up right before, like the pool (whose threads start in
+         * its warm-up): the runtime's threads are awake when timing
+         * starts, whatever settle() let them do since. */
+        peer_warm_up(ps, k);
+        memset(ps->out, 0, ps->n * sizeof *ps->out);
+        uint64_t ns = np->run(ps->rt[k], ps->n, batched ? BATCH : ps->n, ps->out, &sub);
+        if (ns == 0)
+            die("%s: %s run failed", np->name, batched ? "batched" : "all-in-flight");
+        check_out(np->name, ps->out, ps->n);
+        if (batched) {
+            ps->res[k].batch_ns = (double)ns / (double)ps->n;
+        } else {
+            ps->res[k].all_ns = (double)ns / (double)ps->n;
+            ps->res[k].all_submit = (double)sub / (double)ns;
+        }
+        settle();
+    }
+}
+
+static void peers_round_trip(peer_set *ps)
+{
+    for (size_t k = 0; k < ps->count; k++) {
+        if (!ps->rt[k])
+            continue;
+        const native_peer *np = &ps->peers[k];
+        size_t m = ps->m;
+        np->round_trip(ps->rt[k], ps->warm < m ? ps->warm : m, ps->samples);
+        np->round_trip(ps->rt[k], m, ps->samples);
+        for (size_t j = 0; j < m; j++)
+            if (isnan(ps->samples[j]))
+                die("%s: round trip failed", np->name);
+        ps->res[k].rtt = lat_stats_of(ps->samples, m);
+        settle();
+    }
 }
 
 /* ------------------------------------------------------------------------
@@ -1242,15 +1309,47 @@ int main(int argc, char **argv)
 
     for (size_t r = 0; r < rounds; r++) {
         c_round *c = &cr[r];
+        /* Each row's peers run right before cfutures in odd rounds and
+         * right after it in even ones, so that neither side always meets
+         * what the other left behind (warm caches, threads going to
+         * sleep). */
+        bool peers_first = r % 2 == 1;
+        peer_set ps = {peers, use_native ? (npeers < NP_MAX ? npeers : NP_MAX) : 0,
+                       {NULL}, c->np, n, m, warm, out, samples};
+        memset(c->np, 0, sizeof c->np);
+        if (ps.count)
+            phase("native peers: start", 1);
+        peers_open(&ps);
+
+        if (peers_first && ps.count) {
+            phase("native peers, all N in flight", 1);
+            peers_run(&ps, false);
+        }
         phase("submit+collect, default pool, all N in flight", 1);
         c->t[T_SUBMIT_AUTO] = bench_submit_collect(CF_AUTO, n, warm, fs);
+        phase("map, default pool", 1);
+        c->t[T_MAP_AUTO] = bench_map(n, warm, fs, in);
+        if (!peers_first && ps.count) {
+            phase("native peers, all N in flight", 1);
+            peers_run(&ps, false);
+        }
+
+        if (peers_first && ps.count) {
+            phase("native peers, batches", 1);
+            peers_run(&ps, true);
+        }
         phase(BATCH_LABEL, 1);
         c->t[T_BATCH_AUTO] =
             bench_submit_collect_batched(CF_AUTO, n, BATCH, warm, fs);
-        phase("submit+collect, 2 workers, all N in flight", 1);
-        c->t[T_SUBMIT_W2] = bench_submit_collect(2, n, warm, fs);
         phase("cf_submit_many, batches", 1);
         c->many_ns = bench_submit_many(n, BATCH, warm, fs, in);
+        if (!peers_first && ps.count) {
+            phase("native peers, batches", 1);
+            peers_run(&ps, true);
+        }
+
+        phase("submit+collect, 2 workers, all N in flight", 1);
+        c->t[T_SUBMIT_W2] = bench_submit_collect(2, n, warm, fs);
         phase("4 producers", 1);
         c->producers_ns = bench_producers(n, warm, fs);
         phase("fan-out", 1);
@@ -1263,24 +1362,25 @@ int main(int argc, char **argv)
             double all = bench_cpu(cpus, tasks, 200000, fs);
             c->speedup = one / all;
         }
-        phase("map, default pool", 1);
-        c->t[T_MAP_AUTO] = bench_map(n, warm, fs, in);
         run_priorities(n, warm, fs, r, &c->prio_default_ns, &c->prio_mixed_ns);
+
+        if (peers_first && ps.count) {
+            phase("native peers, round trip", 1);
+            peers_round_trip(&ps);
+        }
         phase("round trip", 1);
         c->rtt = bench_round_trip(m, warm < m ? warm : m, samples);
+        if (!peers_first && ps.count) {
+            phase("native peers, round trip", 1);
+            peers_round_trip(&ps);
+        }
+        peers_close(&ps);
         phase("ping-pong", 1);
         c->floor = bench_pingpong(m, warm < m ? warm : m, samples);
         phase("spin ping-pong", 1);
         c->spin = bench_spinpong(m, warm < m ? warm : m, samples);
         phase("futex ping-pong", 1);
         c->futex = bench_futex(m, warm < m ? warm : m, samples);
-        for (size_t k = 0; k < npeers && k < NP_MAX; k++) {
-            memset(&c->np[k], 0, sizeof c->np[k]);
-            if (!use_native || peers[k].missing)
-                continue;
-            phase(peers[k].name, 1);
-            c->np[k] = bench_native(&peers[k], n, m, warm, out, samples);
-        }
 
         if (pst == PEER_OK) {
             phase("CPython peer", 5);
