@@ -2635,6 +2635,51 @@ static void test_thread_cancel_requested_kill(void **state)
 
 /* ---- fork start method ------------------------------------------------------- */
 
+/* Set by the thread that makes a fork pool; a worker forked by that
+ * thread has the same value, one forked by any other thread has 0. */
+static _Thread_local int64_t fork_maker_mark;
+static pthread_mutex_t fork_app_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int p_fork_view(cf_call *call)
+{
+    (void)call;
+    /* 1 if the application's lock was free when this worker was forked
+     * (trylock: a held copy must not hang the call). */
+    int64_t lock_free = pthread_mutex_trylock(&fork_app_lock) == 0;
+    if (lock_free)
+        pthread_mutex_unlock(&fork_app_lock);
+    return cf_return_i64(call, fork_maker_mark * 10 + lock_free);
+}
+CF_TASK(p_fork_view);
+
+/* CF_START_FORK workers are forked by the thread that calls
+ * cf_process_pool_new(), inside it: a worker is a copy of that thread
+ * (its thread-local state), and a lock the application takes right after
+ * the call returns is free in every worker.  Forked by the manager thread
+ * (as before), a worker would see the manager's thread-locals, and could
+ * copy the lock held. */
+static void test_fork_workers_are_forked_by_the_calling_thread(void **state)
+{
+    (void)state;
+    fork_maker_mark = 7;
+    cf_executor *ex = ppool(2, CF_CRASH_BREAKS_POOL, CF_START_FORK);
+    pthread_mutex_lock(&fork_app_lock);
+    /* Both workers, whichever takes which call. */
+    cf_future *fs[8];
+    for (int i = 0; i < 8; i++)
+        assert_ok(cf_submit(ex, p_fork_view, CF_ARGS(cf_i64(i)), &fs[i]));
+    for (int i = 0; i < 8; i++) {
+        int64_t v = -1;
+        assert_ok(cf_future_result_i64(fs[i], T_OK * cf_test_scale(), &v));
+        assert_int_equal(v, 71);
+        assert_ok(cf_future_release(fs[i]));
+    }
+    pthread_mutex_unlock(&fork_app_lock);
+    fork_maker_mark = 0;
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
 static void test_fork_basics(void **state)
 {
     (void)state;
@@ -3749,6 +3794,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_thread_cancel_requested_terminate),
     cmocka_unit_test(test_thread_cancel_requested_kill),
     cmocka_unit_test(test_fork_basics),
+    cmocka_unit_test(test_fork_workers_are_forked_by_the_calling_thread),
     cmocka_unit_test(test_shutdown_cancel_futures),
     cmocka_unit_test(test_idle_worker_killed_breaks),
     cmocka_unit_test(test_idle_worker_killed_replaces),

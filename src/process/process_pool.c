@@ -2989,10 +2989,30 @@ CF__API int cf_process_pool_new(cf_executor **out, const cf_process_pool_options
     }
     cf__executor_register(&p->base, &process_engine);
     p->base.bound.max = o.max_queued;
+    /* CF_START_FORK: the first workers are forked here, by the thread
+     * that makes the pool, before the manager thread exists (as CPython
+     * forks its workers from the submitting thread).  Forked by the
+     * manager, they would copy the process at a moment the application
+     * does not choose: its own thread might be inside malloc or hold any
+     * lock of its own, which the worker would then wait for forever.
+     * Now a program with no other thread gets workers forked from a
+     * single-threaded process.  Replacement workers (CF_CRASH_REPLACES_WORKER)
+     * are still forked by the manager, while the program runs.  A start
+     * that fails breaks the pool, as when the manager starts them. */
+    if (p->start_method == CF_START_FORK)
+        ensure_workers(p);
     /* The manager blocks asynchronous signals, so they reach application
      * threads; the workers reset their mask. */
     rc = cf__thread_start(&p->manager, manager_main, p);
     if (rc != 0) {
+        /* No manager will reap the workers forked above. */
+        while (p->nworkers > 0) {
+            pworker *w = p->workers[0];
+            kill(w->pid, SIGKILL);
+            while (waitpid(w->pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+            remove_worker(p, w);
+        }
         atomic_store(&p->base.destroyed, true);
         cf__executor_unref(&p->base);
         return cf__fail(CF_ESYS, "process_pool_new: cannot start the manager thread: %s",
