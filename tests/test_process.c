@@ -492,9 +492,11 @@ static void destroy_quickly(cf_executor *ex, double limit)
 }
 
 /* Waits (bounded, polling an atomic counter) until the pool reports `n`
- * live workers.  Used by CF_START_FORK tests before the main thread
- * allocates: a worker forked while this thread is inside malloc would
- * inherit a held allocator lock under some sanitizer runtimes. */
+ * live workers.  Used by CF_START_FORK tests after a worker was replaced,
+ * before the main thread allocates: the manager forks replacements while
+ * this thread runs, and one forked while this thread is inside malloc
+ * would inherit a held allocator lock under some sanitizer runtimes.
+ * (The first workers are forked inside cf_process_pool_new().) */
 static void settle_workers(cf_executor *ex, int n)
 {
     double end = cf_test_now() + T_OK * cf_test_scale();
