@@ -938,11 +938,13 @@ typedef enum cf_start_method {
     /* fork() without exec: faster start, and cf_process_init() is not
      * needed - but only safe while no other thread of the parent holds a
      * lock the worker will need (the application's, or another library's).
-     * The workers are forked inside cf_process_pool_new(), by the thread
-     * that calls it, before the pool starts a thread of its own; so a
-     * parent that runs no other threads forks them from a single-threaded
-     * process.  Replacement workers (CF_CRASH_REPLACES_WORKER) are forked
-     * later, while the program runs, by the pool's manager thread.
+     * The first workers are forked before cf_process_pool_new() returns,
+     * by the pool's manager thread while the calling thread waits in that
+     * call; so in a parent that runs no other threads they copy a process
+     * whose only thread is blocked there, holding no lock but those it
+     * holds around the call.  Replacement workers (after a crash under
+     * CF_CRASH_REPLACES_WORKER, a call's timeout or an interrupt) are
+     * forked later, by the manager, while the program runs.
      * Choose it only for a parent that runs no other threads. */
     CF_START_FORK = 1
 } cf_start_method;

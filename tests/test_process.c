@@ -2637,47 +2637,67 @@ static void test_thread_cancel_requested_kill(void **state)
 
 /* ---- fork start method ------------------------------------------------------- */
 
-/* Set by the thread that makes a fork pool; a worker forked by that
- * thread has the same value, one forked by any other thread has 0. */
-static _Thread_local int64_t fork_maker_mark;
 static pthread_mutex_t fork_app_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static int p_fork_view(cf_call *call)
+/* 1 if the application's lock was free when this worker was forked
+ * (trylock: a copy held by nobody must not hang the call). */
+static int p_fork_lock_free(cf_call *call)
 {
     (void)call;
-    /* 1 if the application's lock was free when this worker was forked
-     * (trylock: a held copy must not hang the call). */
     int64_t lock_free = pthread_mutex_trylock(&fork_app_lock) == 0;
     if (lock_free)
         pthread_mutex_unlock(&fork_app_lock);
-    return cf_return_i64(call, fork_maker_mark * 10 + lock_free);
+    return cf_return_i64(call, lock_free);
 }
-CF_TASK(p_fork_view);
+CF_TASK(p_fork_lock_free);
 
-/* CF_START_FORK workers are forked by the thread that calls
- * cf_process_pool_new(), inside it: a worker is a copy of that thread
- * (its thread-local state), and a lock the application takes right after
- * the call returns is free in every worker.  Forked by the manager thread
- * (as before), a worker would see the manager's thread-locals, and could
- * copy the lock held. */
-static void test_fork_workers_are_forked_by_the_calling_thread(void **state)
+/* CF_START_FORK: the first workers are forked before
+ * cf_process_pool_new() returns, so they are all alive when it does, and
+ * a lock the application takes right after the call is free in every
+ * worker.  (Forked while the caller went on, as before, a worker could
+ * copy that lock held.) */
+static void test_fork_workers_forked_before_the_constructor_returns(void **state)
 {
     (void)state;
-    fork_maker_mark = 7;
     cf_executor *ex = ppool(2, CF_CRASH_BREAKS_POOL, CF_START_FORK);
     pthread_mutex_lock(&fork_app_lock);
+    assert_int_equal(cf_executor_worker_count(ex), 2);
     /* Both workers, whichever takes which call. */
     cf_future *fs[8];
     for (int i = 0; i < 8; i++)
-        assert_ok(cf_submit(ex, p_fork_view, CF_ARGS(cf_i64(i)), &fs[i]));
+        assert_ok(cf_submit(ex, p_fork_lock_free, CF_ARGS(cf_i64(i)), &fs[i]));
     for (int i = 0; i < 8; i++) {
         int64_t v = -1;
         assert_ok(cf_future_result_i64(fs[i], T_OK * cf_test_scale(), &v));
-        assert_int_equal(v, 71);
+        assert_int_equal(v, 1);
         assert_ok(cf_future_release(fs[i]));
     }
     pthread_mutex_unlock(&fork_app_lock);
-    fork_maker_mark = 0;
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
+static void *make_fork_pool(void *arg)
+{
+    cf_executor **ex = arg;
+    *ex = ppool(2, CF_CRASH_BREAKS_POOL, CF_START_FORK);
+    return NULL;
+}
+
+/* A fork pool made by a thread that then exits keeps its workers: their
+ * death signal (PR_SET_PDEATHSIG) follows the thread that forked them,
+ * which must be the pool's manager, not the thread that made the pool. */
+static void test_fork_pool_outlives_the_thread_that_made_it(void **state)
+{
+    (void)state;
+    cf_executor *ex = NULL;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, make_fork_pool, &ex), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_non_null(ex);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(i))), i * i);
+    assert_int_equal(cf_executor_worker_count(ex), 2);
     destroy_quickly(ex, 5);
     assert_no_children();
 }
@@ -3796,7 +3816,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_thread_cancel_requested_terminate),
     cmocka_unit_test(test_thread_cancel_requested_kill),
     cmocka_unit_test(test_fork_basics),
-    cmocka_unit_test(test_fork_workers_are_forked_by_the_calling_thread),
+    cmocka_unit_test(test_fork_workers_forked_before_the_constructor_returns),
+    cmocka_unit_test(test_fork_pool_outlives_the_thread_that_made_it),
     cmocka_unit_test(test_shutdown_cancel_futures),
     cmocka_unit_test(test_idle_worker_killed_breaks),
     cmocka_unit_test(test_idle_worker_killed_replaces),

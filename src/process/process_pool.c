@@ -289,6 +289,10 @@ typedef struct process_pool {
     cf__notifier wake;
     pthread_t manager;
     bool manager_started;
+    /* CF_START_FORK: 0 until the manager's first ensure_workers() has
+     * forked the first workers, then 1 (release store, futex wake), while
+     * cf_process_pool_new() waits for it (acquire).  See there. */
+    _Atomic uint32_t first_forks_done;
     pthread_mutex_t join_mu;
     bool joined;         /* guarded by join_mu */
     _Atomic int alive;   /* workers not yet reaped */
@@ -795,6 +799,10 @@ static int spawn_exec(process_pool *p, int child_fd, int parent_fd, pid_t *pid)
     free(envp);
     return rc;
 }
+
+/* How long cf_process_pool_new() waits for the manager to fork the first
+ * CF_START_FORK workers (see there). */
+#define FIRST_FORKS_WAIT_NS ((int64_t)10 * 1000 * 1000 * 1000)
 
 /* Forks a worker (CF_START_FORK).  The child closes every descriptor of
  * the pool but its own socket and runs the worker loop. */
@@ -2209,6 +2217,10 @@ static void *manager_main(void *arg)
     wire_enc enc = {0};
     uint64_t seen = (uint64_t)-1;
     ensure_workers(p);
+    if (p->start_method == CF_START_FORK) {
+        atomic_store_explicit(&p->first_forks_done, 1, memory_order_release);
+        cf__futex_wake(&p->first_forks_done, INT_MAX);
+    }
     for (;;) {
         /* Requests from other threads. */
         pthread_mutex_lock(&p->mu);
@@ -2980,6 +2992,7 @@ CF__API int cf_process_pool_new(cf_executor **out, const cf_process_pool_options
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->join_mu, NULL);
     atomic_init(&p->alive, 0);
+    atomic_init(&p->first_forks_done, 0);
     if (cf__notifier_open(&p->wake) != 0) {
         int err = errno;
         cf__bufcache_close(p->cache);
@@ -2989,36 +3002,39 @@ CF__API int cf_process_pool_new(cf_executor **out, const cf_process_pool_options
     }
     cf__executor_register(&p->base, &process_engine);
     p->base.bound.max = o.max_queued;
-    /* CF_START_FORK: the first workers are forked here, by the thread
-     * that makes the pool, before the manager thread exists (as CPython
-     * forks its workers from the submitting thread).  Forked by the
-     * manager, they would copy the process at a moment the application
-     * does not choose: its own thread might be inside malloc or hold any
-     * lock of its own, which the worker would then wait for forever.
-     * Now a program with no other thread gets workers forked from a
-     * single-threaded process.  Replacement workers (CF_CRASH_REPLACES_WORKER)
-     * are still forked by the manager, while the program runs.  A start
-     * that fails breaks the pool, as when the manager starts them. */
-    if (p->start_method == CF_START_FORK)
-        ensure_workers(p);
     /* The manager blocks asynchronous signals, so they reach application
      * threads; the workers reset their mask. */
     rc = cf__thread_start(&p->manager, manager_main, p);
     if (rc != 0) {
-        /* No manager will reap the workers forked above. */
-        while (p->nworkers > 0) {
-            pworker *w = p->workers[0];
-            kill(w->pid, SIGKILL);
-            while (waitpid(w->pid, NULL, 0) < 0 && errno == EINTR)
-                ;
-            remove_worker(p, w);
-        }
         atomic_store(&p->base.destroyed, true);
         cf__executor_unref(&p->base);
         return cf__fail(CF_ESYS, "process_pool_new: cannot start the manager thread: %s",
                         strerror(rc));
     }
     p->manager_started = true;
+    /* CF_START_FORK: return only once the manager has forked the first
+     * workers.  Forked while the caller went on, they would copy the
+     * process at a moment the application does not choose: its thread
+     * might be inside malloc (whose lock, under the AddressSanitizer
+     * runtime of Debian 12, no fork handler takes) or hold a lock of its
+     * own, which the worker would then wait for forever.  Waiting here, a
+     * program with no other thread has its only thread blocked in this
+     * call while they are forked.  (They are forked by the manager, not
+     * by this thread, because a worker's death signal, PR_SET_PDEATHSIG,
+     * follows the thread that forked it, and this one may exit first.)
+     * Liveness: the manager sets the word right after its first
+     * ensure_workers(), which forks at most max_workers times; the futex
+     * wake follows the store.  It waits for nobody, except that a start
+     * that fails is logged, through the application's log hook, which
+     * might wait for a lock this thread holds: so the wait gives up after
+     * FIRST_FORKS_WAIT_NS and the pool is returned anyway (it works the
+     * same; only the moment of the forks is no longer this call). */
+    if (p->start_method == CF_START_FORK) {
+        int64_t until = cf__now_ns() + FIRST_FORKS_WAIT_NS;
+        while (atomic_load_explicit(&p->first_forks_done, memory_order_acquire) == 0 &&
+               cf__now_ns() < until)
+            cf__futex_wait(&p->first_forks_done, 0, until);
+    }
     *out = &p->base;
     return CF_OK;
 }
