@@ -629,6 +629,7 @@ static void settle(void)
 
 static void peers_open(peer_set *ps)
 {
+    bool opened = false;
     for (size_t k = 0; k < ps->count; k++) {
         memset(&ps->res[k], 0, sizeof ps->res[k]);
         ps->rt[k] = NULL;
@@ -640,8 +641,10 @@ static void peers_open(peer_set *ps)
             die("%s: cannot create the runtime", np->name);
         ps->rt[k] = rt;
         ps->res[k].have = true;
+        opened = true;
     }
-    settle();
+    if (opened)
+        settle();
 }
 
 static void peer_warm_up(peer_set *ps, size_t k)
@@ -1316,8 +1319,9 @@ int main(int argc, char **argv)
 
     for (size_t r = 0; r < rounds; r++) {
         c_round *c = &cr[r];
-        /* Each row's peers run right before cfutures in odd rounds and
-         * right after it in even ones, so that neither side always meets
+        /* Each row's peers run right after cfutures in rounds 1, 3, ...
+         * (as -v numbers them) and right before it in rounds 2, 4, ..., so
+         * that neither side always meets
          * what the other left behind (warm caches, threads going to
          * sleep). */
         bool peers_first = r % 2 == 1;
