@@ -2702,6 +2702,69 @@ static void test_fork_pool_outlives_the_thread_that_made_it(void **state)
     assert_no_children();
 }
 
+static _Atomic int concurrent_fork_bad;
+
+static void *make_fork_pools(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    for (int round = 0; round < 10; round++) {
+        /* No cmocka assertion off the test's thread: failures are counted. */
+        cf_process_pool_options o;
+        cf_process_pool_options_init(&o);
+        o.max_workers = 2;
+        o.on_crash = round % 2 ? CF_CRASH_REPLACES_WORKER : CF_CRASH_BREAKS_POOL;
+        o.start_method = CF_START_FORK;
+        cf_executor *ex = NULL;
+        if (cf_process_pool_new(&ex, &o) != CF_OK) {
+            atomic_fetch_add(&concurrent_fork_bad, 1);
+            continue;
+        }
+        if (cf_executor_worker_count(ex) != 2)
+            atomic_fetch_add(&concurrent_fork_bad, 1);
+        cf_future *fs[4];
+        for (int i = 0; i < 4; i++)
+            if (cf_submit(ex, t_square, CF_ARGS(cf_i64(id * 100 + i)), &fs[i]) != CF_OK)
+                fs[i] = NULL;
+        for (int i = 0; i < 4; i++) {
+            int64_t v = -1;
+            if (!fs[i] || cf_future_result_i64(fs[i], T_OK * cf_test_scale(), &v) != CF_OK ||
+                v != (int64_t)(id * 100 + i) * (id * 100 + i))
+                atomic_fetch_add(&concurrent_fork_bad, 1);
+            if (fs[i])
+                cf_future_release(fs[i]);
+        }
+        if (cf_executor_destroy(ex) != CF_OK)
+            atomic_fetch_add(&concurrent_fork_bad, 1);
+    }
+    return NULL;
+}
+
+/* Four threads make, use and destroy fork pools at once, so forks happen
+ * while other threads submit, register executors and start or stop
+ * pools: every pool must come back with all its workers forked, and every
+ * call must be answered.  (A worker that inherited one of the library's
+ * locks held would hang its calls; this run makes that likely, not
+ * certain.)  Sanitizer runtimes are skipped: GCC 12's
+ * ASan allocator takes no lock around fork() (a worker can inherit it
+ * held), and TSan does not support threads after a multi-threaded fork. */
+static void test_fork_pools_made_by_several_threads_at_once(void **state)
+{
+    (void)state;
+    if (CF_TEST_SANITIZED) {
+        print_message("sanitizer runtime: forks from a threaded parent are not safe here\n");
+        skip();
+    }
+    atomic_store(&concurrent_fork_bad, 0);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, make_fork_pools, (void *)(intptr_t)(i + 1)),
+                         0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    assert_int_equal(atomic_load(&concurrent_fork_bad), 0);
+    assert_no_children();
+}
+
 static void test_fork_basics(void **state)
 {
     (void)state;
@@ -3818,6 +3881,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_fork_basics),
     cmocka_unit_test(test_fork_workers_forked_before_the_constructor_returns),
     cmocka_unit_test(test_fork_pool_outlives_the_thread_that_made_it),
+    cmocka_unit_test(test_fork_pools_made_by_several_threads_at_once),
     cmocka_unit_test(test_shutdown_cancel_futures),
     cmocka_unit_test(test_idle_worker_killed_breaks),
     cmocka_unit_test(test_idle_worker_killed_replaces),
