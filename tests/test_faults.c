@@ -12,6 +12,7 @@
  */
 #include "cf_test_util.h"
 #include "cf_fault.h"
+#include "internal.h" /* cf__test_first_forks_wait_ns */
 
 #include <fcntl.h>
 #include <sched.h>
@@ -275,6 +276,70 @@ static void test_background_break_is_logged(void **state)
         fail_msg("unexpected log line: %s", first);
 }
 
+/* ---- CF_START_FORK: the constructor's wait for the first forks ------------ */
+
+static pthread_mutex_t log_gate = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic int gated_entered, gated_lines;
+
+/* A log hook that waits for a lock the test thread holds. */
+static void gated_log(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+    atomic_fetch_add(&gated_entered, 1);
+    pthread_mutex_lock(&log_gate);
+    atomic_fetch_add(&gated_lines, 1);
+    pthread_mutex_unlock(&log_gate);
+}
+
+/* cf_process_pool_new() with CF_START_FORK waits for the manager to fork
+ * the first workers.  When none can start, the manager breaks the pool
+ * and logs it through the application's log hook; a hook that waits for
+ * a lock the caller holds around the constructor must not hang it: the
+ * wait gives up (after 200 ms here, 10 s in programs) and the pool comes
+ * back, broken.  With an unbounded wait this test hangs (the watchdog
+ * fails it). */
+static void test_fork_constructor_wait_is_bounded(void **state)
+{
+    (void)state;
+    atomic_store(&cf__test_first_forks_wait_ns, (int64_t)200 * 1000 * 1000);
+    atomic_store(&gated_entered, 0);
+    atomic_store(&gated_lines, 0);
+    cf_set_log_hook(gated_log, NULL);
+    pthread_mutex_lock(&log_gate);
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 2;
+    o.start_method = CF_START_FORK;
+    cf_fault_arm(CF_FAULT_SOCKETPAIR, 1, true); /* no worker can start */
+    cf_executor *ex = NULL;
+    int rc = cf_process_pool_new(&ex, &o);
+    cf_fault_disarm();
+    /* Back, while the manager waits (or is about to) in the hook for the
+     * lock this thread still holds. */
+    double end = cf_test_now() + T_OK * cf_test_scale();
+    while (atomic_load(&gated_entered) == 0 && cf_test_now() < end)
+        sleep_ms(2);
+    int entered = atomic_load(&gated_entered), lines = atomic_load(&gated_lines);
+    pthread_mutex_unlock(&log_gate);
+    atomic_store(&cf__test_first_forks_wait_ns, 0);
+    assert_ok(rc);
+    assert_non_null(ex);
+    assert_true(entered >= 1);
+    assert_int_equal(lines, 0);
+    assert_true(cf_fault_failed() >= 1);
+    cf_future *f = NULL;
+    rc = cf_submit(ex, t_square, CF_ARGS(cf_i64(2)), &f);
+    if (rc == CF_OK) {
+        rc = cf_future_result(f, T_OK * cf_test_scale(), NULL);
+        cf_future_release(f);
+    }
+    assert_cf(CF_EBROKEN, rc);
+    assert_ok(cf_executor_destroy(ex));
+    cf_set_log_hook(NULL, NULL);
+    assert_true(atomic_load(&gated_lines) >= 1);
+}
+
 /* ---- initargs above the inline frame size --------------------------------- */
 
 static void test_big_initargs(void **state)
@@ -370,6 +435,7 @@ static void test_stdout_flushed_before_answer(void **state)
 
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_retiring_call_survives_failed_replacement),
+    cmocka_unit_test(test_fork_constructor_wait_is_bounded),
     cmocka_unit_test(test_call_after_idle_kill_runs_on_replacement),
     cmocka_unit_test(test_call_killing_workers_unbegun_fails),
     cmocka_unit_test(test_unknown_initializer_is_named),

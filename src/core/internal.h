@@ -716,6 +716,11 @@ void cf__cq_flush_pokes(void);
  * which the queue may be popped and destroyed (NULL in programs). */
 extern void (*_Atomic cf__test_hook_before_poke)(void);
 
+/* Tests only: how long cf_process_pool_new() waits for the first
+ * CF_START_FORK workers to be forked, in ns; 0 (programs) keeps the
+ * default (process_pool.c, FIRST_FORKS_WAIT_NS).  Relaxed. */
+extern _Atomic int64_t cf__test_first_forks_wait_ns;
+
 /* ---- executors ------------------------------------------------------------ */
 
 /* The table of operations an engine implements.  The front end

@@ -803,6 +803,7 @@ static int spawn_exec(process_pool *p, int child_fd, int parent_fd, pid_t *pid)
 /* How long cf_process_pool_new() waits for the manager to fork the first
  * CF_START_FORK workers (see there). */
 #define FIRST_FORKS_WAIT_NS ((int64_t)10 * 1000 * 1000 * 1000)
+_Atomic int64_t cf__test_first_forks_wait_ns;
 
 /* Forks a worker (CF_START_FORK).  The child closes every descriptor of
  * the pool but its own socket and runs the worker loop. */
@@ -3030,7 +3031,9 @@ CF__API int cf_process_pool_new(cf_executor **out, const cf_process_pool_options
      * FIRST_FORKS_WAIT_NS and the pool is returned anyway (it works the
      * same; only the moment of the forks is no longer this call). */
     if (p->start_method == CF_START_FORK) {
-        int64_t until = cf__now_ns() + FIRST_FORKS_WAIT_NS;
+        int64_t wait_ns =
+            atomic_load_explicit(&cf__test_first_forks_wait_ns, memory_order_relaxed);
+        int64_t until = cf__now_ns() + (wait_ns > 0 ? wait_ns : FIRST_FORKS_WAIT_NS);
         while (atomic_load_explicit(&p->first_forks_done, memory_order_acquire) == 0 &&
                cf__now_ns() < until)
             cf__futex_wait(&p->first_forks_done, 0, until);
