@@ -42,10 +42,17 @@
  * every worker sends a heartbeat from a thread of its own; a worker not
  * heard from for `heartbeat_timeout` seconds is dead.  Its calls and the
  * pool then fail with CF_EBROKEN naming the rank and host, and later
- * submits fail the same way.  When one spawned worker dies Open MPI ends
- * the workers of every job the process spawned, so all spawn-mode pools
- * of the process break (each by its own heartbeats) and none is
- * repaired: create a new one.
+ * submits fail the same way.  A broken pool is not repaired: create a
+ * new one.  The process's other pools go on: by default Open MPI's
+ * daemon would end every job the process spawned when one spawned
+ * worker dies (and, when that worker ran on another host, the program
+ * itself), so cf_mpi_init() of a plain program sets
+ * OMPI_MCA_orte_abort_on_non_zero_status=0 unless the environment has
+ * it.  Under mpirun that setting is mpirun's own: without it a dead
+ * spawned worker ends the whole job, the program included; with it
+ * mpirun does not return after the program ends (Open MPI 4.1).  So run
+ * a spawn-mode program as a plain program (see the README for placing
+ * its workers on other hosts without mpirun).
  *
  * A broken pool's live workers leave (in every mode, whatever broke the
  * pool: a silent worker, a malformed message, an MPI error): each is told
@@ -74,10 +81,8 @@
  * (cancelling the calls not handed out yet), then:
  *   spawn   every worker process ends itself with SIGTERM (SIGKILL a
  *           second later if it survives) or SIGKILL, on any host; the
- *           calls they had fail with CF_EBROKEN at once.  As after any
- *           death of a spawned worker, Open MPI then ends the workers of
- *           every job the process spawned: other spawn-mode pools of the
- *           process break too.
+ *           calls they had fail with CF_EBROKEN at once.  The
+ *           process's other pools go on (see "Dead workers").
  *   static, comm  a rank cannot end alone (the launcher would end the
  *           whole job, the application's rank included), so every running
  *           call is asked to stop as by cf_future_interrupt(); the pool

@@ -331,8 +331,20 @@ CF__API int cf_mpi_init(int argc, char **argv)
     ssize_t n = readlink("/proc/self/exe", cf__mpi_exe, sizeof cf__mpi_exe - 1);
     cf__mpi_exe[n > 0 ? n : 0] = '\0';
     cf__mpi_init_called = true;
-    if (!launched_by_mpirun())
+    if (!launched_by_mpirun()) {
+        /* A plain program (spawn mode): MPI_Init will fork Open MPI's
+         * daemon for this process, which reads its settings from the
+         * environment.  By default that daemon aborts every job of the
+         * process when one spawned worker dies - the workers of the other
+         * pools, and, when the dead worker ran on another host, this
+         * process itself (from Open MPI's event thread, with _exit).  The
+         * heartbeats already find a dead worker and break its pool alone,
+         * and a broken pool's live workers leave, so the daemon is asked
+         * not to (unless the environment says otherwise).  Here, at the
+         * top of main(), no other thread reads the environment yet. */
+        setenv(CF__MPI_ABORT_ENV, "0", 0);
         return CF_OK;
+    }
     int rc = cf__mpi_ensure_init("mpi_init");
     if (rc != CF_OK)
         return rc;
