@@ -1,8 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 #
-# two_hosts.sh TEST_MPI STATIC_PROG - the MPI engine with its workers on a
-# second host.
+# two_hosts.sh TEST_MPI STATIC_PROG HOST_LOSS_PROG - the MPI engine with its
+# workers on a second host.
 #
 # The second host is this machine seen through a network namespace and a
 # UTS namespace of its own (its own address and host name, reached over
@@ -20,7 +20,11 @@
 #     killed there (its pool breaks, the other pool goes on, a new pool
 #     works), kill_workers;
 #   static mode, `mpirun -np 3 --host HERE:1,THERE:2`: the pool on rank 0,
-#     a failure naming the other host, a rank killed there ending the job.
+#     a failure naming the other host, a rank killed there ending the job;
+#   last, the other host cut off (its link taken down while a call runs
+#     there): the pool breaks within its heartbeat timeout, a new pool
+#     gives up after its start_timeout, the program ends 0
+#     (host_loss_prog.c).
 #
 # Needs root, iproute2 and util-linux's unshare; where a namespace or the
 # veth pair cannot be made it prints why and exits 77 (skipped).
@@ -37,6 +41,7 @@ fi
 
 test_mpi=$1
 static_prog=$2
+host_loss_prog=$3
 skip() { echo "two_hosts: skipped: $*"; exit 77; }
 [ "$(id -u)" = 0 ] || skip "needs root"
 command -v ip >/dev/null && command -v unshare >/dev/null || skip "needs ip and unshare"
@@ -101,6 +106,10 @@ run "static" 60 sh -c "mpirun -np 3 --host $hosts '$static_prog' | grep -q 'work
 # within seconds (not 110, MPIEXEC_TIMEOUT's exit).
 run "static crash ends the job" 60 sh -c \
     "MPIEXEC_TIMEOUT=30 mpirun -np 3 --host $hosts '$static_prog' crash; rc=\$?; echo exit=\$rc; test \$rc -ne 0 && test \$rc -ne 110"
+
+# Last: it leaves the link down.
+run "spawn, the other host cut off" 90 env OMPI_MCA_orte_default_hostfile="$tmp/hosts" \
+    "$host_loss_prog" cf-remote-host "ip link set cfa$$ down"
 
 [ $fails -eq 0 ] || { echo "two_hosts: $fails failed"; exit 1; }
 echo "two_hosts: all passed"
