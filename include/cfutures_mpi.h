@@ -45,10 +45,12 @@
  * submits fail the same way.  A broken pool is not repaired: create a
  * new one.  The process's other pools go on: by default Open MPI's
  * daemon would end every job the process spawned when one spawned
- * worker dies (and, when that worker ran on another host, the program
- * itself), so cf_mpi_init() of a plain program sets
- * OMPI_MCA_orte_abort_on_non_zero_status=0 unless the environment has
- * it.  Under mpirun that setting is mpirun's own: without it a dead
+ * worker dies or ends without MPI_Finalize (and, when that worker ran on
+ * another host, the program itself), so cf_mpi_init() of a plain program
+ * sets OMPI_MCA_orte_abort_on_non_zero_status=0 and
+ * OMPI_MCA_orte_allowed_exit_without_sync=1, each unless the environment
+ * has it (they stay in the environment, for the program's children too).
+ * Under mpirun these settings are mpirun's own: without them a dead
  * spawned worker ends the whole job, the program included; with it
  * mpirun does not return after the program ends (Open MPI 4.1).  So run
  * a spawn-mode program as a plain program (see the README for placing

@@ -120,10 +120,13 @@ static inline size_t cf__mpi_frame_len(const wire_enc *e)
  * heartbeat interval in milliseconds. */
 #define CF__MPI_WORKER_ARG "--cfutures-mpi-worker"
 
-/* Open MPI's setting (read by the daemon a plain program's MPI_Init
- * forks) that makes one spawned process's death abort every job of the
- * program; cf_mpi_init() sets it to 0 unless the environment has it. */
+/* Open MPI 4.1's settings (read by the daemon a plain program's MPI_Init
+ * forks) that make one spawned process's death (ABORT: killed, or a
+ * non-zero status) or its exit without MPI_Finalize (NOSYNC) abort every
+ * job of the program; cf_mpi_init() turns both off unless the
+ * environment has them. */
 #define CF__MPI_ABORT_ENV "OMPI_MCA_orte_abort_on_non_zero_status"
+#define CF__MPI_NOSYNC_ENV "OMPI_MCA_orte_allowed_exit_without_sync"
 
 /* How long an idle loop keeps probing before it starts to sleep, and the
  * longest sleep between probes.  MPI offers no way to sleep until a

@@ -853,7 +853,7 @@ static bool urgent_sends(const mpi_pool *p)
  * after a shutdown that cancelled every job not yet handed out.
  * - Spawn mode: every worker is told to end itself with the signal
  *   (KILL), its calls fail with CF_EBROKEN at once, and the communicator
- *   is let go as after a death (Open MPI ends the spawned job).
+ *   is let go as after a death (every worker ends).
  * - Static and communicator mode: one rank cannot end alone (the launcher
  *   would end the whole job, this rank included), so every call out is
  *   asked to stop (cf_cancel_requested(), as in a thread pool) and the
@@ -877,7 +877,7 @@ static bool handle_stop(mpi_pool *p)
     }
     /* A worker that dies while a big frame is being written to it can
      * deadlock Open MPI 4.1's TCP transport in this thread (README, "Limits
-     * today"), and one worker's end ends its siblings: the sends under way
+     * today"), and every worker is about to end: the sends under way
      * finish first, for a bounded time.  A send a busy worker has not
      * begun to receive writes nothing meanwhile and is harmless. */
     int64_t until = cf__now_ns() + CF__MPI_KILL_SEND_NS;

@@ -280,8 +280,12 @@ static bool heartbeat_end(int64_t limit_ns);
  * thread is inside MPI (Open MPI then crashes in that thread's call), so
  * that thread is stopped and joined first, for at most LEAVE_WAIT_NS; if
  * it does not end in time (or this is that thread), the process leaves
- * without MPI_Finalize: the launcher then ends the spawned job, which the
- * manager notices as silence, as it would any worker's death. */
+ * without MPI_Finalize, with status 1: the manager notices the silence,
+ * as it would any worker's death.  (Status 0 without MPI_Finalize is what
+ * Open MPI 4.1 treats as leaving "without sync", and by default that ends
+ * every job of the launch whatever orte_abort_on_non_zero_status says;
+ * cf_mpi_init() also sets orte_allowed_exit_without_sync for tasks that
+ * _exit(0) themselves.) */
 static _Noreturn void worker_leave(void)
 {
     fflush(stdout);
@@ -289,9 +293,11 @@ static _Noreturn void worker_leave(void)
     bool finalize = heartbeat_end(LEAVE_WAIT_NS);
     int done = 0;
     MPI_Finalized(&done);
-    if (!done && finalize)
+    if (!done && finalize) {
         MPI_Finalize();
-    _exit(0);
+        _exit(0);
+    }
+    _exit(done ? 0 : 1);
 }
 
 CF__API int cf_mpi_init(int argc, char **argv)
@@ -335,14 +341,17 @@ CF__API int cf_mpi_init(int argc, char **argv)
         /* A plain program (spawn mode): MPI_Init will fork Open MPI's
          * daemon for this process, which reads its settings from the
          * environment.  By default that daemon aborts every job of the
-         * process when one spawned worker dies - the workers of the other
-         * pools, and, when the dead worker ran on another host, this
-         * process itself (from Open MPI's event thread, with _exit).  The
-         * heartbeats already find a dead worker and break its pool alone,
-         * and a broken pool's live workers leave, so the daemon is asked
-         * not to (unless the environment says otherwise).  Here, at the
-         * top of main(), no other thread reads the environment yet. */
+         * process when one spawned worker dies (killed, or a non-zero
+         * status) or ends without MPI_Finalize (status 0, "without sync")
+         * - the workers of the other pools, and, when the dead worker ran
+         * on another host, this process itself (from Open MPI's event
+         * thread, with _exit).  The heartbeats already find a dead worker
+         * and break its pool alone, and a broken pool's live workers
+         * leave, so the daemon is asked not to (each setting unless the
+         * environment has it).  Here, at the top of main(), no other
+         * thread reads the environment yet. */
         setenv(CF__MPI_ABORT_ENV, "0", 0);
+        setenv(CF__MPI_NOSYNC_ENV, "1", 0);
         return CF_OK;
     }
     int rc = cf__mpi_ensure_init("mpi_init");
@@ -659,9 +668,9 @@ static void on_stop(const unsigned char *body, int len)
 
 /* KILL (cf_terminate_workers / cf_kill_workers of a spawn-mode pool):
  * the process ends now, by the signal the manager chose, as a killed
- * process pool worker would.  Open MPI then ends the rest of the spawned
- * job.  SIGTERM may be caught or blocked by the program; SIGKILL follows
- * a second later. */
+ * process pool worker would; its pool breaks, the process's other pools
+ * go on (see cf_mpi_init).  SIGTERM may be caught or blocked by the
+ * program; SIGKILL follows a second later. */
 static _Noreturn void kill_self(const unsigned char *body, int len)
 {
     wire_dec d = {body, body + len, false};

@@ -147,6 +147,12 @@ int main(int argc, char **argv)
     CHECK(n >= 1);
     if (argc > 1 && strcmp(argv[1], "crash") == 0) {
         cf_future *f;
+        CHECK(cf_submit(ex, square, CF_ARGS(cf_i64(5)), &f) == CF_OK);
+        CHECK(cf_future_result(f, CF_FOREVER, NULL) == CF_OK);
+        cf_future_release(f);
+        /* So a caller can tell the crash from a launch that failed. */
+        printf("static_prog: pool up, a rank dies now\n");
+        fflush(stdout);
         CHECK(cf_submit(ex, die, CF_NOARGS, &f) == CF_OK);
         cf_future_result(f, CF_FOREVER, NULL); /* the launcher ends us */
         fprintf(stderr, "static_prog: still alive after a rank died\n");

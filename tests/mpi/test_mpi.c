@@ -72,6 +72,14 @@ static int die(cf_call *c)
 }
 CF_TASK(die);
 
+/* Ends the worker process with status argument 0 and no MPI_Finalize. */
+static int exit_now(cf_call *c)
+{
+    fflush(stdout);
+    _exit((int)cf_arg_i64(c, 0));
+}
+CF_TASK(exit_now);
+
 static int nap_ms(cf_call *c)
 {
     int64_t ms = cf_arg_i64(c, 0);
@@ -1188,16 +1196,17 @@ static void test_spawn_that_never_returns_times_out(void **state)
 
 /* Two pools at once in one process: each talks on its own
  * intercommunicator, so their calls and answers never cross.  When a
- * worker of one dies, that pool breaks (its heartbeats) and the other
- * goes on: cf_mpi_init() asked Open MPI's daemon not to end every job of
- * the process (OMPI_MCA_orte_abort_on_non_zero_status=0, unless the
- * environment says otherwise); a new pool works too. */
-static void test_two_pools_at_once(void **state)
+ * worker of one ends (`ender` with argument `code`), that pool breaks (its
+ * heartbeats) and the other goes on: cf_mpi_init() asked Open MPI's
+ * daemon not to end every job of the process (unless the environment
+ * says otherwise); a new pool works too. */
+static void two_pools_one_ends(cf_task_fn *ender, int64_t code)
 {
-    (void)state;
     const char *abort_env = getenv("OMPI_MCA_orte_abort_on_non_zero_status");
+    const char *nosync_env = getenv("OMPI_MCA_orte_allowed_exit_without_sync");
     assert_non_null(abort_env);
-    bool others_survive = strcmp(abort_env, "0") == 0;
+    assert_non_null(nosync_env);
+    bool others_survive = strcmp(abort_env, "0") == 0 && strcmp(nosync_env, "1") == 0;
     cf_executor *a = pool(2, 1.5), *b = pool(2, 1.5);
     cf_future *fa[50], *fb[50];
     for (int i = 0; i < 50; i++) {
@@ -1211,7 +1220,7 @@ static void test_two_pools_at_once(void **state)
         cf_future_release(fb[i]);
     }
     cf_future *f;
-    assert_ok(cf_submit(a, die, CF_NOARGS, &f));
+    assert_ok(cf_submit(a, ender, CF_ARGS(cf_i64(code)), &f));
     assert_cf(CF_EBROKEN, cf_future_result(f, CF_FOREVER, NULL));
     cf_future_release(f);
     assert_cf(CF_EBROKEN, cf_submit(a, square, CF_ARGS(cf_i64(2)), &f));
@@ -1241,6 +1250,23 @@ static void test_two_pools_at_once(void **state)
     assert_int_equal(result_i64(f), 64);
     cf_future_release(f);
     assert_ok(cf_executor_destroy(a));
+}
+
+/* A worker killed (SIGKILL). */
+static void test_two_pools_at_once(void **state)
+{
+    (void)state;
+    two_pools_one_ends(die, 0);
+}
+
+/* A worker that ends with status 3, and one that ends with status 0
+ * without MPI_Finalize (which Open MPI 4.1 counts apart: "without
+ * sync"). */
+static void test_worker_exit_keeps_other_pool(void **state)
+{
+    (void)state;
+    two_pools_one_ends(exit_now, 3);
+    two_pools_one_ends(exit_now, 0);
 }
 
 /* CF_AUTO takes the worker count from CFUTURES_MPI_WORKERS; a bad value
@@ -1402,6 +1428,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_death_during_big_transfer),
     cmocka_unit_test(test_spawn_that_never_returns_times_out),
     cmocka_unit_test(test_two_pools_at_once),
+    cmocka_unit_test(test_worker_exit_keeps_other_pool),
     cmocka_unit_test(test_workers_from_environment),
     cmocka_unit_test(test_exit_without_destroy),
     cmocka_unit_test(test_bad_options),

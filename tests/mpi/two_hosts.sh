@@ -4,112 +4,199 @@
 # two_hosts.sh TEST_MPI STATIC_PROG HOST_LOSS_PROG - the MPI engine with its
 # workers on a second host.
 #
-# The second host is this machine seen through a network namespace and a
-# UTS namespace of its own (its own address and host name, reached over
-# TCP through a veth pair), and Open MPI reaches it the way it reaches a
-# real one: its rsh launcher runs `orted` there through an agent (this
-# script, called as "agent HOST COMMAND...") instead of ssh.  So the runs
-# below take the paths a cluster takes - a remote daemon, the TCP
-# transport between hosts, host names in messages - but the two "hosts"
-# share one kernel, one file system and one set of process ids.
+# The two hosts are this machine seen through two network namespaces, each
+# with an address of its own on a veth pair between them; the second also
+# has a host name of its own (a UTS namespace).  The programs run in the
+# first; Open MPI reaches the second the way it reaches a real host: its
+# rsh launcher runs `orted` there through an agent (this script, called as
+# "agent HOST COMMAND...") instead of ssh.  So the runs below take the
+# paths a cluster takes - a remote daemon, the TCP transport between
+# hosts, host names in messages - but the two "hosts" share one kernel,
+# one file system and one set of process ids.  Nothing is added to the
+# machine's own network namespace, so other tests and other runs of this
+# script (the namespaces' names carry its pid) do not see these addresses.
 #
-# Runs, each under a time limit:
+# Runs, each under a time limit, all within BUDGET seconds:
 #   spawn mode as a plain program whose workers Open MPI places on the
 #     other host (OMPI_MCA_orte_default_hostfile): results, a task's
-#     failure naming the other host, big payloads both ways, a worker
-#     killed there (its pool breaks, the other pool goes on, a new pool
-#     works), kill_workers;
-#   static mode, `mpirun -np 3 --host HERE:1,THERE:2`: the pool on rank 0,
-#     a failure naming the other host, a rank killed there ending the job;
+#     failure naming the other host, map chunks, 64 MiB payloads both ways,
+#     a call timeout, a worker killed there (its pool breaks, the other
+#     pool goes on, a new pool works), kill_workers, a broken pool's live
+#     workers leaving; after each, nothing of it may be left running on
+#     the other host;
+#   static mode, `mpirun -np 3 --host HERE:1,THERE:2`: the pool on rank 0
+#     with a failure naming the other host, and a rank killed there ending
+#     the job;
 #   last, the other host cut off (its link taken down while a call runs
 #     there): the pool breaks within its heartbeat timeout, a new pool
 #     gives up after its start_timeout, the program ends 0
 #     (host_loss_prog.c).
 #
-# Needs root, iproute2 and util-linux's unshare; where a namespace or the
-# veth pair cannot be made it prints why and exits 77 (skipped).
+# Needs root, iproute2, util-linux's unshare and coreutils' timeout; where
+# a namespace or the veth pair cannot be made it prints why and exits 77
+# (skipped).  A run killed outright (SIGKILL) leaves its namespaces; the
+# next run removes those of runs that are gone.
 set -u
+
+NS_PREFIX=cf2h-
 
 if [ "${1:-}" = agent ]; then
     # Open MPI's rsh launcher: "agent HOST COMMAND..."; the command is one
     # shell line, as ssh would run it.
-    shift
-    host=$1
-    shift
-    exec ip netns exec "$CF_2H_NS" unshare -u sh -c "hostname $CF_2H_NAME && $*"
+    shift 2
+    exec ip netns exec "$CF_2H_NS_B" unshare -u sh -c "hostname $CF_2H_NAME && $*"
 fi
 
 test_mpi=$1
 static_prog=$2
 host_loss_prog=$3
-skip() { echo "two_hosts: skipped: $*"; exit 77; }
-[ "$(id -u)" = 0 ] || skip "needs root"
-command -v ip >/dev/null && command -v unshare >/dev/null || skip "needs ip and unshare"
-command -v mpirun >/dev/null || skip "needs mpirun"
+here_dir=$(cd "$(dirname "$0")" && pwd)
+self="$here_dir/$(basename "$0")"
+budget=${CF_2H_BUDGET:-480} # ctest's TIMEOUT is 600
+started=$(date +%s)
 
-# Names and addresses of this run's own, so that two runs at once do not meet.
-id=$(( $$ % 250 + 1 ))
-ns=cf2h$$
-here=10.78.$id.1
-there=10.78.$id.2
-tmp=$(mktemp -d)
-cleanup() {
+skip() {
+    echo "two_hosts: skipped: $*"
+    exit 77
+}
+[ "$(id -u)" = 0 ] || skip "needs root"
+for c in ip unshare timeout mpirun; do
+    command -v $c >/dev/null || skip "needs $c"
+done
+
+# Namespaces of earlier runs that were killed outright.
+for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$NS_PREFIX[0-9]*-[ab]\$"); do
+    pid=${ns#"$NS_PREFIX"}
+    pid=${pid%-*}
+    kill -0 "$pid" 2>/dev/null && continue
     for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
     ip netns del "$ns" 2>/dev/null
-    ip link del "cfa$$" 2>/dev/null
+done
+
+ns_a=$NS_PREFIX$$-a
+ns_b=$NS_PREFIX$$-b
+here=10.78.0.1
+there=10.78.0.2
+tmp=$(mktemp -d)
+case_pid=
+cleanup() {
+    [ -n "$case_pid" ] && kill "$case_pid" 2>/dev/null
+    for ns in "$ns_b" "$ns_a"; do
+        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+        ip netns del "$ns" 2>/dev/null
+    done
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-trap 'exit 1' INT TERM
+trap 'echo "two_hosts: stopped by a signal"; exit 1' INT TERM HUP
 
-ip netns add "$ns" 2>/dev/null || skip "cannot make a network namespace"
-ip link add "cfa$$" type veth peer name "cfb$$" 2>/dev/null || skip "cannot make a veth pair"
-ip link set "cfb$$" netns "$ns" &&
-    ip addr add "$here/24" dev "cfa$$" && ip link set "cfa$$" up &&
-    ip netns exec "$ns" ip addr add "$there/24" dev "cfb$$" &&
-    ip netns exec "$ns" ip link set "cfb$$" up &&
-    ip netns exec "$ns" ip link set lo up || skip "cannot configure the veth pair"
-unshare -u true 2>/dev/null || skip "cannot make a UTS namespace"
+ip netns add "$ns_a" 2>/dev/null && ip netns add "$ns_b" 2>/dev/null ||
+    skip "cannot make a network namespace"
+# The pair is made inside the first namespace and one end moved to the
+# second, so neither end ever shows in the machine's own namespace.
+ip netns exec "$ns_a" ip link add cf2h0 type veth peer name cf2h1 2>/dev/null ||
+    skip "cannot make a veth pair"
+ip netns exec "$ns_a" ip link set cf2h1 netns "$ns_b" &&
+    ip netns exec "$ns_a" ip addr add "$here/24" dev cf2h0 &&
+    ip netns exec "$ns_a" ip link set cf2h0 up &&
+    ip netns exec "$ns_a" ip link set lo up &&
+    ip netns exec "$ns_b" ip addr add "$there/24" dev cf2h1 &&
+    ip netns exec "$ns_b" ip link set cf2h1 up &&
+    ip netns exec "$ns_b" ip link set lo up || skip "cannot configure the veth pair"
+ip netns exec "$ns_b" unshare -u true 2>/dev/null || skip "cannot make a UTS namespace"
 
-export CF_2H_NS="$ns" CF_2H_NAME=cf-remote-host
-export OMPI_MCA_plm_rsh_agent="$0 agent"
-export OMPI_MCA_oob_tcp_if_include="10.78.$id.0/24"
-export OMPI_MCA_btl_tcp_if_include="10.78.$id.0/24"
+export CF_2H_NS_B="$ns_b" CF_2H_NAME=cf-remote-host
+export OMPI_MCA_plm_rsh_agent="sh $self agent"
+export OMPI_MCA_oob_tcp_if_include=10.78.0.0/24
+export OMPI_MCA_btl_tcp_if_include=10.78.0.0/24
 export CF_TEST_WORKER_HOST=cf-remote-host
 echo "$there slots=8" >"$tmp/hosts"
 
 fails=0
-run() { # NAME LIMIT COMMAND...: passes when COMMAND exits 0
+fail() {
+    echo "two_hosts: $*"
+    fails=$((fails + 1))
+}
+
+# run NAME LIMIT COMMAND...: COMMAND in the first namespace, under
+# min(LIMIT, what is left of the budget); its output in $tmp/out, its
+# status in $rc.  A signal to this script stops the wait at once (the
+# trap ends the case through cleanup).
+run() {
     name=$1 limit=$2
     shift 2
-    start=$(date +%s)
-    timeout -k 5 "$limit" "$@" >"$tmp/out" 2>&1
-    rc=$?
-    if [ $rc -eq 0 ]; then
-        echo "two_hosts: $name: ok ($(( $(date +%s) - start )) s)"
-    else
-        echo "two_hosts: $name: FAILED (exit $rc)"
-        tail -30 "$tmp/out"
-        fails=$((fails + 1))
+    left=$((budget - ($(date +%s) - started)))
+    not_run=
+    if [ $left -lt 20 ]; then
+        fail "$name: not run, the budget of $budget s is spent"
+        rc=125 not_run=yes
+        return
     fi
+    [ $limit -gt $left ] && limit=$left
+    t0=$(date +%s)
+    timeout -k 5 "$limit" ip netns exec "$ns_a" "$@" >"$tmp/out" 2>&1 &
+    case_pid=$!
+    wait $case_pid
+    rc=$?
+    case_pid=
+    took=$(($(date +%s) - t0))
+}
+report() { # NAME OK: prints the outcome of the last run()
+    if [ -n "$not_run" ]; then
+        return
+    elif [ "$2" = yes ]; then
+        echo "two_hosts: $1: ok ($took s)"
+    else
+        fail "$1: FAILED (exit $rc, $took s)"
+        tail -30 "$tmp/out"
+    fi
+}
+# Nothing of the last run may stay on the other host: its daemon and
+# workers end soon after the program does (at most 15 s here).
+gone_from_b() {
+    i=0
+    while [ -n "$(ip netns pids "$ns_b" 2>/dev/null)" ]; do
+        i=$((i + 1))
+        if [ $i -gt 75 ]; then
+            fail "$1: processes left on the other host: $(ip netns pids "$ns_b" | tr '\n' ' ')"
+            for p in $(ip netns pids "$ns_b"); do kill -9 "$p" 2>/dev/null; done
+            return
+        fi
+        sleep 0.2
+    done
 }
 
 for t in test_results test_task_failure_names_worker test_map_chunks test_big_payloads \
-         test_dead_worker_breaks_pool test_two_pools_at_once test_terminate_and_kill_workers \
-         test_timeout test_broken_pool_workers_leave; do
+         test_timeout test_dead_worker_breaks_pool test_two_pools_at_once \
+         test_terminate_and_kill_workers test_broken_pool_workers_leave; do
     run "spawn $t" 120 env OMPI_MCA_orte_default_hostfile="$tmp/hosts" "$test_mpi" "$t"
+    [ $rc -eq 0 ] && ok=yes || ok=no
+    report "spawn $t" $ok
+    gone_from_b "spawn $t"
 done
 
 hosts="$here:1,$there:2"
-run "static" 60 sh -c "mpirun -np 3 --host $hosts '$static_prog' | grep -q 'workers OK'"
+run "static" 60 mpirun -np 3 --host "$hosts" "$static_prog"
+[ $rc -eq 0 ] && grep -q "static_prog: 2 workers OK" "$tmp/out" && ok=yes || ok=no
+report "static" $ok
+gone_from_b "static"
 # A rank killed on the other host: the launcher ends the job, non-zero,
-# within seconds (not 110, MPIEXEC_TIMEOUT's exit).
-run "static crash ends the job" 60 sh -c \
-    "MPIEXEC_TIMEOUT=30 mpirun -np 3 --host $hosts '$static_prog' crash; rc=\$?; echo exit=\$rc; test \$rc -ne 0 && test \$rc -ne 110"
+# within seconds (not 110, MPIEXEC_TIMEOUT's exit), after the pool was up.
+run "static crash ends the job" 60 env MPIEXEC_TIMEOUT=30 mpirun -np 3 --host "$hosts" \
+    "$static_prog" crash
+[ $rc -ne 0 ] && [ $rc -ne 110 ] && [ $rc -ne 124 ] && grep -q "pool up, a rank dies now" "$tmp/out" &&
+    ok=yes || ok=no
+report "static crash ends the job" $ok
+gone_from_b "static crash"
 
 # Last: it leaves the link down.
 run "spawn, the other host cut off" 90 env OMPI_MCA_orte_default_hostfile="$tmp/hosts" \
-    "$host_loss_prog" cf-remote-host "ip link set cfa$$ down"
+    "$host_loss_prog" cf-remote-host "ip link set cf2h0 down"
+[ $rc -eq 0 ] && grep -q "host loss OK" "$tmp/out" && ok=yes || ok=no
+report "spawn, the other host cut off" $ok
 
-[ $fails -eq 0 ] || { echo "two_hosts: $fails failed"; exit 1; }
+[ $fails -eq 0 ] || {
+    echo "two_hosts: $fails failed"
+    exit 1
+}
 echo "two_hosts: all passed"
