@@ -1124,10 +1124,10 @@ static void test_frame_over_2gib(void **state)
 #endif
 }
 
-/* A worker dies while its sibling sends results of 64 MiB (Open MPI then
- * ends the sibling too, in the middle of a result): the pool breaks, the
- * half-received message is let go, a new pool works and the process
- * finalizes MPI and exits.
+/* A worker dies while its sibling sends results of 64 MiB (the sibling,
+ * told that the pool broke, leaves in the middle of a result): the pool
+ * breaks, the half-received message is let go, a new pool works and the
+ * process finalizes MPI and exits.
  * The other direction - a worker that dies while a big message to it is
  * being written - is not tested: there Open MPI 4.1's TCP transport
  * deadlocks the writing thread inside MPI (its error path takes the
