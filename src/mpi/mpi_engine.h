@@ -61,16 +61,22 @@ enum {
     MTAG_PART = 121,
 };
 
-/* The most bytes one PART carries: 16 MiB, or the test knob
+/* The most bytes one PART carries: 1 MiB, or the test knob
  * CFUTURES_TEST_MPI_PART (bytes, >= 16; read once per process, before
- * MPI starts), which lets tests split small frames.  Each PART that
- * arrives proves its sender alive, and heartbeats were seen not to get
- * through while one big message was being written: with 1 GiB parts, a
- * 2.5 GiB result over TCP on a 2-core machine at load 16 (about 12 MB/s)
- * went 5 s without a sign of life and broke the pool.  16 MiB take about
- * 1.3 s even at that rate; the extra messages cost nothing measurable
- * next to the copies. */
-#define CF__MPI_PART_MAX ((size_t)16 << 20)
+ * MPI starts), which lets tests split small frames.  A message proves its
+ * sender alive only once all of it has come, and a heartbeat sent while
+ * one is being written leaves after it (one TCP stream): so what the
+ * manager's heartbeat check can wait for is one part.  With 1 GiB parts a
+ * 2.5 GiB result at about 12 MB/s (2 cores at load 16) went 5 s without
+ * a sign of life; with 16 MiB parts a 16 MiB result did over a link
+ * limited to 25 Mbit/s (3 runs in 3, 2 s heartbeat timeout), breaking a
+ * pool whose worker was alive.  1 MiB parts keep that wait under the
+ * default 5 s down to about 0.2 MB/s (1.7 Mbit/s); they cost nothing
+ * measurable at memory or veth speed (a 64 MiB echo took the same time
+ * with 16 MiB, 1 MiB and 256 KiB parts).  What they cannot help is TCP
+ * itself stalling: at 10 % packet loss each way the stream stopped for
+ * 5 s in 2 runs of 10, parts or not. */
+#define CF__MPI_PART_MAX ((size_t)1 << 20)
 size_t cf__mpi_part_max(void);
 
 /* A message longer than this is "big": Open MPI 4.1 sends it by
