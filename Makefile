@@ -23,7 +23,8 @@ CTEST_ARGS ?= --output-on-failure -j $(JOBS)
 BUILD_DEBS := build-essential cmake
 DEV_DEBS   := clang pkg-config libcmocka-dev libgmp-dev libsqlite3-dev \
               libssl-dev libcurl4-openssl-dev libuv1-dev libglib2.0-dev libtbb-dev gnuplot-nox \
-              python3 gdb valgrind libopenmpi-dev openmpi-bin python3-mpi4py
+              python3 gdb valgrind libopenmpi-dev openmpi-bin python3-mpi4py nftables \
+              openssh-client openssh-server
 DEBS       := $(BUILD_DEBS) $(DEV_DEBS)
 
 # The developer/CI configuration: warnings are errors.

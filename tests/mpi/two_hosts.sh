@@ -24,15 +24,27 @@
 #     pool goes on, a new pool works), kill_workers, a broken pool's live
 #     workers leaving; after each, nothing of it may be left running on
 #     the other host;
+#   the same over a slow link (25 Mbit/s, tc's token bucket): a 16 MiB
+#     result with a 2 s heartbeat timeout;
+#   the same over a lossy link (3 % of the packets dropped each way,
+#     nftables): results, failures, map chunks, 64 MiB payloads, a call
+#     timeout, a dead worker found;
+#   with ssh as the launcher (an sshd of its own in the second
+#     namespace): spawn mode's results, failure, map chunks and dead
+#     worker, and static mode's run;
 #   static mode, `mpirun -np 3 --host HERE:1,THERE:2`: the pool on rank 0
-#     with a failure naming the other host, and a rank killed there ending
-#     the job;
+#     with a failure naming the other host, calls there asked to stop
+#     (cf_terminate_workers), a rank there falling silent and a long frame
+#     to one failing half-way (the job still ends 0), and a rank killed
+#     there ending the job;
 #   last, the other host cut off (its link taken down while a call runs
 #     there): the pool breaks within its heartbeat timeout, a new pool
 #     gives up after its start_timeout, the program ends 0
 #     (host_loss_prog.c).
 #
-# Needs root, iproute2, util-linux's unshare and coreutils' timeout; where
+# Needs root, iproute2, util-linux's unshare and coreutils' timeout (and
+# nftables for the lossy link, openssh-client and openssh-server for the
+# ssh launcher, whose cases say NOT RUN without them); where
 # a namespace or the veth pair cannot be made it prints why and exits 77
 # (skipped).  A run killed outright (SIGKILL) leaves its namespaces; the
 # next run removes those of runs that are gone.
@@ -153,33 +165,157 @@ report() { # NAME OK: prints the outcome of the last run()
 }
 # Nothing of the last run may stay on the other host: its daemon and
 # workers end soon after the program does (at most 15 s here).
+left_on_b() { # the processes in the second namespace, but its sshd
+    ip netns pids "$ns_b" 2>/dev/null | grep -vx "${sshd_pid:-none}"
+}
 gone_from_b() {
     i=0
-    while [ -n "$(ip netns pids "$ns_b" 2>/dev/null)" ]; do
+    while [ -n "$(left_on_b)" ]; do
         i=$((i + 1))
         if [ $i -gt 75 ]; then
-            fail "$1: processes left on the other host: $(ip netns pids "$ns_b" | tr '\n' ' ')"
-            for p in $(ip netns pids "$ns_b"); do kill -9 "$p" 2>/dev/null; done
+            fail "$1: processes left on the other host: $(left_on_b | tr '\n' ' ')"
+            for p in $(left_on_b); do kill -9 "$p" 2>/dev/null; done
             return
         fi
         sleep 0.2
     done
 }
 
-for t in test_results test_task_failure_names_worker test_map_chunks test_big_payloads \
-         test_timeout test_dead_worker_breaks_pool test_two_pools_at_once \
-         test_terminate_and_kill_workers test_broken_pool_workers_leave; do
-    run "spawn $t" 120 env OMPI_MCA_orte_default_hostfile="$tmp/hosts" "$test_mpi" "$t"
-    [ $rc -eq 0 ] && ok=yes || ok=no
-    report "spawn $t" $ok
-    gone_from_b "spawn $t"
-done
+# spawn_cases LABEL TEST...: each test_mpi case in spawn mode, as a plain
+# program whose workers Open MPI places on the other host, then nothing
+# of it may be left there.
+spawn_cases() {
+    label=$1
+    shift
+    for t in "$@"; do
+        run "$label$t" 120 env OMPI_MCA_orte_default_hostfile="$tmp/hosts" "$test_mpi" "$t"
+        [ $rc -eq 0 ] && ok=yes || ok=no
+        report "$label$t" $ok
+        gone_from_b "$label$t"
+    done
+}
+
+spawn_cases "spawn " test_results test_task_failure_names_worker test_map_chunks \
+    test_big_payloads test_timeout test_dead_worker_breaks_pool test_two_pools_at_once \
+    test_terminate_and_kill_workers test_broken_pool_workers_leave
+
+# A slow link: 25 Mbit/s each way (tc's token bucket filter on both
+# ends).  A 16 MiB result takes about 5.4 s to cross; the pool, whose
+# heartbeat timeout is 2 s, must stay whole (each part that comes proves
+# the worker alive; with 16 MiB parts it broke).
+if ip netns exec "$ns_a" tc qdisc add dev cf2h0 root tbf rate 25mbit burst 64kb latency 100ms \
+       2>/dev/null &&
+    ip netns exec "$ns_b" tc qdisc add dev cf2h1 root tbf rate 25mbit burst 64kb latency 100ms \
+       2>/dev/null; then
+    spawn_cases "spawn, 25 Mbit/s link: " test_slow_big_result_keeps_pool
+    grep "result in" "$tmp/out"
+    ip netns exec "$ns_a" tc qdisc del dev cf2h0 root
+    ip netns exec "$ns_b" tc qdisc del dev cf2h1 root
+else
+    echo "two_hosts: slow link: NOT RUN (tc cannot add a token bucket filter here)"
+fi
+
+# A lossy link: 3 % of the packets dropped at random each way (nftables
+# in the first namespace).  TCP resends them; results, failures, big
+# payloads and timeouts must come as on a clean link, and a dead worker
+# must still be found.  (Not a new pool right after a broken one: there
+# Open MPI's TCP transport once took the new job's connection for an old
+# one's and the pool did not start - CF_EBROKEN, no hang - 1 run in 31.)
+if command -v nft >/dev/null && ip netns exec "$ns_a" nft -f - 2>/dev/null <<EOF; then
+table inet cf2h {
+  chain out { type filter hook output priority 0; oifname "cf2h0" numgen random mod 100 < 3 drop; }
+  chain in { type filter hook input priority 0; iifname "cf2h0" numgen random mod 100 < 3 drop; }
+}
+EOF
+    spawn_cases "spawn, 3 % loss: " test_results test_task_failure_names_worker test_map_chunks \
+        test_big_payloads test_timeout test_dead_worker_found
+    ip netns exec "$ns_a" nft delete table inet cf2h
+else
+    echo "two_hosts: lossy link: NOT RUN (needs nft from nftables, and nf_tables in the kernel)"
+fi
+
+# ssh as the launcher, as on a cluster: an sshd of this run's own (its
+# own keys and configuration, in $tmp) listens in the second namespace,
+# and Open MPI's rsh launcher runs `ssh` instead of the agent above.
+sshd_pid=
+if command -v ssh >/dev/null && command -v ssh-keygen >/dev/null && [ -x /usr/sbin/sshd ]; then
+    mkdir -p "$tmp/ssh" /run/sshd
+    ssh-keygen -q -t ed25519 -N "" -f "$tmp/ssh/host" &&
+        ssh-keygen -q -t ed25519 -N "" -f "$tmp/ssh/user" &&
+        cp "$tmp/ssh/user.pub" "$tmp/ssh/authorized_keys"
+    cat >"$tmp/ssh/sshd_config" <<EOF
+ListenAddress $there
+HostKey $tmp/ssh/host
+PermitRootLogin prohibit-password
+AuthorizedKeysFile $tmp/ssh/authorized_keys
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PidFile $tmp/ssh/sshd.pid
+EOF
+    cat >"$tmp/ssh/config" <<EOF
+Host *
+  User root
+  IdentityFile $tmp/ssh/user
+  IdentitiesOnly yes
+  StrictHostKeyChecking no
+  UserKnownHostsFile /dev/null
+  LogLevel ERROR
+  BatchMode yes
+  ConnectTimeout 10
+EOF
+    ip netns exec "$ns_b" unshare -u sh -c \
+        "hostname $CF_2H_NAME && exec /usr/sbin/sshd -D -e -f $tmp/ssh/sshd_config" \
+        >"$tmp/ssh/log" 2>&1 &
+    i=0
+    until ip netns exec "$ns_a" ssh -F "$tmp/ssh/config" "$there" true 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -gt 50 ] && break
+        sleep 0.2
+    done
+    sshd_pid=$(cat "$tmp/ssh/sshd.pid" 2>/dev/null)
+fi
+if [ -n "$sshd_pid" ]; then
+    agent=$OMPI_MCA_plm_rsh_agent
+    export OMPI_MCA_plm_rsh_agent="ssh -F $tmp/ssh/config"
+    spawn_cases "spawn over ssh: " test_results test_task_failure_names_worker \
+        test_map_chunks test_dead_worker_breaks_pool
+    run "static over ssh" 60 mpirun -np 3 --host "$here:1,$there:2" "$static_prog"
+    [ $rc -eq 0 ] && grep -q "static_prog: 2 workers OK" "$tmp/out" && ok=yes || ok=no
+    report "static over ssh" $ok
+    gone_from_b "static over ssh"
+    export OMPI_MCA_plm_rsh_agent="$agent"
+    [ "$(grep -c "Accepted publickey" "$tmp/ssh/log")" -ge 5 ] ||
+        fail "ssh: the launcher did not log in for each run: $(grep -c Accepted "$tmp/ssh/log")"
+    kill "$sshd_pid" 2>/dev/null
+    sshd_pid=
+    gone_from_b "sshd"
+else
+    echo "two_hosts: ssh launcher: NOT RUN (needs ssh, ssh-keygen and /usr/sbin/sshd," \
+        "from openssh-client and openssh-server, and an sshd that starts)"
+fi
 
 hosts="$here:1,$there:2"
 run "static" 60 mpirun -np 3 --host "$hosts" "$static_prog"
 [ $rc -eq 0 ] && grep -q "static_prog: 2 workers OK" "$tmp/out" && ok=yes || ok=no
 report "static" $ok
 gone_from_b "static"
+# static_case MODE NP HOSTS PATTERN: static_prog MODE (see its header) on
+# NP ranks over HOSTS must end 0, well before the launcher's limit, having
+# printed PATTERN.
+static_case() {
+    run "static $1" 60 env MPIEXEC_TIMEOUT=30 mpirun -np "$2" --host "$3" "$static_prog" "$1"
+    [ $rc -eq 0 ] && grep -q "$4" "$tmp/out" && ok=yes || ok=no
+    report "static $1" $ok
+    gone_from_b "static $1"
+}
+# Calls running there asked to stop; a rank there falling silent (the
+# pool breaks, every rank still leaves); a long frame to a rank there
+# failing half-way (it still hears EXIT).
+static_case terminate 3 "$hosts" "terminate after .* workers OK"
+static_case mute 3 "$hosts" "mute, workers OK"
+static_case partfail 2 "$here:1,$there:1" "partfail, workers OK"
 # A rank killed on the other host: the launcher ends the job, non-zero,
 # within seconds (not 110, MPIEXEC_TIMEOUT's exit), after the pool was up.
 run "static crash ends the job" 60 env MPIEXEC_TIMEOUT=30 mpirun -np 3 --host "$hosts" \
