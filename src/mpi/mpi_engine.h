@@ -61,23 +61,32 @@ enum {
     MTAG_PART = 121,
 };
 
-/* The most bytes one PART carries: 1 MiB, or the test knob
- * CFUTURES_TEST_MPI_PART (bytes, >= 16; read once per process, before
- * MPI starts), which lets tests split small frames.  A message proves its
- * sender alive only once all of it has come, and a heartbeat sent while
- * one is being written leaves after it (one TCP stream): so what the
- * manager's heartbeat check can wait for is one part.  With 1 GiB parts a
- * 2.5 GiB result at about 12 MB/s (2 cores at load 16) went 5 s without
- * a sign of life; with 16 MiB parts a 16 MiB result did over a link
- * limited to 25 Mbit/s (3 runs in 3, 2 s heartbeat timeout), breaking a
- * pool whose worker was alive.  1 MiB parts keep that wait under the
- * default 5 s down to about 0.2 MB/s (1.7 Mbit/s); they cost nothing
- * measurable at memory or veth speed (a 64 MiB echo took the same time
- * with 16 MiB, 1 MiB and 256 KiB parts).  What they cannot help is TCP
- * itself stalling: at 10 % packet loss each way the stream stopped for
- * 5 s in 2 runs of 10, parts or not. */
-#define CF__MPI_PART_MAX ((size_t)1 << 20)
+/* The most bytes one PART carries: 16 MiB from the manager, 1 MiB from a
+ * worker (an answer), or the test knob CFUTURES_TEST_MPI_PART where
+ * smaller (bytes, >= 16; read once per process, before MPI starts), which
+ * lets tests split small frames.  A frame longer than its sender's limit
+ * goes as LONG + PARTs; the receiving side takes parts of any size.
+ *
+ * Why answers go in smaller parts: a message proves its sender alive only
+ * once all of it has come, and a heartbeat sent while one is being written
+ * leaves after it (one TCP stream), so what the manager's heartbeat check
+ * can wait for is one part of an answer.  With 1 GiB parts a 2.5 GiB
+ * result at about 12 MB/s (2 cores at load 16) went 5 s without a sign of
+ * life; with 16 MiB parts a 16 MiB result did over a link limited to 25
+ * Mbit/s (3 runs in 3, 2 s heartbeat timeout), breaking a pool whose
+ * worker was alive.  1 MiB parts keep that wait under the default 5 s
+ * down to about 0.2 MB/s (1.7 Mbit/s), and cost nothing measurable at
+ * memory or veth speed (a 64 MiB echo took the same time with 16 MiB, 1
+ * MiB and 256 KiB parts).  A worker sends one part at a time.  The
+ * manager posts all the parts of a call at once, and Open MPI sends each
+ * one's first 64 KiB ahead, which the worker holds until it takes that
+ * part: so calls keep 16 MiB parts (the worker does not watch the
+ * manager's silence).  What no part size helps is TCP itself stalling: at
+ * 10 % packet loss each way the stream stopped for 5 s in 2 runs of 10. */
+#define CF__MPI_PART_MAX ((size_t)16 << 20)
+#define CF__MPI_ANSWER_PART_MAX ((size_t)1 << 20)
 size_t cf__mpi_part_max(void);
+size_t cf__mpi_answer_part_max(void);
 
 /* A message longer than this is "big": Open MPI 4.1 sends it by
  * rendezvous over TCP (its eager limit there is 64 KiB), so it moves only
@@ -144,6 +153,18 @@ static inline size_t cf__mpi_frame_len(const wire_enc *e)
 #define CF__MPI_SPIN_MAX_NS 1000000
 #define CF__MPI_NAP_MIN_NS 50000
 #define CF__MPI_NAP_MAX_NS 1000000
+/* A transfer under way (a big message, or a part of one) moves only while
+ * both ranks call into MPI, so the loops that wait for one probe without
+ * sleeping - but only for this long.  A 1 MiB part that has not crossed
+ * by then goes at under 50 MB/s: the link, not the polling, sets the pace,
+ * and the loops nap between looks (an eighth of the time past this, at
+ * most CF__MPI_NAP_MAX_NS; the socket buffers carry the bytes meanwhile).
+ * Spinning throughout, a 64 MiB echo over a 25 Mbit/s link kept the
+ * worker at 90 % and the manager at 40 % of a core for 46 s; napping after
+ * this long, 11 % and 5 %, in the same 46 s.  At memory and veth speed a
+ * 64 MiB echo took the same time either way (0.9-1.1 s, 6 pairs each; 1.4-2.7
+ * s beside two busy loops, 9 pairs). */
+#define CF__MPI_MOVE_SPIN_NS 20000000
 /* cf_kill_workers(): the longest the manager lets the sends under way
  * finish before it sends KILL, and waits for its KILL messages to leave
  * before it lets go of the communicator. */

@@ -1483,8 +1483,14 @@ static void *manager_main(void *arg)
             was_busy = out;
             continue;
         }
+        /* A big transfer moves only while the manager calls into MPI:
+         * it spins for it, unless nothing came for CF__MPI_MOVE_SPIN_NS
+         * (then the link sets the pace, and the naps below let the socket
+         * buffers carry the bytes). */
         bool work = busy(p);
-        if (work && (now - last_progress < cf__mpi_spin_for(avg_wait) || moving(p))) {
+        int64_t still = now - last_progress;
+        if (work && (still < cf__mpi_spin_for(avg_wait) ||
+                     (still < CF__MPI_MOVE_SPIN_NS && moving(p)))) {
             sched_yield();
             continue;
         }

@@ -105,6 +105,12 @@ size_t cf__mpi_part_max(void)
     return part_max;
 }
 
+size_t cf__mpi_answer_part_max(void)
+{
+    size_t pm = cf__mpi_part_max();
+    return pm < CF__MPI_ANSWER_PART_MAX ? pm : CF__MPI_ANSWER_PART_MAX;
+}
+
 size_t cf__mpi_pieces(const wire_enc *e, const unsigned char *inline_copy, cf__mpi_piece *out)
 {
     /* Inline bytes at frame offset `at` (>= WIRE_HDR). */
@@ -498,9 +504,10 @@ static void keep(void *p)
  * is there.  The waits that use it are transfers under way - a message the
  * manager is sending or taking - and MPI moves the bytes only while it is
  * called: they spin (yielding), as the blocking MPI call they replace
- * did, since napping between looks made a 64 MiB transfer several times
- * slower. */
-static bool exit_or_yield(int64_t *next_look)
+ * did, since napping from the start made a 64 MiB transfer several times
+ * slower - for CF__MPI_MOVE_SPIN_NS after `since` (when the wait began),
+ * then nap: the transfer is slow for reasons of its own. */
+static bool exit_or_yield(int64_t *next_look, int64_t since)
 {
     int64_t now = cf__now_ns();
     if (now >= *next_look) {
@@ -508,7 +515,13 @@ static bool exit_or_yield(int64_t *next_look)
         if (exit_waiting())
             return true;
     }
-    sched_yield();
+    int64_t slow = now - since - CF__MPI_MOVE_SPIN_NS;
+    if (slow > 0) {
+        struct timespec ts = {0, (long)cf__mpi_nap_for(slow, CF__MPI_NAP_MAX_NS)};
+        nanosleep(&ts, NULL);
+    } else {
+        sched_yield();
+    }
     return false;
 }
 
@@ -527,13 +540,13 @@ static bool exit_or_yield(int64_t *next_look)
  * exit_or_yield() between looks. */
 static int wait_or_exit(MPI_Request *req)
 {
-    int64_t next_look = 0;
+    int64_t next_look = 0, since = cf__now_ns();
     for (;;) {
         int done = 0;
         int err = MPI_Test(req, &done, MPI_STATUS_IGNORE);
         if (err != MPI_SUCCESS || done)
             return err;
-        if (exit_or_yield(&next_look)) {
+        if (exit_or_yield(&next_look, since)) {
             MPI_Request_free(req);
             return WAIT_EXIT;
         }
@@ -951,14 +964,14 @@ static unsigned char *recv_long(const unsigned char *hdr, int hlen, size_t *len,
         MPI_Message msg;
         MPI_Status st;
         int flag = 0, count = 0;
-        for (int64_t next_look = 0;;) {
+        for (int64_t next_look = 0, since = cf__now_ns();;) {
             if (MPI_Improbe(hb.manager, MTAG_PART, hb.comm, &flag, &msg, &st) != MPI_SUCCESS) {
                 free(buf);
                 return NULL;
             }
             if (flag)
                 break;
-            if (exit_or_yield(&next_look)) {
+            if (exit_or_yield(&next_look, since)) {
                 free(buf);
                 *exiting = true;
                 return NULL;
@@ -1004,7 +1017,7 @@ static int send_long(const wire_enc *e, int tag)
     else
         free(hdr);
     cf__mpi_piece pcs[CF__MPI_MAX_PIECES];
-    size_t k = cf__mpi_pieces(e, NULL, pcs), pm = cf__mpi_part_max();
+    size_t k = cf__mpi_pieces(e, NULL, pcs), pm = cf__mpi_answer_part_max();
     for (size_t i = 0; i < k && err == MPI_SUCCESS; i++)
         for (size_t off = 0; off < pcs[i].n && err == MPI_SUCCESS; off += pm) {
             size_t n = pcs[i].n - off < pm ? pcs[i].n - off : pm;
@@ -1108,7 +1121,7 @@ static void answer(const unsigned char *in, size_t inlen, uint64_t frame, wire_e
     int err = send_held();
     if (err != MPI_SUCCESS) {
         /* nothing more to send */
-    } else if (!out->oom && flen > cf__mpi_part_max()) {
+    } else if (!out->oom && flen > cf__mpi_answer_part_max()) {
         err = send_long(out, MTAG_RESULT);
         if (err == WAIT_EXIT)
             keep_answer(out);

@@ -751,9 +751,8 @@ static void test_timed_answer_not_held(void **state)
 }
 
 /* A worker that dies is noticed by its silence: its call and the pool
- * break with CF_EBROKEN naming it, and a new pool works. */
-/* A worker that dies breaks its pool within the heartbeat timeout, naming
- * the worker; later submits fail the same way. */
+ * break with CF_EBROKEN naming it, within the heartbeat timeout; later
+ * submits fail the same way. */
 static void dead_worker_found(void)
 {
     double hb = 1.5;
@@ -781,13 +780,14 @@ static void dead_worker_found(void)
  * lossy link, where Open MPI's TCP transport was seen to mistake a new
  * job's connection for an old one ("received unexpected process
  * identifier") and a pool started right after a broken one then did not
- * start (1 run in 31 at 3 % loss). */
+ * start (1 run in 31 with 3 % of the packets nftables saw dropped). */
 static void test_dead_worker_found(void **state)
 {
     (void)state;
     dead_worker_found();
 }
 
+/* The same, and then a new pool in the same process works. */
 static void test_dead_worker_breaks_pool(void **state)
 {
     (void)state;
