@@ -23,14 +23,18 @@ CTEST_ARGS ?= --output-on-failure -j $(JOBS)
 BUILD_DEBS := build-essential cmake
 DEV_DEBS   := clang pkg-config libcmocka-dev libgmp-dev libsqlite3-dev \
               libssl-dev libcurl4-openssl-dev libuv1-dev libglib2.0-dev libtbb-dev gnuplot-nox \
-              python3 gdb valgrind libopenmpi-dev openmpi-bin python3-mpi4py nftables \
-              openssh-client openssh-server
+              python3 gdb valgrind libopenmpi-dev openmpi-bin python3-mpi4py
 DEBS       := $(BUILD_DEBS) $(DEV_DEBS)
+# Only the MPI engine's second-host tests (tests/mpi/two_hosts.sh) use
+# these: a lossy link (nft) and ssh as Open MPI's launcher, with an sshd
+# of the test's own.  openssh-server enables the system's ssh service
+# where systemd runs, so only the test targets install them.
+TEST_DEBS  := nftables openssh-client openssh-server
 
 # The developer/CI configuration: warnings are errors.
 DEV_FLAGS := -DCF_WERROR=ON
 
-.PHONY: all deps deps-build build demo test test-plain test-clang test-asan test-tsan test-portable \
+.PHONY: all deps deps-build deps-test build demo test test-plain test-clang test-asan test-tsan test-portable \
         bench bench-plot \
         fuzz install install-strip clean
 
@@ -56,6 +60,9 @@ deps:
 deps-build:
 	$(call install_debs,$(BUILD_DEBS))
 
+deps-test: deps
+	$(call install_debs,$(TEST_DEBS))
+
 build/CMakeCache.txt:
 	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
@@ -65,13 +72,13 @@ build: deps build/CMakeCache.txt
 demo: build
 	./build/examples/demo
 
-test-plain: deps
+test-plain: deps-test
 	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo $(DEV_FLAGS)
 	$(CMAKE) --build build -j $(JOBS)
 	cd build && $(CTEST) $(CTEST_ARGS)
 
 # The same code must build warning-free with clang, and pass there too.
-test-clang: deps
+test-clang: deps-test
 	CC=clang $(CMAKE) -S . -B build-clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCF_BUILD_BENCH=OFF $(DEV_FLAGS)
 	$(CMAKE) --build build-clang -j $(JOBS)
 	cd build-clang && $(CTEST) $(CTEST_ARGS) -L unit
@@ -85,7 +92,7 @@ test-portable: deps
 	cd build-portable && $(CTEST) $(CTEST_ARGS) -L unit -LE mpi
 
 # Sanitizer builds: tests and examples only (no benchmarks), longer watchdog.
-test-asan: deps
+test-asan: deps-test
 	$(CMAKE) -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCF_SANITIZE=address,undefined -DCF_BUILD_BENCH=OFF $(DEV_FLAGS)
 	$(CMAKE) --build build-asan -j $(JOBS)
 	cd build-asan && CF_TEST_TIMEOUT_SCALE=3 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \

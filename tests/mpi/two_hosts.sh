@@ -26,7 +26,7 @@
 #     the other host;
 #   the same over a slow link (25 Mbit/s, tc's token bucket): a 16 MiB
 #     result with a 2 s heartbeat timeout;
-#   the same over a lossy link (3 % of the packets dropped each way,
+#   the same over a lossy link (1 % of the packets dropped each way,
 #     nftables): results, failures, map chunks, 64 MiB payloads, a call
 #     timeout, a dead worker found;
 #   with ssh as the launcher (an sshd of its own in the second
@@ -91,6 +91,7 @@ here=10.78.0.1
 there=10.78.0.2
 tmp=$(mktemp -d)
 case_pid=
+made_run_sshd=
 cleanup() {
     [ -n "$case_pid" ] && kill "$case_pid" 2>/dev/null
     for ns in "$ns_b" "$ns_a"; do
@@ -98,6 +99,7 @@ cleanup() {
         ip netns del "$ns" 2>/dev/null
     done
     rm -rf "$tmp"
+    if [ -n "$made_run_sshd" ]; then rmdir /run/sshd 2>/dev/null; fi
 }
 trap cleanup EXIT
 trap 'echo "two_hosts: stopped by a signal"; exit 1' INT TERM HUP
@@ -208,42 +210,65 @@ if ip netns exec "$ns_a" tc qdisc add dev cf2h0 root tbf rate 25mbit burst 64kb 
     ip netns exec "$ns_b" tc qdisc add dev cf2h1 root tbf rate 25mbit burst 64kb latency 100ms \
        2>/dev/null; then
     spawn_cases "spawn, 25 Mbit/s link: " test_slow_big_result_keeps_pool
-    grep "result in" "$tmp/out"
+    # The link must have been slow: 16 MiB take 5.4 s at 25 Mbit/s.
+    secs=$(sed -n 's/.*16 MiB result in \([0-9]*\)\..*/\1/p' "$tmp/out")
+    if [ -n "$secs" ]; then
+        echo "two_hosts: 16 MiB result over the slow link in $secs s"
+        [ "$secs" -ge 3 ] || fail "slow link: 16 MiB crossed in $secs s, the link was not slowed"
+    fi
     ip netns exec "$ns_a" tc qdisc del dev cf2h0 root
     ip netns exec "$ns_b" tc qdisc del dev cf2h1 root
 else
+    ip netns exec "$ns_a" tc qdisc del dev cf2h0 root 2>/dev/null
     echo "two_hosts: slow link: NOT RUN (tc cannot add a token bucket filter here)"
 fi
 
-# A lossy link: 3 % of the packets dropped at random each way (nftables
-# in the first namespace).  TCP resends them; results, failures, big
+# A lossy link: 1 % of the packets dropped at random each way (nftables
+# in the first namespace; segmentation offload is turned off on the pair
+# meanwhile, so that a packet nftables sees is one packet on the wire, not
+# a burst of up to 64 KiB).  TCP resends them; results, failures, big
 # payloads and timeouts must come as on a clean link, and a dead worker
-# must still be found.  (Not a new pool right after a broken one: there
-# Open MPI's TCP transport once took the new job's connection for an old
-# one's and the pool did not start - CF_EBROKEN, no hang - 1 run in 31.)
-if command -v nft >/dev/null && ip netns exec "$ns_a" nft -f - 2>/dev/null <<EOF; then
+# must still be found.  (Not a new pool right after a broken one: there,
+# with 3 % of the packets nftables saw dropped, Open MPI's TCP transport
+# once took the new job's connection for an old one's and the pool did
+# not start - CF_EBROKEN, no hang - 1 run in 31.)
+ip netns exec "$ns_a" ip link set dev cf2h0 gso_max_segs 1 2>/dev/null &&
+    ip netns exec "$ns_b" ip link set dev cf2h1 gso_max_segs 1 2>/dev/null &&
+    segs=yes || segs=
+if [ -n "$segs" ] && command -v nft >/dev/null && ip netns exec "$ns_a" nft -f - 2>/dev/null <<EOF; then
 table inet cf2h {
-  chain out { type filter hook output priority 0; oifname "cf2h0" numgen random mod 100 < 3 drop; }
-  chain in { type filter hook input priority 0; iifname "cf2h0" numgen random mod 100 < 3 drop; }
+  chain out { type filter hook output priority 0; oifname "cf2h0" numgen random mod 100 < 1 drop; }
+  chain in { type filter hook input priority 0; iifname "cf2h0" numgen random mod 100 < 1 drop; }
 }
 EOF
-    spawn_cases "spawn, 3 % loss: " test_results test_task_failure_names_worker test_map_chunks \
+    spawn_cases "spawn, 1 % loss: " test_results test_task_failure_names_worker test_map_chunks \
         test_big_payloads test_timeout test_dead_worker_found
     ip netns exec "$ns_a" nft delete table inet cf2h
+    ip netns exec "$ns_a" ip link set dev cf2h0 gso_max_segs 65535
+    ip netns exec "$ns_b" ip link set dev cf2h1 gso_max_segs 65535
 else
-    echo "two_hosts: lossy link: NOT RUN (needs nft from nftables, and nf_tables in the kernel)"
+    echo "two_hosts: lossy link: NOT RUN (needs nft from nftables, nf_tables in the kernel" \
+        "and gso_max_segs from ip)"
 fi
 
 # ssh as the launcher, as on a cluster: an sshd of this run's own (its
 # own keys and configuration, in $tmp) listens in the second namespace,
 # and Open MPI's rsh launcher runs `ssh` instead of the agent above.
+# ssh gives the remote command a fresh environment, and Open MPI passes
+# on only its own variables: the sanitizers' settings and the tests' time
+# scale reach the other host through the sshd's SetEnv.
 sshd_pid=
 if command -v ssh >/dev/null && command -v ssh-keygen >/dev/null && [ -x /usr/sbin/sshd ]; then
-    mkdir -p "$tmp/ssh" /run/sshd
+    mkdir -p "$tmp/ssh"
+    [ -d /run/sshd ] || { mkdir -p /run/sshd && made_run_sshd=yes; }
     ssh-keygen -q -t ed25519 -N "" -f "$tmp/ssh/host" &&
         ssh-keygen -q -t ed25519 -N "" -f "$tmp/ssh/user" &&
         cp "$tmp/ssh/user.pub" "$tmp/ssh/authorized_keys"
-    cat >"$tmp/ssh/sshd_config" <<EOF
+    for v in ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS CF_TEST_TIMEOUT_SCALE; do
+        eval "val=\${$v-}"
+        [ -n "$val" ] && echo "SetEnv $v=$val"
+    done >"$tmp/ssh/setenv"
+    cat - "$tmp/ssh/setenv" >"$tmp/ssh/sshd_config" <<EOF
 ListenAddress $there
 HostKey $tmp/ssh/host
 PermitRootLogin prohibit-password
@@ -268,13 +293,26 @@ EOF
     ip netns exec "$ns_b" unshare -u sh -c \
         "hostname $CF_2H_NAME && exec /usr/sbin/sshd -D -e -f $tmp/ssh/sshd_config" \
         >"$tmp/ssh/log" 2>&1 &
+    sshd_bg=$!
+    # Up to about 10 s for a first login, each attempt bounded.
     i=0
-    until ip netns exec "$ns_a" ssh -F "$tmp/ssh/config" "$there" true 2>/dev/null; do
+    while [ $i -lt 20 ]; do
+        if timeout 5 ip netns exec "$ns_a" ssh -F "$tmp/ssh/config" "$there" true 2>/dev/null; then
+            sshd_pid=$(cat "$tmp/ssh/sshd.pid" 2>/dev/null)
+            [ -n "$sshd_pid" ] || sshd_pid=none-read
+            break
+        fi
         i=$((i + 1))
-        [ $i -gt 50 ] && break
-        sleep 0.2
+        sleep 0.5
     done
-    sshd_pid=$(cat "$tmp/ssh/sshd.pid" 2>/dev/null)
+    if [ -z "$sshd_pid" ] || [ "$sshd_pid" = none-read ]; then
+        kill "$sshd_bg" 2>/dev/null
+        wait "$sshd_bg" 2>/dev/null
+        for p in $(ip netns pids "$ns_b" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+        echo "two_hosts: the sshd did not let the launcher in; its log:"
+        tail -5 "$tmp/ssh/log"
+        sshd_pid=
+    fi
 fi
 if [ -n "$sshd_pid" ]; then
     agent=$OMPI_MCA_plm_rsh_agent
