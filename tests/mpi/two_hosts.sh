@@ -264,10 +264,13 @@ if command -v ssh >/dev/null && command -v ssh-keygen >/dev/null && [ -x /usr/sb
     ssh-keygen -q -t ed25519 -N "" -f "$tmp/ssh/host" &&
         ssh-keygen -q -t ed25519 -N "" -f "$tmp/ssh/user" &&
         cp "$tmp/ssh/user.pub" "$tmp/ssh/authorized_keys"
+    # One SetEnv line: sshd takes only the first of several.
+    setenv=
     for v in ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS CF_TEST_TIMEOUT_SCALE; do
         eval "val=\${$v-}"
-        [ -n "$val" ] && echo "SetEnv $v=$val"
-    done >"$tmp/ssh/setenv"
+        [ -n "$val" ] && setenv="$setenv $v=$val"
+    done
+    [ -n "$setenv" ] && echo "SetEnv$setenv" >"$tmp/ssh/setenv" || : >"$tmp/ssh/setenv"
     cat - "$tmp/ssh/setenv" >"$tmp/ssh/sshd_config" <<EOF
 ListenAddress $there
 HostKey $tmp/ssh/host
