@@ -25,9 +25,10 @@
  *           worker stops its running call, drops the rest, says BYE and
  *           leaves (mpi_pool.c, wind_down)
  *   HB, BYE empty
- *   LONG    u32 tag, u64 length: a frame longer than cf__mpi_part_max()
- *           (CALL or RESULT, `tag`) follows as PART messages, in order,
- *           each at most cf__mpi_part_max() bytes; their bytes joined are
+ *   LONG    u32 tag, u64 length: a frame longer than its sender's part
+ *           limit (a CALL over cf__mpi_part_max(), a RESULT over
+ *           cf__mpi_answer_part_max()) follows as PART messages, in order,
+ *           each at most that limit; their bytes joined are
  *           the frame.  One MPI message counts in int (Open MPI 4.1 has no
  *           MPI-4 large-count calls), so frames over 2 GiB cross this way;
  *           MPI keeps messages of one sender, tag and communicator in order.
@@ -155,10 +156,14 @@ static inline size_t cf__mpi_frame_len(const wire_enc *e)
 #define CF__MPI_NAP_MAX_NS 1000000
 /* A transfer under way (a big message, or a part of one) moves only while
  * both ranks call into MPI, so the loops that wait for one probe without
- * sleeping - but only for this long.  A 1 MiB part that has not crossed
- * by then goes at under 50 MB/s: the link, not the polling, sets the pace,
+ * sleeping - but only for this long without the transfer moving on.  A
+ * part of an answer (1 MiB) that has not crossed by then goes at under
+ * 50 MB/s, one of a call (16 MiB) under 800 MB/s: the link, not the
+ * polling, sets the pace,
  * and the loops nap between looks (an eighth of the time past this, at
- * most CF__MPI_NAP_MAX_NS; the socket buffers carry the bytes meanwhile).
+ * most CF__MPI_NAP_MAX_NS, in the worker; the manager's naps are an eighth
+ * of the time since anything came, so 1 ms at once); the socket buffers
+ * carry the bytes meanwhile.
  * Spinning throughout, a 64 MiB echo over a 25 Mbit/s link kept the
  * worker at 90 % and the manager at 40 % of a core for 46 s; napping after
  * this long, 11 % and 5 %, in the same 46 s.  At memory and veth speed a

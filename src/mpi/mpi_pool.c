@@ -121,6 +121,7 @@ typedef struct msend {
     bool urgent;         /* a KILL, which must leave before the comm goes */
     struct mworker *to;  /* the worker it goes to */
     bool big;            /* over CF__MPI_BIG_MSG bytes in all (see moving()) */
+    int done;            /* requests completed, in order (reap_sends) */
 } msend;
 
 typedef struct mworker {
@@ -209,6 +210,11 @@ typedef struct mpi_pool {
     mworker *workers;
     msend *sends;
     wire_enc enc;
+    /* When a big transfer last began or moved on (a big message or a part
+     * posted, received or sent): the manager spins for one until
+     * CF__MPI_MOVE_SPIN_NS pass without that (see moving()).  Heartbeats
+     * and small answers do not count, or each would buy another spin. */
+    int64_t moved_at;
 } mpi_pool;
 
 static _Thread_local mpi_pool *tls_manager;
@@ -621,6 +627,8 @@ static bool post_send(mpi_pool *p, mworker *w, unsigned char *buf, int len, int 
         msend_free(s);
         return false;
     }
+    if (s->big)
+        p->moved_at = cf__now_ns();
     s->next = p->sends;
     p->sends = s;
     return true;
@@ -682,21 +690,28 @@ static int post_long(mpi_pool *p, mworker *w, const mjob *j, int tag)
      * be freed when the pool breaks) before its memory goes. */
     s->next = p->sends;
     p->sends = s;
+    p->moved_at = cf__now_ns();
     return ok ? 1 : -1;
 }
 
-/* Completes finished sends; returns true if any did. */
+/* Completes finished sends; returns true if any did.  A LONG frame's
+ * requests are tested in order (its parts leave in order on one
+ * connection), each finished part counting as a big transfer moving on. */
 static bool reap_sends(mpi_pool *p)
 {
     bool any = false;
     for (msend **sp = &p->sends; *sp;) {
         msend *s = *sp;
-        int done = 0;
-        if (s->nreq == 1)
-            MPI_Test(&s->reqs[0], &done, MPI_STATUS_IGNORE);
-        else
-            MPI_Testall(s->nreq, s->reqs, &done, MPI_STATUSES_IGNORE);
-        if (!done) {
+        while (s->done < s->nreq) {
+            int fin = 0;
+            MPI_Test(&s->reqs[s->done], &fin, MPI_STATUS_IGNORE);
+            if (!fin)
+                break;
+            s->done++;
+            if (s->big)
+                p->moved_at = cf__now_ns();
+        }
+        if (s->done < s->nreq) {
             sp = &s->next;
             continue;
         }
@@ -1103,6 +1118,8 @@ static bool test_receive(mpi_pool *p, mworker *w, int64_t now)
         return false;
     w->receiving = false;
     w->last_seen = now;
+    if ((w->rlong ? (size_t)w->rpart : w->rlen) > CF__MPI_BIG_MSG)
+        p->moved_at = now;
     if (w->rlong)
         w->rgot += (size_t)w->rpart;
     if (!w->rlong || w->rgot == w->rlen) {
@@ -1171,6 +1188,8 @@ static bool receive(mpi_pool *p, bool all)
                 }
                 w->rpart = count;
                 w->receiving = true;
+                if ((size_t)count > CF__MPI_BIG_MSG)
+                    p->moved_at = now;
                 MPI_Imrecv(w->rbuf + w->rgot, count, MPI_BYTE, &msg, &w->rreq);
                 break; /* tested on the next round */
             }
@@ -1190,6 +1209,8 @@ static bool receive(mpi_pool *p, bool all)
             w->rlen = (size_t)count;
             w->rtag = st.MPI_TAG;
             w->receiving = true;
+            if ((size_t)count > CF__MPI_BIG_MSG)
+                p->moved_at = now;
             MPI_Imrecv(w->rbuf, count, MPI_BYTE, &msg, &w->rreq);
             /* A small message came eagerly and is complete at once: it is
              * handled now (a test of a finished request makes no progress
@@ -1337,7 +1358,8 @@ static int await_hello(mpi_pool *p, char *msg, size_t msize)
 /* Is a big message moving between the manager and a worker?  Open MPI
  * moves a message over its TCP transport only while the sending and the
  * receiving rank call into MPI, and the worker's side blocks in MPI for
- * it; so while one moves, the manager polls without napping, else each
+ * it; so while one moves, the manager polls without napping (until it
+ * has not moved on for CF__MPI_MOVE_SPIN_NS, p->moved_at), else each
  * nap (up to CF__MPI_NAP_MAX_NS) lets a socket buffer's worth through: a
  * 64 MiB echo took 3.5-13 s at load 10 on 2 cores that way.  Moving: a
  * message being received (the worker is sending it, in a blocking
@@ -1529,13 +1551,12 @@ static void *manager_main(void *arg)
             continue;
         }
         /* A big transfer moves only while the manager calls into MPI:
-         * it spins for it, unless nothing came for CF__MPI_MOVE_SPIN_NS
-         * (then the link sets the pace, and the naps below let the socket
-         * buffers carry the bytes). */
+         * it spins for it, unless it has not moved on for
+         * CF__MPI_MOVE_SPIN_NS (then the link sets the pace, and the naps
+         * below let the socket buffers carry the bytes). */
         bool work = busy(p);
-        int64_t still = now - last_progress;
-        if (work && (still < cf__mpi_spin_for(avg_wait) ||
-                     (still < CF__MPI_MOVE_SPIN_NS && moving(p)))) {
+        if (work && (now - last_progress < cf__mpi_spin_for(avg_wait) ||
+                     (now - p->moved_at < CF__MPI_MOVE_SPIN_NS && moving(p)))) {
             sched_yield();
             continue;
         }

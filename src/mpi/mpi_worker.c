@@ -500,7 +500,8 @@ static void keep(void *p)
 #define EXIT_LOOK_NS 1000000
 
 /* Looks for EXIT when it is time (*next_look, CLOCK_MONOTONIC ns, 0 at
- * first; every EXIT_LOOK_NS), else yields the CPU.  Returns true when EXIT
+ * first; every EXIT_LOOK_NS), else yields the CPU, or naps once the wait
+ * is older than CF__MPI_MOVE_SPIN_NS (below).  Returns true when EXIT
  * is there.  The waits that use it are transfers under way - a message the
  * manager is sending or taking - and MPI moves the bytes only while it is
  * called: they spin (yielding), as the blocking MPI call they replace
@@ -1141,6 +1142,17 @@ static void answer(const unsigned char *in, size_t inlen, uint64_t frame, wire_e
                 wenc_u8(out, 0);
                 wenc_failure(out, CF_ENOMEM, "MemoryError",
                              "worker: out of memory for the results");
+            }
+            /* A big chunk's failures (about 60 bytes a call) go in parts
+             * like any long answer: sent from the encoder, no copy. */
+            if (!out->oom && cf__mpi_frame_len(out) > cf__mpi_answer_part_max()) {
+                err = send_long(out, MTAG_RESULT);
+                if (err == WAIT_EXIT)
+                    keep_answer(out);
+                pthread_mutex_unlock(&send_mu);
+                if (err != MPI_SUCCESS && err != WAIT_EXIT)
+                    worker_leave();
+                return;
             }
             buf = cf__mpi_flatten(out, &len);
         }

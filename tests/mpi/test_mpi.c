@@ -1313,6 +1313,10 @@ static void test_two_pools_at_once(void **state)
 static void test_worker_exit_keeps_other_pool(void **state)
 {
     (void)state;
+    /* Four pools and two waits past a heartbeat timeout: 11-12 s alone,
+     * over the default 20 s watchdog once beside the 2.55 GiB transfer of
+     * test_frame_over_2gib (ctest -j2). */
+    alarm((unsigned)(40 * cf_test_scale()));
     two_pools_one_ends(exit_now, 3);
     two_pools_one_ends(exit_now, 0);
 }
