@@ -227,6 +227,22 @@ static mpi_pool *live_pools;
  * worker's); freed after MPI_Finalize.  Guarded by pools_mu. */
 static msend *orphans;
 
+/* Lets go of a receive that may never complete (its sender gave up or is
+ * gone): MPI may still write into buf, so buf is kept with the orphaned
+ * sends until MPI_Finalize (without memory for that, leaked for good). */
+static void orphan_receive(MPI_Request *req, unsigned char *buf)
+{
+    MPI_Request_free(req);
+    msend *o = calloc(1, sizeof *o);
+    if (!o)
+        return;
+    o->buf = buf;
+    pthread_mutex_lock(&pools_mu);
+    o->next = orphans;
+    orphans = o;
+    pthread_mutex_unlock(&pools_mu);
+}
+
 /* Communicators of broken pools that a worker may still send on (it was
  * not heard to say BYE): kept until MPI_Finalize, see wind_down().
  * Guarded by pools_mu. */
@@ -382,17 +398,8 @@ static void break_pool(mpi_pool *p, const char *msg)
         w->bn = 0;
         w->bprev = NULL;
         if (w->receiving) {
-            /* Never completes (its sender is gone); MPI may still write
-             * into the buffer, so it is kept like an orphaned send. */
-            msend *o = calloc(1, sizeof *o);
-            MPI_Request_free(&w->rreq);
-            if (o) {
-                o->buf = w->rbuf;
-                pthread_mutex_lock(&pools_mu);
-                o->next = orphans;
-                orphans = o;
-                pthread_mutex_unlock(&pools_mu);
-            }
+            /* Never completes (its sender is gone). */
+            orphan_receive(&w->rreq, w->rbuf);
             w->rbuf = NULL;
             w->receiving = false;
         }
@@ -558,16 +565,8 @@ static void wind_down(mpi_pool *p)
         mworker *w = &p->workers[i];
         if (!w->draining)
             continue;
-        MPI_Request_free(&w->dreq);
+        orphan_receive(&w->dreq, w->dbuf);
         w->draining = false;
-        msend *o = calloc(1, sizeof *o);
-        if (o) {
-            o->buf = w->dbuf;
-            pthread_mutex_lock(&pools_mu);
-            o->next = orphans;
-            orphans = o;
-            pthread_mutex_unlock(&pools_mu);
-        } /* else leaked for good: MPI may still use it */
         w->dbuf = NULL;
     }
     bool all_bye = true;
