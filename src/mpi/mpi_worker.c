@@ -1120,20 +1120,15 @@ static void answer(const unsigned char *in, size_t inlen, uint64_t frame, wire_e
     }
     pthread_mutex_lock(&send_mu);
     int err = send_held();
-    if (err != MPI_SUCCESS) {
-        /* nothing more to send */
-    } else if (!out->oom && flen > cf__mpi_answer_part_max()) {
-        err = send_long(out, MTAG_RESULT);
-        if (err == WAIT_EXIT)
-            keep_answer(out);
-        else
-            release_done();
-    } else {
+    if (err == MPI_SUCCESS) {
+        /* Long (LONG + PARTs, from the encoder) or flat in one message. */
+        bool is_long = !out->oom && flen > cf__mpi_answer_part_max();
         int len = 0;
-        unsigned char *buf = cf__mpi_flatten(out, &len);
-        release_done();
-        if (!buf) {
-            /* No memory: the calls fail. */
+        unsigned char *buf = is_long ? NULL : cf__mpi_flatten(out, &len);
+        if (!is_long && !buf) {
+            /* No memory: the calls fail.  A big chunk's failures (about
+             * 60 bytes a call) go long like any long answer. */
+            release_done();
             wire_dec d = {in, in + inlen, false};
             uint32_t n = wdec_u32(&d);
             wenc_reset(out);
@@ -1143,24 +1138,24 @@ static void answer(const unsigned char *in, size_t inlen, uint64_t frame, wire_e
                 wenc_failure(out, CF_ENOMEM, "MemoryError",
                              "worker: out of memory for the results");
             }
-            /* A big chunk's failures (about 60 bytes a call) go in parts
-             * like any long answer: sent from the encoder, no copy. */
-            if (!out->oom && cf__mpi_frame_len(out) > cf__mpi_answer_part_max()) {
-                err = send_long(out, MTAG_RESULT);
-                if (err == WAIT_EXIT)
-                    keep_answer(out);
-                pthread_mutex_unlock(&send_mu);
-                if (err != MPI_SUCCESS && err != WAIT_EXIT)
-                    worker_leave();
-                return;
-            }
-            buf = cf__mpi_flatten(out, &len);
+            is_long = !out->oom && cf__mpi_frame_len(out) > cf__mpi_answer_part_max();
+            if (!is_long)
+                buf = cf__mpi_flatten(out, &len);
         }
-        err = buf ? send_or_exit(buf, len, MTAG_RESULT) : MPI_ERR_NO_MEM;
-        if (err == WAIT_EXIT)
-            keep(buf);
-        else
-            free(buf);
+        if (is_long) {
+            err = send_long(out, MTAG_RESULT);
+            if (err == WAIT_EXIT)
+                keep_answer(out);
+            else
+                release_done();
+        } else {
+            release_done();
+            err = buf ? send_or_exit(buf, len, MTAG_RESULT) : MPI_ERR_NO_MEM;
+            if (err == WAIT_EXIT)
+                keep(buf);
+            else
+                free(buf);
+        }
     }
     pthread_mutex_unlock(&send_mu);
     if (err != MPI_SUCCESS && err != WAIT_EXIT)
