@@ -792,7 +792,6 @@ static void test_dead_worker_breaks_pool(void **state)
 {
     (void)state;
     dead_worker_found();
-    /* A new pool in the same process works. */
     cf_executor *ex = pool(2, 0);
     cf_future *f;
     assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(12)), &f));

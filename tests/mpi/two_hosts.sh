@@ -76,12 +76,17 @@ for c in ip unshare timeout mpirun; do
     command -v $c >/dev/null || skip "needs $c"
 done
 
+# kill_all_in NS: every process in network namespace NS.
+kill_all_in() {
+    for p in $(ip netns pids "$1" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+}
+
 # Namespaces of earlier runs that were killed outright.
 for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$NS_PREFIX[0-9]*-[ab]\$"); do
     pid=${ns#"$NS_PREFIX"}
     pid=${pid%-*}
     kill -0 "$pid" 2>/dev/null && continue
-    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+    kill_all_in "$ns"
     ip netns del "$ns" 2>/dev/null
 done
 
@@ -95,7 +100,7 @@ made_run_sshd=
 cleanup() {
     [ -n "$case_pid" ] && kill "$case_pid" 2>/dev/null
     for ns in "$ns_b" "$ns_a"; do
-        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+        kill_all_in "$ns"
         ip netns del "$ns" 2>/dev/null
     done
     rm -rf "$tmp"
@@ -195,6 +200,16 @@ spawn_cases() {
         report "$label$t" $ok
         gone_from_b "$label$t"
     done
+}
+
+# static_ok LABEL: static_prog on 3 ranks, two of them on the other host
+# (results, a failure naming it, a chunked map), must end 0 saying so.
+hosts="$here:1,$there:2"
+static_ok() {
+    run "$1" 60 mpirun -np 3 --host "$hosts" "$static_prog"
+    [ $rc -eq 0 ] && grep -q "static_prog: 2 workers OK" "$tmp/out" && ok=yes || ok=no
+    report "$1" $ok
+    gone_from_b "$1"
 }
 
 spawn_cases "spawn " test_results test_task_failure_names_worker test_map_chunks \
@@ -311,7 +326,7 @@ EOF
     if [ -z "$sshd_pid" ] || [ "$sshd_pid" = none-read ]; then
         kill "$sshd_bg" 2>/dev/null
         wait "$sshd_bg" 2>/dev/null
-        for p in $(ip netns pids "$ns_b" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+        kill_all_in "$ns_b"
         echo "two_hosts: the sshd did not let the launcher in; its log:"
         tail -5 "$tmp/ssh/log"
         sshd_pid=
@@ -322,10 +337,7 @@ if [ -n "$sshd_pid" ]; then
     export OMPI_MCA_plm_rsh_agent="ssh -F $tmp/ssh/config"
     spawn_cases "spawn over ssh: " test_results test_task_failure_names_worker \
         test_map_chunks test_dead_worker_breaks_pool
-    run "static over ssh" 60 mpirun -np 3 --host "$here:1,$there:2" "$static_prog"
-    [ $rc -eq 0 ] && grep -q "static_prog: 2 workers OK" "$tmp/out" && ok=yes || ok=no
-    report "static over ssh" $ok
-    gone_from_b "static over ssh"
+    static_ok "static over ssh"
     export OMPI_MCA_plm_rsh_agent="$agent"
     [ "$(grep -c "Accepted publickey" "$tmp/ssh/log")" -ge 5 ] ||
         fail "ssh: the launcher did not log in for each run: $(grep -c Accepted "$tmp/ssh/log")"
@@ -337,11 +349,7 @@ else
         "from openssh-client and openssh-server, and an sshd that starts)"
 fi
 
-hosts="$here:1,$there:2"
-run "static" 60 mpirun -np 3 --host "$hosts" "$static_prog"
-[ $rc -eq 0 ] && grep -q "static_prog: 2 workers OK" "$tmp/out" && ok=yes || ok=no
-report "static" $ok
-gone_from_b "static"
+static_ok "static"
 # static_case MODE NP HOSTS PATTERN: static_prog MODE (see its header) on
 # NP ranks over HOSTS must end 0, well before the launcher's limit, having
 # printed PATTERN.
