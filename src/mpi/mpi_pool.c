@@ -233,6 +233,8 @@ static msend *orphans;
 static void orphan_receive(MPI_Request *req, unsigned char *buf)
 {
     MPI_Request_free(req);
+    if (!buf)
+        return; /* a truncating receive writes nothing */
     msend *o = calloc(1, sizeof *o);
     if (!o)
         return;
@@ -241,6 +243,22 @@ static void orphan_receive(MPI_Request *req, unsigned char *buf)
     o->next = orphans;
     orphans = o;
     pthread_mutex_unlock(&pools_mu);
+}
+
+/* Lets go of a matched message that will not be read (a worker broke the
+ * protocol, or memory is short).  Never waits for it: a long message whose
+ * sender died never completes, and a blocking receive of it would stop
+ * the manager for good.  The receive truncates into no buffer; if it has
+ * not finished at once it is orphaned (see orphan_receive). */
+static void drop_message(MPI_Message *msg)
+{
+    MPI_Request req = MPI_REQUEST_NULL;
+    int done = 0;
+    if (MPI_Imrecv(NULL, 0, MPI_BYTE, msg, &req) != MPI_SUCCESS || req == MPI_REQUEST_NULL)
+        return;
+    if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS || !done)
+        if (req != MPI_REQUEST_NULL)
+            orphan_receive(&req, NULL);
 }
 
 /* Communicators of broken pools that a worker may still send on (it was
@@ -1174,7 +1192,7 @@ static bool receive(mpi_pool *p, bool all)
                                          (size_t)count <= w->rlen - w->rgot
                                    : st.MPI_TAG == MTAG_LONG && count == 12;
                 if (!ok) {
-                    MPI_Mrecv(NULL, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE); /* truncates */
+                    drop_message(&msg);
                     bad_worker(p, w, "broke the order of a long frame");
                     return true;
                 }
@@ -1192,7 +1210,12 @@ static bool receive(mpi_pool *p, bool all)
                 MPI_Imrecv(w->rbuf + w->rgot, count, MPI_BYTE, &msg, &w->rreq);
                 break; /* tested on the next round */
             }
-            if (st.MPI_TAG == MTAG_HB || count == 0) {
+            if (st.MPI_TAG == MTAG_HB && count != 0) {
+                drop_message(&msg);
+                bad_worker(p, w, "sent a heartbeat with a body");
+                return true;
+            }
+            if (count == 0) { /* complete on arrival: nothing more comes */
                 MPI_Mrecv(NULL, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
                 on_message(p, w, st.MPI_TAG, NULL, 0);
                 if (p->comm == MPI_COMM_NULL)
@@ -1201,7 +1224,7 @@ static bool receive(mpi_pool *p, bool all)
             }
             w->rbuf = malloc((size_t)count);
             if (!w->rbuf) {
-                MPI_Mrecv(NULL, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE); /* truncates */
+                drop_message(&msg);
                 bad_worker(p, w, "sent a message the manager has no memory for");
                 return true;
             }

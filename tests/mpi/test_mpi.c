@@ -1217,6 +1217,74 @@ static void test_death_during_big_transfer(void **state)
     print_message("done after %.2f s; MPI_Finalize at exit next\n", cf_test_now() - t0);
 }
 
+/* A worker that breaks the protocol: the task sends the manager a
+ * message of its own on the pool's intercommunicator - tag argument 0,
+ * argument 1 bytes (a LONG header when the tag is LONG's) - and, when
+ * argument 2 is not 0, dies at once, before the manager has received it.
+ * Tags are the engine's (src/mpi/mpi_engine.h): HB 113, LONG 120, PART
+ * 121. */
+static int send_raw(cf_call *c)
+{
+    int tag = (int)cf_arg_i64(c, 0);
+    size_t size = (size_t)cf_arg_i64(c, 1);
+    MPI_Comm parent = MPI_COMM_NULL;
+    MPI_Comm_get_parent(&parent);
+    unsigned char *buf = calloc(1, size ? size : 1);
+    if (parent == MPI_COMM_NULL || !buf)
+        return cf_raise(c, CF_ESYS, "OSError", "no parent or no memory");
+    if (tag == 120 && size == 12) {
+        uint32_t result_tag = 112;
+        uint64_t total = UINT64_C(1) << 60;
+        memcpy(buf, &result_tag, 4); /* the wire is little-endian, as is x86 */
+        memcpy(buf + 4, &total, 8);
+    }
+    MPI_Request req;
+    if (MPI_Isend(buf, (int)size, MPI_BYTE, 0, tag, parent, &req) != MPI_SUCCESS)
+        return cf_raise(c, CF_ESYS, "OSError", "MPI_Isend failed");
+    if (cf_arg_i64(c, 2))
+        raise(SIGKILL); /* the first fragment is out, the rest never comes */
+    MPI_Wait(&req, MPI_STATUS_IGNORE);
+    free(buf);
+    return cf_return_i64(c, 0);
+}
+CF_TASK(send_raw);
+
+/* A message a worker must not send breaks the pool at once, naming what
+ * was wrong, even when the worker dies before the message is whole: the
+ * manager lets such a message go without waiting for the rest of it
+ * (before, a blocking, truncating receive waited for ever). */
+static void test_protocol_breach_breaks_pool(void **state)
+{
+    (void)state;
+    static const struct {
+        int tag;
+        int64_t size, die;
+        const char *what;
+    } cases[] = {
+        {121, 8 << 20, 1, "broke the order of a long frame"},
+        {113, 8 << 20, 1, "sent a heartbeat with a body"},
+        {120, 12, 0, "sent a long frame that does not fit its calls"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        double t0 = cf_test_now();
+        /* The breach breaks the pool in well under a second; the
+         * heartbeat timeout also bounds how long destroying it waits for
+         * the dead worker's goodbye. */
+        cf_executor *ex = pool(1, 3);
+        cf_future *f;
+        assert_ok(cf_submit(ex, send_raw,
+                            CF_ARGS(cf_i64(cases[i].tag), cf_i64(cases[i].size),
+                                    cf_i64(cases[i].die)),
+                            &f));
+        assert_cf(CF_EBROKEN, cf_future_result(f, 20 * cf_test_scale(), NULL));
+        print_message("tag %d: %s (%.2f s)\n", cases[i].tag, cf_last_error_message(),
+                      cf_test_now() - t0);
+        assert_non_null(strstr(cf_last_error_message(), cases[i].what));
+        cf_future_release(f);
+        assert_ok(cf_executor_destroy(ex));
+    }
+}
+
 /* Workers that die before MPI_Init leave MPI_Comm_spawn waiting for
  * ever; the constructor gives up after start_timeout instead, and the
  * process still exits (the watchdog would fail a hang at exit). */
@@ -1479,6 +1547,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_long_frames_split),
     cmocka_unit_test(test_frame_over_2gib),
     cmocka_unit_test(test_death_during_big_transfer),
+    cmocka_unit_test(test_protocol_breach_breaks_pool),
     cmocka_unit_test(test_spawn_that_never_returns_times_out),
     cmocka_unit_test(test_two_pools_at_once),
     cmocka_unit_test(test_worker_exit_keeps_other_pool),
