@@ -916,6 +916,7 @@ CF__API void cf__failure_free(cf_failure *f);
 CF__API cf_failure *cf__failure_oom(void);
 CF__API cf_future *cf__future_new_borrowed(cf_task_fn *fn, const cf_value *args, size_t nargs);
 CF__API void cf__future_run_call(cf_future *f, _Atomic unsigned *ended);
+CF__API void cf__future_run_private(cf_future *f);
 CF__API int cf__future_complete_remote(cf_future *f, int status, const cf_value *result,
                                        void *heap, cf_failure *failure);
 CF__API int cf__future_fail_running(cf_future *f, int status, const char *type,

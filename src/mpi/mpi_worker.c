@@ -406,8 +406,14 @@ static struct {
     bool busy;         /* the main thread is not waiting for a message */
     bool dozing;       /* the heartbeat thread sleeps until its next beat */
     uint64_t frames;   /* CALL frames begun (set_busy) */
-    cf_future *cur;    /* the call running now (NULL: none) ... */
-    uint64_t cur_frame; /* ... number cur_index of CALL frame cur_frame */
+    /* The future the main thread runs calls in (NULL: none), and the call
+     * it runs or ran last: number cur_index of CALL frame cur_frame.  Set
+     * when a call begins, with the future's stop flag (run_calls); it may
+     * point to the last call's finished future until the next begins or
+     * the frame is over, so a STOP for a call that has ended raises a flag
+     * nobody reads, and the next call's start clears it. */
+    cf_future *cur;
+    uint64_t cur_frame;
     uint32_t cur_index;
     /* STOPs seen for calls that may not have begun yet: every one until
      * its frame is over (frames begin in order, so one older than
@@ -855,9 +861,23 @@ static void wait_message(MPI_Comm comm, int manager, int tag, MPI_Message *msg, 
 }
 
 /* The futures of the calls being answered whose big results `out`
- * references until it is flattened (the others are released at once). */
+ * references until it is flattened (the others are reused or released at
+ * once). */
 static cf_future **done_fs;
 static size_t ndone, done_cap;
+
+/* The future the next call runs in (cf__remote_call_future): a map
+ * chunk's calls run one after another in it.  Main thread only. */
+static cf_future *spare;
+
+/* The main thread lets go of hb.cur (and of the future, unless it is the
+ * spare or referenced): no STOP can reach it after this. */
+static void forget_cur(void)
+{
+    pthread_mutex_lock(&hb.mu);
+    hb.cur = NULL;
+    pthread_mutex_unlock(&hb.mu);
+}
 
 static void release_done(void)
 {
@@ -904,31 +924,37 @@ static void run_calls(const unsigned char *body, size_t len, uint64_t frame, wir
             }
         }
         if (ndone < done_cap)
-            f = cf__future_new_borrowed(fn, args, nargs);
+            f = cf__remote_call_future(&spare, fn, args, nargs);
         if (!f) {
             wenc_u8(out, 0);
             wenc_failure(out, CF_ENOMEM, "MemoryError", "worker: out of memory for the call");
             continue;
         }
-        cf_future_set_running_or_notify_cancel(f);
+        /* One lock per call.  The previous call's future (often f
+         * itself) stays hb.cur until here, so the heartbeat thread may
+         * have raised f's stop flag for that call: it is cleared under
+         * the lock, and raised again if this call was asked to stop
+         * already. */
         pthread_mutex_lock(&hb.mu);
         hb.cur = f;
         hb.cur_frame = frame;
         hb.cur_index = i;
+        atomic_store_explicit(&f->stop, false, memory_order_relaxed);
         if (hb.exit_seen || stop_seen_locked(frame, i))
             stop_call_locked(f);
         pthread_mutex_unlock(&hb.mu);
-        cf__future_run_call(f, NULL);
-        pthread_mutex_lock(&hb.mu);
-        hb.cur = NULL;
-        pthread_mutex_unlock(&hb.mu);
+        cf__future_run_private(f);
         size_t refs = out->nrefs;
         cf__remote_encode_outcome(out, f, name, namelen);
-        if (out->nrefs == refs)
-            cf_future_release(f); /* copied: its block is reused by the next call */
-        else
-            done_fs[ndone++] = f;
+        bool referenced = out->nrefs != refs;
+        if (referenced) {
+            done_fs[ndone++] = f; /* kept until the answer is out */
+        } else if (!cf__remote_recycle(&spare, f, false)) {
+            forget_cur();
+            cf_future_release(f);
+        }
     }
+    forget_cur();
     if (d.bad) {
         /* The manager sent something we cannot read: answer with one
          * failure per announced call, so its bookkeeping stays right. */

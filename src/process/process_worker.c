@@ -817,35 +817,19 @@ static bool check_tasks(int fd, wire_dec *d, wire_enc *out)
     return false;
 }
 
-/* A finished call's future, reset, for the next call to run in: a map
- * chunk's calls then cost no allocation and no state changes under a lock
- * each.  Room for CF_ARGS_MAX arguments.  Only a future nothing refers to
- * any more comes back here (see recycle()): the frame being built holds
- * no reference into its outcome, and it has no shared memory.  Worker
- * thread only; nobody else ever sees these futures. */
+/* The worker's spare future (cf__remote_call_future): a map chunk's calls
+ * run one after another in it.  Only a future nothing refers to any more
+ * comes back here (recycle()): the frame being built holds no reference
+ * into its outcome, and it has no shared memory.  Worker thread only;
+ * nobody else ever sees these futures. */
 static cf_future *spare;
 
 /* Runs one decoded call; returns its finished future (NULL on ENOMEM). */
 static cf_future *run_one(cf_task_fn *fn, const cf_value *args, size_t nargs)
 {
-    cf_future *f = spare;
-    if (f) {
-        spare = NULL;
-        f->call.fn = fn;
-        f->call.nargs = nargs;
-        if (nargs)
-            memcpy(cf__call_args(&f->call), args, nargs * sizeof *args);
-    } else {
-        cf_value room[CF_ARGS_MAX];
-        memset(room, 0, sizeof room);
-        memcpy(room, args, nargs * sizeof *args);
-        f = cf__future_new_borrowed(fn, room, CF_ARGS_MAX);
-        if (!f)
-            return NULL;
-        f->call.nargs = nargs;
-    }
-    /* Nobody else knows this future: no lock, no state machine. */
-    atomic_store_explicit(&f->state, CF_RUNNING, memory_order_relaxed);
+    cf_future *f = cf__remote_call_future(&spare, fn, args, nargs);
+    if (!f)
+        return NULL;
     lent.call = f;
     cf__future_run_private(f);
     return f;
@@ -857,17 +841,7 @@ static cf_future *run_one(cf_task_fn *fn, const cf_value *args, size_t nargs)
  * Returns whether it did. */
 static bool recycle(cf_future *f, bool referenced)
 {
-    if (referenced || f->shm || spare)
-        return false;
-    if (f->failure && !cf__failure_is_static(f->failure))
-        cf__failure_free(f->failure);
-    f->failure = NULL;
-    free(f->result_heap);
-    f->result_heap = NULL;
-    f->result = cf_none();
-    f->status = CF_OK;
-    spare = f;
-    return true;
+    return cf__remote_recycle(&spare, f, referenced);
 }
 
 /* A succeeded call's number, as cf__remote_encode_outcome() writes it

@@ -30,4 +30,24 @@ CF__API void cf__remote_encode_unregistered(wire_enc *e, const char *what, const
                                             size_t namelen, const char *where,
                                             const char *hint);
 
+/* A worker runs its calls one after another in futures nobody else sees
+ * (no lock, no state machine: cf__future_run_private), and a finished one
+ * that nothing refers to any more is reset and kept as the worker's spare
+ * for the next call: a map chunk's calls then cost no allocation each.
+ *
+ * cf__remote_call_future() returns a RUNNING future for fn(args), its
+ * stop flag down: *spare if there is one (*spare becomes NULL), else a
+ * new one with room for
+ * CF_ARGS_MAX arguments; NULL without memory.  The arguments are borrowed
+ * (copied as cf_values, not deep).  The caller runs it with
+ * cf__future_run_private().
+ *
+ * cf__remote_recycle() takes back the finished `f` as *spare, unless the
+ * frame being built refers into its outcome (`referenced`), it holds
+ * shared memory, or there is a spare already; returns whether it did (if
+ * not, the caller still owns f).  Worker thread only, for both. */
+CF__API cf_future *cf__remote_call_future(cf_future **spare, cf_task_fn *fn,
+                                          const cf_value *args, size_t nargs);
+CF__API bool cf__remote_recycle(cf_future **spare, cf_future *f, bool referenced);
+
 #endif
