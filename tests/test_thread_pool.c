@@ -1647,6 +1647,78 @@ static void release_when_hooked(void *arg)
     cf_test_event_set(&hr.go);
 }
 
+/* A round of the races below: hold the next lock-free completion or not. */
+static void hr_round_begin(bool hold)
+{
+    cf_test_event_init(&hr.at_finish);
+    cf_test_event_init(&hr.go);
+    atomic_store(&hr.held, NULL);
+    atomic_store(&hr.calls, 0);
+    atomic_store(&hr.seen, -1);
+    atomic_store(&hr.armed, hold ? 1 : 0);
+}
+
+static void hr_round_end(void)
+{
+    pthread_mutex_destroy(&hr.at_finish.mu);
+    pthread_cond_destroy(&hr.at_finish.cv);
+    pthread_mutex_destroy(&hr.go.mu);
+    pthread_cond_destroy(&hr.go.cv);
+}
+
+/* Hooks f the way `mode` says (0 a callback, 1 cf_wait, 2 the completion
+ * queue q) and checks that the completion was seen: the callback ran once
+ * and read `round`, the wait returned f, the queue gave f. */
+static void hook_and_check(cf_future *f, int mode, int round, cf_completion_queue *q)
+{
+    if (mode == 0) {
+        assert_ok(cf_future_add_done_callback(f, hook_race_cb, NULL));
+        double end = cf_test_now() + 10.0 * cf_test_scale();
+        while (atomic_load(&hr.calls) == 0 && cf_test_now() < end)
+            sched_yield();
+        assert_int_equal(atomic_load(&hr.calls), 1);
+        assert_int_equal(atomic_load(&hr.seen), round);
+    } else if (mode == 1) {
+        cf_future *done[1] = {NULL};
+        size_t ndone = 0;
+        assert_ok(cf_wait(&f, 1, 10.0 * cf_test_scale(), CF_FIRST_COMPLETED, done, &ndone,
+                          NULL, NULL));
+        assert_int_equal(ndone, 1);
+        assert_ptr_equal(done[0], f);
+    } else {
+        assert_ok(cf_cq_add(q, f));
+        cf_future *out = NULL;
+        double end = cf_test_now() + 10.0 * cf_test_scale();
+        while (cf_cq_pop(q, &out, 1) == 0 && cf_test_now() < end) {
+            struct pollfd pfd = {.fd = cf_cq_fd(q), .events = POLLIN};
+            poll(&pfd, 1, 100);
+        }
+        assert_ptr_equal(out, f);
+        cf_future_release(out);
+    }
+}
+
+/* One round's middle, once f's completion is under way: when `hold`,
+ * waits until the completer is held with the outcome written and the
+ * state still RUNNING, and lets it go once f is hooked; hooks f
+ * (hook_and_check); checks f's result is `round`. */
+static void race_round(cf_future *f, bool hold, int mode, int round, cf_completion_queue *q)
+{
+    bg_thread rel;
+    if (hold) {
+        assert_true(cf_test_event_wait(&hr.at_finish, 10.0 * cf_test_scale()));
+        assert_ptr_equal(atomic_load(&hr.held), f);
+        assert_int_equal(cf_future_state(f), CF_RUNNING);
+        bg_start(&rel, release_when_hooked, f);
+    }
+    hook_and_check(f, mode, round, q);
+    if (hold)
+        bg_join(&rel, 10.0 * cf_test_scale());
+    int64_t v = -1;
+    assert_ok(cf_future_result_i64(f, 0, &v));
+    assert_int_equal(v, round);
+}
+
 static void test_lockfree_completion_vs_hooks_race(void **state)
 {
     (void)state;
@@ -1661,57 +1733,12 @@ static void test_lockfree_completion_vs_hooks_race(void **state)
     for (int round = 0; round < ROUNDS; round++) {
         int mode = round / 2 % 3; /* callback, cf_wait, completion queue */
         bool hold = round % 2 == 1;
-        cf_test_event_init(&hr.at_finish);
-        cf_test_event_init(&hr.go);
-        atomic_store(&hr.held, NULL);
-        atomic_store(&hr.calls, 0);
-        atomic_store(&hr.seen, -1);
-        atomic_store(&hr.armed, hold ? 1 : 0);
+        hr_round_begin(hold);
         cf_future *f;
         assert_ok(cf_submit(ex, t_echo, CF_ARGS(cf_i64(round)), &f));
-        bg_thread rel;
-        if (hold) {
-            assert_true(cf_test_event_wait(&hr.at_finish, 10.0 * cf_test_scale()));
-            assert_ptr_equal(atomic_load(&hr.held), f);
-            /* Outcome written, state still RUNNING. */
-            assert_int_equal(cf_future_state(f), CF_RUNNING);
-            bg_start(&rel, release_when_hooked, f);
-        }
-        if (mode == 0) {
-            assert_ok(cf_future_add_done_callback(f, hook_race_cb, NULL));
-            double end = cf_test_now() + 10.0 * cf_test_scale();
-            while (atomic_load(&hr.calls) == 0 && cf_test_now() < end)
-                sched_yield();
-            assert_int_equal(atomic_load(&hr.calls), 1);
-            assert_int_equal(atomic_load(&hr.seen), round);
-        } else if (mode == 1) {
-            cf_future *done[1] = {NULL};
-            size_t ndone = 0;
-            assert_ok(cf_wait(&f, 1, 10.0 * cf_test_scale(), CF_FIRST_COMPLETED, done, &ndone,
-                              NULL, NULL));
-            assert_int_equal(ndone, 1);
-            assert_ptr_equal(done[0], f);
-        } else {
-            assert_ok(cf_cq_add(q, f));
-            cf_future *out = NULL;
-            double end = cf_test_now() + 10.0 * cf_test_scale();
-            while (cf_cq_pop(q, &out, 1) == 0 && cf_test_now() < end) {
-                struct pollfd pfd = {.fd = cf_cq_fd(q), .events = POLLIN};
-                poll(&pfd, 1, 100);
-            }
-            assert_ptr_equal(out, f);
-            cf_future_release(out);
-        }
-        if (hold)
-            bg_join(&rel, 10.0 * cf_test_scale());
-        int64_t v = -1;
-        assert_ok(cf_future_result_i64(f, 0, &v));
-        assert_int_equal(v, round);
+        race_round(f, hold, mode, round, q);
         assert_ok(cf_future_release(f));
-        pthread_mutex_destroy(&hr.at_finish.mu);
-        pthread_cond_destroy(&hr.at_finish.cv);
-        pthread_mutex_destroy(&hr.go.mu);
-        pthread_cond_destroy(&hr.go.cv);
+        hr_round_end();
     }
     atomic_store(&cf__test_hook_before_finish, NULL);
     cf_progress p;
@@ -1720,6 +1747,87 @@ static void test_lockfree_completion_vs_hooks_race(void **state)
     assert_int_equal(p.running, 0);
     cf_cq_destroy(q);
     assert_ok(cf_executor_destroy(ex));
+}
+
+/* The same race for an engine's one completer (the MPI manager), which
+ * starts a call with cf__future_start_call() and ends it with an outcome
+ * from elsewhere through cf__future_complete_owned(): a completer that
+ * ignored a hook would leave the callback uncalled, the wait hanging and
+ * the queue empty. */
+typedef struct owned_completion {
+    cf_future *f;
+    int64_t value;
+} owned_completion;
+
+static void complete_owned_bg(void *arg)
+{
+    owned_completion *oc = arg;
+    cf_value v = cf_i64(oc->value);
+    assert_ok(cf__future_complete_owned(oc->f, CF_OK, &v, NULL, NULL));
+}
+
+static void test_owned_completion_vs_hooks_race(void **state)
+{
+    (void)state;
+    enum { ROUNDS = 600 };
+    cf_completion_queue *q;
+    assert_ok(cf_cq_new(&q));
+    atomic_store(&cf__test_hook_before_finish, hold_until_go);
+    for (int round = 0; round < ROUNDS; round++) {
+        int mode = round / 2 % 3;
+        bool hold = round % 2 == 1;
+        hr_round_begin(hold);
+        cf_future *f = cf__future_new_borrowed(t_echo, NULL, 0);
+        assert_non_null(f);
+        assert_int_equal(cf__future_start_call(f), 1);
+        owned_completion oc = {f, round};
+        bg_thread comp;
+        bg_start(&comp, complete_owned_bg, &oc);
+        race_round(f, hold, mode, round, q);
+        bg_join(&comp, 10.0 * cf_test_scale());
+        assert_ok(cf_future_release(f));
+        hr_round_end();
+    }
+    atomic_store(&cf__test_hook_before_finish, NULL);
+    cf_cq_destroy(q);
+}
+
+/* cf__future_complete_owned() keeps what the locked completion does: small
+ * bytes copied inline, a failure with the status given, and a future
+ * already done refused with nothing taken. */
+static void test_owned_completion_outcomes(void **state)
+{
+    (void)state;
+    cf_future *f = cf__future_new_borrowed(t_echo, NULL, 0);
+    assert_non_null(f);
+    assert_int_equal(cf__future_start_call(f), 1);
+    char text[] = "abc";
+    cf_value v = cf_bytes(text, 3);
+    assert_ok(cf__future_complete_owned(f, CF_OK, &v, NULL, NULL));
+    text[0] = 'x'; /* the result must not point here */
+    const cf_value *r = NULL;
+    assert_ok(cf_future_result(f, 0, &r));
+    assert_int_equal(r->kind, CF_BYTES);
+    assert_int_equal(r->size, 3);
+    assert_memory_equal(r->as.bytes, "abc", 3);
+    cf_failure *fl = cf__failure_new(7, "ValueError", "bad");
+    assert_non_null(fl);
+    assert_cf(CF_EINVALSTATE, cf__future_complete_owned(f, CF_ETASK, NULL, NULL, fl));
+    cf__failure_free(fl); /* refused: still ours */
+    assert_ok(cf_future_release(f));
+
+    f = cf__future_new_borrowed(t_echo, NULL, 0);
+    assert_non_null(f);
+    assert_int_equal(cf__future_start_call(f), 1);
+    fl = cf__failure_new(7, "ValueError", "bad");
+    assert_non_null(fl);
+    assert_ok(cf__future_complete_owned(f, CF_ETASK, NULL, NULL, fl));
+    assert_cf(CF_ETASK, cf_future_result(f, 0, NULL));
+    const cf_failure *got = NULL;
+    assert_ok(cf_future_exception(f, 0, &got));
+    assert_non_null(got);
+    assert_string_equal(cf_failure_type(got), "ValueError");
+    assert_ok(cf_future_release(f));
 }
 
 static void test_set_result_on_queued_submitted_future(void **state)
@@ -2032,6 +2140,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_set_running_leaves_call_unhooked),
     cmocka_unit_test(test_lockfree_start_vs_cancel_and_set_result_race),
     cmocka_unit_test(test_lockfree_completion_vs_hooks_race),
+    cmocka_unit_test(test_owned_completion_vs_hooks_race),
+    cmocka_unit_test(test_owned_completion_outcomes),
 };
 
 CF_TEST_MAIN(tests)

@@ -78,7 +78,9 @@
  *   The thread pool uses the lock-free path only once it counts no more
  *   ended calls (`ended` NULL): its count must come before the outcome
  *   shows and, with callbacks, after them, which needs the lock's view
- *   of the callback list.
+ *   of the callback list.  An engine whose one thread completes every
+ *   call it started, with an outcome from elsewhere (the MPI manager),
+ *   takes the same path through cf__future_complete_owned().
  * - Lock-free start.  A thread pool worker starts the call it took from
  *   its queue with one CAS of the state from PENDING (with or without
  *   CF__SLEEPERS, without CF__HOOKED) to RUNNING, no lock
@@ -986,6 +988,38 @@ int cf__future_complete_remote(cf_future *f, int status, const cf_value *result,
     return finish(f, status, result, heap, failure, "complete", true);
 }
 
+static bool finish_unhooked(cf_future *f, bool settle);
+
+int cf__future_complete_owned(cf_future *f, int status, const cf_value *result, void *heap,
+                              cf_failure *failure)
+{
+    uint32_t raw = atomic_load_explicit(&f->state, memory_order_relaxed);
+    if ((raw & ~CF__SLEEPERS) != CF_RUNNING || f->claimable)
+        return finish(f, status, result, heap, failure, "complete", true);
+    /* RUNNING and unhooked: only this thread writes the outcome (the one
+     * completer, see internal.h); finish_unhooked() publishes it with
+     * its release CAS, or under the lock if f was hooked meanwhile. */
+    f->status = status;
+    if (result) {
+        f->result = *result;
+        if (!heap && (result->kind == CF_BYTES || result->kind == CF_STR)) {
+            memcpy(f->inline_result, result->as.bytes, cf__value_extra(result));
+            f->result.as.bytes = f->inline_result;
+        }
+    }
+    f->result_heap = heap;
+    f->failure = failure;
+    if (!finish_unhooked(f, false)) {
+        /* Hooked between the look above and finish_unhooked's own: the
+         * locked path, with the outcome already in place. */
+        f->result_heap = NULL;
+        f->failure = NULL;
+        f->result = cf_none();
+        return finish(f, status, result, heap, failure, "complete", true);
+    }
+    return CF_OK;
+}
+
 /* Runs the task of f, which is RUNNING; its outcome fields are written
  * by this thread alone (see struct cf_call). */
 static void run_task(cf_future *f)
@@ -1025,16 +1059,18 @@ void cf__future_run_private(cf_future *f)
  * or callback can hook the future (NULL in programs). */
 void (*_Atomic cf__test_hook_before_finish)(cf_future *f);
 
-/* Completes f, a RUNNING call that this thread ran, without its lock
- * ("Lock-free completion" in the design notes).  Returns false, having
- * changed nothing, when the state is not RUNNING without CF__HOOKED (the
- * caller takes the lock). */
-static bool finish_unhooked(cf_future *f)
+/* Completes f, a RUNNING call that this thread ran (or, with `settle`
+ * false, whose outcome this thread wrote as its one completer), without
+ * its lock ("Lock-free completion" in the design notes).  Returns false,
+ * having changed nothing (but the outcome, settled), when the state is
+ * not RUNNING without CF__HOOKED (the caller takes the lock). */
+static bool finish_unhooked(cf_future *f, bool settle)
 {
     uint32_t raw = atomic_load_explicit(&f->state, memory_order_relaxed);
     if ((raw & ~CF__SLEEPERS) != CF_RUNNING || f->claimable)
         return false;
-    settle_outcome(f);
+    if (settle)
+        settle_outcome(f);
     /* The owner's counts and a map's live as long as the call runs. */
     count_end(f, CF_FINISHED);
     void (*hook)(cf_future *) =
@@ -1059,7 +1095,7 @@ static bool finish_unhooked(cf_future *f)
 void cf__future_run_call(cf_future *f, _Atomic unsigned *ended)
 {
     run_task(f);
-    if (!ended && finish_unhooked(f))
+    if (!ended && finish_unhooked(f, true))
         return;
     cf__lock_acquire(&f->lock);
     if (CF__UNLIKELY(cf__state_of(f) != CF_RUNNING)) {

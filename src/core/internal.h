@@ -460,6 +460,12 @@ cf_future *cf__future_new_borrowed(cf_task_fn *fn, const cf_value *args, size_t 
  * taken). */
 int cf__future_complete_remote(cf_future *f, int status, const cf_value *result, void *heap,
                                cf_failure *failure);
+/* The same for an engine in which one thread starts (cf__future_start_call)
+ * and completes every call, and nothing else completes them (the MPI
+ * manager): f's lock is taken only if f is hooked ("Lock-free
+ * completion", future.c).  Same ownership and returns. */
+int cf__future_complete_owned(cf_future *f, int status, const cf_value *result, void *heap,
+                              cf_failure *failure);
 /* Like cf__future_complete_remote() with a result whose bytes live in the
  * shared buffer *buf, which the future adopts (*buf is cleared; it goes
  * back to `cache`, which may be NULL, when the future is freed; `fd_held`
@@ -917,6 +923,9 @@ CF__API cf_failure *cf__failure_oom(void);
 CF__API cf_future *cf__future_new_borrowed(cf_task_fn *fn, const cf_value *args, size_t nargs);
 CF__API void cf__future_run_call(cf_future *f, _Atomic unsigned *ended);
 CF__API void cf__future_run_private(cf_future *f);
+CF__API int cf__future_start_call(cf_future *f);
+CF__API int cf__future_complete_owned(cf_future *f, int status, const cf_value *result,
+                                      void *heap, cf_failure *failure);
 CF__API int cf__future_complete_remote(cf_future *f, int status, const cf_value *result,
                                        void *heap, cf_failure *failure);
 CF__API int cf__future_fail_running(cf_future *f, int status, const char *type,

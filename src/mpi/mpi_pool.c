@@ -69,6 +69,11 @@
  * Locks: `mu` guards the fields marked below.  The manager never holds it
  * while it calls MPI or completes futures.  Everything else (workers,
  * requests, the communicator) belongs to the manager thread alone.
+ * - The manager thread starts every call it sends (cf__future_start_call)
+ *   and completes every call it started (results, failures, timeouts, a
+ *   broken pool: fail_job, on_result, check_time all run on it).
+ *   Being the one completer lets it end a call without the future's lock
+ *   (cf__future_complete_owned) unless a waiter or callback hooked it.
  */
 #include <errno.h>
 #include <limits.h>
@@ -363,7 +368,7 @@ static bool on_result(mworker *w, const unsigned char *body, size_t len)
                 memcpy(heap, v.as.bytes, extra);
                 v.as.bytes = heap;
             }
-            if (cf__future_complete_remote(f, CF_OK, &v, heap, NULL) != CF_OK)
+            if (cf__future_complete_owned(f, CF_OK, &v, heap, NULL) != CF_OK)
                 free(heap); /* already done (a timeout) */
         } else {
             int code = (int)wdec_u32(&d);
@@ -379,8 +384,8 @@ static bool on_result(mworker *w, const unsigned char *body, size_t len)
                 snprintf(full, mlen, "%s: %s", who, msg);
             cf_failure *fl = cf__failure_new(code, type, full ? full : msg);
             free(full);
-            if (cf__future_complete_remote(f, CF_ETASK, NULL, NULL,
-                                           fl ? fl : cf__failure_oom()) != CF_OK &&
+            if (cf__future_complete_owned(f, CF_ETASK, NULL, NULL,
+                                          fl ? fl : cf__failure_oom()) != CF_OK &&
                 fl)
                 cf__failure_free(fl);
         }
@@ -821,7 +826,7 @@ static bool send_job(mpi_pool *p, mworker *w, mjob *j)
 {
     uint32_t live = 0;
     for (uint32_t i = 0; i < j->n; i++) {
-        if (cf_future_set_running_or_notify_cancel(j->fs[i]) == 1)
+        if (cf__future_start_call(j->fs[i]) == 1)
             j->fs[live++] = j->fs[i];
         else
             cf_future_release(j->fs[i]);
