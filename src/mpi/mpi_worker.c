@@ -866,6 +866,21 @@ static void wait_message(MPI_Comm comm, int manager, int tag, MPI_Message *msg, 
 static cf_future **done_fs;
 static size_t ndone, done_cap;
 
+/* Test fault "mpi-results-oom:TASK" (CF__FAULT_ENV, read once when the
+ * worker starts serving): the answers of TASK's frames are built as if
+ * memory ran out, so the out-of-memory answer (answer()) runs.  Empty:
+ * no fault.  Main thread only. */
+static char fault_oom_task[64];
+
+static void load_fault(void)
+{
+    static const char point[] = "mpi-results-oom:";
+    const char *spec = getenv(CF__FAULT_ENV);
+    fault_oom_task[0] = '\0';
+    if (spec && strncmp(spec, point, sizeof point - 1) == 0)
+        snprintf(fault_oom_task, sizeof fault_oom_task, "%s", spec + sizeof point - 1);
+}
+
 /* The future the next call runs in (cf__remote_call_future): a map
  * chunk's calls run one after another in it.  Main thread only. */
 static cf_future *spare;
@@ -955,6 +970,9 @@ static void run_calls(const unsigned char *body, size_t len, uint64_t frame, wir
         }
     }
     forget_cur();
+    if (fault_oom_task[0] && strlen(fault_oom_task) == namelen &&
+        memcmp(fault_oom_task, name, namelen) == 0)
+        out->oom = true;
     if (d.bad) {
         /* The manager sent something we cannot read: answer with one
          * failure per announced call, so its bookkeeping stays right. */
@@ -1191,6 +1209,7 @@ static void answer(const unsigned char *in, size_t inlen, uint64_t frame, wire_e
 bool cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
 {
     atomic_store(&in_mpi_worker, true);
+    load_fault();
     int rank = 0, size = 0, len = 0;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);

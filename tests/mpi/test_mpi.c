@@ -1285,17 +1285,64 @@ static void test_protocol_breach_breaks_pool(void **state)
     }
 }
 
+/* Sets the test fault `spec` (CFUTURES_FAULT) for the workers the next
+ * pool spawns; skips the test when MPI is initialised already, since
+ * spawned copies get the environment of MPI_Init's time. */
+static void fault_for_workers(const char *spec)
+{
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (inited)
+        skip();
+    setenv("CFUTURES_FAULT", spec, 1);
+}
+
+/* A worker out of memory for a frame's answer fails each of the frame's
+ * calls with MemoryError - in one message, or in parts for a chunk whose
+ * failures (about 60 bytes each) pass the 1 MiB a message carries - and
+ * the pool goes on.  The fault "mpi-results-oom:square" builds square's
+ * answers as if memory ran out. */
+static void test_results_out_of_memory(void **state)
+{
+    (void)state;
+    fault_for_workers("mpi-results-oom:square");
+    cf_executor *ex = pool(1, 0);
+    unsetenv("CFUTURES_FAULT");
+    enum { BIG = 30000 };
+    static cf_value in[BIG];
+    for (int i = 0; i < BIG; i++)
+        in[i] = cf_i64(i);
+    static const size_t sizes[] = {1, 100, BIG};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        cf_map_options mo;
+        cf_map_options_init(&mo);
+        mo.chunksize = sizes[k];
+        cf_map_input input = cf_input_array(in, sizes[k]);
+        cf_map_iter *it;
+        assert_ok(cf_map(ex, square, &input, 1, &mo, &it));
+        for (size_t i = 0; i < sizes[k]; i++) {
+            const cf_failure *fl = NULL;
+            assert_int_equal(cf_map_next(it, NULL, &fl), CF_ETASK);
+            assert_string_equal(cf_failure_type(fl), "MemoryError");
+            assert_non_null(strstr(cf_failure_message(fl), "out of memory for the results"));
+        }
+        assert_int_equal(cf_map_next(it, NULL, NULL), CF_EDONE);
+        cf_map_close(it);
+    }
+    cf_future *f;
+    assert_ok(cf_submit(ex, nap_ms, CF_ARGS(cf_i64(1)), &f));
+    assert_int_equal(result_i64(f), 1);
+    cf_future_release(f);
+    assert_ok(cf_executor_destroy(ex));
+}
+
 /* Workers that die before MPI_Init leave MPI_Comm_spawn waiting for
  * ever; the constructor gives up after start_timeout instead, and the
  * process still exits (the watchdog would fail a hang at exit). */
 static void test_spawn_that_never_returns_times_out(void **state)
 {
     (void)state;
-    int inited = 0;
-    MPI_Initialized(&inited);
-    if (inited)
-        skip(); /* the spawned copies get the environment of MPI_Init's time */
-    setenv("CFUTURES_FAULT", "mpi-init-exit", 1);
+    fault_for_workers("mpi-init-exit");
     cf_mpi_pool_options o;
     cf_mpi_pool_options_init(&o);
     o.max_workers = 1;
@@ -1548,6 +1595,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_frame_over_2gib),
     cmocka_unit_test(test_death_during_big_transfer),
     cmocka_unit_test(test_protocol_breach_breaks_pool),
+    cmocka_unit_test(test_results_out_of_memory),
     cmocka_unit_test(test_spawn_that_never_returns_times_out),
     cmocka_unit_test(test_two_pools_at_once),
     cmocka_unit_test(test_worker_exit_keeps_other_pool),
