@@ -1221,8 +1221,8 @@ static void test_death_during_big_transfer(void **state)
  * message of its own on the pool's intercommunicator - tag argument 0,
  * argument 1 bytes (a LONG header when the tag is LONG's) - and, when
  * argument 2 is not 0, dies at once, before the manager has received it.
- * Tags are the engine's (src/mpi/mpi_engine.h): HB 113, LONG 120, PART
- * 121. */
+ * Tags are the engine's (src/mpi/mpi_engine.h): RESULT 112, HB 113,
+ * RESULTS 115, LONG 120, PART 121. */
 static int send_raw(cf_call *c)
 {
     int tag = (int)cf_arg_i64(c, 0);
@@ -1264,6 +1264,9 @@ static void test_protocol_breach_breaks_pool(void **state)
         {121, 8 << 20, 1, "broke the order of a long frame"},
         {113, 8 << 20, 1, "sent a heartbeat with a body"},
         {120, 12, 0, "sent a long frame that does not fit its calls"},
+        {112, 4, 0, "sent a result that does not match its calls"}, /* 0 outcomes */
+        {115, 8, 0, "sent results that do not match its calls"},    /* an empty frame */
+        {99, 100, 0, "sent a message with an unknown tag"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         double t0 = cf_test_now();
