@@ -157,9 +157,12 @@ typedef struct mworker {
     bool rlong;          /* it comes as PARTs (after a LONG) */
     size_t rgot;         /* bytes of it received (rlong) */
     int rpart;           /* the PART in flight (rlong) */
-    /* wind_down() only: a message of a broken pool being read and dropped
-     * (`draining`: dreq is in flight into dbuf, tag dtag). */
+    /* A message being read only to be dropped (`draining`: dreq is in
+     * flight into dbuf, tag dtag; see start_drain()), tested by
+     * wind_down() each round.  `unread`: one was left unreceived (no
+     * memory for it), so nothing more is read from this worker. */
     bool draining;
+    bool unread;
     MPI_Request dreq;
     unsigned char *dbuf;
     int dtag;
@@ -239,7 +242,7 @@ static void orphan_receive(MPI_Request *req, unsigned char *buf)
 {
     MPI_Request_free(req);
     if (!buf)
-        return; /* a truncating receive writes nothing */
+        return; /* a message of no bytes: nothing to keep */
     msend *o = calloc(1, sizeof *o);
     if (!o)
         return;
@@ -250,20 +253,32 @@ static void orphan_receive(MPI_Request *req, unsigned char *buf)
     pthread_mutex_unlock(&pools_mu);
 }
 
-/* Lets go of a matched message that will not be read (a worker broke the
- * protocol, or memory is short).  Never waits for it: a long message whose
- * sender died never completes, and a blocking receive of it would stop
- * the manager for good.  The receive truncates into no buffer; if it has
- * not finished at once it is orphaned (see orphan_receive). */
-static void drop_message(MPI_Message *msg)
+/* Starts reading matched message `msg` of w (`count` bytes, tag `tag`)
+ * only to drop it: a breach of the protocol (the pool breaks next), or
+ * wind_down()'s draining.  Never waits for it - a long message whose
+ * sender died never completes, and a blocking receive of it stopped the
+ * manager for good - and never truncates it: Open MPI 4.1's TCP
+ * transport writes the rest of a truncated long message at the buffer's
+ * address (NULL included) and crashes.  So the message goes into a
+ * buffer of its size, which wind_down() tests each round and lets go of
+ * at its time bound (w->draining).  Without memory for that it stays
+ * unreceived and w is read no more (w->unread); its communicator is then
+ * kept until MPI_Finalize, as for any worker that did not say BYE. */
+static void start_drain(mworker *w, MPI_Message *msg, int count, int tag)
 {
-    MPI_Request req = MPI_REQUEST_NULL;
-    int done = 0;
-    if (MPI_Imrecv(NULL, 0, MPI_BYTE, msg, &req) != MPI_SUCCESS || req == MPI_REQUEST_NULL)
+    unsigned char *buf = count > 0 ? malloc((size_t)count) : NULL;
+    if (count > 0 && !buf) {
+        w->unread = true;
         return;
-    if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS || !done)
-        if (req != MPI_REQUEST_NULL)
-            orphan_receive(&req, NULL);
+    }
+    if (MPI_Imrecv(buf, count, MPI_BYTE, msg, &w->dreq) != MPI_SUCCESS) {
+        free(buf);
+        w->unread = true;
+        return;
+    }
+    w->dbuf = buf;
+    w->dtag = tag;
+    w->draining = true;
 }
 
 /* Communicators of broken pools that a worker may still send on (it was
@@ -519,7 +534,7 @@ static void wind_down(mpi_pool *p)
         bool waiting = false, got = false;
         for (int i = 0; i < p->nworkers; i++) {
             mworker *w = &p->workers[i];
-            if (w->bye || w->killed)
+            if (w->bye || w->killed || w->unread)
                 continue;
             /* Its silence, as check_time counts it: a manager that was
              * away (done-callbacks of the failed calls) did not listen. */
@@ -540,17 +555,9 @@ static void wind_down(mpi_pool *p)
                         break;
                     int count = 0;
                     MPI_Get_count(&st, MPI_BYTE, &count);
-                    w->dbuf = count > 0 ? malloc((size_t)count) : NULL;
-                    w->dtag = st.MPI_TAG;
-                    /* Without memory the message is truncated: dropped
-                     * all the same. */
-                    if (MPI_Imrecv(w->dbuf, w->dbuf ? count : 0, MPI_BYTE, &msg, &w->dreq) !=
-                        MPI_SUCCESS) {
-                        free(w->dbuf);
-                        w->dbuf = NULL;
-                        break;
-                    }
-                    w->draining = true;
+                    start_drain(w, &msg, count, st.MPI_TAG);
+                    if (!w->draining)
+                        break; /* left unreceived: w->unread */
                 }
                 int fin = 0;
                 if (MPI_Test(&w->dreq, &fin, MPI_STATUS_IGNORE) != MPI_SUCCESS || !fin)
@@ -1197,7 +1204,7 @@ static bool receive(mpi_pool *p, bool all)
                                          (size_t)count <= w->rlen - w->rgot
                                    : st.MPI_TAG == MTAG_LONG && count == 12;
                 if (!ok) {
-                    drop_message(&msg);
+                    start_drain(w, &msg, count, st.MPI_TAG);
                     bad_worker(p, w, "broke the order of a long frame");
                     return true;
                 }
@@ -1216,7 +1223,7 @@ static bool receive(mpi_pool *p, bool all)
                 break; /* tested on the next round */
             }
             if (st.MPI_TAG == MTAG_HB && count != 0) {
-                drop_message(&msg);
+                start_drain(w, &msg, count, st.MPI_TAG);
                 bad_worker(p, w, "sent a heartbeat with a body");
                 return true;
             }
@@ -1229,7 +1236,7 @@ static bool receive(mpi_pool *p, bool all)
             }
             w->rbuf = malloc((size_t)count);
             if (!w->rbuf) {
-                drop_message(&msg);
+                start_drain(w, &msg, count, st.MPI_TAG); /* no memory: likely unread */
                 bad_worker(p, w, "sent a message the manager has no memory for");
                 return true;
             }
