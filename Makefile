@@ -118,15 +118,18 @@ bench-plot: build
 	./build/bench/bench_thread --sweep build/sweep.dat -r 3
 	gnuplot -e "datafile='build/sweep.dat'; outfile='build/sweep.png'" bench/plot_sweep.gp
 
-# A longer run of the fuzz target than the 20 s `make test` gives it (clang,
-# libFuzzer); new inputs stay in build-clang/fuzz/.  make fuzz FUZZ_SECONDS=N
+# Longer runs of the fuzz targets than the 20 s each `make test` gives them
+# (clang, libFuzzer), one after the other; new inputs stay in
+# build-clang/fuzz/.  make fuzz FUZZ_SECONDS=N (per target)
 FUZZ_SECONDS ?= 300
+FUZZ_TARGETS := frame_reader mpi_messages
 fuzz: deps
 	CC=clang $(CMAKE) -S . -B build-clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCF_BUILD_BENCH=OFF $(DEV_FLAGS)
-	$(CMAKE) --build build-clang -j $(JOBS) --target fuzz_frame_reader
-	cd build-clang/fuzz && mkdir -p corpus-frame_reader && \
-	  ./fuzz_frame_reader -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
-	  corpus-frame_reader ../../fuzz/corpus/frame_reader
+	$(CMAKE) --build build-clang -j $(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS))
+	cd build-clang/fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus-$$t && \
+	  ./fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	    corpus-$$t ../../fuzz/corpus/$$t || exit 1; done
 
 # The library alone, in a tree of its own: no test toolchain needed.
 build-release/CMakeCache.txt:

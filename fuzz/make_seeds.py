@@ -119,3 +119,57 @@ for name, data in seeds.items():
     with open(os.path.join(HERE, name), "wb") as f:
         f.write(data)
 print("wrote %d seeds to %s" % (len(seeds), HERE))
+
+# fuzz_mpi_messages (fuzz/corpus/mpi_messages): the harness's setup byte,
+# then messages (u8 selector, u16 length, body) as an MPI worker sends
+# them; the bodies are the same payloads as above, without the 8-byte
+# frame header (MPI carries the length).
+MPI_HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "mpi_messages")
+M_HB, M_HELLO, M_RESULT, M_RESULTS, M_BYE, M_LONG, M_PART = range(7)
+M_RESULT_TAG = 112
+
+
+def mpi_setup(jobs=1, calls=1, hello=True, timed_out=False):
+    return bytes([(jobs - 1) | (calls - 1) << 2 | hello << 4 | timed_out << 5])
+
+
+def msg(sel, body=b""):
+    return struct.pack("<BH", sel, len(body)) + body
+
+
+def payload(*outcomes):
+    return struct.pack("<I", len(outcomes)) + b"".join(outcomes)
+
+
+def results(*payloads):
+    return b"".join(struct.pack("<I", len(p)) + p for p in payloads)
+
+
+def hello(rank=1, size=2, pid=4242, host="nodeb"):
+    return struct.pack("<III", rank, size, pid) + cstr(host)
+
+
+long_body = payload(ok(BYTES, b"x" * 300), ok(STR, b"joined from parts"))
+mseeds = {
+    "hello-result": (mpi_setup(hello=False) + msg(M_HELLO, hello())
+                     + msg(M_RESULT, payload(ok(I64, 42)))),
+    "results-two-jobs": (mpi_setup(jobs=2, calls=2)
+                         + msg(M_RESULTS, results(payload(ok(I64, 1), failure(7, "ValueError", "bad")),
+                                                  payload(ok(STR, b"two"), ok(F64, 2.5))))),
+    "heartbeats-bye": mpi_setup() + msg(M_HB) + msg(M_RESULT, payload(ok(NONE))) + msg(M_HB) + msg(M_BYE),
+    "long-in-parts": (mpi_setup(calls=2)
+                      + msg(M_LONG, struct.pack("<IQ", M_RESULT_TAG, len(long_body)))
+                      + msg(M_PART, long_body[:100]) + msg(M_HB) + msg(M_PART, long_body[100:])),
+    "timed-out-then-answer": mpi_setup(jobs=2, timed_out=True) + msg(M_RESULT, payload(ok(I64, 1)))
+    + msg(M_RESULT, payload(ok(I64, 2))),
+    "part-out-of-order": mpi_setup() + msg(M_PART, b"stray"),
+    "heartbeat-with-body": mpi_setup() + msg(M_HB, b"body"),
+    "result-too-many": mpi_setup() + msg(M_RESULT, payload(ok(I64, 1), ok(I64, 2))),
+    "unknown-tag": mpi_setup() + msg(7 + 8 * 30, b"?"),
+    "result-empty": mpi_setup() + msg(M_RESULT),  # once undefined behaviour (NULL + 0)
+}
+os.makedirs(MPI_HERE, exist_ok=True)
+for name, data in mseeds.items():
+    with open(os.path.join(MPI_HERE, name), "wb") as f:
+        f.write(data)
+print("wrote %d seeds to %s" % (len(mseeds), MPI_HERE))

@@ -153,6 +153,8 @@ typedef struct mworker {
     MPI_Request rreq;
     unsigned char *rbuf; /* the frame coming in */
     size_t rlen;         /* its length */
+    size_t rcap;         /* bytes of rbuf: rlen, or (rlong) what has room so
+                          * far, grown by long_room() as PARTs come */
     int rtag;
     bool rlong;          /* it comes as PARTs (after a LONG) */
     size_t rgot;         /* bytes of it received (rlong) */
@@ -1109,11 +1111,10 @@ static bool on_long(mpi_pool *p, mworker *w, const unsigned char *body, int len)
         bad_worker(p, w, "sent a long frame that does not fit its calls");
         return false;
     }
-    w->rbuf = malloc((size_t)total);
-    if (!w->rbuf) {
-        bad_worker(p, w, "sent a result the manager has no memory for");
-        return false;
-    }
+    /* No room yet: it grows as the PARTs come (long_room), so a header
+     * alone reserves nothing. */
+    w->rbuf = NULL;
+    w->rcap = 0;
     w->rlen = (size_t)total;
     w->rgot = 0;
     w->rtag = (int)tag;
@@ -1160,6 +1161,45 @@ static bool test_receive(mpi_pool *p, mworker *w, int64_t now)
     return true;
 }
 
+/* Makes room in w's long frame for a PART of `count` bytes that
+ * long_order_ok() let through: rbuf doubles (from CF__MPI_BIG_MSG) up to
+ * the length the LONG header gave, so memory follows the bytes that came,
+ * not what a worker claims.  Only between PARTs (no receive into rbuf is
+ * in flight).  Returns false without memory (rbuf unchanged). */
+static bool long_room(mworker *w, size_t count)
+{
+    size_t need = w->rgot + count;
+    if (need <= w->rcap)
+        return true;
+    size_t cap = w->rcap ? w->rcap : CF__MPI_BIG_MSG;
+    while (cap < need)
+        cap = cap > w->rlen / 2 ? w->rlen : cap * 2;
+    if (cap > w->rlen)
+        cap = w->rlen;
+    unsigned char *b = realloc(w->rbuf, cap);
+    if (!b)
+        return false;
+    w->rbuf = b;
+    w->rcap = cap;
+    return true;
+}
+
+/* Does a message with `tag` take part in the order of long frames: a LONG
+ * header, a PART, or anything but a heartbeat while a long frame comes
+ * in?  Then long_order_ok() says whether it may come now (`count` bytes):
+ * between frames only a 12-byte LONG header, within one only a PART that
+ * fits what is left.  (fuzz/fuzz_mpi_messages.c checks these too.) */
+static bool in_long_order(const mworker *w, int tag)
+{
+    return tag == MTAG_LONG || tag == MTAG_PART || (w->rlong && tag != MTAG_HB);
+}
+
+static bool long_order_ok(const mworker *w, int tag, int count)
+{
+    return w->rlong ? tag == MTAG_PART && count > 0 && (size_t)count <= w->rlen - w->rgot
+                    : tag == MTAG_LONG && count == 12;
+}
+
 /* Moves messages along.  Returns true if anything arrived.  Unless `all`,
  * a worker with nothing out (no job, no message coming in) is looked at
  * only once per IDLE_LOOK_NS: each probe is a system call (Open MPI's
@@ -1198,12 +1238,8 @@ static bool receive(mpi_pool *p, bool all)
             w->last_seen = now;
             int count = 0;
             MPI_Get_count(&st, MPI_BYTE, &count);
-            if (st.MPI_TAG == MTAG_LONG || st.MPI_TAG == MTAG_PART ||
-                (w->rlong && st.MPI_TAG != MTAG_HB)) {
-                bool ok = w->rlong ? st.MPI_TAG == MTAG_PART && count > 0 &&
-                                         (size_t)count <= w->rlen - w->rgot
-                                   : st.MPI_TAG == MTAG_LONG && count == 12;
-                if (!ok) {
+            if (in_long_order(w, st.MPI_TAG)) {
+                if (!long_order_ok(w, st.MPI_TAG, count)) {
                     start_drain(w, &msg, count, st.MPI_TAG);
                     bad_worker(p, w, "broke the order of a long frame");
                     return true;
@@ -1214,6 +1250,11 @@ static bool receive(mpi_pool *p, bool all)
                     if (!on_long(p, w, hdr, 12))
                         return true;
                     continue;
+                }
+                if (!long_room(w, (size_t)count)) {
+                    start_drain(w, &msg, count, st.MPI_TAG); /* no memory: likely unread */
+                    bad_worker(p, w, "sent a result the manager has no memory for");
+                    return true;
                 }
                 w->rpart = count;
                 w->receiving = true;
@@ -1229,7 +1270,10 @@ static bool receive(mpi_pool *p, bool all)
             }
             if (count == 0) { /* complete on arrival: nothing more comes */
                 MPI_Mrecv(NULL, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
-                on_message(p, w, st.MPI_TAG, NULL, 0);
+                /* An empty body, not NULL: the decoders add the length to
+                 * the pointer (found by fuzz_mpi_messages). */
+                static const unsigned char empty[1];
+                on_message(p, w, st.MPI_TAG, empty, 0);
                 if (p->comm == MPI_COMM_NULL)
                     return true;
                 continue;
@@ -1240,7 +1284,7 @@ static bool receive(mpi_pool *p, bool all)
                 bad_worker(p, w, "sent a message the manager has no memory for");
                 return true;
             }
-            w->rlen = (size_t)count;
+            w->rlen = w->rcap = (size_t)count;
             w->rtag = st.MPI_TAG;
             w->receiving = true;
             if ((size_t)count > CF__MPI_BIG_MSG)
