@@ -1590,7 +1590,7 @@ static void *manager_main(void *arg)
      * nothing was out (see await_request). */
     int64_t last_progress = cf__now_ns(), avg_wait = 0;
     int64_t last_answer = 0, request_gap = INT64_MAX;
-    bool was_busy = false;
+    bool was_busy = false, napped = false;
     for (;;) {
         pthread_mutex_lock(&p->mu);
         uint64_t seq = p->seq;
@@ -1599,6 +1599,13 @@ static void *manager_main(void *arg)
         progress |= handle_interrupts(p);
         progress |= handle_stop(p);
         progress |= receive(p, false);
+        /* After a nap, a second look: a probe makes progress only when it
+         * found nothing, and that progress may be what read the answer in
+         * (see wait_message in mpi_worker.c); without it the answer waited
+         * for the next nap. */
+        if (napped && !progress && p->comm != MPI_COMM_NULL)
+            progress |= receive(p, false);
+        napped = false;
         progress |= p->comm != MPI_COMM_NULL && reap_sends(p);
         now = cf__now_ns();
         if (p->comm == MPI_COMM_NULL || !check_time(p, now)) {
@@ -1657,6 +1664,7 @@ static void *manager_main(void *arg)
         if (p->seq == seq) {
             struct timespec ts = cf__mpi_mono_after(wait_ns);
             pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+            napped = true;
         }
         /* A request after the pool's last answer: how soon it came. */
         if (!work && last_answer && p->seq != seq)
