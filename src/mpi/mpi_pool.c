@@ -1410,7 +1410,17 @@ static int await_hello(mpi_pool *p, char *msg, size_t msize)
             all = all && p->workers[i].hello;
         if (all)
             return CF_OK;
-        if (receive(p, true)) {
+        bool got = receive(p, true);
+        /* A worker that broke the protocol broke the pool: receive() does
+         * nothing more (no communicator), and neither does check_time()
+         * (no silence builds up without looks), so it is seen here. */
+        if (p->comm == MPI_COMM_NULL) {
+            pthread_mutex_lock(&p->mu);
+            snprintf(msg, msize, "%.360s", p->broken_msg);
+            pthread_mutex_unlock(&p->mu);
+            return CF_EBROKEN;
+        }
+        if (got) {
             nap = 0;
             last = cf__now_ns();
             continue;

@@ -878,17 +878,20 @@ static void wait_message(MPI_Comm comm, int manager, int tag, MPI_Message *msg, 
 static cf_future **done_fs;
 static size_t ndone, done_cap;
 
-/* Test fault "mpi-results-oom:TASK" (CF__FAULT_ENV, read once when the
- * worker starts serving): the answers of TASK's frames are built as if
- * memory ran out, so the out-of-memory answer (answer()) runs.  Empty:
- * no fault.  Main thread only. */
+/* Test faults (CF__FAULT_ENV, read once when the worker starts serving):
+ * "mpi-results-oom:TASK" builds the answers of TASK's frames as if memory
+ * ran out, so the out-of-memory answer (answer()) runs (fault_oom_task,
+ * empty: no fault); "mpi-bad-hello" sends an empty HELLO, which breaks
+ * the pool while it starts.  Main thread only. */
 static char fault_oom_task[64];
+static bool fault_bad_hello;
 
 static void load_fault(void)
 {
     static const char point[] = "mpi-results-oom:";
     const char *spec = getenv(CF__FAULT_ENV);
     fault_oom_task[0] = '\0';
+    fault_bad_hello = spec && strcmp(spec, "mpi-bad-hello") == 0;
     if (spec && strncmp(spec, point, sizeof point - 1) == 0)
         snprintf(fault_oom_task, sizeof fault_oom_task, "%s", spec + sizeof point - 1);
 }
@@ -1236,6 +1239,8 @@ bool cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
     wenc_cstr(&out, host);
     int flen = 0;
     unsigned char *frame = cf__mpi_flatten(&out, &flen);
+    if (fault_bad_hello)
+        flen = 0;
     if (!frame || MPI_Send(frame, flen, MPI_BYTE, manager, MTAG_HELLO, comm) != MPI_SUCCESS)
         worker_leave();
     free(frame);

@@ -1352,6 +1352,27 @@ static void test_results_out_of_memory(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* A worker that breaks the protocol while the pool starts (the fault
+ * "mpi-bad-hello": an empty HELLO) makes cf_mpi_pool_new() fail at once
+ * with CF_EBROKEN naming the breach.  It used to wait for all of
+ * start_timeout and then say the workers never started, and the process
+ * then did not finalize MPI at exit. */
+static void test_breach_during_start_up(void **state)
+{
+    (void)state;
+    fault_for_workers("mpi-bad-hello");
+    cf_mpi_pool_options o;
+    cf_mpi_pool_options_init(&o);
+    o.max_workers = 2;
+    o.start_timeout = 15 * cf_test_scale();
+    cf_executor *ex = (cf_executor *)&o;
+    assert_cf(CF_EBROKEN, cf_mpi_pool_new(&ex, &o));
+    unsetenv("CFUTURES_FAULT");
+    assert_null(ex);
+    print_message("%s\n", cf_last_error_message());
+    assert_non_null(strstr(cf_last_error_message(), "sent a malformed hello"));
+}
+
 /* Workers that die before MPI_Init leave MPI_Comm_spawn waiting for
  * ever; the constructor gives up after start_timeout instead, and the
  * process still exits (the watchdog would fail a hang at exit). */
@@ -1612,6 +1633,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_death_during_big_transfer),
     cmocka_unit_test(test_protocol_breach_breaks_pool),
     cmocka_unit_test(test_results_out_of_memory),
+    cmocka_unit_test(test_breach_during_start_up),
     cmocka_unit_test(test_spawn_that_never_returns_times_out),
     cmocka_unit_test(test_two_pools_at_once),
     cmocka_unit_test(test_worker_exit_keeps_other_pool),
