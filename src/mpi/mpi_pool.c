@@ -1161,8 +1161,14 @@ static bool test_receive(mpi_pool *p, mworker *w, int64_t now)
     return true;
 }
 
+/* The first room long_room() makes; the fuzz target sets a small one, so
+ * that its short inputs reach the growth. */
+#ifndef CF__MPI_LONG_ROOM_MIN
+#define CF__MPI_LONG_ROOM_MIN CF__MPI_BIG_MSG
+#endif
+
 /* Makes room in w's long frame for a PART of `count` bytes that
- * long_order_ok() let through: rbuf doubles (from CF__MPI_BIG_MSG) up to
+ * long_order_ok() let through: rbuf doubles (from CF__MPI_LONG_ROOM_MIN) up to
  * the length the LONG header gave, so memory follows the bytes that came,
  * not what a worker claims.  Only between PARTs (no receive into rbuf is
  * in flight).  Returns false without memory (rbuf unchanged). */
@@ -1171,7 +1177,7 @@ static bool long_room(mworker *w, size_t count)
     size_t need = w->rgot + count;
     if (need <= w->rcap)
         return true;
-    size_t cap = w->rcap ? w->rcap : CF__MPI_BIG_MSG;
+    size_t cap = w->rcap ? w->rcap : CF__MPI_LONG_ROOM_MIN;
     while (cap < need)
         cap = cap > w->rlen / 2 ? w->rlen : cap * 2;
     if (cap > w->rlen)
@@ -1256,11 +1262,15 @@ static bool receive(mpi_pool *p, bool all)
                     bad_worker(p, w, "sent a result the manager has no memory for");
                     return true;
                 }
+                if (MPI_Imrecv(w->rbuf + w->rgot, count, MPI_BYTE, &msg, &w->rreq) !=
+                    MPI_SUCCESS) {
+                    bad_worker(p, w, "sent a part MPI failed to receive");
+                    return true;
+                }
                 w->rpart = count;
                 w->receiving = true;
                 if ((size_t)count > CF__MPI_BIG_MSG)
                     p->moved_at = now;
-                MPI_Imrecv(w->rbuf + w->rgot, count, MPI_BYTE, &msg, &w->rreq);
                 break; /* tested on the next round */
             }
             if (st.MPI_TAG == MTAG_HB && count != 0) {
@@ -1286,10 +1296,15 @@ static bool receive(mpi_pool *p, bool all)
             }
             w->rlen = w->rcap = (size_t)count;
             w->rtag = st.MPI_TAG;
+            if (MPI_Imrecv(w->rbuf, count, MPI_BYTE, &msg, &w->rreq) != MPI_SUCCESS) {
+                free(w->rbuf);
+                w->rbuf = NULL;
+                bad_worker(p, w, "sent a message MPI failed to receive");
+                return true;
+            }
             w->receiving = true;
             if ((size_t)count > CF__MPI_BIG_MSG)
                 p->moved_at = now;
-            MPI_Imrecv(w->rbuf, count, MPI_BYTE, &msg, &w->rreq);
             /* A small message came eagerly and is complete at once: it is
              * handled now (a test of a finished request makes no progress
              * call, hence no system call), a big one on the next round.
