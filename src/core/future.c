@@ -853,6 +853,25 @@ CF__API int cf_future_set_running_or_notify_cancel(cf_future *f)
     return rc;
 }
 
+/* Writes an outcome from elsewhere into f's fields (taking `heap` and
+ * `failure`): small bytes/strings are copied inline, as cf__value_store()
+ * does, unless their bytes live in `heap` or (`mapped`) in shared memory.
+ * By the one thread that completes f, before the state shows it. */
+static void put_outcome(cf_future *f, int status, const cf_value *result, void *heap,
+                        cf_failure *failure, bool mapped)
+{
+    f->status = status;
+    if (result) {
+        f->result = *result;
+        if (!heap && !mapped && (result->kind == CF_BYTES || result->kind == CF_STR)) {
+            memcpy(f->inline_result, result->as.bytes, cf__value_extra(result));
+            f->result.as.bytes = f->inline_result;
+        }
+    }
+    f->result_heap = heap;
+    f->failure = failure;
+}
+
 /* Completes f as FINISHED with an outcome the caller already built.  Takes
  * ownership of `failure` and `heap` on success; returns CF_EINVALSTATE
  * (owning nothing) when already done. */
@@ -872,7 +891,6 @@ static int finish_mapped(cf_future *f, int status, const cf_value *result, void 
         return cf__fail(CF_EINVALSTATE, "%s: the future is running on an executor, which "
                                         "completes it", who);
     }
-    f->status = status;
     void *map = buf ? buf->map : NULL;
     if (map) {
         if (!f->shm && !(f->shm = cf__shm_new())) {
@@ -888,16 +906,7 @@ static int finish_mapped(cf_future *f, int status, const cf_value *result, void 
             f->shm->cache = cf__bufcache_ref(cache);
         *buf = (cf__buf){NULL, 0, -1};
     }
-    if (result) {
-        f->result = *result;
-        /* Small bytes/strings live inline, as cf__value_store() does. */
-        if (!heap && !map && (result->kind == CF_BYTES || result->kind == CF_STR)) {
-            memcpy(f->inline_result, result->as.bytes, cf__value_extra(result));
-            f->result.as.bytes = f->inline_result;
-        }
-    }
-    f->result_heap = heap;
-    f->failure = failure;
+    put_outcome(f, status, result, heap, failure, map != NULL);
     complete_locked(f, CF_FINISHED);
     return CF_OK;
 }
@@ -999,16 +1008,7 @@ int cf__future_complete_owned(cf_future *f, int status, const cf_value *result, 
     /* RUNNING and unhooked: only this thread writes the outcome (the one
      * completer, see internal.h); finish_unhooked() publishes it with
      * its release CAS, or under the lock if f was hooked meanwhile. */
-    f->status = status;
-    if (result) {
-        f->result = *result;
-        if (!heap && (result->kind == CF_BYTES || result->kind == CF_STR)) {
-            memcpy(f->inline_result, result->as.bytes, cf__value_extra(result));
-            f->result.as.bytes = f->inline_result;
-        }
-    }
-    f->result_heap = heap;
-    f->failure = failure;
+    put_outcome(f, status, result, heap, failure, false);
     if (!finish_unhooked(f, false)) {
         /* Hooked between the look above and finish_unhooked's own: the
          * locked path, with the outcome already in place. */
