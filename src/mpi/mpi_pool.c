@@ -1419,6 +1419,7 @@ static int start_spawn(mpi_pool *p, char *msg, size_t msize)
 static int await_hello(mpi_pool *p, char *msg, size_t msize)
 {
     int64_t nap = 0, last = cf__now_ns();
+    bool napped = false;
     for (;;) {
         bool all = true;
         for (int i = 0; i < p->nworkers; i++)
@@ -1426,6 +1427,11 @@ static int await_hello(mpi_pool *p, char *msg, size_t msize)
         if (all)
             return CF_OK;
         bool got = receive(p, true);
+        /* After a nap, a second look, as in manager_main(): the probe that
+         * found nothing may have read the hello in. */
+        if (napped && !got && p->comm != MPI_COMM_NULL)
+            got = receive(p, true);
+        napped = false;
         /* A worker that broke the protocol broke the pool: receive() does
          * nothing more (no communicator), and neither does check_time()
          * (no silence builds up without looks), so it is seen here. */
@@ -1453,6 +1459,7 @@ static int await_hello(mpi_pool *p, char *msg, size_t msize)
         nap = cf__mpi_next_nap(nap, CF__MPI_NAP_MAX_NS);
         struct timespec ts = {0, (long)nap};
         nanosleep(&ts, NULL);
+        napped = true;
     }
 }
 
