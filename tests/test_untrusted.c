@@ -5,7 +5,8 @@
  * send (CF_PTR) or values that lie about their size, result memory the
  * worker rewrites after answering, oversized shared memory, a forged
  * worker variable, the worker's socket leaking into programs a task
- * starts, and a fake worker answering with random frames.
+ * starts, a fake worker answering with random frames, and a spin budget
+ * from the environment that would turn waits into busy loops.
  *
  * Tasks run in other processes, so they never use cmocka asserts: they
  * report through their result or failure.
@@ -941,6 +942,116 @@ static void test_secure_execution_refuses_exec_start(void **state)
                  WEXITSTATUS(status));
 }
 
+/* With CF_TEST_SPIN_PROBE set, this program prints the spin budget it
+ * took from CF_SPIN_NS (after a thread pool ran a call, as a program
+ * would) and exits 0; the library's log goes to stderr. */
+__attribute__((constructor)) static void spin_probe_maybe(void)
+{
+    if (!getenv("CF_TEST_SPIN_PROBE"))
+        return;
+    cf_executor *ex = NULL;
+    cf_thread_pool_options o;
+    cf_thread_pool_options_init(&o);
+    o.max_workers = 1;
+    if (cf_thread_pool_new(&ex, &o) != CF_OK)
+        _exit(10);
+    cf_future *f = NULL;
+    if (cf_submit(ex, t_square, CF_ARGS(cf_i64(3)), &f) != CF_OK ||
+        cf_future_result(f, 10, NULL) != CF_OK)
+        _exit(11);
+    cf_future_release(f);
+    cf_executor_destroy(ex);
+    printf("%lld\n", (long long)cf__spin_ns());
+    fflush(stdout);
+    _exit(0);
+}
+
+/* Runs this program as the spin probe with CF_SPIN_NS = `value` (unset
+ * when NULL); returns the budget it printed, and in `log` what it wrote
+ * to stderr. */
+static long long spin_probe(const char *value, char *log, size_t logsize)
+{
+    char var[128];
+    snprintf(var, sizeof var, "CF_SPIN_NS=%s", value ? value : "");
+    char *envp[] = {"CF_TEST_SPIN_PROBE=1", value ? var : NULL, NULL};
+    char *argv[] = {"test_untrusted", NULL};
+    int out[2], err[2];
+    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(err, O_CLOEXEC), 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+    pid_t pid;
+    assert_int_equal(posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, envp), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(out[1]);
+    close(err[1]);
+    /* Both pipes end when the probe exits (it has a 10 s limit of its own
+     * on the one call it waits for; the test's alarm covers the rest). */
+    char buf[64] = "";
+    size_t got = 0, lgot = 0;
+    ssize_t r;
+    while (got < sizeof buf - 1 && (r = read(out[0], buf + got, sizeof buf - 1 - got)) > 0)
+        got += (size_t)r;
+    buf[got] = '\0';
+    while (lgot < logsize - 1 && (r = read(err[0], log + lgot, logsize - 1 - lgot)) > 0)
+        lgot += (size_t)r;
+    log[lgot] = '\0';
+    close(out[0]);
+    close(err[0]);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("CF_SPIN_NS=%s: the probe ended with status 0x%x", value ? value : "(unset)",
+                 status);
+    char *end;
+    long long v = strtoll(buf, &end, 10);
+    if (end == buf || *end != '\n')
+        fail_msg("CF_SPIN_NS=%s: the probe printed \"%s\"", value ? value : "(unset)", buf);
+    return v;
+}
+
+/* CF_SPIN_NS sets how long a waiter spins before it sleeps.  A value that
+ * is not a plain number of nanoseconds up to one second is refused with a
+ * line in the log, and the default is kept: a budget of hours would make
+ * every wait a busy loop. */
+static void test_spin_budget_from_environment(void **state)
+{
+    (void)state;
+    char log[512];
+    long long def = spin_probe(NULL, log, sizeof log);
+    assert_string_equal(log, "");
+    assert_true(def == 5000 || (def == 0 && cf_usable_cpus() == 1));
+    static const struct {
+        const char *value;
+        long long want; /* -1: the default, with a log line */
+    } cases[] = {
+        {"0", 0},
+        {"20000", 20000},
+        {"1000000000", 1000000000},
+        {"", -2}, /* empty: the default, silently */
+        {"1000000001", -1},
+        {"99999999999999999999", -1}, /* beyond long long */
+        {"-5", -1},
+        {"abc", -1},
+        {"12x", -1},
+        {" 5", -1},
+        {"+5", -1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        long long got = spin_probe(cases[i].value, log, sizeof log);
+        long long want = cases[i].want < 0 ? def : cases[i].want;
+        if (got != want)
+            fail_msg("CF_SPIN_NS=\"%s\": budget %lld, expected %lld", cases[i].value, got,
+                     want);
+        bool logged = strstr(log, "CF_SPIN_NS") != NULL;
+        if (logged != (cases[i].want == -1))
+            fail_msg("CF_SPIN_NS=\"%s\": %s (stderr: \"%s\")", cases[i].value,
+                     logged ? "logged, but the value is good" : "not logged", log);
+    }
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_secure_execution_refuses_exec_start),
     cmocka_unit_test(test_big_results_in_place_only_where_safe),
@@ -951,6 +1062,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_worker_memory_must_be_sealed_and_bounded),
     cmocka_unit_test(test_ptr_result_fails_only_its_call),
     cmocka_unit_test(test_str_size_must_match_text),
+    cmocka_unit_test(test_spin_budget_from_environment),
 };
 
 CF_TEST_MAIN(tests)

@@ -13,6 +13,7 @@
  * - Deadlines are absolute CLOCK_MONOTONIC nanoseconds, so wall-clock
  *   jumps never stretch or cut a timeout.
  */
+#include <errno.h>
 #include <math.h>
 #include <sched.h>
 #include <signal.h>
@@ -67,8 +68,16 @@ void cf__unlock_slow(cf__lock *l)
 
 static _Atomic int64_t spin_ns = -1;
 
+/* The largest CF_SPIN_NS taken: one second.  The environment is input
+ * like any other: a budget of hours would turn every wait into a busy
+ * loop for that long. */
+#define SPIN_NS_MAX 1000000000LL
+
 int64_t cf__spin_ns(void)
 {
+    /* Relaxed: the budget carries no data.  Threads that race here parse
+     * the same variable and store the same value (a bad one is logged by
+     * each of them, once per process in practice). */
     int64_t s = atomic_load_explicit(&spin_ns, memory_order_relaxed);
     if (s < 0) {
         /* Spinning only helps when another CPU can make progress meanwhile;
@@ -76,8 +85,17 @@ int64_t cf__spin_ns(void)
          * with two system calls. */
         s = cf_usable_cpus() > 1 ? 5000 : 0;
         const char *env = getenv("CF_SPIN_NS");
-        if (env && *env)
-            s = atoll(env) < 0 ? 0 : atoll(env);
+        if (env && *env) {
+            char *end;
+            errno = 0;
+            long long v = strtoll(env, &end, 10);
+            if (*end || errno || v < 0 || v > SPIN_NS_MAX || !(*env >= '0' && *env <= '9'))
+                cf__log("CF_SPIN_NS=\"%.40s\" is not a number of nanoseconds in [0, %lld]; "
+                        "spinning for the default %lld ns",
+                        env, SPIN_NS_MAX, (long long)s);
+            else
+                s = v;
+        }
         atomic_store_explicit(&spin_ns, s, memory_order_relaxed);
     }
     return s;

@@ -988,6 +988,11 @@ CF__API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_options *
         return cf__fail(CF_EINVAL, "thread_pool_new: thread_name_prefix is longer than %d bytes",
                         PREFIX_MAX);
 
+    /* The spin budget is read from the environment on first use, which
+     * logs a bad CF_SPIN_NS: here, in the caller's thread, rather than in a
+     * worker holding the search token. */
+    (void)cf__spin_ns();
+
     thread_pool *p = NULL; /* aligned for its lanes */
     if (posix_memalign((void **)&p, _Alignof(thread_pool), sizeof *p) != 0)
         p = NULL;
