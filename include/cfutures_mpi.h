@@ -20,7 +20,7 @@
  *           its communicators with cf_mpi_comm_pool_new() (all its ranks
  *           call it; the root gets the executor, the others serve).
  *
- * Usage (both modes):
+ * Usage (spawn and static modes):
  *
  *     CF_TASK(square);
  *     int main(int argc, char **argv)
@@ -41,9 +41,13 @@
  * Dead workers: Open MPI does not report a spawned worker that dies, so
  * every worker sends a heartbeat from a thread of its own; a worker not
  * heard from for `heartbeat_timeout` seconds is dead.  Its calls and the
- * pool then fail with CF_EBROKEN naming the rank and host, and later
- * submits fail the same way.  A broken pool is not repaired: create a
- * new one.  The process's other pools go on: by default Open MPI's
+ * pool then fail with CF_EBROKEN (failure type "BrokenMPIPool") naming the
+ * rank and host, the break is said once through the log hook
+ * (cf_set_log_hook), and later submits fail the same way.  Unlike a
+ * process pool, which sees a worker die at once and by which signal, an
+ * MPI pool sees only the silence: calls that end on other workers
+ * meanwhile keep their results, and the message names no signal.  A
+ * broken pool is not repaired: create a new one.  The process's other pools go on: by default Open MPI's
  * daemon would end every job the process spawned when one spawned
  * worker dies or ends without MPI_Finalize (and, when that worker ran on
  * another host, the program itself), so cf_mpi_init() of a plain program

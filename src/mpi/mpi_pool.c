@@ -419,6 +419,11 @@ static bool on_result(mworker *w, const unsigned char *body, size_t len)
 static void break_pool(mpi_pool *p, const char *msg)
 {
     pthread_mutex_lock(&p->mu);
+    /* The pool's owner hears of a break through the log hook once, as from
+     * a process pool - unless it asked for the end (terminate/kill), or the
+     * pool never reached it (a failed start is the constructor's error). */
+    bool say = !p->broken && !p->stop_sig && p->started && p->start_rc == CF_OK &&
+               !p->abandoned;
     if (!p->broken) {
         p->broken = true;
         snprintf(p->broken_msg, sizeof p->broken_msg, "%s", msg);
@@ -427,6 +432,9 @@ static void break_pool(mpi_pool *p, const char *msg)
     p->pending_head = p->pending_tail = NULL;
     p->npending = 0;
     pthread_mutex_unlock(&p->mu);
+    /* Before any future fails, so whoever sees a failure can find the line. */
+    if (say)
+        cf__log("%s", msg);
     for (int i = 0; i < p->nworkers; i++) {
         mworker *w = &p->workers[i];
         fail_jobs(w->head, CF_EBROKEN, "BrokenMPIPool", msg);

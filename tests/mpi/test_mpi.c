@@ -750,12 +750,51 @@ static void test_timed_answer_not_held(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* The log hook's lines, counted and the last kept (the hook runs on the
+ * manager thread). */
+static struct {
+    pthread_mutex_t mu;
+    int n;
+    char last[512];
+} g_log = {PTHREAD_MUTEX_INITIALIZER, 0, ""};
+
+static void log_capture(void *arg, const char *msg)
+{
+    (void)arg;
+    pthread_mutex_lock(&g_log.mu);
+    g_log.n++;
+    snprintf(g_log.last, sizeof g_log.last, "%s", msg);
+    pthread_mutex_unlock(&g_log.mu);
+}
+
+static void log_capture_start(void)
+{
+    pthread_mutex_lock(&g_log.mu);
+    g_log.n = 0;
+    g_log.last[0] = '\0';
+    pthread_mutex_unlock(&g_log.mu);
+    cf_set_log_hook(log_capture, NULL);
+}
+
+/* Stops capturing; returns the number of lines, the last in `last`. */
+static int log_capture_stop(char *last, size_t size)
+{
+    cf_set_log_hook(NULL, NULL);
+    pthread_mutex_lock(&g_log.mu);
+    int n = g_log.n;
+    snprintf(last, size, "%s", g_log.last);
+    pthread_mutex_unlock(&g_log.mu);
+    return n;
+}
+
 /* A worker that dies is noticed by its silence: its call and the pool
  * break with CF_EBROKEN naming it, within the heartbeat timeout; later
- * submits fail the same way. */
+ * submits fail the same way.  The break is said once through the log hook
+ * (nobody may be waiting on a future to hear of it). */
 static void dead_worker_found(void)
 {
     double hb = 1.5;
+    log_capture_start();
     cf_executor *ex = pool(2, hb);
     cf_future *f;
     assert_ok(cf_submit(ex, die, CF_NOARGS, &f));
@@ -774,6 +813,11 @@ static void dead_worker_found(void)
     assert_cf(CF_EBROKEN, cf_submit(ex, square, CF_ARGS(cf_i64(2)), &f));
     assert_non_null(strstr(cf_last_error_message(), "sent nothing for"));
     assert_ok(cf_executor_destroy(ex));
+    char last[512];
+    int lines = log_capture_stop(last, sizeof last);
+    if (lines != 1 || !strstr(last, "MPI pool broken") || !strstr(last, "sent nothing for"))
+        fail_msg("%d log lines, the last \"%s\"; expected one saying the pool broke", lines,
+                 last);
 }
 
 /* The first half of the next test alone: two_hosts.sh runs it over a
@@ -944,13 +988,15 @@ static void remove_dir(const char *dir)
  * its worker processes, even while they run calls that never look at
  * cf_cancel_requested(): those calls fail with CF_EBROKEN at once, the
  * calls not handed out are cancelled, later submits are refused as after
- * a shutdown, and a new pool works. */
+ * a shutdown (and nothing is logged: the owner asked), and a new pool
+ * works. */
 static void test_terminate_and_kill_workers(void **state)
 {
     (void)state;
     for (int kill_them = 0; kill_them < 2; kill_them++) {
         char dir[] = "/tmp/cf-mpi-pids-XXXXXX";
         assert_non_null(mkdtemp(dir));
+        log_capture_start();
         cf_executor *ex = pool(2, 20); /* silence alone would take 20 s */
         cf_future *hold[2], *more[4];
         for (int i = 0; i < 2; i++)
@@ -986,6 +1032,10 @@ static void test_terminate_and_kill_workers(void **state)
         await_gone(pids, 2, cf_test_now() + 10.0 * cf_test_scale());
         assert_ok(cf_executor_destroy(ex));
         remove_dir(dir);
+        /* Asked for: not a break to report. */
+        char last[512];
+        if (log_capture_stop(last, sizeof last) != 0)
+            fail_msg("logged \"%s\" for a pool its owner stopped", last);
     }
     cf_executor *ex = pool(2, 0);
     cf_future *f;
