@@ -47,7 +47,10 @@
  * process pool, which sees a worker die at once and by which signal, an
  * MPI pool sees only the silence: calls that end on other workers
  * meanwhile keep their results, and the message names no signal.  A
- * broken pool is not repaired: create a new one.  The process's other pools go on: by default Open MPI's
+ * task that calls exit() is not silent: its worker says that it leaves
+ * (the pool breaks at once) and its process ends with status 1 without
+ * MPI_Finalize, which would wait for the parent.  A broken pool is not
+ * repaired: create a new one.  The process's other pools go on: by default Open MPI's
  * daemon would end every job the process spawned when one spawned
  * worker dies or ends without MPI_Finalize (and, when that worker ran on
  * another host, the program itself), so cf_mpi_init() of a plain program

@@ -1097,7 +1097,12 @@ static void on_message(mpi_pool *p, mworker *w, int tag, const unsigned char *bo
         break;
     }
     case MTAG_BYE:
-        w->bye = true;
+        /* Unasked, a BYE says that the worker's process is ending under a
+         * call (a task called exit(): see leave_midway in mpi_worker.c). */
+        w->bye = true; /* it has left: wind_down() waits for it no more */
+        if (!w->exit_sent)
+            bad_worker(p, w, "left during a call: its process is ending (the task called "
+                             "exit()?)");
         break;
     default:
         bad_worker(p, w, "sent a message with an unknown tag");

@@ -1221,8 +1221,40 @@ static void answer(const unsigned char *in, size_t inlen, uint64_t frame, wire_e
         worker_leave();
 }
 
+/* Is the main thread serving a pool, with the heartbeat thread running
+ * (from its start until the serve loop ends)?  Written by the main
+ * thread; read by whichever thread calls exit(). */
+static _Atomic bool serving;
+
+/* exit() while serving - a task that calls it, typically.  The process
+ * would go on to MPI_Finalize (cfutures' own exit handler, or the
+ * program's), which in a spawned worker waits for the parent, while the
+ * heartbeat thread kept the worker looking alive: the pool waited for
+ * ever.  Instead the heartbeat thread is stopped (bounded, as in
+ * worker_leave), the manager hears an unasked BYE - it breaks the pool at
+ * once, naming this worker - and the process ends without MPI_Finalize,
+ * with status 1 (a static job's launcher then ends the job, as for any
+ * rank that dies).  Registered with atexit() when a worker first serves,
+ * so it runs before the exit handlers registered earlier (MPI_Finalize's
+ * among them).  The exit status the task chose is not known here. */
+static void leave_midway(void)
+{
+    if (!atomic_load(&serving))
+        return;
+    fflush(stdout);
+    fflush(stderr);
+    /* Not from the heartbeat thread itself (heartbeat_end says false):
+     * then the manager finds the silence. */
+    if (heartbeat_end(LEAVE_WAIT_NS))
+        MPI_Send(NULL, 0, MPI_BYTE, hb.manager, MTAG_BYE, hb.comm);
+    _exit(1);
+}
+
 bool cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
 {
+    static bool midway_hooked; /* main thread only */
+    if (!midway_hooked)
+        midway_hooked = atexit(leave_midway) == 0;
     atomic_store(&in_mpi_worker, true);
     load_fault();
     int rank = 0, size = 0, len = 0;
@@ -1266,6 +1298,7 @@ bool cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
         hb.running = false;
         worker_leave(); /* the manager sees no heartbeat: a dead worker */
     }
+    atomic_store(&serving, true);
 
     unsigned char *in = NULL;
     uint64_t frames = 0; /* CALL frames received, as the manager counts them */
@@ -1335,6 +1368,7 @@ bool cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
     done_fs = NULL; /* a rank of a communicator pool may serve again */
     done_cap = 0;
     wenc_free(&out);
+    atomic_store(&serving, false);
     /* The manager said EXIT, so it takes whatever the heartbeat thread
      * sends; should that thread be stuck inside MPI all the same, the
      * process leaves without finalizing (worker_leave). */

@@ -8,6 +8,11 @@
  *                        chunked map; exits 0 when all is well
  *   static_prog crash    a worker rank kills itself: the launcher must
  *                        end the whole job with a non-zero status
+ *   static_prog exitcall  a worker rank's task calls exit(0): the rank
+ *                        ends with status 1 (not MPI_Finalize, which
+ *                        crashed there), rank 0's call fails at once
+ *                        (unless the launcher ends it first), and the
+ *                        launcher ends the job non-zero
  *   static_prog nopool   rank 0 never makes a pool: the other ranks must
  *                        still leave when it exits, and the job exit 0
  *   static_prog terminate  cf_terminate_workers() while every worker runs a
@@ -51,6 +56,13 @@ static int die(cf_call *c)
     return 0;
 }
 CF_TASK(die);
+
+static int exit_call(cf_call *c)
+{
+    (void)c;
+    exit(0);
+}
+CF_TASK(exit_call);
 
 /* Runs until cf_cancel_requested() (at most 30 s), then raises. */
 static int until_stopped(cf_call *c)
@@ -157,6 +169,23 @@ int main(int argc, char **argv)
         cf_future_result(f, CF_FOREVER, NULL); /* the launcher ends us */
         fprintf(stderr, "static_prog: still alive after a rank died\n");
         return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "exitcall") == 0) {
+        cf_future *f;
+        CHECK(cf_submit(ex, square, CF_ARGS(cf_i64(5)), &f) == CF_OK);
+        CHECK(cf_future_result(f, CF_FOREVER, NULL) == CF_OK);
+        cf_future_release(f);
+        printf("static_prog: pool up, a task calls exit(0) now\n");
+        fflush(stdout);
+        CHECK(cf_submit(ex, exit_call, CF_NOARGS, &f) == CF_OK);
+        /* Not the heartbeat timeout's 5 s: the worker says it leaves. */
+        int rc = cf_future_result(f, 4.0, NULL);
+        printf("static_prog: exitcall: %s\n", cf_err_name(rc));
+        fflush(stdout);
+        CHECK(rc == CF_EBROKEN);
+        cf_future_release(f);
+        cf_executor_destroy(ex);
+        return 0; /* the launcher ends the job: a rank ended with status 1 */
     }
     if (argc > 1 && strcmp(argv[1], "terminate") == 0) {
         cf_future *run[16], *wait[4];

@@ -80,6 +80,14 @@ static int exit_now(cf_call *c)
 }
 CF_TASK(exit_now);
 
+/* Calls exit() with status argument 0: the process's exit handlers run
+ * (MPI_Finalize's among them), on the worker's main thread, in a call. */
+static int exit_call(cf_call *c)
+{
+    exit((int)cf_arg_i64(c, 0));
+}
+CF_TASK(exit_call);
+
 static int nap_ms(cf_call *c)
 {
     int64_t ms = cf_arg_i64(c, 0);
@@ -840,6 +848,44 @@ static void test_dead_worker_breaks_pool(void **state)
     cf_future *f;
     assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(12)), &f));
     assert_int_equal(result_i64(f), 144);
+    cf_future_release(f);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* A task that calls exit() ends its worker: the pool breaks at once,
+ * naming the worker, well before the (long) heartbeat timeout; later
+ * submits fail; the process's other pool goes on and a new pool works.
+ * (It hung for ever: the worker's MPI_Finalize, run by exit(), waited for
+ * the parent while its heartbeat thread kept it looking alive.) */
+static void test_task_calls_exit(void **state)
+{
+    (void)state;
+    double scale = cf_test_scale();
+    cf_executor *ex = pool(2, 30), *other = pool(1, 30);
+    cf_future *f;
+    assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(3)), &f));
+    assert_int_equal(result_i64(f), 9);
+    cf_future_release(f);
+    double t0 = cf_test_now();
+    assert_ok(cf_submit(ex, exit_call, CF_ARGS(cf_i64(4)), &f));
+    int rc = cf_future_result(f, 20 * scale, NULL);
+    print_message("the call failed %.2f s after its submit\n", cf_test_now() - t0);
+    assert_cf(CF_EBROKEN, rc);
+    const cf_failure *fl = NULL;
+    assert_ok(cf_future_exception(f, 0, &fl));
+    if (!strstr(cf_failure_message(fl), " of 2 on ") ||
+        !strstr(cf_failure_message(fl), "left during a call"))
+        fail_msg("failure message: %s", cf_failure_message(fl));
+    cf_future_release(f);
+    assert_cf(CF_EBROKEN, cf_submit(ex, square, CF_ARGS(cf_i64(2)), &f));
+    assert_ok(cf_executor_destroy(ex));
+    assert_ok(cf_submit(other, square, CF_ARGS(cf_i64(6)), &f));
+    assert_int_equal(result_i64(f), 36);
+    cf_future_release(f);
+    assert_ok(cf_executor_destroy(other));
+    ex = pool(1, 0);
+    assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(7)), &f));
+    assert_int_equal(result_i64(f), 49);
     cf_future_release(f);
     assert_ok(cf_executor_destroy(ex));
 }
@@ -1676,6 +1722,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_broken_pool_workers_leave),
     cmocka_unit_test(test_slow_callback_keeps_pool),
     cmocka_unit_test(test_terminate_and_kill_workers),
+    cmocka_unit_test(test_task_calls_exit),
     cmocka_unit_test(test_big_payloads),
     cmocka_unit_test(test_slow_big_result_keeps_pool),
     cmocka_unit_test(test_long_frames_split),
