@@ -538,6 +538,10 @@ static void test_map_after_shutdown(void **state)
     cf_map_input mi = cf_input_array(in, 2);
     cf_map_iter *it = NULL;
     assert_cf(CF_ESHUTDOWN, cf_map(ex, t_double, &mi, 1, NULL, &it));
+    /* The engine's refusal, named as the map's. */
+    const char *msg = cf_last_error_message();
+    if (strncmp(msg, "map: ", 5) != 0 || !strstr(msg, "shutdown"))
+        fail_msg("message: \"%s\"", msg);
     assert_ok(cf_executor_destroy(ex));
 }
 

@@ -31,6 +31,7 @@
  *   KiB) for good: one running when the process forked, whose map the
  *   child closes, is the case where that happens.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -208,6 +209,20 @@ static void keep_running(cf_map_iter *it, cf_future *f)
     it->left[it->nleft++] = f;
 }
 
+/* An engine names its refusals after the call it serves ("submit: ...",
+ * "submit_many: ..."), which cannot tell a map's calls from others: the
+ * map's caller reads "map: ..." instead. */
+static int as_map_error(int rc)
+{
+    const char *msg = cf_last_error_message();
+    const char *colon = strstr(msg, ": ");
+    if (strncmp(msg, "submit", 6) != 0 || !colon)
+        return rc;
+    char rest[512]; /* a copy: the message is rewritten from it */
+    snprintf(rest, sizeof rest, "%s", colon + 2);
+    return cf__fail(rc, "map: %s", rest);
+}
+
 /* Submits the next chunk (up to `chunksize` tuples) as one unit.  Returns
  * the number submitted, 0 (inputs exhausted) or a cf_error (nothing of
  * this chunk stays scheduled). */
@@ -240,6 +255,8 @@ static int submit_next(cf_map_iter *it)
         for (size_t i = 0; i < n; i++)
             cf__progress_map_mark(&it->mc->counts, it->chunk[i]);
         r = cf__submit_prepared(it->ex, it->chunk, n, true, it->deadline);
+        if (r != CF_OK)
+            r = as_map_error(r);
     }
     if (r != CF_OK) {
         /* One a worker had begun before the rest was refused runs on
