@@ -729,6 +729,80 @@ extern _Atomic int64_t cf__test_first_forks_wait_ns;
 
 /* ---- executors ------------------------------------------------------------ */
 
+/* ---- map chunks (map.c) ---------------------------------------------------
+ *
+ * An eager map over arrays, on an engine that runs a chunk's calls as one
+ * unit (submit_chunk: the MPI engine, which sends a chunk as one frame and
+ * starts all its calls together), hands each chunk over as one object
+ * instead of n futures: one allocation holding the n copied argument
+ * tuples and n outcome records, one state word and a reference count.
+ * (Every map element as a future cost the parent ~250 ns of CPU per
+ * element - each of 500,000 futures of 264 bytes cold in each pass - where
+ * a chunk costs a few ns per element: docs/design.md, "Cost per element".)
+ *
+ * Life: PENDING -> RUNNING (cf__chunk_start, by the engine, a CAS that
+ * loses to a cancel) -> DONE (cf__chunk_finish, once every record is
+ * written); or PENDING -> CANCELLED (cf__chunk_cancel, any thread).  The
+ * state word is the only shared field that changes: the records are
+ * written by the one thread that starts and finishes the chunk (the
+ * engine's manager) before its release exchange to DONE, and read by the
+ * map's thread after an acquire load that saw DONE.  CF__CHUNK_SLEEPER is
+ * set (CAS) by the map's thread before it sleeps on the word (futex);
+ * finish and cancel wake it if they replaced a word with the bit.
+ * Counting (see progress): a chunk counts its n calls as started just
+ * after its start shows, and as ended (by outcome) just before its end
+ * shows, in its executor's and its map's counts; the map's count block is
+ * held by every chunk until it is freed, so a chunk left running when its
+ * map closed still counts.
+ * References: the map's (until it reads past the chunk or closes), the
+ * engine's (until the chunk is done or cancelled), and one per frame in
+ * flight that borrows its argument bytes (cf__chunk_retain). */
+#define CF__CHUNK_PENDING 0u
+#define CF__CHUNK_RUNNING 1u
+#define CF__CHUNK_DONE 2u
+#define CF__CHUNK_CANCELLED 3u
+#define CF__CHUNK_STATE 0x7u
+#define CF__CHUNK_SLEEPER 0x8u
+
+typedef struct cf__chunk_rec {
+    int status;            /* CF_OK, CF_ETASK or a library error */
+    cf_value result;       /* CF_OK: the value; bytes in `heap` */
+    void *heap;            /* owns the result's bytes, if any */
+    cf_failure *failure;   /* owned (unless static), else NULL */
+} cf__chunk_rec;
+
+typedef struct cf__chunk {
+    _Atomic uint32_t state; /* CF__CHUNK_* (see above) */
+    _Atomic uint32_t refs;  /* acq_rel decrements: the last frees */
+    cf_executor *owner;     /* its counts; alive while the chunk is held */
+    void *map;              /* the map's count block (map.c), held */
+    cf_task_fn *fn;
+    uint32_t n, nargs;
+    cf__chunk_rec *recs;    /* [n], written before DONE */
+    cf_value *args;         /* [n * nargs], their bytes after them */
+} cf__chunk;
+
+/* PENDING -> RUNNING; true if it won (false: cancelled).  Counts the n
+ * calls as started.  The engine's thread. */
+CF__API bool cf__chunk_start(cf__chunk *c);
+/* Every record written: the ends counted, DONE, the map woken.  The
+ * thread that started it. */
+CF__API void cf__chunk_finish(cf__chunk *c);
+/* Writes the same failure into every record (a broken pool, a frame that
+ * could not be sent) and finishes; a pending chunk is started first (a
+ * cancelled one is left alone).  The engine's thread. */
+CF__API void cf__chunk_fail(cf__chunk *c, int status, const char *type, const char *msg);
+/* PENDING -> CANCELLED, counted, the map woken; true if it won.  Any
+ * thread. */
+CF__API bool cf__chunk_cancel(cf__chunk *c);
+static inline cf__chunk *cf__chunk_retain(cf__chunk *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+/* Drops a reference; NULL is ignored. */
+CF__API void cf__chunk_release(cf__chunk *c);
+
 /* The table of operations an engine implements.  The front end
  * (executor.c) validates arguments, copies them into a future and calls the
  * engine; new engines (processes, MPI) plug in here without touching
@@ -757,6 +831,11 @@ typedef struct cf__engine {
      * each by its own priority; on failure the engine released all n of its
      * references and none was scheduled. */
     int (*submit_many)(cf_executor *ex, cf_future **fs, size_t n);
+    /* Optional.  Takes a map chunk (see cf__chunk; the engine owns one
+     * reference from here on, and has let go of it on failure) and runs
+     * its calls as one unit: all start together, when it starts.  Same
+     * errors as submit_batch. */
+    int (*submit_chunk)(cf_executor *ex, cf__chunk *c);
     /* Optional.  Stops the running call of `f` (cf_future_interrupt). */
     void (*interrupt)(cf_executor *ex, cf_future *f);
     /* Optional.  terminate_workers (kill false) / kill_workers (true);
@@ -920,6 +999,7 @@ CF__API void cf__set_thread_name(const char *full);
 CF__API cf_failure *cf__failure_new(int code, const char *type, const char *message);
 CF__API void cf__failure_free(cf_failure *f);
 CF__API cf_failure *cf__failure_oom(void);
+CF__API bool cf__failure_is_static(const cf_failure *f);
 CF__API cf_future *cf__future_new_borrowed(cf_task_fn *fn, const cf_value *args, size_t nargs);
 CF__API void cf__future_run_call(cf_future *f, _Atomic unsigned *ended);
 CF__API void cf__future_run_private(cf_future *f);

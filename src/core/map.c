@@ -21,6 +21,19 @@
  *   queue until the map's deadline (cf__submit_prepared), so an eager map
  *   bigger than the bound fills the queue as workers drain it, inside
  *   cf_map(); CF_EFULL when the deadline passes first.
+ * - Chunk mode: an eager map over arrays, at the default priority, on an
+ *   unbounded executor whose engine runs a chunk as one unit
+ *   (submit_chunk: MPI) makes each chunk one object (cf__chunk, internal.h)
+ *   instead of n futures: the tuples copied into it, the outcomes written
+ *   into its records by the engine and read in place by cf_map_next(),
+ *   one state word for the chunk.  What a map promises per element holds:
+ *   such an engine starts every call of a chunk when it sends the chunk,
+ *   so "cancellable until it begins" is the chunk's PENDING state;
+ *   failures stay at their position; the chunk counts its calls in the
+ *   executor's and the map's counts as they start and end, and holds the
+ *   map's count block like a call left running.  `chunks` replaces the
+ *   ring; a chunk's records stay valid while the map holds it, so values
+ *   handed out are borrowed until the next cf_map_next() as before.
  * - An iterator is used by one thread at a time; it has no lock.
  * - The map's progress counts (`mc`) are a block of their own: its calls
  *   count in them lock-free as they start and end (future.c), so the block
@@ -75,6 +88,13 @@ struct cf_map_iter {
     /* This map's calls (progress.c); written by the threads that submit
      * and complete them, read by cf_map_progress() from any thread. */
     struct map_counts *mc;
+    /* Chunk mode (use_chunks(); cf__chunk in internal.h) instead of the
+     * ring of futures: every chunk of the map, in input order, the map's
+     * reference on those not yet read past; `chead` the one being read,
+     * `cpos` its next element. */
+    bool chunked;
+    cf__chunk **chunks;
+    size_t nchunks, chead, cpos;
 };
 
 /* The map's counts, and who holds them: the iterator (1) until it is
@@ -277,6 +297,261 @@ static int submit_next(cf_map_iter *it)
     return (int)n;
 }
 
+
+/* ---- map chunks ---------------------------------------------------------- */
+
+static cf__counts *chunk_map_counts(const cf__chunk *c)
+{
+    return &((map_counts *)c->map)->counts;
+}
+
+/* Adds n to one counter of both count blocks of c, in the calling
+ * thread's shard. */
+static void chunk_count(cf__chunk *c, size_t field, uint64_t n)
+{
+    if (n == 0)
+        return;
+    unsigned sh = cf__count_shard_ix();
+    cf__count_shard *a = &c->owner->counts.shard[sh], *b = &chunk_map_counts(c)->shard[sh];
+    _Atomic uint64_t *fa = (_Atomic uint64_t *)((char *)a + field);
+    _Atomic uint64_t *fb = (_Atomic uint64_t *)((char *)b + field);
+    cf__count_bump(fa, sh, n);
+    cf__count_bump(fb, sh, n);
+}
+
+#define COUNT_STARTED offsetof(cf__count_shard, started)
+#define COUNT_ENDED(begun, outcome) offsetof(cf__count_shard, ended[begun][outcome])
+
+CF__API bool cf__chunk_start(cf__chunk *c)
+{
+    uint32_t s = atomic_load_explicit(&c->state, memory_order_relaxed);
+    do {
+        if ((s & CF__CHUNK_STATE) != CF__CHUNK_PENDING)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(&c->state, &s,
+                                                    (s & CF__CHUNK_SLEEPER) | CF__CHUNK_RUNNING,
+                                                    memory_order_acquire, memory_order_relaxed));
+    /* Just after the start shows (progress: starts are counted so). */
+    chunk_count(c, COUNT_STARTED, c->n);
+    return true;
+}
+
+CF__API void cf__chunk_finish(cf__chunk *c)
+{
+    uint64_t nfail = 0;
+    for (uint32_t i = 0; i < c->n; i++)
+        nfail += c->recs[i].status != CF_OK;
+    /* Before the end shows: a reader that saw it done sees it counted. */
+    chunk_count(c, COUNT_ENDED(1, CF__COUNT_SUCCEEDED), c->n - nfail);
+    chunk_count(c, COUNT_ENDED(1, CF__COUNT_FAILED), nfail);
+    /* Release: the records (and counts) before DONE.  The engine still
+     * holds its reference, so the word is alive for the wake. */
+    uint32_t old = atomic_exchange_explicit(&c->state, CF__CHUNK_DONE, memory_order_acq_rel);
+    if (old & CF__CHUNK_SLEEPER)
+        cf__futex_wake(&c->state, INT32_MAX);
+}
+
+CF__API void cf__chunk_fail(cf__chunk *c, int status, const char *type, const char *msg)
+{
+    uint32_t s = atomic_load_explicit(&c->state, memory_order_acquire) & CF__CHUNK_STATE;
+    if (s == CF__CHUNK_PENDING && !cf__chunk_start(c))
+        return; /* cancelled meanwhile */
+    if (s != CF__CHUNK_PENDING && s != CF__CHUNK_RUNNING)
+        return;
+    for (uint32_t i = 0; i < c->n; i++) {
+        cf__chunk_rec *r = &c->recs[i];
+        cf_failure *fl = cf__failure_new(status, type, msg);
+        r->status = status;
+        r->result = cf_none();
+        r->heap = NULL;
+        r->failure = fl ? fl : cf__failure_oom();
+    }
+    cf__chunk_finish(c);
+}
+
+CF__API bool cf__chunk_cancel(cf__chunk *c)
+{
+    uint32_t s = atomic_load_explicit(&c->state, memory_order_relaxed);
+    do {
+        if ((s & CF__CHUNK_STATE) != CF__CHUNK_PENDING)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(&c->state, &s, CF__CHUNK_CANCELLED,
+                                                    memory_order_acq_rel, memory_order_relaxed));
+    /* The word says CANCELLED before the count: nobody waits on a cancel's
+     * count (the map's reader, woken below, yields ECANCELLED at once). */
+    chunk_count(c, COUNT_ENDED(0, CF__COUNT_CANCELLED), c->n);
+    if (s & CF__CHUNK_SLEEPER)
+        cf__futex_wake(&c->state, INT32_MAX);
+    return true;
+}
+
+CF__API void cf__chunk_release(cf__chunk *c)
+{
+    if (!c || atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if ((atomic_load_explicit(&c->state, memory_order_relaxed) & CF__CHUNK_STATE) ==
+        CF__CHUNK_DONE)
+        for (uint32_t i = 0; i < c->n; i++) {
+            free(c->recs[i].heap);
+            if (c->recs[i].failure && !cf__failure_is_static(c->recs[i].failure))
+                cf__failure_free(c->recs[i].failure);
+        }
+    counts_drop(c->map);
+    free(c);
+}
+
+/* Does this map go in chunks?  An engine that takes them, an eager map
+ * over arrays alone, the default priority and no queue bound (a bounded
+ * executor counts calls one by one); anything else goes as futures. */
+static bool use_chunks(const cf_map_iter *it, size_t known)
+{
+    return it->ex->engine->submit_chunk && !it->buffersize && known > 0 &&
+           known != SIZE_MAX && it->priority == CF_PRIORITY_DEFAULT && it->ex->bound.max == 0;
+}
+
+/* Builds the next chunk from the arrays (all inputs advance together) and
+ * hands it to the engine: the values are checked as cf_submit() checks
+ * them and copied into the chunk.  Returns 1, 0 (no more input) or a
+ * cf_error (nothing of this chunk was handed over). */
+static int submit_next_chunk(cf_map_iter *it, size_t known)
+{
+    size_t base = it->pos[0];
+    if (base >= known)
+        return 0;
+    size_t n = known - base < it->chunksize ? known - base : it->chunksize;
+    size_t na = it->ninputs;
+    for (size_t i = 0; i < na; i++)
+        it->tuple[i] = it->inputs[i].values[base];
+    int rc = cf__check_calls(it->ex, it->fn, it->tuple, na);
+    if (rc != CF_OK)
+        return rc;
+    bool copying = it->ex->engine->copies_args;
+    size_t extra = 0;
+    for (size_t k = 0; k < n; k++) {
+        size_t payload = 0;
+        for (size_t i = 0; i < na; i++) {
+            const cf_value *v = &it->inputs[i].values[base + k];
+            if (CF__LIKELY(v->kind == CF_I64 || v->kind == CF_F64 || v->kind == CF_NONE))
+                continue;
+            if ((rc = cf__value_check(v, copying, "map", i)) != CF_OK)
+                return rc;
+            if (v->kind == CF_BYTES || v->kind == CF_STR)
+                payload += v->size;
+            extra += cf__value_extra(v);
+            if (payload > CF_PAYLOAD_MAX)
+                return cf__fail(CF_ETOOBIG, "map: arguments total %zu bytes, more than "
+                                            "CF_PAYLOAD_MAX (%zu)",
+                                payload, (size_t)CF_PAYLOAD_MAX);
+        }
+    }
+    size_t head = (sizeof(cf__chunk) + 15) & ~(size_t)15;
+    size_t per = sizeof(cf__chunk_rec) + na * sizeof(cf_value);
+    if (n > (SIZE_MAX - head - extra) / per)
+        return cf__fail(CF_ENOMEM, "map: a chunk of %zu calls is too big", n);
+    cf__chunk *c = malloc(head + n * per + extra);
+    if (!c)
+        return cf__fail(CF_ENOMEM, "map: out of memory for a chunk of %zu calls", n);
+    atomic_init(&c->state, CF__CHUNK_PENDING);
+    atomic_init(&c->refs, 2); /* the map's and the engine's */
+    c->owner = it->ex;
+    atomic_fetch_add_explicit(&it->mc->holds, 1, memory_order_relaxed);
+    c->map = it->mc;
+    c->fn = it->fn;
+    c->n = (uint32_t)n;
+    c->nargs = (uint32_t)na;
+    c->recs = (cf__chunk_rec *)((char *)c + head);
+    c->args = (cf_value *)(c->recs + n);
+    unsigned char *bytes = (unsigned char *)(c->args + n * na);
+    cf_value *a = c->args;
+    for (size_t k = 0; k < n; k++)
+        for (size_t i = 0; i < na; i++) {
+            *a = it->inputs[i].values[base + k];
+            if (a->kind == CF_BYTES || a->kind == CF_STR) {
+                size_t x = cf__value_extra(a);
+                if (a->size)
+                    memcpy(bytes, a->as.bytes, a->size);
+                if (a->kind == CF_STR)
+                    bytes[a->size] = 0;
+                a->as.bytes = bytes;
+                bytes += x;
+            }
+            a++;
+        }
+    rc = it->ex->engine->submit_chunk(it->ex, c);
+    if (rc != CF_OK) {
+        cf__chunk_release(c); /* the map's; the engine let go of its own */
+        return as_map_error(rc);
+    }
+    for (size_t i = 0; i < na; i++)
+        it->pos[i] += n;
+    /* After the hand-off, as for futures (progress: `submitted`). */
+    cf__progress_accepted(&it->ex->counts, n);
+    cf__progress_accepted(&it->mc->counts, n);
+    it->chunks[it->nchunks++] = c;
+    return 1;
+}
+
+/* Cancels what has not begun and lets go of every chunk not yet read;
+ * those running go on, held by their engine (and counting in the map's
+ * counts, which they hold). */
+static void drop_chunks(cf_map_iter *it)
+{
+    for (size_t i = it->chead; i < it->nchunks; i++) {
+        cf__chunk_cancel(it->chunks[i]);
+        cf__chunk_release(it->chunks[i]);
+        it->chunks[i] = NULL;
+    }
+    it->chead = it->nchunks;
+}
+
+/* cf_map_next() in chunk mode. */
+static int chunk_next(cf_map_iter *it, const cf_value **value, const cf_failure **failure)
+{
+    if (it->chead < it->nchunks && it->cpos == it->chunks[it->chead]->n) {
+        cf__chunk_release(it->chunks[it->chead]);
+        it->chunks[it->chead++] = NULL;
+        it->cpos = 0;
+    }
+    if (it->chead == it->nchunks) {
+        it->finished = true;
+        return CF_EDONE;
+    }
+    cf__chunk *c = it->chunks[it->chead];
+    uint32_t s = atomic_load_explicit(&c->state, memory_order_acquire);
+    /* Liveness: the engine finishes (or fails) every chunk it started, and
+     * cancels or fails every one it holds when it shuts down or breaks,
+     * waking this sleep (SLEEPER); the map's deadline ends it otherwise. */
+    while ((s & CF__CHUNK_STATE) < CF__CHUNK_DONE) {
+        if (it->deadline != CF__NS_FOREVER && cf__now_ns() >= it->deadline) {
+            drop_chunks(it);
+            it->finished = true;
+            return cf__fail(CF_ETIMEDOUT, "map: result not available within the map's timeout");
+        }
+        if (!(s & CF__CHUNK_SLEEPER)) {
+            if (!atomic_compare_exchange_weak_explicit(&c->state, &s, s | CF__CHUNK_SLEEPER,
+                                                       memory_order_acquire,
+                                                       memory_order_acquire))
+                continue;
+            s |= CF__CHUNK_SLEEPER;
+        }
+        cf__futex_wait(&c->state, s, it->deadline);
+        s = atomic_load_explicit(&c->state, memory_order_acquire);
+    }
+    if ((s & CF__CHUNK_STATE) == CF__CHUNK_CANCELLED) {
+        it->cpos++;
+        return cf__fail(CF_ECANCELLED, "map: the call was cancelled");
+    }
+    const cf__chunk_rec *r = &c->recs[it->cpos++];
+    if (CF__LIKELY(r->status == CF_OK)) {
+        if (value)
+            *value = &r->result;
+        return CF_OK;
+    }
+    if (failure)
+        *failure = r->failure;
+    return r->status;
+}
+
 /* Cancels and drops every future not yet yielded. */
 static void cancel_rest(cf_map_iter *it)
 {
@@ -294,6 +569,10 @@ CF__API void cf_map_close(cf_map_iter *it)
     if (!it)
         return;
     cancel_rest(it);
+    if (it->chunks) {
+        drop_chunks(it);
+        free(it->chunks);
+    }
     /* Running on: each holds the counts until it ends.  Out of memory for
      * the callback, the counts are kept for good instead. */
     for (size_t i = 0; i < it->nleft; i++) {
@@ -388,6 +667,24 @@ CF__API int cf_map(cf_executor *ex, cf_task_fn *fn, const cf_map_input *inputs, 
     size_t known = SIZE_MAX;
     for (size_t i = 0; i < ninputs; i++)
         known = inputs[i].next ? 0 : inputs[i].count < known ? inputs[i].count : known;
+    if (use_chunks(it, known)) {
+        it->chunked = true;
+        size_t nch = known / it->chunksize + (known % it->chunksize != 0);
+        it->chunks = calloc(nch, sizeof *it->chunks);
+        if (!it->chunks) {
+            cf_map_close(it);
+            return cf__fail(CF_ENOMEM, "map: out of memory");
+        }
+        while ((rc = submit_next_chunk(it, known)) > 0)
+            ;
+        if (rc < 0) {
+            cf_map_close(it);
+            return rc;
+        }
+        it->exhausted = true;
+        *out = it;
+        return CF_OK;
+    }
     if (!it->buffersize && known > 0 && known <= SIZE_MAX / 4 / sizeof(cf_future *) &&
         (rc = reserve(it, known)) != CF_OK) {
         cf_map_close(it);
@@ -434,6 +731,8 @@ CF__API int cf_map_next(cf_map_iter *it, const cf_value **value, const cf_failur
     it->current = NULL;
     if (it->finished)
         return CF_EDONE;
+    if (it->chunked)
+        return chunk_next(it, value, failure);
     if (it->buffersize && !it->exhausted && it->count <= it->buffersize) {
         int rc = submit_next(it);
         if (rc <= 0) {

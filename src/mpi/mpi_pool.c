@@ -111,6 +111,8 @@ typedef struct mjob {
     int64_t timeout_ns;  /* CF__NS_FOREVER for none */
     int64_t deadline_ns; /* set when it starts on a worker */
     uint64_t frame;      /* its CALL frame's number on its worker */
+    cf__chunk *chunk;    /* a map chunk (then n = its calls, no fs), or NULL;
+                          * the engine's reference */
     cf_future *fs[];     /* the engine's references; NULL once dropped */
 } mjob;
 
@@ -123,6 +125,7 @@ typedef struct msend {
     unsigned char *buf, *buf2; /* freed once every request completed */
     cf_future **hold;    /* a LONG frame's calls, whose values it sends */
     uint32_t nhold;
+    cf__chunk *hold_chunk; /* or the map chunk whose values it sends */
     bool urgent;         /* a KILL, which must leave before the comm goes */
     struct mworker *to;  /* the worker it goes to */
     bool big;            /* over CF__MPI_BIG_MSG bytes in all (see moving()) */
@@ -310,6 +313,12 @@ static mpi_pool *pool_of(cf_executor *ex)
 
 static void fail_job(mjob *j, int status, const char *type, const char *msg)
 {
+    if (j->chunk) {
+        cf__chunk_fail(j->chunk, status, type, msg);
+        cf__chunk_release(j->chunk);
+        free(j);
+        return;
+    }
     for (uint32_t i = 0; i < j->n; i++) {
         if (!j->fs[i])
             continue;
@@ -336,11 +345,97 @@ static void worker_name(const mworker *w, char *buf, size_t size)
              w->host[0] ? w->host : "an unknown host");
 }
 
+static void pop_head(mworker *w, mjob *j)
+{
+    w->head = j->next;
+    if (!w->head)
+        w->tail = NULL;
+    w->njobs--;
+    if (w->head && w->head->timeout_ns != CF__NS_FOREVER)
+        w->head->deadline_ns = cf__now_ns() + w->head->timeout_ns;
+}
+
+/* on_result() for a map chunk: the answer decoded straight into the
+ * chunk's records, in one pass, and the chunk finished once.  A payload
+ * that does not fit leaves the records unwritten (what was allocated for
+ * them freed) and the chunk running: breaking the pool fails it. */
+static bool on_result_chunk(mworker *w, mjob *j, const unsigned char *body, size_t len)
+{
+    cf__chunk *c = j->chunk;
+    wire_dec d = {body, body + len, false};
+    uint32_t n = wdec_u32(&d);
+    if (n != j->n)
+        return false;
+    char who[128] = "";
+    uint32_t i;
+    for (i = 0; i < n && !d.bad; i++) {
+        cf__chunk_rec *r = &c->recs[i];
+        if (CF__LIKELY(wdec_u8(&d))) {
+            cf_value v = wdec_value(&d);
+            void *heap = NULL;
+            if (CF__UNLIKELY(v.kind == CF_BYTES || v.kind == CF_STR) && !d.bad) {
+                size_t extra = cf__value_extra(&v);
+                heap = malloc(extra ? extra : 1);
+                if (!heap) {
+                    r->status = CF_ETASK;
+                    r->result = cf_none();
+                    r->heap = NULL;
+                    r->failure = cf__failure_new(CF_ENOMEM, "MemoryError",
+                                                 "out of memory for the result");
+                    if (!r->failure)
+                        r->failure = cf__failure_oom();
+                    continue;
+                }
+                memcpy(heap, v.as.bytes, extra);
+                v.as.bytes = heap;
+            }
+            r->status = CF_OK;
+            r->result = v;
+            r->heap = heap;
+            r->failure = NULL;
+        } else {
+            int code = (int)wdec_u32(&d);
+            const char *type = wdec_cstr(&d);
+            const char *msg = wdec_cstr(&d);
+            r->status = CF_ETASK;
+            r->result = cf_none();
+            r->heap = NULL;
+            r->failure = NULL;
+            if (d.bad)
+                break;
+            if (!who[0])
+                worker_name(w, who, sizeof who);
+            size_t mlen = strlen(who) + strlen(msg) + 3;
+            char *full = malloc(mlen);
+            if (full)
+                snprintf(full, mlen, "%s: %s", who, msg);
+            cf_failure *fl = cf__failure_new(code, type, full ? full : msg);
+            free(full);
+            r->failure = fl ? fl : cf__failure_oom();
+        }
+    }
+    if (d.bad || d.p != d.end) {
+        for (uint32_t k = 0; k < i && k < n; k++) {
+            free(c->recs[k].heap);
+            if (c->recs[k].failure && !cf__failure_is_static(c->recs[k].failure))
+                cf__failure_free(c->recs[k].failure);
+        }
+        return false;
+    }
+    pop_head(w, j);
+    cf__chunk_finish(c);
+    cf__chunk_release(c);
+    free(j);
+    return true;
+}
+
 /* Completes the head job of `w` from a RESULT payload.  Returns false if
  * the payload does not fit the job (a broken worker). */
 static bool on_result(mworker *w, const unsigned char *body, size_t len)
 {
     mjob *j = w->head;
+    if (j && j->chunk)
+        return on_result_chunk(w, j, body, len);
     wire_dec d = {body, body + len, false};
     uint32_t n = wdec_u32(&d);
     if (!j || n != j->n)
@@ -358,12 +453,7 @@ static bool on_result(mworker *w, const unsigned char *body, size_t len)
     }
     if (d.bad || d.p != d.end)
         return false;
-    w->head = j->next;
-    if (!w->head)
-        w->tail = NULL;
-    w->njobs--;
-    if (w->head && w->head->timeout_ns != CF__NS_FOREVER)
-        w->head->deadline_ns = cf__now_ns() + w->head->timeout_ns;
+    pop_head(w, j);
     d = (wire_dec){start, body + len, false};
     char who[128] = "";
     for (uint32_t i = 0; i < n; i++) {
@@ -644,6 +734,7 @@ static void msend_free(msend *s)
     for (uint32_t i = 0; i < s->nhold; i++)
         cf_future_release(s->hold[i]);
     free(s->hold);
+    cf__chunk_release(s->hold_chunk);
     if (s->reqs != &s->one)
         free(s->reqs);
     free(s);
@@ -695,9 +786,9 @@ static int post_long(mpi_pool *p, mworker *w, const mjob *j, int tag)
         s->buf = hdr;
         s->buf2 = inl;
         s->reqs = calloc(nparts + 1, sizeof *s->reqs);
-        s->hold = malloc(j->n * sizeof *s->hold);
+        s->hold = j->chunk ? NULL : malloc(j->n * sizeof *s->hold);
     }
-    if (!s || !hdr || !inl || !s->reqs || !s->hold || nparts + 1 > INT_MAX) {
+    if (!s || !hdr || !inl || !s->reqs || (!j->chunk && !s->hold) || nparts + 1 > INT_MAX) {
         if (s)
             msend_free(s);
         else {
@@ -706,7 +797,9 @@ static int post_long(mpi_pool *p, mworker *w, const mjob *j, int tag)
         }
         return 0;
     }
-    for (uint32_t i = 0; i < j->n; i++)
+    if (j->chunk)
+        s->hold_chunk = cf__chunk_retain(j->chunk);
+    for (uint32_t i = 0; !j->chunk && i < j->n; i++)
         s->hold[s->nhold++] = cf_future_retain(j->fs[i]);
     s->to = w;
     s->big = true;
@@ -841,32 +934,56 @@ static bool batch_frame(mworker *w, const wire_enc *e)
  * freed). */
 static bool send_job(mpi_pool *p, mworker *w, mjob *j)
 {
-    uint32_t live = 0;
-    for (uint32_t i = 0; i < j->n; i++) {
-        if (cf__future_start_call(j->fs[i]) == 1)
-            j->fs[live++] = j->fs[i];
-        else
-            cf_future_release(j->fs[i]);
-    }
-    j->n = live;
-    j->started = true;
-    if (live == 0) {
-        free(j);
-        return false;
-    }
     wire_enc *e = &p->enc;
-    const char *name = cf_task_name(j->fs[0]->call.fn);
-    size_t namelen = strlen(name);
-    wenc_reset(e);
-    wenc_u32(e, live);
-    wenc_u8(e, (uint8_t)namelen);
-    wenc_put(e, name, namelen);
-    for (uint32_t i = 0; i < live; i++) {
-        const cf_call *c = &j->fs[i]->call;
-        wenc_u8(e, (uint8_t)c->nargs);
-        const cf_value *args = cf__call_args(c);
-        for (size_t k = 0; k < c->nargs; k++)
-            wenc_value(e, &args[k]);
+    if (j->chunk) {
+        /* A map chunk starts as a whole (or was cancelled as a whole), and
+         * its calls' arguments lie in one array. */
+        cf__chunk *c = j->chunk;
+        if (!cf__chunk_start(c)) {
+            cf__chunk_release(c);
+            free(j);
+            return false;
+        }
+        j->started = true;
+        const char *name = cf_task_name(c->fn);
+        size_t namelen = strlen(name);
+        wenc_reset(e);
+        wenc_u32(e, c->n);
+        wenc_u8(e, (uint8_t)namelen);
+        wenc_put(e, name, namelen);
+        const cf_value *a = c->args;
+        for (uint32_t i = 0; i < c->n; i++) {
+            wenc_u8(e, (uint8_t)c->nargs);
+            for (uint32_t k = 0; k < c->nargs; k++)
+                wenc_value(e, a++);
+        }
+    } else {
+        uint32_t live = 0;
+        for (uint32_t i = 0; i < j->n; i++) {
+            if (cf__future_start_call(j->fs[i]) == 1)
+                j->fs[live++] = j->fs[i];
+            else
+                cf_future_release(j->fs[i]);
+        }
+        j->n = live;
+        j->started = true;
+        if (live == 0) {
+            free(j);
+            return false;
+        }
+        const char *name = cf_task_name(j->fs[0]->call.fn);
+        size_t namelen = strlen(name);
+        wenc_reset(e);
+        wenc_u32(e, live);
+        wenc_u8(e, (uint8_t)namelen);
+        wenc_put(e, name, namelen);
+        for (uint32_t i = 0; i < live; i++) {
+            const cf_call *c = &j->fs[i]->call;
+            wenc_u8(e, (uint8_t)c->nargs);
+            const cf_value *args = cf__call_args(c);
+            for (size_t k = 0; k < c->nargs; k++)
+                wenc_value(e, &args[k]);
+        }
     }
     size_t flen = cf__mpi_frame_len(e);
     /* A timed call goes alone: as the last frame of its message its
@@ -931,7 +1048,7 @@ static bool handle_interrupts(mpi_pool *p)
     for (size_t i = 0; i < n; i++) {
         for (int k = 0; k < p->nworkers; k++)
             for (mjob *j = p->workers[k].head; j; j = j->next)
-                for (uint32_t c = 0; c < j->n; c++)
+                for (uint32_t c = 0; !j->chunk && c < j->n; c++)
                     if (j->fs[c] == fs[i] && !cf_future_done(fs[i]))
                         send_stop(p, &p->workers[k], j, c);
         cf_future_release(fs[i]);
@@ -1729,7 +1846,9 @@ static int enqueue(mpi_pool *p, mjob *j)
                            : cf__fail(CF_ESHUTDOWN, "submit: cannot schedule new futures after "
                                                     "shutdown");
         pthread_mutex_unlock(&p->mu);
-        for (uint32_t i = 0; i < j->n; i++)
+        if (j->chunk)
+            cf__chunk_release(j->chunk);
+        for (uint32_t i = 0; !j->chunk && i < j->n; i++)
             cf_future_release(j->fs[i]);
         free(j);
         return rc;
@@ -1756,6 +1875,7 @@ static int mp_submit_batch(cf_executor *ex, cf_future **fs, size_t n)
         return cf__fail(CF_ENOMEM, "submit: out of memory");
     }
     j->n = (uint32_t)n;
+    j->chunk = NULL;
     j->started = false;
     j->abandoned = false;
     j->timeout_ns = fs[0]->timeout_ns;
@@ -1764,6 +1884,24 @@ static int mp_submit_batch(cf_executor *ex, cf_future **fs, size_t n)
                                                                 : j->timeout_ns * (int64_t)n;
     j->deadline_ns = CF__NS_FOREVER;
     memcpy(j->fs, fs, n * sizeof *fs);
+    return enqueue(pool_of(ex), j);
+}
+
+/* A map chunk as one job: the calls travel in one CALL frame, as a
+ * chunk of futures would, and start together. */
+static int mp_submit_chunk(cf_executor *ex, cf__chunk *c)
+{
+    mjob *j = malloc(sizeof *j);
+    if (!j) {
+        cf__chunk_release(c);
+        return cf__fail(CF_ENOMEM, "submit: out of memory");
+    }
+    j->n = c->n;
+    j->chunk = c;
+    j->started = false;
+    j->abandoned = false;
+    j->timeout_ns = CF__NS_FOREVER;
+    j->deadline_ns = CF__NS_FOREVER;
     return enqueue(pool_of(ex), j);
 }
 
@@ -1842,7 +1980,11 @@ static int mp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
     pthread_mutex_unlock(&p->mu);
     while (cancel) {
         mjob *next = cancel->next;
-        for (uint32_t i = 0; i < cancel->n; i++) {
+        if (cancel->chunk) {
+            cf__chunk_cancel(cancel->chunk);
+            cf__chunk_release(cancel->chunk);
+        }
+        for (uint32_t i = 0; !cancel->chunk && i < cancel->n; i++) {
             cf_future_cancel(cancel->fs[i]);
             cf_future_release(cancel->fs[i]);
         }
@@ -1901,6 +2043,7 @@ static const cf__engine mpi_engine = {
     .is_worker = mp_is_worker,
     .worker_count = mp_worker_count,
     .submit_batch = mp_submit_batch,
+    .submit_chunk = mp_submit_chunk,
     .interrupt = mp_interrupt,
     .stop_workers = mp_stop_workers,
     .destroy = mp_destroy,

@@ -33,6 +33,29 @@ static int echo(cf_call *c)
 }
 CF_TASK(echo);
 
+/* "a|b" from two strings. */
+static int join2(cf_call *c)
+{
+    const cf_value *a = cf_arg(c, 0), *b = cf_arg(c, 1);
+    if (a->kind != CF_STR || b->kind != CF_STR)
+        return cf_raise(c, 1, "TypeError", "two strings expected");
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s|%s", a->as.str, b->as.str);
+    cf_value v = cf_str(buf);
+    return cf_return_value(c, &v);
+}
+CF_TASK(join2);
+
+/* Its worker dies (SIGKILL) at input 5; others are squared. */
+static int die_at_5(cf_call *c)
+{
+    int64_t x = cf_arg_i64(c, 0);
+    if (x == 5)
+        raise(SIGKILL);
+    return cf_return_i64(c, x * x);
+}
+CF_TASK(die_at_5);
+
 static int fail_odd(cf_call *c)
 {
     int64_t x = cf_arg_i64(c, 0);
@@ -406,6 +429,275 @@ static void test_map_chunks(void **state)
         cf_map_close(it);
     }
     assert_ok(cf_executor_destroy(ex));
+}
+
+/* Counts of a map or an executor, checked in one line. */
+static void expect_progress(const cf_progress *p, uint64_t submitted, uint64_t running,
+                            uint64_t ok, uint64_t failed, uint64_t cancelled, const char *what)
+{
+    if (p->submitted != submitted || p->running != running || p->succeeded != ok ||
+        p->failed != failed || p->cancelled != cancelled)
+        fail_msg("%s: submitted %llu running %llu succeeded %llu failed %llu cancelled %llu; "
+                 "expected %llu %llu %llu %llu %llu",
+                 what, (unsigned long long)p->submitted, (unsigned long long)p->running,
+                 (unsigned long long)p->succeeded, (unsigned long long)p->failed,
+                 (unsigned long long)p->cancelled, (unsigned long long)submitted,
+                 (unsigned long long)running, (unsigned long long)ok,
+                 (unsigned long long)failed, (unsigned long long)cancelled);
+}
+
+/* Waits (bounded) until ex counts no call running, and returns its counts. */
+static cf_progress settled(cf_executor *ex)
+{
+    cf_progress p;
+    double until = cf_test_now() + 30 * cf_test_scale();
+    for (;;) {
+        assert_ok(cf_executor_progress(ex, &p));
+        if (p.running == 0 && cf_progress_ended(&p) == p.submitted)
+            return p;
+        assert_true(cf_test_now() < until);
+        struct timespec ts = {0, 5000000}; /* polling a count: no event for it */
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* An eager map over arrays goes to an MPI pool as chunks, each one object
+ * (see cf__chunk), with every guarantee of a map of futures: several
+ * inputs stopping at the shortest, copied strings and bytes both ways,
+ * frames over the part size, failures at their position, progress counts
+ * of the map and of the executor, the map's timeout and an early close
+ * cancelling what had not begun, shutdown(cancel_futures) cancelling
+ * pending chunks, a pool that breaks failing the rest, and values that
+ * cannot be sent refused by cf_map() itself. */
+static void test_map_in_chunks(void **state)
+{
+    (void)state;
+    double scale = cf_test_scale();
+    cf_executor *ex = pool(2, 0);
+    /* Two inputs of strings, the shorter one ending the map. */
+    {
+        enum { NA = 100, NB = 80 };
+        static char sa[NA][8], sb[NB][8];
+        static cf_value a[NA], b[NB];
+        for (int i = 0; i < NA; i++) {
+            snprintf(sa[i], sizeof sa[i], "a%03d", i);
+            a[i] = cf_str(sa[i]);
+        }
+        for (int i = 0; i < NB; i++) {
+            snprintf(sb[i], sizeof sb[i], "b%03d", i);
+            b[i] = cf_str(sb[i]);
+        }
+        cf_map_input in[2] = {cf_input_array(a, NA), cf_input_array(b, NB)};
+        cf_map_options mo;
+        cf_map_options_init(&mo);
+        mo.chunksize = 7;
+        cf_map_iter *it;
+        assert_ok(cf_map(ex, join2, in, 2, &mo, &it));
+        memset(sa, 0, sizeof sa); /* copied: the caller's buffers are free */
+        for (int i = 0; i < NB; i++) {
+            const cf_value *v = NULL;
+            assert_ok(cf_map_next(it, &v, NULL));
+            char want[32];
+            snprintf(want, sizeof want, "a%03d|b%03d", i, i);
+            assert_int_equal(v->kind, CF_STR);
+            assert_string_equal(v->as.str, want);
+        }
+        assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+        cf_progress p;
+        assert_ok(cf_map_progress(it, &p));
+        expect_progress(&p, NB, 0, NB, 0, 0, "two inputs");
+        cf_map_close(it);
+    }
+    /* Failures at their position, counted. */
+    {
+        enum { N = 50 };
+        static cf_value in[N];
+        for (int i = 0; i < N; i++)
+            in[i] = cf_i64(i);
+        cf_map_input mi = cf_input_array(in, N);
+        cf_map_options mo;
+        cf_map_options_init(&mo);
+        mo.chunksize = 10;
+        cf_map_iter *it;
+        assert_ok(cf_map(ex, fail_odd, &mi, 1, &mo, &it));
+        for (int i = 0; i < N; i++) {
+            const cf_value *v = NULL;
+            const cf_failure *fl = NULL;
+            int rc = cf_map_next(it, &v, &fl);
+            if (i % 2) {
+                assert_cf(CF_ETASK, rc);
+                assert_non_null(strstr(cf_failure_message(fl), "odd input"));
+                assert_non_null(strstr(cf_failure_message(fl), " of 2 on "));
+                assert_int_equal(cf_failure_code(fl), 42);
+            } else {
+                assert_ok(rc);
+                assert_int_equal(v->as.i64, i);
+            }
+        }
+        cf_progress p;
+        assert_ok(cf_map_progress(it, &p));
+        expect_progress(&p, N, 0, N / 2, N / 2, 0, "failures");
+        cf_map_close(it);
+    }
+    /* Bytes over the part size both ways: 4 x 5 MiB in one chunk. */
+    {
+        enum { N = 4 };
+        size_t size = (size_t)5 << 20;
+        unsigned char *buf[N];
+        static cf_value in[N];
+        for (int i = 0; i < N; i++) {
+            buf[i] = malloc(size);
+            assert_non_null(buf[i]);
+            memset(buf[i], 'A' + i, size);
+            in[i] = cf_bytes(buf[i], size);
+        }
+        cf_map_input mi = cf_input_array(in, N);
+        cf_map_options mo;
+        cf_map_options_init(&mo);
+        mo.chunksize = N;
+        cf_map_iter *it;
+        assert_ok(cf_map(ex, echo, &mi, 1, &mo, &it));
+        for (int i = 0; i < N; i++)
+            free(buf[i]); /* copied */
+        for (int i = 0; i < N; i++) {
+            const cf_value *v = NULL;
+            assert_ok(cf_map_next(it, &v, NULL));
+            assert_int_equal(v->kind, CF_BYTES);
+            assert_int_equal(v->size, size);
+            const unsigned char *p = v->as.bytes;
+            assert_true(p[0] == 'A' + i && p[size / 2] == 'A' + i && p[size - 1] == 'A' + i);
+        }
+        cf_map_close(it);
+    }
+    /* Values a worker cannot get are refused by cf_map(): in the first
+     * chunk, nothing is sent. */
+    {
+        cf_progress before, after;
+        assert_ok(cf_executor_progress(ex, &before));
+        int x = 0;
+        cf_value bad[3] = {cf_i64(1), cf_ptr(&x), cf_i64(3)};
+        cf_map_input mi = cf_input_array(bad, 3);
+        cf_map_options mo;
+        cf_map_options_init(&mo);
+        mo.chunksize = 10;
+        cf_map_iter *it = NULL;
+        assert_cf(CF_ENOTCOPYABLE, cf_map(ex, square, &mi, 1, &mo, &it));
+        assert_null(it);
+        assert_non_null(strstr(cf_last_error_message(), "map: "));
+        cf_value str = cf_str("abc");
+        str.size = 1;
+        cf_value bad2[2] = {cf_str("ok"), str};
+        mi = cf_input_array(bad2, 2);
+        assert_cf(CF_EINVAL, cf_map(ex, echo, &mi, 1, &mo, &it));
+        assert_ok(cf_executor_progress(ex, &after));
+        assert_int_equal(after.submitted, before.submitted);
+    }
+    assert_ok(cf_executor_destroy(ex));
+
+    /* The map's timeout, then an early close: what had not begun is
+     * cancelled (more calls than the manager hands a worker ahead), the
+     * rest ends on its own, and every call is counted once. */
+    for (int how = 0; how < 2; how++) {
+        ex = pool(1, 0);
+        enum { N = 300 };
+        static cf_value in[N];
+        for (int i = 0; i < N; i++)
+            in[i] = cf_i64(20);
+        cf_map_input mi = cf_input_array(in, N);
+        cf_map_options mo;
+        cf_map_options_init(&mo);
+        mo.timeout = how == 0 ? 0.5 * scale : CF_FOREVER;
+        cf_map_iter *it;
+        assert_ok(cf_map(ex, nap_ms, &mi, 1, &mo, &it));
+        int got = 0, rc;
+        while ((rc = cf_map_next(it, NULL, NULL)) == CF_OK && (how == 0 || got < 1))
+            got++;
+        if (how == 0) {
+            assert_cf(CF_ETIMEDOUT, rc);
+            assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+        }
+        cf_map_close(it);
+        cf_progress p = settled(ex);
+        assert_int_equal(p.submitted, N);
+        assert_int_equal(p.failed, 0);
+        if (p.cancelled < N / 2 || p.succeeded < (uint64_t)got)
+            fail_msg("%s: %llu cancelled, %llu succeeded, %d read",
+                     how ? "close" : "timeout", (unsigned long long)p.cancelled,
+                     (unsigned long long)p.succeeded, got);
+        assert_ok(cf_executor_destroy(ex));
+    }
+
+    /* shutdown(cancel_futures) while a map runs: its pending chunks are
+     * cancelled, and read as cancelled in their place. */
+    {
+        ex = pool(1, 0);
+        enum { N = 300 };
+        static cf_value in[N];
+        for (int i = 0; i < N; i++)
+            in[i] = cf_i64(10);
+        cf_map_input mi = cf_input_array(in, N);
+        cf_map_iter *it;
+        assert_ok(cf_map(ex, nap_ms, &mi, 1, NULL, &it));
+        assert_ok(cf_map_next(it, NULL, NULL));
+        assert_ok(cf_shutdown(ex, false, true));
+        int ok = 1, cancelled = 0, rc;
+        bool seen_cancel = false;
+        while ((rc = cf_map_next(it, NULL, NULL)) != CF_EDONE) {
+            if (rc == CF_OK) {
+                assert_false(seen_cancel); /* in input order: the begun first */
+                ok++;
+            } else {
+                assert_cf(CF_ECANCELLED, rc);
+                seen_cancel = true;
+                cancelled++;
+            }
+        }
+        assert_int_equal(ok + cancelled, N);
+        assert_true(cancelled >= N / 2);
+        cf_progress p;
+        assert_ok(cf_map_progress(it, &p));
+        expect_progress(&p, N, 0, (uint64_t)ok, 0, (uint64_t)cancelled, "shutdown");
+        cf_map_close(it);
+        assert_ok(cf_executor_destroy(ex));
+    }
+
+    /* A worker dies in a chunk: earlier elements keep their results, that
+     * chunk's and every later one fail with CF_EBROKEN. */
+    {
+        ex = pool(2, 1.5);
+        enum { N = 40 };
+        static cf_value in[N];
+        for (int i = 0; i < N; i++)
+            in[i] = cf_i64(i);
+        cf_map_input mi = cf_input_array(in, N);
+        cf_map_options mo;
+        cf_map_options_init(&mo);
+        mo.chunksize = 4;
+        cf_map_iter *it;
+        assert_ok(cf_map(ex, die_at_5, &mi, 1, &mo, &it));
+        int broken = 0;
+        for (int i = 0; i < N; i++) {
+            const cf_value *v = NULL;
+            const cf_failure *fl = NULL;
+            int rc = cf_map_next(it, &v, &fl);
+            if (i >= 4 && i < 8) {
+                assert_cf(CF_EBROKEN, rc); /* the chunk of input 5 */
+                assert_non_null(strstr(cf_failure_type(fl), "BrokenMPIPool"));
+            }
+            if (rc == CF_OK)
+                assert_int_equal(v->as.i64, (int64_t)i * i);
+            else
+                assert_cf(CF_EBROKEN, rc);
+            broken += rc != CF_OK;
+        }
+        assert_true(broken >= 4);
+        assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+        cf_progress p;
+        assert_ok(cf_map_progress(it, &p));
+        expect_progress(&p, N, 0, (uint64_t)(N - broken), (uint64_t)broken, 0, "broken");
+        cf_map_close(it);
+        assert_ok(cf_executor_destroy(ex));
+    }
 }
 
 /* Calls queued behind a busy worker travel in batches (several CALL
@@ -1709,6 +2001,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_results),
     cmocka_unit_test(test_task_failure_names_worker),
     cmocka_unit_test(test_map_chunks),
+    cmocka_unit_test(test_map_in_chunks),
     cmocka_unit_test(test_batched_calls),
     cmocka_unit_test(test_cancel_wait_callbacks),
     cmocka_unit_test(test_shutdown_cancels_pending),
