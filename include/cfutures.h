@@ -401,8 +401,10 @@ int cf_future_new(cf_future **out) CF__WARN_UNUSED;
  * spares a program that keeps many futures in flight the page faults of
  * a heap trimmed and grown again.  Lowering the limit frees what is kept
  * beyond it at once; 0 keeps nothing beyond the per-thread caches.  Any
- * thread may call it at any time; it never fails.  (Builds with
- * AddressSanitizer keep no blocks at all.) */
+ * thread may call it at any time; it never fails.  The same limit covers
+ * the memory of an MPI map's chunks (see cf_map_options.chunksize), kept
+ * likewise once read.  (Builds with AddressSanitizer keep no blocks at
+ * all.) */
 size_t cf_set_future_cache_limit(size_t max_bytes);
 
 /* Adds a reference and returns `f` (NULL passes through). */
@@ -1114,7 +1116,10 @@ typedef struct cf_map_options {
      * CF_FOREVER (default) means no limit. */
     double timeout;
     /* >= 1 (default 1).  Process engines send this many inputs per message.
-     * The thread pool queues this many calls in one go (one lock, one
+     * An MPI pool starts the calls of a chunk together, when it sends the
+     * chunk (each is cancellable until then); an eager map over arrays at
+     * the default priority keeps such a chunk as one object, a few dozen
+     * bytes per call, instead of a future per call.  The thread pool queues this many calls in one go (one lock, one
      * wake-up), each still a call of its own that any worker may take and
      * that can be cancelled until it begins, and at least 64 at a time in
      * an eager map (buffersize 0) whose inputs are all arrays; CPython's

@@ -1312,6 +1312,57 @@ static void test_future_cache_limit_knob(void **state)
     assert_true(cf_set_future_cache_limit(CF_FUTURE_CACHE_DEFAULT) == 4096);
 }
 
+/* Map chunks' memory (cf__chunk_mem_get/put) is kept for reuse within
+ * the cache limit: a freed block serves the next chunk it fits (not one
+ * that would waste more than half of it), the limit bounds what is kept
+ * and lowering it gives the kept blocks back.  Builds with
+ * AddressSanitizer keep nothing. */
+static void test_chunk_memory_kept(void **state)
+{
+    (void)state;
+#if defined(__SANITIZE_ADDRESS__)
+    bool keeps = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+    bool keeps = false;
+#else
+    bool keeps = true;
+#endif
+#else
+    bool keeps = true;
+#endif
+    size_t cap = 0;
+    void *a = cf__chunk_mem_get(100000, &cap);
+    assert_non_null(a);
+    assert_int_equal(cap, 100000);
+    memset(a, 1, cap);
+    cf__chunk_mem_put(a, cap);
+    size_t before = mallinfo2().uordblks;
+    void *small = cf__chunk_mem_get(40000, &cap); /* would waste over half */
+    assert_true(small != a || !keeps);
+    assert_int_equal(cap, 40000);
+    void *b = cf__chunk_mem_get(90000, &cap);
+    if (keeps) {
+        assert_ptr_equal(b, a);
+        assert_int_equal(cap, 100000);
+        assert_true(mallinfo2().uordblks >= before + 40000); /* only `small` is new */
+    }
+    memset(b, 2, cap);
+    cf__chunk_mem_put(b, cap);
+    cf__chunk_mem_put(small, 40000);
+    /* Lowering the limit gives them back; a limit of 0 keeps none. */
+    size_t kept = mallinfo2().uordblks;
+    size_t old = cf_set_future_cache_limit(0);
+    if (keeps)
+        assert_true(mallinfo2().uordblks + 140000 <= kept);
+    void *c = cf__chunk_mem_get(100000, &cap);
+    assert_non_null(c);
+    cf__chunk_mem_put(c, cap);
+    if (keeps)
+        assert_true(mallinfo2().uordblks + 100000 <= kept);
+    cf_set_future_cache_limit(old);
+}
+
 /* Two threads each make more futures than a thread keeps (so magazines
  * move through the process-wide cache), hand them to the other, which
  * checks and releases them; a third thread changes the limit meanwhile.
@@ -1470,6 +1521,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_futex_handoff_loses_no_wakeup),
     cmocka_unit_test(test_futex_wait_deadline_ends),
     cmocka_unit_test(test_future_cache_limit_knob),
+    cmocka_unit_test(test_chunk_memory_kept),
     cmocka_unit_test(test_future_cache_short_lived_threads),
     cmocka_unit_test(test_future_blocks_change_threads),
     cmocka_unit_test(test_new_future_is_pending),

@@ -780,6 +780,7 @@ typedef struct cf__chunk {
     uint32_t n, nargs;
     cf__chunk_rec *recs;    /* [n], written before DONE */
     cf_value *args;         /* [n * nargs], their bytes after them */
+    size_t mem;             /* bytes of the block (cf__chunk_mem_get) */
 } cf__chunk;
 
 /* PENDING -> RUNNING; true if it won (false: cancelled).  Counts the n
@@ -802,6 +803,12 @@ static inline cf__chunk *cf__chunk_retain(cf__chunk *c)
 }
 /* Drops a reference; NULL is ignored. */
 CF__API void cf__chunk_release(cf__chunk *c);
+/* Memory for a chunk of `size` bytes (future.c): a block kept from an
+ * earlier chunk if one fits (*cap its real size), else malloc; NULL when
+ * out of memory.  cf__chunk_mem_put() keeps the block (within
+ * cf_set_future_cache_limit(), with the future blocks) or frees it. */
+void *cf__chunk_mem_get(size_t size, size_t *cap);
+void cf__chunk_mem_put(void *p, size_t cap);
 
 /* The table of operations an engine implements.  The front end
  * (executor.c) validates arguments, copies them into a future and calls the

@@ -397,7 +397,7 @@ CF__API void cf__chunk_release(cf__chunk *c)
                 cf__failure_free(c->recs[i].failure);
         }
     counts_drop(c->map);
-    free(c);
+    cf__chunk_mem_put(c, c->mem);
 }
 
 /* Does this map go in chunks?  An engine that takes them, an eager map
@@ -448,9 +448,11 @@ static int submit_next_chunk(cf_map_iter *it, size_t known)
     size_t per = sizeof(cf__chunk_rec) + na * sizeof(cf_value);
     if (n > (SIZE_MAX - head - extra) / per)
         return cf__fail(CF_ENOMEM, "map: a chunk of %zu calls is too big", n);
-    cf__chunk *c = malloc(head + n * per + extra);
+    size_t mem;
+    cf__chunk *c = cf__chunk_mem_get(head + n * per + extra, &mem);
     if (!c)
         return cf__fail(CF_ENOMEM, "map: out of memory for a chunk of %zu calls", n);
+    c->mem = mem;
     atomic_init(&c->state, CF__CHUNK_PENDING);
     atomic_init(&c->refs, 2); /* the map's and the engine's */
     c->owner = it->ex;
