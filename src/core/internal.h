@@ -742,7 +742,9 @@ extern _Atomic int64_t cf__test_first_forks_wait_ns;
  *
  * Life: PENDING -> RUNNING (cf__chunk_start, by the engine, a CAS that
  * loses to a cancel) -> DONE (cf__chunk_finish, once every record is
- * written); or PENDING -> CANCELLED (cf__chunk_cancel, any thread).  The
+ * written); or PENDING -> CANCELLING -> CANCELLED (cf__chunk_cancel, any
+ * thread: the count is written in between, so whoever sees the chunk
+ * final sees it counted).  The
  * state word is the only shared field that changes: the records are
  * written by the one thread that starts and finishes the chunk (the
  * engine's manager) before its release exchange to DONE, and read by the
@@ -759,8 +761,9 @@ extern _Atomic int64_t cf__test_first_forks_wait_ns;
  * flight that borrows its argument bytes (cf__chunk_retain). */
 #define CF__CHUNK_PENDING 0u
 #define CF__CHUNK_RUNNING 1u
-#define CF__CHUNK_DONE 2u
-#define CF__CHUNK_CANCELLED 3u
+#define CF__CHUNK_CANCELLING 2u /* a cancel won, its count not yet written */
+#define CF__CHUNK_DONE 3u        /* final states from here on */
+#define CF__CHUNK_CANCELLED 4u
 #define CF__CHUNK_STATE 0x7u
 #define CF__CHUNK_SLEEPER 0x8u
 

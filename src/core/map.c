@@ -375,12 +375,14 @@ CF__API bool cf__chunk_cancel(cf__chunk *c)
     do {
         if ((s & CF__CHUNK_STATE) != CF__CHUNK_PENDING)
             return false;
-    } while (!atomic_compare_exchange_weak_explicit(&c->state, &s, CF__CHUNK_CANCELLED,
-                                                    memory_order_acq_rel, memory_order_relaxed));
-    /* The word says CANCELLED before the count: nobody waits on a cancel's
-     * count (the map's reader, woken below, yields ECANCELLED at once). */
+    } while (!atomic_compare_exchange_weak_explicit(&c->state, &s,
+                                                    (s & CF__CHUNK_SLEEPER) | CF__CHUNK_CANCELLING,
+                                                    memory_order_acquire, memory_order_relaxed));
+    /* Counted before the end shows, as every end is: the map's reader
+     * waits until CANCELLED (it may set SLEEPER meanwhile). */
     chunk_count(c, COUNT_ENDED(0, CF__COUNT_CANCELLED), c->n);
-    if (s & CF__CHUNK_SLEEPER)
+    uint32_t old = atomic_exchange_explicit(&c->state, CF__CHUNK_CANCELLED, memory_order_acq_rel);
+    if (old & CF__CHUNK_SLEEPER)
         cf__futex_wake(&c->state, INT32_MAX);
     return true;
 }
@@ -551,7 +553,8 @@ static int chunk_next(cf_map_iter *it, const cf_value **value, const cf_failure 
     }
     if (failure)
         *failure = r->failure;
-    return r->status;
+    return cf__fail(r->status, "map: %s: %s", cf_failure_type(r->failure),
+                    cf_failure_message(r->failure));
 }
 
 /* Cancels and drops every future not yet yielded. */

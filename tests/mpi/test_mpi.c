@@ -528,6 +528,7 @@ static void test_map_in_chunks(void **state)
                 assert_cf(CF_ETASK, rc);
                 assert_non_null(strstr(cf_failure_message(fl), "odd input"));
                 assert_non_null(strstr(cf_failure_message(fl), " of 2 on "));
+                assert_non_null(strstr(cf_last_error_message(), "ValueError"));
                 assert_int_equal(cf_failure_code(fl), 42);
             } else {
                 assert_ok(rc);
