@@ -701,6 +701,106 @@ static void test_map_in_chunks(void **state)
     }
 }
 
+/* The rest of the executor API on an MPI pool: a lazy map (buffersize)
+ * over a generator, which goes as futures, keeps at most buffersize + 1
+ * calls out; cf_as_completed yields every future once, failures included;
+ * shutdown(wait, no cancel) runs every queued call before it returns. */
+typedef struct {
+    int next, n;
+    cf_executor *ex;
+    uint64_t most_out;
+} gen_state;
+
+static int gen_next(void *ctx, cf_value *out)
+{
+    gen_state *g = ctx;
+    if (g->next == g->n)
+        return 0;
+    cf_progress p;
+    if (cf_executor_progress(g->ex, &p) == CF_OK) {
+        uint64_t out_now = p.submitted - cf_progress_ended(&p);
+        if (out_now > g->most_out)
+            g->most_out = out_now;
+    }
+    *out = cf_i64(g->next++);
+    return 1;
+}
+
+static void test_lazy_map_as_completed_shutdown(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(2, 0);
+    {
+        gen_state g = {0, 200, ex, 0};
+        cf_map_input mi = cf_input_generator(gen_next, &g);
+        cf_map_options mo;
+        cf_map_options_init(&mo);
+        mo.buffersize = 8;
+        mo.chunksize = 3;
+        cf_map_iter *it;
+        assert_ok(cf_map(ex, square, &mi, 1, &mo, &it));
+        for (int i = 0; i < 200; i++) {
+            const cf_value *v = NULL;
+            assert_ok(cf_map_next(it, &v, NULL));
+            assert_int_equal(v->as.i64, (int64_t)i * i);
+        }
+        assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+        cf_map_close(it);
+        /* buffersize + 1 units of chunksize calls at most */
+        if (g.most_out > (8 + 1) * 3)
+            fail_msg("%llu calls out at once", (unsigned long long)g.most_out);
+    }
+    {
+        enum { N = 30 };
+        cf_future *fs[N];
+        for (int i = 0; i < N; i++)
+            assert_ok(cf_submit(ex, fail_odd, CF_ARGS(cf_i64(i)), &fs[i]));
+        cf_as_completed_iter *ac;
+        assert_ok(cf_as_completed(fs, N, 60 * cf_test_scale(), &ac));
+        bool seen[N] = {false};
+        int failed = 0;
+        for (int k = 0; k < N; k++) {
+            cf_future *f = NULL;
+            assert_ok(cf_as_completed_next(ac, &f));
+            int i = -1;
+            for (int j = 0; j < N; j++)
+                if (fs[j] == f)
+                    i = j;
+            assert_true(i >= 0 && !seen[i]);
+            seen[i] = true;
+            assert_true(cf_future_done(f));
+            int rc = cf_future_result(f, 0, NULL);
+            assert_int_equal(rc, i % 2 ? CF_ETASK : CF_OK);
+            failed += rc != CF_OK;
+        }
+        assert_int_equal(failed, N / 2);
+        cf_future *f = NULL;
+        assert_cf(CF_EDONE, cf_as_completed_next(ac, &f));
+        cf_as_completed_free(ac);
+        for (int i = 0; i < N; i++)
+            cf_future_release(fs[i]);
+    }
+    {
+        /* Queued behind slow calls: all run before shutdown(wait) returns. */
+        enum { N = 40 };
+        cf_future *fs[N];
+        for (int i = 0; i < N; i++)
+            assert_ok(cf_submit(ex, i < 2 ? nap_ms : square, CF_ARGS(cf_i64(i < 2 ? 300 : i)),
+                                &fs[i]));
+        assert_ok(cf_shutdown(ex, true, false));
+        for (int i = 0; i < N; i++) {
+            assert_true(cf_future_done(fs[i]));
+            const cf_value *v = NULL;
+            assert_ok(cf_future_result(fs[i], 0, &v));
+            assert_int_equal(v->as.i64, i < 2 ? 300 : (int64_t)i * i);
+            cf_future_release(fs[i]);
+        }
+        cf_future *f;
+        assert_cf(CF_ESHUTDOWN, cf_submit(ex, square, CF_ARGS(cf_i64(1)), &f));
+    }
+    assert_ok(cf_executor_destroy(ex));
+}
+
 /* Calls queued behind a busy worker travel in batches (several CALL
  * frames in one message, their answers held and sent together): every
  * answer still comes in order and names its worker, a quick call's answer
@@ -2003,6 +2103,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_task_failure_names_worker),
     cmocka_unit_test(test_map_chunks),
     cmocka_unit_test(test_map_in_chunks),
+    cmocka_unit_test(test_lazy_map_as_completed_shutdown),
     cmocka_unit_test(test_batched_calls),
     cmocka_unit_test(test_cancel_wait_callbacks),
     cmocka_unit_test(test_shutdown_cancels_pending),
