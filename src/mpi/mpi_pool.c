@@ -345,6 +345,24 @@ static void worker_name(const mworker *w, char *buf, size_t size)
              w->host[0] ? w->host : "an unknown host");
 }
 
+/* The failure record of a task that raised on worker w: its message with
+ * "worker R of N on HOST: " in front (`who`, of `size` bytes, caches the
+ * name for the rest of an answer: empty until first needed).  Never
+ * NULL: the static out-of-memory record when there is no memory. */
+static cf_failure *task_failure(const mworker *w, char *who, size_t size, int code,
+                                const char *type, const char *msg)
+{
+    if (!who[0])
+        worker_name(w, who, size);
+    size_t mlen = strlen(who) + strlen(msg) + 3;
+    char *full = malloc(mlen);
+    if (full)
+        snprintf(full, mlen, "%s: %s", who, msg);
+    cf_failure *fl = cf__failure_new(code, type, full ? full : msg);
+    free(full);
+    return fl ? fl : cf__failure_oom();
+}
+
 static void pop_head(mworker *w, mjob *j)
 {
     w->head = j->next;
@@ -403,15 +421,7 @@ static bool on_result_chunk(mworker *w, mjob *j, const unsigned char *body, size
             r->failure = NULL;
             if (d.bad)
                 break;
-            if (!who[0])
-                worker_name(w, who, sizeof who);
-            size_t mlen = strlen(who) + strlen(msg) + 3;
-            char *full = malloc(mlen);
-            if (full)
-                snprintf(full, mlen, "%s: %s", who, msg);
-            cf_failure *fl = cf__failure_new(code, type, full ? full : msg);
-            free(full);
-            r->failure = fl ? fl : cf__failure_oom();
+            r->failure = task_failure(w, who, sizeof who, code, type, msg);
         }
     }
     if (d.bad || d.p != d.end) {
@@ -483,17 +493,9 @@ static bool on_result(mworker *w, const unsigned char *body, size_t len)
             const char *msg = wdec_cstr(&d);
             if (!f)
                 continue;
-            if (!who[0])
-                worker_name(w, who, sizeof who);
-            size_t mlen = strlen(who) + strlen(msg) + 3;
-            char *full = malloc(mlen);
-            if (full)
-                snprintf(full, mlen, "%s: %s", who, msg);
-            cf_failure *fl = cf__failure_new(code, type, full ? full : msg);
-            free(full);
-            if (cf__future_complete_owned(f, CF_ETASK, NULL, NULL,
-                                          fl ? fl : cf__failure_oom()) != CF_OK &&
-                fl)
+            cf_failure *fl = task_failure(w, who, sizeof who, code, type, msg);
+            if (cf__future_complete_owned(f, CF_ETASK, NULL, NULL, fl) != CF_OK &&
+                !cf__failure_is_static(fl))
                 cf__failure_free(fl);
         }
         cf_future_release(f);
