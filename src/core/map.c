@@ -322,15 +322,24 @@ static void chunk_count(cf__chunk *c, size_t field, uint64_t n)
 #define COUNT_STARTED offsetof(cf__count_shard, started)
 #define COUNT_ENDED(begun, outcome) offsetof(cf__count_shard, ended[begun][outcome])
 
-CF__API bool cf__chunk_start(cf__chunk *c)
+/* PENDING -> `to` (RUNNING or CANCELLING), keeping a sleeper's bit; of a
+ * start and a cancel exactly one wins.  False if the chunk had left
+ * PENDING. */
+static bool leave_pending(cf__chunk *c, uint32_t to)
 {
     uint32_t s = atomic_load_explicit(&c->state, memory_order_relaxed);
     do {
         if ((s & CF__CHUNK_STATE) != CF__CHUNK_PENDING)
             return false;
-    } while (!atomic_compare_exchange_weak_explicit(&c->state, &s,
-                                                    (s & CF__CHUNK_SLEEPER) | CF__CHUNK_RUNNING,
+    } while (!atomic_compare_exchange_weak_explicit(&c->state, &s, (s & CF__CHUNK_SLEEPER) | to,
                                                     memory_order_acquire, memory_order_relaxed));
+    return true;
+}
+
+CF__API bool cf__chunk_start(cf__chunk *c)
+{
+    if (!leave_pending(c, CF__CHUNK_RUNNING))
+        return false;
     /* Just after the start shows (progress: starts are counted so). */
     chunk_count(c, COUNT_STARTED, c->n);
     return true;
@@ -371,13 +380,8 @@ CF__API void cf__chunk_fail(cf__chunk *c, int status, const char *type, const ch
 
 CF__API bool cf__chunk_cancel(cf__chunk *c)
 {
-    uint32_t s = atomic_load_explicit(&c->state, memory_order_relaxed);
-    do {
-        if ((s & CF__CHUNK_STATE) != CF__CHUNK_PENDING)
-            return false;
-    } while (!atomic_compare_exchange_weak_explicit(&c->state, &s,
-                                                    (s & CF__CHUNK_SLEEPER) | CF__CHUNK_CANCELLING,
-                                                    memory_order_acquire, memory_order_relaxed));
+    if (!leave_pending(c, CF__CHUNK_CANCELLING))
+        return false;
     /* Counted before the end shows, as every end is: the map's reader
      * waits until CANCELLED (it may set SLEEPER meanwhile). */
     chunk_count(c, COUNT_ENDED(0, CF__COUNT_CANCELLED), c->n);
