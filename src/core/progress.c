@@ -73,7 +73,7 @@ void cf__counts_init(cf__counts *c)
  * owned shard over the shared ones (relaxed: only a spreading hint). */
 static _Atomic uint32_t owned_shards;
 static _Atomic unsigned next_shared;
-static _Thread_local unsigned my_shard;
+static _Thread_local CF__TLS_HOT unsigned my_shard;
 static pthread_key_t shard_key;
 static pthread_once_t shard_once = PTHREAD_ONCE_INIT;
 static bool shard_key_ok;
