@@ -47,10 +47,16 @@ int cf__deadline(double timeout, int64_t *deadline, const char *who)
 
 void cf__lock_slow(cf__lock *l)
 {
-    /* Spin a little first: critical sections here are a few instructions. */
+    /* Spin a little first: critical sections here are a few instructions.
+     * Look before each compare-and-swap: a failing one takes the line
+     * from the holder as a successful one does, and with a thread pool's
+     * workers all after pop_lock that slowed the holder down (a driver
+     * timing bursts of calls in flight: see bench/README.md, "Spinning
+     * on a lock by looking"). */
     for (int i = 0; i < 100; i++) {
         uint32_t expected = 0;
-        if (atomic_compare_exchange_weak_explicit(&l->word, &expected, 1,
+        if (atomic_load_explicit(&l->word, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_weak_explicit(&l->word, &expected, 1,
                                                   memory_order_acquire,
                                                   memory_order_relaxed))
             return;
