@@ -1,7 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # Installs the built tree into a temporary prefix and builds a consumer
-# with pkg-config and with find_package(cfutures); each must print 144.
+# with pkg-config and with find_package(cfutures), and of cfutures-mpi when
+# the tree built the MPI engine; each must print 144.
 # Then checks the installed man pages, and builds the installed examples
 # with their own Makefile and checks their output.
 # Usage: check_install.sh <build-dir> <this-dir>
@@ -29,9 +30,25 @@ cc -std=c11 $(pkg-config --cflags cfutures) "$here/consumer.c" -o "$tmp/pc_stati
 out=$("$tmp/pc_static")
 [ "$out" = 144 ] || { echo "pkg-config static consumer printed '$out'"; exit 1; }
 
-cmake -S "$here" -B "$tmp/consumer" -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null
+# The MPI engine, when this tree built it: its pkg-config file and its
+# CMake package must each give a program that builds, loads and runs.
+with_mpi=OFF
+mpi=""
+if [ -f "$libdir/pkgconfig/cfutures-mpi.pc" ]; then
+  with_mpi=ON
+  mpi=" and cfutures-mpi"
+  cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags cfutures-mpi) \
+     "$here/consumer_mpi.c" -o "$tmp/pc_mpi" $(pkg-config --libs cfutures-mpi)
+  out=$(LD_LIBRARY_PATH="$libdir" "$tmp/pc_mpi")
+  [ "$out" = 144 ] || { echo "pkg-config cfutures-mpi consumer printed '$out'"; exit 1; }
+fi
+
+cmake -S "$here" -B "$tmp/consumer" -DCMAKE_PREFIX_PATH="$tmp/prefix" \
+      -DWITH_MPI=$with_mpi >/dev/null
 cmake --build "$tmp/consumer" >/dev/null
-for exe in consumer_shared consumer_static; do
+exes="consumer_shared consumer_static"
+[ "$with_mpi" = ON ] && exes="$exes consumer_mpi"
+for exe in $exes; do
   out=$(LD_LIBRARY_PATH="$libdir" "$tmp/consumer/$exe")
   [ "$out" = 144 ] || { echo "find_package $exe printed '$out'"; exit 1; }
 done
@@ -64,5 +81,5 @@ if [ -x "$checker" ]; then
     checked=$((checked + 1))
   done
 fi
-echo "install, pkg-config and find_package consumers, man pages," \
+echo "install, pkg-config and find_package consumers of cfutures$mpi, man pages," \
      "installed examples ($checked checked): ok"
