@@ -1980,6 +1980,60 @@ static void test_workers_from_environment(void **state)
     unsetenv("CFUTURES_MPI_WORKERS");
 }
 
+/* Run without OMPI_MCA_rmaps_base_oversubscribe, which every other case
+ * gets, as a user's program runs (taken out before MPI starts: each case
+ * is a process of its own, which starts MPI with its first pool).
+ * CF_AUTO without
+ * CFUTURES_MPI_WORKERS takes the ranks the universe size offers beyond
+ * the running ones, else cf_usable_cpus() (a singleton's universe is 1).
+ * More workers than the host has slots (Open MPI's default: one per
+ * core) start because `oversubscribe` defaults to true; with it false
+ * Open MPI refuses them, and the constructor says so. */
+static void test_default_workers_and_oversubscription(void **state)
+{
+    (void)state;
+    int inited = 0;
+    MPI_Initialized(&inited);
+    assert_false(inited);
+    unsetenv("OMPI_MCA_rmaps_base_oversubscribe");
+    unsetenv("CFUTURES_MPI_WORKERS");
+    cf_executor *ex = pool(CF_AUTO, 0);
+    int *usize = NULL, flag = 0, wsize = 1;
+    MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_UNIVERSE_SIZE, &usize, &flag);
+    MPI_Comm_size(MPI_COMM_WORLD, &wsize);
+    int want = flag && usize && *usize > wsize ? *usize - wsize : cf_usable_cpus();
+    assert_int_equal(cf_executor_worker_count(ex), want);
+    cf_future *f;
+    assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(12)), &f));
+    assert_int_equal(result_i64(f), 144);
+    cf_future_release(f);
+    assert_ok(cf_executor_destroy(ex));
+
+    /* cf_usable_cpus() >= the cores Open MPI counts as slots. */
+    int n = cf_usable_cpus() + 2;
+    ex = pool(n, 0);
+    assert_int_equal(cf_executor_worker_count(ex), n);
+    cf_future *fs[16];
+    assert_true(n <= 16 || cf_usable_cpus() > 14);
+    int k = n < 16 ? n : 16;
+    for (int i = 0; i < k; i++)
+        assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(i)), &fs[i]));
+    for (int i = 0; i < k; i++) {
+        assert_int_equal(result_i64(fs[i]), (int64_t)i * i);
+        cf_future_release(fs[i]);
+    }
+    assert_ok(cf_executor_destroy(ex));
+
+    cf_mpi_pool_options o;
+    cf_mpi_pool_options_init(&o);
+    o.oversubscribe = false;
+    o.max_workers = 256;
+    ex = NULL;
+    assert_cf(CF_ESYS, cf_mpi_pool_new(&ex, &o));
+    assert_null(ex);
+    assert_non_null(strstr(cf_last_error_message(), "MPI_Comm_spawn of 256 workers"));
+}
+
 /* A program may end with a pool still alive: at exit the pool is shut
  * down (its call finished) before MPI_Finalize, and the process ends (a
  * hang at exit would trip the watchdog, still armed). */
@@ -2130,6 +2184,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_two_pools_at_once),
     cmocka_unit_test(test_worker_exit_keeps_other_pool),
     cmocka_unit_test(test_workers_from_environment),
+    cmocka_unit_test(test_default_workers_and_oversubscription),
     cmocka_unit_test(test_exit_without_destroy),
     cmocka_unit_test(test_bad_options),
     cmocka_unit_test(test_priority_refused),
