@@ -554,16 +554,11 @@ CF__API int cf_future_release(cf_future *f)
     if (!live(f))
         return cf__fail(CF_EINVAL, "future_release: %p is not a live future (double release?)",
                         (void *)f);
-    /* The only reference left is ours: nobody can take another (a retain
-     * needs one), so the future goes without the locked decrement, which
-     * would wait for the line that the thread that ran the call wrote
-     * last (the collector of a burst of calls paid that on every
-     * release).  Acquire: pairs with the release half of every other
-     * holder's decrement, so their accesses come before the free. */
-    if (atomic_load_explicit(&f->refs, memory_order_acquire) == 1) {
-        free_future(f);
-        return CF_OK;
-    }
+    /* Always the locked decrement, even when a load would show that ours
+     * is the last reference: a release racing with a second release of
+     * the same reference (a double release) then finds 0 below and is
+     * refused, where a free on a load of 1 by both would put the block in
+     * two caches.  Skipping it saved 1-2 ns of a 20-25 ns collect. */
     uint32_t old = atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel);
     if (old == 1)
         free_future(f);
