@@ -1099,6 +1099,12 @@ static pjob *interrupted(process_pool *p, pjob *j, pid_t pid)
     snprintf(msg, sizeof msg, "worker pid %d running this call was killed to interrupt another "
                               "call of the same chunk",
              (int)pid);
+    /* Off `sent` before its call list changes, as split_begun() does:
+     * shutdown(cancel_futures) takes a reference to every call of every
+     * job there, under `mu`, and must not meet one released here.  The
+     * calls that had not begun go back to the queue, where a shutdown
+     * that came meanwhile cancels them (requeue_front). */
+    sent_unlink(p, j);
     for (uint32_t i = 0; i < j->n; i++) {
         cf_future *f = j->fs[i];
         if (f == j->interrupted || (!j->interrupted && cf_future_state(f) == CF_RUNNING)) {
