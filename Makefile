@@ -85,9 +85,11 @@ test-clang: deps-test
 
 # The portable build (POSIX interfaces only, no Linux system calls): gcc,
 # no sanitizer, the unit tests (those of what only Linux has are skipped).
+# It also keeps the thread-locals in the default TLS model, so that
+# CF_INITIAL_EXEC_TLS=OFF is built and tested.
 test-portable: deps
 	$(CMAKE) -S . -B build-portable -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCF_PORTABLE=ON \
-	  -DCF_BUILD_BENCH=OFF -DCF_BUILD_EXAMPLES=OFF $(DEV_FLAGS)
+	  -DCF_INITIAL_EXEC_TLS=OFF -DCF_BUILD_BENCH=OFF -DCF_BUILD_EXAMPLES=OFF $(DEV_FLAGS)
 	$(CMAKE) --build build-portable -j $(JOBS)
 	cd build-portable && $(CTEST) $(CTEST_ARGS) -L unit -LE mpi
 

@@ -31,11 +31,17 @@
  * thread pointer.  The default model for a shared library goes through a
  * call to the dynamic linker's TLS resolver on each access; a driver
  * submitting 200,000 tiny calls ran 10-25% faster without those calls
- * (bench/README.md, "Prefetching the next block").  The cost: these few
- * dozen bytes come from the static TLS block, which glibc also keeps for
- * libraries loaded with dlopen() (512 bytes spare by default), so keep
- * the list short. */
+ * (bench/README.md, "Prefetching the next block").  The cost: one such
+ * variable marks the whole library STATIC_TLS, so all its thread-locals
+ * (about 500 bytes, 256 of them the last-error message) come from the
+ * static TLS block, of which glibc keeps a little spare for libraries
+ * loaded with dlopen(); a process that used it up cannot load the
+ * library late.  -DCF_INITIAL_EXEC_TLS=OFF (CMake) turns it off. */
+#ifdef CF_NO_INITIAL_EXEC_TLS
+#define CF__TLS_HOT
+#else
 #define CF__TLS_HOT __attribute__((tls_model("initial-exec")))
+#endif
 
 /* ---- errors ------------------------------------------------------------ */
 
