@@ -555,10 +555,12 @@ CF__API int cf_future_release(cf_future *f)
         return cf__fail(CF_EINVAL, "future_release: %p is not a live future (double release?)",
                         (void *)f);
     /* Always the locked decrement, even when a load would show that ours
-     * is the last reference: a release racing with a second release of
-     * the same reference (a double release) then finds 0 below and is
-     * refused, where a free on a load of 1 by both would put the block in
-     * two caches.  Skipping it saved 1-2 ns of a 20-25 ns collect. */
+     * is the last reference: of two racing releases of the same reference
+     * (a double release) one then finds 0 below and is refused, as far as
+     * any double release is caught (while the block is not reused or
+     * given back to malloc), where a free on a load of 1 by both would
+     * put the block in two caches.  Skipping it saved 1-2 ns of a 20-25 ns
+     * collect. */
     uint32_t old = atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel);
     if (old == 1)
         free_future(f);
