@@ -31,6 +31,8 @@
  *                   trip workloads (native_peers.h); each is optional at
  *                   build time.  Per-task times and, per row, the ratio
  *                   cfutures / peer taken within each round.
+ *   pinned          submit+collect all N in flight again, the submitting
+ *                   thread on one CPU and the workers on the others.
  *   producers       4 threads submitting N/4 tasks each at once into one
  *                   default pool, each collecting its own; ns per task.
  *   fan-out         N/100 parents one after the other, each submitting
@@ -809,6 +811,58 @@ static void *producer_main(void *arg)
     return NULL;
 }
 
+/* The all-in-flight row with the submitting thread on the first CPU it
+ * may use and every worker on the others (set by the pool's initializer):
+ * what the row costs when no worker shares the submitter's CPU (see
+ * bench/README.md, "Where the spread of the all-in-flight row comes
+ * from").  The library sets no affinity itself.  Returns ns per task, or
+ * NAN when the process may use fewer than 2 CPUs or an affinity call
+ * fails; the calling thread's affinity is restored. */
+static cpu_set_t pin_workers_set;
+
+static int pin_worker(void *arg)
+{
+    (void)arg;
+    return pthread_setaffinity_np(pthread_self(), sizeof pin_workers_set, &pin_workers_set);
+}
+
+static double bench_pinned(size_t n, size_t warm, cf_future **fs)
+{
+    cpu_set_t old, mine;
+    if (pthread_getaffinity_np(pthread_self(), sizeof old, &old) != 0 || CPU_COUNT(&old) < 2)
+        return NAN;
+    CPU_ZERO(&mine);
+    CPU_ZERO(&pin_workers_set);
+    bool first = true;
+    for (int c = 0; c < CPU_SETSIZE; c++) {
+        if (!CPU_ISSET(c, &old))
+            continue;
+        if (first)
+            CPU_SET(c, &mine);
+        else
+            CPU_SET(c, &pin_workers_set);
+        first = false;
+    }
+    if (pthread_setaffinity_np(pthread_self(), sizeof mine, &mine) != 0)
+        return NAN;
+    cf_thread_pool_options o;
+    cf_thread_pool_options_init(&o);
+    o.initializer = pin_worker;
+    cf_executor *ex = NULL;
+    double ns = NAN;
+    if (cf_thread_pool_new(&ex, &o) == CF_OK) {
+        warm_up(ex, fs, warm < n ? warm : n);
+        uint64_t t0 = now_ns();
+        for (size_t i = 0; i < n; i++)
+            CHECK(cf_submit(ex, inc_task, CF_ARGS(cf_i64((int64_t)i)), &fs[i]));
+        collect("pinned", fs, n, 0);
+        ns = (double)(now_ns() - t0) / (double)n;
+        CHECK(cf_executor_destroy(ex));
+    }
+    CHECK(pthread_setaffinity_np(pthread_self(), sizeof old, &old) == 0 ? CF_OK : CF_ESYS);
+    return ns;
+}
+
 /* PRODUCERS threads submit n/PRODUCERS tasks each at once into one default
  * pool, each then collecting its own; ns per task. */
 static double bench_producers(size_t n, size_t warm, cf_future **fs)
@@ -1145,6 +1199,7 @@ typedef struct c_round {
     lat_stats rtt, floor, spin, futex;
     double many_ns; /* per task, batches through cf_submit_many */
     double producers_ns, fanout_ns; /* per task */
+    double pinned_ns; /* per task, bench_pinned (NAN: not run) */
     double prio_default_ns, prio_mixed_ns; /* per task, the priorities rows */
     double speedup; /* CPU-bound: time on 1 worker / time on `cpus` workers */
     native_round np[NP_MAX];
@@ -1361,6 +1416,8 @@ int main(int argc, char **argv)
 
         phase("submit+collect, 2 workers, all N in flight", 1);
         c->t[T_SUBMIT_W2] = bench_submit_collect(2, n, warm, fs);
+        phase("all N in flight, workers pinned", 1);
+        c->pinned_ns = bench_pinned(n, warm, fs);
         phase("4 producers", 1);
         c->producers_ns = bench_producers(n, warm, fs);
         phase("fan-out", 1);
@@ -1628,6 +1685,21 @@ int main(int argc, char **argv)
             sp[r] = cr[r].speedup;
         }
         summary ss = summarize(sp, rounds);
+        double pin[MAX_ROUNDS], unpin[MAX_ROUNDS];
+        size_t npin = 0;
+        for (size_t r = 0; r < rounds; r++) {
+            if (isnan(cr[r].pinned_ns))
+                continue;
+            pin[npin] = cr[r].pinned_ns;
+            unpin[npin++] = 1e9 / cr[r].t[T_SUBMIT_AUTO].rate;
+        }
+        if (npin)
+            printf("all N in flight, default pool, submitting thread on one CPU and the "
+                   "workers on the others: %.0f ns/task (same rounds unpinned: %.0f)\n",
+                   summarize(pin, npin).med, summarize(unpin, npin).med);
+        else
+            printf("all N in flight with pinned workers: skipped (fewer than 2 CPUs, or "
+                   "affinity refused)\n");
         printf("%d producers at once, all in flight, default pool: %.0f ns/task\n",
                PRODUCERS, summarize(a, rounds).med);
         printf("fan-out (a task submits %d children and waits on them): %.0f ns/child\n",
