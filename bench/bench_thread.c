@@ -186,10 +186,10 @@ typedef struct tput {
     double faults;   /* minor page faults per 1000 tasks, timed part */
 } tput;
 
-static tput bench_submit_collect(int max_workers, size_t n, size_t warm,
-                                 cf_future **fs)
+/* Warms `ex` up, then times n cf_submit() calls all in flight and their
+ * collection. */
+static tput submit_collect_on(cf_executor *ex, size_t n, size_t warm, cf_future **fs)
 {
-    cf_executor *ex = new_pool(max_workers);
     warm_up(ex, fs, warm < n ? warm : n);
 
     double pf0 = minor_faults();
@@ -201,9 +201,17 @@ static tput bench_submit_collect(int max_workers, size_t n, size_t warm,
     uint64_t t2 = now_ns();
     double pf1 = minor_faults();
 
-    CHECK(cf_executor_destroy(ex));
     tput t = {(double)n / ((double)(t2 - t0) / 1e9), (double)(t1 - t0) / 1e9,
               (double)(t2 - t0) / 1e9, (pf1 - pf0) * 1000.0 / (double)n};
+    return t;
+}
+
+static tput bench_submit_collect(int max_workers, size_t n, size_t warm,
+                                 cf_future **fs)
+{
+    cf_executor *ex = new_pool(max_workers);
+    tput t = submit_collect_on(ex, n, warm, fs);
+    CHECK(cf_executor_destroy(ex));
     return t;
 }
 
@@ -851,12 +859,7 @@ static double bench_pinned(size_t n, size_t warm, cf_future **fs)
     cf_executor *ex = NULL;
     double ns = NAN;
     if (cf_thread_pool_new(&ex, &o) == CF_OK) {
-        warm_up(ex, fs, warm < n ? warm : n);
-        uint64_t t0 = now_ns();
-        for (size_t i = 0; i < n; i++)
-            CHECK(cf_submit(ex, inc_task, CF_ARGS(cf_i64((int64_t)i)), &fs[i]));
-        collect("pinned", fs, n, 0);
-        ns = (double)(now_ns() - t0) / (double)n;
+        ns = 1e9 / submit_collect_on(ex, n, warm, fs).rate;
         CHECK(cf_executor_destroy(ex));
     }
     CHECK(pthread_setaffinity_np(pthread_self(), sizeof old, &old) == 0 ? CF_OK : CF_ESYS);
