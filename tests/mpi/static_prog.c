@@ -112,6 +112,31 @@ static double now_s(void)
         }                                                                     \
     } while (0)
 
+/* One call, to show the pool is up; then says so, naming what comes
+ * (so that a caller can tell it from a launch that failed), and submits
+ * `task`.  Returns its future, or NULL (said on stderr) if a step
+ * failed. */
+static cf_future *after_one_call(cf_executor *ex, cf_task_fn *task, const char *what)
+{
+    cf_future *f;
+    int rc = cf_submit(ex, square, CF_ARGS(cf_i64(5)), &f);
+    if (rc == CF_OK) {
+        rc = cf_future_result(f, CF_FOREVER, NULL);
+        cf_future_release(f);
+    }
+    if (rc == CF_OK) {
+        printf("static_prog: pool up, %s now\n", what);
+        fflush(stdout);
+        rc = cf_submit(ex, task, CF_NOARGS, &f);
+    }
+    if (rc != CF_OK) {
+        fprintf(stderr, "static_prog: before %s: %s (%s)\n", what, cf_err_name(rc),
+                cf_last_error_message());
+        return NULL;
+    }
+    return f;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "partfail") == 0)
@@ -158,26 +183,15 @@ int main(int argc, char **argv)
     int n = cf_executor_worker_count(ex);
     CHECK(n >= 1);
     if (argc > 1 && strcmp(argv[1], "crash") == 0) {
-        cf_future *f;
-        CHECK(cf_submit(ex, square, CF_ARGS(cf_i64(5)), &f) == CF_OK);
-        CHECK(cf_future_result(f, CF_FOREVER, NULL) == CF_OK);
-        cf_future_release(f);
-        /* So a caller can tell the crash from a launch that failed. */
-        printf("static_prog: pool up, a rank dies now\n");
-        fflush(stdout);
-        CHECK(cf_submit(ex, die, CF_NOARGS, &f) == CF_OK);
+        cf_future *f = after_one_call(ex, die, "a rank dies");
+        CHECK(f != NULL);
         cf_future_result(f, CF_FOREVER, NULL); /* the launcher ends us */
         fprintf(stderr, "static_prog: still alive after a rank died\n");
         return 0;
     }
     if (argc > 1 && strcmp(argv[1], "exitcall") == 0) {
-        cf_future *f;
-        CHECK(cf_submit(ex, square, CF_ARGS(cf_i64(5)), &f) == CF_OK);
-        CHECK(cf_future_result(f, CF_FOREVER, NULL) == CF_OK);
-        cf_future_release(f);
-        printf("static_prog: pool up, a task calls exit(0) now\n");
-        fflush(stdout);
-        CHECK(cf_submit(ex, exit_call, CF_NOARGS, &f) == CF_OK);
+        cf_future *f = after_one_call(ex, exit_call, "a task calls exit(0)");
+        CHECK(f != NULL);
         /* Not the heartbeat timeout's 5 s: the worker says it leaves. */
         int rc = cf_future_result(f, 4.0, NULL);
         printf("static_prog: exitcall: %s\n", cf_err_name(rc));
