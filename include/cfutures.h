@@ -486,7 +486,8 @@ int cf_future_format(const cf_future *f, char *buf, size_t size);
  * moves it to CANCELLED_AND_NOTIFIED and returns 0 (the caller must then
  * not run the call).  Call it exactly once, before running the call.
  * Returns CF_EINVALSTATE if the future is running or finished, or was
- * already notified; CF_EINVAL for NULL. */
+ * already notified, or is a call submitted to an executor that has not
+ * begun it (that executor starts it); CF_EINVAL for NULL. */
 int cf_future_set_running_or_notify_cancel(cf_future *f);
 
 /* Completes the future with a copy of `v` (NULL means CF_NONE).  Waiters
@@ -494,7 +495,8 @@ int cf_future_set_running_or_notify_cancel(cf_future *f);
  * CF_EINVALSTATE if it is already finished or cancelled, or if it is a
  * submitted future that an executor is running (the executor completes
  * it), CF_ENOMEM / CF_ETOOBIG if the copy could not be made; in every
- * error case nothing changes. */
+ * error case nothing changes.  A submitted call that has not begun does
+ * not run afterwards (a process pool's worker skips it, as for cancel). */
 int cf_future_set_result(cf_future *f, const cf_value *v);
 
 /* Completes the future with a failure built from `code`, `type` (NULL

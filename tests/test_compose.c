@@ -733,24 +733,60 @@ static void test_then_inline_running_interrupt(void **state)
 }
 
 /* Waiting on a derived or combined future honours the timeout; an
- * engine-API misuse on a derived future fails it instead of hanging. */
+ * engine-API misuse on a derived future fails it instead of hanging; a
+ * derived future its user completed first keeps that outcome. */
 static void test_compose_timeouts_and_misuse(void **state)
 {
     (void)state;
-    cf_future *f, *d, *all;
+    cf_future *f, *d, *d2, *all;
     assert_ok(cf_future_new(&f));
     assert_ok(cf_then_ok(f, NULL, t_inc, CF_NOARGS, &d));
+    assert_ok(cf_then_ok(f, NULL, t_inc, CF_NOARGS, &d2));
     assert_ok(cf_when_all(&f, 1, &all));
     assert_cf(CF_ETIMEDOUT, cf_future_result(d, 0.01, NULL));
     assert_cf(CF_ETIMEDOUT, cf_future_result(all, 0, NULL));
     assert_int_equal(cf_future_set_running_or_notify_cancel(d), 1);
+    cf_value five = cf_i64(5);
+    assert_ok(cf_future_set_result(d2, &five));
     cf_value v = cf_i64(1);
     assert_ok(cf_future_set_result(f, &v));
     assert_cf(CF_EINVALSTATE, cf_future_result(d, 0, NULL));
+    int64_t r = 0;
+    assert_ok(cf_future_result_i64(d2, 0, &r));
+    assert_int_equal(r, 5);
     assert_ok(cf_future_result(all, 0, NULL));
     assert_ok(cf_future_release(all));
+    assert_ok(cf_future_release(d2));
     assert_ok(cf_future_release(d));
     assert_ok(cf_future_release(f));
+}
+
+/* The library's own callbacks run on whichever thread completes a future;
+ * completing outputs their users already cancelled fails inside them, and
+ * that must not show in the thread's cf_last_error_message() (successful
+ * calls do not change it). */
+static void test_compose_keeps_callers_last_error(void **state)
+{
+    (void)state;
+    cf_future *a, *d, *all, *any, *orf;
+    assert_ok(cf_future_new(&a));
+    assert_ok(cf_then_ok(a, NULL, t_inc, CF_NOARGS, &d));
+    assert_ok(cf_when_all(&a, 1, &all));
+    assert_ok(cf_when_any(&a, 1, &any));
+    assert_ok(cf_when_all_or_fail(&a, 1, &orf));
+    assert_true(cf_future_cancel(d));
+    assert_true(cf_future_cancel(all));
+    assert_true(cf_future_cancel(any));
+    assert_true(cf_future_cancel(orf));
+    assert_cf(CF_EINVAL, cf_future_result(NULL, 0, NULL));
+    char before[256];
+    snprintf(before, sizeof before, "%s", cf_last_error_message());
+    assert_true(before[0] != '\0');
+    assert_ok(cf_future_set_exception(a, 1, "ValueError", "x"));
+    assert_string_equal(cf_last_error_message(), before);
+    cf_future *fs[] = {d, all, any, orf, a};
+    for (size_t i = 0; i < 5; i++)
+        assert_ok(cf_future_release(fs[i]));
 }
 
 static int t_unregistered(cf_call *call)
@@ -1021,6 +1057,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_then_inline_running_interrupt),
     cmocka_unit_test(test_then_bad_input),
     cmocka_unit_test(test_compose_timeouts_and_misuse),
+    cmocka_unit_test(test_compose_keeps_callers_last_error),
     cmocka_unit_test(test_when_all_outcomes),
     cmocka_unit_test(test_when_any_index),
     cmocka_unit_test(test_when_all_or_fail),

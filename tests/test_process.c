@@ -2395,6 +2395,56 @@ static void test_skip_answered_before_cancel_shows(void **state)
     assert_no_children();
 }
 
+/* set_result()/set_exception() of a process pool's calls.  A call a
+ * worker has begun is refused even when nobody looked at its future since
+ * (the claim word says it began); a call sent to the worker and not begun
+ * is taken back from it the way cancel() takes one: the worker skips it,
+ * which the pool accepts (it is not broken), and the future keeps what
+ * was set. */
+static void test_set_result_of_sent_calls(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    start_sig started, gate;
+    start_sig_open(&started);
+    start_sig_open(&gate);
+    cf_future *a = NULL, *b = NULL, *c = NULL;
+    assert_ok(cf_submit(ex, p_gated, CF_ARGS(cf_str(started.path), cf_str(gate.path)), &a));
+    assert_true(start_sig_wait(&started, 1, T_OK));
+    cf_value v = cf_i64(-1);
+    assert_cf(CF_EINVALSTATE, cf_future_set_result(a, &v));
+    assert_cf(CF_EINVALSTATE, cf_future_set_exception(a, 1, "ValueError", "a"));
+    assert_true(cf_future_running(a));
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(3)), &b));
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(4)), &c));
+    cf_future *bc[2] = {b, c};
+    assert_true(wait_sent(bc, 2));
+    assert_ok(cf_future_set_result(b, &v));
+    assert_ok(cf_future_set_exception(c, 7, "ValueError", "set by the caller"));
+    assert_int_equal(write(gate.fd, "g", 1), 1);
+    int64_t apid = 0, r = 0;
+    assert_ok(cf_future_result_i64(a, T_OK * cf_test_scale(), &apid));
+    assert_true(apid > 1);
+    assert_ok(cf_future_result_i64(b, 0, &r));
+    assert_int_equal(r, -1);
+    const cf_failure *fl = NULL;
+    assert_ok(cf_future_exception(c, 0, &fl));
+    assert_non_null(fl);
+    assert_cf(CF_ETASK, cf_future_result(c, 0, NULL));
+    assert_string_equal(cf_failure_type(fl), "ValueError");
+    assert_int_equal(cf_failure_code(fl), 7);
+    /* The worker skipped b and c, and the pool goes on with it. */
+    assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(5))), 25);
+    assert_int_equal(worker_pid(ex), apid);
+    assert_ok(cf_future_release(a));
+    assert_ok(cf_future_release(b));
+    assert_ok(cf_future_release(c));
+    destroy_quickly(ex, 5);
+    start_sig_close(&started);
+    start_sig_close(&gate);
+    assert_no_children();
+}
+
 typedef struct hold_manager {
     cf_test_event entered, release;
 } hold_manager;
@@ -3969,6 +4019,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_interrupt_queued_on_worker),
     cmocka_unit_test(test_interrupt_then_shutdown_cancel_from_callback),
     cmocka_unit_test(test_interrupt_races_shutdown_cancel),
+    cmocka_unit_test(test_set_result_of_sent_calls),
     cmocka_unit_test(test_interrupt_after_answer_spares_next_call),
     cmocka_unit_test(test_interrupt_of_next_call_not_lost),
     cmocka_unit_test(test_interrupt_invalid),

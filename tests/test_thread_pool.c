@@ -1852,6 +1852,32 @@ static void test_set_result_on_queued_submitted_future(void **state)
     blocker_destroy(&b);
 }
 
+/* The engine API cannot start a call submitted to an executor: the
+ * executor starts it.  (Marked running by its user, it would be skipped
+ * by the worker, whose own start fails, and never complete.) */
+static void test_set_running_refused_on_submitted_call(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    blocker b;
+    blocker_init(&b);
+    cf_future *busy = NULL, *queued = NULL;
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &busy));
+    assert_true(blocker_wait_started(&b, 1, 5.0));
+    assert_cf(CF_EINVALSTATE, cf_future_set_running_or_notify_cancel(busy));
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(3)), &queued));
+    assert_cf(CF_EINVALSTATE, cf_future_set_running_or_notify_cancel(queued));
+    assert_int_equal(cf_future_state(queued), CF_PENDING);
+    blocker_release(&b);
+    int64_t r = 0;
+    assert_ok(cf_future_result_i64(queued, 5.0 * cf_test_scale(), &r));
+    assert_int_equal(r, 9);
+    assert_ok(cf_executor_destroy(ex));
+    cf_future_release(busy);
+    cf_future_release(queued);
+    blocker_destroy(&b);
+}
+
 /* cf_future_set_running_or_notify_cancel() decides against a lock-free
  * start with a CAS, not with a hook: a call it starts stays unhooked, so
  * the thread running it can still end it without the lock. */
@@ -2136,6 +2162,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_submit_too_big_sum_boundary),
     cmocka_unit_test(test_callback_submitting_to_own_pool_gets_a_thread),
     cmocka_unit_test(test_set_result_refused_while_executor_runs_it),
+    cmocka_unit_test(test_set_running_refused_on_submitted_call),
     cmocka_unit_test(test_set_result_on_queued_submitted_future),
     cmocka_unit_test(test_set_running_leaves_call_unhooked),
     cmocka_unit_test(test_lockfree_start_vs_cancel_and_set_result_race),

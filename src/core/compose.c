@@ -121,8 +121,11 @@ static void then_unref(then_rec *r)
 static int inner_done(cf_future *inner, void *arg)
 {
     then_rec *r = arg;
+    char saved[CF__ERROR_MAX]; /* see cf__error_save */
+    cf__error_save(saved);
     forward_outcome(inner, r->derived);
     then_unref(r);
+    cf__error_restore(saved);
     return 0;
 }
 
@@ -131,9 +134,12 @@ static int inner_done(cf_future *inner, void *arg)
 static int derived_done(cf_future *derived, void *arg)
 {
     then_rec *r = arg;
+    char saved[CF__ERROR_MAX];
+    cf__error_save(saved);
     if (cf_future_cancelled(derived))
         cf_future_cancel(r->inner);
     then_unref(r);
+    cf__error_restore(saved);
     return 0;
 }
 
@@ -169,7 +175,8 @@ static void run_inline(then_rec *r)
     if (rc < 0) {
         /* Someone marked it running through the engine API (a misuse):
          * nobody else will complete it, so fail it rather than hang its
-         * waiters. */
+         * waiters.  (Or its user completed it first, with
+         * cf_future_set_result(): then the failure changes nothing.) */
         cf__future_fail_running(r->derived, CF_EINVALSTATE, "InvalidStateError",
                                 "the continuation's future was marked running by its user");
         return;
@@ -264,25 +271,26 @@ static int then_on_done(cf_future *ante, void *arg)
     (void)ante;
     then_rec *r = arg;
     r->next = NULL;
+    char saved[CF__ERROR_MAX]; /* see cf__error_save */
+    cf__error_save(saved);
     if (tramp.draining && r == tramp.now) {
         /* cf_then() on a done future from inside a job: the caller may
          * wait for the derived future next.  One level of nesting per
          * such call, made by the caller's own code. */
         run_job(r);
-        return 0;
-    }
-    if (tramp.draining) {
+    } else if (tramp.draining) {
         if (tramp.tail)
             tramp.tail->next = r;
         else
             tramp.head = r;
         tramp.tail = r;
-        return 0;
+    } else {
+        tramp.draining = true;
+        run_job(r);
+        tramp_drain();
+        tramp.draining = false;
     }
-    tramp.draining = true;
-    run_job(r);
-    tramp_drain();
-    tramp.draining = false;
+    cf__error_restore(saved);
     return 0;
 }
 
@@ -471,6 +479,8 @@ static int comb_on_done(cf_future *f, void *arg)
 {
     comb_slot *s = arg;
     comb *c = s->c;
+    char saved[CF__ERROR_MAX]; /* see cf__error_save */
+    cf__error_save(saved);
     int status = done_status(f);
     c->statuses[s->index] = status;
     if (c->kind == WHEN_ANY) {
@@ -488,6 +498,7 @@ static int comb_on_done(cf_future *f, void *arg)
         comb_finish_all(c);
     cf_future_release(s->input);
     comb_unref(c, 1);
+    cf__error_restore(saved);
     return 0;
 }
 

@@ -42,7 +42,7 @@ CF__API const char *cf_err_name(int err)
     return "CF_UNKNOWN";
 }
 
-static _Thread_local char last_error[256];
+static _Thread_local char last_error[CF__ERROR_MAX];
 
 CF__API const char *cf_last_error_message(void)
 {
@@ -56,6 +56,20 @@ int cf__fail(int err, const char *fmt, ...)
     vsnprintf(last_error, sizeof last_error, fmt, ap);
     va_end(ap);
     return err;
+}
+
+void cf__error_save(char *saved)
+{
+    size_t n = strnlen(last_error, sizeof last_error - 1);
+    memcpy(saved, last_error, n);
+    saved[n] = '\0';
+}
+
+void cf__error_restore(const char *saved)
+{
+    size_t n = strnlen(saved, sizeof last_error - 1);
+    memcpy(last_error, saved, n);
+    last_error[n] = '\0';
 }
 
 /* ---- log hook -------------------------------------------------------- */

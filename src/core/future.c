@@ -795,9 +795,11 @@ static bool start_cas(cf_future *f, bool hooked_ok)
     return false;
 }
 
+static int set_running(cf_future *f, bool engine);
+
 int cf__future_start_call(cf_future *f)
 {
-    return start_cas(f, false) ? 1 : cf_future_set_running_or_notify_cancel(f);
+    return start_cas(f, false) ? 1 : set_running(f, true);
 }
 
 /* Tests only: widens the window between a cancel's claim-word CAS and the
@@ -843,6 +845,36 @@ static uint32_t state_now(const cf_future *cf)
     s = settle_claim_locked(f);
     cf__lock_release(&f->lock);
     return s;
+}
+
+/* For cf_future_set_result()/set_exception() of a submitted call that is
+ * still PENDING: a call sent to a worker process is taken back from it
+ * the way cancel() takes it (the worker then skips it), or found RUNNING
+ * if the worker claimed it first.  A call inherited through fork() is
+ * not this process's to complete: RUNNING as well.  Lock held; the lock
+ * stays held until the outcome shows, so the manager, which checks a
+ * skipped call under the lock (cf__future_taken), sees it done. */
+static uint32_t take_from_worker_locked(cf_future *f, uint32_t s)
+{
+    if (s != CF_PENDING || !f->claimable || !f->claim)
+        return s;
+    if (!claim_here(f))
+        return CF_RUNNING;
+    uint32_t want = CF__CLAIM_PENDING;
+    if (atomic_compare_exchange_strong_explicit(f->claim, &want, CF__CLAIM_CANCELLED,
+                                                memory_order_acq_rel, memory_order_acquire))
+        return CF_PENDING;
+    move_state_keep_sleepers(f, CF_RUNNING);
+    return CF_RUNNING;
+}
+
+bool cf__future_taken(const cf_future *cf)
+{
+    cf_future *f = (cf_future *)cf; /* the lock is internal state */
+    cf__lock_acquire(&f->lock);
+    bool done = cf__state_done(cf__state_of(f));
+    cf__lock_release(&f->lock);
+    return done;
 }
 
 bool cf__future_attach_claim(cf_future *f, _Atomic uint32_t *word)
@@ -922,16 +954,23 @@ CF__API bool cf_future_cancel(cf_future *f)
     return true;
 }
 
-CF__API int cf_future_set_running_or_notify_cancel(cf_future *f)
+/* cf_future_set_running_or_notify_cancel(); `engine`: for the engine
+ * that runs the call (cf__future_start_call), which alone may start a
+ * call submitted to it (`owner`).  A user's start of one would leave it
+ * RUNNING with nobody to complete it (the engine's own start then fails
+ * and it skips the call), so that is refused; a cancelled one may still
+ * be notified. */
+static int set_running(cf_future *f, bool engine)
 {
-    if (!live(f))
-        return cf__fail(CF_EINVAL, "set_running_or_notify_cancel: not a live future");
     cf__lock_acquire(&f->lock);
     /* Not state_locked(): a hook would send the call's completion under
      * the lock; start_cas() decides against a lock-free start. */
     uint32_t s = cf__state_of(f);
     int rc;
-    if (s == CF_PENDING && start_cas(f, true)) {
+    if (s == CF_PENDING && f->has_call && f->owner && !engine) {
+        rc = cf__fail(CF_EINVALSTATE, "set_running_or_notify_cancel: a submitted call is "
+                                      "started by the executor that runs it");
+    } else if (s == CF_PENDING && start_cas(f, true)) {
         rc = 1;
     } else if (s == CF_PENDING) {
         /* A worker's lock-free start came first. */
@@ -949,6 +988,13 @@ CF__API int cf_future_set_running_or_notify_cancel(cf_future *f)
     }
     cf__lock_release(&f->lock);
     return rc;
+}
+
+CF__API int cf_future_set_running_or_notify_cancel(cf_future *f)
+{
+    if (!live(f))
+        return cf__fail(CF_EINVAL, "set_running_or_notify_cancel: not a live future");
+    return set_running(f, false);
 }
 
 /* Writes an outcome from elsewhere into f's fields (taking `heap` and
@@ -984,6 +1030,8 @@ static int finish_mapped(cf_future *f, int status, const cf_value *result, void 
         return cf__fail(CF_EINVALSTATE, "%s: future is already %s", who,
                         cf_state_name((cf_state)s));
     }
+    if (!engine)
+        s = take_from_worker_locked(f, s); /* nothing fails after it: no `buf` here */
     if (s == CF_RUNNING && f->has_call && !engine) {
         cf__lock_release(&f->lock);
         return cf__fail(CF_EINVALSTATE, "%s: the future is running on an executor, which "
@@ -1049,6 +1097,16 @@ CF__API int cf_future_set_result(cf_future *f, const cf_value *v)
     if (rc != CF_OK) {
         cf__lock_release(&f->lock);
         return rc;
+    }
+    /* Last, as nothing can fail after it: a call on a worker's claim
+     * words is taken from the worker, unless it has begun. */
+    if (s == CF_PENDING && take_from_worker_locked(f, s) == CF_RUNNING) {
+        free(f->result_heap);
+        f->result_heap = NULL;
+        f->result = cf_none();
+        cf__lock_release(&f->lock);
+        return cf__fail(CF_EINVALSTATE, "set_result: the future is running on an executor, "
+                                        "which completes it");
     }
     f->status = CF_OK;
     complete_locked(f, CF_FINISHED);

@@ -48,6 +48,16 @@
 /* Records a message for cf_last_error_message() and returns `err`, so a
  * failing path reads `return cf__fail(CF_EINVAL, "submit: fn is NULL");`. */
 int cf__fail(int err, const char *fmt, ...) CF__PRINTF(2, 3);
+/* The size of the calling thread's last-error message, NUL included. */
+#define CF__ERROR_MAX 256
+/* Work the library does on a thread that did not ask for it (a
+ * done-callback of its own, run by whichever thread completed a future)
+ * may fail on purpose - completing an output its user already cancelled
+ * - and must not change what cf_last_error_message() tells that thread
+ * about its own last failed call: save into a CF__ERROR_MAX buffer first,
+ * restore after. */
+void cf__error_save(char *saved);
+void cf__error_restore(const char *saved);
 
 /* Sends one line to the log hook. */
 void cf__log(const char *fmt, ...) CF__PRINTF(1, 2);
@@ -338,6 +348,12 @@ extern cf__claim_hook *_Atomic cf__test_hook_claim_cancelled;
 extern void (*_Atomic cf__test_hook_before_finish)(cf_future *f);
 bool cf__future_attach_claim(cf_future *f, _Atomic uint32_t *word);
 bool cf__future_detach_claim(cf_future *f);
+/* Whether a call that its worker skipped was rightly skipped: this
+ * process took it back (cf_future_cancel(), or cf_future_set_result()/
+ * set_exception() of a call not begun), so it is done.  Looks under the
+ * future's lock, which those hold from the claim word's CAS until the
+ * outcome shows.  Engine thread. */
+bool cf__future_taken(const cf_future *f);
 
 /* An engine stopped a call for real (cf_future_interrupt of a running
  * call): the future ends CANCELLED_AND_NOTIFIED, so cancelled() is true

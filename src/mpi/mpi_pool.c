@@ -323,7 +323,7 @@ static void fail_job(mjob *j, int status, const char *type, const char *msg)
         if (!j->fs[i])
             continue;
         if (!j->started)
-            cf_future_set_running_or_notify_cancel(j->fs[i]);
+            cf__future_start_call(j->fs[i]);
         cf__future_fail_running(j->fs[i], status, type, msg);
         cf_future_release(j->fs[i]);
     }

@@ -1413,12 +1413,13 @@ static void on_result(process_pool *p, pworker *w, wire_dec *d, cf__buf *frame,
     }
     if (!bad && !in_place && (d->bad || d->p != d->end))
         bad = "result frame does not decode";
-    /* Skipped if and only if we cancelled it: our cancel and its claim are
-     * two compare-and-swaps on one word, and only one succeeds.  (A call
+    /* Skipped if and only if we took it back: our cancel (or a
+     * set_result/set_exception of the call) and its claim are two
+     * compare-and-swaps on one word, and only one succeeds.  (A call
      * cancelled after it was claimed stays uncancelled.)  A skipped call
-     * is checked with cf_future_cancelled(), which waits for a cancel
-     * that has won the word but not yet shown (the worker may answer in
-     * between).  A call answered as run is checked without the future's
+     * is checked with cf__future_taken(), which waits for a cancel or a
+     * completion that has won the word but not yet shown (the worker may
+     * answer in between).  A call answered as run is checked without the future's
      * lock, one per call less: its word must also say RUNNING (below),
      * and a cancel that is still showing when we look at the state means
      * the word said CANCELLED when the worker claimed it, so only a
@@ -1426,7 +1427,7 @@ static void on_result(process_pool *p, pworker *w, wire_dec *d, cf__buf *frame,
      * finds the call cancelled and drops the answer. */
     for (uint32_t i = 0; i < n && !bad; i++) {
         prefetch_call(j, i + PREFETCH_AHEAD);
-        bool cancelled = oc[i].tag == WIRE_SKIPPED ? cf_future_cancelled(j->fs[i])
+        bool cancelled = oc[i].tag == WIRE_SKIPPED ? cf__future_taken(j->fs[i])
                                                    : seen_cancelled(j->fs[i]);
         if ((oc[i].tag == WIRE_SKIPPED) != cancelled)
             bad = oc[i].tag == WIRE_SKIPPED ? "a call that was not cancelled was skipped"
