@@ -298,7 +298,12 @@ bool cf__then_run_queued(void)
 {
     if (!tramp.draining || !tramp.head)
         return false;
+    /* Run for a task that is about to wait, inside its own library call:
+     * what those jobs fail at is not that call's failure. */
+    char saved[CF__ERROR_MAX];
+    cf__error_save(saved);
     tramp_drain();
+    cf__error_restore(saved);
     return true;
 }
 
