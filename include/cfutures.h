@@ -696,9 +696,15 @@ int cf_submit_with(cf_executor *ex, const cf_submit_options *opts, cf_task_fn *f
  *     with CF_EBROKEN; those it had not begun run on another worker;
  *   - running in a thread pool, or inline as a continuation (cf_then()):
  *     cf_cancel_requested() turns true for the task, which decides when to
- *     stop; its future ends as the task ends.
+ *     stop; its future ends as the task ends;
+ *   - the derived future of a continuation on an executor (cf_then() with
+ *     an executor): the interrupt goes to the call the continuation
+ *     submitted, as above for its engine, and the derived future ends as
+ *     that call does; before the antecedent is done (no call yet), the
+ *     derived future is cancelled and the task never runs.
  * Returns immediately: CF_OK (requested), CF_EDONE (already done), or
- * CF_EINVAL (NULL, or a future that no executor runs).  Any thread. */
+ * CF_EINVAL (NULL, or a pending future that no executor runs, such as
+ * one made by cf_future_new()).  Any thread. */
 int cf_future_interrupt(cf_future *f);
 
 /* Python 3.14's terminate_workers() / kill_workers(): shut the executor

@@ -732,6 +732,52 @@ static void test_then_inline_running_interrupt(void **state)
     assert_ok(cf_future_release(f));
 }
 
+/* The derived future of a continuation on an executor: an interrupt goes
+ * to the call the continuation submitted (on a thread pool, the task sees
+ * cf_cancel_requested() and its descriptor turn readable), or, before
+ * that call exists, cancels the derived future, and the task never runs.
+ * A hand-made future is still no executor's call. */
+static void test_then_executor_interrupt(void **state)
+{
+    (void)state;
+    CF_SKIP_IF_PORTABLE("cf_cancel_fd() needs a timerfd (CF_ENOTSUP)");
+    cf_executor *ex = pool_new(1);
+    cf_future *f, *d;
+    cf_test_event started = CF_TEST_EVENT_INIT;
+    assert_ok(cf_future_new(&f));
+    assert_ok(cf_then(f, ex, t_until_cancelled, CF_ARGS(cf_ptr(&started)), &d));
+    cf_value zero = cf_i64(0);
+    assert_ok(cf_future_set_result(f, &zero)); /* the task now runs on ex */
+    assert_true(cf_test_event_wait(&started, 10));
+    assert_false(cf_future_done(d));
+    assert_ok(cf_future_interrupt(d));
+    int64_t x = 0;
+    assert_ok(cf_future_result_i64(d, 10 * cf_test_scale(), &x));
+    assert_int_equal(x, 1);
+    assert_cf(CF_EDONE, cf_future_interrupt(d));
+    assert_ok(cf_future_release(d));
+    assert_ok(cf_future_release(f));
+
+    /* Before the antecedent is done there is no call yet. */
+    atomic_store(&ran_count, 0);
+    assert_ok(cf_future_new(&f));
+    assert_ok(cf_then_ok(f, ex, t_count, CF_NOARGS, &d));
+    assert_ok(cf_future_interrupt(d));
+    assert_true(cf_future_cancelled(d));
+    assert_ok(cf_future_set_result(f, &zero));
+    assert_cf(CF_ECANCELLED, cf_future_result(d, 0, NULL));
+    assert_ok(cf_shutdown(ex, true, false));
+    assert_int_equal(atomic_load(&ran_count), 0);
+    assert_ok(cf_future_release(d));
+    assert_ok(cf_future_release(f));
+
+    cf_future *plain;
+    assert_ok(cf_future_new(&plain));
+    assert_cf(CF_EINVAL, cf_future_interrupt(plain));
+    assert_ok(cf_future_release(plain));
+    assert_ok(cf_executor_destroy(ex));
+}
+
 /* Waiting on a derived or combined future honours the timeout; an
  * engine-API misuse on a derived future fails it instead of hanging; a
  * derived future its user completed first keeps that outcome. */
@@ -1058,6 +1104,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_then_bad_input),
     cmocka_unit_test(test_compose_timeouts_and_misuse),
     cmocka_unit_test(test_compose_keeps_callers_last_error),
+    cmocka_unit_test(test_then_executor_interrupt),
     cmocka_unit_test(test_when_all_outcomes),
     cmocka_unit_test(test_when_any_index),
     cmocka_unit_test(test_when_all_or_fail),

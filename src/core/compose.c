@@ -95,7 +95,14 @@ typedef struct then_rec {
     cf_executor *ex;           /* reference until the job has submitted, or NULL */
     cf_task_fn *task;
     cf_future *extra;          /* a call future holding the copied extra args */
-    cf_future *inner;          /* executor path: the submitted call (reference) */
+    /* Executor path: the submitted call (a reference, released with the
+     * record), published by the job once submitted.  It and
+     * `derived_cancelled` (set by derived_done) are a Dekker pair, both
+     * seq_cst: the job stores `inner` then loads the flag, derived_done
+     * stores the flag then loads `inner`, so at least one of them sees
+     * the other and cancels the call (twice is harmless). */
+    _Atomic(cf_future *) inner;
+    _Atomic bool derived_cancelled;
     double timeout;            /* executor path: cf_submit_options.timeout */
     int priority;              /* executor path: cf_submit_options.priority */
     struct then_rec *next;     /* in this thread's trampoline queue */
@@ -107,8 +114,9 @@ static void then_unref(then_rec *r)
         return;
     if (r->ante)
         cf_future_release(r->ante);
-    if (r->inner)
-        cf_future_release(r->inner);
+    cf_future *inner = atomic_load_explicit(&r->inner, memory_order_relaxed);
+    if (inner)
+        cf_future_release(inner); /* the last reference to r: nobody stores it now */
     if (r->extra)
         cf_future_release(r->extra);
     if (r->ex)
@@ -136,8 +144,12 @@ static int derived_done(cf_future *derived, void *arg)
     then_rec *r = arg;
     char saved[CF__ERROR_MAX];
     cf__error_save(saved);
-    if (cf_future_cancelled(derived))
-        cf_future_cancel(r->inner);
+    if (cf_future_cancelled(derived)) {
+        atomic_store(&r->derived_cancelled, true); /* seq_cst: see `inner` */
+        cf_future *inner = atomic_load(&r->inner);
+        if (inner)
+            cf_future_cancel(inner);
+    }
     then_unref(r);
     cf__error_restore(saved);
     return 0;
@@ -207,21 +219,44 @@ static void run_on_executor(then_rec *r)
     opts.timeout = r->timeout;
     opts.priority = r->priority;
     opts.queue_timeout = 0;
-    int rc = cf_submit_with(r->ex, &opts, r->task, all, n, &r->inner);
+    cf_future *inner = NULL;
+    int rc = cf_submit_with(r->ex, &opts, r->task, all, n, &inner);
     if (rc != CF_OK) {
         cf__future_fail_running(r->derived, rc, "SubmitError", cf_last_error_message());
         return;
     }
-    atomic_fetch_add_explicit(&r->refs, 2, memory_order_relaxed);
-    if (cf_future_add_done_callback(r->inner, inner_done, r) != CF_OK) {
+    /* r owns the reference from here; a cancel of the derived future that
+     * derived_done() forwarded before this store is seen below. */
+    atomic_store(&r->inner, inner);
+    if (atomic_load(&r->derived_cancelled))
+        cf_future_cancel(inner);
+    atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
+    if (cf_future_add_done_callback(inner, inner_done, r) != CF_OK) {
         /* Nobody would forward the outcome: give up on the call. */
         atomic_fetch_sub_explicit(&r->refs, 1, memory_order_relaxed);
-        cf_future_cancel(r->inner);
+        cf_future_cancel(inner);
         cf__future_fail_running(r->derived, CF_ENOMEM, "MemoryError",
                                 "then: out of memory for the callback");
     }
-    if (cf_future_add_done_callback(r->derived, derived_done, r) != CF_OK)
-        atomic_fetch_sub_explicit(&r->refs, 1, memory_order_relaxed); /* no cancel forwarding */
+}
+
+static void grab_inner(void *arg, void *ctx)
+{
+    then_rec *r = arg; /* alive: its derived_done() has not run */
+    cf_future *inner = atomic_load(&r->inner);
+    *(cf_future **)ctx = inner ? cf_future_retain(inner) : NULL;
+}
+
+int cf__then_interrupt(cf_future *f)
+{
+    cf_future *inner = NULL;
+    if (!cf__future_visit_callback(f, derived_done, grab_inner, &inner))
+        return cf_future_done(f) && cf__future_live(f) ? CF_EDONE : 1;
+    if (!inner) /* not submitted yet: it never will be */
+        return cf_future_cancel(f) ? CF_OK : CF_EDONE;
+    int rc = cf_future_interrupt(inner);
+    cf_future_release(inner);
+    return rc;
 }
 
 static void run_job(then_rec *r)
@@ -390,6 +425,8 @@ static int then_common(cf_future *f, cf_executor *ex, const cf_submit_options *o
         return cf__fail(CF_ENOMEM, "%s: out of memory", who);
     }
     atomic_init(&r->refs, 1);
+    atomic_init(&r->inner, NULL);
+    atomic_init(&r->derived_cancelled, false);
     r->ok_only = ok_only;
     r->ante = cf_future_retain(f);
     r->derived = cf_future_retain(derived);
@@ -400,12 +437,26 @@ static int then_common(cf_future *f, cf_executor *ex, const cf_submit_options *o
     if (ex) {
         cf__executor_ref(ex);
         r->ex = ex;
+        /* From the start, so that a cancel or an interrupt of the derived
+         * future finds the record (cf__then_interrupt) before the job has
+         * submitted, and reaches the call after. */
+        atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
+        if (cf_future_add_done_callback(derived, derived_done, r) != CF_OK) {
+            atomic_fetch_sub_explicit(&r->refs, 1, memory_order_relaxed);
+            then_unref(r);
+            cf_future_release(derived);
+            return cf__fail(CF_ENOMEM, "%s: out of memory", who);
+        }
     }
     then_rec *outer = tramp.now;
     tramp.now = r;
     rc = cf_future_add_done_callback(f, then_on_done, r);
     tramp.now = outer;
     if (rc != CF_OK) {
+        /* derived_done() holds r, which holds the derived future: cancel
+         * it to let both go. */
+        if (ex)
+            cf_future_cancel(derived);
         then_unref(r);
         cf_future_release(derived);
         return rc;

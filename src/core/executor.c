@@ -681,6 +681,12 @@ int cf__submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_chunk
 
 CF__API int cf_future_interrupt(cf_future *f)
 {
+    if (f && !f->has_call && cf__future_live(f)) {
+        /* A continuation's derived future: the call it submitted. */
+        int rc = cf__then_interrupt(f);
+        if (rc != 1)
+            return rc;
+    }
     if (!f || !f->has_call)
         return cf__fail(CF_EINVAL, "future_interrupt: %s", !f ? "future is NULL"
                                                               : "no executor runs this future");

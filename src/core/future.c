@@ -1420,6 +1420,22 @@ CF__API int cf_future_add_done_callback(cf_future *f, cf_done_fn *fn, void *arg)
     return CF_OK;
 }
 
+bool cf__future_visit_callback(cf_future *f, cf_done_fn *fn, void (*visit)(void *arg, void *ctx),
+                               void *ctx)
+{
+    bool found = false;
+    cf__lock_acquire(&f->lock);
+    /* Completion detaches the list under this lock before it runs it. */
+    for (cf__cb *cb = f->cb_head; cb && !found; cb = cb->next) {
+        if (cb->fn == fn) {
+            visit(cb->arg, ctx);
+            found = true;
+        }
+    }
+    cf__lock_release(&f->lock);
+    return found;
+}
+
 CF__API int cf_future_format(const cf_future *f, char *buf, size_t size)
 {
     if (!live(f) || (!buf && size > 0))

@@ -586,6 +586,17 @@ void cf__cancel_fd_end(cf_future *f);
  * it ran any.  Called by every wait before it blocks: those jobs could
  * otherwise only run after the wait, which may be waiting for them. */
 bool cf__then_run_queued(void);
+/* cf_future_interrupt() of a future with no call of its own: if it is the
+ * derived future of a continuation on an executor (cf_then() with an
+ * executor), the interrupt goes to the call that continuation submitted,
+ * or, before it has submitted one, cancels the derived future.  Returns
+ * CF_OK, CF_EDONE, or 1 when f is no such future (compose.c). */
+int cf__then_interrupt(cf_future *f);
+/* Calls visit(arg, ctx) under f's lock for the first of f's pending
+ * done-callbacks whose function is fn; returns whether there was one.
+ * `visit` must not call into f. */
+bool cf__future_visit_callback(cf_future *f, cf_done_fn *fn, void (*visit)(void *arg, void *ctx),
+                               void *ctx);
 
 /* ---- progress counts (progress.c) ---------------------------------------
  *
