@@ -5,6 +5,9 @@
 #include "cf_test_util.h"
 
 #include <poll.h>
+#include <sched.h>
+
+#include "internal.h" /* cf__test_hook_then_submitted */
 
 /* ---- user data ---------------------------------------------------------- */
 
@@ -778,6 +781,125 @@ static void test_then_executor_interrupt(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* A task that runs up to 5 s (scaled) unless cf_cancel_requested() turns
+ * true; it notes in its slot (argument after the outcome) how it ended. */
+typedef struct stop_slot {
+    _Atomic int started, stopped, ran_full;
+} stop_slot;
+
+static int t_until_stop_requested(cf_call *call)
+{
+    stop_slot *s = cf_arg_ptr(call, CF_THEN_NARGS);
+    atomic_store(&s->started, 1);
+    double end = cf_test_now() + 5.0 * cf_test_scale();
+    while (cf_test_now() < end) {
+        if (cf_cancel_requested(call)) {
+            atomic_store(&s->stopped, 1);
+            return cf_raise(call, CF_ECANCELLED, "CancelledError", "stopped");
+        }
+    }
+    atomic_store(&s->ran_full, 1);
+    return cf_return_none(call);
+}
+
+static void complete_with_one(void *arg)
+{
+    cf_value v = cf_i64(1);
+    cf_future_set_result(arg, &v);
+}
+
+/* cf_future_interrupt() of a continuation's derived future racing the
+ * completion of its antecedent, which hands the call to the executor on
+ * the other thread: whether the interrupt lands before, during or after
+ * the hand-over, a task that began is told to stop.  (An interrupt that
+ * came while the job was between its look at the derived future and
+ * publishing the call used to become a plain cancel, which a task that
+ * had begun ignores: 1.5-3 % of interrupts in a stress run.) */
+static void test_then_executor_interrupt_races_submit(void **state)
+{
+    (void)state;
+    enum { ROUNDS = 300 };
+    cf_executor *ex = pool_new(2);
+    int began = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        stop_slot slot;
+        atomic_init(&slot.started, 0);
+        atomic_init(&slot.stopped, 0);
+        atomic_init(&slot.ran_full, 0);
+        cf_future *f, *d;
+        assert_ok(cf_future_new(&f));
+        assert_ok(cf_then(f, ex, t_until_stop_requested, CF_ARGS(cf_ptr(&slot)), &d));
+        bg_thread t;
+        bg_start(&t, complete_with_one, f);
+        /* Not a synchronisation: a spread of head starts for the other
+         * thread, so that rounds meet the hand-over at different points. */
+        double until = cf_test_now() + (double)(round % 60) * 1e-6;
+        while (cf_test_now() < until)
+            ;
+        int rc = cf_future_interrupt(d);
+        assert_true(rc == CF_OK || rc == CF_EDONE);
+        bg_join(&t, 10);
+        /* Cancelled, or (a task that began) ended as the task ended: it
+         * raised when told to stop. */
+        int drc = cf_future_result(d, 10 * cf_test_scale(), NULL);
+        if (drc != CF_ECANCELLED && drc != CF_ETASK)
+            fail_msg("round %d: the derived future said %s", round, cf_err_name(drc));
+        /* The executor's call ends as the task ends (it may still be
+         * returning when the derived future shows cancelled). */
+        assert_ok(cf_shutdown(ex, true, false));
+        if (atomic_load(&slot.ran_full))
+            fail_msg("round %d: interrupted (%s), but the task that began never saw "
+                     "cf_cancel_requested()", round, cf_err_name(rc));
+        began += atomic_load(&slot.started);
+        assert_ok(cf_future_release(d));
+        assert_ok(cf_future_release(f));
+        assert_ok(cf_executor_destroy(ex));
+        ex = pool_new(2);
+    }
+    print_message("tasks that began before the interrupt: %d of %d\n", began, ROUNDS);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* The window itself, made deterministic: the interrupt comes after the
+ * job submitted the call and the worker began it, before the job has
+ * published the call to the derived future (a test hook on the job's
+ * thread).  The task must still be told to stop; a plain cancel, which
+ * is what such an interrupt used to become, cannot stop a call that began. */
+static stop_slot hook_slot;
+
+static void interrupt_in_window(cf_future *derived, cf_future *inner)
+{
+    (void)inner;
+    double end = cf_test_now() + 10.0 * cf_test_scale();
+    while (!atomic_load(&hook_slot.started) && cf_test_now() < end)
+        sched_yield();
+    cf_future_interrupt(derived);
+}
+
+static void test_then_executor_interrupt_while_handing_over(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    atomic_init(&hook_slot.started, 0);
+    atomic_init(&hook_slot.stopped, 0);
+    atomic_init(&hook_slot.ran_full, 0);
+    cf_future *f, *d;
+    assert_ok(cf_future_new(&f));
+    assert_ok(cf_then(f, ex, t_until_stop_requested, CF_ARGS(cf_ptr(&hook_slot)), &d));
+    atomic_store(&cf__test_hook_then_submitted, interrupt_in_window);
+    cf_value one = cf_i64(1);
+    assert_ok(cf_future_set_result(f, &one)); /* the job runs here, with the hook */
+    atomic_store(&cf__test_hook_then_submitted, NULL);
+    assert_true(atomic_load(&hook_slot.started));
+    assert_true(cf_future_cancelled(d));
+    assert_ok(cf_shutdown(ex, true, false));
+    assert_true(atomic_load(&hook_slot.stopped));
+    assert_false(atomic_load(&hook_slot.ran_full));
+    assert_ok(cf_future_release(d));
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_executor_destroy(ex));
+}
+
 /* Waiting on a derived or combined future honours the timeout; an
  * engine-API misuse on a derived future fails it instead of hanging; a
  * derived future its user completed first keeps that outcome. */
@@ -1105,6 +1227,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_compose_timeouts_and_misuse),
     cmocka_unit_test(test_compose_keeps_callers_last_error),
     cmocka_unit_test(test_then_executor_interrupt),
+    cmocka_unit_test(test_then_executor_interrupt_races_submit),
+    cmocka_unit_test(test_then_executor_interrupt_while_handing_over),
     cmocka_unit_test(test_when_all_outcomes),
     cmocka_unit_test(test_when_any_index),
     cmocka_unit_test(test_when_all_or_fail),

@@ -103,6 +103,12 @@ typedef struct then_rec {
      * the other and cancels the call (twice is harmless). */
     _Atomic(cf_future *) inner;
     _Atomic bool derived_cancelled;
+    /* The derived future was cancelled by cf_future_interrupt() before the
+     * call existed (cf__then_interrupt): whichever side of the pair above
+     * reaches the call interrupts it rather than cancelling it, so a call
+     * a worker has already begun is stopped too.  Stored (seq_cst) before
+     * that cancel, so whoever reads `derived_cancelled` true sees it. */
+    _Atomic bool interrupt_asked;
     double timeout;            /* executor path: cf_submit_options.timeout */
     int priority;              /* executor path: cf_submit_options.priority */
     struct then_rec *next;     /* in this thread's trampoline queue */
@@ -147,7 +153,9 @@ static int derived_done(cf_future *derived, void *arg)
     if (cf_future_cancelled(derived)) {
         atomic_store(&r->derived_cancelled, true); /* seq_cst: see `inner` */
         cf_future *inner = atomic_load(&r->inner);
-        if (inner)
+        if (inner && atomic_load(&r->interrupt_asked))
+            cf_future_interrupt(inner);
+        else if (inner)
             cf_future_cancel(inner);
     }
     then_unref(r);
@@ -197,6 +205,8 @@ static void run_inline(then_rec *r)
     cf__future_run_call(r->derived, NULL);
 }
 
+void (*_Atomic cf__test_hook_then_submitted)(cf_future *derived, cf_future *inner);
+
 /* Submits the task to r->ex; its outcome reaches the derived future
  * through inner_done(). */
 static void run_on_executor(then_rec *r)
@@ -225,11 +235,19 @@ static void run_on_executor(then_rec *r)
         cf__future_fail_running(r->derived, rc, "SubmitError", cf_last_error_message());
         return;
     }
+    void (*hook)(cf_future *, cf_future *) =
+        atomic_load_explicit(&cf__test_hook_then_submitted, memory_order_relaxed);
+    if (hook)
+        hook(r->derived, inner);
     /* r owns the reference from here; a cancel of the derived future that
      * derived_done() forwarded before this store is seen below. */
     atomic_store(&r->inner, inner);
-    if (atomic_load(&r->derived_cancelled))
-        cf_future_cancel(inner);
+    if (atomic_load(&r->derived_cancelled)) {
+        if (atomic_load(&r->interrupt_asked))
+            cf_future_interrupt(inner);
+        else
+            cf_future_cancel(inner);
+    }
     atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
     if (cf_future_add_done_callback(inner, inner_done, r) != CF_OK) {
         /* Nobody would forward the outcome: give up on the call. */
@@ -244,6 +262,8 @@ static void grab_inner(void *arg, void *ctx)
 {
     then_rec *r = arg; /* alive: its derived_done() has not run */
     cf_future *inner = atomic_load(&r->inner);
+    if (!inner)
+        atomic_store(&r->interrupt_asked, true); /* before the cancel: see the field */
     *(cf_future **)ctx = inner ? cf_future_retain(inner) : NULL;
 }
 
@@ -252,8 +272,13 @@ int cf__then_interrupt(cf_future *f)
     cf_future *inner = NULL;
     if (!cf__future_visit_callback(f, derived_done, grab_inner, &inner))
         return cf_future_done(f) && cf__future_live(f) ? CF_EDONE : 1;
-    if (!inner) /* not submitted yet: it never will be */
+    if (!inner) {
+        /* Not submitted, or being submitted: the job may already have
+         * looked at the derived future and be handing the call over.
+         * The cancel reaches that call through derived_done()/the job,
+         * as an interrupt (`interrupt_asked`). */
         return cf_future_cancel(f) ? CF_OK : CF_EDONE;
+    }
     int rc = cf_future_interrupt(inner);
     cf_future_release(inner);
     return rc;
@@ -427,6 +452,7 @@ static int then_common(cf_future *f, cf_executor *ex, const cf_submit_options *o
     atomic_init(&r->refs, 1);
     atomic_init(&r->inner, NULL);
     atomic_init(&r->derived_cancelled, false);
+    atomic_init(&r->interrupt_asked, false);
     r->ok_only = ok_only;
     r->ante = cf_future_retain(f);
     r->derived = cf_future_retain(derived);

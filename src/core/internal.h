@@ -586,6 +586,10 @@ void cf__cancel_fd_end(cf_future *f);
  * it ran any.  Called by every wait before it blocks: those jobs could
  * otherwise only run after the wait, which may be waiting for them. */
 bool cf__then_run_queued(void);
+/* Tests only: called by a continuation's job on an executor right after
+ * it submitted the call and before it publishes it to the derived
+ * future's callbacks (NULL in programs). */
+extern void (*_Atomic cf__test_hook_then_submitted)(cf_future *derived, cf_future *inner);
 /* cf_future_interrupt() of a future with no call of its own: if it is the
  * derived future of a continuation on an executor (cf_then() with an
  * executor), the interrupt goes to the call that continuation submitted,
