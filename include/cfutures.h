@@ -989,7 +989,14 @@ typedef struct cf_process_pool_options {
     cf_crash_policy on_crash;
     cf_start_method start_method;
     /* Default cf_submit_options.timeout for every call of this pool;
-     * CF_FOREVER (the default) for none. */
+     * CF_FOREVER (the default) for none.  It applies to each call of a
+     * map chunk (cf_map_options.chunksize) on its own, from when the
+     * worker begins that call; the manager looks at a chunk in progress
+     * four times per timeout, so such a call may overrun by up to a
+     * quarter of it before it is stopped.  The worker is then killed as
+     * for cf_future_interrupt(): the calls of the chunk that it had begun
+     * and not yet answered fail with CF_EBROKEN, those it had not begun
+     * run on another worker. */
     double task_timeout;
     /* The program workers run, for a pool made inside a library or plugin
      * whose host program never calls cf_process_init(): an absolute path

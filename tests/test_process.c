@@ -2044,6 +2044,50 @@ static void test_map_element_timeout_is_per_element(void **state)
     assert_no_children();
 }
 
+/* The same in a map chunk: each call of a chunk has the pool's timeout
+ * to itself, from when the worker begins it (the chunk's calls were once
+ * given the sum of their timeouts together, and all failed with
+ * CF_ETIMEDOUT when the sum ran out).  The call that overruns fails with
+ * CF_ETIMEDOUT; the one before it, which had run but whose answer goes
+ * with the chunk's, is lost with the worker (CF_EBROKEN, as for an
+ * interrupt); the one after it had not begun and runs on the replacement.
+ * Under a loaded machine a 20 ms call may take longer; the timeout is
+ * scaled with the machine, the 3 s call is not. */
+static void test_map_chunk_timeout_is_per_call(void **state)
+{
+    (void)state;
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 1;
+    o.task_timeout = 0.5 * cf_test_scale();
+    cf_executor *ex = NULL;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    int64_t long_ms = (int64_t)(6000 * cf_test_scale());
+    cf_value in[3] = {cf_i64(20), cf_i64(long_ms), cf_i64(20)};
+    cf_map_input mi = cf_input_array(in, 3);
+    cf_map_options mo;
+    cf_map_options_init(&mo);
+    mo.chunksize = 3;
+    cf_map_iter *it = NULL;
+    assert_ok(cf_map(ex, p_sleep_ms, &mi, 1, &mo, &it));
+    const cf_value *v = NULL;
+    const cf_failure *fl = NULL;
+    assert_cf(CF_EBROKEN, cf_map_next(it, &v, &fl));
+    assert_non_null(fl);
+    assert_string_equal(cf_failure_type(fl), "BrokenProcessPool");
+    assert_non_null(strstr(cf_failure_message(fl), "exceeded its timeout"));
+    assert_cf(CF_ETIMEDOUT, cf_map_next(it, &v, &fl));
+    assert_non_null(fl);
+    assert_string_equal(cf_failure_type(fl), "TimeoutError");
+    assert_ok(cf_map_next(it, &v, &fl));
+    assert_true(v->as.i64 > 1); /* the replacement worker's pid */
+    assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+    cf_map_close(it);
+    assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(4))), 16);
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
 /* arg 0: ms to sleep (an initializer slower than the calls' timeout). */
 static int p_init_sleep(cf_call *call)
 {
@@ -4009,6 +4053,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_timeout_per_call_replaces),
     cmocka_unit_test(test_timeout_pool_wide),
     cmocka_unit_test(test_map_element_timeout_is_per_element),
+    cmocka_unit_test(test_map_chunk_timeout_is_per_call),
     cmocka_unit_test(test_timeout_excludes_worker_start),
     cmocka_unit_test(test_submit_with_bad_options),
     cmocka_unit_test(test_interrupt_running_breaks),

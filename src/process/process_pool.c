@@ -161,7 +161,10 @@ typedef struct pjob {
                           * its worker died (guarded by mu) */
     uint32_t n;
     int priority;        /* its calls' (a map chunk shares one) */
-    int64_t timeout_ns;  /* CF__NS_FOREVER for none */
+    /* Each call's timeout (CF__NS_FOREVER for none).  A worker runs a
+     * job's calls one after the other; check_timeouts() times the one it
+     * is on (see `run_mark`). */
+    int64_t timeout_ns;
     /* Manager thread: */
     uint16_t id;         /* its CALL frame's id */
     uint8_t killed_for;  /* R_TIMEOUT/R_INTERRUPT: its worker was killed
@@ -216,6 +219,12 @@ typedef struct pworker {
     bool refused;        /* sent a bad frame: nothing more is read from it */
     uint16_t next_id;
     int64_t head_since;  /* when the head job started running */
+    /* A head job of several calls with a timeout (manager thread): 1 + the
+     * index of the last of its calls whose claim word showed begun at the
+     * manager's last look (0: none yet), and when the manager first saw
+     * that.  Reset whenever a job becomes the head. */
+    uint32_t run_mark;
+    int64_t run_since;
     int64_t last_job_ns; /* how long its last answered job ran (from when
                           * it became the head); INT64_MAX before any */
     long tasks_sent;
@@ -1116,6 +1125,35 @@ static pjob *interrupted(process_pool *p, pjob *j, pid_t pid)
     return split_begun(p, j, msg);
 }
 
+/* The head job (several calls, a map chunk) of a worker killed because
+ * one of its calls overran its timeout (claim words detached): the worker
+ * runs a chunk's calls in order, so that call is the last one it had
+ * begun, and fails with CF_ETIMEDOUT.  The others it had begun lost their
+ * outcome with it and fail; those it had not begun are returned as a job
+ * to run again (NULL if none).  If it had begun none (killed before it
+ * could), every call fails with CF_ETIMEDOUT, as a call of its own would:
+ * a chunk that cannot even begin must not be retried for ever. */
+static pjob *timed_out(process_pool *p, pjob *j, pid_t pid, const char *msg)
+{
+    int running = -1;
+    for (uint32_t i = 0; i < j->n; i++)
+        if (j->fs[i] && cf_future_state(j->fs[i]) == CF_RUNNING)
+            running = (int)i;
+    if (running < 0) {
+        fail_job(p, j, CF_ETIMEDOUT, "TimeoutError", msg);
+        return NULL;
+    }
+    sent_unlink(p, j); /* before its call list changes: see interrupted() */
+    cf__future_fail_running(j->fs[running], CF_ETIMEDOUT, "TimeoutError", msg);
+    cf_future_release(j->fs[running]);
+    j->fs[running] = NULL;
+    char other[200];
+    snprintf(other, sizeof other, "worker pid %d running this call was killed because another "
+                                  "call of the same chunk exceeded its timeout",
+             (int)pid);
+    return split_begun(p, j, other);
+}
+
 /* Most deaths of workers a job may outlive unbegun: the job itself may
  * be what kills them before they can begin it (arguments a worker cannot
  * map); then it fails instead of killing worker after worker. */
@@ -1191,6 +1229,11 @@ static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool k
     case R_TIMEOUT:
         snprintf(msg, sizeof msg, "the call exceeded its timeout; worker pid %d was killed",
                  (int)pid);
+        if (head && head->n > 1) {
+            head = timed_out(p, head, pid, msg);
+            requeue_jobs(p, head, rest, last, nrest);
+            break;
+        }
         fail_jobs(p, head, CF_ETIMEDOUT, "TimeoutError", msg);
         requeue_front(p, rest, last, nrest);
         break;
@@ -1343,6 +1386,7 @@ static pjob *pop_answered(process_pool *p, pworker *w, uint32_t n)
     int64_t now = cf__now_ns();
     w->last_job_ns = now - w->head_since;
     w->head_since = now;
+    w->run_mark = 0;
     p->last_answer_ns = now;
     if (n == 1 && j->fs[0]->shm && j->fs[0]->shm->args.map)
         give_back_args(p, j->fs[0]->shm);
@@ -2056,8 +2100,10 @@ static void dispatch(process_pool *p, wire_enc *e)
         else
             w->head = j;
         w->tail = j;
-        if (w->njobs++ == 0)
+        if (w->njobs++ == 0) {
             w->head_since = cf__now_ns();
+            w->run_mark = 0;
+        }
         if (w->ring.map) {
             /* Whether its worker may spin for the next call (process.h):
              * only while the pool serves one call at a time. */
@@ -2114,20 +2160,58 @@ static void handle_interrupts(process_pool *p, cf_future **fs, size_t n)
     }
 }
 
+/* 1 + the index of the last call of w's head job j whose claim word no
+ * longer says PENDING (the worker began it, or skipped it as cancelled),
+ * 0 if none.  The words are the worker's to write: a wrong one only
+ * misleads the timing of its own calls. */
+static uint32_t begun_mark(const pworker *w, const pjob *j)
+{
+    const _Atomic uint32_t *words = w->claims.map;
+    if (!words)
+        return 0;
+    uint32_t mark = 0;
+    for (uint32_t i = 0; i < j->n; i++)
+        if (atomic_load_explicit(&words[(w->calls_answered + i) % NCLAIMS],
+                                 memory_order_relaxed) != CF__CLAIM_PENDING)
+            mark = i + 1;
+    return mark;
+}
+
+/* Each call's timeout runs from when its worker began it.  A job of one
+ * call: from when it became the head (the worker begins it right away).
+ * A map chunk's calls run one after the other, answered together: the
+ * manager looks at the chunk's claim words at least four times per
+ * timeout and times the call it finds the worker on from when it first
+ * saw it begun, so a call may overrun by up to a quarter of its timeout
+ * (plus the time poll() takes to come back) before it is stopped.
+ * Liveness: `poll_ms` is the longest the manager then sleeps. */
 static void check_timeouts(process_pool *p, int64_t now, int *poll_ms)
 {
     for (int i = 0; i < p->nworkers; i++) {
         pworker *w = p->workers[i];
         if (!w->head || w->head->timeout_ns == CF__NS_FOREVER || w->reason != R_NONE)
             continue;
-        int64_t due = w->head_since + w->head->timeout_ns;
+        pjob *j = w->head;
+        int64_t due = w->head_since + j->timeout_ns, look = INT64_MAX;
+        if (j->n > 1) {
+            uint32_t mark = begun_mark(w, j);
+            if (mark != w->run_mark) {
+                w->run_mark = mark;
+                w->run_since = now;
+            }
+            if (mark)
+                due = w->run_since + j->timeout_ns;
+            int64_t quarter = j->timeout_ns / 4;
+            look = now + (quarter > 1000000 ? quarter : 1000000);
+        }
         if (due <= now) {
-            pjob *j = w->head;
             read_worker(p, w); /* it may have answered in time */
             if (w->head == j && w->reason == R_NONE)
                 kill_worker(w, R_TIMEOUT, SIGKILL);
             continue;
         }
+        if (look < due)
+            due = look;
         int64_t ms = (due - now + 999999) / 1000000;
         if (*poll_ms < 0 || ms < *poll_ms)
             *poll_ms = (int)(ms > 60000 ? 60000 : ms);
@@ -2525,9 +2609,8 @@ static pjob *new_job(process_pool *p, cf_future **fs, size_t n)
     for (size_t i = 0; i < n; i++)
         fs[i]->claimable = true; /* not yet seen by another thread */
     int64_t t = fs[0]->timeout_ns;
-    if (t == CF__NS_FOREVER && p->task_timeout_ns != CF__NS_FOREVER)
-        t = p->task_timeout_ns > INT64_MAX / (int64_t)n ? CF__NS_FOREVER
-                                                        : p->task_timeout_ns * (int64_t)n;
+    if (t == CF__NS_FOREVER)
+        t = p->task_timeout_ns;
     j->timeout_ns = t;
     j->killed_for = 0;
     j->orphaned = 0;
