@@ -1144,7 +1144,10 @@ typedef struct cf_map_options {
      * calls.  N > 0: read inputs lazily (Python 3.14's buffersize): N calls
      * are submitted up front and each cf_map_next() submits one more before
      * it waits, so at most N + 1 calls are outstanding and an endless or
-     * huge generator runs in constant memory. */
+     * huge generator runs in constant memory.  With a chunksize C > 1 the
+     * inputs are read and submitted a whole chunk at a time: up front
+     * until N calls are outstanding, and by each cf_map_next() while N or
+     * fewer are, so at most N + C are. */
     size_t buffersize;
     /* The priority of every call of the map (see cf_submit_options). */
     int priority;

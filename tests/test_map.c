@@ -727,6 +727,50 @@ static void test_map_buffersize_endless_generator(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* A lazy map with chunks reads and submits a whole chunk at a time: at
+ * most N + C calls outstanding (cf_map_options.buffersize), and no more
+ * read ahead of what was consumed; N + 1 with chunks of one. */
+static void test_map_buffersize_with_chunks(void **state)
+{
+    (void)state;
+    static const struct {
+        size_t n;
+        int c;
+    } cases[] = {{3, 4}, {2, 5}, {1, 64}, {4, 1}};
+    cf_executor *ex = pool_new(4);
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        size_t n = cases[k].n;
+        int c = cases[k].c;
+        counter_gen g;
+        counter_init(&g, -1, -1); /* endless */
+        cf_map_input mi = cf_input_generator(counter_next, &g);
+        cf_map_options o = opts_default();
+        o.buffersize = n;
+        o.chunksize = c;
+        cf_map_iter *it = NULL;
+        assert_ok(cf_map(ex, t_double, &mi, 1, &o, &it));
+        long up_front = atomic_load(&g.calls);
+        if (up_front < (long)n || up_front > (long)n + c - 1)
+            fail_msg("buffersize %zu, chunksize %d: %ld inputs read up front", n, c, up_front);
+        long max_out = 0;
+        for (long consumed = 0; consumed < 300; consumed++) {
+            /* Outstanding while cf_map_next() waits: read, not consumed. */
+            const cf_value *v = NULL;
+            assert_ok(cf_map_next(it, &v, NULL));
+            assert_int_equal(v->as.i64, 2 * consumed);
+            long out = atomic_load(&g.calls) - consumed;
+            if (out > max_out)
+                max_out = out;
+        }
+        if (max_out > (long)n + c)
+            fail_msg("buffersize %zu, chunksize %d: %ld calls outstanding (at most %ld)", n, c,
+                     max_out, (long)n + c);
+        assert_true(max_out >= (long)n);
+        cf_map_close(it);
+    }
+    assert_ok(cf_executor_destroy(ex));
+}
+
 static void test_map_buffersize_finite(void **state)
 {
     (void)state;
@@ -886,6 +930,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_map_close_after_partial_consumption),
     cmocka_unit_test(test_map_generator_failure_at_start),
     cmocka_unit_test(test_map_buffersize_endless_generator),
+    cmocka_unit_test(test_map_buffersize_with_chunks),
     cmocka_unit_test(test_map_buffersize_finite),
     cmocka_unit_test(test_map_buffersize_larger_than_input),
     cmocka_unit_test(test_map_buffersize_str_generator),
