@@ -993,10 +993,12 @@ typedef struct cf_process_pool_options {
      * map chunk (cf_map_options.chunksize) on its own, from when the
      * worker begins that call; the manager looks at a chunk in progress
      * four times per timeout, so such a call may overrun by up to a
-     * quarter of it before it is stopped.  The worker is then killed as
-     * for cf_future_interrupt(): the calls of the chunk that it had begun
-     * and not yet answered fail with CF_EBROKEN, those it had not begun
-     * run on another worker. */
+     * quarter of it before it is stopped.  The worker is then killed:
+     * that call fails with CF_ETIMEDOUT, and the rest of the chunk is
+     * handled as for cf_future_interrupt() - calls the worker had begun
+     * (and not yet answered: a chunk is answered at its end) fail with
+     * CF_EBROKEN, those it had not begun run on another worker.  If it
+     * had begun none of them, they all fail with CF_ETIMEDOUT. */
     double task_timeout;
     /* The program workers run, for a pool made inside a library or plugin
      * whose host program never calls cf_process_init(): an absolute path

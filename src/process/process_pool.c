@@ -172,6 +172,11 @@ typedef struct pjob {
     uint8_t orphaned;    /* workers that died with it sent but not begun
                           * (manager thread; see keep_unbegun) */
     cf_future *interrupted; /* R_INTERRUPT: the call it was killed for */
+    /* R_TIMEOUT of a job of several calls: 1 + the index of the call that
+     * overran, as check_timeouts() saw it (0: none begun then).  The
+     * worker may have moved on to the next call before the signal landed;
+     * that one fails as begun, not as timed out (manager thread). */
+    uint32_t timed_mark;
     cf__buf lent;        /* lent to the worker for a big result (manager
                           * thread); back to the cache when answered,
                           * dropped if the worker dies with it */
@@ -1090,6 +1095,7 @@ static pjob *split_begun(process_pool *p, pjob *j, const char *msg)
     }
     j->n = k;
     j->killed_for = 0;
+    j->timed_mark = 0;
     j->interrupted = NULL;
     if (k)
         return j;
@@ -1126,9 +1132,9 @@ static pjob *interrupted(process_pool *p, pjob *j, pid_t pid)
 }
 
 /* The head job (several calls, a map chunk) of a worker killed because
- * one of its calls overran its timeout (claim words detached): the worker
- * runs a chunk's calls in order, so that call is the last one it had
- * begun, and fails with CF_ETIMEDOUT.  The others it had begun lost their
+ * one of its calls overran its timeout (claim words detached): that call
+ * (`timed_mark`; else the last one it had begun, as it runs a chunk's
+ * calls in order) fails with CF_ETIMEDOUT.  The others it had begun lost their
  * outcome with it and fail; those it had not begun are returned as a job
  * to run again (NULL if none).  If it had begun none (killed before it
  * could), every call fails with CF_ETIMEDOUT, as a call of its own would:
@@ -1136,9 +1142,14 @@ static pjob *interrupted(process_pool *p, pjob *j, pid_t pid)
 static pjob *timed_out(process_pool *p, pjob *j, pid_t pid, const char *msg)
 {
     int running = -1;
-    for (uint32_t i = 0; i < j->n; i++)
-        if (j->fs[i] && cf_future_state(j->fs[i]) == CF_RUNNING)
-            running = (int)i;
+    uint32_t t = j->timed_mark;
+    if (t && t <= j->n && j->fs[t - 1] && cf_future_state(j->fs[t - 1]) == CF_RUNNING) {
+        running = (int)t - 1; /* the call check_timeouts() timed */
+    } else {
+        for (uint32_t i = 0; i < j->n; i++)
+            if (j->fs[i] && cf_future_state(j->fs[i]) == CF_RUNNING)
+                running = (int)i;
+    }
     if (running < 0) {
         fail_job(p, j, CF_ETIMEDOUT, "TimeoutError", msg);
         return NULL;
@@ -2160,19 +2171,22 @@ static void handle_interrupts(process_pool *p, cf_future **fs, size_t n)
     }
 }
 
-/* 1 + the index of the last call of w's head job j whose claim word no
- * longer says PENDING (the worker began it, or skipped it as cancelled),
- * 0 if none.  The words are the worker's to write: a wrong one only
- * misleads the timing of its own calls. */
-static uint32_t begun_mark(const pworker *w, const pjob *j)
+/* 1 + the index of the last call of w's head job j whose claim word says
+ * RUNNING, looking from index `from` on (the mark seen before: it only
+ * grows), or `from` if none there.  Only RUNNING counts: the worker alone
+ * writes it, where CANCELLED is written by this process too, for calls
+ * the worker has not reached.  The words are the worker's to write: a
+ * wrong one only misleads the timing of its own calls, and as the mark
+ * only grows, a chunk still ends within about n x 1.25 timeouts. */
+static uint32_t begun_mark(const pworker *w, const pjob *j, uint32_t from)
 {
     const _Atomic uint32_t *words = w->claims.map;
     if (!words)
-        return 0;
-    uint32_t mark = 0;
-    for (uint32_t i = 0; i < j->n; i++)
+        return from;
+    uint32_t mark = from;
+    for (uint32_t i = from; i < j->n; i++)
         if (atomic_load_explicit(&words[(w->calls_answered + i) % NCLAIMS],
-                                 memory_order_relaxed) != CF__CLAIM_PENDING)
+                                 memory_order_relaxed) == CF__CLAIM_RUNNING)
             mark = i + 1;
     return mark;
 }
@@ -2194,8 +2208,8 @@ static void check_timeouts(process_pool *p, int64_t now, int *poll_ms)
         pjob *j = w->head;
         int64_t due = w->head_since + j->timeout_ns, look = INT64_MAX;
         if (j->n > 1) {
-            uint32_t mark = begun_mark(w, j);
-            if (mark != w->run_mark) {
+            uint32_t mark = begun_mark(w, j, w->run_mark);
+            if (mark > w->run_mark) {
                 w->run_mark = mark;
                 w->run_since = now;
             }
@@ -2206,8 +2220,10 @@ static void check_timeouts(process_pool *p, int64_t now, int *poll_ms)
         }
         if (due <= now) {
             read_worker(p, w); /* it may have answered in time */
-            if (w->head == j && w->reason == R_NONE)
+            if (w->head == j && w->reason == R_NONE) {
+                j->timed_mark = j->n > 1 ? w->run_mark : 0;
                 kill_worker(w, R_TIMEOUT, SIGKILL);
+            }
             continue;
         }
         if (look < due)
@@ -2613,6 +2629,7 @@ static pjob *new_job(process_pool *p, cf_future **fs, size_t n)
         t = p->task_timeout_ns;
     j->timeout_ns = t;
     j->killed_for = 0;
+    j->timed_mark = 0;
     j->orphaned = 0;
     j->lent = (cf__buf){NULL, 0, -1};
     return j;
