@@ -225,9 +225,9 @@ typedef struct pworker {
     uint16_t next_id;
     int64_t head_since;  /* when the head job started running */
     /* A head job of several calls with a timeout (manager thread): 1 + the
-     * index of the last of its calls whose claim word showed begun at the
-     * manager's last look (0: none yet), and when the manager first saw
-     * that.  Reset whenever a job becomes the head. */
+     * index of the last of its calls whose claim word the manager has seen
+     * RUNNING (0: none yet; it only grows), and when it last grew.  Reset
+     * whenever a job becomes the head. */
     uint32_t run_mark;
     int64_t run_since;
     int64_t last_job_ns; /* how long its last answered job ran (from when
@@ -1133,23 +1133,26 @@ static pjob *interrupted(process_pool *p, pjob *j, pid_t pid)
 
 /* The head job (several calls, a map chunk) of a worker killed because
  * one of its calls overran its timeout (claim words detached): that call
- * (`timed_mark`; else the last one it had begun, as it runs a chunk's
- * calls in order) fails with CF_ETIMEDOUT.  The others it had begun lost their
- * outcome with it and fail; those it had not begun are returned as a job
- * to run again (NULL if none).  If it had begun none (killed before it
- * could), every call fails with CF_ETIMEDOUT, as a call of its own would:
- * a chunk that cannot even begin must not be retried for ever. */
+ * (`timed_mark`) fails with CF_ETIMEDOUT.  The others it had begun lost
+ * their outcome with it and fail; those it had not begun are returned as
+ * a job to run again (NULL if none).  If the manager had seen none begun
+ * within the timeout, every call fails with CF_ETIMEDOUT, as a call of
+ * its own would: a chunk that cannot even begin must not be retried for
+ * ever. */
 static pjob *timed_out(process_pool *p, pjob *j, pid_t pid, const char *msg)
 {
     int running = -1;
     uint32_t t = j->timed_mark;
     if (t && t <= j->n && j->fs[t - 1] && cf_future_state(j->fs[t - 1]) == CF_RUNNING) {
         running = (int)t - 1; /* the call check_timeouts() timed */
-    } else {
+    } else if (t) {
+        /* A worker that rewrote its words: the last call it had begun. */
         for (uint32_t i = 0; i < j->n; i++)
             if (j->fs[i] && cf_future_state(j->fs[i]) == CF_RUNNING)
                 running = (int)i;
     }
+    /* t == 0: no call was seen begun within the timeout (one that began
+     * just before the signal is not to blame for that). */
     if (running < 0) {
         fail_job(p, j, CF_ETIMEDOUT, "TimeoutError", msg);
         return NULL;
