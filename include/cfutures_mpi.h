@@ -5,7 +5,7 @@
  * A separate library (cfutures-mpi, linked with cfutures and an MPI
  * implementation; tested with Open MPI 4.1).  An MPI pool is a cf_executor
  * like the others: cf_submit, cf_submit_with, cf_map (with chunksize),
- * cf_wait, cf_as_completed, done-callbacks, cf_executor_shutdown and
+ * cf_wait, cf_as_completed, done-callbacks, cf_shutdown and
  * cf_executor_destroy work unchanged.  As with a process pool, tasks are
  * functions registered with CF_TASK and values are copied (no CF_PTR).
  *
@@ -70,7 +70,7 @@
  * worker's process ends (once the longest call still running in its
  * siblings has returned: MPI_Finalize waits for them), a static rank
  * finalizes as after a normal shutdown, a communicator rank returns from
- * cf_mpi_comm_pool_new().  cf_executor_shutdown(wait) and
+ * cf_mpi_comm_pool_new().  cf_shutdown(wait) and
  * cf_executor_destroy() of a broken pool wait until its workers have
  * left, at most heartbeat_timeout.  A communicator a worker may still
  * send on (silent, or still in a call that ignores the request to stop)
@@ -85,6 +85,19 @@
  * fails the future with CF_ETIMEDOUT when it passes and asks the task to
  * stop the same way; its worker is busy until the task returns, and its
  * result is dropped.
+ *
+ * Handing out: MPI gives no way to take a call back from a worker, so a
+ * call counts as running (cf_future_running(), progress `running`) from
+ * when it is sent, and cf_future_cancel(), cf_shutdown(cancel_futures),
+ * cf_map_close() and a map's timeout no longer reach it (interrupt
+ * does).  So the pool sends few calls ahead: a busy worker gets one more
+ * call (or map chunk) only while more wait than there are workers, and
+ * further ones only while those already waiting on it would take less
+ * than about 1 ms by its recent time per call (at most 64; none while it
+ * has not answered yet).  Behind long calls at most one call per worker
+ * is running without having begun - as in Python's process pool, which
+ * hands its workers one call more than it has workers - while a stream
+ * of tiny calls still travels many per message.
  *
  * cf_terminate_workers() / cf_kill_workers() shut the pool down
  * (cancelling the calls not handed out yet), then:

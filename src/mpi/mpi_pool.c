@@ -16,10 +16,16 @@
  *   EXIT and frees the communicator.  Submitters only touch `mu`.
  * - A job is one call, or one map chunk that a worker runs as a unit.  A
  *   worker answers its jobs in order, so its oldest unanswered job is the
- *   one it runs.  A worker gets a second job only while more jobs wait than
- *   there are workers (then up to DEPTH, so a stream of tiny calls does
- *   not wait for a round trip each), so a queued future is seldom already
- *   RUNNING.
+ *   one it runs.  A job handed to a worker is started (its futures are
+ *   RUNNING: MPI gives no way to take it back), so the manager keeps few
+ *   there beyond the running one.  A worker gets a second job only while
+ *   more jobs wait than there are workers, and a third or more only while
+ *   the jobs waiting on it would take under AHEAD_NS at its recent pace
+ *   (may_queue(); up to DEPTH): a stream of tiny calls does not wait for
+ *   a round trip each, and behind a long call waits one job at most, so
+ *   that shutdown(cancel_futures), a map's timeout and cf_future_cancel()
+ *   still reach nearly everything queued (as in Python's process pool,
+ *   which hands out one call more than it has workers).
  * - Batches (mpi_engine.h, CF__MPI_BATCH_MAX): the small, all-inline CALL
  *   frames one dispatch round hands a worker leave as one CALLS message
  *   (at most BATCH_FRAMES), since each MPI message costs system calls on
@@ -90,6 +96,14 @@
 
 #define MAX_WORKERS 1024
 #define DEPTH 64 /* most jobs queued on one worker (during a backlog) */
+/* A worker running a job is handed more only while those waiting on it
+ * would take less than this, by its recent time per job (see may_queue):
+ * ten times a round trip here, so that short jobs keep it busy, and short
+ * enough that few jobs are beyond the reach of a cancel.  The test knob
+ * CFUTURES_TEST_MPI_AHEAD_NS (1000..10^10, read when a pool is made)
+ * replaces it: a test that needs many jobs out on a worker cannot depend
+ * on how loaded the machine is. */
+#define AHEAD_NS 1000000
 /* Most CALL frames in one CALLS message: half the depth, so that a worker
  * with a backlog has the next message at hand when it answers one. */
 #define BATCH_FRAMES (DEPTH / 2)
@@ -152,6 +166,15 @@ typedef struct mworker {
     uint64_t frames;     /* CALL frames sent to it */
     mjob *head, *tail;
     int njobs;
+    /* Its pace: when its head job became the head (sent to it idle, or
+     * the one before answered), and decayed sums of the time from then
+     * to that job's answer and of the jobs answered (each answer adds
+     * its time and 1, after both sums lost an eighth).  Their ratio is
+     * its recent time per job; answers that came in one message count
+     * the whole wait for the first and ~0 for the rest, which averages
+     * out.  pace_jobs 0: nothing answered yet. */
+    int64_t head_at;
+    double pace_ns, pace_jobs;
     bool receiving;      /* an MPI_Imrecv is in flight */
     MPI_Request rreq;
     unsigned char *rbuf; /* the frame coming in */
@@ -187,6 +210,7 @@ typedef struct mpi_pool {
     bool oversubscribe;
     int nworkers;
     int64_t hb_timeout_ns;
+    int64_t ahead_ns;    /* AHEAD_NS, or the test knob's */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;   /* the manager sleeps on it; pool_new waits on it */
@@ -363,14 +387,20 @@ static cf_failure *task_failure(const mworker *w, char *who, size_t size, int co
     return fl ? fl : cf__failure_oom();
 }
 
+/* Takes the answered job j off the head of w's list and counts its time
+ * into w's pace. */
 static void pop_head(mworker *w, mjob *j)
 {
     w->head = j->next;
     if (!w->head)
         w->tail = NULL;
     w->njobs--;
+    int64_t now = cf__now_ns();
+    w->pace_ns = w->pace_ns * 0.875 + (double)(now - w->head_at);
+    w->pace_jobs = w->pace_jobs * 0.875 + 1.0;
+    w->head_at = now;
     if (w->head && w->head->timeout_ns != CF__NS_FOREVER)
-        w->head->deadline_ns = cf__now_ns() + w->head->timeout_ns;
+        w->head->deadline_ns = now + w->head->timeout_ns;
 }
 
 /* on_result() for a map chunk: the answer decoded straight into the
@@ -867,8 +897,11 @@ static void add_job(mworker *w, mjob *j)
         w->head = j;
     w->tail = j;
     w->njobs++;
-    if (w->head == j && j->timeout_ns != CF__NS_FOREVER)
-        j->deadline_ns = cf__now_ns() + j->timeout_ns;
+    if (w->head == j) {
+        w->head_at = cf__now_ns();
+        if (j->timeout_ns != CF__NS_FOREVER)
+            j->deadline_ns = w->head_at + j->timeout_ns;
+    }
 }
 
 /* Sends w's batched CALL frames: one alone as CALL, several as CALLS.
@@ -1129,6 +1162,34 @@ static bool handle_stop(mpi_pool *p)
     return true;
 }
 
+/* May busy worker w be handed one more job (the pending ones outnumber
+ * the workers)?  Yes for the first waiting behind its running job; more
+ * only while those waiting would take under AHEAD_NS at its pace, which
+ * is unknown (no) until it answered a job. */
+static bool may_queue(const mpi_pool *p, const mworker *w)
+{
+    if (w->njobs >= DEPTH)
+        return false;
+    if (w->njobs <= 1)
+        return true;
+    if (w->pace_jobs <= 0)
+        return false;
+    return (double)(w->njobs - 1) * (w->pace_ns / w->pace_jobs) < (double)p->ahead_ns;
+}
+
+static int64_t ahead_knob(void)
+{
+    const char *env = getenv("CFUTURES_TEST_MPI_AHEAD_NS");
+    if (!env || !*env)
+        return AHEAD_NS;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(env, &end, 10);
+    if (*end || errno || v < 1000 || v > 10000000000ULL)
+        return AHEAD_NS;
+    return (int64_t)v;
+}
+
 /* Hands pending jobs to workers, the small frames for one worker in one
  * message.  Returns true if it sent any. */
 static bool dispatch(mpi_pool *p)
@@ -1139,19 +1200,20 @@ static bool dispatch(mpi_pool *p)
          * jobs (and free them) at any moment. */
         pthread_mutex_lock(&p->mu);
         mjob *j = p->pending_head;
-        /* An idle worker first; a second job only to cover a backlog, and
-         * never for a timed call (its clock starts when it is sent). */
+        /* An idle worker first; a busy one only to cover a backlog, as
+         * far as may_queue() lets it, and never for a timed call (its
+         * clock starts when it is sent). */
+        bool backlog = j && p->npending > (size_t)p->nworkers &&
+                       j->timeout_ns == CF__NS_FOREVER;
         mworker *best = NULL;
         for (int i = 0; j && i < p->nworkers; i++) {
             mworker *w = &p->workers[i];
-            if (!w->hello || w->exit_sent || w->njobs >= DEPTH)
+            if (!w->hello || w->exit_sent || (w->njobs > 0 && (!backlog || !may_queue(p, w))))
                 continue;
             if (!best || w->njobs < best->njobs)
                 best = w;
         }
-        if (!j || !best ||
-            (best->njobs > 0 &&
-             (p->npending <= (size_t)p->nworkers || j->timeout_ns != CF__NS_FOREVER))) {
+        if (!best) {
             pthread_mutex_unlock(&p->mu);
             break;
         }
@@ -2234,6 +2296,7 @@ static int launch(cf_executor **out, bool spawn, bool world, MPI_Comm comm, int 
     p->nworkers = n;
     p->workers = ws;
     p->hb_timeout_ns = (int64_t)(o->heartbeat_timeout * 1e9);
+    p->ahead_ns = ahead_knob();
     p->comm = comm;
     p->dying = MPI_COMM_NULL; /* not 0 in Open MPI */
     for (int i = 0; i < n; i++) {

@@ -295,6 +295,31 @@ static int64_t result_i64(cf_future *f)
     return v->as.i64;
 }
 
+/* A burst of quick calls, all submitted at once: once their answers come
+ * (many per message), the manager knows ex's worker(s) for quick ones
+ * (their recent time per call is small) and hands a backlog over many
+ * calls at a time.  quick_burst() submits it, quick_burst_check()
+ * collects it; quick_pace() does both. */
+enum { QUICK_N = 400 };
+static void quick_burst(cf_executor *ex, cf_future **fs)
+{
+    for (int i = 0; i < QUICK_N; i++)
+        assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(i)), &fs[i]));
+}
+static void quick_burst_check(cf_future **fs)
+{
+    for (int i = 0; i < QUICK_N; i++) {
+        assert_int_equal(result_i64(fs[i]), (int64_t)i * i);
+        cf_future_release(fs[i]);
+    }
+}
+static void quick_pace(cf_executor *ex)
+{
+    cf_future *fs[QUICK_N];
+    quick_burst(ex, fs);
+    quick_burst_check(fs);
+}
+
 /* A gate file: closed until gate_open(). */
 static char gate_path[64];
 static void gate_new(void)
@@ -811,11 +836,13 @@ static void test_batched_calls(void **state)
     (void)state;
     {
         cf_executor *ex = pool(1, 0);
+        quick_pace(ex);
         gate_new();
         cf_future *gate, *quick[20], *slow, *after[20];
         assert_ok(cf_submit(ex, wait_gate, CF_ARGS(cf_str(gate_path)), &gate));
-        /* Queued while the worker waits at the gate, so the manager hands
-         * them over in batches once it has more than one to give. */
+        /* Queued while the worker (known to be quick) waits at the gate,
+         * so the manager hands them over in batches once it has more
+         * than one to give. */
         for (int i = 0; i < 20; i++)
             assert_ok(cf_submit(ex, fail_odd, CF_ARGS(cf_i64(i)), &quick[i]));
         assert_ok(cf_submit(ex, nap_ms, CF_ARGS(cf_i64(8000)), &slow));
@@ -937,6 +964,50 @@ static void test_shutdown_cancels_pending(void **state)
     gate_remove();
 }
 
+/* A worker whose calls are long is handed one call beyond the one it
+ * runs, however many wait (the pace of a worker is unknown until it
+ * answered, and then long): so cf_future_cancel(), progress and
+ * shutdown(cancel_futures) see the rest as pending, not running. */
+static void test_few_calls_handed_ahead(void **state)
+{
+    (void)state;
+    enum { K = 12 };
+    cf_executor *ex = pool(2, 0);
+    cf_future *fs[K];
+    for (int i = 0; i < K; i++)
+        assert_ok(cf_submit(ex, nap_ms, CF_ARGS(cf_i64(400)), &fs[i]));
+    /* Two go to the idle workers at once, and one more to each. */
+    for (int i = 0; i < 4; i++) {
+        cf_state st;
+        while ((st = cf_future_state(fs[i])) != CF_RUNNING)
+            assert_int_equal(st, CF_PENDING);
+    }
+    cf_progress pr;
+    assert_ok(cf_executor_progress(ex, &pr));
+    assert_true(pr.running <= 4);
+    int out = 0;
+    for (int i = 0; i < K; i++)
+        out += cf_future_running(fs[i]);
+    /* 6 once a worker answered (400 ms): one more each. */
+    assert_true(out <= 6);
+    assert_true(cf_future_cancel(fs[K - 1]));
+    assert_ok(cf_shutdown(ex, true, true));
+    int ran = 0, cancelled = 0;
+    for (int i = 0; i < K; i++) {
+        if (cf_future_cancelled(fs[i])) {
+            cancelled++;
+        } else {
+            assert_int_equal(result_i64(fs[i]), 400);
+            ran++;
+        }
+        cf_future_release(fs[i]);
+    }
+    assert_int_equal(ran + cancelled, K);
+    assert_true(ran >= 4);
+    assert_true(ran <= 6);
+    assert_ok(cf_executor_destroy(ex));
+}
+
 /* cf_future_interrupt() reaches the task in its worker: it sees
  * cf_cancel_requested() and ends; the pool goes on. */
 static void test_interrupt_reaches_task(void **state)
@@ -989,12 +1060,21 @@ static void test_many_interrupts_remembered(void **state)
 {
     (void)state;
     enum { K = 40 };
+    /* A worker is handed many calls ahead only while they would take
+     * little time at its recent pace; how much time that is here depends
+     * on the machine's load, so the test knob stretches the limit. */
+    assert_int_equal(setenv("CFUTURES_TEST_MPI_AHEAD_NS", "10000000000", 1), 0);
     cf_executor *ex = pool(1, 0);
+    assert_int_equal(unsetenv("CFUTURES_TEST_MPI_AHEAD_NS"), 0);
+    /* Queued behind a burst of quick calls, so that the worker's pace is
+     * known by then (and until_stopped never answers, so it stays): wait
+     * until most of them are out (RUNNING here) before interrupting. */
+    cf_future *quick[QUICK_N];
+    quick_burst(ex, quick);
     cf_future *fs[K];
     for (int i = 0; i < K; i++)
         assert_ok(cf_submit(ex, until_stopped, CF_NOARGS, &fs[i]));
-    /* With a backlog the worker is handed up to 64 jobs ahead: wait
-     * until most of these are out (RUNNING here) before interrupting. */
+    quick_burst_check(quick);
     double t0 = cf_test_now();
     int out = 0;
     while (out < K / 2 && cf_test_now() - t0 < 10 * cf_test_scale()) {
@@ -2164,6 +2244,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_timeout),
     cmocka_unit_test(test_interrupt_reaches_task),
     cmocka_unit_test(test_many_interrupts_remembered),
+    cmocka_unit_test(test_few_calls_handed_ahead),
     cmocka_unit_test(test_held_answers_lost),
     cmocka_unit_test(test_timed_answer_not_held),
     cmocka_unit_test(test_dead_worker_found),
