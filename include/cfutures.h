@@ -534,8 +534,9 @@ typedef struct cf_thread_pool_options {
      * start lazily, one per submit that finds no idle thread, and idle
      * ones are reused. */
     int max_workers;
-    /* Thread names are "<prefix>_<index>".  NULL (the default) means
-     * "ThreadPoolExecutor-<n>", n counting the pools this process made.
+    /* Thread names are "<prefix>_<index>".  NULL (the default) or ""
+     * means "ThreadPoolExecutor-<n>", n counting the pools this process
+     * made.
      * Copied; the caller keeps ownership of the string. */
     const char *thread_name_prefix;
     /* Run once in each new worker thread before it takes work.  A non-zero
@@ -814,7 +815,8 @@ int cf_executor_set_progress_callback(cf_executor *ex, cf_progress_fn *fn, void 
  * cfutures program:
  *
  *     cf_progress_bar *bar;
- *     cf_progress_bar_new(&bar, "hashing", n);
+ *     if (cf_progress_bar_new(&bar, "hashing", n) != CF_OK)
+ *         return 1;
  *     cf_executor_set_progress_callback(ex, cf_progress_bar_callback, bar, 100);
  *     ... submit n calls, collect them ...
  *     cf_executor_set_progress_callback(ex, NULL, NULL, 0);
@@ -1311,7 +1313,8 @@ void *cf_future_data(const cf_future *f);
  * uv_poll_t, a GLib source) watches for readability:
  *
  *     cf_completion_queue *q;
- *     cf_cq_new(&q);
+ *     if (cf_cq_new(&q) != CF_OK)
+ *         return 1;
  *     cf_cq_add(q, f);                       // for each submitted future
  *     ... epoll_wait() reports cf_cq_fd(q) readable ...
  *     cf_future *done[64];

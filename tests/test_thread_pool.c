@@ -505,10 +505,14 @@ static bool parse_default_name(const char *s, long *pool, long *idx)
 static void test_thread_name_default(void **state)
 {
     (void)state;
-    long pools[2], idx[2];
-    for (int k = 0; k < 2; k++) {
+    long pools[3], idx[3];
+    for (int k = 0; k < 3; k++) {
         cf_executor *ex = NULL;
-        assert_ok(cf_thread_pool_new(&ex, NULL));
+        /* An empty prefix means the default too, as in CPython. */
+        cf_thread_pool_options o;
+        cf_thread_pool_options_init(&o);
+        o.thread_name_prefix = "";
+        assert_ok(cf_thread_pool_new(&ex, k == 2 ? &o : NULL));
         cf_future *f = NULL;
         assert_ok(cf_submit(ex, t_thread_name, CF_NOARGS, &f));
         const cf_value *r = NULL;
@@ -521,6 +525,7 @@ static void test_thread_name_default(void **state)
     }
     /* n counts the pools this process made */
     assert_true(pools[1] > pools[0]);
+    assert_true(pools[2] > pools[1]);
 }
 
 static void test_thread_name_long_prefix(void **state)

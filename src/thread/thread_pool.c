@@ -1001,7 +1001,7 @@ CF__API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_options *
     if (!p)
         return cf__fail(CF_ENOMEM, "thread_pool_new: out of memory");
     p->max_workers = max;
-    if (opts->thread_name_prefix)
+    if (opts->thread_name_prefix && opts->thread_name_prefix[0])
         snprintf(p->prefix, sizeof p->prefix, "%s", opts->thread_name_prefix);
     else
         snprintf(p->prefix, sizeof p->prefix, "ThreadPoolExecutor-%u",
