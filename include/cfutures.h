@@ -496,7 +496,8 @@ int cf_future_set_running_or_notify_cancel(cf_future *f);
  * submitted future that an executor is running (the executor completes
  * it), CF_ENOMEM / CF_ETOOBIG if the copy could not be made; in every
  * error case nothing changes.  A submitted call that has not begun does
- * not run afterwards (a process pool's worker skips it, as for cancel). */
+ * not run afterwards (a process pool's worker skips it, as for cancel),
+ * and gives its max_queued slot back at once. */
 int cf_future_set_result(cf_future *f, const cf_value *v);
 
 /* Completes the future with a failure built from `code`, `type` (NULL

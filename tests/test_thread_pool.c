@@ -1857,6 +1857,48 @@ static void test_set_result_on_queued_submitted_future(void **state)
     blocker_destroy(&b);
 }
 
+/* A queued call that its user completes gives back its max_queued slot at
+ * once, as a cancelled one does (no worker will take it). */
+static void test_set_result_on_queued_call_frees_its_slot(void **state)
+{
+    (void)state;
+    for (int how = 0; how < 2; how++) {
+        cf_thread_pool_options o;
+        cf_thread_pool_options_init(&o);
+        o.max_workers = 1;
+        o.max_queued = 1;
+        cf_executor *ex = NULL;
+        assert_ok(cf_thread_pool_new(&ex, &o));
+        blocker b;
+        blocker_init(&b);
+        cf_future *busy = NULL, *queued = NULL, *next = NULL;
+        assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &busy));
+        assert_true(blocker_wait_started(&b, 1, 5.0));
+        assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(3)), &queued));
+        cf_submit_options so;
+        cf_submit_options_init(&so);
+        so.queue_timeout = 0;
+        assert_cf(CF_EFULL, cf_submit_with(ex, &so, t_square, CF_ARGS(cf_i64(4)), &next));
+        if (how == 0) {
+            cf_value v = cf_i64(-1);
+            assert_ok(cf_future_set_result(queued, &v));
+        } else {
+            assert_ok(cf_future_set_exception(queued, 7, "ValueError", "set by hand"));
+        }
+        assert_ok(cf_submit_with(ex, &so, t_square, CF_ARGS(cf_i64(4)), &next));
+        blocker_release(&b);
+        int64_t r = 0;
+        assert_ok(cf_future_result_i64(next, 5.0 * cf_test_scale(), &r));
+        assert_int_equal(r, 16);
+        assert_cf(how == 0 ? CF_OK : CF_ETASK, cf_future_result(queued, 0, NULL));
+        assert_ok(cf_executor_destroy(ex));
+        cf_future_release(busy);
+        cf_future_release(queued);
+        cf_future_release(next);
+        blocker_destroy(&b);
+    }
+}
+
 /* The engine API cannot start a call submitted to an executor: the
  * executor starts it.  (Marked running by its user, it would be skipped
  * by the worker, whose own start fails, and never complete.) */
@@ -2169,6 +2211,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_set_result_refused_while_executor_runs_it),
     cmocka_unit_test(test_set_running_refused_on_submitted_call),
     cmocka_unit_test(test_set_result_on_queued_submitted_future),
+    cmocka_unit_test(test_set_result_on_queued_call_frees_its_slot),
     cmocka_unit_test(test_set_running_leaves_call_unhooked),
     cmocka_unit_test(test_lockfree_start_vs_cancel_and_set_result_race),
     cmocka_unit_test(test_lockfree_completion_vs_hooks_race),

@@ -1037,6 +1037,10 @@ static int finish_mapped(cf_future *f, int status, const cf_value *result, void 
         return cf__fail(CF_EINVALSTATE, "%s: the future is running on an executor, which "
                                         "completes it", who);
     }
+    /* A queued call completed by its user gives its queue slot back now,
+     * as a cancelled one does: no worker will take it. */
+    if (s == CF_PENDING && !engine)
+        cf__slot_release(f);
     void *map = buf ? buf->map : NULL;
     if (map) {
         if (!f->shm && !(f->shm = cf__shm_new())) {
@@ -1108,6 +1112,8 @@ CF__API int cf_future_set_result(cf_future *f, const cf_value *v)
         return cf__fail(CF_EINVALSTATE, "set_result: the future is running on an executor, "
                                         "which completes it");
     }
+    if (s == CF_PENDING)
+        cf__slot_release(f); /* as in finish_mapped() */
     f->status = CF_OK;
     complete_locked(f, CF_FINISHED);
     return CF_OK;
