@@ -91,13 +91,18 @@
  * when it is sent, and cf_future_cancel(), cf_shutdown(cancel_futures),
  * cf_map_close() and a map's timeout no longer reach it (interrupt
  * does).  So the pool sends few calls ahead: a busy worker gets one more
- * call (or map chunk) only while more wait than there are workers, and
- * further ones only while those already waiting on it would take less
- * than about 1 ms by its recent time per call (at most 64; none while it
- * has not answered yet).  Behind long calls at most one call per worker
- * is running without having begun - as in Python's process pool, which
+ * call (or map chunk) only while more wait than there are workers (and
+ * never a call with a cf_submit_with() timeout, whose clock starts when
+ * it is sent), and further ones only while those already waiting on it
+ * would take less than about 1 ms by its recent time per call of their
+ * task functions (at most 64; none of a function it has not answered a
+ * call of lately).  Behind long calls at most one call per worker is
+ * running without having begun - as in Python's process pool, which
  * hands its workers one call more than it has workers - while a stream
- * of tiny calls still travels many per message.
+ * of tiny calls still travels many per message.  The pace is per
+ * function, not per argument: right after quick calls of a function,
+ * long calls of the same function go out as quick ones until the first
+ * of them answers.
  *
  * cf_terminate_workers() / cf_kill_workers() shut the pool down
  * (cancelling the calls not handed out yet), then:

@@ -21,8 +21,10 @@
  *   there beyond the running one.  A worker gets a second job only while
  *   more jobs wait than there are workers, and a third or more only while
  *   the jobs waiting on it would take under AHEAD_NS at its recent pace
- *   (may_queue(); up to DEPTH): a stream of tiny calls does not wait for
- *   a round trip each, and behind a long call waits one job at most, so
+ *   for their task functions (may_queue(); up to DEPTH): a stream of tiny
+ *   calls does not wait for a round trip each, and behind a long call
+ *   waits one job at most (a function it has not answered yet counts as
+ *   long; so does one whose recent calls were long), so
  *   that shutdown(cancel_futures), a map's timeout and cf_future_cancel()
  *   still reach nearly everything queued (as in Python's process pool,
  *   which hands out one call more than it has workers).
@@ -104,6 +106,7 @@
  * replaces it: a test that needs many jobs out on a worker cannot depend
  * on how loaded the machine is. */
 #define AHEAD_NS 1000000
+#define PACE_SLOTS 8 /* task functions whose pace a worker keeps */
 /* Most CALL frames in one CALLS message: half the depth, so that a worker
  * with a backlog has the next message at hand when it answers one. */
 #define BATCH_FRAMES (DEPTH / 2)
@@ -120,6 +123,10 @@
 typedef struct mjob {
     struct mjob *next;
     uint32_t n;
+    cf_task_fn *fn;      /* its calls' task (one per job) */
+    /* What it should take on its worker, by the worker's pace for fn when
+     * it was sent (see mworker.paces); -1: not known. */
+    int64_t est_ns;
     bool started;        /* handed to a worker: its futures are RUNNING */
     bool abandoned;      /* its futures failed (timeout); drop the answer */
     int64_t timeout_ns;  /* CF__NS_FOREVER for none */
@@ -166,15 +173,25 @@ typedef struct mworker {
     uint64_t frames;     /* CALL frames sent to it */
     mjob *head, *tail;
     int njobs;
-    /* Its pace: when its head job became the head (sent to it idle, or
-     * the one before answered), and decayed sums of the time from then
-     * to that job's answer and of the jobs answered (each answer adds
-     * its time and 1, after both sums lost an eighth).  Their ratio is
-     * its recent time per job; answers that came in one message count
-     * the whole wait for the first and ~0 for the rest, which averages
-     * out.  pace_jobs 0: nothing answered yet. */
+    /* Its pace, per task function: when its head job became the head
+     * (sent to it idle, or the one before answered), and for the last few
+     * functions it answered (PACE_SLOTS, by a hash of the function; a
+     * function that takes a slot drops the one there) decayed sums of the
+     * time from then to a job's answer and of the calls answered (each
+     * answer adds its time and its calls, after both sums lost an
+     * eighth).  Their ratio is its recent time per call of that function;
+     * answers that came in one message count the whole wait for the first
+     * and ~0 for the rest, which averages out.  Per function, because a
+     * burst of quick calls says nothing of a long call that follows it.
+     * ahead_ns: the est_ns of its jobs after the head; ahead_unknown: how
+     * many of those have none. */
     int64_t head_at;
-    double pace_ns, pace_jobs;
+    struct {
+        cf_task_fn *fn;
+        double ns, calls;
+    } paces[PACE_SLOTS];
+    int64_t ahead_ns;
+    int ahead_unknown;
     bool receiving;      /* an MPI_Imrecv is in flight */
     MPI_Request rreq;
     unsigned char *rbuf; /* the frame coming in */
@@ -387,17 +404,50 @@ static cf_failure *task_failure(const mworker *w, char *who, size_t size, int co
     return fl ? fl : cf__failure_oom();
 }
 
+static size_t pace_slot(cf_task_fn *fn)
+{
+    uintptr_t h = (uintptr_t)fn;
+    return (size_t)((h >> 4) ^ (h >> 10)) % PACE_SLOTS;
+}
+
+/* What n calls of fn should take on w (ns), or -1 if w has answered no
+ * call of fn lately. */
+static int64_t pace_estimate(const mworker *w, cf_task_fn *fn, uint32_t n)
+{
+    size_t k = pace_slot(fn);
+    if (w->paces[k].fn != fn || w->paces[k].calls <= 0)
+        return -1;
+    double est = w->paces[k].ns / w->paces[k].calls * (double)n;
+    return est < 9e18 ? (int64_t)est : INT64_MAX / 2;
+}
+
+/* A job joins (+1) or leaves (-1) the jobs waiting behind w's head. */
+static void count_ahead(mworker *w, const mjob *j, int sign)
+{
+    if (j->est_ns < 0)
+        w->ahead_unknown += sign;
+    else
+        w->ahead_ns += sign * j->est_ns;
+}
+
 /* Takes the answered job j off the head of w's list and counts its time
- * into w's pace. */
+ * into w's pace for its function. */
 static void pop_head(mworker *w, mjob *j)
 {
     w->head = j->next;
     if (!w->head)
         w->tail = NULL;
     w->njobs--;
+    if (w->head)
+        count_ahead(w, w->head, -1); /* the new head runs */
     int64_t now = cf__now_ns();
-    w->pace_ns = w->pace_ns * 0.875 + (double)(now - w->head_at);
-    w->pace_jobs = w->pace_jobs * 0.875 + 1.0;
+    size_t k = pace_slot(j->fn);
+    if (w->paces[k].fn != j->fn) {
+        w->paces[k].fn = j->fn;
+        w->paces[k].ns = w->paces[k].calls = 0;
+    }
+    w->paces[k].ns = w->paces[k].ns * 0.875 + (double)(now - w->head_at);
+    w->paces[k].calls = w->paces[k].calls * 0.875 + (double)(j->n ? j->n : 1);
     w->head_at = now;
     if (w->head && w->head->timeout_ns != CF__NS_FOREVER)
         w->head->deadline_ns = now + w->head->timeout_ns;
@@ -562,6 +612,8 @@ static void break_pool(mpi_pool *p, const char *msg)
         fail_jobs(w->head, CF_EBROKEN, "BrokenMPIPool", msg);
         w->head = w->tail = NULL;
         w->njobs = 0;
+        w->ahead_ns = 0;
+        w->ahead_unknown = 0;
         free(w->batch); /* its jobs were on the list just failed */
         w->batch = NULL;
         w->blen = w->bcap = 0;
@@ -901,6 +953,8 @@ static void add_job(mworker *w, mjob *j)
         w->head_at = cf__now_ns();
         if (j->timeout_ns != CF__NS_FOREVER)
             j->deadline_ns = w->head_at + j->timeout_ns;
+    } else {
+        count_ahead(w, j, +1);
     }
 }
 
@@ -929,6 +983,8 @@ static void flush_batch(mpi_pool *p, mworker *w)
     if (ok)
         return;
     mjob *j = prev ? prev->next : w->head;
+    for (mjob *k = prev ? j : j->next; k; k = k->next)
+        count_ahead(w, k, -1); /* those that were behind the head */
     if (prev)
         prev->next = NULL;
     else
@@ -1162,25 +1218,25 @@ static bool handle_stop(mpi_pool *p)
     return true;
 }
 
-/* May busy worker w be handed one more job (the pending ones outnumber
- * the workers)?  Yes for the first waiting behind its running job; more
- * only while those waiting would take under AHEAD_NS at its pace, which
- * is unknown (no) until it answered a job. */
-static bool may_queue(const mpi_pool *p, const mworker *w)
+/* May busy worker w be handed job j (the pending ones outnumber the
+ * workers)?  Yes for the first waiting behind its running job; more only
+ * while those waiting would take under AHEAD_NS at w's pace for their
+ * functions, and j's own is known: a job whose function w has not
+ * answered lately could be long. */
+static bool may_queue(const mpi_pool *p, const mworker *w, const mjob *j)
 {
     if (w->njobs >= DEPTH)
         return false;
     if (w->njobs <= 1)
         return true;
-    if (w->pace_jobs <= 0)
-        return false;
-    return (double)(w->njobs - 1) * (w->pace_ns / w->pace_jobs) < (double)p->ahead_ns;
+    return w->ahead_unknown == 0 && w->ahead_ns < p->ahead_ns &&
+           pace_estimate(w, j->fn, j->n) >= 0;
 }
 
 static int64_t ahead_knob(void)
 {
     const char *env = getenv("CFUTURES_TEST_MPI_AHEAD_NS");
-    if (!env || !*env)
+    if (!env || *env < '0' || *env > '9')
         return AHEAD_NS;
     char *end;
     errno = 0;
@@ -1208,7 +1264,7 @@ static bool dispatch(mpi_pool *p)
         mworker *best = NULL;
         for (int i = 0; j && i < p->nworkers; i++) {
             mworker *w = &p->workers[i];
-            if (!w->hello || w->exit_sent || (w->njobs > 0 && (!backlog || !may_queue(p, w))))
+            if (!w->hello || w->exit_sent || (w->njobs > 0 && (!backlog || !may_queue(p, w, j))))
                 continue;
             if (!best || w->njobs < best->njobs)
                 best = w;
@@ -1222,6 +1278,7 @@ static bool dispatch(mpi_pool *p)
             p->pending_tail = NULL;
         p->npending--;
         pthread_mutex_unlock(&p->mu);
+        j->est_ns = pace_estimate(best, j->fn, j->n);
         any |= send_job(p, best, j);
     }
     for (int i = 0; i < p->nworkers && p->comm != MPI_COMM_NULL; i++)
@@ -1940,6 +1997,8 @@ static int mp_submit_batch(cf_executor *ex, cf_future **fs, size_t n)
     }
     j->n = (uint32_t)n;
     j->chunk = NULL;
+    j->fn = fs[0]->call.fn;
+    j->est_ns = -1;
     j->started = false;
     j->abandoned = false;
     j->timeout_ns = fs[0]->timeout_ns;
@@ -1962,6 +2021,8 @@ static int mp_submit_chunk(cf_executor *ex, cf__chunk *c)
     }
     j->n = c->n;
     j->chunk = c;
+    j->fn = c->fn;
+    j->est_ns = -1;
     j->started = false;
     j->abandoned = false;
     j->timeout_ns = CF__NS_FOREVER;

@@ -295,29 +295,22 @@ static int64_t result_i64(cf_future *f)
     return v->as.i64;
 }
 
-/* A burst of quick calls, all submitted at once: once their answers come
- * (many per message), the manager knows ex's worker(s) for quick ones
- * (their recent time per call is small) and hands a backlog over many
- * calls at a time.  quick_burst() submits it, quick_burst_check()
- * collects it; quick_pace() does both. */
-enum { QUICK_N = 400 };
-static void quick_burst(cf_executor *ex, cf_future **fs)
+/* A burst of quick calls of `fn` (square, fail_odd or nap_ms, given even
+ * numbers; nap_ms naps 0 ms), all submitted at once: once their answers
+ * come (many per message), the manager knows ex's worker(s) for quick
+ * at fn (their recent time per call of it is small) and hands a backlog
+ * of fn's calls over many at a time. */
+static void quick_pace(cf_executor *ex, cf_task_fn *fn)
 {
-    for (int i = 0; i < QUICK_N; i++)
-        assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(i)), &fs[i]));
-}
-static void quick_burst_check(cf_future **fs)
-{
-    for (int i = 0; i < QUICK_N; i++) {
-        assert_int_equal(result_i64(fs[i]), (int64_t)i * i);
+    enum { N = 400 };
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        assert_ok(cf_submit(ex, fn, CF_ARGS(cf_i64(fn == nap_ms ? 0 : 2 * i)), &fs[i]));
+    for (int i = 0; i < N; i++) {
+        int64_t want = fn == nap_ms ? 0 : fn == square ? 4 * (int64_t)i * i : 2 * i;
+        assert_int_equal(result_i64(fs[i]), want);
         cf_future_release(fs[i]);
     }
-}
-static void quick_pace(cf_executor *ex)
-{
-    cf_future *fs[QUICK_N];
-    quick_burst(ex, fs);
-    quick_burst_check(fs);
 }
 
 /* A gate file: closed until gate_open(). */
@@ -836,7 +829,9 @@ static void test_batched_calls(void **state)
     (void)state;
     {
         cf_executor *ex = pool(1, 0);
-        quick_pace(ex);
+        quick_pace(ex, fail_odd);
+        quick_pace(ex, nap_ms);
+        quick_pace(ex, square);
         gate_new();
         cf_future *gate, *quick[20], *slow, *after[20];
         assert_ok(cf_submit(ex, wait_gate, CF_ARGS(cf_str(gate_path)), &gate));
@@ -965,17 +960,20 @@ static void test_shutdown_cancels_pending(void **state)
 }
 
 /* A worker whose calls are long is handed one call beyond the one it
- * runs, however many wait (the pace of a worker is unknown until it
- * answered, and then long): so cf_future_cancel(), progress and
+ * runs, however many wait (its pace for a function is unknown until it
+ * answered a call of it, and then long) - also right after a burst of
+ * quick calls of another function: so cf_future_cancel(), progress and
  * shutdown(cancel_futures) see the rest as pending, not running. */
 static void test_few_calls_handed_ahead(void **state)
 {
     (void)state;
     enum { K = 12 };
     cf_executor *ex = pool(2, 0);
+    quick_pace(ex, square);
+    int64_t ms = (int64_t)(400 * cf_test_scale());
     cf_future *fs[K];
     for (int i = 0; i < K; i++)
-        assert_ok(cf_submit(ex, nap_ms, CF_ARGS(cf_i64(400)), &fs[i]));
+        assert_ok(cf_submit(ex, nap_ms, CF_ARGS(cf_i64(ms)), &fs[i]));
     /* Two go to the idle workers at once, and one more to each. */
     for (int i = 0; i < 4; i++) {
         cf_state st;
@@ -988,7 +986,7 @@ static void test_few_calls_handed_ahead(void **state)
     int out = 0;
     for (int i = 0; i < K; i++)
         out += cf_future_running(fs[i]);
-    /* 6 once a worker answered (400 ms): one more each. */
+    /* 6 once a worker answered (`ms`): one more each. */
     assert_true(out <= 6);
     assert_true(cf_future_cancel(fs[K - 1]));
     assert_ok(cf_shutdown(ex, true, true));
@@ -997,7 +995,7 @@ static void test_few_calls_handed_ahead(void **state)
         if (cf_future_cancelled(fs[i])) {
             cancelled++;
         } else {
-            assert_int_equal(result_i64(fs[i]), 400);
+            assert_int_equal(result_i64(fs[i]), ms);
             ran++;
         }
         cf_future_release(fs[i]);
@@ -1066,15 +1064,22 @@ static void test_many_interrupts_remembered(void **state)
     assert_int_equal(setenv("CFUTURES_TEST_MPI_AHEAD_NS", "10000000000", 1), 0);
     cf_executor *ex = pool(1, 0);
     assert_int_equal(unsetenv("CFUTURES_TEST_MPI_AHEAD_NS"), 0);
-    /* Queued behind a burst of quick calls, so that the worker's pace is
-     * known by then (and until_stopped never answers, so it stays): wait
-     * until most of them are out (RUNNING here) before interrupting. */
-    cf_future *quick[QUICK_N];
-    quick_burst(ex, quick);
+    /* Nor before the worker has answered a call of until_stopped: two
+     * stopped at once give it a pace (the time a stop takes). */
+    for (int i = 0; i < 2; i++) {
+        cf_future *f;
+        assert_ok(cf_submit(ex, until_stopped, CF_NOARGS, &f));
+        while (cf_future_state(f) == CF_PENDING)
+            ;
+        assert_ok(cf_future_interrupt(f));
+        assert_cf(CF_ETASK, cf_future_result(f, CF_FOREVER, NULL));
+        cf_future_release(f);
+    }
+    /* Then until_stopped never answers, so the pace stays: wait until
+     * most of these are out (RUNNING here) before interrupting. */
     cf_future *fs[K];
     for (int i = 0; i < K; i++)
         assert_ok(cf_submit(ex, until_stopped, CF_NOARGS, &fs[i]));
-    quick_burst_check(quick);
     double t0 = cf_test_now();
     int out = 0;
     while (out < K / 2 && cf_test_now() - t0 < 10 * cf_test_scale()) {
