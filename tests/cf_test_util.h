@@ -360,4 +360,81 @@ static inline void *complete_after_barrier(void *p)
     return (void *)(intptr_t)rc;
 }
 
+/* ---- generators that keep no value past their next call ------------------ */
+
+/* Yields "s0", "s1", ... up to n values, each valid only until the next
+ * call: in the one buffer it overwrites (`fresh` false), or in a buffer
+ * it frees on the next call and allocates anew (`fresh` true: ASan sees
+ * a read of a stale value). */
+typedef struct stale_gen {
+    int i, n;
+    bool fresh;
+    char fixed[16];
+    char *heap;
+} stale_gen;
+
+static inline int stale_gen_next(void *ctx, cf_value *out)
+{
+    stale_gen *g = (stale_gen *)ctx;
+    free(g->heap);
+    g->heap = NULL;
+    if (g->i >= g->n)
+        return 0;
+    char *buf = g->fixed;
+    if (g->fresh && !(buf = g->heap = (char *)malloc(16)))
+        return -1;
+    snprintf(buf, 16, "s%d", g->i++);
+    *out = cf_str(buf);
+    return 1;
+}
+
+/* "a+b" of its two string arguments. */
+static inline int t_join2(cf_call *call)
+{
+    char out[64];
+    snprintf(out, sizeof out, "%s+%s", cf_arg_str(call, 0), cf_arg_str(call, 1));
+    return cf_return_str(call, out);
+}
+
+/* Maps `join` (t_join2, registered where the engine needs it) over one
+ * stale_gen used for both inputs, Python's zip(g, g), for each kind of
+ * stale_gen, chunksize 1 and 3, buffersize 0 and 2: each call must see
+ * two consecutive values, "s0+s1", "s2+s3", ... */
+static inline void check_map_zip_one_generator(cf_executor *ex, cf_task_fn *join)
+{
+    enum { N = 14 };
+    for (int fresh = 0; fresh < 2; fresh++)
+        for (int cs = 1; cs <= 3; cs += 2)
+            for (int bs = 0; bs <= 2; bs += 2) {
+                stale_gen g = {0, N, fresh != 0, "", NULL};
+                cf_map_input two[2] = {cf_input_generator(stale_gen_next, &g),
+                                       cf_input_generator(stale_gen_next, &g)};
+                cf_map_options mo;
+                cf_map_options_init(&mo);
+                mo.chunksize = cs;
+                mo.buffersize = (size_t)bs;
+                mo.timeout = 30.0 * cf_test_scale();
+                cf_map_iter *it = NULL;
+                assert_ok(cf_map(ex, join, two, 2, &mo, &it));
+                for (int i = 0; i < N / 2; i++) {
+                    const cf_value *v = NULL;
+                    const cf_failure *fl = NULL;
+                    int rc = cf_map_next(it, &v, &fl);
+                    if (rc != CF_OK)
+                        fail_msg("fresh %d chunksize %d buffersize %d, element %d: %s (%s)",
+                                 fresh, cs, bs, i, cf_err_name(rc),
+                                 fl ? cf_failure_message(fl) : cf_last_error_message());
+                    char want[32];
+                    snprintf(want, sizeof want, "s%d+s%d", 2 * i, 2 * i + 1);
+                    if (strcmp(v->as.str, want) != 0)
+                        fail_msg("fresh %d chunksize %d buffersize %d, element %d: \"%s\", "
+                                 "expected \"%s\"",
+                                 fresh, cs, bs, i, v->as.str, want);
+                }
+                assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+                cf_map_close(it);
+                free(g.heap);
+            }
+}
+
 #endif

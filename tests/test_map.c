@@ -276,6 +276,16 @@ static void test_map_generator_values_copied(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* One generator feeding both inputs, or one that frees its last value
+ * when called again: each value is copied before the next call. */
+static void test_map_zip_one_generator(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(2);
+    check_map_zip_one_generator(ex, t_join2);
+    assert_ok(cf_executor_destroy(ex));
+}
+
 static void test_map_failure_at_position(void **state)
 {
     (void)state;
@@ -915,6 +925,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_map_zip_with_empty_input),
     cmocka_unit_test(test_map_generator_input),
     cmocka_unit_test(test_map_generator_values_copied),
+    cmocka_unit_test(test_map_zip_one_generator),
     cmocka_unit_test(test_map_failure_at_position),
     cmocka_unit_test(test_map_str_array_copied),
     cmocka_unit_test(test_map_timeout_then_done),

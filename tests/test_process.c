@@ -1226,6 +1226,19 @@ static int gen_next(void *ctx, cf_value *out)
     return 1;
 }
 
+/* Generator values travel to a worker as copies made before the
+ * generator runs again (zip(g, g); one freeing its last value). */
+CF_TASK(t_join2);
+
+static void test_map_zip_one_generator(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(2, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    check_map_zip_one_generator(ex, t_join2);
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
 static void test_map_lazy_chunks(void **state)
 {
     (void)state;
@@ -3981,6 +3994,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_small_result_does_not_pin_lent_buffer),
     cmocka_unit_test(test_map_chunksize_1_and_7),
     cmocka_unit_test(test_map_lazy_chunks),
+    cmocka_unit_test(test_map_zip_one_generator),
     cmocka_unit_test(test_wait_and_as_completed),
     cmocka_unit_test(test_done_callbacks),
     cmocka_unit_test(test_worker_count),

@@ -61,6 +61,17 @@ struct cf_map_iter {
     size_t ninputs;
     size_t *pos;           /* next index into each array input */
     cf_value *tuple;       /* scratch: one value per input */
+    /* A copy of each generator's latest CF_STR/CF_BYTES value, which
+     * it->tuple points at: the generator may reuse or free its own
+     * storage when called again, and the tuple (zip(g, g) calls one
+     * generator for two inputs) is read whole before the values are
+     * copied into the call.  One buffer per input, grown as needed and
+     * kept for the map's life; unused for an array input, whose values
+     * stay valid for the whole map and are read in place. */
+    struct held_value {
+        unsigned char *buf;
+        size_t cap;
+    } *held;
     int64_t deadline;
     size_t buffersize;     /* 0 = eager */
     int priority;          /* of every call */
@@ -131,7 +142,37 @@ CF__API void cf_map_options_init(cf_map_options *opts)
     opts->priority = CF_PRIORITY_DEFAULT;
 }
 
-/* Reads the next tuple.  Returns 1, 0 at the end, or a cf_error. */
+/* Copies the bytes of *v, a value a generator just produced, into h and
+ * points *v at the copy, so it outlives the generator's next call.  A
+ * value the checks will refuse without reading its bytes (too big, NULL)
+ * is left as it is.  A string's copy keeps what the check reads
+ * (strnlen up to size + 1), so it is accepted or refused as the original
+ * would have been. */
+static int hold_value(struct held_value *h, cf_value *v)
+{
+    if ((v->kind != CF_STR && v->kind != CF_BYTES) || v->size > CF_PAYLOAD_MAX ||
+        !v->as.bytes)
+        return CF_OK;
+    size_t len = v->kind == CF_STR ? strnlen(v->as.str, v->size + 1) : v->size;
+    size_t need = len + 1;
+    if (need > h->cap) {
+        unsigned char *nb = realloc(h->buf, need);
+        if (!nb)
+            return cf__fail(CF_ENOMEM, "map: cannot allocate %zu bytes for a generator's value",
+                            need);
+        h->buf = nb;
+        h->cap = need;
+    }
+    if (len)
+        memcpy(h->buf, v->as.bytes, len);
+    h->buf[len] = '\0';
+    v->as.bytes = h->buf;
+    return CF_OK;
+}
+
+/* Reads the next tuple.  Returns 1, 0 at the end, or a cf_error.  A
+ * generator's value is held (hold_value) before any generator is called
+ * again. */
 static int next_tuple(cf_map_iter *it)
 {
     for (size_t i = 0; i < it->ninputs; i++) {
@@ -142,6 +183,8 @@ static int next_tuple(cf_map_iter *it)
                 return 0;
             if (r < 0)
                 return cf__fail(CF_EINVAL, "map: generator of input %zu failed (%d)", i, r);
+            if ((r = hold_value(&it->held[i], &it->tuple[i])) != CF_OK)
+                return r;
         } else {
             if (it->pos[i] >= in->count)
                 return 0;
@@ -603,6 +646,10 @@ CF__API void cf_map_close(cf_map_iter *it)
     free(it->inputs);
     free(it->pos);
     free(it->tuple);
+    if (it->held)
+        for (size_t i = 0; i < it->ninputs; i++)
+            free(it->held[i].buf);
+    free(it->held);
     free(it->chunk);
     free(it);
 }
@@ -651,8 +698,9 @@ CF__API int cf_map(cf_executor *ex, cf_task_fn *fn, const cf_map_input *inputs, 
     it->inputs = malloc(ninputs * sizeof *it->inputs);
     it->pos = calloc(ninputs, sizeof *it->pos);
     it->tuple = calloc(ninputs, sizeof *it->tuple);
+    it->held = calloc(ninputs, sizeof *it->held);
     it->chunksize = (size_t)opts->chunksize;
-    if (!it->inputs || !it->pos || !it->tuple) {
+    if (!it->inputs || !it->pos || !it->tuple || !it->held) {
         cf_map_close(it);
         return cf__fail(CF_ENOMEM, "map: out of memory");
     }
