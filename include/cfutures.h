@@ -791,8 +791,10 @@ typedef void cf_progress_fn(void *arg, const cf_progress *p);
  *   - at most one call per interval, and only when the snapshot differs
  *     from the one last passed (or the callback is new), so an idle
  *     executor costs no calls; a change is reported within one interval,
- *     in particular the one that ends the last call.  The first callback
- *     set on an executor is called at once;
+ *     in particular the one that ends the last call.  A callback is called
+ *     at once when set, the first on an executor as one replacing another
+ *     (whatever was left of the replaced one's interval), and its own
+ *     interval counts from that call;
  *   - cf_executor_destroy() makes one last call, after every call of the
  *     executor has ended, if the counts changed since the previous one;
  *     so does the exit handler for an executor never destroyed, after

@@ -845,6 +845,33 @@ static void test_progress_callback_clears_or_destroys_itself(void **state)
     pthread_mutex_destroy(&r2.mu);
 }
 
+/* A callback replacing one with a long interval is not held to what is
+ * left of that interval: it is called at once, and while the counts move
+ * within its own interval. */
+static void test_progress_callback_replaced_not_held_by_old_interval(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    cb_rec slow, fast;
+    cb_rec_init(&slow);
+    cb_rec_init(&fast);
+    assert_ok(cf_executor_set_progress_callback(ex, record, &slow, 60 * 1000));
+    assert_true(cf_test_event_wait(&slow.first, 10));
+    assert_ok(cf_executor_set_progress_callback(ex, record, &fast, 10));
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(2)), &f));
+    assert_ok(cf_future_result(f, 10, NULL));
+    cf_future_release(f);
+    /* Scaled, and far below the 60 s the old deadline would take. */
+    bool called = cf_test_event_wait(&fast.first, 1);
+    assert_ok(cf_executor_destroy(ex));
+    if (!called)
+        fail_msg("the replacing callback (10 ms) was not called within %d s", cf_test_scale());
+    assert_int_equal(cb_calls(&slow), 1);
+    pthread_mutex_destroy(&slow.mu);
+    pthread_mutex_destroy(&fast.mu);
+}
+
 static void test_progress_callback_bad_input(void **state)
 {
     (void)state;
@@ -1078,6 +1105,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_progress_callback_called_and_final),
     cmocka_unit_test(test_progress_callback_never_after_clear),
     cmocka_unit_test(test_progress_callback_clears_or_destroys_itself),
+    cmocka_unit_test(test_progress_callback_replaced_not_held_by_old_interval),
     cmocka_unit_test(test_progress_callback_bad_input),
     cmocka_unit_test(test_progress_callback_last_call_at_exit),
     cmocka_unit_test(test_progress_bar_plain_lines),

@@ -304,10 +304,13 @@ static void *ticker_main(void *arg)
      * then bumps `seq` and wakes it; `seq` is read under `mu` before the
      * sleep, so a change made after the check makes the sleep return at
      * once.  A stop is seen at once and a tick is never late.  Nothing
-     * else is waited for here: a worker never wakes it. */
+     * else is waited for here: a worker never wakes it.  A callback set
+     * since the last call (gen moved) is due at once, whatever is left of
+     * the interval of the one it replaced; its own interval counts from
+     * that call. */
     while (!t->stop) {
         int64_t now = cf__now_ns();
-        if (now < next) {
+        if (now < next && t->gen == last_gen) {
             sleep_on(t, next);
             continue;
         }
