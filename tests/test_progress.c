@@ -988,28 +988,26 @@ static cf_progress snap(uint64_t submitted, uint64_t running, uint64_t ok, uint6
     return p;
 }
 
-/* stderr not a terminal: plain lines, none before the end within 5 s,
- * then one with the final counts. */
-static void test_progress_bar_plain_lines(void **state)
+/* Runs a bar "work" of 10 calls with stderr on a pipe (not a terminal):
+ * `nups` updates, then a finish at `fin`.  Returns the last line written
+ * (in `out`, without its newline), after checking the output is plain
+ * lines ending with one. */
+static const char *bar_plain_last_line(const cf_progress *ups, size_t nups,
+                                       const cf_progress *fin, char *out, size_t size)
 {
-    (void)state;
     int fds[2];
     assert_int_equal(pipe(fds), 0);
     int saved = redirect_stderr(fds[1]);
     cf_progress_bar *bar = NULL;
     int rc = cf_progress_bar_new(&bar, "work", 10);
-    for (uint64_t i = 0; i < 9 && rc == CF_OK; i++) {
-        cf_progress p = snap(10, 1, i, 0, 0);
-        cf_progress_bar_update(bar, &p);
-    }
-    cf_progress fin = snap(10, 0, 8, 1, 1);
+    for (size_t i = 0; i < nups && rc == CF_OK; i++)
+        cf_progress_bar_update(bar, &ups[i]);
     if (rc == CF_OK)
-        cf_progress_bar_finish(bar, &fin);
+        cf_progress_bar_finish(bar, fin);
     restore_stderr(saved);
     close(fds[1]);
     assert_ok(rc);
-    char out[4096];
-    read_all(fds[0], out, sizeof out);
+    read_all(fds[0], out, size);
     close(fds[0]);
     assert_null(strchr(out, '\r'));
     assert_null(strchr(out, '\033'));
@@ -1017,10 +1015,42 @@ static void test_progress_bar_plain_lines(void **state)
     assert_true(len > 0 && out[len - 1] == '\n');
     out[len - 1] = '\0';
     const char *last = strrchr(out, '\n');
-    last = last ? last + 1 : out;
+    return last ? last + 1 : out;
+}
+
+/* stderr not a terminal: plain lines, none before the end within 5 s,
+ * then one with the final counts. */
+static void test_progress_bar_plain_lines(void **state)
+{
+    (void)state;
+    cf_progress ups[9];
+    for (uint64_t i = 0; i < 9; i++)
+        ups[i] = snap(10, 1, i, 0, 0);
+    cf_progress fin = snap(10, 0, 8, 1, 1);
+    char out[4096];
+    const char *last = bar_plain_last_line(ups, 9, &fin, out, sizeof out);
     if (strncmp(last, "work: 10/10 (100%) in ", 22) != 0 ||
         !strstr(last, "/s, ETA 00:00, 1 failed, 1 cancelled"))
         fail_msg("last line: \"%s\"", last);
+}
+
+/* The failed and the cancelled count each show only when not zero. */
+static void test_progress_bar_shows_nonzero_counts_only(void **state)
+{
+    (void)state;
+    char out[4096];
+    cf_progress fin = snap(10, 0, 4, 0, 6);
+    const char *last = bar_plain_last_line(NULL, 0, &fin, out, sizeof out);
+    if (!strstr(last, "ETA 00:00, 6 cancelled") || strstr(last, "failed"))
+        fail_msg("cancelled only: \"%s\"", last);
+    fin = snap(10, 0, 7, 3, 0);
+    last = bar_plain_last_line(NULL, 0, &fin, out, sizeof out);
+    if (!strstr(last, "ETA 00:00, 3 failed") || strstr(last, "cancelled"))
+        fail_msg("failed only: \"%s\"", last);
+    fin = snap(10, 0, 10, 0, 0);
+    last = bar_plain_last_line(NULL, 0, &fin, out, sizeof out);
+    if (strstr(last, "failed") || strstr(last, "cancelled"))
+        fail_msg("none: \"%s\"", last);
 }
 
 /* stderr a terminal (a pseudo-terminal here): redrawn in place. */
@@ -1109,6 +1139,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_progress_callback_bad_input),
     cmocka_unit_test(test_progress_callback_last_call_at_exit),
     cmocka_unit_test(test_progress_bar_plain_lines),
+    cmocka_unit_test(test_progress_bar_shows_nonzero_counts_only),
     cmocka_unit_test(test_progress_bar_terminal_redraw),
     cmocka_unit_test(test_progress_bar_bad_input),
 };

@@ -536,9 +536,13 @@ static void bar_draw(cf_progress_bar *b, int64_t now, bool final)
     fmt_duration(took, sizeof took, elapsed);
     fmt_duration(eta, sizeof eta,
                  ended >= total ? 0 : rate > 0 ? (double)(total - ended) / rate : -1);
-    if (p->failed || p->cancelled)
-        snprintf(fails, sizeof fails, ", %llu failed, %llu cancelled",
-                 (unsigned long long)p->failed, (unsigned long long)p->cancelled);
+    /* Each count only when there are any: ", 2 failed", ", 6 cancelled". */
+    int nf = 0;
+    if (p->failed)
+        nf = snprintf(fails, sizeof fails, ", %llu failed", (unsigned long long)p->failed);
+    if (p->cancelled)
+        snprintf(fails + nf, sizeof fails - (size_t)nf, ", %llu cancelled",
+                 (unsigned long long)p->cancelled);
     unsigned pct = total ? (unsigned)(ended >= total ? 100 : ended * 100 / total) : 0;
     const char *sep = b->label[0] ? ": " : "";
     char line[512];
