@@ -972,7 +972,11 @@ typedef enum cf_crash_policy {
     CF_CRASH_BREAKS_POOL = 0,
     /* Only the call running on the dead worker fails (CF_EBROKEN, same
      * message); calls sent to that worker that it had not begun go back
-     * to the queue, a replacement worker starts and the pool carries on. */
+     * to the queue, a replacement worker starts and the pool carries on.
+     * A map chunk (cf_map() chunksize > 1) is answered at its end, so
+     * every call of it the worker had begun (and not yet answered) fails
+     * with CF_EBROKEN, those that had finished too; those it had not
+     * begun run on another worker. */
     CF_CRASH_REPLACES_WORKER = 1
 } cf_crash_policy;
 
