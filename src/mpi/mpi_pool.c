@@ -174,9 +174,9 @@ typedef struct mworker {
     mjob *head, *tail;
     int njobs;
     /* Its pace, per task function: when its head job became the head
-     * (sent to it idle, or the one before answered), and for the last few
-     * functions it answered (PACE_SLOTS, by a hash of the function; a
-     * function that takes a slot drops the one there) decayed sums of the
+     * (sent to it idle, or the one before answered), and for the last
+     * PACE_SLOTS functions it answered (a new one takes the slot answered
+     * longest ago; `used` stamps each slot's last answer) decayed sums of the
      * time from then to a job's answer and of the calls answered (each
      * answer adds its time and its calls, after both sums lost an
      * eighth).  Their ratio is its recent time per call of that function;
@@ -189,7 +189,9 @@ typedef struct mworker {
     struct {
         cf_task_fn *fn;
         double ns, calls;
+        uint64_t used;
     } paces[PACE_SLOTS];
+    uint64_t answers;    /* jobs it answered: the clock of `used` */
     int64_t ahead_ns;
     int ahead_unknown;
     bool receiving;      /* an MPI_Imrecv is in flight */
@@ -404,18 +406,21 @@ static cf_failure *task_failure(const mworker *w, char *who, size_t size, int co
     return fl ? fl : cf__failure_oom();
 }
 
-static size_t pace_slot(cf_task_fn *fn)
+/* w's slot for fn, or PACE_SLOTS if it has none. */
+static size_t pace_slot(const mworker *w, cf_task_fn *fn)
 {
-    uintptr_t h = (uintptr_t)fn;
-    return (size_t)((h >> 4) ^ (h >> 10)) % PACE_SLOTS;
+    size_t k = 0;
+    while (k < PACE_SLOTS && w->paces[k].fn != fn)
+        k++;
+    return k;
 }
 
 /* What n calls of fn should take on w (ns), or -1 if w has answered no
  * call of fn lately. */
 static int64_t pace_estimate(const mworker *w, cf_task_fn *fn, uint32_t n)
 {
-    size_t k = pace_slot(fn);
-    if (w->paces[k].fn != fn || w->paces[k].calls <= 0)
+    size_t k = pace_slot(w, fn);
+    if (k == PACE_SLOTS || w->paces[k].calls <= 0)
         return -1;
     double est = w->paces[k].ns / w->paces[k].calls * (double)n;
     return est < 9e18 ? (int64_t)est : INT64_MAX / 2;
@@ -441,11 +446,16 @@ static void pop_head(mworker *w, mjob *j)
     if (w->head)
         count_ahead(w, w->head, -1); /* the new head runs */
     int64_t now = cf__now_ns();
-    size_t k = pace_slot(j->fn);
-    if (w->paces[k].fn != j->fn) {
+    size_t k = pace_slot(w, j->fn);
+    if (k == PACE_SLOTS) {
+        k = 0; /* the slot answered longest ago (or never) */
+        for (size_t i = 1; i < PACE_SLOTS; i++)
+            if (w->paces[i].used < w->paces[k].used)
+                k = i;
         w->paces[k].fn = j->fn;
         w->paces[k].ns = w->paces[k].calls = 0;
     }
+    w->paces[k].used = ++w->answers;
     w->paces[k].ns = w->paces[k].ns * 0.875 + (double)(now - w->head_at);
     w->paces[k].calls = w->paces[k].calls * 0.875 + (double)(j->n ? j->n : 1);
     w->head_at = now;

@@ -1140,10 +1140,12 @@ static void test_timeout(void **state)
  * calls fail with the pool.  Its heartbeat thread is then inside MPI
  * (MPI_Improbe above) while the main thread leaves: the worker must not
  * finalize MPI under it (Open MPI crashed in that thread's call; ctest
- * fails the test on the crash report).  A, B and C go as one CALLS message: a timed
+ * fails the test on the crash report).  A and B go as one CALLS message: a timed
  * call waits at the head of the queue until the worker is idle (nothing
  * timed goes to a busy worker), then goes alone, and they follow it as a
- * backlog.  A's quick answer is held while B runs; if A was not quick
+ * backlog (from the second round on, when the worker has answered both
+ * functions: A quick, so B may wait behind it; C waits for B).  A's
+ * quick answer is held while B runs; if A was not quick
  * (a loaded machine, a sanitizer), nothing is held and every answer
  * comes right: another round, on the same pool. */
 static void test_held_answers_lost(void **state)
