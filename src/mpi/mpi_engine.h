@@ -89,6 +89,11 @@ enum {
 size_t cf__mpi_part_max(void);
 size_t cf__mpi_answer_part_max(void);
 
+/* A test knob from the environment: the decimal number in `name` if it
+ * is in [lo, hi], else (unset, not a plain number, out of range) dflt. */
+unsigned long long cf__mpi_test_knob(const char *name, unsigned long long lo,
+                                     unsigned long long hi, unsigned long long dflt);
+
 /* A message longer than this is "big": Open MPI 4.1 sends it by
  * rendezvous over TCP (its eager limit there is 64 KiB), so it moves only
  * while both ranks call into MPI (see moving() in mpi_pool.c). */

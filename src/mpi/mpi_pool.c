@@ -1243,19 +1243,6 @@ static bool may_queue(const mpi_pool *p, const mworker *w, const mjob *j)
            pace_estimate(w, j->fn, j->n) >= 0;
 }
 
-static int64_t ahead_knob(void)
-{
-    const char *env = getenv("CFUTURES_TEST_MPI_AHEAD_NS");
-    if (!env || *env < '0' || *env > '9')
-        return AHEAD_NS;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(env, &end, 10);
-    if (*end || errno || v < 1000 || v > 10000000000ULL)
-        return AHEAD_NS;
-    return (int64_t)v;
-}
-
 /* Hands pending jobs to workers, the small frames for one worker in one
  * message.  Returns true if it sent any. */
 static bool dispatch(mpi_pool *p)
@@ -2367,7 +2354,8 @@ static int launch(cf_executor **out, bool spawn, bool world, MPI_Comm comm, int 
     p->nworkers = n;
     p->workers = ws;
     p->hb_timeout_ns = (int64_t)(o->heartbeat_timeout * 1e9);
-    p->ahead_ns = ahead_knob();
+    p->ahead_ns = (int64_t)cf__mpi_test_knob("CFUTURES_TEST_MPI_AHEAD_NS", 1000,
+                                             10000000000ULL, AHEAD_NS);
     p->comm = comm;
     p->dying = MPI_COMM_NULL; /* not 0 in Open MPI */
     for (int i = 0; i < n; i++) {

@@ -88,15 +88,22 @@ const char *cf__mpi_strerror(int code, char *buf, size_t size)
 static size_t part_max = CF__MPI_PART_MAX;
 static pthread_once_t part_once = PTHREAD_ONCE_INIT;
 
+unsigned long long cf__mpi_test_knob(const char *name, unsigned long long lo,
+                                     unsigned long long hi, unsigned long long dflt)
+{
+    const char *env = getenv(name);
+    if (!env || *env < '0' || *env > '9') /* unset, or a sign or space */
+        return dflt;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(env, &end, 10);
+    return *end || errno || v < lo || v > hi ? dflt : v;
+}
+
 static void read_part_knob(void)
 {
-    const char *env = getenv("CFUTURES_TEST_MPI_PART");
-    if (!env || !*env)
-        return;
-    char *end;
-    unsigned long long v = strtoull(env, &end, 10);
-    if (!*end && v >= 16 && v <= CF__MPI_PART_MAX)
-        part_max = (size_t)v;
+    part_max = (size_t)cf__mpi_test_knob("CFUTURES_TEST_MPI_PART", 16, CF__MPI_PART_MAX,
+                                         CF__MPI_PART_MAX);
 }
 
 size_t cf__mpi_part_max(void)
