@@ -591,9 +591,12 @@ int cf_submit(cf_executor *ex, cf_task_fn *fn, const cf_value *args,
 /* Schedules n calls of fn at once: call i gets the nargs arguments
  * args[i * nargs .. i * nargs + nargs) and its future goes to out[i] (one
  * reference each, owned by the caller).  The same as n cf_submit() calls
- * in order, but a thread pool takes its lock once and wakes one worker for
- * the lot (the workers that take calls while more are queued wake the
- * next).  Any thread may call it.  Either all n are scheduled and CF_OK
+ * in order, but cheaper: a thread pool takes its lock once for the lot,
+ * makes and queues the calls 256 at a time so that its workers begin the
+ * first while the rest are made, and wakes one worker (the workers that
+ * take calls while more are queued wake the next).  Other submits to that
+ * pool, and its cf_shutdown(), wait until the whole batch is queued.  Any
+ * thread may call it.  Either all n are scheduled and CF_OK
  * is returned, or none is: out[0..n) are all NULL and the error is the one
  * cf_submit() would return for the first call that fails (every call is
  * validated before any is scheduled; on engines other than the thread

@@ -147,8 +147,70 @@ static void test_fault_chunk_heap_enomem_part_way(void **state)
     blocker_destroy(&b);
 }
 
+static _Atomic int ran;
+
+static int t_len(cf_call *call)
+{
+    atomic_fetch_add(&ran, 1);
+    return cf_return_i64(call, (int64_t)strlen(cf_arg_str(call, 0)));
+}
+
+/* cf_submit_many() of 1000 calls on a bounded pool, whose 700th call's
+ * memory cannot be had (strings of 100 bytes: every call's future is a
+ * malloc of its own): the batch is refused whole with CF_ENOMEM before
+ * any call is handed over - no call runs, every out[] is NULL, no slot
+ * or count is left taken - and the next batch, which fills the bound,
+ * goes in and runs. */
+static void test_fault_submit_many_enomem_part_way(void **state)
+{
+    (void)state;
+    enum { N = 1000, FAIL_AT = 700 };
+    static char text[101];
+    memset(text, 'x', 100);
+    static cf_value args[N];
+    static cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        args[i] = cf_str(text);
+    cf_thread_pool_options o;
+    cf_thread_pool_options_init(&o);
+    o.max_workers = 2;
+    o.max_queued = N;
+    cf_executor *ex = NULL;
+    assert_ok(cf_thread_pool_new(&ex, &o));
+    /* One call first: the pool's first thread is started (which allocates). */
+    assert_int_equal(run_i64(ex, t_len, CF_ARGS(cf_str("ab"))), 2);
+    atomic_store(&ran, 0);
+    for (int i = 0; i < N; i++)
+        fs[i] = (cf_future *)args; /* overwritten */
+    cf_fault_arm(CF_FAULT_MALLOC, FAIL_AT, false);
+    int rc = cf_submit_many(ex, t_len, args, 1, N, fs);
+    long failed = cf_fault_failed();
+    cf_fault_disarm();
+    assert_int_equal(failed, 1);
+    assert_cf(CF_ENOMEM, rc);
+    assert_true(contains(cf_last_error_message(), "submit_many"));
+    for (int i = 0; i < N; i++)
+        assert_null(fs[i]);
+    assert_int_equal(atomic_load(&ex->bound.queued), 0);
+    cf_progress p;
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_int_equal(p.submitted, 1);
+    assert_int_equal(atomic_load(&ran), 0);
+
+    assert_ok(cf_submit_many(ex, t_len, args, 1, N, fs));
+    for (int i = 0; i < N; i++) {
+        int64_t v = -1;
+        assert_ok(cf_future_result_i64(fs[i], T_OK * cf_test_scale(), &v));
+        assert_int_equal(v, 100);
+        cf_future_release(fs[i]);
+    }
+    assert_int_equal(atomic_load(&ran), N);
+    assert_ok(cf_executor_destroy(ex));
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_fault_chunk_heap_enomem_part_way),
+    cmocka_unit_test(test_fault_submit_many_enomem_part_way),
 };
 
 CF_TEST_MAIN(tests)

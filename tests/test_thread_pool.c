@@ -2155,7 +2155,142 @@ static void test_submit_many_all_or_nothing(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* Task: i64 argument 0 plus the length of string argument 1. */
+static int t_plus_len(cf_call *call)
+{
+    atomic_fetch_add(&many_ran, 1);
+    return cf_return_i64(call, cf_arg_i64(call, 0) + (int64_t)strlen(cf_arg_str(call, 1)));
+}
+
+/* A batch larger than one piece (the pool makes and queues the calls of
+ * a cf_submit_many() 256 at a time) with strings of every length, some
+ * too long for a cached future block: every call runs once with its own
+ * copied arguments, the results come back in order, the counts add up,
+ * and on a bounded pool (max_queued N) every slot goes back, so the
+ * second batch, which fills the bound, fits. */
+static void test_submit_many_in_pieces(void **state)
+{
+    (void)state;
+    enum { N = 1000 };
+    static char text[N][80];
+    static cf_value args[2 * N];
+    static cf_future *fs[N];
+    for (int i = 0; i < N; i++) {
+        int len = i % 70;
+        memset(text[i], 'a' + i % 26, (size_t)len);
+        text[i][len] = '\0';
+        args[2 * i] = cf_i64(i * 1000);
+        args[2 * i + 1] = cf_str(text[i]);
+    }
+    for (int bounded = 0; bounded < 2; bounded++) {
+        cf_thread_pool_options o;
+        cf_thread_pool_options_init(&o);
+        o.max_workers = 3;
+        o.max_queued = bounded ? N : 0;
+        cf_executor *ex = NULL;
+        assert_ok(cf_thread_pool_new(&ex, &o));
+        atomic_store(&many_ran, 0);
+        for (int round = 0; round < 2; round++) {
+            assert_ok(cf_submit_many(ex, t_plus_len, args, 2, N, fs));
+            /* The caller's strings may change once the call returns. */
+            if (round == 0)
+                for (int i = 0; i < N; i++)
+                    text[i][0] = text[i][0] ? '#' : '\0';
+            for (int i = 0; i < N; i++) {
+                int64_t v = -1;
+                assert_ok(cf_future_result_i64(fs[i], 10.0 * cf_test_scale(), &v));
+                assert_int_equal(v, (int64_t)i * 1000 + i % 70);
+                assert_ok(cf_future_release(fs[i]));
+            }
+        }
+        assert_int_equal(atomic_load(&many_ran), 2 * N);
+        cf_progress pr;
+        assert_ok(cf_executor_progress(ex, &pr));
+        assert_int_equal(pr.submitted, 2 * N);
+        assert_int_equal(pr.succeeded, 2 * N);
+        assert_int_equal(pr.running, 0);
+        assert_ok(cf_executor_destroy(ex));
+    }
+}
+
+typedef struct many_race {
+    pthread_barrier_t bar;
+    cf_executor *ex;
+    bool cancel;
+    double delay; /* seconds between the barrier and the shutdown */
+} many_race;
+
+static void shutdown_after_barrier(void *arg)
+{
+    many_race *r = arg;
+    pthread_barrier_wait(&r->bar);
+    /* Busy, not asleep: a sleep would end far later than asked, and the
+     * delays spread the shutdown over the time the batch is made. */
+    double until = cf_test_now() + r->delay;
+    while (cf_test_now() < until) {
+    }
+    assert_ok(cf_shutdown(r->ex, true, r->cancel));
+}
+
+/* A shutdown racing a batch of several pieces: the batch is scheduled
+ * whole (every call runs, or with cancel_futures each ends finished or
+ * cancelled, none left pending) or refused whole with CF_ESHUTDOWN (no
+ * call runs, every out[] NULL).  A worker that left while pieces were
+ * still coming would leave calls queued for ever: their results would
+ * time out.  The shutdown comes 0 to 2 ms after the batch begins: while
+ * its blocks are reserved, while its pieces are made, or after. */
+static void test_submit_many_races_shutdown(void **state)
+{
+    (void)state;
+    enum { N = 20000, ROUNDS = 40 };
+    static cf_value args[N];
+    static cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        args[i] = cf_i64(i);
+    int whole = 0, refused = 0;
+    for (int r = 0; r < ROUNDS; r++) {
+        many_race race = {.ex = pool_new(2), .cancel = r % 2 == 1, .delay = r * 50e-6};
+        pthread_barrier_init(&race.bar, NULL, 2);
+        atomic_store(&many_ran, 0);
+        bg_thread bg;
+        bg_start(&bg, shutdown_after_barrier, &race);
+        pthread_barrier_wait(&race.bar);
+        int rc = cf_submit_many(race.ex, t_count_square, args, 1, N, fs);
+        bg_join(&bg, 30.0);
+        if (rc == CF_OK) {
+            whole++;
+            int finished = 0;
+            for (int i = 0; i < N; i++) {
+                int64_t v = -1;
+                int got = cf_future_result_i64(fs[i], 10.0 * cf_test_scale(), &v);
+                if (got == CF_OK) {
+                    assert_int_equal(v, (int64_t)i * i);
+                    finished++;
+                } else {
+                    assert_true(race.cancel);
+                    assert_cf(CF_ECANCELLED, got);
+                }
+                assert_ok(cf_future_release(fs[i]));
+            }
+            assert_int_equal(atomic_load(&many_ran), finished);
+            if (!race.cancel)
+                assert_int_equal(finished, N);
+        } else {
+            refused++;
+            assert_cf(CF_ESHUTDOWN, rc);
+            for (int i = 0; i < N; i++)
+                assert_null(fs[i]);
+            assert_int_equal(atomic_load(&many_ran), 0);
+        }
+        pthread_barrier_destroy(&race.bar);
+        assert_ok(cf_executor_destroy(race.ex));
+    }
+    assert_int_equal(whole + refused, ROUNDS);
+}
+
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_submit_many_in_pieces),
+    cmocka_unit_test(test_submit_many_races_shutdown),
     cmocka_unit_test(test_submit_many_results_in_order),
     cmocka_unit_test(test_submit_many_two_args_and_none),
     cmocka_unit_test(test_submit_many_all_or_nothing),

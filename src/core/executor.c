@@ -353,14 +353,14 @@ static int check_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, siz
     return CF_OK;
 }
 
-/* prepare_call() once check_call() has passed for (ex, fn, nargs). */
-static int prepare_checked(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
-                           int64_t timeout_ns, int priority, cf_future **out, const char *who)
+/* Checks a call's argument values for `ex`.  `payload` is what the
+ * caller sends (the limit applies to it); `extra` is what the copy needs,
+ * including string terminators.  Each value is at most CF_PAYLOAD_MAX, so
+ * neither sum can overflow. */
+static int measure_call(const cf_executor *ex, const cf_value *args, size_t nargs,
+                        const char *who, size_t *payload_out, size_t *extra_out)
 {
     bool copying = ex->engine->copies_args;
-    /* `payload` is what the caller sends (the limit applies to it);
-     * `extra` is what the copy needs, including string terminators.  Each
-     * value is at most CF_PAYLOAD_MAX, so neither sum can overflow. */
     size_t payload = 0, extra = 0;
     for (size_t i = 0; i < nargs; i++) {
         int rc = cf__value_check(&args[i], copying, who, i);
@@ -374,6 +374,19 @@ static int prepare_checked(cf_executor *ex, cf_task_fn *fn, const cf_value *args
                                         "CF_PAYLOAD_MAX (%zu)",
                             who, payload, (size_t)CF_PAYLOAD_MAX);
     }
+    *payload_out = payload;
+    *extra_out = extra;
+    return CF_OK;
+}
+
+/* prepare_call() once check_call() has passed for (ex, fn, nargs). */
+static int prepare_checked(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
+                           int64_t timeout_ns, int priority, cf_future **out, const char *who)
+{
+    size_t payload, extra;
+    int rc = measure_call(ex, args, nargs, who, &payload, &extra);
+    if (rc != CF_OK)
+        return rc;
     cf_future *f = NULL;
     if (ex->engine->new_call)
         f = ex->engine->new_call(ex, fn, args, nargs, payload);
@@ -491,6 +504,83 @@ CF__API int cf_submit_with(cf_executor *ex, const cf_submit_options *opts, cf_ta
 static int submit_prepared(cf_executor *ex, cf_future **fs, size_t n, bool as_chunk,
                            int64_t space_deadline_ns, bool slots_taken, const char *who);
 
+/* The calls of a cf_submit_many() that an engine makes piece by piece
+ * (engine->submit_made). */
+typedef struct made_calls {
+    cf_executor *ex;
+    cf_task_fn *fn;
+    const cf_value *args;
+    size_t nargs;
+    bool slots;
+} made_calls;
+
+static size_t made_size(const made_calls *mc, size_t i)
+{
+    size_t extra = 0;
+    for (size_t j = 0; j < mc->nargs; j++)
+        extra += cf__value_extra(&mc->args[i * mc->nargs + j]);
+    return cf__future_call_size(mc->nargs, extra);
+}
+
+/* engine->submit_made's `make`: fs[k..k+m) from reserved blocks to
+ * futures, each with the engine's reference (a plain store: no other
+ * thread knows of it yet, see submit_common) and its slot. */
+static void make_calls(void *ctx, cf_future **fs, size_t k, size_t m)
+{
+    const made_calls *mc = ctx;
+    for (size_t i = k; i < k + m; i++) {
+        const cf_value *a = mc->nargs ? mc->args + i * mc->nargs : NULL;
+        cf_future *f = cf__future_make_call(fs[i], made_size(mc, i), mc->fn, a, mc->nargs);
+        f->owner = mc->ex;
+        atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
+        if (mc->slots)
+            atomic_store_explicit(&f->slot, true, memory_order_relaxed);
+        cf__progress_mark(f);
+        fs[i] = f;
+    }
+}
+
+/* cf_submit_many() on an engine with submit_made: every call checked and
+ * its block reserved first (so that nothing can fail once the first call
+ * is handed over), room taken for all n, then the engine makes and hands
+ * over the calls piece by piece, so its workers begin the first while the
+ * submitting thread makes the rest.  ex, fn and out are checked. */
+static int submit_many_made(cf_executor *ex, cf_task_fn *fn, const cf_value *args, size_t nargs,
+                            size_t n, cf_future **out, const char *who)
+{
+    made_calls mc = {ex, fn, args, nargs, false};
+    int rc = check_call(ex, fn, args, nargs, who);
+    size_t i = 0;
+    for (; rc == CF_OK && i < n; i++) {
+        size_t payload, extra;
+        rc = measure_call(ex, nargs ? args + i * nargs : NULL, nargs, who, &payload, &extra);
+        if (rc == CF_OK) {
+            out[i] = cf__future_reserve(cf__future_call_size(nargs, extra));
+            if (!out[i])
+                rc = cf__fail(CF_ENOMEM, "%s: out of memory for the call", who);
+        }
+    }
+    bool ref = false;
+    if (rc == CF_OK)
+        rc = cf__bound_acquire(ex, n, CF__NS_FOREVER, who, &mc.slots, &ref);
+    if (rc == CF_OK)
+        rc = ex->engine->submit_made(ex, out, n, mc.slots, make_calls, &mc);
+    if (rc == CF_OK) {
+        cf__progress_accepted(&ex->counts, n);
+    } else {
+        /* Nothing was made: the non-NULL of out[0..i) are the blocks
+         * reserved (out was cleared first). */
+        for (size_t j = 0; j < i; j++) {
+            if (out[j])
+                cf__future_unreserve(out[j], made_size(&mc, j));
+            out[j] = NULL;
+        }
+    }
+    if (ref)
+        cf__executor_unref(ex); /* last: the lines above may still reach it */
+    return rc;
+}
+
 CF__API int cf_submit_many(cf_executor *ex, cf_task_fn *fn, const cf_value *args,
                            size_t nargs, size_t n, cf_future **out)
 {
@@ -506,6 +596,8 @@ CF__API int cf_submit_many(cf_executor *ex, cf_task_fn *fn, const cf_value *args
     if (nargs > CF_ARGS_MAX)
         return cf__fail(CF_EINVAL, "%s: %zu arguments, more than CF_ARGS_MAX (%d)", who, nargs,
                         CF_ARGS_MAX);
+    if (ex->engine->submit_made && !ex->engine->new_call)
+        return submit_many_made(ex, fn, args, nargs, n, out, who);
     for (size_t i = 0; i < n; i++) {
         int rc = prepare_call(ex, fn, nargs ? args + i * nargs : NULL, nargs,
                               CF__NS_FOREVER, CF_PRIORITY_DEFAULT, &out[i], who);

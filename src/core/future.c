@@ -375,11 +375,19 @@ CF__API size_t cf_set_future_cache_limit(size_t max_bytes)
     return old;
 }
 
-/* Returns a block of at least `size` bytes; *pooled says whether it came
- * in the cached block size. */
-static void *future_alloc(size_t size, bool *pooled)
+/* Whether a future of `size` bytes comes in the cached block size. */
+static bool pooled_size(size_t size)
 {
-    if (BLOCK_CACHE && size <= BLOCK_SIZE) {
+    return BLOCK_CACHE && size <= BLOCK_SIZE;
+}
+
+/* Returns a block of at least `size` bytes; *pooled says whether it came
+ * in the cached block size.  `ahead`: prefetch the next cached block for
+ * the stores that will make it a future (a reservation, which makes its
+ * blocks later, fetches only the line the next pop reads). */
+static void *block_alloc(size_t size, bool *pooled, bool ahead)
+{
+    if (pooled_size(size)) {
         *pooled = true;
         if (CF__UNLIKELY(cache_cur_n == 0)) {
             if (cache_full) {
@@ -407,14 +415,21 @@ static void *future_alloc(size_t size, bool *pooled)
              * measured no better. */
             const char *next = (const char *)cache_cur;
             __builtin_prefetch(next, 1, 3);
-            __builtin_prefetch(next + 64, 1, 3);
-            __builtin_prefetch(next + 128, 1, 3);
-            __builtin_prefetch(next + 192, 1, 3);
+            if (ahead) {
+                __builtin_prefetch(next + 64, 1, 3);
+                __builtin_prefetch(next + 128, 1, 3);
+                __builtin_prefetch(next + 192, 1, 3);
+            }
         }
         return b;
     }
     *pooled = false;
     return malloc(size);
+}
+
+static void *future_alloc(size_t size, bool *pooled)
+{
+    return block_alloc(size, pooled, true);
 }
 
 static void future_free(cf_future *f)
@@ -475,29 +490,53 @@ CF__API int cf_future_new(cf_future **out)
     return CF_OK;
 }
 
-/* A pending future of `size` bytes carrying a call of fn with nargs
- * (uninitialised) argument slots. */
-static cf_future *call_future(cf_task_fn *fn, size_t nargs, size_t size)
+/* Makes `block` (of `size` bytes, from block_alloc) a pending future
+ * carrying a call of fn with nargs (uninitialised) argument slots. */
+static cf_future *make_call_future(void *block, size_t size, cf_task_fn *fn, size_t nargs)
 {
-    bool pooled;
-    cf_future *f = future_alloc(size, &pooled);
-    if (!f)
-        return NULL;
+    cf_future *f = block;
     init_future(f);
-    f->pooled = pooled;
+    f->pooled = pooled_size(size);
     f->has_call = true;
     f->call.fn = fn;
     f->call.nargs = nargs;
     return f;
 }
 
-cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t nargs,
-                               size_t extra_bytes)
+/* A pending future of `size` bytes carrying a call of fn with nargs
+ * (uninitialised) argument slots. */
+static cf_future *call_future(cf_task_fn *fn, size_t nargs, size_t size)
 {
-    cf_future *f =
-        call_future(fn, nargs, sizeof(cf_future) + nargs * sizeof(cf_value) + extra_bytes);
-    if (!f)
-        return NULL;
+    bool pooled;
+    void *block = future_alloc(size, &pooled);
+    return block ? make_call_future(block, size, fn, nargs) : NULL;
+}
+
+size_t cf__future_call_size(size_t nargs, size_t extra_bytes)
+{
+    return sizeof(cf_future) + nargs * sizeof(cf_value) + extra_bytes;
+}
+
+void *cf__future_reserve(size_t size)
+{
+    bool pooled;
+    return block_alloc(size, &pooled, false);
+}
+
+void cf__future_unreserve(void *block, size_t size)
+{
+    if (!block)
+        return;
+    cf_future *f = block;
+    f->magic = FUTURE_DEAD;
+    f->pooled = pooled_size(size);
+    future_free(f);
+}
+
+cf_future *cf__future_make_call(void *block, size_t size, cf_task_fn *fn, const cf_value *args,
+                                size_t nargs)
+{
+    cf_future *f = make_call_future(block, size, fn, nargs);
     cf_value *copies = cf__call_args(&f->call);
     unsigned char *bytes = (unsigned char *)(copies + nargs);
     for (size_t i = 0; i < nargs; i++) {
@@ -513,6 +552,14 @@ cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t narg
         copies[i] = v;
     }
     return f;
+}
+
+cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t nargs,
+                               size_t extra_bytes)
+{
+    size_t size = cf__future_call_size(nargs, extra_bytes);
+    void *block = cf__future_reserve(size);
+    return block ? cf__future_make_call(block, size, fn, args, nargs) : NULL;
 }
 
 cf_future *cf__future_new_borrowed(cf_task_fn *fn, const cf_value *args, size_t nargs)

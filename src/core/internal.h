@@ -365,6 +365,19 @@ int cf__future_cancel_running(cf_future *f);
  * args (validated by the caller).  One reference.  NULL on ENOMEM. */
 cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t nargs,
                                size_t extra_bytes);
+/* cf__future_new_call() in two steps, so that a caller can get every
+ * block of a batch before it makes any call (cf_submit_many: all or
+ * none, then made while the first are already running).  `size` is
+ * cf__future_call_size(nargs, extra_bytes).  cf__future_reserve: a block
+ * for such a future, or NULL on ENOMEM; it is not a future yet, and goes
+ * back through cf__future_unreserve (same size; NULL is ignored) or
+ * becomes one through cf__future_make_call, which cannot fail and returns
+ * the future (one reference).  Any thread. */
+size_t cf__future_call_size(size_t nargs, size_t extra_bytes);
+void *cf__future_reserve(size_t size);
+void cf__future_unreserve(void *block, size_t size);
+cf_future *cf__future_make_call(void *block, size_t size, cf_task_fn *fn, const cf_value *args,
+                                size_t nargs);
 
 /* Runs the call embedded in `f` (which must be RUNNING) and completes the
  * future with its outcome.  Used by in-process engines.  `ended` (may be
@@ -888,6 +901,19 @@ typedef struct cf__engine {
      * each by its own priority; on failure the engine released all n of its
      * references and none was scheduled. */
     int (*submit_many)(cf_executor *ex, cf_future **fs, size_t n);
+    /* Optional, preferred by cf_submit_many (for engines without
+     * new_call).  The same as submit_many, but the calls are made while
+     * the first are already running: fs[0..n) are blocks the front
+     * reserved (cf__future_reserve).  The engine admits all n at once, all
+     * or none (submit_many's errors), then for each piece fs[k..k+m) in
+     * order calls make(ctx, fs, k, m), which turns those blocks into
+     * futures (default priority, the engine's reference and, when `slots`,
+     * each a queue slot, taken already) and cannot fail, and schedules the
+     * piece.  On failure make was never called, nothing was scheduled, and
+     * the engine gave the n slots back (when `slots`) before it let go of
+     * what keeps the executor alive. */
+    int (*submit_made)(cf_executor *ex, cf_future **fs, size_t n, bool slots,
+                       void (*make)(void *ctx, cf_future **fs, size_t k, size_t m), void *ctx);
     /* Optional.  Takes a map chunk (see cf__chunk; the engine owns one
      * reference from here on, and has let go of it on failure) and runs
      * its calls as one unit: all start together, when it starts.  Same
