@@ -5,7 +5,8 @@
  * send (CF_PTR) or values that lie about their size, result memory the
  * worker rewrites after answering, oversized shared memory, a forged
  * worker variable, the worker's socket leaking into programs a task
- * starts, a fake worker answering with random frames, and a spin budget
+ * starts, a fake worker answering with random frames, a worker that dies
+ * while a process it forked keeps its socket open, and a spin budget
  * from the environment that would turn waits into busy loops.
  *
  * Tasks run in other processes, so they never use cmocka asserts: they
@@ -21,6 +22,13 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#ifdef __linux__
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#endif
 
 #include "internal.h"
 #include "process.h"
@@ -171,6 +179,21 @@ static int u_make(cf_call *call)
     return rc;
 }
 CF_TASK(u_make);
+
+/* Forks a process that keeps the worker's socket (fd 3 in an exec'd
+ * worker) open until the parent closes its end (at most 30 s), then
+ * dies, as a crashing worker whose task had started a helper process. */
+static int u_die_leaving_child(cf_call *call)
+{
+    (void)call;
+    if (fork() == 0) {
+        struct pollfd pfd = {3, 0, 0}; /* POLLHUP: the pool let go */
+        poll(&pfd, 1, 30000);
+        _exit(0);
+    }
+    _exit(7);
+}
+CF_TASK(u_die_leaving_child);
 
 /* ---- a fake worker ------------------------------------------------------------ */
 
@@ -537,6 +560,87 @@ static void test_str_size_must_match_text(void **state)
     cf_executor *ex = NULL;
     assert_cf(CF_EINVAL, cf_process_pool_new(&ex, &o));
     assert_null(ex);
+}
+
+/* ---- a worker's death ---------------------------------------------------- */
+
+#if defined(__linux__) && !defined(CF_TEST_PORTABLE)
+/* Makes pidfd_open fail with ENOSYS in this process and its children, as
+ * on kernels before 5.3 or under a seccomp profile that does not know it.
+ * False if no filter can be installed. */
+static bool deny_pidfd_open(void)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_open, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+    return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+           prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+}
+#endif
+
+/* In a child of the test (so that a seccomp filter stays there): a pool
+ * whose worker dies while a process it forked keeps its socket open.  The
+ * call must fail with CF_EBROKEN within T_OK, and the pool be destroyed.
+ * Exit status: 0 good, 1 setup, 2 the call did not fail so, 3 no filter. */
+static _Noreturn void death_probe(bool without_pidfd)
+{
+    alarm((unsigned)(3 * T_OK) * (unsigned)cf_test_scale()); /* never left behind */
+#if defined(__linux__) && !defined(CF_TEST_PORTABLE)
+    if (without_pidfd && !deny_pidfd_open())
+        _exit(3);
+#else
+    (void)without_pidfd; /* no pidfds anyway */
+#endif
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 1;
+    cf_executor *ex = NULL;
+    cf_future *f = NULL;
+    if (cf_process_pool_new(&ex, &o) != CF_OK ||
+        cf_submit(ex, u_die_leaving_child, CF_NOARGS, &f) != CF_OK)
+        _exit(1);
+    int rc = cf_future_result(f, T_OK * cf_test_scale(), NULL);
+    if (rc != CF_EBROKEN) {
+        fprintf(stderr, "the dead worker's call: %s (%s)\n", cf_err_name(rc),
+                cf_last_error_message());
+        _exit(2);
+    }
+    cf_future_release(f);
+    cf_executor_destroy(ex);
+    _exit(0);
+}
+
+/* A worker that dies is noticed even while a process it forked keeps its
+ * socket open (no EOF), with or without pidfds: its call fails, and the
+ * pool can be destroyed (its shutdown waits for the worker to be reaped). */
+static void test_death_seen_while_a_child_keeps_the_socket(void **state)
+{
+    (void)state;
+    for (int without_pidfd = 0; without_pidfd < 2; without_pidfd++) {
+#ifdef CF_TEST_PORTABLE
+        if (without_pidfd)
+            break; /* none there: the first round is without */
+#endif
+        fflush(NULL);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0)
+            death_probe(without_pidfd);
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 3) {
+            print_message("no seccomp filter: the round without pidfds is skipped\n");
+            continue;
+        }
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            fail_msg("%s pidfds: the probe ended with status 0x%x (exit 2: the call did not "
+                     "fail with CF_EBROKEN in time; killed by SIGALRM: destroy hung)",
+                     without_pidfd ? "without" : "with", status);
+    }
 }
 
 /* ---- shared memory -------------------------------------------------------- */
@@ -1062,6 +1166,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_worker_memory_must_be_sealed_and_bounded),
     cmocka_unit_test(test_ptr_result_fails_only_its_call),
     cmocka_unit_test(test_str_size_must_match_text),
+    cmocka_unit_test(test_death_seen_while_a_child_keeps_the_socket),
     cmocka_unit_test(test_spin_budget_from_environment),
 };
 

@@ -150,6 +150,10 @@ extern char **environ;
  * rounds in a row (about a second), then breaks the pool with CF_ENOMEM. */
 #define OOM_RETRY_MS 10
 #define OOM_TRIES 100
+/* Without a pidfd a worker's death is seen as EOF on its socket, which
+ * never comes while a process it forked still holds that socket; so the
+ * manager also looks for the exit of such workers (waitid) this often. */
+#define EXIT_LOOK_MS 1000
 
 typedef struct pjob {
     struct pjob *next;
@@ -328,6 +332,8 @@ typedef struct process_pool {
     int64_t last_answer_ns;
     int64_t request_gap_ns;
     int64_t polled_ns;   /* when poll() last returned */
+    int64_t exit_look_ns; /* when the exits of workers without a pidfd
+                           * were last looked for (EXIT_LOOK_MS) */
 } process_pool;
 
 static _Thread_local process_pool *tls_manager;
@@ -2454,12 +2460,17 @@ static void *manager_main(void *arg)
             if (poll_ms < 0 || poll_ms > OOM_RETRY_MS)
                 poll_ms = OOM_RETRY_MS;
         }
-        bool no_pidfd_eof = false;
-        for (int i = 0; i < p->nworkers; i++)
+        bool no_pidfd_eof = false, no_pidfd = false;
+        for (int i = 0; i < p->nworkers; i++) {
             if (p->workers[i]->pidfd < 0 && p->workers[i]->eof)
                 no_pidfd_eof = true;
+            else if (p->workers[i]->pidfd < 0)
+                no_pidfd = true;
+        }
         if (no_pidfd_eof)
             poll_ms = 0;
+        else if (no_pidfd && (poll_ms < 0 || poll_ms > EXIT_LOOK_MS))
+            poll_ms = EXIT_LOOK_MS; /* the exits are looked for below */
         /* Spin first when a wake-up would cost about as much as the
          * wait (spin_deadline; bounded), then sleep as below. */
         bool idle = all_idle(p);
@@ -2545,6 +2556,12 @@ static void *manager_main(void *arg)
             if (!oom)
                 ring_pump(p, w);
         }
+        /* Liveness of the look for exits without a pidfd: the wait above
+         * lasts at most EXIT_LOOK_MS while such a worker is alive. */
+        int64_t after = cf__now_ns();
+        bool look = after - p->exit_look_ns >= (int64_t)EXIT_LOOK_MS * 1000000;
+        if (look)
+            p->exit_look_ns = after;
         for (int i = 0; i < p->nworkers;) {
             pworker *w = p->workers[i];
             bool check = w->ev_died;
@@ -2554,9 +2571,11 @@ static void *manager_main(void *arg)
                 check = true;
             }
             /* Without a pidfd, a worker whose output waits unread for want
-             * of memory never reaches EOF here: look for its exit too, or
-             * a pool given up for memory would wait for it for ever. */
-            if (w->pidfd < 0 && !w->eof && p->oom)
+             * of memory never reaches EOF here, nor one dead while a
+             * process it forked keeps its socket open: look for their exit
+             * too (every EXIT_LOOK_MS), or the pool would wait for them
+             * for ever (with their calls, and a waited shutdown). */
+            if (w->pidfd < 0 && !w->eof && (p->oom || look))
                 check = true;
             if (check) {
                 read_worker(p, w); /* whatever it sent before dying */
