@@ -19,6 +19,7 @@
 #include <spawn.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -412,7 +413,8 @@ static _Noreturn void fake_worker(int fd, uint64_t seed)
         int fds[16], nfds = 0;
         size_t have = 0;
         while (have < WIRE_HDR) {
-            ssize_t r = cf__wire_recv(fd, buf + have, WIRE_HDR - have, 0, fds, &nfds, 16);
+            ssize_t r =
+                cf__wire_recv(fd, buf + have, WIRE_HDR - have, 0, fds, &nfds, 16, NULL);
             if (r <= 0)
                 _exit(0);
             have += (size_t)r;
@@ -424,7 +426,8 @@ static _Noreturn void fake_worker(int fd, uint64_t seed)
         if (len > WIRE_INLINE_MAX)
             _exit(0);
         while (have < WIRE_HDR + len) {
-            ssize_t r = cf__wire_recv(fd, buf + have, WIRE_HDR + len - have, 0, fds, &nfds, 16);
+            ssize_t r = cf__wire_recv(fd, buf + have, WIRE_HDR + len - have, 0, fds, &nfds,
+                                      16, NULL);
             if (r <= 0)
                 _exit(0);
             have += (size_t)r;
@@ -736,6 +739,48 @@ static void test_worker_memory_must_be_sealed_and_bounded(void **state)
         assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(4))), 16);
         udestroy(ex);
     }
+}
+
+/* The parent's descriptor table is full when a worker sends a big result
+ * (a memfd rides on its frame): the kernel drops the descriptor.  That is
+ * the parent's shortage, not a malformed frame: the call fails with
+ * CF_ENOMEM (as a call whose arguments find no descriptor), and the
+ * worker, which did nothing wrong, carries on - even in a pool that a
+ * crash would break. */
+static void test_parent_out_of_descriptors_blames_no_worker(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(4))), 16);
+    struct rlimit saved, low;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    low = saved;
+    low.rlim_cur = (rlim_t)count_fds() + 16;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    int filler[64], nfill = 0;
+    while (nfill < 64 && (filler[nfill] = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0)
+        nfill++;
+    int full = errno;
+    cf_future *f = NULL;
+    int rc = cf_submit(ex, u_make, CF_ARGS(cf_i64((int64_t)3 << 20), cf_i64(0)), &f);
+    int result = rc == CF_OK ? cf_future_result(f, T_OK * cf_test_scale(), NULL) : rc;
+    const cf_failure *fl = NULL;
+    if (rc == CF_OK)
+        cf_future_exception(f, 0, &fl);
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", fl ? cf_failure_message(fl) : cf_last_error_message());
+    while (nfill > 0)
+        close(filler[--nfill]);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    assert_int_equal(full, EMFILE); /* the table was full */
+    assert_ok(rc);
+    if (result != CF_ENOMEM || !contains(msg, "descriptors"))
+        fail_msg("a result the parent had no descriptor for: %s (%s), expected CF_ENOMEM",
+                 cf_err_name(result), msg);
+    assert_ok(cf_future_release(f));
+    /* Not taken for the worker's crash: the pool goes on. */
+    assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(5))), 25);
+    udestroy(ex);
 }
 
 /* ---- the environment --------------------------------------------------------- */
@@ -1167,6 +1212,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_ptr_result_fails_only_its_call),
     cmocka_unit_test(test_str_size_must_match_text),
     cmocka_unit_test(test_death_seen_while_a_child_keeps_the_socket),
+    cmocka_unit_test(test_parent_out_of_descriptors_blames_no_worker),
     cmocka_unit_test(test_spin_budget_from_environment),
 };
 

@@ -44,8 +44,12 @@ int cf__wire_send_blocking(int fd, wire_enc *e, uint8_t type, uint16_t id);
 
 /* recvmsg() into buf, appending received descriptors to fds[*nfds..max)
  * (extras are closed).  Retries EINTR.  Returns the byte count, 0 at EOF,
- * or -1 with errno (EMSGSIZE: descriptors were lost). */
-ssize_t cf__wire_recv(int fd, void *buf, size_t len, int flags, int *fds, int *nfds, int max);
+ * or -1 with errno (EMSGSIZE: descriptors were lost).  With `lost` not
+ * NULL, descriptors the kernel could not hand over (MSG_CTRUNC: too many,
+ * or no room in this process's table) set *lost instead, and the bytes
+ * received are returned all the same. */
+ssize_t cf__wire_recv(int fd, void *buf, size_t len, int flags, int *fds, int *nfds, int max,
+                      bool *lost);
 
 /* One sendmsg() of buf with descriptor `mfd` attached to its first byte
  * (retrying EINTR; no SIGPIPE).  Returns bytes sent or -1 with errno. */

@@ -239,7 +239,8 @@ typedef struct pworker {
     long tasks_sent;
     unsigned char *in;
     size_t in_start, in_end, in_cap;
-    int rfds[RFDS_MAX];
+    int rfds[RFDS_MAX]; /* received, oldest first; -1: one that found no
+                         * room in our table (read_some) */
     int nrfds;
     unsigned char *out;
     size_t out_start, out_end, out_cap;
@@ -1065,7 +1066,8 @@ static void remove_worker(process_pool *p, pworker *w)
         munmap(w->ring.map, w->ring.cap);
     free(w->rin);
     for (int i = 0; i < w->nrfds; i++)
-        close(w->rfds[i]);
+        if (w->rfds[i] >= 0) /* -1: one lost on the way (read_some) */
+            close(w->rfds[i]);
     for (size_t i = 0; i < w->nmarks; i++)
         close(w->marks[i].fd);
     free(w->marks);
@@ -1740,6 +1742,21 @@ static void ring_pump(process_pool *p, pworker *w)
         bad_frame(w, "part of a frame in the result ring");
 }
 
+/* Whether this process's descriptor table is full (RLIMIT_NOFILE): then
+ * the kernel drops the descriptors a worker sends us, through no fault of
+ * the worker.  (A descriptor closed meanwhile by another thread makes it
+ * look like the worker's fault; the worker is then killed as for any bad
+ * frame.) */
+static bool table_full(int fd)
+{
+    int probe = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (probe >= 0) {
+        close(probe);
+        return false;
+    }
+    return errno == EMFILE;
+}
+
 /* Reads and handles what the worker sent.  `drain`: until the socket is
  * empty (EAGAIN) or at EOF.  Else it stops after a read that found less
  * than it had room for and no descriptor: the socket was empty then, and
@@ -1773,15 +1790,23 @@ static void read_some(process_pool *p, pworker *w, bool drain)
         }
         size_t room = w->in_cap - w->in_end;
         int nrfds = w->nrfds;
+        bool lost = false;
         ssize_t n = cf__wire_recv(w->fd, w->in + w->in_end, room, MSG_DONTWAIT, w->rfds,
-                                  &w->nrfds, RFDS_MAX);
-        bool short_read = n >= 0 && (size_t)n < room && w->nrfds == nrfds;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
-        if (n < 0 && errno == EMSGSIZE) {
+                                  &w->nrfds, RFDS_MAX, &lost);
+        if (lost && (!table_full(w->fd) || w->nrfds == RFDS_MAX)) {
             bad_frame(w, "too many descriptors");
             return;
         }
+        if (lost) {
+            /* The memfd of a frame in these bytes (a worker sends one per
+             * frame) found no room in our descriptor table: not the
+             * worker's doing.  Its place is kept (-1), so that the frame
+             * it rode on is answered as lost, and the worker carries on. */
+            w->rfds[w->nrfds++] = -1;
+        }
+        bool short_read = n >= 0 && (size_t)n < room && w->nrfds == nrfds;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
         if (n <= 0) {
             w->eof = true;
             break;
@@ -1860,10 +1885,19 @@ static void read_some(process_pool *p, pworker *w, bool drain)
                 }
             } else if (flags & WIRE_SHM) {
                 uint64_t maplen = wdec_u64(&d);
+                bool fd_lost = false;
                 if (w->nrfds > 0) {
                     frame.fd = w->rfds[0];
+                    fd_lost = frame.fd < 0;
                     memmove(w->rfds, w->rfds + 1, (size_t)(w->nrfds - 1) * sizeof(int));
                     w->nrfds--;
+                }
+                if (fd_lost && type == WIRE_RESULT) {
+                    w->in_start += WIRE_HDR + (size_t)len;
+                    answer_lost(p, w, w->head->n,
+                                "parent out of descriptors (RLIMIT_NOFILE) to receive the "
+                                "result");
+                    continue;
                 }
                 /* Memory the worker made is read in place and never
                  * reused: cf__wire_map() takes it only sealed against

@@ -72,7 +72,8 @@ static void iov_advance(struct iovec *iov, int n, int *i, size_t done)
     }
 }
 
-ssize_t cf__wire_recv(int fd, void *buf, size_t len, int flags, int *fds, int *nfds, int max)
+ssize_t cf__wire_recv(int fd, void *buf, size_t len, int flags, int *fds, int *nfds, int max,
+                      bool *lost)
 {
     union {
         struct cmsghdr h;
@@ -101,7 +102,9 @@ ssize_t cf__wire_recv(int fd, void *buf, size_t len, int flags, int *fds, int *n
                 close(got);
         }
     }
-    if (m.msg_flags & MSG_CTRUNC) {
+    if ((m.msg_flags & MSG_CTRUNC) && lost) {
+        *lost = true;
+    } else if (m.msg_flags & MSG_CTRUNC) {
         errno = EMSGSIZE;
         return -1;
     }
@@ -367,7 +370,8 @@ static bool reader_fill(reader *r, size_t need)
         }
     }
     worker_spin();
-    ssize_t n = cf__wire_recv(r->fd, r->buf + r->end, r->cap - r->end, 0, r->fds, &r->nfds, 16);
+    ssize_t n = cf__wire_recv(r->fd, r->buf + r->end, r->cap - r->end, 0, r->fds, &r->nfds, 16,
+                              NULL);
     if (n <= 0)
         return false;
     spin_noted_input((size_t)n);
