@@ -408,6 +408,61 @@ static void wait_forever(void *arg)
     atomic_fetch_add(&w->m->woke, 1);
 }
 
+/* A completer that holds no reference of its own: the owner hands the
+ * pointer over, waits until the future is done and releases it at once.
+ * cancel() / set_result() / set_exception() must be done with the future
+ * when it shows done (they hold their own reference until they return),
+ * not unlock a future the owner has freed: AddressSanitizer builds fail
+ * with a use after free otherwise, other builds see the states. */
+typedef struct borrowed_handoff {
+    cf_future *_Atomic slot;
+    atomic_int mode; /* -1: stop */
+} borrowed_handoff;
+
+static void *borrowed_completer(void *p)
+{
+    borrowed_handoff *h = p;
+    for (;;) {
+        int mode = atomic_load(&h->mode);
+        cf_future *f = atomic_exchange(&h->slot, NULL);
+        if (!f) {
+            if (mode < 0)
+                return NULL;
+            continue; /* spin: hand-offs come quickly */
+        }
+        if (mode == 0)
+            cf_future_cancel(f);
+        else if (mode == 1)
+            cf_future_set_result(f, NULL);
+        else
+            cf_future_set_exception(f, 1, "ValueError", "m");
+    }
+}
+
+static void test_complete_borrowed_then_released(void **state)
+{
+    (void)state;
+    borrowed_handoff h;
+    atomic_init(&h.slot, NULL);
+    atomic_init(&h.mode, 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, borrowed_completer, &h), 0);
+    static const cf_state want[3] = {CF_CANCELLED, CF_FINISHED, CF_FINISHED};
+    for (int mode = 0; mode < 3; mode++) {
+        atomic_store(&h.mode, mode);
+        for (int round = 0; round < 100000; round++) {
+            cf_future *f = new_future();
+            atomic_store(&h.slot, f);
+            while (!cf_future_done(f))
+                ; /* spin: the window is the completer's last few instructions */
+            assert_int_equal(cf_future_state(f), want[mode]);
+            assert_ok(cf_future_release(f));
+        }
+    }
+    atomic_store(&h.mode, -1);
+    assert_int_equal(pthread_join(th, NULL), 0);
+}
+
 static void test_many_waiters_all_wake(void **state)
 {
     (void)state;
@@ -1551,6 +1606,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_timeout_result_other_thread),
     cmocka_unit_test(test_forever_exception_other_thread),
     cmocka_unit_test(test_forever_cancel_other_thread),
+    cmocka_unit_test(test_complete_borrowed_then_released),
     cmocka_unit_test(test_many_waiters_all_wake),
     cmocka_unit_test(test_result_typed_wrong_kind),
     cmocka_unit_test(test_result_values_every_kind),

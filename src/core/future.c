@@ -761,7 +761,10 @@ static void complete_locked_counted(cf_future *f, uint32_t final)
     /* Keep the future alive through the callbacks even if a callback drops
      * the caller's last reference.  Without callbacks no extra reference is
      * needed, because every caller of complete_locked() holds a reference of
-     * its own for the whole call (the engine's, or one it took first):
+     * its own for the whole call (the engine's, or one it took first - the
+     * user's cancel() and set_result() take one, since the caller's
+     * reference may be the one a waiter drops as soon as it sees the final
+     * state, while this thread still holds the lock):
      * the lines after the unlock still touch f (the futex wake), and a
      * lock-free reader that saw the final state may release its reference
      * meanwhile.  Holding the lock alone would not keep f alive. */
@@ -997,7 +1000,11 @@ CF__API bool cf_future_cancel(cf_future *f)
     /* Still queued in its executor (alive while the call is pending): the
      * queue slot goes back now, not when a worker meets the call. */
     cf__slot_release(f);
+    /* Our own reference for complete_locked(): the caller's pointer may be
+     * borrowed from a waiter that frees f as soon as it sees the state. */
+    cf_future_retain(f);
     complete_locked(f, CF_CANCELLED);
+    cf_future_release(f);
     return true;
 }
 
@@ -1104,7 +1111,13 @@ static int finish_mapped(cf_future *f, int status, const cf_value *result, void 
         *buf = (cf__buf){NULL, 0, -1};
     }
     put_outcome(f, status, result, heap, failure, map != NULL);
+    /* An engine holds a reference of its own; a user's completion takes
+     * one (as cf_future_cancel() does). */
+    if (!engine)
+        cf_future_retain(f);
     complete_locked(f, CF_FINISHED);
+    if (!engine)
+        cf_future_release(f);
     return CF_OK;
 }
 
@@ -1162,7 +1175,9 @@ CF__API int cf_future_set_result(cf_future *f, const cf_value *v)
     if (s == CF_PENDING)
         cf__slot_release(f); /* as in finish_mapped() */
     f->status = CF_OK;
+    cf_future_retain(f); /* as in cf_future_cancel() */
     complete_locked(f, CF_FINISHED);
+    cf_future_release(f);
     return CF_OK;
 }
 
