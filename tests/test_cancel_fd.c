@@ -152,6 +152,71 @@ static void test_cancel_fd_after_interrupt(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* Task: arg 0 = cf_test_event* set once the descriptor is readable, arg 1
+ * = cf_test_event* set by the test when its requests are over.  Polls the
+ * descriptor without blocking until then, and returns how many polls
+ * found it not readable (it should stay readable). */
+static int t_watch_readable(cf_call *call)
+{
+    cf_test_event *readable = cf_arg_ptr(call, 0);
+    cf_test_event *over = cf_arg_ptr(call, 1);
+    int fd = cf_cancel_fd(call);
+    if (fd < 0)
+        return cf_raise(call, fd, "TestError", "cancel_fd: %s", cf_last_error_message());
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int rc;
+    do
+        rc = poll(&p, 1, 10000 * cf_test_scale());
+    while (rc < 0 && errno == EINTR);
+    if (rc != 1)
+        return cf_raise(call, 1, "TestError", "never readable");
+    cf_test_event_set(readable);
+    int64_t misses = 0;
+    int polls = 0;
+    while (!cf_test_event_wait(over, 0) || polls < 1000) {
+        if (poll(&p, 1, 0) != 1)
+            misses++;
+        polls++;
+    }
+    return cf_return_i64(call, misses);
+}
+
+/* Once readable the descriptor stays readable: more requests (a second
+ * interrupt, terminate_workers, an interrupt after the timeout passed)
+ * must not set the timer again, which would clear its expiry until the
+ * new one. */
+static void test_cancel_fd_stays_readable(void **state)
+{
+    (void)state;
+    CF_SKIP_IF_PORTABLE(NO_TIMERFD);
+    for (int use_timeout = 0; use_timeout < 2; use_timeout++) {
+        cf_executor *ex = pool_new(1);
+        cf_test_event readable = CF_TEST_EVENT_INIT, over = CF_TEST_EVENT_INIT;
+        cf_submit_options o;
+        cf_submit_options_init(&o);
+        if (use_timeout)
+            o.timeout = 0.001;
+        cf_future *f;
+        assert_ok(cf_submit_with(ex, &o, t_watch_readable,
+                                 CF_ARGS(cf_ptr(&readable), cf_ptr(&over)), &f));
+        if (!use_timeout) {
+            while (!cf_future_running(f))
+                sched_yield(); /* not a sleep: the state is what we wait for */
+            assert_ok(cf_future_interrupt(f));
+        }
+        assert_true(cf_test_event_wait(&readable, 10));
+        for (int i = 0; i < 2000; i++)
+            assert_ok(cf_future_interrupt(f));
+        assert_ok(cf_terminate_workers(ex));
+        cf_test_event_set(&over);
+        int64_t misses;
+        assert_ok(cf_future_result_i64(f, 10 * cf_test_scale(), &misses));
+        assert_int_equal(misses, 0);
+        assert_ok(cf_future_release(f));
+        assert_ok(cf_executor_destroy(ex));
+    }
+}
+
 /* Task: what cf_cancel_fd() returned, and its message in arg 0. */
 static int t_cancel_fd_code(cf_call *call)
 {
@@ -235,6 +300,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_cancel_fd_terminate_workers),
     cmocka_unit_test(test_cancel_fd_race_interrupt_vs_create),
     cmocka_unit_test(test_cancel_fd_after_interrupt),
+    cmocka_unit_test(test_cancel_fd_stays_readable),
     cmocka_unit_test(test_cancel_fd_or_not_supported),
     cmocka_unit_test(test_cancel_fd_bad_input),
     cmocka_unit_test(test_cancel_fd_fork_while_interrupting),

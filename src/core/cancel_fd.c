@@ -12,7 +12,9 @@
  *   the clock of cf__now_ns()), and cf_future_interrupt() /
  *   cf_terminate_workers() (the requesting thread arms it to expire at
  *   once).  An expired timerfd stays readable until read, and nobody
- *   reads it, so the state is sticky like cf_cancel_requested().
+ *   reads it, so the state is sticky like cf_cancel_requested() - as
+ *   long as nobody sets it again, which would clear the expiry: the timer
+ *   is made to expire now at most once, and not after its deadline.
  * - Descriptors exist only for calls whose task asked for one, so they
  *   live in one process-wide list (`watch_mu`), not in every future: a
  *   requester looks its call up there.  The list is short (the calls
@@ -43,6 +45,9 @@ typedef struct watch {
     cf_future *f;                   /* the running call's future */
     const _Atomic bool *pool_stop;  /* its pool's terminate flag, or NULL */
     int fd;
+    /* Guarded by watch_mu: */
+    bool fired;                     /* arm_now() was done */
+    int64_t deadline_ns;            /* armed at this deadline, or FOREVER */
     struct watch *next;
 } watch;
 
@@ -89,9 +94,17 @@ static void watch_lock(void)
     pthread_mutex_lock(&watch_mu);
 }
 
-/* Makes the timer expire now.  watch_mu held. */
+/* Makes the timer expire now, once.  Setting a timerfd again clears the
+ * expiry it already counted, so a descriptor that is (or is about to be)
+ * readable is left alone: a second request, or one after the deadline,
+ * would make it unreadable until the new expiry.  watch_mu held. */
 static void arm_now(watch *w)
 {
+    if (w->fired)
+        return;
+    w->fired = true;
+    if (w->deadline_ns != CF__NS_FOREVER && cf__now_ns() >= w->deadline_ns)
+        return; /* the deadline's expiry makes it readable */
     cf__os_alarm_fire(w->fd);
 }
 
@@ -132,6 +145,8 @@ CF__API int cf_cancel_fd(cf_call *call)
     w->f = f;
     w->pool_stop = cf__current_pool_stop;
     w->fd = fd;
+    w->fired = false;
+    w->deadline_ns = CF__NS_FOREVER;
     w->next = watch_head;
     watch_head = w;
     f->cancel_watched = true;
@@ -139,6 +154,7 @@ CF__API int cf_cancel_fd(cf_call *call)
         (w->pool_stop && atomic_load_explicit(w->pool_stop, memory_order_relaxed))) {
         arm_now(w);
     } else if (f->deadline_ns != CF__NS_FOREVER) {
+        w->deadline_ns = f->deadline_ns;
         cf__os_alarm_at(fd, f->deadline_ns);
     }
     pthread_mutex_unlock(&watch_mu);
