@@ -1253,8 +1253,9 @@ typedef enum cf_return_when {
  * pointers are borrowed (no reference is added).  ndone/nnot_done (may be
  * NULL) receive the counts.  Returns CF_OK when the condition holds,
  * CF_ETIMEDOUT when the timeout passed first (the outputs are still
- * filled), CF_EINVAL for a NULL fs with n > 0, a NULL element, a bad
- * return_when or timeout, CF_ENOMEM. */
+ * filled), CF_EINVAL for a NULL fs with n > 0, a NULL element, an
+ * element already released (where that can be told), a bad return_when or
+ * timeout, CF_ENOMEM. */
 int cf_wait(cf_future *const *fs, size_t n, double timeout,
             cf_return_when return_when, cf_future **done, size_t *ndone,
             cf_future **not_done, size_t *nnot_done);
@@ -1264,7 +1265,8 @@ typedef struct cf_as_completed_iter cf_as_completed_iter;
 /* Starts iterating over the distinct futures in `fs` in the order they
  * complete; those already done come first.  The iterator holds a reference
  * to each future until cf_as_completed_free().  Returns CF_EINVAL (NULL fs
- * with n > 0, a NULL element, out NULL, bad timeout) or CF_ENOMEM. */
+ * with n > 0, a NULL element, an element already released where that can
+ * be told, out NULL, bad timeout) or CF_ENOMEM. */
 int cf_as_completed(cf_future *const *fs, size_t n, double timeout,
                     cf_as_completed_iter **out);
 

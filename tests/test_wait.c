@@ -387,6 +387,12 @@ static void test_wait_bad_arguments(void **state)
     assert_cf(CF_EINVAL, cf_wait(NULL, 1, 0, CF_ALL_COMPLETED, NULL, &nd, NULL, &nn));
     assert_cf(CF_EINVAL, cf_wait(fs, 1, -1.0, CF_ALL_COMPLETED, NULL, &nd, NULL, &nn));
     assert_cf(CF_EINVAL, cf_wait(fs, 1, NAN, CF_ALL_COMPLETED, NULL, &nd, NULL, &nn));
+    /* Memory that is not a live future (as a released one reads while its
+     * block is not reused) is refused, not waited on. */
+    static _Alignas(64) unsigned char fake[4096];
+    fs[1] = (cf_future *)(void *)fake;
+    assert_cf(CF_EINVAL, cf_wait(fs, 2, 0, CF_ALL_COMPLETED, NULL, &nd, NULL, &nn));
+    assert_true(strstr(cf_last_error_message(), "fs[1] is not a live future") != NULL);
     assert_ok(cf_future_release(f));
 }
 
@@ -696,6 +702,10 @@ static void test_as_completed_bad_arguments(void **state)
     assert_cf(CF_EINVAL, cf_as_completed(fs, 1, CF_FOREVER, NULL));
     assert_cf(CF_EINVAL, cf_as_completed(fs, 1, -0.5, &it));
     assert_cf(CF_EINVAL, cf_as_completed(fs, 1, NAN, &it));
+    static _Alignas(64) unsigned char fake[4096];
+    fs[1] = (cf_future *)(void *)fake;
+    assert_cf(CF_EINVAL, cf_as_completed(fs, 2, CF_FOREVER, &it));
+    fs[1] = NULL;
     assert_null(it);
     cf_future *got = NULL;
     assert_cf(CF_EINVAL, cf_as_completed_next(NULL, &got));

@@ -118,9 +118,14 @@ static int distinct(cf_future *const *fs, size_t n, const char *who, cf_future *
     *m = 0;
     if (n > 0 && !fs)
         return cf__fail(CF_EINVAL, "%s: fs is NULL but n is %zu", who, n);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         if (!fs[i])
             return cf__fail(CF_EINVAL, "%s: fs[%zu] is NULL", who, i);
+        /* A released one, as far as that can be told (its block not yet
+         * reused): caught here, before anything waits on it. */
+        if (!cf__future_live(fs[i]))
+            return cf__fail(CF_EINVAL, "%s: fs[%zu] is not a live future", who, i);
+    }
     if (n == 0)
         return CF_OK;
     cf_future **uniq = malloc(n * sizeof *uniq);
