@@ -64,6 +64,17 @@ const char *cf_version_string(void);
 #define CF__WARN_UNUSED
 #endif
 
+/* The null pointer and the casts of the macros and inline functions below,
+ * spelled in C++ so that they raise no warning there (-Wold-style-cast,
+ * -Wzero-as-null-pointer-constant). */
+#ifdef __cplusplus
+#define CF__NULL nullptr
+#define CF__CAST(type, value) (static_cast<type>(value))
+#else
+#define CF__NULL NULL
+#define CF__CAST(type, value) ((type)(value))
+#endif
+
 /* ------------------------------------------------------------------------
  * Errors of the API itself
  *
@@ -225,6 +236,7 @@ const char *cf_kind_name(cf_kind kind);
 #define CF_ARGS(...)                                                          \
     ((const cf_value[]){__VA_ARGS__}),                                        \
         (sizeof((const cf_value[]){__VA_ARGS__}) / sizeof(cf_value))
+#define CF_NOARGS ((const cf_value *)NULL), ((size_t)0)
 #else
 /* C++ has no compound literals: the values go into a braced
  * std::initializer_list, and cf__cxx_count() counts them in an unevaluated
@@ -236,8 +248,8 @@ char (&cf__cxx_count(const T &...))[sizeof...(T)];
 #define CF_ARGS(...)                                                          \
     (::std::initializer_list<cf_value>{__VA_ARGS__}.begin()),                 \
         (sizeof(::cf__cxx_count(__VA_ARGS__)))
+#define CF_NOARGS static_cast<const cf_value *>(nullptr), static_cast<size_t>(0)
 #endif
-#define CF_NOARGS ((const cf_value *)NULL), ((size_t)0)
 
 /* ------------------------------------------------------------------------
  * Failures: what a task raises
@@ -639,7 +651,7 @@ int cf_executor_destroy(cf_executor *ex);
  */
 void cf__executor_scope_exit(cf_executor **ex);
 #define CF_WITH_EXECUTOR(name)                                                \
-    __attribute__((cleanup(cf__executor_scope_exit))) cf_executor *name = NULL
+    __attribute__((cleanup(cf__executor_scope_exit))) cf_executor *name = CF__NULL
 
 /* Number of worker threads/processes currently alive.  -1 for NULL. */
 int cf_executor_worker_count(const cf_executor *ex);
@@ -1131,12 +1143,12 @@ typedef struct cf_map_input {
 /* Input helpers. */
 static inline cf_map_input cf_input_array(const cf_value *values, size_t count)
 {
-    cf_map_input in = {values, count, NULL, NULL};
+    cf_map_input in = {values, count, CF__NULL, CF__NULL};
     return in;
 }
 static inline cf_map_input cf_input_generator(cf_next_fn *next, void *ctx)
 {
-    cf_map_input in = {NULL, 0, next, ctx};
+    cf_map_input in = {CF__NULL, 0, next, ctx};
     return in;
 }
 
@@ -1556,7 +1568,7 @@ static inline int cf_when_all_status(const cf_value *result, size_t i)
     int32_t s;
     if (!result || result->kind != CF_BYTES || i >= result->size / sizeof s)
         return CF_EINVAL;
-    __builtin_memcpy(&s, (const char *)result->as.bytes + i * sizeof s, sizeof s);
+    __builtin_memcpy(&s, CF__CAST(const char *, result->as.bytes) + i * sizeof s, sizeof s);
     return s;
 }
 
