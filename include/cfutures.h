@@ -906,7 +906,8 @@ void cf_progress_bar_finish(cf_progress_bar *bar, const cf_progress *p);
  *     {
  *         cf_process_init(argc, argv);
  *         cf_executor *ex;
- *         cf_process_pool_new(&ex, NULL);
+ *         if (cf_process_pool_new(&ex, NULL) != CF_OK)
+ *             return 1;
  *         ...
  *     }
  * ---------------------------------------------------------------------- */
