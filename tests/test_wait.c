@@ -7,6 +7,8 @@
  */
 #include "cf_test_util.h"
 
+#include <float.h>
+
 typedef cf_as_completed_iter ac_iter;
 
 static cf_future *pending(void)
@@ -613,6 +615,55 @@ static void test_as_completed_timeout_zero(void **state)
     release_all(fs, 3);
 }
 
+/* Timeouts too long to ever pass but short of CF_FOREVER (up to 9e9 s)
+ * sleep until the future completes, as CF_FOREVER does: neither return at
+ * once nor spin (a deadline that overflowed would lie in the past). */
+static void complete_after_100ms(void *arg)
+{
+    sleep_ms(100);
+    cf_future_set_result((cf_future *)arg, NULL); /* the waiter checks */
+}
+
+static double thread_cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void test_huge_timeouts_sleep_until_done(void **state)
+{
+    (void)state;
+    const double huge[] = {1e9, 7.5e9, 8.5e9, 9e9, 1e10, 1e300, DBL_MAX};
+    static const char *const what[] = {"result", "wait", "as_completed"};
+    for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
+        for (int how = 0; how < 3; how++) {
+            cf_future *f = pending();
+            bg_thread t;
+            bg_start(&t, complete_after_100ms, f);
+            double t0 = cf_test_now(), cpu0 = thread_cpu_seconds();
+            if (how == 0) {
+                assert_ok(cf_future_result(f, huge[i], NULL));
+            } else if (how == 1) {
+                assert_ok(cf_wait(&f, 1, huge[i], CF_ALL_COMPLETED, NULL, NULL, NULL, NULL));
+            } else {
+                ac_iter *it = NULL;
+                cf_future *got = NULL;
+                assert_ok(cf_as_completed(&f, 1, huge[i], &it));
+                assert_ok(cf_as_completed_next(it, &got));
+                assert_ptr_equal(got, f);
+                cf_as_completed_free(it);
+            }
+            double took = cf_test_now() - t0, cpu = thread_cpu_seconds() - cpu0;
+            if (took < 0.05 || cpu > 0.05)
+                fail_msg("timeout %g, %s: returned after %.3f s, using %.3f s of CPU", huge[i],
+                         what[how], took, cpu);
+            bg_join(&t, 5);
+            assert_ok(cf_future_release(f));
+        }
+    }
+}
+
 static void test_as_completed_cancelled_yielded(void **state)
 {
     (void)state;
@@ -769,6 +820,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_as_completed_blocking_other_thread),
     cmocka_unit_test(test_as_completed_duplicates),
     cmocka_unit_test(test_as_completed_timeout_message),
+    cmocka_unit_test(test_huge_timeouts_sleep_until_done),
     cmocka_unit_test(test_as_completed_timeout_measured_from_call),
     cmocka_unit_test(test_as_completed_timeout_zero),
     cmocka_unit_test(test_as_completed_cancelled_yielded),

@@ -99,15 +99,19 @@ static struct bucket *bucket_of(const void *word)
 }
 
 /* The absolute time, on the condition variables' clock, of the
- * monotonic deadline. */
+ * monotonic deadline.  On the wall clock a deadline centuries away (a
+ * timeout of up to 9e9 s is not CF_FOREVER) would pass INT64_MAX: it is
+ * held there, as a wrapped one would lie in the past and turn the wait
+ * into a spin. */
 static struct timespec cv_deadline(int64_t deadline_ns)
 {
     int64_t at = deadline_ns;
     if (!monotonic_cv) {
         struct timespec now;
         clock_gettime(CLOCK_REALTIME, &now);
+        int64_t base = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
         int64_t left = deadline_ns - cf__now_ns();
-        at = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec + (left > 0 ? left : 0);
+        at = left <= 0 ? base : left > INT64_MAX - base ? INT64_MAX : base + left;
     }
     return (struct timespec){(time_t)(at / 1000000000), (long)(at % 1000000000)};
 }
