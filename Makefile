@@ -36,7 +36,7 @@ DEV_FLAGS := -DCF_WERROR=ON
 
 .PHONY: all deps deps-build deps-test build demo test test-plain test-clang test-asan test-tsan test-portable \
         bench bench-plot \
-        fuzz install install-strip clean
+        fuzz configure-release install install-strip clean
 
 all: build
 
@@ -134,17 +134,21 @@ fuzz: deps
 	    corpus-$$t ../../fuzz/corpus/$$t || exit 1; done
 
 # The library alone, in a tree of its own: no test toolchain needed.
-build-release/CMakeCache.txt:
+# Configured (again) for PREFIX each time, so that the paths compiled in
+# (cfutures-worker's, for a static copy of the library) are the ones the
+# files go to.
+configure-release:
 	$(CMAKE) -S . -B build-release -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_INSTALL_PREFIX=$(PREFIX) \
 	  -DCF_BUILD_TESTS=OFF -DCF_BUILD_EXAMPLES=OFF -DCF_BUILD_BENCH=OFF
 
-install: deps-build build-release/CMakeCache.txt
+install: deps-build configure-release
 	$(CMAKE) --build build-release -j $(JOBS)
-	$(CMAKE) --install build-release --prefix $(PREFIX)
+	$(CMAKE) --install build-release
 
-install-strip: deps-build build-release/CMakeCache.txt
+install-strip: deps-build configure-release
 	$(CMAKE) --build build-release -j $(JOBS)
-	$(CMAKE) --install build-release --prefix $(PREFIX) --strip
+	$(CMAKE) --install build-release --strip
 
 clean:
 	rm -rf build build-clang build-asan build-tsan build-portable build-release

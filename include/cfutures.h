@@ -1041,7 +1041,8 @@ typedef struct cf_process_pool_options {
      * static copy of cfutures are not seen) and registering its tasks with
      * CF_TASK.  Workers then run worker_program, or, when that is NULL,
      * cfutures-worker, the generic worker program installed with the
-     * library (<libexecdir>/cfutures/cfutures-worker), with argv
+     * library (<libexecdir>/cfutures/cfutures-worker: beside the shared
+     * library as installed, else under the configured prefix), with argv
      * {program, worker_library, NULL}; it loads the object (dlopen: its
      * constructors run in each worker) and calls cf_process_init().  An
      * object that will not load ends that worker during start-up, which

@@ -2945,6 +2945,43 @@ CF__API void cf_process_pool_options_init(cf_process_pool_options *opts)
 #define CF_WORKER_DEFAULT "/usr/local/libexec/cfutures/cfutures-worker"
 #endif
 
+/* cfutures-worker as installed beside this shared library: the build sets
+ * CF_WORKER_FROM_LIBDIR to its path relative to <libdir>, so a tree
+ * installed under another prefix than the configured one (`cmake --install
+ * --prefix`, a package unpacked elsewhere) starts its own copy.  Only the
+ * shared library looks (glibc 2.34 and later have dladdr() in libc): a
+ * static copy sits in a program, whose directory says nothing about where
+ * cfutures is installed.  Otherwise, or when no executable file is there,
+ * the configured path.  `buf` holds the path found. */
+#if defined(CF_WORKER_FROM_LIBDIR) && defined(__GLIBC__) && defined(_GNU_SOURCE) &&             \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+#include <dlfcn.h>
+#define CF_WORKER_BESIDE 1
+#endif
+
+static const char *generic_worker(char *buf, size_t size)
+{
+#ifdef CF_WORKER_BESIDE
+    static const char anchor = 0; /* an address inside this object */
+    Dl_info info;
+    if (dladdr(&anchor, &info) && info.dli_fname && info.dli_fname[0] == '/') {
+        const char *base = strrchr(info.dli_fname, '/') + 1;
+        if (strncmp(base, "libcfutures.so", 14) == 0) {
+            int n = snprintf(buf, size, "%.*s/%s", (int)(base - 1 - info.dli_fname),
+                             info.dli_fname, CF_WORKER_FROM_LIBDIR);
+            struct stat st;
+            if (n > 0 && (size_t)n < size && stat(buf, &st) == 0 && S_ISREG(st.st_mode) &&
+                access(buf, X_OK) == 0)
+                return buf;
+        }
+    }
+#else
+    (void)buf;
+    (void)size;
+#endif
+    return CF_WORKER_DEFAULT;
+}
+
 /* Checks that `path` (`what`) is an absolute path, short enough to keep,
  * to a regular file this process may access with `mode`; CF_OK or
  * CF_EINVAL with a message. */
@@ -3001,7 +3038,8 @@ static int check_worker_program(const cf_process_pool_options *o)
     }
     if (o->worker_program)
         return check_file("worker_program", o->worker_program, X_OK);
-    int rc = check_file("the generic worker program", CF_WORKER_DEFAULT, X_OK);
+    char found[sizeof ((process_pool *)0)->worker_program];
+    int rc = check_file("the generic worker program", generic_worker(found, sizeof found), X_OK);
     if (rc != CF_OK) {
         char why[320];
         snprintf(why, sizeof why, "%s", cf_last_error_message());
@@ -3091,8 +3129,9 @@ CF__API int cf_process_pool_new(cf_executor **out, const cf_process_pool_options
     p->task_timeout_ns = o.task_timeout >= 9e9 ? CF__NS_FOREVER
                                                : (int64_t)(o.task_timeout * 1e9);
     if (o.worker_program || o.worker_library) {
+        char found[sizeof ((process_pool *)0)->worker_program];
         snprintf(p->worker_program, sizeof p->worker_program, "%s",
-                 o.worker_program ? o.worker_program : CF_WORKER_DEFAULT);
+                 o.worker_program ? o.worker_program : generic_worker(found, sizeof found));
         p->worker_argv[0] = p->worker_program;
     }
     if (o.worker_library) {

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # Installs the built tree into a temporary prefix and builds a consumer
 # with pkg-config and with find_package(cfutures), and of cfutures-mpi when
-# the tree built the MPI engine; each must print 144.
+# the tree built the MPI engine; each must print 144.  A process pool with
+# a worker_library must find the cfutures-worker of that prefix.
 # Then checks the installed man pages, and builds the installed examples
 # with their own Makefile and checks their output.
 # Usage: check_install.sh <build-dir> <this-dir>
@@ -29,6 +30,22 @@ cc -std=c11 $(pkg-config --cflags cfutures) "$here/consumer.c" -o "$tmp/pc_stati
    "$libdir/libcfutures.a" $(pkg-config --libs-only-other --static cfutures) -lpthread -lm
 out=$("$tmp/pc_static")
 [ "$out" = 144 ] || { echo "pkg-config static consumer printed '$out'"; exit 1; }
+
+# A process pool whose tasks are in a shared object (worker_library) runs
+# them in the cfutures-worker installed with the library: the one beside
+# the library in this prefix, not the configured prefix's (where none may
+# be installed), since the tree was installed with --prefix elsewhere.
+cc -std=c11 -Wall -Wextra -Werror -fPIC -shared $(pkg-config --cflags cfutures) \
+   "$here/plugin_tasks.c" -o "$tmp/libplugin_tasks.so" $(pkg-config --libs cfutures)
+cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags cfutures) \
+   "$here/consumer_plugin.c" -o "$tmp/pc_plugin" "$tmp/libplugin_tasks.so" \
+   $(pkg-config --libs cfutures)
+out=$(LD_LIBRARY_PATH="$libdir" "$tmp/pc_plugin" "$tmp/libplugin_tasks.so")
+case "$out" in
+  "144 $tmp/prefix/"*/cfutures/cfutures-worker) ;;
+  *) echo "worker_library consumer printed '$out' (want 144 and the worker under $tmp/prefix)"
+     exit 1 ;;
+esac
 
 # The MPI engine, when this tree built it: its pkg-config file and its
 # CMake package must each give a program that builds, loads and runs.
