@@ -124,6 +124,16 @@
 #ifndef CFUTURES_MPI_H
 #define CFUTURES_MPI_H
 
+/* In C++, mpi.h would also bring MPI's C++ bindings (removed from the
+ * standard in MPI-3): Open MPI's fail -Wcast-function-type and need
+ * -lmpi_cxx to link.  This header uses the C interface only, so it asks
+ * for that alone, unless the program included mpi.h first. */
+#if defined(__cplusplus) && !defined(OMPI_SKIP_MPICXX)
+#define OMPI_SKIP_MPICXX 1
+#endif
+#if defined(__cplusplus) && !defined(MPICH_SKIP_MPICXX)
+#define MPICH_SKIP_MPICXX 1
+#endif
 #include <mpi.h>
 
 #include "cfutures.h"

@@ -131,8 +131,10 @@ class Item:
                 m = re.search(r"([A-Za-z_]\w*)\s*\(", head)
                 if m:
                     found.append((m.group(1), "function"))
+        # Public names carry the prefix; others (include guards, the MPI
+        # library's own switches the MPI header sets) are not ours.
         return [(n, w) for n, w in found
-                if not n.startswith(("cf__", "CF__")) and n not in ("CFUTURES_H",)]
+                if n.startswith(("cf_", "CF_")) and not n.startswith(("cf__", "CF__"))]
 
     def synopsis(self):
         """What the SYNOPSIS shows of this item."""

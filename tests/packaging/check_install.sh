@@ -69,6 +69,14 @@ for exe in $exes; do
   out=$(LD_LIBRARY_PATH="$libdir" "$tmp/consumer/$exe")
   [ "$out" = 144 ] || { echo "find_package $exe printed '$out'"; exit 1; }
 done
+# cfutures-mpi from a project that enables C++ alone (when a C++ compiler
+# is there).
+if [ "$with_mpi" = ON ] && command -v c++ >/dev/null 2>&1; then
+  cmake -S "$here/cxx_mpi" -B "$tmp/cxx_mpi" -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null
+  cmake --build "$tmp/cxx_mpi" >/dev/null
+  out=$(LD_LIBRARY_PATH="$libdir" "$tmp/cxx_mpi/consumer_mpi_cxx")
+  [ "$out" = 144 ] || { echo "C++-only find_package consumer printed '$out'"; exit 1; }
+fi
 # The reference pages are installed: `man cf_submit` finds its page, and
 # a function of a group finds the group's page.
 mandir="$tmp/prefix/share/man"
