@@ -196,6 +196,19 @@ static int u_die_leaving_child(cf_call *call)
 }
 CF_TASK(u_die_leaving_child);
 
+/* Shuts the worker's socket (fd 3 in an exec'd worker) and runs on for
+ * up to 30 s: a worker that can answer nothing more but does not exit. */
+static int u_hang_up(cf_call *call)
+{
+    shutdown(3, SHUT_RDWR);
+    for (int i = 0; i < 3000 && !cf_cancel_requested(call); i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return cf_return_i64(call, 1);
+}
+CF_TASK(u_hang_up);
+
 /* ---- a fake worker ------------------------------------------------------------ */
 
 /* With CF_TEST_FAKE_WORKER=<seed> in its environment, this program started
@@ -644,6 +657,30 @@ static void test_death_seen_while_a_child_keeps_the_socket(void **state)
                      "fail with CF_EBROKEN in time; killed by SIGALRM: destroy hung)",
                      without_pidfd ? "without" : "with", status);
     }
+}
+
+/* A worker that shuts its socket and runs on can answer nothing more: it
+ * is killed at once (with or without a pidfd), so its call fails as a
+ * crash's does, within the time limit rather than when the worker chooses
+ * to exit, and the call queued behind it runs on a replacement. */
+static void test_worker_closing_its_socket_is_stopped(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(1, CF_CRASH_REPLACES_WORKER, CF_START_EXEC);
+    cf_future *f = NULL, *g = NULL;
+    assert_ok(cf_submit(ex, u_hang_up, CF_NOARGS, &f));
+    assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(3)), &g));
+    double t0 = cf_test_now();
+    int rc = cf_future_result(f, T_OK * cf_test_scale(), NULL);
+    if (rc != CF_EBROKEN)
+        fail_msg("the call of the worker that shut its socket: %s after %.1f s (%s)",
+                 cf_err_name(rc), cf_test_now() - t0, cf_last_error_message());
+    int64_t v = 0;
+    assert_ok(cf_future_result_i64(g, T_OK * cf_test_scale(), &v));
+    assert_int_equal(v, 9);
+    cf_future_release(f);
+    cf_future_release(g);
+    assert_ok(cf_executor_destroy(ex));
 }
 
 /* ---- shared memory -------------------------------------------------------- */
@@ -1212,6 +1249,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_ptr_result_fails_only_its_call),
     cmocka_unit_test(test_str_size_must_match_text),
     cmocka_unit_test(test_death_seen_while_a_child_keeps_the_socket),
+    cmocka_unit_test(test_worker_closing_its_socket_is_stopped),
     cmocka_unit_test(test_parent_out_of_descriptors_blames_no_worker),
     cmocka_unit_test(test_spin_budget_from_environment),
 };

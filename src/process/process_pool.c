@@ -199,6 +199,7 @@ typedef struct pworker {
     bool hello;          /* start-up (and initializer) done */
     bool exit_sent;      /* EXIT queued: takes no more jobs */
     bool eof;            /* nothing more to read (EOF, or a bad frame) */
+    bool killed_at_eof;  /* sent SIGKILL for EOF (manager_main), once */
     bool wdead;          /* a write failed: send nothing more, but keep
                           * reading what it wrote before it went away */
     bool reaped;
@@ -2599,11 +2600,19 @@ static void *manager_main(void *arg)
         for (int i = 0; i < p->nworkers;) {
             pworker *w = p->workers[i];
             bool check = w->ev_died;
-            if (w->pidfd < 0 && w->eof) {
-                if (w->reason == R_NONE && !(w->exit_sent && !w->head))
-                    kill(w->pid, SIGKILL);
-                check = true;
+            /* EOF: the worker can answer nothing more.  One that was not
+             * leaving (asked to, with nothing left to answer) and is not
+             * known dead is killed, so that its calls end as a crash's
+             * do, not when it chooses to exit: it may have closed its
+             * socket and gone on running.  Unreaped, its pid cannot have
+             * been reused.  With a pidfd the death shows through it;
+             * without, it is looked for now. */
+            if (w->eof && w->reason == R_NONE && !(w->exit_sent && !w->head) && !w->killed_at_eof) {
+                w->killed_at_eof = true;
+                kill(w->pid, SIGKILL);
             }
+            if (w->pidfd < 0 && w->eof)
+                check = true;
             /* Without a pidfd, a worker whose output waits unread for want
              * of memory never reaches EOF here, nor one dead while a
              * process it forked keeps its socket open: look for their exit
