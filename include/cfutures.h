@@ -1537,7 +1537,10 @@ int cf_then_ok_with(cf_future *f, cf_executor *ex, const cf_submit_options *opts
  * Each returns a new standalone future (one reference, owned by the
  * caller) that completes when its condition holds, on the thread that
  * completed the input which made it hold (or at once in the calling
- * thread).  The combinator holds a reference to every input until that
+ * thread).  Like continuations, combinators fed one into the next
+ * complete one after another in a loop on that thread, never nested, so
+ * the stack does not grow with the length of the chain.  The combinator
+ * holds a reference to every input until that
  * input completes, so the caller may release the inputs, or the result,
  * in any order.  Inputs may come from any mix of engines; duplicates are
  * allowed.  Cancelling the combinator's future cancels it alone, never

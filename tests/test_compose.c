@@ -1166,6 +1166,93 @@ static void test_when_inputs_released_early(void **state)
     pthread_barrier_destroy(&bar);
 }
 
+/* Combinators fed one into the next, 100000 deep, each kind: the chain
+ * completes in a loop on the completing thread (it used to recurse
+ * through the inputs' done-callbacks and overflow the stack). */
+static void test_when_chain_100000(void **state)
+{
+    (void)state;
+    enum { STEPS = 100000 };
+    for (int kind = 0; kind < 3; kind++) {
+        cf_future *first, *f;
+        assert_ok(cf_future_new(&first));
+        f = cf_future_retain(first);
+        for (int i = 0; i < STEPS; i++) {
+            cf_future *next;
+            if (kind == 0)
+                assert_ok(cf_when_any(&f, 1, &next));
+            else if (kind == 1)
+                assert_ok(cf_when_all(&f, 1, &next));
+            else
+                assert_ok(cf_when_all_or_fail(&f, 1, &next));
+            assert_ok(cf_future_release(f));
+            f = next;
+        }
+        if (kind == 2) {
+            assert_ok(cf_future_set_exception(first, 3, "IOError", "gone"));
+            const cf_failure *fl;
+            assert_ok(cf_future_exception(f, 0, &fl));
+            assert_string_equal(cf_failure_type(fl), "IOError");
+        } else {
+            cf_value v = cf_i64(7);
+            assert_ok(cf_future_set_result(first, &v));
+            const cf_value *r;
+            assert_ok(cf_future_result(f, 0, &r));
+            if (kind == 0)
+                assert_int_equal(r->as.i64, 0);
+            else
+                assert_int_equal(cf_when_all_status(r, 0), CF_OK);
+        }
+        assert_ok(cf_future_release(f));
+        assert_ok(cf_future_release(first));
+    }
+}
+
+typedef struct when_in_cb {
+    cf_future *later; /* a combinator over the future the callback is on */
+    cf_future *done;  /* an input already done */
+    int wait_rc;      /* cf_future_result() of `later` in the callback */
+    bool made_done;   /* a cf_when_all() made there was done at once */
+} when_in_cb;
+
+static int wait_in_callback(cf_future *f, void *arg)
+{
+    (void)f;
+    when_in_cb *w = arg;
+    const cf_value *r;
+    w->wait_rc = cf_future_result(w->later, 5 * cf_test_scale(), &r);
+    cf_future *all;
+    if (cf_when_all(&w->done, 1, &all) == CF_OK) {
+        w->made_done = cf_future_done(all);
+        cf_future_release(all);
+    }
+    return 0;
+}
+
+/* Inside a callback run while combinators complete on this thread, a
+ * combinator whose completion is queued behind the callback is completed
+ * by a wait on it, and one set up there over done inputs is done when
+ * cf_when_all() returns. */
+static void test_when_completes_inside_callbacks(void **state)
+{
+    (void)state;
+    cf_future *root = new_future(), *a, *done = new_future();
+    cf_value v = cf_i64(1);
+    assert_ok(cf_future_set_result(done, &v));
+    assert_ok(cf_when_any(&root, 1, &a));
+    when_in_cb w = {NULL, done, CF_EINVAL, false};
+    assert_ok(cf_when_any(&a, 1, &w.later));
+    assert_ok(cf_future_add_done_callback(a, wait_in_callback, &w));
+    assert_ok(cf_future_set_result(root, &v));
+    assert_ok(w.wait_rc);
+    assert_true(w.made_done);
+    assert_true(cf_future_done(w.later));
+    assert_ok(cf_future_release(w.later));
+    assert_ok(cf_future_release(a));
+    assert_ok(cf_future_release(root));
+    assert_ok(cf_future_release(done));
+}
+
 /* Inputs from both pools and a hand-made future, in one when_all. */
 static void test_when_all_mixed_engines(void **state)
 {
@@ -1234,6 +1321,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_when_all_or_fail),
     cmocka_unit_test(test_when_inputs_released_early),
     cmocka_unit_test(test_when_all_mixed_engines),
+    cmocka_unit_test(test_when_chain_100000),
+    cmocka_unit_test(test_when_completes_inside_callbacks),
     cmocka_unit_test(test_when_bad_input),
     cmocka_unit_test(test_then_nested_inside_inline_task),
 };

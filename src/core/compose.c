@@ -43,7 +43,12 @@
  *   set-up.  Which callback completes the result is decided by atomics
  *   (`remaining`, `decided`), never by a lock; statuses[i] is written only
  *   by input i's callback and read after the acq_rel decrement of
- *   `remaining` that follows every write.
+ *   `remaining` that follows every write.  The result is completed on the
+ *   same trampoline as the jobs (comb_due()): a chain of combinators, each
+ *   an input of the next, would otherwise recurse through the callbacks
+ *   one frame group per link and overflow the stack; the exceptions are
+ *   the same (a combinator set up on this thread completes at once, a
+ *   wait runs what is queued).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -308,16 +313,30 @@ static void run_job(then_rec *r)
  * whose cf_then() is adding its callback on this thread right now: when
  * the antecedent is already done, that job runs at once, even inside
  * another job, as the header promises. */
+struct comb;
 static _Thread_local struct {
     then_rec *head, *tail;
     then_rec *now;
+    /* Combinators whose result is due (comb_due()), and the one whose
+     * set-up runs on this thread right now (its result is completed at
+     * once, as `now`'s job is run at once). */
+    struct comb *chead, *ctail;
+    struct comb *cnow;
     bool draining;
 } tramp;
 
-/* Runs the queued jobs, and those they queue, until none is left. */
+static void comb_complete(struct comb *c);
+static struct comb *comb_pop(void);
+
+/* Runs the queued jobs and combinator completions, and those they queue,
+ * until none is left. */
 static void tramp_drain(void)
 {
-    while (tramp.head) {
+    while (tramp.head || tramp.chead) {
+        if (!tramp.head) {
+            comb_complete(comb_pop());
+            continue;
+        }
         then_rec *next = tramp.head;
         tramp.head = next->next;
         if (!tramp.head)
@@ -356,7 +375,7 @@ static int then_on_done(cf_future *ante, void *arg)
 
 bool cf__then_run_queued(void)
 {
-    if (!tramp.draining || !tramp.head)
+    if (!tramp.draining || (!tramp.head && !tramp.chead))
         return false;
     /* Run for a task that is about to wait, inside its own library call:
      * what those jobs fail at is not that call's failure. */
@@ -536,6 +555,13 @@ typedef struct comb {
     _Atomic bool decided;      /* the result future has been completed */
     cf_future *result;         /* reference until the record is freed */
     int32_t *statuses;         /* n, after the slots */
+    /* Written by the one callback that set `decided` (or the set-up),
+     * read by comb_complete() after it: the input whose index
+     * (WHEN_ANY) or failure (WHEN_ALL_OR_FAIL, a reference) the result
+     * takes; `src` NULL means the statuses. */
+    size_t win;
+    cf_future *src;
+    struct comb *next; /* in this thread's trampoline queue */
     comb_slot slots[];
 } comb;
 
@@ -547,16 +573,60 @@ static void comb_unref(comb *c, size_t k)
     free(c);
 }
 
-/* Completes the result with the statuses, unless already decided. */
-static void comb_finish_all(comb *c)
+/* Completes the result as decided (see `win`, `src`), then drops the
+ * reference of the callback that decided it. */
+static void comb_complete(comb *c)
 {
-    if (atomic_exchange_explicit(&c->decided, true, memory_order_acq_rel))
-        return;
-    cf_value v = cf_bytes(c->statuses, c->n * sizeof *c->statuses);
-    if (cf_future_set_result(c->result, &v) == CF_ENOMEM)
-        cf__future_fail(c->result, CF_ENOMEM, "MemoryError", cf_last_error_message());
+    if (c->kind == WHEN_ANY) {
+        cf_value v = cf_i64((int64_t)c->win);
+        cf_future_set_result(c->result, &v);
+    } else if (c->src) {
+        forward_outcome(c->src, c->result);
+        cf_future_release(c->src);
+    } else {
+        cf_value v = cf_bytes(c->statuses, c->n * sizeof *c->statuses);
+        if (cf_future_set_result(c->result, &v) == CF_ENOMEM)
+            cf__future_fail(c->result, CF_ENOMEM, "MemoryError", cf_last_error_message());
+    }
+    comb_unref(c, 1);
 }
 
+static comb *comb_pop(void)
+{
+    comb *c = tramp.chead;
+    tramp.chead = c->next;
+    if (!tramp.chead)
+        tramp.ctail = NULL;
+    return c;
+}
+
+/* The result of c is decided: completes it on this thread's trampoline,
+ * as a continuation's job, so that a chain of combinators (each the input
+ * of the next) completes in a loop and not by nested callbacks, whatever
+ * its length.  At once unless this thread is draining; then queued, but
+ * for the combinator whose set-up runs here (cf_when_*() from inside a
+ * callback or task: its result is done when the call returns). */
+static void comb_due(comb *c)
+{
+    if (tramp.draining && c == tramp.cnow) {
+        comb_complete(c);
+    } else if (tramp.draining) {
+        c->next = NULL;
+        if (tramp.ctail)
+            tramp.ctail->next = c;
+        else
+            tramp.chead = c;
+        tramp.ctail = c;
+    } else {
+        tramp.draining = true;
+        comb_complete(c);
+        tramp_drain();
+        tramp.draining = false;
+    }
+}
+
+/* Input s's callback.  The one that decides the result keeps its
+ * reference on c for comb_complete(). */
 static int comb_on_done(cf_future *f, void *arg)
 {
     comb_slot *s = arg;
@@ -565,21 +635,28 @@ static int comb_on_done(cf_future *f, void *arg)
     cf__error_save(saved);
     int status = done_status(f);
     c->statuses[s->index] = status;
+    bool decides = false;
     if (c->kind == WHEN_ANY) {
         if (!atomic_exchange_explicit(&c->decided, true, memory_order_acq_rel)) {
-            cf_value v = cf_i64((int64_t)s->index);
-            cf_future_set_result(c->result, &v);
+            c->win = s->index;
+            decides = true;
         }
     } else if (c->kind == WHEN_ALL_OR_FAIL && status != CF_OK && status != CF_ECANCELLED) {
-        if (!atomic_exchange_explicit(&c->decided, true, memory_order_acq_rel))
-            forward_outcome(f, c->result);
+        if (!atomic_exchange_explicit(&c->decided, true, memory_order_acq_rel)) {
+            c->src = cf_future_retain(f);
+            decides = true;
+        }
     }
     /* acq_rel: the last one sees every other slot's status. */
     if (atomic_fetch_sub_explicit(&c->remaining, 1, memory_order_acq_rel) == 1 &&
-        c->kind != WHEN_ANY)
-        comb_finish_all(c);
+        c->kind != WHEN_ANY && !decides &&
+        !atomic_exchange_explicit(&c->decided, true, memory_order_acq_rel))
+        decides = true;
     cf_future_release(s->input);
-    comb_unref(c, 1);
+    if (decides)
+        comb_due(c);
+    else
+        comb_unref(c, 1);
     cf__error_restore(saved);
     return 0;
 }
@@ -609,6 +686,9 @@ static int when_common(cf_future *const *fs, size_t n, cf_future **out, int kind
     atomic_init(&c->refs, n + 1);
     atomic_init(&c->remaining, n + 1); /* + the set-up, so nothing finishes early */
     atomic_init(&c->decided, false);
+    c->win = 0;
+    c->src = NULL;
+    c->next = NULL;
     c->result = cf_future_retain(result);
     c->statuses = (int32_t *)(c->slots + n);
     for (size_t i = 0; i < n; i++) {
@@ -617,6 +697,8 @@ static int when_common(cf_future *const *fs, size_t n, cf_future **out, int kind
     }
     int rc = CF_OK;
     size_t added = 0;
+    comb *outer = tramp.cnow; /* a set-up inside a completion's callback */
+    tramp.cnow = c;
     for (; added < n; added++) {
         rc = cf_future_add_done_callback(fs[added], comb_on_done, &c->slots[added]);
         if (rc != CF_OK)
@@ -630,14 +712,17 @@ static int when_common(cf_future *const *fs, size_t n, cf_future **out, int kind
         for (size_t i = added; i < n; i++)
             cf_future_release(c->slots[i].input);
         comb_unref(c, n - added + 1);
+        tramp.cnow = outer;
         cf_future_release(result);
         return rc;
     }
     /* The set-up's own count: with n == 0 this is what finishes. */
     if (atomic_fetch_sub_explicit(&c->remaining, 1, memory_order_acq_rel) == 1 &&
-        kind != WHEN_ANY)
-        comb_finish_all(c);
-    comb_unref(c, 1);
+        kind != WHEN_ANY && !atomic_exchange_explicit(&c->decided, true, memory_order_acq_rel))
+        comb_due(c);
+    else
+        comb_unref(c, 1);
+    tramp.cnow = outer;
     *out = result;
     return CF_OK;
 }
