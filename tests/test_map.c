@@ -901,6 +901,81 @@ static void test_map_default_mode_generator_error(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+static int t_mul(cf_call *call)
+{
+    return cf_return_i64(call, cf_arg_i64(call, 0) * cf_arg_i64(call, 1));
+}
+
+/* A generator that must not be called after it said it had no more, or
+ * past the element where a shorter input ends the zip. */
+typedef struct {
+    int i, n;
+    int fail_at;   /* -1: never */
+    int after_end; /* calls after it returned 0 */
+} strict_gen;
+
+static int strict_next(void *ctx, cf_value *out)
+{
+    strict_gen *g = ctx;
+    if (g->i > g->n) {
+        g->after_end++;
+        return -1;
+    }
+    if (g->i == g->fail_at)
+        return -1;
+    if (g->i == g->n) {
+        g->i++;
+        return 0;
+    }
+    *out = cf_i64(g->i++);
+    return 1;
+}
+
+static void drain_squares(cf_map_iter *it, int n)
+{
+    const cf_value *v;
+    for (int i = 0; i < n; i++) {
+        assert_ok(cf_map_next(it, &v, NULL));
+        assert_int_equal(v->as.i64, (int64_t)i * i);
+    }
+    assert_cf(CF_EDONE, cf_map_next(it, &v, NULL));
+}
+
+/* Inputs that end inside a chunk end the map: a generator is called once
+ * to learn that it has no more and never again, and one ahead of a
+ * shorter input is called no further than zip() would call it (it used
+ * to be called again for a next chunk, and its error there failed the
+ * whole map). */
+static void test_map_generator_not_called_after_the_end(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(2);
+    for (int lazy = 0; lazy < 2; lazy++) {
+        cf_map_options o;
+        cf_map_options_init(&o);
+        o.chunksize = 3;
+        o.buffersize = lazy ? 2 : 0;
+        strict_gen g = {0, 10, -1, 0};
+        cf_map_input mi = cf_input_generator(strict_next, &g);
+        cf_map_iter *it = NULL;
+        assert_ok(cf_map(ex, t_square, &mi, 1, &o, &it));
+        drain_squares(it, 10);
+        assert_int_equal(g.after_end, 0);
+        cf_map_close(it);
+        /* zip(g, a): g fails at the element after a's last, which zip()
+         * never asks for. */
+        cf_value a[4] = {cf_i64(0), cf_i64(1), cf_i64(2), cf_i64(3)};
+        strict_gen h = {0, 100, 5, 0};
+        cf_map_input two[2] = {cf_input_generator(strict_next, &h), cf_input_array(a, 4)};
+        o.chunksize = 3;
+        assert_ok(cf_map(ex, t_mul, two, 2, &o, &it));
+        drain_squares(it, 4);
+        assert_int_equal(h.i, 5);
+        cf_map_close(it);
+    }
+    assert_ok(cf_executor_destroy(ex));
+}
+
 /* A failed cf_map() leaves its own message, not one from its clean-up. */
 static void test_map_error_message_is_the_cause(void **state)
 {
@@ -948,6 +1023,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_map_buffersize_generator_error),
     cmocka_unit_test(test_map_buffersize_error_at_start),
     cmocka_unit_test(test_map_default_mode_generator_error),
+    cmocka_unit_test(test_map_generator_not_called_after_the_end),
 };
 
 CF_TEST_MAIN(tests)

@@ -84,6 +84,7 @@ struct cf_map_iter {
     cf_future **ring;
     size_t cap, head, count;
     bool exhausted;        /* no more input (or refilling stopped) */
+    bool zip_ended;        /* an input said it had no more (next_tuple 0) */
     int refill_err;        /* why refilling stopped, reported at the end */
     bool finished;
     cf_future *current;    /* element last yielded, kept for its value */
@@ -293,8 +294,17 @@ static int submit_next(cf_map_iter *it)
 {
     size_t n = 0;
     int r = 0;
+    /* The inputs ended at a partial chunk, submitted by the last call:
+     * zip() is over, as Python's map stops at the first StopIteration.
+     * Reading again would call generators past their end (one that had
+     * returned 0, or one ahead of the shortest input, whose error or
+     * side effects then belong to no element). */
+    if (it->zip_ended)
+        return 0;
     while (n < it->chunksize) {
         r = next_tuple(it);
+        if (r == 0)
+            it->zip_ended = true;
         if (r <= 0)
             break;
         if (n == it->chunk_cap && (r = grow_chunk(it)) != CF_OK)
