@@ -2288,8 +2288,83 @@ static void test_submit_many_races_shutdown(void **state)
     assert_int_equal(whole + refused, ROUNDS);
 }
 
+/* Each call of a batch records what cf_executor_progress() says as it
+ * runs: the calls not yet ended or running must show as pending (counted
+ * as submitted) from the moment they are queued. */
+typedef struct seen_progress {
+    cf_executor *ex;
+    _Atomic uint64_t min_pending; /* smallest submitted - ended - running seen */
+    _Atomic int while_making;     /* calls that ran before cf_submit_many returned */
+    _Atomic bool returned;
+} seen_progress;
+
+static seen_progress many_seen;
+
+static int t_see_progress(cf_call *call)
+{
+    int64_t i = cf_arg_i64(call, 0), n = cf_arg_i64(call, 1);
+    cf_progress p;
+    if (cf_executor_progress(many_seen.ex, &p) != CF_OK)
+        return cf_raise(call, CF_EINVAL, "ProgressError", "%s", cf_last_error_message());
+    if (!atomic_load(&many_seen.returned))
+        atomic_fetch_add(&many_seen.while_making, 1);
+    /* This call is running; the n - i - 1 after it are queued or still to
+     * be made.  Those queued count as pending, at least the rest of this
+     * call's piece of 256 (the pool queues a batch 256 calls at a time,
+     * counting each piece before it queues it). */
+    uint64_t pending = p.submitted - cf_progress_ended(&p) - p.running;
+    int64_t piece_rest = 255 - i % 256;
+    if (piece_rest > n - i - 1)
+        piece_rest = n - i - 1;
+    uint64_t expect = (uint64_t)piece_rest;
+    if (pending < expect) {
+        uint64_t seen = atomic_load(&many_seen.min_pending);
+        while (pending < seen &&
+               !atomic_compare_exchange_weak(&many_seen.min_pending, &seen, pending))
+            ;
+    }
+    return cf_return_none(call);
+}
+
+/* A large batch on one worker, which runs its first calls while the rest
+ * are made: every call, as it runs, sees the rest of its piece counted as
+ * submitted and pending (counted only once the batch was in, the calls
+ * run meanwhile saw no call pending and `submitted` equal to what had
+ * ended).  Afterwards the counts add up to the batch. */
+static void test_submit_many_counts_queued_pieces(void **state)
+{
+    (void)state;
+    enum { N = 100000 };
+    static cf_value args[2 * N];
+    static cf_future *fs[N];
+    for (int i = 0; i < N; i++) {
+        args[2 * i] = cf_i64(i);
+        args[2 * i + 1] = cf_i64(N);
+    }
+    cf_executor *ex = pool_new(1);
+    many_seen.ex = ex;
+    atomic_store(&many_seen.min_pending, UINT64_MAX);
+    atomic_store(&many_seen.while_making, 0);
+    atomic_store(&many_seen.returned, false);
+    assert_ok(cf_submit_many(ex, t_see_progress, args, 2, N, fs));
+    atomic_store(&many_seen.returned, true);
+    for (int i = 0; i < N; i++) {
+        assert_ok(cf_future_result(fs[i], 30.0 * cf_test_scale(), NULL));
+        assert_ok(cf_future_release(fs[i]));
+    }
+    printf("calls run while the batch was made: %d\n", atomic_load(&many_seen.while_making));
+    assert_int_equal(atomic_load(&many_seen.min_pending), UINT64_MAX);
+    cf_progress p;
+    assert_ok(cf_executor_progress(ex, &p));
+    assert_int_equal(p.submitted, N);
+    assert_int_equal(p.succeeded, N);
+    assert_int_equal(p.running, 0);
+    assert_ok(cf_executor_destroy(ex));
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_submit_many_in_pieces),
+    cmocka_unit_test(test_submit_many_counts_queued_pieces),
     cmocka_unit_test(test_submit_many_races_shutdown),
     cmocka_unit_test(test_submit_many_results_in_order),
     cmocka_unit_test(test_submit_many_two_args_and_none),

@@ -524,7 +524,12 @@ static size_t made_size(const made_calls *mc, size_t i)
 
 /* engine->submit_made's `make`: fs[k..k+m) from reserved blocks to
  * futures, each with the engine's reference (a plain store: no other
- * thread knows of it yet, see submit_common) and its slot. */
+ * thread knows of it yet, see submit_common) and its slot, counted as
+ * submitted.  The engine has accepted the whole batch and holds what
+ * keeps the executor alive, so the piece is counted here, before it is
+ * queued: counted after the batch, the calls queued while the rest were
+ * made would be in no count, and cf_executor_progress() would show none
+ * pending for as long as a large batch takes to make. */
 static void make_calls(void *ctx, cf_future **fs, size_t k, size_t m)
 {
     const made_calls *mc = ctx;
@@ -538,6 +543,7 @@ static void make_calls(void *ctx, cf_future **fs, size_t k, size_t m)
         cf__progress_mark(f);
         fs[i] = f;
     }
+    cf__progress_accepted(&mc->ex->counts, m);
 }
 
 /* cf_submit_many() on an engine with submit_made: every call checked and
@@ -565,9 +571,7 @@ static int submit_many_made(cf_executor *ex, cf_task_fn *fn, const cf_value *arg
         rc = cf__bound_acquire(ex, n, CF__NS_FOREVER, who, &mc.slots, &ref);
     if (rc == CF_OK)
         rc = ex->engine->submit_made(ex, out, n, mc.slots, make_calls, &mc);
-    if (rc == CF_OK) {
-        cf__progress_accepted(&ex->counts, n);
-    } else {
+    if (rc != CF_OK) {
         /* Nothing was made: the non-NULL of out[0..i) are the blocks
          * reserved (out was cleared first). */
         for (size_t j = 0; j < i; j++) {

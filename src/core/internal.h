@@ -672,7 +672,10 @@ bool cf__future_visit_callback(cf_future *f, cf_done_fn *fn, void (*visit)(void 
  * accepted the call - after the hand-off, because the front must not
  * touch the executor again when the engine refuses (a destroy may be
  * freeing it by then) - so a fast worker may end a call before its submit
- * is counted.  The reader loads it relaxed (it orders nothing), and
+ * is counted.  (A batch that an engine makes piece by piece, submit_made,
+ * is counted a piece at a time as it is made: accepted already, the
+ * executor kept alive by the engine's lock.)  The reader loads it
+ * relaxed (it orders nothing), and
  * reports max(submitted, ended + running, `reported`): every call running or ended was accepted, so each is a
  * count of calls accepted by then, and `reported` (the largest value any
  * reader reported, raised with a CAS by readers only) keeps the result
@@ -908,10 +911,11 @@ typedef struct cf__engine {
      * or none (submit_many's errors), then for each piece fs[k..k+m) in
      * order calls make(ctx, fs, k, m), which turns those blocks into
      * futures (default priority, the engine's reference and, when `slots`,
-     * each a queue slot, taken already) and cannot fail, and schedules the
-     * piece.  On failure make was never called, nothing was scheduled, and
-     * the engine gave the n slots back (when `slots`) before it let go of
-     * what keeps the executor alive. */
+     * each a queue slot, taken already), counts them as submitted and
+     * cannot fail, and schedules the piece.  On failure make was never
+     * called, nothing was scheduled, and the engine gave the n slots
+     * back (when `slots`) before it let go of what keeps the executor
+     * alive. */
     int (*submit_made)(cf_executor *ex, cf_future **fs, size_t n, bool slots,
                        void (*make)(void *ctx, cf_future **fs, size_t k, size_t m), void *ctx);
     /* Optional.  Takes a map chunk (see cf__chunk; the engine owns one
