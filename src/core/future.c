@@ -558,7 +558,10 @@ cf_future *cf__future_new_call(cf_task_fn *fn, const cf_value *args, size_t narg
                                size_t extra_bytes)
 {
     size_t size = cf__future_call_size(nargs, extra_bytes);
-    void *block = cf__future_reserve(size);
+    bool pooled;
+    /* Made at once: the next block's lines are fetched for the next call
+     * (future_alloc), unlike a reservation's. */
+    void *block = future_alloc(size, &pooled);
     return block ? cf__future_make_call(block, size, fn, args, nargs) : NULL;
 }
 
