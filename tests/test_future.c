@@ -423,8 +423,10 @@ static void *borrowed_completer(void *p)
 {
     borrowed_handoff *h = p;
     for (;;) {
-        int mode = atomic_load(&h->mode);
+        /* The mode after the future: it was set before the future was
+         * handed over (seq_cst both), so it is that future's mode. */
         cf_future *f = atomic_exchange(&h->slot, NULL);
+        int mode = atomic_load(&h->mode);
         if (!f) {
             if (mode < 0)
                 return NULL;
