@@ -154,6 +154,11 @@ extern char **environ;
  * never comes while a process it forked still holds that socket; so the
  * manager also looks for the exit of such workers (waitid) this often. */
 #define EXIT_LOOK_MS 1000
+/* ...and, without a pidfd, for the exit of a worker at EOF this often
+ * until it is reaped: one killed at EOF is gone within this; one leaving
+ * on our EXIT takes as long as its finalizer, and the manager must serve
+ * the other workers meanwhile, so it never blocks waiting for it. */
+#define EOF_LOOK_MS 2
 
 typedef struct pjob {
     struct pjob *next;
@@ -1326,17 +1331,31 @@ static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool k
         ensure_workers(p);
 }
 
-/* Reaps `w` if it has exited.  Returns true if it was reaped.  `block`
- * (no pidfd: the worker is at EOF) waits for it; liveness: a worker at
- * EOF has closed its end or been killed, and the caller SIGKILLs it
- * unless it is leaving on our EXIT. */
-static bool try_reap(process_pool *p, pworker *w, bool block)
+/* EOF on `w`'s socket: it can answer nothing more.  One that was not
+ * leaving (asked to, with nothing left to answer) and is not known dead
+ * is killed, once, so that its calls end as a crash's do, not when it
+ * chooses to exit: it may have closed its socket and gone on running.
+ * Unreaped, its pid cannot have been reused.  Runs after every read that
+ * may set `eof` and before the manager next waits, so that the wait for
+ * the worker's exit lasts as long as a kill takes, not as the worker
+ * likes. */
+static void kill_at_eof(pworker *w)
+{
+    if (w->eof && w->reason == R_NONE && !(w->exit_sent && !w->head) && !w->killed_at_eof) {
+        w->killed_at_eof = true;
+        kill(w->pid, SIGKILL);
+    }
+}
+
+/* Reaps `w` if it has exited, without waiting.  Returns true if it was
+ * reaped. */
+static bool try_reap(process_pool *p, pworker *w)
 {
     siginfo_t si;
     memset(&si, 0, sizeof si);
     int r;
     do
-        r = waitid(P_PID, (id_t)w->pid, &si, WEXITED | (block ? 0 : WNOHANG));
+        r = waitid(P_PID, (id_t)w->pid, &si, WEXITED | WNOHANG);
     while (r < 0 && errno == EINTR);
     if (r == 0 && si.si_pid == 0)
         return false; /* still running */
@@ -2502,8 +2521,11 @@ static void *manager_main(void *arg)
             else if (p->workers[i]->pidfd < 0)
                 no_pidfd = true;
         }
-        if (no_pidfd_eof)
-            poll_ms = 0;
+        /* Liveness of the looks for exits without a pidfd (the loop
+         * after the wait): the wait lasts at most EOF_LOOK_MS while such
+         * a worker is at EOF, EXIT_LOOK_MS while one is alive. */
+        if (no_pidfd_eof && (poll_ms < 0 || poll_ms > EOF_LOOK_MS))
+            poll_ms = EOF_LOOK_MS;
         else if (no_pidfd && (poll_ms < 0 || poll_ms > EXIT_LOOK_MS))
             poll_ms = EXIT_LOOK_MS; /* the exits are looked for below */
         /* Spin first when a wake-up would cost about as much as the
@@ -2600,17 +2622,9 @@ static void *manager_main(void *arg)
         for (int i = 0; i < p->nworkers;) {
             pworker *w = p->workers[i];
             bool check = w->ev_died;
-            /* EOF: the worker can answer nothing more.  One that was not
-             * leaving (asked to, with nothing left to answer) and is not
-             * known dead is killed, so that its calls end as a crash's
-             * do, not when it chooses to exit: it may have closed its
-             * socket and gone on running.  Unreaped, its pid cannot have
-             * been reused.  With a pidfd the death shows through it;
-             * without, it is looked for now. */
-            if (w->eof && w->reason == R_NONE && !(w->exit_sent && !w->head) && !w->killed_at_eof) {
-                w->killed_at_eof = true;
-                kill(w->pid, SIGKILL);
-            }
+            /* EOF: kill_at_eof().  With a pidfd the death shows through
+             * it; without, it is looked for now. */
+            kill_at_eof(w);
             if (w->pidfd < 0 && w->eof)
                 check = true;
             /* Without a pidfd, a worker whose output waits unread for want
@@ -2622,7 +2636,10 @@ static void *manager_main(void *arg)
                 check = true;
             if (check) {
                 read_worker(p, w); /* whatever it sent before dying */
-                if (try_reap(p, w, w->pidfd < 0 && w->eof))
+                /* That read may have met the EOF first (a look for the
+                 * exit of a worker without a pidfd). */
+                kill_at_eof(w);
+                if (try_reap(p, w))
                     continue; /* removed: slot i now holds another worker */
             }
             i++;
