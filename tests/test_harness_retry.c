@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: MIT */
+/* The test harness's retry of a known platform flake (harness.h,
+ * cf_test_supervise): a test whose failure carries the whole signature
+ * runs once more; any other failure, and a second one, stands.
+ * tests/CMakeLists.txt says which of these must fail. */
+#define CF_TEST_RETRY_SIGNATURE {"harness-flake-marker-A", "harness-flake-marker-B", NULL}
+#define CF_TEST_RETRY_WHY "the harness's own test of its retry"
+#include "harness.h"
+
+/* 1 or 2 under the supervisor; 0 run by hand without it. */
+static int attempt(void)
+{
+    const char *s = getenv("CF_TEST_SUPERVISED");
+    return s ? atoi(s) : 0;
+}
+
+/* Fails on the first attempt with `msg`; passes on a second. */
+static void fail_first(const char *msg)
+{
+    int a = attempt();
+    assert_true(a == 1 || a == 2);
+    if (a == 1)
+        fail_msg("%s", msg);
+}
+
+/* Fails with the signature on the first attempt, passes on the second:
+ * passes as a whole only if the harness ran it again. */
+static void test_flake_is_retried(void **state)
+{
+    (void)state;
+    fail_first("harness-flake-marker-A then harness-flake-marker-B");
+}
+
+/* Fails with only part of the signature on the first attempt and would
+ * pass on a second: must fail (WILL_FAIL), so it must not be retried. */
+static void test_other_failure_stands(void **state)
+{
+    (void)state;
+    fail_first("harness-flake-marker-A alone");
+}
+
+/* Fails with the signature every time: must fail (WILL_FAIL) within its
+ * time limit, so the retry is not repeated. */
+static void test_second_flake_stands(void **state)
+{
+    (void)state;
+    assert_true(attempt() >= 1);
+    fail_msg("harness-flake-marker-A then harness-flake-marker-B, attempt %d", attempt());
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_flake_is_retried),
+    cmocka_unit_test(test_other_failure_stands),
+    cmocka_unit_test(test_second_flake_stands),
+};
+
+CF_TEST_MAIN(tests)
