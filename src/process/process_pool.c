@@ -2480,8 +2480,8 @@ static void *manager_main(void *arg)
          * Changes made by this thread itself (results read, calls dropped
          * or failed by dispatch, workers reaped) are acted on before we
          * get here again: everything above re-reads the state after them.
-         * Without a pidfd, a worker at EOF is polled for (poll_ms 0) until
-         * it is reaped.  Room for every descriptor was made by
+         * Without a pidfd, a worker at EOF is looked for every
+         * EOF_LOOK_MS until it is reaped.  Room for every descriptor was made by
          * spawn_worker: waiting never allocates. */
         struct pollfd wake_only[1];
         pworker *no_worker[1];
