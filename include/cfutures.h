@@ -183,7 +183,7 @@ typedef struct cf_value {
 
 /* The largest single CF_BYTES/CF_STR value, and the largest sum of a call's
  * arguments, that cfutures copies: 1 GiB.  Larger ones are CF_ETOOBIG. */
-#define CF_PAYLOAD_MAX ((size_t)1 << 30)
+#define CF_PAYLOAD_MAX (CF__CAST(size_t, 1) << 30)
 
 /* The most arguments a call may have. */
 #define CF_ARGS_MAX 64
@@ -401,7 +401,7 @@ const char *cf_state_name(cf_state state);
 int cf_future_new(cf_future **out) CF__WARN_UNUSED;
 
 /* Default of cf_set_future_cache_limit(): 64 MiB. */
-#define CF_FUTURE_CACHE_DEFAULT ((size_t)64 << 20)
+#define CF_FUTURE_CACHE_DEFAULT (CF__CAST(size_t, 64) << 20)
 
 /* Sets how many bytes of freed future blocks the process keeps for reuse,
  * and returns the previous limit.  Futures of the common size (up to three

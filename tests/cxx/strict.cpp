@@ -25,6 +25,8 @@ int strict_use(cf_executor *ex, const cf_value *result)
     static_cast<void>(v);
     int limits = CF_ARGS_MAX + CF_PRIORITY_MAX;
     static_cast<void>(limits);
+    size_t sizes = CF_PAYLOAD_MAX + CF_FUTURE_CACHE_DEFAULT;
+    static_cast<void>(sizes);
     {
         CF_WITH_EXECUTOR(scoped);
         static_cast<void>(scoped);
