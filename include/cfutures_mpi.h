@@ -190,8 +190,10 @@ int cf_mpi_init(int argc, char **argv);
 
 /* Creates an MPI pool (see the modes above) and stores it in *out; the
  * caller owns it and ends it with cf_executor_destroy().  Initialises MPI
- * if nobody did.  Spawn mode blocks while MPI starts the workers (about
- * 0.3-0.5 s for a few local workers).  Any application thread.
+ * if nobody did.  Spawn mode blocks while MPI starts the workers (on a
+ * 2-core machine, 0.35-0.45 s for 1-2 local workers, 0.55-0.65 s for 4,
+ * and 0.7 s for the process's first pool, which also starts Open MPI's
+ * daemon).  Any application thread.
  * Returns CF_OK, or with *out = NULL:
  *   CF_EINVAL       out NULL, bad options
  *   CF_EINVALSTATE  called inside a worker; spawn mode without
