@@ -314,12 +314,14 @@ static void test_fork_constructor_wait_is_bounded(void **state)
     cf_fault_arm(CF_FAULT_SOCKETPAIR, 1, true); /* no worker can start */
     cf_executor *ex = NULL;
     int rc = cf_process_pool_new(&ex, &o);
-    cf_fault_disarm();
     /* Back, while the manager waits (or is about to) in the hook for the
-     * lock this thread still holds. */
+     * lock this thread still holds.  The fault stays armed until the hook
+     * is entered: a manager first scheduled after the constructor's wait
+     * must still find no worker can start. */
     double end = cf_test_now() + T_OK * cf_test_scale();
     while (atomic_load(&gated_entered) == 0 && cf_test_now() < end)
         sleep_ms(2);
+    cf_fault_disarm();
     int entered = atomic_load(&gated_entered), lines = atomic_load(&gated_lines);
     pthread_mutex_unlock(&log_gate);
     atomic_store(&cf__test_first_forks_wait_ns, 0);

@@ -408,16 +408,18 @@ static void test_map_timeout_measured_from_map_call(void **state)
     cf_value bs[2] = {cf_ptr(&b), cf_ptr(&b)};
     cf_map_input mi = cf_input_array(bs, 2);
     cf_map_options o = opts_default();
-    o.timeout = 0.4;
+    o.timeout = 2.0;
     cf_map_iter *it = NULL;
     double t0 = cf_test_now();
     assert_ok(cf_map(ex, t_block, &mi, 1, &o, &it));
-    sleep_ms(300);
+    sleep_ms(1000);
     double t1 = cf_test_now();
     assert_cf(CF_ETIMEDOUT, cf_map_next(it, NULL, NULL));
     double end = cf_test_now();
-    assert_true(end - t0 >= 0.39);
-    assert_true(end - t1 < 0.3); /* waited the remainder, not a fresh 0.4 s */
+    assert_true(end - t0 >= 1.99);
+    /* Waited the remainder (1 s), not a fresh 2 s; 0.8 s to spare for a
+     * loaded machine. */
+    assert_true(end - t1 < 1.8);
     blocker_release(&b);
     cf_map_close(it);
     assert_ok(cf_executor_destroy(ex));
