@@ -146,10 +146,12 @@ extern char **environ;
 #define RFDS_MAX 16
 /* Most bytes of idle shared buffers a pool keeps for reuse. */
 #define CACHE_BYTES ((size_t)512 << 20)
-/* Out of memory, the manager retries every OOM_RETRY_MS for OOM_TRIES
- * rounds in a row (about a second), then breaks the pool with CF_ENOMEM. */
+/* Out of memory, the manager retries every OOM_RETRY_MS (or sooner, when
+ * something else wakes it) for OOM_GIVE_UP_MS without reading anything,
+ * then breaks the pool with CF_ENOMEM.  Counted in time, not rounds:
+ * rounds are shorter while another wake-up is due (EOF_LOOK_MS). */
 #define OOM_RETRY_MS 10
-#define OOM_TRIES 100
+#define OOM_GIVE_UP_MS 1000
 /* Without a pidfd a worker's death is seen as EOF on its socket, which
  * never comes while a process it forked still holds that socket; so the
  * manager also looks for the exit of such workers (waitid) this often. */
@@ -330,7 +332,8 @@ typedef struct process_pool {
     struct pollfd *pfds;
     pworker **pw;
     bool oom;            /* this round ran out of memory; retry soon */
-    int oom_tries;       /* rounds that did since input last made progress */
+    int64_t oom_since;   /* when rounds out of memory began (cf__now_ns), 0: none
+                          * since input last made progress */
     bool stopping;       /* stop_sig was acted on */
     bool exits_sent;
     /* For spin_deadline(): when an answer was last taken off a worker,
@@ -1335,10 +1338,10 @@ static void worker_died(process_pool *p, pworker *w, const siginfo_t *si, bool k
  * leaving (asked to, with nothing left to answer) and is not known dead
  * is killed, once, so that its calls end as a crash's do, not when it
  * chooses to exit: it may have closed its socket and gone on running.
- * Unreaped, its pid cannot have been reused.  Runs after every read that
- * may set `eof` and before the manager next waits, so that the wait for
- * the worker's exit lasts as long as a kill takes, not as the worker
- * likes. */
+ * Unreaped, its pid cannot have been reused.  Runs for every worker
+ * before the manager next waits (where the poll set is built) and after
+ * the reads just before a reap, so that the wait for the worker's exit
+ * lasts as long as a kill takes, not as the worker likes. */
 static void kill_at_eof(pworker *w)
 {
     if (w->eof && w->reason == R_NONE && !(w->exit_sent && !w->head) && !w->killed_at_eof) {
@@ -1724,7 +1727,7 @@ static void ring_pump(process_pool *p, pworker *w)
         memcpy(w->rin + w->rin_end + first, data, (size_t)avail - first);
         w->rin_end += (size_t)avail;
         w->ring_tail = head;
-        p->oom_tries = 0; /* memory was found: a new count if it runs out */
+        p->oom_since = 0; /* memory was found: a new count if it runs out */
         atomic_store_explicit(cf__ring_word(w->ring.map, CF__RING_TAIL), head,
                               memory_order_release);
     }
@@ -1831,7 +1834,7 @@ static void read_some(process_pool *p, pworker *w, bool drain)
             w->eof = true;
             break;
         }
-        p->oom_tries = 0; /* memory was found: a new count if it runs out */
+        p->oom_since = 0; /* memory was found: a new count if it runs out */
         w->in_end += (size_t)n;
         /* Handle every complete frame. */
         while (!w->eof && w->in_end - w->in_start >= WIRE_HDR) {
@@ -2453,10 +2456,11 @@ static void *manager_main(void *arg)
          * bounded number of times, then give up on the pool. */
         bool oom = p->oom;
         p->oom = false;
-        if (oom && ++p->oom_tries == 1) {
+        if (oom && p->oom_since == 0) {
+            p->oom_since = cf__now_ns();
             cf__log("process pool: out of memory in the manager; retrying for up to %d ms",
-                    OOM_TRIES * OOM_RETRY_MS);
-        } else if (p->oom_tries > OOM_TRIES) {
+                    OOM_GIVE_UP_MS);
+        } else if (oom && cf__now_ns() - p->oom_since > (int64_t)OOM_GIVE_UP_MS * 1000000) {
             break_pool(p, CF_ENOMEM, "the pool's manager ran out of memory reading results "
                                      "and gave up");
         }
@@ -2492,6 +2496,10 @@ static void *manager_main(void *arg)
         pw[np++] = NULL;
         for (int i = 0; i < p->nworkers; i++) {
             pworker *w = p->workers[i];
+            /* A read since the last sweep (handle_interrupts' included)
+             * may have met EOF: its socket is not polled below, so the
+             * worker must be on its way out before we sleep. */
+            kill_at_eof(w);
             if (!w->eof) {
                 short ev = POLLIN;
                 if (w->out_start < w->out_end && !w->wdead)
