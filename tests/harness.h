@@ -194,6 +194,36 @@ static inline bool cf_test_event_wait(cf_test_event *e, double timeout)
  * failure.  ctest's TIMEOUT for such a program covers two watchdogs.
  * Returns the exit status to end with, or -1 to run the test here (in the
  * child, or when the child cannot be started). */
+/* Copies what the child wrote to `fd` past *len to stdout, and keeps it
+ * in *out (NULL after a failed allocation: no retry then). */
+static void cf_test_copy_output(int fd, char **out, size_t *len, size_t *cap)
+{
+    char buf[4096];
+    ssize_t r;
+    while ((r = pread(fd, buf, sizeof buf, (off_t)*len)) > 0 || (r < 0 && errno == EINTR)) {
+        if (r < 0)
+            continue;
+        fwrite(buf, 1, (size_t)r, stdout);
+        if (*out && *len + (size_t)r + 1 > *cap) {
+            size_t ncap = (*len + (size_t)r + 1) * 2;
+            char *n = realloc(*out, ncap);
+            if (!n) {
+                free(*out);
+                *out = NULL;
+            } else {
+                *out = n;
+                *cap = ncap;
+            }
+        }
+        if (*out) {
+            memcpy(*out + *len, buf, (size_t)r);
+            (*out)[*len + (size_t)r] = '\0';
+        }
+        *len += (size_t)r;
+    }
+    fflush(stdout);
+}
+
 static int cf_test_supervise(char **argv)
 {
     static const char *const signature[] = CF_TEST_RETRY_SIGNATURE;
@@ -204,6 +234,10 @@ static int cf_test_supervise(char **argv)
     if (k <= 0)
         return -1;
     exe[k] = '\0';
+    /* An inherited SIG_IGN would make the kernel reap the child itself,
+     * and waitpid() below fail. */
+    signal(SIGCHLD, SIG_DFL);
+    pid_t self = getpid();
     for (int attempt = 1;; attempt++) {
         /* The child's CF_TEST_SUPERVISED is its attempt, 1 or 2.  This
          * process has no other thread (main's first steps). */
@@ -222,41 +256,49 @@ static int cf_test_supervise(char **argv)
             return -1;
         }
         if (c == 0) {
-            /* Ends with us if ctest kills us at its TIMEOUT. */
+            /* Ends with us if ctest kills us at its TIMEOUT (and we may
+             * have gone already). */
             prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid() != self)
+                _exit(125);
             dup2(fd, 1);
             dup2(fd, 2);
             close(fd);
             execv(exe, argv);
+            fprintf(stderr, "harness: cannot run %s: %s\n", exe, strerror(errno));
             _exit(127);
         }
-        /* Liveness: the child's watchdog (alarm, as in main() below) ends
-         * it after CF_TEST_WATCHDOG_SECONDS scaled. */
+        /* Copy the child's output as it comes (so that a case ctest
+         * kills still leaves its log), keeping it to look for the
+         * signature.  Liveness: the child's watchdog (alarm, as in main()
+         * below) ends it after CF_TEST_WATCHDOG_SECONDS scaled, or the
+         * case's own; we look every 20 ms. */
+        size_t len = 0, cap = 1 << 16;
+        char *out = malloc(cap);
+        if (out)
+            out[0] = '\0';
         int st = 0;
-        while (waitpid(c, &st, 0) < 0 && errno == EINTR)
-            ;
-        int rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-        /* Copy the child's output, noting whether it holds the signature. */
-        size_t found = 0, nsig = 0;
-        while (signature[nsig])
-            nsig++;
-        off_t len = lseek(fd, 0, SEEK_END);
-        char *out = len > 0 ? malloc((size_t)len + 1) : NULL;
-        size_t got = 0;
-        if (out && lseek(fd, 0, SEEK_SET) == 0) {
-            ssize_t r;
-            while (got < (size_t)len && ((r = read(fd, out + got, (size_t)len - got)) > 0 ||
-                                         (r < 0 && errno == EINTR)))
-                got += r > 0 ? (size_t)r : 0;
-            out[got] = '\0';
-            fwrite(out, 1, got, stdout);
-            fflush(stdout);
-            for (size_t i = 0; i < nsig; i++)
-                if (strstr(out, signature[i]))
-                    found++;
+        for (;;) {
+            pid_t r = waitpid(c, &st, WNOHANG);
+            cf_test_copy_output(fd, &out, &len, &cap);
+            if (r == c)
+                break;
+            if (r < 0 && errno != EINTR) {
+                fprintf(stderr, "harness: waitpid: %s\n", strerror(errno));
+                free(out);
+                close(fd);
+                return 1;
+            }
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, NULL);
         }
-        free(out);
         close(fd);
+        int rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+        size_t nsig = 0, found = 0;
+        for (; signature[nsig]; nsig++)
+            if (out && strstr(out, signature[nsig]))
+                found++;
+        free(out);
         if (rc == 0 || attempt > 1 || nsig == 0 || found != nsig)
             return rc;
         fprintf(stderr, "\nharness: %s failed on a known platform flake (%s); running it "

@@ -2,7 +2,7 @@
 /* The test harness's retry of a known platform flake (harness.h,
  * cf_test_supervise): a test whose failure carries the whole signature
  * runs once more; any other failure, and a second one, stands.
- * tests/CMakeLists.txt says which of these must fail. */
+ * tests/CMakeLists.txt runs each and says how it must end. */
 #define CF_TEST_RETRY_SIGNATURE {"harness-flake-marker-A", "harness-flake-marker-B", NULL}
 #define CF_TEST_RETRY_WHY "the harness's own test of its retry"
 #include "harness.h"
@@ -32,15 +32,15 @@ static void test_flake_is_retried(void **state)
 }
 
 /* Fails with only part of the signature on the first attempt and would
- * pass on a second: must fail (WILL_FAIL), so it must not be retried. */
+ * pass on a second: must end failed, without a retry. */
 static void test_other_failure_stands(void **state)
 {
     (void)state;
     fail_first("harness-flake-marker-A alone");
 }
 
-/* Fails with the signature every time: must fail (WILL_FAIL) within its
- * time limit, so the retry is not repeated. */
+/* Fails with the signature every time: must end failed after one retry,
+ * not more. */
 static void test_second_flake_stands(void **state)
 {
     (void)state;

@@ -1723,7 +1723,7 @@ static void test_frame_over_2gib(void **state)
                       avail_kb >> 10);
         skip();
     }
-    alarm((unsigned)(280 * cf_test_scale())); /* copies, 2.5 GiB over TCP (ctest: 300 s) */
+    alarm((unsigned)(280 * cf_test_scale())); /* copies, 2.5 GiB over TCP (ctest: room for two) */
     size_t each = (size_t)870 << 20;
     unsigned char *buf = malloc(each + 2);
     assert_non_null(buf);
