@@ -723,9 +723,11 @@ static void peers_round_trip(peer_set *ps)
  * ---------------------------------------------------------------------- */
 
 /* For in-flight sizes k from 1 to n: `total` tasks (at least k) submitted
- * k at a time and collected, on cfutures' default pool and on each peer,
- * one after the other for each k; median ns per task over `rounds`.
- * Writes one line per k to `path` ("k cfutures oneTBB libuv GLib", "NaN"
+ * k at a time and collected, on cfutures' default pool, on a pool of one
+ * worker fewer than the CPUs (at least one: as many threads as CPUs with
+ * the submitting thread, oneTBB's count) and on each peer, one after the
+ * other for each k; median ns per task over `rounds`.  Writes one line
+ * per k to `path` ("k cfutures cfutures_lean oneTBB libuv GLib", "NaN"
  * for a peer that is skipped) for plot_sweep.gp, and prints them. */
 static void run_sweep(const char *path, size_t n, size_t rounds, bool use_native,
                       const native_peer *peers, size_t npeers, cf_future **fs, int64_t *out)
@@ -733,9 +735,11 @@ static void run_sweep(const char *path, size_t n, size_t rounds, bool use_native
     FILE *f = fopen(path, "w");
     if (!f)
         die("%s: %s", path, strerror(errno));
-    fprintf(f, "# in_flight cfutures");
-    printf("\nsweep: ns per task against tasks in flight (median of %zu rounds)\n%10s %10s",
-           rounds, "in flight", "cfutures");
+    int lean = cf_usable_cpus() > 1 ? cf_usable_cpus() - 1 : 1;
+    fprintf(f, "# in_flight cfutures cfutures_lean");
+    printf("\nsweep: ns per task against tasks in flight (median of %zu rounds);\n"
+           "cf lean: a pool of %d worker%s (CPUs - 1, at least 1)\n%10s %10s %10s",
+           rounds, lean, lean == 1 ? "" : "s", "in flight", "cfutures", "cf lean");
     for (size_t k = 0; k < npeers; k++) {
         fprintf(f, " %s", peers[k].name);
         printf(" %10s", peers[k].name);
@@ -748,19 +752,22 @@ static void run_sweep(const char *path, size_t n, size_t rounds, bool use_native
         size_t total = k > 65536 ? k : 65536;
         if (total > n)
             total = n - n % k;
-        double cf[MAX_ROUNDS], pv[NP_MAX][MAX_ROUNDS];
+        double cf[2][MAX_ROUNDS], pv[NP_MAX][MAX_ROUNDS];
         for (size_t r = 0; r < rounds; r++) {
             phase("sweep", 2);
-            cf_executor *ex = new_pool(CF_AUTO);
-            warm_up(ex, fs, 1000 < n ? 1000 : n);
-            uint64_t t0 = now_ns();
-            for (size_t start = 0; start < total; start += k) {
-                for (size_t j = 0; j < k; j++)
-                    CHECK(cf_submit(ex, inc_task, CF_ARGS(cf_i64((int64_t)(start + j))), &fs[j]));
-                collect("sweep", fs, k, start);
+            for (int c = 0; c < 2; c++) {
+                cf_executor *ex = new_pool(c == 0 ? CF_AUTO : lean);
+                warm_up(ex, fs, 1000 < n ? 1000 : n);
+                uint64_t t0 = now_ns();
+                for (size_t start = 0; start < total; start += k) {
+                    for (size_t j = 0; j < k; j++)
+                        CHECK(cf_submit(ex, inc_task, CF_ARGS(cf_i64((int64_t)(start + j))),
+                                        &fs[j]));
+                    collect("sweep", fs, k, start);
+                }
+                cf[c][r] = (double)(now_ns() - t0) / (double)total;
+                CHECK(cf_executor_destroy(ex));
             }
-            cf[r] = (double)(now_ns() - t0) / (double)total;
-            CHECK(cf_executor_destroy(ex));
             for (size_t p = 0; p < npeers && p < NP_MAX; p++) {
                 pv[p][r] = NAN;
                 if (!use_native || peers[p].missing)
@@ -778,8 +785,10 @@ static void run_sweep(const char *path, size_t n, size_t rounds, bool use_native
                 peers[p].close(rt);
             }
         }
-        fprintf(f, "%zu %.1f", k, summarize(cf, rounds).med);
-        printf("%10zu %10.1f", k, summarize(cf, rounds).med);
+        fprintf(f, "%zu %.1f %.1f", k, summarize(cf[0], rounds).med,
+                summarize(cf[1], rounds).med);
+        printf("%10zu %10.1f %10.1f", k, summarize(cf[0], rounds).med,
+               summarize(cf[1], rounds).med);
         for (size_t p = 0; p < npeers && p < NP_MAX; p++) {
             double m = summarize(pv[p], rounds).med;
             fprintf(f, isnan(m) ? " NaN" : " %.1f", m);

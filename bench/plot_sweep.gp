@@ -13,7 +13,8 @@ set logscale xy
 set grid
 set key top right
 set datafile missing "NaN"
-plot datafile using 1:2 with linespoints lw 2 title "cfutures (futures)", \
-     '' using 1:3 with linespoints title "oneTBB task_group", \
-     '' using 1:4 with linespoints title "libuv uv_queue_work", \
-     '' using 1:5 with linespoints title "GLib GThreadPool"
+plot datafile using 1:2 with linespoints lw 2 title "cfutures, default pool (futures)", \
+     '' using 1:3 with linespoints lw 2 dt 2 title "cfutures, CPUs - 1 workers (futures)", \
+     '' using 1:4 with linespoints title "oneTBB task_group", \
+     '' using 1:5 with linespoints title "libuv uv_queue_work", \
+     '' using 1:6 with linespoints title "GLib GThreadPool"

@@ -543,9 +543,15 @@ int cf_thread_pool_default_workers(void);
 typedef int cf_init_fn(void *arg);
 
 typedef struct cf_thread_pool_options {
-    /* Most threads the pool starts: CF_AUTO (the default) or >= 1.  Threads
-     * start lazily, one per submit that finds no idle thread, and idle
-     * ones are reused. */
+    /* Most threads the pool starts: CF_AUTO (the default,
+     * cf_thread_pool_default_workers(), sized for calls that block) or
+     * >= 1.  Threads start lazily, one per submit that finds no idle
+     * thread, and idle ones are reused.  A call queued while the workers
+     * are busy wakes an idle one, as a call that blocks needs; a pool
+     * that only runs bursts of a few short CPU-bound calls spends more on
+     * those wake-ups than on the calls, and cf_usable_cpus() - 1 workers
+     * (at least 1) avoid most of them (bench/README.md, "Per-task cost
+     * against tasks in flight"). */
     int max_workers;
     /* Thread names are "<prefix>_<index>".  NULL (the default) or ""
      * means "ThreadPoolExecutor-<n>", n counting the pools this process
