@@ -546,12 +546,15 @@ typedef struct cf_thread_pool_options {
     /* Most threads the pool starts: CF_AUTO (the default,
      * cf_thread_pool_default_workers(), sized for calls that block) or
      * >= 1.  Threads start lazily, one per submit that finds no idle
-     * thread, and idle ones are reused.  A call queued while the workers
-     * are busy wakes an idle one, as a call that blocks needs; a pool
-     * that only runs bursts of a few short CPU-bound calls spends more on
-     * those wake-ups than on the calls, and cf_usable_cpus() - 1 workers
-     * (at least 1) avoid most of them (bench/README.md, "Per-task cost
-     * against tasks in flight"). */
+     * thread, and idle ones are reused.  A submit wakes a sleeping worker
+     * unless one is already looking for work, and a worker that takes a
+     * call while more are queued wakes another, so that calls that block
+     * never wait for each other.  A pool that only runs bursts of a few
+     * short CPU-bound calls spends more on those wake-ups than on the
+     * calls: fewer workers wake fewer, one worker none (on 2 CPUs,
+     * bursts of 4-16 ran 4-11x faster on one worker, 256-65536 in
+     * flight 1.3-2.8x slower; bench/README.md, "Per-task cost against
+     * tasks in flight"). */
     int max_workers;
     /* Thread names are "<prefix>_<index>".  NULL (the default) or ""
      * means "ThreadPoolExecutor-<n>", n counting the pools this process
