@@ -2300,13 +2300,18 @@ static void test_interrupt_queued_on_worker(void **state)
 
 /* A done-callback: shutdown(wait=false, cancel_futures=true) of `arg`;
  * what it returned goes to shutdown_cb_rc (checked by the test thread:
- * cmocka's asserts belong to that thread). */
+ * cmocka's asserts belong to that thread), and then shutdown_cb_done is
+ * set.  The shutdown cancels the pool's calls before it returns, so a
+ * thread that saw them cancelled must still wait for the event before it
+ * reads the code. */
 static _Atomic int shutdown_cb_rc = -1;
+static cf_test_event shutdown_cb_done = CF_TEST_EVENT_INIT;
 
 static int shutdown_cancel_cb(cf_future *f, void *arg)
 {
     (void)f;
     atomic_store(&shutdown_cb_rc, cf_shutdown(arg, false, true));
+    cf_test_event_set(&shutdown_cb_done);
     return 0;
 }
 
@@ -2337,7 +2342,10 @@ static void test_interrupt_then_shutdown_cancel_from_callback(void **state)
         assert_cf(CF_ECANCELLED, cf_future_result(fs[i], 5 * cf_test_scale(), NULL));
         assert_true(cf_future_cancelled(fs[i]));
     }
-    /* The manager ran the callback before it dealt with the two calls. */
+    /* The callback ran, on the manager, and its shutdown succeeded; the
+     * two calls were cancelled by that shutdown (their job still listed
+     * as sent) or by the manager as it put them back. */
+    assert_true(cf_test_event_wait(&shutdown_cb_done, 5));
     assert_int_equal(atomic_load(&shutdown_cb_rc), CF_OK);
     cf_future *late = NULL;
     assert_cf(CF_ESHUTDOWN, cf_submit(ex, t_square, CF_ARGS(cf_i64(2)), &late));
