@@ -693,6 +693,159 @@ static void test_searcher_wakes_parked_worker(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* ---- short calls: wake-ups left out, and the sentry ------------------------ */
+
+static int t_wait_event(cf_call *call)
+{
+    cf_test_event *e = cf_arg_ptr(call, 0);
+    return cf_return_i64(call, cf_test_event_wait(e, 10) ? 1 : 0);
+}
+
+static int t_set_event(cf_call *call)
+{
+    cf_test_event_set(cf_arg_ptr(call, 0));
+    return cf_return_i64(call, 2);
+}
+
+/* Runs tiny calls one at a time on a pool with a call blocked, until the
+ * pool counts its calls as short and has left out a submit's wake-up at
+ * least once and its sentry has taken such a call (or `timeout` passes).
+ * Every call must finish: the only worker awake is blocked, so a call left
+ * queued finishes only if the sentry takes it. */
+static void run_until_rescued(cf_executor *ex, double timeout)
+{
+    double end = cf_test_now() + timeout * cf_test_scale();
+    unsigned skipped = 0, rescues = 0;
+    bool quick = false;
+    for (int64_t i = 0; cf_test_now() < end; i++) {
+        cf_future *f = NULL;
+        assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(i)), &f));
+        int64_t x = -1;
+        assert_ok(cf_future_result_i64(f, 5 * cf_test_scale(), &x));
+        assert_int_equal(x, i * i);
+        assert_ok(cf_future_release(f));
+        cf__thread_pool_short_calls(ex, &skipped, &rescues, &quick);
+        if (skipped > 0 && rescues > 0)
+            break;
+    }
+    if (skipped == 0 || rescues == 0)
+        fail_msg("no wake-up left out and taken up by the sentry in %.0f s "
+                 "(skipped %u, rescues %u, quick %d)",
+                 timeout * cf_test_scale(), skipped, rescues, (int)quick);
+}
+
+/* A pool whose calls are short leaves the wake-up out when a worker is
+ * awake and few calls are queued.  Here the awake worker is blocked in a
+ * call of its own, so each call left queued must be taken by the sentry,
+ * within its period; the test fails (a result times out) if it is not. */
+static void test_short_calls_sentry_takes_left_call(void **state)
+{
+    (void)state;
+    setenv("CF_SPIN_NS", "0", 1); /* workers park at once: every submit looks for one */
+    atomic_store(&cf__test_hook_short_calls, true);
+    cf_executor *ex = pool_new(4);
+    blocker b;
+    blocker_init(&b);
+    cf_future *g = NULL;
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &g));
+    assert_true(blocker_wait_started(&b, 1, 5));
+    /* Two calls at once start a third thread: one free worker to run the
+     * calls while the other watches. */
+    cf_future *two[2];
+    for (int i = 0; i < 2; i++)
+        assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(i)), &two[i]));
+    for (int i = 0; i < 2; i++) {
+        assert_ok(cf_future_result(two[i], 10 * cf_test_scale(), NULL));
+        assert_ok(cf_future_release(two[i]));
+    }
+    run_until_rescued(ex, 5);
+    blocker_release(&b);
+    assert_ok(cf_future_result(g, 10 * cf_test_scale(), NULL));
+    assert_ok(cf_future_release(g));
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+    atomic_store(&cf__test_hook_short_calls, false);
+}
+
+/* With calls short, pairs of calls where the first waits for the second:
+ * the worker that takes the first may leave the wake-up for the second
+ * out, and then blocks; the second must still run (the sentry, or another
+ * worker, takes it), or the first times out and returns 0. */
+static void test_short_calls_dependent_pairs_finish(void **state)
+{
+    (void)state;
+    setenv("CF_SPIN_NS", "0", 1);
+    atomic_store(&cf__test_hook_short_calls, true);
+    cf_executor *ex = pool_new(4);
+    blocker b;
+    blocker_init(&b);
+    cf_future *g = NULL;
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &g));
+    assert_true(blocker_wait_started(&b, 1, 5));
+    cf_future *two[2];
+    for (int i = 0; i < 2; i++)
+        assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(i)), &two[i]));
+    for (int i = 0; i < 2; i++) {
+        assert_ok(cf_future_result(two[i], 10 * cf_test_scale(), NULL));
+        assert_ok(cf_future_release(two[i]));
+    }
+    run_until_rescued(ex, 5);
+    for (int round = 0; round < 50; round++) {
+        cf_test_event e;
+        cf_test_event_init(&e);
+        cf_future *x = NULL, *y = NULL;
+        assert_ok(cf_submit(ex, t_wait_event, CF_ARGS(cf_ptr(&e)), &x));
+        assert_ok(cf_submit(ex, t_set_event, CF_ARGS(cf_ptr(&e)), &y));
+        int64_t vx = -1, vy = -1;
+        assert_ok(cf_future_result_i64(y, 5 * cf_test_scale(), &vy));
+        assert_ok(cf_future_result_i64(x, 5 * cf_test_scale(), &vx));
+        if (vx != 1)
+            fail_msg("round %d: the second call of a pair did not run while the first waited",
+                     round);
+        assert_int_equal(vy, 2);
+        assert_ok(cf_future_release(x));
+        assert_ok(cf_future_release(y));
+    }
+    blocker_release(&b);
+    assert_ok(cf_future_result(g, 10 * cf_test_scale(), NULL));
+    assert_ok(cf_future_release(g));
+    assert_ok(cf_executor_destroy(ex));
+    blocker_destroy(&b);
+    atomic_store(&cf__test_hook_short_calls, false);
+}
+
+static int t_sleep_1ms(cf_call *call)
+{
+    sleep_ms(1);
+    return cf_return_i64(call, 1);
+}
+
+/* Calls that take a millisecond are not short: no wake-up is ever left
+ * out, so a call queued behind a blocking one never waits for the
+ * sentry.  Pairs of calls keep one worker busy while the other is
+ * submitted, which is when a wake-up could be left out. */
+static void test_long_calls_keep_every_wakeup(void **state)
+{
+    (void)state;
+    setenv("CF_SPIN_NS", "0", 1);
+    cf_executor *ex = pool_new(4);
+    for (int round = 0; round < 200; round++) {
+        cf_future *fs[2];
+        for (int i = 0; i < 2; i++)
+            assert_ok(cf_submit(ex, t_sleep_1ms, NULL, 0, &fs[i]));
+        for (int i = 0; i < 2; i++) {
+            assert_ok(cf_future_result(fs[i], 10 * cf_test_scale(), NULL));
+            assert_ok(cf_future_release(fs[i]));
+        }
+    }
+    unsigned skipped = 0, rescues = 0;
+    bool quick = true;
+    cf__thread_pool_short_calls(ex, &skipped, &rescues, &quick);
+    assert_int_equal(skipped, 0);
+    assert_false(quick);
+    assert_ok(cf_executor_destroy(ex));
+}
+
 static void test_max_workers_respected(void **state)
 {
     (void)state;
@@ -2391,6 +2544,9 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_lazy_thread_start),
     cmocka_unit_test(test_idle_thread_reuse),
     cmocka_unit_test(test_searcher_wakes_parked_worker),
+    cmocka_unit_test(test_short_calls_sentry_takes_left_call),
+    cmocka_unit_test(test_short_calls_dependent_pairs_finish),
+    cmocka_unit_test(test_long_calls_keep_every_wakeup),
     cmocka_unit_test(test_max_workers_respected),
     cmocka_unit_test(test_default_pool_runs_many),
     cmocka_unit_test(test_initializer_once_per_worker),

@@ -965,6 +965,15 @@ typedef struct cf__bound {
                                 * `closed` */
 } cf__bound;
 
+/* Thread pool, tests only: the wake-ups its submits and workers left out,
+ * the calls its sentry took up and whether calls count as short now (see
+ * "Short calls" in thread_pool.c); 0 and false for another engine.  And,
+ * when true, every look of a sentry counts calls as short, however few
+ * it saw taken (false in programs). */
+void cf__thread_pool_short_calls(const cf_executor *ex, unsigned *skipped, unsigned *rescues,
+                                 bool *quick);
+extern _Atomic bool cf__test_hook_short_calls;
+
 struct cf_executor {
     uint32_t magic;
     const cf__engine *engine;

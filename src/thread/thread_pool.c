@@ -99,6 +99,46 @@
  *   `order`, every lane in it and `nprio` (has_work).  In the single total
  *   order one of the two sees the other: either the worker sees the item,
  *   or the submitter sees the worker and wakes it.
+ *
+ * Short calls: the wake-ups above insure against a call that blocks:
+ * whatever is queued behind it must not wait for it.  For calls of a few
+ * hundred nanoseconds they are the main cost: a woken worker arrives
+ * (microseconds later) to find the queue drained by the worker that woke
+ * it, and a submitter that queues 4 tiny calls and waits for them paid
+ * about 3 context switches per burst (5-7 us per call on 2 CPUs, against
+ * 0.6 us with a single worker).  So, while calls are short, a wake-up is
+ * left out and the calls are left to a worker already awake, with a
+ * sentry as the insurance instead:
+ * - The sentry is one parked worker (the role `sentry`, at most one; the
+ *   first worker to park after a wake-up could have been left out,
+ *   `want_watch`) that sleeps with a timeout.  At each look it counts the
+ *   calls taken since the last one (`taken`) and sets `quick` when that
+ *   is at least QUICK_TAKES per WATCH_MIN_NS; while `quick` is true its
+ *   period is WATCH_MIN_NS (200 us).  It gives the role up after
+ *   COLD_LOOKS looks that found nothing taken and nothing queued, and
+ *   wakers take it last (`watcher`).
+ * - A wake-up may be left out only while `quick` is true, by a submitter
+ *   that is not a worker of the pool while a worker other than the parked
+ *   ones is awake (nidle < alive), or by a worker that took a call while
+ *   more are queued (it is awake) and no more than DEFER_MAX are
+ *   (admitted - taken).  One thread leaves out at most DEFER_MAX in a row
+ *   (`streak`), then wakes a worker after all.
+ * - Liveness: a call left queued without a wake-up has an awake worker
+ *   that comes back to the queues when its call returns (a parking worker
+ *   re-checks them, as above).  If that call blocks, the sentry's next
+ *   look after a period that began with `quick` true finds calls queued
+ *   and none taken, and the sentry takes itself off the idle stack to
+ *   run them (a rescue); if calls are being taken, FIFO order brings the
+ *   one left queued.  So it waits at most about two periods (400 us) plus
+ *   a wake-up behind a call that blocks.  When the sentry leaves (woken,
+ *   rescue, or giving up) it stores quick = false (seq_cst), then frees
+ *   the role, then looks at the queues (has_work): a thread that read
+ *   `quick` true (seq_cst, after its push or its has_work) read it
+ *   before that store, so the sentry's look sees its call, or sees it
+ *   taken, and takes it.
+ * - Calls that block (I/O) are few per period, so `quick` stays false and
+ *   every wake-up happens as above; the sentry then looks at most every
+ *   WATCH_MAX_NS and stops after COLD_LOOKS idle looks.
  * - Shutdown wakes every parked worker; workers leave once the queues are
  *   empty and the pool is shut down or broken.  Joining is serialised by
  *   `join_mu`, so several threads may call shutdown(wait=true) at once.
@@ -144,6 +184,7 @@ typedef struct tp_worker {
      * with release after `token`, read with acquire by the worker. */
     _Atomic uint32_t park;
     bool token;                 /* woken holding the `spinning` token */
+    unsigned streak;            /* own thread only: wake-ups left out in a row */
     struct tp_worker *idle_next; /* guarded by idle_lock */
     bool in_idle;                /* guarded by idle_lock */
     char name[PREFIX_MAX + 16];  /* "<prefix>_<index>", read by cf_thread_name() */
@@ -197,10 +238,15 @@ struct thread_pool {
     /* ---- the submitters' ---- */
     _Alignas(64) cf__lock submit_lock;
     int nthreads;                /* guarded by submit_lock */
-    /* Calls admitted so far (admit_locked), wrapping; guarded by
-     * submit_lock.  admitted - ended = the calls submitted and not yet
-     * finished (see "Lazy threads"). */
-    unsigned admitted;
+    /* Calls admitted so far (admit_locked), wrapping; written under
+     * submit_lock (relaxed load and store, no read-modify-write).
+     * admitted - ended = the calls submitted and not yet finished (see
+     * "Lazy threads"); admitted - taken, read by workers (relaxed), is
+     * about the calls queued (see "Short calls"): a hint, off by the
+     * calls admitted and not yet pushed. */
+    _Atomic unsigned admitted;
+    /* Wake-ups left out by submits (relaxed; tests read it). */
+    _Atomic unsigned submit_skips;
     uint32_t lanes_used;         /* guarded by submit_lock: slots in `order` */
     /* The priority of each lane slot.  Written under submit_lock while
      * the slot is in no `order` a worker can hold (just made, after it was
@@ -221,12 +267,28 @@ struct thread_pool {
      * that saw a call's outcome (acquire) sees its increment by
      * coherence. */
     _Atomic unsigned ended;
+    /* Calls taken off the queues, wrapping: written under pop_lock
+     * (relaxed load and store), read (relaxed) by the sentry (see "Short
+     * calls"). */
+    _Atomic unsigned taken;
+    /* Wake-ups left out by workers (relaxed; tests read it). */
+    _Atomic unsigned worker_skips;
 
     /* ---- the idle workers' ---- */
     _Alignas(64) cf__lock idle_lock;
     tp_worker *idle_head;        /* guarded by idle_lock */
+    tp_worker *watcher;          /* guarded by idle_lock: the sentry, or NULL */
     _Atomic int nidle;           /* parked workers; changed under idle_lock */
     _Atomic int spinning;        /* the search token: 0 or 1 */
+    /* Short calls (see the design notes).  `quick` is written by the
+     * sentry only, and seq_cst: it is the handshake between a wake-up left
+     * out and the sentry's looks.  `sentry` is the role, taken by CAS and
+     * given back by a seq_cst store.  `want_watch` is only a request
+     * (relaxed). */
+    _Atomic int sentry;          /* 1 while a parked worker watches */
+    _Atomic bool quick;          /* true only while the sentry looks every WATCH_MIN_NS */
+    _Atomic bool want_watch;     /* a wake-up could have been left out */
+    _Atomic unsigned rescues;    /* calls the sentry took up (relaxed; tests read it) */
 
     /* ---- cold ---- */
     /* Calls whose priority found no lane (more distinct priorities queued
@@ -457,6 +519,13 @@ static cf_future *pop_locked(thread_pool *p)
     return best ? lane_pop(best) : NULL;
 }
 
+/* pop_lock held. */
+static void count_taken(thread_pool *p, unsigned n)
+{
+    atomic_store_explicit(&p->taken, atomic_load_explicit(&p->taken, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
 /* Takes the next call, or NULL when nothing is queued.  While only the
  * default lane is active and the heap is empty (a program that sets no
  * priority) that is one look at lanes[0] before the lock, as before lanes
@@ -473,6 +542,8 @@ static cf_future *pop(thread_pool *p)
     }
     cf__lock_acquire(&p->pop_lock);
     cf_future *f = pop_locked(p);
+    if (f)
+        count_taken(p, 1);
     cf__lock_release(&p->pop_lock);
     return f;
 }
@@ -484,6 +555,7 @@ static cf__qnode *drain(thread_pool *p)
     cf__lock_acquire(&p->pop_lock);
     cf_future *f;
     while ((f = pop_locked(p)) != NULL) {
+        count_taken(p, 1);
         atomic_store_explicit(&f->qnode.next, NULL, memory_order_relaxed);
         *tail = &f->qnode;
         tail = (cf__qnode **)&f->qnode.next;
@@ -512,9 +584,13 @@ static void wake_one(thread_pool *p)
             !atomic_compare_exchange_strong(&p->spinning, &expected, 1))
             return;
         cf__lock_acquire(&p->idle_lock);
-        tp_worker *w = p->idle_head;
+        tp_worker **pp = &p->idle_head;
+        /* The sentry last: woken, it stops watching. */
+        if (*pp && *pp == p->watcher && (*pp)->idle_next)
+            pp = &(*pp)->idle_next;
+        tp_worker *w = *pp;
         if (w) {
-            p->idle_head = w->idle_next;
+            *pp = w->idle_next;
             w->in_idle = false;
             atomic_fetch_sub(&p->nidle, 1);
         }
@@ -621,6 +697,167 @@ static bool unpark_self(thread_pool *p, tp_worker *me)
     return removed;
 }
 
+/* ---- short calls (see the design notes) ------------------------------------ */
+
+/* At most this many wake-ups in a row are left out by one thread. */
+#define DEFER_MAX 16u
+/* The sentry's period while calls are short: the longest a call left
+ * queued without a wake-up waits behind a call that blocks, before the
+ * sentry takes it. */
+#define WATCH_MIN_NS 200000
+/* Its first period, and its longest, reached by doubling while calls
+ * are not short. */
+#define WATCH_FIRST_NS 1000000
+#define WATCH_MAX_NS 10000000
+/* Calls are short when the pool takes at least this many per
+ * WATCH_MIN_NS: about 10 us each, a few wake-ups' worth. */
+#define QUICK_TAKES 20u
+/* Looks that find nothing taken and nothing queued before the sentry
+ * gives the role up: 40-80 ms. */
+#define COLD_LOOKS 8
+
+_Atomic bool cf__test_hook_short_calls;
+
+/* Whether the wake-up for calls just queued may be left out.  The caller
+ * has pushed them (seq_cst) or seen them (has_work), and knows that a
+ * worker other than the sentry is awake and will look at the queues
+ * again before it parks.  `streak` counts the wake-ups this thread left
+ * out in a row (reset when it finds the queues drained): after DEFER_MAX
+ * it wakes a worker after all, so a long run of calls still spreads over
+ * the workers.  When calls are not known to be short, asks for a sentry
+ * and returns false. */
+static bool may_skip_wake(thread_pool *p, unsigned *streak)
+{
+    /* seq_cst: after the caller's push or has_work(), against the
+     * sentry's store of quick = false before its last look (watch()):
+     * either we read false, or the sentry's look sees these calls. */
+    if (!atomic_load(&p->quick)) {
+        if (!atomic_load_explicit(&p->want_watch, memory_order_relaxed))
+            atomic_store_explicit(&p->want_watch, true, memory_order_relaxed);
+        *streak = 0;
+        return false;
+    }
+    if (++*streak > DEFER_MAX) {
+        *streak = 0;
+        return false;
+    }
+    return true;
+}
+
+/* The sentry: parked like the others, on the idle stack where any waker
+ * may take it, but it wakes every period to look at the queues and sets
+ * `quick` for the next period.  Returns true when it took itself off the
+ * idle stack to take calls (queued calls nobody took during a whole
+ * period, or calls queued as it gave the role up); false when a waker
+ * handed it off (park = 1) or it gave the role up with nothing queued:
+ * the caller then sleeps as any parked worker.  Holds the role (sentry ==
+ * 1) on entry and gives it back on every return. */
+static bool watch(thread_pool *p, tp_worker *me)
+{
+    cf__lock_acquire(&p->idle_lock);
+    p->watcher = me;
+    cf__lock_release(&p->idle_lock);
+    int64_t period = WATCH_FIRST_NS;
+    unsigned last = atomic_load_explicit(&p->taken, memory_order_relaxed);
+    int idle = 0;
+    bool was_quick = false, was_queued = false, take = false;
+    /* Liveness: each sleep ends at its deadline or at a waker's hand-off
+     * (park = 1, futex wake); the loop ends at a hand-off, at a rescue, or
+     * after COLD_LOOKS looks that found nothing taken and nothing queued. */
+    for (;;) {
+        int64_t deadline = cf__now_ns() + period;
+        while (atomic_load_explicit(&me->park, memory_order_acquire) == 0 &&
+               cf__now_ns() < deadline)
+            cf__futex_wait(&me->park, 0, deadline);
+        if (atomic_load_explicit(&me->park, memory_order_acquire) != 0)
+            break;
+        unsigned now = atomic_load_explicit(&p->taken, memory_order_relaxed);
+        bool moved = now != last;
+        /* Short: at least QUICK_TAKES per WATCH_MIN_NS over this period. */
+        bool q = (uint64_t)(now - last) * WATCH_MIN_NS >= (uint64_t)QUICK_TAKES * (uint64_t)period ||
+                 atomic_load_explicit(&cf__test_hook_short_calls, memory_order_relaxed);
+        last = now;
+        /* seq_cst: before has_work(), against may_skip_wake(). */
+        atomic_store(&p->quick, q);
+        bool queued = has_work(p);
+        /* Calls queued and none taken for a whole period: take them.  A
+         * wake-up may have been left out only in a period that began with
+         * `quick` true; otherwise every queued call has a worker on its
+         * way, and only calls queued at two looks in a row are taken
+         * (a wake-up the VM is slow to deliver is not a stall). */
+        if (queued && !moved && (was_quick || was_queued)) {
+            take = true;
+            break;
+        }
+        idle = moved || queued ? 0 : idle + 1;
+        if (idle >= COLD_LOOKS) {
+            atomic_store_explicit(&p->want_watch, false, memory_order_relaxed);
+            break;
+        }
+        /* `quick` true holds only for a period of WATCH_MIN_NS. */
+        period = q || queued ? WATCH_MIN_NS
+                             : (period < WATCH_MAX_NS / 2 ? period * 2 : WATCH_MAX_NS);
+        was_quick = q;
+        was_queued = queued;
+    }
+    /* seq_cst, in this order: no wake-up is left out from here on, then
+     * the role is free, then the last look, which sees every call left
+     * queued while `quick` was true (or sees it taken). */
+    atomic_store(&p->quick, false);
+    cf__lock_acquire(&p->idle_lock);
+    p->watcher = NULL;
+    cf__lock_release(&p->idle_lock);
+    atomic_store(&p->sentry, 0);
+    if (atomic_load_explicit(&me->park, memory_order_acquire) != 0)
+        return false;
+    if (take || has_work(p) || atomic_load(&p->shutdown) || atomic_load(&p->broken)) {
+        if (!unpark_self(p, me))
+            return false; /* a waker took it: the caller waits for the hand-off */
+        if (take)
+            atomic_fetch_add_explicit(&p->rescues, 1, memory_order_relaxed);
+        return true;
+    }
+    return false;
+}
+
+/* Whether a worker that took a call while more are queued may leave the
+ * wake-up out (may_skip_wake): it is awake and comes back to the queues
+ * after the call.  Not while more than DEFER_MAX calls are queued, as
+ * when a call submits many at once (a fan-out): they are not one
+ * thread's to run. */
+static bool skip_worker_wake(thread_pool *p, tp_worker *me)
+{
+    if (atomic_load_explicit(&p->quick, memory_order_relaxed)) {
+        /* Relaxed, and `taken` (ours) first: a hint.  The order with the
+         * sentry rests on may_skip_wake's seq_cst load of `quick`. */
+        unsigned taken = atomic_load_explicit(&p->taken, memory_order_relaxed);
+        if (atomic_load_explicit(&p->admitted, memory_order_relaxed) - taken > DEFER_MAX) {
+            me->streak = 0;
+            return false;
+        }
+    }
+    return may_skip_wake(p, &me->streak);
+}
+
+/* own thread only: wake-ups this thread's submits left out in a row */
+static _Thread_local unsigned submit_streak;
+
+/* Whether a submit may leave its wake-up out (may_skip_wake): only when a
+ * thread of the pool is awake besides the parked ones (it looks at the
+ * queues before it parks: see "No lost wake-up"), and only when the
+ * submitting thread is not one of the pool's workers, which may go on to
+ * wait for the call it queued. */
+static bool skip_submit_wake(thread_pool *p)
+{
+    if (tls_worker && tls_worker->pool == p)
+        return false;
+    /* seq_cst, after the push: as the loads of `spinning`/`nidle`. */
+    if (atomic_load(&p->nidle) >= atomic_load(&p->alive) || !may_skip_wake(p, &submit_streak))
+        return false;
+    atomic_fetch_add_explicit(&p->submit_skips, 1, memory_order_relaxed);
+    return true;
+}
+
 /* Returns the next future to run, or NULL when the worker should exit. */
 static cf_future *next_call(thread_pool *p, tp_worker *me, bool *token)
 {
@@ -645,10 +882,17 @@ static cf_future *next_call(thread_pool *p, tp_worker *me, bool *token)
              * worker that parks after we saw nidle == 0 re-checks the
              * lanes itself after its seq_cst increment, so skipping the
              * wake then loses nothing. */
-            if (atomic_load(&p->nidle) != 0 && atomic_load(&p->spinning) == 0 && has_work(p))
-                wake_one(p);
+            if (atomic_load(&p->nidle) != 0 && atomic_load(&p->spinning) == 0) {
+                if (!has_work(p))
+                    me->streak = 0;
+                else if (skip_worker_wake(p, me))
+                    atomic_fetch_add_explicit(&p->worker_skips, 1, memory_order_relaxed);
+                else
+                    wake_one(p);
+            }
             return f;
         }
+        me->streak = 0; /* the queues are drained */
         if (stopping || atomic_load(&p->broken)) {
             if (*token) {
                 *token = false;
@@ -684,6 +928,11 @@ static cf_future *next_call(thread_pool *p, tp_worker *me, bool *token)
             if (unpark_self(p, me))
                 continue;
             /* A waker took us off the stack; wait for its hand-off. */
+        } else if (atomic_load_explicit(&p->want_watch, memory_order_relaxed) &&
+                   atomic_load_explicit(&p->sentry, memory_order_relaxed) == 0) {
+            int expected = 0;
+            if (atomic_compare_exchange_strong(&p->sentry, &expected, 1) && watch(p, me))
+                continue;
         }
         while (atomic_load_explicit(&me->park, memory_order_acquire) == 0)
             cf__futex_wait(&me->park, 0, CF__NS_FOREVER);
@@ -770,19 +1019,20 @@ static int admit_locked(thread_pool *p, int n, const char *who)
         return cf__fail(CF_ESHUTDOWN, "%s: cannot schedule new futures after shutdown", who);
     if (CF__UNLIKELY(atomic_load_explicit(&p->broken, memory_order_relaxed)))
         return cf__fail(CF_EBROKEN, "%s: %s", who, p->broken_msg);
-    p->admitted += (unsigned)n;
+    unsigned admitted = atomic_load_explicit(&p->admitted, memory_order_relaxed) + (unsigned)n;
+    atomic_store_explicit(&p->admitted, admitted, memory_order_relaxed);
     if (p->nthreads >= p->max_workers)
         return CF_OK;
     /* Never negative: every call counted in `ended` was admitted before
      * (under this lock) and pushed after. */
-    unsigned unfinished = p->admitted - atomic_load_explicit(&p->ended, memory_order_relaxed);
+    unsigned unfinished = admitted - atomic_load_explicit(&p->ended, memory_order_relaxed);
     for (int started = 0; started < n && unfinished > (unsigned)p->nthreads &&
                           p->nthreads < p->max_workers;
          started++) {
         int rc = spawn_locked(p);
         if (rc != CF_OK && atomic_load(&p->alive) == 0) {
             /* Nobody could ever run them. */
-            p->admitted -= (unsigned)n;
+            atomic_store_explicit(&p->admitted, admitted - (unsigned)n, memory_order_relaxed);
             return cf__fail(rc, "%s: cannot start a worker thread", who);
         }
         if (rc != CF_OK) {
@@ -872,8 +1122,12 @@ static int submit_calls(thread_pool *p, cf_future **fs, size_t n, const char *wh
         return rc;
     }
     /* seq_cst loads after the seq_cst pushes: see the design notes. */
-    if (atomic_load(&p->spinning) == 0 && atomic_load(&p->nidle) > 0)
-        wake_one(p);
+    if (atomic_load(&p->spinning) == 0 && atomic_load(&p->nidle) > 0) {
+        if (!skip_submit_wake(p))
+            wake_one(p);
+    } else {
+        submit_streak = 0; /* a worker is searching: the queues were drained */
+    }
     return CF_OK;
 }
 
@@ -998,6 +1252,22 @@ static void tp_stop_workers(cf_executor *ex, bool kill)
     cf__cancel_fd_fire_pool(&pool_of(ex)->stop);
 }
 
+static const cf__engine thread_engine;
+
+void cf__thread_pool_short_calls(const cf_executor *ex, unsigned *skipped, unsigned *rescues,
+                                 bool *quick)
+{
+    const thread_pool *p = (const thread_pool *)ex;
+    *skipped = *rescues = 0;
+    *quick = false;
+    if (ex && ex->engine == &thread_engine) {
+        *skipped = atomic_load_explicit(&p->submit_skips, memory_order_relaxed) +
+                   atomic_load_explicit(&p->worker_skips, memory_order_relaxed);
+        *rescues = atomic_load_explicit(&p->rescues, memory_order_relaxed);
+        *quick = atomic_load(&p->quick);
+    }
+}
+
 static const cf__engine thread_engine = {
     .name = "thread",
     .copies_args = false,
@@ -1070,15 +1340,24 @@ CF__API int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_options *
     atomic_init(&p->nprio, 0);
     atomic_init(&p->submit_lock.word, 0);
     atomic_init(&p->idle_lock.word, 0);
+    p->idle_head = NULL;
+    p->watcher = NULL;
     atomic_init(&p->shutdown, false);
     atomic_init(&p->broken, false);
     atomic_init(&p->stop, false);
     atomic_init(&p->alive, 0);
-    p->admitted = 0;
+    atomic_init(&p->admitted, 0);
     atomic_init(&p->ended, 0);
     atomic_init(&p->all_started, false);
     atomic_init(&p->nidle, 0);
     atomic_init(&p->spinning, 0);
+    atomic_init(&p->taken, 0);
+    atomic_init(&p->sentry, 0);
+    atomic_init(&p->quick, false);
+    atomic_init(&p->want_watch, false);
+    atomic_init(&p->submit_skips, 0);
+    atomic_init(&p->worker_skips, 0);
+    atomic_init(&p->rescues, 0);
     pthread_mutex_init(&p->join_mu, NULL);
     cf__executor_register(&p->base, &thread_engine);
     p->base.bound.max = opts->max_queued;
