@@ -549,12 +549,17 @@ typedef struct cf_thread_pool_options {
      * thread, and idle ones are reused.  A submit wakes a sleeping worker
      * unless one is already looking for work, and a worker that takes a
      * call while more are queued wakes another, so that calls that block
-     * never wait for each other.  A pool that only runs bursts of a few
-     * short CPU-bound calls spends more on those wake-ups than on the
-     * calls: fewer workers wake fewer, one worker none (on 2 CPUs,
-     * bursts of 4-16 ran 4-11x faster on one worker, 256-65536 in
-     * flight 1.3-2.8x slower; bench/README.md, "Per-task cost against
-     * tasks in flight"). */
+     * do not wait for each other.  Each wake-up costs microseconds, more
+     * than a tiny call, so while the pool's calls are short (at least 20
+     * run per 200 us) a submit from a thread outside the pool while a
+     * worker is awake, or a worker that takes a call with at most 16 more
+     * queued, leaves the wake-up out (16 in a row at most), and one
+     * sleeping worker looks at the queues every 200 us instead: a call
+     * queued behind one that unexpectedly blocks then starts up to about
+     * 0.4 ms late.  Calls that block are not short and get every wake-up.
+     * (Bursts of 4 tiny calls: about 6x less per call than with every
+     * wake-up; bench/README.md, "Per-task cost against tasks in
+     * flight".) */
     int max_workers;
     /* Thread names are "<prefix>_<index>".  NULL (the default) or ""
      * means "ThreadPoolExecutor-<n>", n counting the pools this process

@@ -734,6 +734,33 @@ static void run_until_rescued(cf_executor *ex, double timeout)
                  timeout * cf_test_scale(), skipped, rescues, (int)quick);
 }
 
+/* On a pool of 4 threads: starts all 4 (a call on `b` and three on a
+ * blocker of their own, each submitted while the others block), then
+ * lets the three go, so that one worker stays blocked in a call (awake)
+ * and three are free: one to run calls while another watches.  Returns
+ * the blocked call's future. */
+static cf_future *start_blocked_and_free(cf_executor *ex, blocker *b)
+{
+    cf_future *g = NULL;
+    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(b)), &g));
+    assert_true(blocker_wait_started(b, 1, 5));
+    blocker tmp;
+    blocker_init(&tmp);
+    cf_future *three[3];
+    for (int i = 0; i < 3; i++) {
+        assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&tmp)), &three[i]));
+        assert_true(blocker_wait_started(&tmp, i + 1, 5));
+    }
+    assert_int_equal(cf_executor_worker_count(ex), 4);
+    blocker_release(&tmp);
+    for (int i = 0; i < 3; i++) {
+        assert_ok(cf_future_result(three[i], 10 * cf_test_scale(), NULL));
+        assert_ok(cf_future_release(three[i]));
+    }
+    blocker_destroy(&tmp);
+    return g;
+}
+
 /* A pool whose calls are short leaves the wake-up out when a worker is
  * awake and few calls are queued.  Here the awake worker is blocked in a
  * call of its own, so each call left queued must be taken by the sentry,
@@ -746,18 +773,7 @@ static void test_short_calls_sentry_takes_left_call(void **state)
     cf_executor *ex = pool_new(4);
     blocker b;
     blocker_init(&b);
-    cf_future *g = NULL;
-    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &g));
-    assert_true(blocker_wait_started(&b, 1, 5));
-    /* Two calls at once start a third thread: one free worker to run the
-     * calls while the other watches. */
-    cf_future *two[2];
-    for (int i = 0; i < 2; i++)
-        assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(i)), &two[i]));
-    for (int i = 0; i < 2; i++) {
-        assert_ok(cf_future_result(two[i], 10 * cf_test_scale(), NULL));
-        assert_ok(cf_future_release(two[i]));
-    }
+    cf_future *g = start_blocked_and_free(ex, &b);
     run_until_rescued(ex, 5);
     blocker_release(&b);
     assert_ok(cf_future_result(g, 10 * cf_test_scale(), NULL));
@@ -779,16 +795,7 @@ static void test_short_calls_dependent_pairs_finish(void **state)
     cf_executor *ex = pool_new(4);
     blocker b;
     blocker_init(&b);
-    cf_future *g = NULL;
-    assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &g));
-    assert_true(blocker_wait_started(&b, 1, 5));
-    cf_future *two[2];
-    for (int i = 0; i < 2; i++)
-        assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(i)), &two[i]));
-    for (int i = 0; i < 2; i++) {
-        assert_ok(cf_future_result(two[i], 10 * cf_test_scale(), NULL));
-        assert_ok(cf_future_release(two[i]));
-    }
+    cf_future *g = start_blocked_and_free(ex, &b);
     run_until_rescued(ex, 5);
     for (int round = 0; round < 50; round++) {
         cf_test_event e;

@@ -109,36 +109,46 @@
  * 0.6 us with a single worker).  So, while calls are short, a wake-up is
  * left out and the calls are left to a worker already awake, with a
  * sentry as the insurance instead:
- * - The sentry is one parked worker (the role `sentry`, at most one; the
+ * - The sentry is one parked worker (the role `sentry`, taken by CAS; the
  *   first worker to park after a wake-up could have been left out,
- *   `want_watch`) that sleeps with a timeout.  At each look it counts the
- *   calls taken since the last one (`taken`) and sets `quick` when that
- *   is at least QUICK_TAKES per WATCH_MIN_NS; while `quick` is true its
- *   period is WATCH_MIN_NS (200 us).  It gives the role up after
- *   COLD_LOOKS looks that found nothing taken and nothing queued, and
- *   wakers take it last (`watcher`).
- * - A wake-up may be left out only while `quick` is true, by a submitter
- *   that is not a worker of the pool while a worker other than the parked
- *   ones is awake (nidle < alive), or by a worker that took a call while
- *   more are queued (it is awake) and no more than DEFER_MAX are
- *   (admitted - taken).  One thread leaves out at most DEFER_MAX in a row
- *   (`streak`), then wakes a worker after all.
- * - Liveness: a call left queued without a wake-up has an awake worker
- *   that comes back to the queues when its call returns (a parking worker
- *   re-checks them, as above).  If that call blocks, the sentry's next
- *   look after a period that began with `quick` true finds calls queued
- *   and none taken, and the sentry takes itself off the idle stack to
- *   run them (a rescue); if calls are being taken, FIFO order brings the
- *   one left queued.  So it waits at most about two periods (400 us) plus
- *   a wake-up behind a call that blocks.  When the sentry leaves (woken,
- *   rescue, or giving up) it stores quick = false (seq_cst), then frees
- *   the role, then looks at the queues (has_work): a thread that read
- *   `quick` true (seq_cst, after its push or its has_work) read it
- *   before that store, so the sentry's look sees its call, or sees it
- *   taken, and takes it.
- * - Calls that block (I/O) are few per period, so `quick` stays false and
- *   every wake-up happens as above; the sentry then looks at most every
- *   WATCH_MAX_NS and stops after COLD_LOOKS idle looks.
+ *   `want_watch`) that sleeps with a timeout.  At each look it sets
+ *   `quick` for the next period: true when wake-ups were left out or
+ *   wanted in the last one, and the pool took at least QUICK_TAKES calls
+ *   per WATCH_MIN_NS per awake worker over the time that passed (`taken`,
+ *   `alive` - `nidle`).  While `quick` is true its period is WATCH_MIN_NS
+ *   (200 us); otherwise it doubles up to WATCH_MAX_NS.  It gives the role
+ *   up after COLD_LOOKS looks in a row with nothing left out or wanted
+ *   and nothing queued, and wakers take it last (`watcher`).
+ * - A wake-up may be left out only while `quick` is true: by a submitter
+ *   of at most DEFER_MAX calls that is not a worker of the pool, while a
+ *   thread of the pool other than the parked ones is awake (nidle <
+ *   alive); or by a worker that took a call while more, but no more than
+ *   DEFER_MAX, are queued (admitted - taken).  One thread leaves out at
+ *   most DEFER_MAX in a row (`streak`), then wakes a worker after all.
+ * - Liveness: a call left queued without a wake-up has an awake thread
+ *   of the pool that comes back to the queues when its call returns (a
+ *   parking worker re-checks them, as above).  If that call blocks, the
+ *   next look of the sentry that ends a period which began with `quick`
+ *   true, or a second look in a row that finds calls queued, finds them
+ *   queued and none taken in the period, and the sentry takes itself off
+ *   the idle stack to run them (a rescue): so the call waits at most about
+ *   two periods (400 us) plus a wake-up behind a call that blocks.  While
+ *   calls are being taken they are taken in order (FIFO within a
+ *   priority), so the one left queued comes up, unless calls of higher
+ *   priority keep coming; then the forced wake-up of each streak brings
+ *   more workers.
+ * - The handshake: the thread that leaves a wake-up out loads `quick`
+ *   (seq_cst) after its push or its has_work(); the sentry stores `quick`
+ *   (seq_cst) at every look, and false when it leaves (woken, rescue,
+ *   giving up), before it looks at the queues (has_work) and before it
+ *   frees the role.  So if the thread read true, the sentry's next look
+ *   sees its call (or sees it taken): while watching, that look either
+ *   rescues it or keeps the period at WATCH_MIN_NS for the next; when
+ *   leaving, the sentry runs the calls it finds queued itself.
+ * - Calls that block (I/O) are few per period and per awake worker, so
+ *   `quick` stays false and every wake-up happens as above; a sentry then
+ *   looks at most every WATCH_MAX_NS (10 ms), and stops after COLD_LOOKS
+ *   looks once no wake-up is wanted.
  * - Shutdown wakes every parked worker; workers leave once the queues are
  *   empty and the pool is shut down or broken.  Joining is serialised by
  *   `join_mu`, so several threads may call shutdown(wait=true) at once.
@@ -245,7 +255,7 @@ struct thread_pool {
      * about the calls queued (see "Short calls"): a hint, off by the
      * calls admitted and not yet pushed. */
     _Atomic unsigned admitted;
-    /* Wake-ups left out by submits (relaxed; tests read it). */
+    /* Wake-ups left out by submits (relaxed; read by the sentry). */
     _Atomic unsigned submit_skips;
     uint32_t lanes_used;         /* guarded by submit_lock: slots in `order` */
     /* The priority of each lane slot.  Written under submit_lock while
@@ -271,7 +281,7 @@ struct thread_pool {
      * (relaxed load and store), read (relaxed) by the sentry (see "Short
      * calls"). */
     _Atomic unsigned taken;
-    /* Wake-ups left out by workers (relaxed; tests read it). */
+    /* Wake-ups left out by workers (relaxed; read by the sentry). */
     _Atomic unsigned worker_skips;
 
     /* ---- the idle workers' ---- */
@@ -712,8 +722,9 @@ static bool unpark_self(thread_pool *p, tp_worker *me)
 /* Calls are short when the pool takes at least this many per
  * WATCH_MIN_NS: about 10 us each, a few wake-ups' worth. */
 #define QUICK_TAKES 20u
-/* Looks that find nothing taken and nothing queued before the sentry
- * gives the role up: 40-80 ms. */
+/* Looks in a row without a wake-up left out or wanted left out (and
+ * with nothing queued) before the sentry gives the role up: with the
+ * doubling, about 55 ms. */
 #define COLD_LOOKS 8
 
 _Atomic bool cf__test_hook_short_calls;
@@ -724,14 +735,14 @@ _Atomic bool cf__test_hook_short_calls;
  * again before it parks.  `streak` counts the wake-ups this thread left
  * out in a row (reset when it finds the queues drained): after DEFER_MAX
  * it wakes a worker after all, so a long run of calls still spreads over
- * the workers.  When calls are not known to be short, asks for a sentry
- * and returns false. */
-static bool may_skip_wake(thread_pool *p, unsigned *streak)
+ * the workers.  `quick` is the caller's seq_cst load of p->quick, after
+ * its push or has_work(): against the sentry's store of quick = false
+ * before a look (watch()), either it read false, or that look sees these
+ * calls.  When calls are not known to be short, asks for a sentry and
+ * returns false. */
+static bool may_skip_wake(thread_pool *p, unsigned *streak, bool quick)
 {
-    /* seq_cst: after the caller's push or has_work(), against the
-     * sentry's store of quick = false before its last look (watch()):
-     * either we read false, or the sentry's look sees these calls. */
-    if (!atomic_load(&p->quick)) {
+    if (!quick) {
         if (!atomic_load_explicit(&p->want_watch, memory_order_relaxed))
             atomic_store_explicit(&p->want_watch, true, memory_order_relaxed);
         *streak = 0;
@@ -742,6 +753,13 @@ static bool may_skip_wake(thread_pool *p, unsigned *streak)
         return false;
     }
     return true;
+}
+
+/* Wake-ups left out so far (wrapping): read by the sentry. */
+static unsigned skips(thread_pool *p)
+{
+    return atomic_load_explicit(&p->submit_skips, memory_order_relaxed) +
+           atomic_load_explicit(&p->worker_skips, memory_order_relaxed);
 }
 
 /* The sentry: parked like the others, on the idle stack where any waker
@@ -757,25 +775,43 @@ static bool watch(thread_pool *p, tp_worker *me)
     cf__lock_acquire(&p->idle_lock);
     p->watcher = me;
     cf__lock_release(&p->idle_lock);
-    int64_t period = WATCH_FIRST_NS;
+    int64_t period = WATCH_FIRST_NS, then = cf__now_ns();
     unsigned last = atomic_load_explicit(&p->taken, memory_order_relaxed);
+    unsigned last_skips = skips(p);
     int idle = 0;
     bool was_quick = false, was_queued = false, take = false;
     /* Liveness: each sleep ends at its deadline or at a waker's hand-off
      * (park = 1, futex wake); the loop ends at a hand-off, at a rescue, or
-     * after COLD_LOOKS looks that found nothing taken and nothing queued. */
+     * after COLD_LOOKS looks in a row that found nothing queued and no
+     * wake-up left out or wanted left out. */
     for (;;) {
-        int64_t deadline = cf__now_ns() + period;
+        int64_t deadline = then + period;
         while (atomic_load_explicit(&me->park, memory_order_acquire) == 0 &&
                cf__now_ns() < deadline)
             cf__futex_wait(&me->park, 0, deadline);
         if (atomic_load_explicit(&me->park, memory_order_acquire) != 0)
             break;
+        /* The time that passed, which a late wake-up makes longer than
+         * the period. */
+        int64_t t = cf__now_ns(), elapsed = t - then;
+        then = t;
         unsigned now = atomic_load_explicit(&p->taken, memory_order_relaxed);
         bool moved = now != last;
-        /* Short: at least QUICK_TAKES per WATCH_MIN_NS over this period. */
-        bool q = (uint64_t)(now - last) * WATCH_MIN_NS >= (uint64_t)QUICK_TAKES * (uint64_t)period ||
-                 atomic_load_explicit(&cf__test_hook_short_calls, memory_order_relaxed);
+        /* Wake-ups left out in this period, or wanted left out (while
+         * `quick` was false): without either there is nothing to watch
+         * for, and the looks slow down. */
+        unsigned now_skips = skips(p);
+        bool wanted = now_skips != last_skips ||
+                      atomic_exchange_explicit(&p->want_watch, false, memory_order_relaxed);
+        last_skips = now_skips;
+        /* Short: at least QUICK_TAKES per WATCH_MIN_NS per worker awake
+         * (sampled now, at least 1), over the time that passed: many
+         * workers each taking a slow call now and then are not short. */
+        int busy = atomic_load_explicit(&p->alive, memory_order_relaxed) -
+                   atomic_load_explicit(&p->nidle, memory_order_relaxed);
+        bool q = wanted && ((uint64_t)(now - last) * WATCH_MIN_NS >=
+                                (uint64_t)QUICK_TAKES * (uint64_t)elapsed * (uint64_t)(busy > 1 ? busy : 1) ||
+                            atomic_load_explicit(&cf__test_hook_short_calls, memory_order_relaxed));
         last = now;
         /* seq_cst: before has_work(), against may_skip_wake(). */
         atomic_store(&p->quick, q);
@@ -789,11 +825,9 @@ static bool watch(thread_pool *p, tp_worker *me)
             take = true;
             break;
         }
-        idle = moved || queued ? 0 : idle + 1;
-        if (idle >= COLD_LOOKS) {
-            atomic_store_explicit(&p->want_watch, false, memory_order_relaxed);
+        idle = wanted || queued ? 0 : idle + 1;
+        if (idle >= COLD_LOOKS)
             break;
-        }
         /* `quick` true holds only for a period of WATCH_MIN_NS. */
         period = q || queued ? WATCH_MIN_NS
                              : (period < WATCH_MAX_NS / 2 ? period * 2 : WATCH_MAX_NS);
@@ -827,32 +861,41 @@ static bool watch(thread_pool *p, tp_worker *me)
  * thread's to run. */
 static bool skip_worker_wake(thread_pool *p, tp_worker *me)
 {
-    if (atomic_load_explicit(&p->quick, memory_order_relaxed)) {
-        /* Relaxed, and `taken` (ours) first: a hint.  The order with the
-         * sentry rests on may_skip_wake's seq_cst load of `quick`. */
+    bool quick = atomic_load(&p->quick); /* seq_cst, after has_work(): see may_skip_wake */
+    if (quick) {
+        /* Relaxed, and `taken` (ours) first: a hint. */
         unsigned taken = atomic_load_explicit(&p->taken, memory_order_relaxed);
         if (atomic_load_explicit(&p->admitted, memory_order_relaxed) - taken > DEFER_MAX) {
             me->streak = 0;
             return false;
         }
     }
-    return may_skip_wake(p, &me->streak);
+    return may_skip_wake(p, &me->streak, quick);
 }
 
-/* own thread only: wake-ups this thread's submits left out in a row */
+/* own thread only: wake-ups this thread's submits to `streak_pool` left
+ * out in a row */
 static _Thread_local unsigned submit_streak;
+static _Thread_local const thread_pool *streak_pool;
 
 /* Whether a submit may leave its wake-up out (may_skip_wake): only when a
  * thread of the pool is awake besides the parked ones (it looks at the
  * queues before it parks: see "No lost wake-up"), and only when the
  * submitting thread is not one of the pool's workers, which may go on to
- * wait for the call it queued. */
-static bool skip_submit_wake(thread_pool *p)
+ * wait for the call it queued; not for more than DEFER_MAX calls at once
+ * (cf_submit_many), which are not one worker's to run. */
+static bool skip_submit_wake(thread_pool *p, size_t n)
 {
-    if (tls_worker && tls_worker->pool == p)
+    if (n > DEFER_MAX || (tls_worker && tls_worker->pool == p))
         return false;
-    /* seq_cst, after the push: as the loads of `spinning`/`nidle`. */
-    if (atomic_load(&p->nidle) >= atomic_load(&p->alive) || !may_skip_wake(p, &submit_streak))
+    if (streak_pool != p) {
+        streak_pool = p;
+        submit_streak = 0;
+    }
+    /* seq_cst, after the push: as the loads of `spinning`/`nidle`, and
+     * `quick` (see may_skip_wake). */
+    if (atomic_load(&p->nidle) >= atomic_load(&p->alive) ||
+        !may_skip_wake(p, &submit_streak, atomic_load(&p->quick)))
         return false;
     atomic_fetch_add_explicit(&p->submit_skips, 1, memory_order_relaxed);
     return true;
@@ -1123,7 +1166,7 @@ static int submit_calls(thread_pool *p, cf_future **fs, size_t n, const char *wh
     }
     /* seq_cst loads after the seq_cst pushes: see the design notes. */
     if (atomic_load(&p->spinning) == 0 && atomic_load(&p->nidle) > 0) {
-        if (!skip_submit_wake(p))
+        if (!skip_submit_wake(p, n))
             wake_one(p);
     } else {
         submit_streak = 0; /* a worker is searching: the queues were drained */
@@ -1261,8 +1304,7 @@ void cf__thread_pool_short_calls(const cf_executor *ex, unsigned *skipped, unsig
     *skipped = *rescues = 0;
     *quick = false;
     if (ex && ex->engine == &thread_engine) {
-        *skipped = atomic_load_explicit(&p->submit_skips, memory_order_relaxed) +
-                   atomic_load_explicit(&p->worker_skips, memory_order_relaxed);
+        *skipped = skips((thread_pool *)p);
         *rescues = atomic_load_explicit(&p->rescues, memory_order_relaxed);
         *quick = atomic_load(&p->quick);
     }
