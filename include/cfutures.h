@@ -550,16 +550,16 @@ typedef struct cf_thread_pool_options {
      * unless one is already looking for work, and a worker that takes a
      * call while more are queued wakes another, so that calls that block
      * do not wait for each other.  Each wake-up costs microseconds, more
-     * than a tiny call, so while the pool's calls are short (at least 20
-     * run per 200 us) a submit from a thread outside the pool while a
-     * worker is awake, or a worker that takes a call with at most 16 more
-     * queued, leaves the wake-up out (16 in a row at most), and one
-     * sleeping worker looks at the queues every 200 us instead: a call
-     * queued behind one that unexpectedly blocks then starts up to about
-     * 0.4 ms late.  Calls that block are not short and get every wake-up.
-     * (Bursts of 4 tiny calls: about 6x less per call than with every
-     * wake-up; bench/README.md, "Per-task cost against tasks in
-     * flight".) */
+     * than a tiny call, so while the pool's calls are short (each awake
+     * worker takes one per 10 us or faster) a submit of at most 16 calls
+     * from a thread outside the pool while a worker is awake, or a worker
+     * that takes a call with at most 16 more queued, leaves the wake-up
+     * out (16 in a row at most), and one sleeping worker looks at the
+     * queues every 0.5 ms instead: a call queued behind one that
+     * unexpectedly blocks then starts up to about 1 ms late.  Calls that
+     * block are not short and get every wake-up.  (On 2 CPUs, bursts of
+     * 4-16 tiny calls took 2.5-33x less per call than with every wake-up;
+     * bench/README.md, "Short calls: wake-ups left out".) */
     int max_workers;
     /* Thread names are "<prefix>_<index>".  NULL (the default) or ""
      * means "ThreadPoolExecutor-<n>", n counting the pools this process

@@ -113,10 +113,10 @@
  *   first worker to park after a wake-up could have been left out,
  *   `want_watch`) that sleeps with a timeout.  At each look it sets
  *   `quick` for the next period: true when wake-ups were left out or
- *   wanted in the last one, and the pool took at least QUICK_TAKES calls
- *   per WATCH_MIN_NS per awake worker over the time that passed (`taken`,
+ *   wanted in the last one, and the pool took at least one call per
+ *   QUICK_NS (10 us) per awake worker over the time that passed (`taken`,
  *   `alive` - `nidle`).  While `quick` is true its period is WATCH_MIN_NS
- *   (200 us); otherwise it doubles up to WATCH_MAX_NS.  It gives the role
+ *   (500 us); otherwise it doubles up to WATCH_MAX_NS.  It gives the role
  *   up after COLD_LOOKS looks in a row with nothing left out or wanted
  *   and nothing queued, and wakers take it last (`watcher`).
  * - A wake-up may be left out only while `quick` is true: by a submitter
@@ -132,7 +132,7 @@
  *   true, or a second look in a row that finds calls queued, finds them
  *   queued and none taken in the period, and the sentry takes itself off
  *   the idle stack to run them (a rescue): so the call waits at most about
- *   two periods (400 us) plus a wake-up behind a call that blocks.  While
+ *   two periods (1 ms) plus a wake-up behind a call that blocks.  While
  *   calls are being taken they are taken in order (FIFO within a
  *   priority), so the one left queued comes up, unless calls of higher
  *   priority keep coming; then the forced wake-up of each streak brings
@@ -711,17 +711,18 @@ static bool unpark_self(thread_pool *p, tp_worker *me)
 
 /* At most this many wake-ups in a row are left out by one thread. */
 #define DEFER_MAX 16u
-/* The sentry's period while calls are short: the longest a call left
- * queued without a wake-up waits behind a call that blocks, before the
- * sentry takes it. */
-#define WATCH_MIN_NS 200000
+/* The sentry's period while calls are short: about half the longest a
+ * call left queued without a wake-up waits behind a call that blocks,
+ * before the sentry takes it.  Each look is a wake-up: at 200 us they
+ * cost bursts of 256-4096 calls 10-30 %, at 500 us about half that. */
+#define WATCH_MIN_NS 500000
 /* Its first period, and its longest, reached by doubling while calls
  * are not short. */
 #define WATCH_FIRST_NS 1000000
 #define WATCH_MAX_NS 10000000
-/* Calls are short when the pool takes at least this many per
- * WATCH_MIN_NS: about 10 us each, a few wake-ups' worth. */
-#define QUICK_TAKES 20u
+/* Calls are short when the pool takes at least one per this many ns per
+ * awake worker: a few wake-ups' worth. */
+#define QUICK_NS 10000u
 /* Looks in a row without a wake-up left out or wanted left out (and
  * with nothing queued) before the sentry gives the role up: with the
  * doubling, about 55 ms. */
@@ -804,13 +805,13 @@ static bool watch(thread_pool *p, tp_worker *me)
         bool wanted = now_skips != last_skips ||
                       atomic_exchange_explicit(&p->want_watch, false, memory_order_relaxed);
         last_skips = now_skips;
-        /* Short: at least QUICK_TAKES per WATCH_MIN_NS per worker awake
-         * (sampled now, at least 1), over the time that passed: many
-         * workers each taking a slow call now and then are not short. */
+        /* Short: at least one call per QUICK_NS per worker awake (sampled
+         * now, at least 1), over the time that passed: many workers each
+         * taking a slow call now and then are not short. */
         int busy = atomic_load_explicit(&p->alive, memory_order_relaxed) -
                    atomic_load_explicit(&p->nidle, memory_order_relaxed);
-        bool q = wanted && ((uint64_t)(now - last) * WATCH_MIN_NS >=
-                                (uint64_t)QUICK_TAKES * (uint64_t)elapsed * (uint64_t)(busy > 1 ? busy : 1) ||
+        bool q = wanted && ((uint64_t)(now - last) * QUICK_NS >=
+                                (uint64_t)elapsed * (uint64_t)(busy > 1 ? busy : 1) ||
                             atomic_load_explicit(&cf__test_hook_short_calls, memory_order_relaxed));
         last = now;
         /* seq_cst: before has_work(), against may_skip_wake(). */

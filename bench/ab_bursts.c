@@ -1,0 +1,192 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ab_bursts.c - two to four builds of the library, side by side in one
+ * process, on bursts of tiny calls.
+ *
+ *     ab_bursts [--quick] [-R] LIB0.so LIB1.so [LIB2.so [LIB3.so]]
+ *
+ * Each LIB is a libcfutures.so (an older build, a candidate change),
+ * loaded with dlopen(RTLD_LOCAL) so that each keeps its own symbols.  For
+ * k = 1, 4, 8, ... 16384 tasks in flight: a default thread pool of each
+ * build runs 65,536 calls of a task that returns at once, submitted k at a
+ * time with cf_submit() and collected in order, once to warm up and once
+ * timed.  R rounds (default 7); the builds take turns in each round, the
+ * order rotating from round to round, so that the machine's changes of
+ * speed fall on all of them.  Prints, per k, LIB0's median ns per call
+ * and each other build's median and its median per-round ratio to LIB0
+ * (below 1.00x: faster than LIB0), with the range of that ratio.
+ * --quick: 4,096 calls per run instead (a smoke test).
+ *
+ * Why: on a shared VM two runs a minute apart differ by 2x or more, far
+ * more than most changes; ratios taken within a round do not.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct cf_executor cf_executor;
+typedef struct cf_future cf_future;
+typedef struct cf_call cf_call;
+typedef int task_fn(cf_call *);
+
+#define MAXLIBS 4
+#define MAXROUNDS 64
+#define CALLS 65536
+
+static size_t calls = CALLS;
+
+/* The few entry points used, as each build exports them (cfutures.h). */
+static struct build {
+    const char *path;
+    int (*pool_new)(cf_executor **, const void *opts);
+    int (*submit)(cf_executor *, task_fn *, const void *args, size_t nargs, cf_future **);
+    int (*result_i64)(cf_future *, double timeout, int64_t *);
+    int (*release)(cf_future *);
+    int (*destroy)(cf_executor *);
+    int (*return_i64)(cf_call *, int64_t);
+} builds[MAXLIBS];
+
+/* One task per build: it must return through its own build. */
+static int task0(cf_call *c) { return builds[0].return_i64(c, 1); }
+static int task1(cf_call *c) { return builds[1].return_i64(c, 1); }
+static int task2(cf_call *c) { return builds[2].return_i64(c, 1); }
+static int task3(cf_call *c) { return builds[3].return_i64(c, 1); }
+static task_fn *const tasks[MAXLIBS] = {task0, task1, task2, task3};
+
+static void die(const char *what, const char *detail)
+{
+    fprintf(stderr, "ab_bursts: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+    exit(1);
+}
+
+static void *sym(void *h, const char *path, const char *name)
+{
+    void *p = dlsym(h, name);
+    if (!p) {
+        fprintf(stderr, "ab_bursts: %s has no %s\n", path, name);
+        exit(1);
+    }
+    return p;
+}
+
+static void load(struct build *b, const char *path)
+{
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h)
+        die("cannot load", dlerror());
+    b->path = path;
+    *(void **)&b->pool_new = sym(h, path, "cf_thread_pool_new");
+    *(void **)&b->submit = sym(h, path, "cf_submit");
+    *(void **)&b->result_i64 = sym(h, path, "cf_future_result_i64");
+    *(void **)&b->release = sym(h, path, "cf_future_release");
+    *(void **)&b->destroy = sym(h, path, "cf_executor_destroy");
+    *(void **)&b->return_i64 = sym(h, path, "cf_return_i64");
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static int cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(const double *v, int n)
+{
+    double s[MAXROUNDS];
+    memcpy(s, v, (size_t)n * sizeof *v);
+    qsort(s, (size_t)n, sizeof *s, cmp);
+    return s[n / 2];
+}
+
+/* ns per call of CALLS calls, k at a time, on a new pool of build i (the
+ * second of two passes). */
+static double run(int i, size_t k, cf_future **fs)
+{
+    struct build *b = &builds[i];
+    cf_executor *ex;
+    if (b->pool_new(&ex, NULL) != 0)
+        die("cf_thread_pool_new failed in", b->path);
+    double ns = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        uint64_t t0 = now_ns();
+        for (size_t s = 0; s < calls; s += k) {
+            for (size_t j = 0; j < k; j++)
+                if (b->submit(ex, tasks[i], NULL, 0, &fs[j]) != 0)
+                    die("cf_submit failed in", b->path);
+            for (size_t j = 0; j < k; j++) {
+                int64_t v = 0;
+                if (b->result_i64(fs[j], 60, &v) != 0 || v != 1)
+                    die("a call failed in", b->path);
+                b->release(fs[j]);
+            }
+        }
+        ns = (double)(now_ns() - t0) / (double)calls;
+    }
+    if (b->destroy(ex) != 0)
+        die("cf_executor_destroy failed in", b->path);
+    return ns;
+}
+
+int main(int argc, char **argv)
+{
+    int nb = 0, rounds = 7;
+    for (int a = 1; a < argc; a++) {
+        if (!strcmp(argv[a], "--quick")) {
+            calls = 4096;
+        } else if (argv[a][0] == '-') {
+            rounds = atoi(argv[a] + 1);
+            if (rounds < 1 || rounds > MAXROUNDS)
+                die("rounds must be 1-64", argv[a]);
+        } else if (nb < MAXLIBS) {
+            load(&builds[nb++], argv[a]);
+        } else {
+            die("at most 4 builds", NULL);
+        }
+    }
+    if (nb < 2) {
+        fprintf(stderr, "usage: ab_bursts [--quick] [-ROUNDS] LIB0.so LIB1.so [LIB2.so [LIB3.so]]\n");
+        return 2;
+    }
+    static const size_t ks[] = {1, 4, 8, 16, 32, 64, 256, 1024, 4096, 16384};
+    cf_future **fs = malloc(16384 * sizeof *fs);
+    if (!fs)
+        die("out of memory", NULL);
+    for (int i = 0; i < nb; i++)
+        printf("lib%d: %s\n", i, builds[i].path);
+    printf("ns per call, median of %d rounds; ratio: median per-round ratio to lib0 [range]\n",
+           rounds);
+    printf("%6s %9s", "k", "lib0");
+    for (int i = 1; i < nb; i++)
+        printf(" %9s%d %-22s", "lib", i, "ratio");
+    printf("\n");
+    for (size_t ki = 0; ki < sizeof ks / sizeof ks[0] && ks[ki] <= calls; ki++) {
+        double t[MAXLIBS][MAXROUNDS];
+        for (int r = 0; r < rounds; r++)
+            for (int j = 0; j < nb; j++) {
+                int i = (j + r) % nb;
+                t[i][r] = run(i, ks[ki], fs);
+            }
+        printf("%6zu %9.0f", ks[ki], median(t[0], rounds));
+        for (int i = 1; i < nb; i++) {
+            double ratio[MAXROUNDS];
+            for (int r = 0; r < rounds; r++)
+                ratio[r] = t[i][r] / t[0][r];
+            qsort(ratio, (size_t)rounds, sizeof *ratio, cmp);
+            printf(" %10.0f %5.2fx [%.2f..%.2f]     ", median(t[i], rounds), ratio[rounds / 2],
+                   ratio[0], ratio[rounds - 1]);
+        }
+        printf("\n");
+    }
+    free(fs);
+    return 0;
+}
