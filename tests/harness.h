@@ -51,12 +51,7 @@
 #define CF_TEST_WATCHDOG_SECONDS 20
 #endif
 
-static inline int cf_test_scale(void)
-{
-    const char *s = getenv("CF_TEST_TIMEOUT_SCALE");
-    int v = s ? atoi(s) : 1;
-    return v > 0 ? v : 1;
-}
+#include "cf_test_scale.h" /* cf_test_scale() */
 
 static const char *cf_test_current_name = "?";
 

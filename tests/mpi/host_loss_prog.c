@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cf_test_scale.h"
 #include "cfutures_mpi.h"
 
 #define CHECK(cond)                                                                      \
@@ -55,15 +56,6 @@ static int nap_host(cf_call *c)
 }
 CF_TASK(nap_host);
 
-/* CF_TEST_TIMEOUT_SCALE (the Makefile's, 3 in the ASan build; passed on by
- * two_hosts.sh) stretches the margins below, not the timeouts they
- * bound.  A value that is not a small positive integer counts as 1. */
-static double margin_scale(void)
-{
-    const char *s = getenv("CF_TEST_TIMEOUT_SCALE");
-    int v = s ? atoi(s) : 1;
-    return v >= 1 && v <= 20 ? (double)v : 1.0;
-}
 
 int main(int argc, char **argv)
 {
@@ -97,7 +89,9 @@ int main(int argc, char **argv)
      * call's 8 s and then for ever. */
     CHECK(cf_future_result(slow, 60, NULL) == CF_EBROKEN);
     double took = now_s() - t0;
-    const double scale = margin_scale();
+    /* CF_TEST_TIMEOUT_SCALE (passed on by two_hosts.sh) stretches the
+     * margins, not the timeouts they bound. */
+    const double scale = cf_test_scale();
     CHECK(took < 3 + 0.6 + 3 * scale);
     const cf_failure *fl = NULL;
     CHECK(cf_future_exception(slow, 0, &fl) == CF_OK && fl);
