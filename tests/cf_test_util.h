@@ -216,6 +216,17 @@ static inline int t_block(cf_call *call)
     return 0;
 }
 
+/* Submits n calls of t_block on `b` (on which nothing has started yet)
+ * to `ex`, one at a time, each once the ones before it have started, so
+ * that each holds a worker of its own; their futures go to fs[0..n). */
+static inline void blocker_submit_held(cf_executor *ex, blocker *b, cf_future **fs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(b)), &fs[i]));
+        assert_true(blocker_wait_started(b, i + 1, 5));
+    }
+}
+
 /* Task: returns its first argument unchanged (any kind). */
 static inline int t_echo(cf_call *call)
 {

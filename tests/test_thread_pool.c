@@ -547,10 +547,7 @@ static void test_thread_name_long_prefix(void **state)
     blocker b;
     blocker_init(&b);
     cf_future *blk[3], *names[3];
-    for (int i = 0; i < 3; i++) {
-        assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &blk[i]));
-        assert_true(blocker_wait_started(&b, i + 1, 5));
-    }
+    blocker_submit_held(ex, &b, blk, 3);
     blocker_release(&b);
     for (int i = 0; i < 3; i++)
         assert_ok(cf_future_result(blk[i], 10, NULL));
@@ -628,10 +625,7 @@ static void test_lazy_thread_start(void **state)
     blocker b;
     blocker_init(&b);
     cf_future *fs[3];
-    for (int i = 0; i < 3; i++) {
-        assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &fs[i]));
-        assert_true(blocker_wait_started(&b, i + 1, 5));
-    }
+    blocker_submit_held(ex, &b, fs, 3);
     assert_int_equal(cf_executor_worker_count(ex), 3);
     blocker_release(&b);
     for (int i = 0; i < 3; i++) {
@@ -747,10 +741,7 @@ static cf_future *start_blocked_and_free(cf_executor *ex, blocker *b)
     blocker tmp;
     blocker_init(&tmp);
     cf_future *three[3];
-    for (int i = 0; i < 3; i++) {
-        assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&tmp)), &three[i]));
-        assert_true(blocker_wait_started(&tmp, i + 1, 5));
-    }
+    blocker_submit_held(ex, &tmp, three, 3);
     assert_int_equal(cf_executor_worker_count(ex), 4);
     blocker_release(&tmp);
     for (int i = 0; i < 3; i++) {
@@ -939,10 +930,7 @@ static void test_initializer_once_per_worker(void **state)
     blocker b;
     blocker_init(&b);
     cf_future *fs[3];
-    for (int i = 0; i < 3; i++) {
-        assert_ok(cf_submit(ex, t_block, CF_ARGS(cf_ptr(&b)), &fs[i]));
-        assert_true(blocker_wait_started(&b, i + 1, 5));
-    }
+    blocker_submit_held(ex, &b, fs, 3);
     assert_int_equal(atomic_load(&s.calls), 3);
     blocker_release(&b);
     for (int i = 0; i < 3; i++) {
