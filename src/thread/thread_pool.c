@@ -529,10 +529,10 @@ static cf_future *pop_locked(thread_pool *p)
     return best ? lane_pop(best) : NULL;
 }
 
-/* pop_lock held. */
-static void count_taken(thread_pool *p, unsigned n)
+/* Counts a call taken off the queues.  pop_lock held. */
+static void count_taken(thread_pool *p)
 {
-    atomic_store_explicit(&p->taken, atomic_load_explicit(&p->taken, memory_order_relaxed) + n,
+    atomic_store_explicit(&p->taken, atomic_load_explicit(&p->taken, memory_order_relaxed) + 1,
                           memory_order_relaxed);
 }
 
@@ -553,7 +553,7 @@ static cf_future *pop(thread_pool *p)
     cf__lock_acquire(&p->pop_lock);
     cf_future *f = pop_locked(p);
     if (f)
-        count_taken(p, 1);
+        count_taken(p);
     cf__lock_release(&p->pop_lock);
     return f;
 }
@@ -565,7 +565,7 @@ static cf__qnode *drain(thread_pool *p)
     cf__lock_acquire(&p->pop_lock);
     cf_future *f;
     while ((f = pop_locked(p)) != NULL) {
-        count_taken(p, 1);
+        count_taken(p);
         atomic_store_explicit(&f->qnode.next, NULL, memory_order_relaxed);
         *tail = &f->qnode;
         tail = (cf__qnode **)&f->qnode.next;
@@ -757,7 +757,7 @@ static bool may_skip_wake(thread_pool *p, unsigned *streak, bool quick)
 }
 
 /* Wake-ups left out so far (wrapping): read by the sentry. */
-static unsigned skips(thread_pool *p)
+static unsigned skips(const thread_pool *p)
 {
     return atomic_load_explicit(&p->submit_skips, memory_order_relaxed) +
            atomic_load_explicit(&p->worker_skips, memory_order_relaxed);
@@ -1305,7 +1305,7 @@ void cf__thread_pool_short_calls(const cf_executor *ex, unsigned *skipped, unsig
     *skipped = *rescues = 0;
     *quick = false;
     if (ex && ex->engine == &thread_engine) {
-        *skipped = skips((thread_pool *)p);
+        *skipped = skips(p);
         *rescues = atomic_load_explicit(&p->rescues, memory_order_relaxed);
         *quick = atomic_load(&p->quick);
     }
