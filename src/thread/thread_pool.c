@@ -118,13 +118,20 @@
  *   `alive` - `nidle`).  While `quick` is true its period is WATCH_MIN_NS
  *   (500 us); otherwise it doubles up to WATCH_MAX_NS.  It gives the role
  *   up after COLD_LOOKS looks in a row with nothing left out or wanted
- *   and nothing queued, and wakers take it last (`watcher`).
+ *   and nothing queued, and wakers take it last (`watcher`).  Its measure
+ *   (when the period began, `taken` and the wake-ups left out then, the
+ *   period; `watch_*`) passes to the next sentry: in a pool of two
+ *   workers each burst wakes both, the sentry too, long before its first
+ *   look, and a measure begun again by each sentry never reached one (4
+ *   tiny calls per burst paid 5.5 us each instead of 0.8).  So the next
+ *   sentry looks when the old period ends, at once if it has.
  * - A wake-up may be left out only while `quick` is true: by a submitter
  *   of at most DEFER_MAX calls that is not a worker of the pool, while a
  *   thread of the pool other than the parked ones is awake (nidle <
  *   alive); or by a worker that took a call while more, but no more than
  *   DEFER_MAX, are queued (admitted - taken).  One thread leaves out at
- *   most DEFER_MAX in a row (`streak`), then wakes a worker after all.
+ *   most DEFER_MAX in a row (`streak`), then wakes a worker after all; a
+ *   wake-up it makes because every worker is parked ends the row too.
  * - Liveness: a call left queued without a wake-up has an awake thread
  *   of the pool that comes back to the queues when its call returns (a
  *   parking worker re-checks them, as above).  If that call blocks, the
@@ -311,6 +318,15 @@ struct thread_pool {
     } *heap;                     /* guarded by prio_lock */
     size_t nheap, heap_cap;      /* guarded by prio_lock */
     uint64_t prio_seq;           /* guarded by prio_lock */
+
+    /* The sentry's measure, carried from one watch to the next (see
+     * watch()): the start of the period being measured (0: none yet), its
+     * length, and `taken` and skips() at its start.  Only the holder of
+     * the role reads or writes them; the role passes from one holder to
+     * the next through the seq_cst store of `sentry` = 0 and the CAS that
+     * takes it. */
+    int64_t watch_then, watch_period;
+    unsigned watch_taken, watch_skips;
 
     char broken_msg[160];        /* guarded by submit_lock; final once broken */
     _Atomic int alive;           /* threads that have not exited */
@@ -776,9 +792,23 @@ static bool watch(thread_pool *p, tp_worker *me)
     cf__lock_acquire(&p->idle_lock);
     p->watcher = me;
     cf__lock_release(&p->idle_lock);
-    int64_t period = WATCH_FIRST_NS, then = cf__now_ns();
-    unsigned last = atomic_load_explicit(&p->taken, memory_order_relaxed);
-    unsigned last_skips = skips(p);
+    /* The measure goes on from the last watch: a sentry woken by every
+     * burst (a pool of two workers, both woken by each) would otherwise
+     * never reach its first look, and calls would never count as short.
+     * Its period may have ended meanwhile: then the first look comes at
+     * once, over all the time since.  But a measure whose period ended
+     * more than a period ago is old (no sentry for a while): it would
+     * spread the calls of a new burst over the idle time, so a new one
+     * begins. */
+    int64_t start = cf__now_ns();
+    int64_t period = p->watch_period, then = p->watch_then;
+    unsigned last = p->watch_taken, last_skips = p->watch_skips;
+    if (then == 0 || start - then > 2 * period) {
+        period = WATCH_FIRST_NS;
+        then = start;
+        last = atomic_load_explicit(&p->taken, memory_order_relaxed);
+        last_skips = skips(p);
+    }
     int idle = 0;
     bool was_quick = false, was_queued = false, take = false;
     /* Liveness: each sleep ends at its deadline or at a waker's hand-off
@@ -839,6 +869,10 @@ static bool watch(thread_pool *p, tp_worker *me)
      * the role is free, then the last look, which sees every call left
      * queued while `quick` was true (or sees it taken). */
     atomic_store(&p->quick, false);
+    p->watch_then = then;
+    p->watch_period = period;
+    p->watch_taken = last;
+    p->watch_skips = last_skips;
     cf__lock_acquire(&p->idle_lock);
     p->watcher = NULL;
     cf__lock_release(&p->idle_lock);
@@ -895,8 +929,11 @@ static bool skip_submit_wake(thread_pool *p, size_t n)
     }
     /* seq_cst, after the push: as the loads of `spinning`/`nidle`, and
      * `quick` (see may_skip_wake). */
-    if (atomic_load(&p->nidle) >= atomic_load(&p->alive) ||
-        !may_skip_wake(p, &submit_streak, atomic_load(&p->quick)))
+    if (atomic_load(&p->nidle) >= atomic_load(&p->alive)) {
+        submit_streak = 0; /* every worker parked: this wake-up ends the run */
+        return false;
+    }
+    if (!may_skip_wake(p, &submit_streak, atomic_load(&p->quick)))
         return false;
     atomic_fetch_add_explicit(&p->submit_skips, 1, memory_order_relaxed);
     return true;
