@@ -709,8 +709,7 @@ static int t_set_event(cf_call *call)
 static void run_until_rescued(cf_executor *ex, double timeout)
 {
     double end = cf_test_now() + timeout * cf_test_scale();
-    unsigned skipped = 0, rescues = 0;
-    bool quick = false;
+    cf__short_calls sc = {0, 0, 0, false};
     for (int64_t i = 0; cf_test_now() < end; i++) {
         cf_future *f = NULL;
         assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(i)), &f));
@@ -718,14 +717,14 @@ static void run_until_rescued(cf_executor *ex, double timeout)
         assert_ok(cf_future_result_i64(f, 5 * cf_test_scale(), &x));
         assert_int_equal(x, i * i);
         assert_ok(cf_future_release(f));
-        cf__thread_pool_short_calls(ex, &skipped, &rescues, &quick);
-        if (skipped > 0 && rescues > 0)
+        sc = cf__thread_pool_short_calls(ex);
+        if (sc.submit_skips > 0 && sc.rescues > 0)
             break;
     }
-    if (skipped == 0 || rescues == 0)
+    if (sc.submit_skips == 0 || sc.rescues == 0)
         fail_msg("no wake-up left out and taken up by the sentry in %.0f s "
-                 "(skipped %u, rescues %u, quick %d)",
-                 timeout * cf_test_scale(), skipped, rescues, (int)quick);
+                 "(submits left out %u, rescues %u, quick %d)",
+                 timeout * cf_test_scale(), sc.submit_skips, sc.rescues, (int)sc.quick);
 }
 
 /* On a pool of 4 threads: starts all 4 (a call on `b` and three on a
@@ -752,6 +751,36 @@ static cf_future *start_blocked_and_free(cf_executor *ex, blocker *b)
     return g;
 }
 
+/* A pool of 4 whose calls count as short (the test hook), whose workers
+ * park at once (no spinning: every submit looks for a parked one), with
+ * one worker held awake in a blocked call and three free (see
+ * start_blocked_and_free). */
+typedef struct held_pool {
+    cf_executor *ex;
+    blocker b;
+    cf_future *held;
+} held_pool;
+
+static void held_pool_open(held_pool *hp)
+{
+    setenv("CF_SPIN_NS", "0", 1);
+    atomic_store(&cf__test_hook_short_calls, true);
+    hp->ex = pool_new(4);
+    blocker_init(&hp->b);
+    hp->held = start_blocked_and_free(hp->ex, &hp->b);
+}
+
+/* Lets the held call go, checks it finishes, and destroys the pool. */
+static void held_pool_close(held_pool *hp)
+{
+    blocker_release(&hp->b);
+    assert_ok(cf_future_result(hp->held, 10 * cf_test_scale(), NULL));
+    assert_ok(cf_future_release(hp->held));
+    assert_ok(cf_executor_destroy(hp->ex));
+    blocker_destroy(&hp->b);
+    atomic_store(&cf__test_hook_short_calls, false);
+}
+
 /* A pool whose calls are short leaves the wake-up out when a worker is
  * awake and few calls are queued.  Here the awake worker is blocked in a
  * call of its own, so each call left queued must be taken by the sentry,
@@ -759,19 +788,11 @@ static cf_future *start_blocked_and_free(cf_executor *ex, blocker *b)
 static void test_short_calls_sentry_takes_left_call(void **state)
 {
     (void)state;
-    setenv("CF_SPIN_NS", "0", 1); /* workers park at once: every submit looks for one */
-    atomic_store(&cf__test_hook_short_calls, true);
-    cf_executor *ex = pool_new(4);
-    blocker b;
-    blocker_init(&b);
-    cf_future *g = start_blocked_and_free(ex, &b);
+    held_pool hp;
+    held_pool_open(&hp);
+    cf_executor *ex = hp.ex;
     run_until_rescued(ex, 5);
-    blocker_release(&b);
-    assert_ok(cf_future_result(g, 10 * cf_test_scale(), NULL));
-    assert_ok(cf_future_release(g));
-    assert_ok(cf_executor_destroy(ex));
-    blocker_destroy(&b);
-    atomic_store(&cf__test_hook_short_calls, false);
+    held_pool_close(&hp);
 }
 
 /* With calls short, pairs of calls where the first waits for the second:
@@ -781,12 +802,9 @@ static void test_short_calls_sentry_takes_left_call(void **state)
 static void test_short_calls_dependent_pairs_finish(void **state)
 {
     (void)state;
-    setenv("CF_SPIN_NS", "0", 1);
-    atomic_store(&cf__test_hook_short_calls, true);
-    cf_executor *ex = pool_new(4);
-    blocker b;
-    blocker_init(&b);
-    cf_future *g = start_blocked_and_free(ex, &b);
+    held_pool hp;
+    held_pool_open(&hp);
+    cf_executor *ex = hp.ex;
     run_until_rescued(ex, 5);
     for (int round = 0; round < 50; round++) {
         cf_test_event e;
@@ -804,12 +822,7 @@ static void test_short_calls_dependent_pairs_finish(void **state)
         assert_ok(cf_future_release(x));
         assert_ok(cf_future_release(y));
     }
-    blocker_release(&b);
-    assert_ok(cf_future_result(g, 10 * cf_test_scale(), NULL));
-    assert_ok(cf_future_release(g));
-    assert_ok(cf_executor_destroy(ex));
-    blocker_destroy(&b);
-    atomic_store(&cf__test_hook_short_calls, false);
+    held_pool_close(&hp);
 }
 
 /* A pool of two workers running bursts of tiny calls, each queued at
@@ -828,8 +841,9 @@ static void test_short_calls_two_workers_bursts(void **state)
     atomic_store(&cf__test_hook_short_calls, true);
     cf_executor *ex = pool_new(2);
     double end = cf_test_now() + 5 * cf_test_scale();
-    unsigned skipped = 0, rescues = 0, window_start = 0;
-    bool quick = false, met = false;
+    cf__short_calls sc = {0, 0, 0, false};
+    unsigned window_start = 0;
+    bool met = false;
     for (int64_t round = 0; !met && cf_test_now() < end; round++) {
         cf_future *fs[K];
         cf_value args[K];
@@ -843,15 +857,143 @@ static void test_short_calls_two_workers_bursts(void **state)
             assert_ok(cf_future_release(fs[i]));
         }
         if (round % WINDOW == 0) {
-            cf__thread_pool_short_calls(ex, &skipped, &rescues, &quick);
-            met = round > 0 && skipped - window_start >= WINDOW;
-            window_start = skipped;
+            sc = cf__thread_pool_short_calls(ex);
+            met = round > 0 && sc.worker_skips - window_start >= WINDOW;
+            window_start = sc.worker_skips;
         }
     }
     if (!met)
         fail_msg("two workers, bursts of %d short calls: fewer than %d wake-ups left out in "
-                 "every %d bursts for %.0f s (%u in all; quick %d)",
-                 K, WINDOW, WINDOW, 5 * cf_test_scale(), skipped, (int)quick);
+                 "every %d bursts for %d s (%u in all; quick %d)",
+                 K, WINDOW, WINDOW, 5 * cf_test_scale(), sc.worker_skips, (int)sc.quick);
+    assert_ok(cf_executor_destroy(ex));
+    atomic_store(&cf__test_hook_short_calls, false);
+}
+
+/* Submits 4 tiny calls (which keep the pool's calls counted as short)
+ * and collects them. */
+static void short_burst(cf_executor *ex, int64_t round)
+{
+    cf_future *fs[4];
+    for (int i = 0; i < 4; i++)
+        assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(round + i)), &fs[i]));
+    for (int i = 0; i < 4; i++) {
+        int64_t x = -1;
+        assert_ok(cf_future_result_i64(fs[i], 5 * cf_test_scale(), &x));
+        assert_int_equal(x, (round + i) * (round + i));
+        assert_ok(cf_future_release(fs[i]));
+    }
+}
+
+/* Rounds in which calls counted as short before and after the submit a
+ * test checks: enough that the check was made with the wake-up-skipping
+ * path open. */
+enum { SHORT_CHECKS = 20 };
+
+/* A submit of more than 16 calls at once (an eager map of 64, queued in
+ * one piece) never leaves its wake-up out, even while calls are short:
+ * they are not one awake worker's to run.  One worker stays awake in a
+ * blocked call, and the others park at once (no spinning), so that each
+ * submit finds the pool where a wake-up may be left out.  The main
+ * thread is the only submitter, so the pool's count of submits' skips
+ * must not move across cf_map(). */
+static void test_short_calls_big_submit_wakes(void **state)
+{
+    (void)state;
+    enum { N = 64 };
+    held_pool hp;
+    held_pool_open(&hp);
+    cf_executor *ex = hp.ex;
+    cf_value in[N];
+    for (int i = 0; i < N; i++)
+        in[i] = cf_i64(i);
+    cf_map_input mi = cf_input_array(in, N);
+    double end = cf_test_now() + 10 * cf_test_scale();
+    int checked = 0;
+    for (int64_t round = 0; checked < SHORT_CHECKS && cf_test_now() < end; round++) {
+        short_burst(ex, round);
+        cf__short_calls before = cf__thread_pool_short_calls(ex);
+        cf_map_iter *it = NULL;
+        assert_ok(cf_map(ex, t_square, &mi, 1, NULL, &it));
+        cf__short_calls after = cf__thread_pool_short_calls(ex);
+        for (int i = 0; i < N; i++) {
+            const cf_value *v = NULL;
+            assert_ok(cf_map_next(it, &v, NULL));
+            assert_int_equal(v->as.i64, (int64_t)i * i);
+        }
+        assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+        cf_map_close(it);
+        if (before.quick && after.quick) {
+            checked++;
+            if (after.submit_skips != before.submit_skips)
+                fail_msg("round %lld: a map of %d calls left its wake-up out",
+                         (long long)round, N);
+        }
+    }
+    if (checked < SHORT_CHECKS)
+        fail_msg("calls counted as short around only %d of the maps in %d s", checked,
+                 10 * cf_test_scale());
+    held_pool_close(&hp);
+}
+
+/* A call that submits to its own pool: returns 1 when calls counted as
+ * short around its submit and the submit left no wake-up out, 2 when it
+ * left one out, 0 when calls were not short (nothing checked), negative
+ * on an error.  It begins its submit only once `go` is set, after the
+ * main thread's last submit. */
+static int t_submit_to_own_pool(cf_call *call)
+{
+    cf_executor *ex = cf_arg_ptr(call, 0);
+    if (!cf_test_event_wait(cf_arg_ptr(call, 1), 10))
+        return cf_return_i64(call, -1);
+    cf__short_calls before = cf__thread_pool_short_calls(ex);
+    cf_future *f = NULL;
+    if (cf_submit(ex, t_square, CF_ARGS(cf_i64(3)), &f) != CF_OK)
+        return cf_return_i64(call, -2);
+    cf__short_calls after = cf__thread_pool_short_calls(ex);
+    int64_t x = 0;
+    int rc = cf_future_result_i64(f, 10 * cf_test_scale(), &x);
+    cf_future_release(f);
+    if (rc != CF_OK || x != 9)
+        return cf_return_i64(call, -3);
+    if (!before.quick || !after.quick)
+        return cf_return_i64(call, 0);
+    return cf_return_i64(call, after.submit_skips == before.submit_skips ? 1 : 2);
+}
+
+/* A worker's submit to its own pool never leaves its wake-up out, even
+ * while calls are short: the worker may go on to wait for the call it
+ * queued (as t_submit_to_own_pool does), and then no worker of the pool
+ * but the sentry would be awake to run it. */
+static void test_short_calls_worker_submit_wakes(void **state)
+{
+    (void)state;
+    atomic_store(&cf__test_hook_short_calls, true);
+    cf_executor *ex = pool_new(4);
+    double end = cf_test_now() + 10 * cf_test_scale();
+    int checked = 0;
+    for (int64_t round = 0; checked < SHORT_CHECKS && cf_test_now() < end; round++) {
+        short_burst(ex, round);
+        cf_test_event go;
+        cf_test_event_init(&go);
+        cf_future *parent = NULL;
+        assert_ok(cf_submit(ex, t_submit_to_own_pool, CF_ARGS(cf_ptr(ex), cf_ptr(&go)),
+                            &parent));
+        cf_test_event_set(&go);
+        int64_t r = -9;
+        assert_ok(cf_future_result_i64(parent, 20 * cf_test_scale(), &r));
+        assert_ok(cf_future_release(parent));
+        if (r < 0)
+            fail_msg("round %lld: the call submitting to its own pool failed (%lld)",
+                     (long long)round, (long long)r);
+        if (r == 2)
+            fail_msg("round %lld: a worker's submit to its own pool left its wake-up out",
+                     (long long)round);
+        checked += r == 1;
+    }
+    if (checked < SHORT_CHECKS)
+        fail_msg("calls counted as short around only %d of the workers' submits in %d s",
+                 checked, 10 * cf_test_scale());
     assert_ok(cf_executor_destroy(ex));
     atomic_store(&cf__test_hook_short_calls, false);
 }
@@ -880,11 +1022,9 @@ static void test_long_calls_keep_every_wakeup(void **state)
             assert_ok(cf_future_release(fs[i]));
         }
     }
-    unsigned skipped = 0, rescues = 0;
-    bool quick = true;
-    cf__thread_pool_short_calls(ex, &skipped, &rescues, &quick);
-    assert_int_equal(skipped, 0);
-    assert_false(quick);
+    cf__short_calls sc = cf__thread_pool_short_calls(ex);
+    assert_int_equal(sc.submit_skips + sc.worker_skips, 0);
+    assert_false(sc.quick);
     assert_ok(cf_executor_destroy(ex));
 }
 
@@ -2586,6 +2726,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_short_calls_sentry_takes_left_call),
     cmocka_unit_test(test_short_calls_dependent_pairs_finish),
     cmocka_unit_test(test_short_calls_two_workers_bursts),
+    cmocka_unit_test(test_short_calls_big_submit_wakes),
+    cmocka_unit_test(test_short_calls_worker_submit_wakes),
     cmocka_unit_test(test_long_calls_keep_every_wakeup),
     cmocka_unit_test(test_max_workers_respected),
     cmocka_unit_test(test_default_pool_runs_many),

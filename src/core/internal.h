@@ -965,13 +965,19 @@ typedef struct cf__bound {
                                 * `closed` */
 } cf__bound;
 
-/* Thread pool, tests only: the wake-ups its submits and workers left out,
- * the calls its sentry took up and whether calls count as short now (see
- * "Short calls" in thread_pool.c); 0 and false for another engine.  And,
- * when true, every look of a sentry counts calls as short, however few
- * it saw taken (false in programs). */
-void cf__thread_pool_short_calls(const cf_executor *ex, unsigned *skipped, unsigned *rescues,
-                                 bool *quick);
+/* Thread pool, tests only (see "Short calls" in thread_pool.c): the
+ * wake-ups its submits and its workers left out so far, the calls its
+ * sentry took up and whether calls count as short now.  All 0 and false
+ * for another engine.  And, when cf__test_hook_short_calls is true, every
+ * look of a sentry counts calls as short, however few it saw taken
+ * (false in programs). */
+typedef struct cf__short_calls {
+    unsigned submit_skips;
+    unsigned worker_skips;
+    unsigned rescues;
+    bool quick;
+} cf__short_calls;
+cf__short_calls cf__thread_pool_short_calls(const cf_executor *ex);
 extern _Atomic bool cf__test_hook_short_calls;
 
 struct cf_executor {

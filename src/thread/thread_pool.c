@@ -1335,17 +1335,17 @@ static void tp_stop_workers(cf_executor *ex, bool kill)
 
 static const cf__engine thread_engine;
 
-void cf__thread_pool_short_calls(const cf_executor *ex, unsigned *skipped, unsigned *rescues,
-                                 bool *quick)
+cf__short_calls cf__thread_pool_short_calls(const cf_executor *ex)
 {
-    const thread_pool *p = (const thread_pool *)ex;
-    *skipped = *rescues = 0;
-    *quick = false;
+    cf__short_calls s = {0, 0, 0, false};
     if (ex && ex->engine == &thread_engine) {
-        *skipped = skips(p);
-        *rescues = atomic_load_explicit(&p->rescues, memory_order_relaxed);
-        *quick = atomic_load(&p->quick);
+        const thread_pool *p = (const thread_pool *)ex;
+        s.submit_skips = atomic_load_explicit(&p->submit_skips, memory_order_relaxed);
+        s.worker_skips = atomic_load_explicit(&p->worker_skips, memory_order_relaxed);
+        s.rescues = atomic_load_explicit(&p->rescues, memory_order_relaxed);
+        s.quick = atomic_load(&p->quick);
     }
+    return s;
 }
 
 static const cf__engine thread_engine = {
