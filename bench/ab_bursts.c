@@ -3,7 +3,7 @@
  * ab_bursts.c - two or three builds of the library, side by side in one
  * process, on bursts of tiny calls.
  *
- *     ab_bursts [--quick] [-R] LIB0.so LIB1.so [LIB2.so]
+ *     ab_bursts [--quick] [-w N] [-R] LIB0.so LIB1.so [LIB2.so]
  *
  * Each LIB is a libcfutures.so (an older build, a candidate change),
  * loaded with dlopen(RTLD_LOCAL) so that each keeps its own symbols.  For
@@ -16,6 +16,10 @@
  * and each other build's median and its median per-round ratio to LIB0
  * (below 1.00x: faster than LIB0), with the range of that ratio.
  * --quick: 4,096 calls per run instead (a smoke test).
+ * -w N: pools of max_workers = N instead of the default size.  The
+ * options are filled by each build's cf_thread_pool_options_init() but
+ * laid out as this tree's cfutures.h says, so the builds compared must
+ * agree on that struct (builds of one release do).
  *
  * Why: on a shared VM two runs a minute apart differ by 2x or more, far
  * more than most changes; ratios taken within a round do not.
@@ -32,22 +36,21 @@
 #include <string.h>
 #include <time.h>
 
-typedef struct cf_executor cf_executor;
-typedef struct cf_future cf_future;
-typedef struct cf_call cf_call;
-typedef int task_fn(cf_call *);
+#include "cfutures.h" /* types only: no build of the library is linked */
 
 #define MAXLIBS 3
 #define MAXROUNDS 64
 #define CALLS 65536
 
 static size_t calls = CALLS;
+static int workers; /* -w; 0: the default pool */
 
 /* The few entry points used, as each build exports them (cfutures.h). */
 static struct build {
     const char *path;
-    int (*pool_new)(cf_executor **, const void *opts);
-    int (*submit)(cf_executor *, task_fn *, const void *args, size_t nargs, cf_future **);
+    void (*options_init)(cf_thread_pool_options *);
+    int (*pool_new)(cf_executor **, const cf_thread_pool_options *opts);
+    int (*submit)(cf_executor *, cf_task_fn *, const cf_value *args, size_t nargs, cf_future **);
     int (*result_i64)(cf_future *, double timeout, int64_t *);
     int (*release)(cf_future *);
     int (*destroy)(cf_executor *);
@@ -58,7 +61,7 @@ static struct build {
 static int task0(cf_call *c) { return builds[0].return_i64(c, 1); }
 static int task1(cf_call *c) { return builds[1].return_i64(c, 1); }
 static int task2(cf_call *c) { return builds[2].return_i64(c, 1); }
-static task_fn *const tasks[MAXLIBS] = {task0, task1, task2};
+static cf_task_fn *const tasks[MAXLIBS] = {task0, task1, task2};
 
 static void die(const char *what, const char *detail)
 {
@@ -82,6 +85,7 @@ static void load(struct build *b, const char *path)
     if (!h)
         die("cannot load", dlerror());
     b->path = path;
+    *(void **)&b->options_init = sym(h, path, "cf_thread_pool_options_init");
     *(void **)&b->pool_new = sym(h, path, "cf_thread_pool_new");
     *(void **)&b->submit = sym(h, path, "cf_submit");
     *(void **)&b->result_i64 = sym(h, path, "cf_future_result_i64");
@@ -117,7 +121,13 @@ static double run(int i, size_t k, cf_future **fs)
 {
     struct build *b = &builds[i];
     cf_executor *ex;
-    if (b->pool_new(&ex, NULL) != 0)
+    cf_thread_pool_options o, *opts = NULL;
+    if (workers) {
+        b->options_init(&o);
+        o.max_workers = workers;
+        opts = &o;
+    }
+    if (b->pool_new(&ex, opts) != 0)
         die("cf_thread_pool_new failed in", b->path);
     double ns = 0;
     for (int pass = 0; pass < 2; pass++) {
@@ -146,6 +156,10 @@ int main(int argc, char **argv)
     for (int a = 1; a < argc; a++) {
         if (!strcmp(argv[a], "--quick")) {
             calls = 4096;
+        } else if (!strcmp(argv[a], "-w") && a + 1 < argc) {
+            workers = atoi(argv[++a]);
+            if (workers < 1 || workers > 1024)
+                die("workers must be 1-1024", argv[a]);
         } else if (argv[a][0] == '-') {
             rounds = atoi(argv[a] + 1);
             if (rounds < 1 || rounds > MAXROUNDS)
@@ -157,7 +171,7 @@ int main(int argc, char **argv)
         }
     }
     if (nb < 2) {
-        fprintf(stderr, "usage: ab_bursts [--quick] [-ROUNDS] LIB0.so LIB1.so [LIB2.so]\n");
+        fprintf(stderr, "usage: ab_bursts [--quick] [-w N] [-ROUNDS] LIB0.so LIB1.so [LIB2.so]\n");
         return 2;
     }
     static const size_t ks[] = {1, 4, 8, 16, 32, 64, 256, 1024, 4096, 16384};
@@ -166,6 +180,8 @@ int main(int argc, char **argv)
         die("out of memory", NULL);
     for (int i = 0; i < nb; i++)
         printf("lib%d: %s\n", i, builds[i].path);
+    if (workers)
+        printf("pools of max_workers = %d\n", workers);
     printf("ns per call, median of %d rounds; ratio: median per-round ratio to lib0 [range]\n",
            rounds);
     printf("%6s %9s", "k", "lib0");
