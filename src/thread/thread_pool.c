@@ -124,7 +124,8 @@
  *   workers each burst wakes both, the sentry too, long before its first
  *   look, and a measure begun again by each sentry never reached one (4
  *   tiny calls per burst paid 5.5 us each instead of 0.8).  So the next
- *   sentry looks when the old period ends, at once if it has.
+ *   sentry looks when the old period ends, at once if it has; a measure
+ *   older than that, or left by a sentry that gave up, begins again.
  * - A wake-up may be left out only while `quick` is true: by a submitter
  *   of at most DEFER_MAX calls that is not a worker of the pool, while a
  *   thread of the pool other than the parked ones is awake (nidle <
@@ -869,7 +870,10 @@ static bool watch(thread_pool *p, tp_worker *me)
      * the role is free, then the last look, which sees every call left
      * queued while `quick` was true (or sees it taken). */
     atomic_store(&p->quick, false);
-    p->watch_then = then;
+    /* A sentry that gave up (idle) leaves no measure: its period has
+     * grown to WATCH_MAX_NS, and the next burst would wait that long for
+     * its first look instead of WATCH_FIRST_NS. */
+    p->watch_then = idle >= COLD_LOOKS ? 0 : then;
     p->watch_period = period;
     p->watch_taken = last;
     p->watch_skips = last_skips;
