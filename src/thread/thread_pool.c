@@ -131,8 +131,7 @@
  *   thread of the pool other than the parked ones is awake (nidle <
  *   alive); or by a worker that took a call while more, but no more than
  *   DEFER_MAX, are queued (admitted - taken).  One thread leaves out at
- *   most DEFER_MAX in a row (`streak`), then wakes a worker after all; a
- *   wake-up it makes because every worker is parked ends the row too.
+ *   most DEFER_MAX in a row (`streak`), then wakes a worker after all.
  * - Liveness: a call left queued without a wake-up has an awake thread
  *   of the pool that comes back to the queues when its call returns (a
  *   parking worker re-checks them, as above).  If that call blocks, the
@@ -933,11 +932,8 @@ static bool skip_submit_wake(thread_pool *p, size_t n)
     }
     /* seq_cst, after the push: as the loads of `spinning`/`nidle`, and
      * `quick` (see may_skip_wake). */
-    if (atomic_load(&p->nidle) >= atomic_load(&p->alive)) {
-        submit_streak = 0; /* every worker parked: this wake-up ends the run */
-        return false;
-    }
-    if (!may_skip_wake(p, &submit_streak, atomic_load(&p->quick)))
+    if (atomic_load(&p->nidle) >= atomic_load(&p->alive) ||
+        !may_skip_wake(p, &submit_streak, atomic_load(&p->quick)))
         return false;
     atomic_fetch_add_explicit(&p->submit_skips, 1, memory_order_relaxed);
     return true;
