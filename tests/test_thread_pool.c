@@ -709,7 +709,7 @@ static int t_set_event(cf_call *call)
 static void run_until_rescued(cf_executor *ex, double timeout)
 {
     double end = cf_test_now() + timeout * cf_test_scale();
-    cf__short_calls sc = {0, 0, 0, false};
+    cf__short_calls sc = {0, 0, 0, false, false};
     for (int64_t i = 0; cf_test_now() < end; i++) {
         cf_future *f = NULL;
         assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(i)), &f));
@@ -845,7 +845,7 @@ static void test_short_calls_two_workers_bursts(void **state)
     atomic_store(&cf__test_hook_short_calls, true);
     cf_executor *ex = pool_new(2);
     double end = cf_test_now() + 20 * cf_test_scale();
-    cf__short_calls sc = {0, 0, 0, false};
+    cf__short_calls sc = {0, 0, 0, false, false};
     unsigned window_start = 0;
     bool met = false;
     int64_t round = 0;
@@ -999,6 +999,33 @@ static void test_short_calls_worker_submit_wakes(void **state)
     if (checked < SHORT_CHECKS)
         fail_msg("calls counted as short around only %d of the workers' submits in %d s",
                  checked, 10 * cf_test_scale());
+    assert_ok(cf_executor_destroy(ex));
+    atomic_store(&cf__test_hook_short_calls, false);
+}
+
+/* A sentry that sees no wake-up left out or wanted, and nothing queued,
+ * gives the role up (after about 55 ms of slowing looks), so an idle
+ * pool has no thread waking on a timer.  Bursts of short calls make one;
+ * then the pool idles, and the role must be free within 5 s. */
+static void test_short_calls_sentry_gives_up_when_idle(void **state)
+{
+    (void)state;
+    atomic_store(&cf__test_hook_short_calls, true);
+    cf_executor *ex = pool_new(4);
+    double end = cf_test_now() + 10 * cf_test_scale();
+    cf__short_calls sc = {0, 0, 0, false, false};
+    for (int64_t round = 0; !(sc.watching && sc.quick) && cf_test_now() < end; round++) {
+        short_burst(ex, round);
+        sc = cf__thread_pool_short_calls(ex);
+    }
+    if (!(sc.watching && sc.quick))
+        fail_msg("no sentry counted the calls as short in %d s", 10 * cf_test_scale());
+    end = cf_test_now() + 5 * cf_test_scale();
+    while ((sc = cf__thread_pool_short_calls(ex)).watching && cf_test_now() < end)
+        sleep_ms(5);
+    if (sc.watching)
+        fail_msg("an idle pool's sentry still watched after %d s", 5 * cf_test_scale());
+    assert_false(sc.quick);
     assert_ok(cf_executor_destroy(ex));
     atomic_store(&cf__test_hook_short_calls, false);
 }
@@ -2733,6 +2760,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_short_calls_two_workers_bursts),
     cmocka_unit_test(test_short_calls_big_submit_wakes),
     cmocka_unit_test(test_short_calls_worker_submit_wakes),
+    cmocka_unit_test(test_short_calls_sentry_gives_up_when_idle),
     cmocka_unit_test(test_long_calls_keep_every_wakeup),
     cmocka_unit_test(test_max_workers_respected),
     cmocka_unit_test(test_default_pool_runs_many),

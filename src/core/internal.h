@@ -967,8 +967,8 @@ typedef struct cf__bound {
 
 /* Thread pool, tests only (see "Short calls" in thread_pool.c): the
  * wake-ups its submits and its workers left out so far, the calls its
- * sentry took up and whether calls count as short now.  All 0 and false
- * for another engine.  And, when cf__test_hook_short_calls is true, every
+ * sentry took up, whether calls count as short now and whether a sentry
+ * is watching.  All 0 and false for another engine.  And, when cf__test_hook_short_calls is true, every
  * look of a sentry counts calls as short, however few it saw taken
  * (false in programs). */
 typedef struct cf__short_calls {
@@ -976,6 +976,7 @@ typedef struct cf__short_calls {
     unsigned worker_skips;
     unsigned rescues;
     bool quick;
+    bool watching;
 } cf__short_calls;
 cf__short_calls cf__thread_pool_short_calls(const cf_executor *ex);
 extern _Atomic bool cf__test_hook_short_calls;

@@ -1337,13 +1337,14 @@ static const cf__engine thread_engine;
 
 cf__short_calls cf__thread_pool_short_calls(const cf_executor *ex)
 {
-    cf__short_calls s = {0, 0, 0, false};
+    cf__short_calls s = {0, 0, 0, false, false};
     if (ex && ex->engine == &thread_engine) {
         const thread_pool *p = (const thread_pool *)ex;
         s.submit_skips = atomic_load_explicit(&p->submit_skips, memory_order_relaxed);
         s.worker_skips = atomic_load_explicit(&p->worker_skips, memory_order_relaxed);
         s.rescues = atomic_load_explicit(&p->rescues, memory_order_relaxed);
         s.quick = atomic_load(&p->quick);
+        s.watching = atomic_load(&p->sentry) != 0;
     }
     return s;
 }
