@@ -968,9 +968,9 @@ typedef struct cf__bound {
 /* Thread pool, tests only (see "Short calls" in thread_pool.c): the
  * wake-ups its submits and its workers left out so far, the calls its
  * sentry took up, whether calls count as short now and whether a sentry
- * is watching.  All 0 and false for another engine.  And, when cf__test_hook_short_calls is true, every
- * look of a sentry counts calls as short, however few it saw taken
- * (false in programs). */
+ * is watching.  All 0 and false for another engine.  And, when
+ * cf__test_hook_short_calls is true, every look of a sentry counts calls
+ * as short, however few it saw taken (false in programs). */
 typedef struct cf__short_calls {
     unsigned submit_skips;
     unsigned worker_skips;
