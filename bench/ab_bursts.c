@@ -156,7 +156,9 @@ int main(int argc, char **argv)
     for (int a = 1; a < argc; a++) {
         if (!strcmp(argv[a], "--quick")) {
             calls = 4096;
-        } else if (!strcmp(argv[a], "-w") && a + 1 < argc) {
+        } else if (!strcmp(argv[a], "-w")) {
+            if (a + 1 == argc)
+                die("-w needs a number of workers", NULL);
             workers = atoi(argv[++a]);
             if (workers < 1 || workers > 1024)
                 die("workers must be 1-1024", argv[a]);
