@@ -825,6 +825,18 @@ static void test_short_calls_dependent_pairs_finish(void **state)
     held_pool_close(&hp);
 }
 
+/* Waits for fs[0..k), calls of t_square on round + i, checks each result
+ * and releases them. */
+static void collect_squares(cf_future **fs, int k, int64_t round)
+{
+    for (int i = 0; i < k; i++) {
+        int64_t x = -1;
+        assert_ok(cf_future_result_i64(fs[i], 5 * cf_test_scale(), &x));
+        assert_int_equal(x, (round + i) * (round + i));
+        assert_ok(cf_future_release(fs[i]));
+    }
+}
+
 /* A pool of two workers running bursts of tiny calls, each queued at
  * once: each burst wakes both (the second by the first, as it takes a
  * call with more queued), so whichever parks as sentry is woken again
@@ -855,12 +867,7 @@ static void test_short_calls_two_workers_bursts(void **state)
         for (int i = 0; i < K; i++)
             args[i] = cf_i64(round + i);
         assert_ok(cf_submit_many(ex, t_square, args, 1, K, fs));
-        for (int i = 0; i < K; i++) {
-            int64_t x = -1;
-            assert_ok(cf_future_result_i64(fs[i], 5 * cf_test_scale(), &x));
-            assert_int_equal(x, (round + i) * (round + i));
-            assert_ok(cf_future_release(fs[i]));
-        }
+        collect_squares(fs, K, round);
         if (round % WINDOW == 0) {
             sc = cf__thread_pool_short_calls(ex);
             met = round > 0 && sc.worker_skips - window_start >= WINDOW / 4;
@@ -882,12 +889,7 @@ static void short_burst(cf_executor *ex, int64_t round)
     cf_future *fs[4];
     for (int i = 0; i < 4; i++)
         assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(round + i)), &fs[i]));
-    for (int i = 0; i < 4; i++) {
-        int64_t x = -1;
-        assert_ok(cf_future_result_i64(fs[i], 5 * cf_test_scale(), &x));
-        assert_int_equal(x, (round + i) * (round + i));
-        assert_ok(cf_future_release(fs[i]));
-    }
+    collect_squares(fs, 4, round);
 }
 
 /* Rounds in which calls counted as short before and after the submit a
