@@ -3,7 +3,7 @@
  * ab_bursts.c - two or three builds of the library, side by side in one
  * process, on bursts of tiny calls.
  *
- *     ab_bursts [--quick] [-w N] [-R] LIB0.so LIB1.so [LIB2.so]
+ *     ab_bursts [--quick] [-w N] [-p] [-k K] [-R] LIB0.so LIB1.so [LIB2.so]
  *
  * Each LIB is a libcfutures.so (an older build, a candidate change),
  * loaded with dlopen(RTLD_LOCAL) so that each keeps its own symbols.  For
@@ -20,6 +20,12 @@
  * options are filled by each build's cf_thread_pool_options_init() but
  * laid out as this tree's cfutures.h says, so the builds compared must
  * agree on that struct (builds of one release do).
+ * -p: the submitting thread on one CPU and every worker on another (each
+ * pool's initializer sets its affinity), so that calls always cross from
+ * one CPU to the other; with -w 1 the figures hardly move with where the
+ * kernel puts threads, and a change in what a call costs to hand over
+ * shows through.
+ * -k K: only bursts of K (one of the sizes above).
  *
  * Why: on a shared VM two runs a minute apart differ by 2x or more, far
  * more than most changes; ratios taken within a round do not.
@@ -30,6 +36,8 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +52,16 @@
 
 static size_t calls = CALLS;
 static int workers; /* -w; 0: the default pool */
+static bool pinned;  /* -p */
+static cpu_set_t worker_cpu; /* -p: the workers' CPU */
+
+/* -p: each pool's initializer, in each worker thread.  Nonzero fails the
+ * pool, and the run stops there. */
+static int pin_worker(void *arg)
+{
+    (void)arg;
+    return pthread_setaffinity_np(pthread_self(), sizeof worker_cpu, &worker_cpu) != 0;
+}
 
 /* The few entry points used, as each build exports them (cfutures.h). */
 static struct build {
@@ -122,9 +140,12 @@ static double run(int i, size_t k, cf_future **fs)
     struct build *b = &builds[i];
     cf_executor *ex;
     cf_thread_pool_options o, *opts = NULL;
-    if (workers) {
+    if (workers || pinned) {
         b->options_init(&o);
-        o.max_workers = workers;
+        if (workers)
+            o.max_workers = workers;
+        if (pinned)
+            o.initializer = pin_worker;
         opts = &o;
     }
     if (b->pool_new(&ex, opts) != 0)
@@ -153,6 +174,7 @@ static double run(int i, size_t k, cf_future **fs)
 int main(int argc, char **argv)
 {
     int nb = 0, rounds = 7;
+    size_t only_k = 0;
     for (int a = 1; a < argc; a++) {
         if (!strcmp(argv[a], "--quick")) {
             calls = 4096;
@@ -162,6 +184,12 @@ int main(int argc, char **argv)
             workers = atoi(argv[++a]);
             if (workers < 1 || workers > 1024)
                 die("workers must be 1-1024", argv[a]);
+        } else if (!strcmp(argv[a], "-p")) {
+            pinned = true;
+        } else if (!strcmp(argv[a], "-k")) {
+            if (a + 1 == argc)
+                die("-k needs a burst size", NULL);
+            only_k = strtoul(argv[++a], NULL, 10);
         } else if (argv[a][0] == '-') {
             rounds = atoi(argv[a] + 1);
             if (rounds < 1 || rounds > MAXROUNDS)
@@ -173,10 +201,39 @@ int main(int argc, char **argv)
         }
     }
     if (nb < 2) {
-        fprintf(stderr, "usage: ab_bursts [--quick] [-w N] [-ROUNDS] LIB0.so LIB1.so [LIB2.so]\n");
+        fprintf(stderr,
+                "usage: ab_bursts [--quick] [-w N] [-p] [-k K] [-ROUNDS] LIB0.so LIB1.so [LIB2.so]\n");
         return 2;
     }
     static const size_t ks[] = {1, 4, 8, 16, 32, 64, 256, 1024, 4096, 16384};
+    bool k_known = only_k == 0;
+    for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++)
+        k_known = k_known || ks[ki] == only_k;
+    if (!k_known)
+        die("-k must be one of 1, 4, 8, 16, 32, 64, 256, 1024, 4096, 16384", NULL);
+    if (pinned) {
+        cpu_set_t mine;
+        int first = -1, second = -1;
+        if (sched_getaffinity(0, sizeof mine, &mine) != 0)
+            die("-p: cannot read this thread's CPUs", NULL);
+        for (int c = 0; c < CPU_SETSIZE && second < 0; c++)
+            if (CPU_ISSET(c, &mine)) {
+                if (first < 0)
+                    first = c;
+                else
+                    second = c;
+            }
+        if (second < 0) {
+            fprintf(stderr, "ab_bursts: -p needs two CPUs; skipped\n");
+            return 77; /* ctest's SKIP_RETURN_CODE */
+        }
+        CPU_ZERO(&mine);
+        CPU_SET(first, &mine);
+        CPU_ZERO(&worker_cpu);
+        CPU_SET(second, &worker_cpu);
+        if (pthread_setaffinity_np(pthread_self(), sizeof mine, &mine) != 0)
+            die("-p: cannot pin the submitting thread", NULL);
+    }
     cf_future **fs = malloc(16384 * sizeof *fs);
     if (!fs)
         die("out of memory", NULL);
@@ -184,6 +241,8 @@ int main(int argc, char **argv)
         printf("lib%d: %s\n", i, builds[i].path);
     if (workers)
         printf("pools of max_workers = %d\n", workers);
+    if (pinned)
+        printf("submitting thread on one CPU, workers on another\n");
     printf("ns per call, median of %d rounds; ratio: median per-round ratio to lib0 [range]\n",
            rounds);
     printf("%6s %9s", "k", "lib0");
@@ -191,6 +250,8 @@ int main(int argc, char **argv)
         printf(" %9s%d %-22s", "lib", i, "ratio");
     printf("\n");
     for (size_t ki = 0; ki < sizeof ks / sizeof ks[0] && ks[ki] <= calls; ki++) {
+        if (only_k && ks[ki] != only_k)
+            continue;
         double t[MAXLIBS][MAXROUNDS];
         for (int r = 0; r < rounds; r++)
             for (int j = 0; j < nb; j++) {
