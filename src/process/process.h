@@ -35,6 +35,11 @@ _Noreturn void cf__worker_run(int fd);
 
 /* In a worker process: the id of the CALL frame being run (see wire.h). */
 extern uint16_t cf__worker_call_id;
+/* Tests only: called by the manager between its read of a worker's
+ * socket and its look at whether that worker exited (the death checks of
+ * manager_main), with the worker's pid and whether calls sent to it are
+ * still unanswered; NULL in programs. */
+extern void (*_Atomic cf__test_hook_before_reap)(pid_t pid, bool unanswered);
 
 /* ---- transport (process_worker.c, used by both halves) ---------------- */
 
