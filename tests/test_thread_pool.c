@@ -657,13 +657,14 @@ static void test_idle_thread_reuse(void **state)
  * submitters wake nobody) must wake a parked worker for what is queued
  * behind the call it takes.  A long spin budget keeps one worker searching
  * while the other parks; then two calls arrive together and both must
- * start.  Each round after the first starts from that state.  (CF_SPIN_NS
- * is read once per process: ctest runs each test in its own process; in a
- * whole-program run the test still passes but proves less.) */
+ * start.  Each round after the first starts from that state.  The budget
+ * is set through the test override, not CF_SPIN_NS: the environment is
+ * read once per process, so in a whole-binary run it would neither take
+ * effect here nor stay out of the tests after. */
 static void test_searcher_wakes_parked_worker(void **state)
 {
     (void)state;
-    setenv("CF_SPIN_NS", "1000000000", 1);
+    int64_t spin_before = cf__test_set_spin_ns(1000000000);
     cf_executor *ex = pool_new(2);
     for (int round = 0; round < 6; round++) {
         blocker b;
@@ -685,6 +686,7 @@ static void test_searcher_wakes_parked_worker(void **state)
         sleep_ms(50);
     }
     assert_ok(cf_executor_destroy(ex));
+    cf__test_set_spin_ns(spin_before);
 }
 
 /* ---- short calls: wake-ups left out, and the sentry ------------------------ */
@@ -759,11 +761,14 @@ typedef struct held_pool {
     cf_executor *ex;
     blocker b;
     cf_future *held;
+    int64_t spin_ns; /* the spin budget before, put back by close */
 } held_pool;
 
 static void held_pool_open(held_pool *hp)
 {
-    setenv("CF_SPIN_NS", "0", 1);
+    /* No spinning, whatever this process kept before (the whole binary
+     * in one process) and without leaving CF_SPIN_NS for later tests. */
+    hp->spin_ns = cf__test_set_spin_ns(0);
     atomic_store(&cf__test_hook_short_calls, true);
     hp->ex = pool_new(4);
     blocker_init(&hp->b);
@@ -779,6 +784,7 @@ static void held_pool_close(held_pool *hp)
     assert_ok(cf_executor_destroy(hp->ex));
     blocker_destroy(&hp->b);
     atomic_store(&cf__test_hook_short_calls, false);
+    cf__test_set_spin_ns(hp->spin_ns);
 }
 
 /* A pool whose calls are short leaves the wake-up out when a worker is

@@ -125,8 +125,14 @@ static inline void cf__cpu_relax(void)
 }
 
 /* How long (ns) waiters and idle workers spin before sleeping; 0 on a
- * single CPU.  CF_SPIN_NS in the environment overrides it. */
+ * single CPU.  CF_SPIN_NS in the environment overrides it.  Read once per
+ * process and kept. */
 int64_t cf__spin_ns(void);
+/* Tests only: replaces the kept budget (-1: read it again, environment
+ * included, at the next cf__spin_ns()) and returns the one it replaced
+ * (-1 if none was kept yet).  Threads spinning at the time finish with
+ * the budget they read. */
+int64_t cf__test_set_spin_ns(int64_t ns);
 
 /* Spins until pred(arg) holds or the spin budget is spent; returns the
  * last pred value.  After the first microsecond it yields the CPU between

@@ -107,6 +107,11 @@ int64_t cf__spin_ns(void)
     return s;
 }
 
+int64_t cf__test_set_spin_ns(int64_t ns)
+{
+    return atomic_exchange_explicit(&spin_ns, ns < 0 ? -1 : ns, memory_order_relaxed);
+}
+
 bool cf__spin_until(bool (*pred)(void *), void *arg)
 {
     int64_t budget = cf__spin_ns();
