@@ -128,6 +128,12 @@ export CF_2H_NS_B="$ns_b" CF_2H_NAME=cf-remote-host
 export OMPI_MCA_plm_rsh_agent="sh $self agent"
 export OMPI_MCA_oob_tcp_if_include=10.78.0.0/24
 export OMPI_MCA_btl_tcp_if_include=10.78.0.0/24
+# Open MPI's session directories (and PMIx's shared memory in them) under
+# $tmp, which cleanup removes: the daemons on the other host end by kill
+# -9 and cannot remove theirs, and under /tmp each run left about 8 MB
+# behind.  An MCA parameter rather than TMPDIR, because the launcher hands
+# it to the remote daemon on its command line, through ssh as well.
+export OMPI_MCA_orte_tmpdir_base="$tmp"
 export CF_TEST_WORKER_HOST=cf-remote-host
 echo "$there slots=8" >"$tmp/hosts"
 
