@@ -1358,15 +1358,19 @@ static void read_worker(process_pool *p, pworker *w);
  * reaped.
  *
  * The exit is looked at first without reaping (WNOWAIT), and the worker's
- * socket read once more before it is reaped: the look for the exit of a
- * worker without a pidfd reads its socket and then asks whether it
- * exited, and in between the worker can write its HELLO and answers and
- * exit.  Judged on the first read, its calls were lost and the pool broke
- * ("exited with status 0 during start-up": in about 3 % of the runs of
- * 50 calls recycled every 2, portable build).  Once it has exited,
- * everything it wrote is in the socket.  A kill that this read makes (a
+ * socket and ring read once more before it is reaped: the look for the
+ * exit of a worker without a pidfd reads its socket and then asks whether
+ * it exited, and in between the worker can write its HELLO and answers
+ * and exit.  Judged on the first read, its calls were lost and the pool
+ * broke ("exited with status 0 during start-up": in about 3 % of the runs
+ * of 50 calls recycled every 2, portable build).  Once it has exited, all
+ * it wrote is there to read, but for what a process it forked and that
+ * still holds its socket may write later.  A kill that this read makes (a
  * bad frame) reaches its zombie, nobody else: the pid is not free until
- * the reap below. */
+ * the reap below.  Where the kernel reaps children itself (SIGCHLD
+ * ignored, SA_NOCLDWAIT) the look finds no child (ECHILD) and the socket
+ * is read once more too; a kill then risks a reused pid, as every kill
+ * in that configuration does. */
 static bool try_reap(process_pool *p, pworker *w)
 {
     siginfo_t si;
@@ -1377,15 +1381,21 @@ static bool try_reap(process_pool *p, pworker *w)
     while (r < 0 && errno == EINTR);
     if (r == 0 && si.si_pid == 0)
         return false; /* still running */
+    read_worker(p, w);
     if (r == 0) {
-        read_worker(p, w);
-        memset(&si, 0, sizeof si);
+        /* Reaped by another of the program's threads in between: the
+         * status seen above stands. */
+        siginfo_t again;
+        memset(&again, 0, sizeof again);
+        int r2;
         do
-            r = waitid(P_PID, (id_t)w->pid, &si, WEXITED | WNOHANG);
-        while (r < 0 && errno == EINTR);
+            r2 = waitid(P_PID, (id_t)w->pid, &again, WEXITED | WNOHANG);
+        while (r2 < 0 && errno == EINTR);
+        if (r2 == 0 && again.si_pid != 0)
+            si = again;
     }
     w->reaped = true;
-    worker_died(p, w, &si, r == 0 && si.si_pid != 0);
+    worker_died(p, w, &si, r == 0);
     return true;
 }
 
