@@ -1878,6 +1878,15 @@ static void wait_for_exit(pid_t pid, bool unanswered)
     }
 }
 
+/* The hook goes even when the test fails half-way (cmocka jumps out of
+ * it), so that later tests of a whole-binary run do not wait in it. */
+static int clear_reap_hook(void **state)
+{
+    (void)state;
+    atomic_store(&cf__test_hook_before_reap, NULL);
+    return 0;
+}
+
 /* A worker that answers and exits between the manager's read of its
  * socket and its look at the exit: its answers must still count.  Where
  * workers have no pidfd (the portable build) the manager looks for their
@@ -1888,18 +1897,9 @@ static void wait_for_exit(pid_t pid, bool unanswered)
  * call was lost and the pool broke ("exited with status 0 during
  * start-up", about 3 % of the runs of test_recycle_max_tasks_per_child).
  * Calls go on until such a look came while a worker that had a call to
- * answer was running (starting up, or running the call).  With
- * a pidfd the death checks come only after the exit, the hook finds every
- * worker gone, and one round of calls is run. */
-/* The hook goes even when the test fails half-way (cmocka jumps out of
- * it), so that later tests of a whole-binary run do not wait in it. */
-static int clear_reap_hook(void **state)
-{
-    (void)state;
-    atomic_store(&cf__test_hook_before_reap, NULL);
-    return 0;
-}
-
+ * answer was running (starting up, or running the call).  With a pidfd
+ * the death checks come only after the exit, the hook finds every worker
+ * gone, and one round of calls is run. */
 static void test_exit_seen_after_last_answer(void **state)
 {
     (void)state;

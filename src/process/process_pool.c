@@ -2675,9 +2675,11 @@ static void *manager_main(void *arg)
             if (w->pidfd < 0 && !w->eof && (p->oom || look))
                 check = true;
             if (check) {
-                read_worker(p, w); /* whatever it sent before dying */
-                /* That read may have met the EOF first (a look for the
-                 * exit of a worker without a pidfd). */
+                /* A live worker's EOF shows here (a look for the exit of
+                 * a worker without a pidfd), for kill_at_eof(); what a
+                 * dead one sent last is read by try_reap(), after it has
+                 * seen the exit. */
+                read_worker(p, w);
                 kill_at_eof(w);
                 void (*hook)(pid_t, bool) =
                     atomic_load_explicit(&cf__test_hook_before_reap, memory_order_relaxed);
