@@ -345,6 +345,48 @@ static inline void assert_no_children(void)
         fail_msg("a child process is left (waitpid returned %d, errno %d)", (int)r, errno);
 }
 
+/* Waits (up to `secs`, polling each ms) until child `pid` has exited,
+ * without reaping it (WNOWAIT: its pool still reaps it).  Returns 1 if it
+ * had exited at the first look, 2 if it exited while we waited, 0 if it
+ * still runs at the end, -1 if waitid() failed (no such child). */
+static inline int wait_exit_unreaped(pid_t pid, double secs)
+{
+    double end = cf_test_now() + secs;
+    for (bool first = true;; first = false) {
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0)
+            return -1;
+        if (si.si_pid != 0)
+            return first ? 1 : 2;
+        if (cf_test_now() >= end)
+            return 0;
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* One round of a recycling-pool test: submits t_square of round*k ...
+ * round*k+k-1 (k <= 64), and checks every result (within T 10 s, scaled),
+ * failing with the round, the call and the error otherwise. */
+static inline void square_round(cf_executor *ex, int round, int k)
+{
+    cf_future *fs[64];
+    assert_true(k > 0 && k <= 64);
+    for (int i = 0; i < k; i++)
+        assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64((int64_t)round * k + i)), &fs[i]));
+    for (int i = 0; i < k; i++) {
+        int64_t r = 0;
+        int rc = cf_future_result_i64(fs[i], 10.0 * cf_test_scale(), &r);
+        if (rc != CF_OK)
+            fail_msg("round %d, call %d: %s (%s)", round, i, cf_err_name(rc),
+                     cf_last_error_message());
+        int64_t x = (int64_t)round * k + i;
+        assert_int_equal(r, x * x);
+        assert_ok(cf_future_release(fs[i]));
+    }
+}
+
 static inline bool contains(const char *hay, const char *needle)
 {
     return hay && needle && strstr(hay, needle) != NULL;

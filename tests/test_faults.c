@@ -13,10 +13,13 @@
 #include "cf_test_util.h"
 #include "cf_fault.h"
 #include "internal.h" /* cf__test_first_forks_wait_ns */
+#include "os.h"       /* cf__os_pidfd() */
+#include "process.h"  /* cf__test_hook_before_reap */
 
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/wait.h>
 
 #define T_OK 10.0
 
@@ -435,6 +438,97 @@ static void test_stdout_flushed_before_answer(void **state)
     sched_setaffinity(0, sizeof all, &all);
 }
 
+/* ---- out of memory while a dead worker's last answers are read ---------- */
+
+/* The test's hooks.  cf__test_hook_before_reap: once per test, when the
+ * manager is about to look at the exit of a worker that owes answers,
+ * waits (bounded) until that worker has exited - leaving it for the pool
+ * to reap - and makes every realloc() fail.  cf__test_hook_after_reap_read
+ * ends that, right after the manager's last read of the dead worker: its
+ * result ring, where a new worker's first answer waits (one call per
+ * child here), is read into a buffer that read must allocate.  Both run
+ * on the manager thread. */
+enum { STARVE_NOT_YET, STARVE_ARMED, STARVE_DONE };
+static _Atomic int reap_starved;
+static _Atomic bool starved_read;
+
+static void starve_reap(pid_t pid, bool unanswered)
+{
+    if (!unanswered || atomic_load(&reap_starved) != STARVE_NOT_YET)
+        return;
+    if (wait_exit_unreaped(pid, 0.5 * cf_test_scale()) > 0) {
+        atomic_store(&reap_starved, STARVE_ARMED);
+        cf_fault_arm(CF_FAULT_REALLOC, 1, true);
+    }
+}
+
+static void end_starving(pid_t pid, bool starved)
+{
+    (void)pid;
+    if (atomic_load(&reap_starved) != STARVE_ARMED)
+        return;
+    cf_fault_disarm();
+    atomic_store(&starved_read, starved);
+    atomic_store(&reap_starved, STARVE_DONE);
+}
+
+static int clear_starve_hooks(void **state)
+{
+    (void)state;
+    atomic_store(&cf__test_hook_before_reap, NULL);
+    atomic_store(&cf__test_hook_after_reap_read, NULL);
+    cf_fault_disarm();
+    return 0;
+}
+
+/* A worker answers and exits, and the manager, reading its answers before
+ * it reaps it, finds no memory for them: the answers must wait for memory
+ * (the pool's bounded out-of-memory retry), not be lost with the reap -
+ * which broke the pool ("exited with status 0 during start-up").  Where
+ * workers have no pidfd (the portable build) the manager looks for their
+ * exits at start and every second, and the hooks can catch a worker that
+ * owes its answer there; calls go on until they did.  With a pidfd the
+ * death checks come only after the exit, when every answer has been read,
+ * the hooks never starve a read, and one round of calls is run. */
+static void test_reap_read_out_of_memory(void **state)
+{
+    (void)state;
+    int me = cf__os_pidfd(getpid());
+    bool pidfd = me >= 0;
+    if (me >= 0)
+        close(me);
+    atomic_store(&reap_starved, STARVE_NOT_YET);
+    atomic_store(&starved_read, false);
+    atomic_store(&cf__test_hook_after_reap_read, end_starving);
+    atomic_store(&cf__test_hook_before_reap, starve_reap);
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 1;
+    o.max_tasks_per_child = 1;
+    o.start_method = CF_START_EXEC;
+    cf_executor *ex = NULL;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    double end = cf_test_now() + 20 * cf_test_scale();
+    int round = 0;
+    do {
+        square_round(ex, round, 8);
+        round++;
+    } while (!pidfd && atomic_load(&reap_starved) != STARVE_DONE && cf_test_now() < end);
+    atomic_store(&cf__test_hook_before_reap, NULL);
+    atomic_store(&cf__test_hook_after_reap_read, NULL);
+    assert_ok(cf_executor_destroy(ex));
+    cf_fault_disarm();
+    if (!pidfd && atomic_load(&reap_starved) != STARVE_DONE)
+        fail_msg("no pidfd, and in %d rounds the manager never looked at the exit of a "
+                 "worker that owed an answer", round);
+    /* The read before the reap did run out of memory. */
+    if (atomic_load(&reap_starved) == STARVE_DONE) {
+        assert_true(atomic_load(&starved_read));
+        assert_true(cf_fault_failed() >= 1);
+    }
+    assert_no_children();
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_retiring_call_survives_failed_replacement),
     cmocka_unit_test(test_fork_constructor_wait_is_bounded),
@@ -445,6 +539,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_background_break_is_logged),
     cmocka_unit_test(test_big_initargs),
     cmocka_unit_test(test_stdout_flushed_before_answer),
+    cmocka_unit_test_teardown(test_reap_read_out_of_memory, clear_starve_hooks),
 };
 
 CF_TEST_MAIN(tests)

@@ -1862,20 +1862,8 @@ static _Atomic int hook_waited;
 
 static void wait_for_exit(pid_t pid, bool unanswered)
 {
-    double end = cf_test_now() + 0.5 * cf_test_scale();
-    for (bool first = true; cf_test_now() < end; first = false) {
-        siginfo_t si;
-        memset(&si, 0, sizeof si);
-        if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0)
-            return;
-        if (si.si_pid != 0) {
-            if (!first && unanswered)
-                atomic_fetch_add(&hook_waited, 1);
-            return;
-        }
-        struct timespec ts = {0, 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
+    if (wait_exit_unreaped(pid, 0.5 * cf_test_scale()) == 2 && unanswered)
+        atomic_fetch_add(&hook_waited, 1);
 }
 
 /* The hook goes even when the test fails half-way (cmocka jumps out of
@@ -1913,20 +1901,7 @@ static void test_exit_seen_after_last_answer(void **state)
     double end = cf_test_now() + 20 * cf_test_scale();
     int round = 0;
     do {
-        enum { K = 8 };
-        cf_future *fs[K];
-        for (int i = 0; i < K; i++)
-            assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(round * K + i)), &fs[i]));
-        for (int i = 0; i < K; i++) {
-            int64_t r = 0;
-            int rc = cf_future_result_i64(fs[i], T_OK * cf_test_scale(), &r);
-            if (rc != CF_OK)
-                fail_msg("round %d, call %d: %s (%s)", round, i, cf_err_name(rc),
-                         cf_last_error_message());
-            int64_t x = round * K + i;
-            assert_int_equal(r, x * x);
-            assert_ok(cf_future_release(fs[i]));
-        }
+        square_round(ex, round, 8);
         round++;
     } while (!pidfd && atomic_load(&hook_waited) == 0 && cf_test_now() < end);
     atomic_store(&cf__test_hook_before_reap, NULL);

@@ -40,6 +40,11 @@ extern uint16_t cf__worker_call_id;
  * manager_main), with the worker's pid and whether calls sent to it are
  * still unanswered; NULL in programs. */
 extern void (*_Atomic cf__test_hook_before_reap)(pid_t pid, bool unanswered);
+/* Tests only: called by the manager right after its last read of a worker
+ * it has seen exit, before it decides whether to reap it (try_reap), with
+ * the worker's pid and whether that read ran out of memory; NULL in
+ * programs. */
+extern void (*_Atomic cf__test_hook_after_reap_read)(pid_t pid, bool starved);
 
 /* ---- transport (process_worker.c, used by both halves) ---------------- */
 

@@ -1351,6 +1351,7 @@ static void kill_at_eof(pworker *w)
 }
 
 void (*_Atomic cf__test_hook_before_reap)(pid_t pid, bool unanswered);
+void (*_Atomic cf__test_hook_after_reap_read)(pid_t pid, bool starved);
 
 static void read_worker(process_pool *p, pworker *w);
 
@@ -1381,7 +1382,25 @@ static bool try_reap(process_pool *p, pworker *w)
     while (r < 0 && errno == EINTR);
     if (r == 0 && si.si_pid == 0)
         return false; /* still running */
+    /* Out of memory in this read, answers may be left unread (in the
+     * socket or the ring): then the worker is not reaped yet, unless it
+     * owes no answer.  Liveness: its exit is looked at again when the
+     * manager next reads: with a pidfd, at the first round not out of
+     * memory (the pidfd stays readable); without, when its socket shows
+     * input or EOF, or the ring is pumped, at each such round.  Bounded:
+     * after OOM_GIVE_UP_MS of failing reads the pool breaks, which fails
+     * the worker's calls (w->head is then NULL) and the reap goes on. */
+    bool oom_before = p->oom;
+    p->oom = false;
     read_worker(p, w);
+    bool starved = p->oom;
+    p->oom = oom_before || starved;
+    void (*hook)(pid_t, bool) =
+        atomic_load_explicit(&cf__test_hook_after_reap_read, memory_order_relaxed);
+    if (CF__UNLIKELY(hook != NULL))
+        hook(w->pid, starved);
+    if (starved && w->head && !w->refused)
+        return false;
     if (r == 0) {
         /* Reaped by another of the program's threads in between: the
          * status seen above stands. */
