@@ -164,6 +164,32 @@ static void test_cancel_pending(void **state)
     assert_ok(cf_future_release(f));
 }
 
+/* A timed wait ends at its timeout even when the spin budget before
+ * sleeping is longer (CF_SPIN_NS may be up to 1 s): the spin stops at the
+ * wait's deadline.  The budget here is 5 s, so a spin that ignored the
+ * deadline would take 5 s; the bound checked is half of that. */
+static void test_timed_wait_not_held_by_spin(void **state)
+{
+    (void)state;
+    int64_t before = cf__test_set_spin_ns(5000000000LL);
+    cf_future *f = new_future();
+    double t0 = cf_test_now();
+    int rc = cf_future_result(f, 0.05, NULL);
+    double took_result = cf_test_now() - t0;
+    const cf_failure *fail = NULL;
+    t0 = cf_test_now();
+    int rc2 = cf_future_exception(f, 0.05, &fail);
+    double took_exception = cf_test_now() - t0;
+    cf__test_set_spin_ns(before);
+    assert_cf(CF_ETIMEDOUT, rc);
+    assert_cf(CF_ETIMEDOUT, rc2);
+    if (took_result >= 2.5 || took_exception >= 2.5)
+        fail_msg("a 0.05 s wait took %.3f s (result) and %.3f s (exception)", took_result,
+                 took_exception);
+    assert_true(took_result >= 0.05 && took_exception >= 0.05);
+    assert_ok(cf_future_release(f));
+}
+
 static void test_cancel_running_fails(void **state)
 {
     (void)state;
@@ -1610,6 +1636,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_exception_strings_copied),
     cmocka_unit_test(test_cancel_pending),
     cmocka_unit_test(test_cancel_running_fails),
+    cmocka_unit_test(test_timed_wait_not_held_by_spin),
     cmocka_unit_test(test_running_then_exception),
     cmocka_unit_test(test_set_running_twice),
     cmocka_unit_test(test_notify_cancel),

@@ -1371,7 +1371,7 @@ static uint32_t wait_done(cf_future *f, int64_t deadline)
     }
     if (deadline != CF__NS_FOREVER && deadline <= cf__now_ns())
         return CF__STATE_MASK + 1;
-    if (cf__spin_until(future_is_done, f))
+    if (cf__spin_until(future_is_done, f, deadline))
         return cf__state_of(f);
     for (;;) {
         raw = atomic_load_explicit(&f->state, memory_order_acquire);

@@ -134,11 +134,14 @@ int64_t cf__spin_ns(void);
  * the budget they read. */
 int64_t cf__test_set_spin_ns(int64_t ns);
 
-/* Spins until pred(arg) holds or the spin budget is spent; returns the
- * last pred value.  After the first microsecond it yields the CPU between
- * checks: when the thread we wait for shares our CPU (a loaded machine),
- * pure spinning would only delay it. */
-bool cf__spin_until(bool (*pred)(void *), void *arg);
+/* Spins until pred(arg) holds, the spin budget is spent or `deadline`
+ * (cf__now_ns() time; CF__NS_FOREVER for none) has passed; returns the
+ * last pred value.  The deadline keeps a timed wait within its timeout
+ * however big the budget (CF_SPIN_NS allows up to 1 s).  After the first
+ * microsecond it yields the CPU between checks: when the thread we wait
+ * for shares our CPU (a loaded machine), pure spinning would only delay
+ * it. */
+bool cf__spin_until(bool (*pred)(void *), void *arg, int64_t deadline);
 
 /* ---- processes and threads -------------------------------------------- */
 

@@ -112,7 +112,7 @@ int64_t cf__test_set_spin_ns(int64_t ns)
     return atomic_exchange_explicit(&spin_ns, ns < 0 ? -1 : ns, memory_order_relaxed);
 }
 
-bool cf__spin_until(bool (*pred)(void *), void *arg)
+bool cf__spin_until(bool (*pred)(void *), void *arg, int64_t deadline)
 {
     int64_t budget = cf__spin_ns();
     if (budget <= 0)
@@ -123,6 +123,8 @@ bool cf__spin_until(bool (*pred)(void *), void *arg)
             return true;
         if ((i & 15) == 0) {
             int64_t now = cf__now_ns();
+            if (now >= deadline)
+                return false;
             if (start == 0)
                 start = now;
             else if (now - start >= budget)

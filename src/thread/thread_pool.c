@@ -991,7 +991,7 @@ static cf_future *next_call(thread_pool *p, tp_worker *me, bool *token)
              * it here would lose that wake-up: submitters that saw
              * spinning == 1 woke nobody, so every item queued behind the
              * one we take would wait for a running worker. */
-            if (cf__spin_until(work_or_stop, p))
+            if (cf__spin_until(work_or_stop, p, CF__NS_FOREVER))
                 continue;
             *token = false;
             atomic_store(&p->spinning, 0); /* seq_cst: before the re-check below */
