@@ -628,8 +628,9 @@ int cf_submit(cf_executor *ex, cf_task_fn *fn, const cf_value *args,
  * validated before any is scheduled; on engines other than the thread
  * pool, calls scheduled before a later one is refused are cancelled, and
  * one a worker has already begun runs to its end unobserved).  n == 0
- * returns CF_OK.  CF_EINVAL also when out is NULL, or args is NULL with
- * n > 0 and nargs > 0.  With a bounded queue (max_queued) it waits, as
+ * schedules nothing and returns CF_OK once ex, fn and out are checked
+ * (CF_EINVAL when out is NULL, for any n), even after cf_shutdown().
+ * CF_EINVAL also when args is NULL with n > 0 and nargs > 0.  With a bounded queue (max_queued) it waits, as
  * cf_submit() does, until there is room for all n calls at once; n larger
  * than max_queued can never fit and returns CF_EFULL at once.  The calls
  * have the default priority. */

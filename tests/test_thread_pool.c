@@ -2492,6 +2492,14 @@ static void test_submit_many_two_args_and_none(void **state)
         assert_ok(cf_future_release(fs[i]));
     }
     assert_ok(cf_submit_many(ex, t_sum, NULL, 0, 0, fs));
+    /* n == 0: ex, fn and out are still checked; nothing else is, and a
+     * shut-down executor schedules nothing anyway. */
+    assert_cf(CF_EINVAL, cf_submit_many(ex, t_sum, args, 1, 0, NULL));
+    assert_cf(CF_EINVAL, cf_submit_many(ex, NULL, args, 1, 0, fs));
+    assert_ok(cf_submit_many(ex, t_sum, NULL, 1, 0, fs));
+    assert_ok(cf_shutdown(ex, true, false));
+    assert_ok(cf_submit_many(ex, t_sum, args, 1, 0, fs));
+    assert_cf(CF_ESHUTDOWN, cf_submit_many(ex, t_sum, args, 1, 1, fs));
     assert_ok(cf_executor_destroy(ex));
 }
 
