@@ -209,6 +209,53 @@ static int u_hang_up(cf_call *call)
 }
 CF_TASK(u_hang_up);
 
+/* Publishes `n` more bytes of the ring (whatever they hold) at *head and
+ * rings the bell as a worker must when the parent says it sleeps. */
+static void u_ring_publish(unsigned char *ring, uint64_t *head, uint64_t n)
+{
+    *head += n;
+    atomic_store(cf__ring_word(ring, CF__RING_HEAD), *head);
+    if (atomic_exchange(cf__ring_word(ring, CF__RING_SLEEPING), 0)) {
+        unsigned char bell[WIRE_HDR] = {0, 0, 0, 0, WIRE_BELL, 0, 0, 0};
+        if (write(3, bell, sizeof bell) != (ssize_t)sizeof bell)
+            _exit(1);
+    }
+}
+
+/* Says in its result ring that its answer comes through the socket (a
+ * SOCKET frame, as a worker does before a big result), never sends that
+ * answer, and instead publishes a whole ring's worth of bytes whenever the
+ * parent has copied out all it published, up to 64 times, waiting up to
+ * 2 s (scaled) each time.  Then exits with 10 + how many of those rings
+ * the parent copied out; 9 if it never copied the SOCKET frame. */
+static int u_ring_flood(cf_call *call)
+{
+    unsigned char *ring = cf__worker_ring_map();
+    if (!ring)
+        return cf_raise(call, 1, "SetupError", "no result ring");
+    uint64_t head = atomic_load(cf__ring_word(ring, CF__RING_HEAD));
+    unsigned char hdr[WIRE_HDR] = {0, 0, 0, 0, WIRE_SOCKET, 0, 0, 0};
+    wire_set_id(hdr, cf__worker_call_id);
+    for (size_t i = 0; i < WIRE_HDR; i++)
+        ring[CF__RING_DATA + (head + i) % CF__RING_BYTES] = hdr[i];
+    u_ring_publish(ring, &head, WIRE_HDR);
+    int copied = -1;
+    for (int k = 0; k <= 64; k++) {
+        double end = cf_test_now() + 2 * cf_test_scale();
+        while (atomic_load(cf__ring_word(ring, CF__RING_TAIL)) != head && cf_test_now() < end) {
+            struct timespec ts = {0, 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        if (atomic_load(cf__ring_word(ring, CF__RING_TAIL)) != head)
+            break;
+        copied++;
+        if (k < 64)
+            u_ring_publish(ring, &head, CF__RING_BYTES);
+    }
+    _exit(10 + copied);
+}
+CF_TASK(u_ring_flood);
+
 /* ---- a fake worker ------------------------------------------------------------ */
 
 /* With CF_TEST_FAKE_WORKER=<seed> in its environment, this program started
@@ -681,6 +728,29 @@ static void test_worker_closing_its_socket_is_stopped(void **state)
     cf_future_release(f);
     cf_future_release(g);
     assert_ok(cf_executor_destroy(ex));
+}
+
+/* A worker that announces in its result ring that an answer comes through
+ * the socket, never sends it, and keeps filling the ring: the parent
+ * copies nothing after the SOCKET frame until that answer has come, so it
+ * holds at most one ring's worth of the worker's bytes, where it used to
+ * copy out ring after ring (a gigabyte in seconds).  The worker reports,
+ * through its exit status, how many rings the parent took. */
+static void test_ring_flood_after_socket_frame_is_not_copied(void **state)
+{
+    (void)state;
+    cf_executor *ex = ppool(1, CF_CRASH_BREAKS_POOL, CF_START_EXEC);
+    assert_int_equal(run_i64(ex, t_square, CF_ARGS(cf_i64(3))), 9); /* the ring is set up */
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, u_ring_flood, CF_NOARGS, &f));
+    int rc = cf_future_result(f, 3 * T_OK * cf_test_scale(), NULL);
+    const char *msg = cf_last_error_message();
+    if (rc != CF_EBROKEN || !contains(msg, "exited with status 10"))
+        fail_msg("%s: %s (status 9: the SOCKET frame was never copied; 10 + n: the "
+                 "parent copied n rings after it)",
+                 cf_err_name(rc), msg);
+    cf_future_release(f);
+    udestroy(ex);
 }
 
 /* ---- shared memory -------------------------------------------------------- */
@@ -1250,6 +1320,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_str_size_must_match_text),
     cmocka_unit_test(test_death_seen_while_a_child_keeps_the_socket),
     cmocka_unit_test(test_worker_closing_its_socket_is_stopped),
+    cmocka_unit_test(test_ring_flood_after_socket_frame_is_not_copied),
     cmocka_unit_test(test_parent_out_of_descriptors_blames_no_worker),
     cmocka_unit_test(test_spin_budget_from_environment),
 };

@@ -35,6 +35,9 @@ _Noreturn void cf__worker_run(int fd);
 
 /* In a worker process: the id of the CALL frame being run (see wire.h). */
 extern uint16_t cf__worker_call_id;
+/* Tests only, in a worker process (its worker thread): the result ring's
+ * mapping, or NULL before the RING frame (see "the result ring" below). */
+unsigned char *cf__worker_ring_map(void);
 /* Tests only: called by the manager between its read of a worker's
  * socket and its look at whether that worker exited (the death checks of
  * manager_main), with the worker's pid and whether calls sent to it are
@@ -116,7 +119,10 @@ void *cf__wire_map(int memfd, uint64_t size, uint64_t max);
  * the RESULT.  It waits for room when the ring is full (after a BELL).
  * So the parent reads the ring strictly in order - every frame there must
  * answer the oldest job, and at a SOCKET frame it stops until that answer
- * has come through the socket - and takes a RESULT from the socket only
+ * has come through the socket, copying nothing more out of the ring
+ * meanwhile (what follows answers later jobs; the worker, finding the ring
+ * full, waits), so the parent never holds more than one ring's worth of a
+ * worker's answers - and takes a RESULT from the socket only
  * when the ring, once looked at, is empty or starts with the SOCKET frame
  * of that answer.  (Empty: a worker that does not use the ring, such as a
  * fault-injected one.)  The parent copies the bytes out before it reads

@@ -1735,53 +1735,12 @@ static bool ring_says_socket(const pworker *w, uint16_t id)
     return type == WIRE_SOCKET && rid == id;
 }
 
-/* Copies what the worker has published in its result ring since last time
- * and handles its frames in order, up to a SOCKET frame (process.h).  The
- * worker can still write the ring, so nothing is read in place: the head
- * it announces is checked against what we consumed and the ring's size,
- * the bytes are copied, and only the copies are decoded.  Every frame
- * there must be whole (the worker publishes whole frames only) and answer
- * the oldest job: an inline RESULT, or the SOCKET frame saying its RESULT
- * comes through the socket (it stays first until that RESULT is taken). */
-static void ring_pump(process_pool *p, pworker *w)
+/* Handles the frames copied out of `w`'s ring, in order, up to a SOCKET
+ * frame, which stays first in `rin` until its RESULT has come through the
+ * socket.  Returns true if `rin` is left holding frames (stopped at a
+ * SOCKET frame) or `w` was refused; false when `rin` is empty. */
+static bool ring_parse(process_pool *p, pworker *w)
 {
-    /* Before HELLO nothing is owed; HELLO comes through the socket. */
-    if (!w->ring.map || w->refused || !w->hello)
-        return;
-    /* seq_cst: pairs with `sleeping` (see manager_main and process.h). */
-    uint64_t head = atomic_load(cf__ring_word(w->ring.map, CF__RING_HEAD));
-    uint64_t avail = head - w->ring_tail;
-    if (avail > CF__RING_BYTES) {
-        bad_frame(w, "result ring position out of range");
-        return;
-    }
-    if (avail) {
-        if (w->rin_start) {
-            memmove(w->rin, w->rin + w->rin_start, w->rin_end - w->rin_start);
-            w->rin_end -= w->rin_start;
-            w->rin_start = 0;
-        }
-        if (w->rin_cap - w->rin_end < avail) {
-            size_t ncap = w->rin_end + CF__RING_BYTES;
-            unsigned char *nb = realloc(w->rin, ncap);
-            if (!nb) {
-                p->oom = true; /* left in the ring; tried again soon */
-                return;
-            }
-            w->rin = nb;
-            w->rin_cap = ncap;
-        }
-        size_t off = (size_t)(w->ring_tail % CF__RING_BYTES);
-        size_t first = avail < CF__RING_BYTES - off ? (size_t)avail : CF__RING_BYTES - off;
-        const unsigned char *data = (const unsigned char *)w->ring.map + CF__RING_DATA;
-        memcpy(w->rin + w->rin_end, data + off, first);
-        memcpy(w->rin + w->rin_end + first, data, (size_t)avail - first);
-        w->rin_end += (size_t)avail;
-        w->ring_tail = head;
-        p->oom_since = 0; /* memory was found: a new count if it runs out */
-        atomic_store_explicit(cf__ring_word(w->ring.map, CF__RING_TAIL), head,
-                              memory_order_release);
-    }
     while (!w->refused && w->rin_end - w->rin_start >= WIRE_HDR) {
         uint32_t len;
         uint8_t type, flags;
@@ -1793,27 +1752,95 @@ static void ring_pump(process_pool *p, pworker *w)
             snprintf(why, sizeof why, "frame type %u, flags 0x%x in the result ring", type,
                      flags);
             bad_frame(w, why);
-            return;
+            return true;
         }
         if (len > WIRE_INLINE_MAX || w->rin_end - w->rin_start - WIRE_HDR < len) {
             bad_frame(w, "part of a frame in the result ring");
-            return;
+            return true;
         }
         if (!frame_fits(w, WIRE_RESULT, flags, id, why, sizeof why)) {
             bad_frame(w, why);
-            return;
+            return true;
         }
         if (type == WIRE_SOCKET)
-            return; /* the answer comes through the socket: read_some */
+            return true; /* the answer comes through the socket: read_some */
         const unsigned char *body = w->rin + w->rin_start + WIRE_HDR;
         wire_dec d = {body, body + len, false};
         w->rin_start += WIRE_HDR + (size_t)len;
         on_result(p, w, &d, &(cf__buf){NULL, 0, -1}, NULL);
     }
-    if (w->rin_start == w->rin_end)
-        w->rin_start = w->rin_end = 0;
-    else if (!w->refused)
+    if (w->refused)
+        return true;
+    if (w->rin_start != w->rin_end) {
         bad_frame(w, "part of a frame in the result ring");
+        return true;
+    }
+    w->rin_start = w->rin_end = 0;
+    return false;
+}
+
+/* Whether `w`'s ring may hold answers we can take now: the worker has
+ * published more than we copied out, and we are not held at a SOCKET frame
+ * (ring_pump copies nothing then, so looking again would only spin). */
+static bool ring_news(const pworker *w, memory_order order)
+{
+    return w->ring.map && !w->refused && w->hello && w->rin_start == w->rin_end &&
+           atomic_load_explicit(cf__ring_word(w->ring.map, CF__RING_HEAD), order) !=
+               w->ring_tail;
+}
+
+/* Copies what the worker has published in its result ring since last time
+ * and handles its frames in order, up to a SOCKET frame (process.h).  The
+ * worker can still write the ring, so nothing is read in place: the head
+ * it announces is checked against what we consumed and the ring's size,
+ * the bytes are copied, and only the copies are decoded.  Every frame
+ * there must be whole (the worker publishes whole frames only) and answer
+ * the oldest job: an inline RESULT, or the SOCKET frame saying its RESULT
+ * comes through the socket (it stays first until that RESULT is taken).
+ *
+ * While a SOCKET frame waits in `rin`, nothing more is copied out: what
+ * follows in the ring answers later jobs, and the worker, finding the
+ * ring full, waits.  So `rin` never holds more than one ring's worth;
+ * copying on would let a worker that never sends that answer fill our
+ * memory a ring at a time. */
+static void ring_pump(process_pool *p, pworker *w)
+{
+    /* Before HELLO nothing is owed; HELLO comes through the socket. */
+    if (!w->ring.map || w->refused || !w->hello)
+        return;
+    /* Frames copied with a SOCKET frame whose answer has come since. */
+    if (w->rin_start != w->rin_end && ring_parse(p, w))
+        return;
+    w->rin_start = w->rin_end = 0; /* empty: the copy below starts it */
+    /* seq_cst: pairs with `sleeping` (see manager_main and process.h). */
+    uint64_t head = atomic_load(cf__ring_word(w->ring.map, CF__RING_HEAD));
+    uint64_t avail = head - w->ring_tail;
+    if (avail > CF__RING_BYTES) {
+        bad_frame(w, "result ring position out of range");
+        return;
+    }
+    if (!avail)
+        return;
+    if (w->rin_cap < avail) {
+        unsigned char *nb = realloc(w->rin, CF__RING_BYTES);
+        if (!nb) {
+            p->oom = true; /* left in the ring; tried again soon */
+            return;
+        }
+        w->rin = nb;
+        w->rin_cap = CF__RING_BYTES;
+    }
+    size_t off = (size_t)(w->ring_tail % CF__RING_BYTES);
+    size_t first = avail < CF__RING_BYTES - off ? (size_t)avail : CF__RING_BYTES - off;
+    const unsigned char *data = (const unsigned char *)w->ring.map + CF__RING_DATA;
+    memcpy(w->rin, data + off, first);
+    memcpy(w->rin + first, data, (size_t)avail - first);
+    w->rin_end = (size_t)avail;
+    w->ring_tail = head;
+    p->oom_since = 0; /* memory was found: a new count if it runs out */
+    atomic_store_explicit(cf__ring_word(w->ring.map, CF__RING_TAIL), head,
+                          memory_order_release);
+    ring_parse(p, w);
 }
 
 /* Whether this process's descriptor table is full (RLIMIT_NOFILE): then
@@ -2421,9 +2448,7 @@ static bool manager_spin(process_pool *p, uint64_t seen, int64_t until)
             return true;
         for (int k = 0; k < p->nworkers; k++) {
             pworker *w = p->workers[k];
-            if (w->ring.map && !w->refused && w->hello &&
-                atomic_load_explicit(cf__ring_word(w->ring.map, CF__RING_HEAD),
-                                     memory_order_relaxed) != w->ring_tail)
+            if (ring_news(w, memory_order_relaxed))
                 return true;
         }
         if (i % 16 == 0 && cf__now_ns() >= until)
@@ -2618,7 +2643,7 @@ static void *manager_main(void *arg)
                 if (!w->ring.map || w->refused)
                     continue;
                 atomic_store(cf__ring_word(w->ring.map, CF__RING_SLEEPING), 1);
-                if (!oom && atomic_load(cf__ring_word(w->ring.map, CF__RING_HEAD)) != w->ring_tail)
+                if (!oom && ring_news(w, memory_order_seq_cst))
                     poll_ms = 0;
             }
             r = poll(pfds, np, poll_ms);

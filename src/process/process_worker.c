@@ -577,6 +577,11 @@ static struct {
     bool use; /* the current CALL's answer goes through it */
 } ring;
 
+unsigned char *cf__worker_ring_map(void)
+{
+    return ring.map;
+}
+
 /* Maps the RING frame's memfd (closed here).  False if it will not do. */
 static bool ring_map(int mfd, uint64_t size)
 {
