@@ -1024,7 +1024,12 @@ typedef struct cf_process_pool_options {
     /* Replace a worker after it has run this many calls; 0 (the default)
      * keeps workers for the pool's lifetime.  Needs CF_START_EXEC (with
      * CF_START_FORK, replacements would be forked from the running,
-     * threaded program: refused with CF_EINVAL, as CPython does). */
+     * threaded program: refused with CF_EINVAL, as CPython does).  The
+     * replacement starts once the worker it replaces has answered its last
+     * call, so at most max_workers workers run calls at once (the one
+     * leaving may still be exiting).  A map chunk goes whole to one worker:
+     * a fresh worker takes any chunk, even one bigger than this; a worker
+     * with less left than the next chunk needs leaves early, once idle. */
     int max_tasks_per_child;
     cf_crash_policy on_crash;
     cf_start_method start_method;

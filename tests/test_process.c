@@ -163,6 +163,17 @@ static int p_sleep_ms(cf_call *call)
 }
 CF_TASK(p_sleep_ms);
 
+/* arg 0: ms to sleep.  Returns when it began: CLOCK_MONOTONIC ns, which
+ * every process of the machine reads alike. */
+static int p_sleep_from(cf_call *call)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    task_sleep_ms(cf_arg_i64(call, 0));
+    return cf_return_i64(call, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
+}
+CF_TASK(p_sleep_from);
+
 static int p_sleep_then_segv(cf_call *call)
 {
     task_sleep_ms(cf_arg_i64(call, 0));
@@ -1851,6 +1862,82 @@ static void test_recycle_max_tasks_per_child(void **state)
 {
     (void)state;
     recycle(CF_START_EXEC, 50);
+}
+
+/* Workers recycled after every call still run at most max_workers calls
+ * at once: a replacement starts once the worker it replaces has answered,
+ * where it used to start as soon as that worker had been sent its last
+ * call - with a backlog, one process per call, each running the call sent
+ * ahead to it (60 calls of 200 ms ran at once on a pool of 2).  Each call
+ * sleeps 100 ms from when it began; intervals [start, start + 100 ms)
+ * then lie within the real ones, so more than 2 of them overlapping means
+ * more than 2 calls ran at once. */
+static void test_recycling_keeps_max_workers(void **state)
+{
+    (void)state;
+    enum { N = 16, MS = 100 };
+    cf_executor *ex = recycling_pool(2, 1, CF_START_EXEC);
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        assert_ok(cf_submit(ex, p_sleep_from, CF_ARGS(cf_i64(MS)), &fs[i]));
+    int64_t start[N];
+    for (int i = 0; i < N; i++) {
+        int rc = cf_future_result_i64(fs[i], 3 * T_OK * cf_test_scale(), &start[i]);
+        if (rc != CF_OK)
+            fail_msg("call %d: %s (%s)", i, cf_err_name(rc), cf_last_error_message());
+        assert_ok(cf_future_release(fs[i]));
+    }
+    int most = 0;
+    for (int i = 0; i < N; i++) {
+        int at_once = 0; /* calls running when call i began */
+        for (int k = 0; k < N; k++)
+            at_once += start[k] <= start[i] && start[i] < start[k] + MS * 1000000LL;
+        most = at_once > most ? at_once : most;
+    }
+    if (most > 2)
+        fail_msg("%d calls ran at once in a pool of 2 workers", most);
+    destroy_quickly(ex, 5);
+    assert_no_children();
+}
+
+/* A map chunk bigger than what is left of every worker's budget: the
+ * workers were never given it (a worker is recycled once it has run its
+ * max_tasks_per_child calls, and it could not reach that with chunks of 2
+ * from 2 of 3), so the map stalled for good with the workers idle.  Now
+ * idle workers that cannot take it retire early and fresh ones take it.
+ * Every element's result, in order; no worker runs more than its budget
+ * but for a single chunk bigger than it. */
+static void test_recycling_chunk_bigger_than_what_is_left(void **state)
+{
+    (void)state;
+    enum { N = 50 };
+    for (int chunk = 2; chunk <= 4; chunk++) {
+        cf_executor *ex = recycling_pool(2, 3, CF_START_EXEC);
+        /* One call first: one worker has 1 of its 3 calls left. */
+        assert_int_equal(run_i64(ex, p_map_elem, CF_ARGS(cf_i64(1))), 11);
+        cf_value in[N];
+        for (int i = 0; i < N; i++)
+            in[i] = cf_i64(i == 24 ? 1000 : i);
+        cf_map_input mi = cf_input_array(in, N);
+        cf_map_options mo;
+        cf_map_options_init(&mo);
+        mo.chunksize = (size_t)chunk;
+        mo.timeout = T_OK * cf_test_scale(); /* below the watchdog */
+        cf_map_iter *it = NULL;
+        assert_ok(cf_map(ex, p_map_elem, &mi, 1, &mo, &it));
+        for (int i = 0; i < N; i++) {
+            const cf_value *v = NULL;
+            int rc = cf_map_next(it, &v, NULL);
+            if (rc != CF_OK)
+                fail_msg("chunks of %d, element %d: %s (%s)", chunk, i, cf_err_name(rc),
+                         cf_last_error_message());
+            assert_int_equal(v->as.i64, (i == 24 ? 1000 : i) * 10 + 1);
+        }
+        assert_cf(CF_EDONE, cf_map_next(it, NULL, NULL));
+        cf_map_close(it);
+        destroy_quickly(ex, 5);
+        assert_no_children();
+    }
 }
 
 /* cf__test_hook_before_reap: waits (bounded) until `pid` has exited,
@@ -4164,6 +4251,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_initializer_crashes_breaks),
     cmocka_unit_test(test_initializer_crashes_replaces),
     cmocka_unit_test(test_recycle_max_tasks_per_child),
+    cmocka_unit_test(test_recycling_keeps_max_workers),
+    cmocka_unit_test(test_recycling_chunk_bigger_than_what_is_left),
     cmocka_unit_test_teardown(test_exit_seen_after_last_answer, clear_reap_hook),
     cmocka_unit_test(test_recycle_refused_with_fork),
     cmocka_unit_test(test_shutdown_races_recycle),

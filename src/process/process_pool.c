@@ -336,6 +336,9 @@ typedef struct process_pool {
                           * since input last made progress */
     bool stopping;       /* stop_sig was acted on */
     bool exits_sent;
+    /* A retiring worker (max_tasks_per_child) answered its last call: its
+     * place may go to a replacement (ensure_workers, at the next dispatch). */
+    bool retired;
     /* For spin_deadline(): when an answer was last taken off a worker,
      * and how long after the last answer a request came when the manager
      * waited with nothing in flight (INT64_MAX: none seen yet). */
@@ -1484,6 +1487,8 @@ static pjob *pop_answered(process_pool *p, pworker *w, uint32_t n)
     w->head_since = now;
     w->run_mark = 0;
     p->last_answer_ns = now;
+    if (w->exit_sent && !w->head)
+        p->retired = true;
     if (n == 1 && j->fs[0]->shm && j->fs[0]->shm->args.map)
         give_back_args(p, j->fs[0]->shm);
     cf__bufcache_give(p->cache, &j->lent); /* answered without it */
@@ -2062,14 +2067,35 @@ static int live_workers(process_pool *p)
     return n;
 }
 
-/* Starts workers until max_workers take jobs.  Returns CF_OK or the error
- * of the last failed start (then the pool breaks if nobody is left). */
+/* A worker leaving (max_tasks_per_child: EXIT sent after its last job)
+ * that still has calls to run or answer. */
+static bool retiring_busy(const pworker *w)
+{
+    return w->exit_sent && w->head && !w->eof && !w->wdead && w->reason == R_NONE;
+}
+
+/* Workers that run calls or will: at most max_workers, as in CPython,
+ * where a worker that reached max_tasks_per_child is replaced once it has
+ * exited.  One that is leaving counts until it has answered its last call
+ * (then p->retired asks for its replacement), so a backlog cannot start a
+ * process per recycle, each running the calls sent ahead to it. */
+static int busy_workers(process_pool *p)
+{
+    int n = 0;
+    for (int i = 0; i < p->nworkers; i++)
+        n += takes_jobs(p->workers[i]) || retiring_busy(p->workers[i]);
+    return n;
+}
+
+/* Starts workers until max_workers run calls (busy_workers).  Returns
+ * CF_OK or the error of the last failed start (then the pool breaks if
+ * nobody is left to take calls). */
 static int ensure_workers(process_pool *p)
 {
     if (p->stopping)
         return CF_OK;
     int rc = CF_OK;
-    while (live_workers(p) < p->max_workers) {
+    while (busy_workers(p) < p->max_workers) {
         rc = spawn_worker(p);
         if (rc != CF_OK)
             break;
@@ -2220,8 +2246,48 @@ static pworker *pick_worker(process_pool *p, pjob *j, size_t backlog)
     return best;
 }
 
+/* Sends EXIT to `w`, which then leaves once it has answered what it was
+ * sent; killed if the frame cannot be queued. */
+static void retire_worker(pworker *w, wire_enc *e)
+{
+    wenc_reset(e);
+    w->exit_sent = queue_frame(w, e, WIRE_EXIT, 0);
+    if (!w->exit_sent)
+        kill_worker(w, R_BROKEN, SIGKILL);
+}
+
+/* The oldest pending job, of `n` calls, went to no worker.  If that is
+ * because no worker that takes jobs has enough of its max_tasks_per_child
+ * budget left for it (a map chunk bigger than what is left), none ever
+ * will: workers recycle only once they have run their budget.  Then the
+ * idle ones retire now (the busy ones, once they are idle: this runs at
+ * every dispatch), and fresh workers, which may take any job, replace
+ * them. */
+static void retire_unfit(process_pool *p, uint32_t n, wire_enc *e)
+{
+    bool retired = false;
+    for (int i = 0; i < p->nworkers; i++) {
+        pworker *w = p->workers[i];
+        if (takes_jobs(w) && (w->tasks_sent == 0 || w->tasks_sent + (long)n <= p->max_tasks))
+            return; /* it can take the job when it has room */
+    }
+    for (int i = 0; i < p->nworkers; i++) {
+        pworker *w = p->workers[i];
+        if (takes_jobs(w) && w->njobs == 0) {
+            retire_worker(w, e);
+            retired = true;
+        }
+    }
+    if (retired)
+        ensure_workers(p);
+}
+
 static void dispatch(process_pool *p, wire_enc *e)
 {
+    if (p->retired) {
+        p->retired = false;
+        ensure_workers(p);
+    }
     for (;;) {
         pthread_mutex_lock(&p->mu);
         pjob *j = p->pending_head;
@@ -2229,7 +2295,10 @@ static void dispatch(process_pool *p, wire_enc *e)
         bool drop = j && job_done(j);
         pworker *w = j && !drop ? pick_worker(p, j, backlog) : NULL;
         if (!w && !drop) {
+            uint32_t n = j ? j->n : 0;
             pthread_mutex_unlock(&p->mu);
+            if (n && p->max_tasks && !p->stopping)
+                retire_unfit(p, n, e);
             return;
         }
         pop_pending_locked(p);
@@ -2270,12 +2339,10 @@ static void dispatch(process_pool *p, wire_enc *e)
         }
         w->tasks_sent += j->n;
         if (p->max_tasks && w->tasks_sent >= p->max_tasks) {
-            /* Recycle: it leaves after this job; a replacement starts now,
-             * so a backlog never waits for the old one to go. */
-            wenc_reset(e);
-            w->exit_sent = queue_frame(w, e, WIRE_EXIT, 0);
-            if (!w->exit_sent)
-                kill_worker(w, R_BROKEN, SIGKILL);
+            /* Recycle: it leaves after this job.  Its replacement starts
+             * once it has answered it (busy_workers), or at once if its
+             * queue to it could not be written (killed). */
+            retire_worker(w, e);
             ensure_workers(p);
         }
     }
