@@ -126,12 +126,20 @@ const char *cf_last_error_message(void);
 
 /* A sink for messages the library cannot return to anyone: a done-callback
  * that failed, an executor that broke in the background.  `msg` is one line
- * without a trailing newline and is only valid during the call. */
+ * without a trailing newline and is only valid during the call: line breaks
+ * in the text it quotes (a task's failure type or message, say) come as
+ * the two characters \n (or \r), other control characters but tabs as '?'.
+ * At most 511 bytes; longer messages are cut. */
 typedef void cf_log_fn(void *arg, const char *msg);
 
-/* Installs the log hook (NULL restores the default, which writes the line
- * and a newline to stderr).  Any thread; the hook itself may be called from
- * any thread, with no cfutures lock held, and must not block for long. */
+/* Installs the log hook (NULL restores the default, which writes
+ * "cfutures: ", the line and a newline to stderr).  Any thread; the hook
+ * itself may be called from any thread, with no cfutures lock held, must
+ * return (not longjmp out) and must not block for long.  When this
+ * returns, the hook it replaced is not running on any thread and will not
+ * be called again, so its arg may be freed: it waits for the calls in
+ * progress to return.  Called from inside a hook call, it does not wait
+ * (that call is itself still running). */
 void cf_set_log_hook(cf_log_fn *fn, void *arg);
 
 /* ------------------------------------------------------------------------

@@ -295,6 +295,149 @@ static void test_log_hook_called_without_lock(void **state)
     assert_ok(cf_future_release(g_probe.f));
 }
 
+/* A logged message that quotes text with line breaks (here a failure's
+ * type and message, as a task may raise them) still reaches the hook as
+ * one line: the breaks come as the characters \n and \r. */
+static void test_log_message_is_one_line(void **state)
+{
+    (void)state;
+    cap_install();
+    cf_future *f = NULL;
+    assert_ok(cf_future_new(&f));
+    assert_ok(cf_future_set_exception(f, 7, "Bad\nType", "line1\r\nline2"));
+    assert_ok(cf_future_add_done_callback(f, failing_callback, NULL));
+    assert_int_equal(cap_count(), 1);
+    char msg[1024];
+    cap_first(msg, sizeof msg);
+    cap_restore();
+    if (strchr(msg, '\n') || strchr(msg, '\r'))
+        fail_msg("the message holds a line break: \"%s\"", msg);
+    assert_true(contains(msg, "Bad\\nType"));
+    assert_ok(cf_future_release(f));
+}
+
+/* A hook that waits on a gate inside its call, for the tests below. */
+typedef struct gated_hook {
+    cf_test_event entered, gate;
+    _Atomic bool set_returned; /* the replacing cf_set_log_hook() returned */
+    _Atomic int early;         /* ... while this hook's call was running */
+} gated_hook;
+
+static void gated_hook_fn(void *arg, const char *msg)
+{
+    (void)msg;
+    gated_hook *g = arg;
+    if (cf_test_event_is_set(&g->entered))
+        return; /* only the first call waits */
+    cf_test_event_set(&g->entered);
+    cf_test_event_wait(&g->gate, 20 * cf_test_scale());
+    if (atomic_load(&g->set_returned))
+        atomic_fetch_add(&g->early, 1);
+}
+
+/* Logs once (a failing done-callback). */
+static void log_once(void *arg)
+{
+    (void)arg;
+    cf_future *f = NULL;
+    assert_ok(cf_future_new(&f));
+    assert_ok(cf_future_add_done_callback(f, failing_callback, NULL));
+    assert_ok(cf_future_set_result(f, NULL));
+    assert_ok(cf_future_release(f));
+}
+
+static void replace_hook(void *arg)
+{
+    gated_hook *g = arg;
+    cf_set_log_hook(NULL, NULL);
+    atomic_store(&g->set_returned, true);
+}
+
+/* cf_set_log_hook() returns only once the hook it replaced is not running
+ * anywhere, so its arg may be freed then; it used to return at once while
+ * another thread was still inside the old hook.  The pause before the gate
+ * opens is the time a wrong early return has to show. */
+static void test_log_hook_set_waits_for_calls_in_progress(void **state)
+{
+    (void)state;
+    gated_hook *g = calloc(1, sizeof *g);
+    assert_non_null(g);
+    cf_test_event_init(&g->entered);
+    cf_test_event_init(&g->gate);
+    cf_set_log_hook(gated_hook_fn, g);
+    bg_thread logger, setter;
+    bg_start(&logger, log_once, NULL);
+    assert_true(cf_test_event_wait(&g->entered, 10 * cf_test_scale()));
+    bg_start(&setter, replace_hook, g);
+    sleep_ms(100);
+    bool returned_early = atomic_load(&g->set_returned);
+    cf_test_event_set(&g->gate);
+    bg_join(&logger, 10 * cf_test_scale());
+    bg_join(&setter, 10 * cf_test_scale());
+    assert_false(returned_early);
+    assert_int_equal(atomic_load(&g->early), 0);
+    assert_true(atomic_load(&g->set_returned));
+    free(g); /* nothing calls the old hook with it any more */
+}
+
+/* A hook may replace itself (and the hook of any other thread) from
+ * inside its call: that set does not wait, so it cannot wait for itself,
+ * nor for another thread's hook waiting for it. */
+static int self_replacing_calls;
+
+static void self_replacing_hook(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+    self_replacing_calls++;
+    cf_set_log_hook(NULL, NULL);
+}
+
+static void test_log_hook_replaces_itself(void **state)
+{
+    (void)state;
+    self_replacing_calls = 0;
+    cf_set_log_hook(self_replacing_hook, NULL);
+    bg_thread t;
+    bg_start(&t, log_once, NULL);
+    bg_join(&t, 10 * cf_test_scale());
+    assert_int_equal(self_replacing_calls, 1);
+}
+
+/* A child forked while another thread is inside the hook does not wait
+ * for that call when it sets a hook: the thread, and its call, are not in
+ * the child. */
+static void test_log_hook_set_in_fork_child(void **state)
+{
+    (void)state;
+    gated_hook *g = calloc(1, sizeof *g);
+    assert_non_null(g);
+    cf_test_event_init(&g->entered);
+    cf_test_event_init(&g->gate);
+    cf_set_log_hook(gated_hook_fn, g);
+    bg_thread logger;
+    bg_start(&logger, log_once, NULL);
+    assert_true(cf_test_event_wait(&g->entered, 10 * cf_test_scale()));
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(10);
+        cf_set_log_hook(NULL, NULL);
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    cf_test_event_set(&g->gate);
+    bg_join(&logger, 10 * cf_test_scale());
+    cf_set_log_hook(NULL, NULL);
+    free(g);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("the child ended with status 0x%x (SIGALRM: its cf_set_log_hook() waited "
+                 "for a call of a thread it does not have)",
+                 status);
+}
+
 /* ---- names ------------------------------------------------------------ */
 
 static void test_kind_names(void **state)
@@ -410,6 +553,10 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_log_hook_restore_default_writes_stderr),
     cmocka_unit_test(test_log_hook_replaced_and_restored),
     cmocka_unit_test(test_log_hook_called_without_lock),
+    cmocka_unit_test(test_log_message_is_one_line),
+    cmocka_unit_test(test_log_hook_set_waits_for_calls_in_progress),
+    cmocka_unit_test(test_log_hook_replaces_itself),
+    cmocka_unit_test(test_log_hook_set_in_fork_child),
     cmocka_unit_test(test_kind_names),
     cmocka_unit_test(test_state_names),
     cmocka_unit_test(test_value_constructors),

@@ -72,7 +72,7 @@ static void atfork_child(void)
 {
     /* Only this thread exists now; re-create the mutex rather than unlock
      * it, which keeps the child independent of how it was held. */
-    cf__log_lock_for_fork(false);
+    cf__log_fork_child();
     pthread_mutex_init(&registry_mu, NULL);
     atomic_fetch_add_explicit(&cf__fork_generation, 1, memory_order_relaxed);
     bump_fork_count();

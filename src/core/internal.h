@@ -62,8 +62,12 @@ void cf__error_restore(const char *saved);
 /* Sends one line to the log hook. */
 void cf__log(const char *fmt, ...) CF__PRINTF(1, 2);
 
-/* Takes (true) or releases (false) the log hook's lock around fork(). */
+/* Takes (true) or releases (false) the log hook's lock around fork(),
+ * in the parent. */
 void cf__log_lock_for_fork(bool lock);
+/* In the child of fork(), instead of the release: forgets the other
+ * threads' hook calls, then releases the lock. */
+void cf__log_fork_child(void);
 
 /* ---- time -------------------------------------------------------------- */
 
