@@ -353,6 +353,20 @@ static void replace_hook(void *arg)
     atomic_store(&g->set_returned, true);
 }
 
+/* Installs a gated hook (the caller frees it) and has `logger` log once:
+ * returns when that thread is inside the hook, waiting for the gate. */
+static gated_hook *gated_hook_entered(bg_thread *logger)
+{
+    gated_hook *g = calloc(1, sizeof *g);
+    assert_non_null(g);
+    cf_test_event_init(&g->entered);
+    cf_test_event_init(&g->gate);
+    cf_set_log_hook(gated_hook_fn, g);
+    bg_start(logger, log_once, NULL);
+    assert_true(cf_test_event_wait(&g->entered, 10 * cf_test_scale()));
+    return g;
+}
+
 /* cf_set_log_hook() returns only once the hook it replaced is not running
  * anywhere, so its arg may be freed then; it used to return at once while
  * another thread was still inside the old hook.  The pause before the gate
@@ -360,14 +374,8 @@ static void replace_hook(void *arg)
 static void test_log_hook_set_waits_for_calls_in_progress(void **state)
 {
     (void)state;
-    gated_hook *g = calloc(1, sizeof *g);
-    assert_non_null(g);
-    cf_test_event_init(&g->entered);
-    cf_test_event_init(&g->gate);
-    cf_set_log_hook(gated_hook_fn, g);
     bg_thread logger, setter;
-    bg_start(&logger, log_once, NULL);
-    assert_true(cf_test_event_wait(&g->entered, 10 * cf_test_scale()));
+    gated_hook *g = gated_hook_entered(&logger);
     bg_start(&setter, replace_hook, g);
     sleep_ms(100);
     bool returned_early = atomic_load(&g->set_returned);
@@ -410,14 +418,8 @@ static void test_log_hook_replaces_itself(void **state)
 static void test_log_hook_set_in_fork_child(void **state)
 {
     (void)state;
-    gated_hook *g = calloc(1, sizeof *g);
-    assert_non_null(g);
-    cf_test_event_init(&g->entered);
-    cf_test_event_init(&g->gate);
-    cf_set_log_hook(gated_hook_fn, g);
     bg_thread logger;
-    bg_start(&logger, log_once, NULL);
-    assert_true(cf_test_event_wait(&g->entered, 10 * cf_test_scale()));
+    gated_hook *g = gated_hook_entered(&logger);
     fflush(NULL);
     pid_t pid = fork();
     assert_true(pid >= 0);
