@@ -1090,6 +1090,30 @@ static void test_progress_bar_terminal_redraw(void **state)
         fail_msg("terminal output (%d draws): \"%s\"", draws, out);
 }
 
+/* Counts so big that count x 100 overflows 64 bits: the percentage is
+ * still the share (it read 3 % for half of 2e18). */
+static void test_progress_bar_huge_counts(void **state)
+{
+    (void)state;
+    const uint64_t total = 2000000000000000000ull;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    int saved = redirect_stderr(fds[1]);
+    cf_progress_bar *bar = NULL;
+    int rc = cf_progress_bar_new(&bar, "big", total);
+    cf_progress fin = snap(total, 0, total / 2, 0, 0);
+    if (rc == CF_OK)
+        cf_progress_bar_finish(bar, &fin);
+    restore_stderr(saved);
+    close(fds[1]);
+    assert_ok(rc);
+    char out[4096];
+    read_all(fds[0], out, sizeof out);
+    close(fds[0]);
+    if (!strstr(out, "big: 1000000000000000000/2000000000000000000 (50%)"))
+        fail_msg("output: \"%s\"", out);
+}
+
 static void test_progress_bar_bad_input(void **state)
 {
     (void)state;
@@ -1141,6 +1165,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_progress_bar_plain_lines),
     cmocka_unit_test(test_progress_bar_shows_nonzero_counts_only),
     cmocka_unit_test(test_progress_bar_terminal_redraw),
+    cmocka_unit_test(test_progress_bar_huge_counts),
     cmocka_unit_test(test_progress_bar_bad_input),
 };
 

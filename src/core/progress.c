@@ -525,6 +525,20 @@ static void fmt_duration(char *buf, size_t size, double s)
 }
 
 /* Writes the bar for b->last; bar lock held. */
+/* floor(part * scale / whole), for part < whole, without the overflow of
+ * part * scale (counts up to 2^64 - 1 are accepted). */
+static uint64_t share_of(uint64_t part, uint64_t whole, uint64_t scale)
+{
+#ifdef __SIZEOF_INT128__
+    __extension__ typedef unsigned __int128 wide;
+    return (uint64_t)((wide)part * scale / whole);
+#else
+    if (part <= UINT64_MAX / scale)
+        return part * scale / whole;
+    return (uint64_t)((long double)part / (long double)whole * (long double)scale);
+#endif
+}
+
 static void bar_draw(cf_progress_bar *b, int64_t now, bool final)
 {
     const cf_progress *p = &b->last;
@@ -543,13 +557,13 @@ static void bar_draw(cf_progress_bar *b, int64_t now, bool final)
     if (p->cancelled)
         snprintf(fails + nf, sizeof fails - (size_t)nf, ", %llu cancelled",
                  (unsigned long long)p->cancelled);
-    unsigned pct = total ? (unsigned)(ended >= total ? 100 : ended * 100 / total) : 0;
+    unsigned pct = total ? (unsigned)(ended >= total ? 100 : share_of(ended, total, 100)) : 0;
     const char *sep = b->label[0] ? ": " : "";
     char line[512];
     if (b->tty) {
         char bar[BAR_WIDTH + 1];
-        size_t fill = total ? (size_t)(ended >= total ? BAR_WIDTH : ended * BAR_WIDTH / total)
-                            : 0;
+        size_t fill =
+            total ? (size_t)(ended >= total ? BAR_WIDTH : share_of(ended, total, BAR_WIDTH)) : 0;
         for (size_t i = 0; i < BAR_WIDTH; i++)
             bar[i] = i < fill ? '#' : '.';
         bar[BAR_WIDTH] = '\0';
