@@ -1387,6 +1387,11 @@ void *cf_future_data(const cf_future *f);
  * References: the queue holds one reference to each added future from
  * cf_cq_add() until cf_cq_pop() hands it (the same reference) to the
  * caller, or cf_cq_destroy() drops it.
+ * fork(): a queue belongs to the process that made it.  Its descriptor is
+ * shared with a child of fork(), so in the child cf_cq_pop(), cf_cq_add()
+ * and cf_cq_fd() return CF_EBROKEN, completions never signal it, and
+ * cf_cq_destroy() closes only the child's copy of the descriptor: the
+ * parent's queue goes on unharmed.  Make a new queue in the child.
  * ---------------------------------------------------------------------- */
 
 typedef struct cf_completion_queue cf_completion_queue;
@@ -1397,22 +1402,25 @@ typedef struct cf_completion_queue cf_completion_queue;
 int cf_cq_new(cf_completion_queue **out) CF__WARN_UNUSED;
 
 /* The queue's descriptor (O_CLOEXEC, non-blocking), valid until
- * cf_cq_destroy(), or CF_EINVAL for NULL.  Any thread. */
+ * cf_cq_destroy(), or CF_EINVAL for NULL, CF_EBROKEN in a child of fork()
+ * (see above).  Any thread. */
 int cf_cq_fd(const cf_completion_queue *q);
 
 /* Adds `f`: the queue takes its own reference, and `f` shows up in
  * cf_cq_pop() once it completes (finished or cancelled) - at once if it
  * already has.  A future added twice is popped twice (with two
- * references).  Returns CF_OK, CF_EINVAL (NULL or not a live future) or
- * CF_ENOMEM (nothing added).  Any thread, concurrently with cf_cq_pop()
- * and with completions. */
+ * references).  Returns CF_OK, CF_EINVAL (NULL or not a live future),
+ * CF_EBROKEN (a queue inherited through fork()) or CF_ENOMEM (nothing
+ * added).  Any thread, concurrently with cf_cq_pop() and with
+ * completions. */
 int cf_cq_add(cf_completion_queue *q, cf_future *f);
 
 /* Takes up to `max` completed futures, in completion order, into out[]
  * and returns how many (0 when none is ready; it never blocks).  Each one
  * comes with the reference the queue held: the caller now owns it and
  * releases it with cf_future_release().  Returns CF_EINVAL for q NULL, or
- * out NULL with max > 0.  Any thread. */
+ * out NULL with max > 0, and CF_EBROKEN for a queue inherited through
+ * fork().  Any thread. */
 int cf_cq_pop(cf_completion_queue *q, cf_future **out, size_t max);
 
 /* Futures added and not yet popped (completed or not).  A snapshot; 0 for

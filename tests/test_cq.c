@@ -394,6 +394,76 @@ static void test_cq_process_pool(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* Whether descriptor `fd` is readable now. */
+static bool raw_readable(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+/* A queue inherited through fork() belongs to the parent: its descriptor
+ * is shared with the parent's, so a pop in the child drained the parent's
+ * wake-up (the parent's loop then never woke, with a future waiting).
+ * The child gets CF_EBROKEN from pop, add and fd, a completion there does
+ * not signal the descriptor, and destroy leaves the parent's queue as it
+ * was.  Child exit codes: 2 pop, 3 add, 4 fd, 5 the completion signalled,
+ * 6 not readable to begin with. */
+static void test_cq_inherited_through_fork(void **state)
+{
+    (void)state;
+    cf_completion_queue *q = NULL;
+    assert_ok(cf_cq_new(&q));
+    cf_future *done = NULL, *pending = NULL;
+    assert_ok(cf_future_new(&done));
+    assert_ok(cf_future_new(&pending));
+    assert_ok(cf_cq_add(q, done));
+    assert_ok(cf_cq_add(q, pending));
+    assert_ok(cf_future_set_result(done, NULL));
+    int fd = cf_cq_fd(q);
+    assert_true(fd_readable(q, 5));
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(10);
+        cf_future *out[4];
+        if (!raw_readable(fd))
+            _exit(6);
+        if (cf_cq_pop(q, out, 4) != CF_EBROKEN)
+            _exit(2);
+        cf_future *extra = NULL;
+        if (cf_future_new(&extra) != CF_OK || cf_cq_add(q, extra) != CF_EBROKEN)
+            _exit(3);
+        if (cf_cq_fd(q) != CF_EBROKEN)
+            _exit(4);
+        /* Drained by the parent's rules, the descriptor would be quiet
+         * now; in the child nothing may read or write it. */
+        if (cf_future_set_result(pending, NULL) != CF_OK)
+            _exit(7);
+        cf_cq_destroy(q);
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("child status 0x%x", status);
+    /* The parent's queue: still readable, both futures as they were. */
+    assert_true(fd_readable(q, 0));
+    cf_future *out[4];
+    assert_int_equal(cf_cq_pop(q, out, 4), 1);
+    assert_ptr_equal(out[0], done);
+    assert_ok(cf_future_release(out[0]));
+    assert_false(fd_readable(q, 0));
+    assert_ok(cf_future_set_result(pending, NULL));
+    assert_true(fd_readable(q, 5));
+    assert_int_equal(cf_cq_pop(q, out, 4), 1);
+    assert_ptr_equal(out[0], pending);
+    assert_ok(cf_future_release(out[0]));
+    assert_ok(cf_future_release(done));
+    assert_ok(cf_future_release(pending));
+    cf_cq_destroy(q);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_cq_done_future_is_ready_at_once),
     cmocka_unit_test(test_cq_level_and_order),
@@ -405,6 +475,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_cq_beside_as_completed),
     cmocka_unit_test(test_cq_thread_pool),
     cmocka_unit_test(test_cq_process_pool),
+    cmocka_unit_test(test_cq_inherited_through_fork),
 };
 
 CF_TEST_MAIN(tests)

@@ -70,6 +70,10 @@ typedef struct cq_entry {
 
 struct cf_completion_queue {
     uint32_t magic;
+    /* cf__fork_generation at creation: in a child of fork() the queue is
+     * the parent's (its descriptor is shared with the parent, its locks
+     * may be held by threads the child does not have): see cq_inherited. */
+    unsigned generation;
     cf__notifier note;             /* drained under lock, poked without */
     /* The owner's reference (until cf_cq_destroy) plus one per poke taken
      * and not yet written; the last one closes `fd` and frees the queue.
@@ -89,6 +93,22 @@ struct cf_completion_queue {
 static bool cq_live(const cf_completion_queue *q)
 {
     return q && q->magic == CQ_MAGIC;
+}
+
+/* The queue came through fork() from the parent.  Its descriptor is the
+ * parent's too (an eventfd, or a pipe, shared across fork): a pop here
+ * would drain the parent's wake-up, a poke would wake the parent's loop
+ * for nothing.  So the child neither pops, adds nor pokes (CF_EBROKEN),
+ * and cf_cq_destroy() only closes its own copy of the descriptor. */
+static bool cq_inherited(const cf_completion_queue *q)
+{
+    return q->generation != atomic_load_explicit(&cf__fork_generation, memory_order_relaxed);
+}
+
+static int cq_broken(const char *who)
+{
+    return cf__fail(CF_EBROKEN, "%s: queue was inherited through fork(); it belongs to the "
+                                "parent", who);
 }
 
 /* Lock held.  Marks the queue signalled; returns true when the caller must
@@ -178,7 +198,7 @@ static void cq_notify(cf__wnode *node, cf_future *f)
     cf_completion_queue *q = e->q;
     cf__lock_acquire(&q->lock);
     unlink_pending_locked(q, e);
-    bool wake = push_ready_locked(q, e);
+    bool wake = push_ready_locked(q, e) && !cq_inherited(q);
     if (wake && cf__cq_ndeferred < CQ_DEFERRED)
         atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed);
     cf__lock_release(&q->lock);
@@ -205,6 +225,8 @@ CF__API int cf_cq_new(cf_completion_queue **out)
         return cf__fail(CF_ESYS, "cq_new: no wake-up descriptor: %s", strerror(err));
     }
     q->magic = CQ_MAGIC;
+    cf__runtime_init(); /* the fork handler that bumps cf__fork_generation */
+    q->generation = atomic_load_explicit(&cf__fork_generation, memory_order_relaxed);
     atomic_init(&q->lock.word, 0);
     atomic_init(&q->count, 0);
     atomic_init(&q->refs, 1);
@@ -216,6 +238,8 @@ CF__API int cf_cq_fd(const cf_completion_queue *q)
 {
     if (!cq_live(q))
         return cf__fail(CF_EINVAL, "cq_fd: %s", q ? "not a live queue" : "queue is NULL");
+    if (cq_inherited(q))
+        return cq_broken("cq_fd");
     return q->note.rfd;
 }
 
@@ -233,6 +257,8 @@ CF__API int cf_cq_add(cf_completion_queue *q, cf_future *f)
                                                  : !f ? "future is NULL"
                                                  : !cq_live(q) ? "not a live queue"
                                                                : "not a live future");
+    if (cq_inherited(q))
+        return cq_broken("cq_add");
     cq_entry *e = malloc(sizeof *e);
     if (!e)
         return cf__fail(CF_ENOMEM, "cq_add: out of memory");
@@ -288,6 +314,8 @@ CF__API int cf_cq_pop(cf_completion_queue *q, cf_future **out, size_t max)
         return cf__fail(CF_EINVAL, "cq_pop: %s", !q ? "queue is NULL"
                                                  : !cq_live(q) ? "not a live queue"
                                                                : "out is NULL");
+    if (cq_inherited(q))
+        return cq_broken("cq_pop");
     if (max > INT_MAX)
         max = INT_MAX;
     cq_entry *taken = NULL;
@@ -325,6 +353,15 @@ CF__API void cf_cq_destroy(cf_completion_queue *q)
 {
     if (!cq_live(q))
         return;
+    if (cq_inherited(q)) {
+        /* Its locks, and those of its futures, may be held by threads the
+         * child does not have: its memory is left alone (completions here
+         * may still reach it, and never poke: cq_notify).  Only this
+         * process's copy of the descriptor is closed. */
+        q->magic = 0;
+        cf__notifier_close(&q->note);
+        return;
+    }
     /* Detach the pending entries one by one, each under its future's lock
      * (taken without the queue lock, see the lock order).  Only this thread
      * frees entries, so `e` stays valid between the two lock sections even
