@@ -132,8 +132,9 @@ const char *cf_last_error_message(void);
  * At most 511 bytes; longer messages are cut. */
 typedef void cf_log_fn(void *arg, const char *msg);
 
-/* Installs the log hook (NULL restores the default, which writes
- * "cfutures: ", the line and a newline to stderr).  Any thread; the hook
+/* Installs the log hook (NULL restores the default, which writes to
+ * stderr).  The default writes "cfutures: ", the line and a newline.  Any
+ * thread; the hook
  * itself may be called from any thread, with no cfutures lock held, must
  * return (not longjmp out) and must not block for long.  When this
  * returns, the hook it replaced is not running on any thread and will not
@@ -1036,8 +1037,8 @@ typedef struct cf_process_pool_options {
      * replacement starts once the worker it replaces has answered its last
      * call, so at most max_workers workers run calls at once (the one
      * leaving may still be exiting).  A map chunk goes whole to one worker:
-     * a fresh worker takes any chunk, even one bigger than this; a worker
-     * with less left than the next chunk needs leaves early, once idle. */
+     * a fresh worker takes any chunk, even one bigger than this; when no
+     * worker has enough left for the next chunk, idle ones leave early. */
     int max_tasks_per_child;
     cf_crash_policy on_crash;
     cf_start_method start_method;

@@ -225,7 +225,7 @@ CF__API int cf_cq_new(cf_completion_queue **out)
         return cf__fail(CF_ESYS, "cq_new: no wake-up descriptor: %s", strerror(err));
     }
     q->magic = CQ_MAGIC;
-    cf__runtime_init(); /* the fork handler that bumps cf__fork_generation */
+    cf__fork_init(); /* the fork handler that bumps cf__fork_generation */
     q->generation = atomic_load_explicit(&cf__fork_generation, memory_order_relaxed);
     atomic_init(&q->lock.word, 0);
     atomic_init(&q->count, 0);

@@ -113,7 +113,7 @@ CF__API void cf_set_log_hook(cf_log_fn *fn, void *arg)
     /* The fork handlers (executor.c) hold hook_lock across fork() and
      * forget, in the child, the calls of threads it does not have: they
      * must be in place before any call of a hook is noted. */
-    cf__runtime_init();
+    cf__fork_init();
     cf__lock_acquire(&hook_lock);
     hook_fn = fn;
     hook_arg = fn ? arg : NULL;

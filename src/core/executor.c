@@ -36,6 +36,7 @@ _Atomic unsigned cf__fork_generation;
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static cf_executor *registry_head; /* guarded by registry_mu */
 static pthread_once_t runtime_once = PTHREAD_ONCE_INIT;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 
 /* The process-wide locks (the registry and the log hook) are taken
  * around fork(), so the child never inherits one held by a thread that
@@ -117,10 +118,20 @@ static void exit_handler(void)
     free(list);
 }
 
-static void runtime_init_once(void)
+static void fork_init_once(void)
 {
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+static void runtime_init_once(void)
+{
+    cf__fork_init();
     atexit(exit_handler);
+}
+
+void cf__fork_init(void)
+{
+    pthread_once(&fork_once, fork_init_once);
 }
 
 void cf__runtime_init(void)

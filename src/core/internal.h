@@ -154,8 +154,13 @@ bool cf__spin_until(bool (*pred)(void *), void *arg, int64_t deadline);
  * threads exist only in the parent (their locks may be held forever). */
 extern _Atomic unsigned cf__fork_generation;
 
-/* Installs the fork and exit handlers once. */
+/* Installs the fork and exit handlers once (executors). */
 void cf__runtime_init(void);
+/* Installs the fork handlers alone, once: for objects that must know they
+ * were inherited (completion queues) or that a fork must not find half
+ * changed (the log hook), without registering the exit handler early,
+ * which would run it after atexit() handlers the program registers later. */
+void cf__fork_init(void);
 
 /* pthread_create() of a thread that blocks asynchronous signals, so they
  * reach the application's threads (engine workers and managers).

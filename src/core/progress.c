@@ -524,7 +524,6 @@ static void fmt_duration(char *buf, size_t size, double s)
         snprintf(buf, size, "%02lu:%02lu", t / 60, t % 60);
 }
 
-/* Writes the bar for b->last; bar lock held. */
 /* floor(part * scale / whole), for part < whole, without the overflow of
  * part * scale (counts up to 2^64 - 1 are accepted). */
 static uint64_t share_of(uint64_t part, uint64_t whole, uint64_t scale)
@@ -535,10 +534,14 @@ static uint64_t share_of(uint64_t part, uint64_t whole, uint64_t scale)
 #else
     if (part <= UINT64_MAX / scale)
         return part * scale / whole;
-    return (uint64_t)((long double)part / (long double)whole * (long double)scale);
+    /* Rounded: below scale, since part < whole, even where long double
+     * is a double. */
+    uint64_t r = (uint64_t)((long double)part / (long double)whole * (long double)scale);
+    return r < scale ? r : scale - 1;
 #endif
 }
 
+/* Writes the bar for b->last; bar lock held. */
 static void bar_draw(cf_progress_bar *b, int64_t now, bool final)
 {
     const cf_progress *p = &b->last;

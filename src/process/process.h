@@ -110,8 +110,10 @@ void *cf__wire_map(int memfd, uint64_t size, uint64_t max);
  * then takes sleeping back (exchange with 0), and if it was set writes a
  * BELL frame (a header, no payload) to its socket; the manager stores
  * sleeping, then loads head, and does not wait if there is something new.
- * So an answer is never left in the ring while the manager sleeps, and a
- * sleep costs one bell however many answers come meanwhile.
+ * So an answer is never left in the ring while the manager sleeps - but
+ * behind a SOCKET frame (below), whose RESULT is already on its way through
+ * the socket and wakes it - and a sleep costs one bell however many
+ * answers come meanwhile.
  * Once it has the ring, a worker answers every call there, in order: an
  * inline RESULT frame in full, or, for a RESULT that must go through the
  * socket (a descriptor rides on it, or it is too big to be inline), a

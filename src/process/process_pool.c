@@ -2271,6 +2271,8 @@ static void retire_unfit(process_pool *p, uint32_t n, wire_enc *e)
         if (takes_jobs(w) && (w->tasks_sent == 0 || w->tasks_sent + (long)n <= p->max_tasks))
             return; /* it can take the job when it has room */
     }
+    if (pool_broken(p))
+        return; /* its calls fail; nobody is replaced */
     for (int i = 0; i < p->nworkers; i++) {
         pworker *w = p->workers[i];
         if (takes_jobs(w) && w->njobs == 0) {
@@ -2286,7 +2288,8 @@ static void dispatch(process_pool *p, wire_enc *e)
 {
     if (p->retired) {
         p->retired = false;
-        ensure_workers(p);
+        if (!pool_broken(p)) /* a replacement may not start; see worker_died() */
+            ensure_workers(p);
     }
     for (;;) {
         pthread_mutex_lock(&p->mu);
@@ -2621,7 +2624,11 @@ static void *manager_main(void *arg)
          *    after publishing, and we set that flag before we look at
          *    the ring's head a last time below (a seq_cst pair, as for
          *    `seq`: process.h), so an answer published after that look
-         *    rings the bell and one published before it stops this wait;
+         *    rings the bell and one published before it stops this wait
+         *    (ring_news) - unless we are held at a SOCKET frame, whose
+         *    RESULT the worker sent before anything after it: its
+         *    arrival (POLLIN) wakes us, and read_some() then pumps the
+         *    ring;
          *  - the earliest call deadline passes (check_timeouts' bound);
          *  - after a round out of memory, the retry's pause (OOM_RETRY_MS).
          * Changes made by this thread itself (results read, calls dropped

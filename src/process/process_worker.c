@@ -693,7 +693,9 @@ static int ring_bell(int fd)
 
 /* Waits until the ring has room for `n` more bytes.  Liveness: the
  * parent's manager copies the ring out in every round it is awake, and
- * the BELL written first wakes it if it sleeps; a parent that is gone
+ * the BELL written first wakes it if it sleeps (held at a SOCKET frame of
+ * ours, it copies nothing until that RESULT, which we sent before, is
+ * read, and then does); a parent that is gone
  * kills us (PR_SET_PDEATHSIG), one that is out of memory breaks its pool,
  * which kills us too.  Returns -1 if the bell cannot be written. */
 static int ring_room(int fd, size_t n)
