@@ -1105,7 +1105,12 @@ void cf_process_pool_options_init(cf_process_pool_options *opts);
 /* Creates a process pool and starts its workers in the background.
  * `opts` NULL means defaults.  *out receives the executor, owned by the
  * caller, who must cf_executor_destroy() it; destroy waits for pending
- * calls and reaps every worker.  Returns:
+ * calls and reaps every worker.  A worker with nothing left to run is
+ * killed (with a log line, no call lost) if it has not exited 5 s after it
+ * was asked to - or, after a shutdown that left no call pending, 5 s after
+ * that if it never started (a hanging initializer, worker program or
+ * library cannot read the request) - so a shutdown or destroy does not
+ * wait for it as long as it lives.  Returns:
  *   CF_EINVAL        out NULL, max_workers out of range, negative
  *                    max_tasks_per_child (or any with CF_START_FORK),
  *                    bad task_timeout, unknown policy

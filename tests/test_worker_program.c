@@ -219,6 +219,51 @@ static void worker_program_not_a_worker(void **state)
     cap_restore();
 }
 
+/* A worker program that never says HELLO and never exits (a script that
+ * sleeps for a minute): shutdown with cancel_futures left the workers
+ * nothing to run, yet waited for them as long as they lived, and so did
+ * cf_executor_destroy().  They are now killed EXIT_GRACE_MS (5 s) after
+ * that, quietly (a log line each, no broken pool); the call is
+ * cancelled.  Without the kill the watchdog (20 s) ends the test. */
+static void worker_program_never_starts(void **state)
+{
+    (void)state;
+    char prog[] = "/tmp/cf-never-starts-XXXXXX";
+    int fd = mkstemp(prog);
+    assert_true(fd >= 0);
+    static const char script[] = "#!/bin/sh\nexec sleep 60\n";
+    assert_int_equal(write(fd, script, sizeof script - 1), (ssize_t)(sizeof script - 1));
+    assert_int_equal(fchmod(fd, 0700), 0);
+    close(fd);
+    cap_install();
+    cf_process_pool_options o;
+    opts_for_worker(&o, prog, shared_tasks);
+    cf_executor *ex;
+    int rc = cf_process_pool_new(&ex, &o);
+    if (rc != CF_OK)
+        unlink(prog);
+    assert_ok(rc);
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, wp_square, CF_ARGS(cf_i64(3)), &f));
+    assert_cf(CF_ETIMEDOUT, cf_future_result(f, 0.2, NULL));
+    double t0 = cf_test_now();
+    assert_ok(cf_shutdown(ex, true, true));
+    double took = cf_test_now() - t0;
+    assert_cf(CF_ECANCELLED, cf_future_result(f, 0, NULL));
+    assert_ok(cf_executor_destroy(ex));
+    unlink(prog);
+    assert_no_children();
+    int logged = cap_count();
+    char first[1024];
+    cap_first(first, sizeof first);
+    cap_restore();
+    cf_future_release(f);
+    if (took < 4.5 || took > 15 * cf_test_scale())
+        fail_msg("shutdown took %.1f s, not the 5 s grace", took);
+    if (logged != 2 || !strstr(first, "never started"))
+        fail_msg("%d log lines, the first \"%s\"", logged, first);
+}
+
 static void worker_program_unlisted_task(void **state)
 {
     (void)state;
@@ -339,6 +384,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(worker_program_bad_options),
     cmocka_unit_test(worker_program_missing_task),
     cmocka_unit_test(worker_program_not_a_worker),
+    cmocka_unit_test(worker_program_never_starts),
     cmocka_unit_test(worker_program_unlisted_task),
 };
 

@@ -161,6 +161,14 @@ extern char **environ;
  * on our EXIT takes as long as its finalizer, and the manager must serve
  * the other workers meanwhile, so it never blocks waiting for it. */
 #define EOF_LOOK_MS 2
+/* A worker asked to leave (EXIT sent) with no call left to answer, or one
+ * that never started (no HELLO: an initializer, a worker program or
+ * library that hangs) whose calls shutdown's cancel_futures took back, is
+ * killed if it has not exited this long after: one that never started
+ * cannot read the EXIT, another may ignore it.  Without this a waited
+ * shutdown, cf_executor_destroy() and the pool's exit handler would wait
+ * for it as long as it lives.  No call is lost: none was left to it. */
+#define EXIT_GRACE_MS 5000
 
 typedef struct pjob {
     struct pjob *next;
@@ -207,6 +215,9 @@ typedef struct pworker {
     bool exit_sent;      /* EXIT queued: takes no more jobs */
     bool eof;            /* nothing more to read (EOF, or a bad frame) */
     bool killed_at_eof;  /* sent SIGKILL for EOF (manager_main), once */
+    bool killed_late;    /* sent SIGKILL for EXIT_GRACE_MS, once */
+    int64_t leaving_ns;  /* when it was first seen with EXIT sent and no
+                          * job left (cf__now_ns), 0 before */
     bool wdead;          /* a write failed: send nothing more, but keep
                           * reading what it wrote before it went away */
     bool reaped;
@@ -1351,6 +1362,54 @@ static void kill_at_eof(pworker *w)
         w->killed_at_eof = true;
         kill(w->pid, SIGKILL);
     }
+}
+
+static bool job_done(const pjob *j);
+
+/* Whether `w` only has to exit: asked to leave (EXIT sent) with no call
+ * left to answer, or - once the pool is shut down with no call pending
+ * (`drained`) - never started (no HELLO) and every call it was sent, if
+ * any, is done without it (cancelled by shutdown's cancel_futures): it
+ * cannot read its EXIT before it starts. */
+static bool only_exit_left(const pworker *w, bool drained)
+{
+    if (w->exit_sent && !w->head)
+        return true;
+    if (!drained || w->hello)
+        return false;
+    for (const pjob *j = w->head; j; j = j->next)
+        if (!job_done(j))
+            return false;
+    return true;
+}
+
+/* Kills `w` once if only_exit_left() has held for EXIT_GRACE_MS (see
+ * there) and it has not exited.  Liveness: the caller bounds its wait by
+ * *wait_ms (lowered to the time left, -1: none yet) while such a worker is
+ * alive, and its death then shows as usual (pidfd, EOF or the exit
+ * look). */
+static void kill_if_late(pworker *w, bool drained, int64_t now, int *wait_ms)
+{
+    if (w->reaped || w->killed_late || w->reason != R_NONE || !only_exit_left(w, drained)) {
+        w->leaving_ns = 0;
+        return;
+    }
+    if (w->leaving_ns == 0)
+        w->leaving_ns = now;
+    int64_t left = w->leaving_ns + (int64_t)EXIT_GRACE_MS * 1000000 - now;
+    if (left <= 0) {
+        w->killed_late = true;
+        cf__log("process pool: worker pid %d %s %d ms ago; killed", (int)w->pid,
+                w->hello || w->exit_sent ? "was asked to exit" : "never started and was left nothing to run",
+                EXIT_GRACE_MS);
+        if (!w->exit_sent)
+            w->reason = R_STOP; /* nothing was left to it: its death is no crash */
+        kill(w->pid, SIGKILL);
+        return;
+    }
+    int ms = (int)((left + 999999) / 1000000);
+    if (*wait_ms < 0 || *wait_ms > ms)
+        *wait_ms = ms;
 }
 
 void (*_Atomic cf__test_hook_before_reap)(pid_t pid, bool unanswered);
@@ -2630,6 +2689,7 @@ static void *manager_main(void *arg)
          *    arrival (POLLIN) wakes us, and read_some() then pumps the
          *    ring;
          *  - the earliest call deadline passes (check_timeouts' bound);
+         *  - a leaving worker's EXIT_GRACE_MS ends (kill_if_late's bound);
          *  - after a round out of memory, the retry's pause (OOM_RETRY_MS).
          * Changes made by this thread itself (results read, calls dropped
          * or failed by dispatch, workers reaped) are acted on before we
@@ -2665,6 +2725,10 @@ static void *manager_main(void *arg)
         int poll_ms = -1;
         int64_t now = cf__now_ns();
         check_timeouts(p, now, &poll_ms);
+        /* Liveness of EXIT_GRACE_MS: the wait ends by the time a leaving
+         * worker is due to be killed. */
+        for (int i = 0; i < p->nworkers; i++)
+            kill_if_late(p->workers[i], shutdown && npending == 0, now, &poll_ms);
         if (oom) {
             /* Readable workers would only wake us at once: wait on the
              * wake descriptor alone; the timeout ends the retry's pause. */
