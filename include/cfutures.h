@@ -134,13 +134,12 @@ typedef void cf_log_fn(void *arg, const char *msg);
 
 /* Installs the log hook (NULL restores the default, which writes to
  * stderr).  The default writes "cfutures: ", the line and a newline.  Any
- * thread; the hook
- * itself may be called from any thread, with no cfutures lock held, must
- * return (not longjmp out) and must not block for long.  When this
- * returns, the hook it replaced is not running on any thread and will not
- * be called again, so its arg may be freed: it waits for the calls in
- * progress to return.  Called from inside a hook call, it does not wait
- * (that call is itself still running). */
+ * thread.  The hook may be called from any thread, with no cfutures lock
+ * held; it must return (not longjmp out, nor end its thread) and must not
+ * block for long.  When this returns, the hook it replaced is not running
+ * on any thread and will not be called again, so its arg may be freed: it
+ * waits for the calls in progress to return.  Called from inside a hook
+ * call, it does not wait (that call is itself still running). */
 void cf_set_log_hook(cf_log_fn *fn, void *arg);
 
 /* ------------------------------------------------------------------------

@@ -440,6 +440,83 @@ static void test_log_hook_set_in_fork_child(void **state)
                  status);
 }
 
+/* For test_log_hook_outlives_later_atexit: the hook's context, freed
+ * (marked) by an atexit handler the program registers after setting the
+ * hook; the hook reports through a pipe whether it ran before that. */
+typedef struct exit_ctx {
+    bool freed;
+    int report; /* write end of the pipe */
+} exit_ctx;
+
+static exit_ctx g_exit_ctx;
+
+static void exit_ctx_hook(void *arg, const char *msg)
+{
+    (void)msg;
+    exit_ctx *c = arg;
+    const char *what = c->freed ? "L" : "K"; /* late: after the free; kept */
+    if (write(c->report, what, 1) != 1)
+        _exit(5);
+}
+
+static void exit_ctx_free(void)
+{
+    g_exit_ctx.freed = true;
+}
+
+static int sleep_100ms(cf_call *call)
+{
+    sleep_ms(100);
+    return cf_return_none(call);
+}
+
+/* Setting a hook installs no exit handler: the library's (which waits for
+ * the calls of executors not destroyed, whose done-callbacks may log) is
+ * registered with the first executor, so it runs before atexit handlers
+ * the program registered before that executor - here, one that frees the
+ * hook's context, registered after the hook was set.  It used to be
+ * registered by cf_set_log_hook() itself and so ran after that free.
+ * Checked in a child: the handlers of this process may be registered
+ * already. */
+static void test_log_hook_outlives_later_atexit(void **state)
+{
+    (void)state;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(10);
+        close(fds[0]);
+        g_exit_ctx.report = fds[1];
+        cf_set_log_hook(exit_ctx_hook, &g_exit_ctx);
+        atexit(exit_ctx_free);
+        cf_executor *ex = NULL;
+        cf_thread_pool_options o;
+        cf_thread_pool_options_init(&o);
+        o.max_workers = 1;
+        cf_future *f = NULL;
+        if (cf_thread_pool_new(&ex, &o) != CF_OK ||
+            cf_submit(ex, sleep_100ms, CF_NOARGS, &f) != CF_OK ||
+            cf_future_add_done_callback(f, failing_callback, NULL) != CF_OK)
+            _exit(4);
+        exit(0); /* the pool's call ends in the exit handler, and logs */
+    }
+    close(fds[1]);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    char got[8] = "";
+    ssize_t n = read(fds[0], got, sizeof got - 1);
+    close(fds[0]);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("child status 0x%x", status);
+    if (n != 1 || got[0] != 'K')
+        fail_msg("the hook %s", n == 1 ? "ran after the program's atexit handler freed its "
+                                         "context"
+                                       : "was not called at exit");
+}
+
 /* ---- names ------------------------------------------------------------ */
 
 static void test_kind_names(void **state)
@@ -559,6 +636,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_log_hook_set_waits_for_calls_in_progress),
     cmocka_unit_test(test_log_hook_replaces_itself),
     cmocka_unit_test(test_log_hook_set_in_fork_child),
+    cmocka_unit_test(test_log_hook_outlives_later_atexit),
     cmocka_unit_test(test_kind_names),
     cmocka_unit_test(test_state_names),
     cmocka_unit_test(test_value_constructors),
