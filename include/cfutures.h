@@ -676,7 +676,10 @@ void cf__executor_scope_exit(cf_executor **ex);
 #define CF_WITH_EXECUTOR(name)                                                \
     __attribute__((cleanup(cf__executor_scope_exit))) cf_executor *name = CF__NULL
 
-/* Number of worker threads/processes currently alive.  -1 for NULL. */
+/* Number of worker threads/processes currently alive.  -1 for NULL.  A
+ * process pool's count includes a worker that is exiting (one recycled by
+ * max_tasks_per_child, say) until it is reaped, so it can briefly exceed
+ * max_workers. */
 int cf_executor_worker_count(const cf_executor *ex);
 
 /* The priority of a call that asks for none, and the range accepted. */
