@@ -2643,12 +2643,8 @@ static void *manager_main(void *arg)
             p->stopping = true; /* no replacements from here on */
             for (int i = 0; i < p->nworkers; i++) {
                 pworker *w = p->workers[i];
-                if (!w->exit_sent) {
-                    wenc_reset(&enc);
-                    w->exit_sent = queue_frame(w, &enc, WIRE_EXIT, 0);
-                    if (!w->exit_sent)
-                        kill_worker(w, R_BROKEN, SIGKILL);
-                }
+                if (!w->exit_sent)
+                    retire_worker(w, &enc);
             }
         }
         if (shutdown && npending == 0 && p->nworkers == 0 &&
