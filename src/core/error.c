@@ -108,6 +108,17 @@ static _Atomic uint32_t hook_ended;
 /* How many hook calls this thread is inside (nested when a hook logs). */
 static _Thread_local unsigned hook_depth;
 
+/* Takes `c` out of hook_calls.  hook_lock held. */
+static void unlink_call(hook_call *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        hook_calls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+}
+
 CF__API void cf_set_log_hook(cf_log_fn *fn, void *arg)
 {
     /* The fork handlers (executor.c) hold hook_lock across fork() and
@@ -158,10 +169,7 @@ void cf__log_fork_child(void)
             at = &(*at)->next;
             continue;
         }
-        hook_call *gone = *at;
-        *at = gone->next;
-        if (gone->next)
-            gone->next->prev = gone->prev;
+        unlink_call(*at);
     }
     hook_setters = 0;
     cf__lock_release(&hook_lock);
@@ -220,12 +228,7 @@ void cf__log(const char *fmt, ...)
     hook_depth--;
 
     cf__lock_acquire(&hook_lock);
-    if (call.prev)
-        call.prev->next = call.next;
-    else
-        hook_calls = call.next;
-    if (call.next)
-        call.next->prev = call.prev;
+    unlink_call(&call);
     bool wake = hook_setters > 0;
     if (wake)
         atomic_fetch_add(&hook_ended, 1);
