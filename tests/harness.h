@@ -186,7 +186,9 @@ static inline bool cf_test_event_wait(cf_test_event *e, double timeout)
  * string of the signature, the test runs once more, and both the output
  * and the notice stay in the log.  Any other failure, and a second one of
  * any kind, is the test's result, so a hang of the project's own stays a
- * failure.  ctest's TIMEOUT for such a program covers two watchdogs.
+ * failure.  CF_TEST_RETRIES (default 1) is how many times a test may be
+ * run again that way; ctest's TIMEOUT for such a program covers that
+ * many watchdogs and one more.
  * Returns the exit status to end with, or -1 to run the test here (in the
  * child, or when the child cannot be started). */
 /* Copies what the child wrote to `fd` past *len to stdout, and keeps it
@@ -219,6 +221,10 @@ static void cf_test_copy_output(int fd, char **out, size_t *len, size_t *cap)
     fflush(stdout);
 }
 
+#ifndef CF_TEST_RETRIES
+#define CF_TEST_RETRIES 1
+#endif
+
 static int cf_test_supervise(char **argv)
 {
     static const char *const signature[] = CF_TEST_RETRY_SIGNATURE;
@@ -234,9 +240,11 @@ static int cf_test_supervise(char **argv)
     signal(SIGCHLD, SIG_DFL);
     pid_t self = getpid();
     for (int attempt = 1;; attempt++) {
-        /* The child's CF_TEST_SUPERVISED is its attempt, 1 or 2.  This
+        /* The child's CF_TEST_SUPERVISED is its attempt, from 1.  This
          * process has no other thread (main's first steps). */
-        if (setenv("CF_TEST_SUPERVISED", attempt == 1 ? "1" : "2", 1) != 0)
+        char nth[16];
+        snprintf(nth, sizeof nth, "%d", attempt);
+        if (setenv("CF_TEST_SUPERVISED", nth, 1) != 0)
             return -1;
         char path[] = "/tmp/cf-test-output-XXXXXX";
         int fd = mkstemp(path);
@@ -294,11 +302,11 @@ static int cf_test_supervise(char **argv)
             if (out && strstr(out, signature[nsig]))
                 found++;
         free(out);
-        if (rc == 0 || attempt > 1 || nsig == 0 || found != nsig)
+        if (rc == 0 || attempt > CF_TEST_RETRIES || nsig == 0 || found != nsig)
             return rc;
         fprintf(stderr, "\nharness: %s failed on a known platform flake (%s); running it "
-                        "once more\n\n",
-                argv[1], CF_TEST_RETRY_WHY);
+                        "once more (run %d of at most %d)\n\n",
+                argv[1], CF_TEST_RETRY_WHY, attempt + 1, CF_TEST_RETRIES + 1);
         fflush(stderr);
     }
 }
