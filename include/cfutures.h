@@ -314,8 +314,9 @@ size_t cf_arg_count(const cf_call *call);
 const cf_value *cf_arg(const cf_call *call, size_t i);
 
 /* Typed argument accessors.  If argument `i` is missing or of another kind
- * they raise a "TypeError" failure on the call (so the future fails even
- * if the task goes on and returns 0) and return 0 / 0.0 / "" / NULL.
+ * they raise a "TypeError" failure on the call (code CF_EINVAL, so
+ * cf_failure_code() reads -1; the future fails even if the task goes on
+ * and returns 0) and return 0 / 0.0 / "" / NULL.
  * cf_arg_bytes() stores the length in *size when size is not NULL. */
 int64_t cf_arg_i64(cf_call *call, size_t i);
 double cf_arg_f64(cf_call *call, size_t i);
@@ -396,7 +397,11 @@ typedef enum cf_state {
  * the thread that called cancel()/set_result() - with no cfutures lock
  * held; or immediately in the registering thread when the future is
  * already done.  A non-zero return counts as the callback failing: it is
- * reported through the log hook and the remaining callbacks still run. */
+ * reported through the log hook and the remaining callbacks still run.
+ * As in CPython, waiters are woken first: cf_future_result(), cf_wait()
+ * and the other waits may return while the callbacks are still running,
+ * so what a callback writes is not yet safe to read then; have the
+ * callback signal it (an atomic flag, a semaphore) when that matters. */
 typedef int cf_done_fn(cf_future *future, void *arg);
 
 /* Name of a state, lowercase as Python prints it ("pending", "running",
@@ -471,6 +476,11 @@ bool cf_future_cancel(cf_future *f);
  *                  see cf_process_pool_new() for when a pool breaks so);
  *   CF_ECANCELLED  the future was cancelled;
  *   CF_ETIMEDOUT   not done within `timeout` (the future is unchanged);
+ *                  or, with the future done, the call overran its own
+ *                  time limit and was stopped (cf_submit_options.timeout
+ *                  in a process or MPI pool: type "TimeoutError", read it
+ *                  with cf_future_exception()).  cf_future_done() tells
+ *                  the two apart: waiting again helps only in the first;
  *   CF_EINVAL      f NULL, or a negative/NaN timeout. */
 int cf_future_result(cf_future *f, double timeout, const cf_value **out);
 

@@ -765,6 +765,56 @@ static void test_task_names_follow_registrations(void **state)
     assert_null(other);
 }
 
+static int clash_probe_a(cf_call *c)
+{
+    return cf_return_i64(c, 1);
+}
+
+static int clash_probe_b(cf_call *c)
+{
+    return cf_return_i64(c, 2);
+}
+
+static int never_registered(cf_call *c)
+{
+    return cf_return_i64(c, 3);
+}
+
+/* Two functions registered under one name (two files each with a static
+ * `work` and CF_TASK(work)) cannot be sent; a submit of either says that,
+ * not "add CF_TASK", which is already there.  One never registered still
+ * gets the advice to register it. */
+static void test_submit_of_clashing_name_says_so(void **state)
+{
+    (void)state;
+    assert_ok(cf_task_register("clash_probe", clash_probe_a));
+    assert_cf(CF_EINVAL, cf_task_register("clash_probe", clash_probe_b));
+    cf_process_pool_options o;
+    cf_process_pool_options_init(&o);
+    o.max_workers = 1;
+    cf_executor *ex;
+    assert_ok(cf_process_pool_new(&ex, &o));
+    cf_task_fn *const fns[] = {clash_probe_a, clash_probe_b};
+    for (size_t i = 0; i < 2; i++) {
+        cf_future *f = (cf_future *)&o;
+        assert_cf(CF_ENOTCOPYABLE, cf_submit(ex, fns[i], CF_NOARGS, &f));
+        assert_null(f);
+        const char *msg = cf_last_error_message();
+        assert_non_null(strstr(msg, "\"clash_probe\" is registered for two functions"));
+        assert_null(strstr(msg, "add CF_TASK"));
+    }
+    cf_future *f;
+    assert_cf(CF_ENOTCOPYABLE, cf_submit(ex, never_registered, CF_NOARGS, &f));
+    assert_non_null(strstr(cf_last_error_message(), "add CF_TASK(fn)"));
+    /* The pool's constructor says the same of its tasks list. */
+    cf_task_fn *tasks[] = {clash_probe_b, NULL};
+    o.tasks = tasks;
+    cf_executor *ex2 = NULL;
+    assert_cf(CF_EINVAL, cf_process_pool_new(&ex2, &o));
+    assert_non_null(strstr(cf_last_error_message(), "\"clash_probe\" is registered for two"));
+    assert_ok(cf_executor_destroy(ex));
+}
+
 static void test_pool_new_validation(void **state)
 {
     (void)state;
@@ -4174,6 +4224,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_raise_travels),
     cmocka_unit_test(test_ptr_and_unregistered_refused),
     cmocka_unit_test(test_task_names_follow_registrations),
+    cmocka_unit_test(test_submit_of_clashing_name_says_so),
     cmocka_unit_test(test_pool_new_validation),
     cmocka_unit_test(test_submit_after_shutdown),
     cmocka_unit_test(test_roundtrip_values),

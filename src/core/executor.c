@@ -358,9 +358,8 @@ static int check_call(cf_executor *ex, cf_task_fn *fn, const cf_value *args, siz
                                     "do not exist in this process", who);
     if (ex->engine->copies_args && !cf_task_name(fn))
         return cf__fail(CF_ENOTCOPYABLE, "%s: the task function is not registered, so a %s "
-                                         "pool cannot name it to its workers: add CF_TASK(fn) "
-                                         "after its definition",
-                        who, ex->engine->name);
+                                         "pool cannot name it to its workers: %s",
+                        who, ex->engine->name, cf__task_unregistered_hint(fn));
     return CF_OK;
 }
 

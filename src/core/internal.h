@@ -1055,6 +1055,10 @@ extern _Thread_local const _Atomic bool *cf__current_pool_stop;
 /* Task registry (registry.c).  The name's storage lives as long as the
  * process.  cf__task_lookup returns NULL when unknown. */
 cf_task_fn *cf__task_lookup(const char *name, size_t len);
+/* What to do about fn, for which cf_task_name() returned NULL: register
+ * it, or rename one of the two functions whose name clashed.  A string in
+ * this thread's storage, valid until the next call. */
+const char *cf__task_unregistered_hint(cf_task_fn *fn);
 
 /* map's chunking.  cf__prepare_call validates fn(args...) as cf_submit()
  * does and copies it into a new future (one reference, owned by the

@@ -3269,8 +3269,8 @@ static int check_worker_program(const cf_process_pool_options *o)
         if (ntasks == WIRE_TASKS_MAX)
             return cf__fail(CF_EINVAL, "process_pool_new: more than %d tasks", WIRE_TASKS_MAX);
         if (!cf_task_name(o->tasks[ntasks]))
-            return cf__fail(CF_EINVAL, "process_pool_new: tasks[%zu] is not registered (add "
-                                       "CF_TASK(fn) after its definition)", ntasks);
+            return cf__fail(CF_EINVAL, "process_pool_new: tasks[%zu] is not registered: %s",
+                            ntasks, cf__task_unregistered_hint(o->tasks[ntasks]));
         ntasks++;
     }
     if (!o->worker_program && !o->worker_library)
@@ -3351,8 +3351,8 @@ CF__API int cf_process_pool_new(cf_executor **out, const cf_process_pool_options
                                         "started copy cannot trust its environment to become a "
                                         "worker; use CF_START_FORK");
     if (o.initializer && !cf_task_name(o.initializer))
-        return cf__fail(CF_EINVAL, "process_pool_new: the initializer is not registered (add "
-                                   "CF_TASK(fn) after its definition)");
+        return cf__fail(CF_EINVAL, "process_pool_new: the initializer is not registered: %s",
+                        cf__task_unregistered_hint(o.initializer));
     if (o.ninitargs > CF_ARGS_MAX || (o.ninitargs && !o.initargs))
         return cf__fail(CF_EINVAL, "process_pool_new: bad initargs (%zu, %s)", o.ninitargs,
                         o.initargs ? "array" : "NULL");

@@ -34,6 +34,16 @@ static pthread_rwlock_t mu = PTHREAD_RWLOCK_INITIALIZER;
 static entry **by_name; /* open addressing, `cap` slots, NULL = empty */
 static entry **by_fn;   /* likewise, keyed by fn; clashing entries included */
 static size_t cap, used;
+/* The functions refused a name another function had (the entry's own
+ * function is found through by_fn), so that a submit of one can say why
+ * it is refused (cf__task_unregistered_hint).  Guarded by mu; only
+ * grows, and only on a clash, which a program makes a few times at most. */
+typedef struct clash_fn {
+    struct clash_fn *next;
+    cf_task_fn *fn;
+    const entry *e;
+} clash_fn;
+static clash_fn *clash_fns;
 /* Bumped under the write lock by every registration that changes an
  * answer (a new entry, a clash); read with acquire by cf_task_name()'s
  * per-thread cache, which trusts its entry only while this is unchanged. */
@@ -107,6 +117,22 @@ static int grow(void)
     return CF_OK;
 }
 
+/* Notes that fn was refused e's name.  mu held for writing.  Without
+ * memory the note is left out: only the hint is less precise then. */
+static void note_clash(cf_task_fn *fn, const entry *e)
+{
+    for (const clash_fn *c = clash_fns; c; c = c->next)
+        if (c->fn == fn && c->e == e)
+            return;
+    clash_fn *c = malloc(sizeof *c);
+    if (!c)
+        return;
+    c->fn = fn;
+    c->e = e;
+    c->next = clash_fns;
+    clash_fns = c;
+}
+
 CF__API int cf_task_register(const char *name, cf_task_fn *fn)
 {
     if (!name || !fn)
@@ -129,6 +155,7 @@ CF__API int cf_task_register(const char *name, cf_task_fn *fn)
             return CF_OK;
         }
         e->clash = true;
+        note_clash(fn, e);
         atomic_fetch_add_explicit(&generation, 1, memory_order_release);
         pthread_rwlock_unlock(&mu);
         return cf__fail(CF_EINVAL, "task_register: name \"%s\" is already registered for "
@@ -185,6 +212,27 @@ CF__API const char *cf_task_name(cf_task_fn *fn)
     last.name = name;
     last.generation = gen;
     return name;
+}
+
+const char *cf__task_unregistered_hint(cf_task_fn *fn)
+{
+    static _Thread_local char hint[NAME_MAX_LEN + 160];
+    const entry *e = NULL;
+    pthread_rwlock_rdlock(&mu);
+    if (cap && fn) {
+        e = *find_fn(by_fn, cap, fn);
+        if (e && !e->clash)
+            e = NULL;
+        for (const clash_fn *c = clash_fns; c && !e; c = c->next)
+            if (c->fn == fn)
+                e = c->e;
+    }
+    bool clash = e != NULL;
+    if (clash)
+        snprintf(hint, sizeof hint, "its name \"%s\" is registered for two functions; "
+                 "rename one (cf_task_register)", e->name);
+    pthread_rwlock_unlock(&mu);
+    return clash ? hint : "add CF_TASK(fn) after its definition";
 }
 
 cf_task_fn *cf__task_lookup(const char *name, size_t len)
