@@ -12,9 +12,10 @@
  * pool has no communicator (MPI_COMM_NULL), MPI_Isend is replaced by a
  * send that fails (below), and the harness hands each
  * message over as receive() and test_receive() would once MPI has read
- * it: a message in the long-frame order is checked with the same
- * predicates, PARTs are joined into the worker's rbuf, a heartbeat with a
- * body and a message the manager has no memory for are breaches.
+ * it: each message is checked by the same message_breach() (order of
+ * a long frame, size per tag, a flood of heartbeats), PARTs are joined
+ * into the worker's rbuf, and a message the manager has no memory for is
+ * a breach.
  *
  * An input is a setup byte and then messages:
  *   byte 0  bits 0-1: jobs sent to the worker - 1 (1..4);
@@ -59,11 +60,13 @@ static int never_runs(cf_call *c)
  * once MPI has read it).  Returns false when the pool broke. */
 static bool deliver(mpi_pool *p, mworker *w, int tag, const unsigned char *body, int count)
 {
+    char why_buf[160];
+    const char *why = message_breach(p, w, tag, count, cf__now_ns(), why_buf, sizeof why_buf);
+    if (why) {
+        bad_worker(p, w, why);
+        return false;
+    }
     if (in_long_order(w, tag)) {
-        if (!long_order_ok(w, tag, count)) {
-            bad_worker(p, w, "broke the order of a long frame");
-            return false;
-        }
         if (tag == MTAG_LONG)
             return on_long(p, w, body, count);
         if (!long_room(w, (size_t)count)) {
@@ -79,10 +82,6 @@ static bool deliver(mpi_pool *p, mworker *w, int tag, const unsigned char *body,
             w->rbuf = NULL;
         }
         return !p->broken;
-    }
-    if (tag == MTAG_HB && count != 0) {
-        bad_worker(p, w, "sent a heartbeat with a body");
-        return false;
     }
     if (count == 0) {
         static const unsigned char empty[1];
@@ -136,6 +135,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     w->shown_rank = 1;
     w->shown_size = 2;
     w->hello = cfg & 16;
+    w->chatter_since = cf__now_ns(); /* more than 64 heartbeats at once: a flood */
     snprintf(w->host, sizeof w->host, "fuzzhost");
 
     /* The calls, each also held here to check at the end. */

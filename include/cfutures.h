@@ -689,7 +689,9 @@ void cf__executor_scope_exit(cf_executor **ex);
 /* Number of worker threads/processes currently alive.  -1 for NULL.  A
  * process pool's count includes a worker that is exiting (one recycled by
  * max_tasks_per_child, say) until it is reaped, so it can briefly exceed
- * max_workers. */
+ * max_workers.  An MPI pool counts the workers it believes alive: none
+ * before start-up ends or once the pool broke or was stopped, one fewer
+ * for each that said goodbye. */
 int cf_executor_worker_count(const cf_executor *ex);
 
 /* The priority of a call that asks for none, and the range accepted. */

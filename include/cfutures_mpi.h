@@ -77,6 +77,25 @@
  * is kept until MPI_Finalize, so that no later communicator of the
  * process - a new pool over the same ranks - receives its messages.
  *
+ * Workers are not trusted.  A message a worker must not send breaks its
+ * pool, naming the breach: an unknown tag, parts of a long answer out of
+ * order, a message larger than its kind may be (checked before the
+ * manager takes memory for it; one over 64 MiB is left unread, its
+ * communicator then kept as above), or more heartbeats than a worker
+ * sends (a flood).  A worker that sends heartbeats but never says hello
+ * fails start-up after heartbeat_timeout.  At the end, a worker told to
+ * leave with nothing left to run that does not say so within
+ * heartbeat_timeout + 5 s is let go (the pool counts as broken, with a
+ * log line); and a spawned worker that never joins the final, collective
+ * MPI_Comm_disconnect (MPI offers no way out of one) holds the manager
+ * thread there: cf_shutdown(wait) and cf_executor_destroy() return after
+ * heartbeat_timeout + 5 s all the same, leaving that thread and its pool
+ * (a few KiB) behind with a log line, and MPI is not finalized at exit.
+ * What Open MPI itself does with a worker's messages before cfutures
+ * reads them is beyond the library's reach: it buffers what arrives, and
+ * a flood its TCP transport cannot drain as fast as it comes holds the
+ * manager inside one MPI call for as long as the flood lasts.
+ *
  * Stopping calls: a call cannot be killed alone (that would end every
  * worker of the pool), so it is stopped as in a thread pool.
  * cf_future_interrupt() of a running call makes cf_cancel_requested() true
@@ -167,10 +186,12 @@ typedef struct cf_mpi_pool_options {
      * (info key map_by=:OVERSUBSCRIBE).  Default true, so a 2-core machine
      * can spawn 4 workers. */
     bool oversubscribe;
-    /* Seconds the constructor waits for its workers to start (> 0;
-     * default 60).  MPI_Comm_spawn does not return when a worker dies
-     * inside MPI_Init; after this long the constructor returns CF_EBROKEN
-     * and leaves that pool (a thread and its memory) to MPI. */
+    /* Seconds the constructor waits for MPI_Comm_spawn to start the
+     * workers (> 0; default 60).  MPI_Comm_spawn does not return when a
+     * worker dies inside MPI_Init; after this long the constructor returns
+     * CF_EBROKEN and leaves that pool (a thread and its memory) to MPI.
+     * Once the spawn returned, each worker has heartbeat_timeout to say
+     * hello, whatever this is. */
     double start_timeout;
 } cf_mpi_pool_options;
 
@@ -203,7 +224,8 @@ int cf_mpi_init(int argc, char **argv);
  *   CF_ESYS         MPI could not be initialised, the spawn failed (the
  *                   message carries MPI's error string), or no thread
  *   CF_EBROKEN      a worker did not say hello within heartbeat_timeout,
- *                   or MPI did not start the workers within start_timeout
+ *                   or broke the protocol while starting, or MPI did not
+ *                   start the workers within start_timeout
  *   CF_ENOMEM */
 int cf_mpi_pool_new(cf_executor **out, const cf_mpi_pool_options *opts);
 

@@ -64,9 +64,13 @@ enum {
 
 /* The most bytes one PART carries: 16 MiB from the manager, 1 MiB from a
  * worker (an answer), or the test knob CFUTURES_TEST_MPI_PART where
- * smaller (bytes, >= 16; read once per process, before MPI starts), which
- * lets tests split small frames.  A frame longer than its sender's limit
- * goes as LONG + PARTs; the receiving side takes parts of any size.
+ * smaller (bytes, >= 1024, so that a HELLO, which goes whole, fits; read
+ * once per process, before MPI starts), which lets tests split small
+ * frames.  A frame longer than its sender's limit goes as LONG + PARTs.
+ * A worker takes parts of any size; the manager refuses a message from a
+ * worker over what its tag may carry (worker_msg_max in mpi_pool.c: a
+ * PART at most CF__MPI_ANSWER_PART_MAX and a little header), before it
+ * takes memory for it.
  *
  * Why answers go in smaller parts: a message proves its sender alive only
  * once all of it has come, and a heartbeat sent while one is being written
@@ -264,6 +268,10 @@ extern bool cf__mpi_static_world;
 extern MPI_Comm cf__mpi_static_comm;
 /* Static mode: the workers' heartbeat interval. */
 #define CF__MPI_STATIC_BEAT_NS (200 * 1000000LL)
+/* The longest heartbeat interval a spawned worker takes on its command
+ * line (ms): an hour.  The manager passes a fifth of heartbeat_timeout,
+ * capped at this (up to 86400 s are accepted). */
+#define CF__MPI_BEAT_MAX_MS 3600000LL
 /* The program's own file (absolute), for spawning; "" if unknown. */
 extern char cf__mpi_exe[4096];
 extern bool cf__mpi_init_called;

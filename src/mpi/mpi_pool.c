@@ -110,6 +110,15 @@
 /* Most CALL frames in one CALLS message: half the depth, so that a worker
  * with a backlog has the next message at hand when it answers one. */
 #define BATCH_FRAMES (DEPTH / 2)
+/* The most messages of one worker handled in one call of receive() (or
+ * one round of wind_down()): a worker that keeps sending must not keep
+ * the manager from the others, from dispatching and from its clock
+ * (check_time). */
+#define RECEIVE_TURN 64
+/* How long beyond heartbeat_timeout a worker told EXIT with nothing left
+ * to run may take to say BYE (leave()), and a spawned job to disconnect
+ * (join_manager()), before the manager lets it go. */
+#define LEAVE_GRACE_NS ((int64_t)5 * 1000000000)
 /* How often the manager's loop looks for the messages of a worker that
  * has nothing out (see receive()). */
 #define IDLE_LOOK_NS 1000000
@@ -162,6 +171,9 @@ typedef struct mworker {
     bool killed;
     /* Its EXIT said that the pool broke (CF__MPI_EXIT_BROKEN). */
     bool exit_broken;
+    /* It said BYE unasked: its process is ending under a call, without
+     * the disconnect a normal EXIT is answered with. */
+    bool left_midway;
     /* When its last message came, and when the manager last looked for
      * its messages (both read from the clock as the manager turns to this
      * worker in receive()).  Its silence is the time between the two,
@@ -210,6 +222,12 @@ typedef struct mworker {
      * memory for it), so nothing more is read from this worker. */
     bool draining;
     bool unread;
+    /* Messages that carry no answer (heartbeats, HELLO, BYE) received
+     * from it since `chatter_since` (the pool's start): an honest worker
+     * sends one heartbeat per interval at most, so more than
+     * chatter_allowed() is a flood (see message_breach). */
+    uint64_t chatter;
+    int64_t chatter_since;
     MPI_Request dreq;
     unsigned char *dbuf;
     int dtag;
@@ -242,12 +260,19 @@ typedef struct mpi_pool {
     bool shutdown;
     bool broken;
     char broken_msg[384];
+    bool spawned;        /* MPI_Comm_spawn returned (set from the start
+                          * when there is none to make) */
     bool started;        /* start-up finished (start_rc says how) */
     int start_rc;
     char start_msg[384];
     bool abandoned;      /* the constructor gave up waiting for start-up:
                           * the manager frees the pool when it ends */
     struct mpi_pool *next_live; /* the list of live pools (pools_mu) */
+    /* cf_executor_worker_count(): the workers thought alive - all of them
+     * once start-up succeeded, one fewer for each BYE, none once the pool
+     * broke or stopped.  Written by the manager thread; any thread reads
+     * it (relaxed: a count, no data hangs on it). */
+    _Atomic int live;
     cf_future **interrupts; /* cf_future_interrupt() of running calls */
     size_t ninterrupts, interrupts_cap;
     int stop_sig;        /* cf_terminate/kill_workers: 0, SIGTERM, SIGKILL */
@@ -255,6 +280,16 @@ typedef struct mpi_pool {
     pthread_t manager;
     pthread_mutex_t join_mu;
     bool joined;         /* guarded by join_mu */
+    /* The end of the manager thread, for join_manager(), which waits on
+     * join_cv (with mu).  Guarded by mu: manager_done, set as the manager
+     * thread ends; disconnect_at, when it entered MPI_Comm_disconnect
+     * (0: it is not in one); left_stuck, join_manager() gave up on it
+     * there (the pool is then never freed: the thread may still return
+     * into it). */
+    pthread_cond_t join_cv;
+    bool manager_done;
+    int64_t disconnect_at;
+    bool left_stuck;
 
     /* Manager thread only: */
     bool stop_done;      /* stop_sig was acted on */
@@ -301,6 +336,40 @@ static void orphan_receive(MPI_Request *req, unsigned char *buf)
     pthread_mutex_unlock(&pools_mu);
 }
 
+/* The most bytes of a message from a worker, per tag (the protocol in
+ * mpi_engine.h), checked before anything is allocated for it: HB and BYE
+ * are empty; HELLO is three numbers and a host name; a RESULT frame or a
+ * PART of a long one is at most CF__MPI_ANSWER_PART_MAX bytes of payload
+ * (the test knob only lowers it), RESULTS at most CF__MPI_BATCH_MAX;
+ * a LONG header is 12 bytes.  The slack covers the frame's header.
+ * SIZE_MAX: not a tag a worker sends. */
+#define MSG_SLACK ((size_t)4096)
+static size_t worker_msg_max(int tag)
+{
+    switch (tag) {
+    case MTAG_HB:
+    case MTAG_BYE:
+        return 0;
+    case MTAG_HELLO:
+        return 12 + 4 + MPI_MAX_PROCESSOR_NAME + MSG_SLACK;
+    case MTAG_RESULT:
+    case MTAG_PART:
+        return CF__MPI_ANSWER_PART_MAX + MSG_SLACK;
+    case MTAG_RESULTS:
+        return CF__MPI_BATCH_MAX + CF__MPI_ANSWER_PART_MAX + MSG_SLACK;
+    case MTAG_LONG:
+        return 12;
+    default:
+        return SIZE_MAX;
+    }
+}
+/* The most bytes of a message the manager reads only to drop it (a
+ * breach, or wind_down's hearing): beyond the largest honest message, so
+ * that a worker that breaks the protocol with a few MiB is still read to
+ * the end and can go on to read its EXIT, but not the 2 GiB a message
+ * may carry, which a worker could make the parent take per message. */
+#define DRAIN_MAX ((size_t)64 << 20)
+
 /* Starts reading matched message `msg` of w (`count` bytes, tag `tag`)
  * only to drop it: a breach of the protocol (the pool breaks next), or
  * wind_down()'s draining.  Never waits for it - a long message whose
@@ -314,6 +383,12 @@ static void orphan_receive(MPI_Request *req, unsigned char *buf)
  * kept until MPI_Finalize, as for any worker that did not say BYE. */
 static void start_drain(mworker *w, MPI_Message *msg, int count, int tag)
 {
+    /* Over DRAIN_MAX: not worth the memory, so it stays unreceived, as
+     * when memory is short. */
+    if ((size_t)count > DRAIN_MAX) {
+        w->unread = true;
+        return;
+    }
     unsigned char *buf = count > 0 ? malloc((size_t)count) : NULL;
     if (count > 0 && !buf) {
         w->unread = true;
@@ -610,6 +685,7 @@ static void break_pool(mpi_pool *p, const char *msg)
         p->broken = true;
         snprintf(p->broken_msg, sizeof p->broken_msg, "%s", msg);
     }
+    atomic_store_explicit(&p->live, 0, memory_order_relaxed);
     mjob *pending = p->pending_head;
     p->pending_head = p->pending_tail = NULL;
     p->npending = 0;
@@ -678,6 +754,7 @@ static void break_pool(mpi_pool *p, const char *msg)
 }
 
 static int64_t look_at(const mpi_pool *p, mworker *w);
+static void disconnect(mpi_pool *p, MPI_Comm *comm);
 
 /* The end of a pool that broke, on its manager thread, after break_pool():
  * hears its workers out, then lets go of the communicator.
@@ -738,8 +815,10 @@ static void wind_down(mpi_pool *p)
              * never complete, and a blocking MPI_Mrecv waited for it for
              * ever (seen once in 30 runs of test_death_during_big_transfer
              * at load).  One still coming when the time bound passes is
-             * let go below. */
-            for (;;) {
+             * let go below.  At most RECEIVE_TURN messages a round, so
+             * that a worker that floods cannot hold the loop past its
+             * time bound. */
+            for (int turn = 0; turn < RECEIVE_TURN; turn++) {
                 if (!w->draining) {
                     int flag = 0;
                     MPI_Message msg;
@@ -796,11 +875,15 @@ static void wind_down(mpi_pool *p)
     bool all_bye = true;
     for (int i = 0; i < p->nworkers; i++) {
         all_bye = all_bye && p->workers[i].bye;
-        if (p->workers[i].killed || p->workers[i].exit_broken)
+        /* Neither a killed worker nor one told that the pool broke nor
+         * one that left midway disconnects; a collective disconnect with
+         * them would wait for ever (Open MPI even ended the whole program
+         * there when the one worker of a pool had left midway). */
+        if (p->workers[i].killed || p->workers[i].exit_broken || p->workers[i].left_midway)
             normal_exit = false;
     }
     if (all_bye && normal_exit) {
-        MPI_Comm_disconnect(&comm);
+        disconnect(p, &comm);
         return;
     }
     if (all_bye) {
@@ -1334,10 +1417,14 @@ static void on_message(mpi_pool *p, mworker *w, int tag, const unsigned char *bo
     case MTAG_BYE:
         /* Unasked, a BYE says that the worker's process is ending under a
          * call (a task called exit(): see leave_midway in mpi_worker.c). */
+        if (!w->bye && atomic_load_explicit(&p->live, memory_order_relaxed) > 0)
+            atomic_fetch_sub_explicit(&p->live, 1, memory_order_relaxed);
         w->bye = true; /* it has left: wind_down() waits for it no more */
-        if (!w->exit_sent)
+        if (!w->exit_sent) {
+            w->left_midway = true;
             bad_worker(p, w, "left during a call: its process is ending (the task called "
                              "exit()?)");
+        }
         break;
     default:
         bad_worker(p, w, "sent a message with an unknown tag");
@@ -1454,6 +1541,57 @@ static bool long_order_ok(const mworker *w, int tag, int count)
                     : tag == MTAG_LONG && count == 12;
 }
 
+/* How many messages without an answer (heartbeats, HELLO, BYE) w may
+ * have sent by `now`: one per half of the shortest heartbeat interval a
+ * worker uses (a fifth of heartbeat_timeout, at most CF__MPI_STATIC_BEAT_NS
+ * in static mode, whole milliseconds of at least one in spawn mode, so
+ * never below half of it), and CHATTER_SLACK more.  Far above what an
+ * honest worker sends, and far below a flood: a worker sending empty
+ * messages as fast as it can over TCP took the manager's every turn (no
+ * call was dispatched, no timeout seen) and grew Open MPI's store of
+ * unread messages in the parent by gigabytes. */
+#define CHATTER_SLACK 64
+static uint64_t chatter_allowed(const mpi_pool *p, const mworker *w, int64_t now)
+{
+    int64_t beat = p->hb_timeout_ns / 5;
+    if (beat > CF__MPI_STATIC_BEAT_NS)
+        beat = CF__MPI_STATIC_BEAT_NS;
+    if (beat < 1000000)
+        beat = 1000000;
+    int64_t since = now > w->chatter_since ? now - w->chatter_since : 0;
+    return CHATTER_SLACK + (uint64_t)(since / (beat / 2));
+}
+
+/* What is wrong with a message of `count` bytes and tag `tag` that w
+ * sent, before anything is allocated or received for it: NULL if
+ * nothing; else the breach, for bad_worker() (in `buf` or static).
+ * Counts it against w's budget of messages without an answer.  (Also
+ * run by fuzz/fuzz_mpi_messages.c.) */
+static const char *message_breach(const mpi_pool *p, mworker *w, int tag, int count,
+                                  int64_t now, char *buf, size_t size)
+{
+    if (in_long_order(w, tag) && !long_order_ok(w, tag, count))
+        return "broke the order of a long frame";
+    if (tag == MTAG_HB && count != 0)
+        return "sent a heartbeat with a body";
+    size_t max = worker_msg_max(tag);
+    if (max == SIZE_MAX)
+        return "sent a message with an unknown tag";
+    if (count < 0 || (size_t)count > max) {
+        snprintf(buf, size, "sent a message of %d bytes with tag %d, more than the %zu its "
+                            "protocol allows", count, tag, max);
+        return buf;
+    }
+    if (tag == MTAG_HB || tag == MTAG_HELLO || tag == MTAG_BYE) {
+        if (++w->chatter > chatter_allowed(p, w, now)) {
+            snprintf(buf, size, "flooded the manager (%llu heartbeats or greetings in %.2f s)",
+                     (unsigned long long)w->chatter, (double)(now - w->chatter_since) / 1e9);
+            return buf;
+        }
+    }
+    return NULL;
+}
+
 /* Moves messages along.  Returns true if anything arrived.  Unless `all`,
  * a worker with nothing out (no job, no message coming in) is looked at
  * only once per IDLE_LOOK_NS: each probe is a system call (Open MPI's
@@ -1480,7 +1618,7 @@ static bool receive(mpi_pool *p, bool all)
         /* While a big message comes in, heartbeats (another tag) still
          * arrive and prove the sender alive; between the PARTs of a long
          * frame only they and the next PART may come. */
-        for (;;) {
+        for (int turn = 0; turn < RECEIVE_TURN; turn++) {
             int flag = 0;
             MPI_Message msg;
             MPI_Status st;
@@ -1492,12 +1630,15 @@ static bool receive(mpi_pool *p, bool all)
             w->last_seen = now;
             int count = 0;
             MPI_Get_count(&st, MPI_BYTE, &count);
+            char why_buf[160];
+            const char *why =
+                message_breach(p, w, st.MPI_TAG, count, now, why_buf, sizeof why_buf);
+            if (why) {
+                start_drain(w, &msg, count, st.MPI_TAG); /* or left unread */
+                bad_worker(p, w, why);
+                return true;
+            }
             if (in_long_order(w, st.MPI_TAG)) {
-                if (!long_order_ok(w, st.MPI_TAG, count)) {
-                    start_drain(w, &msg, count, st.MPI_TAG);
-                    bad_worker(p, w, "broke the order of a long frame");
-                    return true;
-                }
                 if (st.MPI_TAG == MTAG_LONG) {
                     unsigned char hdr[12];
                     MPI_Mrecv(hdr, 12, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
@@ -1520,11 +1661,6 @@ static bool receive(mpi_pool *p, bool all)
                 if ((size_t)count > CF__MPI_BIG_MSG)
                     p->moved_at = now;
                 break; /* tested on the next round */
-            }
-            if (st.MPI_TAG == MTAG_HB && count != 0) {
-                start_drain(w, &msg, count, st.MPI_TAG);
-                bad_worker(p, w, "sent a heartbeat with a body");
-                return true;
             }
             if (count == 0) { /* complete on arrival: nothing more comes */
                 MPI_Mrecv(NULL, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
@@ -1622,10 +1758,16 @@ static int start_spawn(mpi_pool *p, char *msg, size_t msize)
                              "/proc/self/exe failed)");
         return CF_ESYS;
     }
+    /* The worker's heartbeat interval in whole ms: a fifth of the
+     * timeout, at least 1 and at most CF__MPI_BEAT_MAX_MS (what a worker
+     * accepts; beating more often than needed costs nothing). */
     char interval[32];
-    snprintf(interval, sizeof interval, "%lld", (long long)(p->hb_timeout_ns / 5 / 1000000));
-    if (p->hb_timeout_ns / 5 < 1000000)
-        snprintf(interval, sizeof interval, "1");
+    long long beat_ms = (long long)(p->hb_timeout_ns / 5 / 1000000);
+    if (beat_ms < 1)
+        beat_ms = 1;
+    if (beat_ms > CF__MPI_BEAT_MAX_MS)
+        beat_ms = CF__MPI_BEAT_MAX_MS;
+    snprintf(interval, sizeof interval, "%lld", beat_ms);
     char *argv[] = {(char *)CF__MPI_WORKER_ARG, interval, NULL};
     MPI_Info info = MPI_INFO_NULL;
     if (p->oversubscribe) {
@@ -1663,10 +1805,14 @@ static int start_spawn(mpi_pool *p, char *msg, size_t msize)
     return CF_OK;
 }
 
-/* Waits until every worker said hello, or one is silent too long. */
+/* Waits until every worker said hello, or one is silent too long, or
+ * heartbeat_timeout passed without a hello from each (a worker that only
+ * sends heartbeats would otherwise hold start-up for ever: they prove it
+ * alive, not started). */
 static int await_hello(mpi_pool *p, char *msg, size_t msize)
 {
     int64_t nap = 0, last = cf__now_ns();
+    int64_t hello_by = last + p->hb_timeout_ns;
     bool napped = false;
     for (;;) {
         bool all = true;
@@ -1694,16 +1840,29 @@ static int await_hello(mpi_pool *p, char *msg, size_t msize)
             last = cf__now_ns();
             continue;
         }
-        if (!check_time(p, cf__now_ns())) {
+        int64_t now = cf__now_ns();
+        if (now > hello_by) {
+            for (int i = 0; i < p->nworkers; i++) {
+                if (p->workers[i].hello)
+                    continue;
+                char who[128], why[384];
+                worker_name(&p->workers[i], who, sizeof who);
+                snprintf(why, sizeof why, "MPI pool broken: %s did not say hello within %.1f s "
+                                          "of its start", who, (double)p->hb_timeout_ns / 1e9);
+                break_pool(p, why);
+                break;
+            }
+        }
+        if (p->comm == MPI_COMM_NULL || !check_time(p, now)) {
             pthread_mutex_lock(&p->mu);
             snprintf(msg, msize, "%.360s", p->broken_msg);
             pthread_mutex_unlock(&p->mu);
             return CF_EBROKEN;
         }
-        if (cf__now_ns() - last < CF__MPI_SPIN_NS)
+        if (now - last < CF__MPI_SPIN_NS)
             continue;
-        /* Nothing can wake this: it ends by itself (MPI has no waiting
-         * that does not spin). */
+        /* Nothing can wake this: it ends by itself, by hello_by at the
+         * latest (MPI has no waiting that does not spin). */
         nap = cf__mpi_next_nap(nap, CF__MPI_NAP_MAX_NS);
         struct timespec ts = {0, (long)nap};
         nanosleep(&ts, NULL);
@@ -1748,9 +1907,26 @@ static bool busy(const mpi_pool *p)
     return false;
 }
 
+/* A spawned job's MPI_Comm_disconnect: collective, so a worker that said
+ * BYE but never disconnects holds it for ever, and MPI gives no way out.
+ * The time it began is noted for join_manager(), which gives up on the
+ * manager after LEAVE_GRACE_NS more than heartbeat_timeout. */
+static void disconnect(mpi_pool *p, MPI_Comm *comm)
+{
+    pthread_mutex_lock(&p->mu);
+    p->disconnect_at = cf__now_ns();
+    pthread_mutex_unlock(&p->mu);
+    MPI_Comm_disconnect(comm);
+    pthread_mutex_lock(&p->mu);
+    p->disconnect_at = 0;
+    pthread_mutex_unlock(&p->mu);
+}
+
 /* Shut down with nothing left to do: EXIT to every worker, wait for their
- * BYE (a worker silent too long breaks the pool instead), then let go of
- * the communicator. */
+ * BYE (a worker silent too long breaks the pool instead, and so does one
+ * that keeps beating without a BYE for LEAVE_GRACE_NS more than
+ * heartbeat_timeout: it has nothing left to run), then let go of the
+ * communicator. */
 static void leave(mpi_pool *p)
 {
     for (int i = 0; i < p->nworkers; i++) {
@@ -1764,6 +1940,7 @@ static void leave(mpi_pool *p)
         w->exit_sent = true;
     }
     int64_t nap = 0, last = cf__now_ns();
+    int64_t bye_by = last + p->hb_timeout_ns + LEAVE_GRACE_NS;
     for (;;) {
         bool all = true;
         for (int i = 0; i < p->nworkers; i++)
@@ -1776,9 +1953,23 @@ static void leave(mpi_pool *p)
         }
         if (p->comm == MPI_COMM_NULL || !check_time(p, cf__now_ns()))
             return; /* broken meanwhile: the communicator is freed */
+        if (cf__now_ns() > bye_by) {
+            for (int i = 0; i < p->nworkers; i++) {
+                if (p->workers[i].bye)
+                    continue;
+                char who[128], msg[384];
+                worker_name(&p->workers[i], who, sizeof who);
+                snprintf(msg, sizeof msg, "MPI pool: %s did not say BYE within %.1f s of "
+                                          "EXIT; it is let go", who,
+                         (double)(p->hb_timeout_ns + LEAVE_GRACE_NS) / 1e9);
+                break_pool(p, msg); /* which logs it */
+                return; /* wind_down() hears the rest out */
+            }
+        }
         if (cf__now_ns() - last < CF__MPI_SPIN_NS)
             continue;
-        /* Ends by itself: nothing else can wake it. */
+        /* Ends by itself, by bye_by at the latest: nothing else can wake
+         * it. */
         nap = cf__mpi_next_nap(nap, CF__MPI_NAP_MAX_NS);
         struct timespec ts = {0, (long)nap};
         nanosleep(&ts, NULL);
@@ -1788,7 +1979,7 @@ static void leave(mpi_pool *p)
     /* Everyone said BYE: nothing is in flight, so the collective
      * disconnect of a spawned job's intercommunicator cannot hang. */
     if (p->spawn)
-        MPI_Comm_disconnect(&p->comm);
+        disconnect(p, &p->comm);
     else
         MPI_Comm_free(&p->comm);
     p->comm = MPI_COMM_NULL;
@@ -1828,6 +2019,25 @@ static bool await_request(mpi_pool *p, uint64_t seen, int64_t until)
     }
 }
 
+static void *manager_main(void *arg);
+
+/* The manager thread: manager_main(), then its end noted for
+ * join_manager() - unless the start-up was given up, when manager_main()
+ * freed the pool itself (it returns the pool then). */
+static void *manager_thread(void *arg)
+{
+    mpi_pool *p = arg;
+    if (manager_main(p) == p)
+        return NULL;
+    pthread_mutex_lock(&p->mu);
+    p->manager_done = true;
+    if (p->left_stuck)
+        atomic_fetch_sub(&stuck_managers, 1); /* out of MPI after all */
+    pthread_cond_broadcast(&p->join_cv);
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
 static void *manager_main(void *arg)
 {
     mpi_pool *p = arg;
@@ -1835,11 +2045,17 @@ static void *manager_main(void *arg)
     cf__set_thread_name("cf-mpi-manager");
     char msg[384] = "";
     int rc = p->spawn ? start_spawn(p, msg, sizeof msg) : CF_OK;
+    pthread_mutex_lock(&p->mu);
+    p->spawned = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
     int64_t now = cf__now_ns();
     for (int i = 0; i < p->nworkers; i++)
-        p->workers[i].last_seen = p->workers[i].last_look = now;
+        p->workers[i].last_seen = p->workers[i].last_look = p->workers[i].chatter_since = now;
     if (rc == CF_OK)
         rc = await_hello(p, msg, sizeof msg);
+    if (rc == CF_OK)
+        atomic_store_explicit(&p->live, p->nworkers, memory_order_relaxed);
     pthread_mutex_lock(&p->mu);
     p->started = true;
     p->start_rc = rc;
@@ -1859,6 +2075,7 @@ static void *manager_main(void *arg)
             pthread_detach(pthread_self());
             free_pool(p);
             atomic_fetch_sub(&stuck_managers, 1);
+            return p; /* freed: manager_thread() must not touch it */
         }
         return NULL;
     }
@@ -2061,7 +2278,7 @@ static bool mp_is_worker(const cf_executor *ex)
 static int mp_worker_count(const cf_executor *ex)
 {
     const mpi_pool *p = (const mpi_pool *)ex;
-    return p->nworkers;
+    return atomic_load_explicit(&p->live, memory_order_relaxed);
 }
 
 static void mp_stop_workers(cf_executor *ex, bool kill)
@@ -2075,11 +2292,46 @@ static void mp_stop_workers(cf_executor *ex, bool kill)
     pthread_mutex_unlock(&p->mu);
 }
 
+/* Waits for the manager thread to end and joins it - or, when it has
+ * been inside MPI_Comm_disconnect for LEAVE_GRACE_NS more than
+ * heartbeat_timeout (a spawned worker said BYE and never disconnected;
+ * MPI has no way out of that), leaves it there: the thread is detached,
+ * counted as stuck (so that MPI is not finalized at exit under it), and
+ * the pool is never freed.  Liveness: the manager thread broadcasts
+ * join_cv as it ends (manager_thread); the wait is otherwise timed, and
+ * ends by the bound while the manager is in a disconnect.  Other stages
+ * of the end (a call still running, wind_down's bounded hearing) are
+ * waited for as long as they take, as a destroy waits for its calls. */
 static void join_manager(mpi_pool *p)
 {
     pthread_mutex_lock(&p->join_mu);
     if (!p->joined) {
-        pthread_join(p->manager, NULL);
+        pthread_mutex_lock(&p->mu);
+        while (!p->manager_done) {
+            int64_t now = cf__now_ns(), wait_ns = 1000000000;
+            if (p->disconnect_at) {
+                int64_t end = p->disconnect_at + p->hb_timeout_ns + LEAVE_GRACE_NS;
+                if (now >= end) {
+                    p->left_stuck = true;
+                    atomic_fetch_add(&stuck_managers, 1);
+                    break;
+                }
+                if (end - now < wait_ns)
+                    wait_ns = end - now;
+            }
+            struct timespec ts = cf__mpi_mono_after(wait_ns);
+            pthread_cond_timedwait(&p->join_cv, &p->mu, &ts);
+        }
+        bool left = p->left_stuck;
+        pthread_mutex_unlock(&p->mu);
+        if (left) {
+            cf__log("mpi: a spawned worker said BYE but does not disconnect; the pool's "
+                    "manager thread is left inside MPI_Comm_disconnect, and MPI will not be "
+                    "finalized at exit");
+            pthread_detach(p->manager);
+        } else {
+            pthread_join(p->manager, NULL);
+        }
         p->joined = true;
     }
     pthread_mutex_unlock(&p->join_mu);
@@ -2147,6 +2399,7 @@ static void free_pool(mpi_pool *p)
     pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->join_mu);
     pthread_cond_destroy(&p->cv);
+    pthread_cond_destroy(&p->join_cv);
     free(p);
 }
 
@@ -2154,7 +2407,11 @@ static void mp_destroy(cf_executor *ex)
 {
     mpi_pool *p = pool_of(ex);
     unlink_live(p);
-    free_pool(p);
+    pthread_mutex_lock(&p->mu);
+    bool left = p->left_stuck; /* set by join_manager(), which ran before */
+    pthread_mutex_unlock(&p->mu);
+    if (!left)
+        free_pool(p); /* else its manager thread may still return into it */
 }
 
 static const cf__engine mpi_engine = {
@@ -2369,27 +2626,44 @@ static int launch(cf_executor **out, bool spawn, bool world, MPI_Comm comm, int 
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&p->cv, &ca);
+    pthread_cond_init(&p->join_cv, &ca);
     pthread_condattr_destroy(&ca);
     /* The manager blocks asynchronous signals, so they reach the
      * application's threads. */
-    int rc = cf__thread_start(&p->manager, manager_main, p);
+    int rc = cf__thread_start(&p->manager, manager_thread, p);
     if (rc != 0) {
         if (p->comm != MPI_COMM_NULL)
             MPI_Comm_free(&p->comm);
         free_pool(p);
         return cf__fail(CF_ESYS, "%s: cannot start the manager thread: %s", who, strerror(rc));
     }
-    /* Woken by the manager when start-up ends, or by the start timeout:
-     * MPI_Comm_spawn never returns when a worker dies inside MPI_Init, and
-     * cannot be interrupted, so the manager is then left to it. */
+    /* start_timeout bounds MPI_Comm_spawn alone, which cannot be
+     * interrupted; after it the manager ends start-up by itself within
+     * heartbeat_timeout (await_hello) and a round, so that part is waited
+     * for with a wide bound that only a manager stuck inside MPI reaches.
+     * A pool is given up (abandoned) only then: while its manager is still
+     * inside MPI, and never while it loops in await_hello, which an
+     * MPI_Finalize of the program's would pull MPI away from (it crashed
+     * there).  Woken by the manager (spawned, started) or the bound. */
     struct timespec until = cf__mpi_mono_after((int64_t)(o->start_timeout * 1e9));
+    bool after_spawn = false;
     pthread_mutex_lock(&p->mu);
-    while (!p->started && pthread_cond_timedwait(&p->cv, &p->mu, &until) != ETIMEDOUT)
-        ;
+    while (!p->started) {
+        if (p->spawned && !after_spawn) {
+            after_spawn = true;
+            until = cf__mpi_mono_after(p->hb_timeout_ns + (int64_t)30 * 1000000000);
+        }
+        if (pthread_cond_timedwait(&p->cv, &p->mu, &until) == ETIMEDOUT &&
+            (p->spawned == after_spawn))
+            break;
+    }
     if (!p->started) {
         p->abandoned = true;
         atomic_fetch_add(&stuck_managers, 1);
         pthread_mutex_unlock(&p->mu);
+        if (after_spawn)
+            return cf__fail(CF_EBROKEN, "%s: the start-up of %d workers is stuck inside MPI "
+                                        "after their spawn; the pool is abandoned", who, n);
         return cf__fail(CF_EBROKEN, "%s: MPI did not start the %d workers within %g s (do "
                                     "they die inside MPI_Init?); the pool is abandoned",
                         who, n, o->start_timeout);

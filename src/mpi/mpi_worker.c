@@ -68,6 +68,11 @@ static _Atomic bool in_mpi_worker;
 /* Did cfutures call MPI_Init_thread (and so owes MPI_Finalize)?  Written
  * under init_mu. */
 static bool we_initialised;
+/* The process that initialised MPI here: a fork child runs the parent's
+ * atexit handlers too, and must not finalize the parent's MPI (it hung
+ * in MPI_Finalize, over the parent's sockets, and broke the parent's
+ * pools).  Written once under init_mu before the handler is registered. */
+static pid_t init_pid;
 static pthread_mutex_t init_mu = PTHREAD_MUTEX_INITIALIZER;
 
 CF__API bool cf_in_mpi_worker(void)
@@ -102,7 +107,7 @@ unsigned long long cf__mpi_test_knob(const char *name, unsigned long long lo,
 
 static void read_part_knob(void)
 {
-    part_max = (size_t)cf__mpi_test_knob("CFUTURES_TEST_MPI_PART", 16, CF__MPI_PART_MAX,
+    part_max = (size_t)cf__mpi_test_knob("CFUTURES_TEST_MPI_PART", 1024, CF__MPI_PART_MAX,
                                          CF__MPI_PART_MAX);
 }
 
@@ -200,6 +205,10 @@ static int at_finalize(MPI_Comm comm, int key, void *val, void *extra)
     (void)val;
     (void)extra;
     cf__mpi_pools_shutdown_all();
+    if (cf__mpi_stuck())
+        cf__log("mpi: MPI_Finalize while a pool's manager thread is stuck inside MPI (a spawn "
+                "that never returned, or a disconnect a worker never joined); it may not "
+                "return");
     cf__mpi_kept_comms_free();
     cf__mpi_static_release();
     if (exit_comm != MPI_COMM_NULL)
@@ -220,6 +229,8 @@ void cf__mpi_hook_finalize(void)
 
 static void finalize_at_exit(void)
 {
+    if (getpid() != init_pid)
+        return; /* a fork child: MPI is its parent's */
     int done = 0;
     MPI_Finalized(&done);
     if (done)
@@ -254,6 +265,7 @@ int cf__mpi_ensure_init(const char *who)
                           cf__mpi_strerror(err, text, sizeof text));
         } else {
             we_initialised = true;
+            init_pid = getpid();
             atexit(finalize_at_exit);
             if (provided < MPI_THREAD_MULTIPLE)
                 rc = cf__fail(CF_ESYS, "%s: the MPI library offers thread level %d, the MPI "
@@ -281,6 +293,10 @@ static bool launched_by_mpirun(void)
 }
 
 static bool heartbeat_end(int64_t limit_ns);
+/* Test faults read by code before load_fault() (see there). */
+static bool fault_hb_flood, fault_no_disconnect;
+#define FAULT_STALL_S 30
+#define FAULT_FLOOD_N 20000
 
 /* How long a worker that leaves waits for its heartbeat thread to end.
  * Its MPI calls are probes and small sends that the manager's side takes
@@ -326,7 +342,7 @@ CF__API int cf_mpi_init(int argc, char **argv)
             _exit(3);
         char *end;
         long ms = strtol(argv[2], &end, 10);
-        if (*end || ms < 1 || ms > 3600 * 1000)
+        if (*end || ms < 1 || ms > CF__MPI_BEAT_MAX_MS)
             _exit(64);
         if (cf__mpi_ensure_init("mpi_init") != CF_OK)
             _exit(65);
@@ -341,10 +357,15 @@ CF__API int cf_mpi_init(int argc, char **argv)
          * worker heard it, and would wait for one that never does): the
          * intercommunicator is only freed, and MPI_Finalize then waits
          * for this job's other workers alone. */
-        if (cf__mpi_serve(parent, 0, (int64_t)ms * 1000000))
+        if (cf__mpi_serve(parent, 0, (int64_t)ms * 1000000)) {
             MPI_Comm_free(&parent);
-        else
+        } else {
+            if (fault_no_disconnect) {
+                sleep(FAULT_STALL_S);
+                _exit(0);
+            }
             MPI_Comm_disconnect(&parent);
+        }
         worker_leave();
     }
     ssize_t n = readlink("/proc/self/exe", cf__mpi_exe, sizeof cf__mpi_exe - 1);
@@ -750,6 +771,7 @@ static void *heartbeat_main(void *arg)
     cf__set_thread_name("cf-mpi-heartbeat");
     int64_t next_beat = 0;
     uint64_t frames_seen = 0;
+    unsigned flooded = 0;
     pthread_mutex_lock(&hb.mu);
     while (!hb.stop) {
         int64_t now = cf__now_ns();
@@ -757,7 +779,9 @@ static void *heartbeat_main(void *arg)
         pthread_mutex_unlock(&hb.mu);
         if (now >= next_beat) {
             MPI_Send(NULL, 0, MPI_BYTE, hb.manager, MTAG_HB, hb.comm);
-            next_beat = now + hb.interval_ns;
+            if (fault_hb_flood && ++flooded == FAULT_FLOOD_N)
+                fault_hb_flood = false;
+            next_beat = fault_hb_flood ? now : now + hb.interval_ns;
         }
         if (running)
             take_stops();
@@ -786,7 +810,7 @@ static void *heartbeat_main(void *arg)
         /* Woken by the main thread when it leaves (stop), turns busy while
          * this thread dozes or holds a first result, or when the next
          * heartbeat, STOP poll or flush of held results is due. */
-        if (!hb.stop)
+        if (!hb.stop && !fault_hb_flood)
             pthread_cond_timedwait(&hb.cv, &hb.mu, &ts);
     }
     hb.exited = true;
@@ -889,16 +913,34 @@ static size_t ndone, done_cap;
  * "mpi-results-oom:TASK" builds the answers of TASK's frames as if memory
  * ran out, so the out-of-memory answer (answer()) runs (fault_oom_task,
  * empty: no fault); "mpi-bad-hello" sends an empty HELLO, which breaks
- * the pool while it starts.  Main thread only. */
+ * the pool while it starts.  Workers that misbehave without breaking the
+ * protocol's form: "mpi-no-hello" sends heartbeats but no HELLO;
+ * "mpi-hb-flood" sends FAULT_FLOOD_N heartbeats as fast as it can, then
+ * beats as usual (a flood Open MPI's TCP transport cannot drain as fast as
+ * it comes holds the manager inside one MPI call until it stops, out of
+ * the library's reach); "mpi-no-bye", told
+ * EXIT, goes on beating for FAULT_STALL_S and leaves without BYE;
+ * "mpi-no-disconnect" (spawn mode) says BYE, then neither disconnects nor
+ * ends for FAULT_STALL_S.  Set in the main thread before the heartbeat
+ * thread starts, which reads them. */
 static char fault_oom_task[64];
-static bool fault_bad_hello;
+static bool fault_bad_hello, fault_no_hello, fault_no_bye;
+
+static bool fault_is(const char *spec, const char *name)
+{
+    return spec && strcmp(spec, name) == 0;
+}
 
 static void load_fault(void)
 {
     static const char point[] = "mpi-results-oom:";
     const char *spec = getenv(CF__FAULT_ENV);
     fault_oom_task[0] = '\0';
-    fault_bad_hello = spec && strcmp(spec, "mpi-bad-hello") == 0;
+    fault_bad_hello = fault_is(spec, "mpi-bad-hello");
+    fault_no_hello = fault_is(spec, "mpi-no-hello");
+    fault_hb_flood = fault_is(spec, "mpi-hb-flood");
+    fault_no_bye = fault_is(spec, "mpi-no-bye");
+    fault_no_disconnect = fault_is(spec, "mpi-no-disconnect");
     if (spec && strncmp(spec, point, sizeof point - 1) == 0)
         snprintf(fault_oom_task, sizeof fault_oom_task, "%s", spec + sizeof point - 1);
 }
@@ -1280,7 +1322,8 @@ bool cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
     unsigned char *frame = cf__mpi_flatten(&out, &flen);
     if (fault_bad_hello)
         flen = 0;
-    if (!frame || MPI_Send(frame, flen, MPI_BYTE, manager, MTAG_HELLO, comm) != MPI_SUCCESS)
+    if (!frame || (!fault_no_hello &&
+                   MPI_Send(frame, flen, MPI_BYTE, manager, MTAG_HELLO, comm) != MPI_SUCCESS))
         worker_leave();
     free(frame);
 
@@ -1369,6 +1412,10 @@ bool cf__mpi_serve(MPI_Comm comm, int manager, int64_t hb_interval_ns)
                 answer(in, inlen, ++frames, &out, true);
         }
         set_busy(false);
+    }
+    if (fault_no_bye && !broken) {
+        sleep(FAULT_STALL_S); /* the heartbeat thread goes on */
+        _exit(0);
     }
     free(in);
     free(done_fs);

@@ -1346,15 +1346,15 @@ static void test_dead_worker_breaks_pool(void **state)
  * submits fail; the process's other pool goes on and a new pool works.
  * (It hung for ever: the worker's MPI_Finalize, run by exit(), waited for
  * the parent while its heartbeat thread kept it looking alive.) */
-static void test_task_calls_exit(void **state)
+static void task_calls_exit(int n)
 {
-    (void)state;
     double scale = cf_test_scale();
-    cf_executor *ex = pool(2, 30), *other = pool(1, 30);
+    cf_executor *ex = pool(n, 30), *other = pool(1, 30);
     cf_future *f;
     assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(3)), &f));
     assert_int_equal(result_i64(f), 9);
     cf_future_release(f);
+    assert_int_equal(cf_executor_worker_count(ex), n);
     double t0 = cf_test_now();
     assert_ok(cf_submit(ex, exit_call, CF_ARGS(cf_i64(4)), &f));
     int rc = cf_future_result(f, 20 * scale, NULL);
@@ -1362,11 +1362,14 @@ static void test_task_calls_exit(void **state)
     assert_cf(CF_EBROKEN, rc);
     const cf_failure *fl = NULL;
     assert_ok(cf_future_exception(f, 0, &fl));
-    if (!strstr(cf_failure_message(fl), " of 2 on ") ||
+    char of_n[32];
+    snprintf(of_n, sizeof of_n, " of %d on ", n);
+    if (!strstr(cf_failure_message(fl), of_n) ||
         !strstr(cf_failure_message(fl), "left during a call"))
         fail_msg("failure message: %s", cf_failure_message(fl));
     cf_future_release(f);
     assert_cf(CF_EBROKEN, cf_submit(ex, square, CF_ARGS(cf_i64(2)), &f));
+    assert_int_equal(cf_executor_worker_count(ex), 0); /* a broken pool's are lost */
     assert_ok(cf_executor_destroy(ex));
     assert_ok(cf_submit(other, square, CF_ARGS(cf_i64(6)), &f));
     assert_int_equal(result_i64(f), 36);
@@ -1375,6 +1378,78 @@ static void test_task_calls_exit(void **state)
     ex = pool(1, 0);
     assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(7)), &f));
     assert_int_equal(result_i64(f), 49);
+    cf_future_release(f);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* With one worker too: the pool then has no worker told that it broke,
+ * and wind_down() disconnected from the worker that had left - which
+ * made Open MPI end this whole program (exit 5) in 6 runs of 10. */
+static void test_task_calls_exit(void **state)
+{
+    (void)state;
+    task_calls_exit(2);
+    task_calls_exit(1);
+}
+
+/* A child forked beside a live pool that ends with exit() runs the
+ * parent's exit handlers: the library's must not finalize MPI there.  It
+ * did, over the parent's sockets: the child hung in MPI_Finalize and the
+ * parent's pool broke.  Now the child exits at once and the pool goes
+ * on. */
+static void test_fork_child_exit_leaves_mpi_alone(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool(1, 5);
+    cf_future *f;
+    assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(5)), &f));
+    assert_int_equal(result_i64(f), 25);
+    cf_future_release(f);
+    fflush(stdout);
+    pid_t c = fork();
+    assert_true(c >= 0);
+    if (c == 0) {
+        alarm((unsigned)(30 * cf_test_scale())); /* a hang ends as SIGALRM */
+        exit(7);
+    }
+    int st = 0;
+    double end = cf_test_now() + 20 * cf_test_scale();
+    pid_t r;
+    while ((r = waitpid(c, &st, WNOHANG)) == 0 && cf_test_now() < end) {
+        struct timespec ts = {0, 10000000}; /* no event for a child's end here */
+        nanosleep(&ts, NULL);
+    }
+    if (r == 0) {
+        kill(c, SIGKILL);
+        waitpid(c, &st, 0);
+        fail_msg("the child did not exit within 20 s");
+    }
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 7);
+    /* Longer than the heartbeat timeout: a pool the child broke shows. */
+    assert_ok(cf_submit(ex, nap_ms, CF_ARGS(cf_i64((int64_t)(6000 * cf_test_scale()))), &f));
+    assert_int_equal(result_i64(f), (int64_t)(6000 * cf_test_scale()));
+    cf_future_release(f);
+    assert_int_equal(cf_executor_worker_count(ex), 1);
+    assert_ok(cf_executor_destroy(ex));
+}
+
+/* A heartbeat timeout over 5 h (accepted up to a day) gave a worker an
+ * interval over the hour it accepts on its command line: it exited before
+ * MPI_Init and the spawn never returned.  The interval is capped. */
+static void test_long_heartbeat_timeout(void **state)
+{
+    (void)state;
+    cf_mpi_pool_options o;
+    cf_mpi_pool_options_init(&o);
+    o.max_workers = 1;
+    o.heartbeat_timeout = 86400;
+    o.start_timeout = 30 * cf_test_scale();
+    cf_executor *ex = NULL;
+    assert_ok(cf_mpi_pool_new(&ex, &o));
+    cf_future *f;
+    assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(9)), &f));
+    assert_int_equal(result_i64(f), 81);
     cf_future_release(f);
     assert_ok(cf_executor_destroy(ex));
 }
@@ -1865,6 +1940,13 @@ static void test_protocol_breach_breaks_pool(void **state)
         {112, 4, 0, "sent a result that does not match its calls"}, /* 0 outcomes */
         {115, 8, 0, "sent results that do not match its calls"},    /* an empty frame */
         {99, 100, 0, "sent a message with an unknown tag"},
+        /* Sizes are checked before anything is taken for a message: a
+         * RESULT over the 1 MiB a worker puts in one message is refused
+         * as such, not read in and then found not to match; an unknown
+         * tag's 100 MiB (over what the manager reads only to drop it) is
+         * left unread, not taken into memory. */
+        {112, 4 << 20, 0, "sent a message of 4194304 bytes with tag 112, more than"},
+        {99, 100 << 20, 1, "sent a message with an unknown tag"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         double t0 = cf_test_now();
@@ -1956,6 +2038,109 @@ static void test_breach_during_start_up(void **state)
     assert_null(ex);
     print_message("%s\n", cf_last_error_message());
     assert_non_null(strstr(cf_last_error_message(), "sent a malformed hello"));
+}
+
+/* A worker that sends heartbeats but never HELLO (the fault
+ * "mpi-no-hello") makes cf_mpi_pool_new() fail after heartbeat_timeout:
+ * its heartbeats prove it alive, not started.  It used to hold start-up
+ * until start_timeout, and a start_timeout below heartbeat_timeout then
+ * abandoned a manager still calling MPI, which a later MPI_Finalize
+ * crashed under (this process finalizes MPI at exit). */
+static void test_heartbeats_without_hello(void **state)
+{
+    (void)state;
+    fault_for_workers("mpi-no-hello");
+    cf_mpi_pool_options o;
+    cf_mpi_pool_options_init(&o);
+    o.max_workers = 1;
+    o.heartbeat_timeout = 2;
+    o.start_timeout = 1; /* bounds the spawn alone */
+    cf_executor *ex = (cf_executor *)&o;
+    double t0 = cf_test_now();
+    assert_cf(CF_EBROKEN, cf_mpi_pool_new(&ex, &o));
+    double took = cf_test_now() - t0;
+    unsetenv("CFUTURES_FAULT");
+    assert_null(ex);
+    print_message("%s (%.2f s)\n", cf_last_error_message(), took);
+    assert_non_null(strstr(cf_last_error_message(), "did not say hello within 2.0 s"));
+    assert_true(took >= 2);
+}
+
+/* A worker that floods the manager with heartbeats (the fault
+ * "mpi-hb-flood") breaks its pool, named as such, at start-up or soon
+ * after; it used to take every turn of the manager (over TCP no call was
+ * sent and no timeout seen while it lasted) and grow the parent by
+ * gigabytes. */
+static void test_heartbeat_flood_breaks_pool(void **state)
+{
+    (void)state;
+    fault_for_workers("mpi-hb-flood");
+    cf_mpi_pool_options o;
+    cf_mpi_pool_options_init(&o);
+    o.max_workers = 1;
+    o.heartbeat_timeout = 3 * cf_test_scale();
+    cf_executor *ex = NULL;
+    int rc = cf_mpi_pool_new(&ex, &o);
+    unsetenv("CFUTURES_FAULT");
+    if (rc == CF_OK) {
+        cf_future *f;
+        assert_ok(cf_submit(ex, nap_ms, CF_ARGS(cf_i64(5000)), &f));
+        assert_cf(CF_EBROKEN, cf_future_result(f, 20 * cf_test_scale(), NULL));
+        cf_future_release(f);
+    } else {
+        assert_int_equal(rc, CF_EBROKEN);
+    }
+    print_message("%s\n", cf_last_error_message());
+    assert_non_null(strstr(cf_last_error_message(), "flooded the manager"));
+    if (ex)
+        assert_ok(cf_executor_destroy(ex));
+}
+
+/* A pool of one worker with the test fault `fault`, which answers a call
+ * and misbehaves at the end: destroy must return heartbeat_timeout (1 s
+ * scaled) plus 5 s after the end began, give or take, with a log line
+ * holding `said`. */
+static void let_go_at_end(const char *fault, int64_t x, const char *said)
+{
+    fault_for_workers(fault);
+    cf_executor *ex = pool(1, 1);
+    unsetenv("CFUTURES_FAULT");
+    cf_future *f;
+    assert_ok(cf_submit(ex, square, CF_ARGS(cf_i64(x)), &f));
+    assert_int_equal(result_i64(f), x * x);
+    cf_future_release(f);
+    log_capture_start();
+    double t0 = cf_test_now();
+    assert_ok(cf_executor_destroy(ex));
+    double took = cf_test_now() - t0;
+    char last[512];
+    int n = log_capture_stop(last, sizeof last);
+    print_message("destroy took %.2f s; %d log lines, last: %s\n", took, n, last);
+    assert_true(n >= 1);
+    assert_non_null(strstr(last, said));
+    assert_true(took >= 5);
+    assert_true(took < 5 + 3 * cf_test_scale() + 10);
+}
+
+/* A worker told EXIT with nothing left to run that goes on beating but
+ * never says BYE (the fault "mpi-no-bye") is let go heartbeat_timeout
+ * plus 5 s later, with a log line; destroy used to wait for it for ever. */
+static void test_worker_without_bye_let_go(void **state)
+{
+    (void)state;
+    let_go_at_end("mpi-no-bye", 7, "did not say BYE within");
+}
+
+/* A spawned worker that says BYE and then never disconnects (the fault
+ * "mpi-no-disconnect") holds the parent's collective
+ * MPI_Comm_disconnect for ever, and MPI has no way out of it: destroy
+ * returns heartbeat_timeout plus 5 s after the disconnect began, leaving
+ * the manager thread there with a log line, and the process does not
+ * finalize MPI at exit (the watchdog would fail a hang there). */
+static void test_worker_without_disconnect_let_go(void **state)
+{
+    (void)state;
+    let_go_at_end("mpi-no-disconnect", 8, "does not disconnect");
 }
 
 /* Workers that die before MPI_Init leave MPI_Comm_spawn waiting for
@@ -2269,6 +2454,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_slow_callback_keeps_pool),
     cmocka_unit_test(test_terminate_and_kill_workers),
     cmocka_unit_test(test_task_calls_exit),
+    cmocka_unit_test(test_fork_child_exit_leaves_mpi_alone),
+    cmocka_unit_test(test_long_heartbeat_timeout),
     cmocka_unit_test(test_big_payloads),
     cmocka_unit_test(test_slow_big_result_keeps_pool),
     cmocka_unit_test(test_long_frames_split),
@@ -2278,6 +2465,10 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_results_out_of_memory),
     cmocka_unit_test(test_breach_during_start_up),
     cmocka_unit_test(test_spawn_that_never_returns_times_out),
+    cmocka_unit_test(test_heartbeats_without_hello),
+    cmocka_unit_test(test_heartbeat_flood_breaks_pool),
+    cmocka_unit_test(test_worker_without_bye_let_go),
+    cmocka_unit_test(test_worker_without_disconnect_let_go),
     cmocka_unit_test(test_two_pools_at_once),
     cmocka_unit_test(test_worker_exit_keeps_other_pool),
     cmocka_unit_test(test_workers_from_environment),
