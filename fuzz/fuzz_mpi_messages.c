@@ -158,7 +158,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         add_job(w, j); /* as send_job does */
     }
     int64_t now = cf__now_ns();
-    w->last_seen = w->last_look = now;
+    w->last_seen = w->last_look = w->part_seen = now;
     bool alive = check_time(p, now); /* the timed-out job, if any */
 
     const uint8_t *at = data + 1, *end = data + size;

@@ -82,7 +82,9 @@
  * order, a message larger than its kind may be (checked before the
  * manager takes memory for it; one over 64 MiB is left unread, its
  * communicator then kept as above), or more heartbeats than a worker
- * sends (a flood).  A worker that sends heartbeats but never says hello
+ * sends (a flood), or a long answer begun and not continued for
+ * heartbeat_timeout while its heartbeats go on (a worker sends the parts
+ * of one back to back).  A worker that sends heartbeats but never says hello
  * fails start-up after heartbeat_timeout.  At the end, a worker told to
  * leave with nothing left to run that does not say so within
  * heartbeat_timeout + 5 s is let go (the pool counts as broken, with a

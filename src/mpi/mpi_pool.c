@@ -207,6 +207,12 @@ typedef struct mworker {
     int64_t ahead_ns;
     int ahead_unknown;
     bool receiving;      /* an MPI_Imrecv is in flight */
+    /* While a long frame comes in (rlong): when its LONG header or its
+     * last PART came, moved like last_seen for the time the manager did
+     * not look (look_at).  A worker that sends no next PART for
+     * heartbeat_timeout has stopped midway (check_time): a worker sends
+     * its parts back to back, while its heartbeats go on. */
+    int64_t part_seen;
     MPI_Request rreq;
     unsigned char *rbuf; /* the frame coming in */
     size_t rlen;         /* its length */
@@ -1467,8 +1473,10 @@ static bool on_long(mpi_pool *p, mworker *w, const unsigned char *body, int len)
 static int64_t look_at(const mpi_pool *p, mworker *w)
 {
     int64_t now = cf__now_ns(), gap = now - w->last_look, most = p->hb_timeout_ns / 5;
-    if (gap > most)
+    if (gap > most) {
         w->last_seen += gap - most;
+        w->part_seen += gap - most;
+    }
     w->last_look = now;
     return now;
 }
@@ -1482,7 +1490,7 @@ static bool test_receive(mpi_pool *p, mworker *w, int64_t now)
     if (!done)
         return false;
     w->receiving = false;
-    w->last_seen = now;
+    w->last_seen = w->part_seen = now;
     if ((w->rlong ? (size_t)w->rpart : w->rlen) > CF__MPI_BIG_MSG)
         p->moved_at = now;
     if (w->rlong)
@@ -1644,6 +1652,7 @@ static bool receive(mpi_pool *p, bool all)
                     MPI_Mrecv(hdr, 12, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
                     if (!on_long(p, w, hdr, 12))
                         return true;
+                    w->part_seen = now;
                     continue;
                 }
                 if (!long_room(w, (size_t)count)) {
@@ -1716,6 +1725,14 @@ static bool check_time(mpi_pool *p, int64_t now)
 {
     for (int i = 0; i < p->nworkers; i++) {
         mworker *w = &p->workers[i];
+        if (w->rlong && !w->receiving && w->last_look - w->part_seen > p->hb_timeout_ns) {
+            char why[160];
+            snprintf(why, sizeof why, "stopped in the middle of a long answer (no part for "
+                                      "%.1f s, its heartbeats going on)",
+                     (double)(w->last_look - w->part_seen) / 1e9);
+            bad_worker(p, w, why);
+            return false;
+        }
         if (w->bye || w->last_look - w->last_seen <= p->hb_timeout_ns)
             continue;
         char who[128], msg[384];

@@ -1879,8 +1879,11 @@ static void test_death_during_big_transfer(void **state)
 
 /* A worker that breaks the protocol: the task sends the manager a
  * message of its own on the pool's intercommunicator - tag argument 0,
- * argument 1 bytes (a LONG header when the tag is LONG's) - and, when
- * argument 2 is not 0, dies before the manager has received it all.
+ * argument 1 bytes (a LONG header when the tag is LONG's: of 2^60 bytes,
+ * or, when argument 2 is 2, of 100, which fits) - and, when argument 2 is
+ * 1, dies before the manager has received it all; when it is 2, it then
+ * holds its worker until asked to stop (at most 30 s), sending nothing
+ * more, while the heartbeats go on.
  * Tags are the engine's (src/mpi/mpi_engine.h): RESULT 112, HB 113,
  * RESULTS 115, LONG 120, PART 121. */
 static int send_raw(cf_call *c)
@@ -1892,16 +1895,27 @@ static int send_raw(cf_call *c)
     unsigned char *buf = calloc(1, size ? size : 1);
     if (parent == MPI_COMM_NULL || !buf)
         return cf_raise(c, CF_ESYS, "OSError", "no parent or no memory");
+    int64_t mode = cf_arg_i64(c, 2);
     if (tag == 120 && size == 12) {
         uint32_t result_tag = 112;
-        uint64_t total = UINT64_C(1) << 60;
+        uint64_t total = mode == 2 ? 100 : UINT64_C(1) << 60;
         memcpy(buf, &result_tag, 4); /* the wire is little-endian, as is x86 */
         memcpy(buf + 4, &total, 8);
     }
     MPI_Request req;
     if (MPI_Isend(buf, (int)size, MPI_BYTE, 0, tag, parent, &req) != MPI_SUCCESS)
         return cf_raise(c, CF_ESYS, "OSError", "MPI_Isend failed");
-    if (cf_arg_i64(c, 2)) {
+    if (mode == 2) {
+        MPI_Wait(&req, MPI_STATUS_IGNORE);
+        free(buf);
+        double end = cf_test_now() + 30;
+        while (!cf_cancel_requested(c) && cf_test_now() < end) {
+            struct timespec ts = {0, 10000000}; /* polls the stop request */
+            nanosleep(&ts, NULL);
+        }
+        return cf_return_i64(c, 0);
+    }
+    if (mode) {
         /* A few turns of progress, so that the first fragment is surely
          * out; the manager cannot ask for the rest that fast. */
         for (int i = 0; i < 10; i++) {
@@ -1947,6 +1961,9 @@ static void test_protocol_breach_breaks_pool(void **state)
          * left unread, not taken into memory. */
         {112, 4 << 20, 0, "sent a message of 4194304 bytes with tag 112, more than"},
         {99, 100 << 20, 1, "sent a message with an unknown tag"},
+        /* A long answer begun and never continued, the worker alive:
+         * it held its call, and a destroy, for as long as it lasted. */
+        {120, 12, 2, "stopped in the middle of a long answer"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         double t0 = cf_test_now();
