@@ -224,7 +224,9 @@ int cf_mpi_init(int argc, char **argv);
  *                   already served a pool (they exit after it) or the
  *                   process was not launched with several ranks
  *   CF_ESYS         MPI could not be initialised, the spawn failed (the
- *                   message carries MPI's error string), or no thread
+ *                   message carries MPI's error string), the program's
+ *                   own file cannot be run (deleted or replaced since it
+ *                   started), or no thread
  *   CF_EBROKEN      a worker did not say hello within heartbeat_timeout,
  *                   or broke the protocol while starting, or MPI did not
  *                   start the workers within start_timeout

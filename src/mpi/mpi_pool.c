@@ -1775,6 +1775,14 @@ static int start_spawn(mpi_pool *p, char *msg, size_t msize)
                              "/proc/self/exe failed)");
         return CF_ESYS;
     }
+    /* Open MPI's daemon reports a file it cannot run only to itself, and
+     * MPI_Comm_spawn then waits for ever (to start_timeout here). */
+    if (access(cf__mpi_exe, X_OK) != 0) {
+        snprintf(msg, msize, "the program's own file %.200s cannot be run (%s): was it "
+                             "deleted or replaced since the program started?",
+                 cf__mpi_exe, strerror(errno));
+        return CF_ESYS;
+    }
     /* The worker's heartbeat interval in whole ms: a fifth of the
      * timeout, at least 1 and at most CF__MPI_BEAT_MAX_MS (what a worker
      * accepts; beating more often than needed costs nothing). */

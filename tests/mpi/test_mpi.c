@@ -1434,6 +1434,62 @@ static void test_fork_child_exit_leaves_mpi_alone(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* A program whose file was deleted since it started (a deployment that
+ * replaced it, say) cannot spawn copies of itself: cf_mpi_pool_new()
+ * says so at once with CF_ESYS.  Open MPI's daemon kept the failure to
+ * itself and the spawn waited until start_timeout, which then blamed
+ * workers dying in MPI_Init.  Run in a copy of this program that deletes
+ * its own file first. */
+static void test_deleted_program_refused(void **state)
+{
+    (void)state;
+    if (getenv("CF_TEST_DELETED_SELF")) {
+        assert_int_equal(unlink(getenv("CF_TEST_DELETED_SELF")), 0);
+        cf_mpi_pool_options o;
+        cf_mpi_pool_options_init(&o);
+        o.max_workers = 1;
+        o.start_timeout = 60;
+        cf_executor *ex = (cf_executor *)&o;
+        double t0 = cf_test_now();
+        assert_cf(CF_ESYS, cf_mpi_pool_new(&ex, &o));
+        assert_null(ex);
+        print_message("%s (%.2f s)\n", cf_last_error_message(), cf_test_now() - t0);
+        assert_non_null(strstr(cf_last_error_message(), "cannot be run"));
+        assert_true(cf_test_now() - t0 < 30);
+        return;
+    }
+    char self[4096], copy[] = "/tmp/cf-test-mpi-copy-XXXXXX";
+    ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
+    assert_true(k > 0);
+    self[k] = '\0';
+    int out = mkstemp(copy);
+    assert_true(out >= 0);
+    int in = open(self, O_RDONLY);
+    assert_true(in >= 0);
+    char buf[1 << 16];
+    ssize_t r;
+    while ((r = read(in, buf, sizeof buf)) > 0)
+        assert_int_equal(write(out, buf, (size_t)r), r);
+    close(in);
+    assert_int_equal(fchmod(out, 0700), 0);
+    close(out);
+    fflush(stdout);
+    pid_t c = fork();
+    assert_true(c >= 0);
+    if (c == 0) {
+        setenv("CF_TEST_DELETED_SELF", copy, 1);
+        setenv("CF_TEST_SUPERVISED", "1", 1); /* run it here, not under a retry */
+        char *argv[] = {copy, "test_deleted_program_refused", NULL};
+        execv(copy, argv);
+        _exit(127);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(c, &st, 0), c); /* the copy's own watchdog bounds it */
+    unlink(copy); /* in case it failed before */
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 /* A heartbeat timeout over 5 h (accepted up to a day) gave a worker an
  * interval over the hour it accepts on its command line: it exited before
  * MPI_Init and the spawn never returned.  The interval is capped. */
@@ -2473,6 +2529,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_task_calls_exit),
     cmocka_unit_test(test_fork_child_exit_leaves_mpi_alone),
     cmocka_unit_test(test_long_heartbeat_timeout),
+    cmocka_unit_test(test_deleted_program_refused),
     cmocka_unit_test(test_big_payloads),
     cmocka_unit_test(test_slow_big_result_keeps_pool),
     cmocka_unit_test(test_long_frames_split),
