@@ -61,7 +61,9 @@ static int never_runs(cf_call *c)
 static bool deliver(mpi_pool *p, mworker *w, int tag, const unsigned char *body, int count)
 {
     char why_buf[160];
-    const char *why = message_breach(p, w, tag, count, cf__now_ns(), why_buf, sizeof why_buf);
+    /* The clock of the setup (chatter_since), so that a replay breaks at
+     * the same heartbeat however slowly it runs. */
+    const char *why = message_breach(p, w, tag, count, w->chatter_since, why_buf, sizeof why_buf);
     if (why) {
         bad_worker(p, w, why);
         return false;
@@ -135,7 +137,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     w->shown_rank = 1;
     w->shown_size = 2;
     w->hello = cfg & 16;
-    w->chatter_since = cf__now_ns(); /* more than 64 heartbeats at once: a flood */
+    w->chatter_since = cf__now_ns(); /* deliver()'s clock: 65 heartbeats are a flood */
     snprintf(w->host, sizeof w->host, "fuzzhost");
 
     /* The calls, each also held here to check at the end. */

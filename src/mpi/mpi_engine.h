@@ -266,6 +266,10 @@ int cf__mpi_ensure_init(const char *who);
  * in mpi_pool.c). */
 extern bool cf__mpi_static_world;
 extern MPI_Comm cf__mpi_static_comm;
+/* When the static world's worker ranks began to serve (rank 0's clock,
+ * cf__now_ns(), taken in cf_mpi_init()): where a static pool's budget of
+ * heartbeats starts (message_breach in mpi_pool.c). */
+extern int64_t cf__mpi_static_since;
 /* Static mode: the workers' heartbeat interval. */
 #define CF__MPI_STATIC_BEAT_NS (200 * 1000000LL)
 /* The longest heartbeat interval a spawned worker takes on its command

@@ -174,6 +174,9 @@ typedef struct mworker {
     /* It said BYE unasked: its process is ending under a call, without
      * the disconnect a normal EXIT is answered with. */
     bool left_midway;
+    /* leave() gave up waiting for its BYE: wind_down() does not wait for
+     * it again. */
+    bool let_go;
     /* When its last message came, and when the manager last looked for
      * its messages (both read from the clock as the manager turns to this
      * worker in receive()).  Its silence is the time between the two,
@@ -266,7 +269,7 @@ typedef struct mpi_pool {
     bool shutdown;
     bool broken;
     char broken_msg[384];
-    bool spawned;        /* MPI_Comm_spawn returned (set from the start
+    bool spawned;        /* MPI_Comm_spawn returned (set by launch()
                           * when there is none to make) */
     bool started;        /* start-up finished (start_rc says how) */
     int start_rc;
@@ -811,7 +814,7 @@ static void wind_down(mpi_pool *p)
         bool waiting = false, got = false;
         for (int i = 0; i < p->nworkers; i++) {
             mworker *w = &p->workers[i];
-            if (w->bye || w->killed || w->unread)
+            if (w->bye || w->killed || w->unread || w->let_go)
                 continue;
             /* Its silence, as check_time counts it: a manager that was
              * away (done-callbacks of the failed calls) did not listen. */
@@ -1549,11 +1552,29 @@ static bool long_order_ok(const mworker *w, int tag, int count)
                     : tag == MTAG_LONG && count == 12;
 }
 
+/* The interval at which p's workers beat: a fifth of heartbeat_timeout
+ * in communicator mode; the same in whole milliseconds, at least 1 and at
+ * most CF__MPI_BEAT_MAX_MS (what a worker accepts on its command line),
+ * in spawn mode; CF__MPI_STATIC_BEAT_NS in static mode. */
+static int64_t worker_beat_ns(const mpi_pool *p)
+{
+    if (p->world)
+        return CF__MPI_STATIC_BEAT_NS;
+    int64_t beat = p->hb_timeout_ns / 5;
+    if (!p->spawn)
+        return beat;
+    int64_t ms = beat / 1000000;
+    if (ms < 1)
+        ms = 1;
+    if (ms > CF__MPI_BEAT_MAX_MS)
+        ms = CF__MPI_BEAT_MAX_MS;
+    return ms * 1000000;
+}
+
 /* How many messages without an answer (heartbeats, HELLO, BYE) w may
- * have sent by `now`: one per half of the shortest heartbeat interval a
- * worker uses (a fifth of heartbeat_timeout, at most CF__MPI_STATIC_BEAT_NS
- * in static mode, whole milliseconds of at least one in spawn mode, so
- * never below half of it), and CHATTER_SLACK more.  Far above what an
+ * have sent by `now`: one per half of its heartbeat interval since it
+ * began (chatter_since: the pool's start, or in static mode when the
+ * ranks began to serve, cf__mpi_static_since), and CHATTER_SLACK more.  Far above what an
  * honest worker sends, and far below a flood: a worker sending empty
  * messages as fast as it can over TCP took the manager's every turn (no
  * call was dispatched, no timeout seen) and grew Open MPI's store of
@@ -1561,13 +1582,11 @@ static bool long_order_ok(const mworker *w, int tag, int count)
 #define CHATTER_SLACK 64
 static uint64_t chatter_allowed(const mpi_pool *p, const mworker *w, int64_t now)
 {
-    int64_t beat = p->hb_timeout_ns / 5;
-    if (beat > CF__MPI_STATIC_BEAT_NS)
-        beat = CF__MPI_STATIC_BEAT_NS;
-    if (beat < 1000000)
-        beat = 1000000;
+    int64_t half = worker_beat_ns(p) / 2;
+    if (half < 1)
+        half = 1;
     int64_t since = now > w->chatter_since ? now - w->chatter_since : 0;
-    return CHATTER_SLACK + (uint64_t)(since / (beat / 2));
+    return CHATTER_SLACK + (uint64_t)(since / half);
 }
 
 /* What is wrong with a message of `count` bytes and tag `tag` that w
@@ -1783,16 +1802,10 @@ static int start_spawn(mpi_pool *p, char *msg, size_t msize)
                  cf__mpi_exe, strerror(errno));
         return CF_ESYS;
     }
-    /* The worker's heartbeat interval in whole ms: a fifth of the
-     * timeout, at least 1 and at most CF__MPI_BEAT_MAX_MS (what a worker
-     * accepts; beating more often than needed costs nothing). */
+    /* The worker's heartbeat interval in whole ms (worker_beat_ns):
+     * beating more often than a fifth of the timeout costs nothing. */
     char interval[32];
-    long long beat_ms = (long long)(p->hb_timeout_ns / 5 / 1000000);
-    if (beat_ms < 1)
-        beat_ms = 1;
-    if (beat_ms > CF__MPI_BEAT_MAX_MS)
-        beat_ms = CF__MPI_BEAT_MAX_MS;
-    snprintf(interval, sizeof interval, "%lld", beat_ms);
+    snprintf(interval, sizeof interval, "%lld", (long long)(worker_beat_ns(p) / 1000000));
     char *argv[] = {(char *)CF__MPI_WORKER_ARG, interval, NULL};
     MPI_Info info = MPI_INFO_NULL;
     if (p->oversubscribe) {
@@ -1979,6 +1992,8 @@ static void leave(mpi_pool *p)
         if (p->comm == MPI_COMM_NULL || !check_time(p, cf__now_ns()))
             return; /* broken meanwhile: the communicator is freed */
         if (cf__now_ns() > bye_by) {
+            for (int i = 0; i < p->nworkers; i++)
+                p->workers[i].let_go = !p->workers[i].bye;
             for (int i = 0; i < p->nworkers; i++) {
                 if (p->workers[i].bye)
                     continue;
@@ -1988,7 +2003,7 @@ static void leave(mpi_pool *p)
                                           "EXIT; it is let go", who,
                          (double)(p->hb_timeout_ns + LEAVE_GRACE_NS) / 1e9);
                 break_pool(p, msg); /* which logs it */
-                return; /* wind_down() hears the rest out */
+                return; /* wind_down() waits for no let_go worker */
             }
         }
         if (cf__now_ns() - last < CF__MPI_SPIN_NS)
@@ -2077,6 +2092,9 @@ static void *manager_main(void *arg)
     int64_t now = cf__now_ns();
     for (int i = 0; i < p->nworkers; i++)
         p->workers[i].last_seen = p->workers[i].last_look = p->workers[i].chatter_since = now;
+    if (p->world)
+        for (int i = 0; i < p->nworkers; i++)
+            p->workers[i].chatter_since = cf__mpi_static_since;
     if (rc == CF_OK)
         rc = await_hello(p, msg, sizeof msg);
     if (rc == CF_OK)
@@ -2351,8 +2369,8 @@ static void join_manager(mpi_pool *p)
         pthread_mutex_unlock(&p->mu);
         if (left) {
             cf__log("mpi: a spawned worker said BYE but does not disconnect; the pool's "
-                    "manager thread is left inside MPI_Comm_disconnect, and MPI will not be "
-                    "finalized at exit");
+                    "manager thread is left inside MPI_Comm_disconnect, and unless it returns "
+                    "MPI will not be finalized at exit");
             pthread_detach(p->manager);
         } else {
             pthread_join(p->manager, NULL);
@@ -2631,6 +2649,7 @@ static int launch(cf_executor **out, bool spawn, bool world, MPI_Comm comm, int 
         return cf__fail(CF_ENOMEM, "%s: out of memory", who);
     }
     p->spawn = spawn;
+    p->spawned = !spawn; /* nothing to spawn: only await_hello's bound */
     p->world = world;
     p->oversubscribe = o->oversubscribe;
     p->nworkers = n;

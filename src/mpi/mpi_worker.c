@@ -64,6 +64,7 @@ char cf__mpi_exe[4096];
 bool cf__mpi_init_called;
 bool cf__mpi_static_world;
 MPI_Comm cf__mpi_static_comm = MPI_COMM_NULL;
+int64_t cf__mpi_static_since;
 static _Atomic bool in_mpi_worker;
 /* Did cfutures call MPI_Init_thread (and so owes MPI_Finalize)?  Written
  * under init_mu. */
@@ -240,7 +241,8 @@ static void finalize_at_exit(void)
     cf__mpi_pools_shutdown_all();
     if (cf__mpi_stuck()) {
         /* MPI_Finalize would wait for that thread's MPI_Comm_spawn. */
-        cf__log("mpi: not finalizing MPI: a pool's start-up is still blocked inside MPI");
+        cf__log("mpi: not finalizing MPI: a pool's manager thread is still inside MPI (a "
+                "spawn that never returned, or a disconnect a worker never joined)");
         return;
     }
     MPI_Finalize();
@@ -402,6 +404,9 @@ CF__API int cf_mpi_init(int argc, char **argv)
         MPI_Comm_dup(MPI_COMM_WORLD, &exit_comm) != MPI_SUCCESS)
         return cf__fail(CF_ESYS, "mpi_init: MPI_Comm_dup of the world failed");
     MPI_Comm_set_errhandler(cf__mpi_static_comm, MPI_ERRORS_RETURN);
+    /* The worker ranks start beating about now (after the collective
+     * dups), however late rank 0 makes its pool. */
+    cf__mpi_static_since = cf__now_ns();
     if (rank != 0) {
         /* Ranks 1..N-1 serve rank 0's pool.  The launcher ends the job if
          * any rank dies, so their heartbeat only guards against a hung
