@@ -1850,7 +1850,11 @@ static int start_spawn(mpi_pool *p, char *msg, size_t msize)
 static int await_hello(mpi_pool *p, char *msg, size_t msize)
 {
     int64_t nap = 0, last = cf__now_ns();
-    int64_t hello_by = last + p->hb_timeout_ns;
+    /* Time spent waiting for hellos, counted as look_at() counts silence:
+     * a gap between two turns of this loop counts for at most a fifth of
+     * heartbeat_timeout, the rest being time this thread did not run
+     * (a loaded machine), when a hello may have waited unread. */
+    int64_t waited = 0, turn = last, most = p->hb_timeout_ns / 5;
     bool napped = false;
     for (;;) {
         bool all = true;
@@ -1879,7 +1883,9 @@ static int await_hello(mpi_pool *p, char *msg, size_t msize)
             continue;
         }
         int64_t now = cf__now_ns();
-        if (now > hello_by) {
+        waited += now - turn < most ? now - turn : most;
+        turn = now;
+        if (waited > p->hb_timeout_ns) {
             for (int i = 0; i < p->nworkers; i++) {
                 if (p->workers[i].hello)
                     continue;
@@ -1899,8 +1905,9 @@ static int await_hello(mpi_pool *p, char *msg, size_t msize)
         }
         if (now - last < CF__MPI_SPIN_NS)
             continue;
-        /* Nothing can wake this: it ends by itself, by hello_by at the
-         * latest (MPI has no waiting that does not spin). */
+        /* Nothing can wake this: it ends by itself, once `waited` passes
+         * heartbeat_timeout at the latest (MPI has no waiting that does
+         * not spin; each nap is at most CF__MPI_NAP_MAX_NS). */
         nap = cf__mpi_next_nap(nap, CF__MPI_NAP_MAX_NS);
         struct timespec ts = {0, (long)nap};
         nanosleep(&ts, NULL);
@@ -2471,17 +2478,32 @@ static const cf__engine mpi_engine = {
     .destroy = mp_destroy,
 };
 
+/* Ends every live pool (at exit, or first thing in MPI_Finalize).  Each
+ * is held by a reference of its executor while it is shut down, taken
+ * under pools_mu while the pool is still listed: a cf_executor_destroy()
+ * of it in another thread could otherwise free it meanwhile.  One whose
+ * last reference is already gone is being destroyed (its mp_destroy()
+ * waits for pools_mu to unlist it) and is left to that. */
 void cf__mpi_pools_shutdown_all(void)
 {
     for (;;) {
         pthread_mutex_lock(&pools_mu);
         mpi_pool *p = live_pools;
-        if (p)
+        bool held = false;
+        if (p) {
             live_pools = p->next_live;
+            uint32_t refs = atomic_load(&p->base.refs);
+            while (refs && !atomic_compare_exchange_weak(&p->base.refs, &refs, refs + 1))
+                ;
+            held = refs != 0;
+        }
         pthread_mutex_unlock(&pools_mu);
         if (!p)
             break;
+        if (!held)
+            continue;
         mp_shutdown(&p->base, true, false);
+        cf__executor_unref(&p->base); /* may be the last: destroys it */
     }
 }
 
