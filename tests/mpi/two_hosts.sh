@@ -386,6 +386,30 @@ run "spawn, the other host cut off" 90 env OMPI_MCA_orte_default_hostfile="$tmp/
 [ $rc -eq 0 ] && grep -q "host loss OK" "$tmp/out" && ok=yes || ok=no
 report "spawn, the other host cut off" $ok
 
+# The end cleans up after itself: no process left in either namespace
+# once killed (within 5 s), neither namespace left (their veth pair goes
+# with them).
+for ns in "$ns_b" "$ns_a"; do
+    kill_all_in "$ns"
+    n=0
+    while [ -n "$(ip netns pids "$ns" 2>/dev/null)" ] && [ $n -lt 50 ]; do
+        sleep 0.1 # no event for the end of another namespace's processes
+        n=$((n + 1))
+    done
+    if [ -n "$(ip netns pids "$ns" 2>/dev/null)" ]; then
+        echo "two_hosts: processes left in $ns after 5 s: FAILED"
+        fails=$((fails + 1))
+    fi
+done
+cleanup
+trap - EXIT
+for ns in "$ns_a" "$ns_b"; do
+    if ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "$ns"; then
+        echo "two_hosts: namespace $ns left behind: FAILED"
+        fails=$((fails + 1))
+    fi
+done
+
 [ $fails -eq 0 ] || {
     echo "two_hosts: $fails failed"
     exit 1
