@@ -30,6 +30,11 @@
  *         cf_mpi_pool_new(&ex, NULL);
  *         ...
  *
+ * Environment: spawned workers get the environment the process had when
+ * it first initialised MPI (Open MPI's daemon starts then and passes its
+ * own copy on): later changes, OMPI_MCA_* settings included, do not
+ * reach the workers of later pools.
+ *
  * Threads: MPI is initialised with MPI_THREAD_MULTIPLE.  Each pool has one
  * manager thread that makes every MPI call of that pool (sends, probes,
  * spawn, freeing its communicator) and completes its futures, so
@@ -93,6 +98,8 @@
  * thread there: cf_shutdown(wait) and cf_executor_destroy() return after
  * heartbeat_timeout + 5 s all the same, leaving that thread and its pool
  * (a few KiB) behind with a log line, and MPI is not finalized at exit.
+ * A static or communicator rank let go is still part of the job: static
+ * mode's MPI_Finalize at exit waits for it to finalize too.
  * What Open MPI itself does with a worker's messages before cfutures
  * reads them is beyond the library's reach: it buffers what arrives, and
  * a flood its TCP transport cannot drain as fast as it comes holds the

@@ -682,6 +682,25 @@ static bool on_result(mworker *w, const unsigned char *body, size_t len)
 
 /* Fails everything with `msg`, refuses later submits and lets go of the
  * communicator without waiting for anyone. */
+/* Tells every worker of p that may be alive and has not been told to
+ * leave that the pool is over (EXIT with CF__MPI_EXIT_BROKEN).  One byte
+ * from static memory: no buffer to keep, so each request is let go at
+ * once.  Manager thread, p->comm open. */
+static void tell_exit_broken(mpi_pool *p)
+{
+    static const unsigned char broken = CF__MPI_EXIT_BROKEN;
+    for (int i = 0; i < p->nworkers; i++) {
+        mworker *w = &p->workers[i];
+        MPI_Request r;
+        if (w->bye || w->exit_sent || w->killed)
+            continue;
+        if (MPI_Isend(&broken, 1, MPI_BYTE, w->rank, MTAG_EXIT, p->comm, &r) == MPI_SUCCESS)
+            MPI_Request_free(&r);
+        w->exit_sent = true;
+        w->exit_broken = true;
+    }
+}
+
 static void break_pool(mpi_pool *p, const char *msg)
 {
     pthread_mutex_lock(&p->mu);
@@ -746,17 +765,7 @@ static void break_pool(mpi_pool *p, const char *msg)
          * process ends.  The communicator stays open until wind_down()
          * has heard them (see there).  One byte from static memory: no
          * buffer to keep, so the request is let go at once. */
-        static const unsigned char broken = CF__MPI_EXIT_BROKEN;
-        for (int i = 0; i < p->nworkers; i++) {
-            mworker *w = &p->workers[i];
-            MPI_Request r;
-            if (w->bye || w->exit_sent || w->killed)
-                continue;
-            if (MPI_Isend(&broken, 1, MPI_BYTE, w->rank, MTAG_EXIT, p->comm, &r) == MPI_SUCCESS)
-                MPI_Request_free(&r);
-            w->exit_sent = true;
-            w->exit_broken = true;
-        }
+        tell_exit_broken(p);
         p->dying = p->comm;
         p->comm = MPI_COMM_NULL;
     }
@@ -2502,6 +2511,18 @@ void cf__mpi_pools_shutdown_all(void)
             break;
         if (!held)
             continue;
+        if (tls_manager == p) {
+            /* exit() (or MPI_Finalize) from one of this pool's
+             * done-callbacks, on its manager thread, which cannot wait for
+             * itself and will not return to its loop: its workers are
+             * told here that the pool is over, or static ranks would
+             * serve on and never reach the barrier MPI_Finalize ends
+             * with (it hung there). */
+            mp_shutdown(&p->base, false, false);
+            if (p->comm != MPI_COMM_NULL)
+                tell_exit_broken(p);
+            continue; /* the reference stays: this thread runs in it */
+        }
         mp_shutdown(&p->base, true, false);
         cf__executor_unref(&p->base); /* may be the last: destroys it */
     }

@@ -137,6 +137,15 @@ static cf_future *after_one_call(cf_executor *ex, cf_task_fn *task, const char *
     return f;
 }
 
+static int exit_from_callback(cf_future *f, void *arg)
+{
+    (void)f;
+    (void)arg;
+    printf("static_prog: cbexit, workers OK\n");
+    fflush(stdout);
+    exit(0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "partfail") == 0)
@@ -189,6 +198,16 @@ int main(int argc, char **argv)
     CHECK(cf_mpi_pool_new(&ex, NULL) == CF_OK);
     int n = cf_executor_worker_count(ex);
     CHECK(n >= 1);
+    if (argc > 1 && strcmp(argv[1], "cbexit") == 0) {
+        /* exit() from a done-callback, on the pool's manager thread: the
+         * worker ranks must still be told to leave, or MPI_Finalize at
+         * exit waits for them for ever (it did). */
+        cf_future *f;
+        CHECK(cf_submit(ex, square, CF_ARGS(cf_i64(3)), &f) == CF_OK);
+        CHECK(cf_future_add_done_callback(f, exit_from_callback, NULL) == CF_OK);
+        pause(); /* the callback ends the process */
+        return 1;
+    }
     if (argc > 1 && strcmp(argv[1], "crash") == 0) {
         cf_future *f = after_one_call(ex, die, "a rank dies");
         CHECK(f != NULL);
