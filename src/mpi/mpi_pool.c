@@ -680,8 +680,6 @@ static bool on_result(mworker *w, const unsigned char *body, size_t len)
 
 /* ---- breaking ----------------------------------------------------------- */
 
-/* Fails everything with `msg`, refuses later submits and lets go of the
- * communicator without waiting for anyone. */
 /* Tells every worker of p that may be alive and has not been told to
  * leave that the pool is over (EXIT with CF__MPI_EXIT_BROKEN).  One byte
  * from static memory: no buffer to keep, so each request is let go at
@@ -701,6 +699,8 @@ static void tell_exit_broken(mpi_pool *p)
     }
 }
 
+/* Fails everything with `msg`, refuses later submits and lets go of the
+ * communicator without waiting for anyone. */
 static void break_pool(mpi_pool *p, const char *msg)
 {
     pthread_mutex_lock(&p->mu);
@@ -763,8 +763,7 @@ static void break_pool(mpi_pool *p, const char *msg)
          * drops the rest, says BYE and leaves - in static and
          * communicator mode the rank returns to the job, in spawn mode the
          * process ends.  The communicator stays open until wind_down()
-         * has heard them (see there).  One byte from static memory: no
-         * buffer to keep, so the request is let go at once. */
+         * has heard them (see there). */
         tell_exit_broken(p);
         p->dying = p->comm;
         p->comm = MPI_COMM_NULL;
@@ -1583,11 +1582,11 @@ static int64_t worker_beat_ns(const mpi_pool *p)
 /* How many messages without an answer (heartbeats, HELLO, BYE) w may
  * have sent by `now`: one per half of its heartbeat interval since it
  * began (chatter_since: the pool's start, or in static mode when the
- * ranks began to serve, cf__mpi_static_since), and CHATTER_SLACK more.  Far above what an
- * honest worker sends, and far below a flood: a worker sending empty
- * messages as fast as it can over TCP took the manager's every turn (no
- * call was dispatched, no timeout seen) and grew Open MPI's store of
- * unread messages in the parent by gigabytes. */
+ * ranks began to serve, cf__mpi_static_since), and CHATTER_SLACK more.
+ * Far above what an honest worker sends, and far below a flood: a worker
+ * sending empty messages as fast as it can over TCP took the manager's
+ * every turn (no call was dispatched, no timeout seen) and grew Open
+ * MPI's store of unread messages in the parent by gigabytes. */
 #define CHATTER_SLACK 64
 static uint64_t chatter_allowed(const mpi_pool *p, const mworker *w, int64_t now)
 {
