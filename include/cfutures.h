@@ -1633,6 +1633,15 @@ static inline int cf_when_all_status(const cf_value *result, size_t i)
     return s;
 }
 
+/* How many outcomes a cf_when_all() / cf_when_all_or_fail() result holds
+ * (the n it was made with); 0 for NULL or a value of another kind. */
+static inline size_t cf_when_all_count(const cf_value *result)
+{
+    if (!result || result->kind != CF_BYTES)
+        return 0;
+    return result->size / sizeof(int32_t);
+}
+
 /* ------------------------------------------------------------------------
  * Cancellation descriptor
  * ---------------------------------------------------------------------- */

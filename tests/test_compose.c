@@ -1028,11 +1028,16 @@ static void test_when_all_outcomes(void **state)
     assert_int_equal(cf_when_all_status(r, 3), CF_OK);
     assert_int_equal(cf_when_all_status(r, 4), CF_EINVAL);
     assert_int_equal(cf_when_all_status(NULL, 0), CF_EINVAL);
+    assert_int_equal(cf_when_all_count(r), 4);
+    assert_int_equal(cf_when_all_count(NULL), 0);
+    cf_value i64 = cf_i64(4);
+    assert_int_equal(cf_when_all_count(&i64), 0);
     /* Nothing to wait for: done at once, empty. */
     cf_future *none;
     assert_ok(cf_when_all(NULL, 0, &none));
     assert_ok(cf_future_result(none, 0, &r));
     assert_int_equal(r->size, 0);
+    assert_int_equal(cf_when_all_count(r), 0);
     assert_ok(cf_future_release(none));
     assert_ok(cf_future_release(all));
     for (int i = 0; i < 3; i++)
