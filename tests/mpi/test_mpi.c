@@ -1434,6 +1434,35 @@ static void test_fork_child_exit_leaves_mpi_alone(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+static void fault_for_workers(const char *spec);
+
+/* cf_mpi_pool_new() of `workers` workers (heartbeat_timeout `hb` when
+ * > 0, start_timeout `start`), the workers given the test fault `fault`
+ * (NULL: none), must fail with `want`, *out NULL, and a message holding
+ * `needle`.  Returns how long it took, in seconds. */
+static double start_up_fails(const char *fault, int workers, double hb, double start, int want,
+                             const char *needle)
+{
+    if (fault)
+        fault_for_workers(fault);
+    cf_mpi_pool_options o;
+    cf_mpi_pool_options_init(&o);
+    o.max_workers = workers;
+    if (hb > 0)
+        o.heartbeat_timeout = hb;
+    o.start_timeout = start;
+    cf_executor *ex = (cf_executor *)&o;
+    double t0 = cf_test_now();
+    assert_cf(want, cf_mpi_pool_new(&ex, &o));
+    double took = cf_test_now() - t0;
+    if (fault)
+        unsetenv("CFUTURES_FAULT");
+    assert_null(ex);
+    print_message("%s (%.2f s)\n", cf_last_error_message(), took);
+    assert_non_null(strstr(cf_last_error_message(), needle));
+    return took;
+}
+
 /* A program whose file was deleted since it started (a deployment that
  * replaced it, say) cannot spawn copies of itself: cf_mpi_pool_new()
  * says so at once with CF_ESYS.  Open MPI's daemon kept the failure to
@@ -1445,17 +1474,7 @@ static void test_deleted_program_refused(void **state)
     (void)state;
     if (getenv("CF_TEST_DELETED_SELF")) {
         assert_int_equal(unlink(getenv("CF_TEST_DELETED_SELF")), 0);
-        cf_mpi_pool_options o;
-        cf_mpi_pool_options_init(&o);
-        o.max_workers = 1;
-        o.start_timeout = 60;
-        cf_executor *ex = (cf_executor *)&o;
-        double t0 = cf_test_now();
-        assert_cf(CF_ESYS, cf_mpi_pool_new(&ex, &o));
-        assert_null(ex);
-        print_message("%s (%.2f s)\n", cf_last_error_message(), cf_test_now() - t0);
-        assert_non_null(strstr(cf_last_error_message(), "cannot be run"));
-        assert_true(cf_test_now() - t0 < 30);
+        assert_true(start_up_fails(NULL, 1, 0, 60, CF_ESYS, "cannot be run") < 30);
         return;
     }
     char self[4096], copy[] = "/tmp/cf-test-mpi-copy-XXXXXX";
@@ -2100,17 +2119,8 @@ static void test_results_out_of_memory(void **state)
 static void test_breach_during_start_up(void **state)
 {
     (void)state;
-    fault_for_workers("mpi-bad-hello");
-    cf_mpi_pool_options o;
-    cf_mpi_pool_options_init(&o);
-    o.max_workers = 2;
-    o.start_timeout = 15 * cf_test_scale();
-    cf_executor *ex = (cf_executor *)&o;
-    assert_cf(CF_EBROKEN, cf_mpi_pool_new(&ex, &o));
-    unsetenv("CFUTURES_FAULT");
-    assert_null(ex);
-    print_message("%s\n", cf_last_error_message());
-    assert_non_null(strstr(cf_last_error_message(), "sent a malformed hello"));
+    start_up_fails("mpi-bad-hello", 2, 0, 15 * cf_test_scale(), CF_EBROKEN,
+                   "sent a malformed hello");
 }
 
 /* A worker that sends heartbeats but never HELLO (the fault
@@ -2122,21 +2132,9 @@ static void test_breach_during_start_up(void **state)
 static void test_heartbeats_without_hello(void **state)
 {
     (void)state;
-    fault_for_workers("mpi-no-hello");
-    cf_mpi_pool_options o;
-    cf_mpi_pool_options_init(&o);
-    o.max_workers = 1;
-    o.heartbeat_timeout = 2;
-    o.start_timeout = 1; /* bounds the spawn alone */
-    cf_executor *ex = (cf_executor *)&o;
-    double t0 = cf_test_now();
-    assert_cf(CF_EBROKEN, cf_mpi_pool_new(&ex, &o));
-    double took = cf_test_now() - t0;
-    unsetenv("CFUTURES_FAULT");
-    assert_null(ex);
-    print_message("%s (%.2f s)\n", cf_last_error_message(), took);
-    assert_non_null(strstr(cf_last_error_message(), "did not say hello within 2.0 s"));
-    assert_true(took >= 2);
+    /* start_timeout 1 bounds the spawn alone. */
+    assert_true(start_up_fails("mpi-no-hello", 1, 2, 1, CF_EBROKEN,
+                               "did not say hello within 2.0 s") >= 2);
 }
 
 /* A worker that floods the manager with heartbeats (the fault
@@ -2223,18 +2221,7 @@ static void test_worker_without_disconnect_let_go(void **state)
 static void test_spawn_that_never_returns_times_out(void **state)
 {
     (void)state;
-    fault_for_workers("mpi-init-exit");
-    cf_mpi_pool_options o;
-    cf_mpi_pool_options_init(&o);
-    o.max_workers = 1;
-    o.start_timeout = 2;
-    cf_executor *ex = (cf_executor *)&o;
-    double t0 = cf_test_now();
-    assert_cf(CF_EBROKEN, cf_mpi_pool_new(&ex, &o));
-    assert_null(ex);
-    assert_true(cf_test_now() - t0 >= 2);
-    assert_non_null(strstr(cf_last_error_message(), "within 2 s"));
-    unsetenv("CFUTURES_FAULT");
+    assert_true(start_up_fails("mpi-init-exit", 1, 0, 2, CF_EBROKEN, "within 2 s") >= 2);
 }
 
 /* Two pools at once in one process: each talks on its own
