@@ -711,7 +711,7 @@ static int t_set_event(cf_call *call)
 static void run_until_rescued(cf_executor *ex, double timeout)
 {
     double end = cf_test_now() + timeout * cf_test_scale();
-    cf__short_calls sc = {0, 0, 0, false, false};
+    cf__short_calls sc = {0};
     for (int64_t i = 0; cf_test_now() < end; i++) {
         cf_future *f = NULL;
         assert_ok(cf_submit(ex, t_square, CF_ARGS(cf_i64(i)), &f));
@@ -863,7 +863,7 @@ static void test_short_calls_two_workers_bursts(void **state)
     atomic_store(&cf__test_hook_short_calls, true);
     cf_executor *ex = pool_new(2);
     double end = cf_test_now() + 20 * cf_test_scale();
-    cf__short_calls sc = {0, 0, 0, false, false};
+    cf__short_calls sc = {0};
     unsigned window_start = 0;
     bool met = false;
     int64_t round = 0;
@@ -1011,6 +1011,115 @@ static void test_short_calls_worker_submit_wakes(void **state)
     atomic_store(&cf__test_hook_short_calls, false);
 }
 
+/* ---- trailing a submitter (thread_pool.c) ---- */
+
+#define TRAIL_CALLS 300
+static _Atomic int64_t trail_published; /* the last call number submitted */
+
+/* Call i returns once call i + 1 is queued (-1 after 10 s). */
+static int t_wait_for_successor(cf_call *call)
+{
+    int64_t i = cf_arg_i64(call, 0);
+    double end = cf_test_now() + 10 * cf_test_scale();
+    while (atomic_load(&trail_published) <= i) {
+        if (cf_test_now() > end)
+            return cf_return_i64(call, -1);
+        sched_yield();
+    }
+    return cf_return_i64(call, i);
+}
+
+/* Runs TRAIL_CALLS calls on a one-worker pool in lockstep with this
+ * thread so that the worker always trails it: call i + 1 is submitted
+ * while call i runs, and call i + 2 only once i + 1 has started.  So each
+ * time the worker comes back from a call it finds exactly one queued,
+ * pushed by another thread, and never finds the queue empty.  Returns the
+ * pool's count of pauses. */
+static unsigned lockstep_slips(int64_t spin_ns)
+{
+    int64_t spin_before = cf__test_set_spin_ns(spin_ns);
+    cf_executor *ex = pool_new(1);
+    atomic_store(&trail_published, -1);
+    cf_future *fs[TRAIL_CALLS];
+    for (int64_t i = 0; i < TRAIL_CALLS; i++) {
+        assert_ok(cf_submit(ex, t_wait_for_successor, CF_ARGS(cf_i64(i)), &fs[i]));
+        atomic_store(&trail_published, i);
+        double end = cf_test_now() + 10 * cf_test_scale();
+        while (!cf_future_running(fs[i]) && !cf_future_done(fs[i])) {
+            if (cf_test_now() > end)
+                fail_msg("call %lld did not start in %d s", (long long)i, 10 * cf_test_scale());
+            sched_yield();
+        }
+    }
+    atomic_store(&trail_published, TRAIL_CALLS);
+    for (int64_t i = 0; i < TRAIL_CALLS; i++) {
+        int64_t x = -9;
+        assert_ok(cf_future_result_i64(fs[i], 10 * cf_test_scale(), &x));
+        assert_int_equal(x, i);
+        assert_ok(cf_future_release(fs[i]));
+    }
+    unsigned slips = cf__thread_pool_short_calls(ex).slips;
+    assert_ok(cf_executor_destroy(ex));
+    cf__test_set_spin_ns(spin_before);
+    return slips;
+}
+
+/* A worker that keeps taking the one call queued, pushed by another
+ * thread, pauses before its next look once it has taken CF__SLIP_RUN
+ * calls without finding the queue empty: here before every call after
+ * the first CF__SLIP_RUN or so.  With no spinning (one CPU, CF_SPIN_NS=0)
+ * it never pauses. */
+static void test_trailing_worker_slips(void **state)
+{
+    (void)state;
+    unsigned slips = lockstep_slips(5000);
+    if (slips < TRAIL_CALLS - CF__SLIP_RUN - 2)
+        fail_msg("a worker trailing its submitter paused %u times in %d calls, want at "
+                 "least %d",
+                 slips, TRAIL_CALLS, TRAIL_CALLS - CF__SLIP_RUN - 2);
+    assert_int_equal(lockstep_slips(0), 0);
+}
+
+static cf_test_event chain_end;
+
+/* Call i submits call i + 1 to its own pool, up to TRAIL_CALLS calls. */
+static int t_chain(cf_call *call)
+{
+    cf_executor *ex = cf_arg_ptr(call, 0);
+    int64_t i = cf_arg_i64(call, 1);
+    if (i + 1 == TRAIL_CALLS) {
+        cf_test_event_set(&chain_end);
+        return cf_return_i64(call, i);
+    }
+    cf_future *f = NULL;
+    if (cf_submit(ex, t_chain, CF_ARGS(cf_ptr(ex), cf_i64(i + 1)), &f) != CF_OK)
+        return cf_return_i64(call, -1); /* the chain stops: the wait below fails */
+    cf_future_release(f);
+    return cf_return_i64(call, i);
+}
+
+/* A chain of calls, each submitting the next to its own pool, also leaves
+ * its worker one call queued each time it comes back; but the worker
+ * pushed it itself, on its own CPU, so it never pauses. */
+static void test_chain_does_not_slip(void **state)
+{
+    (void)state;
+    int64_t spin_before = cf__test_set_spin_ns(5000);
+    cf_executor *ex = pool_new(1);
+    cf_test_event_init(&chain_end);
+    cf_future *f = NULL;
+    assert_ok(cf_submit(ex, t_chain, CF_ARGS(cf_ptr(ex), cf_i64(0)), &f));
+    assert_true(cf_test_event_wait(&chain_end, 10));
+    int64_t x = -9;
+    assert_ok(cf_future_result_i64(f, 10 * cf_test_scale(), &x));
+    assert_int_equal(x, 0);
+    assert_ok(cf_future_release(f));
+    assert_ok(cf_shutdown(ex, true, false));
+    assert_int_equal(cf__thread_pool_short_calls(ex).slips, 0);
+    assert_ok(cf_executor_destroy(ex));
+    cf__test_set_spin_ns(spin_before);
+}
+
 /* A sentry that sees no wake-up left out or wanted, and nothing queued,
  * gives the role up (after about 55 ms of slowing looks), so an idle
  * pool has no thread waking on a timer.  Bursts of short calls make one;
@@ -1021,7 +1130,7 @@ static void test_short_calls_sentry_gives_up_when_idle(void **state)
     atomic_store(&cf__test_hook_short_calls, true);
     cf_executor *ex = pool_new(4);
     double end = cf_test_now() + 10 * cf_test_scale();
-    cf__short_calls sc = {0, 0, 0, false, false};
+    cf__short_calls sc = {0};
     for (int64_t round = 0; !(sc.watching && sc.quick) && cf_test_now() < end; round++) {
         short_burst(ex, round);
         sc = cf__thread_pool_short_calls(ex);
@@ -2777,6 +2886,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_short_calls_big_submit_wakes),
     cmocka_unit_test(test_short_calls_worker_submit_wakes),
     cmocka_unit_test(test_short_calls_sentry_gives_up_when_idle),
+    cmocka_unit_test(test_trailing_worker_slips),
+    cmocka_unit_test(test_chain_does_not_slip),
     cmocka_unit_test(test_long_calls_keep_every_wakeup),
     cmocka_unit_test(test_max_workers_respected),
     cmocka_unit_test(test_default_pool_runs_many),

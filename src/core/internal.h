@@ -993,10 +993,15 @@ typedef struct cf__short_calls {
     unsigned submit_skips;
     unsigned worker_skips;
     unsigned rescues;
+    unsigned slips; /* pauses of trailing workers ("Trailing a submitter") */
     bool quick;
     bool watching;
 } cf__short_calls;
 cf__short_calls cf__thread_pool_short_calls(const cf_executor *ex);
+/* A worker may pause as trailing only after taking this many calls
+ * without finding the queues empty (thread_pool.c, "Trailing a
+ * submitter"). */
+#define CF__SLIP_RUN 64
 extern _Atomic bool cf__test_hook_short_calls;
 
 struct cf_executor {

@@ -164,6 +164,28 @@
  *   does.
  * - Worker threads block asynchronous signals, so a process-directed signal
  *   (SIGINT, SIGTERM, ...) is delivered to an application thread.
+ *
+ * Trailing a submitter (the "temporal slipping" of Giacomoni et al.'s
+ * FastForward queue): a worker on another CPU that takes each call as soon
+ * as it is pushed makes every call's lines (the future block, the lane's
+ * last node and `tail`) cross between the two CPUs while the submitter is
+ * still writing them; in batches of 4096 tiny calls on 2 CPUs that made a
+ * submit 3-10x slower than one nobody trailed (bench/README.md, "The
+ * batches row").  So a worker that keeps catching up pauses once, briefly,
+ * to let the submitter get ahead:
+ * - It is trailing when, back from a call, its first look took the one
+ *   call queued (the pop put the stub back, `emptied`), which somebody
+ *   else pushed (a call that submits its successor, `pushed`, is a chain
+ *   on one CPU, where there is nothing to gain), and it has taken at least
+ *   SLIP_RUN calls since it last found the queues empty (`run`): a burst
+ *   of a few calls, which the submitter then waits for, never pays.
+ * - Then, before its next look, it spins SLIP_NS (or the spin budget,
+ *   cf__spin_ns(), if smaller; none on one CPU or with CF_SPIN_NS=0)
+ *   reading only its clock, and takes the calls queued meanwhile in a row.
+ * - Liveness: the pause is bounded and takes no lock, so nothing waits for
+ *   it but the calls queued behind; a call waits at most SLIP_NS more.  It
+ *   never lowers the rate at which calls are taken: the worker pauses only
+ *   after it has emptied the queue.
  */
 #include <limits.h>
 #include <sched.h>
@@ -174,6 +196,11 @@
 #include "internal.h"
 
 #define PREFIX_MAX 64
+
+/* Trailing a submitter (design notes): the pause, and the calls a worker
+ * takes without finding the queues empty before it may pause. */
+#define SLIP_NS 1000
+#define SLIP_RUN CF__SLIP_RUN
 
 typedef struct thread_pool thread_pool;
 
@@ -202,6 +229,13 @@ typedef struct tp_worker {
     _Atomic uint32_t park;
     bool token;                 /* woken holding the `spinning` token */
     unsigned streak;            /* own thread only: wake-ups left out in a row */
+    /* Own thread only (see "Trailing a submitter"): calls taken since the
+     * queues were last found empty; the last call taken was the only one
+     * queued, found at the first look after a call; the call being run
+     * submitted to this pool. */
+    unsigned run;
+    bool trailing;
+    bool pushed;
     struct tp_worker *idle_next; /* guarded by idle_lock */
     bool in_idle;                /* guarded by idle_lock */
     char name[PREFIX_MAX + 16];  /* "<prefix>_<index>", read by cf_thread_name() */
@@ -290,6 +324,8 @@ struct thread_pool {
     _Atomic unsigned taken;
     /* Wake-ups left out by workers (relaxed; read by the sentry). */
     _Atomic unsigned worker_skips;
+    /* Pauses of trailing workers (relaxed; tests read it). */
+    _Atomic unsigned slips;
 
     /* ---- the idle workers' ---- */
     _Alignas(64) cf__lock idle_lock;
@@ -343,15 +379,20 @@ static thread_pool *pool_of(cf_executor *ex)
     return (thread_pool *)ex;
 }
 
-/* Pops one future from lane l; waits out a half-finished push.
- * pop_lock held. */
-static cf_future *lane_pop(lane *l)
+/* Pops one future from lane l; waits out a half-finished push.  Sets
+ * *emptied (if not NULL) when it took the last node queued: the pop put
+ * the stub back (a hint: a push may have come right after).  pop_lock
+ * held. */
+static cf_future *lane_pop(lane *l, bool *emptied)
 {
     for (int tries = 0;; tries++) {
         cf__qnode *n;
         int r = cf__queue_pop(&l->q, &n);
-        if (r == CF__Q_OK)
+        if (r == CF__Q_OK) {
+            if (emptied) /* `head`: the consumer's own line */
+                *emptied = atomic_load_explicit(&l->q.head, memory_order_relaxed) == &l->q.stub;
             return cf__future_of_qnode(n);
+        }
         if (r == CF__Q_EMPTY)
             return NULL;
         if (tries < 64)
@@ -526,9 +567,10 @@ static bool work_hint(thread_pool *p)
 }
 
 /* Takes the queued call of highest priority, FIFO among equals: the first
- * non-empty lane in `order`, unless the heap's top comes first.  pop_lock
+ * non-empty lane in `order`, unless the heap's top comes first.  *emptied
+ * as for lane_pop() (left alone for a call from the heap).  pop_lock
  * held. */
-static cf_future *pop_locked(thread_pool *p)
+static cf_future *pop_locked(thread_pool *p, bool *emptied)
 {
     lane *best = NULL;
     for (uint64_t ord = atomic_load_explicit(&p->order, memory_order_acquire); ord; ord >>= 4) {
@@ -542,7 +584,7 @@ static cf_future *pop_locked(thread_pool *p)
         if (f)
             return f;
     }
-    return best ? lane_pop(best) : NULL;
+    return best ? lane_pop(best, emptied) : NULL;
 }
 
 /* Counts a call taken off the queues.  pop_lock held. */
@@ -556,7 +598,7 @@ static void count_taken(thread_pool *p)
  * default lane is active and the heap is empty (a program that sets no
  * priority) that is one look at lanes[0] before the lock, as before lanes
  * existed. */
-static cf_future *pop(thread_pool *p)
+static cf_future *pop(thread_pool *p, bool *emptied)
 {
     if (CF__LIKELY(atomic_load_explicit(&p->order, memory_order_relaxed) == ORDER_DEFAULT_ONLY &&
                    atomic_load_explicit(&p->nprio, memory_order_relaxed) == 0)) {
@@ -567,7 +609,7 @@ static cf_future *pop(thread_pool *p)
         return NULL;
     }
     cf__lock_acquire(&p->pop_lock);
-    cf_future *f = pop_locked(p);
+    cf_future *f = pop_locked(p, emptied);
     if (f)
         count_taken(p);
     cf__lock_release(&p->pop_lock);
@@ -580,7 +622,7 @@ static cf__qnode *drain(thread_pool *p)
     cf__qnode *list = NULL, **tail = &list;
     cf__lock_acquire(&p->pop_lock);
     cf_future *f;
-    while ((f = pop_locked(p)) != NULL) {
+    while ((f = pop_locked(p, NULL)) != NULL) {
         count_taken(p);
         atomic_store_explicit(&f->qnode.next, NULL, memory_order_relaxed);
         *tail = &f->qnode;
@@ -939,13 +981,38 @@ static bool skip_submit_wake(thread_pool *p, size_t n)
     return true;
 }
 
+/* A trailing worker's pause (see "Trailing a submitter"): it reads only
+ * its clock, so the submitter has the lines of its next calls to itself. */
+static void slip(thread_pool *p)
+{
+    int64_t ns = cf__spin_ns();
+    if (ns <= 0)
+        return; /* one CPU, or CF_SPIN_NS=0: nobody to trail */
+    if (ns > SLIP_NS)
+        ns = SLIP_NS;
+    /* Liveness: ends at `until` whatever happens. */
+    int64_t until = cf__now_ns() + ns;
+    while (cf__now_ns() < until)
+        cf__cpu_relax();
+    atomic_fetch_add_explicit(&p->slips, 1, memory_order_relaxed);
+}
+
 /* Returns the next future to run, or NULL when the worker should exit. */
 static cf_future *next_call(thread_pool *p, tp_worker *me, bool *token)
 {
+    if (me->trailing && me->run >= SLIP_RUN) {
+        me->trailing = false;
+        slip(p);
+    }
+    bool first = true; /* the first look since the last call returned */
     for (;;) {
         bool stopping = atomic_load_explicit(&p->shutdown, memory_order_acquire);
-        cf_future *f = pop(p);
+        bool emptied = false;
+        cf_future *f = pop(p, &emptied);
         if (f) {
+            me->run++;
+            me->trailing = first && emptied && !me->pushed;
+            me->pushed = false;
             if (*token) {
                 /* The searcher found work: give the token back (Go's
                  * "resetspinning"). */
@@ -974,6 +1041,9 @@ static cf_future *next_call(thread_pool *p, tp_worker *me, bool *token)
             return f;
         }
         me->streak = 0; /* the queues are drained */
+        me->run = 0;
+        me->trailing = false;
+        first = false;
         if (stopping || atomic_load(&p->broken)) {
             if (*token) {
                 *token = false;
@@ -1202,6 +1272,8 @@ static int submit_calls(thread_pool *p, cf_future **fs, size_t n, const char *wh
             cf_future_release(fs[i]);
         return rc;
     }
+    if (tls_worker && tls_worker->pool == p)
+        tls_worker->pushed = true; /* a chain: see "Trailing a submitter" */
     /* seq_cst loads after the seq_cst pushes: see the design notes. */
     if (atomic_load(&p->spinning) == 0 && atomic_load(&p->nidle) > 0) {
         if (!skip_submit_wake(p, n))
@@ -1276,6 +1348,8 @@ static int tp_submit_made(cf_executor *ex, cf_future **fs, size_t n, bool slots,
             wake_one(p);
     }
     cf__lock_release(&p->submit_lock);
+    if (tls_worker && tls_worker->pool == p)
+        tls_worker->pushed = true; /* a chain: see "Trailing a submitter" */
     return CF_OK;
 }
 
@@ -1337,12 +1411,13 @@ static const cf__engine thread_engine;
 
 cf__short_calls cf__thread_pool_short_calls(const cf_executor *ex)
 {
-    cf__short_calls s = {0, 0, 0, false, false};
+    cf__short_calls s = {0};
     if (ex && ex->engine == &thread_engine) {
         const thread_pool *p = (const thread_pool *)ex;
         s.submit_skips = atomic_load_explicit(&p->submit_skips, memory_order_relaxed);
         s.worker_skips = atomic_load_explicit(&p->worker_skips, memory_order_relaxed);
         s.rescues = atomic_load_explicit(&p->rescues, memory_order_relaxed);
+        s.slips = atomic_load_explicit(&p->slips, memory_order_relaxed);
         s.quick = atomic_load(&p->quick);
         s.watching = atomic_load(&p->sentry) != 0;
     }
