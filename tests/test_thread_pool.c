@@ -1033,15 +1033,22 @@ static int t_wait_for_successor(cf_call *call)
  * thread so that the worker always trails it: call i + 1 is submitted
  * while call i runs, and call i + 2 only once i + 1 has started.  So each
  * time the worker comes back from a call it finds exactly one queued,
- * pushed by another thread, and never finds the queue empty.  Returns the
- * pool's count of pauses. */
-static unsigned lockstep_slips(int64_t spin_ns)
+ * pushed by another thread, and never finds the queue empty.  With
+ * `low`, a call of a lower priority stays queued behind them all the
+ * while.  Returns the pool's count of pauses. */
+static unsigned lockstep_slips(int64_t spin_ns, bool low)
 {
     int64_t spin_before = cf__test_set_spin_ns(spin_ns);
     cf_executor *ex = pool_new(1);
     atomic_store(&trail_published, -1);
-    cf_future *fs[TRAIL_CALLS];
+    cf_future *fs[TRAIL_CALLS], *low_f = NULL;
     for (int64_t i = 0; i < TRAIL_CALLS; i++) {
+        if (i == 1 && low) {
+            cf_submit_options o;
+            cf_submit_options_init(&o);
+            o.priority = -1;
+            assert_ok(cf_submit_with(ex, &o, t_square, CF_ARGS(cf_i64(5)), &low_f));
+        }
         assert_ok(cf_submit(ex, t_wait_for_successor, CF_ARGS(cf_i64(i)), &fs[i]));
         atomic_store(&trail_published, i);
         double end = cf_test_now() + 10 * cf_test_scale();
@@ -1058,6 +1065,12 @@ static unsigned lockstep_slips(int64_t spin_ns)
         assert_int_equal(x, i);
         assert_ok(cf_future_release(fs[i]));
     }
+    if (low_f) {
+        int64_t x = -9;
+        assert_ok(cf_future_result_i64(low_f, 10 * cf_test_scale(), &x));
+        assert_int_equal(x, 25);
+        assert_ok(cf_future_release(low_f));
+    }
     unsigned slips = cf__thread_pool_short_calls(ex).slips;
     assert_ok(cf_executor_destroy(ex));
     cf__test_set_spin_ns(spin_before);
@@ -1068,16 +1081,18 @@ static unsigned lockstep_slips(int64_t spin_ns)
  * thread, pauses before its next look once it has taken CF__SLIP_RUN
  * calls without finding the queue empty: here before every call after
  * the first CF__SLIP_RUN or so.  With no spinning (one CPU, CF_SPIN_NS=0)
- * it never pauses. */
+ * it never pauses, nor while calls of another priority are in use (one
+ * is queued behind them all the while). */
 static void test_trailing_worker_slips(void **state)
 {
     (void)state;
-    unsigned slips = lockstep_slips(5000);
+    unsigned slips = lockstep_slips(5000, false);
     if (slips < TRAIL_CALLS - CF__SLIP_RUN - 2)
         fail_msg("a worker trailing its submitter paused %u times in %d calls, want at "
                  "least %d",
                  slips, TRAIL_CALLS, TRAIL_CALLS - CF__SLIP_RUN - 2);
-    assert_int_equal(lockstep_slips(0), 0);
+    assert_int_equal(lockstep_slips(0, false), 0);
+    assert_int_equal(lockstep_slips(5000, true), 0);
 }
 
 static cf_test_event chain_end;

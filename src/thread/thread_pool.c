@@ -179,6 +179,10 @@
  *   on one CPU, where there is nothing to gain), and it has taken at least
  *   SLIP_RUN calls since it last found the queues empty (`run`): a burst
  *   of a few calls, which the submitter then waits for, never pays.
+ * - Only while the default priority's lane is the only one active and the
+ *   heap is empty (a program that sets no priority): with other lanes,
+ *   knowing that the last call was taken means reading their `tail`s, and
+ *   a batch of mixed priorities lost more that way than it gained.
  * - Then, before its next look, it spins SLIP_NS (or the spin budget,
  *   cf__spin_ns(), if smaller; none on one CPU or with CF_SPIN_NS=0)
  *   reading only its clock, and takes the calls queued meanwhile in a row.
@@ -568,8 +572,8 @@ static bool work_hint(thread_pool *p)
 
 /* Takes the queued call of highest priority, FIFO among equals: the first
  * non-empty lane in `order`, unless the heap's top comes first.  *emptied
- * as for lane_pop() (left alone for a call from the heap).  pop_lock
- * held. */
+ * as for lane_pop() while only the default lane is active and the heap is
+ * empty; otherwise false.  pop_lock held. */
 static cf_future *pop_locked(thread_pool *p, bool *emptied)
 {
     lane *best = NULL;
@@ -584,7 +588,19 @@ static cf_future *pop_locked(thread_pool *p, bool *emptied)
         if (f)
             return f;
     }
-    return best ? lane_pop(best, emptied) : NULL;
+    if (!best)
+        return NULL;
+    cf_future *f = lane_pop(best, emptied);
+    /* Its lane is empty; the others, or the heap, may not be.  Finding
+     * out reads lines the submitters write (each lane's `tail`, or
+     * `admitted`), and either way cost a batch of mixed priorities more
+     * than pausing gained it (bench/README.md), so with other priorities
+     * in use no pop counts as emptying the queues. */
+    if (f && emptied && *emptied &&
+        (atomic_load_explicit(&p->order, memory_order_relaxed) != ORDER_DEFAULT_ONLY ||
+         atomic_load_explicit(&p->nprio, memory_order_relaxed) != 0))
+        *emptied = false;
+    return f;
 }
 
 /* Counts a call taken off the queues.  pop_lock held. */
