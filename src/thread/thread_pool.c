@@ -177,19 +177,30 @@
  *   call queued (the pop put the stub back, `emptied`), which somebody
  *   else pushed (a call that submits its successor, `pushed`, is a chain
  *   on one CPU, where there is nothing to gain), and it has taken at least
- *   SLIP_RUN calls since it last found the queues empty (`run`): a burst
- *   of a few calls, which the submitter then waits for, never pays.
+ *   `slip_run` (SLIP_RUN at first) calls since it last found the queues
+ *   empty (`run`): a burst of a few calls, which the submitter then waits
+ *   for, never pays.
  * - Only while the default priority's lane is the only one active and the
- *   heap is empty (a program that sets no priority): with other lanes,
- *   knowing that the last call was taken means reading their `tail`s, and
- *   a batch of mixed priorities lost more that way than it gained.
+ *   heap is empty: with other lanes, knowing that the last call was taken
+ *   means reading their `tail`s, and a batch of mixed priorities lost more
+ *   that way than it gained.  Lanes are retired only when a new priority
+ *   needs a slot, so a pool that was given a call of another priority
+ *   stops pausing until then.
  * - Then, before its next look, it spins SLIP_NS (or the spin budget,
  *   cf__spin_ns(), if smaller; none on one CPU or with CF_SPIN_NS=0)
  *   reading only its clock, and takes the calls queued meanwhile in a row.
+ * - A pause helped if at least SLIP_GAIN calls were queued after it.  If
+ *   the worker empties the queue sooner (`slipped`, `since_slip`), the
+ *   submitter could not get ahead: it waits for each result (a lazy map
+ *   with buffersize 1, a submit-next-then-wait-previous loop), and every
+ *   pause only delayed it, by up to 1.76x per call in such loops.  Then
+ *   `run` starts again and `slip_run` doubles, up to SLIP_RUN_MAX; a pause
+ *   that helped puts it back to SLIP_RUN.  Such a loop pauses about
+ *   log2(SLIP_RUN_MAX / SLIP_RUN) times and then once per SLIP_RUN_MAX
+ *   calls.
  * - Liveness: the pause is bounded and takes no lock, so nothing waits for
- *   it but the calls queued behind; a call waits at most SLIP_NS more.  It
- *   never lowers the rate at which calls are taken: the worker pauses only
- *   after it has emptied the queue.
+ *   it but the calls queued behind; a call waits at most SLIP_NS more per
+ *   pause.
  */
 #include <limits.h>
 #include <sched.h>
@@ -205,6 +216,8 @@
  * takes without finding the queues empty before it may pause. */
 #define SLIP_NS 1000
 #define SLIP_RUN CF__SLIP_RUN
+#define SLIP_GAIN 4
+#define SLIP_RUN_MAX (SLIP_RUN << 6)
 
 typedef struct thread_pool thread_pool;
 
@@ -240,6 +253,9 @@ typedef struct tp_worker {
     unsigned run;
     bool trailing;
     bool pushed;
+    bool slipped;        /* paused, and not yet known whether it helped */
+    unsigned since_slip; /* calls taken since the pause */
+    unsigned slip_run;   /* the run it takes to pause: SLIP_RUN..SLIP_RUN_MAX */
     struct tp_worker *idle_next; /* guarded by idle_lock */
     bool in_idle;                /* guarded by idle_lock */
     char name[PREFIX_MAX + 16];  /* "<prefix>_<index>", read by cf_thread_name() */
@@ -998,12 +1014,13 @@ static bool skip_submit_wake(thread_pool *p, size_t n)
 }
 
 /* A trailing worker's pause (see "Trailing a submitter"): it reads only
- * its clock, so the submitter has the lines of its next calls to itself. */
-static void slip(thread_pool *p)
+ * its clock, so the submitter has the lines of its next calls to itself.
+ * Returns whether it paused. */
+static bool slip(thread_pool *p)
 {
     int64_t ns = cf__spin_ns();
     if (ns <= 0)
-        return; /* one CPU, or CF_SPIN_NS=0: nobody to trail */
+        return false; /* one CPU, or CF_SPIN_NS=0: nobody to trail */
     if (ns > SLIP_NS)
         ns = SLIP_NS;
     /* Liveness: ends at `until` whatever happens. */
@@ -1011,14 +1028,16 @@ static void slip(thread_pool *p)
     while (cf__now_ns() < until)
         cf__cpu_relax();
     atomic_fetch_add_explicit(&p->slips, 1, memory_order_relaxed);
+    return true;
 }
 
 /* Returns the next future to run, or NULL when the worker should exit. */
 static cf_future *next_call(thread_pool *p, tp_worker *me, bool *token)
 {
-    if (me->trailing && me->run >= SLIP_RUN) {
+    if (me->trailing && me->run >= me->slip_run) {
         me->trailing = false;
-        slip(p);
+        me->slipped = slip(p);
+        me->since_slip = 0;
     }
     bool first = true; /* the first look since the last call returned */
     for (;;) {
@@ -1029,6 +1048,20 @@ static cf_future *next_call(thread_pool *p, tp_worker *me, bool *token)
             me->run++;
             me->trailing = first && emptied && !me->pushed;
             me->pushed = false;
+            if (me->slipped) {
+                /* Fewer than SLIP_GAIN calls were queued after the pause: the
+                 * submitter did not get ahead (it waits for the results,
+                 * say), so pausing only delays it; count anew. */
+                if (emptied) {
+                    me->run = 0;
+                    me->slipped = false;
+                    if (me->slip_run < SLIP_RUN_MAX)
+                        me->slip_run *= 2;
+                } else if (++me->since_slip >= SLIP_GAIN) {
+                    me->slipped = false;
+                    me->slip_run = SLIP_RUN;
+                }
+            }
             if (*token) {
                 /* The searcher found work: give the token back (Go's
                  * "resetspinning"). */
@@ -1059,6 +1092,7 @@ static cf_future *next_call(thread_pool *p, tp_worker *me, bool *token)
         me->streak = 0; /* the queues are drained */
         me->run = 0;
         me->trailing = false;
+        me->slipped = false;
         first = false;
         if (stopping || atomic_load(&p->broken)) {
             if (*token) {
@@ -1159,6 +1193,7 @@ static int spawn_locked(thread_pool *p)
         return CF_ENOMEM;
     w->pool = p;
     w->index = p->nthreads;
+    w->slip_run = SLIP_RUN;
     atomic_init(&w->park, 0);
     snprintf(w->name, sizeof w->name, "%s_%d", p->prefix, w->index);
 
