@@ -212,8 +212,10 @@
 
 #define PREFIX_MAX 64
 
-/* Trailing a submitter (design notes): the pause, and the calls a worker
- * takes without finding the queues empty before it may pause. */
+/* Trailing a submitter (design notes): the pause; the calls a worker
+ * takes without finding the queues empty before it may pause, at first
+ * and at most (the run doubles after each pause that did not help); the
+ * calls that must have queued during a pause for it to count as a help. */
 #define SLIP_NS 1000
 #define SLIP_RUN CF__SLIP_RUN
 #define SLIP_GAIN 4
