@@ -757,9 +757,10 @@ int cf_submit_with(cf_executor *ex, const cf_submit_options *opts, cf_task_fn *f
  *     submitted, as above for its engine, and the derived future ends as
  *     that call does; before the antecedent is done (no call yet), the
  *     derived future is cancelled and the task never runs.
- * Returns immediately: CF_OK (requested), CF_EDONE (already done), or
- * CF_EINVAL (NULL, or a pending future that no executor runs, such as
- * one made by cf_future_new()).  Any thread. */
+ * Returns immediately: CF_OK (requested; also when the call ends at once
+ * because of the request, before this returns), CF_EDONE (done before the
+ * request was made), or CF_EINVAL (NULL, or a pending future that no
+ * executor runs, such as one made by cf_future_new()).  Any thread. */
 int cf_future_interrupt(cf_future *f);
 
 /* Python 3.14's terminate_workers() / kill_workers(): shut the executor

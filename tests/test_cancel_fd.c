@@ -132,6 +132,45 @@ static void test_cancel_fd_race_interrupt_vs_create(void **state)
     assert_ok(cf_executor_destroy(ex));
 }
 
+/* Task: returns 1 as soon as cf_cancel_requested() turns true. */
+static int t_spin_until_requested(cf_call *call)
+{
+    double end = cf_test_now() + 10 * cf_test_scale();
+    while (!cf_cancel_requested(call))
+        if (cf_test_now() > end)
+            return cf_return_i64(call, 0);
+    return cf_return_i64(call, 1);
+}
+
+/* A task that ends the moment it sees the request: the interrupt that made
+ * the request answers CF_OK, never CF_EDONE (it used to set the flag
+ * before its last look at the state, so the task could end in between:
+ * 4-8 rounds in 20,000 answered CF_EDONE). */
+static void test_interrupt_seen_at_once_answers_ok(void **state)
+{
+    (void)state;
+    cf_executor *ex = pool_new(1);
+    double end = cf_test_now() + 3 * cf_test_scale();
+    int rounds = 0;
+    for (; rounds < 20000 && cf_test_now() < end; rounds++) {
+        cf_future *f;
+        assert_ok(cf_submit(ex, t_spin_until_requested, NULL, 0, &f));
+        while (!cf_future_running(f) && !cf_future_done(f))
+            sched_yield(); /* not a sleep: the state is what we wait for */
+        assert_false(cf_future_done(f));
+        int rc = cf_future_interrupt(f);
+        if (rc != CF_OK)
+            fail_msg("round %d: interrupt of a running call answered %s", rounds,
+                     cf_err_name(rc));
+        int64_t x = -9;
+        assert_ok(cf_future_result_i64(f, 10 * cf_test_scale(), &x));
+        assert_int_equal(x, 1);
+        assert_ok(cf_future_release(f));
+    }
+    assert_true(rounds >= 100);
+    assert_ok(cf_executor_destroy(ex));
+}
+
 /* Interrupted before the task asked: the descriptor is readable at once. */
 static void test_cancel_fd_after_interrupt(void **state)
 {
@@ -299,6 +338,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_cancel_fd_timeout),
     cmocka_unit_test(test_cancel_fd_terminate_workers),
     cmocka_unit_test(test_cancel_fd_race_interrupt_vs_create),
+    cmocka_unit_test(test_interrupt_seen_at_once_answers_ok),
     cmocka_unit_test(test_cancel_fd_after_interrupt),
     cmocka_unit_test(test_cancel_fd_stays_readable),
     cmocka_unit_test(test_cancel_fd_or_not_supported),

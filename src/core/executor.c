@@ -798,19 +798,23 @@ CF__API int cf_future_interrupt(cf_future *f)
                                                               : "no executor runs this future");
     if (cf_future_done(f))
         return CF_EDONE;
-    atomic_store_explicit(&f->stop, true, memory_order_relaxed);
     if (cf_future_cancel(f))
         return CF_OK;
     cf__lock_acquire(&f->lock);
     if (cf__state_done(cf__future_hook_locked(f))) {
         cf__lock_release(&f->lock);
-        return CF_EDONE;
+        return CF_EDONE; /* done before the request was made */
     }
     /* Not done, and hooked so that it cannot end before the lock is
      * dropped (future.c): the executor still holds the call, so it is
-     * alive.  NULL
+     * alive.  The request is made only now: made before the hook, a task
+     * that polls cf_cancel_requested() could see it and end (lock-free)
+     * before the check above, which then answered CF_EDONE for a call
+     * this very request had stopped.  Once hooked, whatever ends the call
+     * ends it after the request, and the answer is CF_OK.  NULL owner
      * for an inline continuation (compose.c), which has only the flag and
      * the descriptor. */
+    atomic_store_explicit(&f->stop, true, memory_order_relaxed);
     cf_executor *ex = f->owner;
     if (ex)
         cf__executor_ref(ex);
