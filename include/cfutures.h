@@ -756,7 +756,11 @@ int cf_submit_with(cf_executor *ex, const cf_submit_options *opts, cf_task_fn *f
  *     an executor): the interrupt goes to the call the continuation
  *     submitted, as above for its engine, and the derived future ends as
  *     that call does; before the antecedent is done (no call yet), the
- *     derived future is cancelled and the task never runs.
+ *     derived future is cancelled and the task never runs.  In between,
+ *     while the continuation is handing its call to the executor, the
+ *     derived future is cancelled and the call is interrupted: a task
+ *     that has already begun is told to stop (cf_cancel_requested()), and
+ *     its outcome is dropped.
  * Returns immediately: CF_OK (requested; also when the call ends at once
  * because of the request, before this returns), CF_EDONE (done before the
  * request was made), or CF_EINVAL (NULL, or a pending future that no
