@@ -590,8 +590,8 @@ static bool work_hint(thread_pool *p)
 
 /* Takes the queued call of highest priority, FIFO among equals: the first
  * non-empty lane in `order`, unless the heap's top comes first.  *emptied
- * as for lane_pop() while only the default lane is active and the heap is
- * empty; otherwise false.  pop_lock held. */
+ * as for lane_pop() (left alone for a call from the heap).  pop_lock
+ * held. */
 static cf_future *pop_locked(thread_pool *p, bool *emptied)
 {
     lane *best = NULL;
@@ -606,19 +606,7 @@ static cf_future *pop_locked(thread_pool *p, bool *emptied)
         if (f)
             return f;
     }
-    if (!best)
-        return NULL;
-    cf_future *f = lane_pop(best, emptied);
-    /* Its lane is empty; the others, or the heap, may not be.  Finding
-     * out reads lines the submitters write (each lane's `tail`, or
-     * `admitted`), and either way cost a batch of mixed priorities more
-     * than pausing gained it (bench/README.md), so with other priorities
-     * in use no pop counts as emptying the queues. */
-    if (f && emptied && *emptied &&
-        (atomic_load_explicit(&p->order, memory_order_relaxed) != ORDER_DEFAULT_ONLY ||
-         atomic_load_explicit(&p->nprio, memory_order_relaxed) != 0))
-        *emptied = false;
-    return f;
+    return best ? lane_pop(best, emptied) : NULL;
 }
 
 /* Counts a call taken off the queues.  pop_lock held. */
@@ -631,7 +619,7 @@ static void count_taken(thread_pool *p)
 /* Takes the next call, or NULL when nothing is queued.  While only the
  * default lane is active and the heap is empty (a program that sets no
  * priority) that is one look at lanes[0] before the lock, as before lanes
- * existed. */
+ * existed; only then is *emptied set (see "Trailing a submitter"). */
 static cf_future *pop(thread_pool *p, bool *emptied)
 {
     if (CF__LIKELY(atomic_load_explicit(&p->order, memory_order_relaxed) == ORDER_DEFAULT_ONLY &&
@@ -641,6 +629,13 @@ static cf_future *pop(thread_pool *p, bool *emptied)
             return NULL;
     } else if (!work_hint(p)) {
         return NULL;
+    } else {
+        /* With other lanes, or the heap, in use, emptying one lane says
+         * nothing of the rest, and finding out reads lines the submitters
+         * write (each lane's `tail`, or `admitted`): either way cost a
+         * batch of mixed priorities more than pausing gained it
+         * (bench/README.md), so no pop counts as emptying the queues. */
+        emptied = NULL;
     }
     cf__lock_acquire(&p->pop_lock);
     cf_future *f = pop_locked(p, emptied);
